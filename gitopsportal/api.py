@@ -1,0 +1,126 @@
+"""JSON API plumbing: bearer-token or session auth, role checks, JSON errors."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+
+from accounts.models import ApiToken, hash_token
+from accounts.permissions import has_role
+
+
+class ApiError(Exception):
+    """An error the API reports as JSON with an HTTP status."""
+
+    def __init__(self, status: int, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details
+
+
+def json_error(status: int, message: str, **details: Any) -> JsonResponse:
+    return JsonResponse({"error": message, **details}, status=status)
+
+
+def authenticate_bearer(request: HttpRequest) -> Any | None:
+    """Return the user of a valid `Authorization: Bearer` API token, recording its use."""
+    header = request.headers.get("Authorization", "")
+    if not header.lower().startswith("bearer "):
+        return None
+    raw = header[7:].strip()
+    token = ApiToken.objects.active().select_related("user").filter(token_hash=hash_token(raw)).first()
+    if token is None or not token.user.is_active:
+        raise ApiError(401, "invalid or expired API token")
+    now = timezone.now()
+    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token.user
+
+
+def read_json(request: HttpRequest) -> dict[str, Any]:
+    """Parse a JSON object body, or raise a 400 ApiError."""
+    if not request.body:
+        return {}
+    if not request.content_type.startswith("application/json"):
+        raise ApiError(415, "send Content-Type: application/json")
+    try:
+        payload = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "the body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return payload
+
+
+def api_view(
+    methods: tuple[str, ...] = ("GET",), role: str | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., HttpResponse]]:
+    """Wrap an API view: authenticate, check the role, turn errors into JSON.
+
+    Session-authenticated unsafe requests still need a CSRF token; bearer-token requests do not
+    (they carry no ambient credentials).
+    """
+
+    def decorator(view: Callable[..., Any]) -> Callable[..., HttpResponse]:
+        @csrf_exempt
+        @functools.wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in methods:
+                response = json_error(405, f"method {request.method} not allowed")
+                response["Allow"] = ", ".join(methods)
+                return response
+            try:
+                bearer_user = authenticate_bearer(request)
+                if bearer_user is not None:
+                    request.user = bearer_user
+                    _mark_token_auth()
+                elif not request.user.is_authenticated:
+                    raise ApiError(401, "authentication required (session or Authorization: Bearer token)")
+                elif request.method not in ("GET", "HEAD", "OPTIONS"):
+                    reason = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})
+                    if reason is not None:
+                        raise ApiError(403, "CSRF check failed")
+                if role is not None and not has_role(request.user, role):
+                    from accounts.permissions import ensure_role
+
+                    ensure_role(request.user, role, request=request)
+                result = view(request, *args, **kwargs)
+            except ApiError as exc:
+                return json_error(exc.status, exc.message, **exc.details)
+            except PermissionDenied as exc:
+                return json_error(403, str(exc) or "permission denied")
+            except Http404 as exc:
+                return json_error(404, str(exc) or "not found")
+            except ValidationError as exc:
+                return json_error(400, "; ".join(exc.messages))
+            if isinstance(result, HttpResponse):
+                return result
+            status = 200
+            if isinstance(result, tuple):
+                result, status = result
+            return JsonResponse(result, status=status, safe=False, json_dumps_params={"default": str})
+
+        wrapped.api_role = role  # type: ignore[attr-defined]
+        return wrapped
+
+    return decorator
+
+
+def _mark_token_auth() -> None:
+    from audit.context import ActorContext, current_actor_context, set_actor_context
+
+    context = current_actor_context()
+    set_actor_context(ActorContext(context.ip_address, context.user_agent, "token", context.system_name))
+
+
+__all__ = ["ApiError", "api_view", "json_error", "read_json", "transaction"]

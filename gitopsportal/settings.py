@@ -1,0 +1,283 @@
+"""Settings read from the environment (12-factor). Every variable is listed in .env.example."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from csp.constants import NONCE, NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
+
+from .env import (
+    check_redis_url,
+    env_bool,
+    env_choice,
+    env_int,
+    env_list,
+    env_str,
+    parse_database_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("GITOPSPORTAL_VAR_DIR") or BASE_DIR / "var")
+
+# production: PostgreSQL + Redis, DEBUG off, a real secret; development: embedded defaults.
+PORTAL_ENV = env_choice("GITOPSPORTAL_ENV", "development", ("development", "production"))
+PRODUCTION = PORTAL_ENV == "production"
+DEBUG = env_bool("DEBUG", not PRODUCTION)
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("DEBUG: must be off when GITOPSPORTAL_ENV=production")
+
+
+def _development_secret(name: str, nbytes: int = 50) -> str:
+    """Return a per-checkout random secret kept under var/ (development only)."""
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    path = VAR_DIR / f"dev-{name}"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(nbytes))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY:
+    if PRODUCTION:
+        raise ImproperlyConfigured("SECRET_KEY: required in production (or SECRET_KEY_FILE)")
+    SECRET_KEY = _development_secret("secret-key")
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# --- database -------------------------------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": parse_database_url(DATABASE_URL)}
+elif PRODUCTION:
+    raise ImproperlyConfigured("DATABASE_URL: required in production (postgres://user@host:5432/db)")
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(VAR_DIR / "portal.sqlite3"),
+            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"},
+        }
+    }
+DATABASE_IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
+if PRODUCTION and not DATABASE_IS_POSTGRES:
+    raise ImproperlyConfigured("DATABASE_URL: production needs PostgreSQL, not SQLite")
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- broker ---------------------------------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    check_redis_url(REDIS_URL)
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_RESULT_BACKEND = REDIS_URL
+    BROKER_IS_EMBEDDED = False
+elif PRODUCTION:
+    raise ImproperlyConfigured("REDIS_URL: required in production (the embedded broker is for the demo only)")
+else:
+    # A broker with no server: kombu's SQLAlchemy transport on a SQLite file under var/.
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite3'}"
+    CELERY_RESULT_BACKEND = f"db+sqlite:///{VAR_DIR / 'celery-results.sqlite3'}"
+    BROKER_IS_EMBEDDED = True
+
+# Ordering that keeps late acks safe: retries < hard limit < visibility timeout.
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300)
+CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 3600)
+CELERY_RETRY_BACKOFF_MAX = env_int("CELERY_RETRY_BACKOFF_MAX", 120)
+if not CELERY_RETRY_BACKOFF_MAX < CELERY_TASK_TIME_LIMIT < CELERY_VISIBILITY_TIMEOUT:
+    raise ImproperlyConfigured(
+        "CELERY_VISIBILITY_TIMEOUT: must exceed CELERY_TASK_TIME_LIMIT, which must exceed CELERY_RETRY_BACKOFF_MAX"
+    )
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_EXPIRES = 3600
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+POLL_INTERVAL_SECONDS = env_int("POLL_INTERVAL_SECONDS", 30)
+GIT_FETCH_INTERVAL_SECONDS = env_int("GIT_FETCH_INTERVAL_SECONDS", 60)
+SWEEP_INTERVAL_SECONDS = env_int("SWEEP_INTERVAL_SECONDS", 30)
+
+# --- applications ---------------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "template_partials",
+    "csp",
+    "axes",
+    "gitopsportal",
+    "accounts",
+    "inventory",
+    "promotions",
+    "audit",
+]
+# The sandbox (emulated Argo CD and forge) is a development and test tool, never loaded in production.
+SANDBOX_ENABLED = env_bool("SANDBOX_ENABLED", not PRODUCTION)
+if SANDBOX_ENABLED:
+    INSTALLED_APPS.append("sandbox")
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "gitopsportal.middleware.RequestIdMiddleware",
+    "gitopsportal.middleware.AuditContextMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",
+]
+
+ROOT_URLCONF = "gitopsportal.urls"
+WSGI_APPLICATION = "gitopsportal.wsgi.application"
+ASGI_APPLICATION = "gitopsportal.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "gitopsportal.context_processors.portal",
+            ],
+        },
+    }
+]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "inventory:matrix"
+LOGOUT_REDIRECT_URL = "login"
+
+# Login throttling (django-axes): lock a username+IP after repeated failures.
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 8)
+AXES_COOLOFF_TIME = 0.25  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+AXES_ENABLED = env_bool("AXES_ENABLED", True)
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+# --- security -------------------------------------------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie; kept default-compatible
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+    SILENCED_SYSTEM_CHECKS = ["security.W021"] if not SECURE_HSTS_PRELOAD else []
+
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "frame-ancestors": [NONE],
+        "form-action": [SELF],
+    }
+}
+
+# Secrets at rest (Argo CD and forge tokens): Fernet keys, newest first; rotate with `rotate_secrets`.
+ENCRYPTION_KEYS = env_list("GITOPSPORTAL_ENCRYPTION_KEYS", [])
+if not ENCRYPTION_KEYS and env_str("GITOPSPORTAL_ENCRYPTION_KEYS_FILE"):
+    ENCRYPTION_KEYS = [k.strip() for k in (env_str("GITOPSPORTAL_ENCRYPTION_KEYS") or "").split(",") if k.strip()]
+if not ENCRYPTION_KEYS:
+    if PRODUCTION:
+        raise ImproperlyConfigured("GITOPSPORTAL_ENCRYPTION_KEYS: required in production (Fernet keys, comma-separated)")
+    import base64
+    import hashlib
+
+    # Development: a key derived from the dev secret, so the embedded demo needs no setup.
+    ENCRYPTION_KEYS = [base64.urlsafe_b64encode(hashlib.sha256(_development_secret("encryption-key").encode()).digest()).decode()]
+
+# Audit checkpoints and bundles are signed with Ed25519 (PEM, PKCS#8).
+AUDIT_SIGNING_KEY = env_str("AUDIT_SIGNING_KEY")
+if not AUDIT_SIGNING_KEY and PRODUCTION:
+    raise ImproperlyConfigured("AUDIT_SIGNING_KEY: required in production (Ed25519 private key, PEM)")
+AUDIT_CHECKPOINT_INTERVAL_SECONDS = env_int("AUDIT_CHECKPOINT_INTERVAL_SECONDS", 3600)
+
+GITOPSPORTAL_CONFIG = env_str("GITOPSPORTAL_CONFIG")
+PORTAL_BASE_URL = env_str("PORTAL_BASE_URL", "http://127.0.0.1:8000") or ""
+MIRRORS_DIR = Path(env_str("GITOPSPORTAL_MIRRORS_DIR") or VAR_DIR / "mirrors")
+WORKSPACES_DIR = Path(env_str("GITOPSPORTAL_WORKSPACES_DIR") or VAR_DIR / "workspaces")
+FORGE_WEBHOOK_SECRET = env_str("FORGE_WEBHOOK_SECRET", "") or ""
+
+# --- logging --------------------------------------------------------------------------------------
+LOG_FORMAT = env_choice("LOG_FORMAT", "text", ("text", "json"))
+LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "gitopsportal.logging.RequestIdFilter"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "gitopsportal.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.server": {"level": "WARNING"},
+        "django.request": {"level": "ERROR"},
+        "axes": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,25 @@
+"""URL map: pages per app, the JSON API under /api/v1/, health endpoints."""
+
+from django.conf import settings
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from . import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/", include("accounts.urls")),
+    path("inventory/", include("inventory.urls")),
+    path("promotions/", include("promotions.urls")),
+    path("audit/", include("audit.urls")),
+    path("api/", include("gitopsportal.api_urls")),
+    path("django-admin/", admin.site.urls),
+]
+
+if getattr(settings, "OIDC_ENABLED", False):
+    urlpatterns.append(path("oidc/", include("mozilla_django_oidc.urls")))

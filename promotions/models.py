@@ -1,0 +1,1 @@
+"""Promotion and rollback requests, gates, approvals and the pull-request lifecycle."""

@@ -1,0 +1,142 @@
+"""Test harness: the real PostgreSQL and Redis, and a real Celery worker when a test asks for one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Each xdist worker gets its own Redis database so brokers and results never mix.
+_xdist = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+_redis = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/9")
+if _redis.rsplit("/", 1)[-1].isdigit():
+    os.environ["REDIS_URL"] = f"{_redis.rsplit('/', 1)[0]}/{9 + int(_xdist[2:] or 0)}"
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gitopsportal")
+os.environ.setdefault("AXES_ENABLED", "false")
+
+
+def _patch_flush_for_append_only_audit() -> None:
+    """Let test teardown TRUNCATE the audit table: production keeps the trigger that refuses it."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    original = DatabaseOperations.sql_flush
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        statements = original(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+        if "audit_auditevent" in tables and statements:
+            statements = [
+                "ALTER TABLE audit_auditevent DISABLE TRIGGER USER;",
+                *statements,
+                "ALTER TABLE audit_auditevent ENABLE TRIGGER USER;",
+            ]
+        return statements
+
+    DatabaseOperations.sql_flush = sql_flush
+
+
+_patch_flush_for_append_only_audit()
+
+
+def database_url_for_subprocess() -> str:
+    """Return a DATABASE_URL that points a child process at this test session's database."""
+    from django.db import connection
+
+    s = connection.settings_dict
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["DATABASE_URL"] = database_url_for_subprocess()
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    """A real `celery worker` subprocess on Redis, against the test database."""
+
+    def __init__(self, log_path: Path, *, pool: str = "threads", concurrency: int = 4, extra_env: dict | None = None):
+        self.log_path = log_path
+        self.pool = pool
+        self.concurrency = concurrency
+        self.extra_env = extra_env or {}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> WorkerProcess:
+        from gitopsportal.celery import ALL_QUEUES
+
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        hostname = f"test-{os.getpid()}-{time.monotonic_ns()}@%h"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "gitopsportal", "worker", "-Q", ALL_QUEUES,
+             "--pool", self.pool, "--concurrency", str(self.concurrency), "--without-gossip",
+             "--without-mingle", "--without-heartbeat", "-n", hostname, "-l", "info"],
+            cwd=ROOT, env=subprocess_env(**self.extra_env), stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"celery worker exited: {self.log_path.read_text()[-2000:]}")
+            if b"ready." in self.log_path.read_bytes():
+                return
+            time.sleep(0.2)
+        raise RuntimeError("celery worker did not become ready in time")
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its children, like the OOM killer would."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if getattr(self, "log", None):
+            self.log.close()
+
+
+@pytest.fixture
+def purge_broker():
+    """Start from an empty broker so messages of earlier tests never leak in."""
+    import redis
+    from django.conf import settings
+
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+    yield
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, purge_broker, tmp_path):
+    """Run a real Celery worker for one test (use with committed data: transactional_db)."""
+    worker = WorkerProcess(tmp_path / "worker.log").start()
+    yield worker
+    worker.stop()
+
+
+def wait_for(predicate, *, timeout: float = 20, interval: float = 0.1, message: str = "condition"):
+    """Poll until predicate() is truthy; return its value or fail the test with ``message``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {message}")

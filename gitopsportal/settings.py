@@ -125,6 +125,7 @@ INSTALLED_APPS = [
     "accounts",
     "inventory",
     "promotions",
+    "rollbacks",
     "audit",
 ]
 # The sandbox (emulated Argo CD and forge) is a development and test tool, never loaded in production.

@@ -16,6 +16,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("inventory/", include("inventory.urls")),
     path("promotions/", include("promotions.urls")),
+    path("rollbacks/", include("rollbacks.urls")),
     path("audit/", include("audit.urls")),
     path("api/", include("gitopsportal.api_urls")),
     path("django-admin/", admin.site.urls),

@@ -5,5 +5,4 @@ from . import views
 app_name = "promotions"
 urlpatterns = [
     path("", views.promotion_list, name="list"),
-    path("rollbacks/", views.rollback_list, name="rollback_list"),
 ]

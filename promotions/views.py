@@ -13,8 +13,3 @@ from accounts.roles import Role
 def promotion_list(request: HttpRequest) -> HttpResponse:
     return render(request, "promotions/list.html", {"nav": "promotions"})
 
-
-@require_GET
-@require_role(Role.VIEWER)
-def rollback_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "promotions/rollback_list.html", {"nav": "rollbacks"})

@@ -1,0 +1,1 @@
+"""Rollback requests: Git-revert pull requests for on-call engineers."""

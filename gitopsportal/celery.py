@@ -17,6 +17,7 @@ app.conf.task_routes = {
     "inventory.tasks.*": {"queue": "poll"},
     "inventory.tasks.repository_ingest_task": {"queue": "ingest"},
     "promotions.tasks.*": {"queue": "promote"},
+    "rollbacks.tasks.*": {"queue": "promote"},
     "audit.tasks.*": {"queue": "audit"},
 }
 ALL_QUEUES = "default,poll,ingest,promote,audit"

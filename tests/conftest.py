@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # Each xdist worker gets its own Redis database so brokers and results never mix.
 _xdist = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
 _redis = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/9")
-if _redis.rsplit("/", 1)[-1].isdigit():
-    os.environ["REDIS_URL"] = f"{_redis.rsplit('/', 1)[0]}/{9 + int(_xdist[2:] or 0)}"
+_base, _, _index = _redis.rpartition("/")
+if _index.isdigit():
+    os.environ["REDIS_URL"] = f"{_base}/{int(_index) + int(_xdist[2:] or 0)}"
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gitopsportal")
 os.environ.setdefault("AXES_ENABLED", "false")
 

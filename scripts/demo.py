@@ -1,0 +1,124 @@
+#!/usr/bin/env python
+"""`make demo`: the portal on the sandbox with nothing but Python and git installed.
+
+Migrates (SQLite under var/ unless DATABASE_URL is set), writes the demo GitOps repository, starts the
+emulated forge and Argo CD, seeds one user per role, polls once, then runs the web server, a real
+Celery worker and beat (embedded broker unless REDIS_URL is set). Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+PORT = int(os.environ.get("PORT", "8000"))
+ARGOCD_PORT = int(os.environ.get("SANDBOX_ARGOCD_PORT", "8081"))
+FORGE_PORT = int(os.environ.get("SANDBOX_FORGE_PORT", "8082"))
+VAR = Path(os.environ.get("GITOPSPORTAL_VAR_DIR", ROOT / "var"))
+SANDBOX_DIR = VAR / "sandbox"
+REPOS_DIR = SANDBOX_DIR / "repos"
+REPO_PATH = REPOS_DIR / "acme" / "gitops.git"
+WEBHOOK_SECRET = "sandbox-webhook-secret"
+
+ENV = dict(os.environ)
+ENV.setdefault("DEBUG", "true")
+ENV.setdefault("GITOPSPORTAL_CONFIG", str(ROOT / "config" / "sandbox.yaml"))
+ENV.setdefault("PORTAL_BASE_URL", f"http://127.0.0.1:{PORT}")
+ENV.setdefault("SANDBOX_ARGOCD_URL", f"http://127.0.0.1:{ARGOCD_PORT}")
+ENV.setdefault("SANDBOX_FORGE_URL", f"http://127.0.0.1:{FORGE_PORT}")
+ENV.setdefault("FORGE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+ENV.setdefault("POLL_INTERVAL_SECONDS", "10")
+ENV.setdefault("GIT_FETCH_INTERVAL_SECONDS", "15")
+ENV["PYTHONUNBUFFERED"] = "1"
+
+children: list[tuple[str, subprocess.Popen]] = []
+
+
+def manage(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, "manage.py", *args], cwd=ROOT, env=ENV, check=check)
+
+
+def start(name: str, *args: str) -> None:
+    log = open(VAR / f"demo-{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
+    proc = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    children.append((name, proc))
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback only
+                return
+        except Exception:
+            time.sleep(0.3)
+    raise SystemExit(f"{url} did not answer within {timeout:.0f}s; see {VAR}/demo-*.log")
+
+
+def stop_all(*_: object) -> None:
+    for _name, proc in reversed(children):
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for _name, proc in children:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    sys.exit(0)
+
+
+def main() -> None:
+    VAR.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGINT, stop_all)
+    signal.signal(signal.SIGTERM, stop_all)
+    print("== migrating the database")
+    manage("migrate", "--noinput", "-v0")
+    if not REPO_PATH.exists():
+        print("== writing the demo GitOps repository (8 apps, 3 environments, 2 clusters each)")
+        manage("sandbox_repo", str(REPO_PATH), "--apps", "8", "--clusters", "2", "--commits", "300", "--seed", "7")
+    print("== starting the sandbox forge and Argo CD")
+    start("forge", PY, "manage.py", "sandbox_forge", "--port", str(FORGE_PORT), "--repos", str(REPOS_DIR),
+          "--webhook-url", f"http://127.0.0.1:{PORT}/webhooks/forge/gitops/", "--webhook-secret", WEBHOOK_SECRET,
+          "--state-file", str(SANDBOX_DIR / "forge-state.json"))
+    start("argocd", PY, "manage.py", "sandbox_argocd", "--port", str(ARGOCD_PORT), "--repo", str(REPO_PATH),
+          "--repo-url", f"http://127.0.0.1:{FORGE_PORT}/acme/gitops.git", "--reconcile-interval", "2")
+    wait_http(f"http://127.0.0.1:{ARGOCD_PORT}/api/version")
+    wait_http(f"http://127.0.0.1:{FORGE_PORT}/sandbox/state")
+    print("== seeding demo users and polling once")
+    manage("demo_seed")
+    manage("poll", "--once", check=False)
+    print("== starting the portal, a Celery worker and beat")
+    start("worker", PY, "-m", "celery", "-A", "gitopsportal", "worker", "-Q", "default,poll,ingest,promote,audit",
+          "--concurrency", "2", "-l", "info")
+    start("beat", PY, "-m", "celery", "-A", "gitopsportal", "beat", "-l", "info",
+          "--schedule", str(VAR / "celerybeat-schedule"))
+    start("web", PY, "manage.py", "runserver", f"127.0.0.1:{PORT}", "--noreload")
+    wait_http(f"http://127.0.0.1:{PORT}/healthz")
+    print(f"""
+GitOps Portal is running.
+
+  Portal        http://127.0.0.1:{PORT}/
+  Argo CD (emulated)  http://127.0.0.1:{ARGOCD_PORT}/api/v1/applications   user admin / sandbox, token sandbox-argocd-token
+  Forge (GitHub API)  http://127.0.0.1:{FORGE_PORT}/repos/acme/gitops/pulls   token sandbox-forge-token
+  Git                 git clone http://127.0.0.1:{FORGE_PORT}/acme/gitops.git
+
+  Logins (password "demo"): release_manager, approver, oncall, auditor, viewer, admin
+
+Logs: {VAR}/demo-*.log. Ctrl-C stops everything.""", flush=True)
+    while True:
+        for name, proc in children:
+            if proc.poll() is not None:
+                print(f"{name} exited with {proc.returncode}; see {VAR}/demo-{name}.log", file=sys.stderr)
+                stop_all()
+        time.sleep(1)
+
+
+if __name__ == "__main__":
+    main()

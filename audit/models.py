@@ -63,3 +63,102 @@ class AuditEvent(models.Model):
         if self.pk is not None and not self._state.adding:
             raise ValueError("audit events are append-only")
         super().save(*args, **kwargs)
+
+
+class ChangeRecord(models.Model):
+    """One change to a production-like environment and all its evidence (a projection of the ledger).
+
+    Rows are created and updated by :func:`audit.services.change_record_sync`; the hash-chained
+    :class:`AuditEvent` rows stay the source of truth.
+    """
+
+    KIND_CHOICES = [("promotion", "promotion"), ("rollback", "rollback"), ("out_of_band", "out-of-band sync")]
+    OUTCOME_CHOICES = [
+        ("pending", "pending"),
+        ("succeeded", "succeeded"),
+        ("rolled_back", "rolled back"),
+        ("failed", "failed"),
+        ("abandoned", "abandoned"),
+    ]
+
+    kind = models.CharField(max_length=16, choices=KIND_CHOICES)
+    source_type = models.CharField(max_length=64)
+    source_id = models.CharField(max_length=200)
+    app = models.CharField(max_length=200, db_index=True)
+    environment = models.CharField(max_length=64, db_index=True)
+    project = models.CharField(max_length=200, blank=True, db_index=True)
+    clusters = models.JSONField(default=list, blank=True)
+    title = models.CharField(max_length=300, blank=True)
+    requester_name = models.CharField(max_length=150, blank=True)
+    approvers = models.JSONField(default=list, blank=True)
+    pr_number = models.PositiveIntegerField(null=True, blank=True)
+    pr_url = models.CharField(max_length=500, blank=True)
+    merged_by = models.CharField(max_length=150, blank=True)
+    revision_before = models.CharField(max_length=64, blank=True)
+    revision_after = models.CharField(max_length=64, blank=True)
+    versions_before = models.JSONField(default=dict, blank=True)
+    versions_after = models.JSONField(default=dict, blank=True)
+    gates = models.JSONField(default=list, blank=True)
+    sync_result = models.JSONField(null=True, blank=True)
+    requested_at = models.DateTimeField(null=True, blank=True)
+    approved_at = models.DateTimeField(null=True, blank=True)
+    pr_opened_at = models.DateTimeField(null=True, blank=True)
+    merged_at = models.DateTimeField(null=True, blank=True)
+    deployed_at = models.DateTimeField(null=True, blank=True)
+    healthy_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=OUTCOME_CHOICES, default="pending", db_index=True)
+    emergency = models.BooleanField(default=False)
+    justification = models.TextField(blank=True)
+    # Computed on every sync: the requester is not among the approvers (None: nobody approved).
+    separation_of_duties_ok = models.BooleanField(null=True, blank=True)
+    # Computed: from the request (or the earliest known step) to healthy (or deployed).
+    lead_time = models.DurationField(null=True, blank=True)
+    # Computed: when the change started, for period filters and ordering.
+    occurred_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["source_type", "source_id"], name="uniq_change_record_source")]
+        indexes = [
+            models.Index(fields=["-occurred_at", "-id"], name="change_time_id"),
+            models.Index(fields=["environment", "-occurred_at"], name="change_env_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.app} → {self.environment} ({self.outcome})"
+
+    @property
+    def gates_passed(self) -> bool | None:
+        if not self.gates:
+            return None
+        return all(bool(g.get("passed")) for g in self.gates if isinstance(g, dict))
+
+    @property
+    def outcome_badge(self) -> str:
+        return {
+            "succeeded": "badge-ok",
+            "pending": "badge-info",
+            "rolled_back": "badge-warn",
+            "failed": "badge-bad",
+            "abandoned": "badge-idle",
+        }.get(self.outcome, "badge-idle")
+
+
+class AuditCheckpoint(models.Model):
+    """A signed statement of the chain head: sequence, hash and count at a time (CloudTrail digest style)."""
+
+    head_sequence = models.BigIntegerField()
+    head_hash = models.CharField(max_length=64)
+    event_count = models.BigIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+    signature = models.CharField(max_length=200, help_text="base64 Ed25519 signature of the checkpoint payload")
+    public_key_id = models.CharField(max_length=64, help_text="sha256 of the raw public key, hex, first 16 chars")
+
+    class Meta:
+        ordering = ["-head_sequence", "-id"]
+        get_latest_by = "id"
+
+    def __str__(self) -> str:
+        return f"checkpoint #{self.head_sequence} ({self.public_key_id})"

@@ -1,17 +1,71 @@
-"""Append events to the hash-chained ledger, in the caller's transaction."""
+"""The audit ledger and change records: the write side of the audit app.
+
+Ledger
+------
+``audit_event_record(*, action, actor=None, target_type="", target_id="", target_label="", app="",
+environment="", cluster="", shas=(), pr_url="", before=None, after=None, message="",
+out_of_band=False, correlation_id=None, system_name=None) -> AuditEvent``
+    Append one event to the hash-chained ledger inside the caller's transaction. EVERY state change
+    calls it in the same transaction as the change. Appends are serialised by a PostgreSQL
+    transaction-level advisory lock; the row is never updated (a trigger refuses it).
+
+Change records (call from promotions, rollbacks and the Argo CD poller)
+-----------------------------------------------------------------------
+``change_record_sync(*, kind, source_type, source_id, app, environment, **fields) -> ChangeRecord``
+    Create or update THE one change record of a source object (``(source_type, source_id)`` is
+    unique, e.g. ``("promotion", str(promotion.pk))``, ``("rollback", str(rb.pk))``,
+    ``("deployment", str(deployment.pk))`` for an out-of-band sync). Call it at every step, in the
+    same transaction as the step and after its ``audit_event_record``; pass only what you know, the
+    fields you omit keep their stored values. ``kind`` is ``"promotion" | "rollback" | "out_of_band"``.
+
+    Accepted ``fields`` (anything else raises ``TypeError``):
+
+    ===========================  ===============================================================
+    requester_name: str          who asked (frozen username)
+    approvers: list[str]         usernames who approved (replaces the stored list)
+    pr_number: int | None        PR number; pr_url: str; merged_by: str (username on the forge)
+    revision_before/after: str   Git SHAs deployed before / after
+    versions_before/after: dict  e.g. ``{"image": "1.4.2"}`` or ``{"prod-eu-west-1": "1.4.2"}``
+    gates: list[dict]            ``[{"name": "ci", "passed": True, "detail": "3/3 checks"}]``
+    sync_result: Any (JSON)      Argo CD operation result, e.g. ``{"phase": "Succeeded", ...}``
+    requested_at, approved_at, pr_opened_at, merged_at, deployed_at, healthy_at
+                                 datetimes (aware) or ISO-8601 strings
+    outcome: str                 ``pending | succeeded | rolled_back | failed | abandoned``
+    emergency: bool              justification: str (required in practice for emergencies)
+    project: str                 Argo CD project / team (used for project-scoped auditors)
+    clusters: list[str]          clusters the change touched; title: str (short summary)
+    ===========================  ===============================================================
+
+    Computed on every call: ``separation_of_duties_ok`` (requester not among approvers, compared
+    case-insensitively; ``None`` while nobody approved), ``lead_time`` (from ``requested_at`` (or
+    the earliest of pr_opened/merged) to ``healthy_at`` (or ``deployed_at``)) and ``occurred_at``
+    (the earliest known step; period filters use it).
+
+    The record is a projection, not evidence: it may be updated, the ledger is the truth. The
+    evidence page lists the ledger events whose ``(target_type, target_id)`` equals the record's
+    ``(source_type, source_id)``, so write your events with the same pair.
+
+Checkpoints
+-----------
+``audit_checkpoint_create() -> AuditCheckpoint | None``
+    Sign the current chain head (sequence, hash, count, time) with the Ed25519 key of
+    ``settings.AUDIT_SIGNING_KEY``; ``None`` when the ledger is empty or the head is already signed.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from gitopsportal.logging import current_request_id
 
 from .chain import event_hash
 from .context import current_actor_context
-from .models import GENESIS_HASH, AuditEvent
+from .models import GENESIS_HASH, AuditEvent, ChangeRecord
 
 # Any fixed 64-bit number: the key of the PostgreSQL advisory lock that serialises appends.
 AUDIT_CHAIN_LOCK_KEY = 0x6175646974636861
@@ -132,3 +186,130 @@ def event_as_record(event: AuditEvent) -> dict[str, Any]:
         "prev_hash": event.prev_hash,
         "hash": event.hash,
     }
+
+
+# --- change records ---------------------------------------------------------------------------------
+
+CHANGE_KINDS = ("promotion", "rollback", "out_of_band")
+CHANGE_OUTCOMES = ("pending", "succeeded", "rolled_back", "failed", "abandoned")
+_CHANGE_TIME_FIELDS = ("requested_at", "approved_at", "pr_opened_at", "merged_at", "deployed_at", "healthy_at")
+_CHANGE_TEXT_FIELDS = {
+    "requester_name": 150,
+    "pr_url": 500,
+    "merged_by": 150,
+    "revision_before": 64,
+    "revision_after": 64,
+    "project": 200,
+    "title": 300,
+}
+_CHANGE_FIELDS = frozenset(
+    {
+        *_CHANGE_TIME_FIELDS,
+        *_CHANGE_TEXT_FIELDS,
+        "approvers",
+        "pr_number",
+        "versions_before",
+        "versions_after",
+        "gates",
+        "sync_result",
+        "outcome",
+        "emergency",
+        "justification",
+        "clusters",
+    }
+)
+
+
+def _as_datetime(name: str, value: Any) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value if timezone.is_aware(value) else timezone.make_aware(value, timezone.UTC)
+    if isinstance(value, str):
+        parsed = parse_datetime(value)
+        if parsed is not None:
+            return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, timezone.UTC)
+    raise ValueError(f"change_record_sync: {name} must be a datetime or an ISO-8601 string, not {value!r}")
+
+
+def _clean_change_field(name: str, value: Any) -> Any:
+    if name in _CHANGE_TIME_FIELDS:
+        return _as_datetime(name, value)
+    if name in _CHANGE_TEXT_FIELDS:
+        return ("" if value is None else str(value))[: _CHANGE_TEXT_FIELDS[name]]
+    if name in ("approvers", "clusters"):
+        return [str(v) for v in (value or [])]
+    if name == "pr_number":
+        return int(value) if value not in (None, "") else None
+    if name == "gates":
+        gates = []
+        for gate in value or []:
+            if not isinstance(gate, dict) or "name" not in gate:
+                raise ValueError("change_record_sync: gates are dicts {name, passed, detail}")
+            gates.append({"name": str(gate["name"]), "passed": bool(gate.get("passed")), "detail": gate.get("detail", "")})
+        return gates
+    if name in ("versions_before", "versions_after"):
+        return _redact(value) if value is not None else {}
+    if name == "sync_result":
+        return _redact(value)
+    if name == "outcome":
+        if value not in CHANGE_OUTCOMES:
+            raise ValueError(f"change_record_sync: outcome must be one of {CHANGE_OUTCOMES}, not {value!r}")
+        return value
+    if name == "emergency":
+        return bool(value)
+    if name == "justification":
+        return "" if value is None else str(value)
+    return value
+
+
+def _change_record_compute(record: ChangeRecord) -> None:
+    """Fill the derived fields: separation of duties, lead time, when it happened."""
+    requester = record.requester_name.strip().lower()
+    approvers = [a.strip().lower() for a in record.approvers if a and a.strip()]
+    record.separation_of_duties_ok = (requester not in approvers) if approvers else None
+    start = record.requested_at or min(
+        (t for t in (record.pr_opened_at, record.merged_at) if t is not None), default=None
+    )
+    end = record.healthy_at or record.deployed_at
+    record.lead_time = (end - start) if start is not None and end is not None and end >= start else None
+    known = [getattr(record, name) for name in _CHANGE_TIME_FIELDS if getattr(record, name) is not None]
+    record.occurred_at = min(known) if known else (record.created_at or timezone.now())
+
+
+@transaction.atomic
+def change_record_sync(
+    *, kind: str, source_type: str, source_id: str | int, app: str, environment: str, **fields: Any
+) -> ChangeRecord:
+    """Create or update the one change record of ``(source_type, source_id)``; see the module docs."""
+    if kind not in CHANGE_KINDS:
+        raise ValueError(f"change_record_sync: kind must be one of {CHANGE_KINDS}, not {kind!r}")
+    unknown = set(fields) - _CHANGE_FIELDS
+    if unknown:
+        raise TypeError(f"change_record_sync: unknown fields {sorted(unknown)}")
+    cleaned = {name: _clean_change_field(name, value) for name, value in fields.items()}
+    source_id = str(source_id)
+    record = ChangeRecord.objects.select_for_update().filter(source_type=source_type, source_id=source_id).first()
+    if record is None:
+        now = timezone.now()
+        record = ChangeRecord(
+            kind=kind, source_type=source_type, source_id=source_id, app=app, environment=environment,
+            created_at=now, updated_at=now, **cleaned,
+        )  # fmt: skip
+        _change_record_compute(record)
+        try:
+            with transaction.atomic():
+                record.save(force_insert=True)
+            return record
+        except IntegrityError:
+            # Another transaction created it meanwhile: update theirs.
+            record = ChangeRecord.objects.select_for_update().get(source_type=source_type, source_id=source_id)
+    record.kind = kind
+    record.app = app or record.app
+    record.environment = environment or record.environment
+    for name, value in cleaned.items():
+        setattr(record, name, value)
+    record.updated_at = timezone.now()
+    _change_record_compute(record)
+    record.save()
+    return record

@@ -75,7 +75,9 @@ def parse_database_url(url: str, *, variable: str = "DATABASE_URL") -> dict:
     if scheme in {"postgres", "postgresql", "pgsql"}:
         name = unquote(parts.path.lstrip("/"))
         if not name:
-            raise ImproperlyConfigured(f"{variable}: the database name is missing (postgres://host:5432/NAME)")
+            raise ImproperlyConfigured(
+                f"{variable}: the database name is missing (postgres://host:5432/NAME)"
+            )
         options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
         return {
             "ENGINE": "django.db.backends.postgresql",

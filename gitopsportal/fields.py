@@ -39,7 +39,9 @@ class EncryptedTextField(models.TextField):
             return SecretStr(fernet().decrypt(value.encode()).decode())
         except InvalidToken:
             # Never echo ciphertext or plaintext; a wrong key must be fixed in configuration.
-            raise ValueError(f"cannot decrypt {self.model.__name__}.{self.name}: check GITOPSPORTAL_ENCRYPTION_KEYS") from None
+            raise ValueError(
+                f"cannot decrypt {self.model.__name__}.{self.name}: check GITOPSPORTAL_ENCRYPTION_KEYS"
+            ) from None
 
     def get_prep_value(self, value):
         if value is None or value == "":

@@ -12,8 +12,14 @@ def _on_login(sender, request, user, **kwargs) -> None:
 
     backend = getattr(user, "backend", "") or ""
     method = "oidc" if "oidc" in backend.lower() else "password"
-    audit_event_record(action="auth.login", actor=user, target_type="user", target_id=user.pk,
-                       target_label=user.get_username(), message=f"signed in ({method})")
+    audit_event_record(
+        action="auth.login",
+        actor=user,
+        target_type="user",
+        target_id=user.pk,
+        target_label=user.get_username(),
+        message=f"signed in ({method})",
+    )
 
 
 @receiver(user_logged_out)
@@ -21,8 +27,13 @@ def _on_logout(sender, request, user, **kwargs) -> None:
     from audit.services import audit_event_record
 
     if user is not None:
-        audit_event_record(action="auth.logout", actor=user, target_type="user", target_id=user.pk,
-                           target_label=user.get_username())
+        audit_event_record(
+            action="auth.logout",
+            actor=user,
+            target_type="user",
+            target_id=user.pk,
+            target_label=user.get_username(),
+        )
 
 
 @receiver(user_login_failed)
@@ -30,5 +41,6 @@ def _on_login_failed(sender, credentials, request=None, **kwargs) -> None:
     from audit.services import audit_event_record
 
     username = str(credentials.get("username", ""))[:150]
-    audit_event_record(action="auth.login_failed", target_type="user", target_label=username,
-                       message="failed sign-in")
+    audit_event_record(
+        action="auth.login_failed", target_type="user", target_label=username, message="failed sign-in"
+    )

@@ -47,7 +47,9 @@ def manage(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def start(name: str, *args: str) -> None:
     log = open(VAR / f"demo-{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
-    proc = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     children.append((name, proc))
 
 
@@ -82,26 +84,87 @@ def main() -> None:
     manage("migrate", "--noinput", "-v0")
     if not REPO_PATH.exists():
         print("== writing the demo GitOps repository (8 apps, 3 environments, 2 clusters each)")
-        manage("sandbox_repo", str(REPO_PATH), "--apps", "8", "--clusters", "2", "--commits", "300", "--seed", "7")
+        manage(
+            "sandbox_repo",
+            str(REPO_PATH),
+            "--apps",
+            "8",
+            "--clusters",
+            "2",
+            "--commits",
+            "300",
+            "--seed",
+            "7",
+        )
     print("== starting the sandbox forge and Argo CD")
-    start("forge", PY, "manage.py", "sandbox_forge", "--port", str(FORGE_PORT), "--repos", str(REPOS_DIR),
-          "--webhook-url", f"http://127.0.0.1:{PORT}/webhooks/forge/gitops/", "--webhook-secret", WEBHOOK_SECRET,
-          "--state-file", str(SANDBOX_DIR / "forge-state.json"))
-    start("argocd", PY, "manage.py", "sandbox_argocd", "--port", str(ARGOCD_PORT), "--repo", str(REPO_PATH),
-          "--repo-url", f"http://127.0.0.1:{FORGE_PORT}/acme/gitops.git", "--reconcile-interval", "2")
+    start(
+        "forge",
+        PY,
+        "manage.py",
+        "sandbox_forge",
+        "--port",
+        str(FORGE_PORT),
+        "--repos",
+        str(REPOS_DIR),
+        "--webhook-url",
+        f"http://127.0.0.1:{PORT}/webhooks/forge/gitops/",
+        "--webhook-secret",
+        WEBHOOK_SECRET,
+        "--state-file",
+        str(SANDBOX_DIR / "forge-state.json"),
+    )
+    start(
+        "argocd",
+        PY,
+        "manage.py",
+        "sandbox_argocd",
+        "--port",
+        str(ARGOCD_PORT),
+        "--repo",
+        str(REPO_PATH),
+        "--repo-url",
+        f"http://127.0.0.1:{FORGE_PORT}/acme/gitops.git",
+        "--reconcile-interval",
+        "2",
+    )
     wait_http(f"http://127.0.0.1:{ARGOCD_PORT}/api/version")
     wait_http(f"http://127.0.0.1:{FORGE_PORT}/sandbox/state")
     print("== seeding demo users and polling once")
     manage("demo_seed")
     manage("poll", "--once", check=False)
     print("== starting the portal, a Celery worker and beat")
-    start("worker", PY, "-m", "celery", "-A", "gitopsportal", "worker", "-Q", "default,poll,ingest,promote,audit",
-          "--concurrency", "2", "-l", "info")
-    start("beat", PY, "-m", "celery", "-A", "gitopsportal", "beat", "-l", "info",
-          "--schedule", str(VAR / "celerybeat-schedule"))
+    start(
+        "worker",
+        PY,
+        "-m",
+        "celery",
+        "-A",
+        "gitopsportal",
+        "worker",
+        "-Q",
+        "default,poll,ingest,promote,audit",
+        "--concurrency",
+        "2",
+        "-l",
+        "info",
+    )
+    start(
+        "beat",
+        PY,
+        "-m",
+        "celery",
+        "-A",
+        "gitopsportal",
+        "beat",
+        "-l",
+        "info",
+        "--schedule",
+        str(VAR / "celerybeat-schedule"),
+    )
     start("web", PY, "manage.py", "runserver", f"127.0.0.1:{PORT}", "--noreload")
     wait_http(f"http://127.0.0.1:{PORT}/healthz")
-    print(f"""
+    print(
+        f"""
 GitOps Portal is running.
 
   Portal        http://127.0.0.1:{PORT}/
@@ -111,7 +174,9 @@ GitOps Portal is running.
 
   Logins (password "demo"): release_manager, approver, oncall, auditor, viewer, admin
 
-Logs: {VAR}/demo-*.log. Ctrl-C stops everything.""", flush=True)
+Logs: {VAR}/demo-*.log. Ctrl-C stops everything.""",
+        flush=True,
+    )
     while True:
         for name, proc in children:
             if proc.poll() is not None:

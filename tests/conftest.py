@@ -30,7 +30,9 @@ def _patch_flush_for_append_only_audit() -> None:
     original = DatabaseOperations.sql_flush
 
     def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
-        statements = original(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+        statements = original(
+            self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade
+        )
         if "audit_auditevent" in tables and statements:
             statements = [
                 "ALTER TABLE audit_auditevent DISABLE TRIGGER USER;",
@@ -65,7 +67,9 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 class WorkerProcess:
     """A real `celery worker` subprocess on Redis, against the test database."""
 
-    def __init__(self, log_path: Path, *, pool: str = "threads", concurrency: int = 4, extra_env: dict | None = None):
+    def __init__(
+        self, log_path: Path, *, pool: str = "threads", concurrency: int = 4, extra_env: dict | None = None
+    ):
         self.log_path = log_path
         self.pool = pool
         self.concurrency = concurrency
@@ -78,10 +82,31 @@ class WorkerProcess:
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         hostname = f"test-{os.getpid()}-{time.monotonic_ns()}@%h"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "gitopsportal", "worker", "-Q", ALL_QUEUES,
-             "--pool", self.pool, "--concurrency", str(self.concurrency), "--without-gossip",
-             "--without-mingle", "--without-heartbeat", "-n", hostname, "-l", "info"],
-            cwd=ROOT, env=subprocess_env(**self.extra_env), stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "gitopsportal",
+                "worker",
+                "-Q",
+                ALL_QUEUES,
+                "--pool",
+                self.pool,
+                "--concurrency",
+                str(self.concurrency),
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                hostname,
+                "-l",
+                "info",
+            ],
+            cwd=ROOT,
+            env=subprocess_env(**self.extra_env),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self._wait_ready()

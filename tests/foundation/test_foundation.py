@@ -12,7 +12,6 @@ from django.db import connection
 from django.urls import reverse
 
 from gitopsportal.models import WorkerHeartbeat
-from tests.conftest import wait_for
 from tests.factories import user_with_role
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,9 +38,18 @@ def test_a_real_worker_on_redis_runs_a_task_end_to_end(celery_worker_process):
 
 
 def _manage(*args: str, **env: str) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG")}
+    full_env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG")
+    }
     full_env.update(env)
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.parametrize(
@@ -50,9 +58,23 @@ def _manage(*args: str, **env: str) -> subprocess.CompletedProcess:
         ({"DATABASE_URL": "mysql://nope"}, "DATABASE_URL"),
         ({"DATABASE_URL": "postgres://host:notaport/db"}, "DATABASE_URL"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
-        ({"GITOPSPORTAL_ENV": "production", "DATABASE_URL": "postgres://x@127.0.0.1/db", "REDIS_URL": "redis://127.0.0.1:6379/0"}, "SECRET_KEY"),
+        (
+            {
+                "GITOPSPORTAL_ENV": "production",
+                "DATABASE_URL": "postgres://x@127.0.0.1/db",
+                "REDIS_URL": "redis://127.0.0.1:6379/0",
+            },
+            "SECRET_KEY",
+        ),
         ({"GITOPSPORTAL_ENV": "production", "DEBUG": "true"}, "DEBUG"),
-        ({"GITOPSPORTAL_ENV": "production", "SECRET_KEY": "x" * 60, "DATABASE_URL": "postgres://x@127.0.0.1/db"}, "REDIS_URL"),
+        (
+            {
+                "GITOPSPORTAL_ENV": "production",
+                "SECRET_KEY": "x" * 60,
+                "DATABASE_URL": "postgres://x@127.0.0.1/db",
+            },
+            "REDIS_URL",
+        ),
         ({"REDIS_URL": "http://localhost"}, "REDIS_URL"),
     ],
 )
@@ -79,8 +101,14 @@ def test_readyz_names_the_broker_when_it_is_down():
         "import django,json;django.setup();from django.test import Client;"
         "r=Client().get('/readyz');print(r.status_code, json.dumps(r.json()['checks']))"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **env, "DJANGO_SETTINGS_MODULE": "gitopsportal.settings"},
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, **env, "DJANGO_SETTINGS_MODULE": "gitopsportal.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.stdout.startswith("503"), result.stderr[-2000:]
     assert '"broker": "failed"' in result.stdout
 

@@ -19,8 +19,14 @@ def _grants(user: Any) -> tuple[frozenset[str], list[Any]]:
     """Return the user's global roles (groups) and scoped grants, cached on the user object."""
     cached = getattr(user, _CACHE_ATTR, None)
     if cached is None:
-        global_roles = frozenset(name for name in user.groups.values_list("name", flat=True) if name in ALL_ROLES)
-        scoped = list(user.role_grants.all())
+        grants = list(user.role_grants.all())
+        # An unscoped grant row (project "*", environment "*", e.g. from the identity provider)
+        # counts exactly like the group of the same name.
+        global_roles = frozenset(
+            {name for name in user.groups.values_list("name", flat=True) if name in ALL_ROLES}
+            | {g.role for g in grants if g.project == "*" and g.environment == "*"}
+        )
+        scoped = [g for g in grants if not (g.project == "*" and g.environment == "*")]
         cached = (global_roles, scoped)
         setattr(user, _CACHE_ATTR, cached)
     return cached
@@ -92,7 +98,12 @@ def project_visible(user: Any, project: str, role: str = Role.VIEWER) -> bool:
 
 
 def ensure_role(
-    user: Any, role: str, *, project: str | None = None, environment: str | None = None, request: HttpRequest | None = None
+    user: Any,
+    role: str,
+    *,
+    project: str | None = None,
+    environment: str | None = None,
+    request: HttpRequest | None = None,
 ) -> None:
     """Raise PermissionDenied (and record the denial) unless the user holds the role there."""
     if has_role(user, role, project=project, environment=environment):
@@ -101,7 +112,9 @@ def ensure_role(
     raise PermissionDenied(f"requires the {role.replace('_', ' ')} role")
 
 
-def _record_denial(user: Any, role: str, *, project: str | None, environment: str | None, request: HttpRequest | None) -> None:
+def _record_denial(
+    user: Any, role: str, *, project: str | None, environment: str | None, request: HttpRequest | None
+) -> None:
     from audit.services import audit_event_record
 
     audit_event_record(

@@ -59,13 +59,23 @@ def user_create(
 
 
 @transaction.atomic
-def role_grant_add(*, user: Any, role: str, project: str = "*", environment: str = "*", actor: Any = None, source: str = "local") -> None:
+def role_grant_add(
+    *,
+    user: Any,
+    role: str,
+    project: str = "*",
+    environment: str = "*",
+    actor: Any = None,
+    source: str = "local",
+) -> None:
     """Grant a role: a group when unscoped, a RoleGrant row when scoped to a project or environment."""
     _check_role(role)
     if project == "*" and environment == "*":
         user.groups.add(Group.objects.get(name=role))
     else:
-        RoleGrant.objects.get_or_create(user=user, role=role, project=project, environment=environment, defaults={"source": source})
+        RoleGrant.objects.get_or_create(
+            user=user, role=role, project=project, environment=environment, defaults={"source": source}
+        )
     forget_cached_roles(user)
     audit_event_record(
         action="role.granted",
@@ -80,7 +90,9 @@ def role_grant_add(*, user: Any, role: str, project: str = "*", environment: str
 
 
 @transaction.atomic
-def api_token_create(*, user: Any, name: str = "cli", expires_in_days: int | None = 90, actor: Any = None) -> tuple[ApiToken, str]:
+def api_token_create(
+    *, user: Any, name: str = "cli", expires_in_days: int | None = 90, actor: Any = None
+) -> tuple[ApiToken, str]:
     """Create an API token; return the row and the raw token, which is never stored or shown again."""
     raw = ApiToken.generate()
     token = ApiToken.objects.create(
@@ -113,3 +125,45 @@ def api_token_revoke(*, token: ApiToken, actor: Any) -> None:
             target_id=token.pk,
             target_label=f"{token.user.get_username()}/{token.name} (…{token.last_four})",
         )
+
+
+@transaction.atomic
+def oidc_roles_sync(*, user: Any, grants: set[tuple[str, str, str]]) -> bool:
+    """Make the user's identity-provider grants exactly ``grants``; return whether anything changed.
+
+    Runs at every OIDC sign-in and silent session refresh. Only rows with source="oidc" are
+    touched: local grants (groups and local RoleGrant rows) stay as an administrator set them. A
+    grant the user already holds locally is not duplicated.
+    """
+    for role, _, _ in grants:
+        _check_role(role)
+    current = {
+        (g.role, g.project, g.environment): g.pk
+        for g in RoleGrant.objects.select_for_update().filter(user=user)
+    }
+    oidc_current = set(
+        RoleGrant.objects.filter(user=user, source="oidc").values_list("role", "project", "environment")
+    )
+    removed = oidc_current - grants
+    added = {grant for grant in grants if grant not in current}
+    if removed:
+        RoleGrant.objects.filter(pk__in=[current[grant] for grant in removed]).delete()
+    for role, project, environment in sorted(added):
+        RoleGrant.objects.create(
+            user=user, role=role, project=project, environment=environment, source="oidc"
+        )
+    forget_cached_roles(user)
+    if not removed and not added:
+        return False
+    audit_event_record(
+        action="role.synced",
+        actor=None,
+        system_name="oidc",
+        target_type="user",
+        target_id=user.pk,
+        target_label=user.get_username(),
+        before={"grants": [list(g) for g in sorted(oidc_current)]},
+        after={"grants": [list(g) for g in sorted((oidc_current - removed) | added)]},
+        message=f"identity provider groups: {len(added)} grant(s) added, {len(removed)} removed",
+    )
+    return True

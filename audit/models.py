@@ -20,7 +20,12 @@ class AuditEvent(models.Model):
     sequence = models.BigIntegerField(unique=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_constraint=False,
     )
     actor_name = models.CharField(max_length=150)
     actor_type = models.CharField(max_length=16, default="user")  # user | system | token | anonymous
@@ -120,7 +125,9 @@ class ChangeRecord(models.Model):
 
     class Meta:
         ordering = ["-occurred_at", "-id"]
-        constraints = [models.UniqueConstraint(fields=["source_type", "source_id"], name="uniq_change_record_source")]
+        constraints = [
+            models.UniqueConstraint(fields=["source_type", "source_id"], name="uniq_change_record_source")
+        ]
         indexes = [
             models.Index(fields=["-occurred_at", "-id"], name="change_time_id"),
             models.Index(fields=["environment", "-occurred_at"], name="change_env_time"),
@@ -153,8 +160,12 @@ class AuditCheckpoint(models.Model):
     head_hash = models.CharField(max_length=64)
     event_count = models.BigIntegerField()
     created_at = models.DateTimeField(default=timezone.now)
-    signature = models.CharField(max_length=200, help_text="base64 Ed25519 signature of the checkpoint payload")
-    public_key_id = models.CharField(max_length=64, help_text="sha256 of the raw public key, hex, first 16 chars")
+    signature = models.CharField(
+        max_length=200, help_text="base64 Ed25519 signature of the checkpoint payload"
+    )
+    public_key_id = models.CharField(
+        max_length=64, help_text="sha256 of the raw public key, hex, first 16 chars"
+    )
 
     class Meta:
         ordering = ["-head_sequence", "-id"]

@@ -54,23 +54,36 @@ Checkpoints
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from datetime import UTC, datetime
 from typing import Any
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from gitopsportal.logging import current_request_id
 
-from .chain import event_hash
+from .bundle import checkpoint_payload, sign
+from .chain import _normalise, event_hash
 from .context import current_actor_context
-from .models import GENESIS_HASH, AuditEvent, ChangeRecord
+from .models import GENESIS_HASH, AuditCheckpoint, AuditEvent, ChangeRecord
 
 # Any fixed 64-bit number: the key of the PostgreSQL advisory lock that serialises appends.
 AUDIT_CHAIN_LOCK_KEY = 0x6175646974636861
 
 _REDACTED_KEYS = {"token", "password", "secret", "authorization", "api_key", "private_key"}
+
+
+def _as_json(value: Any) -> Any:
+    """Return the value as it will read back from the JSON column (dates, decimals, UUIDs as text).
+
+    The hash is computed over this form, so it recomputes from the stored row and from exports.
+    """
+    if value is None:
+        return None
+    return json.loads(json.dumps(value, cls=DjangoJSONEncoder, ensure_ascii=False))
 
 
 def _redact(value: Any) -> Any:
@@ -132,24 +145,24 @@ def audit_event_record(
             sequence=sequence,
             created_at=timezone.now(),
             actor_id=actor.pk if is_user else None,
-            actor_name=actor_name,
+            actor_name=actor_name[:150],
             actor_type=actor_type,
             auth_method=(context.auth_method or "session") if is_user else "",
             ip_address=context.ip_address[:64],
             user_agent=context.user_agent[:300],
-            action=action,
-            target_type=target_type,
-            target_id=str(target_id),
+            action=action[:64],
+            target_type=target_type[:64],
+            target_id=str(target_id)[:200],
             target_label=str(target_label)[:300],
-            app=app,
-            environment=environment,
-            cluster=cluster,
-            shas=list(shas),
-            pr_url=pr_url,
+            app=app[:200],
+            environment=environment[:64],
+            cluster=cluster[:200],
+            shas=[str(sha) for sha in shas],
+            pr_url=pr_url[:500],
             correlation_id=(correlation_id or current_request_id() or "")[:64],
             out_of_band=out_of_band,
-            before=_redact(before),
-            after=_redact(after),
+            before=_redact(_as_json(before)),
+            after=_redact(_as_json(after)),
             message=message,
             prev_hash=prev_hash,
         )
@@ -192,7 +205,14 @@ def event_as_record(event: AuditEvent) -> dict[str, Any]:
 
 CHANGE_KINDS = ("promotion", "rollback", "out_of_band")
 CHANGE_OUTCOMES = ("pending", "succeeded", "rolled_back", "failed", "abandoned")
-_CHANGE_TIME_FIELDS = ("requested_at", "approved_at", "pr_opened_at", "merged_at", "deployed_at", "healthy_at")
+_CHANGE_TIME_FIELDS = (
+    "requested_at",
+    "approved_at",
+    "pr_opened_at",
+    "merged_at",
+    "deployed_at",
+    "healthy_at",
+)
 _CHANGE_TEXT_FIELDS = {
     "requester_name": 150,
     "pr_url": 500,
@@ -224,11 +244,11 @@ def _as_datetime(name: str, value: Any) -> datetime | None:
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
-        return value if timezone.is_aware(value) else timezone.make_aware(value, timezone.UTC)
+        return value if timezone.is_aware(value) else timezone.make_aware(value, UTC)
     if isinstance(value, str):
         parsed = parse_datetime(value)
         if parsed is not None:
-            return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, timezone.UTC)
+            return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
     raise ValueError(f"change_record_sync: {name} must be a datetime or an ISO-8601 string, not {value!r}")
 
 
@@ -246,7 +266,13 @@ def _clean_change_field(name: str, value: Any) -> Any:
         for gate in value or []:
             if not isinstance(gate, dict) or "name" not in gate:
                 raise ValueError("change_record_sync: gates are dicts {name, passed, detail}")
-            gates.append({"name": str(gate["name"]), "passed": bool(gate.get("passed")), "detail": gate.get("detail", "")})
+            gates.append(
+                {
+                    "name": str(gate["name"]),
+                    "passed": bool(gate.get("passed")),
+                    "detail": gate.get("detail", ""),
+                }
+            )
         return gates
     if name in ("versions_before", "versions_after"):
         return _redact(value) if value is not None else {}
@@ -289,7 +315,9 @@ def change_record_sync(
         raise TypeError(f"change_record_sync: unknown fields {sorted(unknown)}")
     cleaned = {name: _clean_change_field(name, value) for name, value in fields.items()}
     source_id = str(source_id)
-    record = ChangeRecord.objects.select_for_update().filter(source_type=source_type, source_id=source_id).first()
+    record = (
+        ChangeRecord.objects.select_for_update().filter(source_type=source_type, source_id=source_id).first()
+    )
     if record is None:
         now = timezone.now()
         record = ChangeRecord(
@@ -303,7 +331,9 @@ def change_record_sync(
             return record
         except IntegrityError:
             # Another transaction created it meanwhile: update theirs.
-            record = ChangeRecord.objects.select_for_update().get(source_type=source_type, source_id=source_id)
+            record = ChangeRecord.objects.select_for_update().get(
+                source_type=source_type, source_id=source_id
+            )
     record.kind = kind
     record.app = app or record.app
     record.environment = environment or record.environment
@@ -313,3 +343,53 @@ def change_record_sync(
     _change_record_compute(record)
     record.save()
     return record
+
+
+# --- checkpoints --------------------------------------------------------------------------------------
+
+
+def checkpoint_as_record(checkpoint: AuditCheckpoint) -> dict[str, Any]:
+    """Return the checkpoint as the dict that is signed, exported and verified."""
+    return {
+        "head_sequence": checkpoint.head_sequence,
+        "head_hash": checkpoint.head_hash,
+        "event_count": checkpoint.event_count,
+        "created_at": _normalise(checkpoint.created_at),
+        "public_key_id": checkpoint.public_key_id,
+        "signature": checkpoint.signature,
+    }
+
+
+@transaction.atomic
+def audit_checkpoint_create(*, force: bool = False) -> AuditCheckpoint | None:
+    """Sign the chain head; None when the ledger is empty or its head is already signed (unless force)."""
+    from .signing import current_key_id, signing_key
+
+    _lock_chain()  # a consistent head and count: no append can slip in between
+    head = AuditEvent.objects.order_by("-sequence").values_list("sequence", "hash").first()
+    if head is None:
+        return None
+    latest = AuditCheckpoint.objects.order_by("-head_sequence", "-id").first()
+    key_id = current_key_id()
+    if (
+        not force
+        and latest is not None
+        and latest.head_sequence == head[0]
+        and latest.public_key_id == key_id
+    ):
+        return None
+    checkpoint = AuditCheckpoint(
+        head_sequence=head[0],
+        head_hash=head[1],
+        event_count=AuditEvent.objects.filter(sequence__lte=head[0]).count(),
+        created_at=timezone.now(),
+        public_key_id=key_id,
+    )
+    checkpoint.signature = sign(signing_key(), checkpoint_payload(checkpoint_as_record(checkpoint)))
+    checkpoint.save(force_insert=True)
+    return checkpoint
+
+
+def audit_checkpoint_current() -> AuditCheckpoint | None:
+    """Return a checkpoint of the current head: a new one, or the latest if the head is already signed."""
+    return audit_checkpoint_create() or AuditCheckpoint.objects.order_by("-head_sequence", "-id").first()

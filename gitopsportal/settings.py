@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 
@@ -45,7 +46,9 @@ if not SECRET_KEY:
         raise ImproperlyConfigured("SECRET_KEY: required in production (or SECRET_KEY_FILE)")
     SECRET_KEY = _development_secret("secret-key")
 
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"])
+ALLOWED_HOSTS = env_list(
+    "ALLOWED_HOSTS", [] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"]
+)
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 # --- database -------------------------------------------------------------------------------------
@@ -60,7 +63,11 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(VAR_DIR / "portal.sqlite3"),
-            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"},
+            "OPTIONS": {
+                "timeout": 30,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL;",
+            },
         }
     }
 DATABASE_IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
@@ -94,7 +101,9 @@ if not CELERY_RETRY_BACKOFF_MAX < CELERY_TASK_TIME_LIMIT < CELERY_VISIBILITY_TIM
         "CELERY_VISIBILITY_TIMEOUT: must exceed CELERY_TASK_TIME_LIMIT, which must exceed CELERY_RETRY_BACKOFF_MAX"
     )
 # Redis redelivers an unacked message after the visibility timeout; the SQLAlchemy transport has none.
-CELERY_BROKER_TRANSPORT_OPTIONS = {} if BROKER_IS_EMBEDDED else {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {} if BROKER_IS_EMBEDDED else {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+)
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = CELERY_BROKER_TRANSPORT_OPTIONS
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -189,6 +198,11 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
 AXES_ENABLED = env_bool("AXES_ENABLED", True)
+AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
+# Behind N reverse proxies, the client address is the N-th from the right of X-Forwarded-For.
+AXES_IPWARE_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0) or None
+if AXES_IPWARE_PROXY_COUNT:
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -198,6 +212,17 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# In containers gunicorn serves the collected static files itself (whitenoise): no web server needed.
+SERVE_STATIC = env_bool("SERVE_STATIC", PRODUCTION)
+if SERVE_STATIC:
+    MIDDLEWARE.insert(
+        MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+        "whitenoise.middleware.WhiteNoiseMiddleware",
+    )
+    STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    }
 
 # --- security -------------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
@@ -233,24 +258,122 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
+# --- single sign-on (OpenID Connect, mozilla-django-oidc); docs/sso.md --------------------------
+OIDC_ENABLED = env_bool("OIDC_ENABLED", False)
+OIDC_RP_CLIENT_ID = env_str("OIDC_RP_CLIENT_ID", "") or ""
+OIDC_RP_CLIENT_SECRET = env_str("OIDC_RP_CLIENT_SECRET", "") or ""  # or OIDC_RP_CLIENT_SECRET_FILE
+OIDC_OP_AUTHORIZATION_ENDPOINT = env_str("OIDC_OP_AUTHORIZATION_ENDPOINT", "") or ""
+OIDC_OP_TOKEN_ENDPOINT = env_str("OIDC_OP_TOKEN_ENDPOINT", "") or ""
+OIDC_OP_USER_ENDPOINT = env_str("OIDC_OP_USER_ENDPOINT", "") or ""
+OIDC_OP_JWKS_ENDPOINT = env_str("OIDC_OP_JWKS_ENDPOINT", "") or ""
+OIDC_OP_ISSUER = env_str("OIDC_OP_ISSUER", "") or ""  # checked against the ID token's iss when set
+OIDC_RP_SIGN_ALGO = "RS256"
+OIDC_RP_SCOPES = env_str("OIDC_RP_SCOPES", "openid email profile") or "openid email profile"
+OIDC_USE_PKCE = True
+OIDC_TIMEOUT = env_int("OIDC_TIMEOUT", 10)
+OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS = env_int("OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS", 900)
+OIDC_USERNAME_CLAIM = env_str("OIDC_USERNAME_CLAIM", "preferred_username") or "preferred_username"
+OIDC_GROUPS_CLAIM = env_str("OIDC_GROUPS_CLAIM", "groups") or "groups"
+OIDC_ROLE_MAP = env_str("OIDC_ROLE_MAP", "") or ""
+OIDC_CREATE_USER = env_bool("OIDC_CREATE_USER", True)
+OIDC_VERIFY_SSL = True
+OIDC_CALLBACK_CLASS = "mozilla_django_oidc.views.OIDCAuthenticationCallbackView"
+OIDC_EXEMPT_URLS = [re.compile(r"^/(api/|healthz|readyz|static/)")]
+LOGIN_REDIRECT_URL_FAILURE = "/accounts/login/?sso=failed"
+
+
+def _oidc_role_mappings():
+    from accounts.rolemap import parse_role_map
+
+    return parse_role_map(OIDC_ROLE_MAP)
+
+
+OIDC_ROLE_MAPPINGS = _oidc_role_mappings()
+if OIDC_ENABLED:
+    for _name in (
+        "OIDC_RP_CLIENT_ID",
+        "OIDC_RP_CLIENT_SECRET",
+        "OIDC_OP_AUTHORIZATION_ENDPOINT",
+        "OIDC_OP_TOKEN_ENDPOINT",
+        "OIDC_OP_USER_ENDPOINT",
+        "OIDC_OP_JWKS_ENDPOINT",
+    ):
+        if not globals()[_name]:
+            raise ImproperlyConfigured(f"{_name}: required when OIDC_ENABLED is on")
+        if _name.startswith("OIDC_OP_") and PRODUCTION and not globals()[_name].startswith("https://"):
+            raise ImproperlyConfigured(f"{_name}: must be an https:// URL in production")
+    AUTHENTICATION_BACKENDS.insert(1, "accounts.oidc.PortalOIDCBackend")
+    MIDDLEWARE.insert(
+        MIDDLEWARE.index("axes.middleware.AxesMiddleware"), "mozilla_django_oidc.middleware.SessionRefresh"
+    )
+TEMPLATES[0]["OPTIONS"]["context_processors"].append("accounts.context_processors.sso")
+
 # Secrets at rest (Argo CD and forge tokens): Fernet keys, newest first; rotate with `rotate_secrets`.
 ENCRYPTION_KEYS = env_list("GITOPSPORTAL_ENCRYPTION_KEYS", [])
 if not ENCRYPTION_KEYS and env_str("GITOPSPORTAL_ENCRYPTION_KEYS_FILE"):
-    ENCRYPTION_KEYS = [k.strip() for k in (env_str("GITOPSPORTAL_ENCRYPTION_KEYS") or "").split(",") if k.strip()]
+    ENCRYPTION_KEYS = [
+        k.strip() for k in (env_str("GITOPSPORTAL_ENCRYPTION_KEYS") or "").split(",") if k.strip()
+    ]
 if not ENCRYPTION_KEYS:
     if PRODUCTION:
-        raise ImproperlyConfigured("GITOPSPORTAL_ENCRYPTION_KEYS: required in production (Fernet keys, comma-separated)")
+        raise ImproperlyConfigured(
+            "GITOPSPORTAL_ENCRYPTION_KEYS: required in production (Fernet keys, comma-separated)"
+        )
     import base64
     import hashlib
 
     # Development: a key derived from the dev secret, so the embedded demo needs no setup.
-    ENCRYPTION_KEYS = [base64.urlsafe_b64encode(hashlib.sha256(_development_secret("encryption-key").encode()).digest()).decode()]
+    ENCRYPTION_KEYS = [
+        base64.urlsafe_b64encode(
+            hashlib.sha256(_development_secret("encryption-key").encode()).digest()
+        ).decode()
+    ]
+
+
+def _check_fernet_keys(keys: list[str]) -> None:
+    from cryptography.fernet import Fernet
+
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key.encode())
+        except (ValueError, TypeError):
+            raise ImproperlyConfigured(
+                f"GITOPSPORTAL_ENCRYPTION_KEYS: key #{position} is not a Fernet key (32 url-safe base64 bytes)"
+            ) from None
+
+
+_check_fernet_keys(ENCRYPTION_KEYS)
 
 # Audit checkpoints and bundles are signed with Ed25519 (PEM, PKCS#8).
 AUDIT_SIGNING_KEY = env_str("AUDIT_SIGNING_KEY")
 if not AUDIT_SIGNING_KEY and PRODUCTION:
     raise ImproperlyConfigured("AUDIT_SIGNING_KEY: required in production (Ed25519 private key, PEM)")
 AUDIT_CHECKPOINT_INTERVAL_SECONDS = env_int("AUDIT_CHECKPOINT_INTERVAL_SECONDS", 3600)
+# Periodic signed checkpoints of the audit chain head (audit app); merged into any existing schedule.
+CELERY_BEAT_SCHEDULE = globals().get("CELERY_BEAT_SCHEDULE", {})
+CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {
+    "task": "audit.tasks.audit_checkpoint_create_task",
+    "schedule": float(AUDIT_CHECKPOINT_INTERVAL_SECONDS),
+}
+# Rollbacks: re-enqueue PR opening whose message was lost, and track open rollbacks to healthy.
+CELERY_BEAT_SCHEDULE["rollbacks-sweep"] = {
+    "task": "rollbacks.tasks.rollbacks_sweep_task",
+    "schedule": float(SWEEP_INTERVAL_SECONDS),
+}
+# Promotions: re-enqueue PR opening whose message was lost; poll PRs and rollouts (webhook fallback).
+CELERY_BEAT_SCHEDULE["promotions-sweep"] = {
+    "task": "promotions.tasks.promotions_sweep_task",
+    "schedule": float(SWEEP_INTERVAL_SECONDS),
+}
+# Inventory: poll every Argo CD instance, fetch and ingest every Git repository.
+CELERY_BEAT_SCHEDULE["inventory-poll-all"] = {
+    "task": "inventory.tasks.poll_all_task",
+    "schedule": float(POLL_INTERVAL_SECONDS),
+}
+CELERY_BEAT_SCHEDULE["inventory-ingest-all"] = {
+    "task": "inventory.tasks.ingest_all_task",
+    "schedule": float(GIT_FETCH_INTERVAL_SECONDS),
+}
 
 GITOPSPORTAL_CONFIG = env_str("GITOPSPORTAL_CONFIG")
 PORTAL_BASE_URL = env_str("PORTAL_BASE_URL", "http://127.0.0.1:8000") or ""

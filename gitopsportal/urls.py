@@ -19,6 +19,7 @@ urlpatterns = [
     path("rollbacks/", include("rollbacks.urls")),
     path("audit/", include("audit.urls")),
     path("api/", include("gitopsportal.api_urls")),
+    path("webhooks/", include("promotions.webhook_urls")),
     path("django-admin/", admin.site.urls),
 ]
 

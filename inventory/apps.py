@@ -4,3 +4,10 @@ from django.apps import AppConfig
 class InventoryConfig(AppConfig):
     name = "inventory"
     verbose_name = "What runs where"
+
+    def ready(self) -> None:
+        # A bad GITOPSPORTAL_CONFIG stops start-up here with the line and key named (manage.py
+        # prints ImproperlyConfigured as one line). Reading it touches no database.
+        from .config import load_config
+
+        load_config()

@@ -25,6 +25,11 @@ class ArgoInstance(models.Model):
     is_stale = models.BooleanField(default=False)
     apps_seen = models.IntegerField(default=0)
     list_resource_version = models.CharField(max_length=64, blank=True)
+    # How Argo CD Applications map to (app, environment, cluster): written by config_apply.
+    mapping = models.JSONField(default=dict, blank=True)
+    cluster_env_label = models.CharField(max_length=200, default="env")
+    last_poll_stats = models.JSONField(default=dict, blank=True)
+    stale_since = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.name
@@ -50,6 +55,13 @@ class GitRepository(models.Model):
     last_ingest_duration_ms = models.IntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     commits_count = models.IntegerField(default=0)
+    base_path_pattern = models.CharField(
+        max_length=300, default="apps/{app}", help_text="An app's shared base"
+    )
+    # Branch → head SHA already ingested: the next `git log` excludes them (incremental ingest).
+    ingested_heads = models.JSONField(default=dict, blank=True)
+    last_ingest_started_at = models.DateTimeField(null=True, blank=True)
+    last_ingest_finished_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.name
@@ -69,7 +81,9 @@ class Environment(models.Model):
     requires_approval = models.BooleanField(default=False)
     approvals_required = models.PositiveSmallIntegerField(default=1)
     soak_minutes = models.PositiveIntegerField(default=0)
-    allow_skip_from = models.JSONField(default=list, blank=True, help_text="Environments allowed to skip ahead to this one")
+    allow_skip_from = models.JSONField(
+        default=list, blank=True, help_text="Environments allowed to skip ahead to this one"
+    )
     production_like = models.BooleanField(default=False)
     rollback_auto_merge = models.BooleanField(default=False)
 
@@ -90,7 +104,9 @@ class Cluster(models.Model):
     name = models.CharField(max_length=200)
     server = models.CharField(max_length=500)
     labels = models.JSONField(default=dict, blank=True)
-    environment = models.ForeignKey(Environment, null=True, blank=True, on_delete=models.SET_NULL, related_name="clusters")
+    environment = models.ForeignKey(
+        Environment, null=True, blank=True, on_delete=models.SET_NULL, related_name="clusters"
+    )
     connection_status = models.CharField(max_length=32, blank=True)
 
     class Meta:
@@ -104,11 +120,17 @@ class Cluster(models.Model):
 class Application(models.Model):
     """A logical app (a service) that runs in several environments and clusters."""
 
-    STRATEGY_CHOICES = [("kustomize-images", "kustomize images"), ("helm-values", "Helm values"), ("copy-paths", "copy paths")]
+    STRATEGY_CHOICES = [
+        ("kustomize-images", "kustomize images"),
+        ("helm-values", "Helm values"),
+        ("copy-paths", "copy paths"),
+    ]
 
     name = models.CharField(max_length=200, unique=True)
     project = models.CharField(max_length=200, db_index=True, help_text="Argo CD AppProject / team")
-    repository = models.ForeignKey(GitRepository, null=True, blank=True, on_delete=models.SET_NULL, related_name="applications")
+    repository = models.ForeignKey(
+        GitRepository, null=True, blank=True, on_delete=models.SET_NULL, related_name="applications"
+    )
     strategy = models.CharField(max_length=32, choices=STRATEGY_CHOICES, default="kustomize-images")
     strategy_options = models.JSONField(default=dict, blank=True)
     # Set after a rollback: blocks re-promoting the reverted version until a release manager clears it.
@@ -127,13 +149,19 @@ class ArgoApplicationQuerySet(models.QuerySet):
 
 
 class ArgoApplication(models.Model):
-    """The current observed state of one Argo CD Application (app × environment × cluster)."""
+    """The current observed state of one Argo CD Application (app x environment x cluster)."""
 
     instance = models.ForeignKey(ArgoInstance, on_delete=models.CASCADE, related_name="applications")
     name = models.CharField(max_length=253)
-    application = models.ForeignKey(Application, null=True, blank=True, on_delete=models.SET_NULL, related_name="argo_apps")
-    environment = models.ForeignKey(Environment, null=True, blank=True, on_delete=models.SET_NULL, related_name="argo_apps")
-    cluster = models.ForeignKey(Cluster, null=True, blank=True, on_delete=models.SET_NULL, related_name="argo_apps")
+    application = models.ForeignKey(
+        Application, null=True, blank=True, on_delete=models.SET_NULL, related_name="argo_apps"
+    )
+    environment = models.ForeignKey(
+        Environment, null=True, blank=True, on_delete=models.SET_NULL, related_name="argo_apps"
+    )
+    cluster = models.ForeignKey(
+        Cluster, null=True, blank=True, on_delete=models.SET_NULL, related_name="argo_apps"
+    )
     project = models.CharField(max_length=200, blank=True, db_index=True)
     namespace = models.CharField(max_length=253, blank=True)
     labels = models.JSONField(default=dict, blank=True)
@@ -152,12 +180,18 @@ class ArgoApplication(models.Model):
     operation_finished_at = models.DateTimeField(null=True, blank=True)
     revision = models.CharField(max_length=64, blank=True, help_text="status.sync.revision")
     revisions = models.JSONField(default=list, blank=True, help_text="status.sync.revisions (multi-source)")
-    deployed_revision = models.CharField(max_length=64, blank=True, help_text="revision of the last successful sync")
+    deployed_revision = models.CharField(
+        max_length=64, blank=True, help_text="revision of the last successful sync"
+    )
     deployed_at = models.DateTimeField(null=True, blank=True)
     images = models.JSONField(default=list, blank=True)
-    version = models.CharField(max_length=200, blank=True, help_text="image tag or digest shown in the matrix")
+    version = models.CharField(
+        max_length=200, blank=True, help_text="image tag or digest shown in the matrix"
+    )
     reconciled_at = models.DateTimeField(null=True, blank=True)
-    state_hash = models.CharField(max_length=64, blank=True, help_text="hash of the observed state, skips unchanged rows")
+    state_hash = models.CharField(
+        max_length=64, blank=True, help_text="hash of the observed state, skips unchanged rows"
+    )
     first_seen_at = models.DateTimeField(default=timezone.now)
     last_changed_at = models.DateTimeField(default=timezone.now)
     out_of_sync_since = models.DateTimeField(null=True, blank=True)
@@ -180,9 +214,15 @@ class Deployment(models.Model):
 
     argo_app = models.ForeignKey(ArgoApplication, on_delete=models.CASCADE, related_name="deployments")
     history_id = models.BigIntegerField()
-    application = models.ForeignKey(Application, null=True, blank=True, on_delete=models.SET_NULL, related_name="deployments")
-    environment = models.ForeignKey(Environment, null=True, blank=True, on_delete=models.SET_NULL, related_name="deployments")
-    cluster = models.ForeignKey(Cluster, null=True, blank=True, on_delete=models.SET_NULL, related_name="deployments")
+    application = models.ForeignKey(
+        Application, null=True, blank=True, on_delete=models.SET_NULL, related_name="deployments"
+    )
+    environment = models.ForeignKey(
+        Environment, null=True, blank=True, on_delete=models.SET_NULL, related_name="deployments"
+    )
+    cluster = models.ForeignKey(
+        Cluster, null=True, blank=True, on_delete=models.SET_NULL, related_name="deployments"
+    )
     revision = models.CharField(max_length=64, blank=True)
     revisions = models.JSONField(default=list, blank=True)
     deploy_started_at = models.DateTimeField(null=True, blank=True)
@@ -198,7 +238,9 @@ class Deployment(models.Model):
 
     class Meta:
         ordering = ["-deployed_at", "-history_id"]
-        constraints = [models.UniqueConstraint(fields=["argo_app", "history_id"], name="uniq_deployment_history")]
+        constraints = [
+            models.UniqueConstraint(fields=["argo_app", "history_id"], name="uniq_deployment_history")
+        ]
         indexes = [
             models.Index(fields=["application", "environment", "-deployed_at"], name="deploy_app_env_time"),
             models.Index(fields=["environment", "-deployed_at"], name="deploy_env_time"),
@@ -223,6 +265,9 @@ class Commit(models.Model):
     committed_at = models.DateTimeField()
     message = models.TextField()
     is_merge = models.BooleanField(default=False)
+    # "Promotion-Id: …" / "Rollback-Id: …" trailer or merged promote/… / rollback/… branch: the
+    # commit came from a portal pull request (empty: it did not).
+    portal_ref = models.CharField(max_length=200, blank=True)
 
     class Meta:
         ordering = ["-seq"]
@@ -248,10 +293,17 @@ class CommitTouch(models.Model):
 
     commit = models.ForeignKey(Commit, on_delete=models.CASCADE, related_name="touches")
     application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="commit_touches")
-    environment = models.ForeignKey(Environment, null=True, blank=True, on_delete=models.CASCADE, related_name="commit_touches")
+    environment = models.ForeignKey(
+        Environment, null=True, blank=True, on_delete=models.CASCADE, related_name="commit_touches"
+    )
     seq = models.BigIntegerField(help_text="copy of commit.seq for range queries")
     paths = models.JSONField(default=list)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["commit", "application", "environment"], name="uniq_commit_touch")]
+        constraints = [
+            models.UniqueConstraint(fields=["commit", "application", "environment"], name="uniq_commit_touch")
+        ]
         indexes = [models.Index(fields=["application", "environment", "seq"], name="touch_app_env_seq")]
+
+    def __str__(self) -> str:
+        return f"{self.commit_id} -> {self.application_id}/{self.environment_id or 'base'}"

@@ -1,17 +1,107 @@
-"""Pages about what runs where."""
+"""Pages about what runs where: the matrix, one app, the polled instances."""
 
-from django.http import HttpRequest, HttpResponse
+from __future__ import annotations
+
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from accounts.permissions import require_role
+from accounts.permissions import ensure_role, project_visible, require_role
 from accounts.roles import Role
 
-from .models import ArgoApplication
+from . import selectors
+from .models import Application, Environment
+from .services import overlay_diff
 
 
 @require_GET
 @require_role(Role.VIEWER)
 def matrix(request: HttpRequest) -> HttpResponse:
-    apps = ArgoApplication.objects.live().select_related("environment", "cluster")[:200]
-    return render(request, "inventory/matrix.html", {"apps": apps, "nav": "matrix"})
+    filters = selectors.MatrixFilters.from_query(request.GET)
+    data = selectors.deployment_matrix(user=request.user, filters=filters)
+    params = request.GET.copy()
+    params.pop("page", None)
+    context = {
+        "matrix": data,
+        "filters": filters,
+        "query": request.GET.urlencode(),
+        "base_query": params.urlencode(),
+        "nav": "matrix",
+    }
+    template = "inventory/matrix.html#grid" if getattr(request, "htmx", False) else "inventory/matrix.html"
+    return render(request, template, context)
+
+
+@require_GET
+@require_role(Role.VIEWER)
+def app_detail(request: HttpRequest, name: str) -> HttpResponse:
+    app = Application.objects.select_related("repository").filter(name=name).first()
+    if app is None:
+        raise Http404("no such application")
+    if not project_visible(request.user, app.project):
+        ensure_role(request.user, Role.VIEWER, project=app.project, request=request)
+    sections = selectors.app_detail(application=app)
+    envs = [s.environment for s in sections]
+    by_name = {e.name: e for e in envs}
+    left = by_name.get(request.GET.get("left", ""))
+    right = by_name.get(request.GET.get("right", ""))
+    if (left is None or right is None) and len(envs) >= 2:
+        left, right = envs[-2], envs[-1]
+    diff = None
+    if left is not None and right is not None and left != right:
+        diff = overlay_diff(
+            application=app,
+            left=left,
+            right=right,
+            left_revision=_running(sections, left),
+            right_revision=_running(sections, right),
+        )
+    context = {
+        "app": app,
+        "sections": sections,
+        "environments": envs,
+        "left": left,
+        "right": right,
+        "diff": diff,
+        "diff_lines": _diff_lines(diff.text if diff else ""),
+        "nav": "matrix",
+    }
+    return render(request, "inventory/app_detail.html", context)
+
+
+def _running(sections: list[selectors.EnvSection], env: Environment) -> str:
+    for section in sections:
+        if section.environment == env:
+            for argo_app in section.argo_apps:
+                if argo_app.deployed_revision:
+                    return argo_app.deployed_revision
+    return ""
+
+
+def _diff_lines(text: str) -> list[tuple[str, str]]:
+    """Classify unified-diff lines for colouring (the text itself is escaped by the template)."""
+    out = []
+    for line in text.splitlines()[:5000]:
+        if line.startswith(("+++", "---")):
+            kind = "file"
+        elif line.startswith("@@"):
+            kind = "hunk"
+        elif line.startswith("+"):
+            kind = "add"
+        elif line.startswith("-"):
+            kind = "del"
+        else:
+            kind = ""
+        out.append((kind, line))
+    return out
+
+
+@require_GET
+@require_role(Role.VIEWER)
+def instances(request: HttpRequest) -> HttpResponse:
+    argo_instances, repositories, _ = selectors.instance_status_list()
+    return render(
+        request,
+        "inventory/instances.html",
+        {"instances": argo_instances, "repositories": repositories, "nav": "matrix"},
+    )

@@ -1,1 +1,291 @@
-"""Promotion and rollback requests, gates, approvals and the pull-request lifecycle."""
+"""Promotion requests, their items (one per app: a "release train"), approvals and blocks.
+
+State machine of a Promotion (timestamps for every step):
+
+    requested ─approve(N)→ approved ─claim→ pr_opening ─PR→ pr_open ─merge→ merged
+        │                     │                 │              │              │
+        └→ rejected           └→ cancelled      └→ failed      └→ abandoned    └→ deployed → healthy
+                                                                (closed)                  └→ degraded
+
+`requested`/`approved`/`pr_opening`/`pr_open`/`merged`/`deployed` are "in flight": while one of
+them holds an app for an environment (PromotionItem.active), no other promotion of that app into
+that environment can be requested (a partial unique index enforces it).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+
+class PromotionState(models.TextChoices):
+    REQUESTED = "requested", "Requested"
+    APPROVED = "approved", "Approved"
+    PR_OPENING = "pr_opening", "Opening PR"
+    PR_OPEN = "pr_open", "PR open"
+    MERGED = "merged", "Merged"
+    DEPLOYED = "deployed", "Deployed"
+    HEALTHY = "healthy", "Healthy"
+    REJECTED = "rejected", "Rejected"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+    ABANDONED = "abandoned", "Abandoned"
+    DEGRADED = "degraded", "Degraded"
+
+
+IN_FLIGHT_STATES = (
+    PromotionState.REQUESTED,
+    PromotionState.APPROVED,
+    PromotionState.PR_OPENING,
+    PromotionState.PR_OPEN,
+    PromotionState.MERGED,
+    PromotionState.DEPLOYED,
+)
+FINAL_STATES = (
+    PromotionState.HEALTHY,
+    PromotionState.REJECTED,
+    PromotionState.FAILED,
+    PromotionState.CANCELLED,
+    PromotionState.ABANDONED,
+    PromotionState.DEGRADED,
+)
+# A PR exists (or may exist) but is not merged yet: cancel closes it.
+CANCELLABLE_STATES = (
+    PromotionState.REQUESTED,
+    PromotionState.APPROVED,
+    PromotionState.PR_OPENING,
+    PromotionState.PR_OPEN,
+)
+TRACKED_STATES = (PromotionState.PR_OPEN, PromotionState.MERGED, PromotionState.DEPLOYED)
+
+STATE_BADGES = {
+    PromotionState.REQUESTED: "info",
+    PromotionState.APPROVED: "info",
+    PromotionState.PR_OPENING: "info",
+    PromotionState.PR_OPEN: "info",
+    PromotionState.MERGED: "info",
+    PromotionState.DEPLOYED: "warn",
+    PromotionState.HEALTHY: "ok",
+    PromotionState.REJECTED: "idle",
+    PromotionState.FAILED: "bad",
+    PromotionState.CANCELLED: "idle",
+    PromotionState.ABANDONED: "idle",
+    PromotionState.DEGRADED: "bad",
+}
+
+
+class PromotionQuerySet(models.QuerySet):
+    def in_flight(self) -> PromotionQuerySet:
+        return self.filter(state__in=IN_FLIGHT_STATES)
+
+    def with_related(self) -> PromotionQuerySet:
+        return self.select_related("source_env", "target_env", "repository", "requested_by")
+
+
+class Promotion(models.Model):
+    """Ship what the source environment runs now into the target environment, by pull request."""
+
+    state = models.CharField(max_length=16, choices=PromotionState.choices, default=PromotionState.REQUESTED)
+    source_env = models.ForeignKey("inventory.Environment", on_delete=models.PROTECT, related_name="+")
+    target_env = models.ForeignKey("inventory.Environment", on_delete=models.PROTECT, related_name="+")
+    repository = models.ForeignKey(
+        "inventory.GitRepository", on_delete=models.PROTECT, related_name="promotions"
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="promotions_requested"
+    )
+    requested_by_name = models.CharField(max_length=150, blank=True)
+    note = models.TextField(blank=True)
+    # Sync-window override: who asked, why. Emergency changes are listed for after-the-fact review.
+    override_sync_window = models.BooleanField(default=False)
+    override_justification = models.TextField(blank=True)
+    correlation_id = models.CharField(max_length=64, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    # Claim of the PR-opening task: another worker may take over once the lease has expired.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, help_text="last transient error (retrying)")
+    gates = models.JSONField(default=list, blank=True, help_text="last gate evaluation")
+    failure_reason = models.TextField(blank=True)
+    # The pull request.
+    pr_branch = models.CharField(max_length=250, blank=True)
+    pr_base = models.CharField(max_length=200, blank=True)
+    pr_number = models.PositiveIntegerField(null=True, blank=True)
+    pr_url = models.CharField(max_length=500, blank=True)
+    pr_head_sha = models.CharField(max_length=64, blank=True)
+    merge_commit_sha = models.CharField(max_length=64, blank=True)
+    deployed_revision = models.CharField(max_length=64, blank=True)
+    # Timestamps of every step.
+    requested_at = models.DateTimeField(default=timezone.now, db_index=True)
+    approved_at = models.DateTimeField(null=True, blank=True)
+    rejected_at = models.DateTimeField(null=True, blank=True)
+    pr_opening_at = models.DateTimeField(null=True, blank=True)
+    pr_opened_at = models.DateTimeField(null=True, blank=True)
+    merged_at = models.DateTimeField(null=True, blank=True)
+    syncing_at = models.DateTimeField(null=True, blank=True)
+    deployed_at = models.DateTimeField(null=True, blank=True)
+    healthy_at = models.DateTimeField(null=True, blank=True)
+    degraded_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    abandoned_at = models.DateTimeField(null=True, blank=True)
+    last_tracked_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = PromotionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        indexes = [models.Index(fields=["state", "-requested_at"], name="promotion_state_time")]
+
+    def __str__(self) -> str:
+        return f"promotion #{self.pk} {self.source_env_id}→{self.target_env_id} ({self.state})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("promotions:detail", args=[self.pk])
+
+    @property
+    def is_in_flight(self) -> bool:
+        return self.state in IN_FLIGHT_STATES
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
+    def is_cancellable(self) -> bool:
+        return self.state in CANCELLABLE_STATES
+
+    @property
+    def awaits_approval(self) -> bool:
+        return self.state == PromotionState.REQUESTED
+
+    @property
+    def badge(self) -> str:
+        return STATE_BADGES.get(self.state, "idle")
+
+
+class PromotionItem(models.Model):
+    """One app of a promotion: what the source runs, what the target had, what it gets."""
+
+    promotion = models.ForeignKey(Promotion, on_delete=models.CASCADE, related_name="items")
+    application = models.ForeignKey(
+        "inventory.Application", on_delete=models.PROTECT, related_name="promotion_items"
+    )
+    # Copy of promotion.target_env so the partial unique index can cover it.
+    target_env = models.ForeignKey("inventory.Environment", on_delete=models.PROTECT, related_name="+")
+    active = models.BooleanField(default=True, help_text="holds the app x target env in-flight slot")
+    source_revision = models.CharField(max_length=64, blank=True, help_text="Git revision the source runs")
+    source_versions = models.JSONField(default=list, blank=True, help_text="image references the source runs")
+    target_versions_before = models.JSONField(default=list, blank=True)
+    target_versions_after = models.JSONField(default=list, blank=True)
+    version_before = models.CharField(max_length=200, blank=True)
+    version_after = models.CharField(max_length=200, blank=True)
+    paths = models.JSONField(default=list, blank=True, help_text="files the PR changes for this app")
+    deployed_at = models.DateTimeField(null=True, blank=True)
+    healthy_at = models.DateTimeField(null=True, blank=True)
+    detail = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["application__name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["application", "target_env"],
+                condition=Q(active=True),
+                name="uniq_inflight_promotion_item",
+                violation_error_message="another promotion of this app into this environment is in flight",
+            ),
+            models.UniqueConstraint(fields=["promotion", "application"], name="uniq_promotion_app"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.application_id}: {self.version_before} → {self.version_after}"
+
+
+class ApprovalDecision(models.TextChoices):
+    APPROVE = "approve", "Approve"
+    REJECT = "reject", "Reject"
+
+
+class Approval(models.Model):
+    """An approver's decision on a promotion (four-eyes: never the requester)."""
+
+    promotion = models.ForeignKey(Promotion, on_delete=models.CASCADE, related_name="approvals")
+    approver = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    approver_name = models.CharField(max_length=150)
+    decision = models.CharField(max_length=8, choices=ApprovalDecision.choices)
+    comment = models.TextField(blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["promotion", "approver"], name="uniq_approval_per_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.approver_name} {self.decision} #{self.promotion_id}"
+
+
+class PromotionBlockQuerySet(models.QuerySet):
+    def active(self) -> PromotionBlockQuerySet:
+        return self.filter(cleared_at__isnull=True)
+
+
+class PromotionBlock(models.Model):
+    """A version that must not be promoted into an environment (set by a rollback) until cleared.
+
+    Shared contract with rollbacks/: create with `promotion_block_create`, clear with
+    `promotion_block_clear` (promotions.services). A promotion that would ship `blocked_version`
+    (an image tag/digest or image reference) or `blocked_revision` into `environment` is refused by
+    the `promotion_block` gate.
+    """
+
+    application = models.ForeignKey(
+        "inventory.Application", on_delete=models.CASCADE, related_name="promotion_blocks"
+    )
+    environment = models.ForeignKey(
+        "inventory.Environment", on_delete=models.CASCADE, related_name="promotion_blocks"
+    )
+    blocked_version = models.CharField(max_length=300)
+    blocked_revision = models.CharField(max_length=64, blank=True)
+    reason = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    cleared_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    cleared_at = models.DateTimeField(null=True, blank=True)
+    source_type = models.CharField(max_length=32, blank=True, help_text='e.g. "rollback"')
+    source_id = models.CharField(max_length=64, blank=True)
+
+    objects = PromotionBlockQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["application", "environment", "blocked_version"],
+                condition=Q(cleared_at__isnull=True),
+                name="uniq_active_promotion_block",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"block {self.blocked_version} of {self.application_id} in {self.environment_id}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.cleared_at is None
+
+
+def new_correlation_id() -> str:
+    return uuid.uuid4().hex

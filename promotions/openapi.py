@@ -1,4 +1,218 @@
 """OpenAPI fragment for this app's endpoints (merged by gitopsportal.openapi)."""
 
-PATHS: dict = {}
-SCHEMAS: dict = {}
+from __future__ import annotations
+
+_STR = {"type": "string"}
+_NSTR = {"type": ["string", "null"]}
+_TIME = {"type": ["string", "null"], "format": "date-time"}
+_STRS = {"type": "array", "items": {"type": "string"}}
+_ERR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_PROMOTION = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Promotion"}}}}
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+_REFUSED = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/PromotionRefused"}}}}
+_COMMENT = {
+    "required": False,
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "properties": {"comment": _STR}, "additionalProperties": False}
+        }
+    },
+}
+_COMMON = {
+    "401": {"description": "not authenticated", **_ERR},
+    "403": {"description": "missing role for this promotion's project/environment, or four-eyes", **_ERR},
+    "404": {"description": "no such promotion (or not visible)", **_ERR},
+}
+
+
+def _action(op: str, summary: str, role: str) -> dict:
+    return {
+        "post": {
+            "operationId": op,
+            "summary": summary,
+            "description": f"Requires the {role} role for every app's project and the target environment.",
+            "tags": ["promotions"],
+            "parameters": [_ID],
+            "requestBody": _COMMENT,
+            "responses": {
+                "200": {"description": "the promotion after the decision", **_PROMOTION},
+                "409": {"description": "not in a state that allows it", **_REFUSED},
+                **_COMMON,
+            },
+        }
+    }
+
+
+PATHS: dict = {
+    "/promotions": {
+        "get": {
+            "operationId": "listPromotions",
+            "summary": "Promotions, newest first (50 per page)",
+            "tags": ["promotions"],
+            "parameters": [
+                {"name": n, "in": "query", "required": False, "schema": _STR, "description": d}
+                for n, d in (
+                    ("state", "a state, or in_flight / final"),
+                    ("to", "target environment"),
+                    ("app", "application name"),
+                    ("mine", "1: only mine"),
+                    ("override", "1: only sync-window overrides (emergency changes)"),
+                    ("page", "page number"),
+                )
+            ],
+            "responses": {
+                "200": {
+                    "description": "a page of promotions",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "promotions": {"type": "array", "items": {"$ref": "#/components/schemas/Promotion"}},
+                                    "page": {"type": "integer"},
+                                    "has_next": {"type": "boolean"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "401": _COMMON["401"],
+            },
+        },
+        "post": {
+            "operationId": "requestPromotion",
+            "summary": "Request a promotion of one app, or several (a release train), from one environment to the next",
+            "description": "Same gates and permissions as the browser: release_manager for every app's project. "
+            "Environments that need no approval open the pull request right away.",
+            "tags": ["promotions"],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PromotionRequest"}}},
+            },
+            "responses": {
+                "201": {"description": "requested", **_PROMOTION},
+                "400": {"description": "invalid body", **_ERR},
+                "409": {"description": "a gate failed or another promotion is in flight", **_REFUSED},
+                **_COMMON,
+            },
+        },
+    },
+    "/promotions/{id}": {
+        "get": {
+            "operationId": "getPromotion",
+            "summary": "A promotion: state, timestamps, pull request",
+            "tags": ["promotions"],
+            "parameters": [_ID],
+            "responses": {"200": {"description": "the promotion", **_PROMOTION}, **_COMMON},
+        }
+    },
+    "/promotions/{id}/approve": _action("approvePromotion", "Approve (approver; never the requester)", "approver"),
+    "/promotions/{id}/reject": _action("rejectPromotion", "Reject (approver; never the requester)", "approver"),
+    "/promotions/{id}/cancel": _action(
+        "cancelPromotion", "Cancel before merge: closes the pull request and deletes its branch", "release_manager"
+    ),
+}
+
+_GATE = {
+    "type": "object",
+    "required": ["name", "passed", "blocking", "detail"],
+    "properties": {
+        "name": _STR,
+        "label": _STR,
+        "passed": {"type": "boolean"},
+        "blocking": {"type": "boolean"},
+        "detail": _STR,
+        "link": _STR,
+        "transient": {"type": "boolean"},
+    },
+}
+
+SCHEMAS: dict = {
+    "PromotionRequest": {
+        "type": "object",
+        "required": ["apps", "from"],
+        "properties": {
+            "apps": {"type": "array", "items": _STR, "minItems": 1, "maxItems": 50},
+            "from": _STR,
+            "to": {**_STR, "description": "default: the next environment after `from`"},
+            "note": _STR,
+            "override_justification": {
+                **_STR,
+                "description": "override a closed sync window (needs release_manager + approver)",
+            },
+        },
+        "additionalProperties": False,
+    },
+    "Gate": _GATE,
+    "PromotionRefused": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": _STR, "gates": {"type": "array", "items": _GATE}, "conflict": _STR},
+    },
+    "Promotion": {
+        "type": "object",
+        "required": ["id", "state", "source", "target", "apps", "timestamps"],
+        "properties": {
+            "id": {"type": "integer"},
+            "state": {
+                "type": "string",
+                "enum": [
+                    "requested",
+                    "approved",
+                    "pr_opening",
+                    "pr_open",
+                    "merged",
+                    "deployed",
+                    "healthy",
+                    "rejected",
+                    "failed",
+                    "cancelled",
+                    "abandoned",
+                    "degraded",
+                ],
+            },
+            "source": _STR,
+            "target": _STR,
+            "repository": _STR,
+            "requested_by": _STR,
+            "note": _STR,
+            "override_sync_window": {"type": "boolean"},
+            "override_justification": _STR,
+            "apps": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "app": _STR,
+                        "source_revision": _STR,
+                        "source_versions": _STRS,
+                        "version_before": _STR,
+                        "version_after": _STR,
+                        "paths": _STRS,
+                        "deployed_at": _TIME,
+                        "healthy_at": _TIME,
+                    },
+                },
+            },
+            "approvals": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"approver": _STR, "decision": _STR, "comment": _STR, "at": _TIME},
+                },
+            },
+            "pull_request": {
+                "type": ["object", "null"],
+                "properties": {"number": {"type": ["integer", "null"]}, "url": _STR, "branch": _STR, "head_sha": _STR},
+            },
+            "merge_commit_sha": _NSTR,
+            "failure_reason": _NSTR,
+            "last_error": _NSTR,
+            "attempts": {"type": "integer"},
+            "gates": {"type": "array", "items": {"type": "object"}},
+            "correlation_id": _STR,
+            "timestamps": {"type": "object", "additionalProperties": _TIME},
+            "url": _STR,
+        },
+    },
+}

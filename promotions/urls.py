@@ -5,4 +5,11 @@ from . import views
 app_name = "promotions"
 urlpatterns = [
     path("", views.promotion_list, name="list"),
+    path("new/", views.promotion_new, name="new"),
+    path("request/", views.promotion_create, name="create"),
+    path("<int:pk>/", views.promotion_detail, name="detail"),
+    path("<int:pk>/approve/", views.promotion_approve, name="approve"),
+    path("<int:pk>/reject/", views.promotion_reject, name="reject"),
+    path("<int:pk>/cancel/", views.promotion_cancel, name="cancel"),
+    path("blocks/<int:pk>/clear/", views.promotion_block_clear, name="block_clear"),
 ]

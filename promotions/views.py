@@ -1,15 +1,181 @@
-"""Pages for promotions and rollbacks."""
+"""Promotion pages: list, "Promote to <next env>" (preview + request), detail with live timeline."""
 
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
 
-from accounts.permissions import require_role
+from accounts.permissions import ensure_role, project_visible, require_role
 from accounts.roles import Role
+from inventory.models import Application, Environment
+
+from . import selectors, services
+from .gates import may_override_sync_window
+from .models import PromotionState
 
 
 @require_GET
 @require_role(Role.VIEWER)
 def promotion_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "promotions/list.html", {"nav": "promotions"})
+    filters = selectors.ListFilters.from_query(request.GET)
+    page = selectors.promotion_list(user=request.user, filters=filters)
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "nav": "promotions",
+        "page": page,
+        "filters": filters,
+        "states": PromotionState.choices,
+        "environments": Environment.objects.all(),
+        "base_query": query.urlencode(),
+    }
+    if request.htmx:
+        return render(request, "promotions/list.html#table", context)
+    return render(request, "promotions/list.html", context)
+
+
+def _environment(name: str | None) -> Environment | None:
+    return Environment.objects.filter(name=name).first() if name else None
+
+
+def _selected_apps(request: HttpRequest, names: list[str]) -> list[Application]:
+    names = [n for n in dict.fromkeys(names) if n][:50]
+    apps = list(Application.objects.filter(name__in=names).select_related("repository").order_by("name"))
+    for app in apps:
+        if not project_visible(request.user, app.project):
+            raise PermissionDenied("application not visible")
+    return apps
+
+
+@require_GET
+@require_role(Role.RELEASE_MANAGER)
+def promotion_new(request: HttpRequest) -> HttpResponse:
+    """Preview a promotion of one or more apps from `from` to `to` (default: the next env)."""
+    source = _environment(request.GET.get("from"))
+    target = _environment(request.GET.get("to")) or (selectors.next_environment(source) if source else None)
+    apps = _selected_apps(request, request.GET.getlist("app"))
+    for app in apps:
+        if target is not None:
+            ensure_role(request.user, Role.RELEASE_MANAGER, project=app.project, environment=target.name, request=request)
+    preview = error = None
+    if source and target and apps:
+        try:
+            preview = services.promotion_preview(
+                actor=request.user, applications=apps, source_env=source, target_env=target
+            )
+        except services.PromotionRefused as exc:
+            error = exc.message
+    context = {
+        "nav": "promotions",
+        "source": source,
+        "target": target,
+        "apps": apps,
+        "app_names": [a.name for a in apps],
+        "choices": selectors.promotable_applications(user=request.user),
+        "environments": Environment.objects.all(),
+        "preview": preview,
+        "error": error,
+        "may_override": bool(apps and target)
+        and all(may_override_sync_window(request.user, a, target) for a in apps),  # type: ignore[arg-type]
+    }
+    return render(request, "promotions/new.html", context)
+
+
+@require_POST
+@require_role(Role.RELEASE_MANAGER)
+def promotion_create(request: HttpRequest) -> HttpResponse:
+    source = _environment(request.POST.get("from"))
+    target = _environment(request.POST.get("to"))
+    apps = _selected_apps(request, request.POST.getlist("app"))
+    back = reverse("promotions:new") + "?" + request.POST.urlencode().replace("csrfmiddlewaretoken", "_")
+    if not (source and target and apps):
+        messages.error(request, "Choose the applications, the source and the target environment.")
+        return redirect(back)
+    try:
+        promotion = services.promotion_request_create(
+            actor=request.user,
+            applications=apps,
+            source_env=source,
+            target_env=target,
+            note=request.POST.get("note", "")[:4000],
+            override_justification=request.POST.get("override_justification", "")[:4000],
+        )
+    except services.PromotionRefused as exc:
+        messages.error(request, f"Promotion refused: {exc.message}")
+        if exc.link:
+            return redirect(exc.link)
+        return redirect(back)
+    messages.success(request, f"Promotion #{promotion.pk} requested.")
+    return redirect(promotion)
+
+
+@require_GET
+@require_role(Role.VIEWER)
+def promotion_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    promotion = selectors.promotion_get(user=request.user, pk=pk)
+    context = {
+        "nav": "promotions",
+        "promotion": promotion,
+        "items": list(promotion.items.all()),
+        "approvals": list(promotion.approvals.all()),
+        "timeline": selectors.promotion_timeline(promotion),
+        "can": selectors.promotion_abilities(promotion, request.user),
+        "live": not promotion.is_final,
+    }
+    if request.htmx:
+        return render(request, "promotions/detail.html#live", context)
+    return render(request, "promotions/detail.html", context)
+
+
+def _decision(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    promotion = selectors.promotion_get(user=request.user, pk=pk)
+    comment = request.POST.get("comment", "")[:4000]
+    try:
+        if action == "approve":
+            services.promotion_approve(promotion=promotion, actor=request.user, comment=comment)
+            messages.success(request, "Approval recorded.")
+        elif action == "reject":
+            services.promotion_reject(promotion=promotion, actor=request.user, comment=comment)
+            messages.success(request, "Promotion rejected.")
+        else:
+            services.promotion_cancel(promotion=promotion, actor=request.user, reason=comment)
+            messages.success(request, "Promotion cancelled; its pull request is being closed.")
+    except services.PromotionRefused as exc:
+        messages.error(request, exc.message)
+    return redirect(promotion)
+
+
+@require_POST
+@require_role(Role.APPROVER)
+def promotion_approve(request: HttpRequest, pk: int) -> HttpResponse:
+    return _decision(request, pk, "approve")
+
+
+@require_POST
+@require_role(Role.APPROVER)
+def promotion_reject(request: HttpRequest, pk: int) -> HttpResponse:
+    return _decision(request, pk, "reject")
+
+
+@require_POST
+@require_role(Role.RELEASE_MANAGER)
+def promotion_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    return _decision(request, pk, "cancel")
+
+
+@require_POST
+@require_role(Role.RELEASE_MANAGER)
+def promotion_block_clear(request: HttpRequest, pk: int) -> HttpResponse:
+    from .models import PromotionBlock
+
+    block = get_object_or_404(PromotionBlock.objects.select_related("application", "environment"), pk=pk)
+    if not project_visible(request.user, block.application.project):
+        raise PermissionDenied("not visible")
+    services.promotion_block_clear(block=block, actor=request.user)
+    messages.success(request, f"Block on {block.blocked_version} in {block.environment.name} cleared.")
+    return redirect(request.POST.get("next") if str(request.POST.get("next", "")).startswith("/promotions/") else "promotions:list")
 

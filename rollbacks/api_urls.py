@@ -1,1 +1,9 @@
-urlpatterns: list = []
+from django.urls import path
+
+from . import api
+
+urlpatterns = [
+    path("rollbacks", api.rollbacks_collection, name="api-rollbacks"),
+    path("rollbacks/<int:pk>", api.rollback_item, name="api-rollback"),
+    path("rollbacks/<int:pk>/cancel", api.rollback_cancel, name="api-rollback-cancel"),
+]

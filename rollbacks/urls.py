@@ -5,4 +5,7 @@ from . import views
 app_name = "rollbacks"
 urlpatterns = [
     path("", views.rollback_list, name="list"),
+    path("new/", views.rollback_new, name="new"),
+    path("<int:pk>/", views.rollback_detail, name="detail"),
+    path("<int:pk>/cancel/", views.rollback_cancel, name="cancel"),
 ]

@@ -1,14 +1,175 @@
-"""Pages for rollbacks."""
+"""Pages for rollbacks: list, request form with preview, live detail, cancel."""
 
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from __future__ import annotations
 
-from accounts.permissions import require_role
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from accounts.permissions import has_role, project_visible, require_role
 from accounts.roles import Role
+from inventory.models import Application, Environment
+
+from . import selectors, services
+from .forms import RollbackForm
+from .models import RollbackRequest
 
 
 @require_GET
 @require_role(Role.VIEWER)
 def rollback_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "rollbacks/list.html", {"nav": "rollbacks"})
+    filters = {
+        "state": request.GET.get("state", "")
+        if request.GET.get("state") in RollbackRequest.State.values
+        else "",
+        "app": request.GET.get("app", "")[:200],
+        "environment": request.GET.get("env", "")[:64],
+        "emergency": request.GET.get("emergency") == "1",
+    }
+    rollbacks = list(selectors.rollback_list(user=request.user, **filters)[:200])
+    context = {
+        "nav": "rollbacks",
+        "rollbacks": rollbacks,
+        "filters": filters,
+        "states": RollbackRequest.State.choices,
+    }
+    template = "rollbacks/list.html#rows" if request.htmx else "rollbacks/list.html"
+    return render(request, template, context)
+
+
+def _app_env(request: HttpRequest, source: dict) -> tuple[Application, Environment]:
+    application = get_object_or_404(
+        Application.objects.select_related("repository"), name=source.get("app", "")
+    )
+    environment = get_object_or_404(Environment, name=source.get("env", ""))
+    if not project_visible(request.user, application.project):
+        raise Http404("no such application")
+    services.rollback_check_permission(
+        user=request.user, application=application, environment=environment, request=request
+    )
+    return application, environment
+
+
+@require_http_methods(["GET", "POST"])
+@require_role(Role.ONCALL)
+def rollback_new(request: HttpRequest) -> HttpResponse:
+    """GET: the form and its preview (htmx refreshes the preview); POST: request the rollback."""
+    source = request.POST if request.method == "POST" else request.GET
+    application, environment = _app_env(request, source)
+    mode = (
+        source.get("mode")
+        if source.get("mode") in RollbackRequest.Mode.values
+        else RollbackRequest.Mode.PREVIOUS
+    )
+    sha = (source.get("sha") or "").strip()[:64]
+    moved: list[str] = []
+    if request.method == "POST":
+        form = RollbackForm(request.POST)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                rollback = services.rollback_request_create(
+                    actor=request.user,
+                    application=application,
+                    environment=environment,
+                    mode=data["mode"],
+                    sha=data["sha"],
+                    reason=data["reason"],
+                    incident=data["incident"],
+                    observed_deployment_id=data["observed_deployment"],
+                    confirm_moved=data["confirm_moved"],
+                    emergency=data["emergency"],
+                    emergency_justification=data["emergency_justification"],
+                    request=request,
+                )
+            except services.RollbackNeedsConfirmation as exc:
+                moved = exc.warnings
+                plan = exc.plan
+                # Show the new state and ask again; the preview carries the new deployment id.
+                return _render_form(request, application, environment, form, plan, moved, status=409)
+            except services.RollbackRefused as exc:
+                form.add_error(None, exc)
+            else:
+                messages.success(
+                    request, f"Rollback #{rollback.pk} requested: the revert PR is being opened."
+                )
+                return redirect("rollbacks:detail", pk=rollback.pk)
+    else:
+        form = RollbackForm(initial={"mode": mode, "sha": sha})
+    plan = selectors.rollback_plan(application=application, environment=environment, mode=mode, sha=sha)
+    status = 400 if request.method == "POST" else 200
+    if request.htmx and request.method == "GET":
+        return render(
+            request,
+            "rollbacks/new.html#preview",
+            _form_context(application, environment, form, plan, moved),
+        )
+    return _render_form(request, application, environment, form, plan, moved, status=status)
+
+
+def _form_context(application, environment, form, plan, moved) -> dict:  # type: ignore[no-untyped-def]
+    return {
+        "nav": "rollbacks",
+        "application": application,
+        "environment": environment,
+        "form": form,
+        "plan": plan,
+        "moved": moved,
+        "auto_merge_allowed": environment.rollback_auto_merge,
+    }
+
+
+def _render_form(request, application, environment, form, plan, moved, *, status: int) -> HttpResponse:  # type: ignore[no-untyped-def]
+    return render(
+        request,
+        "rollbacks/new.html",
+        _form_context(application, environment, form, plan, moved),
+        status=status,
+    )
+
+
+def _visible_rollback(request: HttpRequest, pk: int) -> RollbackRequest:
+    try:
+        rollback = selectors.rollback_detail(pk=pk)
+    except RollbackRequest.DoesNotExist:
+        raise Http404("no such rollback") from None
+    if not project_visible(request.user, rollback.application.project):
+        raise Http404("no such rollback")
+    return rollback
+
+
+@require_GET
+@require_role(Role.VIEWER)
+def rollback_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    rollback = _visible_rollback(request, pk)
+    context = {
+        "nav": "rollbacks",
+        "rollback": rollback,
+        "argo_apps": selectors.rollback_argo_status(rollback),
+        "can_cancel": rollback.is_cancellable
+        and has_role(
+            request.user,
+            Role.ONCALL,
+            project=rollback.application.project,
+            environment=rollback.environment.name,
+        ),
+    }
+    template = "rollbacks/detail.html#status" if request.htmx else "rollbacks/detail.html"
+    return render(request, template, context)
+
+
+@require_POST
+@require_role(Role.ONCALL)
+def rollback_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    rollback = _visible_rollback(request, pk)
+    try:
+        services.rollback_cancel(actor=request.user, rollback=rollback, request=request)
+    except services.RollbackRefused as exc:
+        messages.error(request, "; ".join(exc.messages))
+    except PermissionDenied:
+        raise
+    else:
+        messages.success(request, f"Rollback #{rollback.pk} cancelled; its pull request was closed.")
+    return redirect("rollbacks:detail", pk=rollback.pk)

@@ -2,234 +2,459 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import gitopsportal.fields
 from django.db import migrations, models
+
+import gitopsportal.fields
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Application',
+            name="Application",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('project', models.CharField(db_index=True, help_text='Argo CD AppProject / team', max_length=200)),
-                ('strategy', models.CharField(choices=[('kustomize-images', 'kustomize images'), ('helm-values', 'Helm values'), ('copy-paths', 'copy paths')], default='kustomize-images', max_length=32)),
-                ('strategy_options', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200, unique=True)),
+                (
+                    "project",
+                    models.CharField(db_index=True, help_text="Argo CD AppProject / team", max_length=200),
+                ),
+                (
+                    "strategy",
+                    models.CharField(
+                        choices=[
+                            ("kustomize-images", "kustomize images"),
+                            ("helm-values", "Helm values"),
+                            ("copy-paths", "copy paths"),
+                        ],
+                        default="kustomize-images",
+                        max_length=32,
+                    ),
+                ),
+                ("strategy_options", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='ArgoInstance',
+            name="ArgoInstance",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(max_length=100, unique=True)),
-                ('url', models.URLField(max_length=500)),
-                ('token', gitopsportal.fields.EncryptedTextField(blank=True)),
-                ('verify_tls', models.BooleanField(default=True)),
-                ('allow_http', models.BooleanField(default=False)),
-                ('last_poll_started_at', models.DateTimeField(blank=True, null=True)),
-                ('last_poll_finished_at', models.DateTimeField(blank=True, null=True)),
-                ('last_success_at', models.DateTimeField(blank=True, null=True)),
-                ('last_duration_ms', models.IntegerField(blank=True, null=True)),
-                ('last_error', models.TextField(blank=True)),
-                ('is_stale', models.BooleanField(default=False)),
-                ('apps_seen', models.IntegerField(default=0)),
-                ('list_resource_version', models.CharField(blank=True, max_length=64)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.SlugField(max_length=100, unique=True)),
+                ("url", models.URLField(max_length=500)),
+                ("token", gitopsportal.fields.EncryptedTextField(blank=True)),
+                ("verify_tls", models.BooleanField(default=True)),
+                ("allow_http", models.BooleanField(default=False)),
+                ("last_poll_started_at", models.DateTimeField(blank=True, null=True)),
+                ("last_poll_finished_at", models.DateTimeField(blank=True, null=True)),
+                ("last_success_at", models.DateTimeField(blank=True, null=True)),
+                ("last_duration_ms", models.IntegerField(blank=True, null=True)),
+                ("last_error", models.TextField(blank=True)),
+                ("is_stale", models.BooleanField(default=False)),
+                ("apps_seen", models.IntegerField(default=0)),
+                ("list_resource_version", models.CharField(blank=True, max_length=64)),
             ],
         ),
         migrations.CreateModel(
-            name='Environment',
+            name="Environment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(max_length=64, unique=True)),
-                ('order', models.PositiveIntegerField(default=0)),
-                ('branch', models.CharField(default='main', max_length=200)),
-                ('path_pattern', models.CharField(default='environments/{env}/{app}', max_length=300)),
-                ('requires_approval', models.BooleanField(default=False)),
-                ('approvals_required', models.PositiveSmallIntegerField(default=1)),
-                ('soak_minutes', models.PositiveIntegerField(default=0)),
-                ('allow_skip_from', models.JSONField(blank=True, default=list, help_text='Environments allowed to skip ahead to this one')),
-                ('production_like', models.BooleanField(default=False)),
-                ('rollback_auto_merge', models.BooleanField(default=False)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.SlugField(max_length=64, unique=True)),
+                ("order", models.PositiveIntegerField(default=0)),
+                ("branch", models.CharField(default="main", max_length=200)),
+                ("path_pattern", models.CharField(default="environments/{env}/{app}", max_length=300)),
+                ("requires_approval", models.BooleanField(default=False)),
+                ("approvals_required", models.PositiveSmallIntegerField(default=1)),
+                ("soak_minutes", models.PositiveIntegerField(default=0)),
+                (
+                    "allow_skip_from",
+                    models.JSONField(
+                        blank=True, default=list, help_text="Environments allowed to skip ahead to this one"
+                    ),
+                ),
+                ("production_like", models.BooleanField(default=False)),
+                ("rollback_auto_merge", models.BooleanField(default=False)),
             ],
             options={
-                'ordering': ['order', 'name'],
+                "ordering": ["order", "name"],
             },
         ),
         migrations.CreateModel(
-            name='GitRepository',
+            name="GitRepository",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(max_length=100, unique=True)),
-                ('url', models.CharField(help_text='Clone URL', max_length=500)),
-                ('default_branch', models.CharField(default='main', max_length=200)),
-                ('forge_kind', models.CharField(choices=[('github', 'GitHub'), ('gitea', 'Gitea / Forgejo'), ('gitlab', 'GitLab')], default='github', max_length=16)),
-                ('api_url', models.CharField(blank=True, max_length=500)),
-                ('full_name', models.CharField(help_text='owner/repo on the forge', max_length=300)),
-                ('web_url', models.CharField(blank=True, help_text='Base for commit links', max_length=500)),
-                ('token', gitopsportal.fields.EncryptedTextField(blank=True)),
-                ('webhook_secret', gitopsportal.fields.EncryptedTextField(blank=True)),
-                ('allow_http', models.BooleanField(default=False)),
-                ('last_fetch_at', models.DateTimeField(blank=True, null=True)),
-                ('last_ingested_sha', models.CharField(blank=True, max_length=64)),
-                ('last_ingest_duration_ms', models.IntegerField(blank=True, null=True)),
-                ('last_error', models.TextField(blank=True)),
-                ('commits_count', models.IntegerField(default=0)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.SlugField(max_length=100, unique=True)),
+                ("url", models.CharField(help_text="Clone URL", max_length=500)),
+                ("default_branch", models.CharField(default="main", max_length=200)),
+                (
+                    "forge_kind",
+                    models.CharField(
+                        choices=[("github", "GitHub"), ("gitea", "Gitea / Forgejo"), ("gitlab", "GitLab")],
+                        default="github",
+                        max_length=16,
+                    ),
+                ),
+                ("api_url", models.CharField(blank=True, max_length=500)),
+                ("full_name", models.CharField(help_text="owner/repo on the forge", max_length=300)),
+                ("web_url", models.CharField(blank=True, help_text="Base for commit links", max_length=500)),
+                ("token", gitopsportal.fields.EncryptedTextField(blank=True)),
+                ("webhook_secret", gitopsportal.fields.EncryptedTextField(blank=True)),
+                ("allow_http", models.BooleanField(default=False)),
+                ("last_fetch_at", models.DateTimeField(blank=True, null=True)),
+                ("last_ingested_sha", models.CharField(blank=True, max_length=64)),
+                ("last_ingest_duration_ms", models.IntegerField(blank=True, null=True)),
+                ("last_error", models.TextField(blank=True)),
+                ("commits_count", models.IntegerField(default=0)),
             ],
         ),
         migrations.CreateModel(
-            name='Cluster',
+            name="Cluster",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('server', models.CharField(max_length=500)),
-                ('labels', models.JSONField(blank=True, default=dict)),
-                ('connection_status', models.CharField(blank=True, max_length=32)),
-                ('instance', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='clusters', to='inventory.argoinstance')),
-                ('environment', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='clusters', to='inventory.environment')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("server", models.CharField(max_length=500)),
+                ("labels", models.JSONField(blank=True, default=dict)),
+                ("connection_status", models.CharField(blank=True, max_length=32)),
+                (
+                    "instance",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="clusters",
+                        to="inventory.argoinstance",
+                    ),
+                ),
+                (
+                    "environment",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="clusters",
+                        to="inventory.environment",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='ArgoApplication',
+            name="ArgoApplication",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=253)),
-                ('project', models.CharField(blank=True, db_index=True, max_length=200)),
-                ('namespace', models.CharField(blank=True, max_length=253)),
-                ('labels', models.JSONField(blank=True, default=dict)),
-                ('repo_url', models.CharField(blank=True, max_length=500)),
-                ('path', models.CharField(blank=True, max_length=500)),
-                ('target_revision', models.CharField(blank=True, max_length=200)),
-                ('sources', models.JSONField(blank=True, default=list)),
-                ('is_multi_source', models.BooleanField(default=False)),
-                ('automated', models.BooleanField(default=False)),
-                ('sync_status', models.CharField(blank=True, max_length=32)),
-                ('health_status', models.CharField(blank=True, max_length=32)),
-                ('health_message', models.TextField(blank=True)),
-                ('operation_phase', models.CharField(blank=True, max_length=32)),
-                ('operation_message', models.TextField(blank=True)),
-                ('operation_started_at', models.DateTimeField(blank=True, null=True)),
-                ('operation_finished_at', models.DateTimeField(blank=True, null=True)),
-                ('revision', models.CharField(blank=True, help_text='status.sync.revision', max_length=64)),
-                ('revisions', models.JSONField(blank=True, default=list, help_text='status.sync.revisions (multi-source)')),
-                ('deployed_revision', models.CharField(blank=True, help_text='revision of the last successful sync', max_length=64)),
-                ('deployed_at', models.DateTimeField(blank=True, null=True)),
-                ('images', models.JSONField(blank=True, default=list)),
-                ('version', models.CharField(blank=True, help_text='image tag or digest shown in the matrix', max_length=200)),
-                ('reconciled_at', models.DateTimeField(blank=True, null=True)),
-                ('state_hash', models.CharField(blank=True, help_text='hash of the observed state, skips unchanged rows', max_length=64)),
-                ('first_seen_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('last_changed_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('out_of_sync_since', models.DateTimeField(blank=True, null=True)),
-                ('degraded_since', models.DateTimeField(blank=True, null=True)),
-                ('deleted_at', models.DateTimeField(blank=True, null=True)),
-                ('application', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='argo_apps', to='inventory.application')),
-                ('instance', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='applications', to='inventory.argoinstance')),
-                ('cluster', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='argo_apps', to='inventory.cluster')),
-                ('environment', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='argo_apps', to='inventory.environment')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=253)),
+                ("project", models.CharField(blank=True, db_index=True, max_length=200)),
+                ("namespace", models.CharField(blank=True, max_length=253)),
+                ("labels", models.JSONField(blank=True, default=dict)),
+                ("repo_url", models.CharField(blank=True, max_length=500)),
+                ("path", models.CharField(blank=True, max_length=500)),
+                ("target_revision", models.CharField(blank=True, max_length=200)),
+                ("sources", models.JSONField(blank=True, default=list)),
+                ("is_multi_source", models.BooleanField(default=False)),
+                ("automated", models.BooleanField(default=False)),
+                ("sync_status", models.CharField(blank=True, max_length=32)),
+                ("health_status", models.CharField(blank=True, max_length=32)),
+                ("health_message", models.TextField(blank=True)),
+                ("operation_phase", models.CharField(blank=True, max_length=32)),
+                ("operation_message", models.TextField(blank=True)),
+                ("operation_started_at", models.DateTimeField(blank=True, null=True)),
+                ("operation_finished_at", models.DateTimeField(blank=True, null=True)),
+                ("revision", models.CharField(blank=True, help_text="status.sync.revision", max_length=64)),
+                (
+                    "revisions",
+                    models.JSONField(
+                        blank=True, default=list, help_text="status.sync.revisions (multi-source)"
+                    ),
+                ),
+                (
+                    "deployed_revision",
+                    models.CharField(
+                        blank=True, help_text="revision of the last successful sync", max_length=64
+                    ),
+                ),
+                ("deployed_at", models.DateTimeField(blank=True, null=True)),
+                ("images", models.JSONField(blank=True, default=list)),
+                (
+                    "version",
+                    models.CharField(
+                        blank=True, help_text="image tag or digest shown in the matrix", max_length=200
+                    ),
+                ),
+                ("reconciled_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "state_hash",
+                    models.CharField(
+                        blank=True,
+                        help_text="hash of the observed state, skips unchanged rows",
+                        max_length=64,
+                    ),
+                ),
+                ("first_seen_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("last_changed_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("out_of_sync_since", models.DateTimeField(blank=True, null=True)),
+                ("degraded_since", models.DateTimeField(blank=True, null=True)),
+                ("deleted_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "application",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="argo_apps",
+                        to="inventory.application",
+                    ),
+                ),
+                (
+                    "instance",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="applications",
+                        to="inventory.argoinstance",
+                    ),
+                ),
+                (
+                    "cluster",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="argo_apps",
+                        to="inventory.cluster",
+                    ),
+                ),
+                (
+                    "environment",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="argo_apps",
+                        to="inventory.environment",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Commit',
+            name="Commit",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('sha', models.CharField(max_length=64)),
-                ('seq', models.BigIntegerField()),
-                ('parents', models.JSONField(default=list)),
-                ('author_name', models.CharField(max_length=200)),
-                ('author_email', models.CharField(max_length=200)),
-                ('authored_at', models.DateTimeField()),
-                ('committer_name', models.CharField(max_length=200)),
-                ('committed_at', models.DateTimeField()),
-                ('message', models.TextField()),
-                ('is_merge', models.BooleanField(default=False)),
-                ('repository', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='commits', to='inventory.gitrepository')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("sha", models.CharField(max_length=64)),
+                ("seq", models.BigIntegerField()),
+                ("parents", models.JSONField(default=list)),
+                ("author_name", models.CharField(max_length=200)),
+                ("author_email", models.CharField(max_length=200)),
+                ("authored_at", models.DateTimeField()),
+                ("committer_name", models.CharField(max_length=200)),
+                ("committed_at", models.DateTimeField()),
+                ("message", models.TextField()),
+                ("is_merge", models.BooleanField(default=False)),
+                (
+                    "repository",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="commits",
+                        to="inventory.gitrepository",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-seq'],
+                "ordering": ["-seq"],
             },
         ),
         migrations.AddField(
-            model_name='application',
-            name='repository',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='applications', to='inventory.gitrepository'),
+            model_name="application",
+            name="repository",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="applications",
+                to="inventory.gitrepository",
+            ),
         ),
         migrations.CreateModel(
-            name='Deployment',
+            name="Deployment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('history_id', models.BigIntegerField()),
-                ('revision', models.CharField(blank=True, max_length=64)),
-                ('revisions', models.JSONField(blank=True, default=list)),
-                ('deploy_started_at', models.DateTimeField(blank=True, null=True)),
-                ('deployed_at', models.DateTimeField(db_index=True)),
-                ('initiated_by', models.CharField(blank=True, max_length=200)),
-                ('automated', models.BooleanField(default=False)),
-                ('images', models.JSONField(blank=True, default=list)),
-                ('version', models.CharField(blank=True, max_length=200)),
-                ('source_path', models.CharField(blank=True, max_length=500)),
-                ('observed_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('out_of_band', models.BooleanField(default=False)),
-                ('application', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='deployments', to='inventory.application')),
-                ('argo_app', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='deployments', to='inventory.argoapplication')),
-                ('cluster', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='deployments', to='inventory.cluster')),
-                ('environment', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='deployments', to='inventory.environment')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("history_id", models.BigIntegerField()),
+                ("revision", models.CharField(blank=True, max_length=64)),
+                ("revisions", models.JSONField(blank=True, default=list)),
+                ("deploy_started_at", models.DateTimeField(blank=True, null=True)),
+                ("deployed_at", models.DateTimeField(db_index=True)),
+                ("initiated_by", models.CharField(blank=True, max_length=200)),
+                ("automated", models.BooleanField(default=False)),
+                ("images", models.JSONField(blank=True, default=list)),
+                ("version", models.CharField(blank=True, max_length=200)),
+                ("source_path", models.CharField(blank=True, max_length=500)),
+                ("observed_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("out_of_band", models.BooleanField(default=False)),
+                (
+                    "application",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="deployments",
+                        to="inventory.application",
+                    ),
+                ),
+                (
+                    "argo_app",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="deployments",
+                        to="inventory.argoapplication",
+                    ),
+                ),
+                (
+                    "cluster",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="deployments",
+                        to="inventory.cluster",
+                    ),
+                ),
+                (
+                    "environment",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="deployments",
+                        to="inventory.environment",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-deployed_at', '-history_id'],
-                'indexes': [models.Index(fields=['application', 'environment', '-deployed_at'], name='deploy_app_env_time'), models.Index(fields=['environment', '-deployed_at'], name='deploy_env_time')],
-                'constraints': [models.UniqueConstraint(fields=('argo_app', 'history_id'), name='uniq_deployment_history')],
+                "ordering": ["-deployed_at", "-history_id"],
+                "indexes": [
+                    models.Index(
+                        fields=["application", "environment", "-deployed_at"], name="deploy_app_env_time"
+                    ),
+                    models.Index(fields=["environment", "-deployed_at"], name="deploy_env_time"),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(fields=("argo_app", "history_id"), name="uniq_deployment_history")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='CommitTouch',
+            name="CommitTouch",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('seq', models.BigIntegerField(help_text='copy of commit.seq for range queries')),
-                ('paths', models.JSONField(default=list)),
-                ('application', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='commit_touches', to='inventory.application')),
-                ('commit', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='touches', to='inventory.commit')),
-                ('environment', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='commit_touches', to='inventory.environment')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("seq", models.BigIntegerField(help_text="copy of commit.seq for range queries")),
+                ("paths", models.JSONField(default=list)),
+                (
+                    "application",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="commit_touches",
+                        to="inventory.application",
+                    ),
+                ),
+                (
+                    "commit",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="touches",
+                        to="inventory.commit",
+                    ),
+                ),
+                (
+                    "environment",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="commit_touches",
+                        to="inventory.environment",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['application', 'environment', 'seq'], name='touch_app_env_seq')],
-                'constraints': [models.UniqueConstraint(fields=('commit', 'application', 'environment'), name='uniq_commit_touch')],
+                "indexes": [
+                    models.Index(fields=["application", "environment", "seq"], name="touch_app_env_seq")
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("commit", "application", "environment"), name="uniq_commit_touch"
+                    )
+                ],
             },
         ),
         migrations.AddConstraint(
-            model_name='cluster',
-            constraint=models.UniqueConstraint(fields=('instance', 'server'), name='uniq_cluster_server'),
+            model_name="cluster",
+            constraint=models.UniqueConstraint(fields=("instance", "server"), name="uniq_cluster_server"),
         ),
         migrations.AddIndex(
-            model_name='argoapplication',
-            index=models.Index(fields=['application', 'environment'], name='argo_app_env'),
+            model_name="argoapplication",
+            index=models.Index(fields=["application", "environment"], name="argo_app_env"),
         ),
         migrations.AddConstraint(
-            model_name='argoapplication',
-            constraint=models.UniqueConstraint(fields=('instance', 'name'), name='uniq_argo_app'),
+            model_name="argoapplication",
+            constraint=models.UniqueConstraint(fields=("instance", "name"), name="uniq_argo_app"),
         ),
         migrations.AddConstraint(
-            model_name='commit',
-            constraint=models.UniqueConstraint(fields=('repository', 'sha'), name='uniq_commit_sha'),
+            model_name="commit",
+            constraint=models.UniqueConstraint(fields=("repository", "sha"), name="uniq_commit_sha"),
         ),
         migrations.AddConstraint(
-            model_name='commit',
-            constraint=models.UniqueConstraint(fields=('repository', 'seq'), name='uniq_commit_seq'),
+            model_name="commit",
+            constraint=models.UniqueConstraint(fields=("repository", "seq"), name="uniq_commit_seq"),
         ),
     ]

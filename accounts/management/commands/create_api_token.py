@@ -16,6 +16,8 @@ class Command(BaseCommand):
         user = get_user_model().objects.filter(username=opts["username"]).first()
         if user is None:
             raise CommandError(f"no user {opts['username']!r}")
-        _, raw = api_token_create(user=user, name=opts["name"], expires_in_days=opts["expires_in_days"] or None)
+        _, raw = api_token_create(
+            user=user, name=opts["name"], expires_in_days=opts["expires_in_days"] or None
+        )
         # The token goes to stdout alone so scripts can capture it.
         self.stdout.write(raw)

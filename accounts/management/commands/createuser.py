@@ -10,7 +10,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("username")
-        parser.add_argument("--role", action="append", required=True, choices=ALL_ROLES, help="may be repeated")
+        parser.add_argument(
+            "--role", action="append", required=True, choices=ALL_ROLES, help="may be repeated"
+        )
         parser.add_argument("--project", default="*", help="Argo CD project name or glob (default: all)")
         parser.add_argument("--environment", default="*", help="environment name (default: all)")
         parser.add_argument("--email", default="")
@@ -28,4 +30,6 @@ class Command(BaseCommand):
             )
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None
-        self.stdout.write(f"user {user.get_username()}: {', '.join(opts['role'])} (project {opts['project']}, environment {opts['environment']})")
+        self.stdout.write(
+            f"user {user.get_username()}: {', '.join(opts['role'])} (project {opts['project']}, environment {opts['environment']})"
+        )

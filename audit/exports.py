@@ -1,0 +1,355 @@
+"""Exports of the ledger: CSV, JSON Lines, PDF change report and the signed bundle.
+
+Every export first writes an ``audit.exported`` event (committed before a byte is streamed), then
+fixes its sequence range at the chain head it just extended, and reads events by keyset batches,
+so a million events export with flat memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import IO, Any
+from xml.sax.saxutils import escape
+
+from django.conf import settings
+from django.db import transaction
+
+from .bundle import BUNDLE_FORMAT, CHANGES_FILE, EVENTS_FILE, MANIFEST_FILE, SIGNATURE_FILE, sign
+from .chain import HASHED_FIELDS, _normalise
+from .filters import AuditFilters
+from .models import AuditCheckpoint, AuditEvent, ChangeRecord
+from .selectors import (
+    ExportPlan,
+    audit_export_events,
+    audit_export_plan,
+    change_record_evidence,
+    change_records_for_export,
+)
+from .services import audit_checkpoint_current, audit_event_record, checkpoint_as_record, event_as_record
+
+EXPORT_FORMATS = ("csv", "jsonl", "pdf", "bundle")
+EVENT_COLUMNS: tuple[str, ...] = (*HASHED_FIELDS, "hash")
+CHANGE_COLUMNS: tuple[str, ...] = (
+    "id", "kind", "source_type", "source_id", "app", "environment", "project", "clusters", "title",
+    "requester_name", "approvers", "separation_of_duties_ok", "pr_number", "pr_url", "merged_by",
+    "revision_before", "revision_after", "versions_before", "versions_after", "gates", "sync_result",
+    "requested_at", "approved_at", "pr_opened_at", "merged_at", "deployed_at", "healthy_at",
+    "lead_time_seconds", "outcome", "emergency", "justification",
+)  # fmt: skip
+CONTENT_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "jsonl": "application/x-ndjson; charset=utf-8",
+    "pdf": "application/pdf",
+    "bundle": "application/zip",
+}
+EXTENSIONS = {"csv": "csv", "jsonl": "jsonl", "pdf": "pdf", "bundle": "zip"}
+
+# A spreadsheet runs a cell starting with one of these as a formula (CSV injection, OWASP).
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(value: str) -> str:
+    """Make a text cell inert in Excel/LibreOffice/Sheets: a leading apostrophe before a formula."""
+    return f"'{value}" if value.startswith(_FORMULA_PREFIXES) else value
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, timedelta):
+        return int(value.total_seconds())
+    if isinstance(value, dict | list):
+        value = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    else:
+        value = str(_normalise(value))
+    return neutralise(value)
+
+
+def event_export_record(event: AuditEvent) -> dict[str, Any]:
+    """Return the event as exported: every field, times in the hashed ISO form."""
+    return {name: _normalise(value) for name, value in event_as_record(event).items()}
+
+
+def event_jsonl_line(event: AuditEvent) -> str:
+    return (
+        json.dumps(event_export_record(event), ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
+    )
+
+
+def change_export_record(record: ChangeRecord) -> dict[str, Any]:
+    row = {name: getattr(record, name, None) for name in CHANGE_COLUMNS if name != "lead_time_seconds"}
+    row["id"] = record.pk
+    row["lead_time_seconds"] = int(record.lead_time.total_seconds()) if record.lead_time is not None else None
+    return {name: _normalise(row[name]) for name in CHANGE_COLUMNS}
+
+
+class _Echo:
+    """A file-like object whose write() returns what it is given (csv.writer → a generator)."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def stream_events_csv(events: Iterable[AuditEvent]) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    yield writer.writerow(EVENT_COLUMNS)
+    for event in events:
+        record = event_as_record(event)
+        yield writer.writerow([_cell(record[name]) for name in EVENT_COLUMNS])
+
+
+def stream_events_jsonl(events: Iterable[AuditEvent]) -> Iterator[str]:
+    for event in events:
+        yield event_jsonl_line(event)
+
+
+def stream_changes_csv(records: Iterable[ChangeRecord]) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    yield writer.writerow(CHANGE_COLUMNS)
+    for record in records:
+        row = change_export_record(record)
+        yield writer.writerow([_cell(row[name]) for name in CHANGE_COLUMNS])
+
+
+# --- starting an export -------------------------------------------------------------------------------
+
+
+@dataclass
+class ExportJob:
+    fmt: str
+    plan: ExportPlan
+    event: AuditEvent
+    checkpoint: AuditCheckpoint | None = None
+
+    @property
+    def filename(self) -> str:
+        stamp = self.event.created_at.strftime("%Y%m%dT%H%M%SZ")
+        return f"audit-{self.fmt}-{stamp}.{EXTENSIONS[self.fmt]}"
+
+    def events(self) -> Iterator[AuditEvent]:
+        return audit_export_events(self.plan)
+
+
+def audit_export_begin(
+    *,
+    fmt: str,
+    filters: AuditFilters,
+    scope_apps: list[str] | None,
+    actor: Any = None,
+    system_name: str | None = None,
+) -> ExportJob:
+    """Record the ``audit.exported`` event (committed), then fix what the export covers."""
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; one of {', '.join(EXPORT_FORMATS)}")
+    with transaction.atomic():
+        event = audit_event_record(
+            action="audit.exported",
+            actor=actor,
+            system_name=system_name,
+            target_type="audit_export",
+            target_id=fmt,
+            target_label=f"{fmt} export",
+            after={"format": fmt, "filters": filters.as_dict(), "scoped": scope_apps is not None},
+            message=f"exported the audit trail as {fmt}"
+            + (f" ({filters.querystring()})" if filters.as_dict() else ""),
+        )
+    plan = audit_export_plan(filters=filters, scope_apps=scope_apps, head=event.sequence)
+    checkpoint = audit_checkpoint_current() if fmt == "bundle" else None
+    return ExportJob(fmt, plan, event, checkpoint)
+
+
+# --- the signed bundle ----------------------------------------------------------------------------------
+
+
+class _HashingWriter:
+    """Write text to a zip member while hashing and counting the bytes."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self.fh = fh
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, text: str) -> None:
+        data = text.encode("utf-8")
+        self.digest.update(data)
+        self.size += len(data)
+        self.fh.write(data)
+
+
+def write_bundle(job: ExportJob, out: IO[bytes], *, created_by: str) -> dict[str, Any]:
+    """Write the signed zip (events.jsonl, change-records.csv, manifest.json, manifest.sig)."""
+    from .signing import current_key_id, current_public_key_pem, signing_key
+
+    first: dict[str, Any] | None = None
+    last: dict[str, Any] | None = None
+    count = 0
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        with zf.open(EVENTS_FILE, "w", force_zip64=True) as fh:
+            events_writer = _HashingWriter(fh)
+            for event in job.events():
+                events_writer.write(event_jsonl_line(event))
+                count += 1
+                edge = {"sequence": event.sequence, "hash": event.hash, "prev_hash": event.prev_hash}
+                first = first or edge
+                last = edge
+        change_count = 0
+        with zf.open(CHANGES_FILE, "w", force_zip64=True) as fh:
+            changes_writer = _HashingWriter(fh)
+            for chunk in stream_changes_csv(
+                change_records_for_export(filters=job.plan.filters, scope_apps=job.plan.scope_apps)
+            ):
+                changes_writer.write(chunk)
+                change_count += 1
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "created_at": _normalise(job.event.created_at),
+            "created_by": created_by,
+            "portal": settings.PORTAL_BASE_URL,
+            "export_event_sequence": job.event.sequence,
+            "filters": job.plan.filters.as_dict(),
+            "scoped_to_apps": job.plan.scope_apps,
+            "contiguous": job.plan.contiguous,
+            "count": count,
+            "first": first,
+            "last": last,
+            "change_records": max(change_count - 1, 0),
+            "files": {
+                EVENTS_FILE: {"sha256": events_writer.digest.hexdigest(), "bytes": events_writer.size},
+                CHANGES_FILE: {"sha256": changes_writer.digest.hexdigest(), "bytes": changes_writer.size},
+            },
+            "checkpoint": checkpoint_as_record(job.checkpoint) if job.checkpoint else None,
+            "hash_algorithm": "sha256 over canonical JSON of the hashed fields (audit/chain.py)",
+            "signature_algorithm": "Ed25519 over the bytes of manifest.json, base64 in manifest.sig",
+            "public_key_id": current_key_id(),
+            "public_key": current_public_key_pem(),
+            "verify_with": "python manage.py audit_verify BUNDLE  (or: python -m audit.bundle BUNDLE --public-key KEY.pem)",
+        }
+        manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8")
+        zf.writestr(MANIFEST_FILE, manifest_bytes)
+        zf.writestr(SIGNATURE_FILE, sign(signing_key(), manifest_bytes) + "\n")
+    return manifest
+
+
+# --- the PDF change report --------------------------------------------------------------------------------
+
+
+def _p(text: Any, style: Any) -> Any:
+    from reportlab.platypus import Paragraph
+
+    return Paragraph(escape("" if text is None else str(text)), style)
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
+
+
+def write_pdf(job: ExportJob, path: str, *, created_by: str) -> int:
+    """Write the change report of the job's period and filters; return the number of records."""
+    from reportlab.lib import colors
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.styles import getSampleStyleSheet
+    from reportlab.lib.units import mm
+    from reportlab.platypus import KeepTogether, PageBreak, SimpleDocTemplate, Spacer, Table, TableStyle
+
+    from .signing import current_key_id
+
+    styles = getSampleStyleSheet()
+    body, small, h1, h2 = styles["BodyText"], styles["Code"], styles["Title"], styles["Heading2"]
+    small.fontSize, small.leading = 7, 8.5
+    grid = TableStyle(
+        [
+            ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
+            ("VALIGN", (0, 0), (-1, -1), "TOP"),
+            ("BACKGROUND", (0, 0), (0, -1), colors.whitesmoke),
+            ("FONTSIZE", (0, 0), (-1, -1), 8),
+        ]
+    )
+    filters = job.plan.filters
+    story: list[Any] = [
+        _p("Change report", h1),
+        _p(f"Period: {_when(filters.since)} to {_when(filters.until)}", body),
+        _p(f"Filters: {filters.querystring() or 'none'}", body),
+        _p(
+            f"Generated {_when(job.event.created_at)} by {created_by}; export event #{job.event.sequence}.",
+            body,
+        ),
+        _p(
+            f"Ledger signing key id: {current_key_id()}. Verify the ledger: python manage.py audit_verify",
+            body,
+        ),
+        Spacer(1, 6 * mm),
+    ]
+    count = 0
+    for record in change_records_for_export(filters=filters, scope_apps=job.plan.scope_apps):
+        count += 1
+        sod = {
+            True: "yes (requester is not an approver)",
+            False: "NO: the requester approved",
+            None: "no approval",
+        }
+        rows = [
+            ("Change", f"#{record.pk} {record.get_kind_display()} · {record.source_type} {record.source_id}"),
+            ("App → environment", f"{record.app} → {record.environment}" + (f" ({', '.join(record.clusters)})" if record.clusters else "")),
+            ("Outcome", record.get_outcome_display() + (" · EMERGENCY" if record.emergency else "")),
+            ("Requested by", f"{record.requester_name or '—'} at {_when(record.requested_at)}"),
+            ("Approved by", f"{', '.join(record.approvers) or '—'} at {_when(record.approved_at)}"),
+            ("Separation of duties", sod[record.separation_of_duties_ok]),
+            ("Pull request", f"#{record.pr_number or '—'} {record.pr_url}".strip()),
+            ("PR opened / merged", f"{_when(record.pr_opened_at)} / {_when(record.merged_at)} by {record.merged_by or '—'}"),
+            ("Revision", f"{record.revision_before or '—'} → {record.revision_after or '—'}"),
+            ("Versions", f"{json.dumps(record.versions_before, sort_keys=True)} → {json.dumps(record.versions_after, sort_keys=True)}"),
+            ("Gates", "; ".join(f"{g['name']}: {'passed' if g.get('passed') else 'FAILED'} {g.get('detail') or ''}".strip() for g in record.gates) or "—"),
+            ("Sync result", json.dumps(record.sync_result, sort_keys=True, default=str) if record.sync_result is not None else "—"),
+            ("Deployed / healthy", f"{_when(record.deployed_at)} / {_when(record.healthy_at)}"),
+            ("Lead time", str(record.lead_time) if record.lead_time is not None else "—"),
+        ]  # fmt: skip
+        if record.justification:
+            rows.append(("Justification", record.justification))
+        table = Table([[_p(k, body), _p(v, body)] for k, v in rows], colWidths=[40 * mm, 130 * mm])
+        table.setStyle(grid)
+        evidence = change_record_evidence(record, limit=200)
+        event_rows = [[_p(h, small) for h in ("#", "time", "actor", "action", "hash")]] + [
+            [_p(e.sequence, small), _p(_when(e.created_at), small), _p(e.actor_name, small), _p(e.action, small), _p(e.hash[:16], small)]
+            for e in evidence
+        ]  # fmt: skip
+        events_table = Table(event_rows, colWidths=[14 * mm, 38 * mm, 35 * mm, 45 * mm, 38 * mm])
+        events_table.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.25, colors.grey)]))
+        story += [
+            KeepTogether([_p(record.title or f"{record.app} → {record.environment}", h2), table]),
+            Spacer(1, 2 * mm),
+            _p(f"Ledger events ({len(evidence)})", body),
+            events_table,
+            Spacer(1, 8 * mm),
+        ]
+        if count % 3 == 0:
+            story.append(PageBreak())
+    if count == 0:
+        story.append(_p("No change records match.", body))
+    SimpleDocTemplate(path, pagesize=A4, title="Change report", author="GitOps Portal").build(story)
+    return count
+
+
+def audit_export_to_file(job: ExportJob, out_path: str, *, created_by: str) -> dict[str, Any]:
+    """Write any format to a file (the command line, and bundle/PDF downloads)."""
+    if job.fmt == "pdf":
+        return {"change_records": write_pdf(job, out_path, created_by=created_by)}
+    if job.fmt == "bundle":
+        with open(out_path, "wb") as fh:
+            return write_bundle(job, fh, created_by=created_by)
+    stream = stream_events_csv(job.events()) if job.fmt == "csv" else stream_events_jsonl(job.events())
+    lines = 0
+    with open(out_path, "w", encoding="utf-8", newline="") as fh:
+        for chunk in stream:
+            fh.write(chunk)
+            lines += 1
+    return {"lines": lines}

@@ -1,0 +1,723 @@
+"""Git plumbing through GitPython's command interface (`git.Git`), never its object model.
+
+Security rules applied to every command:
+- refs, SHAs, paths and remote URLs are validated before they reach argv, and revisions are
+  placed after `--end-of-options` / paths after `--` so nothing user-derived is read as an option;
+- tokens reach git only through `GIT_CONFIG_*` environment variables (an `http.<origin>.extraHeader`
+  scoped to the remote's origin), never argv, URLs or repository config;
+- no prompts (`GIT_TERMINAL_PROMPT=0`), no user/system config, protocols restricted with
+  `GIT_ALLOW_PROTOCOL`.
+
+Merge commits in `iter_commits` list their changes relative to the first parent
+(`--diff-merges=first-parent`): that is what the merge brought into the branch, which is how the
+portal maps a merged promotion PR to the environment paths it touched.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, cast
+from urllib.parse import urlsplit
+
+import git
+from git.exc import GitCommandError, GitCommandNotFound
+
+from integrations.http import UnsafeURL, check_url
+
+# ---------------------------------------------------------------------------------------------
+# Exceptions
+
+
+class GitError(Exception):
+    """A git command failed; the message holds the command name and the tail of stderr."""
+
+
+class InvalidRef(GitError, ValueError):
+    """A ref name, SHA, path or revision failed validation or does not resolve."""
+
+
+class UnsafeRemote(GitError, ValueError):
+    """A remote URL uses a transport or form we refuse (ext::, fd::, file://, option-like)."""
+
+
+class RevertConflict(GitError):
+    """`git revert` stopped on conflicts; the workspace was restored to where it started."""
+
+    def __init__(self, message: str, *, sha: str, files: Sequence[str]) -> None:
+        super().__init__(message)
+        self.sha = sha
+        self.files = tuple(files)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validators
+
+_SHA_RE = re.compile(r"[0-9a-f]{7,40}|[0-9a-f]{64}")
+_FULL_SHA_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+_TRAILER_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
+
+
+def validate_sha(value: str, *, full: bool = False) -> str:
+    """Return a lowercase hex object name (7-40 hex, or exactly 40/64 when `full`)."""
+    candidate = value.strip().lower() if isinstance(value, str) else ""
+    pattern = _FULL_SHA_RE if full else _SHA_RE
+    if not pattern.fullmatch(candidate):
+        raise InvalidRef(f"not a commit SHA: {value!r:.80}")
+    return candidate
+
+
+def validate_ref_name(name: str) -> str:
+    """Return `name` if it is a safe branch/ref name (git check-ref-format --branch rules)."""
+    problem = _ref_problem(name) if isinstance(name, str) else "not a string"
+    if problem:
+        raise InvalidRef(f"invalid ref name {name!r:.80}: {problem}")
+    return name
+
+
+def _ref_problem(name: str) -> str | None:
+    if not name or name == "@":
+        return "empty or '@'"
+    if name.startswith("-"):
+        return "starts with '-'"
+    if ".." in name or "@{" in name or "//" in name:
+        return "contains '..', '@{' or '//'"
+    if _REF_FORBIDDEN.search(name):
+        return "contains a space, control character or one of ~^:?*[\\"
+    if name.startswith("/") or name.endswith(("/", ".")):
+        return "starts with '/' or ends with '/' or '.'"
+    for component in name.split("/"):
+        if component.startswith(".") or component.endswith(".lock"):
+            return "a component starts with '.' or ends with '.lock'"
+    return None
+
+
+def validate_rev(value: str) -> str:
+    """Return a SHA or a valid ref name; anything else (ranges, options) is refused."""
+    try:
+        return validate_sha(value)
+    except InvalidRef:
+        return validate_ref_name(value)
+
+
+def validate_repo_path(path: str) -> str:
+    """Return a safe repository-relative path (no leading '/' or '-', no '..' components)."""
+    if not isinstance(path, str) or not path or path.startswith(("/", "-")):
+        raise InvalidRef(f"invalid repository path {path!r:.80}")
+    if "\x00" in path or any(ord(c) < 0x20 for c in path):
+        raise InvalidRef(f"invalid repository path {path!r:.80}: control character")
+    parts = path.split("/")
+    if any(p in ("..", ".git") for p in parts):
+        raise InvalidRef(f"invalid repository path {path!r:.80}: '..' or '.git' component")
+    return path.rstrip("/") or path
+
+
+def check_remote_url(url: str, *, allow_file: bool = False, allow_http: bool = False) -> str:
+    """Return `url` if git may fetch from it: https (http/file only when allowed), no helpers."""
+    if not isinstance(url, str) or not url or url.startswith("-") or any(ord(c) < 0x20 for c in url):
+        raise UnsafeRemote(f"refusing remote URL {url!r:.80}")
+    if "::" in url.split("/", 1)[0]:  # transport helpers: ext::cmd, fd::0, anything::...
+        raise UnsafeRemote("remote helper URLs (ext::, fd::, ...) are refused")
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in ("http", "https"):
+        try:
+            check_url(url, allow_http=allow_http, resolve=False)
+        except UnsafeURL as exc:
+            raise UnsafeRemote(str(exc)) from None
+        return url
+    if scheme == "file" or (not scheme and url.startswith("/")):
+        if not allow_file:
+            raise UnsafeRemote("local (file) remotes are only allowed for the configured sandbox")
+        return url
+    raise UnsafeRemote(f"unsupported remote transport {scheme or 'scp-like'!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """One --name-status line: status letter, path and (for renames/copies) the old path."""
+
+    status: str
+    path: str
+    old_path: str | None = None
+
+
+@dataclass(frozen=True)
+class CommitRecord:
+    """A commit as read from `git log` (no GitPython objects)."""
+
+    sha: str
+    parents: tuple[str, ...]
+    author_name: str
+    author_email: str
+    authored_at: datetime
+    committer_name: str
+    committer_email: str
+    committed_at: datetime
+    message: str
+    changes: tuple[FileChange, ...]
+
+    @property
+    def is_merge(self) -> bool:
+        """Return True for commits with more than one parent."""
+        return len(self.parents) > 1
+
+    @property
+    def subject(self) -> str:
+        """Return the first line of the message."""
+        return self.message.split("\n", 1)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Command runner
+
+NETWORK_TIMEOUT = 600.0  # seconds for clone/fetch/push/ls-remote
+_NETWORK_COMMANDS = frozenset({"clone", "fetch", "push", "ls-remote"})
+
+
+def _base_env(
+    remote_url: str | None, token: str | None, *, allow_file: bool, allow_http: bool
+) -> dict[str, str]:
+    protocols = ["https"] + (["http"] if allow_http else []) + (["file"] if allow_file else [])
+    env = {
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ASKPASS": "",
+        "SSH_ASKPASS": "",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_ALLOW_PROTOCOL": ":".join(protocols),
+        "GIT_PROTOCOL_FROM_USER": "0",
+        "LC_ALL": "C",
+        "LANGUAGE": "C",
+        "GIT_CONFIG_COUNT": "0",
+    }
+    config: list[tuple[str, str]] = [
+        ("core.hooksPath", os.devnull),
+        ("advice.detachedHead", "false"),
+        # Abort transfers slower than 1 kB/s for a minute instead of hanging a worker.
+        ("http.lowSpeedLimit", "1000"),
+        ("http.lowSpeedTime", "60"),
+    ]
+    if token and remote_url:
+        parts = urlsplit(remote_url)
+        origin = f"{parts.scheme}://{parts.netloc}/"
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        # Scoped to the remote's origin so the header is never sent anywhere else, and no
+        # redirects so a compromised remote cannot bounce us (with the header) to another host.
+        config += [
+            (f"http.{origin}.extraHeader", f"Authorization: Basic {basic}"),
+            ("http.followRedirects", "false"),
+        ]
+    for i, (key, value) in enumerate(config):
+        env[f"GIT_CONFIG_KEY_{i}"] = key
+        env[f"GIT_CONFIG_VALUE_{i}"] = value
+    env["GIT_CONFIG_COUNT"] = str(len(config))
+    return env
+
+
+class _Runner:
+    """Run git in one directory with a fixed, secret-bearing environment."""
+
+    def __init__(self, cwd: Path, env: Mapping[str, str]) -> None:
+        self.cwd = cwd
+        self._env = dict(env)
+        self._git = git.Git(str(cwd))
+
+    def __repr__(self) -> str:
+        return f"_Runner({str(self.cwd)!r})"
+
+    def _env_for_call(self, extra: Mapping[str, str] | None) -> dict[str, str]:
+        env = dict(self._env)
+        if extra:
+            env.update(extra)
+        return env
+
+    def run(
+        self,
+        *args: str,
+        stdin: str | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        ok_codes: tuple[int, ...] = (0,),
+    ) -> tuple[int, str]:
+        """Run `git args...` and return (exit code, stdout); other exit codes raise GitError."""
+        status, out, err = self._exec(args, stdin, extra_env, as_bytes=False)
+        if status == -9 or (status != 0 and "Timeout" in cast(str, err) and args[0] in _NETWORK_COMMANDS):
+            raise GitError(f"git {args[0]} timed out after {NETWORK_TIMEOUT}s")
+        if status not in ok_codes:
+            raise GitError(_failure(args, status, cast(str, err)))
+        return status, cast(str, out)
+
+    def run_bytes(self, *args: str, ok_codes: tuple[int, ...] = (0,)) -> tuple[int, bytes]:
+        """Run git and return raw stdout bytes."""
+        status, out, err = self._exec(args, None, None, as_bytes=True)
+        if status not in ok_codes:
+            raise GitError(_failure(args, status, _decode(cast(bytes, err))))
+        return status, cast(bytes, out)
+
+    def _exec(
+        self, args: Sequence[str], stdin: str | None, extra_env: Mapping[str, str] | None, *, as_bytes: bool
+    ) -> tuple[int, str | bytes, str | bytes]:
+        kwargs: dict[str, Any] = {}
+        with tempfile.TemporaryFile() as stdin_file:
+            if stdin is not None:
+                # Popen needs a real file descriptor for stdin.
+                stdin_file.write(stdin.encode())
+                stdin_file.seek(0)
+                kwargs["istream"] = stdin_file
+            if args and args[0] in _NETWORK_COMMANDS:
+                # Last resort against a hung remote; http.lowSpeed* usually aborts first.
+                kwargs["kill_after_timeout"] = NETWORK_TIMEOUT
+            return self._exec_with(args, extra_env, as_bytes, kwargs)
+
+    def _exec_with(
+        self, args: Sequence[str], extra_env: Mapping[str, str] | None, as_bytes: bool, kwargs: dict[str, Any]
+    ) -> tuple[int, str | bytes, str | bytes]:
+        try:
+            result = self._git.execute(
+                ["git", *args],
+                env=self._env_for_call(extra_env),
+                with_extended_output=True,
+                with_exceptions=False,
+                stdout_as_string=not as_bytes,
+                strip_newline_in_stdout=False,
+                **kwargs,
+            )
+        except GitCommandNotFound:
+            raise GitError("git executable not found") from None
+        except GitCommandError as exc:
+            raise GitError(
+                _failure(args, exc.status if isinstance(exc.status, int) else -1, str(exc.stderr))
+            ) from None
+        status, out, err = cast(tuple[int, Any, Any], result)
+        return status, out, err
+
+    def stream(self, *args: str) -> Iterator[bytes]:
+        """Run git and yield stdout in chunks without buffering it all."""
+        handle: Any = self._git.execute(["git", *args], env=self._env_for_call(None), as_process=True)
+        popen = cast("subprocess.Popen[bytes]", handle.proc)
+        stdout, stderr = cast(IO[bytes], popen.stdout), cast(IO[bytes], popen.stderr)
+        try:
+            while chunk := stdout.read(65536):
+                yield chunk
+            err = stderr.read()
+            status = popen.wait()
+            if status != 0:
+                raise GitError(_failure(args, status, _decode(err)))
+        finally:
+            # The consumer may stop early: do not leave a git process writing into a full pipe.
+            if popen.poll() is None:
+                popen.kill()
+                popen.wait()
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
+def _failure(args: Sequence[str], status: int, stderr: str) -> str:
+    tail = " ".join(stderr.strip().splitlines()[-3:])[:500]
+    return f"git {args[0] if args else ''} failed ({status}): {tail}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Log parsing
+
+_LOG_FORMAT = "%x1e%H%x00%P%x00%an%x00%ae%x00%aI%x00%cn%x00%ce%x00%cI%x00%B"
+_HEADER_FIELDS = 9
+_STATUS_RE = re.compile(r"[ACDMRTUXB][0-9]*")
+
+
+def _tokens(chunks: Iterable[bytes]) -> Iterator[str]:
+    """Split a NUL-separated byte stream into decoded tokens, incrementally."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\x00")
+        for token in complete:
+            yield _decode(token)
+    if pending:
+        yield _decode(pending)
+
+
+def parse_log_stream(chunks: Iterable[bytes]) -> Iterator[CommitRecord]:
+    """Parse `git log -z --name-status --format=_LOG_FORMAT` output into CommitRecords."""
+    tokens = _tokens(chunks)
+    token = next(tokens, None)
+    while token is not None:
+        if not token.startswith("\x1e"):
+            raise GitError(f"unexpected git log output near {token[:40]!r}")
+        header = [token[1:]] + [next(tokens, "") for _ in range(_HEADER_FIELDS - 1)]
+        changes: list[FileChange] = []
+        token = next(tokens, None)
+        # Name-status entries follow as status, path[, path] tokens; the first carries a newline.
+        while token is not None and not token.startswith("\x1e"):
+            status = token.strip()
+            if not status:
+                token = next(tokens, None)
+                continue
+            if not _STATUS_RE.fullmatch(status):
+                raise GitError(f"unexpected name-status token {status[:20]!r}")
+            first = next(tokens, "")
+            if status[0] in "RC":
+                changes.append(FileChange(status[0], next(tokens, ""), first))
+            else:
+                changes.append(FileChange(status[0], first))
+            token = next(tokens, None)
+        yield _record(header, changes)
+
+
+def _record(fields: list[str], changes: list[FileChange]) -> CommitRecord:
+    sha, parents, an, ae, ad, cn, ce, cd, message = fields
+    return CommitRecord(
+        sha=sha,
+        parents=tuple(parents.split()),
+        author_name=an,
+        author_email=ae,
+        authored_at=datetime.fromisoformat(ad),
+        committer_name=cn,
+        committer_email=ce,
+        committed_at=datetime.fromisoformat(cd),
+        message=message.rstrip("\n"),
+        changes=tuple(changes),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Mirror
+
+
+class GitMirror:
+    """A bare mirror of a remote's branches for log ingest, ancestry, diffs and file reads."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        remote_url: str,
+        *,
+        token: str | None = None,
+        allow_file: bool = False,
+        allow_http: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.remote_url = check_remote_url(remote_url, allow_file=allow_file, allow_http=allow_http)
+        env = _base_env(self.remote_url, token, allow_file=allow_file, allow_http=allow_http)
+        self._git = _Runner(self.path, {**env, "GIT_DIR": str(self.path)})
+
+    def __repr__(self) -> str:
+        return f"GitMirror({str(self.path)!r}, {self.remote_url!r})"
+
+    def ensure(self) -> bool:
+        """Create the bare mirror and fetch if missing; return True when it was created."""
+        created = not (self.path / "HEAD").exists()
+        if created:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._git.run("init", "--quiet", "--bare", "--", str(self.path))
+        # Rewritten every time: repairs a half-initialised mirror and follows a changed URL.
+        # Branches only: a `--mirror` clone of GitHub would also pull every refs/pull/* head.
+        self._git.run("config", "remote.origin.url", self.remote_url)
+        self._git.run("config", "remote.origin.fetch", "+refs/heads/*:refs/heads/*")
+        self._git.run("config", "remote.origin.tagOpt", "--no-tags")
+        if created:
+            self.fetch()
+        return created
+
+    def fetch(self) -> None:
+        """Fetch all branches from the remote, pruning deleted ones."""
+        self._git.run("fetch", "--quiet", "--prune", "--no-tags", "origin")
+
+    def iter_commits(
+        self,
+        *,
+        ref: str = "refs/heads/main",
+        since_sha: str | None = None,
+        known_shas: Iterable[str] = (),
+        reverse: bool = True,
+    ) -> Iterator[CommitRecord]:
+        """Yield commits reachable from `ref` but not from `since_sha`/`known_shas`.
+
+        One streaming `git log` process; oldest first when `reverse` (parents before children).
+        """
+        args = ["log", "-z", "--name-status", "--no-renames", "--diff-merges=first-parent"]
+        args += [f"--format={_LOG_FORMAT}", "--no-color", "--encoding=UTF-8", "--topo-order"]
+        if reverse:
+            args.append("--reverse")
+        args += ["--end-of-options", validate_rev(ref)]
+        excluded = [validate_sha(s) for s in ([since_sha] if since_sha else [])]
+        excluded += [validate_sha(s) for s in known_shas]
+        args += [f"^{s}" for s in excluded]
+        args.append("--")
+        return parse_log_stream(self._git.stream(*args))
+
+    def rev_parse(self, ref: str) -> str:
+        """Resolve a ref or SHA to a full commit SHA; raise InvalidRef when it does not exist."""
+        rev = validate_rev(ref)
+        code, out = self._git.run(
+            "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}", ok_codes=(0, 1)
+        )
+        if code != 0 or not out.strip():
+            raise InvalidRef(f"unknown revision {ref!r:.80}")
+        return out.strip()
+
+    def branch_head(self, branch: str) -> str | None:
+        """Return the SHA at refs/heads/<branch>, or None."""
+        try:
+            return self.rev_parse(f"refs/heads/{validate_ref_name(branch)}")
+        except InvalidRef:
+            validate_ref_name(branch)  # re-raise a validation error; a missing branch is None
+            return None
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """Return True if `ancestor` is reachable from `descendant`."""
+        a, d = validate_rev(ancestor), validate_rev(descendant)
+        code, _ = self._git.run("merge-base", "--is-ancestor", "--end-of-options", a, d, ok_codes=(0, 1))
+        return code == 0
+
+    def file_at(self, rev: str, path: str) -> bytes | None:
+        """Return the file content at a revision, or None if the path does not exist there."""
+        commit = self.rev_parse(rev)
+        safe = validate_repo_path(path)
+        code, out = self._git.run_bytes("cat-file", "blob", f"{commit}:{safe}", ok_codes=(0, 128))
+        return out if code == 0 else None
+
+    def diff(self, rev_a: str, rev_b: str, paths: Sequence[str] = ()) -> str:
+        """Return the unified diff between two revisions, limited to `paths`."""
+        a, b = validate_rev(rev_a), validate_rev(rev_b)
+        safe = [validate_repo_path(p) for p in paths]
+        args = ["diff", "--no-color", "--no-ext-diff", "--no-textconv", "--end-of-options", a, b, "--", *safe]
+        return self._git.run(*args)[1]
+
+    def commits_between(
+        self, old: str, new: str, paths: Sequence[str] = (), *, first_parent: bool = False
+    ) -> list[str]:
+        """Return SHAs in `new` but not in `old` touching `paths`, newest first.
+
+        By default git's history simplification applies (a merge that only brings in a branch's
+        change is omitted; the branch commit is listed). With `first_parent` only commits on the
+        mainline are walked, so a merged PR shows up as its merge commit.
+        """
+        a, b = validate_rev(old), validate_rev(new)
+        safe = [validate_repo_path(p) for p in paths]
+        flags = ["--first-parent"] if first_parent else []
+        out = self._git.run("rev-list", *flags, "--end-of-options", b, f"^{a}", "--", *safe)[1]
+        return out.split()
+
+
+# ---------------------------------------------------------------------------------------------
+# Workspace
+
+
+class GitWorkspace:
+    """A non-bare clone of one branch used to prepare promotion and revert commits."""
+
+    def __init__(
+        self,
+        path: Path,
+        remote_url: str,
+        *,
+        token: str | None,
+        allow_file: bool,
+        allow_http: bool,
+        committer_name: str,
+        committer_email: str,
+    ) -> None:
+        self.path = path
+        self.remote_url = remote_url
+        self.committer = (committer_name, committer_email)
+        self._env = _base_env(remote_url, token, allow_file=allow_file, allow_http=allow_http)
+        # Explicit so that a GIT_DIR in the worker's environment can never redirect us.
+        self._git = _Runner(path, {**self._env, "GIT_DIR": str(path / ".git"), "GIT_WORK_TREE": str(path)})
+
+    def __repr__(self) -> str:
+        return f"GitWorkspace({str(self.path)!r})"
+
+    @classmethod
+    def clone(
+        cls,
+        remote_url: str,
+        dest: str | os.PathLike[str],
+        *,
+        branch: str,
+        token: str | None = None,
+        allow_file: bool = False,
+        allow_http: bool = False,
+        committer_name: str = "GitOps Portal",
+        committer_email: str = "gitops-portal@localhost",
+    ) -> GitWorkspace:
+        """Clone one branch with full history (revert needs it) and no tags."""
+        url = check_remote_url(remote_url, allow_file=allow_file, allow_http=allow_http)
+        target = Path(dest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        ws = cls(
+            target,
+            url,
+            token=token,
+            allow_file=allow_file,
+            allow_http=allow_http,
+            committer_name=committer_name,
+            committer_email=committer_email,
+        )
+        runner = _Runner(target.parent, ws._env)
+        runner.run(
+            "clone",
+            "--quiet",
+            "--no-tags",
+            "--single-branch",
+            "--branch",
+            validate_ref_name(branch),
+            "--",
+            url,
+            str(target),
+        )
+        return ws
+
+    def _identity(self, name: str | None = None, email: str | None = None) -> dict[str, str]:
+        cname, cemail = self.committer
+        return {
+            "GIT_AUTHOR_NAME": name or cname,
+            "GIT_AUTHOR_EMAIL": email or cemail,
+            "GIT_COMMITTER_NAME": cname,
+            "GIT_COMMITTER_EMAIL": cemail,
+        }
+
+    def head(self) -> str:
+        """Return the SHA of HEAD."""
+        return self._git.run("rev-parse", "--verify", "HEAD")[1].strip()
+
+    def create_branch(self, name: str, start: str) -> None:
+        """Create and check out branch `name` at `start`."""
+        self._git.run("checkout", "--quiet", "-b", validate_ref_name(name), validate_rev(start), "--")
+
+    def write_file(self, path: str, content: bytes | str) -> None:
+        """Write a file inside the work tree (parents created, symlink escapes refused)."""
+        target = self._inside(validate_repo_path(path))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content.encode() if isinstance(content, str) else content)
+
+    def read_file(self, path: str) -> bytes | None:
+        """Read a file from the work tree, or None if missing."""
+        target = self._inside(validate_repo_path(path))
+        return target.read_bytes() if target.is_file() else None
+
+    def _inside(self, rel: str) -> Path:
+        root = self.path.resolve()
+        target = (root / rel).resolve()
+        if root not in target.parents:
+            raise InvalidRef(f"path {rel!r} escapes the work tree")
+        return target
+
+    def commit(
+        self,
+        message: str,
+        *,
+        author_name: str,
+        author_email: str,
+        trailers: Mapping[str, str] | None = None,
+    ) -> str | None:
+        """Stage everything and commit; return the new SHA, or None when nothing changed."""
+        self._git.run("add", "--all", "--", ".")
+        code, _ = self._git.run("diff", "--cached", "--quiet", ok_codes=(0, 1))
+        if code == 0:
+            return None
+        full = _with_trailers(message, trailers or {})
+        self._git.run(
+            "commit",
+            "--quiet",
+            "--no-verify",
+            "--file=-",
+            stdin=full,
+            extra_env=self._identity(author_name, author_email),
+        )
+        return self.head()
+
+    def revert(
+        self,
+        shas: Sequence[str],
+        *,
+        mainline_for_merges: bool = True,
+        trailers: Mapping[str, str] | None = None,
+        author_name: str | None = None,
+        author_email: str | None = None,
+    ) -> list[str]:
+        """Revert commits in the given order (newest first); return the new commit SHAs.
+
+        All or nothing: on a conflict or an empty revert the branch is reset to where it started
+        and RevertConflict / GitError is raised.
+        """
+        start = self.head()
+        created: list[str] = []
+        env = self._identity(author_name, author_email)
+        try:
+            for raw in shas:
+                created.append(self._revert_one(validate_sha(raw), mainline_for_merges, trailers, env))
+        except GitError:
+            self._git.run("reset", "--quiet", "--hard", start)
+            raise
+        return created
+
+    def _revert_one(
+        self, sha: str, mainline: bool, trailers: Mapping[str, str] | None, env: dict[str, str]
+    ) -> str:
+        parents = self._git.run("rev-list", "--parents", "-n", "1", "--end-of-options", sha)[1].split()[1:]
+        args = ["revert", "--no-edit"]
+        if len(parents) > 1:
+            if not mainline:
+                raise GitError(f"{sha} is a merge commit; reverting it needs a mainline parent")
+            args += ["-m", "1"]
+        code, _ = self._git.run(*args, "--end-of-options", sha, extra_env=env, ok_codes=(0, 1))
+        if code != 0:
+            self._abort_revert(sha)
+        if trailers:
+            message = self._git.run("log", "-1", "--format=%B")[1]
+            amend = ["commit", "--quiet", "--amend", "--no-verify", "--file=-"]
+            self._git.run(*amend, stdin=_with_trailers(message, trailers), extra_env=env)
+        return self.head()
+
+    def _abort_revert(self, sha: str) -> None:
+        conflicted = self._git.run("diff", "--name-only", "--diff-filter=U", "-z")[1].split("\x00")
+        files = [f for f in conflicted if f]
+        self._git.run("revert", "--abort", ok_codes=(0, 128))
+        if files:
+            raise RevertConflict(f"reverting {sha} conflicts in {len(files)} file(s)", sha=sha, files=files)
+        raise GitError(f"reverting {sha} produced no change (already reverted?)")
+
+    def push(self, branch: str, *, force_with_lease: bool = False, expected_sha: str | None = None) -> None:
+        """Push HEAD to refs/heads/<branch> on origin (optionally with a lease)."""
+        name = validate_ref_name(branch)
+        args = ["push", "--quiet", "--porcelain", "--no-verify"]
+        if force_with_lease:
+            lease = f"refs/heads/{name}" + (f":{validate_sha(expected_sha)}" if expected_sha else "")
+            args.append(f"--force-with-lease={lease}")
+        self._git.run(*args, "origin", f"HEAD:refs/heads/{name}")
+
+    def remote_branch_sha(self, branch: str) -> str | None:
+        """Return the branch SHA on origin, or None when it does not exist."""
+        name = validate_ref_name(branch)
+        out = self._git.run("ls-remote", "--heads", "origin", f"refs/heads/{name}")[1]
+        for line in out.splitlines():
+            sha, _, ref = line.partition("\t")
+            if ref == f"refs/heads/{name}":
+                return sha
+        return None
+
+
+def _with_trailers(message: str, trailers: Mapping[str, str]) -> str:
+    body = message.rstrip("\n")
+    if not trailers:
+        return body + "\n"
+    lines = []
+    for key, value in trailers.items():
+        if not _TRAILER_KEY.fullmatch(key) or "\n" in value or "\r" in value:
+            raise InvalidRef(f"invalid trailer {key!r}")
+        lines.append(f"{key}: {value}")
+    return f"{body}\n\n" + "\n".join(lines) + "\n"

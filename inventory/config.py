@@ -1,0 +1,646 @@
+"""The portal's YAML configuration (GITOPSPORTAL_CONFIG) or the argocd CLI's environment variables.
+
+`load_config()` parses and validates; every error names the file, the line and the key, e.g.
+``config/portal.yaml line 12: environments[2].branch: must be a string``. Strings may use
+``${VAR}`` / ``${VAR:-default}`` so that ports and tokens come from the environment. Tokens are
+given as ``token``, ``token_file`` or ``token_env`` and never appear in an error message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+DEFAULT_APP_LABEL = "app.kubernetes.io/name"
+DEFAULT_ENV_LABEL = "env"
+DEFAULT_CLUSTER_LABEL = "cluster"
+DEFAULT_PATH_PATTERN = "environments/{env}/{app}"
+DEFAULT_BASE_PATTERN = "apps/{app}"
+FORGE_KINDS = ("github", "gitea", "gitlab")
+STRATEGIES = ("kustomize-images", "helm-values", "copy-paths")
+# Promotion order used when environments are inferred from labels (no config file).
+INFERRED_ORDER = (
+    "dev",
+    "development",
+    "test",
+    "qa",
+    "int",
+    "stage",
+    "staging",
+    "uat",
+    "preprod",
+    "prod",
+    "production",
+)
+
+_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SECRET_KEYS = ("token", "webhook_secret")
+
+
+class ConfigError(ImproperlyConfigured):
+    """A configuration problem, already formatted as one line."""
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    name: str
+    url: str
+    token: str = field(repr=False)
+    verify_tls: bool = True
+    allow_http: bool = False
+    cluster_env_label: str = DEFAULT_ENV_LABEL
+
+
+@dataclass(frozen=True)
+class RepositoryConfig:
+    name: str
+    url: str
+    default_branch: str = "main"
+    forge: str = "github"
+    api_url: str = ""
+    full_name: str = ""
+    web_url: str = ""
+    token: str = field(default="", repr=False)
+    webhook_secret: str = field(default="", repr=False)
+    allow_http: bool = False
+    base_path_pattern: str = DEFAULT_BASE_PATTERN
+
+
+@dataclass(frozen=True)
+class EnvironmentConfig:
+    name: str
+    order: int
+    branch: str = "main"
+    path_pattern: str = DEFAULT_PATH_PATTERN
+    requires_approval: bool = False
+    approvals_required: int = 1
+    soak_minutes: int = 0
+    production_like: bool = False
+    rollback_auto_merge: bool = False
+    allow_skip_from: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Override:
+    app: str
+    env: str | None = None
+    cluster: str | None = None
+
+
+@dataclass(frozen=True)
+class MappingConfig:
+    app_label: str = DEFAULT_APP_LABEL
+    env_label: str = DEFAULT_ENV_LABEL
+    cluster_label: str = DEFAULT_CLUSTER_LABEL
+    name_pattern: re.Pattern[str] | None = None
+    overrides: dict[str, Override] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ApplicationConfig:
+    name: str
+    project: str = ""
+    repository: str = ""
+    strategy: str = "kustomize-images"
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PortalConfig:
+    source: str
+    instances: tuple[InstanceConfig, ...] = ()
+    repositories: tuple[RepositoryConfig, ...] = ()
+    environments: tuple[EnvironmentConfig, ...] = ()
+    mapping: MappingConfig = field(default_factory=MappingConfig)
+    applications: tuple[ApplicationConfig, ...] = ()
+    default_repository: str = ""
+    infer_environments: bool = False
+
+
+# ---------------------------------------------------------------------------------------------
+# A reader over ruamel's round-trip nodes that knows where each value came from.
+
+
+class _Node:
+    def __init__(self, value: Any, path: str, line: int | None, source: str) -> None:
+        self.value = value
+        self.path = path
+        self.line = line
+        self.source = source
+
+    def fail(self, message: str, key: str | None = None, line: int | None = None) -> ConfigError:
+        where = f"{self.path}.{key}" if key and self.path else (key or self.path or "(top level)")
+        at = line if line is not None else self.line
+        prefix = f"{self.source} line {at}" if at is not None else self.source
+        return ConfigError(f"{prefix}: {where}: {message}")
+
+    def _line_of(self, key: str) -> int | None:
+        if isinstance(self.value, CommentedMap):
+            try:
+                return int(self.value.lc.value(key)[0]) + 1
+            except (KeyError, TypeError, AttributeError):
+                try:
+                    return int(self.value.lc.key(key)[0]) + 1
+                except (KeyError, TypeError, AttributeError):
+                    return self.line
+        return self.line
+
+    def mapping(self, allowed: tuple[str, ...]) -> _Node:
+        if not isinstance(self.value, dict):
+            raise self.fail("must be a mapping")
+        for key in self.value:
+            if not isinstance(key, str) or key not in allowed:
+                raise self.fail(
+                    f"unknown key (expected one of: {', '.join(allowed)})", str(key), self._key_line(key)
+                )
+        return self
+
+    def _key_line(self, key: Any) -> int | None:
+        try:
+            return int(self.value.lc.key(key)[0]) + 1
+        except (KeyError, TypeError, AttributeError):
+            return self.line
+
+    def child(self, key: str) -> _Node | None:
+        if key not in self.value or self.value[key] is None:
+            return None
+        path = f"{self.path}.{key}" if self.path else key
+        return _Node(self.value[key], path, self._line_of(key), self.source)
+
+    def items(self) -> list[_Node]:
+        if not isinstance(self.value, list):
+            raise self.fail("must be a list")
+        nodes = []
+        for i, item in enumerate(self.value):
+            line = self.line
+            if isinstance(self.value, CommentedSeq):
+                with contextlib.suppress(KeyError, TypeError, AttributeError, IndexError):
+                    line = int(self.value.lc.item(i)[0]) + 1
+            nodes.append(_Node(item, f"{self.path}[{i}]", line, self.source))
+        return nodes
+
+    # -- typed getters ------------------------------------------------------------------------
+
+    def _scalar(self, key: str) -> tuple[Any, int | None] | None:
+        if key not in self.value or self.value[key] is None:
+            return None
+        return self.value[key], self._line_of(key)
+
+    def string(
+        self, key: str, default: str | None = None, *, required: bool = False, secret: bool = False
+    ) -> str:
+        found = self._scalar(key)
+        if found is None:
+            if required:
+                raise self.fail("is required", key)
+            return default if default is not None else ""
+        value, line = found
+        if not isinstance(value, str):
+            raise self.fail("must be a string", key, line)
+        value = _interpolate(value, lambda msg: self.fail(msg, key, line), secret=secret)
+        if required and not value.strip():
+            raise self.fail("must not be empty", key, line)
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        found = self._scalar(key)
+        if found is None:
+            return default
+        value, line = found
+        if isinstance(value, str):
+            value = _interpolate(value, lambda msg: self.fail(msg, key, line)).strip().lower()
+            if value in ("true", "yes", "on", "1"):
+                return True
+            if value in ("false", "no", "off", "0"):
+                return False
+        if not isinstance(value, bool):
+            raise self.fail("must be true or false", key, line)
+        return value
+
+    def integer(self, key: str, default: int, *, minimum: int = 0) -> int:
+        found = self._scalar(key)
+        if found is None:
+            return default
+        value, line = found
+        if isinstance(value, str):
+            value = _interpolate(value, lambda msg: self.fail(msg, key, line)).strip()
+            if not value.lstrip("-").isdigit():
+                raise self.fail("must be an integer", key, line)
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail("must be an integer", key, line)
+        if value < minimum:
+            raise self.fail(f"must be at least {minimum}", key, line)
+        return value
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        found = self._scalar(key)
+        if found is None:
+            return ()
+        value, line = found
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail("must be a list of strings", key, line)
+        return tuple(value)
+
+    def line_of(self, key: str) -> int | None:
+        return self._line_of(key)
+
+
+def _interpolate(value: str, fail: Any, *, secret: bool = False) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        env = os.environ.get(name)
+        if env not in (None, ""):
+            return env
+        if default is not None:
+            return default
+        raise fail(f"environment variable {name} is not set (use ${{{name}:-default}})")
+
+    return _INTERPOLATION.sub(replace, value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+def _token(node: _Node, *, required: bool) -> str:
+    """Read exactly one of token / token_file / token_env without ever echoing the value."""
+    given = [k for k in ("token", "token_file", "token_env") if node.child(k) is not None]
+    if len(given) > 1:
+        raise node.fail("give only one of token, token_file, token_env", given[1], node.line_of(given[1]))
+    if not given:
+        if required:
+            raise node.fail("is required (or token_file / token_env)", "token")
+        return ""
+    key = given[0]
+    if key == "token":
+        return node.string("token", secret=True).strip()
+    if key == "token_file":
+        path = node.string("token_file")
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise node.fail(
+                f"cannot read {path!r}: {exc.strerror}", "token_file", node.line_of("token_file")
+            ) from None
+    name = node.string("token_env")
+    value = os.environ.get(name, "").strip()
+    if not value and required:
+        raise node.fail(
+            f"environment variable {name} is empty or not set", "token_env", node.line_of("token_env")
+        )
+    return value
+
+
+def _check_url(node: _Node, key: str, url: str, *, allow_http: bool) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise node.fail("must be an http(s) URL", key, node.line_of(key))
+    if parts.scheme == "http" and not allow_http:
+        raise node.fail("plain http needs allow_http: true", key, node.line_of(key))
+    if parts.username or parts.password:
+        raise node.fail(
+            "must not embed credentials (use token / token_file / token_env)", key, node.line_of(key)
+        )
+
+
+def _slug(node: _Node, key: str = "name") -> str:
+    value = node.string(key, required=True)
+    if not _SLUG.fullmatch(value):
+        raise node.fail("must be lowercase letters, digits and '-' (at most 63)", key, node.line_of(key))
+    return value
+
+
+def _instances(node: _Node) -> tuple[InstanceConfig, ...]:
+    out: list[InstanceConfig] = []
+    for item in node.items():
+        item.mapping(
+            (
+                "name",
+                "url",
+                "token",
+                "token_file",
+                "token_env",
+                "verify_tls",
+                "allow_http",
+                "cluster_env_label",
+            )
+        )
+        allow_http = item.boolean("allow_http", False)
+        url = item.string("url", required=True)
+        _check_url(item, "url", url, allow_http=allow_http)
+        out.append(
+            InstanceConfig(
+                name=_slug(item),
+                url=url.rstrip("/"),
+                token=_token(item, required=True),
+                verify_tls=item.boolean("verify_tls", True),
+                allow_http=allow_http,
+                cluster_env_label=item.string("cluster_env_label", DEFAULT_ENV_LABEL),
+            )
+        )
+    _unique(node, [i.name for i in out], "name")
+    return tuple(out)
+
+
+def _repositories(node: _Node) -> tuple[RepositoryConfig, ...]:
+    out: list[RepositoryConfig] = []
+    keys = (
+        "name", "url", "default_branch", "forge", "api_url", "full_name", "web_url", "token", "token_file",
+        "token_env", "webhook_secret", "allow_http", "base_path_pattern",
+    )  # fmt: skip
+    for item in node.items():
+        item.mapping(keys)
+        allow_http = item.boolean("allow_http", False)
+        url = item.string("url", required=True)
+        _check_url(item, "url", url, allow_http=allow_http)
+        forge = item.string("forge", "github")
+        if forge not in FORGE_KINDS:
+            raise item.fail(f"must be one of {', '.join(FORGE_KINDS)}", "forge", item.line_of("forge"))
+        api_url = item.string("api_url")
+        if api_url:
+            _check_url(item, "api_url", api_url, allow_http=allow_http)
+        full_name = item.string("full_name")
+        if not full_name:
+            full_name = urlsplit(url).path.strip("/").removesuffix(".git")
+        if full_name.count("/") < 1:
+            raise item.fail("must be owner/repo", "full_name", item.line_of("full_name"))
+        base_pattern = item.string("base_path_pattern", DEFAULT_BASE_PATTERN)
+        _check_pattern(item, "base_path_pattern", base_pattern, needs_env=False)
+        out.append(
+            RepositoryConfig(
+                name=_slug(item),
+                url=url,
+                default_branch=item.string("default_branch", "main"),
+                forge=forge,
+                api_url=api_url.rstrip("/"),
+                full_name=full_name,
+                web_url=item.string("web_url").rstrip("/"),
+                token=_token(item, required=False),
+                webhook_secret=item.string("webhook_secret", secret=True),
+                allow_http=allow_http,
+                base_path_pattern=base_pattern.strip("/"),
+            )
+        )
+    _unique(node, [r.name for r in out], "name")
+    return tuple(out)
+
+
+def _check_pattern(node: _Node, key: str, pattern: str, *, needs_env: bool) -> None:
+    if "{app}" not in pattern:
+        raise node.fail("must contain {app}", key, node.line_of(key))
+    leftover = re.sub(r"\{(app|env)\}", "", pattern)
+    if "{" in leftover or "}" in leftover:
+        raise node.fail("only {app} and {env} placeholders are allowed", key, node.line_of(key))
+    if pattern.startswith("/") or ".." in pattern.split("/"):
+        raise node.fail("must be a relative path inside the repository", key, node.line_of(key))
+
+
+def _environments(node: _Node) -> tuple[EnvironmentConfig, ...]:
+    out: list[EnvironmentConfig] = []
+    keys = (
+        "name", "branch", "path_pattern", "requires_approval", "approvals_required", "soak_minutes",
+        "production_like", "rollback_auto_merge", "allow_skip_from",
+    )  # fmt: skip
+    for order, item in enumerate(node.items()):
+        item.mapping(keys)
+        pattern = item.string("path_pattern", DEFAULT_PATH_PATTERN)
+        _check_pattern(item, "path_pattern", pattern, needs_env=True)
+        branch = item.string("branch", "main")
+        if not branch or branch.startswith("-") or " " in branch or ".." in branch:
+            raise item.fail("is not a valid branch name", "branch", item.line_of("branch"))
+        out.append(
+            EnvironmentConfig(
+                name=_slug(item),
+                order=order,
+                branch=branch,
+                path_pattern=pattern.strip("/"),
+                requires_approval=item.boolean("requires_approval", False),
+                approvals_required=item.integer("approvals_required", 1, minimum=1),
+                soak_minutes=item.integer("soak_minutes", 0),
+                production_like=item.boolean("production_like", False),
+                rollback_auto_merge=item.boolean("rollback_auto_merge", False),
+                allow_skip_from=item.strings("allow_skip_from"),
+            )
+        )
+    names = [e.name for e in out]
+    _unique(node, names, "name")
+    for item, env in zip(node.items(), out, strict=True):
+        for other in env.allow_skip_from:
+            if other not in names:
+                raise item.fail(
+                    f"unknown environment {other!r}", "allow_skip_from", item.line_of("allow_skip_from")
+                )
+    return tuple(out)
+
+
+def _mapping(node: _Node | None) -> MappingConfig:
+    if node is None:
+        return MappingConfig()
+    node.mapping(("labels", "name_pattern", "overrides"))
+    labels = node.child("labels")
+    app_label, env_label, cluster_label = DEFAULT_APP_LABEL, DEFAULT_ENV_LABEL, DEFAULT_CLUSTER_LABEL
+    if labels is not None:
+        labels.mapping(("app", "env", "cluster"))
+        app_label = labels.string("app", DEFAULT_APP_LABEL)
+        env_label = labels.string("env", DEFAULT_ENV_LABEL)
+        cluster_label = labels.string("cluster", DEFAULT_CLUSTER_LABEL)
+    pattern = None
+    raw = node.string("name_pattern")
+    if raw:
+        try:
+            pattern = re.compile(raw)
+        except re.error as exc:
+            raise node.fail(
+                f"not a valid regular expression: {exc}", "name_pattern", node.line_of("name_pattern")
+            ) from None
+        if "app" not in pattern.groupindex:
+            raise node.fail("needs a named group (?P<app>...)", "name_pattern", node.line_of("name_pattern"))
+        extra = set(pattern.groupindex) - {"app", "env", "cluster"}
+        if extra:
+            raise node.fail(
+                f"unknown named group(s): {', '.join(sorted(extra))}",
+                "name_pattern",
+                node.line_of("name_pattern"),
+            )
+    overrides: dict[str, Override] = {}
+    over = node.child("overrides")
+    if over is not None:
+        over.mapping(tuple(str(k) for k in over.value) if isinstance(over.value, dict) else ())
+        for argo_name in over.value:
+            entry = over.child(str(argo_name))
+            if entry is None:
+                raise over.fail("must be a mapping with app (and env, cluster)", str(argo_name))
+            entry.mapping(("app", "env", "cluster"))
+            overrides[str(argo_name)] = Override(
+                app=entry.string("app", required=True),
+                env=entry.string("env") or None,
+                cluster=entry.string("cluster") or None,
+            )
+    return MappingConfig(app_label, env_label, cluster_label, pattern, overrides)
+
+
+def _applications(node: _Node | None, repos: tuple[RepositoryConfig, ...]) -> tuple[ApplicationConfig, ...]:
+    if node is None:
+        return ()
+    out: list[ApplicationConfig] = []
+    repo_names = {r.name for r in repos}
+    for item in node.items():
+        item.mapping(("name", "project", "repository", "strategy", "strategy_options"))
+        strategy = item.string("strategy", "kustomize-images")
+        if strategy not in STRATEGIES:
+            raise item.fail(f"must be one of {', '.join(STRATEGIES)}", "strategy", item.line_of("strategy"))
+        repo = item.string("repository")
+        if repo and repo not in repo_names:
+            raise item.fail(f"unknown repository {repo!r}", "repository", item.line_of("repository"))
+        options = item.child("strategy_options")
+        if options is not None and not isinstance(options.value, dict):
+            raise options.fail("must be a mapping")
+        out.append(
+            ApplicationConfig(
+                name=item.string("name", required=True),
+                project=item.string("project"),
+                repository=repo,
+                strategy=strategy,
+                strategy_options=_plain(options.value) if options is not None else {},
+            )
+        )
+    _unique(node, [a.name for a in out], "name")
+    return tuple(out)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _unique(node: _Node, values: list[str], key: str) -> None:
+    seen: set[str] = set()
+    for item, value in zip(node.items(), values, strict=True):
+        if value in seen:
+            raise item.fail(f"duplicate {value!r}", key, item.line_of(key))
+        seen.add(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+
+TOP_KEYS = ("argocd", "repositories", "environments", "mapping", "applications", "default_repository")
+
+
+def parse_config(text: str, source: str) -> PortalConfig:
+    """Parse YAML text into a PortalConfig; raise ConfigError naming line and key."""
+    yaml = YAML(typ="rt")
+    try:
+        data = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{source}{line}: not valid YAML: {exc.problem or exc.context}") from None
+    if data is None:
+        data = CommentedMap()
+    root = _Node(data, "", 1, source).mapping(TOP_KEYS)
+    instances_node = root.child("argocd")
+    if instances_node is None:
+        raise root.fail("is required (a list of Argo CD instances)", "argocd")
+    instances = _instances(instances_node)
+    repos_node = root.child("repositories")
+    repos = _repositories(repos_node) if repos_node is not None else ()
+    envs_node = root.child("environments")
+    envs = _environments(envs_node) if envs_node is not None else ()
+    default_repo = root.string("default_repository", repos[0].name if repos else "")
+    if default_repo and default_repo not in {r.name for r in repos}:
+        raise root.fail(
+            f"unknown repository {default_repo!r}", "default_repository", root.line_of("default_repository")
+        )
+    return PortalConfig(
+        source=source,
+        instances=instances,
+        repositories=repos,
+        environments=envs,
+        mapping=_mapping(root.child("mapping")),
+        applications=_applications(root.child("applications"), repos),
+        default_repository=default_repo,
+        infer_environments=not envs,
+    )
+
+
+def config_from_env(environ: dict[str, str] | os._Environ[str] | None = None) -> PortalConfig | None:
+    """Build a one-instance config from the argocd CLI's variables, or None when they are unset."""
+    env = os.environ if environ is None else environ
+    server = (env.get("ARGOCD_SERVER") or "").strip()
+    if not server:
+        return None
+    token = (env.get("ARGOCD_AUTH_TOKEN") or "").strip()
+    if not token:
+        raise ConfigError(
+            "ARGOCD_AUTH_TOKEN: required when ARGOCD_SERVER is set (and no GITOPSPORTAL_CONFIG)"
+        )
+    plaintext = _env_flag(env, "ARGOCD_PLAINTEXT")
+    insecure = _env_flag(env, "ARGOCD_INSECURE")
+    url = server if "://" in server else f"{'http' if plaintext else 'https'}://{server}"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"ARGOCD_SERVER: expected host[:port] or an http(s) URL, got {server!r}")
+    if parts.scheme == "http" and not plaintext:
+        raise ConfigError("ARGOCD_SERVER: an http:// URL needs ARGOCD_PLAINTEXT=true")
+    return PortalConfig(
+        source="environment",
+        instances=(
+            InstanceConfig(
+                name="argocd", url=url.rstrip("/"), token=token, verify_tls=not insecure, allow_http=plaintext
+            ),
+        ),
+        infer_environments=True,
+    )
+
+
+def _env_flag(env: Any, name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}: expected true/false, got {raw!r}")
+
+
+def load_config(path: str | None = None) -> PortalConfig | None:
+    """Load GITOPSPORTAL_CONFIG (or `path`), else the ARGOCD_* variables; None when neither is set."""
+    from django.conf import settings
+
+    path = path if path is not None else (getattr(settings, "GITOPSPORTAL_CONFIG", None) or "")
+    if not path:
+        return config_from_env()
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"GITOPSPORTAL_CONFIG: cannot read {path!r}: {exc.strerror}") from None
+    return parse_config(text, path)
+
+
+__all__ = [
+    "ConfigError",
+    "EnvironmentConfig",
+    "InstanceConfig",
+    "MappingConfig",
+    "Override",
+    "PortalConfig",
+    "RepositoryConfig",
+    "config_from_env",
+    "load_config",
+    "parse_config",
+]

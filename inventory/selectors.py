@@ -1,0 +1,669 @@
+"""Reads for pages and the API: template-ready rows in a constant number of queries."""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.paginator import Page, Paginator
+from django.db import connection
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from accounts.permissions import project_filter
+
+from .models import (
+    Application,
+    ArgoApplication,
+    ArgoInstance,
+    Commit,
+    CommitTouch,
+    Deployment,
+    Environment,
+    GitRepository,
+)
+
+PAGE_SIZE = 50
+_LABEL = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._/-]{0,120})=([A-Za-z0-9._:/-]{0,120})$")
+
+SYNC_BADGES = {"Synced": "ok", "OutOfSync": "warn", "Unknown": "idle"}
+HEALTH_BADGES = {
+    "Healthy": "ok",
+    "Progressing": "info",
+    "Degraded": "bad",
+    "Suspended": "idle",
+    "Missing": "bad",
+    "Unknown": "idle",
+}
+
+
+def stale_after() -> timedelta:
+    """Data older than a few missed polls is shown as stale even without a recorded error."""
+    return timedelta(seconds=max(4 * int(getattr(settings, "POLL_INTERVAL_SECONDS", 30)), 120))
+
+
+def _glob_q(field_name: str, patterns: list[str]) -> Q:
+    q = Q(pk__in=[])
+    for pattern in patterns:
+        if not any(ch in pattern for ch in "*?["):
+            q |= Q(**{field_name: pattern})
+            continue
+        regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+        q |= Q(**{f"{field_name}__regex": f"^{regex}$"})
+    return q
+
+
+def visible_applications(user: Any) -> QuerySet[Application]:
+    """Return the applications whose project the user may see."""
+    patterns = project_filter(user)
+    qs = Application.objects.all()
+    return qs if patterns is None else qs.filter(_glob_q("project", patterns))
+
+
+def visible_argo_apps(user: Any) -> QuerySet[ArgoApplication]:
+    patterns = project_filter(user)
+    qs = ArgoApplication.objects.all()
+    return qs if patterns is None else qs.filter(_glob_q("application__project", patterns))
+
+
+# =============================================================================================
+# The matrix
+
+
+@dataclass(frozen=True)
+class MatrixFilters:
+    project: str = ""
+    environment: str = ""
+    label: str = ""
+    q: str = ""
+    only_differing: bool = False
+    page: int = 1
+    at: datetime | None = None
+    errors: tuple[str, ...] = ()
+
+    @classmethod
+    def from_query(cls, params: Any) -> MatrixFilters:
+        errors: list[str] = []
+        label = (params.get("label") or "").strip()
+        if label and not _LABEL.match(label):
+            errors.append("cluster label: use key=value")
+            label = ""
+        at = None
+        raw_at = (params.get("at") or "").strip()
+        if raw_at:
+            try:
+                at = datetime.fromisoformat(raw_at)
+                if timezone.is_naive(at):
+                    at = timezone.make_aware(at, timezone.get_current_timezone())
+            except ValueError:
+                errors.append("point in time: use YYYY-MM-DDTHH:MM")
+        try:
+            page = max(1, int(params.get("page") or 1))
+        except ValueError:
+            page = 1
+        return cls(
+            project=(params.get("project") or "").strip()[:200],
+            environment=(params.get("environment") or "").strip()[:64],
+            label=label,
+            q=(params.get("q") or "").strip()[:200],
+            only_differing=(params.get("differing") or "") in ("1", "on", "true"),
+            page=page,
+            at=at,
+            errors=tuple(errors),
+        )
+
+
+@dataclass
+class Column:
+    environment: Environment
+    cluster_id: int | None
+    cluster_name: str
+
+
+@dataclass
+class EnvGroup:
+    environment: Environment
+    span: int
+
+
+@dataclass
+class Cell:
+    argo_name: str
+    env_name: str
+    instance: str
+    cluster: str
+    revision: str
+    short_sha: str
+    commit_url: str
+    version: str
+    full_version: str
+    sync_status: str
+    sync_badge: str
+    health_status: str
+    health_badge: str
+    deployed_at: datetime | None
+    behind: int | None
+    behind_env: str
+    stale: bool
+    promote_to: str
+    deleted: bool = False
+
+
+@dataclass
+class Row:
+    application: Application
+    slots: list[list[Cell]]
+
+
+@dataclass
+class StaleNotice:
+    instance: str
+    since: datetime | None
+    error: str
+
+
+@dataclass
+class Matrix:
+    filters: MatrixFilters
+    environments: list[Environment]
+    env_groups: list[EnvGroup]
+    columns: list[Column]
+    rows: list[Row]
+    page: Page
+    stale: list[StaleNotice]
+    projects: list[str]
+    point_in_time: bool
+    now: datetime = field(default_factory=timezone.now)
+
+
+def _touch_seqs(app_ids: list[int], env_ids: list[int]) -> dict[tuple[int, int], list[int]]:
+    """Return sorted touch seqs per (application, environment) in one query."""
+    out: dict[tuple[int, int], list[int]] = defaultdict(list)
+    if not app_ids or not env_ids:
+        return out
+    qs = CommitTouch.objects.filter(application_id__in=app_ids, environment_id__in=env_ids)
+    if connection.vendor == "postgresql":
+        from django.contrib.postgres.aggregates import ArrayAgg
+
+        for app_id, env_id, seqs in (
+            qs.values("application_id", "environment_id")
+            .annotate(seqs=ArrayAgg("seq", order_by="seq"))
+            .values_list("application_id", "environment_id", "seqs")
+        ):
+            out[(app_id, env_id)] = list(seqs)
+        return out
+    for app_id, env_id, seq in qs.order_by("seq").values_list("application_id", "environment_id", "seq"):
+        out[(app_id, env_id)].append(seq)
+    return out
+
+
+def behind_count(
+    *,
+    touches_prev: list[int],
+    touches_here: list[int],
+    here_seq: int | None,
+    prev_seq: int | None,
+    matched_seq: int | None,
+    versions_differ: bool,
+) -> int | None:
+    """Count the previous environment's overlay changes that this environment does not run.
+
+    `here_seq`/`prev_seq` are the positions (Commit.seq) of the revisions both run. When the
+    previous environment once ran this environment's version (its deployment at `matched_seq`),
+    the changes after that are the gap. Otherwise: changes newer than this environment's own last
+    overlay change, and at least one when the versions differ.
+    """
+    if prev_seq is None:
+        return None
+    if matched_seq is not None and matched_seq <= prev_seq:
+        return bisect.bisect_right(touches_prev, prev_seq) - bisect.bisect_right(touches_prev, matched_seq)
+    if here_seq is None:
+        return None
+    i = bisect.bisect_right(touches_here, here_seq)
+    last_here = touches_here[i - 1] if i else 0
+    count = max(0, bisect.bisect_right(touches_prev, prev_seq) - bisect.bisect_right(touches_prev, last_here))
+    return max(count, 1) if versions_differ else count
+
+
+def _cell_source(at: datetime | None) -> QuerySet[ArgoApplication]:
+    qs = ArgoApplication.objects.select_related(
+        "instance", "cluster", "environment", "application__repository"
+    )
+    if at is None:
+        return qs.filter(deleted_at__isnull=True)
+    latest = Deployment.objects.filter(argo_app=OuterRef("pk"), deployed_at__lte=at).order_by(
+        "-deployed_at", "-history_id"
+    )
+    return (
+        qs.filter(Q(deleted_at__isnull=True) | Q(deleted_at__gt=at))
+        .annotate(
+            at_revision=Subquery(latest.values("revision")[:1]),
+            at_version=Subquery(latest.values("version")[:1]),
+            at_deployed_at=Subquery(latest.values("deployed_at")[:1]),
+        )
+        .filter(at_deployed_at__isnull=False)
+    )
+
+
+def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAGE_SIZE) -> Matrix:
+    """Build the app x environment (x cluster) matrix for one page of apps.
+
+    The number of queries does not depend on the number of apps, environments or clusters.
+    """
+    now = timezone.now()
+    all_envs = list(Environment.objects.all())
+    envs = [e for e in all_envs if not filters.environment or e.name == filters.environment]
+    instances = list(ArgoInstance.objects.order_by("name"))
+    threshold = now - stale_after()
+    stale_ids = {
+        i.pk for i in instances if i.is_stale or i.last_success_at is None or i.last_success_at < threshold
+    }
+    stale = [
+        StaleNotice(i.name, i.stale_since or i.last_success_at, i.last_error or "no successful poll recently")
+        for i in instances
+        if i.pk in stale_ids and filters.at is None
+    ]
+
+    cells_qs = _cell_source(filters.at)
+    cell_filter = Q()
+    if filters.environment:
+        cell_filter &= Q(environment__name=filters.environment)
+    if filters.label:
+        key, _, value = filters.label.partition("=")
+        cell_filter &= Q(**{f"cluster__labels__{key}": value})
+
+    apps = visible_applications(user)
+    if filters.project:
+        apps = apps.filter(project=filters.project)
+    if filters.q:
+        apps = apps.filter(Q(name__icontains=filters.q) | Q(project__icontains=filters.q))
+    apps = apps.filter(pk__in=cells_qs.filter(cell_filter).values("application_id"))
+    if filters.only_differing:
+        if filters.at is None:
+            apps = apps.annotate(
+                n_versions=Count(
+                    "argo_apps__version",
+                    filter=Q(argo_apps__deleted_at__isnull=True) & ~Q(argo_apps__version=""),
+                    distinct=True,
+                ),
+                n_revisions=Count(
+                    "argo_apps__deployed_revision",
+                    filter=Q(argo_apps__deleted_at__isnull=True) & ~Q(argo_apps__deployed_revision=""),
+                    distinct=True,
+                ),
+            ).filter(Q(n_versions__gt=1) | Q(n_versions=0, n_revisions__gt=1))
+        else:
+            differing = defaultdict(set)
+            for app_id, version in cells_qs.values_list("application_id", "at_version"):
+                differing[app_id].add(version)
+            apps = apps.filter(pk__in=[a for a, v in differing.items() if len(v) > 1])
+    paginator = Paginator(apps.select_related("repository").order_by("name"), page_size)
+    page = paginator.get_page(filters.page)
+    page_apps = list(page.object_list)
+    app_ids = [a.pk for a in page_apps]
+
+    argo_rows = list(cells_qs.filter(application_id__in=app_ids).order_by("name")) if app_ids else []
+    shown_rows = [r for r in argo_rows if _matches(r, filters)]
+
+    # Columns: environments, split by cluster where an environment has several.
+    clusters_by_env: dict[int, dict[int | None, str]] = defaultdict(dict)
+    for r in shown_rows:
+        if r.environment_id:
+            clusters_by_env[r.environment_id][r.cluster_id] = r.cluster.name if r.cluster else ""
+    columns: list[Column] = []
+    groups: list[EnvGroup] = []
+    for env in envs:
+        found = clusters_by_env.get(env.pk, {})
+        if len(found) > 1:
+            for cid, cname in sorted(found.items(), key=lambda kv: kv[1]):
+                columns.append(Column(env, cid, cname))
+            groups.append(EnvGroup(env, len(found)))
+        else:
+            cid, cname = next(iter(found.items()), (None, ""))
+            columns.append(Column(env, None, cname))
+            groups.append(EnvGroup(env, 1))
+
+    # What each environment ran over time (version -> revision), to find where a version came from.
+    past = Deployment.objects.filter(application_id__in=app_ids).exclude(version="")
+    if filters.at is not None:
+        past = past.filter(deployed_at__lte=filters.at)
+    ran: dict[tuple[int, int, str], str] = {}
+    for app_id, env_id, version, revision in past.order_by("deployed_at", "history_id").values_list(
+        "application_id", "environment_id", "version", "revision"
+    ):
+        if env_id is not None:
+            ran[(app_id, env_id, version)] = revision  # the latest deployment of that version wins
+
+    # Positions of those revisions in the ingested history, and each app's overlay changes.
+    revisions = ({_revision(r, filters.at) for r in argo_rows} | set(ran.values())) - {""}
+    repo_ids = {a.repository_id for a in page_apps if a.repository_id}
+    seqs: dict[tuple[int, str], int] = {}
+    if revisions and repo_ids:
+        for repo_id, sha, seq in Commit.objects.filter(
+            repository_id__in=repo_ids, sha__in=revisions
+        ).values_list("repository_id", "sha", "seq"):
+            seqs[(repo_id, sha)] = seq
+    touches = _touch_seqs(app_ids, [e.pk for e in all_envs])
+    env_index = {e.pk: i for i, e in enumerate(all_envs)}
+
+    # The most advanced deployed revision per (app, environment): what "behind" compares with.
+    best: dict[tuple[int, int], tuple[int, str]] = {}
+    for r in argo_rows:
+        if not r.environment_id or r.application_id is None:
+            continue
+        seq = seqs.get((r.application.repository_id or 0, _revision(r, filters.at)))
+        if seq is not None:
+            key = (r.application_id, r.environment_id)
+            if key not in best or seq > best[key][0]:
+                best[key] = (seq, _version(r, filters.at))
+    context = _BehindContext(all_envs, env_index, seqs, touches, best, ran)
+
+    by_app: dict[int, list[ArgoApplication]] = defaultdict(list)
+    for r in shown_rows:
+        by_app[r.application_id].append(r)
+    rows: list[Row] = []
+    for app in page_apps:
+        slots: list[list[Cell]] = []
+        for col in columns:
+            cells = [
+                _cell(r, app, context, stale_ids, filters.at)
+                for r in by_app.get(app.pk, [])
+                if r.environment_id == col.environment.pk
+                and (col.cluster_id is None or r.cluster_id == col.cluster_id)
+            ]
+            slots.append(cells)
+        rows.append(Row(app, slots))
+
+    projects_qs = (
+        visible_applications(user).exclude(project="").order_by("project").values_list("project", flat=True)
+    )
+    return Matrix(
+        filters=filters,
+        environments=all_envs,
+        env_groups=groups,
+        columns=columns,
+        rows=rows,
+        page=page,
+        stale=stale,
+        projects=list(projects_qs.distinct()),
+        point_in_time=filters.at is not None,
+        now=now,
+    )
+
+
+def _matches(row: ArgoApplication, filters: MatrixFilters) -> bool:
+    if filters.environment and (row.environment is None or row.environment.name != filters.environment):
+        return False
+    if filters.label:
+        key, _, value = filters.label.partition("=")
+        if row.cluster is None or str(row.cluster.labels.get(key, "")) != value:
+            return False
+    return True
+
+
+def _revision(row: ArgoApplication, at: datetime | None) -> str:
+    if at is not None:
+        return getattr(row, "at_revision", "") or ""
+    return row.deployed_revision or row.revision
+
+
+@dataclass
+class _BehindContext:
+    envs: list[Environment]
+    env_index: dict[int, int]
+    seqs: dict[tuple[int, str], int]
+    touches: dict[tuple[int, int], list[int]]
+    best: dict[tuple[int, int], tuple[int, str]]
+    ran: dict[tuple[int, int, str], str]
+
+
+def _version(row: ArgoApplication, at: datetime | None) -> str:
+    return (getattr(row, "at_version", "") or "") if at is not None else row.version
+
+
+def _short_version(version: str) -> str:
+    return version[:19] + "…" if version.startswith("sha256:") and len(version) > 19 else version
+
+
+def _cell(
+    row: ArgoApplication, app: Application, ctx: _BehindContext, stale_ids: set[int], at: datetime | None
+) -> Cell:
+    revision = _revision(row, at)
+    repo: GitRepository | None = app.repository
+    repo_id = app.repository_id or 0
+    idx = ctx.env_index.get(row.environment_id or 0)
+    behind, behind_env, promote_to = None, "", ""
+    if idx is not None:
+        envs = ctx.envs
+        if idx + 1 < len(envs):
+            promote_to = envs[idx + 1].name
+        if idx > 0:
+            prev = envs[idx - 1]
+            behind_env = prev.name
+            prev_seq, prev_version = ctx.best.get((app.pk, prev.pk), (None, ""))
+            here_version = _version(row, at)
+            matched = ctx.ran.get((app.pk, prev.pk, here_version)) if here_version else None
+            behind = behind_count(
+                touches_prev=ctx.touches.get((app.pk, prev.pk), []),
+                touches_here=ctx.touches.get((app.pk, row.environment_id), []),
+                here_seq=ctx.seqs.get((repo_id, revision)),
+                prev_seq=prev_seq,
+                matched_seq=ctx.seqs.get((repo_id, matched)) if matched else None,
+                versions_differ=bool(here_version and prev_version and here_version != prev_version),
+            )
+    if at is not None:
+        sync, health = "", ""
+        version, deployed_at = getattr(row, "at_version", "") or "", getattr(row, "at_deployed_at", None)
+    else:
+        sync, health = row.sync_status, row.health_status
+        version, deployed_at = row.version, row.deployed_at
+    stale = at is None and row.instance_id in stale_ids
+    return Cell(
+        argo_name=row.name,
+        env_name=row.environment.name if row.environment else "",
+        instance=row.instance.name,
+        cluster=row.cluster.name if row.cluster else "",
+        revision=revision,
+        short_sha=revision[:8],
+        commit_url=repo.commit_url(revision) if repo and revision else "",
+        version=_short_version(version),
+        full_version=version,
+        sync_status=sync or ("unknown" if at is None else ""),
+        sync_badge="idle" if stale else SYNC_BADGES.get(sync, "idle"),
+        health_status=health or ("unknown" if at is None else ""),
+        health_badge="idle" if stale else HEALTH_BADGES.get(health, "idle"),
+        deployed_at=deployed_at,
+        behind=behind,
+        behind_env=behind_env,
+        stale=stale,
+        promote_to=promote_to,
+        deleted=row.deleted_at is not None,
+    )
+
+
+# =============================================================================================
+# Commits between environments
+
+
+def _env_seq(application: Application, env: Environment, *, latest: bool) -> Subquery:
+    revisions = (
+        ArgoApplication.objects.filter(application=application, environment=env, deleted_at__isnull=True)
+        .exclude(deployed_revision="")
+        .values("deployed_revision")
+    )
+    commits = Commit.objects.filter(repository_id=application.repository_id, sha__in=revisions)
+    return Subquery(commits.order_by("-seq" if latest else "seq").values("seq")[:1])
+
+
+def commits_between(
+    *, application: Application, from_env: Environment, to_env: Environment
+) -> QuerySet[Commit]:
+    """Return the commits to `from_env`'s overlay that `to_env` does not run yet (one query).
+
+    The gap starts after `from_env`'s latest deployment of the version `to_env` runs (or, when
+    `from_env` never ran it, after `to_env`'s own last overlay change) and ends at what `from_env`
+    runs. Same rule as the matrix's "N commits behind". Newest first.
+    """
+    repo_commits = Commit.objects.filter(repository_id=application.repository_id)
+    from_seq = _env_seq(application, from_env, latest=True)
+    to_seq = _env_seq(application, to_env, latest=False)
+    to_version = (
+        ArgoApplication.objects.filter(application=application, environment=to_env, deleted_at__isnull=True)
+        .exclude(version="")
+        .order_by("deployed_at")
+        .values("version")[:1]
+    )
+    matched_revision = (
+        Deployment.objects.filter(application=application, environment=from_env, version=Subquery(to_version))
+        .order_by("-deployed_at", "-history_id")
+        .values("revision")[:1]
+    )
+    matched_seq = Subquery(repo_commits.filter(sha=Subquery(matched_revision)).values("seq")[:1])
+    last_to = CommitTouch.objects.filter(application=application, environment=to_env, seq__lte=to_seq)
+    last_to_seq = Subquery(last_to.order_by("-seq").values("seq")[:1])
+    return repo_commits.filter(
+        touches__application=application,
+        touches__environment=from_env,
+        seq__lte=from_seq,
+        seq__gt=Coalesce(matched_seq, last_to_seq, Value(0)),
+    ).order_by("-seq")
+
+
+# =============================================================================================
+# The app page
+
+
+@dataclass
+class EnvSection:
+    environment: Environment
+    argo_apps: list[ArgoApplication]
+    deployments: list[Deployment]
+    commits_ahead_of_next: list[Commit]
+    next_env: Environment | None
+
+
+def app_detail(
+    *, application: Application, timeline_limit: int = 20, commits_limit: int = 50
+) -> list[EnvSection]:
+    """Return per environment: current Argo CD apps, the deployment timeline, pending commits."""
+    envs = list(Environment.objects.all())
+    live = list(
+        ArgoApplication.objects.filter(application=application, deleted_at__isnull=True)
+        .select_related("instance", "cluster", "environment")
+        .order_by("name")
+    )
+    sections = []
+    for i, env in enumerate(envs):
+        next_env = envs[i + 1] if i + 1 < len(envs) else None
+        deployments = list(
+            Deployment.objects.filter(application=application, environment=env)
+            .select_related("cluster", "argo_app")
+            .order_by("-deployed_at", "-history_id")[:timeline_limit]
+        )
+        commits = (
+            list(commits_between(application=application, from_env=env, to_env=next_env)[:commits_limit])
+            if next_env is not None and application.repository_id
+            else []
+        )
+        sections.append(
+            EnvSection(env, [a for a in live if a.environment_id == env.pk], deployments, commits, next_env)
+        )
+    return sections
+
+
+# =============================================================================================
+# Instances page and API
+
+
+def instance_status_list() -> tuple[list[ArgoInstance], list[GitRepository], datetime]:
+    """Return Argo CD instances and repositories with their poll / ingest status."""
+    instances = list(ArgoInstance.objects.order_by("name"))
+    threshold = timezone.now() - stale_after()
+    for inst in instances:
+        inst.shown_stale = inst.is_stale or inst.last_success_at is None or inst.last_success_at < threshold  # type: ignore[attr-defined]
+    return instances, list(GitRepository.objects.order_by("name")), threshold
+
+
+def deployment_rows(
+    *, user: Any, app: str = "", environment: str = "", cluster: str = "", project: str = ""
+) -> list[dict[str, Any]]:
+    """Return the current state per app, environment and cluster for the API."""
+    qs = (
+        visible_argo_apps(user)
+        .filter(deleted_at__isnull=True)
+        .select_related("application", "environment", "cluster", "instance")
+        .order_by("application__name", "environment__order", "cluster__name", "name")
+    )
+    if app:
+        qs = qs.filter(application__name=app)
+    if environment:
+        qs = qs.filter(environment__name=environment)
+    if cluster:
+        qs = qs.filter(cluster__name=cluster)
+    if project:
+        qs = qs.filter(application__project=project)
+    threshold = timezone.now() - stale_after()
+    instance_stale: dict[int, bool] = {}
+    rows = []
+    for r in qs:
+        if r.instance_id not in instance_stale:
+            i = r.instance
+            instance_stale[r.instance_id] = bool(
+                i.is_stale or i.last_success_at is None or i.last_success_at < threshold
+            )
+        rows.append(
+            {
+                "application": r.application.name if r.application else r.name,
+                "argo_application": r.name,
+                "instance": r.instance.name,
+                "project": r.project,
+                "environment": r.environment.name if r.environment else None,
+                "cluster": r.cluster.name if r.cluster else None,
+                "namespace": r.namespace,
+                "revision": r.deployed_revision or r.revision,
+                "target_revision": r.target_revision,
+                "revisions": r.revisions,
+                "images": r.images,
+                "version": r.version,
+                "sync_status": r.sync_status,
+                "health_status": r.health_status,
+                "deployed_at": r.deployed_at,
+                "stale": instance_stale[r.instance_id],
+            }
+        )
+    return rows
+
+
+def application_history(
+    *, application: Application, environment: str = "", limit: int = 100
+) -> list[dict[str, Any]]:
+    """Return an app's deployments, newest first."""
+    qs = Deployment.objects.filter(application=application).select_related(
+        "environment", "cluster", "argo_app"
+    )
+    if environment:
+        qs = qs.filter(environment__name=environment)
+    return [
+        {
+            "argo_application": d.argo_app.name,
+            "history_id": d.history_id,
+            "environment": d.environment.name if d.environment else None,
+            "cluster": d.cluster.name if d.cluster else None,
+            "revision": d.revision,
+            "revisions": d.revisions,
+            "version": d.version,
+            "images": d.images,
+            "deployed_at": d.deployed_at,
+            "deploy_started_at": d.deploy_started_at,
+            "initiated_by": d.initiated_by,
+            "automated": d.automated,
+            "out_of_band": d.out_of_band,
+        }
+        for d in qs.order_by("-deployed_at", "-history_id")[:limit]
+    ]

@@ -1,0 +1,178 @@
+"""Promotion API: request, read, approve, reject, cancel (same checks as the browser)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+
+from accounts.permissions import project_visible
+from accounts.roles import Role
+from gitopsportal.api import ApiError, api_view, read_json
+from inventory.models import Application, Environment
+
+from . import selectors, services
+from .models import Promotion
+
+
+def promotion_json(p: Promotion) -> dict[str, Any]:
+    """The API shape of a promotion (items and approvals must be prefetched)."""
+    return {
+        "id": p.pk,
+        "state": p.state,
+        "source": p.source_env.name,
+        "target": p.target_env.name,
+        "repository": p.repository.name,
+        "requested_by": p.requested_by_name,
+        "note": p.note,
+        "override_sync_window": p.override_sync_window,
+        "override_justification": p.override_justification,
+        "apps": [
+            {
+                "app": i.application.name,
+                "source_revision": i.source_revision,
+                "source_versions": i.source_versions,
+                "version_before": i.version_before,
+                "version_after": i.version_after,
+                "paths": i.paths,
+                "deployed_at": i.deployed_at,
+                "healthy_at": i.healthy_at,
+            }
+            for i in p.items.all()
+        ],
+        "approvals": [
+            {"approver": a.approver_name, "decision": a.decision, "comment": a.comment, "at": a.at}
+            for a in p.approvals.all()
+        ],
+        "pull_request": {"number": p.pr_number, "url": p.pr_url, "branch": p.pr_branch, "head_sha": p.pr_head_sha}
+        if p.pr_branch or p.pr_number
+        else None,
+        "merge_commit_sha": p.merge_commit_sha or None,
+        "failure_reason": p.failure_reason or None,
+        "last_error": p.last_error or None,
+        "attempts": p.attempts,
+        "gates": p.gates,
+        "correlation_id": p.correlation_id,
+        "timestamps": {
+            name: getattr(p, f"{name}_at")
+            for name in (
+                "requested",
+                "approved",
+                "rejected",
+                "pr_opening",
+                "pr_opened",
+                "merged",
+                "syncing",
+                "deployed",
+                "healthy",
+                "degraded",
+                "failed",
+                "cancelled",
+                "abandoned",
+            )
+        },
+        "url": p.get_absolute_url(),
+    }
+
+
+def _refused(exc: services.PromotionRefused) -> ApiError:
+    return ApiError(
+        409,
+        exc.message,
+        gates=[g.as_dict() for g in exc.gates],
+        **({"conflict": exc.link} if exc.link else {}),
+    )
+
+
+@api_view(("GET", "POST"), role=Role.VIEWER)
+def promotions(request: HttpRequest) -> Any:
+    """GET /api/v1/promotions (filters state, to, app, mine) · POST /api/v1/promotions {apps, from, to}."""
+    if request.method == "GET":
+        page = selectors.promotion_list(user=request.user, filters=selectors.ListFilters.from_query(request.GET))
+        return {"promotions": [promotion_json(p) for p in page.rows], "page": page.page, "has_next": page.has_next}
+    body = read_json(request)
+    apps = body.get("apps", body.get("app"))
+    if isinstance(apps, str):
+        apps = [apps]
+    if not isinstance(apps, list) or not apps or not all(isinstance(a, str) for a in apps) or len(apps) > 50:
+        raise ApiError(400, "apps: a list of 1 to 50 application names")
+    source_name, target_name = body.get("from"), body.get("to")
+    if not isinstance(source_name, str) or not source_name:
+        raise ApiError(400, "from: the source environment name")
+    source = Environment.objects.filter(name=source_name).first()
+    if source is None:
+        raise ApiError(400, f"from: unknown environment {source_name!r}")
+    if target_name in (None, ""):
+        target = selectors.next_environment(source)
+    elif isinstance(target_name, str):
+        target = Environment.objects.filter(name=target_name).first()
+    else:
+        target = None
+    if target is None:
+        raise ApiError(400, "to: unknown environment (or no environment after the source)")
+    found = {a.name: a for a in Application.objects.filter(name__in=apps).select_related("repository")}
+    missing = [a for a in apps if a not in found or not project_visible(request.user, found[a].project)]
+    if missing:
+        raise ApiError(404, f"unknown application(s): {', '.join(missing)}")
+    for key in ("note", "override_justification"):
+        if not isinstance(body.get(key, ""), str):
+            raise ApiError(400, f"{key}: a string")
+    try:
+        promotion = services.promotion_request_create(
+            actor=request.user,
+            applications=[found[a] for a in dict.fromkeys(apps)],
+            source_env=source,
+            target_env=target,
+            note=body.get("note", "")[:4000],
+            override_justification=body.get("override_justification", "")[:4000],
+        )
+    except services.PromotionRefused as exc:
+        raise _refused(exc) from None
+    return promotion_json(selectors.promotion_get(user=request.user, pk=promotion.pk)), 201
+
+
+@api_view(("GET",), role=Role.VIEWER)
+def promotion_detail(request: HttpRequest, pk: int) -> dict[str, Any]:
+    """GET /api/v1/promotions/{id}."""
+    return promotion_json(selectors.promotion_get(user=request.user, pk=pk))
+
+
+def _comment(request: HttpRequest) -> str:
+    body = read_json(request)
+    comment = body.get("comment", "")
+    if not isinstance(comment, str):
+        raise ApiError(400, "comment: a string")
+    return comment[:4000]
+
+
+@api_view(("POST",), role=Role.APPROVER)
+def promotion_approve(request: HttpRequest, pk: int) -> dict[str, Any]:
+    """POST /api/v1/promotions/{id}/approve {comment}."""
+    promotion = selectors.promotion_get(user=request.user, pk=pk)
+    try:
+        services.promotion_approve(promotion=promotion, actor=request.user, comment=_comment(request))
+    except services.PromotionRefused as exc:
+        raise _refused(exc) from None
+    return promotion_json(selectors.promotion_get(user=request.user, pk=pk))
+
+
+@api_view(("POST",), role=Role.APPROVER)
+def promotion_reject(request: HttpRequest, pk: int) -> dict[str, Any]:
+    """POST /api/v1/promotions/{id}/reject {comment}."""
+    promotion = selectors.promotion_get(user=request.user, pk=pk)
+    try:
+        services.promotion_reject(promotion=promotion, actor=request.user, comment=_comment(request))
+    except services.PromotionRefused as exc:
+        raise _refused(exc) from None
+    return promotion_json(selectors.promotion_get(user=request.user, pk=pk))
+
+
+@api_view(("POST",), role=Role.RELEASE_MANAGER)
+def promotion_cancel(request: HttpRequest, pk: int) -> dict[str, Any]:
+    """POST /api/v1/promotions/{id}/cancel {comment}."""
+    promotion = selectors.promotion_get(user=request.user, pk=pk)
+    try:
+        services.promotion_cancel(promotion=promotion, actor=request.user, reason=_comment(request))
+    except services.PromotionRefused as exc:
+        raise _refused(exc) from None
+    return promotion_json(selectors.promotion_get(user=request.user, pk=pk))

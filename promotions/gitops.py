@@ -1,0 +1,145 @@
+"""Read access to a GitOps repository for previews and tracking (a bare mirror per repository)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from django.conf import settings
+
+from integrations.gitrepo import CommitRecord, GitError, GitMirror, InvalidRef
+from inventory.models import GitRepository
+
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+_last_fetch: dict[str, float] = {}
+FETCH_MIN_INTERVAL = 2.0  # seconds: a page with many apps fetches once
+
+
+def _lock_for(name: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(name, threading.Lock())
+
+
+def mirror_for(repository: GitRepository, *, fetch: bool = True) -> GitMirror:
+    """Return the promotions mirror of a repository, created and fetched (throttled) as needed."""
+    path = Path(settings.MIRRORS_DIR) / "promotions" / f"{repository.name}.git"
+    mirror = GitMirror(path, repository.url, token=repository.token or None, allow_http=repository.allow_http)
+    with _lock_for(repository.name):
+        created = mirror.ensure()
+        if created:
+            _last_fetch[repository.name] = time.monotonic()
+        elif fetch and time.monotonic() - _last_fetch.get(repository.name, 0) > FETCH_MIN_INTERVAL:
+            _fetch(mirror)
+            _last_fetch[repository.name] = time.monotonic()
+    return mirror
+
+
+def _fetch(mirror: GitMirror) -> None:
+    try:
+        mirror.fetch()
+    except GitError:
+        time.sleep(0.5)  # a concurrent fetch from another process held a ref lock
+        mirror.fetch()
+
+
+def ensure_commit(mirror: GitMirror, sha: str) -> bool:
+    """Tell whether `sha` is in the mirror, fetching once when it is not (yet)."""
+    if has_commit(mirror, sha):
+        return True
+    try:
+        _fetch(mirror)
+    except GitError:
+        return False
+    return has_commit(mirror, sha)
+
+
+def reader(mirror: GitMirror, rev: str) -> Callable[[str], str | None]:
+    """Return path → text at `rev` (None when missing or not decodable)."""
+
+    def read(path: str) -> str | None:
+        try:
+            data = mirror.file_at(rev, path)
+        except InvalidRef:
+            return None
+        if data is None:
+            return None
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+    return read
+
+
+def has_commit(mirror: GitMirror, sha: str) -> bool:
+    try:
+        mirror.rev_parse(sha)
+        return True
+    except InvalidRef:
+        return False
+
+
+@dataclass(frozen=True)
+class ChangelogEntry:
+    sha: str
+    short_sha: str
+    subject: str
+    author: str
+    authored_at: datetime
+    url: str
+
+
+def changelog(
+    mirror: GitMirror,
+    repository: GitRepository,
+    *,
+    source_rev: str,
+    source_paths: list[str],
+    source_file: str | None = None,
+    target_markers: list[str] | None = None,
+    limit: int = 30,
+    scan_limit: int = 5000,
+) -> list[ChangelogEntry]:
+    """Commits that changed the app in the source since it ran what the target runs, newest first.
+
+    Walks the source's history from `source_rev`; the walk stops at the commit after which
+    `source_file` contains every one of `target_markers` (the pins the target has now): that
+    commit and older ones already reached the target.
+    """
+    prefixes = [p.rstrip("/") + "/" for p in source_paths]
+    markers = [m for m in (target_markers or []) if m]
+    read = reader(mirror, source_rev)
+    entries: list[ChangelogEntry] = []
+    try:
+        for n, record in enumerate(mirror.iter_commits(ref=source_rev, reverse=False)):
+            if n >= scan_limit or len(entries) >= limit:
+                break
+            if not _touches(record, prefixes):
+                continue
+            if source_file and markers:
+                read = reader(mirror, record.sha)
+                text = read(source_file) or ""
+                if all(m in text for m in markers):
+                    break
+            entries.append(
+                ChangelogEntry(
+                    sha=record.sha,
+                    short_sha=record.sha[:8],
+                    subject=record.subject[:200],
+                    author=record.author_name,
+                    authored_at=record.authored_at,
+                    url=repository.commit_url(record.sha),
+                )
+            )
+    except (GitError, InvalidRef):
+        return entries
+    return entries
+
+
+def _touches(record: CommitRecord, prefixes: list[str]) -> bool:
+    return any(c.path.startswith(p) or (c.old_path or "").startswith(p) for c in record.changes for p in prefixes)

@@ -1,0 +1,244 @@
+"""Read side of promotions: template- and API-ready rows with a constant number of queries."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Prefetch, Q, QuerySet
+from django.http import Http404
+
+from accounts.permissions import has_role, project_filter, project_visible
+from accounts.roles import Role
+from inventory.models import Application, Environment
+
+from .models import (
+    FINAL_STATES,
+    Approval,
+    ApprovalDecision,
+    Promotion,
+    PromotionBlock,
+    PromotionItem,
+    PromotionState,
+)
+
+S = PromotionState
+PAGE_SIZE = 50
+
+
+def _glob_q(field: str, patterns: list[str]) -> Q:
+    """Q matching `field` against shell globs (the role grants' project patterns)."""
+    q = Q(pk__in=[])
+    for pattern in patterns:
+        if not any(c in pattern for c in "*?["):
+            q |= Q(**{field: pattern})
+        else:
+            regex = "^" + "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern) + "$"
+            q |= Q(**{f"{field}__regex": regex})
+    return q
+
+
+def visible_promotions(user: Any) -> QuerySet[Promotion]:
+    """Promotions with at least one app in a project the user may see."""
+    qs = Promotion.objects.all()
+    patterns = project_filter(user)
+    if patterns is not None:
+        ids = PromotionItem.objects.filter(_glob_q("application__project", patterns)).values("promotion_id")
+        qs = qs.filter(pk__in=ids)
+    return qs
+
+
+def _with_items(qs: QuerySet[Promotion]) -> QuerySet[Promotion]:
+    return qs.with_related().prefetch_related(
+        Prefetch("items", queryset=PromotionItem.objects.select_related("application").order_by("application__name")),
+        Prefetch("approvals", queryset=Approval.objects.order_by("at", "id")),
+    )
+
+
+@dataclass(frozen=True)
+class ListFilters:
+    state: str = ""
+    target: str = ""
+    app: str = ""
+    override: bool = False
+    mine: bool = False
+    page: int = 1
+
+    @classmethod
+    def from_query(cls, query: Any) -> ListFilters:
+        try:
+            page = max(1, int(query.get("page") or 1))
+        except ValueError:
+            page = 1
+        state = query.get("state") or ""
+        return cls(
+            state=state if state in S.values or state in ("in_flight", "final") else "",
+            target=(query.get("to") or "")[:64],
+            app=(query.get("app") or "")[:200],
+            override=query.get("override") in ("1", "true", "on"),
+            mine=query.get("mine") in ("1", "true", "on"),
+            page=page,
+        )
+
+
+@dataclass
+class PromotionPage:
+    rows: list[Promotion]
+    page: int
+    has_next: bool
+    has_previous: bool
+
+
+def promotion_list(*, user: Any, filters: ListFilters) -> PromotionPage:
+    """A page of promotions, newest first, with items and approvals prefetched."""
+    qs = visible_promotions(user)
+    if filters.state == "in_flight":
+        qs = qs.in_flight()
+    elif filters.state == "final":
+        qs = qs.filter(state__in=FINAL_STATES)
+    elif filters.state:
+        qs = qs.filter(state=filters.state)
+    if filters.target:
+        qs = qs.filter(target_env__name=filters.target)
+    if filters.app:
+        qs = qs.filter(items__application__name=filters.app)
+    if filters.override:
+        qs = qs.filter(override_sync_window=True)
+    if filters.mine:
+        qs = qs.filter(requested_by=user)
+    start = (filters.page - 1) * PAGE_SIZE
+    rows = list(_with_items(qs.distinct().order_by("-requested_at", "-id"))[start : start + PAGE_SIZE + 1])
+    return PromotionPage(rows=rows[:PAGE_SIZE], page=filters.page, has_next=len(rows) > PAGE_SIZE, has_previous=filters.page > 1)
+
+
+def promotion_get(*, user: Any, pk: int) -> Promotion:
+    """One promotion the user may see (404 otherwise: no existence leak)."""
+    promotion = _with_items(Promotion.objects.filter(pk=pk)).first()
+    if promotion is None:
+        raise Http404("no such promotion")
+    projects = {i.application.project for i in promotion.items.all()}
+    if projects and not any(project_visible(user, p) for p in projects):
+        raise Http404("no such promotion")
+    return promotion
+
+
+@dataclass(frozen=True)
+class Step:
+    key: str
+    label: str
+    at: datetime | None
+    state: str  # done | current | pending | bad | skipped
+
+    @property
+    def done(self) -> bool:
+        return self.state == "done"
+
+
+TIMELINE = (
+    ("requested", "Requested", "requested_at"),
+    ("approved", "Approved", "approved_at"),
+    ("pr_opened", "PR opened", "pr_opened_at"),
+    ("merged", "Merged", "merged_at"),
+    ("syncing", "Syncing", "syncing_at"),
+    ("deployed", "Deployed", "deployed_at"),
+    ("healthy", "Healthy", "healthy_at"),
+)
+_ENDINGS = {
+    S.REJECTED: ("Rejected", "rejected_at"),
+    S.FAILED: ("Failed", "failed_at"),
+    S.CANCELLED: ("Cancelled", "cancelled_at"),
+    S.ABANDONED: ("Abandoned (PR closed)", "abandoned_at"),
+    S.DEGRADED: ("Degraded", "degraded_at"),
+}
+
+
+def promotion_timeline(promotion: Promotion) -> list[Step]:
+    """Steps requested → approved → PR opened → merged → syncing → deployed → healthy, with times."""
+    steps: list[Step] = []
+    current_marked = False
+    ended = promotion.state in _ENDINGS
+    for key, label, attr in TIMELINE:
+        at = getattr(promotion, attr)
+        if at is not None:
+            steps.append(Step(key, label, at, "done"))
+        elif not ended and not current_marked and promotion.state != S.HEALTHY:
+            steps.append(Step(key, label, None, "current"))
+            current_marked = True
+        else:
+            steps.append(Step(key, label, None, "skipped" if ended else "pending"))
+    if ended:
+        label, attr = _ENDINGS[promotion.state]
+        # Put the ending right after the last step that happened.
+        last_done = max((i for i, s in enumerate(steps) if s.done), default=-1)
+        steps = [*steps[: last_done + 1], Step(promotion.state, label, getattr(promotion, attr), "bad")]
+    return steps
+
+
+@dataclass(frozen=True)
+class Abilities:
+    approve: bool
+    cancel: bool
+    decided: bool
+    is_requester: bool
+    required_approvals: int
+    approvals: int
+
+
+def promotion_abilities(promotion: Promotion, user: Any) -> Abilities:
+    """What the user may do with this promotion (the services check again)."""
+    projects = sorted({i.application.project for i in promotion.items.all()})
+    env = promotion.target_env.name
+    is_requester = promotion.requested_by_id == getattr(user, "pk", None)
+    approvals = [a for a in promotion.approvals.all() if a.decision == ApprovalDecision.APPROVE]
+    decided = any(a.approver_id == user.pk for a in promotion.approvals.all())
+    approver = all(has_role(user, Role.APPROVER, project=p, environment=env) for p in projects)
+    rm = all(has_role(user, Role.RELEASE_MANAGER, project=p, environment=env) for p in projects)
+    target = promotion.target_env
+    return Abilities(
+        approve=promotion.state == S.REQUESTED and approver and not is_requester and not decided,
+        cancel=promotion.is_cancellable and (is_requester or rm),
+        decided=decided,
+        is_requester=is_requester,
+        required_approvals=max(1, target.approvals_required) if target.requires_approval else 0,
+        approvals=len(approvals),
+    )
+
+
+def promotable_applications(*, user: Any) -> list[Application]:
+    """Apps the user may promote (release_manager somewhere in their project)."""
+    patterns = project_filter(user, Role.RELEASE_MANAGER)
+    qs = Application.objects.select_related("repository").order_by("name")
+    if patterns is not None:
+        qs = qs.filter(_glob_q("project", patterns))
+    return list(qs[:500])
+
+
+def next_environment(source: Environment) -> Environment | None:
+    return Environment.objects.filter(order__gt=source.order).order_by("order", "name").first()
+
+
+def active_blocks(*, application: Application | None = None) -> QuerySet[PromotionBlock]:
+    qs = PromotionBlock.objects.active().select_related("application", "environment", "created_by")
+    if application is not None:
+        qs = qs.filter(application=application)
+    return qs
+
+
+def diff_lines(text: str) -> list[tuple[str, str]]:
+    """Split a unified diff into (css class, line) pairs for the `diff` block."""
+    rows: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        if line.startswith(("+++", "---")):
+            cls = "hunk"
+        elif line.startswith("+"):
+            cls = "add"
+        elif line.startswith("-"):
+            cls = "del"
+        elif line.startswith("@@"):
+            cls = "hunk"
+        else:
+            cls = ""
+        rows.append((cls, line))
+    return rows

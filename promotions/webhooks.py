@@ -1,0 +1,105 @@
+"""Forge webhooks: POST /webhooks/forge/<repository name>/.
+
+The signature is verified on the raw body, in constant time, with the repository's
+`webhook_secret` (else settings.FORGE_WEBHOOK_SECRET) before anything is parsed; an unsigned or
+badly signed delivery gets 403 and a `webhook.rejected` audit event (the count of rejections is
+the count of those events). `pull_request` events drive promotion tracking and every handler
+registered with `promotions.pullrequests.register_pr_state_handler` (rollbacks); `push` events
+enqueue the repository's Git ingest.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from audit.services import audit_event_record
+from integrations.forges.webhooks import WebhookPayloadError, parse_webhook, verify_signature
+from inventory.models import GitRepository
+
+from .models import TRACKED_STATES, Promotion
+from .pullrequests import PR_STATE_HANDLERS
+
+logger = logging.getLogger(__name__)
+MAX_BODY = 5 * 1024 * 1024
+FOLLOW_AFTER_MERGE = 60  # polls, every few seconds: ~5 minutes of close tracking after a merge
+
+
+def _reject(request: HttpRequest, name: str, status: int, reason: str) -> JsonResponse:
+    audit_event_record(
+        action="webhook.rejected",
+        target_type="repository",
+        target_id=name[:200],
+        target_label=f"forge webhook for {name}"[:300],
+        message=reason,
+        system_name="webhooks",
+    )
+    return JsonResponse({"error": reason}, status=status)
+
+
+@csrf_exempt
+@require_POST
+def forge_webhook(request: HttpRequest, repository: str) -> JsonResponse:
+    repo = GitRepository.objects.filter(name=repository).first()
+    if repo is None:
+        return _reject(request, repository, 404, "unknown repository")
+    body = request.body
+    if len(body) > MAX_BODY:
+        return _reject(request, repo.name, 413, "payload too large")
+    secret = (repo.webhook_secret or settings.FORGE_WEBHOOK_SECRET or "").encode()
+    if not secret:
+        return _reject(request, repo.name, 403, "no webhook secret configured: unsigned deliveries are refused")
+    kind = repo.forge_kind
+    if not verify_signature(kind, secret, request.headers, body):
+        return _reject(request, repo.name, 403, "missing or invalid signature")
+    try:
+        event = parse_webhook(kind, request.headers, body)
+    except WebhookPayloadError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    if event.repo_full_name and event.repo_full_name.lower() != repo.full_name.lower():
+        return JsonResponse({"error": "the delivery is for another repository"}, status=400)
+    handled: dict[str, object] = {"event": event.kind}
+    if event.kind == "pull_request" and event.pr_number is not None:
+        handled["promotions"] = _track_promotions(repo, event.pr_number, event.head_ref or "", event.merged)
+        for handler in list(PR_STATE_HANDLERS):
+            try:
+                handler(repo, event)
+            except Exception:  # one handler's bug must not lose the others' events
+                logger.exception("PR state handler %r failed", handler)
+    elif event.kind == "push":
+        handled["ingest"] = _enqueue_ingest(repo)
+    return JsonResponse({"ok": True, **handled}, status=202)
+
+
+def _track_promotions(repo: GitRepository, number: int, head_ref: str, merged: bool) -> list[int]:
+    from .tasks import promotion_track_task
+
+    ids = list(
+        Promotion.objects.filter(repository=repo, state__in=TRACKED_STATES)
+        .filter(pr_number=number)
+        .values_list("pk", flat=True)
+    )
+    if not ids and head_ref.startswith("promote/"):
+        ids = list(
+            Promotion.objects.filter(repository=repo, state__in=TRACKED_STATES, pr_branch=head_ref).values_list(
+                "pk", flat=True
+            )
+        )
+    follow = FOLLOW_AFTER_MERGE if merged else 0
+    for pk in ids:
+        transaction.on_commit(lambda pk=pk: promotion_track_task.delay(pk, follow))
+    return ids
+
+
+def _enqueue_ingest(repo: GitRepository) -> bool:
+    try:
+        from inventory.tasks import repository_ingest_task
+    except ImportError:
+        return False
+    transaction.on_commit(lambda: repository_ingest_task.delay(repo.pk))
+    return True

@@ -1,0 +1,358 @@
+"""Reads for rollback pages and the API: the rollback plan (preview), lists, details."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+from django.db.models import Min, QuerySet
+
+from accounts.permissions import project_filter
+from accounts.roles import Role
+from integrations.gitrepo import GitError, InvalidRef, validate_sha
+from inventory.models import Application, ArgoApplication, Deployment, Environment
+
+from . import history
+from .models import RollbackRequest
+
+MAX_DIFF_CHARS = 200_000
+
+
+@dataclass
+class RollbackPlan:
+    """What a rollback would do, computed from the inventory and the Git mirror.
+
+    `errors` refuse the request; `warnings` are shown and, for "moved on", need a confirmation.
+    """
+
+    application: Application
+    environment: Environment
+    mode: str
+    sha_input: str = ""
+    current_revision: str = ""
+    current_version: str = ""
+    target_revision: str = ""
+    expected_version: str = ""
+    observed_deployment_id: int | None = None
+    base_branch: str = ""
+    paths: list[str] = field(default_factory=list)
+    commits: list[history.RevertCommit] = field(default_factory=list)
+    diff: str = ""
+    diff_truncated: bool = False
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    active_rollback: RollbackRequest | None = None
+    promotions_in_flight: list[Any] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def revert_shas(self) -> list[str]:
+        return [c.sha for c in self.commits]
+
+    @property
+    def diff_rows(self) -> list[tuple[str, str]]:
+        return history.diff_lines(self.diff)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "application": self.application.name,
+            "environment": self.environment.name,
+            "mode": self.mode,
+            "current_revision": self.current_revision,
+            "current_version": self.current_version,
+            "target_revision": self.target_revision,
+            "expected_version": self.expected_version,
+            "observed_deployment_id": self.observed_deployment_id,
+            "commits": [
+                {
+                    "sha": c.sha,
+                    "subject": c.subject,
+                    "author": c.author_name,
+                    "merge": c.is_merge,
+                    "paths": list(c.paths),
+                }
+                for c in self.commits
+            ],
+            "diff": self.diff,
+            "warnings": self.warnings,
+            "errors": self.errors,
+        }
+
+
+def env_deployments(application: Application, environment: Environment, limit: int = 50) -> list[Deployment]:
+    """Return the app's deployments in an environment, newest first."""
+    return list(
+        Deployment.objects.filter(application=application, environment=environment).order_by(
+            "-deployed_at", "-history_id", "-id"
+        )[:limit]
+    )
+
+
+def newest_deployment_id(application: Application, environment: Environment) -> int | None:
+    return (
+        Deployment.objects.filter(application=application, environment=environment)
+        .order_by("-deployed_at", "-history_id", "-id")
+        .values_list("id", flat=True)
+        .first()
+    )
+
+
+def env_argo_apps(application: Application, environment: Environment) -> list[ArgoApplication]:
+    return list(
+        ArgoApplication.objects.live()
+        .filter(application=application, environment=environment)
+        .select_related("cluster")
+        .order_by("name")
+    )
+
+
+def promotions_in_flight(application: Application, environment: Environment) -> list[Any]:
+    """Return promotions of this app into this environment that are not finished."""
+    from promotions.models import IN_FLIGHT_STATES, Promotion
+
+    return list(
+        Promotion.objects.filter(
+            items__application=application,
+            items__active=True,
+            target_env=environment,
+            state__in=IN_FLIGHT_STATES,
+        ).distinct()
+    )
+
+
+def rollback_plan(
+    *, application: Application, environment: Environment, mode: str, sha: str = "", fetch: bool = True
+) -> RollbackPlan:
+    """Compute what rolling back `application` in `environment` would revert and bring back."""
+    plan = RollbackPlan(
+        application=application, environment=environment, mode=mode, sha_input=(sha or "").strip()
+    )
+    plan.base_branch = environment.branch
+    plan.paths = history.app_paths(application, environment)
+    if mode not in RollbackRequest.Mode.values:
+        plan.errors.append("choose how to roll back: previous deployment or one commit")
+        return plan
+    repository = application.repository
+    if repository is None:
+        plan.errors.append(f"{application.name} has no Git repository configured")
+        return plan
+
+    deployments = env_deployments(application, environment)
+    argo_apps = env_argo_apps(application, environment)
+    if deployments:
+        plan.observed_deployment_id = deployments[0].id
+        plan.current_revision = deployments[0].revision
+        plan.current_version = deployments[0].version
+    elif argo_apps:
+        plan.current_revision = argo_apps[0].deployed_revision or argo_apps[0].revision
+        plan.current_version = argo_apps[0].version
+    if not plan.current_revision:
+        plan.errors.append(f"no deployment of {application.name} in {environment.name} has been observed yet")
+        return plan
+    revisions = {a.revision for a in argo_apps if a.revision}
+    if len(revisions) > 1:
+        plan.warnings.append(
+            f"the clusters of {environment.name} run different revisions ({', '.join(sorted(r[:8] for r in revisions))})"
+        )
+
+    plan.active_rollback = (
+        RollbackRequest.objects.active()
+        .for_app_env(application.pk, environment.pk)
+        .order_by("-requested_at")
+        .first()
+    )
+    if plan.active_rollback is not None:
+        plan.errors.append(
+            f"rollback #{plan.active_rollback.pk} of {application.name} in {environment.name} is still in progress"
+        )
+    plan.promotions_in_flight = promotions_in_flight(application, environment)
+    if plan.promotions_in_flight:
+        numbers = ", ".join(f"#{p.pk}" for p in plan.promotions_in_flight)
+        plan.warnings.append(
+            f"a promotion of {application.name} into {environment.name} is in flight ({numbers})"
+        )
+
+    try:
+        mirror = history.mirror_fresh(repository) if fetch else history.repository_mirror(repository)
+        mirror.rev_parse(plan.current_revision)
+    except (GitError, InvalidRef) as exc:
+        plan.errors.append(f"cannot read the repository {repository.name}: {exc}")
+        return plan
+
+    if mode == RollbackRequest.Mode.PREVIOUS:
+        _plan_previous(plan, mirror, deployments)
+    else:
+        _plan_commit(plan, mirror)
+    return plan
+
+
+def _plan_previous(plan: RollbackPlan, mirror: Any, deployments: list[Deployment]) -> None:
+    previous = next((d for d in deployments if d.revision and d.revision != plan.current_revision), None)
+    if previous is None:
+        plan.errors.append(
+            f"no earlier deployment of {plan.application.name} in {plan.environment.name} is known: "
+            "revert a commit instead"
+        )
+        return
+    plan.target_revision = previous.revision
+    try:
+        if not mirror.is_ancestor(previous.revision, plan.current_revision):
+            plan.errors.append(
+                f"the previous deployment ({previous.revision[:8]}) is not an ancestor of what "
+                f"{plan.environment.name} runs ({plan.current_revision[:8]}): revert a commit instead"
+            )
+            return
+        plan.commits = history.commits_moving_env(
+            plan.application.repository,
+            mirror,
+            old=previous.revision,
+            new=plan.current_revision,
+            paths=plan.paths,
+        )
+    except (GitError, InvalidRef) as exc:
+        plan.errors.append(f"cannot read the history between the deployments: {exc}")
+        return
+    if not plan.commits:
+        plan.errors.append(
+            f"no commit between {previous.revision[:8]} and {plan.current_revision[:8]} changed "
+            f"{plan.application.name} in {plan.environment.name}"
+        )
+        return
+    plan.expected_version = previous.version or history.env_version_at(
+        mirror, previous.revision, plan.environment, plan.application
+    )
+    _finish_plan(plan, mirror, rev_a=plan.current_revision, rev_b=previous.revision)
+
+
+def _plan_commit(plan: RollbackPlan, mirror: Any) -> None:
+    try:
+        sha = validate_sha(plan.sha_input)
+    except InvalidRef:
+        plan.errors.append("enter a commit SHA (7 to 40 hexadecimal characters)")
+        return
+    try:
+        commit = history.commit_details(plan.application.repository, mirror, sha)
+    except InvalidRef:
+        plan.errors.append(
+            f"commit {sha} is not in the repository, so not in the history of {plan.environment.name}"
+        )
+        return
+    except GitError as exc:
+        plan.errors.append(f"cannot read commit {sha}: {exc}")
+        return
+    if not mirror.is_ancestor(commit.sha, plan.current_revision):
+        plan.errors.append(
+            f"commit {commit.short_sha} is not in the history of what {plan.environment.name} runs "
+            f"({plan.current_revision[:8]}): it was never deployed there"
+        )
+        return
+    if not any(history.touches(p, plan.paths) for p in commit.paths):
+        plan.errors.append(
+            f"commit {commit.short_sha} does not change {plan.application.name} in {plan.environment.name} "
+            f"({', '.join(plan.paths)})"
+        )
+        return
+    if not commit.parents:
+        plan.errors.append(f"commit {commit.short_sha} is the root commit and cannot be reverted")
+        return
+    plan.commits = [commit]
+    env_file = f"{plan.environment.app_path(plan.application.name)}/kustomization.yaml"
+    if env_file in commit.paths:
+        plan.expected_version = history.env_version_at(
+            mirror, commit.parents[0], plan.environment, plan.application
+        )
+    else:
+        plan.expected_version = plan.current_version
+    _finish_plan(plan, mirror, rev_a=commit.sha, rev_b=commit.parents[0])
+
+
+def _finish_plan(plan: RollbackPlan, mirror: Any, *, rev_a: str, rev_b: str) -> None:
+    """Add the resulting diff (rev_a → rev_b on the reverted files) and scope warnings."""
+    touched = sorted({p for c in plan.commits for p in c.paths})
+    try:
+        diff = mirror.diff(rev_a, rev_b, touched) if touched else ""
+    except (GitError, InvalidRef) as exc:
+        plan.warnings.append(f"the diff could not be computed: {exc}")
+        diff = ""
+    if len(diff) > MAX_DIFF_CHARS:
+        diff, plan.diff_truncated = diff[:MAX_DIFF_CHARS], True
+    plan.diff = diff
+    env_path = plan.environment.app_path(plan.application.name)
+    base_path = history.app_base_path(plan.application)
+    outside = [p for p in touched if not history.touches(p, [env_path])]
+    if any(history.touches(p, [base_path]) for p in outside):
+        plan.warnings.append(
+            f"the revert changes {base_path}, shared by every environment of {plan.application.name}"
+        )
+    others = [p for p in outside if not history.touches(p, [base_path])]
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        plan.warnings.append(
+            f"the reverted commits also change files outside this app and environment: {shown}"
+        )
+    merges = [c.short_sha for c in plan.commits if c.is_merge]
+    if merges:
+        plan.warnings.append(
+            f"merge commits are reverted against their first parent (-m 1): {', '.join(merges)}"
+        )
+
+
+def moved_on_warnings(plan: RollbackPlan, observed_deployment_id: int | None) -> list[str]:
+    """Return reasons to re-confirm: a new deployment since the form opened, a promotion in flight."""
+    reasons: list[str] = []
+    if observed_deployment_id is not None and plan.observed_deployment_id != observed_deployment_id:
+        reasons.append(
+            f"{plan.environment.name} has moved on since the form was opened: it now runs "
+            f"{plan.current_revision[:8]} ({plan.current_version or 'unknown version'}); review the new preview"
+        )
+    if plan.promotions_in_flight:
+        numbers = ", ".join(f"#{p.pk}" for p in plan.promotions_in_flight)
+        reasons.append(
+            f"a promotion of {plan.application.name} into {plan.environment.name} is in flight ({numbers})"
+        )
+    return reasons
+
+
+def degraded_since(application: Application, environment: Environment) -> Any:
+    """Return the earliest degraded observation of the app's Argo CD applications in the env."""
+    return (
+        ArgoApplication.objects.live()
+        .filter(application=application, environment=environment)
+        .aggregate(first=Min("degraded_since"))["first"]
+    )
+
+
+def rollback_list(
+    *, user: Any, state: str = "", app: str = "", environment: str = "", emergency: bool = False
+) -> QuerySet:
+    """Return the rollbacks the user may see, newest first, with their app and env loaded."""
+    qs = RollbackRequest.objects.select_related("application", "environment")
+    patterns = project_filter(user, Role.VIEWER)
+    if patterns is not None:
+        projects = Application.objects.values_list("project", flat=True).distinct()
+        visible = [p for p in projects if any(fnmatchcase(p, pattern) for pattern in patterns)]
+        qs = qs.filter(application__project__in=visible)
+    if state:
+        qs = qs.filter(state=state)
+    if app:
+        qs = qs.filter(application__name=app)
+    if environment:
+        qs = qs.filter(environment__name=environment)
+    if emergency:
+        qs = qs.filter(emergency=True)
+    return qs
+
+
+def rollback_detail(*, pk: int) -> RollbackRequest:
+    return RollbackRequest.objects.select_related(
+        "application", "application__repository", "environment"
+    ).get(pk=pk)
+
+
+def rollback_argo_status(rollback: RollbackRequest) -> list[ArgoApplication]:
+    """Return the Argo CD applications the rollback waits for (one per cluster)."""
+    return env_argo_apps(rollback.application, rollback.environment)

@@ -1,0 +1,177 @@
+"""Query semantics of the Argo CD API: label selectors, repo URL matching and ``fields`` projection."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+class SelectorError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Requirement:
+    key: str
+    op: str  # "=", "!=", "in", "notin", "exists", "!"
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        has = self.key in labels
+        value = labels.get(self.key)
+        if self.op == "=":
+            return has and value == self.values[0]
+        if self.op == "!=":
+            return not has or value != self.values[0]
+        if self.op == "in":
+            return has and value in self.values
+        if self.op == "notin":
+            return not has or value not in self.values
+        if self.op == "exists":
+            return has
+        return not has  # "!"
+
+
+_SET_RE = re.compile(r"^([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)$")
+_EQ_RE = re.compile(r"^([\w./-]+)\s*(==|=|!=)\s*([\w./-]*)$")
+_KEY_RE = re.compile(r"^(!?)\s*([\w./-]+)$")
+
+
+def _split_top_level(selector: str) -> list[str]:
+    parts, depth, current = [], 0, []
+    for ch in selector:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def parse_selector(selector: str) -> list[Requirement]:
+    """Kubernetes label selector syntax (``a=b``, ``a!=b``, ``a in (x,y)``, ``a notin (x)``, ``a``, ``!a``)."""
+    reqs: list[Requirement] = []
+    for part in _split_top_level(selector or ""):
+        if m := _SET_RE.match(part):
+            values = tuple(v.strip() for v in m.group(3).split(",") if v.strip())
+            reqs.append(Requirement(m.group(1), m.group(2), values))
+        elif m := _EQ_RE.match(part):
+            op = "=" if m.group(2) in ("=", "==") else "!="
+            reqs.append(Requirement(m.group(1), op, (m.group(3),)))
+        elif m := _KEY_RE.match(part):
+            reqs.append(Requirement(m.group(2), "!" if m.group(1) else "exists"))
+        else:
+            raise SelectorError(f"unable to parse requirement: {part!r}")
+    return reqs
+
+
+def selector_matches(reqs: Sequence[Requirement], labels: Mapping[str, str] | None) -> bool:
+    labels = labels or {}
+    return all(r.matches(labels) for r in reqs)
+
+
+def normalize_repo_url(url: str) -> str:
+    """Argo CD's git.NormalizeGitURL, enough for equality: case, trailing slash and ``.git`` ignored."""
+    url = url.strip().lower().rstrip("/")
+    return url.removesuffix(".git")
+
+
+# ----------------------------------------------------------------------------------------------------
+# fields= on GET /api/v1/applications (API.md section 5): a fixed whitelist, everything else dropped.
+
+
+def _path(*keys: str) -> Callable[[Mapping[str, Any]], Any]:
+    def get(app: Mapping[str, Any]) -> Any:
+        node: Any = app
+        for k in keys:
+            if not isinstance(node, Mapping) or k not in node:
+                return None
+            node = node[k]
+        return node
+
+    return get
+
+
+# Order matters only for overlapping entries ("spec" then its children): later ones win, same values.
+APP_LIST_FIELDS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
+    "metadata.name": _path("metadata", "name"),
+    "metadata.namespace": _path("metadata", "namespace"),
+    "metadata.annotations": _path("metadata", "annotations"),
+    "metadata.labels": _path("metadata", "labels"),
+    "metadata.creationTimestamp": _path("metadata", "creationTimestamp"),
+    "metadata.deletionTimestamp": _path("metadata", "deletionTimestamp"),
+    "spec": _path("spec"),
+    "spec.destination": _path("spec", "destination"),
+    "spec.project": _path("spec", "project"),
+    "spec.source": _path("spec", "source"),
+    "spec.sources": _path("spec", "sources"),
+    "spec.sourceHydrator": _path("spec", "sourceHydrator"),
+    "spec.syncPolicy": _path("spec", "syncPolicy"),
+    "operation.sync": _path("operation", "sync"),
+    "status.summary": _path("status", "summary"),
+    "status.health": _path("status", "health"),
+    "status.sourceHydrator": _path("status", "sourceHydrator"),
+    "status.resources": _path("status", "resources"),
+    "status.sync.status": _path("status", "sync", "status"),
+    "status.sync.revision": _path("status", "sync", "revision"),
+    "status.operationState.phase": _path("status", "operationState", "phase"),
+    "status.operationState.startedAt": _path("status", "operationState", "startedAt"),
+    "status.operationState.finishedAt": _path("status", "operationState", "finishedAt"),
+    # Argo CD quirk kept on purpose: this key carries the operation's *syncResult*.
+    "status.operationState.operation.sync": _path("status", "operationState", "syncResult"),
+}
+
+
+@dataclass(frozen=True)
+class FieldSelection:
+    names: frozenset[str]
+    exclude: bool
+
+    @classmethod
+    def parse(cls, raw: Sequence[str]) -> FieldSelection | None:
+        """``fields`` may repeat or be comma-separated; a leading ``-`` on the first one means exclude."""
+        items = [f.strip() for value in raw for f in value.split(",") if f.strip()]
+        if not items:
+            return None
+        exclude = items[0].startswith("-")
+        return cls(frozenset(i.lstrip("-") for i in items), exclude)
+
+    def project_item(self, app: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for field, getter in APP_LIST_FIELDS.items():
+            if (("items." + field) in self.names) == self.exclude:
+                continue
+            value = getter(app)
+            if value is None:
+                continue
+            _set_path(out, field.split("."), value)
+        return out
+
+
+def _set_path(target: dict[str, Any], keys: Sequence[str], value: Any) -> None:
+    node = target
+    for k in keys[:-1]:
+        child = node.get(k)
+        # Copy: never mutate the cached application dicts the values come from.
+        child = dict(child) if isinstance(child, dict) else {}
+        node[k] = child
+        node = child
+    node[keys[-1]] = value
+
+
+def project_paths(obj: Mapping[str, Any], paths: Sequence[str]) -> dict[str, Any]:
+    """Generic field mask (used by the watch stream: ``result.type,result.application.metadata.name``)."""
+    out: dict[str, Any] = {}
+    for path in paths:
+        keys = path.split(".")
+        value = _path(*keys)(obj)
+        if value is not None:
+            _set_path(out, keys, value)
+    return out

@@ -1,0 +1,364 @@
+"""Secondary API objects: resource tree, managed-resource diffs, AppProjects, clusters, ApplicationSets."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from ruamel.yaml import YAML
+
+from sandbox.argocd.git import GitReader
+from sandbox.argocd.model import (
+    NAMESPACE,
+    AppDef,
+    AppState,
+    Content,
+    pod_suffix,
+    replicaset_name,
+    ts,
+    uid_for,
+)
+
+if TYPE_CHECKING:
+    from sandbox.argocd.emulator import ArgoCDEmulator
+
+DEFAULT_REPLICAS = 2
+K8S_VERSION = "1.31"
+
+
+def _replicas(content: Content) -> int:
+    return content.kustomization.replicas or DEFAULT_REPLICAS
+
+
+# ---- resource tree ----------------------------------------------------------------------------------------
+
+
+def resource_tree(app: AppState) -> dict[str, Any]:
+    d = app.definition
+    ns, created = d.namespace, ts(d.created)
+    images = app.synced.images
+    rs = replicaset_name(d.app, images)
+    health = {"status": app.health}
+    if app.health_message:
+        health["message"] = app.health_message
+
+    def node(group: str, kind: str, name: str, **extra: Any) -> dict[str, Any]:
+        n: dict[str, Any] = {
+            "version": "v1",
+            "kind": kind,
+            "namespace": ns,
+            "name": name,
+            "uid": uid_for(f"{d.name}/{kind}", name),
+            "createdAt": created,
+            "resourceVersion": str(app.resource_version),
+        }
+        if group:
+            n["group"] = group
+        n.update(extra)
+        return n
+
+    deploy_ref = {
+        "group": "apps",
+        "kind": "Deployment",
+        "namespace": ns,
+        "name": d.app,
+        "uid": uid_for(f"{d.name}/Deployment", d.app),
+    }
+    rs_ref = {
+        "group": "apps",
+        "kind": "ReplicaSet",
+        "namespace": ns,
+        "name": rs,
+        "uid": uid_for(f"{d.name}/ReplicaSet", rs),
+    }
+    nodes = [
+        node(
+            "apps",
+            "Deployment",
+            d.app,
+            health=health,
+            info=[{"name": "Revision", "value": f"Rev:{len(app.history)}"}],
+        ),
+        node(
+            "apps",
+            "ReplicaSet",
+            rs,
+            parentRefs=[deploy_ref],
+            health=health,
+            info=[{"name": "Revision", "value": f"Rev:{len(app.history)}"}],
+        ),
+        node(
+            "",
+            "Service",
+            d.app,
+            health={"status": "Healthy"},
+            networkingInfo={"targetLabels": {"app.kubernetes.io/name": d.app}},
+        ),
+        node("policy", "PodDisruptionBudget", d.app),
+    ]
+    ready = app.health != "Degraded"
+    for i in range(_replicas(app.synced)):
+        pod = f"{rs}-{pod_suffix(rs, i)}"
+        nodes.append(
+            node(
+                "",
+                "Pod",
+                pod,
+                parentRefs=[rs_ref],
+                images=images,
+                health={"status": "Healthy" if ready else "Degraded"},
+                info=[
+                    {"name": "Status Reason", "value": "Running" if ready else "CrashLoopBackOff"},
+                    {"name": "Containers", "value": "1/1" if ready else "0/1"},
+                ],
+            )
+        )
+    return {"nodes": nodes, "orphanedNodes": []}
+
+
+# ---- managed resources ------------------------------------------------------------------------------------
+
+_yaml = YAML(typ="safe", pure=True)
+
+
+def _render(git: GitReader, d: AppDef, content: Content) -> dict[str, dict[str, Any]]:
+    """Approximate ``kustomize build``: base manifests + namespace, env label, image pin, replicas."""
+    base_tree = content.key[1]
+    if not base_tree:
+        return {}
+    files = ("deployment.yaml", "service.yaml", "pdb.yaml")
+    blobs = git.read([f"{base_tree}:{f}" for f in files])
+    out: dict[str, dict[str, Any]] = {}
+    for f in files:
+        text = blobs.get(f"{base_tree}:{f}")
+        if not text:
+            continue
+        doc = _yaml.load(io.StringIO(text))
+        meta = doc.setdefault("metadata", {})
+        meta["namespace"] = d.namespace
+        meta.setdefault("labels", {})["env"] = d.env
+        meta["labels"]["app.kubernetes.io/instance"] = d.name
+        if doc.get("kind") == "Deployment":
+            _pin(doc, content)
+        out[doc["kind"]] = doc
+    return out
+
+
+def _pin(doc: dict[str, Any], content: Content) -> None:
+    replicas = content.kustomization.replicas
+    if replicas is not None:
+        doc["spec"]["replicas"] = replicas
+    pins = {i.name: i for i in content.kustomization.images}
+    for c in doc["spec"]["template"]["spec"].get("containers", []):
+        repo = c["image"].split("@")[0].rsplit(":", 1)[0] if ":" in c["image"].split("/")[-1] else c["image"]
+        if repo in pins:
+            c["image"] = pins[repo].reference
+
+
+def managed_resources(
+    git: GitReader, d: AppDef, target: Content, synced: Content, health: str
+) -> list[dict[str, Any]]:
+    desired = _render(git, d, target)
+    live = _render(git, d, synced)
+    items = []
+    for kind, group in (("Service", ""), ("Deployment", "apps"), ("PodDisruptionBudget", "policy")):
+        want, have = desired.get(kind), live.get(kind)
+        have_full = _with_live_fields(have, d, kind, health) if have else None
+        item: dict[str, Any] = {"kind": kind, "namespace": d.namespace, "name": d.app}
+        if group:
+            item["group"] = group
+        if want is not None:
+            item["targetState"] = json.dumps(want, sort_keys=True)
+            item["predictedLiveState"] = json.dumps(want, sort_keys=True)
+        if have_full is not None:
+            item["liveState"] = json.dumps(have_full, sort_keys=True)
+            item["normalizedLiveState"] = json.dumps(have, sort_keys=True)
+        if want != have:
+            item["modified"] = True
+            item["diff"] = json.dumps(_merge_patch(have or {}, want or {}), sort_keys=True)
+        items.append(item)
+    return items
+
+
+def _with_live_fields(doc: dict[str, Any], d: AppDef, kind: str, health: str) -> dict[str, Any]:
+    live = json.loads(json.dumps(doc))
+    meta = live["metadata"]
+    meta["uid"] = uid_for(f"{d.name}/{kind}", d.app)
+    meta["creationTimestamp"] = ts(d.created)
+    if kind == "Deployment":
+        n = live["spec"].get("replicas", DEFAULT_REPLICAS)
+        ready = n if health != "Degraded" else 0
+        live["status"] = {
+            "replicas": n,
+            "updatedReplicas": n,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+        }
+    return live
+
+
+def _merge_patch(old: Any, new: Any) -> Any:
+    """RFC 7386 merge patch from ``old`` to ``new`` (a readable diff for the UI/portal)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    patch: dict[str, Any] = {}
+    for key in old.keys() | new.keys():
+        if key not in new:
+            patch[key] = None
+        elif key not in old:
+            patch[key] = new[key]
+        elif old[key] != new[key]:
+            patch[key] = _merge_patch(old[key], new[key])
+    return patch
+
+
+# ---- projects ---------------------------------------------------------------------------------------------
+
+
+def project_json(emu: ArgoCDEmulator, name: str) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "description": f"Services owned by the {name} team" if name != "default" else "Default project",
+        "sourceRepos": [emu.repo_url] if name != "default" else ["*"],
+        "destinations": [{"server": "*", "namespace": f"{name}-*" if name != "default" else "*"}],
+        "clusterResourceWhitelist": [{"group": "", "kind": "Namespace"}],
+    }
+    windows = emu.project_windows(name)
+    if windows:
+        spec["syncWindows"] = [dict(w) for w in windows]
+    if name != "default":
+        spec["roles"] = [
+            {
+                "name": "ci",
+                "description": "Automation (promotion portal)",
+                "policies": [
+                    f"p, proj:{name}:ci, applications, sync, {name}/*, allow",
+                    f"p, proj:{name}:ci, applications, get, {name}/*, allow",
+                ],
+            }
+        ]
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "uid": uid_for("AppProject", name),
+            "resourceVersion": str(len(windows) + 1),
+            "generation": len(windows) + 1,
+            "creationTimestamp": ts(emu.started_at),
+        },
+        "spec": spec,
+        "status": {},
+    }
+
+
+# ---- clusters ---------------------------------------------------------------------------------------------
+
+
+def cluster_list(emu: ArgoCDEmulator) -> list[dict[str, Any]]:
+    with emu.lock:
+        counts = Counter(a.definition.cluster.server for a in emu.apps.values())
+        clusters = list(emu.clusters.values())
+    attempted = ts(emu.started_at)
+    items = []
+    if emu.include_in_cluster:
+        items.append(_cluster("in-cluster", "https://kubernetes.default.svc", {}, 0, attempted))
+    for c in sorted(clusters, key=lambda c: c.name):
+        items.append(_cluster(c.name, c.server, c.labels, counts.get(c.server, 0), attempted))
+    return items
+
+
+def _cluster(name: str, server: str, labels: dict[str, str], apps: int, attempted: str) -> dict[str, Any]:
+    state = {"status": "Successful", "attemptedAt": attempted}
+    out: dict[str, Any] = {"server": server, "name": name}
+    if labels:
+        out["labels"] = dict(labels)
+    out.update(
+        {
+            "config": {"tlsClientConfig": {"insecure": False}},
+            "connectionState": state,
+            "serverVersion": K8S_VERSION,
+            "info": {
+                "connectionState": state,
+                "serverVersion": K8S_VERSION,
+                "cacheInfo": {"resourcesCount": apps * 6, "apisCount": 62, "lastCacheSyncTime": attempted},
+                "applicationsCount": apps,
+            },
+        }
+    )
+    return out
+
+
+# ---- applicationsets --------------------------------------------------------------------------------------
+
+
+def appsets(emu: ArgoCDEmulator) -> list[dict[str, Any]]:
+    """One cluster-generator ApplicationSet per app x env (how the Applications are said to exist)."""
+    with emu.lock:
+        grouped: dict[tuple[str, str], list[AppState]] = {}
+        for a in emu.apps.values():
+            grouped.setdefault((a.definition.app, a.definition.env), []).append(a)
+    items = []
+    for (app, env), members in sorted(grouped.items()):
+        d = members[0].definition
+        name = f"{app}-{env}"
+        template_source = {"repoURL": d.repo_url, "path": d.path, "targetRevision": d.branch}
+        items.append(
+            {
+                "metadata": {
+                    "name": name,
+                    "namespace": NAMESPACE,
+                    "uid": uid_for("ApplicationSet", name),
+                    "resourceVersion": "1",
+                    "generation": 1,
+                    "creationTimestamp": ts(d.created),
+                    "labels": {"app.kubernetes.io/name": app, "env": env, "team": d.team},
+                },
+                "spec": {
+                    "goTemplate": True,
+                    "goTemplateOptions": ["missingkey=error"],
+                    "generators": [{"clusters": {"selector": {"matchLabels": {"env": env}}}}],
+                    "template": {
+                        "metadata": {
+                            "name": f"{app}-{{{{.name}}}}",
+                            "labels": {
+                                "app.kubernetes.io/name": app,
+                                "env": env,
+                                "cluster": "{{.name}}",
+                                "region": '{{index .metadata.labels "region"}}',
+                                "team": d.team,
+                            },
+                        },
+                        "spec": {
+                            "project": d.team,
+                            "source": template_source,
+                            "destination": {"server": "{{.server}}", "namespace": d.namespace},
+                        },
+                    },
+                },
+                "status": {
+                    "conditions": [
+                        {
+                            "type": "ResourcesUpToDate",
+                            "status": "True",
+                            "reason": "ApplicationSetUpToDate",
+                            "message": "All applications have been generated successfully",
+                            "lastTransitionTime": ts(d.created),
+                        },
+                    ],
+                    "resources": [
+                        {
+                            "group": "argoproj.io",
+                            "version": "v1alpha1",
+                            "kind": "Application",
+                            "namespace": NAMESPACE,
+                            "name": m.name,
+                            "status": m.sync_status,
+                            "health": {"status": m.health},
+                        }
+                        for m in members
+                    ],
+                },
+            }
+        )
+    return items

@@ -1,0 +1,43 @@
+"""Fixtures for promotion tests (helpers in tests/promotions/helpers.py)."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Group
+
+from accounts.roles import ALL_ROLES
+from tests.factories import UserFactory
+from tests.promotions.helpers import make_sandbox
+
+
+def _groups() -> None:
+    for role in ALL_ROLES:
+        Group.objects.get_or_create(name=role)
+
+
+@pytest.fixture
+def roles(db):
+    _groups()
+
+
+@pytest.fixture
+def users(roles):
+    return {
+        "rm": UserFactory(username="rita", email="rita@example.com", roles=["release_manager"]),
+        "approver": UserFactory(username="alex", email="alex@example.com", roles=["approver"]),
+        "approver2": UserFactory(username="bea", email="bea@example.com", roles=["approver"]),
+        "viewer": UserFactory(username="vic", roles=["viewer"]),
+        "rm_approver": UserFactory(username="sam", email="sam@example.com", roles=["release_manager", "approver"]),
+    }
+
+
+@pytest.fixture
+def sandbox(db, tmp_path, settings):
+    settings.MIRRORS_DIR = tmp_path / "mirrors"
+    settings.WORKSPACES_DIR = tmp_path / "workspaces"
+    box = make_sandbox(tmp_path)
+    yield box
+    box.argo.stop()
+    box.forge.stop()
+
+

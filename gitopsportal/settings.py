@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import os
 import secrets
 from pathlib import Path
 
@@ -79,6 +80,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     check_redis_url(REDIS_URL)
+    _xdist_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    _redis_base, _, _redis_db = REDIS_URL.rpartition("/")
+    if _xdist_worker.startswith("gw") and _redis_db.isdigit():
+        # Parallel test processes must not share a broker: worker N uses REDIS_URL's database + N.
+        REDIS_URL = f"{_redis_base}/{int(_redis_db) + int(_xdist_worker[2:])}"
     CELERY_BROKER_URL = REDIS_URL
     CELERY_RESULT_BACKEND = REDIS_URL
     BROKER_IS_EMBEDDED = False

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
@@ -188,6 +188,14 @@ def config_apply(*, config: PortalConfig) -> ConfigApplyResult:
             system_name="config",
         )
     return result
+
+
+def config_apply_from_settings() -> ConfigApplyResult | None:
+    """Apply GITOPSPORTAL_CONFIG (or the ARGOCD_* variables) if any is set."""
+    from .config import load_config
+
+    config = load_config()
+    return config_apply(config=config) if config is not None else None
 
 
 # =============================================================================================
@@ -1059,34 +1067,71 @@ def _batches(records: Iterator[CommitRecord], size: int) -> Iterator[list[Commit
         yield batch
 
 
+COMMIT_COLUMNS = (
+    "repository_id", "sha", "seq", "parents", "author_name", "author_email", "authored_at",
+    "committer_name", "committed_at", "message", "is_merge", "portal_ref",
+)  # fmt: skip
+TOUCH_COLUMNS = ("commit_id", "application_id", "environment_id", "seq", "paths")
+JSON_COLUMNS = frozenset({"parents", "paths"})
+
+
+def _insert_rows(model: Any, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    """Insert rows, skipping ones that already exist (unique constraints).
+
+    PostgreSQL: COPY into a temporary table, then INSERT … ON CONFLICT DO NOTHING (an order of
+    magnitude faster than building model instances for 100,000 commits). Elsewhere: bulk_create.
+    Table and column names come from the model's metadata, never from input.
+    """
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        objs = [model(**dict(zip(columns, row, strict=True))) for row in rows]
+        model.objects.bulk_create(objs, ignore_conflicts=True, batch_size=1000)
+        return
+    table = connection.ops.quote_name(model._meta.db_table)
+    temp = connection.ops.quote_name(f"_ingest_{model._meta.db_table}")
+    cols = ", ".join(connection.ops.quote_name(c) for c in columns)
+    json_cols = {i for i, c in enumerate(columns) if c in JSON_COLUMNS}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {temp} ON COMMIT DROP AS SELECT {cols} FROM {table} WITH NO DATA"  # noqa: S608 - quoted model metadata
+        )
+        raw = cursor.cursor
+        with raw.copy(f"COPY {temp} ({cols}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([json.dumps(v) if i in json_cols else v for i, v in enumerate(row)])
+        cursor.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {temp} ON CONFLICT DO NOTHING")  # noqa: S608
+        cursor.execute(f"TRUNCATE {temp}")
+
+
 @transaction.atomic
 def _ingest_batch(
     *, repo: GitRepository, batch: list[CommitRecord], mapper: PathMapper, branch: str, first_seq: int
 ) -> tuple[int, int]:
-    commits = [
-        Commit(
-            repository=repo,
-            sha=r.sha,
-            seq=first_seq + i,
-            parents=list(r.parents),
-            author_name=r.author_name[:200],
-            author_email=r.author_email[:200],
-            authored_at=r.authored_at,
-            committer_name=r.committer_name[:200],
-            committed_at=r.committed_at,
-            message=r.message,
-            is_merge=r.is_merge,
-            portal_ref=portal_ref_of(r),
+    rows = [
+        (
+            repo.pk,
+            r.sha,
+            first_seq + i,
+            list(r.parents),
+            r.author_name[:200],
+            r.author_email[:200],
+            r.authored_at,
+            r.committer_name[:200],
+            r.committed_at,
+            r.message,
+            r.is_merge,
+            portal_ref_of(r),
         )
         for i, r in enumerate(batch)
     ]
-    Commit.objects.bulk_create(commits, ignore_conflicts=True, batch_size=1000)
-    ids = dict(
-        Commit.objects.filter(repository=repo, sha__in=[r.sha for r in batch]).values_list("sha", "id")
-    )
-    seq_of = dict(
-        Commit.objects.filter(repository=repo, sha__in=[r.sha for r in batch]).values_list("sha", "seq")
-    )
+    _insert_rows(Commit, COMMIT_COLUMNS, rows)
+    stored = {
+        sha: (pk, seq)
+        for sha, pk, seq in Commit.objects.filter(
+            repository=repo, sha__in=[r.sha for r in batch]
+        ).values_list("sha", "id", "seq")
+    }
     mapped: list[tuple[str, str, int | None, list[str]]] = []
     names: set[str] = set()
     for record in batch:
@@ -1095,7 +1140,7 @@ def _ingest_batch(
             mapped.append((record.sha, app, env_id, app_paths))
             names.add(app)
     if not mapped:
-        return len(ids), 0
+        return len(stored), 0
     apps = dict(Application.objects.filter(name__in=names).values_list("name", "id"))
     missing = sorted(names - set(apps))
     if missing:
@@ -1105,18 +1150,12 @@ def _ingest_batch(
         )
         apps = dict(Application.objects.filter(name__in=names).values_list("name", "id"))
     touches = [
-        CommitTouch(
-            commit_id=ids[sha],
-            application_id=apps[app],
-            environment_id=env_id,
-            seq=seq_of[sha],
-            paths=paths[:50],
-        )
+        (stored[sha][0], apps[app], env_id, stored[sha][1], paths[:50])
         for sha, app, env_id, paths in mapped
-        if sha in ids and app in apps
+        if sha in stored and app in apps
     ]
-    CommitTouch.objects.bulk_create(touches, ignore_conflicts=True, batch_size=2000)
-    return len(ids), len(touches)
+    _insert_rows(CommitTouch, TOUCH_COLUMNS, touches)
+    return len(stored), len(touches)
 
 
 # =============================================================================================

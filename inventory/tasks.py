@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from .models import ArgoInstance, GitRepository
-from .services import instance_poll, repository_ingest
+from .services import config_apply_from_settings, instance_poll, repository_ingest
 
 MAX_RETRIES = 2
 
@@ -30,7 +30,8 @@ def poll_instance_task(self, instance_id: int) -> dict:
 
 @shared_task(name="inventory.tasks.poll_all_task", acks_late=True)
 def poll_all_task() -> int:
-    """Enqueue one poll per Argo CD instance (beat: every POLL_INTERVAL_SECONDS)."""
+    """Apply the configuration, then enqueue one poll per Argo CD instance (beat: POLL_INTERVAL_SECONDS)."""
+    config_apply_from_settings()
     ids = list(ArgoInstance.objects.values_list("pk", flat=True))
     for pk in ids:
         poll_instance_task.delay(pk)

@@ -31,6 +31,7 @@ from gitopsportal.logging import current_request_id
 from integrations.gitrepo import GitError, GitWorkspace, InvalidRef, RevertConflict
 from inventory.models import Application, Environment
 from promotions.pullrequests import (
+    PullRequestError,
     PullRequestPermanent,
     PullRequestRetryable,
     PullRequestSpec,
@@ -444,7 +445,7 @@ def _close_quietly(rollback: RollbackRequest) -> None:
             branch=rollback.branch,
             comment="This rollback was cancelled in the GitOps Portal.",
         )
-    except (PullRequestPermanent, PullRequestRetryable) as exc:
+    except PullRequestError as exc:
         logger.warning("closing the PR of cancelled rollback %s failed: %s", rollback.pk, exc)
 
 
@@ -701,8 +702,10 @@ def rollback_cancel(*, actor: Any, rollback: RollbackRequest, request: Any = Non
                 branch=rollback.branch,
                 comment=f"Rollback cancelled in the GitOps Portal by {actor.get_username()}.",
             )
-        except PullRequestRetryable as exc:
-            logger.warning("closing the PR of rollback %s failed, the sweeper retries: %s", rollback.pk, exc)
+        except PullRequestError as exc:
+            # The rollback stays cancelled; a PR left open is visible on its page and on the forge.
+            logger.warning("closing the PR of cancelled rollback %s failed: %s", rollback.pk, exc)
+            _set_detail(rollback.pk, f"the pull request could not be closed: {exc}")
     return rollback
 
 

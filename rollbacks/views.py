@@ -98,7 +98,11 @@ def rollback_new(request: HttpRequest) -> HttpResponse:
                 return redirect("rollbacks:detail", pk=rollback.pk)
     else:
         form = RollbackForm(initial={"mode": mode, "sha": sha})
-    plan = selectors.rollback_plan(application=application, environment=environment, mode=mode, sha=sha)
+    # The full page fetches the mirror; htmx preview refreshes (typing a SHA) reuse it.
+    fetch = not (request.htmx and request.method == "GET")
+    plan = selectors.rollback_plan(
+        application=application, environment=environment, mode=mode, sha=sha, fetch=fetch
+    )
     status = 400 if request.method == "POST" else 200
     if request.htmx and request.method == "GET":
         return render(

@@ -9,15 +9,18 @@ yields the same commit SHAs.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 import re
 import shutil
+import struct
 import subprocess
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 REGISTRY = "registry.example.com/acme"
 DEFAULT_END = "2026-11-20T12:00:00Z"
@@ -477,9 +480,9 @@ class _FastImport:
         commit_when: int,
         message: str,
         files: dict[str, str],
-        parent: int | None,
-        merge: int | None = None,
-    ) -> int:
+        parent: Handle | None,
+        merge: Handle | None = None,
+    ) -> Handle:
         self._mark += 1
         msg = message.encode()
         chunks = [
@@ -492,21 +495,21 @@ class _FastImport:
             b"\n",
         ]
         if parent is not None:
-            chunks.append(b"from :%d\n" % parent)
+            chunks.append(b"from :%d\n" % int(parent))
         if merge is not None:
-            chunks.append(b"merge :%d\n" % merge)
+            chunks.append(b"merge :%d\n" % int(merge))
         for path, content in files.items():
             data = content.encode()
             chunks += [f"M 100644 inline {path}\n".encode(), b"data %d\n" % len(data), data, b"\n"]
         self._in.write(b"".join(chunks))
         return self._mark
 
-    def sha_of(self, mark: int) -> str:
-        self._in.write(b"get-mark :%d\n" % mark)
+    def sha_of(self, mark: Handle) -> str:
+        self._in.write(b"get-mark :%d\n" % int(mark))
         self._in.flush()
         return self._out.readline().decode().strip()
 
-    def tag(self, name: str, mark: int, tagger: Author, when: int, message: str) -> None:
+    def tag(self, name: str, mark: Handle, tagger: Author, when: int, message: str) -> None:
         msg = message.encode()
         self._in.write(
             f"tag {name}\nfrom :{mark}\ntagger {tagger[0]} <{tagger[1]}> {when} {tagger[2]}\n".encode()
@@ -524,6 +527,321 @@ class _FastImport:
         stderr = self._proc.stderr.read() if self._proc.stderr else b""
         if self._proc.wait() != 0:
             raise RuntimeError(f"git fast-import failed: {stderr.decode(errors='replace')}")
+
+
+Handle = int | str  # a fast-import mark or a commit SHA
+
+
+class _Sink(Protocol):
+    def commit(
+        self,
+        *,
+        author: Author,
+        committer: Author,
+        when: int,
+        commit_when: int,
+        message: str,
+        files: dict[str, str],
+        parent: Handle | None,
+        merge: Handle | None = None,
+    ) -> Handle: ...
+
+    def sha_of(self, handle: Handle) -> str: ...
+
+    def tag(self, name: str, handle: Handle, tagger: Author, when: int, message: str) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+_OBJ_COMMIT, _OBJ_TREE, _OBJ_BLOB, _OBJ_TAG, _OBJ_OFS_DELTA = 1, 2, 3, 4, 6
+_MAX_DELTA_DEPTH = 50  # like git's default pack.depth: bounds the cost of reading a tree back
+
+
+class _Dir:
+    """One directory of the in-memory tree, kept in git order with cached byte offsets so that
+    replacing one entry (the usual commit) yields an O(1) delta against the previous version."""
+
+    __slots__ = ("changed", "data", "index", "offsets", "parts", "pending", "sha")
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.parts: list[bytes] = []
+        self.offsets: list[int] = []
+        self.pending: dict[str, bytes] = {}  # entries whose position is not known yet
+        self.changed: set[int] = set()
+        self.sha = b""
+        self.data = b""
+
+    def set(self, name: str, entry: bytes) -> None:
+        i = self.index.get(name)
+        if i is None or len(entry) != len(self.parts[i]):
+            self.pending[name] = entry
+        else:
+            self.parts[i] = entry
+            self.changed.add(i)
+
+    def serialize(self) -> tuple[bytes, tuple[int, int] | None]:
+        """The tree body, plus (offset, length) of the only changed entry when that is all that moved."""
+        hint = None
+        if not self.pending and len(self.changed) == 1 and self.data:
+            # Splice the one changed entry into the previous body: cheaper than joining every part.
+            i = next(iter(self.changed))
+            start, end = self.offsets[i], self.offsets[i + 1]
+            self.changed.clear()
+            return self.data[:start] + self.parts[i] + self.data[end:], (start, end - start)
+        if self.pending:
+            entries = {n: self.parts[i] for n, i in self.index.items()} | self.pending
+            # git orders entries by name, directories compared as if they ended in "/".
+            names = sorted(entries, key=lambda n: n + "/" if entries[n][:1] == b"4" else n)
+            self.parts = [entries[n] for n in names]
+            self.index = {n: i for i, n in enumerate(names)}
+            self.offsets = [0, *itertools.accumulate(len(p) for p in self.parts)]
+            self.pending.clear()
+        elif len(self.changed) == 1:
+            i = next(iter(self.changed))
+            hint = (self.offsets[i], len(self.parts[i]))
+        self.changed.clear()
+        return b"".join(self.parts), hint
+
+
+class _PackWriter:
+    """Writes the history as one packfile + v2 index directly, without a git process per commit.
+
+    Why not only fast-import: it re-formats and re-sorts every rewritten tree, about 1 ms of CPU per
+    commit when ``environments/<env>`` holds 2,000 apps. Here each new version of a directory is
+    stored as a tiny delta (copy prefix, insert the changed entry, copy suffix) against its previous
+    version. The tests check the result with ``git fsck`` and against the fast-import backend.
+    """
+
+    def __init__(self, repo: Path) -> None:
+        self.repo = repo
+        pack_dir = repo / "objects" / "pack"
+        pack_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp = pack_dir / "tmp-sandbox.pack"
+        self.out = open(self.tmp, "wb", buffering=1 << 20)  # noqa: SIM115 - closed in finish()
+        self.out.write(b"PACK" + struct.pack(">II", 2, 0))  # object count patched in finish()
+        self.offset = 12
+        self.objects: dict[bytes, tuple[int, int]] = {}  # sha -> (offset, crc32)
+        self.depth: dict[bytes, int] = {}
+        self.dirs: dict[str, _Dir] = {"": _Dir()}
+        self.refs: list[tuple[str, str]] = []
+        self.head = ""
+
+    def _store(
+        self, kind: int, data: bytes, base: _Dir | None = None, hint: tuple[int, int] | None = None
+    ) -> bytes:
+        hasher = hashlib.sha1(b"%s %d\0" % (_TYPE_NAMES[kind], len(data)))
+        hasher.update(data)  # no concatenation: big trees would be copied once more
+        sha = hasher.digest()
+        if sha in self.objects:
+            return sha
+        delta = None
+        if base is not None and base.sha in self.objects and self.depth.get(base.sha, 0) < _MAX_DELTA_DEPTH:
+            delta = _make_delta(base.data, data, hint)
+        if delta is not None and base is not None:
+            raw = _obj_header(_OBJ_OFS_DELTA, len(delta)) + _ofs(self.offset - self.objects[base.sha][0])
+            raw += _deflate(delta)
+            self.depth[sha] = self.depth.get(base.sha, 0) + 1
+        else:
+            raw = _obj_header(kind, len(data)) + _deflate(data)
+        self.objects[sha] = (self.offset, zlib.crc32(raw))
+        self.out.write(raw)
+        self.offset += len(raw)
+        return sha
+
+    def _write_tree(self, node: _Dir) -> bytes:
+        data, hint = node.serialize()
+        sha = self._store(_OBJ_TREE, data, node if node.data else None, hint)
+        node.sha, node.data = sha, data
+        return sha
+
+    def commit(
+        self,
+        *,
+        author: Author,
+        committer: Author,
+        when: int,
+        commit_when: int,
+        message: str,
+        files: dict[str, str],
+        parent: Handle | None,
+        merge: Handle | None = None,
+    ) -> Handle:
+        dirty: set[str] = set()
+        for path, content in files.items():
+            blob = self._store(_OBJ_BLOB, content.encode())
+            parent_dir, _, name = path.rpartition("/")
+            self._ensure_dir(parent_dir, dirty)
+            self.dirs[parent_dir].set(name, b"100644 " + name.encode() + b"\0" + blob)
+        # Deepest directories first, the root last.
+        for d in sorted(dirty, key=lambda p: (-(p.count("/") + 1 if p else 0), p)):
+            sha = self._write_tree(self.dirs[d])
+            if d:
+                up, _, name = d.rpartition("/")
+                self.dirs[up].set(name, b"40000 " + name.encode() + b"\0" + sha)
+        lines = [f"tree {self.dirs[''].sha.hex()}"]
+        lines += [f"parent {p}" for p in (parent, merge) if p is not None]
+        lines.append(f"author {author[0]} <{author[1]}> {when} {author[2]}")
+        lines.append(f"committer {committer[0]} <{committer[1]}> {commit_when} {committer[2]}")
+        body = ("\n".join(lines) + "\n\n" + message).encode()
+        self.head = self._store(_OBJ_COMMIT, body).hex()
+        return self.head
+
+    def _ensure_dir(self, path: str, dirty: set[str]) -> None:
+        # Every ancestor of a changed file is rewritten (and created on first use).
+        while True:
+            self.dirs.setdefault(path, _Dir())
+            dirty.add(path)
+            if not path:
+                return
+            path = path.rpartition("/")[0]
+
+    def sha_of(self, handle: Handle) -> str:
+        return str(handle)
+
+    def tag(self, name: str, handle: Handle, tagger: Author, when: int, message: str) -> None:
+        body = (
+            f"object {handle}\ntype commit\ntag {name}\n"
+            f"tagger {tagger[0]} <{tagger[1]}> {when} {tagger[2]}\n\n{message}"
+        ).encode()
+        self.refs.append((f"refs/tags/{name}", self._store(_OBJ_TAG, body).hex()))
+
+    def finish(self) -> None:
+        self.out.seek(8)
+        self.out.write(struct.pack(">I", len(self.objects)))
+        self.out.close()
+        digest = hashlib.sha1()
+        with open(self.tmp, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+        checksum = digest.digest()
+        with open(self.tmp, "ab") as fh:
+            fh.write(checksum)
+        name = self.repo / "objects" / "pack" / f"pack-{checksum.hex()}"
+        name.with_suffix(".idx").write_bytes(_pack_index(self.objects, checksum))
+        self.tmp.rename(name.with_suffix(".pack"))
+        refs = [*self.refs, ("refs/heads/main", self.head)] if self.head else self.refs
+        stdin = "".join(f"update {ref} {sha}\n" for ref, sha in refs).encode()
+        subprocess.run(["git", "-C", str(self.repo), "update-ref", "--stdin"], input=stdin, check=True)
+
+
+_TYPE_NAMES = {_OBJ_COMMIT: b"commit", _OBJ_TREE: b"tree", _OBJ_BLOB: b"blob", _OBJ_TAG: b"tag"}
+
+
+def _deflate(data: bytes) -> bytes:
+    # A small window and hash table: zlib's default setup allocates and clears ~256 KB per call,
+    # which dominated the run time for the many tiny blobs and deltas.
+    bits = max(9, min(15, len(data).bit_length() + 1))
+    z = zlib.compressobj(1, zlib.DEFLATED, bits, 2 if len(data) < 4096 else 8)
+    return z.compress(data) + z.flush()
+
+
+def _obj_header(kind: int, size: int) -> bytes:
+    out = bytearray([(kind << 4) | (size & 0x0F)])
+    size >>= 4
+    while size:
+        out[-1] |= 0x80
+        out.append(size & 0x7F)
+        size >>= 7
+    return bytes(out)
+
+
+def _ofs(distance: int) -> bytes:
+    """OFS_DELTA base distance: big-endian base-128 with the "+1 per continuation" twist."""
+    out = [distance & 0x7F]
+    distance >>= 7
+    while distance:
+        distance -= 1
+        out.append(0x80 | (distance & 0x7F))
+        distance >>= 7
+    return bytes(reversed(out))
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _copy_op(offset: int, size: int) -> bytes:
+    ops = bytearray()
+    while size:
+        chunk = min(size, 0xFFFFFF)
+        cmd, args = 0x80, bytearray()
+        for i in range(4):
+            if (offset >> (8 * i)) & 0xFF:
+                cmd |= 1 << i
+                args.append((offset >> (8 * i)) & 0xFF)
+        for i in range(3):
+            if (chunk >> (8 * i)) & 0xFF:
+                cmd |= 1 << (4 + i)
+                args.append((chunk >> (8 * i)) & 0xFF)
+        ops.append(cmd)
+        ops += args
+        offset += chunk
+        size -= chunk
+    return bytes(ops)
+
+
+def _make_delta(src: bytes, dst: bytes, hint: tuple[int, int] | None) -> bytes | None:
+    """git delta from ``src`` to ``dst``: copy the common prefix and suffix, insert the middle.
+
+    ``hint`` names the one changed entry (offset, length) when the caller knows it; otherwise the
+    changed span of two equal-length versions is found with one big-integer XOR. Returns None when
+    a delta is not worth computing (sizes differ: a full object is written instead)."""
+    if len(src) != len(dst):
+        return None
+    if hint is not None:
+        prefix, suffix = hint[0], len(dst) - hint[0] - hint[1]
+    else:
+        diff = int.from_bytes(src, "big") ^ int.from_bytes(dst, "big")
+        prefix = len(dst) - (diff.bit_length() + 7) // 8
+        suffix = ((diff & -diff).bit_length() - 1) // 8 if diff else len(dst) - prefix
+    out = bytearray(_varint(len(src)) + _varint(len(dst)))
+    if prefix:
+        out += _copy_op(0, prefix)
+    middle = dst[prefix : len(dst) - suffix]
+    for i in range(0, len(middle), 127):
+        piece = middle[i : i + 127]
+        out.append(len(piece))
+        out += piece
+    if suffix:
+        out += _copy_op(len(src) - suffix, suffix)
+    return bytes(out)
+
+
+def _pack_index(objects: dict[bytes, tuple[int, int]], checksum: bytes) -> bytes:
+    """Pack index version 2: fan-out, sorted names, CRC32s, offsets (+ 64-bit table), checksums."""
+    names = sorted(objects)
+    fanout = [0] * 256
+    for sha in names:
+        fanout[sha[0]] += 1
+    for i in range(1, 256):
+        fanout[i] += fanout[i - 1]
+    small, large = [], []
+    for sha in names:
+        offset = objects[sha][0]
+        if offset < 0x80000000:
+            small.append(offset)
+        else:
+            small.append(0x80000000 | len(large))
+            large.append(offset)
+    body = b"".join(
+        [
+            b"\377tOc" + struct.pack(">I", 2),
+            struct.pack(">256I", *fanout),
+            b"".join(names),
+            struct.pack(f">{len(names)}I", *(objects[n][1] for n in names)),
+            struct.pack(f">{len(small)}I", *small),
+            struct.pack(f">{len(large)}Q", *large),
+            checksum,
+        ]
+    )
+    return body + hashlib.sha1(body).digest()
 
 
 @dataclass
@@ -717,8 +1035,15 @@ def generate_repo(
     envs: Sequence[str] = ("dev", "stage", "prod"),
     end: str | datetime = DEFAULT_END,
     force: bool = False,
+    backend: str = "pack",
 ) -> GeneratedRepo:
-    """Write a bare git repo at ``path`` with ``commits`` commits of deterministic GitOps history."""
+    """Write a bare git repo at ``path`` with ``commits`` commits of deterministic GitOps history.
+
+    ``backend="pack"`` writes the packfile directly (fast at any size); ``"fast-import"`` streams the
+    same objects through ``git fast-import`` (reference implementation: both give identical SHAs).
+    """
+    if backend not in ("pack", "fast-import"):
+        raise ValueError(f"unknown backend {backend!r}")
     if apps < 1 or clusters < 1 or commits < 1 or not envs:
         raise ValueError("apps, clusters, commits and envs must be positive")
     repo = Path(path)
@@ -740,7 +1065,7 @@ def generate_repo(
     start_ts = end_ts - int(HISTORY_SPAN.total_seconds())
     step = (end_ts - start_ts) / max(commits - 1, 1)
 
-    fi = _FastImport(repo)
+    fi: _Sink = _PackWriter(repo) if backend == "pack" else _FastImport(repo)
     try:
         _write_history(fi, builder, commits, start_ts, step)
     finally:
@@ -758,7 +1083,7 @@ def generate_repo(
     )
 
 
-def _write_history(fi: _FastImport, b: _HistoryBuilder, commits: int, start_ts: int, step: float) -> int:
+def _write_history(fi: _Sink, b: _HistoryBuilder, commits: int, start_ts: int, step: float) -> Handle:
     rng = b.rng
     counter = 0
 
@@ -842,7 +1167,7 @@ def _revertable_change(b: _HistoryBuilder) -> _Change:
     return change
 
 
-def _revert_of(fi: _FastImport, b: _HistoryBuilder, change: _Change, mark: int) -> _Change:
+def _revert_of(fi: _Sink, b: _HistoryBuilder, change: _Change, mark: Handle) -> _Change:
     """``git revert`` of the commit just written; its SHA (from fast-import) goes in the message."""
     assert change.undo is not None
     subject = change.message.strip()
@@ -855,8 +1180,8 @@ def _revert_of(fi: _FastImport, b: _HistoryBuilder, change: _Change, mark: int) 
 
 
 def _write_merge(
-    fi: _FastImport, b: _HistoryBuilder, change: _Change, head: int, ts: int, merge_ts: int
-) -> int:
+    fi: _Sink, b: _HistoryBuilder, change: _Change, head: Handle, ts: int, merge_ts: int
+) -> Handle:
     """A --no-ff merge of a promote/... branch carrying the same change."""
     b.pr_number += 1
     subject = change.message.strip()

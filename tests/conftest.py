@@ -13,12 +13,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Each xdist worker gets its own Redis database so brokers and results never mix.
-_xdist = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-_redis = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/9")
-_base, _, _index = _redis.rpartition("/")
-if _index.isdigit():
-    os.environ["REDIS_URL"] = f"{_base}/{int(_index) + int(_xdist[2:] or 0)}"
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gitopsportal")
 os.environ.setdefault("AXES_ENABLED", "false")
 
@@ -57,8 +51,14 @@ def database_url_for_subprocess() -> str:
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
+    from django.conf import settings
+
     env = dict(os.environ)
     env["DATABASE_URL"] = database_url_for_subprocess()
+    # The child uses exactly this process's broker; it must not apply the xdist offset again.
+    env.pop("PYTEST_XDIST_WORKER", None)
+    if settings.REDIS_URL:
+        env["REDIS_URL"] = settings.REDIS_URL
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env

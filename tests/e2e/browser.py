@@ -69,6 +69,13 @@ class Browsing:
         self.pages.append(page)
         return page
 
+    def another_page(self, page: Any, user: str) -> Any:
+        """A second tab in the same browser context (same signed-in user)."""
+        tab = page.context.new_page()
+        self.watch(tab, user)
+        self.pages.append(tab)
+        return tab
+
     def watch(self, page: Any, user: str) -> None:
         def on_console(message: Any) -> None:
             # Chromium probes /favicon.ico by itself; the portal declares no icon, that is no page error.

@@ -1,14 +1,5 @@
-"""Fixtures for the integrations tests.
+"""Fixtures for the integrations tests (helpers live in integration_fakes)."""
 
-The helpers live in `integration_fakes` (a name no other test directory uses, unlike `conftest`);
-this directory is put on sys.path so that conftest and the test modules import the same module.
-"""
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from integration_fakes import server
+from tests.integrations.integration_fakes import server
 
 __all__ = ["server"]

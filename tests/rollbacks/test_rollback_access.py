@@ -123,3 +123,30 @@ def test_user_text_is_escaped_on_the_pages(app_env, client):
     assert 'href="javascript:' not in html
     listing = client.get(reverse("rollbacks:list")).content.decode()
     assert "<script>alert" not in listing
+
+
+def test_a_pull_request_webhook_of_a_rollback_branch_triggers_tracking(
+    app_env, django_capture_on_commit_callbacks
+):
+    from integrations.forges.webhooks import WebhookEvent
+    from promotions.pullrequests import PR_STATE_HANDLERS
+    from rollbacks.services import rollback_pr_event
+
+    app, env = app_env
+    rollback = RollbackRequest.objects.create(
+        application=app, environment=env, mode="previous", requested_by_name="x", reason="r", state="pr_open",
+        base_branch="main", current_revision="a" * 40, revert_shas=["b" * 40], branch="rollback/cart/prod/1",
+    )  # fmt: skip
+    assert rollback_pr_event in PR_STATE_HANDLERS
+    event = WebhookEvent(
+        forge="github", kind="pull_request", event="pull_request", delivery_id="d1", action="closed",
+        repo_full_name="acme/gitops", pr_number=3, merged=True, head_ref=rollback.branch, base_ref="main",
+    )  # fmt: skip
+    other = WebhookEvent(
+        forge="github", kind="pull_request", event="pull_request", delivery_id="d2", action="closed",
+        repo_full_name="acme/gitops", pr_number=4, head_ref="promote/cart/stage-to-prod/9", base_ref="main",
+    )  # fmt: skip
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        rollback_pr_event(app.repository, event)
+        rollback_pr_event(app.repository, other)
+    assert len(callbacks) == 1

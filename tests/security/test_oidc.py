@@ -270,4 +270,5 @@ def test_a_token_signed_by_another_key_is_refused(client, sso):
     sso.id_token = forged
     done = client.get(f"/oidc/callback/?{urlencode(query)}")
     assert "sso=failed" in done["Location"]
+    assert "Single sign-on did not complete" in client.get(done["Location"]).content.decode()
     assert "_auth_user_id" not in client.session

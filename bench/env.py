@@ -53,7 +53,7 @@ def recreate_database(env: BenchEnv) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{env.db_name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{env.db_name}"')
     subprocess.run(
-        [sys.executable, "manage.py", "migrate", "-v0", "--no-input"],
+        [sys.executable, "manage.py", "migrate", "-v0", "--no-input", "--skip-checks"],
         cwd=ROOT,
         env=child_env(env),
         check=True,

@@ -160,4 +160,4 @@ def fmt_n(n: float) -> str:
 def fmt_ratio(value: float, reference: float) -> str:
     if not reference or value != value or reference != reference:
         return "n/a"
-    return f"{value / reference:.2f}×"
+    return f"{value / reference:.2f}\u00d7"

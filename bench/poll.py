@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from .fleet import ARGOCD_TOKEN, build_fleet, configure_portal, reset_inventory
+from .fleet import ARGOCD_TOKEN, Fleet, build_fleet, configure_portal, reset_inventory
 from .measure import ByteCountingSession, count_sql, fmt_bytes, fmt_n, fmt_p, fmt_ratio, fmt_s, stats
 from .report import Section, verdict
 
@@ -50,11 +51,19 @@ def _poll(fleet, session: ByteCountingSession):
     return elapsed, session.bytes_received, session.requests_sent, sql, result
 
 
-def run(section: Section, workdir: Path, *, sizes: list[int], commits: int, repeats: int) -> None:
+def run(
+    section: Section,
+    workdir: Path,
+    *,
+    sizes: list[int],
+    commits: int,
+    repeats: int,
+    after: Callable[[Fleet], None] | None = None,
+) -> None:
     from inventory.services import repository_ingest
 
     section.note(
-        "Fleets are generated with sandbox.repogen (apps × 3 environments × 2 clusters) and served by the "
+        "Fleets are generated with sandbox.repogen (apps \u00d7 3 environments \u00d7 2 clusters) and served by the "
         "in-process Argo CD emulator; the portal is configured from config/sandbox.yaml and the repository "
         "is ingested before the first poll (git first, as `manage.py poll` does). Each size starts from an "
         "empty inventory."
@@ -101,7 +110,9 @@ def run(section: Section, workdir: Path, *, sizes: list[int], commits: int, repe
                 reference=f"fetch+parse {fmt_s(ref.p50)}, {fmt_bytes(ref_bytes)}",
                 ratio=fmt_ratio(first_s, ref.p50),
                 target="< 20 s at 10,000 apps" if size >= 10000 else "—",
-                verdict=verdict(first_s < 20, f"{first_s / 20:.1f}× the 20 s budget") if size >= 10000 else "—",
+                verdict=verdict(first_s < 20, f"{first_s / 20:.1f}\u00d7 the 20 s budget")
+                if size >= 10000
+                else "—",
             )
             written = sql.written_except(*BOOKKEEPING)
             ratio = nc.p50 / ref.p50
@@ -111,14 +122,14 @@ def run(section: Section, workdir: Path, *, sizes: list[int], commits: int, repe
                 f"(+{sql.rows_written.get('inventory_argoinstance', 0)} bookkeeping); {fmt_n(sql.statements)} SQL",
                 reference=f"fetch+parse {fmt_p(ref)}",
                 ratio=fmt_ratio(nc.p50, ref.p50),
-                target="writes nothing, ≤ 1.5× fetch+parse",
+                target="writes nothing, ≤ 1.5\u00d7 fetch+parse",
                 verdict=verdict(
                     written == 0 and ratio <= 1.5,
                     ", ".join(
                         x
                         for x in (
                             f"{written} rows written" if written else "",
-                            f"{ratio:.2f}× (> 1.5×)" if ratio > 1.5 else "",
+                            f"{ratio:.2f}\u00d7 (> 1.5\u00d7)" if ratio > 1.5 else "",
                         )
                         if x
                     ),
@@ -131,5 +142,7 @@ def run(section: Section, workdir: Path, *, sizes: list[int], commits: int, repe
                 + ", ".join(f"{t} {c}" for t, c in sorted(first_sql.rows_written.items()))
                 + "."
             )
+            if after is not None:
+                after(fleet)
         finally:
             fleet.stop()

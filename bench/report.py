@@ -54,8 +54,10 @@ def render_markdown(
         "same run on the same machine, so the ratio holds on a noisy machine. Regenerate with `make bench`;",
         "sizes are parameters (`python -m bench --help`).",
         "",
-        f"Run: {now}, `python -m bench {args}`".rstrip() + f", {total_seconds / 60:.1f} min in total"
-        + (" (SMOKE run: tiny sizes, not the reference figures)" if smoke else "") + ".",
+        f"Run: {now}, `python -m bench {args}`".rstrip()
+        + f", {total_seconds / 60:.1f} min in total"
+        + (" (SMOKE run: tiny sizes, not the reference figures)" if smoke else "")
+        + ".",
         "",
         "## Machine",
         "",
@@ -89,7 +91,9 @@ def render_text(sections: list[Section]) -> str:
     rows = [("#", "measure", "value", "reference", "ratio", "target", "verdict")]
     for s in sections:
         for r in s.rows:
-            rows.append((s.key, f"{r.figure}: {r.measure}", r.value, r.reference, r.ratio, r.target, r.verdict))
+            rows.append(
+                (s.key, f"{r.figure}: {r.measure}", r.value, r.reference, r.ratio, r.target, r.verdict)
+            )
     widths = [min(max(len(r[i]) for r in rows), 60) for i in range(len(rows[0]))]
     lines = []
     for r in rows:

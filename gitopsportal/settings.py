@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import re
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -143,6 +143,7 @@ INSTALLED_APPS = [
     "promotions",
     "rollbacks",
     "audit",
+    "insight",
 ]
 # The sandbox (emulated Argo CD and forge) is a development and test tool, never loaded in production.
 SANDBOX_ENABLED = env_bool("SANDBOX_ENABLED", not PRODUCTION)
@@ -310,7 +311,7 @@ if OIDC_ENABLED:
             raise ImproperlyConfigured(f"{_name}: must be an https:// URL in production")
     AUTHENTICATION_BACKENDS.insert(1, "accounts.oidc.PortalOIDCBackend")
     MIDDLEWARE.insert(
-        MIDDLEWARE.index("axes.middleware.AxesMiddleware"), "mozilla_django_oidc.middleware.SessionRefresh"
+        MIDDLEWARE.index("axes.middleware.AxesMiddleware"), "accounts.middleware.PortalSessionRefresh"
     )
 TEMPLATES[0]["OPTIONS"]["context_processors"].append("accounts.context_processors.sso")
 
@@ -379,6 +380,22 @@ CELERY_BEAT_SCHEDULE["inventory-poll-all"] = {
 CELERY_BEAT_SCHEDULE["inventory-ingest-all"] = {
     "task": "inventory.tasks.ingest_all_task",
     "schedule": float(GIT_FETCH_INTERVAL_SECONDS),
+}
+
+# Insight (docs/insight.md): DORA windows, drift/exception thresholds, notifications, /metrics.
+INSIGHT_FAILURE_WINDOW_HOURS = env_int("INSIGHT_FAILURE_WINDOW_HOURS", 24)
+INSIGHT_SYNC_LAG_MINUTES = env_int("INSIGHT_SYNC_LAG_MINUTES", 15)
+INSIGHT_WEBHOOK_MAX_ATTEMPTS = env_int("INSIGHT_WEBHOOK_MAX_ATTEMPTS", 6)
+INSIGHT_WEBHOOK_RETRY_BASE_SECONDS = env_int("INSIGHT_WEBHOOK_RETRY_BASE_SECONDS", 10)
+INSIGHT_WEBHOOK_ALLOW_HTTP = env_bool("INSIGHT_WEBHOOK_ALLOW_HTTP", not PRODUCTION)
+METRICS_TOKEN = env_str("METRICS_TOKEN", "") or ""  # or METRICS_TOKEN_FILE; bearer token for /metrics
+CELERY_BEAT_SCHEDULE["insight-deliveries-sweep"] = {
+    "task": "insight.tasks.deliveries_sweep_task",
+    "schedule": float(SWEEP_INTERVAL_SECONDS),
+}
+CELERY_BEAT_SCHEDULE["insight-findings-scan"] = {
+    "task": "insight.tasks.findings_scan_task",
+    "schedule": float(env_int("INSIGHT_SCAN_INTERVAL_SECONDS", 300)),
 }
 
 GITOPSPORTAL_CONFIG = env_str("GITOPSPORTAL_CONFIG")

@@ -5,6 +5,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from insight.views import prometheus_metrics as insight_metrics_view
+
 from . import views
 
 urlpatterns = [
@@ -18,6 +20,8 @@ urlpatterns = [
     path("promotions/", include("promotions.urls")),
     path("rollbacks/", include("rollbacks.urls")),
     path("audit/", include("audit.urls")),
+    path("insight/", include("insight.urls")),
+    path("metrics", insight_metrics_view, name="metrics"),
     path("api/", include("gitopsportal.api_urls")),
     path("webhooks/", include("promotions.webhook_urls")),
     path("django-admin/", admin.site.urls),

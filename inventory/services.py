@@ -740,8 +740,13 @@ def _out_of_band(
     seqs: dict[str, int],
     touches: list[tuple[int, str]],
     has_repo: bool,
+    production_like: bool = True,
 ) -> tuple[bool, str]:
-    """Tell whether a deployment was not caused by a portal PR, and why."""
+    """Tell whether a deployment was not caused by a portal PR, and why.
+
+    Outside production-like environments a plain Git commit (a CI image bump) is the normal change
+    path, so only syncs started by hand or revisions missing from the tracked history count there.
+    """
     if entry.initiated_by_username and not entry.initiated_by_automated:
         return True, f"initiated by {entry.initiated_by_username} (manual sync or rollback in Argo CD)"
     if not has_repo or not _SHA.fullmatch(revision or ""):
@@ -755,6 +760,8 @@ def _out_of_band(
         return False, "no change to this app in the deployed range"
     if any(in_range):
         return False, "deployed by a portal pull request"
+    if not production_like:
+        return False, "Git commits to a non-production environment"
     return (
         True,
         f"{len(in_range)} commit(s) without Promotion-Id/Rollback-Id and not from a promote/ or rollback/ branch",
@@ -826,6 +833,7 @@ def deployments_record(
                 seqs=seqs,
                 touches=touches,
                 has_repo=repo is not None,
+                production_like=bool(locked.environment and locked.environment.production_like),
             )
             if revision == current_rev and locked.images:
                 images, version = list(locked.images), locked.version

@@ -44,7 +44,12 @@ def promotion_json(p: Promotion) -> dict[str, Any]:
             {"approver": a.approver_name, "decision": a.decision, "comment": a.comment, "at": a.at}
             for a in p.approvals.all()
         ],
-        "pull_request": {"number": p.pr_number, "url": p.pr_url, "branch": p.pr_branch, "head_sha": p.pr_head_sha}
+        "pull_request": {
+            "number": p.pr_number,
+            "url": p.pr_url,
+            "branch": p.pr_branch,
+            "head_sha": p.pr_head_sha,
+        }
         if p.pr_branch or p.pr_number
         else None,
         "merge_commit_sha": p.merge_commit_sha or None,
@@ -88,8 +93,14 @@ def _refused(exc: services.PromotionRefused) -> ApiError:
 def promotions(request: HttpRequest) -> Any:
     """GET /api/v1/promotions (filters state, to, app, mine) · POST /api/v1/promotions {apps, from, to}."""
     if request.method == "GET":
-        page = selectors.promotion_list(user=request.user, filters=selectors.ListFilters.from_query(request.GET))
-        return {"promotions": [promotion_json(p) for p in page.rows], "page": page.page, "has_next": page.has_next}
+        page = selectors.promotion_list(
+            user=request.user, filters=selectors.ListFilters.from_query(request.GET)
+        )
+        return {
+            "promotions": [promotion_json(p) for p in page.rows],
+            "page": page.page,
+            "has_next": page.has_next,
+        }
     body = read_json(request)
     apps = body.get("apps", body.get("app"))
     if isinstance(apps, str):

@@ -78,9 +78,9 @@ def may_override_sync_window(user: Any, application: Application, target_env: En
     """Tell whether `user` may override a closed sync window (see module docstring)."""
     if is_admin(user):
         return True
-    return has_role(user, Role.RELEASE_MANAGER, project=application.project, environment=target_env.name) and has_role(
-        user, Role.APPROVER, project=application.project, environment=target_env.name
-    )
+    return has_role(
+        user, Role.RELEASE_MANAGER, project=application.project, environment=target_env.name
+    ) and has_role(user, Role.APPROVER, project=application.project, environment=target_env.name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,16 +94,32 @@ def gate_environment_order(source_env: Environment, target_env: Environment) -> 
         return Gate("environment_order", label, False, True, "source and target are the same environment")
     if target_env.order <= source_env.order:
         return Gate(
-            "environment_order", label, False, True, f"{target_env.name} does not come after {source_env.name}"
+            "environment_order",
+            label,
+            False,
+            True,
+            f"{target_env.name} does not come after {source_env.name}",
         )
     between = list(
-        Environment.objects.filter(order__gt=source_env.order, order__lt=target_env.order).values_list("name", flat=True)
+        Environment.objects.filter(order__gt=source_env.order, order__lt=target_env.order).values_list(
+            "name", flat=True
+        )
     )
     if not between:
-        return Gate("environment_order", label, True, True, f"{target_env.name} is the next environment after {source_env.name}")
+        return Gate(
+            "environment_order",
+            label,
+            True,
+            True,
+            f"{target_env.name} is the next environment after {source_env.name}",
+        )
     if source_env.name in (target_env.allow_skip_from or []):
         return Gate(
-            "environment_order", label, True, True, f"skipping {', '.join(between)} is allowed from {source_env.name}"
+            "environment_order",
+            label,
+            True,
+            True,
+            f"skipping {', '.join(between)} is allowed from {source_env.name}",
         )
     return Gate(
         "environment_order",
@@ -126,7 +142,9 @@ def gate_source_healthy(source: observed.EnvState, *, expected_revision: str = "
     if not source.known:
         return Gate(name, label, False, True, source.summary())
     if source.stale:
-        return Gate(name, label, False, True, "Argo CD could not be read: " + source.summary(), transient=True)
+        return Gate(
+            name, label, False, True, "Argo CD could not be read: " + source.summary(), transient=True
+        )
     if not source.revision:
         return Gate(name, label, False, True, "clusters run different revisions: " + source.summary())
     if not source.synced or not source.healthy:
@@ -142,19 +160,32 @@ def gate_source_healthy(source: observed.EnvState, *, expected_revision: str = "
         left = since + timedelta(minutes=soak) - timezone.now()
         if left.total_seconds() > 0:
             minutes = int(left.total_seconds() // 60) + 1
-            return Gate(name, label, False, True, f"soaking: {minutes} more minute(s) of the {soak} min soak time")
+            return Gate(
+                name, label, False, True, f"soaking: {minutes} more minute(s) of the {soak} min soak time"
+            )
     detail = f"Synced and Healthy at {source.revision[:8]} on {len(source.apps)} cluster(s)"
     return Gate(name, label, True, True, detail + (f", soaked {soak} min" if soak else ""))
 
 
 def gate_sync_window(
-    application: Application, target_env: Environment, *, override: bool, override_allowed: bool, justification: str
+    application: Application,
+    target_env: Environment,
+    *,
+    override: bool,
+    override_allowed: bool,
+    justification: str,
 ) -> Gate:
     """T's Argo CD sync windows allow a sync now, or a justified override by an allowed user."""
     label = f"{target_env.name} sync window"
     checks = observed.sync_windows(application, target_env)
     if not checks:
-        return Gate("sync_window", label, True, True, f"no Argo CD application of {application.name} in {target_env.name} yet")
+        return Gate(
+            "sync_window",
+            label,
+            True,
+            True,
+            f"no Argo CD application of {application.name} in {target_env.name} yet",
+        )
     closed = [c for c in checks if not c.can_sync]
     if not closed:
         return Gate("sync_window", label, True, True, "; ".join(f"{c.app}: {c.detail}" for c in checks))
@@ -164,12 +195,16 @@ def gate_sync_window(
         if not override_allowed:
             return Gate("sync_window", label, False, True, detail + "; you may not override sync windows")
         if len(justification.strip()) < OVERRIDE_MIN_JUSTIFICATION:
-            return Gate("sync_window", label, False, True, detail + "; an override needs a written justification")
+            return Gate(
+                "sync_window", label, False, True, detail + "; an override needs a written justification"
+            )
         return Gate("sync_window", label, True, True, detail + "; OVERRIDDEN: " + justification.strip()[:300])
     return Gate("sync_window", label, False, True, detail, transient=transient)
 
 
-def gate_in_flight(application: Application, target_env: Environment, *, exclude_promotion_id: int | None) -> Gate:
+def gate_in_flight(
+    application: Application, target_env: Environment, *, exclude_promotion_id: int | None
+) -> Gate:
     """No other promotion of this app into T is in flight."""
     label = "No other promotion in flight"
     other = (
@@ -195,11 +230,15 @@ def gate_changes(plan: EditPlan | None, error: str) -> Gate:
     if plan is None:
         return Gate("changes", label, False, True, error or "the edit could not be computed")
     if not plan.changed:
-        return Gate("changes", label, False, True, f"the target already runs {plan.version_after or 'this content'}")
+        return Gate(
+            "changes", label, False, True, f"the target already runs {plan.version_after or 'this content'}"
+        )
     return Gate("changes", label, True, True, f"{plan.version_before or '?'} → {plan.version_after or '?'}")
 
 
-def gate_promotion_block(application: Application, target_env: Environment, *, versions: Iterable[str], revision: str) -> Gate:
+def gate_promotion_block(
+    application: Application, target_env: Environment, *, versions: Iterable[str], revision: str
+) -> Gate:
     """No active PromotionBlock covers a version (or revision) this promotion would ship."""
     label = "Not blocked by a rollback"
     wanted: set[str] = set()
@@ -208,7 +247,11 @@ def gate_promotion_block(application: Application, target_env: Environment, *, v
         wanted.update(v for v in (ref, str(image), image.tag, image.digest, image.version) if v)
     blocks = list(PromotionBlock.objects.active().filter(application=application, environment=target_env))
     for block in blocks:
-        hit = block.blocked_version in wanted or (block.blocked_revision and block.blocked_revision == revision)
+        # The version decides; a Git revision is shared by every environment of a single-branch
+        # repo, so it only decides when the versions this promotion ships are unknown.
+        hit = block.blocked_version in wanted or (
+            not wanted and bool(block.blocked_revision) and block.blocked_revision == revision
+        )
         if hit:
             detail = (
                 f"{block.blocked_version} is blocked in {target_env.name} since "
@@ -216,7 +259,9 @@ def gate_promotion_block(application: Application, target_env: Environment, *, v
                 "a release manager must clear the block first"
             )
             return Gate("promotion_block", label, False, True, detail, link=_block_link(block))
-    return Gate("promotion_block", label, True, True, f"{len(blocks)} active block(s), none for these versions")
+    return Gate(
+        "promotion_block", label, True, True, f"{len(blocks)} active block(s), none for these versions"
+    )
 
 
 def _block_link(block: PromotionBlock) -> str:
@@ -243,7 +288,9 @@ def zero_downtime_mode(application: Application, target_env: Environment) -> str
     return "block" if target_env.production_like else "warn"
 
 
-def load_manifests(read: Callable[[str], str | None], overlay_dir: str) -> tuple[list[dict[str, Any]], list[str]]:
+def load_manifests(
+    read: Callable[[str], str | None], overlay_dir: str
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Follow kustomization `resources:` from `overlay_dir`; return (documents, problems)."""
     yaml = YAML(typ="safe")
     docs: list[dict[str, Any]] = []
@@ -334,7 +381,10 @@ def zero_downtime_findings(docs: list[dict[str, Any]]) -> list[str]:
 
 
 def gate_zero_downtime(
-    application: Application, source_env: Environment, target_env: Environment, read_source: Callable[[str], str | None]
+    application: Application,
+    source_env: Environment,
+    target_env: Environment,
+    read_source: Callable[[str], str | None],
 ) -> Gate:
     label = "Zero-downtime checklist"
     mode = zero_downtime_mode(application, target_env)

@@ -142,4 +142,6 @@ def changelog(
 
 
 def _touches(record: CommitRecord, prefixes: list[str]) -> bool:
-    return any(c.path.startswith(p) or (c.old_path or "").startswith(p) for c in record.changes for p in prefixes)
+    return any(
+        c.path.startswith(p) or (c.old_path or "").startswith(p) for c in record.changes for p in prefixes
+    )

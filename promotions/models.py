@@ -109,6 +109,8 @@ class Promotion(models.Model):
     # Claim of the PR-opening task: another worker may take over once the lease has expired.
     lease_until = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, help_text="last transient error (retrying)")
+    # Set while a task retry is scheduled, so the sweeper does not duplicate it before then.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
     gates = models.JSONField(default=list, blank=True, help_text="last gate evaluation")
     failure_reason = models.TextField(blank=True)
     # The pull request.

@@ -199,10 +199,13 @@ def sync_windows(application: Application, environment: Environment) -> list[Win
         # canSync speaks of manual syncs; the merged PR is applied by an automated sync, which a
         # deny window (even with manualSync) or an inactive allow window holds back.
         denied = any(w.kind == "deny" for w in result.active) or (
-            any(w.kind == "allow" for w in result.assigned) and not any(w.kind == "allow" for w in result.active)
+            any(w.kind == "allow" for w in result.assigned)
+            and not any(w.kind == "allow" for w in result.active)
         )
         if result.can_sync and not denied:
-            checks.append(WindowCheck(row.name, True, f"sync allowed now{f' (active: {active})' if active else ''}"))
+            checks.append(
+                WindowCheck(row.name, True, f"sync allowed now{f' (active: {active})' if active else ''}")
+            )
         else:
             checks.append(WindowCheck(row.name, False, f"sync denied now by {active or 'a sync window'}"))
     return checks

@@ -68,7 +68,10 @@ PATHS: dict = {
                             "schema": {
                                 "type": "object",
                                 "properties": {
-                                    "promotions": {"type": "array", "items": {"$ref": "#/components/schemas/Promotion"}},
+                                    "promotions": {
+                                        "type": "array",
+                                        "items": {"$ref": "#/components/schemas/Promotion"},
+                                    },
                                     "page": {"type": "integer"},
                                     "has_next": {"type": "boolean"},
                                 },
@@ -87,7 +90,9 @@ PATHS: dict = {
             "tags": ["promotions"],
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PromotionRequest"}}},
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/PromotionRequest"}}
+                },
             },
             "responses": {
                 "201": {"description": "requested", **_PROMOTION},
@@ -106,10 +111,16 @@ PATHS: dict = {
             "responses": {"200": {"description": "the promotion", **_PROMOTION}, **_COMMON},
         }
     },
-    "/promotions/{id}/approve": _action("approvePromotion", "Approve (approver; never the requester)", "approver"),
-    "/promotions/{id}/reject": _action("rejectPromotion", "Reject (approver; never the requester)", "approver"),
+    "/promotions/{id}/approve": _action(
+        "approvePromotion", "Approve (approver; never the requester)", "approver"
+    ),
+    "/promotions/{id}/reject": _action(
+        "rejectPromotion", "Reject (approver; never the requester)", "approver"
+    ),
     "/promotions/{id}/cancel": _action(
-        "cancelPromotion", "Cancel before merge: closes the pull request and deletes its branch", "release_manager"
+        "cancelPromotion",
+        "Cancel before merge: closes the pull request and deletes its branch",
+        "release_manager",
     ),
 }
 
@@ -203,7 +214,12 @@ SCHEMAS: dict = {
             },
             "pull_request": {
                 "type": ["object", "null"],
-                "properties": {"number": {"type": ["integer", "null"]}, "url": _STR, "branch": _STR, "head_sha": _STR},
+                "properties": {
+                    "number": {"type": ["integer", "null"]},
+                    "url": _STR,
+                    "branch": _STR,
+                    "head_sha": _STR,
+                },
             },
             "merge_commit_sha": _NSTR,
             "failure_reason": _NSTR,

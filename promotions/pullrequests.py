@@ -178,7 +178,9 @@ def forge_for(repository: GitRepository) -> ForgeClient:
         raise PullRequestPermanent(f"repository {repository.name}: {exc}") from None
 
 
-def _result(pr: PullRequest, *, created: bool, pushed: bool = False, warnings: Sequence[str] = ()) -> PullRequestResult:
+def _result(
+    pr: PullRequest, *, created: bool, pushed: bool = False, warnings: Sequence[str] = ()
+) -> PullRequestResult:
     return PullRequestResult(
         number=pr.number,
         url=pr.url,
@@ -223,12 +225,16 @@ def pull_request_ensure(*, spec: PullRequestSpec, prepare_branch: PrepareBranch)
 
     # (3) The PR: a duplicate answer means a concurrent attempt won; fetch that one.
     try:
-        pr = forge.create_pull_request(head=branch, base=base, title=spec.title, body=spec.body, draft=spec.draft)
+        pr = forge.create_pull_request(
+            head=branch, base=base, title=spec.title, body=spec.body, draft=spec.draft
+        )
         created = True
     except PullRequestAlreadyExists:
         found = _find_pr(forge, branch, base)
         if found is None:
-            raise PullRequestRetryable(f"the forge says a PR for {branch} exists but does not list it yet") from None
+            raise PullRequestRetryable(
+                f"the forge says a PR for {branch} exists but does not list it yet"
+            ) from None
         pr, created = found, False
     except ForgeError as exc:
         raise _from_forge(exc, f"opening the pull request {branch} → {base}") from None
@@ -338,7 +344,9 @@ def pull_request_close_and_delete_branch(
     return pr
 
 
-def pull_request_merge_when_checks_pass(*, repository: GitRepository, number: int, method: Any = "merge") -> MergeAttempt:
+def pull_request_merge_when_checks_pass(
+    *, repository: GitRepository, number: int, method: Any = "merge"
+) -> MergeAttempt:
     """Merge the PR once its head's combined status is success (no checks counts as success)."""
     forge = forge_for(repository)
     try:

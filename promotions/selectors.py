@@ -35,7 +35,9 @@ def _glob_q(field: str, patterns: list[str]) -> Q:
         if not any(c in pattern for c in "*?["):
             q |= Q(**{field: pattern})
         else:
-            regex = "^" + "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern) + "$"
+            regex = (
+                "^" + "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern) + "$"
+            )
             q |= Q(**{f"{field}__regex": regex})
     return q
 
@@ -52,7 +54,10 @@ def visible_promotions(user: Any) -> QuerySet[Promotion]:
 
 def _with_items(qs: QuerySet[Promotion]) -> QuerySet[Promotion]:
     return qs.with_related().prefetch_related(
-        Prefetch("items", queryset=PromotionItem.objects.select_related("application").order_by("application__name")),
+        Prefetch(
+            "items",
+            queryset=PromotionItem.objects.select_related("application").order_by("application__name"),
+        ),
         Prefetch("approvals", queryset=Approval.objects.order_by("at", "id")),
     )
 
@@ -110,7 +115,12 @@ def promotion_list(*, user: Any, filters: ListFilters) -> PromotionPage:
         qs = qs.filter(requested_by=user)
     start = (filters.page - 1) * PAGE_SIZE
     rows = list(_with_items(qs.distinct().order_by("-requested_at", "-id"))[start : start + PAGE_SIZE + 1])
-    return PromotionPage(rows=rows[:PAGE_SIZE], page=filters.page, has_next=len(rows) > PAGE_SIZE, has_previous=filters.page > 1)
+    return PromotionPage(
+        rows=rows[:PAGE_SIZE],
+        page=filters.page,
+        has_next=len(rows) > PAGE_SIZE,
+        has_previous=filters.page > 1,
+    )
 
 
 def promotion_get(*, user: Any, pk: int) -> Promotion:

@@ -55,6 +55,7 @@ S = PromotionState
 SYSTEM = "promotions"
 PR_LABELS = ("promotion",)
 MAX_PR_ATTEMPTS = 8
+PR_POLL_SECONDS = 300
 
 
 class PromotionRefused(Exception):
@@ -124,7 +125,9 @@ def promotion_block_clear(*, block: PromotionBlock, actor: Any) -> PromotionBloc
     application, environment = block.application, block.environment
     ensure_role(actor, Role.RELEASE_MANAGER, project=application.project, environment=environment.name)
     now = timezone.now()
-    updated = PromotionBlock.objects.filter(pk=block.pk, cleared_at__isnull=True).update(cleared_at=now, cleared_by=actor)
+    updated = PromotionBlock.objects.filter(pk=block.pk, cleared_at__isnull=True).update(
+        cleared_at=now, cleared_by=actor
+    )
     block.refresh_from_db()
     if updated:
         audit_event_record(
@@ -204,7 +207,9 @@ class PromotionPreview:
 
     @property
     def needs_override(self) -> bool:
-        return any(gate.name == "sync_window" and not gate.passed and not gate.transient for gate in self.all_gates)
+        return any(
+            gate.name == "sync_window" and not gate.passed and not gate.transient for gate in self.all_gates
+        )
 
 
 def _single_repository(applications: Sequence[Application]) -> GitRepository:
@@ -318,7 +323,15 @@ def _apps_label(promotion: Promotion, names: Iterable[str] | None = None) -> str
     return ",".join(names)[:200]
 
 
-def _audit(promotion: Promotion, action: str, *, actor: Any = None, before: Any = None, after: Any = None, message: str = "") -> None:
+def _audit(
+    promotion: Promotion,
+    action: str,
+    *,
+    actor: Any = None,
+    before: Any = None,
+    after: Any = None,
+    message: str = "",
+) -> None:
     items = list(promotion.items.select_related("application"))
     audit_event_record(
         action=action,
@@ -334,7 +347,8 @@ def _audit(promotion: Promotion, action: str, *, actor: Any = None, before: Any 
         after={
             "state": promotion.state,
             "items": [
-                {"app": i.application.name, "before": i.version_before, "after": i.version_after} for i in items
+                {"app": i.application.name, "before": i.version_before, "after": i.version_after}
+                for i in items
             ],
             **(after or {}),
         },
@@ -378,7 +392,11 @@ def _change_record(promotion: Promotion, items: Sequence[PromotionItem]) -> None
         versions_before={i.application.name: i.version_before for i in items},
         versions_after={i.application.name: i.version_after for i in items},
         gates=[
-            {"name": gate.get("name", "?"), "passed": bool(gate.get("passed")), "detail": gate.get("detail", "")}
+            {
+                "name": gate.get("name", "?"),
+                "passed": bool(gate.get("passed")),
+                "detail": gate.get("detail", ""),
+            }
             for gate in (promotion.gates or [])
             if isinstance(gate, dict)
         ],
@@ -436,8 +454,12 @@ def promotion_request_create(
     failing = preview.failing
     if failing:
         link = next((gate.link for gate in failing if gate.name == "in_flight" and gate.link), "")
-        raise PromotionRefused("; ".join(f"{gate.label}: {gate.detail}" for gate in failing), gates=failing, link=link)
-    return _create(actor=actor, preview=preview, note=note, justification=override_justification if override else "")
+        raise PromotionRefused(
+            "; ".join(f"{gate.label}: {gate.detail}" for gate in failing), gates=failing, link=link
+        )
+    return _create(
+        actor=actor, preview=preview, note=note, justification=override_justification if override else ""
+    )
 
 
 @transaction.atomic
@@ -475,7 +497,9 @@ def _create(*, actor: Any, preview: PromotionPreview, note: str, justification: 
     except IntegrityError:
         other = (
             PromotionItem.objects.filter(
-                application__in=[i.application for i in preview.items], target_env=preview.target_env, active=True
+                application__in=[i.application for i in preview.items],
+                target_env=preview.target_env,
+                active=True,
             )
             .exclude(promotion=promotion)
             .values_list("promotion_id", flat=True)
@@ -556,11 +580,17 @@ def promotion_reject(*, promotion: Promotion, actor: Any, comment: str = "") -> 
 def _decide(*, promotion: Promotion, actor: Any, decision: str, comment: str) -> Promotion:
     locked = Promotion.objects.select_for_update(of=("self",)).with_related().get(pk=promotion.pk)
     if locked.state != S.REQUESTED:
-        raise PromotionRefused(f"promotion #{locked.pk} is {locked.get_state_display().lower()}, not awaiting approval")
+        raise PromotionRefused(
+            f"promotion #{locked.pk} is {locked.get_state_display().lower()}, not awaiting approval"
+        )
     if Approval.objects.filter(promotion=locked, approver=actor).exists():
         raise PromotionRefused("you already decided on this promotion")
     Approval.objects.create(
-        promotion=locked, approver=actor, approver_name=actor.get_username(), decision=decision, comment=comment
+        promotion=locked,
+        approver=actor,
+        approver_name=actor.get_username(),
+        decision=decision,
+        comment=comment,
     )
     now = timezone.now()
     if decision == ApprovalDecision.REJECT:
@@ -609,7 +639,9 @@ def promotion_cancel(*, promotion: Promotion, actor: Any, reason: str = "") -> P
 def _cancel(*, promotion: Promotion, actor: Any, reason: str) -> Promotion:
     locked = Promotion.objects.select_for_update(of=("self",)).with_related().get(pk=promotion.pk)
     if locked.state not in CANCELLABLE_STATES:
-        raise PromotionRefused(f"promotion #{locked.pk} is {locked.get_state_display().lower()} and can no longer be cancelled")
+        raise PromotionRefused(
+            f"promotion #{locked.pk} is {locked.get_state_display().lower()} and can no longer be cancelled"
+        )
     before = locked.state
     now = timezone.now()
     Promotion.objects.filter(pk=locked.pk).update(state=S.CANCELLED, cancelled_at=now, lease_until=None)
@@ -626,7 +658,9 @@ def _cancel(*, promotion: Promotion, actor: Any, reason: str) -> Promotion:
 
 
 def _lease() -> timedelta:
-    return timedelta(seconds=int(getattr(settings, "PROMOTION_PR_LEASE_SECONDS", settings.CELERY_TASK_TIME_LIMIT + 30)))
+    return timedelta(
+        seconds=int(getattr(settings, "PROMOTION_PR_LEASE_SECONDS", settings.CELERY_TASK_TIME_LIMIT + 30))
+    )
 
 
 def promotion_claim(*, promotion_id: int) -> bool:
@@ -634,12 +668,17 @@ def promotion_claim(*, promotion_id: int) -> bool:
     now = timezone.now()
     return bool(
         Promotion.objects.filter(pk=promotion_id)
-        .filter(Q(state=S.APPROVED) | Q(state=S.PR_OPENING, lease_until__isnull=True) | Q(state=S.PR_OPENING, lease_until__lt=now))
+        .filter(
+            Q(state=S.APPROVED)
+            | Q(state=S.PR_OPENING, lease_until__isnull=True)
+            | Q(state=S.PR_OPENING, lease_until__lt=now)
+        )
         .update(
             state=S.PR_OPENING,
             lease_until=now + _lease(),
             attempts=F("attempts") + 1,
             pr_opening_at=Coalesce(F("pr_opening_at"), Value(now)),
+            next_attempt_at=None,
         )
     )
 
@@ -666,9 +705,15 @@ def promotion_pr_open(*, promotion_id: int) -> str:
     try:
         result = _open_pr(promotion)
     except PullRequestRetryable as exc:
-        Promotion.objects.filter(pk=promotion.pk, state=S.PR_OPENING).update(lease_until=None, last_error=str(exc)[:2000])
+        # The task retries within CELERY_RETRY_BACKOFF_MAX; the sweeper only steps in after that.
+        retry_by = timezone.now() + timedelta(seconds=settings.CELERY_RETRY_BACKOFF_MAX + 30)
+        Promotion.objects.filter(pk=promotion.pk, state=S.PR_OPENING).update(
+            lease_until=None, last_error=str(exc)[:2000], next_attempt_at=retry_by
+        )
         if promotion.attempts >= MAX_PR_ATTEMPTS:
-            promotion_fail(promotion_id=promotion.pk, reason=f"gave up after {promotion.attempts} attempts: {exc}")
+            promotion_fail(
+                promotion_id=promotion.pk, reason=f"gave up after {promotion.attempts} attempts: {exc}"
+            )
             return "failed"
         raise
     except (PullRequestPermanent, StrategyError, PromotionRefused) as exc:
@@ -764,20 +809,27 @@ def _open_pr(promotion: Promotion) -> PullRequestResult:
             for edit in plan.edits:
                 if edit.changed:
                     ws.write_file(edit.path, edit.after)
-        message = f"{title}\n\nPromote from {promotion.source_env.name} to {promotion.target_env.name}.\n" + "".join(
-            f"- {i.application.name}: {i.version_before} -> {i.version_after} (from {i.source_revision[:12]})\n"
-            for i in items
+        message = (
+            f"{title}\n\nPromote from {promotion.source_env.name} to {promotion.target_env.name}.\n"
+            + "".join(
+                f"- {i.application.name}: {i.version_before} -> {i.version_after} (from {i.source_revision[:12]})\n"
+                for i in items
+            )
         )
         return ws.commit(
             message,
-            author_name=(requester.get_full_name() if requester else "") or promotion.requested_by_name or "GitOps Portal",
+            author_name=(requester.get_full_name() if requester else "")
+            or promotion.requested_by_name
+            or "GitOps Portal",
             author_email=(requester.email if requester else "") or "gitops-portal@localhost",
             trailers=trailers,
         )
 
     reviewers: list[str] = []
     for item in items:
-        options = item.application.strategy_options if isinstance(item.application.strategy_options, dict) else {}
+        options = (
+            item.application.strategy_options if isinstance(item.application.strategy_options, dict) else {}
+        )
         for login in options.get("reviewers") or []:
             if isinstance(login, str) and login not in reviewers:
                 reviewers.append(login)
@@ -820,19 +872,23 @@ def _recheck_gates(promotion: Promotion, items: Sequence[PromotionItem], mirror:
                 app,
                 promotion.target_env,
                 override=promotion.override_sync_window,
-                override_allowed=requester is not None and g.may_override_sync_window(requester, app, promotion.target_env),
+                override_allowed=requester is not None
+                and g.may_override_sync_window(requester, app, promotion.target_env),
                 justification=promotion.override_justification,
             )
         )
         if gitops.has_commit(mirror, item.source_revision):
             read_source = gitops.reader(mirror, item.source_revision)
             checks.append(g.gate_zero_downtime(app, promotion.source_env, promotion.target_env, read_source))
-    Promotion.objects.filter(pk=promotion.pk).update(gates=[c.as_dict() for c in checks])
+    promotion.gates = [c.as_dict() for c in checks]
+    Promotion.objects.filter(pk=promotion.pk).update(gates=promotion.gates)
     failing = g.failing(checks)
     if any(c.transient for c in failing):
         raise PullRequestRetryable("; ".join(f"{c.label}: {c.detail}" for c in failing if c.transient))
     if failing:
-        raise PromotionRefused("gate failed at PR time: " + "; ".join(f"{c.label}: {c.detail}" for c in failing))
+        raise PromotionRefused(
+            "gate failed at PR time: " + "; ".join(f"{c.label}: {c.detail}" for c in failing)
+        )
 
 
 def _changelog(
@@ -887,7 +943,13 @@ def _pr_title(promotion: Promotion, items: Sequence[PromotionItem]) -> str:
 
 def _md(text: str) -> str:
     """Neutralise Markdown/HTML in text that comes from commits or users."""
-    return text.replace("\\", "\\\\").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|").replace("`", "'")
+    return (
+        text.replace("\\", "\\\\")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace("|", "\\|")
+        .replace("`", "'")
+    )
 
 
 def _pr_body(promotion: Promotion, items: Sequence[PromotionItem], mirror: Any, approvers: list[str]) -> str:
@@ -910,7 +972,9 @@ def _pr_body(promotion: Promotion, items: Sequence[PromotionItem], mirror: Any, 
     lines += ["", "### Changelog"]
     for i in items:
         app = i.application
-        entries = _changelog(mirror, promotion.repository, app, promotion.source_env, i.source_revision, None, i)
+        entries = _changelog(
+            mirror, promotion.repository, app, promotion.source_env, i.source_revision, None, i
+        )
         lines.append(f"**{_md(app.name)}**")
         if not entries:
             lines.append("- (no commits found)")
@@ -1011,7 +1075,10 @@ def _track_rollout(promotion: Promotion) -> None:
     for item in items:
         state = states[item.pk]
         views = state.apps
-        if any(v.operation_phase == "Running" or contains(v.revision) or v.sync_status == "OutOfSync" for v in views):
+        if any(
+            v.operation_phase == "Running" or contains(v.revision) or v.sync_status == "OutOfSync"
+            for v in views
+        ):
             syncing = True
         if views and all(contains(v.revision) and v.sync_status == "Synced" for v in views):
             deployed_items.append(item)
@@ -1029,7 +1096,9 @@ def _track_rollout(promotion: Promotion) -> None:
             action="promotion.deployed",
             deployed_at=now,
             syncing_at=Coalesce(F("syncing_at"), Value(now)),
-            deployed_revision=revisions[0] if len(revisions) == 1 else ",".join(r[:12] for r in revisions)[:64],
+            deployed_revision=revisions[0]
+            if len(revisions) == 1
+            else ",".join(r[:12] for r in revisions)[:64],
             after={"revisions": revisions},
             message=f"{promotion.target_env.name} runs a revision containing {merge[:12]}",
         )
@@ -1104,15 +1173,25 @@ def promotions_sweep(*, now: Any = None) -> dict[str, int]:
             Q(state=S.APPROVED, approved_at__lt=now - grace)
             | Q(state=S.PR_OPENING, lease_until__isnull=True, pr_opening_at__lt=now - grace)
             | Q(state=S.PR_OPENING, lease_until__lt=now)
-        ).values_list("pk", flat=True)[:200]
+        )
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=now))
+        .values_list("pk", flat=True)[:200]
     )
     for pk in reopen:
         promotion_pr_open_task.delay(pk)
+    # Webhooks drive PR state; polling open PRs is the slow fallback (forge rate limits), while
+    # merged promotions are polled often: Argo CD sends no webhook when the sync finishes.
     track = list(
-        Promotion.objects.filter(state__in=[S.PR_OPEN, S.MERGED, S.DEPLOYED])
-        .filter(Q(last_tracked_at__isnull=True) | Q(last_tracked_at__lt=now - timedelta(seconds=10)))
-        .values_list("pk", flat=True)[:500]
+        Promotion.objects.filter(
+            Q(state=S.PR_OPEN, last_tracked_at__lt=now - timedelta(seconds=PR_POLL_SECONDS))
+            | Q(state__in=[S.PR_OPEN, S.MERGED, S.DEPLOYED], last_tracked_at__isnull=True)
+            | Q(state__in=[S.MERGED, S.DEPLOYED], last_tracked_at__lt=now - timedelta(seconds=10))
+        ).values_list("pk", flat=True)[:500]
     )
     for pk in track:
         promotion_track_task.delay(pk, 0)
-    return {"reopened": len(reopen), "tracked": len(track), "in_flight": Promotion.objects.filter(state__in=IN_FLIGHT_STATES).count()}
+    return {
+        "reopened": len(reopen),
+        "tracked": len(track),
+        "in_flight": Promotion.objects.filter(state__in=IN_FLIGHT_STATES).count(),
+    }

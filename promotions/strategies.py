@@ -99,9 +99,15 @@ class FileEdit:
         before = (self.before or "").splitlines(keepends=True)
         after = self.after.splitlines(keepends=True)
         lines = difflib.unified_diff(
-            before, after, fromfile=f"a/{self.path}" if self.before is not None else "/dev/null", tofile=f"b/{self.path}", n=3
+            before,
+            after,
+            fromfile=f"a/{self.path}" if self.before is not None else "/dev/null",
+            tofile=f"b/{self.path}",
+            n=3,
         )
-        return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
+        return "".join(
+            line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines
+        )
 
 
 @dataclass
@@ -203,7 +209,9 @@ class _Doc:
             try:
                 line_no, col = node.lc.value(key)
             except (KeyError, AttributeError, TypeError):
-                raise StrategyError(f"{self.path}: cannot add {key!r} without reformatting the file") from None
+                raise StrategyError(
+                    f"{self.path}: cannot add {key!r} without reformatting the file"
+                ) from None
             line = lines[line_no]
             lines[line_no] = line[:col] + _replace_scalar_token(line[col:], value)
         return "".join(lines)
@@ -228,7 +236,7 @@ def _needs_quotes(value: str) -> bool:
 
 def _replace_scalar_token(rest: str, value: str) -> str:
     end_nl = "\n" if rest.endswith("\n") else ""
-    body = rest[: -1] if end_nl else rest
+    body = rest[:-1] if end_nl else rest
     if body[:1] in ("'", '"'):
         quote = body[0]
         close = body.find(quote, 1)
@@ -354,7 +362,9 @@ def _entry_ref(entry: CommentedMap) -> ImageRef:
     )
 
 
-def _source_images(app: Application, source_env: Environment, source: SourceState, filename: str) -> dict[str, ImageRef]:
+def _source_images(
+    app: Application, source_env: Environment, source: SourceState, filename: str
+) -> dict[str, ImageRef]:
     """Images the source runs: Argo CD's report first, else its overlay at the synced revision."""
     wanted: dict[str, ImageRef] = {}
     for raw in source.images:
@@ -374,7 +384,9 @@ def _source_images(app: Application, source_env: Environment, source: SourceStat
     for entry in (data or {}).get("images") or []:
         if isinstance(entry, dict) and entry.get("name"):
             ref = ImageRef(
-                str(entry.get("newName") or entry["name"]), str(entry.get("newTag") or ""), str(entry.get("digest") or "")
+                str(entry.get("newName") or entry["name"]),
+                str(entry.get("newTag") or ""),
+                str(entry.get("digest") or ""),
             )
             wanted[str(entry["name"])] = ref
             wanted[ref.name] = ref
@@ -442,7 +454,9 @@ def _copy_paths(
 ) -> EditPlan:
     paths = options.get("paths")
     if not isinstance(paths, list) or not paths:
-        raise StrategyError("copy-paths needs strategy_options.paths: files relative to the environment directory")
+        raise StrategyError(
+            "copy-paths needs strategy_options.paths: files relative to the environment directory"
+        )
     plan = EditPlan()
     src_dir, dst_dir = env_dir(source_env, app), env_dir(target_env, app)
     for rel in paths:

@@ -34,7 +34,9 @@ def promotion_pr_open_task(self, promotion_id: int) -> str:
         return promotion_pr_open(promotion_id=promotion_id)
     except PullRequestRetryable as exc:
         if self.request.retries >= self.max_retries:
-            promotion_fail(promotion_id=promotion_id, reason=f"gave up after {self.request.retries + 1} attempts: {exc}")
+            promotion_fail(
+                promotion_id=promotion_id, reason=f"gave up after {self.request.retries + 1} attempts: {exc}"
+            )
             return "failed"
         countdown = backoff(self.request.retries, exc.retry_after)
         logger.warning("promotion %s: transient failure, retrying in %ss: %s", promotion_id, countdown, exc)

@@ -60,7 +60,13 @@ def promotion_new(request: HttpRequest) -> HttpResponse:
     apps = _selected_apps(request, request.GET.getlist("app"))
     for app in apps:
         if target is not None:
-            ensure_role(request.user, Role.RELEASE_MANAGER, project=app.project, environment=target.name, request=request)
+            ensure_role(
+                request.user,
+                Role.RELEASE_MANAGER,
+                project=app.project,
+                environment=target.name,
+                request=request,
+            )
     preview = error = None
     if source and target and apps:
         try:
@@ -177,5 +183,8 @@ def promotion_block_clear(request: HttpRequest, pk: int) -> HttpResponse:
         raise PermissionDenied("not visible")
     services.promotion_block_clear(block=block, actor=request.user)
     messages.success(request, f"Block on {block.blocked_version} in {block.environment.name} cleared.")
-    return redirect(request.POST.get("next") if str(request.POST.get("next", "")).startswith("/promotions/") else "promotions:list")
-
+    return redirect(
+        request.POST.get("next")
+        if str(request.POST.get("next", "")).startswith("/promotions/")
+        else "promotions:list"
+    )

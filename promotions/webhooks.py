@@ -53,7 +53,9 @@ def forge_webhook(request: HttpRequest, repository: str) -> JsonResponse:
         return _reject(request, repo.name, 413, "payload too large")
     secret = (repo.webhook_secret or settings.FORGE_WEBHOOK_SECRET or "").encode()
     if not secret:
-        return _reject(request, repo.name, 403, "no webhook secret configured: unsigned deliveries are refused")
+        return _reject(
+            request, repo.name, 403, "no webhook secret configured: unsigned deliveries are refused"
+        )
     kind = repo.forge_kind
     if not verify_signature(kind, secret, request.headers, body):
         return _reject(request, repo.name, 403, "missing or invalid signature")
@@ -86,9 +88,9 @@ def _track_promotions(repo: GitRepository, number: int, head_ref: str, merged: b
     )
     if not ids and head_ref.startswith("promote/"):
         ids = list(
-            Promotion.objects.filter(repository=repo, state__in=TRACKED_STATES, pr_branch=head_ref).values_list(
-                "pk", flat=True
-            )
+            Promotion.objects.filter(
+                repository=repo, state__in=TRACKED_STATES, pr_branch=head_ref
+            ).values_list("pk", flat=True)
         )
     follow = FOLLOW_AFTER_MERGE if merged else 0
     for pk in ids:

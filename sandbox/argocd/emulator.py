@@ -210,6 +210,7 @@ class ArgoCDEmulator:
         self.rv = 0
         self.started_at = time.time()
         self._kust_cache: dict[str, Kustomization] = {}
+        self._created = 0
         self._reconcile_lock = threading.Lock()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -297,29 +298,34 @@ class ArgoCDEmulator:
     def _definitions(self, head: str, trees: Mapping[str, str]) -> tuple[dict[str, ClusterDef], list[AppDef]]:
         cluster_paths = [p for p in trees if p.startswith("clusters/") and p.count("/") == 1]
         app_dirs = [p for p in trees if p.startswith("environments/") and p.count("/") == 2]
-        blobs = self.git.read(
-            [f"{head}:{p}/cluster.yaml" for p in cluster_paths]
-            + [f"{head}:{p}/kustomization.yaml" for p in app_dirs]
-        )
+        self._parse_overlays([trees[p] for p in app_dirs])
+        blobs = self.git.read([f"{head}:{p}/cluster.yaml" for p in cluster_paths])
         clusters: dict[str, ClusterDef] = {}
         for p in cluster_paths:
             parsed = parse_cluster_file(blobs.get(f"{head}:{p}/cluster.yaml", ""))
             name = str(parsed.get("name") or p.split("/")[1])
             labels = dict(parsed.get("labels") or {})  # type: ignore[call-overload]
-            clusters[name] = ClusterDef(
-                name, str(parsed.get("server") or f"https://{name}.k8s.example"), labels
-            )
-        created = self._bootstrap_time(head)
+            server = str(parsed.get("server") or f"https://{name}.k8s.example")
+            clusters[name] = ClusterDef(name, server, labels)
+        if not self._created:
+            self._created = self._bootstrap_time(head)
+        by_env: dict[str, list[ClusterDef]] = {}
+        for c in clusters.values():
+            by_env.setdefault(c.env, []).append(c)
         defs: list[AppDef] = []
         for p in app_dirs:
             _, env, app = p.split("/")
-            kust = parse_kustomization(blobs.get(f"{head}:{p}/kustomization.yaml", ""))
-            self._kust_cache[trees[p]] = kust
-            team = _team_of(app, kust.namespace)
-            for c in clusters.values():
-                if c.env == env:
-                    defs.append(self._definition(app, env, team, c, created))
+            team = _team_of(app, self._kust_cache[trees[p]].namespace)
+            defs += [self._definition(app, env, team, c, self._created) for c in by_env.get(env, [])]
         return clusters, defs
+
+    def _parse_overlays(self, env_trees: Sequence[str]) -> None:
+        """Parse the kustomization of every overlay tree not seen before (cached by tree SHA, so a
+        new commit costs one blob read per changed overlay, not one per app)."""
+        todo = sorted({t for t in env_trees if t not in self._kust_cache})
+        blobs = self.git.read([f"{t}:kustomization.yaml" for t in todo])
+        for t in todo:
+            self._kust_cache[t] = parse_kustomization(blobs.get(f"{t}:kustomization.yaml", ""))
 
     def _definition(self, app: str, env: str, team: str, cluster: ClusterDef, created: int) -> AppDef:
         name = f"{app}-{cluster.name}"
@@ -464,19 +470,24 @@ class ArgoCDEmulator:
 
     def _advance_operation(self, app: AppState, now: float) -> bool:
         if app.pending and app.running is None:
-            op, app.pending = app.pending, None
-            op.started_at = now
-            app.running = op
-            app.op_state = self._op_state(app, op, "Running", "one or more tasks are running", None)
+            requested, app.pending = app.pending, None
+            requested.started_at = now
+            app.running = requested
+            app.op_state = self._op_state(app, requested, "Running", "one or more tasks are running", None)
             self._touch(app)
             return True
-        op = app.running
-        if op is None or op.started_at is None or now < op.started_at + self.sync_delay:
+        running = app.running
+        started = running.started_at if running else None
+        if running is None or started is None or now < started + self.sync_delay:
             return False
         app.running = None
-        if self._matches(app.name, self.faults.fail_sync_apps) or self._matches(
-            app.definition.app, self.faults.fail_sync_apps
-        ):
+        self._finish_operation(app, running, started, now)
+        self._touch(app)
+        return True
+
+    def _finish_operation(self, app: AppState, op: Operation, started: float, now: float) -> None:
+        globs = self.faults.fail_sync_apps
+        if self._matches(app.name, globs) or self._matches(app.definition.app, globs):
             message = (
                 f'one or more objects failed to apply, reason: Deployment.apps "{app.definition.app}" is invalid: '
                 "spec.template.spec.containers[0].image: Invalid value (sandbox fault)"
@@ -491,11 +502,9 @@ class ArgoCDEmulator:
             app.synced = op.content
             app.failed_revision = None
             app.conditions = []
-            app.append_history(app.history_entry(op.content.revision, op.started_at, now, op.initiated_by))
+            app.append_history(app.history_entry(op.content.revision, started, now, op.initiated_by))
             app.health, app.health_message, app.health_since = "Progressing", "", now
             app.degraded_by_fault = False
-        self._touch(app)
-        return True
 
     def _advance_health(self, app: AppState, now: float) -> bool:
         degraded = self._is_degraded(app)

@@ -40,7 +40,9 @@ _KEY_RE = re.compile(r"^(!?)\s*([\w./-]+)$")
 
 
 def _split_top_level(selector: str) -> list[str]:
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for ch in selector:
         if ch == "(":
             depth += 1

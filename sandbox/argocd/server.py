@@ -556,8 +556,8 @@ class Handler(BaseHTTPRequestHandler):
                     "http_status": "Conflict",
                     "message": "watch fell behind: too many changes, re-list",
                 }
-                body = json.dumps({"error": err})
-                self._chunk(f"data: {body} \n\n" if sse else body + "\n")
+                text = json.dumps({"error": err})
+                self._chunk(f"data: {text} \n\n" if sse else text + "\n")
                 return
             for event in events:
                 after = max(after, event.rv)

@@ -8,6 +8,7 @@ any was seen. Screenshots go to test-artifacts/screenshots/.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import subprocess
@@ -115,15 +116,13 @@ class Browsing:
             for index, page in enumerate(self.pages):
                 if not page.is_closed():
                     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-                    try:
-                        page.screenshot(path=str(SCREENSHOTS / f"{self.journey}-failure-{index}.png"), full_page=True)
-                    except Exception:  # noqa: S110 - best effort evidence
-                        pass
+                    with contextlib.suppress(Exception):  # best effort evidence
+                        page.screenshot(
+                            path=str(SCREENSHOTS / f"{self.journey}-failure-{index}.png"), full_page=True
+                        )
         for context in self.contexts:
-            try:
+            with contextlib.suppress(Exception):  # the browser may already be gone
                 context.close()
-            except Exception:  # noqa: S110 - the browser may already be gone
-                pass
 
 
 def axe_script() -> Path | None:

@@ -9,12 +9,13 @@ background while the rest of the suite runs.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, Browsing, axe_script, slug
-from tests.e2e.harness import LiveStack
+from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, Browsing, axe_script, slug
+from tests.e2e.harness import ARTIFACTS, LiveStack
 
 # Playwright's sync API keeps an asyncio loop in this thread; Django's ORM (used here only for
 # assertions on the live database) would otherwise refuse to run next to it.
@@ -25,6 +26,8 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 def live_stack(request, django_db_blocker, tmp_path_factory) -> Iterator[LiveStack]:
     """Start the whole portal on the sandbox once for this package; keep logs when a test failed."""
     failed_before = request.session.testsfailed
+    for stale in (ARTIFACTS / "e2e", SCREENSHOTS):  # evidence of an earlier run would mislead
+        shutil.rmtree(stale, ignore_errors=True)
     stack = LiveStack.start(tmp_path_factory.mktemp("live-stack"), blocker=django_db_blocker)
     try:
         yield stack

@@ -65,14 +65,14 @@ def http_json(
 ) -> tuple[int, Any]:
     """Send one JSON request and return (status, decoded body or text)."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - loopback only
+    request = urllib.request.Request(url, data=data, method=method)
     request.add_header("Accept", "application/json")
     if data is not None:
         request.add_header("Content-Type", "application/json")
     for key, value in (headers or {}).items():
         request.add_header(key, value)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             status, raw = response.status, response.read()
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()
@@ -182,7 +182,9 @@ class LiveStack:
         """Start everything; on any failure stop what was started and re-raise."""
         stack = cls(workdir=workdir, _blocker=blocker)
         try:
-            stack._start(apps=apps, clusters=clusters, commits=commits, seed=seed, poll_interval=poll_interval)
+            stack._start(
+                apps=apps, clusters=clusters, commits=commits, seed=seed, poll_interval=poll_interval
+            )
         except BaseException:
             stack.save_logs("startup-failure")
             stack.stop()
@@ -308,7 +310,10 @@ class LiveStack:
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
         self.db_name = f"{default['NAME']}_live_{worker}"[-63:]
         self.db_url = _pg_url(default, self.db_name)
-        self.redis_url = live_redis_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/9"))
+        from django.conf import settings
+
+        # settings.REDIS_URL already carries this xdist worker's offset; the stack takes another index.
+        self.redis_url = live_redis_url(settings.REDIS_URL or "redis://127.0.0.1:6379/9")
         with _admin_connect(default) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{self.db_name}"')

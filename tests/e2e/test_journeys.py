@@ -75,7 +75,9 @@ def test_release_manager_promotes_to_prod_and_the_matrix_follows(stack: LiveStac
     # The preview: commits, the exact diff, versions before → after, the gates.
     _row(rm, app).get_by_role("link", name="Promote to prod").first.click()
     rm.wait_for_url(re.compile(r"/promotions/new/"))
-    expect(rm.get_by_role("heading", name=re.compile(rf"Promote {re.escape(app)} from stage to prod"))).to_be_visible()
+    expect(
+        rm.get_by_role("heading", name=re.compile(rf"Promote {re.escape(app)} from stage to prod"))
+    ).to_be_visible()
     expect(rm.get_by_role("heading", name="Gates").first).to_be_visible()
     expect(rm.get_by_role("heading", name="Pull request diff")).to_be_visible()
     expect(rm.get_by_role("heading", name="Commits that will reach prod")).to_be_visible()
@@ -210,7 +212,11 @@ def _edit_one_line(bundle: Path, target: Path) -> None:
             data = src.read(info.filename)
             if info.filename.endswith("events.jsonl"):
                 lines = data.decode().splitlines(keepends=True)
-                lines[0] = lines[0].replace('"message": "', '"message": "X', 1).replace('"message":"', '"message":"X', 1)
+                lines[0] = (
+                    lines[0]
+                    .replace('"message": "', '"message": "X', 1)
+                    .replace('"message":"', '"message":"X', 1)
+                )
                 assert lines[0].encode() != data.splitlines(keepends=True)[0], "nothing edited"
                 data = "".join(lines).encode()
             dst.writestr(info, data)
@@ -335,6 +341,8 @@ def test_pages_pass_the_axe_core_accessibility_check(stack: LiveStack, browsing:
             found[path] = axe_violations(page, axe_source)
     serious = {path: v for path, v in found.items() if v}
     assert not serious, "serious or critical accessibility violations:\n" + "\n".join(
-        f"{path}: {v['id']} ({v['impact']}) {v['help']}: {v['nodes']}" for path, vs in serious.items() for v in vs
+        f"{path}: {v['id']} ({v['impact']}) {v['help']}: {v['nodes']}"
+        for path, vs in serious.items()
+        for v in vs
     )
     browsing.assert_clean()

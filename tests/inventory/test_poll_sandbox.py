@@ -113,18 +113,18 @@ def test_a_commit_merged_into_prod_appears_after_one_poll(sandbox_inventory, cli
     assert merge[:8] in cell and "9.9.9" in cell
 
 
-def test_a_direct_push_deployed_by_argo_cd_is_out_of_band(sandbox_inventory):
+def test_a_direct_push_to_prod_deployed_by_argo_cd_is_out_of_band(sandbox_inventory):
     inv = sandbox_inventory
     app = inv.repo.apps[1].name
-    path = f"environments/stage/{app}/kustomization.yaml"
+    path = f"environments/prod/{app}/kustomization.yaml"
     sha = commit_files(
         inv.repo.path, {path: set_image_tag(read_file(inv.repo.path, path), "7.7.7")}, "hotfix\n"
     )
-    _wait_synced(inv, f"{app}-stage-eu-west-1", sha)
+    _wait_synced(inv, f"{app}-prod-eu-west-1", sha)
 
     inv.poll()
 
-    deployment = Deployment.objects.get(argo_app__name=f"{app}-stage-eu-west-1", revision=sha)
+    deployment = Deployment.objects.get(argo_app__name=f"{app}-prod-eu-west-1", revision=sha)
     assert deployment.out_of_band is True
     assert (
         AuditEvent.objects.get(action="deployment.observed", target_id=str(deployment.pk)).out_of_band is True
@@ -197,3 +197,16 @@ def test_poll_twice_without_changes_writes_nothing(sandbox_inventory):
     result = sandbox_inventory.poll()
     assert result.ok and result.apps_changed == 0 and result.new_deployments == 0
     assert dict(ArgoApplication.objects.values_list("name", "last_changed_at")) == before
+
+
+def test_a_ci_commit_to_a_non_production_environment_is_in_band(sandbox_inventory):
+    inv = sandbox_inventory
+    app = inv.repo.apps[1].name
+    path = f"environments/stage/{app}/kustomization.yaml"
+    sha = commit_files(inv.repo.path, {path: set_image_tag(read_file(inv.repo.path, path), "7.7.8")}, "ci: bump\n")
+    _wait_synced(inv, f"{app}-stage-eu-west-1", sha)
+
+    inv.poll()
+
+    deployment = Deployment.objects.get(argo_app__name=f"{app}-stage-eu-west-1", revision=sha)
+    assert deployment.out_of_band is False

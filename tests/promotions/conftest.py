@@ -27,7 +27,9 @@ def users(roles):
         "approver": UserFactory(username="alex", email="alex@example.com", roles=["approver"]),
         "approver2": UserFactory(username="bea", email="bea@example.com", roles=["approver"]),
         "viewer": UserFactory(username="vic", roles=["viewer"]),
-        "rm_approver": UserFactory(username="sam", email="sam@example.com", roles=["release_manager", "approver"]),
+        "rm_approver": UserFactory(
+            username="sam", email="sam@example.com", roles=["release_manager", "approver"]
+        ),
     }
 
 
@@ -39,5 +41,3 @@ def sandbox(db, tmp_path, settings):
     yield box
     box.argo.stop()
     box.forge.stop()
-
-

@@ -49,7 +49,9 @@ class Sandbox:
         requests.post(f"{self.forge.base_url}/sandbox/faults", json=data, timeout=10).raise_for_status()
 
     def merge(self, number: int) -> dict[str, Any]:
-        resp = requests.post(f"{self.forge.base_url}/sandbox/pulls/acme/gitops/{number}/merge", json={}, timeout=20)
+        resp = requests.post(
+            f"{self.forge.base_url}/sandbox/pulls/acme/gitops/{number}/merge", json={}, timeout=20
+        )
         resp.raise_for_status()
         return resp.json()
 
@@ -60,7 +62,10 @@ class Sandbox:
     # -- argo helpers -------------------------------------------------------------------------
     def argo_fault(self, **data: Any) -> None:
         resp = requests.post(
-            f"{self.argo.base_url}/sandbox/faults", json=data, timeout=10, headers={"Authorization": f"Bearer {ARGO_TOKEN}"}
+            f"{self.argo.base_url}/sandbox/faults",
+            json=data,
+            timeout=10,
+            headers={"Authorization": f"Bearer {ARGO_TOKEN}"},
         )
         resp.raise_for_status()
 
@@ -151,7 +156,9 @@ def make_sandbox(tmp_path: Path, *, apps: int = 3, sync_windows: dict | None = N
         allow_http=True,
         forge_kind="github",
     )
-    instance = ArgoInstance.objects.create(name="sandbox", url=argo.base_url, token=ARGO_TOKEN, allow_http=True)
+    instance = ArgoInstance.objects.create(
+        name="sandbox", url=argo.base_url, token=ARGO_TOKEN, allow_http=True
+    )
     box = Sandbox(forge, argo, generated, bare, repository, instance, dev, stage, prod)
     box.poll()
     assert ArgoApplication.objects.filter(environment=prod).exists(), "the poller mapped no prod apps"

@@ -61,10 +61,21 @@ def test_full_flow_in_process(sandbox, users, purge_broker):
         promotion.refresh_from_db()
         print("STATE", promotion.state, promotion.merge_commit_sha, observed.env_state(app, sandbox.prod))
     promotion.refresh_from_db()
-    for field in ("requested_at", "approved_at", "pr_opening_at", "pr_opened_at", "merged_at", "syncing_at", "deployed_at", "healthy_at"):
+    for field in (
+        "requested_at",
+        "approved_at",
+        "pr_opening_at",
+        "pr_opened_at",
+        "merged_at",
+        "syncing_at",
+        "deployed_at",
+        "healthy_at",
+    ):
         assert getattr(promotion, field) is not None, field
     actions = list(
-        AuditEvent.objects.filter(target_type="promotion", target_id=str(promotion.pk)).order_by("sequence").values_list("action", flat=True)
+        AuditEvent.objects.filter(target_type="promotion", target_id=str(promotion.pk))
+        .order_by("sequence")
+        .values_list("action", flat=True)
     )
     assert actions == [
         "promotion.requested",

@@ -103,7 +103,9 @@ def test_denied_sync_window_blocks_unless_overridden_with_justification(sandbox,
     # release_manager + approver may, with a written justification.
     with pytest.raises(services.PromotionRefused, match="justification"):
         _request(sandbox, users["rm_approver"], app=app, override_justification="now")
-    promotion = _request(sandbox, users["rm_approver"], app=app, override_justification="hotfix for the payment outage")
+    promotion = _request(
+        sandbox, users["rm_approver"], app=app, override_justification="hotfix for the payment outage"
+    )
     assert promotion.override_sync_window
     event = AuditEvent.objects.get(action="promotion.requested", target_id=str(promotion.pk))
     assert event.after["override_sync_window"] is True
@@ -137,15 +139,23 @@ def test_a_blocked_version_is_refused_until_the_block_is_cleared(sandbox, users)
     block = services.promotion_block_create(
         application=app,
         environment=sandbox.prod,
-        blocked_version=version.split("@")[-1].split(":")[-1] if "@" not in version else version.split("@")[1],
+        blocked_version=version.split("@")[-1].split(":")[-1]
+        if "@" not in version
+        else version.split("@")[1],
         reason="rolled back: 500s",
         actor=users["rm"],
         source_type="rollback",
         source_id="7",
     )
-    assert services.promotion_block_create(
-        application=app, environment=sandbox.prod, blocked_version=block.blocked_version, actor=users["rm"]
-    ) == block  # idempotent
+    assert (
+        services.promotion_block_create(
+            application=app,
+            environment=sandbox.prod,
+            blocked_version=block.blocked_version,
+            actor=users["rm"],
+        )
+        == block
+    )  # idempotent
     with pytest.raises(services.PromotionRefused, match="blocked"):
         _request(sandbox, users["rm"], app=app)
     with pytest.raises(PermissionDenied):
@@ -154,7 +164,9 @@ def test_a_blocked_version_is_refused_until_the_block_is_cleared(sandbox, users)
     assert not PromotionBlock.objects.active().exists()
     assert _request(sandbox, users["rm"], app=app).state == S.REQUESTED
     assert list(
-        AuditEvent.objects.filter(target_type="promotion_block").order_by("sequence").values_list("action", flat=True)
+        AuditEvent.objects.filter(target_type="promotion_block")
+        .order_by("sequence")
+        .values_list("action", flat=True)
     ) == ["promotion.block_created", "promotion.block_cleared"]
 
 
@@ -171,7 +183,12 @@ def test_cancel_closes_the_pr_and_deletes_the_branch(sandbox, users, purge_broke
     assert promotion.pr_branch not in sandbox.branches()
     promotion.refresh_from_db()
     assert promotion.state == S.CANCELLED and promotion.cancelled_at is not None
-    assert _actions(promotion) == ["promotion.requested", "promotion.approved", "promotion.pr_opened", "promotion.cancelled"]
+    assert _actions(promotion) == [
+        "promotion.requested",
+        "promotion.approved",
+        "promotion.pr_opened",
+        "promotion.cancelled",
+    ]
     with pytest.raises(services.PromotionRefused):
         services.promotion_cancel(promotion=promotion, actor=users["rm"])
 
@@ -240,18 +257,22 @@ def test_branch_names_and_paths_from_input_never_become_git_options(sandbox, use
     for branch in ("--upload-pack=touch /tmp/pwned", "-b", "a..b", "x y", "promote/../../x"):
         with pytest.raises(PullRequestPermanent):
             pull_request_ensure(
-                spec=PullRequestSpec(repository=sandbox.repository, branch=branch, base="main", title="t", body="b"),
+                spec=PullRequestSpec(
+                    repository=sandbox.repository, branch=branch, base="main", title="t", body="b"
+                ),
                 prepare_branch=lambda ws: called.append(ws),
             )
     with pytest.raises(PullRequestPermanent):
         pull_request_ensure(
-            spec=PullRequestSpec(repository=sandbox.repository, branch="ok/branch", base="--exec=x", title="t", body="b"),
+            spec=PullRequestSpec(
+                repository=sandbox.repository, branch="ok/branch", base="--exec=x", title="t", body="b"
+            ),
             prepare_branch=lambda ws: called.append(ws),
         )
     assert called == []
     with pytest.raises(InvalidRef):
         validate_ref_name("--output=/tmp/x")
-    for rel in ("../../../etc/passwd", "/etc/passwd", "-rf", "a/../../b"):
+    for rel in ("../../../etc/passwd", "/etc/passwd", "", "a/../../b", "../other-app/kustomization.yaml"):
         with pytest.raises(StrategyError):
             _option_path("environments/prod/app", rel)
     # An app whose name would make an option-like branch fails the promotion readably, never runs git.

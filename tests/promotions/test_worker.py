@@ -13,7 +13,7 @@ from promotions import services
 from promotions.models import Promotion, PromotionState
 from promotions.tasks import promotion_pr_open_task, promotions_sweep_task
 from tests.conftest import WorkerProcess, wait_for
-from tests.promotions.helpers import promotable_app
+from tests.promotions.helpers import WEBHOOK_SECRET, git, promotable_app
 
 pytestmark = pytest.mark.django_db(transaction=True)
 S = PromotionState
@@ -49,43 +49,58 @@ def _state(pk: int) -> str:
 def _approved(sandbox, users) -> Promotion:
     app = promotable_app(sandbox)
     promotion = services.promotion_request_create(
-        actor=users["rm"], applications=[app], source_env=sandbox.stage, target_env=sandbox.prod, note="release 42"
+        actor=users["rm"],
+        applications=[app],
+        source_env=sandbox.stage,
+        target_env=sandbox.prod,
+        note="release 42",
     )
     services.promotion_approve(promotion=promotion, actor=users["approver"], comment="lgtm")
     return promotion
 
 
-def test_worker_runs_the_whole_promotion_to_healthy(sandbox, users, worker_factory):
+def test_worker_runs_the_whole_promotion_to_healthy(live_server, sandbox, users, worker_factory):
+    requests.put(
+        f"{sandbox.forge.base_url}/sandbox/webhook",
+        json={"url": f"{live_server.url}/webhooks/forge/gitops/", "secret": WEBHOOK_SECRET},
+        timeout=10,
+    ).raise_for_status()
     worker_factory()
     promotion = _approved(sandbox, users)  # approval enqueues the PR task on commit
     wait_for(lambda: _state(promotion.pk) == S.PR_OPEN, timeout=60, message="PR opened by the worker")
     promotion.refresh_from_db()
     pulls = sandbox.pulls()
     assert [p["number"] for p in pulls] == [promotion.pr_number]
-    assert pulls[0]["head_ref"] == f"promote/{promotion.items.get().application.name}/stage-to-prod/{promotion.pk}"
+    assert (
+        pulls[0]["head_ref"]
+        == f"promote/{promotion.items.get().application.name}/stage-to-prod/{promotion.pk}"
+    )
     assert "promotion" in pulls[0]["labels"]
     diff = sandbox.pr_diff(promotion.pr_number)
     changed = [x for x in diff.splitlines() if x[:1] in "+-" and not x.startswith(("+++", "---"))]
     assert len(changed) == 2, diff
-    message = sandbox.file(pulls[0]["head_sha"], "") if False else None
-    assert message is None
-    log = __import__("subprocess").run(
-        ["git", "--git-dir", str(sandbox.bare), "log", "-1", "--format=%B", pulls[0]["head_sha"]],
-        capture_output=True, text=True, check=True,
-    ).stdout
+    log = git(sandbox.bare, "log", "-1", "--format=%B", pulls[0]["head_sha"])
     assert f"Promotion-Id: {promotion.pk}" in log
     assert "Requested-By: rita <rita@example.com>" in log
     assert "Approved-By: alex" in log
 
-    sandbox.merge(promotion.pr_number)
-    # The webhook is not wired in this test: the beat sweeper polls instead.
+    sandbox.merge(promotion.pr_number)  # the forge's signed webhook reaches the portal: tracking follows
+
     def healthy() -> bool:
-        promotions_sweep_task.delay()
         return _state(promotion.pk) == S.HEALTHY
 
     wait_for(healthy, timeout=60, interval=1, message="promotion healthy")
     promotion.refresh_from_db()
-    for field in ("requested_at", "approved_at", "pr_opening_at", "pr_opened_at", "merged_at", "syncing_at", "deployed_at", "healthy_at"):
+    for field in (
+        "requested_at",
+        "approved_at",
+        "pr_opening_at",
+        "pr_opened_at",
+        "merged_at",
+        "syncing_at",
+        "deployed_at",
+        "healthy_at",
+    ):
         assert getattr(promotion, field) is not None, field
     assert promotion.merge_commit_sha
     actions = list(
@@ -101,7 +116,16 @@ def test_worker_runs_the_whole_promotion_to_healthy(sandbox, users, worker_facto
         "promotion.deployed",
         "promotion.healthy",
     ]
-    assert len(set(AuditEvent.objects.filter(target_id=str(promotion.pk), target_type="promotion").values_list("correlation_id", flat=True))) == 1
+    assert (
+        len(
+            set(
+                AuditEvent.objects.filter(target_id=str(promotion.pk), target_type="promotion").values_list(
+                    "correlation_id", flat=True
+                )
+            )
+        )
+        == 1
+    )
 
 
 def test_worker_killed_between_push_and_pr_creation_leaves_exactly_one_pr(sandbox, users, worker_factory):
@@ -143,7 +167,9 @@ def test_pr_created_but_answer_lost_is_found_on_retry(sandbox, users, worker_fac
     assert len(sandbox.pulls()) == 1
     promotion.refresh_from_db()
     assert promotion.attempts == 2
-    event = AuditEvent.objects.get(target_type="promotion", target_id=str(promotion.pk), action="promotion.pr_opened")
+    event = AuditEvent.objects.get(
+        target_type="promotion", target_id=str(promotion.pk), action="promotion.pr_opened"
+    )
     assert event.after["created"] is False
 
 
@@ -173,7 +199,13 @@ def test_forge_5xx_is_retried_with_backoff(sandbox, users, worker_factory):
 
 
 def test_forge_422_fails_cleanly_with_a_readable_reason(sandbox, users, worker_factory):
-    sandbox.fault(status=422, count=1, paths=["/pulls"], methods=["POST"], message="Validation Failed: base branch is protected")
+    sandbox.fault(
+        status=422,
+        count=1,
+        paths=["/pulls"],
+        methods=["POST"],
+        message="Validation Failed: base branch is protected",
+    )
     worker_factory()
     promotion = _approved(sandbox, users)
     wait_for(lambda: _state(promotion.pk) == S.FAILED, timeout=60, message="promotion failed")

@@ -126,6 +126,14 @@ def test_history_has_one_revert_merges_and_several_authors(repo) -> None:
     assert any(c[2].startswith("Scale ") or c[2].startswith("Set LOG_LEVEL") for c in commits)
 
 
+@pytest.mark.parametrize("seed", range(1, 13))
+def test_every_seed_has_exactly_one_revert(tmp_path: Path, seed: int) -> None:
+    result = generate_repo(tmp_path / "r.git", apps=3, commits=40, seed=seed)
+    subjects = git(result.path, "log", "--format=%s", "main").splitlines()
+    assert sum(s.startswith('Revert "') for s in subjects) == 1
+    assert len(subjects) == 40
+
+
 def test_dates_span_six_months_before_end(repo) -> None:
     stamps = [int(s) for s in git(repo.path, "log", "--format=%at", "main").split()]
     newest, oldest = datetime.fromtimestamp(max(stamps), UTC), datetime.fromtimestamp(min(stamps), UTC)
@@ -160,6 +168,16 @@ def test_parse_kustomization_tolerates_reformatting() -> None:
     assert k.namespace == "team-app"
     assert k.images[0].reference == "mirror.example.com/acme/app:2.0.1"
     assert k.replicas == 5
+
+
+def test_pack_backend_matches_fast_import_and_passes_fsck(tmp_path: Path) -> None:
+    fast = generate_repo(tmp_path / "fi.git", apps=6, commits=250, seed=9, backend="fast-import")
+    packed = generate_repo(tmp_path / "pk.git", apps=6, commits=250, seed=9)
+    assert packed.head_sha == fast.head_sha
+    assert git(packed.path, "tag").split() == git(fast.path, "tag").split()
+    subprocess.run(
+        ["git", "-C", str(packed.path), "fsck", "--full", "--strict"], check=True, capture_output=True
+    )
 
 
 def test_speed_200_apps_5000_commits(tmp_path: Path) -> None:

@@ -164,7 +164,7 @@ def sso(settings, provider, role_map):
     ]
     settings.MIDDLEWARE = [
         *settings.MIDDLEWARE[:-1],
-        "mozilla_django_oidc.middleware.SessionRefresh",
+        "accounts.middleware.PortalSessionRefresh",
         settings.MIDDLEWARE[-1],
     ]
     settings.AXES_ENABLED = True
@@ -209,6 +209,9 @@ def test_session_refresh_re_derives_roles_and_drops_a_removed_group(client, sso,
     session = client.session
     session["oidc_id_token_expiration"] = 0
     session.save()
+    htmx = client.get("/inventory/", HTTP_HX_REQUEST="true")
+    assert htmx.status_code == 200
+    assert htmx["HX-Redirect"].startswith(f"{sso.base_url}/authorize?")
     refresh = client.get("/inventory/")
     assert refresh.status_code == 302
     assert refresh["Location"].startswith(f"{sso.base_url}/authorize?")

@@ -89,6 +89,21 @@ RULES: dict[str, Rule] = {
     "oidc_authentication_init": Rule(get=EVERYONE),
     "oidc_authentication_callback": Rule(get=EVERYONE, note="without state it redirects to the failure URL"),
     "oidc_logout": Rule(get=None, post=EVERYONE),
+    # insight: DORA metrics and drift for viewers, notification subscriptions for admins
+    "insight:dora": Rule(get=SIGNED_IN),
+    "insight:dora_csv": Rule(get=SIGNED_IN),
+    "insight:drift": Rule(get=SIGNED_IN),
+    "insight:drift_resources": Rule(get=CHECKOUT_VIEWERS, kw=lambda w: {"pk": w.argo_app.pk}),
+    "insight:notifications": Rule(get=roles("admin")),
+    "insight:subscription_new": Rule(get=None, post=roles("admin")),
+    "insight:subscription_toggle": Rule(
+        get=None, post=roles("admin"), kw=lambda w: {"pk": w.subscription.pk}
+    ),
+    "insight:subscription_delete": Rule(
+        get=None, post=roles("admin"), kw=lambda w: {"pk": w.subscription.pk}
+    ),
+    # Prometheus: bearer token only (METRICS_TOKEN or an API token); a browser session gets 401
+    "metrics": Rule(get=NOBODY),
     # forge webhooks: authenticated by the delivery's signature only; an unsigned POST is refused
     # whoever is signed in (a session confers nothing)
     "webhooks:forge": Rule(get=None, post=NOBODY, kw=lambda w: {"repository": w.app.repository.name}),
@@ -150,7 +165,27 @@ RULES: dict[str, Rule] = {
     "audit:public_key": Rule(get=AUDITORS),
     "api-audit-events": Rule(get=AUDITORS),
     "api-audit-changes": Rule(get=AUDITORS),
+    # insight (DORA metrics, drift and exceptions for viewers; notifications for admins)
+    "insight:dora": Rule(get=SIGNED_IN),
+    "insight:dora_csv": Rule(get=SIGNED_IN),
+    "insight:drift": Rule(get=SIGNED_IN),
+    "insight:drift_resources": Rule(
+        get=CHECKOUT_VIEWERS,
+        kw=lambda w: {"pk": w.app.argo_apps.order_by("pk").first().pk},
+        note="reads managed resources from Argo CD on demand (unreachable here: the page says so)",
+    ),
+    "insight:notifications": Rule(get=roles("admin")),
+    "insight:subscription_new": Rule(get=None, post=roles("admin")),
+    "insight:subscription_toggle": Rule(get=None, post=roles("admin"), kw=lambda w: {"pk": _subscription().pk}),
+    "insight:subscription_delete": Rule(get=None, post=roles("admin"), kw=lambda w: {"pk": _subscription().pk}),
+    "metrics": Rule(get=NOBODY, note="bearer token only (METRICS_TOKEN or a viewer's API token), never a session"),
 }
+
+
+def _subscription():
+    from insight.models import Subscription
+
+    return Subscription.objects.create(name="matrix", url="https://hooks.example/matrix", event_kinds=["*"])
 
 # URL name prefixes covered by one rule each (third-party sites with many patterns).
 PREFIX_RULES: dict[str, Rule] = {
@@ -185,6 +220,8 @@ class World:
     token: Any = None
     rollback: Any = None
     promotion: Any = None
+    argo_app: Any = None
+    subscription: Any = None
     block: Any = None
     event: Any = None
     change: Any = None
@@ -235,6 +272,7 @@ def build_world() -> World:
             deployed_at=now,
             version="1.4.2",
         )
+        world.argo_app = argo  # the prod one (last)
         for history_id, sha in ((1, "b" * 40), (2, "a" * 40)):
             inv.Deployment.objects.create(
                 argo_app=argo,
@@ -317,6 +355,15 @@ def _build_requests(world: World, envs: dict[str, Any]) -> None:
 def _build_evidence(world: World) -> None:
     from audit.models import ChangeRecord
     from audit.services import audit_event_record
+    from insight.models import Subscription
+
+    world.subscription = Subscription.objects.create(
+        name="checkout-alerts",
+        project_glob="checkout",
+        event_kinds=["promotion.*"],
+        url="https://hooks.example.com/portal",
+        created_by=world.subjects["admin"],
+    )
 
     world.event = audit_event_record(
         action="rollback.requested",

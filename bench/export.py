@@ -1,0 +1,104 @@
+"""Figure 4: exporting the ledger to CSV and JSON Lines in a subprocess, against `psql \\copy`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import data
+from .env import ROOT, BenchEnv, child_env
+from .measure import fmt_bytes, fmt_n, fmt_s
+from .report import Section, verdict
+
+
+def run_measured(cmd: list[str], env: dict[str, str], *, log: Path) -> tuple[float, int]:
+    """Run a command; return its wall time and its own peak RSS in bytes (wait4 rusage)."""
+    with open(log, "ab") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} failed with {proc.returncode}: see {log}")
+    # ru_maxrss is in kilobytes on Linux.
+    return elapsed, usage.ru_maxrss * 1024
+
+
+def _lines(path: Path) -> int:
+    with open(path, "rb") as fh:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+
+
+def run(section: Section, env: BenchEnv, *, events: int) -> None:
+    from audit.exports import EVENT_COLUMNS
+
+    head = data.ledger_head()
+    if head < events:
+        data.insert_synthetic_events(events - head)
+    workdir = env.workdir / "export"
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / "export.log"
+    cenv = child_env(env)
+    manage = [sys.executable, "manage.py", "audit_export", "--skip-checks"]
+
+    # Baseline: the same command with an empty period (Django, imports, one audit event, no rows).
+    base_s, base_rss = run_measured(
+        [*manage, "--format", "jsonl", "--out", str(workdir / "empty.jsonl"), "--since", "2999-01-01"],
+        cenv,
+        log=log,
+    )
+    rows = data.ledger_head()  # what the next export covers: everything up to its own audit event
+    copy_out = workdir / "copy.csv"
+    columns = ", ".join(EVENT_COLUMNS)
+    copy_s, _ = run_measured(
+        [
+            "psql", env.database_url, "-v", "ON_ERROR_STOP=1", "-q", "-c",
+            f"\\copy (SELECT {columns} FROM audit_auditevent ORDER BY sequence) TO '{copy_out}' WITH CSV HEADER",  # noqa: S608 - fixed column names, psql
+        ],
+        cenv,
+        log=log,
+    )  # fmt: skip
+    copy_rate = rows / copy_s
+    for fmt in ("csv", "jsonl"):
+        out = workdir / f"events.{fmt}"
+        wall, rss = run_measured([*manage, "--format", fmt, "--out", str(out)], cenv, log=log)
+        exported = _lines(out) - (1 if fmt == "csv" else 0)
+        rate = exported / wall
+        growth = max(rss - base_rss, 0)
+        share = rate / copy_rate
+        section.row(
+            f"{fmt.upper()}, {fmt_n(exported)} events",
+            f"{fmt_n(rate)} rows/s ({fmt_s(wall)}, {fmt_bytes(out.stat().st_size)}); "
+            f"peak RSS {fmt_bytes(rss)}, growth {fmt_bytes(growth)}",
+            reference=f"psql \\copy {fmt_n(copy_rate)} rows/s ({fmt_s(copy_s)})",
+            ratio=f"{share * 100:.0f}% of \\copy",
+            target="≥ 25% of \\copy; RSS growth < 100 MB",
+            verdict=verdict(
+                share >= 0.25 and growth < 100 * 1024 * 1024,
+                ", ".join(
+                    x
+                    for x in (
+                        f"{share * 100:.0f}% of \\copy" if share < 0.25 else "",
+                        f"RSS +{fmt_bytes(growth)}" if growth >= 100 * 1024 * 1024 else "",
+                    )
+                    if x
+                ),
+            ),
+        )
+        out.unlink()
+    copy_out.unlink()
+    section.note(
+        "Each export is `manage.py audit_export --format csv|jsonl --out FILE` in its own process (it "
+        "records its `audit.exported` event, then streams by keyset batches); wall time includes "
+        f"Django start-up. Peak RSS = that process's ru_maxrss (os.wait4); growth = minus the peak of "
+        f"the same command exporting an empty period ({fmt_bytes(base_rss)}, {fmt_s(base_s)})."
+    )
+    section.note(
+        "Reference: `psql \\copy (SELECT <the exported columns> FROM audit_auditevent ORDER BY sequence) "
+        "TO FILE WITH CSV HEADER` over the same rows. Events are the synthetic ones of figure 3 "
+        "(same shape and JSON payload sizes as real events)."
+    )

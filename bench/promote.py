@@ -1,0 +1,233 @@
+"""Figure 5: promotion request → pull request opened on the sandbox forge, with a warm real worker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .env import ROOT, BenchEnv, child_env
+from .fleet import build_fleet, configure_portal, reset_inventory
+from .measure import fmt_n, fmt_p, fmt_s, stats
+from .report import Section, verdict
+
+
+class Worker:
+    """A real `celery worker` subprocess on Redis against the bench database (threads pool)."""
+
+    def __init__(self, env: BenchEnv, log: Path, concurrency: int) -> None:
+        self.env, self.log_path, self.concurrency = env, log, concurrency
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        from gitopsportal.celery import ALL_QUEUES
+
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "gitopsportal", "worker", "-Q", ALL_QUEUES,
+                "--pool", "threads", "--concurrency", str(self.concurrency), "--without-gossip",
+                "--without-mingle", "--without-heartbeat", "-n", f"bench-{time.monotonic_ns()}@%h", "-l", "info",
+            ],
+            cwd=ROOT, env=child_env(self.env), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"celery worker exited: {self.log_path.read_text()[-2000:]}")
+            if b"ready." in self.log_path.read_bytes():
+                return self
+            time.sleep(0.2)
+        raise RuntimeError("celery worker did not become ready in 60 s")
+
+    def stop(self) -> None:
+        import os
+        import signal
+
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        if getattr(self, "log", None):
+            self.log.close()
+
+
+def purge_broker() -> None:
+    import redis
+    from django.conf import settings
+
+    from gitopsportal.celery import ALL_QUEUES
+
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    for queue in ALL_QUEUES.split(","):
+        client.delete(queue)
+    client.delete("unacked", "unacked_index")
+
+
+def _pulls(fleet: Any) -> dict[str, Any]:
+    """The forge's pull requests of acme/gitops, read in-process (no HTTP, no load on the forge)."""
+    repo = fleet.forge.state.repo("acme/gitops")
+    with fleet.forge.state.lock:
+        return {p.head_ref: p for p in repo.pulls.values()}
+
+
+def _wait_pr(fleet: Any, promotion_id: int, timeout: float) -> float:
+    suffix = f"/{promotion_id}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(ref.endswith(suffix) for ref in _pulls(fleet)):
+            return time.perf_counter()
+        time.sleep(0.01)
+    raise TimeoutError(f"no pull request for promotion #{promotion_id} within {timeout:.0f} s")
+
+
+def promotable(fleet: Any, envs: dict[str, Any], limit: int) -> list[Any]:
+    """Apps whose stage runs other images than prod (a promotion has something to change)."""
+    from inventory.models import Application
+    from promotions import observed
+
+    out = []
+    for spec in fleet.repo.apps:
+        app = Application.objects.get(name=spec.name)
+        stage = observed.env_state(app, envs["stage"])
+        prod = observed.env_state(app, envs["prod"])
+        if stage.images and stage.images != prod.images and stage.revision:
+            out.append(app)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def run(
+    section: Section, env: BenchEnv, *, sequential: int, concurrent: int, worker_concurrency: int
+) -> None:
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from django.db import connection
+
+    from inventory.models import Environment
+    from inventory.services import instance_poll, repository_ingest
+    from promotions.services import promotion_request_create
+
+    needed = sequential + concurrent + 1
+    fleet = build_fleet(env.workdir, name="promote", argo_apps=needed * 6 + 60, commits=400, clusters=1)
+    worker: Worker | None = None
+    try:
+        reset_inventory()
+        configure_portal(fleet, prod_requires_approval=False)
+        ingest = repository_ingest(repository_id=fleet.repository_id)
+        poll = instance_poll(instance_id=fleet.instance_id)
+        if not (ingest.ok and poll.ok):
+            raise RuntimeError(f"sandbox inventory failed: {ingest.error or poll.error}")
+        user, _ = get_user_model().objects.get_or_create(
+            username="rita", defaults={"email": "rita@example.com"}
+        )
+        user.groups.add(Group.objects.get_or_create(name="release_manager")[0])
+        envs = {e.name: e for e in Environment.objects.all()}
+        apps = promotable(fleet, envs, needed)
+        if len(apps) < 3:
+            section.row("request → PR opened", "not measured", verdict="not measured: no promotable app")
+            return
+        seq_apps = apps[1 : 1 + min(sequential, (len(apps) - 1) // 2)]
+        conc_apps = apps[1 + len(seq_apps) : 1 + len(seq_apps) + concurrent]
+
+        purge_broker()
+        worker = Worker(env, env.workdir / "promote-worker.log", worker_concurrency).start()
+
+        def request(app: Any) -> int:
+            promotion = promotion_request_create(
+                actor=user,
+                applications=[app],
+                source_env=envs["stage"],
+                target_env=envs["prod"],
+                note="bench",
+            )
+            return promotion.pk
+
+        warm_start = time.perf_counter()
+        _wait_pr(fleet, request(apps[0]), 120)  # warm-up: imports, first clone of the workspace
+        warm_s = time.perf_counter() - warm_start
+
+        latencies, request_only = [], []
+        for app in seq_apps:
+            start = time.perf_counter()
+            pk = request(app)
+            request_only.append(time.perf_counter() - start)
+            latencies.append(_wait_pr(fleet, pk, 120) - start)
+        lat = stats(latencies)
+        section.row(
+            f"request → PR opened, {len(latencies)} sequential",
+            f"{fmt_p(lat)} (max {fmt_s(lat.max)}); of which the request itself {fmt_p(stats(request_only))}",
+            target="p95 < 2 s",
+            verdict=verdict(lat.p95 < 2, f"p95 {lat.p95:.1f} s"),
+        )
+
+        before = set(_pulls(fleet))
+        ids: list[int] = []
+        errors: list[str] = []
+        lock = threading.Lock()
+        barrier = threading.Barrier(len(conc_apps))
+
+        def one(app: Any) -> None:
+            try:
+                barrier.wait(30)
+                pk = request(app)
+                with lock:
+                    ids.append(pk)
+            except Exception as exc:  # reported in the table
+                with lock:
+                    errors.append(f"{app.name}: {type(exc).__name__}: {exc}"[:200])
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=one, args=(a,)) for a in conc_apps]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        done = [_wait_pr(fleet, pk, 300) for pk in ids]
+        total = (max(done) if done else time.perf_counter()) - start
+        time.sleep(2)  # let any duplicate attempt surface before counting
+        new = {ref: p for ref, p in _pulls(fleet).items() if ref not in before}
+        per_promotion = {pk: [r for r in new if r.endswith(f"/{pk}")] for pk in ids}
+        duplicated = sum(1 for refs in per_promotion.values() if len(refs) > 1)
+        all_open = all(len(refs) == 1 and new[refs[0]].state == "open" for refs in per_promotion.values())
+        ok = (
+            not errors
+            and len(ids) == len(conc_apps)
+            and all_open
+            and duplicated == 0
+            and len(new) == len(ids)
+        )
+        section.row(
+            f"{len(conc_apps)} concurrent promotions of distinct apps",
+            f"{fmt_s(total)} until the last PR; {len(new)} PRs for {len(ids)} promotions, "
+            f"{'all open' if all_open else 'NOT all open'}, {duplicated} duplicated"
+            + (f"; {len(errors)} refused: {errors[0]}" if errors else ""),
+            target="all open, none duplicated",
+            verdict=verdict(ok, "see value"),
+        )
+        section.note(
+            f"Sandbox: {fmt_n(fleet.argo_apps)} Argo CD apps ({len(fleet.repo.apps)} apps, 1 cluster per "
+            "environment) from repogen, the forge and Argo CD emulators in-process, the portal configured "
+            "from config/sandbox.yaml, the repository ingested and the instance polled by the real services. "
+            "Promotions go stage → prod; the bench turns prod's approval requirement off so that the request "
+            "itself enqueues the PR task (with approval, the same path starts at the approval)."
+        )
+        section.note(
+            f"Worker: `celery -A gitopsportal worker --pool threads --concurrency {worker_concurrency}` on "
+            f"Redis, warmed by one promotion first ({fmt_s(warm_start and warm_s)}). Latency = "
+            "promotion_request_create(...) called → the pull request exists in the forge emulator's state "
+            "(checked in-process every 10 ms)."
+        )
+    finally:
+        if worker is not None:
+            worker.stop()
+        fleet.stop()

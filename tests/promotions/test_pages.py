@@ -1,0 +1,135 @@
+"""Promotion pages and the JSON API: roles on the object, preview, timeline partial, four-eyes."""
+
+from __future__ import annotations
+
+import pytest
+
+from accounts.services import api_token_create
+from promotions import services
+from promotions.models import Promotion, PromotionState
+from tests.promotions.helpers import promotable_app
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_promote_page_shows_preview_diff_and_gates(client, sandbox, users):
+    app = promotable_app(sandbox)
+    client.force_login(users["rm"])
+    page = client.get("/promotions/new/", {"app": app.name, "from": "stage"})
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert f"Promote {app.name} from stage to prod" in html
+    assert 'class="add"' in html and 'class="del"' in html
+    assert "Zero-downtime checklist" in html
+    assert "Request promotion" in html
+
+
+def test_viewer_cannot_open_the_promote_page_or_request(client, sandbox, users):
+    app = promotable_app(sandbox)
+    client.force_login(users["viewer"])
+    assert client.get("/promotions/new/", {"app": app.name, "from": "stage"}).status_code == 403
+    response = client.post("/promotions/request/", {"app": app.name, "from": "stage", "to": "prod"})
+    assert response.status_code == 403
+    assert not Promotion.objects.exists()
+
+
+def test_request_from_the_browser_then_detail_and_htmx_timeline(client, sandbox, users, purge_broker):
+    app = promotable_app(sandbox)
+    client.force_login(users["rm"])
+    response = client.post(
+        "/promotions/request/", {"app": app.name, "from": "stage", "to": "prod", "note": "<b>hi</b>"}
+    )
+    promotion = Promotion.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/promotions/{promotion.pk}/"
+    detail = client.get(response["Location"])
+    html = detail.content.decode()
+    assert "&lt;b&gt;hi&lt;/b&gt;" in html  # escaped
+    assert "someone else must approve it" in html
+    partial = client.get(response["Location"], HTTP_HX_REQUEST="true")
+    assert partial.status_code == 200
+    assert b"<html" not in partial.content and b"Timeline" in partial.content
+    client.force_login(users["approver"])
+    assert client.post(f"/promotions/{promotion.pk}/approve/", {"comment": "ok"}).status_code == 302
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.APPROVED
+    listing = client.get("/promotions/", {"state": "in_flight"})
+    assert f"#{promotion.pk}" in listing.content.decode()
+
+
+def test_requester_posting_approve_gets_403(client, sandbox, users):
+    promotion = services.promotion_request_create(
+        actor=users["rm_approver"],
+        applications=[promotable_app(sandbox)],
+        source_env=sandbox.stage,
+        target_env=sandbox.prod,
+    )
+    client.force_login(users["rm_approver"])
+    assert client.post(f"/promotions/{promotion.pk}/approve/", {"comment": "me"}).status_code == 403
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.REQUESTED
+
+
+def test_api_request_get_approve_and_conflict(client, sandbox, users, purge_broker):
+    app = promotable_app(sandbox)
+    _, rm_token = api_token_create(user=users["rm"])
+    _, approver_token = api_token_create(user=users["approver"])
+    created = client.post(
+        "/api/v1/promotions",
+        {"apps": [app.name], "from": "stage", "to": "prod"},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {rm_token}",
+    )
+    assert created.status_code == 201, created.content
+    data = created.json()
+    assert data["state"] == "requested" and data["apps"][0]["app"] == app.name
+    pk = data["id"]
+    again = client.post(
+        "/api/v1/promotions",
+        {"apps": [app.name], "from": "stage"},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {rm_token}",
+    )
+    assert again.status_code == 409 and again.json()["conflict"] == f"/promotions/{pk}/"
+    own = client.post(
+        f"/api/v1/promotions/{pk}/approve",
+        {},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {rm_token}",
+    )
+    assert own.status_code == 403
+    approved = client.post(
+        f"/api/v1/promotions/{pk}/approve",
+        {"comment": "ok"},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {approver_token}",
+    )
+    assert approved.status_code == 200 and approved.json()["state"] == "approved"
+    got = client.get(f"/api/v1/promotions/{pk}", HTTP_AUTHORIZATION=f"Bearer {approver_token}")
+    assert got.json()["timestamps"]["approved"] is not None
+    cancelled = client.post(
+        f"/api/v1/promotions/{pk}/cancel",
+        {},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {rm_token}",
+    )
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+    bad = client.post(
+        "/api/v1/promotions",
+        {"apps": "x", "from": 3},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {rm_token}",
+    )
+    assert bad.status_code == 400
+
+
+def test_openapi_document_lists_promotion_endpoints(client, users):
+    client.force_login(users["viewer"])
+    schema = client.get("/api/schema").json()
+    for path in (
+        "/promotions",
+        "/promotions/{id}",
+        "/promotions/{id}/approve",
+        "/promotions/{id}/reject",
+        "/promotions/{id}/cancel",
+    ):
+        assert path in schema["paths"]

@@ -15,6 +15,23 @@ HEIGHT = 220
 LEFT, RIGHT, TOP, BOTTOM = 56, 16, 16, 40
 
 
+DURATION_STEPS = (60, 300, 900, 1800, 3600, 2 * 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400)
+RATIO_STEPS = (0.05, 0.1, 0.25)
+
+
+def nice_top(value: float, scale: str) -> float:
+    """Return an axis maximum of 4 round steps: counts 1/2/5x10^n, durations in clock units, ratios in %."""
+    if value <= 0:
+        return {"duration": 4 * 3600.0, "ratio": 1.0}.get(scale, 4.0)
+    wanted = value / 4
+    if scale == "duration":
+        step = next((s for s in DURATION_STEPS if s >= wanted), math.ceil(wanted / (7 * 86400)) * 7 * 86400)
+        return float(step * 4)
+    if scale == "ratio":
+        return float(next((s for s in RATIO_STEPS if s >= wanted), 0.25) * 4)
+    return max(4.0, nice_max(wanted) * 4)
+
+
 def nice_max(value: float) -> float:
     """Round a maximum up to 1, 2 or 5 x 10^n so the axis reads well."""
     if value <= 0:
@@ -105,11 +122,12 @@ def line_chart(
     series: Sequence[tuple[str, Sequence[float | None]]],
     fmt: Callable[[float], str],
     unit: str = "",
+    scale: str = "count",
 ) -> Chart:
     """Return a trend chart of one or more series; None values leave a gap in a line."""
     chart = Chart(chart_id=chart_id, kind="line", title=title, desc=desc, unit=unit)
     known = [v for _, values in series for v in values if v is not None]
-    top = nice_max(max(known) if known else 0)
+    top = nice_top(max(known) if known else 0, scale)
     chart.empty = not known
     chart.ticks = _ticks(top, fmt)
     plot_w = WIDTH - LEFT - RIGHT
@@ -149,11 +167,12 @@ def bar_chart(
     fmt: Callable[[float], str],
     unit: str = "",
     css: Sequence[str] | None = None,
+    scale: str = "count",
 ) -> Chart:
     """Return a bar chart (a distribution or counts per period)."""
     chart = Chart(chart_id=chart_id, kind="bar", title=title, desc=desc, unit=unit)
     chart.table_header = ["", unit or "Value"]
-    top = nice_max(max(values) if values else 0)
+    top = nice_top(max(values) if values else 0, scale)
     chart.empty = not any(values)
     chart.ticks = _ticks(top, fmt)
     plot_w = WIDTH - LEFT - RIGHT

@@ -77,6 +77,7 @@ def _dora_charts(report: metrics.Report) -> list[charts.Chart]:
                 ("median to healthy", [s.lead_healthy_median for _, s in report.trend]),
             ],
             fmt=_hours,
+            scale="duration",
         ),
         charts.bar_chart(
             chart_id="chart-lead-distribution",
@@ -94,6 +95,7 @@ def _dora_charts(report: metrics.Report) -> list[charts.Chart]:
             labels=labels,
             series=[("failure rate", [s.change_failure_rate for _, s in report.trend])],
             fmt=_percent,
+            scale="ratio",
         ),
         charts.line_chart(
             chart_id="chart-ttr",
@@ -105,6 +107,7 @@ def _dora_charts(report: metrics.Report) -> list[charts.Chart]:
                 ("p90", [s.restore_p90 for _, s in report.trend]),
             ],
             fmt=_hours,
+            scale="duration",
         ),
     ]
 

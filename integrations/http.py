@@ -8,15 +8,18 @@ It also holds `JsonReader`, the typed accessor used to parse JSON at the boundar
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import json
 import socket
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NoReturn
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 import requests.utils
@@ -80,6 +83,86 @@ class Secret:
 
     def __bool__(self) -> bool:
         return bool(self._value)
+
+
+REDACTED = "***"
+MIN_SCRUB_LENGTH = 8  # shorter strings would mangle ordinary text; no real credential is that short
+_AUTH_SCHEMES = ("bearer ", "token ", "basic ")
+
+
+class Scrubber:
+    """Replace known credentials in text that may reach exceptions or logs.
+
+    A server that echoes the request (a hostile one, a debugging proxy, a misconfigured gateway)
+    can put our Authorization header into its error message. Every form we might have sent is
+    removed: the raw credential, `Bearer <token>` / `token <token>`, the Basic base64 blob and its
+    decoded `user:password`, and their JSON- and URL-escaped spellings.
+    """
+
+    __slots__ = ("_bytes", "_texts")
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        forms: set[str] = set()
+        for secret in secrets:
+            forms |= _secret_forms(secret)
+        # Longest first: "Bearer <token>" is replaced whole before the bare token is looked for.
+        self._texts = tuple(sorted((f for f in forms if len(f) >= MIN_SCRUB_LENGTH), key=len, reverse=True))
+        self._bytes = tuple(f.encode("utf-8", "surrogatepass") for f in self._texts)
+
+    @classmethod
+    def for_headers(cls, headers: Mapping[str, Secret]) -> Scrubber:
+        """Build a scrubber for every credential header value."""
+        return cls(v.reveal() for v in headers.values() if v)
+
+    def __bool__(self) -> bool:
+        return bool(self._texts)
+
+    def __repr__(self) -> str:
+        return f"Scrubber({len(self._texts)} forms)"
+
+    def __call__(self, text: str) -> str:
+        """Return `text` with every known credential form replaced by `***`."""
+        for form in self._texts:
+            if form in text:
+                text = text.replace(form, REDACTED)
+        return text
+
+    def scrub_bytes(self, data: bytes) -> bytes:
+        """Return `data` with every known credential form replaced by `***`."""
+        for form in self._bytes:
+            if form in data:
+                data = data.replace(form, REDACTED.encode())
+        return data
+
+
+def _secret_forms(value: str) -> set[str]:
+    raw = value.strip()
+    if not raw:
+        return set()
+    credentials = {raw}
+    lowered = raw.lower()
+    for scheme in _AUTH_SCHEMES:
+        if lowered.startswith(scheme):
+            credential = raw[len(scheme) :].strip()
+            credentials.add(credential)
+            if scheme == "basic ":
+                credentials |= _basic_forms(credential)
+    forms: set[str] = set()
+    for item in credentials:
+        forms.add(item)
+        forms.add(json.dumps(item)[1:-1])  # as it appears inside a JSON string
+        forms.add(json.dumps(item)[1:-1].replace("/", "\\/"))  # Go and PHP also escape '/'
+        forms.add(quote(item, safe=""))  # echoed in a query string or a redirect URL
+    return forms
+
+
+def _basic_forms(blob: str) -> set[str]:
+    try:
+        decoded = base64.b64decode(blob, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return set()
+    user, _, password = decoded.partition(":")
+    return {decoded, password} if password else {decoded}
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -194,6 +277,22 @@ class HttpClient:
         self.base_url = check_url(self.base_url, allow_http=self.allow_http)
         if self.session is None:
             self.session = new_session()
+        self._scrubber = Scrubber.for_headers(self.auth_headers)
+        self._streams: set[requests.Response] = set()
+        self._streams_lock = threading.Lock()
+
+    def scrub(self, text: str) -> str:
+        """Remove this client's credentials (every form we send) from a message."""
+        return self._scrubber(text)
+
+    def close(self) -> None:
+        """Abort open streams (unblocking their readers in other threads) and close the session."""
+        with self._streams_lock:
+            streams = list(self._streams)
+        for resp in streams:
+            _abort(resp)
+        if self.session is not None:
+            self.session.close()
 
     def url_for(self, path_or_url: str) -> str:
         """Join a path onto the base URL; absolute URLs must stay on the same origin."""
@@ -230,7 +329,8 @@ class HttpClient:
                     if same_origin(target, self.base_url):
                         url, params = target, None
                         continue
-                return HttpResponse(resp.status_code, resp.headers, _read_capped(resp, self.max_bytes), url)
+                body = self._scrubber.scrub_bytes(_read_capped(resp, self.max_bytes))
+                return HttpResponse(resp.status_code, resp.headers, body, url)
         raise TransportError("too many redirects")
 
     @contextmanager
@@ -242,15 +342,25 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         timeout: Timeout | None = None,
     ) -> Iterator[tuple[HttpResponse, Iterator[bytes]]]:
-        """Open a streaming GET; yield the status/headers and an iterator over raw lines."""
+        """Open a streaming GET; yield the status/headers and an iterator over raw lines.
+
+        `close()` from another thread aborts the stream: its reader then sees a TransportError.
+        """
         url = self.url_for(path_or_url)
         with self._open("GET", url, params, None, headers, timeout) as resp:
             head = HttpResponse(resp.status_code, resp.headers, b"", url)
             if resp.status_code >= 300:
-                head = HttpResponse(resp.status_code, resp.headers, _read_capped(resp, 1024 * 1024), url)
-                yield head, iter(())
+                body = self._scrubber.scrub_bytes(_read_capped(resp, 1024 * 1024))
+                yield HttpResponse(resp.status_code, resp.headers, body, url), iter(())
                 return
-            yield head, _iter_lines(resp)
+            with self._streams_lock:
+                self._streams.add(resp)
+            try:
+                lines = _iter_lines(resp)
+                yield head, (map(self._scrubber.scrub_bytes, lines) if self._scrubber else lines)
+            finally:
+                with self._streams_lock:
+                    self._streams.discard(resp)
 
     @contextmanager
     def _open(
@@ -290,6 +400,18 @@ class HttpClient:
             raise TransportError(f"{type(exc).__name__} reading {method} {_redact(url)}") from None
         finally:
             resp.close()
+
+
+def _abort(resp: requests.Response) -> None:
+    # urllib3 >= 2.3 can shut the socket down under a blocked reader; older ones only close it.
+    shutdown: Callable[[], None] | None = getattr(resp.raw, "shutdown", None)
+    try:
+        if shutdown is not None:
+            shutdown()
+        else:
+            resp.close()
+    except OSError:
+        pass
 
 
 def _redact(url: str) -> str:

@@ -163,6 +163,7 @@ class LiveStack:
     db_name: str = ""
     db_url: str = ""
     redis_url: str = ""
+    gunicorn_url: str = ""
     _admin_settings: dict[str, Any] = field(default_factory=dict)
     _blocker: Any = None
 
@@ -353,8 +354,53 @@ class LiveStack:
             return False
         return status == 200
 
+    def start_gunicorn(self, *, workers: int = 2, threads: int = 8) -> str:
+        """Serve the portal a second time with gunicorn (gthread) and return its base URL.
+
+        runserver opens one database connection per request thread, so fifty concurrent users
+        would exhaust the shared PostgreSQL; gunicorn's fixed pool bounds them (workers x threads),
+        as in production. It serves no static files: for load on pages, not for browsers.
+        """
+        child = self.children.get("gunicorn")
+        if child is not None and child.alive():
+            return self.gunicorn_url
+        port = free_port()
+        self.gunicorn_url = f"http://127.0.0.1:{port}"
+        self.children["gunicorn"] = self._spawn(
+            "gunicorn",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "gitopsportal.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                "--threads",
+                str(threads),
+                "--worker-class",
+                "gthread",
+                "--timeout",
+                "60",
+                "--access-logfile",
+                "-",
+            ],
+        )
+
+        def up() -> bool:
+            if not self.children["gunicorn"].alive():
+                raise RuntimeError(f"gunicorn exited:\n{self.children['gunicorn'].log_tail()}")
+            try:
+                return http_json("GET", f"{self.gunicorn_url}/healthz", timeout=2)[0] == 200
+            except OSError:
+                return False
+
+        wait_until(up, timeout=60, message="gunicorn to answer /healthz")
+        return self.gunicorn_url
+
     def stop(self) -> None:
-        for name in ("web", "beat", "worker"):
+        for name in ("gunicorn", "web", "beat", "worker"):
             child = self.children.get(name)
             if child is not None:
                 child.stop()

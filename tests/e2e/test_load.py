@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 def test_matrix_and_audit_pages_serve_concurrent_users_without_errors(stack: LiveStack):
     users = int(os.environ.get("LOAD_USERS", "50"))
     seconds = float(os.environ.get("LOAD_SECONDS", "20"))
-    result = run_load(stack.base_url, users=users, seconds=seconds)
+    result = run_load(stack.start_gunicorn(), users=users, seconds=seconds)
     report = write_report(result, ARTIFACTS / "load")
     assert not result.errors, f"{len(result.errors)} failed requests, see {report}: {result.errors[:5]}"
     assert result.requests >= users, "fewer requests than users: the pages hardly answered"

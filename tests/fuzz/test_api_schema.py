@@ -2,7 +2,7 @@
 
 Runs in-process over WSGI against the real database holding the sandbox inventory, as an admin
 with a bearer token (every operation reachable). Examples are bounded (FUZZ_MAX_EXAMPLES, default
-8 per operation) so the whole run stays under a minute.
+15 per operation and mode) so the whole run stays under a minute.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
+from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
 
-MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "8"))
+MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "15"))
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -58,31 +59,48 @@ def _not_a_server_error(ctx, response, case):
 CHECKS = [_not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
+def _fuzz(operation, mode, checks, headers) -> None:
+    """Run MAX_EXAMPLES generated requests of one operation in one mode through ``checks``."""
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @hypothesis_settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    def fuzz(case):
+        response = case.call(headers=headers)
+        case.validate_response(response, checks=checks)
+
+    fuzz()
+
+
 def test_api_answers_every_generated_request_within_its_schema(api_schema, api_token):
-    """Every operation, MAX_EXAMPLES generated requests each; all failures reported together."""
+    """Every operation with valid and with invalid requests; all failures reported together.
+
+    Valid requests (positive mode) must get a documented answer; invalid ones (negative mode:
+    wrong types, missing fields, out-of-range values) must be refused with a 4xx, never a 5xx.
+    """
     headers = {"Authorization": f"Bearer {api_token}"}
     failures: list[str] = []
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert operations, "the schema lists no operation"
 
     for operation in operations:
-
-        @given(case=operation.as_strategy())
-        @hypothesis_settings(
-            max_examples=MAX_EXAMPLES,
-            deadline=None,
-            derandomize=True,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        )
-        def fuzz(case):
-            response = case.call(headers=headers)
-            case.validate_response(response, checks=CHECKS)
-
-        try:
-            fuzz()
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:  # noqa: BLE001 - collect, so one failing operation hides no other
-            failures.append(f"{operation.method.upper()} {operation.path}: {str(exc)[:1500]}")
-    assert not failures, f"{len(failures)} of {len(operations)} operations failed:\n\n" + "\n\n".join(failures)
+        for mode, checks in (
+            (GenerationMode.POSITIVE, CHECKS),
+            (GenerationMode.NEGATIVE, [_not_a_server_error]),
+        ):
+            try:
+                _fuzz(operation, mode, checks, headers)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # collected, so one failing operation hides no other
+                failures.append(
+                    f"{operation.method.upper()} {operation.path} ({mode.value}): {str(exc)[:1500]}"
+                )
+    assert not failures, f"{len(failures)} failures over {len(operations)} operations:\n\n" + "\n\n".join(
+        failures
+    )

@@ -136,3 +136,14 @@ def test_metrics_report_the_portal_state(client, settings, purge_broker):
     )
     assert value("gitopsportal_broker_up") == 1
     assert value("gitopsportal_notification_deliveries", status="failed") == 0
+
+
+def test_task_failures_are_counted_by_the_celery_signal(purge_broker):
+    from types import SimpleNamespace
+
+    from insight.signals import task_failed
+
+    task_failed(sender=SimpleNamespace(name="inventory.tasks.poll_all_task"))
+    task_failed(sender=SimpleNamespace(name="inventory.tasks.poll_all_task"))
+    broker = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
+    assert broker.hget(TASK_FAILURES_KEY, "inventory.tasks.poll_all_task") == b"2"

@@ -31,7 +31,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="gitopsportal-load-") as tmp:
         stack = LiveStack.start(Path(tmp))
         try:
-            result = run_load(stack.base_url, users=args.users, seconds=args.seconds)
+            result = run_load(stack.start_gunicorn(), users=args.users, seconds=args.seconds)
         finally:
             stack.stop()
     report = write_report(result, Path(args.out))

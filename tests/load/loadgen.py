@@ -107,10 +107,16 @@ def run_load(base_url: str, *, users: int = 50, seconds: float = 60, auditor: st
     result = LoadResult(users=users, seconds=seconds)
     lock = threading.Lock()
     start = threading.Barrier(users + 1)
-    sessions = {
-        "release_manager": [signed_in_session(base_url, "release_manager") for _ in range(users)],
-        auditor: [signed_in_session(base_url, auditor) for _ in range(users)],
-    }
+    # One sign-in per role (password hashing is deliberately slow); each user gets its own
+    # connection pool carrying that session cookie.
+    signed_in = {role: signed_in_session(base_url, role) for role in ("release_manager", auditor)}
+    sessions: dict[str, list[requests.Session]] = {}
+    for role, template in signed_in.items():
+        sessions[role] = []
+        for _ in range(users):
+            session = requests.Session()
+            session.cookies.update(template.cookies)
+            sessions[role].append(session)
     deadline: list[float] = []
 
     def user(index: int) -> None:

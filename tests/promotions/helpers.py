@@ -73,8 +73,11 @@ class Sandbox:
         self.argo.reconcile()
 
     def poll(self) -> None:
-        """Write the inventory rows the poller would (app x env x cluster → Argo CD app)."""
-        sync_inventory(self.instance, self.repository)
+        """Run the inventory poller once (app x env x cluster → Argo CD app rows)."""
+        from inventory.services import instance_poll
+
+        result = instance_poll(instance_id=self.instance.pk)
+        assert not result.error, result.error
 
     def app(self, name: str | None = None) -> Application:
         if name is None:
@@ -83,36 +86,6 @@ class Sandbox:
 
     def file(self, rev: str, path: str) -> str:
         return git(self.bare, "show", f"{rev}:{path}")
-
-
-def sync_inventory(instance: ArgoInstance, repository: GitRepository) -> None:
-    from integrations.argocd import ArgoCDClient
-
-    client = ArgoCDClient(instance.url, instance.token, allow_http=True)
-    envs = {e.name: e for e in Environment.objects.all()}
-    for remote in client.list_applications().items:
-        labels = remote.labels
-        env = envs.get(labels.get("env", ""))
-        name = labels.get("app.kubernetes.io/name") or remote.name
-        app, _ = Application.objects.get_or_create(
-            name=name, defaults={"project": remote.project, "repository": repository}
-        )
-        ArgoApplication.objects.update_or_create(
-            instance=instance,
-            name=remote.name,
-            defaults={
-                "application": app,
-                "environment": env,
-                "project": remote.project,
-                "path": remote.source.path if remote.source else "",
-                "target_revision": (remote.source.target_revision or "") if remote.source else "",
-                "sync_status": remote.sync_status or "",
-                "health_status": remote.health_status or "",
-                "revision": remote.sync_revision or "",
-                "images": list(remote.images),
-                "labels": dict(labels),
-            },
-        )
 
 
 def git(repo: Path, *args: str) -> str:

@@ -54,6 +54,7 @@ SMOKE = {
     "freshness_samples": 2,
     "poll_interval": 2.0,
     "change_records": 100,
+    "pdf_records": 100,
 }
 
 
@@ -71,17 +72,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, default=ROOT / "var" / "bench", help="scratch directory (wiped)")
     p.add_argument("--db-name", default=DEFAULT_DB_NAME, help="bench database, dropped and recreated")
     p.add_argument("--keep-db", action="store_true", help="keep the bench database after the run")
+    p.add_argument("--keep-workdir", action="store_true", help="keep repos and files (default: only logs)")
     g = p.add_argument_group("1. poll / 7. freshness")
     g.add_argument(
         "--poll-sizes",
-        default="1000,5000,10000",
-        help="Argo CD app counts (apps \u00d7 3 env \u00d7 2 clusters)",
+        default="1000,5000",
+        help="Argo CD app counts (apps x 3 env x 2 clusters); add 10000 for the full-size figure",
     )
     g.add_argument("--poll-repeats", type=int, default=5, help="no-change cycles and reference fetches")
     g.add_argument("--poll-commits", type=int, default=1000, help="history of each poll fleet's repo")
     g.add_argument("--freshness-sizes", default="1000", help="poll fleet sizes that also measure freshness")
-    g.add_argument("--freshness-samples", type=int, default=10)
-    g.add_argument("--poll-interval", type=float, default=10.0, help="seconds between polls for freshness")
+    g.add_argument("--freshness-samples", type=int, default=8)
+    g.add_argument("--poll-interval", type=float, default=5.0, help="seconds between polls for freshness")
     g = p.add_argument_group("2. git ingest")
     g.add_argument("--commits", type=int, default=100_000)
     g.add_argument("--ingest-apps", type=int, default=50)
@@ -103,6 +105,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--appends", type=int, default=500, help="appends per writer")
     g = p.add_argument_group("8. evidence")
     g.add_argument("--change-records", type=int, default=10_000)
+    g.add_argument(
+        "--pdf-records", type=int, default=1000, help="the PDF covers this many of them (projected to all)"
+    )
     args = p.parse_args(argv)
     if args.smoke:
         given = {
@@ -173,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                                    incremental=args.incremental, repeats=3))  # fmt: skip
     step("5", lambda s: promote.run(s, env, sequential=args.promotions, concurrent=args.concurrent,
                                     worker_concurrency=args.worker_concurrency))  # fmt: skip
-    step("8", lambda s: evidence.run(s, env, records=args.change_records))
+    step("8", lambda s: evidence.run(s, env, records=args.change_records, pdf_records=args.pdf_records))
     if "3" in sections or "4" in sections:
         data.wipe_ledger()
     event_sizes = _ints(args.events)
@@ -196,7 +201,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.keep_db:
         _drop(env)
+    if not args.keep_workdir:
+        _clean(env.workdir)
     return 1 if failed else 0
+
+
+def _clean(workdir: Path) -> None:
+    """Remove the generated repos, mirrors and exports (hundreds of MB); keep the logs."""
+    import shutil
+
+    for path in sorted(workdir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir() and not path.is_symlink():
+            if not any(path.iterdir()):
+                path.rmdir()
+        elif path.suffix != ".log":
+            path.unlink(missing_ok=True)
+    for path in workdir.iterdir():
+        if path.is_dir() and not any(path.rglob("*.log")):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _drop(env) -> None:

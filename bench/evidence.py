@@ -79,7 +79,8 @@ def seed_quarter(records: int, *, outside: int = 500) -> int:
     return len(events)
 
 
-def run(section: Section, env: BenchEnv, *, records: int) -> None:
+def run(section: Section, env: BenchEnv, *, records: int, pdf_records: int) -> None:
+    from audit.models import ChangeRecord
     from audit.signing import current_public_key_pem
 
     data.wipe_ledger()
@@ -100,8 +101,19 @@ def run(section: Section, env: BenchEnv, *, records: int) -> None:
         cenv,
         log=log,
     )
+    # The PDF of a whole 10,000-record quarter takes minutes (see the note): by default it covers the
+    # first `pdf_records` records of the quarter and its time is projected to the quarter.
+    pdf_until = QUARTER[0] + (QUARTER[1] - QUARTER[0]) * min(1.0, pdf_records / records)
+    pdf_until = pdf_until.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    whole = pdf_records >= records
+    pdf_period = period if whole else ["--since", period[1], "--until", pdf_until.strftime("%Y-%m-%dT%H:%M")]
+    in_pdf = (
+        records
+        if whole
+        else ChangeRecord.objects.filter(occurred_at__gte=QUARTER[0], occurred_at__lt=pdf_until).count()
+    )
     pdf_s, _ = run_measured(
-        [*manage, "audit_export", "--skip-checks", "--format", "pdf", "--out", str(pdf), *period],
+        [*manage, "audit_export", "--skip-checks", "--format", "pdf", "--out", str(pdf), *pdf_period],
         cenv,
         log=log,
     )
@@ -118,11 +130,13 @@ def run(section: Section, env: BenchEnv, *, records: int) -> None:
         target="< 60 s",
         verdict=verdict(bundle_s < 60, f"{bundle_s:.0f} s"),
     )
+    projected = pdf_s / max(in_pdf, 1) * records
     section.row(
-        "PDF change report, same quarter",
-        f"{fmt_s(pdf_s)} ({fmt_bytes(pdf.stat().st_size)})",
-        target="< 60 s",
-        verdict=verdict(pdf_s < 60, f"{pdf_s:.0f} s"),
+        "PDF change report, same quarter" if whole else f"PDF change report, first {fmt_n(in_pdf)} records",
+        f"{fmt_s(pdf_s)} ({fmt_bytes(pdf.stat().st_size)})"
+        + ("" if whole else f"; projected to the quarter's {fmt_n(records)}: {fmt_s(projected)}"),
+        target="< 60 s for the quarter",
+        verdict=verdict(projected < 60, f"{projected:.0f} s" + ("" if whole else " (projected)")),
     )
     section.row(
         "offline verification of the bundle",
@@ -136,4 +150,19 @@ def run(section: Section, env: BenchEnv, *, records: int) -> None:
         f"{fmt_n(records)} change records, written with bulk_create after hashing each event with "
         "audit.chain.event_hash. Each command runs in its own process (Django start-up included); "
         "verification is offline (bundle + public key, no database), and must exit 0."
+    )
+    if not whole:
+        section.note(
+            f"The PDF is measured on the first {fmt_n(in_pdf)} change records of the quarter (`--pdf-records`, "
+            "a shorter --until) and projected linearly: it costs the same per record at any size (one "
+            "evidence query and one table per record). `--pdf-records 10000` measures the whole quarter."
+        )
+    section.note(
+        "Why the PDF is slow (cProfile, 1,087 records, 125 s profiled): ~40% is "
+        "audit.selectors.change_record_evidence, one query per record filtering AuditEvent on "
+        "(target_type, target_id), which has no index: a sequential scan of the ledger (33 ms each at "
+        "61,000 events, and it grows with the ledger); ~50% is reportlab laying out a KeepTogether table "
+        "and an events table per record. Proposed fix: an index on AuditEvent(target_type, target_id, "
+        "sequence), the evidence of each batch of 500 records in one query (`target_id__in`), and a lighter "
+        "layout."
     )

@@ -14,6 +14,15 @@ from .report import Section, verdict
 BOOKKEEPING = ("inventory_argoinstance",)
 
 
+def _first_verdict(seconds: float, size: int) -> str:
+    """The target is for 10,000 apps; a smaller fleet that already needs 20 s misses it for sure."""
+    if seconds >= 20:
+        return f"MISSED: {seconds:.0f} s already at {size:,} apps"
+    if size >= 10000:
+        return "met"
+    return "— (below the target size)"
+
+
 def _client(fleet, session):
     from integrations.argocd import ArgoCDClient
 
@@ -109,10 +118,8 @@ def run(
                 f"{fmt_n(first_sql.written_except(*BOOKKEEPING))} rows written; {fmt_n(first_sql.statements)} SQL",
                 reference=f"fetch+parse {fmt_s(ref.p50)}, {fmt_bytes(ref_bytes)}",
                 ratio=fmt_ratio(first_s, ref.p50),
-                target="< 20 s at 10,000 apps" if size >= 10000 else "—",
-                verdict=verdict(first_s < 20, f"{first_s / 20:.1f}\u00d7 the 20 s budget")
-                if size >= 10000
-                else "—",
+                target="< 20 s at 10,000 apps",
+                verdict=_first_verdict(first_s, size),
             )
             written = sql.written_except(*BOOKKEEPING)
             ratio = nc.p50 / ref.p50
@@ -146,3 +153,30 @@ def run(
                 after(fleet)
         finally:
             fleet.stop()
+        largest = (size, first_s)
+    if max(sizes) < 10000:
+        size, first_s = largest
+        section.note(
+            f"10,000 apps is left out of the default sizes (`--poll-sizes 1000,5000,10000` measures it): "
+            f"the emulator builds that fleet in about a minute, but the portal's first cycle grows linearly "
+            f"({first_s:.0f} s at {size:,} apps here) and would take about {first_s / size * 10000 / 60:.0f} "
+            "min at 10,000, beyond the 15-minute budget of the default run; the 20 s target is missed anyway."
+        )
+    section.note(
+        "Why the first cycle is slow (cProfile of a first cycle, 300 apps, 61 s): 95% is "
+        "inventory.services.deployments_record, called once per app, each in its own transaction with a "
+        "SELECT … FOR UPDATE and 3 queries; inside it, (a) _HistoricVersions reads each historic "
+        "kustomization.yaml with two git subprocesses (rev-parse + cat-file) and parses it with pure-Python "
+        "ruamel.yaml (~50%: ~18 ms per (revision, path)); (b) one audit_event_record per deployment "
+        "(advisory lock + head read + insert, ~30%). The N GETs of full apps are ~1 ms each once the "
+        "emulator answers without Nagle delays. Proposed fix: one `git cat-file --batch` per poll for all "
+        "(revision, path) pairs and a regex (or the C YAML loader) for newTag/digest, cached by blob id; "
+        "one `deployments_record` pass for all apps (known history ids in one query); a batched audit "
+        "append (one lock, one head read, bulk insert of the chained rows)."
+    )
+    section.note(
+        "Why the no-change cycle costs 2-4\u00d7 fetch+parse: half of it is `_state_hash` "
+        "(dataclasses.asdict deep-copies every typed app before json.dumps + sha256), the rest the typed "
+        "parse (JsonReader) and two small queries. Proposed fix: hash the raw list item (or compare "
+        "metadata.resourceVersion per app, which Argo CD bumps on every change) before building dataclasses."
+    )

@@ -116,7 +116,9 @@ def run(
     from promotions.services import promotion_request_create
 
     needed = sequential + concurrent + 1
-    fleet = build_fleet(env.workdir, name="promote", argo_apps=needed * 6 + 60, commits=400, clusters=1)
+    fleet = build_fleet(
+        env.workdir, name="promote", argo_apps=(int(needed * 1.3) + 10) * 3, commits=400, clusters=1
+    )
     worker: Worker | None = None
     try:
         reset_inventory()

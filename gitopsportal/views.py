@@ -49,5 +49,7 @@ def readyz(request: HttpRequest) -> HttpResponse:
     return JsonResponse(body, status=200 if not failed else 503)
 
 
+@require_GET
 def home(request: HttpRequest) -> HttpResponse:
+    """Send visitors to the matrix."""
     return redirect("inventory:matrix")

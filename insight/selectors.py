@@ -427,7 +427,7 @@ def exceptions_list(
     running = (
         ArgoApplication.objects.live()
         .filter(environment__production_like=True, application__repository__isnull=False)
-        .exclude(revision="")
+        .filter(revision__regex=r"^[0-9a-f]{40}$")  # Git SHAs only (not Helm chart versions)
         .annotate(known=Exists(known))
         .filter(known=False)
         .select_related("application__repository", "environment", "cluster")

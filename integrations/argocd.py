@@ -6,7 +6,7 @@ See /work/shared/argocd/API.md for the behaviour this relies on (errors §3, fie
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -47,6 +47,21 @@ DEFAULT_LIST_FIELDS: tuple[str, ...] = (
     "items.status.operationState.startedAt",
     "items.status.operationState.finishedAt",
     "items.status.operationState.operation.sync",
+)
+
+# The same state for the watch stream, whose `fields` are generic paths under `result.` (§5). The
+# list's `operationState.operation.sync` quirk returns the sync *result*; here it is asked for by its
+# real path, so a watched app parses to exactly what the list reports (and hashes the same).
+_LIST_QUIRK = "items.status.operationState.operation.sync"
+DEFAULT_WATCH_FIELDS: tuple[str, ...] = (
+    "result.type",
+    *(
+        "result.application." + f.removeprefix("items.")
+        for f in DEFAULT_LIST_FIELDS
+        if f.startswith("items.") and f != _LIST_QUIRK
+    ),
+    "result.application.status.operationState.syncResult.revision",
+    "result.application.status.operationState.syncResult.revisions",
 )
 
 SYNC_STATUSES = frozenset({"Synced", "OutOfSync", "Unknown"})
@@ -514,7 +529,7 @@ def _error_for(status: int, message: str, grpc_code: int | None) -> ArgoCDError:
     return cls(text, status=status, grpc_code=grpc_code)
 
 
-def _raise_for_status(resp: HttpResponse) -> None:
+def _raise_for_status(resp: HttpResponse, scrub: Callable[[str], str] = str) -> None:
     if resp.status < 300:
         return
     message, grpc_code = "", None
@@ -528,7 +543,8 @@ def _raise_for_status(resp: HttpResponse) -> None:
         grpc_code = body.get("code") if isinstance(body.get("code"), int) else None
     elif resp.status < 500:
         message = resp.text(300).strip()  # e.g. plain-text "415 Invalid content type"
-    raise _error_for(resp.status, message, grpc_code)
+    # The body was scrubbed as bytes already; this catches credentials spelled with JSON escapes.
+    raise _error_for(resp.status, scrub(message), grpc_code)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -580,7 +596,7 @@ class ArgoCDClient:
             raise ArgoCDUnavailable(str(exc)) from None
         except HttpError as exc:
             raise ArgoCDError(str(exc)) from None
-        _raise_for_status(resp)
+        _raise_for_status(resp, self._http.scrub)
         try:
             return resp.json()
         except ValueError:
@@ -590,7 +606,7 @@ class ArgoCDClient:
         try:
             return parser(data)
         except ParseError as exc:
-            raise ArgoCDResponseError(f"malformed {what}: {exc}") from None
+            raise ArgoCDResponseError(self._http.scrub(f"malformed {what}: {exc}")) from None
 
     @staticmethod
     def _app_path(name: str, suffix: str = "") -> str:
@@ -775,7 +791,7 @@ class ArgoCDClient:
             with self._http.stream_lines(
                 "/api/v1/stream/applications", params=params, headers=headers, timeout=timeout
             ) as (head, lines):
-                _raise_for_status(head)
+                _raise_for_status(head, self._http.scrub)
                 for payload in iter_stream_payloads(lines):
                     yield self._parse_event(payload)
         except ResponseTooLarge as exc:
@@ -790,8 +806,18 @@ class ArgoCDClient:
             data = json.loads(payload)
         except ValueError:
             raise ArgoCDResponseError("watch stream: event is not valid JSON") from None
-        result: WatchEvent = self._parse("watch event", _parse_watch_payload, data)
+        try:
+            result: WatchEvent = self._parse("watch event", _parse_watch_payload, data)
+        except ArgoCDError as exc:
+            if exc.status is None:
+                raise
+            # An in-stream error object: its message came from the server.
+            raise type(exc)(self._http.scrub(str(exc)), status=exc.status, grpc_code=exc.grpc_code) from None
         return result
+
+    def close(self) -> None:
+        """Abort an open watch stream (from another thread) and release the connection pool."""
+        self._http.close()
 
     # -- auth -----------------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import git
 from git.exc import GitCommandError, GitCommandNotFound
 
-from integrations.http import UnsafeURL, check_url
+from integrations.http import Scrubber, UnsafeURL, check_url
 
 # ---------------------------------------------------------------------------------------------
 # Exceptions
@@ -226,13 +226,22 @@ def _base_env(
     return env
 
 
+def _scrubber(token: str | None) -> Scrubber:
+    """Scrub the token and the Basic header built from it (a remote may echo it on stderr)."""
+    if not token:
+        return Scrubber()
+    basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    return Scrubber([token, f"Basic {basic}"])
+
+
 class _Runner:
     """Run git in one directory with a fixed, secret-bearing environment."""
 
-    def __init__(self, cwd: Path, env: Mapping[str, str]) -> None:
+    def __init__(self, cwd: Path, env: Mapping[str, str], scrub: Scrubber | None = None) -> None:
         self.cwd = cwd
         self._env = dict(env)
         self._git = git.Git(str(cwd))
+        self._scrub = scrub or Scrubber()
 
     def __repr__(self) -> str:
         return f"_Runner({str(self.cwd)!r})"
@@ -255,14 +264,14 @@ class _Runner:
         if status == -9 or (status != 0 and "Timeout" in cast(str, err) and args[0] in _NETWORK_COMMANDS):
             raise GitError(f"git {args[0]} timed out after {NETWORK_TIMEOUT}s")
         if status not in ok_codes:
-            raise GitError(_failure(args, status, cast(str, err)))
+            raise GitError(self._scrub(_failure(args, status, cast(str, err))))
         return status, cast(str, out)
 
     def run_bytes(self, *args: str, ok_codes: tuple[int, ...] = (0,)) -> tuple[int, bytes]:
         """Run git and return raw stdout bytes."""
         status, out, err = self._exec(args, None, None, as_bytes=True)
         if status not in ok_codes:
-            raise GitError(_failure(args, status, _decode(cast(bytes, err))))
+            raise GitError(self._scrub(_failure(args, status, _decode(cast(bytes, err)))))
         return status, cast(bytes, out)
 
     def _exec(
@@ -296,9 +305,8 @@ class _Runner:
         except GitCommandNotFound:
             raise GitError("git executable not found") from None
         except GitCommandError as exc:
-            raise GitError(
-                _failure(args, exc.status if isinstance(exc.status, int) else -1, str(exc.stderr))
-            ) from None
+            status = exc.status if isinstance(exc.status, int) else -1
+            raise GitError(self._scrub(_failure(args, status, str(exc.stderr)))) from None
         status, out, err = cast(tuple[int, Any, Any], result)
         return status, out, err
 
@@ -313,7 +321,7 @@ class _Runner:
             err = stderr.read()
             status = popen.wait()
             if status != 0:
-                raise GitError(_failure(args, status, _decode(err)))
+                raise GitError(self._scrub(_failure(args, status, _decode(err))))
         finally:
             # The consumer may stop early: do not leave a git process writing into a full pipe.
             if popen.poll() is None:
@@ -412,7 +420,7 @@ class GitMirror:
         self.path = Path(path)
         self.remote_url = check_remote_url(remote_url, allow_file=allow_file, allow_http=allow_http)
         env = _base_env(self.remote_url, token, allow_file=allow_file, allow_http=allow_http)
-        self._git = _Runner(self.path, {**env, "GIT_DIR": str(self.path)})
+        self._git = _Runner(self.path, {**env, "GIT_DIR": str(self.path)}, _scrubber(token))
 
     def __repr__(self) -> str:
         return f"GitMirror({str(self.path)!r}, {self.remote_url!r})"
@@ -490,6 +498,42 @@ class GitMirror:
         code, out = self._git.run_bytes("cat-file", "blob", f"{commit}:{safe}", ok_codes=(0, 128))
         return out if code == 0 else None
 
+    def list_files(self, rev: str, path: str) -> list[str]:
+        """Return the repository paths of all files under `path` at `rev` (sorted; [] if absent).
+
+        A `path` naming a file lists just that file.
+        """
+        commit = self.rev_parse(rev)
+        safe = validate_repo_path(path)
+        out = self._git.run_bytes("ls-tree", "-r", "-z", "--name-only", "--full-tree", commit, "--", safe)[1]
+        return sorted(_decode(name) for name in out.split(b"\x00") if name)
+
+    def diff_paths(self, rev_a: str, path_a: str, rev_b: str, path_b: str) -> str:
+        """Return the unified diff from directory `path_a` at `rev_a` to `path_b` at `rev_b`.
+
+        Compares the two trees file by file (relative names), so two environments' overlays of one
+        app diff like two versions of one directory. Headers name the full repository paths. A
+        missing directory diffs as empty.
+        """
+        a = self._tree(self.rev_parse(rev_a), validate_repo_path(path_a))
+        b = self._tree(self.rev_parse(rev_b), validate_repo_path(path_b))
+        prefixes = [f"--src-prefix={path_a.rstrip('/')}/", f"--dst-prefix={path_b.rstrip('/')}/"]
+        args = ["diff", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames", *prefixes]
+        return self._git.run(*args, "--end-of-options", a, b, "--")[1]
+
+    def _tree(self, commit: str, path: str) -> str:
+        code, out = self._git.run(
+            "rev-parse", "--verify", "--quiet", f"{commit}:{path}", ok_codes=(0, 1, 128)
+        )
+        oid = out.strip()
+        if code == 0 and oid:
+            kind = self._git.run("cat-file", "-t", oid)[1].strip()
+            if kind != "tree":
+                raise InvalidRef(f"{path!r:.80} is not a directory at {commit[:12]}")
+            return oid
+        # The empty tree of this repository's object format (SHA-1 or SHA-256).
+        return self._git.run("hash-object", "-t", "tree", "--stdin", stdin="")[1].strip()
+
     def diff(self, rev_a: str, rev_b: str, paths: Sequence[str] = ()) -> str:
         """Return the unified diff between two revisions, limited to `paths`."""
         a, b = validate_rev(rev_a), validate_rev(rev_b)
@@ -535,8 +579,11 @@ class GitWorkspace:
         self.remote_url = remote_url
         self.committer = (committer_name, committer_email)
         self._env = _base_env(remote_url, token, allow_file=allow_file, allow_http=allow_http)
+        self._scrubber = _scrubber(token)
         # Explicit so that a GIT_DIR in the worker's environment can never redirect us.
-        self._git = _Runner(path, {**self._env, "GIT_DIR": str(path / ".git"), "GIT_WORK_TREE": str(path)})
+        self._git = _Runner(
+            path, {**self._env, "GIT_DIR": str(path / ".git"), "GIT_WORK_TREE": str(path)}, self._scrubber
+        )
 
     def __repr__(self) -> str:
         return f"GitWorkspace({str(self.path)!r})"
@@ -567,7 +614,7 @@ class GitWorkspace:
             committer_name=committer_name,
             committer_email=committer_email,
         )
-        runner = _Runner(target.parent, ws._env)
+        runner = _Runner(target.parent, ws._env, ws._scrubber)
         runner.run(
             "clone",
             "--quiet",

@@ -161,7 +161,7 @@ def _basic_forms(blob: str) -> set[str]:
         decoded = base64.b64decode(blob, validate=True).decode("utf-8")
     except (binascii.Error, ValueError):
         return set()
-    user, _, password = decoded.partition(":")
+    _user, _, password = decoded.partition(":")
     return {decoded, password} if password else {decoded}
 
 

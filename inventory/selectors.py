@@ -16,7 +16,8 @@ from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from accounts.permissions import project_filter
+from accounts.permissions import has_role, project_filter
+from accounts.roles import Role
 
 from .models import (
     Application,
@@ -30,6 +31,7 @@ from .models import (
 )
 
 PAGE_SIZE = 50
+_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _LABEL = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._/-]{0,120})=([A-Za-z0-9._:/-]{0,120})$")
 
 SYNC_BADGES = {"Synced": "ok", "OutOfSync": "warn", "Unknown": "idle"}
@@ -153,6 +155,36 @@ class Cell:
     stale: bool
     promote_to: str
     deleted: bool = False
+    can_promote: bool = False  # release manager of the app's project for `promote_to`
+    can_rollback: bool = False  # on-call for the app's project in this environment
+
+
+class ActionRights:
+    """Which actions a user may start, per (project, environment), computed once per pair.
+
+    `has_role` caches the user's grants on the user object, so a page asks the database once
+    however many cells it shows.
+    """
+
+    def __init__(self, user: Any) -> None:
+        self.user = user
+        self._cache: dict[tuple[str, str, str], bool] = {}
+
+    def _has(self, role: str, project: str, environment: str) -> bool:
+        key = (role, project, environment)
+        if key not in self._cache:
+            self._cache[key] = bool(environment) and has_role(
+                self.user, role, project=project, environment=environment
+            )
+        return self._cache[key]
+
+    def promote(self, project: str, environment: str) -> bool:
+        """May request a promotion of the project's apps into `environment`."""
+        return self._has(Role.RELEASE_MANAGER, project, environment)
+
+    def rollback(self, project: str, environment: str) -> bool:
+        """May request a rollback of the project's apps in `environment`."""
+        return self._has(Role.ONCALL, project, environment)
 
 
 @dataclass
@@ -367,6 +399,7 @@ def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAG
     by_app: dict[int, list[ArgoApplication]] = defaultdict(list)
     for r in shown_rows:
         by_app[r.application_id].append(r)
+    rights = ActionRights(user)
     rows: list[Row] = []
     for app in page_apps:
         slots: list[list[Cell]] = []
@@ -377,6 +410,9 @@ def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAG
                 if r.environment_id == col.environment.pk
                 and (col.cluster_id is None or r.cluster_id == col.cluster_id)
             ]
+            for cell in cells:
+                cell.can_promote = bool(cell.promote_to) and rights.promote(app.project, cell.promote_to)
+                cell.can_rollback = rights.rollback(app.project, cell.env_name)
             slots.append(cells)
         rows.append(Row(app, slots))
 
@@ -540,19 +576,33 @@ def commits_between(
 
 
 @dataclass
+class TimelineEntry:
+    deployment: Deployment
+    revert_sha: str  # the deployed commit, when the user may request its revert
+
+
+@dataclass
 class EnvSection:
     environment: Environment
     argo_apps: list[ArgoApplication]
     deployments: list[Deployment]
     commits_ahead_of_next: list[Commit]
     next_env: Environment | None
+    can_promote_next: bool = False
+    can_rollback: bool = False
+    timeline: list[TimelineEntry] = field(default_factory=list)
 
 
 def app_detail(
-    *, application: Application, timeline_limit: int = 20, commits_limit: int = 50
+    *, application: Application, user: Any = None, timeline_limit: int = 20, commits_limit: int = 50
 ) -> list[EnvSection]:
-    """Return per environment: current Argo CD apps, the deployment timeline, pending commits."""
+    """Return per environment: current Argo CD apps, the deployment timeline, pending commits.
+
+    With a `user`, each section also says which actions (promote to the next environment, roll
+    back, revert one deployed commit) that user may start there.
+    """
     envs = list(Environment.objects.all())
+    rights = ActionRights(user)
     live = list(
         ArgoApplication.objects.filter(application=application, deleted_at__isnull=True)
         .select_related("instance", "cluster", "environment")
@@ -571,9 +621,19 @@ def app_detail(
             if next_env is not None and application.repository_id
             else []
         )
-        sections.append(
-            EnvSection(env, [a for a in live if a.environment_id == env.pk], deployments, commits, next_env)
+        section = EnvSection(
+            env, [a for a in live if a.environment_id == env.pk], deployments, commits, next_env
         )
+        if user is not None:
+            section.can_promote_next = next_env is not None and rights.promote(
+                application.project, next_env.name
+            )
+            section.can_rollback = bool(section.argo_apps) and rights.rollback(application.project, env.name)
+        section.timeline = [
+            TimelineEntry(d, d.revision if section.can_rollback and _SHA.fullmatch(d.revision) else "")
+            for d in deployments
+        ]
+        sections.append(section)
     return sections
 
 

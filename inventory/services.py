@@ -8,13 +8,12 @@ that also writes its audit events.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import logging
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,10 +24,17 @@ from django.db import connection, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from audit.services import audit_event_record
+from audit.services import audit_event_record, change_record_sync
 from integrations.argocd import ArgoApplication as RemoteApp
-from integrations.argocd import ArgoCDClient, ArgoCDError, ArgoCDNotFound, ArgoCDUnavailable, HistoryEntry
-from integrations.gitrepo import CommitRecord, GitError, GitMirror, validate_repo_path, validate_rev
+from integrations.argocd import (
+    ArgoCDClient,
+    ArgoCDError,
+    ArgoCDNotFound,
+    ArgoCDPermissionDenied,
+    ArgoCDUnavailable,
+    HistoryEntry,
+)
+from integrations.gitrepo import CommitRecord, GitError, GitMirror
 
 from .config import INFERRED_ORDER, PortalConfig
 from .models import (
@@ -46,6 +52,7 @@ from .models import (
 logger = logging.getLogger(__name__)
 
 POLLER = "poller"
+WATCHER = "argocd-watch"
 GIT_INGEST = "git-ingest"
 INGEST_BATCH = 2000
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
@@ -419,21 +426,8 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
                 "id", "name", "state_hash", "deleted_at"
             )
         }
-        hashes = {item.name: _state_hash(item) for item in listing.items}
-        changed_names = [
-            item.name
-            for item in listing.items
-            if item.name not in existing
-            or existing[item.name]["state_hash"] != hashes[item.name]
-            or existing[item.name]["deleted_at"] is not None
-        ]
-        full: dict[str, RemoteApp] = {}
-        for name in changed_names:
-            # The list's `fields` drop history and sync.revisions (API.md §5): read the full app.
-            try:
-                full[name] = client.get_application(name)
-            except ArgoCDNotFound:
-                continue  # deleted between list and get; the next poll sees it gone
+        hashes, full = _changed_full_apps(client=client, items=listing.items, existing=existing)
+        repositories_ingest_for(instance=instance, full=full)
         result.apps_seen = len(listing.items)
         seen_names = {item.name for item in listing.items}
         removed = [
@@ -462,6 +456,86 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
         return result
     result.duration_ms = int((time.monotonic() - started) * 1000)
     return result
+
+
+def _changed_full_apps(
+    *, client: ArgoCDClient, items: Iterable[RemoteApp], existing: Mapping[str, Mapping[str, Any]]
+) -> tuple[dict[str, str], dict[str, RemoteApp]]:
+    """Hash the narrow (list or watch) state; read in full only the apps whose hash changed.
+
+    Returns the hashes of all `items` and the full apps of the changed ones. `existing` maps
+    names to stored rows with `state_hash` and `deleted_at`.
+    """
+    hashes = {item.name: _state_hash(item) for item in items}
+    full: dict[str, RemoteApp] = {}
+    for name, state_hash in hashes.items():
+        row = existing.get(name)
+        if row is not None and row["state_hash"] == state_hash and row["deleted_at"] is None:
+            continue
+        # The list's `fields` drop history and sync.revisions (API.md §5): read the full app.
+        try:
+            full[name] = client.get_application(name)
+        except (ArgoCDNotFound, ArgoCDPermissionDenied):
+            continue  # deleted between list and get (Argo CD hides missing apps behind 403)
+    return hashes, full
+
+
+def repositories_ingest_for(
+    *, instance: ArgoInstance, full: dict[str, RemoteApp], wait: float = 20.0
+) -> None:
+    """Ingest Git first when a new history entry deploys a commit not ingested yet.
+
+    Telling a portal pull request from an out-of-band change needs the deployed commit in the
+    ingested history. The forge webhook usually brings it in before Argo CD syncs; when it has not
+    (webhook lost, or the watcher is faster), fetch now rather than call a portal change out of band.
+    Only entries not yet stored are looked at, so a revision that never shows up costs one fetch.
+    """
+    if not full:
+        return
+    stored = set(
+        Deployment.objects.filter(argo_app__instance=instance, argo_app__name__in=list(full)).values_list(
+            "argo_app__name", "history_id"
+        )
+    )
+    wanted: dict[str, set[str]] = {}
+    for name, remote in full.items():
+        for entry in remote.history:
+            if (name, entry.id) in stored:
+                continue
+            pairs = list(zip(entry.revisions, [s.repo_url for s in remote.sources], strict=False))
+            if entry.revision:
+                pairs.append(
+                    (entry.revision, entry.repo_url or (remote.source.repo_url if remote.source else ""))
+                )
+            for revision, url in pairs:
+                if url and _SHA.fullmatch(revision or ""):
+                    wanted.setdefault(url.removesuffix(".git"), set()).add(revision)
+    if not wanted:
+        return
+    repos = {r.url.removesuffix(".git"): r for r in GitRepository.objects.all()}
+    for url, shas in wanted.items():
+        repo = repos.get(url)
+        if repo is None or Commit.objects.filter(repository=repo, sha__in=shas).count() == len(shas):
+            continue
+        if repository_ingest(repository_id=repo.pk).skipped:
+            _wait_for_ingest(repository_id=repo.pk, timeout=wait)
+
+
+def _wait_for_ingest(*, repository_id: int, timeout: float) -> None:
+    """Wait (bounded) for an ingest another worker is running to finish."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        started, finished = GitRepository.objects.filter(pk=repository_id).values_list(
+            "last_ingest_started_at", "last_ingest_finished_at"
+        )[0]
+        if started is None or (finished is not None and finished >= started):
+            return
+        time.sleep(0.2)
+
+
+def _lock_instance(instance_id: int) -> None:
+    """Serialise the poller's and the watcher's writes for one instance (inside a transaction)."""
+    list(ArgoInstance.objects.select_for_update().filter(pk=instance_id).values_list("pk", flat=True))
 
 
 @transaction.atomic
@@ -576,13 +650,83 @@ def _poll_store(
     instance: ArgoInstance,
     full: dict[str, RemoteApp],
     hashes: dict[str, str],
-    existing: dict[str, dict[str, Any]],
+    existing: Mapping[str, Mapping[str, Any]],
     removed: list[str],
     cluster_rows: dict[str, Cluster],
     resource_version: str,
     started: float,
     now: datetime,
 ) -> dict[str, int]:
+    _lock_instance(instance.pk)
+    stats = _apps_store(instance=instance, full=full, hashes=hashes, cluster_rows=cluster_rows, now=now)
+    if removed:
+        _apps_mark_removed(instance=instance, names=removed, now=now)
+
+    was_stale = instance.is_stale
+    fields = {
+        "last_poll_finished_at": timezone.now(),
+        "last_success_at": timezone.now(),
+        "last_duration_ms": int((time.monotonic() - started) * 1000),
+        "last_error": "",
+        "is_stale": False,
+        "stale_since": None,
+        "apps_seen": len(hashes),
+        "list_resource_version": resource_version[:64],
+        "last_poll_stats": {
+            "apps_seen": len(hashes),
+            "changed": stats["changed"],
+            "new": stats["new"],
+            "removed": len(removed),
+            "deployments": stats["deployments"],
+        },
+    }
+    ArgoInstance.objects.filter(pk=instance.pk).update(**fields)
+    if was_stale:
+        audit_event_record(
+            action="argocd.instance_recovered",
+            target_type="argo_instance",
+            target_id=instance.pk,
+            target_label=instance.name,
+            before={"error": instance.last_error, "stale_since": _iso(instance.stale_since)},
+            message=f"Argo CD instance {instance.name} answers again",
+            system_name=POLLER,
+        )
+    return stats
+
+
+def _apps_mark_removed(
+    *, instance: ArgoInstance, names: list[str], now: datetime, system: str = POLLER
+) -> int:
+    """Soft-delete Argo CD apps no longer reported (history stays) and record it."""
+    gone = list(
+        ArgoApplication.objects.filter(
+            instance=instance, name__in=names, deleted_at__isnull=True
+        ).values_list("name", flat=True)
+    )
+    if not gone:
+        return 0
+    ArgoApplication.objects.filter(instance=instance, name__in=gone).update(deleted_at=now)
+    audit_event_record(
+        action="argocd.applications_removed",
+        target_type="argo_instance",
+        target_id=instance.pk,
+        target_label=instance.name,
+        after={"applications": sorted(gone)[:200]},
+        message=f"{len(gone)} application(s) no longer reported by {instance.name}",
+        system_name=system,
+    )
+    return len(gone)
+
+
+def _apps_store(
+    *,
+    instance: ArgoInstance,
+    full: dict[str, RemoteApp],
+    hashes: dict[str, str],
+    cluster_rows: dict[str, Cluster],
+    now: datetime,
+) -> dict[str, int]:
+    """Upsert the rows of fully read apps and record their new history entries (in a transaction)."""
     mapping = instance.mapping or {}
     placements = {name: placement_of(remote, mapping, cluster_rows) for name, remote in full.items()}
     envs = _environments_for(instance, {p.env for p in placements.values() if p.env})
@@ -626,17 +770,6 @@ def _poll_store(
         ArgoApplication.objects.bulk_create(new_rows)
     if changed_rows:
         ArgoApplication.objects.bulk_update(changed_rows, ROW_FIELDS, batch_size=500)
-    if removed:
-        ArgoApplication.objects.filter(instance=instance, name__in=removed).update(deleted_at=now)
-        audit_event_record(
-            action="argocd.applications_removed",
-            target_type="argo_instance",
-            target_id=instance.pk,
-            target_label=instance.name,
-            after={"applications": removed[:200]},
-            message=f"{len(removed)} application(s) no longer reported by {instance.name}",
-            system_name=POLLER,
-        )
 
     deployments = 0
     versions = _HistoricVersions()
@@ -647,37 +780,62 @@ def _poll_store(
                     argo_app=rows[name], history=remote.history, remote=remote, versions=versions
                 )
             )
-
-    was_stale = instance.is_stale
-    fields = {
-        "last_poll_finished_at": timezone.now(),
-        "last_success_at": timezone.now(),
-        "last_duration_ms": int((time.monotonic() - started) * 1000),
-        "last_error": "",
-        "is_stale": False,
-        "stale_since": None,
-        "apps_seen": len(hashes),
-        "list_resource_version": resource_version[:64],
-        "last_poll_stats": {
-            "apps_seen": len(hashes),
-            "changed": len(changed_rows),
-            "new": len(new_rows),
-            "removed": len(removed),
-            "deployments": deployments,
-        },
-    }
-    ArgoInstance.objects.filter(pk=instance.pk).update(**fields)
-    if was_stale:
-        audit_event_record(
-            action="argocd.instance_recovered",
-            target_type="argo_instance",
-            target_id=instance.pk,
-            target_label=instance.name,
-            before={"error": instance.last_error, "stale_since": _iso(instance.stale_since)},
-            message=f"Argo CD instance {instance.name} answers again",
-            system_name=POLLER,
-        )
     return {"changed": len(changed_rows), "new": len(new_rows), "deployments": deployments}
+
+
+# =============================================================================================
+# Following the watch stream (manage.py argocd_watch)
+
+
+@dataclass
+class ObserveResult:
+    name: str
+    changed: bool = False
+    new: bool = False
+    removed: bool = False
+    new_deployments: int = 0
+
+
+def argo_application_observe(*, instance_id: int, remote: RemoteApp, client: ArgoCDClient) -> ObserveResult:
+    """Apply one ADDED/MODIFIED watch event exactly as a poll would apply that app.
+
+    `remote` is the narrow state from the stream (DEFAULT_WATCH_FIELDS), hashed like a list item:
+    an unchanged app costs one query; a changed one is read in full (for its history) and stored by
+    the poller's code, so each history entry becomes one Deployment, whoever sees it first.
+    """
+    instance = ArgoInstance.objects.get(pk=instance_id)
+    result = ObserveResult(name=remote.name)
+    existing = {
+        row["name"]: row
+        for row in ArgoApplication.objects.filter(instance=instance, name=remote.name).values(
+            "name", "state_hash", "deleted_at"
+        )
+    }
+    hashes, full = _changed_full_apps(client=client, items=[remote], existing=existing)
+    if not full:
+        return result
+    repositories_ingest_for(instance=instance, full=full)
+    cluster_rows = {
+        c.server: c for c in Cluster.objects.filter(instance=instance).select_related("environment")
+    }
+    with transaction.atomic():
+        _lock_instance(instance.pk)
+        stats = _apps_store(
+            instance=instance, full=full, hashes=hashes, cluster_rows=cluster_rows, now=timezone.now()
+        )
+    result.changed = bool(stats["changed"] or stats["new"])
+    result.new = bool(stats["new"])
+    result.new_deployments = stats["deployments"]
+    return result
+
+
+@transaction.atomic
+def argo_application_remove(*, instance_id: int, name: str) -> ObserveResult:
+    """Apply a DELETED watch event: soft-delete the row (its deployments stay) and record it."""
+    instance = ArgoInstance.objects.get(pk=instance_id)
+    _lock_instance(instance.pk)
+    removed = _apps_mark_removed(instance=instance, names=[name], now=timezone.now(), system=WATCHER)
+    return ObserveResult(name=name, removed=bool(removed))
 
 
 class _HistoricVersions:
@@ -787,7 +945,10 @@ def deployments_record(
             .select_related("application__repository", "environment", "cluster")
             .get(pk=argo_app.pk)
         )
-        known = dict(Deployment.objects.filter(argo_app=locked).values_list("history_id", "revision"))
+        known_rows = list(
+            Deployment.objects.filter(argo_app=locked).values_list("history_id", "revision", "version")
+        )
+        known = {hid: revision for hid, revision, _ in known_rows}
         fresh = [e for e in sorted(history, key=lambda e: e.id) if e.id not in known]
         if not fresh:
             return []
@@ -818,14 +979,17 @@ def deployments_record(
                     .values_list("seq", "commit__portal_ref")
                 )
         previous_by_id = dict(known)
+        version_by_id = {hid: version for hid, _, version in known_rows}
         rows: list[Deployment] = []
         reasons: list[str] = []
+        befores: list[tuple[str, str]] = []  # (revision, version) deployed before each new row
         current_rev = locked.deployed_revision
         app_name = app.name if app else locked.name
         for entry in fresh:
             revision = rev_of(entry)
             earlier = [hid for hid in previous_by_id if hid < entry.id]
             previous_revision = previous_by_id[max(earlier)] if earlier else ""
+            befores.append((previous_revision, version_by_id[max(earlier)] if earlier else ""))
             out_of_band, reason = _out_of_band(
                 entry=entry,
                 revision=revision,
@@ -863,6 +1027,7 @@ def deployments_record(
             )
             reasons.append(reason)
             previous_by_id[entry.id] = revision
+            version_by_id[entry.id] = version
         Deployment.objects.bulk_create(rows)
         env_name = locked.environment.name if locked.environment else ""
         cluster_name = locked.cluster.name if locked.cluster else ""
@@ -893,7 +1058,58 @@ def deployments_record(
                 + (" (out of band)" if row.out_of_band else ""),
                 system_name=POLLER,
             )
+        if locked.environment is not None and locked.environment.production_like:
+            project = (app.project if app else "") or locked.project
+            for row, reason, (revision_before, version_before) in zip(rows, reasons, befores, strict=True):
+                if row.out_of_band:
+                    _out_of_band_change_record(
+                        row=row,
+                        app_name=app_name,
+                        env_name=env_name,
+                        cluster_name=cluster_name,
+                        project=project,
+                        reason=reason,
+                        revision_before=revision_before,
+                        version_before=version_before,
+                    )
         return rows
+
+
+def _out_of_band_change_record(
+    *,
+    row: Deployment,
+    app_name: str,
+    env_name: str,
+    cluster_name: str,
+    project: str,
+    reason: str,
+    revision_before: str,
+    version_before: str,
+) -> None:
+    """Give an out-of-band deployment to a production-like environment its change record."""
+    where = f"{env_name}/{cluster_name}" if cluster_name else env_name
+    fields: dict[str, Any] = {}
+    if row.initiated_by and not row.automated:
+        fields["requester_name"] = row.initiated_by  # a person synced by hand in Argo CD
+    change_record_sync(
+        kind="out_of_band",
+        source_type="deployment",
+        source_id=str(row.pk),
+        app=app_name,
+        environment=env_name,
+        project=project,
+        clusters=[cluster_name] if cluster_name else [],
+        title=f"Out-of-band deployment of {app_name} {row.version or row.revision[:8]} to {where}: {reason}"[
+            :300
+        ],
+        revision_before=revision_before,
+        revision_after=row.revision,
+        versions_before={app_name: version_before} if version_before else {},
+        versions_after={app_name: row.version} if row.version else {},
+        deployed_at=row.deployed_at,
+        outcome="succeeded",
+        **fields,
+    )
 
 
 # =============================================================================================
@@ -1180,22 +1396,6 @@ class OverlayDiff:
     error: str = ""
 
 
-def _list_files(mirror: GitMirror, revision: str, path: str) -> list[str]:
-    """List files under a path at a revision (`git ls-tree`, not in GitMirror's API yet)."""
-    import git
-
-    rev = validate_rev(revision)
-    safe = validate_repo_path(path)
-    runner = git.Git(str(mirror.path))
-    env = dict(mirror._git._env)  # the mirror's locked-down git environment (no prompts, no config)
-    out = runner.execute(
-        ["git", "ls-tree", "-r", "--name-only", "--end-of-options", rev, "--", safe],
-        env=env,
-        with_exceptions=False,
-    )
-    return [line for line in str(out).splitlines() if line]
-
-
 def overlay_diff(
     *,
     application: Application,
@@ -1215,18 +1415,9 @@ def overlay_diff(
         lrev = mirror.rev_parse(left_revision or f"refs/heads/{left.branch}")
         rrev = mirror.rev_parse(right_revision or f"refs/heads/{right.branch}")
         lpath, rpath = left.app_path(application.name), right.app_path(application.name)
-        lfiles = {f.removeprefix(lpath + "/"): f for f in _list_files(mirror, lrev, lpath)}
-        rfiles = {f.removeprefix(rpath + "/"): f for f in _list_files(mirror, rrev, rpath)}
-        chunks: list[str] = []
-        for name in sorted(set(lfiles) | set(rfiles)):
-            a = mirror.file_at(lrev, lfiles[name]) if name in lfiles else b""
-            b = mirror.file_at(rrev, rfiles[name]) if name in rfiles else b""
-            a_text = (a or b"").decode("utf-8", "replace").splitlines(keepends=True)
-            b_text = (b or b"").decode("utf-8", "replace").splitlines(keepends=True)
-            chunks.extend(
-                difflib.unified_diff(a_text, b_text, f"{lpath}/{name}", f"{rpath}/{name}", lineterm="\n")
-            )
-        return OverlayDiff(left.name, right.name, lrev, rrev, "".join(chunks))
+        # File by file, relative to each overlay directory (a file only on one side is all +/-).
+        text = mirror.diff_paths(lrev, lpath, rrev, rpath)
+        return OverlayDiff(left.name, right.name, lrev, rrev, text)
     except GitError as exc:
         return OverlayDiff(left.name, right.name, "", "", "", str(exc)[:500])
 

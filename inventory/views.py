@@ -40,7 +40,7 @@ def app_detail(request: HttpRequest, name: str) -> HttpResponse:
         raise Http404("no such application")
     if not project_visible(request.user, app.project):
         ensure_role(request.user, Role.VIEWER, project=app.project, request=request)
-    sections = selectors.app_detail(application=app)
+    sections = selectors.app_detail(application=app, user=request.user)
     envs = [s.environment for s in sections]
     by_name = {e.name: e for e in envs}
     left = by_name.get(request.GET.get("left", ""))

@@ -132,6 +132,7 @@ def main() -> None:
     print("== seeding demo users and polling once")
     manage("demo_seed")
     manage("poll", "--once", check=False)
+    start("watch", PY, "manage.py", "argocd_watch")
     print("== starting the portal, a Celery worker and beat")
     start(
         "worker",

@@ -367,7 +367,8 @@ class RestForge(ForgeClient):
 
     def map_error(self, resp: HttpResponse, method: str, path: str) -> ForgeError:
         """Translate an error response into the matching ForgeError."""
-        message = error_message(resp)
+        # The body was scrubbed as bytes already; this catches credentials spelled with JSON escapes.
+        message = self._http.scrub(error_message(resp))
         text = f"{self.kind} {method} {path} answered {resp.status}: {message}"
         status = resp.status
         limited = self.rate_limit_wait(resp, message)
@@ -407,7 +408,7 @@ class RestForge(ForgeClient):
         try:
             return parser(JsonReader(data))
         except ParseError as exc:
-            raise ForgeResponseError(f"malformed {self.kind} {what}: {exc}") from None
+            raise ForgeResponseError(self._http.scrub(f"malformed {self.kind} {what}: {exc}")) from None
 
     def parse_many(self, what: str, parser: Callable[[JsonReader], T], items: Any) -> list[T]:
         """Parse a list of objects."""

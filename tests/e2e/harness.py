@@ -383,6 +383,8 @@ class LiveStack:
                 "gthread",
                 "--timeout",
                 "60",
+                "--keep-alive",
+                "30",  # as behind a load balancer; gunicorn's 2 s races clients reusing a connection
                 "--access-logfile",
                 "-",
             ],

@@ -55,9 +55,17 @@ def _snapshot() -> dict[str, list]:
     }
 
 
+@pytest.fixture
+def applied_config(db):
+    """config/sandbox.yaml applied (default ports: no emulator is contacted)."""
+    from inventory.services import config_apply
+
+    config_apply(config=load_config(str(SANDBOX_CONFIG)))
+
+
 @pytest.mark.parametrize("case", list(BROKEN_CONFIGS))
 def test_a_broken_config_file_is_refused_with_one_clear_line_and_nothing_applied(
-    sandbox_inventory, tmp_path: Path, case: str
+    applied_config, tmp_path: Path, case: str
 ):
     transform, key = BROKEN_CONFIGS[case]
     text = transform(SANDBOX_TEXT)
@@ -65,6 +73,7 @@ def test_a_broken_config_file_is_refused_with_one_clear_line_and_nothing_applied
     path = tmp_path / "portal.yaml"
     path.write_text(text)
     before = _snapshot()
+    assert before["environments"], "the valid configuration was not applied"
 
     with pytest.raises(ConfigError) as caught:
         load_config(str(path))

@@ -302,6 +302,55 @@ def test_ancestry_files_diffs(mirror: GitMirror, origin: dict[str, object]) -> N
         mirror.diff(c2, merge, ["../etc"])
 
 
+def test_list_files_under_a_path_at_a_revision(mirror: GitMirror, origin: dict[str, object]) -> None:
+    c1, merge, rename = str(origin["c1"]), str(origin["merge"]), str(origin["rename"])
+
+    assert mirror.list_files(c1, "environments") == ["environments/dev/checkout/kustomization.yaml"]
+    assert mirror.list_files(merge, "environments/") == [
+        "environments/dev/checkout/kustomization.yaml",
+        "environments/prod/checkout/kustomization.yaml",
+    ]
+    assert mirror.list_files("main", "environments/dev/checkout") == [
+        "environments/dev/checkout/kustomization.yml"
+    ]
+    assert mirror.list_files(rename, "environments/prod/checkout/kustomization.yaml") == [
+        "environments/prod/checkout/kustomization.yaml"
+    ]
+    assert mirror.list_files(c1, "environments/prod") == []
+    # A prefix of a directory name is not the directory.
+    assert mirror.list_files(merge, "environments/pro") == []
+    for bad in ("../etc", "-x", "/abs"):
+        with pytest.raises(InvalidRef):
+            mirror.list_files("main", bad)
+    with pytest.raises(InvalidRef):
+        mirror.list_files("--all", "environments")
+
+
+def test_diff_paths_compares_two_directories_at_two_revisions(
+    mirror: GitMirror, origin: dict[str, object]
+) -> None:
+    c2, merge = str(origin["c2"]), str(origin["merge"])
+
+    # dev (1.2.0 at the merge) against prod (1.1.0): file by file, named by full path.
+    diff = mirror.diff_paths(merge, "environments/prod/checkout", merge, "environments/dev/checkout")
+    assert "--- environments/prod/checkout/kustomization.yaml" in diff
+    assert "+++ environments/dev/checkout/kustomization.yaml" in diff
+    assert "-newTag: '1.1.0'" in diff and "+newTag: '1.2.0'" in diff
+    # Same path, two revisions.
+    over_time = mirror.diff_paths(c2, "environments/prod/checkout", merge, "environments/prod/checkout")
+    assert "-newTag: '1.0.0'" in over_time and "+newTag: '1.1.0'" in over_time
+    assert mirror.diff_paths(merge, "environments/prod/checkout", merge, "environments/prod/checkout") == ""
+    # A directory missing on one side diffs as all-new files.
+    created = mirror.diff_paths(
+        str(origin["c1"]), "environments/prod/checkout", c2, "environments/prod/checkout"
+    )
+    assert "+newTag: '1.0.0'" in created and "new file mode" in created
+    with pytest.raises(InvalidRef):
+        mirror.diff_paths(merge, "../x", merge, "environments")
+    with pytest.raises(InvalidRef, match="not a directory"):
+        mirror.diff_paths(merge, "environments/prod/checkout/kustomization.yaml", merge, "environments")
+
+
 def test_parse_log_stream_handles_chunk_boundaries() -> None:
     record = (
         b"\x1e" + b"a" * 40 + b"\x00" + b"\x00Ann\x00ann@x\x002024-01-01T00:00:00+00:00\x00Cid\x00c@x\x00"

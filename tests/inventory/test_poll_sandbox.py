@@ -203,7 +203,9 @@ def test_a_ci_commit_to_a_non_production_environment_is_in_band(sandbox_inventor
     inv = sandbox_inventory
     app = inv.repo.apps[1].name
     path = f"environments/stage/{app}/kustomization.yaml"
-    sha = commit_files(inv.repo.path, {path: set_image_tag(read_file(inv.repo.path, path), "7.7.8")}, "ci: bump\n")
+    sha = commit_files(
+        inv.repo.path, {path: set_image_tag(read_file(inv.repo.path, path), "7.7.8")}, "ci: bump\n"
+    )
     _wait_synced(inv, f"{app}-stage-eu-west-1", sha)
 
     inv.poll()

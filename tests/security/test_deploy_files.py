@@ -39,8 +39,8 @@ def test_docker_compose_file_is_valid(profile):
 def test_compose_runs_every_process_with_healthchecks():
     compose = YAML(typ="safe").load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"postgres", "redis", "web", "worker", "beat", "argocd", "forge"} <= set(services)
-    for name in ("postgres", "redis", "web", "worker", "beat", "argocd", "forge"):
+    assert {"postgres", "redis", "web", "worker", "beat", "watcher", "argocd", "forge"} <= set(services)
+    for name in ("postgres", "redis", "web", "worker", "beat", "watcher", "argocd", "forge"):
         assert "test" in services[name].get("healthcheck", {}), name
     for name in ("argocd", "forge", "sandbox-repo"):
         assert services[name]["profiles"] == ["sandbox"]
@@ -72,7 +72,12 @@ def _manifests() -> list[dict]:
 def test_kubernetes_base_meets_the_zero_downtime_checklist():
     docs = _manifests()
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
-    assert set(deployments) == {"gitopsportal-web", "gitopsportal-worker", "gitopsportal-beat"}
+    assert set(deployments) == {
+        "gitopsportal-web",
+        "gitopsportal-worker",
+        "gitopsportal-beat",
+        "gitopsportal-watcher",
+    }
     pdbs = {d["metadata"]["name"] for d in docs if d["kind"] == "PodDisruptionBudget"}
     assert pdbs == {"gitopsportal-web", "gitopsportal-worker"}
     assert any(d["kind"] == "Service" for d in docs)
@@ -102,3 +107,10 @@ def test_kubernetes_base_meets_the_zero_downtime_checklist():
     assert worker["template"]["spec"]["terminationGracePeriodSeconds"] > 300  # > CELERY_TASK_TIME_LIMIT
     beat = deployments["gitopsportal-beat"]["spec"]
     assert beat["replicas"] == 1 and beat["strategy"]["type"] == "Recreate"
+    watcher = deployments["gitopsportal-watcher"]["spec"]
+    assert watcher["replicas"] == 1 and watcher["strategy"]["type"] == "Recreate"
+    assert watcher["template"]["spec"]["containers"][0]["command"][:3] == [
+        "python",
+        "manage.py",
+        "argocd_watch",
+    ]

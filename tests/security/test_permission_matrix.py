@@ -77,9 +77,7 @@ class Rule:
 # --- the table ------------------------------------------------------------------------------------
 RULES: dict[str, Rule] = {
     # foundation
-    "home": Rule(
-        get=EVERYONE, post=EVERYONE, note="only redirects to the matrix (which checks); serves any method"
-    ),
+    "home": Rule(get=EVERYONE, note="only redirects to the matrix (which checks); GET only"),
     "healthz": Rule(get=EVERYONE),
     "readyz": Rule(get=EVERYONE),
     "login": Rule(get=EVERYONE, post=EVERYONE, note="the sign-in form; a bad POST re-renders it"),

@@ -193,12 +193,6 @@ def test_tokens_never_reach_logs_or_exceptions_when_talking_to_argo_cd(stored, c
         assert ARGO_TOKEN not in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="integrations: ArgoCDClient copies the server's error message verbatim; a hostile or buggy server "
-    "that echoes the Authorization header puts the token in the exception (scrub known secrets in "
-    "integrations/http.py). Remove this marker once fixed.",
-)
 def test_a_server_echoing_the_token_does_not_put_it_in_exceptions(caplog):
     from integrations.argocd import ArgoCDAuthError, ArgoCDClient
 

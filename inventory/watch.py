@@ -1,0 +1,241 @@
+"""Follow Argo CD's application stream between polls (`manage.py argocd_watch`).
+
+One thread per Argo CD instance: re-list (the poller's `instance_poll`), then watch from the list's
+resourceVersion and apply each event through the poller's own code (`argo_application_observe` /
+`argo_application_remove`). Any error re-lists after an exponential backoff; a stream the server
+closes cleanly is reopened from the last list position (replayed events are no-ops: their state
+hash is already stored). The Celery poller keeps running: it repairs whatever a watcher misses.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.db import DatabaseError, close_old_connections, connection
+
+from integrations.argocd import DEFAULT_WATCH_FIELDS, ArgoCDClient, ArgoCDError, WatchEvent
+
+from .models import ArgoInstance
+from .services import argo_application_observe, argo_application_remove, argocd_client_for, instance_poll
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_MAX_SECONDS = 60.0
+
+
+class RelistFailed(Exception):
+    """The re-list (a poll of the instance) failed; the instance is marked stale by the poll."""
+
+
+@dataclass
+class WatchStats:
+    """Counters for logs, the heartbeat and tests."""
+
+    relists: int = 0
+    connects: int = 0
+    events: int = 0
+    changed: int = 0
+    removed: int = 0
+    deployments: int = 0
+    errors: int = 0
+    last_error: str = ""
+    last_event_at: float | None = None
+
+
+@dataclass
+class InstanceWatcher:
+    """Keep one instance's observed state current from its watch stream."""
+
+    instance_id: int
+    stop_event: threading.Event
+    backoff_base: float = BACKOFF_BASE_SECONDS
+    backoff_max: float = BACKOFF_MAX_SECONDS
+    client_factory: Callable[[ArgoInstance], ArgoCDClient] = argocd_client_for
+    stats: WatchStats = field(default_factory=WatchStats)
+    _client: ArgoCDClient | None = field(default=None, repr=False)
+    _streaming: bool = field(default=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def run(self) -> None:
+        """Watch until `stop_event` is set; never raises."""
+        failures = 0
+        relist = True
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    close_old_connections()
+                    instance = ArgoInstance.objects.get(pk=self.instance_id)
+                    self._client = self.client_factory(instance)
+                    if relist:
+                        self._relist()
+                        relist = False
+                    self._follow()
+                    failures = 0
+                except ArgoInstance.DoesNotExist:
+                    logger.info("argocd watch: instance %s was removed; stopping", self.instance_id)
+                    return
+                except (ArgoCDError, RelistFailed, DatabaseError, OSError) as exc:
+                    if self.stop_event.is_set():
+                        return
+                    failures += 1
+                    relist = True
+                    self._record_error(exc, failures)
+                    self.stop_event.wait(self._backoff(failures))
+                except Exception as exc:  # never let one bug end the watch of an instance for good
+                    if self.stop_event.is_set():
+                        return
+                    failures += 1
+                    relist = True
+                    logger.exception("argocd watch: unexpected error on instance %s", self.instance_id)
+                    self._record_error(exc, failures)
+                    self.stop_event.wait(self._backoff(failures))
+                finally:
+                    client, self._client = self._client, None
+                    if client is not None:
+                        client.close()
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        """Ask the loop to end and abort a blocked stream read.
+
+        A re-list in progress is left to finish (bounded by the HTTP timeouts): aborting it would
+        record the instance as failing.
+        """
+        with self._lock:
+            self.stop_event.set()
+            if self._streaming and self._client is not None:
+                self._client.close()
+
+    # -- steps ------------------------------------------------------------------------------------
+
+    def _relist(self) -> None:
+        assert self._client is not None
+        result = instance_poll(instance_id=self.instance_id, client=self._client)
+        self.stats.relists += 1
+        if result.error:
+            raise RelistFailed(result.error)
+        logger.info(
+            "argocd watch: re-listed %s: %s apps, %s changed, %s new deployments%s",
+            result.instance,
+            result.apps_seen,
+            result.apps_changed + result.apps_new,
+            result.new_deployments,
+            " (a poll was running: using its list)" if result.skipped else "",
+        )
+
+    def _follow(self) -> None:
+        client = self._client
+        assert client is not None
+        # The latest list position, whoever listed last (this watcher or the Celery poller).
+        position = ArgoInstance.objects.filter(pk=self.instance_id).values_list(
+            "list_resource_version", flat=True
+        )[0]
+        with self._lock:
+            if self.stop_event.is_set():
+                return
+            self._streaming = True  # from here on stop() may abort the read
+        try:
+            self.stats.connects += 1
+            events = client.watch_applications(resource_version=position or None, fields=DEFAULT_WATCH_FIELDS)
+            for event in events:
+                if self.stop_event.is_set():
+                    return
+                self._apply(client, event)
+        finally:
+            with self._lock:
+                self._streaming = False
+
+    def _apply(self, client: ArgoCDClient, event: WatchEvent) -> None:
+        self.stats.events += 1
+        self.stats.last_event_at = time.monotonic()
+        if event.type == "DELETED":
+            result = argo_application_remove(instance_id=self.instance_id, name=event.application.name)
+            self.stats.removed += int(result.removed)
+            return
+        result = argo_application_observe(
+            instance_id=self.instance_id, remote=event.application, client=client
+        )
+        self.stats.changed += int(result.changed)
+        self.stats.deployments += result.new_deployments
+        if result.new_deployments:
+            logger.info(
+                "argocd watch: %s: %s new deployment(s)", event.application.name, result.new_deployments
+            )
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _record_error(self, exc: BaseException, failures: int) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = str(exc)[:500] or type(exc).__name__
+        logger.warning(
+            "argocd watch: instance %s: %s (attempt %s); re-listing in %.1fs",
+            self.instance_id,
+            self.stats.last_error,
+            failures,
+            self._backoff(failures),
+        )
+
+    def _backoff(self, failures: int) -> float:
+        # Exponential with full jitter in the upper half, so many watchers do not reconnect in step.
+        ceiling = min(self.backoff_max, self.backoff_base * 2 ** max(0, failures - 1))
+        return ceiling / 2 + random.random() * ceiling / 2
+
+
+@dataclass
+class WatchSupervisor:
+    """Run one InstanceWatcher thread per ArgoInstance; pick up added and removed instances."""
+
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    rescan_seconds: float = 30.0
+    heartbeat: Callable[[], None] | None = None
+    watcher_options: dict[str, object] = field(default_factory=dict)
+    watchers: dict[int, tuple[InstanceWatcher, threading.Thread]] = field(default_factory=dict)
+
+    def run(self) -> None:
+        """Supervise until `stop()`; then stop every watcher and wait for its thread."""
+        try:
+            while not self.stop_event.is_set():
+                self._sync_threads()
+                if self.heartbeat is not None:
+                    self.heartbeat()
+                self.stop_event.wait(self.rescan_seconds)
+        finally:
+            self._stop_all()
+            connection.close()
+
+    def stop(self) -> None:
+        """Ask the supervisor (and every watcher) to stop; safe from a signal handler."""
+        self.stop_event.set()
+        for watcher, _ in list(self.watchers.values()):
+            watcher.stop()
+
+    def _sync_threads(self) -> None:
+        try:
+            close_old_connections()
+            wanted = set(ArgoInstance.objects.values_list("pk", flat=True))
+        except DatabaseError as exc:
+            logger.warning("argocd watch: cannot list instances: %s", exc)
+            return
+        for pk, (watcher, thread) in list(self.watchers.items()):
+            if pk not in wanted or not thread.is_alive():
+                watcher.stop()
+                thread.join(5)
+                del self.watchers[pk]
+        for pk in sorted(wanted - set(self.watchers)):
+            watcher = InstanceWatcher(instance_id=pk, stop_event=threading.Event(), **self.watcher_options)  # type: ignore[arg-type]
+            thread = threading.Thread(target=watcher.run, name=f"argocd-watch-{pk}", daemon=True)
+            self.watchers[pk] = (watcher, thread)
+            thread.start()
+
+    def _stop_all(self) -> None:
+        for watcher, _ in self.watchers.values():
+            watcher.stop()
+        for _, thread in self.watchers.values():
+            thread.join(10)

@@ -1,0 +1,236 @@
+"""Following Argo CD's watch stream between polls: changes arrive without a poll, errors re-list."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from audit.models import AuditEvent, ChangeRecord
+from integrations.argocd import DEFAULT_WATCH_FIELDS, ArgoCDClient
+from inventory.models import ArgoApplication, ArgoInstance, Deployment
+from inventory.services import _state_hash
+from inventory.watch import InstanceWatcher
+from tests.conftest import ROOT, subprocess_env, wait_for
+from tests.sandbox_fixtures import ARGOCD_TOKEN, _git, commit_files, read_file, set_image_tag
+
+# The watcher runs in its own thread with its own database connection: data must be committed.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _start(inv, **options) -> tuple[InstanceWatcher, threading.Thread]:
+    watcher = InstanceWatcher(
+        instance_id=inv.instance.pk,
+        stop_event=threading.Event(),
+        backoff_base=0.05,
+        backoff_max=0.2,
+        **options,
+    )
+    thread = threading.Thread(target=watcher.run, name="test-argocd-watch", daemon=True)
+    thread.start()
+    return watcher, thread
+
+
+@pytest.fixture
+def watching(sandbox_inventory) -> Iterator[InstanceWatcher]:
+    watcher, thread = _start(sandbox_inventory)
+    wait_for(lambda: watcher.stats.connects >= 1, timeout=15, message="the watcher to connect")
+    yield watcher
+    _stop(watcher, thread)
+
+
+def _stop(watcher: InstanceWatcher, thread: threading.Thread) -> float:
+    started = time.monotonic()
+    watcher.stop()
+    thread.join(10)
+    assert not thread.is_alive(), "the watcher did not stop"
+    return time.monotonic() - started
+
+
+def _push_tag(inv, env: str, app: str, tag: str, message: str = "hotfix\n") -> str:
+    path = f"environments/{env}/{app}/kustomization.yaml"
+    return commit_files(inv.repo.path, {path: set_image_tag(read_file(inv.repo.path, path), tag)}, message)
+
+
+def _deployment(argo_name: str, sha: str) -> Deployment | None:
+    return Deployment.objects.filter(argo_app__name=argo_name, revision=sha).first()
+
+
+def test_a_sync_reaches_the_database_without_a_poll(sandbox_inventory, watching):
+    inv = sandbox_inventory
+    app = inv.repo.apps[1].name
+    argo_name = f"{app}-prod-eu-west-1"
+    before = ArgoApplication.objects.get(name=argo_name)
+    polled_at = ArgoInstance.objects.get(pk=inv.instance.pk).last_poll_finished_at
+
+    sha = _push_tag(inv, "prod", app, "7.7.7")
+    inv.refresh()
+    deployment = wait_for(lambda: _deployment(argo_name, sha), timeout=15, message="the deployment")
+
+    row = ArgoApplication.objects.get(name=argo_name)
+    assert (row.deployed_revision, row.version) == (sha, "7.7.7")
+    assert deployment.version == "7.7.7" and deployment.out_of_band is True
+    assert Deployment.objects.filter(argo_app=row, revision=sha).count() == 1
+    observed = AuditEvent.objects.get(action="deployment.observed", target_id=str(deployment.pk))
+    # Git was ingested before the deployment was judged: the commit is known, and not from the portal.
+    assert observed.out_of_band and observed.after["reason"].startswith("1 commit(s) without Promotion-Id")
+    # No poll ran: the one re-list at start-up was before the commit.
+    assert ArgoInstance.objects.get(pk=inv.instance.pk).last_poll_finished_at == polled_at
+    assert watching.stats.relists == 1 and watching.stats.errors == 0
+
+    # A direct push to prod is out of band: its change record is written with the deployment.
+    record = ChangeRecord.objects.get(source_type="deployment", source_id=str(deployment.pk))
+    assert (record.kind, record.app, record.environment, record.outcome) == (
+        "out_of_band",
+        app,
+        "prod",
+        "succeeded",
+    )
+    assert (record.revision_before, record.revision_after) == (before.deployed_revision, sha)
+    assert record.versions_before == {app: before.version} and record.versions_after == {app: "7.7.7"}
+    assert record.deployed_at == deployment.deployed_at and record.clusters == ["prod-eu-west-1"]
+    assert record.project == row.application.project and "Out-of-band deployment" in record.title
+
+    # The watcher stored what a poll would have: once Argo CD is quiet, a poll finds nothing new.
+    wait_for(
+        lambda: ArgoApplication.objects.get(name=argo_name).health_status == "Healthy",
+        timeout=15,
+        message="prod healthy",
+    )
+    time.sleep(0.5)
+    polled = inv.poll()
+    assert polled.ok and polled.new_deployments == 0 and polled.apps_changed == 0
+
+
+def test_a_stream_error_leads_to_a_relist_and_the_watch_resumes(sandbox_inventory):
+    inv = sandbox_inventory
+    inv.argocd.faults.update(
+        {"error_rate": 1.0, "status": 503, "count": 1, "paths": ["/api/v1/stream/applications"]}
+    )
+    watcher, thread = _start(inv)
+    try:
+        wait_for(lambda: watcher.stats.relists >= 2, timeout=15, message="a second re-list")
+        assert watcher.stats.errors == 1 and "503" in watcher.stats.last_error
+        app = inv.repo.apps[2].name
+        sha = _push_tag(inv, "stage", app, "8.8.8", "ci: bump\n")
+        inv.refresh()
+        deployment = wait_for(
+            lambda: _deployment(f"{app}-stage-eu-west-1", sha), timeout=15, message="the stage deployment"
+        )
+        assert deployment.out_of_band is False  # a CI commit to stage is the normal path
+        assert not ChangeRecord.objects.filter(
+            source_type="deployment", source_id=str(deployment.pk)
+        ).exists()
+        assert not ArgoInstance.objects.get(pk=inv.instance.pk).is_stale
+    finally:
+        _stop(watcher, thread)
+
+
+def test_a_deleted_application_is_soft_deleted_and_keeps_its_history(sandbox_inventory, watching):
+    inv = sandbox_inventory
+    app = inv.repo.apps[0].name
+    argo_name = f"{app}-dev-eu-west-1"
+    history = Deployment.objects.filter(argo_app__name=argo_name).count()
+    assert history > 0
+
+    _remove_dir(inv.repo.path, f"environments/dev/{app}")
+    inv.refresh()
+
+    row = wait_for(
+        lambda: ArgoApplication.objects.filter(name=argo_name, deleted_at__isnull=False).first(),
+        timeout=15,
+        message="the soft delete",
+    )
+    assert Deployment.objects.filter(argo_app=row).count() == history
+    event = AuditEvent.objects.get(action="argocd.applications_removed")
+    assert event.after == {"applications": [argo_name]} and event.actor_name == "system:argocd-watch"
+
+
+def test_stop_ends_a_blocked_watch_promptly(sandbox_inventory, watching):
+    thread = next(t for t in threading.enumerate() if t.name == "test-argocd-watch")
+    time.sleep(0.3)  # blocked in the stream read: nothing changes in Argo CD
+    assert _stop(watching, thread) < 3
+
+
+def test_watched_state_hashes_like_the_polled_list(sandbox_inventory):
+    client = ArgoCDClient(sandbox_inventory.argocd.base_url, ARGOCD_TOKEN, allow_http=True)
+    listed = {a.name: _state_hash(a) for a in client.list_applications().items}
+    watched = {}
+    for event in client.watch_applications(fields=DEFAULT_WATCH_FIELDS):  # no position: ADDED for all
+        watched[event.application.name] = _state_hash(event.application)
+        if len(watched) == len(listed):
+            break
+    client.close()
+    assert watched == listed
+
+
+def test_the_argocd_watch_command_follows_changes_and_stops_on_sigterm(sandbox_inventory, tmp_path, settings):
+    inv = sandbox_inventory
+    heartbeat = tmp_path / "alive"
+    log = tmp_path / "watch.log"
+    polled_at = ArgoInstance.objects.get(pk=inv.instance.pk).last_poll_finished_at
+    heartbeat_args = ["--heartbeat-file", str(heartbeat)]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "manage.py",
+                "argocd_watch",
+                "--backoff",
+                "0.1",
+                "--rescan",
+                "0.5",
+                *heartbeat_args,
+            ],
+            cwd=ROOT,
+            env=subprocess_env(GITOPSPORTAL_MIRRORS_DIR=str(settings.MIRRORS_DIR), GITOPSPORTAL_CONFIG=""),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(heartbeat.exists, timeout=30, message="the heartbeat")
+        wait_for(
+            lambda: ArgoInstance.objects.get(pk=inv.instance.pk).last_poll_finished_at != polled_at,
+            timeout=30,
+            message="the start-up re-list",
+        )
+        app = inv.repo.apps[3].name
+        sha = _push_tag(inv, "prod", app, "6.6.6")
+        inv.refresh()
+        wait_for(
+            lambda: _deployment(f"{app}-prod-eu-west-1", sha),
+            timeout=20,
+            message=f"the deployment via the command ({log.read_text()[-2000:]})",
+        )
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(15) == 0, log.read_text()[-3000:]
+        assert "argocd watch: stopped after" in log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def _remove_dir(repo: Path, directory: str) -> str:
+    """Commit the removal of every file under `directory` on main (plumbing on the bare repo)."""
+    head = _git(repo, "rev-parse", "refs/heads/main")
+    files = _git(repo, "ls-tree", "-r", "--name-only", head, "--", directory).splitlines()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        _git(repo, "read-tree", head, env=env)
+        # Mode 0 removes an index entry (update-index --force-remove needs a work tree).
+        removals = "".join(f"0 {'0' * 40}\t{name}\n" for name in files)
+        _git(repo, "update-index", "--index-info", input_text=removals, env=env)
+        tree = _git(repo, "write-tree", env=env)
+    sha = _git(repo, "commit-tree", tree, "-p", head, input_text=f"retire {directory}\n")
+    _git(repo, "update-ref", "refs/heads/main", sha, head)
+    return sha

@@ -306,12 +306,13 @@ def write_pdf(job: ExportJob, path: str, *, created_by: str) -> int:
             ("Separation of duties", sod[record.separation_of_duties_ok]),
             ("Pull request", f"#{record.pr_number or '—'} {record.pr_url}".strip()),
             ("PR opened / merged", f"{_when(record.pr_opened_at)} / {_when(record.merged_at)} by {record.merged_by or '—'}"),
+            ("Version", f"{record.version_before_display or '—'} → {record.version_after_display or '—'}"),
             ("Revision", f"{record.revision_before or '—'} → {record.revision_after or '—'}"),
             ("Versions", f"{json.dumps(record.versions_before, sort_keys=True)} → {json.dumps(record.versions_after, sort_keys=True)}"),
             ("Gates", "; ".join(f"{g['name']}: {'passed' if g.get('passed') else 'FAILED'} {g.get('detail') or ''}".strip() for g in record.gates) or "—"),
             ("Sync result", json.dumps(record.sync_result, sort_keys=True, default=str) if record.sync_result is not None else "—"),
             ("Deployed / healthy", f"{_when(record.deployed_at)} / {_when(record.healthy_at)}"),
-            ("Lead time", str(record.lead_time) if record.lead_time is not None else "—"),
+            ("Lead time", record.lead_time_display if record.lead_time is not None else "—"),
         ]  # fmt: skip
         if record.justification:
             rows.append(("Justification", record.justification))

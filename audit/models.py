@@ -6,7 +6,18 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from gitopsportal.durations import format_duration
+
 GENESIS_HASH = "0" * 64
+
+
+def _versions_text(versions: object) -> str:
+    if not isinstance(versions, dict) or not versions:
+        return ""
+    values = [str(v) for _, v in sorted(versions.items()) if v not in (None, "")]
+    if len(set(values)) <= 1:
+        return values[0] if values else ""
+    return ", ".join(f"{k}: {v}" for k, v in sorted(versions.items()) if v not in (None, ""))
 
 
 class AuditEventQuerySet(models.QuerySet):
@@ -141,6 +152,28 @@ class ChangeRecord(models.Model):
         if not self.gates:
             return None
         return all(bool(g.get("passed")) for g in self.gates if isinstance(g, dict))
+
+    @property
+    def version_before_display(self) -> str:
+        """The versions before the change as text: "1.4.2", or "eu: 1.4.2, us: 1.4.1" for several."""
+        return _versions_text(self.versions_before)
+
+    @property
+    def version_after_display(self) -> str:
+        return _versions_text(self.versions_after)
+
+    @property
+    def has_versions(self) -> bool:
+        return bool(self.version_before_display or self.version_after_display)
+
+    @property
+    def lead_time_display(self) -> str:
+        return format_duration(self.lead_time)
+
+    @property
+    def evidence_target_id(self) -> str:
+        """The ledger target id of the record's evidence: `<id>` of a per-part source id `<id>:<part>`."""
+        return self.source_id.split(":", 1)[0]
 
     @property
     def outcome_badge(self) -> str:

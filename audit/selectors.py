@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -33,6 +34,22 @@ def audit_scope_apps(user: Any) -> list[str] | None:
     ]
 
 
+def _scope_q(scope_apps: list[str]) -> Q:
+    """Events of the scoped apps, including events of several apps (a release train: "a,b")."""
+    q = Q(app__in=scope_apps)
+    if scope_apps:
+        names = "|".join(re.escape(name) for name in sorted(set(scope_apps)))
+        q |= Q(app__contains=",", app__regex=rf"(^|,)({names})(,|$)")
+    return q
+
+
+def event_in_scope(event: AuditEvent, scope_apps: list[str] | None) -> bool:
+    """Tell whether a project-scoped auditor may see the event (any of its apps is in scope)."""
+    if scope_apps is None:
+        return True
+    return any(name in scope_apps for name in event.app.split(","))
+
+
 def _event_queryset(filters: AuditFilters, scope_apps: list[str] | None) -> QuerySet[AuditEvent]:
     qs = AuditEvent.objects.all()
     if filters.since is not None:
@@ -42,7 +59,7 @@ def _event_queryset(filters: AuditFilters, scope_apps: list[str] | None) -> Quer
     if filters.env:
         qs = qs.filter(environment=filters.env)
     if filters.app:
-        qs = qs.filter(app=filters.app)
+        qs = qs.filter(_scope_q([filters.app]))
     if filters.actor:
         qs = qs.filter(actor_name__iexact=filters.actor)
     if filters.action:
@@ -57,7 +74,7 @@ def _event_queryset(filters: AuditFilters, scope_apps: list[str] | None) -> Quer
             | Q(correlation_id=filters.text)
         )
     if scope_apps is not None:
-        qs = qs.filter(app__in=scope_apps)
+        qs = qs.filter(_scope_q(scope_apps))
     return qs
 
 
@@ -82,10 +99,8 @@ def audit_event_list(
 
 
 def audit_event_get(*, sequence: int, scope_apps: list[str] | None) -> AuditEvent | None:
-    qs = AuditEvent.objects.filter(sequence=sequence)
-    if scope_apps is not None:
-        qs = qs.filter(app__in=scope_apps)
-    return qs.first()
+    event = AuditEvent.objects.filter(sequence=sequence).first()
+    return event if event is not None and event_in_scope(event, scope_apps) else None
 
 
 def audit_event_neighbours(event: AuditEvent) -> tuple[AuditEvent | None, AuditEvent | None]:
@@ -253,10 +268,12 @@ def change_record_get(*, pk: int, scope_apps: list[str] | None) -> ChangeRecord 
 
 def change_record_evidence(record: ChangeRecord, *, limit: int = 500) -> list[AuditEvent]:
     """Return the ledger events of the record's source object, oldest first."""
+    # A per-part record (`<id>:<part>`, e.g. one app of a release train) shows the events of `<id>`.
+    ids = {record.source_id, record.evidence_target_id}
     return list(
-        AuditEvent.objects.filter(target_type=record.source_type, target_id=record.source_id).order_by(
-            "sequence"
-        )[:limit]
+        AuditEvent.objects.filter(target_type=record.source_type, target_id__in=ids).order_by("sequence")[
+            :limit
+        ]
     )
 
 

@@ -43,7 +43,10 @@ Change records (call from promotions, rollbacks and the Argo CD poller)
 
     The record is a projection, not evidence: it may be updated, the ledger is the truth. The
     evidence page lists the ledger events whose ``(target_type, target_id)`` equals the record's
-    ``(source_type, source_id)``, so write your events with the same pair.
+    ``(source_type, source_id)``, so write your events with the same pair. A change that touches
+    several apps at once (a release train) writes one record per app with ``source_id``
+    ``"<id>:<app>"``: its evidence is the events of ``(source_type, "<id>")``, and project-scoped
+    auditors see exactly the apps in their projects.
 
 Checkpoints
 -----------

@@ -123,7 +123,20 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 POLL_INTERVAL_SECONDS = env_int("POLL_INTERVAL_SECONDS", 30)
 GIT_FETCH_INTERVAL_SECONDS = env_int("GIT_FETCH_INTERVAL_SECONDS", 60)
-SWEEP_INTERVAL_SECONDS = env_int("SWEEP_INTERVAL_SECONDS", 30)
+# Sweepers re-enqueue lost work and track merged promotions/rollbacks (Argo CD sends no webhook when a
+# sync ends): one indexed query each, their messages expire before the next few sweeps.
+SWEEP_INTERVAL_SECONDS = env_int("SWEEP_INTERVAL_SECONDS", 10)
+if SWEEP_INTERVAL_SECONDS < 1:
+    raise ImproperlyConfigured("SWEEP_INTERVAL_SECONDS: must be at least 1")
+# A sweep (or a tracking message it sent) still queued after a few intervals is dropped: the next
+# sweep sends a fresh one, so a backed-up queue does not fill with duplicates. At least 30 s, so a
+# small clock skew between beat and workers cannot expire every message.
+SWEEP_EXPIRES_SECONDS = float(max(30, 3 * SWEEP_INTERVAL_SECONDS))
+# A merged promotion (or rollback) Argo CD has not deployed after this long ends failed (degraded
+# when deployed but not Healthy), with the reason on its page.
+PROMOTION_DEPLOY_TIMEOUT_MINUTES = env_int("PROMOTION_DEPLOY_TIMEOUT_MINUTES", 30)
+if PROMOTION_DEPLOY_TIMEOUT_MINUTES < 1:
+    raise ImproperlyConfigured("PROMOTION_DEPLOY_TIMEOUT_MINUTES: must be at least 1")
 
 # --- applications ---------------------------------------------------------------------------------
 INSTALLED_APPS = [
@@ -355,6 +368,34 @@ _check_fernet_keys(ENCRYPTION_KEYS)
 AUDIT_SIGNING_KEY = env_str("AUDIT_SIGNING_KEY")
 if not AUDIT_SIGNING_KEY and PRODUCTION:
     raise ImproperlyConfigured("AUDIT_SIGNING_KEY: required in production (Ed25519 private key, PEM)")
+
+
+def _verify_public_keys(text: str) -> list[str]:
+    """Split concatenated PEM public keys (earlier audit signing keys) and check each is Ed25519."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    text = text.replace("\\n", "\n")
+    blocks = re.findall(r"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", text, re.S)
+    if text.strip() and not blocks:
+        raise ImproperlyConfigured(
+            "AUDIT_VERIFY_PUBLIC_KEYS: no PEM public key (-----BEGIN PUBLIC KEY-----) found"
+        )
+    for position, block in enumerate(blocks, start=1):
+        try:
+            key = load_pem_public_key(block.encode())
+        except ValueError:
+            key = None
+        if not isinstance(key, Ed25519PublicKey):
+            raise ImproperlyConfigured(
+                f"AUDIT_VERIFY_PUBLIC_KEYS: key #{position} is not an Ed25519 public key (PEM)"
+            )
+    return [block + "\n" for block in blocks]
+
+
+# Public keys of earlier signing keys (PEM, concatenated; or AUDIT_VERIFY_PUBLIC_KEYS_FILE): checkpoints
+# and bundles signed before a key rotation keep verifying.
+AUDIT_VERIFY_PUBLIC_KEYS = _verify_public_keys(env_str("AUDIT_VERIFY_PUBLIC_KEYS") or "")
 AUDIT_CHECKPOINT_INTERVAL_SECONDS = env_int("AUDIT_CHECKPOINT_INTERVAL_SECONDS", 3600)
 # Periodic signed checkpoints of the audit chain head (audit app); merged into any existing schedule.
 CELERY_BEAT_SCHEDULE = globals().get("CELERY_BEAT_SCHEDULE", {})
@@ -366,11 +407,13 @@ CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {
 CELERY_BEAT_SCHEDULE["rollbacks-sweep"] = {
     "task": "rollbacks.tasks.rollbacks_sweep_task",
     "schedule": float(SWEEP_INTERVAL_SECONDS),
+    "options": {"expires": SWEEP_EXPIRES_SECONDS},
 }
 # Promotions: re-enqueue PR opening whose message was lost; poll PRs and rollouts (webhook fallback).
 CELERY_BEAT_SCHEDULE["promotions-sweep"] = {
     "task": "promotions.tasks.promotions_sweep_task",
     "schedule": float(SWEEP_INTERVAL_SECONDS),
+    "options": {"expires": SWEEP_EXPIRES_SECONDS},
 }
 # Inventory: poll every Argo CD instance, fetch and ingest every Git repository.
 CELERY_BEAT_SCHEDULE["inventory-poll-all"] = {

@@ -454,6 +454,11 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
         result.duration_ms = int((time.monotonic() - started) * 1000)
         instance_mark_stale(instance_id=instance_id, error=result.error, duration_ms=result.duration_ms)
         return result
+    except BaseException:
+        # The database went away mid-poll (or a bug): release the claim so the next poll runs now
+        # instead of after POLL_TIMEOUT_SECONDS, and let the task fail loudly.
+        _release_claim(ArgoInstance, instance_id, "last_poll_finished_at")
+        raise
     result.duration_ms = int((time.monotonic() - started) * 1000)
     return result
 
@@ -531,6 +536,16 @@ def _wait_for_ingest(*, repository_id: int, timeout: float) -> None:
         if started is None or (finished is not None and finished >= started):
             return
         time.sleep(0.2)
+
+
+def _release_claim(model: Any, pk: int, finished_field: str) -> None:
+    """Mark a claimed poll or ingest as finished after an unexpected error (best effort)."""
+    try:
+        if not connection.in_atomic_block:
+            connection.close()  # a connection broken mid-poll would fail this update too
+        model.objects.filter(pk=pk).update(**{finished_field: timezone.now()})
+    except Exception:  # the original error is what matters; it is re-raised
+        logger.warning("could not release the claim on %s %s", model.__name__, pk, exc_info=True)
 
 
 def _lock_instance(instance_id: int) -> None:
@@ -1269,6 +1284,9 @@ def repository_ingest(*, repository_id: int) -> IngestResult:
             last_ingest_finished_at=timezone.now(),
             last_ingest_duration_ms=result.duration_ms,
         )
+    except BaseException:
+        _release_claim(GitRepository, repo.pk, "last_ingest_finished_at")
+        raise
     return result
 
 

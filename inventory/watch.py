@@ -77,6 +77,9 @@ class InstanceWatcher:
                         relist = False
                     self._follow()
                     failures = 0
+                    # The server ended the stream cleanly (a proxy's idle cut, a restart): reopen it
+                    # from the list position, but never faster than once per backoff step.
+                    self.stop_event.wait(self.backoff_base)
                 except ArgoInstance.DoesNotExist:
                     logger.info("argocd watch: instance %s was removed; stopping", self.instance_id)
                     return

@@ -1,4 +1,9 @@
-"""Read access to a GitOps repository for previews and tracking (a bare mirror per repository)."""
+"""Read access to a GitOps repository for previews and tracking.
+
+Promotions read the inventory's bare mirror of each repository (`inventory.services.mirror_for`,
+MIRRORS_DIR/<name>.git), so a repository is cloned and fetched once for the whole portal; the
+Git ingest fetches it on its schedule, promotions fetch it (throttled) when they need a fresh view.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-
-from django.conf import settings
 
 from integrations.gitrepo import CommitRecord, GitError, GitMirror, InvalidRef
 from inventory.models import GitRepository
+from inventory.services import mirror_for as inventory_mirror_for
 
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
 _last_fetch: dict[str, float] = {}
 FETCH_MIN_INTERVAL = 2.0  # seconds: a page with many apps fetches once
+# The ingest (another process) may hold the mirror's config or ref locks for a moment.
+GIT_LOCK_RETRIES = 3
 
 
 def _lock_for(name: str) -> threading.Lock:
@@ -26,11 +31,10 @@ def _lock_for(name: str) -> threading.Lock:
 
 
 def mirror_for(repository: GitRepository, *, fetch: bool = True) -> GitMirror:
-    """Return the promotions mirror of a repository, created and fetched (throttled) as needed."""
-    path = Path(settings.MIRRORS_DIR) / "promotions" / f"{repository.name}.git"
-    mirror = GitMirror(path, repository.url, token=repository.token or None, allow_http=repository.allow_http)
+    """Return the repository's shared mirror, created and fetched (throttled) as needed."""
+    mirror = inventory_mirror_for(repository)
     with _lock_for(repository.name):
-        created = mirror.ensure()
+        created = _retrying(mirror.ensure)
         if created:
             _last_fetch[repository.name] = time.monotonic()
         elif fetch and time.monotonic() - _last_fetch.get(repository.name, 0) > FETCH_MIN_INTERVAL:
@@ -39,12 +43,23 @@ def mirror_for(repository: GitRepository, *, fetch: bool = True) -> GitMirror:
     return mirror
 
 
+def _retrying(operation: Callable[[], bool]) -> bool:
+    for attempt in range(GIT_LOCK_RETRIES):
+        try:
+            return operation()
+        except GitError:
+            if attempt == GIT_LOCK_RETRIES - 1:
+                raise
+            time.sleep(0.3 * (attempt + 1))  # a concurrent fetch or config write holds a lock
+    raise AssertionError("unreachable")
+
+
 def _fetch(mirror: GitMirror) -> None:
-    try:
+    def fetch() -> bool:
         mirror.fetch()
-    except GitError:
-        time.sleep(0.5)  # a concurrent fetch from another process held a ref lock
-        mirror.fetch()
+        return True
+
+    _retrying(fetch)
 
 
 def ensure_commit(mirror: GitMirror, sha: str) -> bool:

@@ -15,12 +15,15 @@ that environment can be requested (a partial unique index enforces it).
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
+
+from gitopsportal.durations import format_duration
 
 
 class PromotionState(models.TextChoices):
@@ -113,6 +116,8 @@ class Promotion(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     gates = models.JSONField(default=list, blank=True, help_text="last gate evaluation")
     failure_reason = models.TextField(blank=True)
+    # A permanent tracking problem (e.g. the PR is gone: 404), shown on the page until tracking works again.
+    tracking_error = models.TextField(blank=True)
     # The pull request.
     pr_branch = models.CharField(max_length=250, blank=True)
     pr_base = models.CharField(max_length=200, blank=True)
@@ -170,6 +175,16 @@ class Promotion(models.Model):
     def badge(self) -> str:
         return STATE_BADGES.get(self.state, "idle")
 
+    @property
+    def lead_time(self) -> timedelta | None:
+        """From the request to healthy (or deployed, while it is not healthy yet)."""
+        end = self.healthy_at or self.deployed_at
+        return end - self.requested_at if end is not None and end >= self.requested_at else None
+
+    @property
+    def lead_time_display(self) -> str:
+        return format_duration(self.lead_time)
+
 
 class PromotionItem(models.Model):
     """One app of a promotion: what the source runs, what the target had, what it gets."""
@@ -183,6 +198,12 @@ class PromotionItem(models.Model):
     active = models.BooleanField(default=True, help_text="holds the app x target env in-flight slot")
     source_revision = models.CharField(max_length=64, blank=True, help_text="Git revision the source runs")
     source_versions = models.JSONField(default=list, blank=True, help_text="image references the source runs")
+    target_revision_before = models.CharField(
+        max_length=64, blank=True, help_text="Git revision the target ran when the promotion was requested"
+    )
+    deployed_revision = models.CharField(
+        max_length=64, blank=True, help_text="Git revision the target runs once the promotion is deployed"
+    )
     target_versions_before = models.JSONField(default=list, blank=True)
     target_versions_after = models.JSONField(default=list, blank=True)
     version_before = models.CharField(max_length=200, blank=True)

@@ -36,6 +36,14 @@ class AppView:
     deployed_at: datetime | None
     stale: bool = False
     error: str = ""
+    # The last sync operation: the revision it applied (or tried to), its message, when it started.
+    operation_revision: str = ""
+    operation_message: str = ""
+    operation_started_at: datetime | None = None
+
+    @property
+    def operation_failed(self) -> bool:
+        return self.operation_phase in ("Failed", "Error")
 
 
 @dataclass
@@ -137,6 +145,8 @@ def _from_row(row: ArgoApplication, *, stale: bool, error: str = "") -> AppView:
         deployed_at=row.deployed_at,
         stale=stale,
         error=error,
+        operation_message=row.operation_message,
+        operation_started_at=row.operation_started_at,
     )
 
 
@@ -170,6 +180,9 @@ def env_state(application: Application, environment: Environment, *, live: bool 
                 images=tuple(app.images),
                 operation_phase=app.operation_phase or "",
                 deployed_at=deployed_at,
+                operation_revision=app.sync_result_revision or "",
+                operation_message=app.operation_message or "",
+                operation_started_at=app.operation_started_at,
             )
         )
     return state

@@ -22,6 +22,7 @@ from django.utils import timezone
 from accounts.permissions import ensure_role, has_role
 from accounts.roles import Role
 from audit.services import audit_event_record
+from gitopsportal.durations import format_duration
 from gitopsportal.logging import current_request_id
 from integrations.gitrepo import GitWorkspace, InvalidRef, validate_ref_name
 from inventory.models import Application, Environment, GitRepository
@@ -56,6 +57,14 @@ SYSTEM = "promotions"
 PR_LABELS = ("promotion",)
 MAX_PR_ATTEMPTS = 8
 PR_POLL_SECONDS = 300
+# Merged/deployed promotions are tracked at every sweep (SWEEP_INTERVAL_SECONDS) unless tracked
+# this recently (by a follow-up task or a webhook).
+ROLLOUT_POLL_SECONDS = 5
+
+
+def sweep_message_expiry() -> float:
+    """Seconds a sweeper's tracking message stays valid: a few sweeps, then the next sweep re-sends it."""
+    return float(getattr(settings, "SWEEP_EXPIRES_SECONDS", 30.0))
 
 
 class PromotionRefused(Exception):
@@ -369,47 +378,90 @@ OUTCOMES = {
 }
 
 
+def _revision_label(revisions: Iterable[str]) -> str:
+    """One revision as is; several (clusters disagree) as their short SHAs, comma-separated."""
+    unique = sorted({r for r in revisions if r})
+    if len(unique) == 1:
+        return unique[0]
+    return ",".join(r[:12] for r in unique)[:64]
+
+
+def change_record_source_id(promotion: Promotion, app_name: str) -> str:
+    """The change record of one app of a promotion: `<promotion id>:<app>` (evidence: the promotion)."""
+    return f"{promotion.pk}:{app_name}"
+
+
 def _change_record(promotion: Promotion, items: Sequence[PromotionItem]) -> None:
-    """Mirror the promotion into its audit change record (production-like targets only)."""
+    """Mirror the promotion into one audit change record per app (production-like targets only).
+
+    One record per app keeps project-scoped auditors' view exact for release trains; the
+    evidence page of each lists the promotion's ledger events (source id `<promotion id>:<app>`).
+    """
     if not promotion.target_env.production_like:
         return
     from audit.services import change_record_sync
 
     approvers = [a.approver_name for a in promotion.approvals.all() if a.decision == ApprovalDecision.APPROVE]
-    change_record_sync(
-        kind="promotion",
-        source_type="promotion",
-        source_id=str(promotion.pk),
-        app=",".join(i.application.name for i in items)[:200],
-        environment=promotion.target_env.name,
-        title=_pr_title(promotion, items)[:300],
-        project=",".join(sorted({i.application.project for i in items}))[:200],
-        requester_name=promotion.requested_by_name,
-        approvers=approvers,
-        pr_number=promotion.pr_number,
-        pr_url=promotion.pr_url,
-        revision_after=promotion.merge_commit_sha,
-        versions_before={i.application.name: i.version_before for i in items},
-        versions_after={i.application.name: i.version_after for i in items},
-        gates=[
-            {
-                "name": gate.get("name", "?"),
-                "passed": bool(gate.get("passed")),
-                "detail": gate.get("detail", ""),
-            }
-            for gate in (promotion.gates or [])
-            if isinstance(gate, dict)
-        ],
-        requested_at=promotion.requested_at,
-        approved_at=promotion.approved_at,
-        pr_opened_at=promotion.pr_opened_at,
-        merged_at=promotion.merged_at,
-        deployed_at=promotion.deployed_at,
-        healthy_at=promotion.healthy_at,
-        outcome=OUTCOMES.get(promotion.state, "pending"),
-        emergency=promotion.override_sync_window,
-        justification=promotion.override_justification,
+    gates = [
+        {"name": gate.get("name", "?"), "passed": bool(gate.get("passed")), "detail": gate.get("detail", "")}
+        for gate in (promotion.gates or [])
+        if isinstance(gate, dict)
+    ]
+    outcome = OUTCOMES.get(promotion.state, "pending")
+    clusters = _clusters_by_app(promotion, items)
+    for item in items:
+        app = item.application
+        change_record_sync(
+            kind="promotion",
+            source_type="promotion",
+            source_id=change_record_source_id(promotion, app.name),
+            app=app.name,
+            environment=promotion.target_env.name,
+            title=_record_title(promotion, item, len(items))[:300],
+            project=app.project,
+            clusters=clusters.get(app.pk, []),
+            requester_name=promotion.requested_by_name,
+            approvers=approvers,
+            pr_number=promotion.pr_number,
+            pr_url=promotion.pr_url,
+            revision_before=item.target_revision_before,
+            revision_after=item.deployed_revision or promotion.merge_commit_sha,
+            versions_before={app.name: item.version_before} if item.version_before else {},
+            versions_after={app.name: item.version_after} if item.version_after else {},
+            gates=gates,
+            requested_at=promotion.requested_at,
+            approved_at=promotion.approved_at,
+            pr_opened_at=promotion.pr_opened_at,
+            merged_at=promotion.merged_at,
+            deployed_at=item.deployed_at or promotion.deployed_at,
+            healthy_at=item.healthy_at or promotion.healthy_at,
+            outcome=outcome,
+            emergency=promotion.override_sync_window,
+            justification=promotion.override_justification,
+        )
+
+
+def _clusters_by_app(promotion: Promotion, items: Sequence[PromotionItem]) -> dict[int, list[str]]:
+    from inventory.models import ArgoApplication
+
+    clusters: dict[int, list[str]] = {}
+    for app_id, name in (
+        ArgoApplication.objects.live()
+        .filter(application__in=[i.application_id for i in items], environment=promotion.target_env)
+        .exclude(cluster__isnull=True)
+        .order_by("cluster__name")
+        .values_list("application_id", "cluster__name")
+    ):
+        clusters.setdefault(app_id, []).append(name)
+    return clusters
+
+
+def _record_title(promotion: Promotion, item: PromotionItem, count: int) -> str:
+    title = (
+        f"Promote {item.application.name} {item.version_before} → {item.version_after} "
+        f"to {promotion.target_env.name}"
     )
+    return title + (f" (release train #{promotion.pk}, {count} apps)" if count > 1 else "")
 
 
 def _enqueue_pr_open(promotion_id: int) -> None:
@@ -493,6 +545,7 @@ def _create(*, actor: Any, preview: PromotionPreview, note: str, justification: 
                     version_before=item.plan.version_before[:200],
                     version_after=item.plan.version_after[:200],
                     paths=item.paths,
+                    target_revision_before=_revision_label(item.target.revisions)[:64],
                 )
     except IntegrityError:
         other = (
@@ -1025,7 +1078,13 @@ def promotion_track(*, promotion_id: int) -> str:
     promotion = Promotion.objects.with_related().get(pk=promotion_id)
     Promotion.objects.filter(pk=promotion.pk).update(last_tracked_at=timezone.now())
     if promotion.state == S.PR_OPEN and promotion.pr_number:
-        pr = pull_request_refresh(promotion.repository, promotion.pr_number)
+        try:
+            pr = pull_request_refresh(promotion.repository, promotion.pr_number)
+        except PullRequestPermanent as exc:
+            # Retrying cannot help (PR deleted, token lost access): say so on the page, keep the state.
+            _tracking_error(promotion, f"cannot read pull request #{promotion.pr_number}: {exc}")
+            return promotion.state
+        _tracking_error(promotion, "")
         if pr.merged:
             _transition(
                 promotion,
@@ -1050,9 +1109,66 @@ def promotion_track(*, promotion_id: int) -> str:
             return promotion.state
         else:
             return promotion.state
-    if promotion.state in (S.MERGED, S.DEPLOYED) and promotion.merge_commit_sha:
+    if promotion.state == S.MERGED and not promotion.merge_commit_sha:
+        _tracking_error(promotion, "the forge did not report the merge commit of the pull request")
+        _check_deploy_timeout(promotion, detail="the merge commit is unknown")
+    elif promotion.state in (S.MERGED, S.DEPLOYED):
         _track_rollout(promotion)
     return promotion.state
+
+
+def _tracking_error(promotion: Promotion, error: str) -> None:
+    """Show (or clear) a permanent tracking problem on the page; the first report is an audit event."""
+    error = error[:2000]
+    if promotion.tracking_error == error:
+        return
+    with transaction.atomic():
+        updated = (
+            Promotion.objects.filter(pk=promotion.pk)
+            .exclude(tracking_error=error)
+            .update(tracking_error=error)
+        )
+        promotion.tracking_error = error
+        if updated and error:
+            audit_event_record(
+                action="promotion.tracking_error",
+                target_type="promotion",
+                target_id=promotion.pk,
+                target_label=f"promotion #{promotion.pk} {promotion.source_env.name} → {promotion.target_env.name}",
+                app=_apps_label(promotion),
+                environment=promotion.target_env.name,
+                pr_url=promotion.pr_url,
+                after={"state": promotion.state, "error": error},
+                message=error,
+                correlation_id=promotion.correlation_id or None,
+                system_name=SYSTEM,
+            )
+
+
+def deploy_timeout() -> timedelta:
+    return timedelta(minutes=int(getattr(settings, "PROMOTION_DEPLOY_TIMEOUT_MINUTES", 30)))
+
+
+def _check_deploy_timeout(promotion: Promotion, *, detail: str) -> bool:
+    """Fail a merged promotion that is still not deployed after PROMOTION_DEPLOY_TIMEOUT_MINUTES."""
+    timeout = deploy_timeout()
+    if promotion.state != S.MERGED or promotion.merged_at is None:
+        return False
+    if timezone.now() - promotion.merged_at < timeout:
+        return False
+    target = promotion.target_env.name
+    reason = f"{target} does not run the merged change {format_duration(timeout)} after the merge: {detail}"
+    return _transition(
+        promotion,
+        from_states=[S.MERGED],
+        to=S.FAILED,
+        action="promotion.deploy_timed_out",
+        release=True,
+        failed_at=timezone.now(),
+        failure_reason=reason[:4000],
+        after={"timeout_minutes": int(timeout.total_seconds() // 60)},
+        message=reason[:2000],
+    )
 
 
 def _track_rollout(promotion: Promotion) -> None:
@@ -1070,7 +1186,11 @@ def _track_rollout(promotion: Promotion) -> None:
         except Exception:
             return False
 
+    def runs_merge(view: observed.AppView) -> bool:
+        return contains(view.revision) and view.sync_status == "Synced"
+
     deployed_items = []
+    failed_views: list[observed.AppView] = []
     syncing = False
     for item in items:
         state = states[item.pk]
@@ -1080,13 +1200,51 @@ def _track_rollout(promotion: Promotion) -> None:
             for v in views
         ):
             syncing = True
-        if views and all(contains(v.revision) and v.sync_status == "Synced" for v in views):
+        if views and all(runs_merge(v) for v in views):
             deployed_items.append(item)
             if item.deployed_at is None:
-                PromotionItem.objects.filter(pk=item.pk, deployed_at__isnull=True).update(deployed_at=now)
+                PromotionItem.objects.filter(pk=item.pk, deployed_at__isnull=True).update(
+                    deployed_at=now, deployed_revision=_revision_label(v.revision for v in views)
+                )
+        # The sync that should apply the merge failed (Argo CD does not retry it by itself).
+        failed_views += [
+            v
+            for v in views
+            if v.operation_failed and not runs_merge(v) and contains(v.operation_revision or v.revision)
+        ]
     if syncing and promotion.syncing_at is None:
         Promotion.objects.filter(pk=promotion.pk, syncing_at__isnull=True).update(syncing_at=now)
         promotion.syncing_at = now
+    if promotion.tracking_error:
+        _tracking_error(promotion, "")
+    if promotion.state == S.MERGED and failed_views:
+        detail = "; ".join(
+            f"{v.name}: sync {v.operation_phase.lower()}"
+            + (f": {v.operation_message}" if v.operation_message else "")
+            for v in failed_views
+        )
+        reason = f"Argo CD could not sync the merged change into {promotion.target_env.name}: {detail}"
+        _transition(
+            promotion,
+            from_states=[S.MERGED],
+            to=S.FAILED,
+            action="promotion.sync_failed",
+            release=True,
+            failed_at=now,
+            failure_reason=reason[:4000],
+            after={
+                "sync": [
+                    {
+                        "app": v.name,
+                        "phase": v.operation_phase,
+                        "revision": v.operation_revision or v.revision,
+                    }
+                    for v in failed_views
+                ]
+            },
+            message=reason[:2000],
+        )
+        return
     if promotion.state == S.MERGED and items and len(deployed_items) == len(items):
         revisions = sorted({v.revision for s in states.values() for v in s.apps})
         _transition(
@@ -1096,12 +1254,14 @@ def _track_rollout(promotion: Promotion) -> None:
             action="promotion.deployed",
             deployed_at=now,
             syncing_at=Coalesce(F("syncing_at"), Value(now)),
-            deployed_revision=revisions[0]
-            if len(revisions) == 1
-            else ",".join(r[:12] for r in revisions)[:64],
+            deployed_revision=_revision_label(revisions),
             after={"revisions": revisions},
             message=f"{promotion.target_env.name} runs a revision containing {merge[:12]}",
         )
+    if promotion.state == S.MERGED:
+        waiting = [states[i.pk].summary() for i in items if i not in deployed_items]
+        _check_deploy_timeout(promotion, detail="; ".join(waiting)[:3000])
+        return
     if promotion.state != S.DEPLOYED:
         return
     all_states = list(states.values())
@@ -1127,6 +1287,23 @@ def _track_rollout(promotion: Promotion) -> None:
             degraded_at=now,
             failure_reason=f"{promotion.target_env.name} is degraded after the promotion: {detail}"[:4000],
             message=detail[:2000],
+        )
+    elif promotion.deployed_at is not None and now - promotion.deployed_at >= deploy_timeout():
+        detail = "; ".join(s.summary() for s in all_states if not s.healthy)
+        reason = (
+            f"{promotion.target_env.name} is not Healthy {format_duration(deploy_timeout())} after the "
+            f"deployment: {detail}"
+        )
+        _transition(
+            promotion,
+            from_states=[S.DEPLOYED],
+            to=S.DEGRADED,
+            action="promotion.degraded",
+            release=True,
+            degraded_at=now,
+            failure_reason=reason[:4000],
+            after={"timeout_minutes": int(deploy_timeout().total_seconds() // 60)},
+            message=reason[:2000],
         )
 
 
@@ -1180,16 +1357,22 @@ def promotions_sweep(*, now: Any = None) -> dict[str, int]:
     for pk in reopen:
         promotion_pr_open_task.delay(pk)
     # Webhooks drive PR state; polling open PRs is the slow fallback (forge rate limits), while
-    # merged promotions are polled often: Argo CD sends no webhook when the sync finishes.
+    # merged promotions are polled at every sweep: Argo CD sends no webhook when the sync finishes.
+    # One indexed query; a message not run before the next sweeps is dropped (expires), so a
+    # backed-up queue does not pile up duplicates.
     track = list(
         Promotion.objects.filter(
             Q(state=S.PR_OPEN, last_tracked_at__lt=now - timedelta(seconds=PR_POLL_SECONDS))
             | Q(state__in=[S.PR_OPEN, S.MERGED, S.DEPLOYED], last_tracked_at__isnull=True)
-            | Q(state__in=[S.MERGED, S.DEPLOYED], last_tracked_at__lt=now - timedelta(seconds=10))
+            | Q(
+                state__in=[S.MERGED, S.DEPLOYED],
+                last_tracked_at__lt=now - timedelta(seconds=ROLLOUT_POLL_SECONDS),
+            )
         ).values_list("pk", flat=True)[:500]
     )
+    expires = sweep_message_expiry()
     for pk in track:
-        promotion_track_task.delay(pk, 0)
+        promotion_track_task.apply_async((pk, 0), expires=expires)
     return {
         "reopened": len(reopen),
         "tracked": len(track),

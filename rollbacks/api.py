@@ -42,6 +42,7 @@ def rollback_as_json(rollback: RollbackRequest) -> dict[str, Any]:
         "failure_reason": rollback.failure_reason or None,
         "conflict_files": list(rollback.conflict_files),
         "tracking_detail": rollback.tracking_detail or None,
+        "tracking_error": rollback.tracking_error or None,
         "requested_at": rollback.requested_at,
         "pr_opened_at": rollback.pr_opened_at,
         "auto_merged_at": rollback.auto_merged_at,

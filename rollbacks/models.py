@@ -9,21 +9,14 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from gitopsportal.durations import format_duration
+
 _URL_RE = re.compile(r"https?://[^\s\"'<>`]+", re.IGNORECASE)
 
 
 def humanize_duration(value: timedelta | None) -> str:
-    """Return "1h 02m 03s" style text ('' for None)."""
-    if value is None:
-        return ""
-    seconds = max(0, int(value.total_seconds()))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m {secs:02d}s"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
+    """Return "3 min 20 s" style text ('' for None): the portal-wide duration format."""
+    return format_duration(value)
 
 
 class RollbackQuerySet(models.QuerySet):
@@ -92,6 +85,8 @@ class RollbackRequest(models.Model):
     merge_commit_sha = models.CharField(max_length=64, blank=True)
     failure_reason = models.TextField(blank=True)
     tracking_detail = models.CharField(max_length=500, blank=True, help_text="what tracking waits for")
+    # A permanent tracking problem (e.g. the PR is gone: 404), shown on the page until tracking works again.
+    tracking_error = models.TextField(blank=True)
     conflict_files = models.JSONField(default=list, blank=True)
 
     # Work claims: a task owns the row until `claimed_until`; the sweeper re-enqueues after that.

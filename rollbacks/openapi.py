@@ -143,6 +143,7 @@ SCHEMAS: dict = {
             "failure_reason": _TEXT_OR_NULL,
             "conflict_files": {"type": "array", "items": {"type": "string"}},
             "tracking_detail": _TEXT_OR_NULL,
+            "tracking_error": _TEXT_OR_NULL,
             "requested_at": {"type": "string", "format": "date-time"},
             "pr_opened_at": _TIME,
             "auto_merged_at": _TIME,

@@ -27,6 +27,7 @@ from django.utils import timezone
 from accounts.permissions import ensure_role
 from accounts.roles import Role
 from audit.services import audit_event_record, change_record_sync
+from gitopsportal.durations import format_duration
 from gitopsportal.logging import current_request_id
 from integrations.gitrepo import GitError, GitWorkspace, InvalidRef, RevertConflict
 from inventory.models import Application, Environment
@@ -282,10 +283,10 @@ def _enqueue_pr_open(rollback_id: int) -> None:
     rollback_pr_open_task.delay(rollback_id)
 
 
-def _enqueue_track(rollback_id: int, countdown: float = 0) -> None:
+def _enqueue_track(rollback_id: int, countdown: float = 0, expires: float | None = None) -> None:
     from .tasks import rollback_track_task
 
-    rollback_track_task.apply_async((rollback_id,), countdown=countdown)
+    rollback_track_task.apply_async((rollback_id,), countdown=countdown, expires=expires)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,7 +484,14 @@ def rollback_track(*, rollback_id: int) -> RollbackRequest:
     )
     RollbackRequest.objects.filter(pk=rollback_id).update(last_tracked_at=timezone.now())
     if rollback.state == State.PR_OPEN:
-        _track_pr(rollback)
+        try:
+            _track_pr(rollback)
+        except PullRequestPermanent as exc:
+            # Retrying cannot help (PR deleted, token lost access): say so on the page, keep the state.
+            _tracking_error(rollback, f"cannot read pull request #{rollback.pr_number}: {exc}")
+            rollback.refresh_from_db()
+            return rollback
+        _tracking_error(rollback, "")
         rollback.refresh_from_db()
     if rollback.state == State.MERGED:
         _track_deployed(rollback)
@@ -515,6 +523,88 @@ def _track_pr(rollback: RollbackRequest) -> None:
 
 def _set_detail(rollback_id: int, detail: str) -> None:
     RollbackRequest.objects.filter(pk=rollback_id).update(tracking_detail=detail[:500])
+
+
+def _tracking_error(rollback: RollbackRequest, error: str) -> None:
+    """Show (or clear) a permanent tracking problem on the page; the first report is an audit event."""
+    error = error[:2000]
+    if rollback.tracking_error == error:
+        return
+    with transaction.atomic():
+        updated = (
+            RollbackRequest.objects.filter(pk=rollback.pk)
+            .exclude(tracking_error=error)
+            .update(tracking_error=error)
+        )
+        rollback.tracking_error = error
+        if updated and error:
+            audit_event_record(
+                action="rollback.tracking_error",
+                target_type="rollback",
+                target_id=rollback.pk,
+                target_label=f"rollback #{rollback.pk} of {rollback.application.name} in {rollback.environment.name}",
+                app=rollback.application.name,
+                environment=rollback.environment.name,
+                pr_url=rollback.pr_url,
+                after={"state": rollback.state, "error": error},
+                message=error,
+                correlation_id=rollback.correlation_id or None,
+                system_name="rollbacks",
+            )
+
+
+def deploy_timeout() -> timedelta:
+    """How long a merged rollback may wait for Argo CD (PROMOTION_DEPLOY_TIMEOUT_MINUTES, shared)."""
+    return timedelta(minutes=int(getattr(settings, "PROMOTION_DEPLOY_TIMEOUT_MINUTES", 30)))
+
+
+# A failed sync that started this long before the portal saw the merge belongs to an older revision.
+SYNC_FAILURE_SLACK = timedelta(minutes=5)
+
+
+def _sync_failures(rollback: RollbackRequest, apps: list[Any], mirror: Any) -> list[Any]:
+    """Argo CD applications whose sync of the merged revert failed (Argo CD does not retry it)."""
+    failed = []
+    merged_at = rollback.merged_at or timezone.now()
+    merge = rollback.merge_commit_sha
+    for app in apps:
+        if app.operation_phase not in ("Failed", "Error"):
+            continue
+        if app.operation_started_at is not None and app.operation_started_at < merged_at - SYNC_FAILURE_SLACK:
+            continue
+        try:
+            if app.deployed_revision and mirror.is_ancestor(merge, app.deployed_revision):
+                continue  # it runs the revert already; a later sync failed
+            if app.revision and mirror.is_ancestor(merge, app.revision):
+                failed.append(app)
+        except (GitError, InvalidRef):
+            continue
+    return failed
+
+
+def _fail_after_merge(rollback: RollbackRequest, reason: str, *, action: str) -> None:
+    """End a merged rollback that Argo CD did not (or could not) deploy: failed, with the reason."""
+    with transaction.atomic():
+        locked = (
+            RollbackRequest.objects.select_for_update(of=("self",))
+            .select_related("application", "environment")
+            .get(pk=rollback.pk)
+        )
+        if locked.state not in (State.MERGED, State.DEPLOYED):
+            return
+        before = _snapshot(locked)
+        locked.state = State.FAILED
+        locked.failed_at = timezone.now()
+        locked.failure_reason = reason[:4000]
+        locked.tracking_detail = ""
+        locked.save()
+        _record(
+            locked,
+            action,
+            before=before,
+            after={**_snapshot(locked), "reason": reason[:2000]},
+            message=reason[:2000],
+        )
 
 
 @transaction.atomic
@@ -586,6 +676,10 @@ def _transition_closed(rollback_id: int) -> None:
     _record(rollback, "cancelled", before=before, after=_snapshot(rollback), message=rollback.failure_reason)
 
 
+def _timed_out(since: Any) -> bool:
+    return since is not None and timezone.now() - since >= deploy_timeout()
+
+
 def _running_revision(app: Any) -> str:
     if app.deployed_revision:
         return app.deployed_revision
@@ -602,10 +696,35 @@ def _track_deployed(rollback: RollbackRequest) -> None:
         return
     if not rollback.merge_commit_sha:
         _set_detail(rollback.pk, "the forge did not report the merge commit")
+        if _timed_out(rollback.merged_at):
+            _fail_after_merge(
+                rollback,
+                f"the forge did not report the merge commit of the revert; {rollback.environment.name} "
+                f"cannot be tracked {format_duration(deploy_timeout())} after the merge",
+                action="deploy_timed_out",
+            )
         return
     mirror = history.repository_mirror(rollback.application.repository)
     fetched = False
     waiting: list[str] = []
+    try:
+        mirror.rev_parse(rollback.merge_commit_sha)
+    except (GitError, InvalidRef):
+        mirror = history.mirror_fresh(rollback.application.repository)
+        fetched = True
+    failed = _sync_failures(rollback, apps, mirror)
+    if failed:
+        detail = "; ".join(
+            f"{a.name}: sync {a.operation_phase.lower()}"
+            + (f": {a.operation_message}" if a.operation_message else "")
+            for a in failed
+        )
+        _fail_after_merge(
+            rollback,
+            f"Argo CD could not sync the revert into {rollback.environment.name}: {detail}",
+            action="sync_failed",
+        )
+        return
     for app in apps:
         revision = _running_revision(app)
         if not revision:
@@ -625,9 +744,16 @@ def _track_deployed(rollback: RollbackRequest) -> None:
         except (GitError, InvalidRef):
             waiting.append(app.name)
     if waiting:
-        _set_detail(
-            rollback.pk, f"waiting for Argo CD to run {rollback.merge_commit_sha[:8]}: {', '.join(waiting)}"
-        )
+        detail = f"waiting for Argo CD to run {rollback.merge_commit_sha[:8]}: {', '.join(waiting)}"
+        if _timed_out(rollback.merged_at):
+            _fail_after_merge(
+                rollback,
+                f"{rollback.environment.name} does not run the revert {format_duration(deploy_timeout())} "
+                f"after the merge ({detail})",
+                action="deploy_timed_out",
+            )
+            return
+        _set_detail(rollback.pk, detail)
         return
     _transition_simple(
         rollback.pk,
@@ -644,9 +770,16 @@ def _track_healthy(rollback: RollbackRequest) -> None:
     apps = env_argo_apps(rollback.application, rollback.environment)
     unhealthy = [f"{a.name} ({a.health_status or 'unknown'})" for a in apps if a.health_status != "Healthy"]
     if not apps or unhealthy:
-        _set_detail(
-            rollback.pk, "waiting for Healthy: " + (", ".join(unhealthy) or "no application observed")
-        )
+        detail = "waiting for Healthy: " + (", ".join(unhealthy) or "no application observed")
+        if _timed_out(rollback.deployed_at):
+            _fail_after_merge(
+                rollback,
+                f"{rollback.environment.name} is not Healthy {format_duration(deploy_timeout())} after the "
+                f"revert was deployed ({detail})",
+                action="not_healthy",
+            )
+            return
+        _set_detail(rollback.pk, detail)
         return
     _transition_simple(
         rollback.pk, State.DEPLOYED, State.HEALTHY, "healthy", "healthy_at", detail="", message="Healthy"
@@ -738,23 +871,41 @@ def _transition_cancelled(rollback_id: int, actor: Any) -> RollbackRequest:
 # Sweeper and webhooks
 
 
-def rollbacks_sweep() -> dict[str, int]:
+# PR state comes from webhooks; open PRs are polled this often as the fallback (and emergency
+# auto-merges retried). Merged/deployed rollbacks are tracked at every sweep: local work only
+# (the inventory's rows and the Git mirror), so SWEEP_INTERVAL_SECONDS can be short.
+PR_POLL_SECONDS = 30
+ROLLOUT_POLL_SECONDS = 5
+# A new request's own message is normally running: the sweeper steps in after this.
+OPEN_GRACE_SECONDS = 15
+
+
+def rollbacks_sweep(*, now: Any = None) -> dict[str, int]:
     """Re-enqueue PR opening whose claim lapsed (lost message, killed worker) and track the rest."""
-    now = timezone.now()
+    now = now or timezone.now()
     to_open = list(
         RollbackRequest.objects.filter(state=State.REQUESTED)
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-        .values_list("pk", flat=True)
+        .filter(
+            Q(claimed_until__isnull=True, requested_at__lt=now - timedelta(seconds=OPEN_GRACE_SECONDS))
+            | Q(claimed_until__lt=now)
+        )
+        .values_list("pk", flat=True)[:200]
     )
     for pk in to_open:
         _enqueue_pr_open(pk)
     to_track = list(
-        RollbackRequest.objects.filter(state__in=(State.PR_OPEN, State.MERGED, State.DEPLOYED)).values_list(
-            "pk", flat=True
-        )
+        RollbackRequest.objects.filter(
+            Q(last_tracked_at__isnull=True, state__in=(State.PR_OPEN, State.MERGED, State.DEPLOYED))
+            | Q(state=State.PR_OPEN, last_tracked_at__lt=now - timedelta(seconds=PR_POLL_SECONDS))
+            | Q(
+                state__in=(State.MERGED, State.DEPLOYED),
+                last_tracked_at__lt=now - timedelta(seconds=ROLLOUT_POLL_SECONDS),
+            )
+        ).values_list("pk", flat=True)[:500]
     )
+    expires = float(getattr(settings, "SWEEP_EXPIRES_SECONDS", 30.0))
     for pk in to_track:
-        _enqueue_track(pk)
+        _enqueue_track(pk, expires=expires)
     return {"opened": len(to_open), "tracked": len(to_track)}
 
 

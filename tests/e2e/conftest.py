@@ -17,10 +17,6 @@ import pytest
 from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, Browsing, axe_script, slug
 from tests.e2e.harness import ARTIFACTS, LiveStack
 
-# Playwright's sync API keeps an asyncio loop in this thread; Django's ORM (used here only for
-# assertions on the live database) would otherwise refuse to run next to it.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
 
 @pytest.fixture(scope="package")
 def live_stack(request, django_db_blocker, tmp_path_factory) -> Iterator[LiveStack]:
@@ -50,10 +46,20 @@ def chromium() -> Iterator[object]:
         pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (scripts/ensure-chromium.sh)")
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    # Playwright's sync API keeps an asyncio loop in this thread; Django's ORM (used here only for
+    # assertions on the live database) would refuse to run next to it. Only while the browser runs.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture

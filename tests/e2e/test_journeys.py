@@ -113,7 +113,10 @@ def test_release_manager_promotes_to_prod_and_the_matrix_follows(stack: LiveStac
     status, files = stack.forge_api("GET", f"/repos/acme/gitops/pulls/{pull['number']}/files")
     assert status == 200
     assert [f["filename"] for f in files] == [f"environments/prod/{app}/kustomization.yaml"]
-    assert f'+    newTag: "{after}"' in files[0]["patch"] or after in files[0]["patch"]
+    patch = files[0]["patch"].splitlines()
+    changed = [line for line in patch if line.startswith(("+", "-")) and not line.startswith(("+++", "---"))]
+    assert len(changed) == 2, f"the PR should change one line: {changed}"
+    assert re.fullmatch(rf'\+\s+newTag: "?{re.escape(after)}"?', changed[1]), changed
 
     # The release manager watches the matrix while the PR is merged and Argo CD syncs.
     matrix = browsing.another_page(rm, "release_manager")

@@ -8,7 +8,8 @@ import pytest
 import requests
 from django.urls import reverse
 
-from audit.models import AuditEvent
+from audit.models import AuditEvent, ChangeRecord
+from integrations.argocd import ArgoCDClient
 from inventory.models import ArgoApplication, Commit, CommitTouch, Deployment, Environment
 from inventory.selectors import commits_between
 from tests.factories import user_with_role
@@ -126,9 +127,72 @@ def test_a_direct_push_to_prod_deployed_by_argo_cd_is_out_of_band(sandbox_invent
 
     deployment = Deployment.objects.get(argo_app__name=f"{app}-prod-eu-west-1", revision=sha)
     assert deployment.out_of_band is True
-    assert (
-        AuditEvent.objects.get(action="deployment.observed", target_id=str(deployment.pk)).out_of_band is True
+    event = AuditEvent.objects.get(action="deployment.observed", target_id=str(deployment.pk))
+    assert event.out_of_band is True and event.target_type == "deployment"
+    # Its change record, keyed like the ledger event so the evidence page finds the event.
+    previous = (
+        Deployment.objects.filter(argo_app=deployment.argo_app, history_id__lt=deployment.history_id)
+        .order_by("-history_id")
+        .first()
     )
+    record = ChangeRecord.objects.get(source_type="deployment", source_id=str(deployment.pk))
+    assert (record.kind, record.app, record.environment, record.outcome) == (
+        "out_of_band",
+        app,
+        "prod",
+        "succeeded",
+    )
+    assert (record.revision_before, record.revision_after) == (previous.revision, sha)
+    assert record.versions_before == {app: previous.version} and record.versions_after == {app: "7.7.7"}
+    assert record.deployed_at == deployment.deployed_at and record.requester_name == ""
+    assert record.clusters == ["prod-eu-west-1"] and record.project == deployment.application.project
+    assert "no portal pull request" in record.title or "without Promotion-Id" in record.title
+
+
+def test_a_manual_sync_is_out_of_band_but_gets_a_change_record_only_in_production(sandbox_inventory):
+    inv = sandbox_inventory
+    client = ArgoCDClient(inv.argocd.base_url, ARGOCD_TOKEN, allow_http=True)
+    app = inv.repo.apps[0].name
+    before = {
+        env: Deployment.objects.filter(argo_app__name=f"{app}-{env}-eu-west-1").count()
+        for env in ("stage", "prod")
+    }
+    prod_before = Deployment.objects.filter(argo_app__name=f"{app}-prod-eu-west-1").order_by("-history_id")[0]
+    for env in ("stage", "prod"):
+        client.sync(f"{app}-{env}-eu-west-1")
+    from tests.conftest import wait_for
+
+    def synced() -> bool:
+        inv.refresh()
+        state = emulated_apps(inv.argocd)
+        return all(
+            len(state[f"{app}-{env}-eu-west-1"]["status"].get("history", [])) > 0
+            and state[f"{app}-{env}-eu-west-1"]["status"].get("operationState", {}).get("phase")
+            == "Succeeded"
+            and state[f"{app}-{env}-eu-west-1"]["status"]["history"][-1]["initiatedBy"].get("username")
+            == "admin"
+            for env in ("stage", "prod")
+        )
+
+    wait_for(synced, timeout=15, message="manual syncs")
+    inv.poll()
+
+    for env in ("stage", "prod"):
+        new = Deployment.objects.filter(argo_app__name=f"{app}-{env}-eu-west-1").order_by("-history_id")
+        assert new.count() == before[env] + 1
+        assert new[0].out_of_band is True and new[0].initiated_by == "admin"
+    stage, prod = (
+        Deployment.objects.filter(argo_app__name=f"{app}-{env}-eu-west-1").order_by("-history_id")[0]
+        for env in ("stage", "prod")
+    )
+    assert not ChangeRecord.objects.filter(source_type="deployment", source_id=str(stage.pk)).exists()
+    record = ChangeRecord.objects.get(source_type="deployment", source_id=str(prod.pk))
+    assert record.kind == "out_of_band" and record.requester_name == "admin"
+    assert (record.revision_before, record.revision_after) == (prod_before.revision, prod.revision)
+    assert record.versions_before == {app: prod_before.version} and record.versions_after == {
+        app: prod.version
+    }
+    assert "initiated by admin" in record.title
 
 
 def _wait_synced(inv, argo_name: str, revision: str) -> None:

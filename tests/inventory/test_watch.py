@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from inventory.models import ArgoApplication, ArgoInstance, Deployment
 from inventory.services import _state_hash
 from inventory.watch import InstanceWatcher
 from tests.conftest import ROOT, subprocess_env, wait_for
+from tests.integrations.integration_fakes import FakeServer, load_fixture
 from tests.sandbox_fixtures import ARGOCD_TOKEN, _git, commit_files, read_file, set_image_tag
 
 # The watcher runs in its own thread with its own database connection: data must be committed.
@@ -234,3 +236,43 @@ def _remove_dir(repo: Path, directory: str) -> str:
     sha = _git(repo, "commit-tree", tree, "-p", head, input_text=f"retire {directory}\n")
     _git(repo, "update-ref", "refs/heads/main", sha, head)
     return sha
+
+
+@pytest.fixture
+def server() -> Iterator[FakeServer]:
+    """A local HTTP server with recorded Argo CD answers."""
+    fake = FakeServer()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+def test_a_stream_the_server_closes_cleanly_is_reopened_without_a_relist(server):
+    """A proxy's idle cut: reconnect from the list position; replayed events cost nothing."""
+    full = load_fixture("argocd/application-full.json")
+    name = full["metadata"]["name"]
+    server.add("GET", "/api/v1/clusters", body=load_fixture("argocd/clusters.json"))
+    server.add("GET", "/api/v1/applications", body={"metadata": {"resourceVersion": "5"}, "items": []})
+    server.add("GET", f"/api/v1/applications/{name}", body=full)
+    event = {"result": {"type": "ADDED", "application": full}}
+    server.add(
+        "GET",
+        "/api/v1/stream/applications",
+        body=f"data: {json.dumps(event)} \n\n",
+        headers={"Content-Type": "text/event-stream"},
+        stream=True,  # the server closes the connection after the event
+    )
+    instance = ArgoInstance.objects.create(name="fake", url=server.url, token="t-0123456789", allow_http=True)
+    watcher = InstanceWatcher(instance_id=instance.pk, stop_event=threading.Event(), backoff_base=0.05)
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: watcher.stats.connects >= 3, timeout=15, message="reconnects")
+    finally:
+        _stop(watcher, thread)
+    assert watcher.stats.relists == 1 and watcher.stats.errors == 0
+    assert Deployment.objects.filter(argo_app__name=name).count() == len(full["status"]["history"])
+    streams = [r for r in server.requests if r.path == "/api/v1/stream/applications"]
+    assert all(r.query["resourceVersion"] == ["5"] for r in streams)
+    # The same event on every reconnect: read in full once, then recognised by its state hash.
+    assert sum(r.path == f"/api/v1/applications/{name}" for r in server.requests) == 1

@@ -163,27 +163,8 @@ RULES: dict[str, Rule] = {
     "audit:public_key": Rule(get=AUDITORS),
     "api-audit-events": Rule(get=AUDITORS),
     "api-audit-changes": Rule(get=AUDITORS),
-    # insight (DORA metrics, drift and exceptions for viewers; notifications for admins)
-    "insight:dora": Rule(get=SIGNED_IN),
-    "insight:dora_csv": Rule(get=SIGNED_IN),
-    "insight:drift": Rule(get=SIGNED_IN),
-    "insight:drift_resources": Rule(
-        get=CHECKOUT_VIEWERS,
-        kw=lambda w: {"pk": w.app.argo_apps.order_by("pk").first().pk},
-        note="reads managed resources from Argo CD on demand (unreachable here: the page says so)",
-    ),
-    "insight:notifications": Rule(get=roles("admin")),
-    "insight:subscription_new": Rule(get=None, post=roles("admin")),
-    "insight:subscription_toggle": Rule(get=None, post=roles("admin"), kw=lambda w: {"pk": _subscription().pk}),
-    "insight:subscription_delete": Rule(get=None, post=roles("admin"), kw=lambda w: {"pk": _subscription().pk}),
-    "metrics": Rule(get=NOBODY, note="bearer token only (METRICS_TOKEN or a viewer's API token), never a session"),
 }
 
-
-def _subscription():
-    from insight.models import Subscription
-
-    return Subscription.objects.create(name="matrix", url="https://hooks.example/matrix", event_kinds=["*"])
 
 # URL name prefixes covered by one rule each (third-party sites with many patterns).
 PREFIX_RULES: dict[str, Rule] = {

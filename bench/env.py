@@ -71,6 +71,7 @@ def child_env(env: BenchEnv, **extra: str) -> dict[str, str]:
             "GITOPSPORTAL_MIRRORS_DIR": str(env.workdir / "mirrors"),
             "GITOPSPORTAL_WORKSPACES_DIR": str(env.workdir / "workspaces"),
             "SANDBOX_ENABLED": "true",
+            "DEBUG": "false",  # as in production: no query log, cached templates
             "AXES_ENABLED": "false",
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
@@ -157,4 +158,14 @@ def machine_info() -> dict[str, str]:
         "redis": redis_version,
         "git": _first(["git", "--version"]).removeprefix("git version "),
         "portal commit": head + (" (uncommitted changes)" if dirty not in ("", "?") else ""),
+        "load average at start": load_average(),
     }
+
+
+def load_average() -> str:
+    """1/5/15-minute load: the bench shares the machine with whatever else runs (ratios stay valid)."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "?"
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"

@@ -96,7 +96,7 @@ def run(section: Section, env: BenchEnv, *, records: int, pdf_records: int) -> N
     key = workdir / "audit-public-key.pem"
     key.write_text(current_public_key_pem())
 
-    bundle_s, _ = run_measured(
+    bundle_s = run_measured(
         [*manage, "audit_export", "--skip-checks", "--format", "bundle", "--out", str(bundle), *period],
         cenv,
         log=log,
@@ -112,15 +112,15 @@ def run(section: Section, env: BenchEnv, *, records: int, pdf_records: int) -> N
         if whole
         else ChangeRecord.objects.filter(occurred_at__gte=QUARTER[0], occurred_at__lt=pdf_until).count()
     )
-    pdf_s, _ = run_measured(
+    pdf_s = run_measured(
         [*manage, "audit_export", "--skip-checks", "--format", "pdf", "--out", str(pdf), *pdf_period],
         cenv,
         log=log,
     )
-    verify_s, _ = run_measured(
+    verify_s = run_measured(
         [*manage, "audit_verify", "--skip-checks", str(bundle), "--public-key", str(key)], cenv, log=log
     )
-    plain_s, _ = run_measured(
+    plain_s = run_measured(
         [sys.executable, "-m", "audit.bundle", str(bundle), "--public-key", str(key)], cenv, log=log
     )
     in_period = records * len(STEPS)

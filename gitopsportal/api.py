@@ -80,6 +80,7 @@ def api_view(
                 response["Allow"] = ", ".join(methods)
                 return response
             try:
+                _refuse_nul_bytes(request)
                 bearer_user = authenticate_bearer(request)
                 if bearer_user is not None:
                     request.user = bearer_user
@@ -108,12 +109,29 @@ def api_view(
             status = 200
             if isinstance(result, tuple):
                 result, status = result
-            return JsonResponse(result, status=status, safe=False, json_dumps_params={"default": str})
+            return JsonResponse(result, status=status, safe=False)
 
         wrapped.api_role = role  # type: ignore[attr-defined]
         return wrapped
 
     return decorator
+
+
+def _refuse_nul_bytes(request: HttpRequest) -> None:
+    """Refuse NUL bytes early: PostgreSQL cannot store them and would answer with a 500."""
+    if any("\x00" in key or "\x00" in value for key, values in request.GET.lists() for value in values):
+        raise ApiError(400, "query parameters must not contain NUL bytes")
+    if b"\x00" in request.body or b"\\u0000" in request.body:
+        raise ApiError(400, "the body must not contain NUL characters")
+
+
+def api_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Answer unknown /api/ URLs with JSON, every other URL with the HTML 404 page."""
+    if request.path.startswith("/api/"):
+        return json_error(404, "not found")
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
 
 
 def _mark_token_auth() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from importlib import import_module
 from typing import Any
 
@@ -18,14 +19,44 @@ ERROR_SCHEMA = {
 }
 
 
+# Every endpoint can answer these through gitopsportal.api.api_view; fragments need not repeat them.
+COMMON_ERRORS = {
+    "400": "invalid input",
+    "401": "not authenticated",
+    "403": "not allowed for this role or project",
+    "404": "not found, or not visible to you",
+    "405": "method not allowed",
+    "415": "the body must be application/json",
+}
+HTTP_METHODS = ("get", "post", "put", "patch", "delete")
+
+
+def _with_common_errors(paths: dict[str, Any]) -> dict[str, Any]:
+    for operations in paths.values():
+        for method, operation in operations.items():
+            if method not in HTTP_METHODS or not isinstance(operation, dict):
+                continue
+            responses = operation.setdefault("responses", {})
+            for status, description in COMMON_ERRORS.items():
+                responses.setdefault(
+                    status,
+                    {
+                        "description": description,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                    },
+                )
+    return paths
+
+
 def build_schema() -> dict[str, Any]:
     """Assemble the document; paths are relative to /api/v1."""
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
     for module_name in FRAGMENT_MODULES:
         module = import_module(module_name)
-        paths.update(getattr(module, "PATHS", {}))
+        paths.update(copy.deepcopy(getattr(module, "PATHS", {})))
         schemas.update(getattr(module, "SCHEMAS", {}))
+    paths = _with_common_errors(paths)
     return {
         "openapi": "3.1.0",
         "info": {

@@ -29,3 +29,5 @@ urlpatterns = [
 
 if getattr(settings, "OIDC_ENABLED", False):
     urlpatterns.append(path("oidc/", include("mozilla_django_oidc.urls")))
+
+handler404 = "gitopsportal.api.api_not_found"

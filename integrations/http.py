@@ -15,7 +15,7 @@ import json
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NoReturn
@@ -413,10 +413,11 @@ def _abort(resp: requests.Response) -> None:
     try:
         if shutdown is not None:
             shutdown()
-        else:
-            resp.close()
-    except OSError:
-        pass
+            return
+    except (OSError, ValueError, RuntimeError):
+        pass  # the body was read to the end meanwhile and the connection went back to the pool
+    with suppress(OSError):
+        resp.close()
 
 
 def _redact(url: str) -> str:

@@ -14,6 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 from django.db import DatabaseError, close_old_connections, connection
@@ -71,7 +72,9 @@ class InstanceWatcher:
                 try:
                     close_old_connections()
                     instance = ArgoInstance.objects.get(pk=self.instance_id)
-                    self._client = self.client_factory(instance)
+                    client = self.client_factory(instance)
+                    with self._lock:
+                        self._client = client
                     if relist:
                         self._relist()
                         relist = False
@@ -99,9 +102,11 @@ class InstanceWatcher:
                     self._record_error(exc, failures)
                     self.stop_event.wait(self._backoff(failures))
                 finally:
-                    client, self._client = self._client, None
-                    if client is not None:
-                        client.close()
+                    with self._lock:
+                        used, self._client = self._client, None
+                    if used is not None:
+                        with suppress(Exception):  # closing a dead connection must not end the loop
+                            used.close()
         finally:
             connection.close()
 
@@ -113,8 +118,12 @@ class InstanceWatcher:
         """
         with self._lock:
             self.stop_event.set()
-            if self._streaming and self._client is not None:
-                self._client.close()
+            client = self._client if self._streaming else None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # stopping must not fail (it runs from a signal handler)
+                logger.warning("argocd watch: aborting the stream failed", exc_info=True)
 
     # -- steps ------------------------------------------------------------------------------------
 

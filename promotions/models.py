@@ -5,7 +5,10 @@ State machine of a Promotion (timestamps for every step):
     requested ─approve(N)→ approved ─claim→ pr_opening ─PR→ pr_open ─merge→ merged
         │                     │                 │              │              │
         └→ rejected           └→ cancelled      └→ failed      └→ abandoned    └→ deployed → healthy
-                                                                (closed)                  └→ degraded
+                                                                (closed)         │        └→ degraded
+                                                                                 └→ failed (sync failed,
+                                                                                    or not deployed in time)
+A deployed promotion not Healthy after PROMOTION_DEPLOY_TIMEOUT_MINUTES ends degraded too.
 
 `requested`/`approved`/`pr_opening`/`pr_open`/`merged`/`deployed` are "in flight": while one of
 them holds an app for an environment (PromotionItem.active), no other promotion of that app into

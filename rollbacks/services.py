@@ -6,6 +6,8 @@ production-like environments updates the change record):
     requested ─PR→ pr_open ─merge→ merged ─Argo CD runs it→ deployed ─Healthy→ healthy
         │              │ └→ (emergency: auto_merged once checks pass)
         └→ failed      └→ cancelled (by a user, or the PR was closed on the forge)
+    merged → failed: the Argo CD sync of the revert failed, or it is not deployed after
+    PROMOTION_DEPLOY_TIMEOUT_MINUTES; deployed → failed: not Healthy after that long.
 
 Network work (git, forge) never runs inside a database transaction: a task claims the row with a
 conditional update, does the remote work, then records the outcome atomically.

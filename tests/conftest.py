@@ -166,3 +166,26 @@ def wait_for(predicate, *, timeout: float = 20, interval: float = 0.1, message: 
             return value
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {message}")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Make ``--dist loadgroup`` honour ``xdist_group`` under pytest 9.
+
+    pytest-xdist 3.8 tags a grouped test by assigning ``item._nodeid``, which pytest 9 no longer
+    reads (node ids live in ``item._id``), so every group was silently spread over the workers.
+    Redo the tagging the way pytest 9 stores ids; a no-op once xdist does it itself.
+    """
+    if not getattr(config.option, "loadgroup", False):
+        return
+    from _pytest.nodeid import coerce_node_id
+
+    for item in items:
+        names = sorted(
+            {
+                str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                for m in item.iter_markers("xdist_group")
+            }
+        )
+        if names and "@" not in item.nodeid and hasattr(item, "_id"):
+            item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(names)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import zlib
 from datetime import timedelta
@@ -94,7 +95,9 @@ def test_a_project_scoped_auditor_sees_their_app_of_a_release_train(client):
     other = audit_event_record(action="promotion.requested", target_type="promotion", target_id=9,
                                app="search,search-ui", environment="prod", message="other-train")  # fmt: skip
     lookalike = audit_event_record(action="promotion.requested", app="payments-api-v2,x", message="lookalike")
-    mine = _promotion_record("8:payments-api", "payments-api", before="1.0.0", after="1.1.0", project="payments")
+    mine = _promotion_record(
+        "8:payments-api", "payments-api", before="1.0.0", after="1.1.0", project="payments"
+    )
     theirs = _promotion_record("8:search", "search", before="2.0.0", after="2.1.0", project="search")
 
     changes = client.get(reverse("audit:change_list")).content.decode()
@@ -112,12 +115,16 @@ def test_a_project_scoped_auditor_sees_their_app_of_a_release_train(client):
 
 
 def _pdf_text(data: bytes) -> str:
+    """The page streams of a ReportLab PDF (ASCII85 + Flate), decoded."""
     texts = []
-    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", data, re.S):
+    for stream in re.findall(rb"stream\r?\n(.*?)endstream", data, re.S):
+        raw = stream.strip()
+        if raw.endswith(b"~>"):
+            raw = base64.a85decode(raw[:-2])
         try:
-            texts.append(zlib.decompress(stream).decode("latin-1"))
+            texts.append(zlib.decompress(raw).decode("latin-1"))
         except zlib.error:
-            texts.append(stream.decode("latin-1"))
+            texts.append(raw.decode("latin-1"))
     return "\n".join(texts)
 
 
@@ -129,3 +136,30 @@ def test_the_pdf_report_shows_versions_and_the_lead_time_in_words(tmp_path):
     text = _pdf_text(out.read_bytes())
     assert "2 h 5 min" in text and "2:05:30" not in text
     assert "3.22.5" in text and "3.22.10" in text
+
+
+def test_the_migration_moves_single_app_promotion_records_to_their_per_app_id():
+    from importlib import import_module
+
+    from django.apps import apps
+
+    from audit.models import ChangeRecord
+
+    migration = import_module("audit.migrations.0004_promotion_records_per_app")
+    single = change_record_sync(
+        kind="promotion", source_type="promotion", source_id=5, app="search", environment="prod"
+    )
+    train = change_record_sync(
+        kind="promotion", source_type="promotion", source_id=6, app="a,b", environment="prod"
+    )
+    rollback = change_record_sync(
+        kind="rollback", source_type="rollback", source_id=5, app="search", environment="prod"
+    )
+
+    migration.forwards(apps, None)
+
+    assert ChangeRecord.objects.get(pk=single.pk).source_id == "5:search"
+    assert ChangeRecord.objects.get(pk=train.pk).source_id == "6"
+    assert ChangeRecord.objects.get(pk=rollback.pk).source_id == "5"
+    migration.backwards(apps, None)
+    assert ChangeRecord.objects.get(pk=single.pk).source_id == "5"

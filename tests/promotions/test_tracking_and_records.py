@@ -7,7 +7,7 @@ import os
 from datetime import timedelta
 
 import pytest
-import redis
+from celery.signals import before_task_publish
 from django.conf import settings as django_settings
 from django.urls import reverse
 from django.utils import timezone
@@ -105,7 +105,9 @@ def test_a_release_train_writes_one_change_record_per_app_with_versions_and_revi
         record = ChangeRecord.objects.get(source_type="promotion", source_id=f"{promotion.pk}:{app.name}")
         item = PromotionItem.objects.get(promotion=promotion, application=app)
         # When deployed: the revision Argo CD runs now (it contains the merge), not "—".
-        assert record.revision_after == item.deployed_revision == observed.env_state(app, sandbox.prod).revision
+        assert (
+            record.revision_after == item.deployed_revision == observed.env_state(app, sandbox.prod).revision
+        )
         assert mirror.is_ancestor(promotion.merge_commit_sha, record.revision_after)
         assert record.outcome == "succeeded" and record.lead_time is not None
         assert record.approvers == ["alex"] and record.separation_of_duties_ok is True
@@ -218,12 +220,20 @@ def test_promotions_read_the_inventory_mirror(sandbox, users, settings):
     assert not (settings.MIRRORS_DIR / "promotions").exists()
 
 
-def _queued(queue: str = "promote") -> list[dict]:
-    broker = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
-    return [json.loads(raw)["headers"] for raw in broker.lrange(queue, 0, -1)]
+@pytest.fixture
+def published():
+    """The messages the code under test publishes (headers), whoever consumes them afterwards."""
+    sent: list[dict] = []
+
+    def record(sender=None, headers=None, **kwargs):
+        sent.append(dict(headers or {}))
+
+    before_task_publish.connect(record, weak=False)
+    yield sent
+    before_task_publish.disconnect(record)
 
 
-def test_the_sweeper_tracks_merged_rows_every_sweep_and_open_prs_rarely(purge_broker):
+def test_the_sweeper_tracks_merged_rows_every_sweep_and_open_prs_rarely(purge_broker, published):
     prod = EnvironmentFactory(name="prod", order=30)
     stage = EnvironmentFactory(name="stage", order=20)
     repository = GitRepositoryFactory()
@@ -248,7 +258,7 @@ def test_the_sweeper_tracks_merged_rows_every_sweep_and_open_prs_rarely(purge_br
     result = services.promotions_sweep(now=now)
 
     assert result["tracked"] == 3
-    sent = _queued()
+    sent = published
     assert sorted(json.loads(h["argsrepr"].replace("(", "[").replace(")", "]"))[0] for h in sent) == sorted(
         [merged.pk, deployed.pk, polled.pk]
     )

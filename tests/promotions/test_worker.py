@@ -144,9 +144,10 @@ def test_worker_killed_between_push_and_pr_creation_leaves_exactly_one_pr(sandbo
     assert _state(promotion.pk) == S.PR_OPENING
 
     # Later: the lease has expired and the beat sweeper re-enqueues it on a fresh worker.
-    requests.post(f"{sandbox.forge.base_url}/sandbox/reset-faults", timeout=10)
-    time.sleep(6.5)  # a request the dead worker may have sent still hangs, then fails: no PR
+    # A request the dead worker may have sent still hangs, then fails (its fault stays armed until then).
+    time.sleep(7)
     assert sandbox.pulls() == []
+    requests.post(f"{sandbox.forge.base_url}/sandbox/reset-faults", timeout=10)
     Promotion.objects.filter(pk=promotion.pk).update(lease_until=F("pr_opening_at"))
     worker_factory()
     promotions_sweep_task.delay()

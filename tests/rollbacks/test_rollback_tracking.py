@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 import pytest
-import redis
-from django.conf import settings as django_settings
+from celery.signals import before_task_publish
 from django.urls import reverse
 from django.utils import timezone
 
@@ -98,24 +96,41 @@ def test_a_pull_request_the_forge_no_longer_knows_is_shown_on_the_page(sandbox, 
     assert rollback.tracking_error.startswith("cannot read pull request #9999")
     assert _actions(rollback).count("rollback.tracking_error") == 1
     client.force_login(oncall(sandbox.team, username="other-oncall"))
-    body = client.get(reverse("rollbacks:detail", args=[rollback.pk]), HTTP_HX_REQUEST="true").content.decode()
+    body = client.get(
+        reverse("rollbacks:detail", args=[rollback.pk]), HTTP_HX_REQUEST="true"
+    ).content.decode()
     assert "Tracking problem: cannot read pull request #9999" in body
-    assert client.get(f"/api/v1/rollbacks/{rollback.pk}").json()["tracking_error"].startswith(
-        "cannot read pull request #9999"
+    assert (
+        client.get(f"/api/v1/rollbacks/{rollback.pk}")
+        .json()["tracking_error"]
+        .startswith("cannot read pull request #9999")
     )
 
 
-def _queued_ids(queue: str = "promote") -> list[tuple[str, int, bool]]:
-    broker = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
+@pytest.fixture
+def published():
+    """The messages the code under test publishes (headers), whoever consumes them afterwards."""
+    sent: list[dict] = []
+
+    def record(sender=None, headers=None, **kwargs):
+        sent.append(dict(headers or {}))
+
+    before_task_publish.connect(record, weak=False)
+    yield sent
+    before_task_publish.disconnect(record)
+
+
+def _ids(sent: list[dict]) -> list[tuple[str, int, bool]]:
     out = []
-    for raw in broker.lrange(queue, 0, -1):
-        headers = json.loads(raw)["headers"]
+    for headers in sent:
         pk = int(headers["argsrepr"].strip("(),").split(",")[0])
         out.append((headers["task"].rsplit(".", 1)[-1], pk, bool(headers.get("expires"))))
     return sorted(out)
 
 
-def test_the_sweeper_tracks_merged_rollbacks_every_sweep_and_open_prs_every_half_minute(purge_broker):
+def test_the_sweeper_tracks_merged_rollbacks_every_sweep_and_open_prs_every_half_minute(
+    purge_broker, published
+):
     app = ApplicationFactory()
     env = EnvironmentFactory(name="prod")
     now = timezone.now()
@@ -147,7 +162,7 @@ def test_the_sweeper_tracks_merged_rollbacks_every_sweep_and_open_prs_every_half
 
     assert services.rollbacks_sweep(now=now) == {"opened": 2, "tracked": 3}
 
-    assert _queued_ids() == sorted(
+    assert _ids(published) == sorted(
         [
             ("rollback_pr_open_task", lost.pk, False),
             ("rollback_pr_open_task", lapsed.pk, False),

@@ -11,8 +11,9 @@ from ruamel.yaml import YAML
 from integrations.argocd import parse_application
 from inventory.models import Cluster
 from inventory.services import _row_values, placement_of
+from tests.shared_paths import SHARED
 
-EXAMPLES = Path("/work/shared/argocd/examples")
+EXAMPLES = SHARED / "argocd/examples"
 RECORDED = Path(__file__).resolve().parents[1] / "integrations" / "fixtures" / "argocd"
 GITOPS = {"http://127.0.0.1:9999/acme/gitops.git"}
 LABELS = {"app_label": "app.kubernetes.io/name", "env_label": "env", "cluster_label": "cluster"}

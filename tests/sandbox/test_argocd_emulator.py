@@ -18,11 +18,12 @@ import requests
 
 from sandbox.argocd import ArgoCDEmulator
 from sandbox.repogen import GeneratedRepo, generate_repo, parse_kustomization
+from tests.shared_paths import SHARED
 
 REPO_URL = "https://git.example.com/acme/gitops.git"
 TOKEN = "sandbox-argocd-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-SWAGGER = Path("/work/shared/argocd/swagger.json")
+SWAGGER = SHARED / "argocd/swagger.json"
 
 
 # ---- fixtures and helpers ---------------------------------------------------------------------------------

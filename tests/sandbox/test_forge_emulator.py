@@ -23,8 +23,9 @@ import requests
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 
 from sandbox.forge import ForgeEmulator
+from tests.shared_paths import SHARED
 
-SPEC = Path("/work/shared/forges/github-pulls-subset.json")
+SPEC = SHARED / "forges/github-pulls-subset.json"
 TOKEN = "sandbox-forge-token"
 ALICE_TOKEN = "alice-token"
 SECRET = "webhook-s3cret"
@@ -582,10 +583,10 @@ def test_pull_request_webhooks_are_signed_and_github_shaped(forge, api, tmp_path
     opened, closed = (json.loads(b) for _h, b in pr_deliveries)
     assert opened["action"] == "opened" and opened["number"] == pull["number"]
     assert closed["action"] == "closed" and closed["pull_request"]["merged"] is True
-    sample = json.loads(Path("/work/shared/forges/webhooks/github-pull_request-opened.json").read_text())
+    sample = json.loads((SHARED / "forges/webhooks/github-pull_request-opened.json").read_text())
     assert {"action", "number", "pull_request", "repository", "sender"} <= set(opened)
     assert set(sample["pull_request"]) - set(opened["pull_request"]) <= {"stack"}
-    push_sample = json.loads(Path("/work/shared/forges/webhooks/github-push.json").read_text())
+    push_sample = json.loads((SHARED / "forges/webhooks/github-push.json").read_text())
     merge_push = receiver.events("push")[-1]
     assert set(push_sample) <= set(merge_push)
     assert merge_push["after"] == closed["pull_request"]["merge_commit_sha"]

@@ -29,7 +29,7 @@ class AuditEvent(models.Model):
     """One fact about a change, never updated. ``hash`` chains it to the event before it."""
 
     sequence = models.BigIntegerField(unique=True)
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -43,12 +43,12 @@ class AuditEvent(models.Model):
     auth_method = models.CharField(max_length=32, blank=True)
     ip_address = models.CharField(max_length=64, blank=True)
     user_agent = models.CharField(max_length=300, blank=True)
-    action = models.CharField(max_length=64, db_index=True)
+    action = models.CharField(max_length=64)
     target_type = models.CharField(max_length=64, blank=True)
     target_id = models.CharField(max_length=200, blank=True)
     target_label = models.CharField(max_length=300, blank=True)
-    app = models.CharField(max_length=200, blank=True, db_index=True)
-    environment = models.CharField(max_length=64, blank=True, db_index=True)
+    app = models.CharField(max_length=200, blank=True)
+    environment = models.CharField(max_length=64, blank=True)
     cluster = models.CharField(max_length=200, blank=True)
     shas = models.JSONField(default=list, blank=True)
     pr_url = models.CharField(max_length=500, blank=True)
@@ -69,6 +69,8 @@ class AuditEvent(models.Model):
             models.Index(fields=["action", "-sequence"], name="audit_action_seq"),
             models.Index(fields=["app", "-sequence"], name="audit_app_seq"),
             models.Index(fields=["created_at", "sequence"], name="audit_time_seq"),
+            # The evidence of a change record lists the events of its promotion or rollback.
+            models.Index(fields=["target_type", "target_id", "sequence"], name="audit_target_seq"),
         ]
 
     def __str__(self) -> str:

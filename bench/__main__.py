@@ -97,8 +97,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--page-requests", type=int, default=20)
     g.add_argument("--audit-filter", default="env=prod&action=promotion")
     g = p.add_argument_group("5. promotions")
-    g.add_argument("--promotions", type=int, default=30, help="sequential requests (the issue asks 50)")
-    g.add_argument("--concurrent", type=int, default=30, help="concurrent promotions of distinct apps (50)")
+    g.add_argument("--promotions", type=int, default=50, help="sequential requests")
+    g.add_argument("--concurrent", type=int, default=50, help="concurrent promotions of distinct apps")
     g.add_argument("--worker-concurrency", type=int, default=4)
     g = p.add_argument_group("6. audit append")
     g.add_argument("--writers", type=int, default=8)
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     machine["load average at end"] = load_average()
     total = time.perf_counter() - started
     ordered = [sections[k] for k in sorted(sections)]
-    cmdline = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    cmdline = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])).strip()
     write(args.out, render_markdown(ordered, machine, cmdline, total, args.smoke))
     print(render_text(ordered))
     print(

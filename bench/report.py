@@ -54,7 +54,7 @@ def render_markdown(
         "same run on the same machine, so the ratio holds on a noisy machine. Regenerate with `make bench`;",
         "sizes are parameters (`python -m bench --help`).",
         "",
-        f"Run: {now}, `python -m bench {args}`".rstrip()
+        f"Run: {now}, `{('python -m bench ' + args).strip()}`"
         + f", {total_seconds / 60:.1f} min in total"
         + (" (SMOKE run: tiny sizes, not the reference figures)" if smoke else "")
         + ".",

@@ -174,6 +174,9 @@ class _Dropped(Exception):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; without TCP_NODELAY each keep-alive request waits
+    # ~40 ms for the client's delayed ACK, which a real Argo CD or GitHub does not add.
+    disable_nagle_algorithm = True
     server: _Server
     server_version = "argocd-sandbox"
 

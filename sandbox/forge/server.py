@@ -53,6 +53,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; without TCP_NODELAY each keep-alive request waits
+    # ~40 ms for the client's delayed ACK, which a real Argo CD or GitHub does not add.
+    disable_nagle_algorithm = True
     timeout = 120  # idle keep-alive connections give their thread back eventually
     server: _Server
 

@@ -49,4 +49,11 @@ if [ -z "${REDIS_URL:-}" ]; then
   fi
 fi
 
+# The base database exists too, so commands that inspect it (makemigrations --check) stay quiet.
+if command -v psql >/dev/null && [[ "$DATABASE_URL" == postgres* ]]; then
+  base_db="${DATABASE_URL##*/}"; base_db="${base_db%%\?*}"
+  psql "${DATABASE_URL%/*}/postgres" -tAc "SELECT 1 FROM pg_database WHERE datname='$base_db'" 2>/dev/null | grep -q 1 \
+    || psql "${DATABASE_URL%/*}/postgres" -qc "CREATE DATABASE \"$base_db\"" >/dev/null 2>&1 || true
+fi
+
 "$@"

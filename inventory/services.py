@@ -273,11 +273,21 @@ class PollResult:
         return not self.error
 
 
+_VOLATILE_FIELDS = frozenset({"history", "conditions", "resource_version", "reconciled_at"})
+_HASHED_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(RemoteApp) if f.name not in _VOLATILE_FIELDS
+)
+
+
+def _hash_default(value: Any) -> Any:
+    # Nested typed values (sources) serialise by their fields; anything else (datetimes) as text.
+    return vars(value) if dataclasses.is_dataclass(value) else str(value)
+
+
 def _state_hash(remote: RemoteApp) -> str:
-    data = dataclasses.asdict(remote)
-    for volatile in ("history", "conditions", "resource_version", "reconciled_at"):
-        data.pop(volatile, None)
-    encoded = json.dumps(data, sort_keys=True, default=str).encode()
+    """Hash what the portal stores of an app; dataclasses.asdict's deep copy cost more than the fetch."""
+    data = {name: getattr(remote, name) for name in _HASHED_FIELDS}
+    encoded = json.dumps(data, sort_keys=True, default=_hash_default).encode()
     return hashlib.sha256(encoded).hexdigest()
 
 

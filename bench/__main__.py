@@ -186,10 +186,10 @@ def main(argv: list[str] | None = None) -> int:
                                   events=event_sizes, requests=args.page_requests, audit_filter=args.audit_filter))  # fmt: skip
     step("4", lambda s: export.run(s, env, events=event_sizes[-1]))
 
-    from .fleet import GENERATOR_NOTES, NAGLE_NOTE
+    from .fleet import GENERATOR_NOTES
 
     if "1" in sections:
-        sections["1"].notes += [NAGLE_NOTE, *GENERATOR_NOTES]
+        sections["1"].notes += GENERATOR_NOTES
     from .env import load_average
 
     machine["load average at end"] = load_average()

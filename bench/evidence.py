@@ -158,11 +158,10 @@ def run(section: Section, env: BenchEnv, *, records: int, pdf_records: int) -> N
             "evidence query and one table per record). `--pdf-records 10000` measures the whole quarter."
         )
     section.note(
-        "Why the PDF is slow (cProfile, 1,087 records, 125 s profiled): ~40% is "
-        "audit.selectors.change_record_evidence, one query per record filtering AuditEvent on "
-        "(target_type, target_id), which has no index: a sequential scan of the ledger (33 ms each at "
-        "61,000 events, and it grows with the ledger); ~50% is reportlab laying out a KeepTogether table "
-        "and an events table per record. Proposed fix: an index on AuditEvent(target_type, target_id, "
-        "sequence), the evidence of each batch of 500 records in one query (`target_id__in`), and a lighter "
-        "layout."
+        "Why the PDF is slow (cProfile, 218 records): ~75% is reportlab laying out the document (a "
+        "KeepTogether block, a 14-row table and an events table per record), ~15% building its ~67 "
+        "Paragraphs per record; the evidence query per record is ~6% since its index (audit_target_seq). "
+        "The cost is per record, so a 10,000-record quarter cannot fit 60 s this way. Proposed fix: a "
+        "lighter layout (one plain table per record, strings instead of Paragraphs, no KeepTogether), or "
+        "a summary PDF (one line per change) with the per-record evidence left to the signed bundle."
     )

@@ -81,8 +81,10 @@ NAGLE_NOTE = (
 def without_nagle(server: Any) -> None:
     """Send each answer immediately (see NAGLE_NOTE): the emulator, not the portal, would be measured."""
     handler = getattr(server, "RequestHandlerClass", None)
-    if handler is not None:
+    if handler is not None and not getattr(handler, "disable_nagle_algorithm", False):
         handler.disable_nagle_algorithm = True
+        if NAGLE_NOTE not in GENERATOR_NOTES:
+            GENERATOR_NOTES.append(NAGLE_NOTE)
 
 
 def build_fleet(

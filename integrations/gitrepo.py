@@ -431,11 +431,17 @@ class GitMirror:
         if created:
             self.path.mkdir(parents=True, exist_ok=True)
             self._git.run("init", "--quiet", "--bare", "--", str(self.path))
-        # Rewritten every time: repairs a half-initialised mirror and follows a changed URL.
+        # Checked every time: repairs a half-initialised mirror and follows a changed URL. Written only
+        # when different, because concurrent writers of .git/config fail on its lock file.
         # Branches only: a `--mirror` clone of GitHub would also pull every refs/pull/* head.
-        self._git.run("config", "remote.origin.url", self.remote_url)
-        self._git.run("config", "remote.origin.fetch", "+refs/heads/*:refs/heads/*")
-        self._git.run("config", "remote.origin.tagOpt", "--no-tags")
+        for key, value in (
+            ("remote.origin.url", self.remote_url),
+            ("remote.origin.fetch", "+refs/heads/*:refs/heads/*"),
+            ("remote.origin.tagOpt", "--no-tags"),
+        ):
+            _, current = self._git.run("config", "--get", key, ok_codes=(0, 1))
+            if current.strip() != value:
+                self._git.run("config", key, value)
         if created:
             self.fetch()
         return created

@@ -8,6 +8,7 @@ import pytest
 import requests
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import escape
 
 from audit.models import AuditEvent, ChangeRecord
 from rollbacks.models import RollbackRequest
@@ -118,7 +119,7 @@ def test_oncall_rolls_prod_back_to_the_previous_version_until_healthy(live_sandb
 
     page = client.get(reverse("rollbacks:detail", args=[rollback.pk]))
     html = page.content.decode()
-    assert "Time to restore" in html and rollback.time_to_restore_display in html
+    assert "Time to restore" in html and escape(rollback.time_to_restore_display) in html
     assert "x=&lt;b&gt;" in html and "<b>" not in html
 
 

@@ -61,6 +61,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -68,10 +70,12 @@ from django.utils.dateparse import parse_datetime
 
 from gitopsportal.logging import current_request_id
 
+from .actions import AuditAction
 from .bundle import checkpoint_payload, sign
 from .chain import _normalise, event_hash
 from .context import current_actor_context
 from .models import GENESIS_HASH, AuditCheckpoint, AuditEvent, ChangeRecord
+from .scope import target_scope
 
 # Any fixed 64-bit number: the key of the PostgreSQL advisory lock that serialises appends.
 AUDIT_CHAIN_LOCK_KEY = 0x6175646974636861
@@ -111,13 +115,15 @@ def _lock_chain() -> None:
 
 def audit_event_record(
     *,
-    action: str,
-    actor: Any = None,
+    action: AuditAction | str,
+    actor: AbstractBaseUser | AnonymousUser | None = None,
+    target: object | None = None,
     target_type: str = "",
     target_id: str | int = "",
     target_label: str = "",
     app: str = "",
-    environment: str = "",
+    project: str | None = None,
+    environment: str | None = None,
     cluster: str = "",
     shas: list[str] | tuple[str, ...] = (),
     pr_url: str = "",
@@ -128,11 +134,27 @@ def audit_event_record(
     correlation_id: str | None = None,
     system_name: str | None = None,
 ) -> AuditEvent:
-    """Append one event to the ledger inside the current transaction (or a new one)."""
+    """Append one event to the ledger inside the current transaction (or a new one).
+
+    Raise ValueError for an action that is not an :class:`AuditAction`. ``project`` and
+    ``environment`` not given are asked of the target (``audit_scope``, see audit/scope.py).
+    """
+    try:
+        action = AuditAction(action)
+    except ValueError:
+        raise ValueError(
+            f"audit_event_record: unknown action {action!r}; add it to audit.actions.AuditAction "
+            "and docs/audit.md"
+        ) from None
+    if project is None or environment is None:
+        derived = target_scope(target=target, target_type=target_type, target_id=str(target_id))
+        if derived is not None:
+            project = derived[0] if project is None else project
+            environment = derived[1] if environment is None else environment
     context = current_actor_context()
-    is_user = actor is not None and getattr(actor, "is_authenticated", False)
-    if is_user:
-        actor_name = actor.get_username()
+    user = actor if actor is not None and actor.is_authenticated else None
+    if user is not None:
+        actor_name = user.get_username()
         actor_type = "token" if context.auth_method == "token" else "user"
     elif system_name or context.system_name:
         actor_name = f"system:{system_name or context.system_name}"
@@ -147,18 +169,19 @@ def audit_event_record(
         event = AuditEvent(
             sequence=sequence,
             created_at=timezone.now(),
-            actor_id=actor.pk if is_user else None,
+            actor_id=user.pk if user is not None else None,
             actor_name=actor_name[:150],
             actor_type=actor_type,
-            auth_method=(context.auth_method or "session") if is_user else "",
+            auth_method=(context.auth_method or "session") if user is not None else "",
             ip_address=context.ip_address[:64],
             user_agent=context.user_agent[:300],
-            action=action[:64],
+            action=action.value,
             target_type=target_type[:64],
             target_id=str(target_id)[:200],
             target_label=str(target_label)[:300],
             app=app[:200],
-            environment=environment[:64],
+            environment=(environment or "")[:64],
+            project=(project or "")[:200],
             cluster=cluster[:200],
             shas=[str(sha) for sha in shas],
             pr_url=pr_url[:500],
@@ -191,6 +214,7 @@ def event_as_record(event: AuditEvent) -> dict[str, Any]:
         "target_label": event.target_label,
         "app": event.app,
         "environment": event.environment,
+        "project": event.project,  # not hashed: see audit/chain.py HASHED_FIELDS
         "cluster": event.cluster,
         "shas": event.shas,
         "pr_url": event.pr_url,

@@ -23,7 +23,6 @@ from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
 
 from .actions import AuditAction
-
 from .bundle import BUNDLE_FORMAT, CHANGES_FILE, EVENTS_FILE, MANIFEST_FILE, SIGNATURE_FILE, sign
 from .chain import HASHED_FIELDS, _normalise
 from .filters import AuditFilters

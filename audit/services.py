@@ -2,12 +2,18 @@
 
 Ledger
 ------
-``audit_event_record(*, action, actor=None, target_type="", target_id="", target_label="", app="",
-environment="", cluster="", shas=(), pr_url="", before=None, after=None, message="",
-out_of_band=False, correlation_id=None, system_name=None) -> AuditEvent``
+``audit_event_record(*, action, actor=None, target=None, target_type="", target_id="", target_label="",
+app="", project=None, environment=None, cluster="", shas=(), pr_url="", before=None, after=None,
+message="", out_of_band=False, correlation_id=None, system_name=None) -> AuditEvent``
     Append one event to the hash-chained ledger inside the caller's transaction. EVERY state change
     calls it in the same transaction as the change. Appends are serialised by a PostgreSQL
     transaction-level advisory lock; the row is never updated (a trigger refuses it).
+
+    ``action`` is an :class:`audit.actions.AuditAction` (or its string); anything else raises
+    ``ValueError`` (docs/audit.md lists each action and its payload). ``actor`` is a user (or
+    ``None`` with ``system_name`` for tasks). ``project`` / ``environment`` (strings) scope the
+    event for auditors; when omitted they are asked of the target: ``target=obj``, or the row
+    named by ``(target_type, target_id)``, through its ``audit_scope`` property (audit/scope.py).
 
 Change records (call from promotions, rollbacks and the Argo CD poller)
 -----------------------------------------------------------------------

@@ -35,7 +35,7 @@ NAMESPACES = {value.split(".")[0] for value in AuditAction.values}
 
 
 def test_an_unknown_action_is_refused_and_nothing_is_written():
-    with pytest.raises(ValueError, match="unknown action 'promotion.teleported'"):
+    with pytest.raises(ValueError, match=r"unknown action 'promotion\.teleported'"):
         audit_event_record(action="promotion.teleported", message="x")
     assert not AuditEvent.objects.exists()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import (
+from core.env import (
     check_redis_url,
     env_bool,
     env_choice,

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from gitopsportal.durations import format_duration
+from core.durations import format_duration
 
 from .actions import AuditAction
 from .scope import AuditScope, scope_q

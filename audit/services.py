@@ -74,7 +74,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from gitopsportal.logging import current_request_id
+from core.requestid import current_request_id
 
 from .actions import AuditAction
 from .bundle import checkpoint_payload, sign

@@ -19,6 +19,7 @@ Target objects tell the ledger their scope by duck typing (no import of the doma
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -94,17 +95,18 @@ def in_scope(scope: AuditScope | None, *, project: str, environment: str) -> boo
     return any(grant.covers(project=project, environment=environment) for grant in scope)
 
 
-def _model_for(target_type: str) -> type[Model] | None:
-    for model in apps.get_models():
-        if getattr(model, "audit_target_type", None) == target_type:
-            return model
-    return None
+@functools.cache
+def _models_by_target_type() -> dict[str, type[Model]]:
+    """Map each declared ``audit_target_type`` to its model (the registry is fixed once loaded)."""
+    return {
+        model.audit_target_type: model for model in apps.get_models() if hasattr(model, "audit_target_type")
+    }
 
 
 def target_scope(*, target: object | None, target_type: str, target_id: str) -> tuple[str, str] | None:
     """Ask the target object for its ``(project, environment)``; None when it has no scope."""
     if target is None and target_type and target_id:
-        model = _model_for(target_type)
+        model = _models_by_target_type().get(target_type)
         if model is not None:
             target = model._default_manager.filter(pk=target_id).first() if target_id.isdigit() else None
     scope = getattr(target, "audit_scope", None)

@@ -17,7 +17,7 @@ from accounts.models import RoleGrant
 from accounts.roles import Role
 from audit.actions import AuditAction
 from audit.models import AuditEvent
-from audit.services import audit_event_record
+from audit.services import audit_event_record, change_record_sync
 from audit.verify import audit_chain_verify
 from promotions.services import promotion_block_create
 from tests.factories import ApplicationFactory, EnvironmentFactory, UserFactory
@@ -90,8 +90,9 @@ def _action_literals() -> set[tuple[str, str]]:
                     shaped = (
                         dot and namespace in NAMESPACES and verb.replace("_", "").isalpha() and verb.islower()
                     )
-                    module = (ROOT / namespace / f"{verb}.py").exists()  # "audit.urls" is a module
-                    if shaped and not module and id(node) not in other_keywords:
+                    if not shaped or id(node) in other_keywords:
+                        continue
+                    if not (ROOT / namespace / f"{verb}.py").exists():  # "audit.urls" is a module
                         found.add((node.value, where))
     return found
 
@@ -245,3 +246,13 @@ def test_a_project_and_environment_grant_needs_both(client):
         )
     api = client.get("/api/v1/audit/events").json()
     assert sorted(e["message"] for e in api["events"]) == ["payments@prod", "shop,payments@prod"]
+
+
+def test_an_environment_scoped_auditor_sees_only_that_environments_change_records(client):
+    _auditor(client, environment="stage")
+    for env in ("stage", "prod"):
+        change_record_sync(kind="promotion", source_type="promotion", source_id=f"1:{env}", app="pay-api",
+                           environment=env, project="payments", title=f"{env}-change")  # fmt: skip
+    api = client.get("/api/v1/audit/changes").json()
+    assert [c["title"] for c in api["changes"]] == ["stage-change"]
+    assert "prod-change" not in client.get(reverse("audit:change_list")).content.decode()

@@ -61,6 +61,8 @@ def _two_apps_in_two_projects(sandbox) -> list[Application]:
     first, second = apps[:2]
     if first.project == second.project:
         Application.objects.filter(pk=second.pk).update(project=f"{second.project}-other")
+        # As if it had always been there: records keep the project they were written with.
+        ChangeRecord.objects.filter(app=second.name).update(project=f"{second.project}-other")
         second.refresh_from_db()
     return [first, second]
 

@@ -394,7 +394,7 @@ def prometheus_metrics(request: HttpRequest) -> HttpResponse:
     if not header.lower().startswith("bearer ") or not header[7:].strip():
         return _unauthorized("send Authorization: Bearer <METRICS_TOKEN or API token>")
     raw = header[7:].strip()
-    configured = str(getattr(settings, "METRICS_TOKEN", "") or "")
+    configured = settings.METRICS_TOKEN
     if not (configured and hmac.compare_digest(raw.encode(), configured.encode())):
         try:
             user = authenticate_bearer(request)

@@ -22,6 +22,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Protocol
 
+from core.kustomize import KustomizeImage
+
 REGISTRY = "registry.example.com/acme"
 DEFAULT_END = "2026-11-20T12:00:00Z"
 HISTORY_SPAN = timedelta(days=182)
@@ -346,26 +348,6 @@ def _unquote(value: str) -> str:
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
         return value[1:-1]
     return value
-
-
-@dataclass(frozen=True)
-class KustomizeImage:
-    name: str
-    new_name: str = ""
-    new_tag: str = ""
-    digest: str = ""
-
-    @property
-    def version(self) -> str:
-        """The pinned version: the digest wins over the tag, as in kustomize."""
-        return self.digest or self.new_tag
-
-    @property
-    def reference(self) -> str:
-        repo = self.new_name or self.name
-        if self.digest:
-            return f"{repo}@{self.digest}"
-        return f"{repo}:{self.new_tag}" if self.new_tag else repo
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from accounts.roles import Role
 
 from . import selectors
 from .models import Application, Environment
-from .services import overlay_diff
+from .overlays import overlay_diff
 
 
 @require_GET

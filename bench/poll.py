@@ -165,7 +165,7 @@ def run(
     section.note(
         "Why the first cycle is slow (cProfile of a first cycle at 1,000 apps, 35 s profiled): 85% is "
         "inventory.deployments.deployments_record, called once per app, each in its own transaction (SELECT "
-        "\u2026 FOR UPDATE, known history, commits, touches): (a) _HistoricVersions reads each historic "
+        "\u2026 FOR UPDATE, known history, commits, touches): (a) HistoricVersions reads each historic "
         "kustomization.yaml with git subprocesses (rev-parse + cat-file, 13%) and parses it with "
         "pure-Python ruamel.yaml (18%); (b) one audit_event_record per deployment (19%, of which insight's "
         "post-commit notify_event 8%); (c) change records for out-of-band deployments (6%); the rest is "

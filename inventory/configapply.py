@@ -10,7 +10,7 @@ from django.db import transaction
 
 from audit.services import audit_event_record
 
-from .config import PortalConfig
+from .config import PortalConfig, load_config
 from .models import Application, ArgoInstance, Environment, GitRepository
 
 
@@ -140,7 +140,5 @@ def config_apply(*, config: PortalConfig) -> ConfigApplyResult:
 
 def config_apply_from_settings() -> ConfigApplyResult | None:
     """Apply GITOPSPORTAL_CONFIG (or the ARGOCD_* variables) if any is set."""
-    from .config import load_config
-
     config = load_config()
     return config_apply(config=config) if config is not None else None

@@ -13,7 +13,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
 
-from inventory.config import ConfigError, load_config
+from inventory.config import load_config
+from inventory.configreader import ConfigError
 from inventory.models import ArgoApplication, ArgoInstance, Cluster, Deployment, Environment, GitRepository
 from tests.sandbox_fixtures import ARGOCD_TOKEN, SANDBOX_CONFIG
 

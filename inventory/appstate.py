@@ -22,6 +22,8 @@ SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 @dataclass(frozen=True)
 class Placement:
+    """Where one Argo CD Application runs: app, environment and cluster names."""
+
     app: str
     env: str | None
     cluster: str | None

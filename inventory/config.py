@@ -407,7 +407,7 @@ def _env_flag(env: Any, name: str) -> bool:
 
 def load_config(path: str | None = None) -> PortalConfig | None:
     """Load GITOPSPORTAL_CONFIG (or `path`), else the ARGOCD_* variables; None when neither is set."""
-    path = path if path is not None else (getattr(settings, "GITOPSPORTAL_CONFIG", None) or "")
+    path = path if path is not None else (settings.GITOPSPORTAL_CONFIG or "")
     if not path:
         return config_from_env()
     try:

@@ -16,6 +16,8 @@ from .models import Application, ArgoInstance, Environment, GitRepository
 
 @dataclass
 class ConfigApplyResult:
+    """Labels of the rows a configuration apply created or updated."""
+
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
 

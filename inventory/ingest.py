@@ -28,6 +28,8 @@ _PORTAL_BRANCH = re.compile(r"""(?:^|[\s'"/:])((?:promote|rollback)/[A-Za-z0-9._
 
 @dataclass
 class IngestResult:
+    """Summary of one repository ingest."""
+
     repository: str
     skipped: bool = False
     commits: int = 0

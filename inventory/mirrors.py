@@ -34,6 +34,5 @@ def mirror_for(repo: GitRepository) -> GitMirror:
         token=str(repo.token) if repo.token else None,
         allow_http=repo.allow_http,
         # file:// remotes are how the sandbox serves its repositories; never in production.
-        allow_file=bool(getattr(settings, "SANDBOX_ENABLED", False))
-        and not getattr(settings, "PRODUCTION", False),
+        allow_file=settings.SANDBOX_ENABLED and not settings.PRODUCTION,
     )

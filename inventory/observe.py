@@ -18,6 +18,8 @@ from .store import apps_mark_removed, apps_store, changed_full_apps, instance_lo
 
 @dataclass
 class ObserveResult:
+    """What one watch event changed."""
+
     name: str
     changed: bool = False
     new: bool = False

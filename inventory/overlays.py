@@ -12,6 +12,8 @@ from .models import Application, Environment
 
 @dataclass(frozen=True)
 class OverlayDiff:
+    """A unified diff of two environments' overlays, or why there is none."""
+
     left: str
     right: str
     left_revision: str

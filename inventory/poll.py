@@ -32,6 +32,8 @@ def _iso(value: datetime | None) -> str | None:
 
 @dataclass
 class PollResult:
+    """Summary of one instance poll (for the task result, logs and the watcher)."""
+
     instance: str
     skipped: bool = False
     apps_seen: int = 0
@@ -194,6 +196,8 @@ def _poll_store(
 
 @dataclass
 class PollAllResult:
+    """Summary of `manage.py poll --once`: the config applied, every ingest and poll."""
+
     config: ConfigApplyResult | None
     ingests: list[IngestResult]
     polls: list[PollResult]

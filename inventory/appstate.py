@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from core.kustomize import Kustomization, KustomizeImage
 from integrations.argocd import ArgoApplication as RemoteApp
 
 from .models import Cluster
@@ -82,20 +83,23 @@ def state_hash(remote: RemoteApp) -> str:
     return hashlib.sha256(encoded).hexdigest()
 
 
-def _version_from_images(images: Sequence[str], app: str) -> str:
-    """Return the tag or digest of the app's image (or the first image)."""
-    if not images:
+def _image_ref(image: str) -> KustomizeImage:
+    """Split a running image reference (registry/name:tag@digest) like a kustomize `images` entry."""
+    ref, _, digest = image.partition("@")
+    head, slash, last = ref.rpartition("/")  # a registry port (host:5000/) is not a tag
+    name, _, tag = last.partition(":")
+    return KustomizeImage(name=head + slash + name, new_tag=tag, digest=digest)
+
+
+def image_ref_version(images: Sequence[str], app: str) -> str:
+    """Return the version of the app's running image, chosen by core.kustomize's one rule.
+
+    The digest when the reference pins one, else the tag ("latest" when it has none).
+    """
+    chosen = Kustomization(images=[_image_ref(i) for i in images]).image_for(app)
+    if chosen is None:
         return ""
-    chosen = images[0]
-    for image in images:
-        repo = image.split("@", 1)[0].rsplit(":", 1)[0] if "@" in image else image.rsplit(":", 1)[0]
-        if repo.rsplit("/", 1)[-1] == app:
-            chosen = image
-            break
-    if "@" in chosen:
-        return chosen.split("@", 1)[1][:71]
-    last = chosen.rsplit("/", 1)[-1]
-    return last.split(":", 1)[1][:200] if ":" in last else "latest"
+    return chosen.digest[:71] if chosen.digest else (chosen.new_tag[:200] or "latest")
 
 
 def git_revision(revisions: Sequence[str], sources: Sequence[Any], repo_urls: set[str]) -> str:
@@ -134,7 +138,7 @@ def row_values(remote: RemoteApp, placement: Placement, repo_urls: set[str], now
                 remote.sync_result_revisions, remote.sources, repo_urls
             )
             deployed_at = remote.operation_finished_at
-    version = _version_from_images(remote.images, placement.app) or _chart_version(remote, revisions)
+    version = image_ref_version(remote.images, placement.app) or _chart_version(remote, revisions)
     git_source = next((s for s in remote.sources if s.repo_url in repo_urls), source)
     return {
         "project": remote.project[:200],

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 def poll_timeout() -> timedelta:
     """Return how long a claimed poll may run before another worker may take over."""
-    return timedelta(seconds=getattr(settings, "POLL_TIMEOUT_SECONDS", 240))
+    return timedelta(seconds=settings.POLL_TIMEOUT_SECONDS)
 
 
 def row_claim(*, model: Any, pk: int, started_field: str, finished_field: str, now: datetime) -> bool:

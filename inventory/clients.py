@@ -20,8 +20,5 @@ def argocd_client_for(instance: ArgoInstance) -> ArgoCDClient:
         str(instance.token or ""),
         verify_tls=instance.verify_tls,
         allow_http=instance.allow_http,
-        timeout=(
-            getattr(settings, "ARGOCD_CONNECT_TIMEOUT_SECONDS", 3.05),
-            getattr(settings, "ARGOCD_READ_TIMEOUT_SECONDS", 30),
-        ),
+        timeout=(settings.ARGOCD_CONNECT_TIMEOUT_SECONDS, settings.ARGOCD_READ_TIMEOUT_SECONDS),
     )

@@ -9,10 +9,9 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
 from audit.services import audit_event_record, change_record_sync
+from core.kustomize import KustomizationError, image_version
 from integrations.argocd import ArgoApplication as RemoteApp
 from integrations.argocd import HistoryEntry
 from integrations.gitrepo import GitError, GitMirror
@@ -47,27 +46,12 @@ class HistoricVersions:
             blob = mirror.file_at(revision, f"{path.strip('/')}/kustomization.yaml")
         except GitError:
             return ""
-        return kustomization_version(blob.decode("utf-8", "replace"), app) if blob else ""
-
-
-def kustomization_version(text: str, app: str) -> str:
-    """Return newTag / digest of the app's image in a kustomization.yaml (best effort)."""
-    try:
-        data = YAML(typ="safe", pure=True).load(text)
-    except YAMLError:
-        return ""
-    images = data.get("images") if isinstance(data, dict) else None
-    if not isinstance(images, list):
-        return ""
-    chosen = None
-    for image in images:
-        if isinstance(image, dict) and str(image.get("name", "")).rsplit("/", 1)[-1] == app:
-            chosen = image
-            break
-    chosen = chosen or (images[0] if images and isinstance(images[0], dict) else None)
-    if not chosen:
-        return ""
-    return str(chosen.get("digest") or chosen.get("newTag") or "")[:200]
+        if not blob:
+            return ""
+        try:
+            return image_version(blob, app)[:200]
+        except KustomizationError:
+            return ""  # an overlay that was broken at that revision has no version to show
 
 
 def _out_of_band(

@@ -24,8 +24,14 @@ def poll_timeout() -> timedelta:
     return timedelta(seconds=settings.POLL_TIMEOUT_SECONDS)
 
 
-def row_claim(*, model: Any, pk: int, started_field: str, finished_field: str, now: datetime) -> bool:
-    """Claim one row for a run by setting `started_field` to `now` if the row is free."""
+# (started, finished) timestamp fields of each kind of claimed run.
+POLL_CLAIM = ("last_poll_started_at", "last_poll_finished_at")  # ArgoInstance
+INGEST_CLAIM = ("last_ingest_started_at", "last_ingest_finished_at")  # GitRepository
+
+
+def row_claim(*, model: Any, pk: int, fields: tuple[str, str], now: datetime) -> bool:
+    """Claim one row for a run by setting its started field to `now` if the row is free."""
+    started_field, finished_field = fields
     free = (
         Q(**{f"{started_field}__isnull": True})
         | Q(**{f"{started_field}__lt": now - poll_timeout()})

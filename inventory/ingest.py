@@ -17,7 +17,7 @@ from integrations.argocd import ArgoApplication as RemoteApp
 from integrations.gitrepo import CommitRecord, GitError, GitMirror
 
 from .appstate import SHA
-from .claims import claim_release, row_claim
+from .claims import INGEST_CLAIM, claim_release, row_claim
 from .mirrors import mirror_for
 from .models import Application, ArgoInstance, Commit, CommitTouch, Deployment, Environment, GitRepository
 
@@ -104,14 +104,7 @@ def repository_ingest(*, repository_id: int) -> IngestResult:
     now = timezone.now()
     repo = GitRepository.objects.get(pk=repository_id)
     result = IngestResult(repository=repo.name)
-    claimed = row_claim(
-        model=GitRepository,
-        pk=repository_id,
-        started_field="last_ingest_started_at",
-        finished_field="last_ingest_finished_at",
-        now=now,
-    )
-    if not claimed:
+    if not row_claim(model=GitRepository, pk=repository_id, fields=INGEST_CLAIM, now=now):
         result.skipped = True
         return result
     try:

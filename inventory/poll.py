@@ -17,7 +17,7 @@ from integrations.argocd import ArgoCDClient, ArgoCDError, ArgoCDUnavailable
 from integrations.gitrepo import GitError
 
 from .appstate import POLLER
-from .claims import claim_release, row_claim
+from .claims import POLL_CLAIM, claim_release, row_claim
 from .clients import argocd_client_for
 from .config import PortalConfig
 from .configapply import ConfigApplyResult, config_apply
@@ -60,14 +60,7 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
     now = timezone.now()
     instance = ArgoInstance.objects.get(pk=instance_id)
     result = PollResult(instance=instance.name)
-    claimed = row_claim(
-        model=ArgoInstance,
-        pk=instance_id,
-        started_field="last_poll_started_at",
-        finished_field="last_poll_finished_at",
-        now=now,
-    )
-    if not claimed:
+    if not row_claim(model=ArgoInstance, pk=instance_id, fields=POLL_CLAIM, now=now):
         result.skipped = True
         return result
     try:

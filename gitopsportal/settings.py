@@ -137,6 +137,10 @@ SWEEP_EXPIRES_SECONDS = float(max(30, 3 * SWEEP_INTERVAL_SECONDS))
 PROMOTION_DEPLOY_TIMEOUT_MINUTES = env_int("PROMOTION_DEPLOY_TIMEOUT_MINUTES", 30)
 if PROMOTION_DEPLOY_TIMEOUT_MINUTES < 1:
     raise ImproperlyConfigured("PROMOTION_DEPLOY_TIMEOUT_MINUTES: must be at least 1")
+# How long a PR-opening claim holds a promotion or rollback: longer than a task may run.
+PROMOTION_PR_LEASE_SECONDS = env_int("PROMOTION_PR_LEASE_SECONDS", CELERY_TASK_TIME_LIMIT + 30)
+if PROMOTION_PR_LEASE_SECONDS <= CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured("PROMOTION_PR_LEASE_SECONDS: must exceed CELERY_TASK_TIME_LIMIT")
 
 # --- applications ---------------------------------------------------------------------------------
 INSTALLED_APPS = [

@@ -10,6 +10,7 @@ from django.db.models import Min, QuerySet
 
 from accounts.permissions import project_filter
 from accounts.roles import Role
+from changes.lifecycle import changes_in_flight
 from integrations.gitrepo import GitError, InvalidRef, validate_sha
 from inventory.models import Application, ArgoApplication, Deployment, Environment
 
@@ -112,16 +113,7 @@ def env_argo_apps(application: Application, environment: Environment) -> list[Ar
 
 def promotions_in_flight(application: Application, environment: Environment) -> list[Any]:
     """Return promotions of this app into this environment that are not finished."""
-    from promotions.models import IN_FLIGHT_STATES, Promotion
-
-    return list(
-        Promotion.objects.filter(
-            items__application=application,
-            items__active=True,
-            target_env=environment,
-            state__in=IN_FLIGHT_STATES,
-        ).distinct()
-    )
+    return changes_in_flight(kind_name="promotion", application=application, environment=environment)
 
 
 def rollback_plan(

@@ -1,0 +1,1 @@
+"""The change-request lifecycle shared by promotions and rollbacks (see changes/lifecycle.py)."""

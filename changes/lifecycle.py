@@ -16,6 +16,7 @@ name, so this package imports no kind.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -27,6 +28,9 @@ from django.contrib.auth.models import User
 from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+
+from audit.services import audit_event_record
+from gitopsportal.logging import current_request_id
 
 from .pullrequests import PullRequestPermanent, PullRequestResult, PullRequestRetryable
 
@@ -49,7 +53,7 @@ class Recorder(Protocol):
         *,
         actor: User | None = None,
         before: dict[str, Any] | None = None,
-        extra: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
         message: str = "",
     ) -> None: ...
 
@@ -82,7 +86,7 @@ class ChangeKind:
     load: Callable[[int], Any]
     snapshot: Callable[[Any], dict[str, Any]]
     record: Recorder
-    audit_fields: Callable[[Any], dict[str, Any]]  # target_label, app, environment
+    audit_fields: Callable[[Any], dict[str, Any]]  # target_label, app, environment, shas
     claiming_state: str | None = None  # the state a claim moves the row to (None: unchanged)
     claim_fields: Callable[[Any], dict[str, Any]] = lambda now: {}
     pr_open_fields: Mapping[str, Any] = field(default_factory=dict)
@@ -115,6 +119,45 @@ def changes_in_flight(*, kind_name: str, application: Any, environment: Any) -> 
     """Unfinished changes of one kind for an app in an environment (empty if the kind is unknown)."""
     kind = _KINDS.get(kind_name)
     return kind.in_flight(application, environment) if kind else []
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests and their ledger events
+
+
+def change_requester_fields(actor: User) -> dict[str, Any]:
+    """The requester columns of a new change: who asked, and the correlation id its tasks share."""
+    return {
+        "requested_by": actor,
+        "requested_by_name": actor.get_username(),
+        "correlation_id": (current_request_id() or uuid.uuid4().hex)[:64],
+    }
+
+
+def change_event_record(
+    *,
+    kind: ChangeKind,
+    change: Any,
+    action: str,
+    actor: User | None = None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    message: str = "",
+) -> None:
+    """Append one ledger event about a change (the system acts when there is no actor)."""
+    audit_event_record(
+        action=action,
+        actor=actor,
+        target_type=kind.name,
+        target_id=change.pk,
+        pr_url=change.pr_url,
+        before=before,
+        after=after,
+        message=message,
+        correlation_id=change.correlation_id or None,
+        system_name=None if actor is not None else kind.system_name,
+        **kind.audit_fields(change),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,7 +273,7 @@ def change_transition(
             kind.on_final(change)
         payload = extra(change) if callable(extra) else extra
         kind.record(
-            change, f"{kind.name}.{action}", actor=actor, before=before, extra=payload, message=message
+            change, f"{kind.name}.{action}", actor=actor, before=before, after=payload, message=message
         )
     return True
 

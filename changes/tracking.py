@@ -10,10 +10,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from audit.services import audit_event_record
 from gitopsportal.durations import format_duration
 
-from .lifecycle import FAILED, MERGED, ChangeKind, change_transition
+from .lifecycle import FAILED, MERGED, ChangeKind, change_event_record, change_transition
 from .pullrequests import PullRequestPermanent
 
 T = TypeVar("T")
@@ -35,16 +34,12 @@ def change_tracking_error(*, kind: ChangeKind, change: Any, error: str) -> None:
         )
         change.tracking_error = error
         if updated and error:
-            audit_event_record(
+            change_event_record(
+                kind=kind,
+                change=change,
                 action=f"{kind.name}.tracking_error",
-                target_type=kind.name,
-                target_id=change.pk,
-                pr_url=change.pr_url,
                 after={"state": change.state, "error": error},
                 message=error,
-                correlation_id=change.correlation_id or None,
-                system_name=kind.system_name,
-                **kind.audit_fields(change),
             )
 
 

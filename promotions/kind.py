@@ -11,7 +11,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from changes.lifecycle import ChangeKind, change_enqueue, change_kind_register
+from changes.lifecycle import ChangeKind, change_enqueue, change_event_record, change_kind_register
 from changes.pullrequests import PullRequestResult
 from inventory.models import Application, Environment
 
@@ -23,7 +23,7 @@ from .models import (
     PromotionItem,
     PromotionState,
 )
-from .records import apps_label, promotion_audit, target_label
+from .records import apps_label, promotion_change_records_sync, target_label
 
 S = PromotionState
 CLOSE_PR_TASK = "promotions.tasks.promotion_close_pr_task"
@@ -35,16 +35,30 @@ def _load(promotion_id: int) -> Promotion:
     return Promotion.objects.with_related().get(pk=promotion_id)
 
 
-def _record(
+def promotion_audit(
     promotion: Promotion,
     action: str,
     *,
     actor: User | None = None,
     before: dict[str, Any] | None = None,
-    extra: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
     message: str = "",
 ) -> None:
-    promotion_audit(promotion, action, actor=actor, before=before, after=extra, message=message)
+    """Write `action` for a promotion (its items' versions included) and sync its change records."""
+    items = list(promotion.items.select_related("application"))
+    versions = [
+        {"app": i.application.name, "before": i.version_before, "after": i.version_after} for i in items
+    ]
+    change_event_record(
+        kind=PROMOTION,
+        change=promotion,
+        action=action,
+        actor=actor,
+        before=before,
+        after={"state": promotion.state, "items": versions, **(after or {})},
+        message=message,
+    )
+    promotion_change_records_sync(promotion, items)
 
 
 def _release_slots(promotion: Promotion) -> None:
@@ -96,11 +110,12 @@ PROMOTION = change_kind_register(
         track_task="promotions.tasks.promotion_track_task",
         load=_load,
         snapshot=lambda promotion: {"state": promotion.state},
-        record=_record,
+        record=promotion_audit,
         audit_fields=lambda promotion: {
             "target_label": target_label(promotion),
             "app": apps_label(promotion),
             "environment": promotion.target_env.name,
+            "shas": [s for s in (promotion.merge_commit_sha, promotion.pr_head_sha) if s],
         },
         claim_fields=_claim_fields,
         pr_open_fields={"last_error": ""},

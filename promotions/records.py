@@ -1,13 +1,10 @@
-"""Promotion records: the ledger event of each transition and the audit change record per app."""
+"""Promotion records: how the ledger names a promotion, and its audit change record per app."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
-from django.contrib.auth.models import User
-
-from audit.services import audit_event_record, change_record_sync
+from audit.services import change_record_sync
 from inventory.models import ArgoApplication
 
 from .models import ApprovalDecision, Promotion, PromotionItem, PromotionState
@@ -25,43 +22,6 @@ def apps_label(promotion: Promotion, names: Iterable[str] | None = None) -> str:
 def target_label(promotion: Promotion) -> str:
     """How the ledger names a promotion."""
     return f"promotion #{promotion.pk} {promotion.source_env.name} → {promotion.target_env.name}"
-
-
-def promotion_audit(
-    promotion: Promotion,
-    action: str,
-    *,
-    actor: User | None = None,
-    before: Any = None,
-    after: Any = None,
-    message: str = "",
-) -> None:
-    """Write `action` for a promotion (its items' versions included) and sync its change records."""
-    items = list(promotion.items.select_related("application"))
-    audit_event_record(
-        action=action,
-        actor=actor,
-        target_type="promotion",
-        target_id=promotion.pk,
-        target_label=target_label(promotion),
-        app=apps_label(promotion, [i.application.name for i in items]),
-        environment=promotion.target_env.name,
-        shas=[s for s in (promotion.merge_commit_sha, promotion.pr_head_sha) if s],
-        pr_url=promotion.pr_url,
-        before=before,
-        after={
-            "state": promotion.state,
-            "items": [
-                {"app": i.application.name, "before": i.version_before, "after": i.version_after}
-                for i in items
-            ],
-            **(after or {}),
-        },
-        message=message,
-        correlation_id=promotion.correlation_id or None,
-        system_name=None if actor is not None else SYSTEM,
-    )
-    _change_record(promotion, items)
 
 
 OUTCOMES = {
@@ -87,7 +47,7 @@ def change_record_source_id(promotion: Promotion, app_name: str) -> str:
     return f"{promotion.pk}:{app_name}"
 
 
-def _change_record(promotion: Promotion, items: Sequence[PromotionItem]) -> None:
+def promotion_change_records_sync(promotion: Promotion, items: Sequence[PromotionItem]) -> None:
     """Mirror the promotion into one audit change record per app (production-like targets only).
 
     One record per app keeps project-scoped auditors' view exact for release trains; the

@@ -13,11 +13,10 @@ from django.utils import timezone
 from accounts.permissions import ensure_role, has_role
 from accounts.roles import Role
 from audit.services import audit_event_record
-from changes.lifecycle import change_enqueue_pr_open
-from gitopsportal.logging import current_request_id
+from changes.lifecycle import change_enqueue_pr_open, change_requester_fields
 from inventory.models import Application, Environment
 
-from .kind import PROMOTION, promotion_close_pr_enqueue
+from .kind import PROMOTION, promotion_audit, promotion_close_pr_enqueue
 from .models import (
     CANCELLABLE_STATES,
     Approval,
@@ -25,10 +24,9 @@ from .models import (
     Promotion,
     PromotionItem,
     PromotionState,
-    new_correlation_id,
 )
 from .preview import PromotionPreview, PromotionRefused, promotion_preview
-from .records import promotion_audit, revision_label
+from .records import revision_label
 
 S = PromotionState
 
@@ -73,12 +71,10 @@ def _create(*, actor: User, preview: PromotionPreview, note: str, justification:
         source_env=preview.source_env,
         target_env=preview.target_env,
         repository=preview.repository,
-        requested_by=actor,
-        requested_by_name=actor.get_username(),
         note=note,
         override_sync_window=overridden,
         override_justification=justification.strip() if overridden else "",
-        correlation_id=(current_request_id() or new_correlation_id())[:64],
+        **change_requester_fields(actor),
         gates=[gate.as_dict() for gate in preview.all_gates],
     )
     try:

@@ -8,11 +8,11 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from changes.lifecycle import ChangeKind, change_kind_register
+from changes.lifecycle import ChangeKind, change_event_record, change_kind_register
 from changes.pullrequests import PullRequestError, pull_request_close_and_delete_branch
 
 from .models import RollbackRequest
-from .records import rollback_audit, rollback_snapshot, target_label
+from .records import rollback_change_record_sync, rollback_snapshot, target_label
 
 logger = logging.getLogger(__name__)
 State = RollbackRequest.State
@@ -26,17 +26,26 @@ def rollback_load(rollback_id: int) -> RollbackRequest:
     )
 
 
-def _record(
+def rollback_audit(
     rollback: RollbackRequest,
     action: str,
     *,
     actor: User | None = None,
     before: dict[str, Any] | None = None,
-    extra: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
     message: str = "",
 ) -> None:
-    after = {**rollback_snapshot(rollback), **(extra or {})}
-    rollback_audit(rollback, action, actor=actor, before=before, after=after, message=message)
+    """Write `action` for a rollback (its snapshot joins `after`) and sync its change record."""
+    change_event_record(
+        kind=ROLLBACK,
+        change=rollback,
+        action=action,
+        actor=actor,
+        before=before,
+        after={**rollback_snapshot(rollback), **(after or {})},
+        message=message,
+    )
+    rollback_change_record_sync(rollback)
 
 
 def _on_final(rollback: RollbackRequest) -> None:
@@ -80,11 +89,12 @@ ROLLBACK = change_kind_register(
         track_task="rollbacks.tasks.rollback_track_task",
         load=rollback_load,
         snapshot=rollback_snapshot,
-        record=_record,
+        record=rollback_audit,
         audit_fields=lambda rollback: {
             "target_label": target_label(rollback),
             "app": rollback.application.name,
             "environment": rollback.environment.name,
+            "shas": list(rollback.revert_shas),
         },
         claim_fields=lambda now: {},
         pr_open_fields={"tracking_detail": "waiting for the pull request to be merged"},

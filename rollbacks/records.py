@@ -1,12 +1,10 @@
-"""Rollback records: the ledger event of each transition and the audit change record."""
+"""Rollback records: how the ledger names a rollback, its snapshot and its audit change record."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.models import User
-
-from audit.services import audit_event_record, change_record_sync
+from audit.services import change_record_sync
 
 from .models import RollbackRequest
 from .selectors import env_argo_apps
@@ -20,37 +18,10 @@ def target_label(rollback: RollbackRequest) -> str:
     return f"rollback #{rollback.pk} of {rollback.application.name} in {rollback.environment.name}"
 
 
-def rollback_audit(
-    rollback: RollbackRequest,
-    action: str,
-    *,
-    actor: User | None = None,
-    message: str = "",
-    before: Any = None,
-    after: Any = None,
-) -> None:
-    """Write the audit event of a transition, and the change record for production-like envs."""
-    audit_event_record(
-        action=action,
-        actor=actor,
-        target_type="rollback",
-        target_id=rollback.pk,
-        target_label=target_label(rollback),
-        app=rollback.application.name,
-        environment=rollback.environment.name,
-        shas=list(rollback.revert_shas),
-        pr_url=rollback.pr_url,
-        before=before,
-        after=after,
-        message=message,
-        correlation_id=rollback.correlation_id or None,
-        system_name=None if actor is not None else "rollbacks",
-    )
-    if rollback.environment.production_like:
-        _change_record(rollback)
-
-
-def _change_record(rollback: RollbackRequest) -> None:
+def rollback_change_record_sync(rollback: RollbackRequest) -> None:
+    """Mirror a rollback into its audit change record (production-like environments only)."""
+    if not rollback.environment.production_like:
+        return
     outcome = {
         State.HEALTHY: "succeeded",
         State.FAILED: "failed",

@@ -10,13 +10,11 @@ from django.utils import timezone
 
 from accounts.permissions import ensure_role
 from accounts.roles import Role
-from changes.lifecycle import change_enqueue_pr_open, change_transition
-from gitopsportal.logging import current_request_id
+from changes.lifecycle import change_enqueue_pr_open, change_requester_fields, change_transition
 from inventory.models import Application, Environment
 
-from .kind import ROLLBACK, rollback_close_pr
+from .kind import ROLLBACK, rollback_audit, rollback_close_pr
 from .models import RollbackRequest
-from .records import rollback_audit
 from .selectors import RollbackPlan, degraded_since, moved_on_warnings, rollback_plan
 
 State = RollbackRequest.State
@@ -126,11 +124,9 @@ def _rollback_insert(
         application=plan.application,
         environment=plan.environment,
         mode=plan.mode,
-        requested_by=actor,
-        requested_by_name=actor.get_username(),
         reason=reason,
         incident=incident,
-        correlation_id=(current_request_id() or "")[:64],
+        **change_requester_fields(actor),
         base_branch=plan.base_branch,
         current_revision=plan.current_revision,
         current_version=plan.current_version,

@@ -29,9 +29,9 @@ from inventory.models import GitRepository
 from promotions.blocks import promotion_block_create
 
 from . import history
-from .kind import ROLLBACK, rollback_load
+from .kind import ROLLBACK, rollback_audit, rollback_load
 from .models import RollbackRequest
-from .records import rollback_audit, rollback_snapshot
+from .records import rollback_snapshot
 from .selectors import degraded_since, env_argo_apps
 
 State = RollbackRequest.State
@@ -141,7 +141,7 @@ def _transition_merged(rollback_id: int, merge_sha: str, *, auto: bool, merged_b
                 rollback,
                 "rollback.merged",
                 before=before,
-                after={**rollback_snapshot(rollback), "merged_by": merged_by},
+                after={"merged_by": merged_by},
                 message="merged",
             )
         _block_reverted_version(rollback)

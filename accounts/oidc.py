@@ -68,7 +68,7 @@ class PortalOIDCBackend(OIDCAuthenticationBackend):
             raise SuspiciousOperation("ID token audience does not name this client")
         if len(audiences) > 1 and payload.get("azp") not in (None, client_id):
             raise SuspiciousOperation("ID token authorized party is another client")
-        issuer = getattr(settings, "OIDC_OP_ISSUER", "")
+        issuer = settings.OIDC_OP_ISSUER
         if issuer and payload.get("iss") != issuer:
             raise SuspiciousOperation("ID token issuer does not match OIDC_OP_ISSUER")
         return payload

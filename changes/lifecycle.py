@@ -30,7 +30,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from audit.services import audit_event_record
-from gitopsportal.logging import current_request_id
+from core.requestid import current_request_id
 
 from .pullrequests import PullRequestPermanent, PullRequestResult, PullRequestRetryable
 

@@ -287,8 +287,8 @@ def _build_and_push(spec: PullRequestSpec, branch: str, base: str, prepare_branc
                 branch=base,
                 token=repo.token or None,
                 allow_http=repo.allow_http,
-                committer_name=getattr(settings, "GIT_COMMITTER_NAME", "GitOps Portal"),
-                committer_email=getattr(settings, "GIT_COMMITTER_EMAIL", "gitops-portal@localhost"),
+                committer_name=settings.GIT_COMMITTER_NAME,
+                committer_email=settings.GIT_COMMITTER_EMAIL,
             )
             ws.create_branch(branch, ws.head())
         except GitError as exc:

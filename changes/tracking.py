@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from gitopsportal.durations import format_duration
+from core.durations import format_duration
 
 from .lifecycle import FAILED, MERGED, ChangeKind, change_event_record, change_transition
 from .pullrequests import PullRequestPermanent

@@ -1,33 +1,22 @@
-"""Request ids shared by a request, its log lines and the tasks it starts; JSON log lines."""
+"""JSON log lines stamped with the current request id."""
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
-import uuid
 from datetime import UTC, datetime
 
-_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+# transitional: removed once lifecycle/rooms/auditsink have merged
+from core.requestid import current_request_id, new_request_id, set_request_id
 
-
-def new_request_id() -> str:
-    return uuid.uuid4().hex
-
-
-def current_request_id() -> str | None:
-    return _request_id.get()
-
-
-def set_request_id(value: str | None) -> None:
-    _request_id.set(value)
+__all__ = ["JsonFormatter", "RequestIdFilter", "current_request_id", "new_request_id", "set_request_id"]
 
 
 class RequestIdFilter(logging.Filter):
     """Stamp every record with the current request id ('-' outside a request or task)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = _request_id.get() or "-"
+        record.request_id = current_request_id() or "-"
         return True
 
 

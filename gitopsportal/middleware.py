@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
-from .logging import new_request_id, set_request_id
+from core.requestid import new_request_id, set_request_id
 
 logger = logging.getLogger("gitopsportal.request")
 _VALID_INCOMING_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")

@@ -10,10 +10,11 @@ from pathlib import Path
 from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import (
+from core.env import (
     check_redis_url,
     env_bool,
     env_choice,
+    env_float,
     env_int,
     env_list,
     env_str,
@@ -137,10 +138,33 @@ SWEEP_EXPIRES_SECONDS = float(max(30, 3 * SWEEP_INTERVAL_SECONDS))
 PROMOTION_DEPLOY_TIMEOUT_MINUTES = env_int("PROMOTION_DEPLOY_TIMEOUT_MINUTES", 30)
 if PROMOTION_DEPLOY_TIMEOUT_MINUTES < 1:
     raise ImproperlyConfigured("PROMOTION_DEPLOY_TIMEOUT_MINUTES: must be at least 1")
-# How long a PR-opening claim holds a promotion or rollback: longer than a task may run.
+# A worker that claimed the opening of a pull request holds it this long; after that the sweeper may
+# hand it to another worker. Longer than a task may run, so two workers never open the same PR.
 PROMOTION_PR_LEASE_SECONDS = env_int("PROMOTION_PR_LEASE_SECONDS", CELERY_TASK_TIME_LIMIT + 30)
 if PROMOTION_PR_LEASE_SECONDS <= CELERY_TASK_TIME_LIMIT:
     raise ImproperlyConfigured("PROMOTION_PR_LEASE_SECONDS: must exceed CELERY_TASK_TIME_LIMIT")
+# A claimed poll of an Argo CD instance may run this long before another worker may take it over.
+POLL_TIMEOUT_SECONDS = env_int("POLL_TIMEOUT_SECONDS", 240)
+if POLL_TIMEOUT_SECONDS < 1:
+    raise ImproperlyConfigured("POLL_TIMEOUT_SECONDS: must be at least 1")
+# Argo CD API calls: seconds to connect, and to wait for a response (a full application list is the
+# slowest read). One pair for every Argo CD client the portal makes.
+ARGOCD_CONNECT_TIMEOUT_SECONDS = env_float("ARGOCD_CONNECT_TIMEOUT_SECONDS", 3.05)
+ARGOCD_READ_TIMEOUT_SECONDS = env_float("ARGOCD_READ_TIMEOUT_SECONDS", 30.0)
+for _name, _value in (
+    ("ARGOCD_CONNECT_TIMEOUT_SECONDS", ARGOCD_CONNECT_TIMEOUT_SECONDS),
+    ("ARGOCD_READ_TIMEOUT_SECONDS", ARGOCD_READ_TIMEOUT_SECONDS),
+):
+    if _value <= 0:
+        raise ImproperlyConfigured(f"{_name}: must be more than 0 seconds")
+# The (connect, read) pair as `requests` takes it.
+ARGOCD_TIMEOUT = (ARGOCD_CONNECT_TIMEOUT_SECONDS, ARGOCD_READ_TIMEOUT_SECONDS)
+# Committer of the portal's promotion and rollback commits (authors are the requesting users). Not
+# git's own GIT_COMMITTER_* variables, which a shell or CI job may set for other reasons.
+GIT_COMMITTER_NAME = env_str("GITOPSPORTAL_GIT_COMMITTER_NAME", "GitOps Portal") or "GitOps Portal"
+GIT_COMMITTER_EMAIL = (
+    env_str("GITOPSPORTAL_GIT_COMMITTER_EMAIL", "gitops-portal@localhost") or "gitops-portal@localhost"
+)
 
 # --- applications ---------------------------------------------------------------------------------
 INSTALLED_APPS = [

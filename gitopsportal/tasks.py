@@ -5,7 +5,8 @@ from __future__ import annotations
 from celery import shared_task
 from django.utils import timezone
 
-from .logging import current_request_id
+from core.requestid import current_request_id
+
 from .models import WorkerHeartbeat
 
 

@@ -439,20 +439,3 @@ def build_report(
         samples=samples,
         restores=restores,
     )
-
-
-def humanize_seconds(value: float | None) -> str:
-    """Return "2d 3h", "4h 05m", "12m", "40s" ('—' for None)."""
-    if value is None:
-        return "—"
-    seconds = round(value)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m"
-    return f"{secs}s"

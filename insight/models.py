@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from gitopsportal.fields import EncryptedTextField
+from core.fields import EncryptedTextField
 
 EVENT_KIND_CHOICES = [
     ("promotion.*", "Promotions (every step)"),

@@ -186,7 +186,7 @@ class PortalCollector:
             "gitopsportal_celery_task_retries", "Celery task retries by task name", labels=["task"]
         )
         up = GaugeMetricFamily("gitopsportal_broker_up", "1 when the Redis broker answered this scrape")
-        if getattr(settings, "BROKER_IS_EMBEDDED", True):
+        if settings.BROKER_IS_EMBEDDED:
             yield from (depth, failures, retries)
             return
         try:

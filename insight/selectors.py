@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import ChangeRecord
+from core.durations import format_duration
 from inventory.models import (
     Application,
     ArgoApplication,
@@ -43,7 +44,7 @@ MAX_COUNTS = {"week": 104, "month": 36}
 
 
 def failure_window() -> timedelta:
-    return timedelta(hours=int(getattr(settings, "INSIGHT_FAILURE_WINDOW_HOURS", 24)))
+    return timedelta(hours=settings.INSIGHT_FAILURE_WINDOW_HOURS)
 
 
 # =============================================================================================
@@ -294,9 +295,7 @@ def drift_overview(*, user: Any, now: datetime | None = None) -> list[DriftGroup
             name, DriftGroup(name, bool(row.environment and row.environment.production_like), [])
         )
         row.out_of_sync_for = (  # type: ignore[attr-defined]
-            metrics.humanize_seconds((now - row.out_of_sync_since).total_seconds())
-            if row.out_of_sync_since
-            else ""
+            format_duration(now - row.out_of_sync_since) if row.out_of_sync_since else ""
         )
         group.rows.append(row)
     return list(groups.values())

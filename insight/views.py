@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.permissions import ensure_role, has_role, project_visible, require_role
 from accounts.roles import Role
+from core.durations import format_duration
 from gitopsportal.api import ApiError, authenticate_bearer
 
 from . import charts, metrics
@@ -41,8 +42,9 @@ def _bucket_label(start: datetime, period: str) -> str:
     return start.strftime("%Y-%m-%d") if period == "week" else start.strftime("%Y-%m")
 
 
-def _hours(value: float) -> str:
-    return metrics.humanize_seconds(value)
+def _duration(value: float | None) -> str:
+    """Return a duration in the portal's one format ("—" when there is no sample)."""
+    return format_duration(value) or "—"
 
 
 def _count(value: float) -> str:
@@ -76,7 +78,7 @@ def _dora_charts(report: metrics.Report) -> list[charts.Chart]:
                 ("p90", [s.lead_running_p90 for _, s in report.trend]),
                 ("median to healthy", [s.lead_healthy_median for _, s in report.trend]),
             ],
-            fmt=_hours,
+            fmt=_duration,
             scale="duration",
         ),
         charts.bar_chart(
@@ -106,7 +108,7 @@ def _dora_charts(report: metrics.Report) -> list[charts.Chart]:
                 ("median", [s.restore_median for _, s in report.trend]),
                 ("p90", [s.restore_p90 for _, s in report.trend]),
             ],
-            fmt=_hours,
+            fmt=_duration,
             scale="duration",
         ),
     ]
@@ -117,12 +119,12 @@ def _summary_text(key: str, s: metrics.Summary) -> dict[str, Any]:
     return {
         "key": key,
         "s": s,
-        "lead_median": metrics.humanize_seconds(s.lead_running_median),
-        "lead_p90": metrics.humanize_seconds(s.lead_running_p90),
-        "lead_healthy": metrics.humanize_seconds(s.lead_healthy_median),
+        "lead_median": _duration(s.lead_running_median),
+        "lead_p90": _duration(s.lead_running_p90),
+        "lead_healthy": _duration(s.lead_healthy_median),
         "cfr": "—" if rate is None else _percent(rate),
-        "ttr_median": metrics.humanize_seconds(s.restore_median),
-        "ttr_p90": metrics.humanize_seconds(s.restore_p90),
+        "ttr_median": _duration(s.restore_median),
+        "ttr_p90": _duration(s.restore_p90),
     }
 
 
@@ -392,7 +394,7 @@ def prometheus_metrics(request: HttpRequest) -> HttpResponse:
     if not header.lower().startswith("bearer ") or not header[7:].strip():
         return _unauthorized("send Authorization: Bearer <METRICS_TOKEN or API token>")
     raw = header[7:].strip()
-    configured = str(getattr(settings, "METRICS_TOKEN", "") or "")
+    configured = settings.METRICS_TOKEN
     if not (configured and hmac.compare_digest(raw.encode(), configured.encode())):
         try:
             user = authenticate_bearer(request)

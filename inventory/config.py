@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -620,9 +621,7 @@ def _env_flag(env: Any, name: str) -> bool:
 
 def load_config(path: str | None = None) -> PortalConfig | None:
     """Load GITOPSPORTAL_CONFIG (or `path`), else the ARGOCD_* variables; None when neither is set."""
-    from django.conf import settings
-
-    path = path if path is not None else (getattr(settings, "GITOPSPORTAL_CONFIG", None) or "")
+    path = path if path is not None else (settings.GITOPSPORTAL_CONFIG or "")
     if not path:
         return config_from_env()
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
-from gitopsportal.fields import EncryptedTextField
+from core.fields import EncryptedTextField
 
 
 class ArgoInstance(models.Model):

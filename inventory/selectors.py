@@ -47,7 +47,7 @@ HEALTH_BADGES = {
 
 def stale_after() -> timedelta:
     """Data older than a few missed polls is shown as stale even without a recorded error."""
-    return timedelta(seconds=max(4 * int(getattr(settings, "POLL_INTERVAL_SECONDS", 30)), 120))
+    return timedelta(seconds=max(4 * settings.POLL_INTERVAL_SECONDS, 120))
 
 
 def _glob_q(field_name: str, patterns: list[str]) -> Q:

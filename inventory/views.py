@@ -8,6 +8,7 @@ from django.views.decorators.http import require_GET
 
 from accounts.permissions import ensure_role, project_visible, require_role
 from accounts.roles import Role
+from core.diffs import classify_diff
 
 from . import selectors
 from .models import Application, Environment
@@ -63,7 +64,7 @@ def app_detail(request: HttpRequest, name: str) -> HttpResponse:
         "left": left,
         "right": right,
         "diff": diff,
-        "diff_lines": _diff_lines(diff.text if diff else ""),
+        "diff_lines": classify_diff(diff.text if diff else ""),
         "nav": "matrix",
     }
     return render(request, "inventory/app_detail.html", context)
@@ -76,24 +77,6 @@ def _running(sections: list[selectors.EnvSection], env: Environment) -> str:
                 if argo_app.deployed_revision:
                     return argo_app.deployed_revision
     return ""
-
-
-def _diff_lines(text: str) -> list[tuple[str, str]]:
-    """Classify unified-diff lines for colouring (the text itself is escaped by the template)."""
-    out = []
-    for line in text.splitlines()[:5000]:
-        if line.startswith(("+++", "---")):
-            kind = "file"
-        elif line.startswith("@@"):
-            kind = "hunk"
-        elif line.startswith("+"):
-            kind = "add"
-        elif line.startswith("-"):
-            kind = "del"
-        else:
-            kind = ""
-        out.append((kind, line))
-    return out
 
 
 @require_GET

@@ -29,6 +29,7 @@ from ruamel.yaml.error import YAMLError
 
 from accounts.permissions import has_role, is_admin
 from accounts.roles import Role
+from core.kustomize import KustomizationError, KustomizeImage, read_kustomization
 from integrations.gitrepo import InvalidRef, validate_repo_path
 from inventory.models import Application, Environment
 
@@ -296,7 +297,7 @@ def load_manifests(
     docs: list[dict[str, Any]] = []
     problems: list[str] = []
     seen: set[str] = set()
-    images_pinned: list[dict[str, Any]] = []
+    images_pinned: list[KustomizeImage] = []
 
     def visit(path: str, depth: int) -> None:
         if path in seen or len(seen) >= MAX_MANIFEST_FILES or depth > 5:
@@ -322,14 +323,14 @@ def load_manifests(
 
     def visit_kustomization(path: str, text: str, depth: int) -> None:
         try:
-            data = yaml.load(text) or {}
-        except YAMLError:
-            problems.append(f"{path} is not valid YAML")
+            kustomization = read_kustomization(text)
+        except KustomizationError as exc:
+            problems.append(f"{path}: {exc}")
             return
-        images_pinned.extend(i for i in data.get("images") or [] if isinstance(i, dict))
+        images_pinned.extend(kustomization.images)
         base = posixpath.dirname(path)
-        for rel in data.get("resources") or []:
-            if not isinstance(rel, str) or "://" in rel:
+        for rel in kustomization.resources:
+            if "://" in rel:
                 continue
             target = posixpath.normpath(posixpath.join(base, rel))
             try:
@@ -348,11 +349,11 @@ def load_manifests(
 def zero_downtime_findings(docs: list[dict[str, Any]]) -> list[str]:
     """Return checklist failures (empty: all good)."""
     findings: list[str] = []
-    pins = {}
+    pins: dict[str, str] = {}
     for doc in docs:
         if doc.get("kind") == "__kustomize_images__":
             for entry in doc["images"]:
-                pins[str(entry.get("name"))] = str(entry.get("digest") or entry.get("newTag") or "")
+                pins[entry.name] = entry.version
     workloads = [d for d in docs if d.get("kind") in WORKLOAD_KINDS]
     if not workloads:
         return ["no Deployment/StatefulSet found in the manifests"]

@@ -26,7 +26,7 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-from gitopsportal.durations import format_duration
+from core.durations import format_duration
 
 
 class PromotionState(models.TextChoices):

@@ -118,7 +118,7 @@ def argo_client(instance: ArgoInstance) -> ArgoCDClient:
         instance.token,
         verify_tls=instance.verify_tls,
         allow_http=instance.allow_http,
-        timeout=getattr(settings, "ARGOCD_TIMEOUT", (3.05, 15)),
+        timeout=settings.ARGOCD_TIMEOUT,
     )
 
 

@@ -9,13 +9,13 @@ from typing import Any
 
 from django.contrib.auth.models import User
 
+from core.diffs import classify_diff
 from integrations.gitrepo import InvalidRef, validate_ref_name
 from inventory.models import Application, Environment, GitRepository
 
 from . import gates as g
 from . import gitops, observed
 from .models import PromotionItem
-from .selectors import diff_lines
 from .strategies import EditPlan, ImageRef, SourceState, StrategyError, env_dir, plan_edits
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class ItemPreview:
 
     @property
     def diff_lines(self) -> list[tuple[str, str]]:
-        return diff_lines(self.plan.diff) if self.plan else []
+        return classify_diff(self.plan.diff) if self.plan else []
 
 
 @dataclass

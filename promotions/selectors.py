@@ -12,6 +12,7 @@ from django.http import Http404
 
 from accounts.permissions import has_role, project_filter, project_visible
 from accounts.roles import Role
+from core.diffs import classify_diff
 from inventory.models import Application, Environment
 
 from .models import (
@@ -236,19 +237,5 @@ def active_blocks(*, application: Application | None = None) -> QuerySet[Promoti
     return qs
 
 
-def diff_lines(text: str) -> list[tuple[str, str]]:
-    """Split a unified diff into (css class, line) pairs for the `diff` block."""
-    rows: list[tuple[str, str]] = []
-    for line in text.splitlines():
-        if line.startswith(("+++", "---")):
-            cls = "hunk"
-        elif line.startswith("+"):
-            cls = "add"
-        elif line.startswith("-"):
-            cls = "del"
-        elif line.startswith("@@"):
-            cls = "hunk"
-        else:
-            cls = ""
-        rows.append((cls, line))
-    return rows
+# transitional: removed once lifecycle/rooms/auditsink have merged (use core.diffs.classify_diff)
+diff_lines = classify_diff

@@ -15,7 +15,6 @@ byte gets a targeted in-place replacement of the scalar instead.
 
 from __future__ import annotations
 
-import difflib
 import io
 import posixpath
 import re
@@ -29,6 +28,8 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 from ruamel.yaml.util import load_yaml_guess_indent
 
+from core.diffs import diff_text
+from core.kustomize import KustomizationError, read_kustomization
 from integrations.gitrepo import InvalidRef, validate_repo_path
 
 if TYPE_CHECKING:
@@ -96,17 +97,11 @@ class FileEdit:
     @property
     def diff(self) -> str:
         """Unified diff as git shows it (a/ b/ prefixes)."""
-        before = (self.before or "").splitlines(keepends=True)
-        after = self.after.splitlines(keepends=True)
-        lines = difflib.unified_diff(
-            before,
-            after,
-            fromfile=f"a/{self.path}" if self.before is not None else "/dev/null",
-            tofile=f"b/{self.path}",
-            n=3,
-        )
-        return "".join(
-            line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines
+        return diff_text(
+            self.before or "",
+            self.after,
+            old_label=f"a/{self.path}" if self.before is not None else "/dev/null",
+            new_label=f"b/{self.path}",
         )
 
 
@@ -378,18 +373,13 @@ def _source_images(
     if text is None:
         return wanted
     try:
-        data = YAML(typ="safe").load(text)
-    except YAMLError as exc:
-        raise StrategyError(f"{path}: not valid YAML ({_first_line(exc)})") from None
-    for entry in (data or {}).get("images") or []:
-        if isinstance(entry, dict) and entry.get("name"):
-            ref = ImageRef(
-                str(entry.get("newName") or entry["name"]),
-                str(entry.get("newTag") or ""),
-                str(entry.get("digest") or ""),
-            )
-            wanted[str(entry["name"])] = ref
-            wanted[ref.name] = ref
+        kustomization = read_kustomization(text)
+    except KustomizationError as exc:
+        raise StrategyError(f"{path}: {exc}") from None
+    for image in kustomization.images:
+        ref = ImageRef(image.image, image.new_tag, image.digest)
+        wanted[image.name] = ref
+        wanted[ref.name] = ref
     return wanted
 
 

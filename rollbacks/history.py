@@ -17,9 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
+from core.kustomize import KustomizationError, image_version
 from integrations.gitrepo import CommitRecord, GitError, GitMirror, InvalidRef
 from inventory.models import Application, Commit, Environment, GitRepository
 
@@ -134,49 +132,10 @@ def commit_details(repository: GitRepository, mirror: GitMirror, sha: str) -> Re
     raise InvalidRef(f"unknown revision {sha!r:.80}")
 
 
-def _yaml() -> YAML:
-    return YAML(typ="safe", pure=True)
-
-
-def version_from_kustomization(text: bytes | str | None) -> str:
-    """Return the first image's tag or digest of a kustomization.yaml ('' when there is none)."""
-    if not text:
-        return ""
-    try:
-        data = _yaml().load(text)
-    except YAMLError:
-        return ""
-    images = data.get("images") if isinstance(data, dict) else None
-    if not isinstance(images, list):
-        return ""
-    for image in images:
-        if isinstance(image, dict):
-            version = image.get("digest") or image.get("newTag")
-            if version:
-                return str(version)
-    return ""
-
-
 def env_version_at(mirror: GitMirror, rev: str, environment: Environment, application: Application) -> str:
     """Return the version the env's kustomization references at a revision."""
     path = f"{environment.app_path(application.name)}/kustomization.yaml"
     try:
-        return version_from_kustomization(mirror.file_at(rev, path))
-    except (InvalidRef, GitError):
+        return image_version(mirror.file_at(rev, path), application.name)
+    except (InvalidRef, GitError, KustomizationError):
         return ""
-
-
-def diff_lines(diff: str) -> list[tuple[str, str]]:
-    """Return (css class, line) pairs of a unified diff for the `diff` block."""
-    rows: list[tuple[str, str]] = []
-    for line in diff.splitlines():
-        if line.startswith(("+++", "---", "diff --git", "index ")) or line.startswith("@@"):
-            css = "hunk"
-        elif line.startswith("+"):
-            css = "add"
-        elif line.startswith("-"):
-            css = "del"
-        else:
-            css = ""
-        rows.append((css, line))
-    return rows

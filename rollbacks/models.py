@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from gitopsportal.durations import format_duration
+from core.durations import format_duration
 
 _URL_RE = re.compile(r"https?://[^\s\"'<>`]+", re.IGNORECASE)
 

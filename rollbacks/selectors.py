@@ -11,6 +11,7 @@ from django.db.models import Min, QuerySet
 from accounts.permissions import project_filter
 from accounts.roles import Role
 from changes.lifecycle import changes_in_flight
+from core.diffs import classify_diff
 from integrations.gitrepo import GitError, InvalidRef, validate_sha
 from inventory.models import Application, ArgoApplication, Deployment, Environment
 
@@ -56,7 +57,7 @@ class RollbackPlan:
 
     @property
     def diff_rows(self) -> list[tuple[str, str]]:
-        return history.diff_lines(self.diff)
+        return classify_diff(self.diff)
 
     def as_dict(self) -> dict[str, Any]:
         return {

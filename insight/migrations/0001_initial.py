@@ -5,7 +5,7 @@ import django.utils.timezone
 from django.conf import settings
 from django.db import migrations, models
 
-import gitopsportal.fields
+import core.fields
 
 
 class Migration(migrations.Migration):
@@ -81,7 +81,7 @@ class Migration(migrations.Migration):
                 ("url", models.URLField(max_length=500)),
                 (
                     "secret",
-                    gitopsportal.fields.EncryptedTextField(
+                    core.fields.EncryptedTextField(
                         blank=True, help_text="HMAC key of the generic webhook signature"
                     ),
                 ),

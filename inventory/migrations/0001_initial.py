@@ -4,7 +4,7 @@ import django.db.models.deletion
 import django.utils.timezone
 from django.db import migrations, models
 
-import gitopsportal.fields
+import core.fields
 
 
 class Migration(migrations.Migration):
@@ -57,7 +57,7 @@ class Migration(migrations.Migration):
                 ),
                 ("name", models.SlugField(max_length=100, unique=True)),
                 ("url", models.URLField(max_length=500)),
-                ("token", gitopsportal.fields.EncryptedTextField(blank=True)),
+                ("token", core.fields.EncryptedTextField(blank=True)),
                 ("verify_tls", models.BooleanField(default=True)),
                 ("allow_http", models.BooleanField(default=False)),
                 ("last_poll_started_at", models.DateTimeField(blank=True, null=True)),
@@ -122,8 +122,8 @@ class Migration(migrations.Migration):
                 ("api_url", models.CharField(blank=True, max_length=500)),
                 ("full_name", models.CharField(help_text="owner/repo on the forge", max_length=300)),
                 ("web_url", models.CharField(blank=True, help_text="Base for commit links", max_length=500)),
-                ("token", gitopsportal.fields.EncryptedTextField(blank=True)),
-                ("webhook_secret", gitopsportal.fields.EncryptedTextField(blank=True)),
+                ("token", core.fields.EncryptedTextField(blank=True)),
+                ("webhook_secret", core.fields.EncryptedTextField(blank=True)),
                 ("allow_http", models.BooleanField(default=False)),
                 ("last_fetch_at", models.DateTimeField(blank=True, null=True)),
                 ("last_ingested_sha", models.CharField(blank=True, max_length=64)),

@@ -17,7 +17,7 @@ from audit.exports import audit_export_begin, audit_export_to_file
 from audit.filters import AuditFilters
 from audit.models import AuditEvent
 from audit.services import audit_event_record, change_record_sync
-from gitopsportal.durations import format_duration
+from core.durations import format_duration
 from tests.factories import ApplicationFactory, UserFactory, user_with_role
 
 pytestmark = pytest.mark.django_db

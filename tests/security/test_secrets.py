@@ -18,7 +18,7 @@ from django.db import connection
 
 from audit.models import AuditEvent
 from audit.services import audit_event_record
-from gitopsportal.fields import EncryptedTextField, SecretStr
+from core.fields import EncryptedTextField, SecretStr
 from inventory.models import ArgoInstance, GitRepository
 
 ROOT = Path(__file__).resolve().parents[2]

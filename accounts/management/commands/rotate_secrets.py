@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 
 from audit.services import audit_event_record
-from gitopsportal.fields import EncryptedTextField, fernet
+from core.fields import EncryptedTextField, fernet
 
 
 def encrypted_fields() -> list[tuple[type, EncryptedTextField]]:

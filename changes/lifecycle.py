@@ -62,7 +62,7 @@ class ChangeFailed(Exception):
     """A kind's permanent, readable reason to fail the change (with extra fields and audit data)."""
 
     def __init__(
-        self, reason: str, *, fields: Mapping[str, Any] | None = None, extra: dict | None = None
+        self, reason: str, *, fields: Mapping[str, Any] | None = None, extra: dict[str, Any] | None = None
     ) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -99,6 +99,10 @@ class ChangeKind:
     track_args: Callable[[PullRequestResult], tuple[Any, ...]] = lambda result: ()
     # Unfinished changes of an app in an environment: (application, environment) -> rows.
     in_flight: Callable[[Any, Any], list[Any]] = lambda application, environment: []
+
+    def rows(self) -> models.QuerySet[Any]:
+        """All rows of this kind (the model's default manager)."""
+        return self.model._default_manager.all()
 
 
 _KINDS: dict[str, ChangeKind] = {}
@@ -180,7 +184,8 @@ def change_claim(*, kind: ChangeKind, change_id: int) -> bool:
     if kind.claiming_state:
         updates["state"] = kind.claiming_state
     claimed = (
-        kind.model.objects.filter(pk=change_id, state__in=kind.claim_states)
+        kind.rows()
+        .filter(pk=change_id, state__in=kind.claim_states)
         .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
         .update(**updates)
     )
@@ -189,7 +194,7 @@ def change_claim(*, kind: ChangeKind, change_id: int) -> bool:
 
 def change_release(*, kind: ChangeKind, change_id: int, **fields: Any) -> None:
     """Give the claim back (a transient failure: the task's retry or the sweeper takes it again)."""
-    kind.model.objects.filter(pk=change_id).update(claimed_until=None, **fields)
+    kind.rows().filter(pk=change_id).update(claimed_until=None, **fields)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,13 +266,13 @@ def change_transition(
     calls the kind's `on_final`. `extra` (or a function of the updated change) joins the audit payload.
     """
     with transaction.atomic():
-        locked = kind.model.objects.select_for_update().filter(pk=change_id, state__in=from_states).first()
+        locked = kind.rows().select_for_update().filter(pk=change_id, state__in=from_states).first()
         if locked is None:
             return False
         before = kind.snapshot(kind.load(change_id))
         if to in kind.final_states:
             fields.setdefault("claimed_until", None)
-        kind.model.objects.filter(pk=change_id).update(state=to, **fields)
+        kind.rows().filter(pk=change_id).update(state=to, **fields)
         change = kind.load(change_id)
         if to in kind.final_states:
             kind.on_final(change)
@@ -356,7 +361,7 @@ def change_pr_record(*, kind: ChangeKind, change_id: int, result: PullRequestRes
         if change.state not in kind.final_states:
             return "moved-on"
         # Cancelled while we were opening it: take the PR down again.
-        kind.model.objects.filter(pk=change_id).update(pr_number=result.number, pr_url=result.url[:500])
+        kind.rows().filter(pk=change_id).update(pr_number=result.number, pr_url=result.url[:500])
         kind.close_pr(kind.load(change_id))
         return "cancelled"
     change_enqueue_track(kind=kind, change_id=change_id, args=kind.track_args(result))

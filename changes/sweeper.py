@@ -26,12 +26,16 @@ ROLLOUT_POLL_SECONDS = 5
 def change_sweep(*, kind: ChangeKind, now: datetime | None = None) -> dict[str, int]:
     """Re-enqueue PR openings whose message or worker was lost; track open PRs and rollouts."""
     now = now or timezone.now()
-    lost = kind.model.objects.filter(state__in=kind.claim_states).filter(
-        Q(
-            claimed_until__isnull=True,
-            **{f"{kind.opening_since}__lt": now - timedelta(seconds=kind.open_grace_seconds)},
+    lost = (
+        kind.rows()
+        .filter(state__in=kind.claim_states)
+        .filter(
+            Q(
+                claimed_until__isnull=True,
+                **{f"{kind.opening_since}__lt": now - timedelta(seconds=kind.open_grace_seconds)},
+            )
+            | Q(claimed_until__lt=now)
         )
-        | Q(claimed_until__lt=now)
     )
     if kind.retry_not_before:
         lost = lost.filter(
@@ -44,14 +48,16 @@ def change_sweep(*, kind: ChangeKind, now: datetime | None = None) -> dict[str, 
     # indexed query; a message not run before the next sweeps expires, so a backed-up queue does
     # not pile up duplicates.
     track = list(
-        kind.model.objects.filter(
+        kind.rows()
+        .filter(
             Q(state__in=TRACKED_STATES, last_tracked_at__isnull=True)
             | Q(state=PR_OPEN, last_tracked_at__lt=now - timedelta(seconds=kind.pr_poll_seconds))
             | Q(
                 state__in=(MERGED, DEPLOYED),
                 last_tracked_at__lt=now - timedelta(seconds=ROLLOUT_POLL_SECONDS),
             )
-        ).values_list("pk", flat=True)[:500]
+        )
+        .values_list("pk", flat=True)[:500]
     )
     for pk in track:
         change_enqueue_track(

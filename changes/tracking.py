@@ -20,7 +20,7 @@ T = TypeVar("T")
 
 def change_tracked(*, kind: ChangeKind, change_id: int) -> None:
     """Stamp `last_tracked_at` (the sweeper polls what was not tracked lately)."""
-    kind.model.objects.filter(pk=change_id).update(last_tracked_at=timezone.now())
+    kind.rows().filter(pk=change_id).update(last_tracked_at=timezone.now())
 
 
 def change_tracking_error(*, kind: ChangeKind, change: Any, error: str) -> None:
@@ -29,9 +29,7 @@ def change_tracking_error(*, kind: ChangeKind, change: Any, error: str) -> None:
     if change.tracking_error == error:
         return
     with transaction.atomic():
-        updated = (
-            kind.model.objects.filter(pk=change.pk).exclude(tracking_error=error).update(tracking_error=error)
-        )
+        updated = kind.rows().filter(pk=change.pk).exclude(tracking_error=error).update(tracking_error=error)
         change.tracking_error = error
         if updated and error:
             change_event_record(

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.db.models import Min, QuerySet
 
 from accounts.permissions import project_filter
@@ -320,7 +321,7 @@ def degraded_since(application: Application, environment: Environment) -> Any:
 
 
 def rollback_list(
-    *, user: Any, state: str = "", app: str = "", environment: str = "", emergency: bool = False
+    *, user: User, state: str = "", app: str = "", environment: str = "", emergency: bool = False
 ) -> QuerySet:
     """Return the rollbacks the user may see, newest first, with their app and env loaded."""
     qs = RollbackRequest.objects.select_related("application", "environment")

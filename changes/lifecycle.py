@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from celery import current_app
 from django.conf import settings
@@ -41,21 +41,6 @@ MAX_PR_ATTEMPTS = 8
 # States every kind shares (the tail of the lifecycle).
 PR_OPEN, MERGED, DEPLOYED, FAILED = "pr_open", "merged", "deployed", "failed"
 TRACKED_STATES = (PR_OPEN, MERGED, DEPLOYED)
-
-
-class Recorder(Protocol):
-    """Write a kind's audit event `<kind>.<action>` (and its change record) for one transition."""
-
-    def __call__(
-        self,
-        change: Any,
-        action: str,
-        *,
-        actor: User | None = None,
-        before: dict[str, Any] | None = None,
-        after: dict[str, Any] | None = None,
-        message: str = "",
-    ) -> None: ...
 
 
 class ChangeFailed(Exception):
@@ -85,7 +70,7 @@ class ChangeKind:
     track_task: str
     load: Callable[[int], Any]
     snapshot: Callable[[Any], dict[str, Any]]
-    record: Recorder
+    event_after: Callable[[Any, dict[str, Any]], dict[str, Any]]  # the kind's fields in `after`
     audit_fields: Callable[[Any], dict[str, Any]]  # target_label, app, environment, shas
     claiming_state: str | None = None  # the state a claim moves the row to (None: unchanged)
     claim_fields: Callable[[Any], dict[str, Any]] = lambda now: {}
@@ -94,6 +79,7 @@ class ChangeKind:
     retry_not_before: str = ""  # field holding "not before" for the sweeper (empty: none)
     pr_poll_seconds: int = 300
     open_grace_seconds: int = 30
+    records_sync: Callable[[Any], None] = lambda change: None  # audit change record(s)
     on_final: Callable[[Any], None] = lambda change: None
     close_pr: Callable[[Any], None] = lambda change: None
     track_args: Callable[[PullRequestResult], tuple[Any, ...]] = lambda result: ()
@@ -162,6 +148,29 @@ def change_event_record(
         system_name=None if actor is not None else kind.system_name,
         **kind.audit_fields(change),
     )
+
+
+def change_record(
+    *,
+    kind: ChangeKind,
+    change: Any,
+    action: str,
+    actor: User | None = None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    message: str = "",
+) -> None:
+    """Write a change's ledger event (the kind adds its fields to `after`) and sync its change record."""
+    change_event_record(
+        kind=kind,
+        change=change,
+        action=action,
+        actor=actor,
+        before=before,
+        after=kind.event_after(change, after or {}),
+        message=message,
+    )
+    kind.records_sync(change)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,8 +286,14 @@ def change_transition(
         if to in kind.final_states:
             kind.on_final(change)
         payload = extra(change) if callable(extra) else extra
-        kind.record(
-            change, f"{kind.name}.{action}", actor=actor, before=before, after=payload, message=message
+        change_record(
+            kind=kind,
+            change=change,
+            action=f"{kind.name}.{action}",
+            actor=actor,
+            before=before,
+            after=payload,
+            message=message,
         )
     return True
 

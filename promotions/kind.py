@@ -6,12 +6,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import User
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from changes.lifecycle import ChangeKind, change_enqueue, change_event_record, change_kind_register
+from changes.lifecycle import ChangeKind, change_enqueue, change_kind_register
 from changes.pullrequests import PullRequestResult
 from inventory.models import Application, Environment
 
@@ -35,30 +34,16 @@ def _load(promotion_id: int) -> Promotion:
     return Promotion.objects.with_related().get(pk=promotion_id)
 
 
-def promotion_audit(
-    promotion: Promotion,
-    action: str,
-    *,
-    actor: User | None = None,
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None = None,
-    message: str = "",
-) -> None:
-    """Write `action` for a promotion (its items' versions included) and sync its change records."""
-    items = list(promotion.items.select_related("application"))
+def _event_after(promotion: Promotion, after: dict[str, Any]) -> dict[str, Any]:
+    items = promotion.items.select_related("application")
     versions = [
         {"app": i.application.name, "before": i.version_before, "after": i.version_after} for i in items
     ]
-    change_event_record(
-        kind=PROMOTION,
-        change=promotion,
-        action=action,
-        actor=actor,
-        before=before,
-        after={"state": promotion.state, "items": versions, **(after or {})},
-        message=message,
-    )
-    promotion_change_records_sync(promotion, items)
+    return {"state": promotion.state, "items": versions, **after}
+
+
+def _records_sync(promotion: Promotion) -> None:
+    promotion_change_records_sync(promotion, list(promotion.items.select_related("application")))
 
 
 def _release_slots(promotion: Promotion) -> None:
@@ -110,7 +95,8 @@ PROMOTION = change_kind_register(
         track_task="promotions.tasks.promotion_track_task",
         load=_load,
         snapshot=lambda promotion: {"state": promotion.state},
-        record=promotion_audit,
+        event_after=_event_after,
+        records_sync=_records_sync,
         audit_fields=lambda promotion: {
             "target_label": target_label(promotion),
             "app": apps_label(promotion),

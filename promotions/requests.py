@@ -13,10 +13,10 @@ from django.utils import timezone
 from accounts.permissions import ensure_role, has_role
 from accounts.roles import Role
 from audit.services import audit_event_record
-from changes.lifecycle import change_enqueue_pr_open, change_requester_fields
+from changes.lifecycle import change_enqueue_pr_open, change_record, change_requester_fields
 from inventory.models import Application, Environment
 
-from .kind import PROMOTION, promotion_audit, promotion_close_pr_enqueue
+from .kind import PROMOTION, promotion_close_pr_enqueue
 from .models import (
     CANCELLABLE_STATES,
     Approval,
@@ -109,9 +109,10 @@ def _create(*, actor: User, preview: PromotionPreview, note: str, justification:
             f"another promotion (#{other}) of this app into {preview.target_env.name} is in flight",
             link=reverse("promotions:detail", args=[other]) if other else "",
         ) from None
-    promotion_audit(
-        promotion,
-        "promotion.requested",
+    change_record(
+        kind=PROMOTION,
+        change=promotion,
+        action="promotion.requested",
         actor=actor,
         after={
             "source_env": preview.source_env.name,
@@ -126,9 +127,10 @@ def _create(*, actor: User, preview: PromotionPreview, note: str, justification:
         now = timezone.now()
         Promotion.objects.filter(pk=promotion.pk).update(state=S.APPROVED, approved_at=now)
         promotion.state, promotion.approved_at = S.APPROVED, now
-        promotion_audit(
-            promotion,
-            "promotion.approved",
+        change_record(
+            kind=PROMOTION,
+            change=promotion,
+            action="promotion.approved",
             before={"state": S.REQUESTED},
             message=f"{preview.target_env.name} does not require approval",
         )
@@ -195,17 +197,23 @@ def _decide(*, promotion: Promotion, actor: User, decision: str, comment: str) -
         Promotion.objects.filter(pk=locked.pk).update(state=S.REJECTED, rejected_at=now)
         PromotionItem.objects.filter(promotion=locked).update(active=False)
         locked.state, locked.rejected_at = S.REJECTED, now
-        promotion_audit(
-            locked, "promotion.rejected", actor=actor, before={"state": S.REQUESTED}, message=comment
+        change_record(
+            kind=PROMOTION,
+            change=locked,
+            action="promotion.rejected",
+            actor=actor,
+            before={"state": S.REQUESTED},
+            message=comment,
         )
         return locked
     target = locked.target_env
     required = max(1, target.approvals_required) if target.requires_approval else 1
     count = locked.approvals.filter(decision=ApprovalDecision.APPROVE).count()
     if count < required:
-        promotion_audit(
-            locked,
-            "promotion.approval_recorded",
+        change_record(
+            kind=PROMOTION,
+            change=locked,
+            action="promotion.approval_recorded",
             actor=actor,
             after={"approvals": count, "required": required},
             message=comment or f"approval {count} of {required}",
@@ -213,9 +221,10 @@ def _decide(*, promotion: Promotion, actor: User, decision: str, comment: str) -
         return locked
     Promotion.objects.filter(pk=locked.pk).update(state=S.APPROVED, approved_at=now)
     locked.state, locked.approved_at = S.APPROVED, now
-    promotion_audit(
-        locked,
-        "promotion.approved",
+    change_record(
+        kind=PROMOTION,
+        change=locked,
+        action="promotion.approved",
         actor=actor,
         before={"state": S.REQUESTED},
         after={"approvals": count, "required": required},
@@ -247,7 +256,14 @@ def _cancel(*, promotion: Promotion, actor: User, reason: str) -> Promotion:
     Promotion.objects.filter(pk=locked.pk).update(state=S.CANCELLED, cancelled_at=now, claimed_until=None)
     PromotionItem.objects.filter(promotion=locked).update(active=False)
     locked.state, locked.cancelled_at = S.CANCELLED, now
-    promotion_audit(locked, "promotion.cancelled", actor=actor, before={"state": before}, message=reason)
+    change_record(
+        kind=PROMOTION,
+        change=locked,
+        action="promotion.cancelled",
+        actor=actor,
+        before={"state": before},
+        message=reason,
+    )
     if before in (S.PR_OPENING, S.PR_OPEN) or locked.pr_number or locked.pr_branch:
         promotion_close_pr_enqueue(locked)
     return locked

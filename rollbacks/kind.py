@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from django.contrib.auth.models import User
 from django.db import transaction
 
-from changes.lifecycle import ChangeKind, change_event_record, change_kind_register
+from changes.lifecycle import ChangeKind, change_kind_register
 from changes.pullrequests import PullRequestError, pull_request_close_and_delete_branch
 
 from .models import RollbackRequest
@@ -24,28 +22,6 @@ def rollback_load(rollback_id: int) -> RollbackRequest:
     return RollbackRequest.objects.select_related("application__repository", "environment").get(
         pk=rollback_id
     )
-
-
-def rollback_audit(
-    rollback: RollbackRequest,
-    action: str,
-    *,
-    actor: User | None = None,
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None = None,
-    message: str = "",
-) -> None:
-    """Write `action` for a rollback (its snapshot joins `after`) and sync its change record."""
-    change_event_record(
-        kind=ROLLBACK,
-        change=rollback,
-        action=action,
-        actor=actor,
-        before=before,
-        after={**rollback_snapshot(rollback), **(after or {})},
-        message=message,
-    )
-    rollback_change_record_sync(rollback)
 
 
 def _on_final(rollback: RollbackRequest) -> None:
@@ -89,7 +65,8 @@ ROLLBACK = change_kind_register(
         track_task="rollbacks.tasks.rollback_track_task",
         load=rollback_load,
         snapshot=rollback_snapshot,
-        record=rollback_audit,
+        event_after=lambda rollback, after: {**rollback_snapshot(rollback), **after},
+        records_sync=rollback_change_record_sync,
         audit_fields=lambda rollback: {
             "target_label": target_label(rollback),
             "app": rollback.application.name,

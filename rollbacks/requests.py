@@ -10,10 +10,15 @@ from django.utils import timezone
 
 from accounts.permissions import ensure_role
 from accounts.roles import Role
-from changes.lifecycle import change_enqueue_pr_open, change_requester_fields, change_transition
+from changes.lifecycle import (
+    change_enqueue_pr_open,
+    change_record,
+    change_requester_fields,
+    change_transition,
+)
 from inventory.models import Application, Environment
 
-from .kind import ROLLBACK, rollback_audit, rollback_close_pr
+from .kind import ROLLBACK, rollback_close_pr
 from .models import RollbackRequest
 from .selectors import RollbackPlan, degraded_since, moved_on_warnings, rollback_plan
 
@@ -152,7 +157,9 @@ def _rollback_insert(
         "justification": justification,
         "confirmed_warnings": confirmed,
     }
-    rollback_audit(rollback, "rollback.requested", actor=actor, after=after, message=reason)
+    change_record(
+        kind=ROLLBACK, change=rollback, action="rollback.requested", actor=actor, after=after, message=reason
+    )
     change_enqueue_pr_open(kind=ROLLBACK, change_id=rollback.pk)
     return rollback
 

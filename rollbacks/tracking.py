@@ -13,7 +13,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from changes.lifecycle import change_enqueue_track, change_transition
+from changes.lifecycle import change_enqueue_track, change_record, change_transition
 from changes.pullrequests import pull_request_merge_when_checks_pass, pull_request_refresh
 from changes.sweeper import change_sweep
 from changes.tracking import (
@@ -29,7 +29,7 @@ from inventory.models import GitRepository
 from promotions.blocks import promotion_block_create
 
 from . import history
-from .kind import ROLLBACK, rollback_audit, rollback_load
+from .kind import ROLLBACK, rollback_load
 from .models import RollbackRequest
 from .records import rollback_snapshot
 from .selectors import degraded_since, env_argo_apps
@@ -137,9 +137,10 @@ def _transition_merged(rollback_id: int, merge_sha: str, *, auto: bool, merged_b
             return
         rollback = rollback_load(rollback_id)
         if auto:
-            rollback_audit(
-                rollback,
-                "rollback.merged",
+            change_record(
+                kind=ROLLBACK,
+                change=rollback,
+                action="rollback.merged",
                 before=before,
                 after={"merged_by": merged_by},
                 message="merged",

@@ -7,7 +7,7 @@ Public API (a kind is a `ChangeKind` registered from its app's AppConfig.ready()
   PROMOTION_PR_LEASE_SECONDS); `change_enqueue`, `change_enqueue_pr_open`, `change_enqueue_track`
   (tasks sent by name after commit); `change_transition`, `change_fail` (state change and its
   `<kind>.<action>` ledger event in one transaction); `change_pr_open` (claim → the kind's
-  `build(change) -> PullRequestResult` → `change_pr_record`); `change_event_record`,
+  `build(change) -> PullRequestResult` → `change_pr_record`); `change_record` (ledger event + change record),
   `change_requester_fields`; `ChangeFailed` (a kind's permanent, readable failure).
 - pullrequests.py: `pull_request_ensure` (idempotent), `pull_request_refresh`,
   `pull_request_close_and_delete_branch`, `pull_request_merge_when_checks_pass`, `forge_for`,

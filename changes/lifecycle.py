@@ -124,32 +124,6 @@ def change_requester_fields(actor: User) -> dict[str, Any]:
     }
 
 
-def change_event_record(
-    *,
-    kind: ChangeKind,
-    change: Any,
-    action: str,
-    actor: User | None = None,
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None = None,
-    message: str = "",
-) -> None:
-    """Append one ledger event about a change (the system acts when there is no actor)."""
-    audit_event_record(
-        action=action,
-        actor=actor,
-        target_type=kind.name,
-        target_id=change.pk,
-        pr_url=change.pr_url,
-        before=before,
-        after=after,
-        message=message,
-        correlation_id=change.correlation_id or None,
-        system_name=None if actor is not None else kind.system_name,
-        **kind.audit_fields(change),
-    )
-
-
 def change_record(
     *,
     kind: ChangeKind,
@@ -160,15 +134,22 @@ def change_record(
     after: dict[str, Any] | None = None,
     message: str = "",
 ) -> None:
-    """Write a change's ledger event (the kind adds its fields to `after`) and sync its change record."""
-    change_event_record(
-        kind=kind,
-        change=change,
+    """Write a change's ledger event (the kind adds its fields to `after`) and sync its change record.
+
+    Without an actor the kind's system acts (unattended transitions: tasks, the sweeper).
+    """
+    audit_event_record(
         action=action,
         actor=actor,
+        target_type=kind.name,
+        target_id=change.pk,
+        pr_url=change.pr_url,
         before=before,
         after=kind.event_after(change, after or {}),
         message=message,
+        correlation_id=change.correlation_id or None,
+        system_name=None if actor is not None else kind.system_name,
+        **kind.audit_fields(change),
     )
     kind.records_sync(change)
 

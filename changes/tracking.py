@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from core.durations import format_duration
 
-from .lifecycle import FAILED, MERGED, ChangeKind, change_event_record, change_transition
+from .lifecycle import FAILED, MERGED, ChangeKind, change_record, change_transition
 from .pullrequests import PullRequestPermanent
 
 T = TypeVar("T")
@@ -32,7 +32,7 @@ def change_tracking_error(*, kind: ChangeKind, change: Any, error: str) -> None:
         updated = kind.rows().filter(pk=change.pk).exclude(tracking_error=error).update(tracking_error=error)
         change.tracking_error = error
         if updated and error:
-            change_event_record(
+            change_record(
                 kind=kind,
                 change=change,
                 action=f"{kind.name}.tracking_error",

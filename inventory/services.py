@@ -1168,6 +1168,7 @@ def mirror_for(repo: GitRepository) -> GitMirror:
         allow_http=repo.allow_http,
         allow_file=bool(getattr(settings, "SANDBOX_ENABLED", False))
         and not getattr(settings, "PRODUCTION", False),
+        max_file_bytes=settings.GIT_MAX_FILE_BYTES,
     )
 
 

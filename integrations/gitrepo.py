@@ -425,7 +425,10 @@ def _decode(data: bytes) -> str:
 
 
 def _failure(args: Sequence[str], status: int, stderr: str) -> str:
-    tail = " ".join(stderr.strip().splitlines()[-3:])[:500]
+    lines = stderr.strip().splitlines()
+    # git's own verdict ("fatal: Unable to create '…/index.lock': File exists.") before its advice.
+    verdict = [line for line in lines if line.startswith(("fatal:", "error:"))]
+    tail = " ".join(verdict[-3:] or lines[-3:])[:500]
     return f"git {args[0] if args else ''} failed ({status}): {tail}"
 
 

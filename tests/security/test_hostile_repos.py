@@ -55,7 +55,9 @@ def git(repo: Path, *args: str, stdin: str | None = None, env: dict[str, str] | 
     ).stdout.strip()
 
 
-def commit_entries(repo: Path, entries: dict[str, tuple[str, str]], message: str, branch: str = "main") -> str:
+def commit_entries(
+    repo: Path, entries: dict[str, tuple[str, str]], message: str, branch: str = "main"
+) -> str:
     """Commit {path: (mode, content)} on top of `branch` of a bare repo; content of a link is its target."""
     head = git(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}") if _has(repo, branch) else ""
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,7 +98,10 @@ def origin(tmp_path: Path) -> Path:
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], env=ENV, check=True)
     commit_entries(
         bare,
-        {"environments/prod/app/kustomization.yaml": (FILE, "newTag: '1.0.0'\n"), "README.md": (FILE, "hi\n")},
+        {
+            "environments/prod/app/kustomization.yaml": (FILE, "newTag: '1.0.0'\n"),
+            "README.md": (FILE, "hi\n"),
+        },
         "init",
     )
     return bare
@@ -123,7 +128,10 @@ pytestmark_e2e = pytest.mark.django_db(transaction=True)
 
 @pytestmark_e2e
 def test_promotion_through_a_symlink_into_dot_git_runs_nothing_and_fails_clearly(
-    sandbox, users, purge_broker, tmp_path
+    sandbox,  # noqa: F811
+    users,  # noqa: F811
+    purge_broker,
+    tmp_path,
 ):
     app = promotable_app(sandbox)
     marker = tmp_path / "fsmonitor-ran"
@@ -162,7 +170,9 @@ def test_promotion_through_a_symlink_into_dot_git_runs_nothing_and_fails_clearly
     assert outcome == "failed"
     promotion.refresh_from_db()
     assert promotion.state == PromotionState.FAILED
-    assert "symbolic link" in promotion.failure_reason and f"{prod_dir}/config.yaml" in promotion.failure_reason
+    assert (
+        "symbolic link" in promotion.failure_reason and f"{prod_dir}/config.yaml" in promotion.failure_reason
+    )
     assert sandbox.pulls() == []
     assert set(sandbox.branches()) == branches_before
     failed = AuditEvent.objects.filter(
@@ -172,7 +182,7 @@ def test_promotion_through_a_symlink_into_dot_git_runs_nothing_and_fails_clearly
 
 
 @pytestmark_e2e
-def test_pull_request_ensure_refuses_unsafe_content_before_pushing(sandbox, purge_broker):
+def test_pull_request_ensure_refuses_unsafe_content_before_pushing(sandbox, purge_broker):  # noqa: F811
     commit_entries(sandbox.bare, {"environments/prod/evil": (SYMLINK, "/etc")}, "link a directory out")
     calls: list[str] = []
 

@@ -27,16 +27,9 @@ from promotions.pullrequests import (
     pull_request_ensure,
 )
 from tests.promotions.conftest import sandbox  # noqa: F401  (fixture)
+from tests.sandbox_fixtures import GIT_IDENTITY
 
-ENV = {
-    **os.environ,
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_AUTHOR_NAME": "Dev",
-    "GIT_AUTHOR_EMAIL": "dev@example.com",
-    "GIT_COMMITTER_NAME": "Dev",
-    "GIT_COMMITTER_EMAIL": "dev@example.com",
-}
+ENV = {**os.environ, **GIT_IDENTITY}
 
 
 def _config(env: dict[str, str]) -> dict[str, str]:

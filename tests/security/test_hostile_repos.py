@@ -30,16 +30,9 @@ from promotions.models import PromotionState
 from promotions.pullrequests import PullRequestPermanent, PullRequestSpec, pull_request_ensure
 from tests.promotions.conftest import roles, sandbox, users  # noqa: F401  (fixtures)
 from tests.promotions.helpers import promotable_app
+from tests.sandbox_fixtures import GIT_IDENTITY
 
-ENV = {
-    **os.environ,
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_AUTHOR_NAME": "Mallory",
-    "GIT_AUTHOR_EMAIL": "mallory@example.com",
-    "GIT_COMMITTER_NAME": "Mallory",
-    "GIT_COMMITTER_EMAIL": "mallory@example.com",
-}
+ENV = {**os.environ, **GIT_IDENTITY}
 SYMLINK, FILE = "120000", "100644"
 
 

@@ -157,6 +157,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 POLL_INTERVAL_SECONDS = env_int("POLL_INTERVAL_SECONDS", 30)
 GIT_FETCH_INTERVAL_SECONDS = env_int("GIT_FETCH_INTERVAL_SECONDS", 60)
+# Largest repository file the portal reads or writes (manifests are small; anything bigger is refused).
+GIT_MAX_FILE_BYTES = env_int("GIT_MAX_FILE_BYTES", 4 * 1024 * 1024)
+if GIT_MAX_FILE_BYTES < 1024:
+    raise ImproperlyConfigured(f"GIT_MAX_FILE_BYTES: expected at least 1024, got {GIT_MAX_FILE_BYTES}")
 # Sweepers re-enqueue lost work and track merged promotions/rollbacks (Argo CD sends no webhook when a
 # sync ends): one indexed query each, their messages expire before the next few sweeps.
 SWEEP_INTERVAL_SECONDS = env_int("SWEEP_INTERVAL_SECONDS", 10)

@@ -35,4 +35,5 @@ def mirror_for(repo: GitRepository) -> GitMirror:
         allow_http=repo.allow_http,
         # file:// remotes are how the sandbox serves its repositories; never in production.
         allow_file=settings.SANDBOX_ENABLED and not settings.PRODUCTION,
+        max_file_bytes=settings.GIT_MAX_FILE_BYTES,
     )

@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from accounts.models import ApiToken, hash_token
+from accounts.oidc import IdentityProviderUnavailable, oidc_roles_ensure_fresh
 from accounts.permissions import has_role
 
 
@@ -33,7 +34,12 @@ def json_error(status: int, message: str, **details: Any) -> JsonResponse:
 
 
 def authenticate_bearer(request: HttpRequest) -> Any | None:
-    """Return the user of a valid `Authorization: Bearer` API token, recording its use."""
+    """Return the user of a valid `Authorization: Bearer` API token, recording its use.
+
+    A token is only as good as its user: an inactive user's token is refused, and an SSO user's roles
+    are re-checked with the identity provider once they are older than the session refresh interval
+    (a provider that cannot be reached fails the request closed with 503).
+    """
     header = request.headers.get("Authorization", "")
     if not header.lower().startswith("bearer "):
         return None
@@ -41,6 +47,10 @@ def authenticate_bearer(request: HttpRequest) -> Any | None:
     token = ApiToken.objects.active().select_related("user").filter(token_hash=hash_token(raw)).first()
     if token is None or not token.user.is_active:
         raise ApiError(401, "invalid or expired API token")
+    try:
+        oidc_roles_ensure_fresh(user=token.user)
+    except IdentityProviderUnavailable:
+        raise ApiError(503, "the identity provider could not confirm this user's roles; try again") from None
     now = timezone.now()
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)

@@ -68,11 +68,13 @@ def _user_privileges_after(sender, instance, created=False, raw=False, **kwargs)
         return
     after = {field: getattr(instance, field) for field in PRIVILEGE_FIELDS}
     before = getattr(instance, "_privileges_before", None)
-    if before is None:
+    if created:
         # A new account: only worth an event of its own when it starts privileged.
         if not (instance.is_superuser or instance.is_staff):
             return
         before = dict.fromkeys(PRIVILEGE_FIELDS[:2], False) | {"is_active": True}
+    elif before is None:
+        return  # a save of other fields only (update_fields), or of a row that vanished
     changed = {field for field in PRIVILEGE_FIELDS if before[field] != after[field]}
     if not changed:
         return

@@ -16,6 +16,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 from django.views.defaults import page_not_found
 
+from accounts.oidc import IdentityProviderUnavailable, oidc_roles_ensure_fresh
 from accounts.permissions import ensure_role, has_role
 from accounts.tokens import InvalidApiToken, bearer_token_user
 from audit.context import ActorContext, current_actor_context, set_actor_context
@@ -37,11 +38,22 @@ def json_error(status: int, message: str, **details: Any) -> JsonResponse:
 
 
 def authenticate_bearer(request: HttpRequest) -> Any | None:
-    """Return the user of a valid `Authorization: Bearer` API token; a 401 ApiError for a bad one."""
+    """Return the user of a valid `Authorization: Bearer` API token; a 401 ApiError for a bad one.
+
+    A token is only as good as its user: an inactive user's token is refused, and an SSO user's roles
+    are re-checked with the identity provider once they are older than the session refresh interval
+    (a provider that cannot be reached fails the request closed with 503).
+    """
     try:
-        return bearer_token_user(request)
+        user = bearer_token_user(request)
     except InvalidApiToken as exc:
         raise ApiError(401, str(exc)) from None
+    if user is not None:
+        try:
+            oidc_roles_ensure_fresh(user=user)
+        except IdentityProviderUnavailable:
+            raise ApiError(503, "the identity provider could not confirm this user's roles; try again") from None
+    return user
 
 
 def read_json(request: HttpRequest) -> dict[str, Any]:

@@ -236,6 +236,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.middleware.ActingUserMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -343,6 +344,12 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
+# --- API tokens ---------------------------------------------------------------------------------
+# The longest life a personal API token may be given (days); every token expires.
+API_TOKEN_MAX_AGE_DAYS = env_int("API_TOKEN_MAX_AGE_DAYS", 90)
+if API_TOKEN_MAX_AGE_DAYS < 1:
+    raise ImproperlyConfigured("API_TOKEN_MAX_AGE_DAYS: must be at least 1 (every token expires)")
+
 # --- single sign-on (OpenID Connect, mozilla-django-oidc); docs/sso.md --------------------------
 OIDC_ENABLED = env_bool("OIDC_ENABLED", False)
 OIDC_RP_CLIENT_ID = env_str("OIDC_RP_CLIENT_ID", "") or ""
@@ -363,7 +370,9 @@ OIDC_ROLE_MAP = env_str("OIDC_ROLE_MAP", "") or ""
 OIDC_CREATE_USER = env_bool("OIDC_CREATE_USER", True)
 OIDC_VERIFY_SSL = True
 OIDC_CALLBACK_CLASS = "mozilla_django_oidc.views.OIDCAuthenticationCallbackView"
-OIDC_EXEMPT_URLS = [re.compile(r"^/(api/|healthz|readyz|static/)")]
+# /api/ is not exempt: a session-authenticated API call past the ID token's lifetime gets a 401 that
+# asks for a page reload (accounts.middleware), so roles the provider withdrew stop there too.
+OIDC_EXEMPT_URLS = [re.compile(r"^/(healthz|readyz|static/)")]
 LOGIN_REDIRECT_URL_FAILURE = "/accounts/login/?sso=failed"
 
 

@@ -27,8 +27,9 @@ from sandbox.argocd.model import (
     Operation,
     ts,
 )
+from sandbox.argocd.render import Renderer
 from sandbox.argocd.windows import can_sync, window_active, window_matches_app
-from sandbox.repogen import Kustomization, parse_cluster_file, parse_kustomization
+from sandbox.repogen import Kustomization, parse_cluster_file, parse_helm_values, parse_kustomization
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +200,7 @@ class ArgoCDEmulator:
         self.state_file = Path(state_file) if state_file else None
 
         self.git = GitReader(self.repo_path)
+        self.renderer = Renderer(self.git)
         self.faults = Faults()
         self.hub = WatchHub()
         self.lock = threading.RLock()
@@ -298,7 +300,10 @@ class ArgoCDEmulator:
     def _definitions(self, head: str, trees: Mapping[str, str]) -> tuple[dict[str, ClusterDef], list[AppDef]]:
         cluster_paths = [p for p in trees if p.startswith("clusters/") and p.count("/") == 1]
         app_dirs = [p for p in trees if p.startswith("environments/") and p.count("/") == 2]
-        self._parse_overlays([trees[p] for p in app_dirs])
+        self._parse_overlays({trees[p]: p.rsplit("/", 1)[1] for p in app_dirs})
+        apps = sorted({p.rsplit("/", 1)[1] for p in app_dirs})
+        rollout_specs = [f"{head}:apps/{a}/base/rollout.yaml" for a in apps]
+        rollouts = {s.split("/")[1] for s in object_ids(self.git, rollout_specs)}
         blobs = self.git.read([f"{head}:{p}/cluster.yaml" for p in cluster_paths])
         clusters: dict[str, ClusterDef] = {}
         for p in cluster_paths:
@@ -316,20 +321,35 @@ class ArgoCDEmulator:
         for p in app_dirs:
             _, env, app = p.split("/")
             team = _team_of(app, self._kust_cache[trees[p]].namespace)
-            defs += [self._definition(app, env, team, c, self._created) for c in by_env.get(env, [])]
+            kind = "Helm" if f"apps/{app}/chart" in trees else "Kustomize"
+            workload = "Rollout" if app in rollouts else "Deployment"
+            defs += [
+                self._definition(app, env, team, c, self._created, kind, workload)
+                for c in by_env.get(env, [])
+            ]
         return clusters, defs
 
-    def _parse_overlays(self, env_trees: Sequence[str]) -> None:
-        """Parse the kustomization of every overlay tree not seen before (cached by tree SHA, so a
-        new commit costs one blob read per changed overlay, not one per app)."""
+    def _parse_overlays(self, env_trees: Mapping[str, str]) -> None:
+        """Parse the kustomization (or Helm values file) of every overlay tree not seen before (cached
+        by tree SHA, so a new commit costs one blob read per changed overlay, not one per app)."""
         todo = sorted({t for t in env_trees if t not in self._kust_cache})
-        blobs = self.git.read([f"{t}:kustomization.yaml" for t in todo])
+        specs = [f"{t}:{f}" for t in todo for f in ("kustomization.yaml", "values.yaml")]
+        blobs = self.git.read(specs)
         for t in todo:
-            self._kust_cache[t] = parse_kustomization(blobs.get(f"{t}:kustomization.yaml", ""))
+            self._kust_cache[t] = _parse_overlay(blobs, t, env_trees[t])
 
-    def _definition(self, app: str, env: str, team: str, cluster: ClusterDef, created: int) -> AppDef:
+    def _definition(
+        self,
+        app: str,
+        env: str,
+        team: str,
+        cluster: ClusterDef,
+        created: int,
+        source_type: str = "Kustomize",
+        workload: str = "Deployment",
+    ) -> AppDef:
         name = f"{app}-{cluster.name}"
-        multi = any(
+        multi = source_type == "Helm" or any(
             fnmatch.fnmatchcase(name, g) or fnmatch.fnmatchcase(app, g) for g in self.multi_source_apps
         )
         return AppDef(
@@ -342,6 +362,8 @@ class ArgoCDEmulator:
             auto_sync=env in self.auto_sync_envs,
             multi_source=multi,
             created=created,
+            source_type=source_type,
+            workload=workload,
         )
 
     def _bootstrap_time(self, head: str) -> int:
@@ -390,26 +412,24 @@ class ArgoCDEmulator:
 
     def _content_from_trees(self, head: str, d: AppDef, trees: Mapping[str, str]) -> Content:
         env_tree = trees.get(d.path, "")
-        base_tree = trees.get(f"apps/{d.app}/base", "")
+        base_tree = trees.get(d.base_path, "")
         kust = self._kust_cache.get(env_tree)
         if kust is None and env_tree:
-            kust = parse_kustomization(
-                self.git.read([f"{env_tree}:kustomization.yaml"]).get(f"{env_tree}:kustomization.yaml", "")
-            )
-            self._kust_cache[env_tree] = kust
+            self._parse_overlays({env_tree: d.app})
+            kust = self._kust_cache[env_tree]
         return Content(revision=head, key=(env_tree, base_tree), kustomization=kust or Kustomization())
 
     def content_at(self, revision: str, d: AppDef) -> Content:
         """Desired state of an app at an arbitrary commit (manual sync to a revision, rollback)."""
-        specs = [f"{revision}:{d.path}", f"{revision}:apps/{d.app}/base"]
+        specs = [f"{revision}:{d.path}", f"{revision}:{d.base_path}"]
         ids = object_ids(self.git, specs)
         env_tree = ids.get(specs[0], "")
         kust = self._kust_cache.get(env_tree)
         if kust is None:
-            text = self.git.read([f"{revision}:{d.path}/kustomization.yaml"]).get(
-                f"{revision}:{d.path}/kustomization.yaml", ""
-            )
-            kust = parse_kustomization(text)
+            names = ("kustomization.yaml", "values.yaml")
+            blobs = self.git.read([f"{revision}:{d.path}/{f}" for f in names])
+            blobs = {f"{env_tree}:{f}": blobs.get(f"{revision}:{d.path}/{f}", "") for f in names}
+            kust = _parse_overlay(blobs, env_tree, d.app)
             if env_tree:
                 self._kust_cache[env_tree] = kust
         return Content(revision=revision, key=(env_tree, ids.get(specs[1], "")), kustomization=kust)
@@ -691,6 +711,14 @@ class ArgoCDEmulator:
                 if (env_tree, base_tree) != app.synced.key:
                     app.synced = self.content_at(revision, app.definition)
                 self._touch(app, event=None)
+
+
+def _parse_overlay(blobs: Mapping[str, str], tree: str, app: str) -> Kustomization:
+    """An overlay's pins: its kustomization.yaml, or else a Helm-values app's values.yaml."""
+    text = blobs.get(f"{tree}:kustomization.yaml", "")
+    if not text and blobs.get(f"{tree}:values.yaml"):
+        return parse_helm_values(blobs[f"{tree}:values.yaml"], app)
+    return parse_kustomization(text)
 
 
 def _team_of(app: str, namespace: str) -> str:

@@ -53,6 +53,8 @@ class AppDef:
     auto_sync: bool
     multi_source: bool
     created: int
+    source_type: str = "Kustomize"  # or "Helm": a chart in apps/<app>/chart + the env's values.yaml
+    workload: str = "Deployment"  # or "Rollout" (Argo Rollouts)
 
     @property
     def name(self) -> str:
@@ -63,8 +65,20 @@ class AppDef:
         return f"environments/{self.env}/{self.app}"
 
     @property
+    def base_path(self) -> str:
+        return f"apps/{self.app}/chart" if self.source_type == "Helm" else f"apps/{self.app}/base"
+
+    @property
     def namespace(self) -> str:
         return f"{self.team}-{self.app}"
+
+    @property
+    def workload_group(self) -> str:
+        return "argoproj.io" if self.workload == "Rollout" else "apps"
+
+    @property
+    def workload_version(self) -> str:
+        return "v1alpha1" if self.workload == "Rollout" else "v1"
 
     @property
     def labels(self) -> dict[str, str]:
@@ -81,7 +95,16 @@ class AppDef:
 
     def sources(self) -> list[dict[str, Any]]:
         # Second source: the same repo as a helm-values ``ref`` (the common multi-source pattern).
-        return [self.source(), {"repoURL": self.repo_url, "targetRevision": self.branch, "ref": "values"}]
+        values = {"repoURL": self.repo_url, "targetRevision": self.branch, "ref": "values"}
+        if self.source_type == "Helm":
+            chart = {
+                "repoURL": self.repo_url,
+                "path": self.base_path,
+                "targetRevision": self.branch,
+                "helm": {"valueFiles": [f"$values/{self.path}/values.yaml"]},
+            }
+            return [chart, values]
+        return [self.source(), values]
 
     def destination(self) -> dict[str, Any]:
         return {"server": self.cluster.server, "namespace": self.namespace}
@@ -224,9 +247,9 @@ class AppState:
         if self.op_state:
             status["operationState"] = self.op_state
         if d.multi_source:
-            status["sourceTypes"] = ["Kustomize", "Directory"]
+            status["sourceTypes"] = [d.source_type, "Directory"]
         else:
-            status["sourceType"] = "Kustomize"
+            status["sourceType"] = d.source_type
         status["summary"] = {"images": self.synced.images} if self.synced.images else {}
         status["controllerNamespace"] = NAMESPACE
         return status

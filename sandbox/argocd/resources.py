@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from ruamel.yaml import YAML
-
-from sandbox.argocd.git import GitReader
 from sandbox.argocd.model import (
     NAMESPACE,
     AppDef,
@@ -20,6 +16,7 @@ from sandbox.argocd.model import (
     ts,
     uid_for,
 )
+from sandbox.argocd.render import Renderer, RenderError
 
 if TYPE_CHECKING:
     from sandbox.argocd.emulator import ArgoCDEmulator
@@ -120,51 +117,30 @@ def resource_tree(app: AppState) -> dict[str, Any]:
 
 # ---- managed resources ------------------------------------------------------------------------------------
 
-_yaml = YAML(typ="safe", pure=True)
 
-
-def _render(git: GitReader, d: AppDef, content: Content) -> dict[str, dict[str, Any]]:
-    """Approximate ``kustomize build``: base manifests + namespace, env label, image pin, replicas."""
-    base_tree = content.key[1]
-    if not base_tree:
+def _render(renderer: Renderer, d: AppDef, content: Content) -> dict[str, dict[str, Any]]:
+    """The app's objects at a content's revision, by kind (hooks are not managed resources)."""
+    if not content.revision or not content.key[1]:
         return {}
-    files = ("deployment.yaml", "service.yaml", "pdb.yaml")
-    blobs = git.read([f"{base_tree}:{f}" for f in files])
-    out: dict[str, dict[str, Any]] = {}
-    for f in files:
-        text = blobs.get(f"{base_tree}:{f}")
-        if not text:
-            continue
-        doc = _yaml.load(io.StringIO(text))
-        meta = doc.setdefault("metadata", {})
-        meta["namespace"] = d.namespace
-        meta.setdefault("labels", {})["env"] = d.env
-        meta["labels"]["app.kubernetes.io/instance"] = d.name
-        if doc.get("kind") == "Deployment":
-            _pin(doc, content)
-        out[doc["kind"]] = doc
-    return out
-
-
-def _pin(doc: dict[str, Any], content: Content) -> None:
-    replicas = content.kustomization.replicas
-    if replicas is not None:
-        doc["spec"]["replicas"] = replicas
-    pins = {i.name: i for i in content.kustomization.images}
-    for c in doc["spec"]["template"]["spec"].get("containers", []):
-        repo = c["image"].split("@")[0].rsplit(":", 1)[0] if ":" in c["image"].split("/")[-1] else c["image"]
-        if repo in pins:
-            c["image"] = pins[repo].reference
+    try:
+        objects = renderer.render(d, content.revision)
+    except RenderError:
+        return {}
+    hooks = "argocd.argoproj.io/hook"
+    return {o["kind"]: o for o in objects if hooks not in (o["metadata"].get("annotations") or {})}
 
 
 def managed_resources(
-    git: GitReader, d: AppDef, target: Content, synced: Content, health: str
+    renderer: Renderer, d: AppDef, target: Content, synced: Content, health: str
 ) -> list[dict[str, Any]]:
-    desired = _render(git, d, target)
-    live = _render(git, d, synced)
+    desired = _render(renderer, d, target)
+    live = _render(renderer, d, synced)
     items = []
-    for kind, group in (("Service", ""), ("Deployment", "apps"), ("PodDisruptionBudget", "policy")):
+    kinds = (("Service", ""), (d.workload, d.workload_group), ("PodDisruptionBudget", "policy"))
+    for kind, group in kinds:
         want, have = desired.get(kind), live.get(kind)
+        if want is None and have is None and (desired or live):
+            continue  # not part of this app (a chart without a PodDisruptionBudget)
         have_full = _with_live_fields(have, d, kind, health) if have else None
         item: dict[str, Any] = {"kind": kind, "namespace": d.namespace, "name": d.app}
         if group:
@@ -187,7 +163,7 @@ def _with_live_fields(doc: dict[str, Any], d: AppDef, kind: str, health: str) ->
     meta = live["metadata"]
     meta["uid"] = uid_for(f"{d.name}/{kind}", d.app)
     meta["creationTimestamp"] = ts(d.created)
-    if kind == "Deployment":
+    if kind in ("Deployment", "Rollout"):
         n = live["spec"].get("replicas", DEFAULT_REPLICAS)
         ready = n if health != "Degraded" else 0
         live["status"] = {

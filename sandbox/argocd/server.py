@@ -28,6 +28,7 @@ from sandbox.argocd.query import (
     project_paths,
     selector_matches,
 )
+from sandbox.argocd.render import RenderError, hide_secret_data
 from sandbox.argocd.windows import app_window_view, can_sync
 
 if TYPE_CHECKING:
@@ -147,6 +148,7 @@ _ROUTES: list[Route] = [
         ("GET", r"/api/v1/applications/([^/]+)/revisions/([^/]+)/metadata", "revision_metadata", True),
         ("GET", r"/api/v1/applications/([^/]+)/resource-tree", "resource_tree", True),
         ("GET", r"/api/v1/applications/([^/]+)/managed-resources", "managed_resources", True),
+        ("GET", r"/api/v1/applications/([^/]+)/manifests", "get_manifests", True),
         ("GET", r"/api/v1/applications/([^/]+)/syncwindows", "app_syncwindows", True),
         ("POST", r"/api/v1/applications/([^/]+)/sync", "sync_app", True),
         ("POST", r"/api/v1/applications/([^/]+)/rollback", "rollback_app", True),
@@ -430,8 +432,53 @@ class Handler(BaseHTTPRequestHandler):
         with self.emu.lock:
             app = self._visible_app(name)
             target, synced, definition, health = app.target, app.synced, app.definition, app.health
-        items = resources.managed_resources(self.emu.git, definition, target, synced, health)
+        items = resources.managed_resources(self.emu.renderer, definition, target, synced, health)
         self._send_json({"items": items})
+
+    def get_manifests(self, name: str) -> None:
+        """Render the app at a revision, as Argo CD's repo-server would (GetManifests)."""
+        with self.emu.lock:
+            definition = self._visible_app(name).definition
+        if definition.multi_source:
+            revisions = self.query.get("revisions", [])
+            positions = self.query.get("sourcePositions", [])
+            if len(revisions) != len(positions):
+                raise ApiError(3, "sourcePositions and revisions must have the same length")
+            by_position: dict[int, str] = {}
+            for pos, rev in zip(positions, revisions, strict=True):
+                if not pos.isdigit() or not 1 <= int(pos) <= 2:
+                    raise ApiError(3, f"source position is out of range: {pos}")
+                by_position[int(pos)] = rev
+            wanted = [by_position.get(1) or definition.branch, by_position.get(2) or definition.branch]
+        else:
+            wanted = [self._q("revision") or definition.branch]
+        shas = []
+        for i, rev in enumerate(wanted, 1):
+            sha = self.emu.git.resolve(rev)
+            if sha is None:
+                where = f" for source {i} of {len(wanted)}" if definition.multi_source else ""
+                raise ApiError(
+                    2,
+                    f"error generating manifests{where}: rpc error: code = Unknown desc = "
+                    f"unable to resolve '{rev}' to a commit SHA",
+                )
+            shas.append(sha)
+        try:
+            objects = self.emu.renderer.render(definition, shas[0], shas[-1])
+        except RenderError as exc:
+            raise ApiError(
+                2, f"Manifest generation error (cached): rpc error: code = Unknown desc = {exc}"
+            ) from None
+        manifests = [json.dumps(hide_secret_data(o), separators=(",", ":")) for o in objects]
+        self._send_json(
+            {
+                "manifests": manifests,
+                "namespace": definition.namespace,
+                "server": definition.cluster.server,
+                "revision": shas[0],
+                "sourceType": definition.source_type,
+            }
+        )
 
     def app_syncwindows(self, name: str) -> None:
         with self.emu.lock:

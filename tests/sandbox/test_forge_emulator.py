@@ -66,6 +66,8 @@ def _components() -> dict[str, Any]:
             if node.get("nullable") and "oneOf" in node and "type" not in node:
                 # The validator only honours `nullable` beside `type`; spell out null for oneOf.
                 node["oneOf"] = [*node["oneOf"], {"enum": [None]}]
+            if node.get("nullable") and None not in node.get("enum", [None]):
+                node["enum"] = [*node["enum"], None]  # same validator quirk with enums
             for value in node.values():
                 tighten(value)
         elif isinstance(node, list):
@@ -861,3 +863,103 @@ def test_percent_encoded_paths_and_legacy_refs_prefix_listing(forge, api, tmp_pa
     listed = api.get(repo_url(forge, "/git/refs/heads/team")).json()
     assert_schema(listed, "git-ref", array=True)
     assert [r["ref"] for r in listed] == ["refs/heads/team/web+hotfix"]
+
+
+# --- checks: check runs and the simulated CI ------------------------------------------------------
+def wait_for(predicate: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_check_runs_create_update_and_list_per_ref(forge, api, repos_dir):
+    sha = bare_git(repos_dir, "rev-parse", "main")
+    assert api.get(repo_url(forge, "/commits/main/check-runs")).json() == {"total_count": 0, "check_runs": []}
+    created = api.post(
+        repo_url(forge, "/check-runs"), json={"name": "validate", "head_sha": sha, "status": "in_progress"}
+    )
+    assert created.status_code == 201
+    assert_schema(created.json(), "check-run")
+    run_id = created.json()["id"]
+    done = api.patch(repo_url(forge, f"/check-runs/{run_id}"), json={"conclusion": "failure"})
+    assert done.json()["status"] == "completed" and done.json()["conclusion"] == "failure"
+    assert done.json()["completed_at"]
+    api.post(
+        repo_url(forge, "/check-runs"), json={"name": "validate", "head_sha": sha, "conclusion": "success"}
+    )
+    requests.post(
+        f"{forge.base_url}/sandbox/checks",
+        json={
+            "repo": "acme/gitops",
+            "ref": "main",
+            "context": "lint",
+            "state": "failure",
+            "kind": "check_run",
+        },
+    )
+
+    listed = api.get(repo_url(forge, f"/commits/{sha}/check-runs")).json()
+    for run in listed["check_runs"]:
+        assert_schema(run, "check-run")
+    # filter=latest (the default): the newest run per name.
+    assert {(r["name"], r["conclusion"]) for r in listed["check_runs"]} == {
+        ("validate", "success"),
+        ("lint", "failure"),
+    }
+    every = api.get(repo_url(forge, "/commits/main/check-runs?filter=all&check_name=validate")).json()
+    assert every["total_count"] == 2
+    bad = api.post(repo_url(forge, "/check-runs"), json={"name": "x", "head_sha": sha, "status": "completed"})
+    assert bad.status_code == 422
+    assert api.get(repo_url(forge, "/check-runs/999999")).status_code == 404
+
+
+def test_simulated_ci_reports_on_every_pull_head_and_fails_on_the_marker(forge, api, tmp_path, repos_dir):
+    cfg = requests.post(f"{forge.base_url}/sandbox/ci", json={"enabled": True, "delay": 1.0}).json()
+    assert cfg["context"] == "ci/validate" and cfg["fail_marker"] == "[fail-ci]"
+    push_branch(forge, tmp_path, "promote/ok", {"ok.txt": "1\n"})
+    pull = open_pull(api, forge, "promote/ok")
+    head = pull["head"]["sha"]
+    assert api.get(repo_url(forge, f"/commits/{head}/status")).json()["state"] == "pending"
+
+    combined = wait_for(
+        lambda: (c := api.get(repo_url(forge, f"/commits/{head}/status")).json())["state"] != "pending" and c
+    )
+    assert combined["state"] == "success"
+    assert [s["context"] for s in combined["statuses"]] == ["ci/validate"]
+    runs = api.get(repo_url(forge, f"/commits/{head}/check-runs")).json()["check_runs"]
+    assert [(r["name"], r["status"], r["conclusion"]) for r in runs] == [("validate", "completed", "success")]
+
+    # A new head whose commit message carries the marker fails, on the same pull request.
+    new_head = api.put(
+        repo_url(forge, "/contents/bad.txt"),
+        json={
+            "message": "Break it [fail-ci]",
+            "content": base64.b64encode(b"x\n").decode(),
+            "branch": "promote/ok",
+        },
+    ).json()["commit"]["sha"]
+    failed = wait_for(
+        lambda: (
+            (c := api.get(repo_url(forge, f"/commits/{new_head}/status")).json())["state"] != "pending" and c
+        )
+    )
+    assert failed["state"] == "failure" and "[fail-ci]" in failed["statuses"][0]["description"]
+    runs = api.get(repo_url(forge, f"/commits/{new_head}/check-runs")).json()["check_runs"]
+    assert runs[0]["conclusion"] == "failure"
+
+    # mode=fail fails everything; /sandbox/ci/run re-runs on demand.
+    requests.post(f"{forge.base_url}/sandbox/ci", json={"mode": "fail", "delay": 0})
+    requests.post(f"{forge.base_url}/sandbox/ci/run", json={"repo": "acme/gitops", "sha": head})
+    assert api.get(repo_url(forge, f"/commits/{head}/status")).json()["state"] == "failure"
+    assert requests.post(f"{forge.base_url}/sandbox/ci", json={"mode": "sometimes"}).status_code == 422
+
+
+def test_simulated_ci_is_off_by_default(forge, api, tmp_path):
+    push_branch(forge, tmp_path, "promote/quiet", {"q.txt": "1\n"})
+    head = open_pull(api, forge, "promote/quiet")["head"]["sha"]
+    time.sleep(0.3)
+    assert api.get(repo_url(forge, f"/commits/{head}/status")).json()["total_count"] == 0

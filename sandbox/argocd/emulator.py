@@ -27,7 +27,8 @@ from sandbox.argocd.model import (
     Operation,
     ts,
 )
-from sandbox.argocd.render import Renderer
+from sandbox.argocd.render import Renderer, RenderError
+from sandbox.argocd.rollouts import RolloutState
 from sandbox.argocd.windows import can_sync, window_active, window_matches_app
 from sandbox.repogen import Kustomization, parse_cluster_file, parse_helm_values, parse_kustomization
 
@@ -182,6 +183,7 @@ class ArgoCDEmulator:
         include_in_cluster: bool = True,
         keepalive_interval: float = 15.0,
         state_file: str | Path | None = None,
+        rollout_time_scale: float = 1.0,
     ) -> None:
         self.repo_path = Path(repo_path)
         self.repo_url = repo_url
@@ -198,6 +200,7 @@ class ArgoCDEmulator:
         self.include_in_cluster = include_in_cluster
         self.keepalive_interval = keepalive_interval
         self.state_file = Path(state_file) if state_file else None
+        self.rollout_time_scale = rollout_time_scale  # < 1 speeds canary steps and pauses up (tests)
 
         self.git = GitReader(self.repo_path)
         self.renderer = Renderer(self.git)
@@ -273,6 +276,8 @@ class ArgoCDEmulator:
                     wait = min(wait, app.running.started_at + self.sync_delay - now)
                 if app.health == "Progressing":
                     wait = min(wait, app.health_since + self.health_delay - now)
+                if app.rollout is not None and (end := app.rollout.next_wake()) is not None:
+                    wait = min(wait, end - now)
         return max(wait, 0.01)
 
     def wake(self) -> None:
@@ -381,6 +386,10 @@ class ArgoCDEmulator:
     ) -> AppState:
         content = self._content_from_trees(head, d, trees)
         state = AppState(definition=d, target=content, synced=content, head=head, reconciled_at=now)
+        if d.workload == "Rollout":
+            steps, template = self._rollout_spec(d, content)
+            state.rollout = RolloutState.completed(steps, template, content.images, 1, now)
+            state.rollout.time_scale = self.rollout_time_scale
         merged = touches.get((d.env, d.app), []) + touches.get(("*", d.app), [])
         unique = {t.sha: t for t in merged}  # a commit touching overlay and base deploys once
         recent = sorted(unique.values(), key=lambda t: -t.time)[:DEFAULT_HISTORY_LIMIT]
@@ -525,8 +534,64 @@ class ArgoCDEmulator:
             app.append_history(app.history_entry(op.content.revision, started, now, op.initiated_by))
             app.health, app.health_message, app.health_since = "Progressing", "", now
             app.degraded_by_fault = False
+            if app.definition.workload == "Rollout":
+                self._update_rollout(app, op.content, now)
+
+    # ---- Argo Rollouts --------------------------------------------------------------------------------
+    def _rollout_spec(self, d: AppDef, content: Content) -> tuple[list[dict[str, Any]], Any]:
+        """The canary steps and pod template of the app's Rollout at a content's revision."""
+        try:
+            objects = self.renderer.render(d, content.revision) if content.revision else []
+        except RenderError:
+            objects = []
+        rollout = next((o for o in objects if o.get("kind") == "Rollout"), {})
+        spec = rollout.get("spec") or {}
+        steps = list(((spec.get("strategy") or {}).get("canary") or {}).get("steps") or [])
+        return steps, spec.get("template")
+
+    def _update_rollout(self, app: AppState, content: Content, now: float) -> None:
+        steps, template = self._rollout_spec(app.definition, content)
+        if app.rollout is None:
+            app.rollout = RolloutState.completed(steps, template, content.images, 1, now)
+            app.rollout.time_scale = self.rollout_time_scale
+        else:
+            app.rollout.update(steps, template, content.images, now)
+
+    def rollout_action(self, app: AppState, action: str) -> None:
+        """Run an Argo Rollouts action (abort, resume, promote-full, retry) on the app's Rollout."""
+        if app.rollout is None:
+            raise ApiError(3, f"action '{action}' is not available for {app.definition.app}")
+        now = time.time()
+        actions = {
+            "abort": app.rollout.abort,
+            "resume": app.rollout.resume,
+            "promote-full": app.rollout.promote_full,
+            "retry": app.rollout.retry,
+        }
+        if action not in actions:
+            raise ApiError(3, f"action '{action}' is not available for Rollout {app.definition.app}")
+        if actions[action](now):
+            self._advance_rollout(app, now)
+            self._touch(app)
+        self.wake()
+
+    def _advance_rollout(self, app: AppState, now: float) -> bool:
+        rollout = app.rollout
+        rollout.advance(now)
+        if app.health == "Progressing" and rollout.complete and now < app.health_since + self.health_delay:
+            return False
+        health, message = rollout.health()
+        if self._is_degraded(app):
+            health, message = "Degraded", f'Rollout "{app.definition.app}" has timed out progressing.'
+        if (health, message) == (app.health, app.health_message):
+            return False
+        app.health, app.health_message, app.health_since = health, message, now
+        self._touch(app)
+        return True
 
     def _advance_health(self, app: AppState, now: float) -> bool:
+        if app.rollout is not None:
+            return self._advance_rollout(app, now)
         degraded = self._is_degraded(app)
         if app.health == "Progressing":
             if now < app.health_since + self.health_delay:
@@ -598,14 +663,14 @@ class ArgoCDEmulator:
         images = op.content.images
         base = [
             ("", "Service", "service"),
-            ("apps", "Deployment", "deployment.apps"),
+            (d.workload_group, d.workload, f"{d.workload.lower()}.{d.workload_group}"),
             ("policy", "PodDisruptionBudget", "poddisruptionbudget.policy"),
         ]
         out = []
         for group, kind, noun in base:
             item: dict[str, Any] = {
                 "group": group,
-                "version": "v1",
+                "version": d.workload_version if kind == d.workload else "v1",
                 "kind": kind,
                 "namespace": d.namespace,
                 "name": d.app,
@@ -613,7 +678,7 @@ class ArgoCDEmulator:
                 "message": f"{noun}/{d.app} configured",
                 "syncPhase": "Sync",
             }
-            if kind == "Deployment" and images:
+            if kind == d.workload and images:
                 item["images"] = images
             if not group:
                 del item["group"]

@@ -170,6 +170,7 @@ class AppState:
     reconciled_at: float = 0.0
     resource_version: int = 0
     generation: int = 1
+    rollout: Any = None  # RolloutState of an Argo Rollouts app (sandbox.argocd.rollouts)
     _cache: tuple[int, dict[str, Any]] | None = None
 
     @property
@@ -268,9 +269,9 @@ class AppState:
                 "health": {"status": "Healthy"},
             },
             {
-                "group": "apps",
-                "version": "v1",
-                "kind": "Deployment",
+                "group": d.workload_group,
+                "version": d.workload_version,
+                "kind": d.workload,
                 "namespace": d.namespace,
                 "name": d.app,
                 "status": "OutOfSync" if out_of_sync else "Synced",

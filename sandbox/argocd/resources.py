@@ -57,35 +57,46 @@ def resource_tree(app: AppState) -> dict[str, Any]:
         return n
 
     deploy_ref = {
-        "group": "apps",
-        "kind": "Deployment",
+        "group": d.workload_group,
+        "kind": d.workload,
         "namespace": ns,
         "name": d.app,
-        "uid": uid_for(f"{d.name}/Deployment", d.app),
+        "uid": uid_for(f"{d.name}/{d.workload}", d.app),
     }
-    rs_ref = {
-        "group": "apps",
-        "kind": "ReplicaSet",
-        "namespace": ns,
-        "name": rs,
-        "uid": uid_for(f"{d.name}/ReplicaSet", rs),
-    }
-    nodes = [
-        node(
-            "apps",
-            "Deployment",
-            d.app,
-            health=health,
-            info=[{"name": "Revision", "value": f"Rev:{len(app.history)}"}],
-        ),
-        node(
-            "apps",
-            "ReplicaSet",
-            rs,
-            parentRefs=[deploy_ref],
-            health=health,
-            info=[{"name": "Revision", "value": f"Rev:{len(app.history)}"}],
-        ),
+    rollout = app.rollout
+    revision = rollout.revision if rollout is not None else len(app.history)
+    workload = node(
+        d.workload_group,
+        d.workload,
+        d.app,
+        health=health,
+        info=[{"name": "Revision", "value": f"Rev:{revision}"}],
+    )
+    workload["version"] = d.workload_version
+    # A canary in flight runs two ReplicaSets: the stable one and the canary.
+    sets = [(rs, images, _replicas(app.synced))]
+    if rollout is not None and rollout.current_hash != rollout.stable_hash and not rollout.complete:
+        replicas = _replicas(app.synced)
+        canary = 0 if rollout.aborted else -(-replicas * rollout.weight() // 100)
+        sets = [
+            (f"{d.app}-{rollout.stable_hash}", rollout.stable_images, replicas),
+            (f"{d.app}-{rollout.current_hash}", rollout.images, canary),
+        ]
+    elif rollout is not None:
+        sets = [(f"{d.app}-{rollout.current_hash}", rollout.images, _replicas(app.synced))]
+    nodes = [workload]
+    for rs_name, _images, _count in sets:
+        nodes.append(
+            node(
+                "apps",
+                "ReplicaSet",
+                rs_name,
+                parentRefs=[deploy_ref],
+                health={"status": "Healthy"} if rollout is not None else health,
+                info=[{"name": "Revision", "value": f"Rev:{revision}"}],
+            )
+        )
+    nodes += [
         node(
             "",
             "Service",
@@ -95,16 +106,24 @@ def resource_tree(app: AppState) -> dict[str, Any]:
         ),
         node("policy", "PodDisruptionBudget", d.app),
     ]
-    ready = app.health != "Degraded"
-    for i in range(_replicas(app.synced)):
-        pod = f"{rs}-{pod_suffix(rs, i)}"
+    ready = app.health != "Degraded" or rollout is not None
+    pods = [(rs_name, imgs, i) for rs_name, imgs, count in sets for i in range(count)]
+    for rs_name, imgs, i in pods:
+        pod = f"{rs_name}-{pod_suffix(rs_name, i)}"
+        rs_ref = {
+            "group": "apps",
+            "kind": "ReplicaSet",
+            "namespace": ns,
+            "name": rs_name,
+            "uid": uid_for(f"{d.name}/ReplicaSet", rs_name),
+        }
         nodes.append(
             node(
                 "",
                 "Pod",
                 pod,
                 parentRefs=[rs_ref],
-                images=images,
+                images=imgs,
                 health={"status": "Healthy" if ready else "Degraded"},
                 info=[
                     {"name": "Status Reason", "value": "Running" if ready else "CrashLoopBackOff"},
@@ -338,3 +357,31 @@ def appsets(emu: ArgoCDEmulator) -> list[dict[str, Any]]:
             }
         )
     return items
+
+
+# ---- live resources (GET /api/v1/applications/{name}/resource) ----------------------------------------------
+
+
+def live_resource(
+    renderer: Renderer, app: AppState, *, group: str, kind: str, name: str, namespace: str
+) -> dict[str, Any] | None:
+    """The live object of one managed resource, or None when the app does not manage it."""
+    d = app.definition
+    if namespace and namespace != d.namespace:
+        return None
+    live = _render(renderer, d, app.synced)
+    obj = live.get(kind)
+    if obj is None or obj["metadata"].get("name") != name:
+        return None
+    api_group = obj.get("apiVersion", "v1").rpartition("/")[0]
+    if group != api_group:
+        return None
+    obj["metadata"]["namespace"] = d.namespace
+    if kind == "Rollout" and app.rollout is not None:
+        return app.rollout.live(
+            obj,
+            uid=uid_for(f"{d.name}/Rollout", d.app),
+            created=d.created,
+            resource_version=app.resource_version,
+        )
+    return _with_live_fields(obj, d, kind, app.health)

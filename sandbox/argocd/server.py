@@ -29,7 +29,7 @@ from sandbox.argocd.query import (
     selector_matches,
 )
 from sandbox.argocd.render import RenderError, hide_secret_data
-from sandbox.argocd.windows import app_window_view, can_sync
+from sandbox.argocd.windows import app_window_view, can_sync, closing_window, validate_window
 
 if TYPE_CHECKING:
     from sandbox.argocd.emulator import ArgoCDEmulator
@@ -149,6 +149,9 @@ _ROUTES: list[Route] = [
         ("GET", r"/api/v1/applications/([^/]+)/resource-tree", "resource_tree", True),
         ("GET", r"/api/v1/applications/([^/]+)/managed-resources", "managed_resources", True),
         ("GET", r"/api/v1/applications/([^/]+)/manifests", "get_manifests", True),
+        ("GET", r"/api/v1/applications/([^/]+)/resource", "get_resource", True),
+        ("POST", r"/api/v1/applications/([^/]+)/resource/actions", "run_action", True),
+        ("POST", r"/api/v1/applications/([^/]+)/resource/actions/v2", "run_action_v2", True),
         ("GET", r"/api/v1/applications/([^/]+)/syncwindows", "app_syncwindows", True),
         ("POST", r"/api/v1/applications/([^/]+)/sync", "sync_app", True),
         ("POST", r"/api/v1/applications/([^/]+)/rollback", "rollback_app", True),
@@ -166,6 +169,9 @@ _ROUTES: list[Route] = [
         ("POST", r"/sandbox/faults", "admin_set_faults", False),
         ("POST", r"/sandbox/reset-faults", "admin_reset_faults", False),
         ("POST", r"/sandbox/reconcile", "admin_reconcile", False),
+        ("POST", r"/sandbox/rollouts/([^/]+)/([a-z-]+)", "admin_rollout_action", False),
+        ("GET", r"/sandbox/sync-windows", "admin_get_windows", False),
+        ("POST", r"/sandbox/sync-windows", "admin_set_windows", False),
     )
 ]
 
@@ -480,6 +486,49 @@ class Handler(BaseHTTPRequestHandler):
             }
         )
 
+    def get_resource(self, name: str) -> None:
+        """One managed resource's live object (GetResource: ``manifest`` is the object as JSON)."""
+        group, kind, resource = self._q("group"), self._q("kind"), self._q("resourceName")
+        with self.emu.lock:
+            app = self._visible_app(name)
+            obj = resources.live_resource(
+                self.emu.renderer, app, group=group, kind=kind, name=resource, namespace=self._q("namespace")
+            )
+        if obj is None:
+            # Argo CD: the resource must be part of the app's tree.
+            raise ApiError(3, f"{kind} {group} {resource} not found as part of application {name}")
+        self._send_json({"manifest": json.dumps(obj, separators=(",", ":"))})
+
+    def _action_target(self, name: str, group: str, kind: str, resource: str) -> AppState:
+        app = self._visible_app(name)
+        d = app.definition
+        if (group, kind, resource) != (d.workload_group, d.workload, d.app) or app.rollout is None:
+            raise ApiError(3, f"{kind} {group} {resource} not found as part of application {name}")
+        return app
+
+    def run_action(self, name: str) -> None:
+        """RunResourceAction (v1): the body is the action's name as a JSON string."""
+        try:
+            action = json.loads(self._body or b'""')
+        except ValueError:
+            raise ApiError(3, "invalid action") from None
+        if not isinstance(action, str):
+            raise ApiError(3, "invalid action")
+        with self.emu.lock:
+            app = self._action_target(name, self._q("group"), self._q("kind"), self._q("resourceName"))
+            self.emu.rollout_action(app, action)
+        self._send_json({})
+
+    def run_action_v2(self, name: str) -> None:
+        """RunResourceActionV2: resource and action named in the JSON body."""
+        body = self._json_body()
+        with self.emu.lock:
+            app = self._action_target(
+                name, str(body.get("group", "")), str(body.get("kind", "")), str(body.get("resourceName", ""))
+            )
+            self.emu.rollout_action(app, str(body.get("action", "")))
+        self._send_json({})
+
     def app_syncwindows(self, name: str) -> None:
         with self.emu.lock:
             app = self._visible_app(name)
@@ -706,6 +755,45 @@ class Handler(BaseHTTPRequestHandler):
             self.emu.faults = Faults()
         self.emu.wake()
         self._send_json(self.emu.faults.as_dict())
+
+    def admin_rollout_action(self, name: str, action: str) -> None:
+        """Abort (or resume, promote-full, retry) an app's Rollout: the tests' and demo's lever."""
+        try:
+            with self.emu.lock:
+                app = self.emu.apps.get(name)
+                if app is None:
+                    raise ApiError(5, f'applications.argoproj.io "{name}" not found')
+                self.emu.rollout_action(app, action)
+                body = {"app": name, "health": app.health, "message": app.health_message}
+        except ApiError as err:
+            self._send_json({"error": err.message}, GRPC_TO_HTTP.get(err.code, 400))
+            return
+        self._send_json(body)
+
+    def admin_get_windows(self) -> None:
+        self._send_json(self.emu.sync_windows)
+
+    def admin_set_windows(self) -> None:
+        """Replace a project's sync windows: ``{"project", "windows": [...]}``; ``closed_for``
+        (seconds) instead of ``windows`` adds a deny window on prod clusters closing syncs from now."""
+        try:
+            data = self._json_body()
+            project = str(data.get("project") or "")
+            if not project:
+                raise ValueError("project is required")
+            if "closed_for" in data:
+                windows = [*self.emu.sync_windows.get(project, []), closing_window(float(data["closed_for"]))]
+            else:
+                windows = list(data.get("windows") or [])
+            for window in windows:
+                validate_window(window)
+        except (ApiError, ValueError, TypeError, KeyError) as exc:
+            self._send_json({"error": str(exc)}, 400)
+            return
+        with self.emu.lock:
+            self.emu.sync_windows[project] = windows
+        self.emu.wake()
+        self._send_json({"project": project, "windows": windows})
 
     def admin_reconcile(self) -> None:
         self.emu.reconcile()

@@ -31,6 +31,9 @@ class Command(BaseCommand):
         parser.add_argument("--manual-sync-envs", default="", help="comma-separated envs without auto-sync")
         parser.add_argument("--multi-source-apps", default="", help="comma-separated globs of app names")
         parser.add_argument("--state-file", default=None, help="keep history across restarts")
+        parser.add_argument(
+            "--rollout-time-scale", type=float, default=1.0, help="factor on canary step and pause durations"
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         manual = {e.strip() for e in opts["manual_sync_envs"].split(",") if e.strip()}
@@ -49,6 +52,7 @@ class Command(BaseCommand):
             auto_sync_envs=tuple(e for e in ENVS if e not in manual),
             multi_source_apps=tuple(g.strip() for g in opts["multi_source_apps"].split(",") if g.strip()),
             state_file=opts["state_file"],
+            rollout_time_scale=opts["rollout_time_scale"],
         )
         url = emulator.start()
         self.stdout.write(

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sandbox.argocd.appsets import is_progressive, progressive_sync
 from sandbox.argocd.git import GitReader, Touch, object_ids
 from sandbox.argocd.model import (
     DEFAULT_HISTORY_LIMIT,
@@ -184,6 +185,7 @@ class ArgoCDEmulator:
         keepalive_interval: float = 15.0,
         state_file: str | Path | None = None,
         rollout_time_scale: float = 1.0,
+        progressive_sync_apps: Sequence[str] = (),
     ) -> None:
         self.repo_path = Path(repo_path)
         self.repo_url = repo_url
@@ -201,6 +203,8 @@ class ArgoCDEmulator:
         self.keepalive_interval = keepalive_interval
         self.state_file = Path(state_file) if state_file else None
         self.rollout_time_scale = rollout_time_scale  # < 1 speeds canary steps and pauses up (tests)
+        self.progressive_sync_apps = tuple(progressive_sync_apps)  # app globs rolled out by RollingSync
+        self.appset_status: dict[str, dict[str, Any]] = {}  # Application name -> applicationStatus entry
 
         self.git = GitReader(self.repo_path)
         self.renderer = Renderer(self.git)
@@ -300,6 +304,7 @@ class ArgoCDEmulator:
             self.apps = {}
             for d in sorted(defs, key=lambda d: d.name):
                 self.apps[d.name] = self._initial_state(d, head, trees, touches, counts, now)
+            progressive_sync(self, now)  # the sets' applicationStatus from the start
         self._restore_state()
 
     def _definitions(self, head: str, trees: Mapping[str, str]) -> tuple[dict[str, ClusterDef], list[AppDef]]:
@@ -354,6 +359,7 @@ class ArgoCDEmulator:
         workload: str = "Deployment",
     ) -> AppDef:
         name = f"{app}-{cluster.name}"
+        progressive = is_progressive(app, self.progressive_sync_apps)
         multi = source_type == "Helm" or any(
             fnmatch.fnmatchcase(name, g) or fnmatch.fnmatchcase(app, g) for g in self.multi_source_apps
         )
@@ -364,11 +370,12 @@ class ArgoCDEmulator:
             cluster=cluster,
             repo_url=self.repo_url,
             branch=self.branch,
-            auto_sync=env in self.auto_sync_envs,
+            auto_sync=env in self.auto_sync_envs and not progressive,
             multi_source=multi,
             created=created,
             source_type=source_type,
             workload=workload,
+            appset=app if progressive else f"{app}-{env}",
         )
 
     def _bootstrap_time(self, head: str) -> int:
@@ -461,6 +468,7 @@ class ArgoCDEmulator:
             with self.lock:
                 for app in list(self.apps.values()):
                     self._step(app, now)
+                progressive_sync(self, now)
 
     def _follow_head(self, head: str) -> None:
         trees = self.git.dir_trees(head)
@@ -700,6 +708,13 @@ class ArgoCDEmulator:
     def active_windows(self, windows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         now = datetime.now(UTC)
         return [w for w in windows if window_active(w, now)]
+
+    @property
+    def envs(self) -> list[str]:
+        """The environments, lowest first (dev, stage, prod, then any others by name)."""
+        known = ("dev", "stage", "prod")
+        found = {c.env for c in self.clusters.values() if c.env}
+        return sorted(found, key=lambda e: (known.index(e) if e in known else len(known), e))
 
     def projects(self) -> list[str]:
         with self.lock:

@@ -55,6 +55,7 @@ class AppDef:
     created: int
     source_type: str = "Kustomize"  # or "Helm": a chart in apps/<app>/chart + the env's values.yaml
     workload: str = "Deployment"  # or "Rollout" (Argo Rollouts)
+    appset: str = ""  # the ApplicationSet that generated it (its controller owner)
 
     @property
     def name(self) -> str:
@@ -203,8 +204,19 @@ class AppState:
                 "labels": d.labels,
                 "finalizers": ["resources-finalizer.argocd.argoproj.io"],
             },
-            "spec": self._spec(),
         }
+        if d.appset:
+            out["metadata"]["ownerReferences"] = [
+                {
+                    "apiVersion": "argoproj.io/v1alpha1",
+                    "kind": "ApplicationSet",
+                    "name": d.appset,
+                    "uid": uid_for("ApplicationSet", d.appset),
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ]
+        out["spec"] = self._spec()
         if self.pending and self.pending.started_at is None:
             out["operation"] = self.pending.json(d)
         out["status"] = self._status()

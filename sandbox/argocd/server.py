@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from sandbox.argocd import resources
+from sandbox.argocd import appsets, resources
 from sandbox.argocd.emulator import PERMISSION_DENIED, ApiError, not_visible
 from sandbox.argocd.model import AppState, ts
 from sandbox.argocd.query import (
@@ -717,14 +717,14 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(2, f"error parsing the selector: {exc}") from None
         items = [
             s
-            for s in resources.appsets(self.emu)
+            for s in appsets.appsets(self.emu)
             if (not projects or s["spec"]["template"]["spec"]["project"] in projects)
             and selector_matches(reqs, s["metadata"].get("labels"))
         ]
         self._send_json({"metadata": {}, "items": items})
 
     def get_appset(self, name: str) -> None:
-        for s in resources.appsets(self.emu):
+        for s in appsets.appsets(self.emu):
             if s["metadata"]["name"] == name:
                 self._send_json(s)
                 return

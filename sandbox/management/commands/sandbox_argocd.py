@@ -32,6 +32,9 @@ class Command(BaseCommand):
         parser.add_argument("--multi-source-apps", default="", help="comma-separated globs of app names")
         parser.add_argument("--state-file", default=None, help="keep history across restarts")
         parser.add_argument(
+            "--progressive-sync-apps", default="", help="comma-separated app globs rolled out by RollingSync"
+        )
+        parser.add_argument(
             "--rollout-time-scale", type=float, default=1.0, help="factor on canary step and pause durations"
         )
 
@@ -53,6 +56,9 @@ class Command(BaseCommand):
             multi_source_apps=tuple(g.strip() for g in opts["multi_source_apps"].split(",") if g.strip()),
             state_file=opts["state_file"],
             rollout_time_scale=opts["rollout_time_scale"],
+            progressive_sync_apps=tuple(
+                g.strip() for g in opts["progressive_sync_apps"].split(",") if g.strip()
+            ),
         )
         url = emulator.start()
         self.stdout.write(

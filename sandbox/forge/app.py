@@ -87,7 +87,7 @@ class ForgeApp:
             response = self._dispatch(self.admin, req)
             self._record(req, response, "admin")
             return response
-        if req.method == "GET" and self.pages.match(req.method, req.path)[0] is not None:
+        if req.method in ("GET", "POST") and self.pages.match(req.method, req.path)[0] is not None:
             response = self._dispatch(self.pages, req)  # browser pages: no token, no faults
             self._record(req, response, "page")
             return response

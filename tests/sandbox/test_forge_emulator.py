@@ -963,3 +963,59 @@ def test_simulated_ci_is_off_by_default(forge, api, tmp_path):
     head = open_pull(api, forge, "promote/quiet")["head"]["sha"]
     time.sleep(0.3)
     assert api.get(repo_url(forge, f"/commits/{head}/status")).json()["total_count"] == 0
+
+
+# --- HTML pages: commit pages and the merge button ------------------------------------------------
+def test_commit_page_at_githubs_url_shape(forge, api, tmp_path, repos_dir):
+    sha = push_branch(
+        forge, tmp_path, "promote/commit-page", {"apps/web/kustomization.yaml": "newTag: '3.0.0'\n"}
+    )
+    html_url = api.get(repo_url(forge, f"/commits/{sha}")).json()["html_url"]
+    assert html_url == f"{forge.base_url}/acme/gitops/commit/{sha}"
+    requests.post(
+        f"{forge.base_url}/sandbox/checks",
+        json={"repo": "acme/gitops", "sha": sha, "context": "ci/validate", "state": "failure"},
+    )
+    page = requests.get(html_url)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "Change on promote/commit-page" in page.text and sha in page.text
+    assert "apps/web/kustomization.yaml" in page.text and "newTag: &#x27;3.0.0&#x27;" in page.text
+    assert "ci/validate: ✗ failure" in page.text
+    parent = bare_git(repos_dir, "rev-parse", "main")
+    assert f'href="{forge.base_url}/acme/gitops/commit/{parent}"' in page.text
+    short = requests.get(f"{forge.base_url}/acme/gitops/commit/{sha[:7]}")
+    assert short.status_code == 200
+    assert requests.get(f"{forge.base_url}/acme/gitops/commit/{'0' * 40}").status_code == 404
+
+
+def test_pull_page_merge_button_merges_as_the_named_user(forge, api, tmp_path, receiver):
+    push_branch(forge, tmp_path, "promote/button", {"b.txt": "b\n"})
+    pull = open_pull(api, forge, "promote/button")
+    page = requests.get(pull["html_url"]).text
+    assert '<form method="post" action="/acme/gitops/pull/1/merge">' in page
+    assert '<button type="submit">Merge pull request</button>' in page
+    assert f'name="sha" value="{pull["head"]["sha"]}"' in page
+
+    # A stale head (the form was rendered before a push) is refused like the API's 409.
+    stale = requests.post(
+        f"{forge.base_url}/acme/gitops/pull/1/merge",
+        data={"sha": "0" * 40, "user": "dana"},
+        allow_redirects=False,
+    )
+    assert stale.status_code == 409 and "Head branch was modified" in stale.text
+    assert api.get(repo_url(forge, "/pulls/1")).json()["merged"] is False
+
+    merged = requests.post(
+        f"{forge.base_url}/acme/gitops/pull/1/merge",
+        data={"sha": pull["head"]["sha"], "user": "dana", "merge_method": "squash"},
+        allow_redirects=False,
+    )
+    assert merged.status_code == 303 and merged.headers["Location"] == pull["html_url"]
+    after = api.get(repo_url(forge, "/pulls/1")).json()
+    assert after["merged"] is True and after["merged_by"]["login"] == "dana"
+    merge_page = requests.get(pull["html_url"]).text
+    assert "Merged by <strong>dana</strong>" in merge_page and "Merge pull request</button>" not in merge_page
+    assert f"/acme/gitops/commit/{after['merge_commit_sha']}" in merge_page
+    assert forge.wait_for_webhooks()
+    closed = receiver.events("pull_request")[-1]
+    assert closed["action"] == "closed" and closed["pull_request"]["merged_by"]["login"] == "dana"

@@ -751,6 +751,10 @@ class ArgoCDEmulator:
                     "operationPhase": (a.op_state or {}).get("phase", ""),
                     "images": a.synced.images,
                     "autoSync": a.definition.auto_sync,
+                    "sourceType": a.definition.source_type,
+                    "workload": a.definition.workload,
+                    "applicationSet": a.definition.appset,
+                    **({"rollout": _rollout_summary(a.rollout)} if a.rollout is not None else {}),
                 }
                 for a in self.apps.values()
             ]
@@ -791,6 +795,18 @@ class ArgoCDEmulator:
                 if (env_tree, base_tree) != app.synced.key:
                     app.synced = self.content_at(revision, app.definition)
                 self._touch(app, event=None)
+
+
+def _rollout_summary(rollout: RolloutState) -> dict[str, Any]:
+    phase, message = rollout.phase()
+    return {
+        "phase": phase,
+        "message": message,
+        "step": rollout.step_index,
+        "steps": len(rollout.steps),
+        "weight": rollout.weight(),
+        "revision": rollout.revision,
+    }
 
 
 def _parse_overlay(blobs: Mapping[str, str], tree: str, app: str) -> Kustomization:

@@ -1019,3 +1019,17 @@ def test_pull_page_merge_button_merges_as_the_named_user(forge, api, tmp_path, r
     assert forge.wait_for_webhooks()
     closed = receiver.events("pull_request")[-1]
     assert closed["action"] == "closed" and closed["pull_request"]["merged_by"]["login"] == "dana"
+
+
+def test_ci_enabled_from_the_constructor_as_the_command_line_does(repos_dir, tmp_path):
+    emulator = ForgeEmulator(repos_dir, ci={"enabled": True, "context": "ci/validate", "delay": 0})
+    emulator.start()
+    try:
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {TOKEN}"
+        push_branch(emulator, tmp_path, "promote/ctor", {"c.txt": "c\n"})
+        head = open_pull(session, emulator, "promote/ctor")["head"]["sha"]
+        combined = session.get(repo_url(emulator, f"/commits/{head}/status")).json()
+        assert combined["state"] == "success" and combined["statuses"][0]["context"] == "ci/validate"
+    finally:
+        emulator.stop()

@@ -9,6 +9,8 @@ from . import payloads
 from .checks import SimulatedCI, check_run, describe
 from .core import ForgeCore
 from .faults import FaultInjector
+from .gitstore import CommitInfo
+from .payloads import RepoRef
 from .pulls import REVIEW_EVENTS, pull_merge
 from .routing import ApiError, Request, Response, Router, not_found
 from .state import Protection, Review, now_iso
@@ -89,11 +91,7 @@ class AdminApi:
         """Play CI: set a commit status (e.g. a required check) on a sha or branch; with
         ``"kind": "check_run"`` a completed check run named ``context`` instead."""
         data = req.json_object()
-        owner, _, name = str(data.get("repo", "")).partition("/")
-        ref, bare = self.core.repo(owner, name)
-        info = bare.commit(str(data.get("sha") or data.get("ref") or ""))
-        if info is None:
-            raise ApiError(422, "sha or ref must name a commit")
+        ref, info = self._commit_of(data)
         if data.get("kind") == "check_run":
             state = str(data.get("state", "success"))
             run_body: dict[str, Any] = {"name": data.get("context", "ci/test")}
@@ -125,14 +123,18 @@ class AdminApi:
 
     def run_ci(self, req: Request) -> Response:
         """Run the simulated CI now on a commit (``repo`` plus ``sha`` or ``ref``), enabled or not."""
-        data = req.json_object()
+        ref, info = self._commit_of(req.json_object())
+        self.ci.run(ref, info.sha, info.message)
+        return Response(202, {"sha": info.sha, **describe(self.ci.config)})
+
+    def _commit_of(self, data: dict[str, Any]) -> tuple[RepoRef, CommitInfo]:
+        """The repository (``repo``: owner/name) and commit (``sha`` or ``ref``) a lever names."""
         owner, _, name = str(data.get("repo", "")).partition("/")
         ref, bare = self.core.repo(owner, name)
         info = bare.commit(str(data.get("sha") or data.get("ref") or ""))
         if info is None:
             raise ApiError(422, "sha or ref must name a commit")
-        self.ci.run(ref, info.sha, info.message)
-        return Response(202, {"sha": info.sha, **describe(self.ci.config)})
+        return ref, info
 
     def set_protection(self, req: Request) -> Response:
         """Protect a branch: required status contexts and approvals (empty body fields = unprotect)."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jsonschema
 import pytest
 
+from sandbox.argocd import ArgoCDEmulator
+from sandbox.repogen import GeneratedRepo
 from tests.shared_paths import SHARED
 
 SWAGGER = SHARED / "argocd/swagger.json"
@@ -39,3 +41,21 @@ def validate() -> Callable[[str, Any], None]:
         jsonschema.Draft4Validator(schema, format_checker=jsonschema.FormatChecker()).validate(instance)
 
     return _validate
+
+
+@pytest.fixture
+def start_argo(repo: GeneratedRepo) -> Iterator[Callable[..., ArgoCDEmulator]]:
+    """Start emulators on the module's ``repo`` (fast reconciles, no windows); stopped afterwards."""
+    started: list[ArgoCDEmulator] = []
+
+    def _start(**kwargs: Any) -> ArgoCDEmulator:
+        kwargs.setdefault("reconcile_interval", 0.05)
+        kwargs.setdefault("sync_windows", {})
+        emu = ArgoCDEmulator(repo.path, "https://git.example.com/acme/gitops.git", **kwargs)
+        emu.start()
+        started.append(emu)
+        return emu
+
+    yield _start
+    for emu in started:
+        emu.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import pytest
 
 from sandbox.argocd import ArgoCDEmulator
 from sandbox.repogen import GeneratedRepo, generate_repo
-from tests.sandbox.test_argocd_emulator import REPO_URL, get
+from tests.sandbox.test_argocd_emulator import get
 from tests.sandbox.test_argocd_rollouts import bump
 
 
@@ -23,19 +23,8 @@ def repo(tmp_path: Path) -> GeneratedRepo:
 
 
 @pytest.fixture
-def argo(repo: GeneratedRepo) -> Iterator[ArgoCDEmulator]:
-    emu = ArgoCDEmulator(
-        repo.path,
-        REPO_URL,
-        reconcile_interval=0.05,
-        sync_windows={},
-        sync_delay=0.1,
-        health_delay=0.1,
-        progressive_sync_apps=[repo.apps[0].name],
-    )
-    emu.start()
-    yield emu
-    emu.stop()
+def argo(start_argo: Callable[..., ArgoCDEmulator], repo: GeneratedRepo) -> ArgoCDEmulator:
+    return start_argo(sync_delay=0.1, health_delay=0.1, progressive_sync_apps=[repo.apps[0].name])
 
 
 def statuses(argo: ArgoCDEmulator, name: str) -> list[tuple[str, str, str]]:

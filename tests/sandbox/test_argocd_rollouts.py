@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import requests
 
 from sandbox.argocd import ArgoCDEmulator
 from sandbox.repogen import GeneratedRepo, generate_repo
-from tests.sandbox.test_argocd_emulator import AUTH, REPO_URL, commit_change, get, post
+from tests.sandbox.test_argocd_emulator import AUTH, commit_change, get, post
 
 
 @pytest.fixture
@@ -25,19 +25,9 @@ def repo(tmp_path: Path) -> GeneratedRepo:
 
 
 @pytest.fixture
-def argo(repo: GeneratedRepo) -> Iterator[ArgoCDEmulator]:
+def argo(start_argo: Callable[..., ArgoCDEmulator]) -> ArgoCDEmulator:
     # Canary steps at 1/20 of their real length: a 5 s pause takes 0.25 s.
-    emu = ArgoCDEmulator(
-        repo.path,
-        REPO_URL,
-        reconcile_interval=0.05,
-        sync_windows={},
-        auto_sync_envs=("dev", "stage"),
-        rollout_time_scale=0.05,
-    )
-    emu.start()
-    yield emu
-    emu.stop()
+    return start_argo(auto_sync_envs=("dev", "stage"), rollout_time_scale=0.05)
 
 
 def lua_health(obj: dict[str, Any]) -> tuple[str, str]:

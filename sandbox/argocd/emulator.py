@@ -536,6 +536,7 @@ class ArgoCDEmulator:
             app.op_state = self._op_state(app, op, "Succeeded", "successfully synced (dry run)", now)
         else:
             app.op_state = self._op_state(app, op, "Succeeded", "successfully synced (all tasks run)", now)
+            app.op_state["syncResult"]["resources"][:0] = self._hook_results(app, op)
             app.synced = op.content
             app.failed_revision = None
             app.conditions = []
@@ -664,6 +665,41 @@ class ArgoCDEmulator:
         if finished is not None:
             state["finishedAt"] = ts(finished)
         return state
+
+    def _hook_results(self, app: AppState, op: Operation) -> list[dict[str, Any]]:
+        """The PreSync/Sync/PostSync hooks a sync ran, as Argo CD lists them in its sync result
+        (hooks with a HookSucceeded delete policy are gone afterwards but stay in the result)."""
+        try:
+            objects = self.renderer.render(app.definition, op.content.revision)
+        except RenderError:
+            return []
+        out = []
+        for obj in objects:
+            annotations = obj["metadata"].get("annotations") or {}
+            hook = annotations.get("argocd.argoproj.io/hook")
+            if not hook:
+                continue
+            group, _, version = obj.get("apiVersion", "v1").rpartition("/")
+            item: dict[str, Any] = {
+                "group": group,
+                "version": version,
+                "kind": obj["kind"],
+                "namespace": app.definition.namespace,
+                "name": obj["metadata"]["name"],
+                "status": "Synced",
+                "message": "Reached expected number of succeeded pods"
+                if obj["kind"] == "Job"
+                else f"{obj['kind'].lower()}/{obj['metadata']['name']} created",
+                "hookType": hook.split(",")[0],
+                "hookPhase": "Succeeded",
+                "syncPhase": hook.split(",")[0]
+                if hook.split(",")[0] in ("PreSync", "PostSync", "SyncFail")
+                else "Sync",
+            }
+            if not group:
+                del item["group"]
+            out.append(item)
+        return out
 
     @staticmethod
     def _sync_results(app: AppState, op: Operation) -> list[dict[str, Any]]:

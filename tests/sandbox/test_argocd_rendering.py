@@ -19,6 +19,7 @@ from tests.sandbox.test_argocd_emulator import (
     bump_tag,
     commit_change,
     get,
+    post,
 )
 
 
@@ -169,3 +170,22 @@ def test_helm_values_app_renders_the_chart_with_env_values(
     assert body["sourceType"] == "Helm"
     bad = get(argo, f"/api/v1/applications/{name}/manifests?revisions=nope&sourcePositions=2")
     assert bad.status_code == 500 and "for source 2 of 2" in bad.json()["message"]
+
+
+def test_sync_result_lists_the_presync_hook(
+    argo: ArgoCDEmulator, repo: GeneratedRepo, tmp_path: Path, validate: Callable[[str, Any], None]
+) -> None:
+    name = app_name(repo, 0, "prod")  # apps[0] runs a PreSync migration; prod is manual here
+    app = repo.apps[0]
+    commit_change(repo.path, tmp_path, f"environments/prod/{app.name}/kustomization.yaml", bump_tag, "Bump")
+    argo.reconcile()
+    response = post(argo, f"/api/v1/applications/{name}/sync", {})
+    assert response.status_code == 200, response.text
+    argo.reconcile()
+    body = get(argo, f"/api/v1/applications/{name}").json()
+    validate("v1alpha1Application", body)
+    results = body["status"]["operationState"]["syncResult"]["resources"]
+    hook = results[0]
+    assert (hook["group"], hook["kind"], hook["name"]) == ("batch", "Job", f"{app.name}-migrate")
+    assert (hook["hookType"], hook["hookPhase"], hook["syncPhase"]) == ("PreSync", "Succeeded", "PreSync")
+    assert all("hookType" not in r for r in results[1:])

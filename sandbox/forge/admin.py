@@ -100,9 +100,7 @@ class AdminApi:
             else:
                 run_body["conclusion"] = "failure" if state == "error" else state
             run_body["output"] = {"title": data.get("description"), "summary": data.get("description")}
-            run = self.ci.core_add_check_run(
-                ref, info.sha, run_body, app=str(data.get("creator") or "sandbox-ci")
-            )
+            run = self.ci.add_check_run(ref, info.sha, run_body, app=str(data.get("creator") or "sandbox-ci"))
             return Response(201, check_run(ref, run))
         body = {
             "state": data.get("state", "success"),

@@ -73,7 +73,7 @@ class SimulatedCI:
             {"state": "pending", "context": cfg.context, "description": "Validating", "target_url": target},
             CI_APP,
         )
-        run = self.core_add_check_run(ref, sha, {"name": cfg.check_name, "status": "in_progress"})
+        run = self.add_check_run(ref, sha, {"name": cfg.check_name, "status": "in_progress"})
         failed = cfg.mode == "fail" or (
             cfg.mode == "auto" and bool(cfg.fail_marker) and cfg.fail_marker in message
         )
@@ -119,7 +119,7 @@ class SimulatedCI:
             self._timers.clear()
 
     # --- check runs -------------------------------------------------------------------------------
-    def core_add_check_run(self, ref: RepoRef, sha: str, data: dict[str, Any], app: str = CI_APP) -> CheckRun:
+    def add_check_run(self, ref: RepoRef, sha: str, data: dict[str, Any], app: str = CI_APP) -> CheckRun:
         """Create a check run, validated as GitHub does (name, head_sha, status/conclusion pairs)."""
         name = str(data.get("name") or "")
         if not name:
@@ -248,7 +248,7 @@ class ChecksApi:
         info = bare.commit(str(data.get("head_sha") or ""))
         if info is None:
             raise validation_failed({"resource": "CheckRun", "field": "head_sha", "code": "invalid"})
-        run = self.ci.core_add_check_run(ref, info.sha, data, app=req.login or CI_APP)
+        run = self.ci.add_check_run(ref, info.sha, data, app=req.login or CI_APP)
         return Response(201, check_run(ref, run))
 
     def get(self, req: Request) -> Response:

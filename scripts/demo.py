@@ -194,6 +194,11 @@ GitOps Portal is running.
 
   Logins (password "demo"): release_manager, approver, oncall, auditor, viewer, admin
 
+  Sandbox levers (docs/sandbox.md): CI fails a head whose commit message contains [fail-ci];
+  prod syncs manually, payments' prod is frozen 3 min every quarter hour;
+  close a window now:  curl -X POST http://127.0.0.1:{ARGOCD_PORT}/sandbox/sync-windows -d '{{"project":"payments","closed_for":120}}'
+  abort a canary:      curl -X POST http://127.0.0.1:{ARGOCD_PORT}/sandbox/rollouts/<application>/abort
+
 Logs: {VAR}/demo-*.log. Ctrl-C stops everything.""",
         flush=True,
     )

@@ -8,4 +8,4 @@ from django.http import HttpRequest
 
 def sso(request: HttpRequest) -> dict[str, bool]:
     """Tell templates whether to offer single sign-on."""
-    return {"oidc_enabled": bool(getattr(settings, "OIDC_ENABLED", False))}
+    return {"oidc_enabled": settings.OIDC_ENABLED}

@@ -41,7 +41,8 @@ class AuditEvent(models.Model):
         settings.AUTH_USER_MODEL,
         null=True,
         blank=True,
-        on_delete=models.SET_NULL,
+        # The actor id is inside every hash: a user with events is deactivated, never deleted.
+        on_delete=models.PROTECT,
         related_name="+",
         db_constraint=False,
     )
@@ -219,3 +220,19 @@ class AuditCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"checkpoint #{self.head_sequence} ({self.public_key_id})"
+
+
+class CheckpointShipment(models.Model):
+    """A signed checkpoint shipped to a target off the server (``manage.py audit_ship``): sent once."""
+
+    checkpoint = models.ForeignKey(AuditCheckpoint, on_delete=models.PROTECT, related_name="+")
+    target = models.CharField(max_length=500, help_text="the directory or URL it was shipped to")
+    shipped_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["checkpoint", "target"], name="uniq_checkpoint_shipment")
+        ]
+
+    def __str__(self) -> str:
+        return f"checkpoint {self.checkpoint_id} → {self.target}"

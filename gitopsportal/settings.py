@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import sys
 from pathlib import Path
 
 from csp.constants import NONCE, NONE, SELF
@@ -14,6 +15,7 @@ from core.env import (
     check_redis_url,
     env_bool,
     env_choice,
+    env_float,
     env_int,
     env_list,
     env_str,
@@ -54,8 +56,29 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 # --- database -------------------------------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL")
+# Role separation (docs/security.md): DATABASE_URL is the runtime role of the web, workers and beat;
+# DATABASE_MIGRATE_URL, when set, is the owner role that `manage.py migrate` connects as. The
+# migrations grant the runtime role full DML on every table but only INSERT/SELECT on the audit
+# ledger and its checkpoints, so the credentials the portal runs with cannot rewrite its evidence.
+DATABASE_MIGRATE_URL = env_str("DATABASE_MIGRATE_URL")
+# The role the migrations grant to: the user of DATABASE_URL ("" with SQLite or no separation).
+DATABASE_RUNTIME_USER = ""
+if DATABASE_MIGRATE_URL and not DATABASE_URL:
+    raise ImproperlyConfigured("DATABASE_MIGRATE_URL: set DATABASE_URL (the runtime role) beside it")
 if DATABASE_URL:
     DATABASES = {"default": parse_database_url(DATABASE_URL)}
+    DATABASE_RUNTIME_USER = DATABASES["default"].get("USER", "")
+    if DATABASE_MIGRATE_URL:
+        _owner = parse_database_url(DATABASE_MIGRATE_URL, variable="DATABASE_MIGRATE_URL")
+        if [_owner.get(k) for k in ("ENGINE", "NAME", "HOST", "PORT")] != [
+            DATABASES["default"].get(k) for k in ("ENGINE", "NAME", "HOST", "PORT")
+        ]:
+            raise ImproperlyConfigured(
+                "DATABASE_MIGRATE_URL: must name the same database as DATABASE_URL (another user only)"
+            )
+        # Only `manage.py migrate` runs as the owner; every other process keeps the runtime role.
+        if len(sys.argv) > 1 and sys.argv[1] == "migrate":
+            DATABASES = {"default": _owner}
 elif PRODUCTION:
     raise ImproperlyConfigured("DATABASE_URL: required in production (postgres://user@host:5432/db)")
 else:
@@ -97,6 +120,17 @@ else:
     CELERY_RESULT_BACKEND = f"db+sqlite:///{VAR_DIR / 'celery-results.sqlite3'}"
     BROKER_IS_EMBEDDED = True
 
+# Counters shared by every process (the audit aggregation of unauthenticated failures): Redis when
+# configured, else the per-process memory cache of the development setup.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "gitopsportal",
+        }
+    }
+
 # Ordering that keeps late acks safe: retries < hard limit < visibility timeout.
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300)
@@ -123,6 +157,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 POLL_INTERVAL_SECONDS = env_int("POLL_INTERVAL_SECONDS", 30)
 GIT_FETCH_INTERVAL_SECONDS = env_int("GIT_FETCH_INTERVAL_SECONDS", 60)
+# Largest repository file the portal reads or writes (manifests are small; anything bigger is refused).
+GIT_MAX_FILE_BYTES = env_int("GIT_MAX_FILE_BYTES", 4 * 1024 * 1024)
+if GIT_MAX_FILE_BYTES < 1024:
+    raise ImproperlyConfigured(f"GIT_MAX_FILE_BYTES: expected at least 1024, got {GIT_MAX_FILE_BYTES}")
 # Sweepers re-enqueue lost work and track merged promotions/rollbacks (Argo CD sends no webhook when a
 # sync ends): one indexed query each, their messages expire before the next few sweeps.
 SWEEP_INTERVAL_SECONDS = env_int("SWEEP_INTERVAL_SECONDS", 10)
@@ -137,6 +175,33 @@ SWEEP_EXPIRES_SECONDS = float(max(30, 3 * SWEEP_INTERVAL_SECONDS))
 PROMOTION_DEPLOY_TIMEOUT_MINUTES = env_int("PROMOTION_DEPLOY_TIMEOUT_MINUTES", 30)
 if PROMOTION_DEPLOY_TIMEOUT_MINUTES < 1:
     raise ImproperlyConfigured("PROMOTION_DEPLOY_TIMEOUT_MINUTES: must be at least 1")
+# A worker that claimed the opening of a pull request holds it this long; after that the sweeper may
+# hand it to another worker. Longer than a task may run, so two workers never open the same PR.
+PROMOTION_PR_LEASE_SECONDS = env_int("PROMOTION_PR_LEASE_SECONDS", CELERY_TASK_TIME_LIMIT + 30)
+if PROMOTION_PR_LEASE_SECONDS <= CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured("PROMOTION_PR_LEASE_SECONDS: must exceed CELERY_TASK_TIME_LIMIT")
+# A claimed poll of an Argo CD instance may run this long before another worker may take it over.
+POLL_TIMEOUT_SECONDS = env_int("POLL_TIMEOUT_SECONDS", 240)
+if POLL_TIMEOUT_SECONDS < 1:
+    raise ImproperlyConfigured("POLL_TIMEOUT_SECONDS: must be at least 1")
+# Argo CD API calls: seconds to connect, and to wait for a response (a full application list is the
+# slowest read). One pair for every Argo CD client the portal makes.
+ARGOCD_CONNECT_TIMEOUT_SECONDS = env_float("ARGOCD_CONNECT_TIMEOUT_SECONDS", 3.05)
+ARGOCD_READ_TIMEOUT_SECONDS = env_float("ARGOCD_READ_TIMEOUT_SECONDS", 30.0)
+for _name, _value in (
+    ("ARGOCD_CONNECT_TIMEOUT_SECONDS", ARGOCD_CONNECT_TIMEOUT_SECONDS),
+    ("ARGOCD_READ_TIMEOUT_SECONDS", ARGOCD_READ_TIMEOUT_SECONDS),
+):
+    if _value <= 0:
+        raise ImproperlyConfigured(f"{_name}: must be more than 0 seconds")
+# The (connect, read) pair as `requests` takes it.
+ARGOCD_TIMEOUT = (ARGOCD_CONNECT_TIMEOUT_SECONDS, ARGOCD_READ_TIMEOUT_SECONDS)
+# Committer of the portal's promotion and rollback commits (authors are the requesting users). Not
+# git's own GIT_COMMITTER_* variables, which a shell or CI job may set for other reasons.
+GIT_COMMITTER_NAME = env_str("GITOPSPORTAL_GIT_COMMITTER_NAME", "GitOps Portal") or "GitOps Portal"
+GIT_COMMITTER_EMAIL = (
+    env_str("GITOPSPORTAL_GIT_COMMITTER_EMAIL", "gitops-portal@localhost") or "gitops-portal@localhost"
+)
 
 # --- applications ---------------------------------------------------------------------------------
 INSTALLED_APPS = [
@@ -171,6 +236,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.middleware.ActingUserMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -278,6 +344,12 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
+# --- API tokens ---------------------------------------------------------------------------------
+# The longest life a personal API token may be given (days); every token expires.
+API_TOKEN_MAX_AGE_DAYS = env_int("API_TOKEN_MAX_AGE_DAYS", 90)
+if API_TOKEN_MAX_AGE_DAYS < 1:
+    raise ImproperlyConfigured("API_TOKEN_MAX_AGE_DAYS: must be at least 1 (every token expires)")
+
 # --- single sign-on (OpenID Connect, mozilla-django-oidc); docs/sso.md --------------------------
 OIDC_ENABLED = env_bool("OIDC_ENABLED", False)
 OIDC_RP_CLIENT_ID = env_str("OIDC_RP_CLIENT_ID", "") or ""
@@ -298,7 +370,9 @@ OIDC_ROLE_MAP = env_str("OIDC_ROLE_MAP", "") or ""
 OIDC_CREATE_USER = env_bool("OIDC_CREATE_USER", True)
 OIDC_VERIFY_SSL = True
 OIDC_CALLBACK_CLASS = "mozilla_django_oidc.views.OIDCAuthenticationCallbackView"
-OIDC_EXEMPT_URLS = [re.compile(r"^/(api/|healthz|readyz|static/)")]
+# /api/ is not exempt: a session-authenticated API call past the ID token's lifetime gets a 401 that
+# asks for a page reload (accounts.middleware), so roles the provider withdrew stop there too.
+OIDC_EXEMPT_URLS = [re.compile(r"^/(healthz|readyz|static/)")]
 LOGIN_REDIRECT_URL_FAILURE = "/accounts/login/?sso=failed"
 
 
@@ -397,6 +471,16 @@ def _verify_public_keys(text: str) -> list[str]:
 # and bundles signed before a key rotation keep verifying.
 AUDIT_VERIFY_PUBLIC_KEYS = _verify_public_keys(env_str("AUDIT_VERIFY_PUBLIC_KEYS") or "")
 AUDIT_CHECKPOINT_INTERVAL_SECONDS = env_int("AUDIT_CHECKPOINT_INTERVAL_SECONDS", 3600)
+# Where each signed checkpoint is shipped after it is made (manage.py audit_ship): a directory
+# (append-only checkpoints.jsonl) or an http(s) URL (POST, JSON); "" ships nothing. Keep it out of
+# reach of the database credentials: that copy is what detects a truncated or rewritten ledger.
+AUDIT_SHIP_TO = env_str("AUDIT_SHIP_TO")
+# Bearer token for an http(s) AUDIT_SHIP_TO (or AUDIT_SHIP_TOKEN_FILE).
+AUDIT_SHIP_TOKEN = env_str("AUDIT_SHIP_TOKEN")
+# Unauthenticated failures (bad webhook signatures, unknown repositories, failed sign-ins) write one
+# ledger event per source per minute and a count; more distinct sources than this in a minute are
+# counted together under one "many sources" row.
+AUDIT_AGGREGATE_MAX_SOURCES = env_int("AUDIT_AGGREGATE_MAX_SOURCES", 50)
 # Periodic signed checkpoints of the audit chain head (audit app); merged into any existing schedule.
 CELERY_BEAT_SCHEDULE = globals().get("CELERY_BEAT_SCHEDULE", {})
 CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {
@@ -404,6 +488,10 @@ CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {
     "schedule": float(AUDIT_CHECKPOINT_INTERVAL_SECONDS),
 }
 # Rollbacks: re-enqueue PR opening whose message was lost, and track open rollbacks to healthy.
+CELERY_BEAT_SCHEDULE["audit-aggregates-flush"] = {
+    "task": "audit.tasks.audit_aggregates_flush_task",
+    "schedule": 60.0,
+}
 CELERY_BEAT_SCHEDULE["rollbacks-sweep"] = {
     "task": "rollbacks.tasks.rollbacks_sweep_task",
     "schedule": float(SWEEP_INTERVAL_SECONDS),

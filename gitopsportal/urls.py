@@ -27,7 +27,7 @@ urlpatterns = [
     path("django-admin/", admin.site.urls),
 ]
 
-if getattr(settings, "OIDC_ENABLED", False):
+if settings.OIDC_ENABLED:
     urlpatterns.append(path("oidc/", include("mozilla_django_oidc.urls")))
 
-handler404 = "gitopsportal.api.api_not_found"
+handler404 = "api.http.api_not_found"

@@ -44,7 +44,7 @@ MAX_COUNTS = {"week": 104, "month": 36}
 
 
 def failure_window() -> timedelta:
-    return timedelta(hours=int(getattr(settings, "INSIGHT_FAILURE_WINDOW_HOURS", 24)))
+    return timedelta(hours=settings.INSIGHT_FAILURE_WINDOW_HOURS)
 
 
 # =============================================================================================

@@ -171,7 +171,7 @@ def event_projects(event: AuditEvent) -> set[str]:
 
 
 def _payload(subscription: Subscription, event: AuditEvent, projects: set[str]) -> dict[str, Any]:
-    portal = str(getattr(settings, "PORTAL_BASE_URL", "") or "")
+    portal = settings.PORTAL_BASE_URL
     if subscription.target_kind == Subscription.Target.SLACK:
         return webhooks.slack_payload(event, projects=sorted(projects), portal_url=portal)
     return webhooks.event_payload(
@@ -240,7 +240,7 @@ def delivery_enqueue(*, delivery_id: int, countdown: float = 0) -> None:
 def retry_delay(attempts: int) -> int:
     """Return the wait before attempt ``attempts + 1``: base x 2^(attempts-1), capped."""
     base = int(settings.INSIGHT_WEBHOOK_RETRY_BASE_SECONDS)
-    cap = int(getattr(settings, "CELERY_RETRY_BACKOFF_MAX", 120))
+    cap = settings.CELERY_RETRY_BACKOFF_MAX
     return int(min(cap, base * (2 ** max(0, attempts - 1))))
 
 

@@ -51,7 +51,7 @@ def audit_event_saved(
 def _count(key: str, task_name: str) -> None:
     from django.conf import settings
 
-    if getattr(settings, "BROKER_IS_EMBEDDED", True):
+    if settings.BROKER_IS_EMBEDDED:
         return
     try:
         import redis

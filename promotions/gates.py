@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.urls import reverse
 from django.utils import timezone
 from ruamel.yaml import YAML
@@ -75,7 +76,7 @@ def failing(gates: Iterable[Gate]) -> list[Gate]:
     return [g for g in gates if g.fails]
 
 
-def may_override_sync_window(user: Any, application: Application, target_env: Environment) -> bool:
+def may_override_sync_window(user: User, application: Application, target_env: Environment) -> bool:
     """Tell whether `user` may override a closed sync window (see module docstring)."""
     if is_admin(user):
         return True

@@ -112,8 +112,8 @@ class Promotion(models.Model):
     override_justification = models.TextField(blank=True)
     correlation_id = models.CharField(max_length=64, blank=True)
     attempts = models.PositiveIntegerField(default=0)
-    # Claim of the PR-opening task: another worker may take over once the lease has expired.
-    lease_until = models.DateTimeField(null=True, blank=True)
+    # Claim of the PR-opening task (changes.lifecycle): another worker may take over once it lapsed.
+    claimed_until = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, help_text="last transient error (retrying)")
     # Set while a task retry is scheduled, so the sweeper does not duplicate it before then.
     next_attempt_at = models.DateTimeField(null=True, blank=True)

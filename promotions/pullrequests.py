@@ -1,373 +1,275 @@
-"""Shared, idempotent pull-request machinery (promotions and rollbacks both open PRs with it).
+"""Promotion pull requests: the branch content, title and body of a promotion's PR; closing it.
 
-Public API (kept stable for rollbacks/):
-
-- `PullRequestSpec(repository, branch, base, title, body, labels=(), reviewers=(), draft=False)`
-- `pull_request_ensure(*, spec, prepare_branch) -> PullRequestResult(number, url, head_sha, created, ...)`
-  idempotent end to end:
-    1. an open PR (or, after a crash, an already merged/closed one) for branch→base is returned;
-    2. a remote branch left by an earlier attempt is reused as is; otherwise the base branch head
-       is cloned into a temporary `GitWorkspace`, `branch` is created there, `prepare_branch(ws)`
-       edits and commits (returns the new head SHA, or None when there is nothing to change:
-       a permanent error) and the branch is pushed; a lost push race reuses the winner's branch;
-    3. the PR is created; the forge's "already exists" answer (GitHub/Gitea 422/409) means
-       "look it up", never "retry"; labels and reviewers are added (both idempotent).
-- `pull_request_refresh(repository, number) -> integrations.forges.PullRequest`
-- `pull_request_close_and_delete_branch(*, repository, number, branch)`
-- `pull_request_merge_when_checks_pass(*, repository, number) -> MergeAttempt`
-- Errors: `PullRequestRetryable` (transient: 5xx, timeouts, rate limits, network; carries
-  `retry_after` seconds when the forge said so) and `PullRequestPermanent` (validation 422,
-  auth, invalid names, nothing to change). Both subclass `PullRequestError`.
-- Webhook hook: `register_pr_state_handler(fn)`; promotions/webhooks.py calls every registered
-  `fn(repository, event: integrations.forges.webhooks.WebhookEvent) -> None` for each verified
-  `pull_request` delivery of that repository. Rollbacks register theirs in AppConfig.ready().
+The lifecycle (changes.lifecycle) claims the promotion, calls `_build` through `change_pr_open`
+and records the PR; this module only says what the PR of a promotion contains.
 """
 
 from __future__ import annotations
 
-import logging
-import re
-import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Sequence
+from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import User
 
-from integrations.forges import (
-    ForgeAuthError,
-    ForgeClient,
-    ForgeError,
-    ForgeNotFound,
-    ForgeResponseError,
-    ForgeUnavailable,
-    ForgeValidationError,
-    MergeNotAllowed,
-    PullRequest,
-    PullRequestAlreadyExists,
-    forge_client,
+from changes.lifecycle import ChangeFailed, change_fail, change_pr_open
+from changes.pullrequests import (
+    PullRequestPermanent,
+    PullRequestResult,
+    PullRequestRetryable,
+    PullRequestSpec,
+    forge_for,
+    pull_request_close_and_delete_branch,
+    pull_request_ensure,
 )
-from integrations.gitrepo import GitError, GitWorkspace, InvalidRef, UnsafeRemote, validate_ref_name
+from integrations.gitrepo import GitWorkspace, InvalidRef, validate_ref_name
 
-if TYPE_CHECKING:
-    from integrations.forges.webhooks import WebhookEvent
-    from inventory.models import GitRepository
+from . import gates as g
+from . import gitops
+from .kind import PROMOTION
+from .models import ApprovalDecision, Promotion, PromotionItem, PromotionState
+from .preview import PromotionRefused, changelog
+from .strategies import SourceState, StrategyError, plan_edits
 
-logger = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------------------------
-# Errors
-
-
-class PullRequestError(Exception):
-    """Opening or driving a pull request failed."""
+S = PromotionState
+PR_LABELS = ("promotion",)
 
 
-class PullRequestRetryable(PullRequestError):
-    """Transient failure: try again later (after `retry_after` seconds when set)."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class PullRequestPermanent(PullRequestError):
-    """Permanent failure: retrying cannot help; show the message to a human."""
-
-
-# git stderr fragments that mean "retrying will not help".
-_PERMANENT_GIT = re.compile(
-    r"authentication failed|could not read username|permission denied|403|401|"
-    r"repository not found|not found|does not appear to be a git repository|invalid ref|protected branch",
-    re.IGNORECASE,
-)
-
-
-def _from_forge(exc: ForgeError, what: str) -> PullRequestError:
-    if isinstance(exc, ForgeUnavailable):
-        return PullRequestRetryable(f"{what}: {exc}", retry_after=exc.retry_after)
-    if isinstance(exc, ForgeResponseError):
-        # A truncated or garbled answer is usually a proxy hiccup: bounded retries decide.
-        return PullRequestRetryable(f"{what}: {exc}")
-    if isinstance(exc, ForgeAuthError):
-        return PullRequestPermanent(f"{what}: the forge refused the portal's token ({exc})")
-    if isinstance(exc, ForgeNotFound):
-        return PullRequestPermanent(f"{what}: not found on the forge ({exc})")
-    if isinstance(exc, ForgeValidationError | MergeNotAllowed):
-        return PullRequestPermanent(f"{what}: {exc}")
-    return PullRequestRetryable(f"{what}: {exc}")
-
-
-def _from_git(exc: GitError, what: str) -> PullRequestError:
-    if isinstance(exc, InvalidRef | UnsafeRemote):
-        return PullRequestPermanent(f"{what}: {exc}")
-    if _PERMANENT_GIT.search(str(exc)):
-        return PullRequestPermanent(f"{what}: {exc}")
-    return PullRequestRetryable(f"{what}: {exc}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Types
-
-
-@dataclass(frozen=True)
-class PullRequestSpec:
-    """What pull request to have: `branch` → `base` of `repository`, with its text and labels."""
-
-    repository: GitRepository
-    branch: str
-    base: str
-    title: str
-    body: str
-    labels: Sequence[str] = ()
-    reviewers: Sequence[str] = ()
-    draft: bool = False
-
-
-@dataclass(frozen=True)
-class PullRequestResult:
-    """The PR that exists now. `created` is True only for the call that opened it."""
-
-    number: int
-    url: str
-    head_sha: str
-    created: bool
-    state: str = "open"  # open | closed | merged (a retry may find it already merged or closed)
-    merge_commit_sha: str | None = None
-    branch_pushed: bool = False  # this call pushed the branch (False: reused a pushed branch)
-    warnings: tuple[str, ...] = ()  # e.g. a reviewer the forge would not request
-
-
-@dataclass(frozen=True)
-class MergeAttempt:
-    """Outcome of `pull_request_merge_when_checks_pass`."""
-
-    status: Literal["merged", "waiting", "checks_failed", "closed"]
-    merge_commit_sha: str | None = None
-    detail: str = ""
-
-
-PrepareBranch = Callable[[GitWorkspace], "str | None"]
-PrStateHandler = Callable[["GitRepository", "WebhookEvent"], None]
-PR_STATE_HANDLERS: list[PrStateHandler] = []
-
-
-def register_pr_state_handler(handler: PrStateHandler) -> None:
-    """Add a handler for verified pull_request webhook events (idempotent)."""
-    if handler not in PR_STATE_HANDLERS:
-        PR_STATE_HANDLERS.append(handler)
-
-
-# ---------------------------------------------------------------------------------------------
-# Clients
-
-
-def forge_for(repository: GitRepository) -> ForgeClient:
-    """Build the forge client of a repository row."""
+def branch_name(promotion: Promotion, items: Sequence[PromotionItem]) -> str:
+    """`promote/<app>/<S>-to-<T>/<id>` (a release train uses `release-train` for the app)."""
+    app = items[0].application.name if len(items) == 1 else "release-train"
+    name = f"promote/{app}/{promotion.source_env.name}-to-{promotion.target_env.name}/{promotion.pk}"
     try:
-        return forge_client(
-            repository.forge_kind,
-            repository.api_url,
-            repository.token,
-            repository.full_name,
-            allow_http=repository.allow_http,
+        return validate_ref_name(name)
+    except InvalidRef as exc:
+        raise PullRequestPermanent(f"cannot build a branch name: {exc}") from None
+
+
+def promotion_pr_open(*, promotion_id: int) -> str:
+    """Open (or find) the promotion's PR; idempotent; returns what happened.
+
+    Raises PullRequestRetryable for transient problems (the task retries with backoff); a
+    permanent problem marks the promotion failed with a readable reason.
+    """
+    return change_pr_open(kind=PROMOTION, change_id=promotion_id, build=_build)
+
+
+def promotion_fail(*, promotion_id: int, reason: str) -> bool:
+    """Mark a promotion failed (from any non-final state before merge) with a readable reason."""
+    return change_fail(kind=PROMOTION, change_id=promotion_id, reason=reason)
+
+
+def _build(promotion: Promotion) -> PullRequestResult:
+    try:
+        return _open_pr(promotion)
+    except (StrategyError, PromotionRefused) as exc:
+        raise ChangeFailed(str(exc)) from None
+
+
+def _open_pr(promotion: Promotion) -> PullRequestResult:
+    items = list(promotion.items.select_related("application").order_by("application__name"))
+    if not items:
+        raise PullRequestPermanent("the promotion has no applications")
+    branch = branch_name(promotion, items)
+    base = validate_ref_name(promotion.target_env.branch)
+    if promotion.pr_branch != branch:
+        Promotion.objects.filter(pk=promotion.pk).update(pr_branch=branch, pr_base=base)
+        promotion.pr_branch, promotion.pr_base = branch, base
+    mirror = gitops.mirror_for(promotion.repository)
+    _recheck_gates(promotion, items, mirror)
+    approvers = list(
+        promotion.approvals.filter(decision=ApprovalDecision.APPROVE).values_list("approver_name", flat=True)
+    )
+    requester = promotion.requested_by
+    trailers = {
+        "Promotion-Id": str(promotion.pk),
+        "Requested-By": _person(requester, promotion.requested_by_name),
+        "Approved-By": ", ".join(approvers) or "not required",
+    }
+    title = _pr_title(promotion, items)
+
+    def prepare(ws: GitWorkspace) -> str | None:
+        def read_target(path: str) -> str | None:
+            data = ws.read_file(path)
+            return data.decode("utf-8") if data is not None else None
+
+        for item in items:
+            source = SourceState(
+                item.source_revision, tuple(item.source_versions), gitops.reader(mirror, item.source_revision)
+            )
+            plan = plan_edits(
+                app=item.application,
+                source_env=promotion.source_env,
+                target_env=promotion.target_env,
+                source=source,
+                read_target=read_target,
+            )
+            for edit in plan.edits:
+                if edit.changed:
+                    ws.write_file(edit.path, edit.after)
+        message = (
+            f"{title}\n\nPromote from {promotion.source_env.name} to {promotion.target_env.name}.\n"
+            + "".join(
+                f"- {i.application.name}: {i.version_before} -> {i.version_after} (from {i.source_revision[:12]})\n"
+                for i in items
+            )
         )
-    except ForgeError as exc:
-        raise PullRequestPermanent(f"repository {repository.name}: {exc}") from None
+        return ws.commit(
+            message,
+            author_name=(requester.get_full_name() if requester else "")
+            or promotion.requested_by_name
+            or "GitOps Portal",
+            author_email=(requester.email if requester else "") or "gitops-portal@localhost",
+            trailers=trailers,
+        )
+
+    reviewers: list[str] = []
+    for item in items:
+        options = (
+            item.application.strategy_options if isinstance(item.application.strategy_options, dict) else {}
+        )
+        for login in options.get("reviewers") or []:
+            if isinstance(login, str) and login not in reviewers:
+                reviewers.append(login)
+    spec = PullRequestSpec(
+        repository=promotion.repository,
+        branch=branch,
+        base=base,
+        title=title,
+        body=_pr_body(promotion, items, mirror, approvers),
+        labels=PR_LABELS,
+        reviewers=reviewers,
+    )
+    return pull_request_ensure(spec=spec, prepare_branch=prepare)
 
 
-def _result(
-    pr: PullRequest, *, created: bool, pushed: bool = False, warnings: Sequence[str] = ()
-) -> PullRequestResult:
-    return PullRequestResult(
-        number=pr.number,
-        url=pr.url,
-        head_sha=pr.head_sha,
-        created=created,
-        state=pr.state,
-        merge_commit_sha=pr.merge_commit_sha,
-        branch_pushed=pushed,
-        warnings=tuple(warnings),
+def _person(user: User | None, fallback: str) -> str:
+    if user is None:
+        return fallback or "unknown"
+    name = user.get_username()
+    return f"{name} <{user.email}>" if user.email else name
+
+
+def _recheck_gates(promotion: Promotion, items: Sequence[PromotionItem], mirror: Any) -> None:
+    """Gates again, at task time: transient failures retry, others fail the promotion."""
+    checks = [g.gate_environment_order(promotion.source_env, promotion.target_env)]
+    requester = promotion.requested_by
+    for item in items:
+        app = item.application
+        checks.append(g.gate_in_flight(app, promotion.target_env, exclude_promotion_id=promotion.pk))
+        checks.append(
+            g.gate_promotion_block(
+                app,
+                promotion.target_env,
+                versions=list(item.target_versions_after) + list(item.source_versions),
+                revision=item.source_revision,
+            )
+        )
+        checks.append(
+            g.gate_sync_window(
+                app,
+                promotion.target_env,
+                override=promotion.override_sync_window,
+                override_allowed=requester is not None
+                and g.may_override_sync_window(requester, app, promotion.target_env),
+                justification=promotion.override_justification,
+            )
+        )
+        if gitops.has_commit(mirror, item.source_revision):
+            read_source = gitops.reader(mirror, item.source_revision)
+            checks.append(g.gate_zero_downtime(app, promotion.source_env, promotion.target_env, read_source))
+    promotion.gates = [c.as_dict() for c in checks]
+    Promotion.objects.filter(pk=promotion.pk).update(gates=promotion.gates)
+    failing = g.failing(checks)
+    if any(c.transient for c in failing):
+        raise PullRequestRetryable("; ".join(f"{c.label}: {c.detail}" for c in failing if c.transient))
+    if failing:
+        raise PromotionRefused(
+            "gate failed at PR time: " + "; ".join(f"{c.label}: {c.detail}" for c in failing)
+        )
+
+
+def _pr_title(promotion: Promotion, items: Sequence[PromotionItem]) -> str:
+    s, t = promotion.source_env.name, promotion.target_env.name
+    if len(items) == 1:
+        i = items[0]
+        return f"Promote {i.application.name} {i.version_before} → {i.version_after} to {t}"
+    return f"Release train {s} → {t}: {len(items)} apps"
+
+
+def _md(text: str) -> str:
+    """Neutralise Markdown/HTML in text that comes from commits or users."""
+    return (
+        text.replace("\\", "\\\\")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace("|", "\\|")
+        .replace("`", "'")
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# Ensure
-
-
-def pull_request_ensure(*, spec: PullRequestSpec, prepare_branch: PrepareBranch) -> PullRequestResult:
-    """Make sure the PR of `spec` exists, creating branch and PR only when missing."""
-    try:
-        branch = validate_ref_name(spec.branch)
-        base = validate_ref_name(spec.base)
-    except InvalidRef as exc:
-        raise PullRequestPermanent(str(exc)) from None
-    if branch == base:
-        raise PullRequestPermanent("the PR branch and its base must differ")
-    forge = forge_for(spec.repository)
-
-    # (1) A PR from an earlier attempt: an open one first, else a merged/closed one.
-    existing = _find_pr(forge, branch, base)
-    if existing is not None:
-        return _finish(forge, spec, existing, created=False, pushed=False)
-
-    # (2) The branch: reuse what an earlier attempt pushed, or build and push it now.
-    pushed = False
-    try:
-        remote_sha = forge.get_branch_sha(branch)
-    except ForgeError as exc:
-        raise _from_forge(exc, f"reading branch {branch}") from None
-    if remote_sha is None:
-        _build_and_push(spec, branch, base, prepare_branch)
-        pushed = True
-
-    # (3) The PR: a duplicate answer means a concurrent attempt won; fetch that one.
-    try:
-        pr = forge.create_pull_request(
-            head=branch, base=base, title=spec.title, body=spec.body, draft=spec.draft
+def _pr_body(promotion: Promotion, items: Sequence[PromotionItem], mirror: Any, approvers: list[str]) -> str:
+    s, t = promotion.source_env.name, promotion.target_env.name
+    link = settings.PORTAL_BASE_URL.rstrip("/") + promotion.get_absolute_url()
+    lines = [
+        f"Promotion [#{promotion.pk}]({link}) from **{s}** to **{t}**, requested by "
+        f"{_md(promotion.requested_by_name)}; approved by {_md(', '.join(approvers)) or 'n/a (not required)'}.",
+        "",
+        f"The {t} overlay now references exactly what {s} runs (as Argo CD reports it).",
+        "",
+        "| App | Before | After | Source revision |",
+        "|---|---|---|---|",
+    ]
+    for i in items:
+        lines.append(
+            f"| {_md(i.application.name)} | `{_md(i.version_before)}` | `{_md(i.version_after)}` | "
+            f"`{i.source_revision[:12]}` |"
         )
-        created = True
-    except PullRequestAlreadyExists:
-        found = _find_pr(forge, branch, base)
-        if found is None:
-            raise PullRequestRetryable(
-                f"the forge says a PR for {branch} exists but does not list it yet"
-            ) from None
-        pr, created = found, False
-    except ForgeError as exc:
-        raise _from_forge(exc, f"opening the pull request {branch} → {base}") from None
-    return _finish(forge, spec, pr, created=created, pushed=pushed)
-
-
-def _find_pr(forge: ForgeClient, branch: str, base: str) -> PullRequest | None:
-    try:
-        return forge.find_pull_request(head=branch, base=base, state="open") or forge.find_pull_request(
-            head=branch, base=base, state="all"
+    lines += ["", "### Changelog"]
+    for i in items:
+        app = i.application
+        entries = changelog(
+            mirror, promotion.repository, app, promotion.source_env, i.source_revision, None, i
         )
-    except ForgeError as exc:
-        raise _from_forge(exc, f"looking up the pull request of {branch}") from None
+        lines.append(f"**{_md(app.name)}**")
+        if not entries:
+            lines.append("- (no commits found)")
+        for e in entries:
+            sha = f"[`{e.short_sha}`]({e.url})" if e.url else f"`{e.short_sha}`"
+            lines.append(f"- {sha} {_md(e.subject)} ({_md(e.author)})")
+    lines += ["", "### Gates"]
+    for gate in promotion.gates or []:
+        mark = {"pass": "✅", "fail": "❌", "warning": "⚠️"}.get(
+            "pass" if gate.get("passed") else ("fail" if gate.get("blocking") else "warning"), ""
+        )
+        lines.append(f"- {mark} {_md(str(gate.get('label')))}: {_md(str(gate.get('detail')))[:300]}")
+    if promotion.override_sync_window:
+        lines += ["", f"**Sync window overridden**: {_md(promotion.override_justification)}"]
+    lines += ["", f"Correlation id: `{promotion.correlation_id}`"]
+    return "\n".join(lines)
 
 
-def _finish(
-    forge: ForgeClient, spec: PullRequestSpec, pr: PullRequest, *, created: bool, pushed: bool
-) -> PullRequestResult:
-    """Add labels and reviewers (both idempotent on every forge); a refused reviewer is a warning."""
-    warnings: list[str] = []
-    if pr.state == "open":
-        missing = [label for label in spec.labels if label not in pr.labels]
-        if missing:
-            try:
-                forge.add_labels(pr.number, missing)
-            except ForgeValidationError as exc:
-                warnings.append(f"labels not added: {exc}")
-            except ForgeError as exc:
-                raise _from_forge(exc, f"labelling PR #{pr.number}") from None
-        if spec.reviewers:
-            try:
-                forge.request_reviewers(pr.number, list(spec.reviewers))
-            except (ForgeValidationError, ForgeNotFound) as exc:
-                # Typically "Reviews may only be requested from collaborators": the PR stands.
-                warnings.append(f"reviewers not requested: {exc}")
-            except ForgeError as exc:
-                raise _from_forge(exc, f"requesting reviewers on PR #{pr.number}") from None
-    return _result(pr, created=created, pushed=pushed, warnings=warnings)
-
-
-def _build_and_push(spec: PullRequestSpec, branch: str, base: str, prepare_branch: PrepareBranch) -> None:
-    repo = spec.repository
-    root = Path(settings.WORKSPACES_DIR)
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f"{repo.name}-", dir=root) as tmp:
+def promotion_close_pr(*, promotion_id: int) -> str:
+    """Close the PR and delete the branch of a cancelled (or failed) promotion; idempotent."""
+    promotion = Promotion.objects.with_related().get(pk=promotion_id)
+    if promotion.state not in (S.CANCELLED, S.FAILED):
+        return "not-cancelled"
+    number = promotion.pr_number
+    if number is None and promotion.pr_branch:
+        # The PR may have been opened by an attempt that was still running when we cancelled.
         try:
-            ws = GitWorkspace.clone(
-                repo.url,
-                Path(tmp) / "work",
-                branch=base,
-                token=repo.token or None,
-                allow_http=repo.allow_http,
-                committer_name=getattr(settings, "GIT_COMMITTER_NAME", "GitOps Portal"),
-                committer_email=getattr(settings, "GIT_COMMITTER_EMAIL", "gitops-portal@localhost"),
+            found = forge_for(promotion.repository).find_pull_request(
+                head=promotion.pr_branch, base=promotion.pr_base or promotion.target_env.branch
             )
-            ws.create_branch(branch, ws.head())
-        except GitError as exc:
-            raise _from_git(exc, f"cloning {repo.name}@{base}") from None
-        head = prepare_branch(ws)
-        if head is None:
-            raise PullRequestPermanent(f"nothing to change on {base}: the target already has this content")
-        try:
-            ws.push(branch)
-        except GitError as exc:
-            # Lost a race with a concurrent attempt (non-fast-forward / ref exists): reuse its branch.
-            try:
-                if forge_for(repo).get_branch_sha(branch) is not None:
-                    logger.info("branch %s was pushed concurrently; reusing it", branch)
-                    return
-            except ForgeError:
-                pass
-            raise _from_git(exc, f"pushing {branch}") from None
-
-
-# ---------------------------------------------------------------------------------------------
-# Refresh, close, merge
-
-
-def pull_request_refresh(repository: GitRepository, number: int) -> PullRequest:
-    """Return the PR's current state from the forge."""
-    forge = forge_for(repository)
-    try:
-        return forge.get_pull_request(int(number))
-    except ForgeError as exc:
-        raise _from_forge(exc, f"reading PR #{number}") from None
-
-
-def pull_request_close_and_delete_branch(
-    *, repository: GitRepository, number: int | None, branch: str, comment: str = ""
-) -> PullRequest | None:
-    """Close the PR if still open (optionally commenting why) and delete its branch; both idempotent."""
-    forge = forge_for(repository)
-    pr: PullRequest | None = None
-    try:
-        if number:
-            pr = forge.get_pull_request(int(number))
-            if pr.state == "open":
-                if comment:
-                    forge.comment(pr.number, comment)
-                pr = forge.close_pull_request(pr.number)
-        if branch:
-            forge.delete_branch(validate_ref_name(branch))
-    except InvalidRef as exc:
-        raise PullRequestPermanent(str(exc)) from None
-    except ForgeError as exc:
-        raise _from_forge(exc, f"closing PR #{number}") from None
-    return pr
-
-
-def pull_request_merge_when_checks_pass(
-    *, repository: GitRepository, number: int, method: Any = "merge"
-) -> MergeAttempt:
-    """Merge the PR once its head's combined status is success (no checks counts as success)."""
-    forge = forge_for(repository)
-    try:
-        pr = forge.get_pull_request(int(number))
-        if pr.merged:
-            return MergeAttempt("merged", pr.merge_commit_sha, "already merged")
-        if pr.state != "open":
-            return MergeAttempt("closed", None, "the pull request was closed without merging")
-        status = forge.combined_status(pr.head_sha)
-        if status.contexts and status.state == "pending":
-            return MergeAttempt("waiting", None, "checks are still running")
-        if status.contexts and status.state != "success":
-            failing = ", ".join(c.context for c in status.contexts if c.state not in ("success", "pending"))
-            return MergeAttempt("checks_failed", None, f"checks failed: {failing or status.state}")
-        try:
-            sha = forge.merge_pull_request(pr.number, sha=pr.head_sha, method=method)
-        except MergeNotAllowed as exc:
-            again = forge.get_pull_request(pr.number)
-            if again.merged:
-                return MergeAttempt("merged", again.merge_commit_sha, "merged concurrently")
-            return MergeAttempt("waiting", None, f"not mergeable yet: {exc}")
-        return MergeAttempt("merged", sha, "merged")
-    except ForgeError as exc:
-        raise _from_forge(exc, f"merging PR #{number}") from None
+        except Exception as exc:
+            raise PullRequestRetryable(str(exc)) from None
+        number = found.number if found else None
+    if number is None and not promotion.pr_branch:
+        return "nothing"
+    pull_request_close_and_delete_branch(
+        repository=promotion.repository,
+        number=number,
+        branch=promotion.pr_branch,
+        comment=f"Promotion #{promotion.pk} was {promotion.state} in the GitOps Portal.",
+    )
+    return "closed"

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.db.models import Prefetch, Q, QuerySet
 from django.http import Http404
 
@@ -43,7 +44,7 @@ def _glob_q(field: str, patterns: list[str]) -> Q:
     return q
 
 
-def visible_promotions(user: Any) -> QuerySet[Promotion]:
+def visible_promotions(user: User) -> QuerySet[Promotion]:
     """Promotions with at least one app in a project the user may see."""
     qs = Promotion.objects.all()
     patterns = project_filter(user)
@@ -97,7 +98,7 @@ class PromotionPage:
     has_previous: bool
 
 
-def promotion_list(*, user: Any, filters: ListFilters) -> PromotionPage:
+def promotion_list(*, user: User, filters: ListFilters) -> PromotionPage:
     """A page of promotions, newest first, with items and approvals prefetched."""
     qs = visible_promotions(user)
     if filters.state == "in_flight":
@@ -124,7 +125,7 @@ def promotion_list(*, user: Any, filters: ListFilters) -> PromotionPage:
     )
 
 
-def promotion_get(*, user: Any, pk: int) -> Promotion:
+def promotion_get(*, user: User, pk: int) -> Promotion:
     """One promotion the user may see (404 otherwise: no existence leak)."""
     promotion = _with_items(Promotion.objects.filter(pk=pk)).first()
     if promotion is None:
@@ -197,7 +198,7 @@ class Abilities:
     approvals: int
 
 
-def promotion_abilities(promotion: Promotion, user: Any) -> Abilities:
+def promotion_abilities(promotion: Promotion, user: User) -> Abilities:
     """What the user may do with this promotion (the services check again)."""
     projects = sorted({i.application.project for i in promotion.items.all()})
     env = promotion.target_env.name
@@ -217,7 +218,7 @@ def promotion_abilities(promotion: Promotion, user: Any) -> Abilities:
     )
 
 
-def promotable_applications(*, user: Any) -> list[Application]:
+def promotable_applications(*, user: User) -> list[Application]:
     """Apps the user may promote (release_manager somewhere in their project)."""
     patterns = project_filter(user, Role.RELEASE_MANAGER)
     qs = Application.objects.select_related("repository").order_by("name")

@@ -15,7 +15,7 @@ from inventory.models import Application, Environment
 
 from . import selectors, services
 from .gates import may_override_sync_window
-from .models import PromotionState
+from .models import PromotionBlock, PromotionState
 
 
 @require_GET
@@ -176,8 +176,6 @@ def promotion_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @require_role(Role.RELEASE_MANAGER)
 def promotion_block_clear(request: HttpRequest, pk: int) -> HttpResponse:
-    from .models import PromotionBlock
-
     block = get_object_or_404(PromotionBlock.objects.select_related("application", "environment"), pk=pk)
     if not project_visible(request.user, block.application.project):
         raise PermissionDenied("not visible")

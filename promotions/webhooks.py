@@ -2,9 +2,11 @@
 
 The signature is verified on the raw body, in constant time, with the repository's
 `webhook_secret` (else settings.FORGE_WEBHOOK_SECRET) before anything is parsed; an unsigned or
-badly signed delivery gets 403 and a `webhook.rejected` audit event (the count of rejections is
-the count of those events). `pull_request` events drive promotion tracking and every handler
-registered with `promotions.pullrequests.register_pr_state_handler` (rollbacks); `push` events
+badly signed delivery gets 403 and is recorded as `webhook.rejected`, aggregated per client
+address and minute (audit.aggregate: the count of rejections is the sum of the events'
+`after["count"]`), so unauthenticated callers cannot grow the ledger one row per request.
+`pull_request` events drive promotion tracking and every handler registered with
+`changes.pullrequests.register_pr_state_handler` (rollbacks); `push` events
 enqueue the repository's Git ingest.
 """
 
@@ -18,12 +20,14 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from audit.services import audit_event_record
+from audit.aggregate import audit_event_record_aggregated
+from changes.lifecycle import change_enqueue_track
+from changes.pullrequests import PR_STATE_HANDLERS
 from integrations.forges.webhooks import WebhookPayloadError, parse_webhook, verify_signature
 from inventory.models import GitRepository
 
+from .kind import PROMOTION
 from .models import TRACKED_STATES, Promotion
-from .pullrequests import PR_STATE_HANDLERS
 
 logger = logging.getLogger(__name__)
 MAX_BODY = 5 * 1024 * 1024
@@ -31,7 +35,7 @@ FOLLOW_AFTER_MERGE = 60  # polls, every few seconds: ~5 minutes of close trackin
 
 
 def _reject(request: HttpRequest, name: str, status: int, reason: str) -> JsonResponse:
-    audit_event_record(
+    audit_event_record_aggregated(
         action="webhook.rejected",
         target_type="repository",
         target_id=name[:200],
@@ -79,8 +83,6 @@ def forge_webhook(request: HttpRequest, repository: str) -> JsonResponse:
 
 
 def _track_promotions(repo: GitRepository, number: int, head_ref: str, merged: bool) -> list[int]:
-    from .tasks import promotion_track_task
-
     ids = list(
         Promotion.objects.filter(repository=repo, state__in=TRACKED_STATES)
         .filter(pr_number=number)
@@ -94,7 +96,7 @@ def _track_promotions(repo: GitRepository, number: int, head_ref: str, merged: b
         )
     follow = FOLLOW_AFTER_MERGE if merged else 0
     for pk in ids:
-        transaction.on_commit(lambda pk=pk: promotion_track_task.delay(pk, follow))
+        change_enqueue_track(kind=PROMOTION, change_id=pk, args=(follow,))
     return ids
 
 

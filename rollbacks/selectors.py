@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.db.models import Min, QuerySet
 
 from accounts.permissions import project_filter
 from accounts.roles import Role
+from changes.lifecycle import changes_in_flight
 from core.diffs import classify_diff
 from integrations.gitrepo import GitError, InvalidRef, validate_sha
 from inventory.models import Application, ArgoApplication, Deployment, Environment
@@ -113,16 +115,7 @@ def env_argo_apps(application: Application, environment: Environment) -> list[Ar
 
 def promotions_in_flight(application: Application, environment: Environment) -> list[Any]:
     """Return promotions of this app into this environment that are not finished."""
-    from promotions.models import IN_FLIGHT_STATES, Promotion
-
-    return list(
-        Promotion.objects.filter(
-            items__application=application,
-            items__active=True,
-            target_env=environment,
-            state__in=IN_FLIGHT_STATES,
-        ).distinct()
-    )
+    return changes_in_flight(kind_name="promotion", application=application, environment=environment)
 
 
 def rollback_plan(
@@ -328,7 +321,7 @@ def degraded_since(application: Application, environment: Environment) -> Any:
 
 
 def rollback_list(
-    *, user: Any, state: str = "", app: str = "", environment: str = "", emergency: bool = False
+    *, user: User, state: str = "", app: str = "", environment: str = "", emergency: bool = False
 ) -> QuerySet:
     """Return the rollbacks the user may see, newest first, with their app and env loaded."""
     qs = RollbackRequest.objects.select_related("application", "environment")

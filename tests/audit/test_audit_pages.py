@@ -16,6 +16,7 @@ from accounts.roles import Role
 from audit.bundle import verify_bundle
 from audit.models import AuditEvent
 from audit.services import audit_event_record, change_record_sync
+from audit.signing import current_public_key_pem
 from tests.factories import user_with_role
 
 pytestmark = pytest.mark.django_db
@@ -168,7 +169,7 @@ def test_bundle_download_verifies(auditor_client, tmp_path):
     assert response["Content-Disposition"].startswith('attachment; filename="audit-bundle-')
     path = tmp_path / "b.zip"
     path.write_bytes(b"".join(response.streaming_content))
-    report = verify_bundle(str(path))
+    report = verify_bundle(str(path), public_key_pem_text=current_public_key_pem())
     assert report.ok, report.problems
     assert report.count == AuditEvent.objects.count()
 

@@ -199,7 +199,7 @@ def test_a_worker_killed_at_each_step_of_opening_a_pr_leaves_one_branch_and_one_
 
         worker = workers.start()
         # The dead worker's lease runs out (time passes), and beat's sweeper re-enqueues the work.
-        Promotion.objects.filter(pk=promotion.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
+        Promotion.objects.filter(pk=promotion.pk).update(claimed_until=timezone.now() - timedelta(seconds=1))
         assert promotions_sweep()["reopened"] == 1
         pull = _assert_one_pr(box, promotion)
         promotion.refresh_from_db()

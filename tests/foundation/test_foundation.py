@@ -76,6 +76,10 @@ def _manage(*args: str, **env: str) -> subprocess.CompletedProcess:
             "REDIS_URL",
         ),
         ({"REDIS_URL": "http://localhost"}, "REDIS_URL"),
+        ({"ARGOCD_READ_TIMEOUT_SECONDS": "soon"}, "ARGOCD_READ_TIMEOUT_SECONDS"),
+        ({"ARGOCD_CONNECT_TIMEOUT_SECONDS": "0"}, "ARGOCD_CONNECT_TIMEOUT_SECONDS"),
+        ({"POLL_TIMEOUT_SECONDS": "0"}, "POLL_TIMEOUT_SECONDS"),
+        ({"PROMOTION_PR_LEASE_SECONDS": "60"}, "PROMOTION_PR_LEASE_SECONDS"),
     ],
 )
 def test_bad_configuration_stops_startup_with_one_line_naming_the_variable(env, variable):

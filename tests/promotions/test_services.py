@@ -6,10 +6,10 @@ import pytest
 from django.core.exceptions import PermissionDenied
 
 from audit.models import AuditEvent
+from changes.pullrequests import PullRequestPermanent
 from inventory.models import Application
 from promotions import services
 from promotions.models import Approval, Promotion, PromotionBlock, PromotionState
-from promotions.pullrequests import PullRequestPermanent
 from tests.conftest import wait_for
 from tests.factories import UserFactory
 from tests.promotions.helpers import promotable_app
@@ -198,7 +198,7 @@ def test_pr_closed_without_merge_ends_abandoned(sandbox, users, purge_broker):
     services.promotion_approve(promotion=promotion, actor=users["approver"])
     services.promotion_pr_open(promotion_id=promotion.pk)
     promotion.refresh_from_db()
-    from promotions.pullrequests import forge_for
+    from changes.pullrequests import forge_for
 
     forge_for(sandbox.repository).close_pull_request(promotion.pr_number)
     assert services.promotion_track(promotion_id=promotion.pk) == S.ABANDONED
@@ -249,8 +249,8 @@ def test_bulk_release_train_opens_one_pr_for_several_apps(sandbox, users, purge_
 
 
 def test_branch_names_and_paths_from_input_never_become_git_options(sandbox, users, tmp_path):
+    from changes.pullrequests import PullRequestSpec, pull_request_ensure
     from integrations.gitrepo import InvalidRef, validate_ref_name
-    from promotions.pullrequests import PullRequestSpec, pull_request_ensure
     from promotions.strategies import StrategyError, _option_path
 
     called = []

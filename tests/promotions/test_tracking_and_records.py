@@ -210,7 +210,7 @@ def test_a_pull_request_the_forge_no_longer_knows_is_shown_on_the_page(sandbox, 
 
 
 def test_promotions_read_the_inventory_mirror(sandbox, users, settings):
-    from inventory.services import mirror_path_for
+    from inventory.mirrors import mirror_path_for
 
     app = promotable_app(sandbox)
     services.promotion_preview(

@@ -148,7 +148,7 @@ def test_worker_killed_between_push_and_pr_creation_leaves_exactly_one_pr(sandbo
     time.sleep(7)
     assert sandbox.pulls() == []
     requests.post(f"{sandbox.forge.base_url}/sandbox/reset-faults", timeout=10)
-    Promotion.objects.filter(pk=promotion.pk).update(lease_until=F("pr_opening_at"))
+    Promotion.objects.filter(pk=promotion.pk).update(claimed_until=F("pr_opening_at"))
     worker_factory()
     promotions_sweep_task.delay()
     wait_for(lambda: _state(promotion.pk) == S.PR_OPEN, timeout=60, message="PR opened by the retry")

@@ -128,8 +128,8 @@ def test_user_text_is_escaped_on_the_pages(app_env, client):
 def test_a_pull_request_webhook_of_a_rollback_branch_triggers_tracking(
     app_env, django_capture_on_commit_callbacks
 ):
+    from changes.pullrequests import PR_STATE_HANDLERS
     from integrations.forges.webhooks import WebhookEvent
-    from promotions.pullrequests import PR_STATE_HANDLERS
     from rollbacks.services import rollback_pr_event
 
     app, env = app_env

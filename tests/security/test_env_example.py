@@ -8,6 +8,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = (
     "gitopsportal",
+    "core",
+    "insight",
     "accounts",
     "inventory",
     "promotions",
@@ -19,7 +21,7 @@ SOURCES = (
     "config",
 )
 PY_READS = [
-    re.compile(r"\benv_(?:str|bool|int|list|choice)\(\s*[\"']([A-Z][A-Z0-9_]*)[\"']"),
+    re.compile(r"\benv_(?:str|bool|int|float|list|choice)\(\s*[\"']([A-Z][A-Z0-9_]*)[\"']"),
     re.compile(r"\b(?:os\.)?environ\.get\(\s*[\"']([A-Z][A-Z0-9_]*)[\"']"),
     re.compile(r"\bos\.getenv\(\s*[\"']([A-Z][A-Z0-9_]*)[\"']"),
     re.compile(r"\bos\.environ\[\s*[\"']([A-Z][A-Z0-9_]*)[\"']\s*\](?!\s*=[^=])"),

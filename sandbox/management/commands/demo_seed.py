@@ -12,7 +12,7 @@ class Command(BaseCommand):
     help = "Seed the demo: one user per role named after the role, password 'demo' (never in production)."
 
     def handle(self, *args, **opts):
-        if getattr(settings, "PRODUCTION", False):
+        if settings.PRODUCTION:
             raise CommandError("demo_seed refuses to run in production")
         user_model = get_user_model()
         for role in ALL_ROLES:

@@ -1,0 +1,22 @@
+"""The change-request lifecycle shared by promotions and rollbacks: one lifecycle, two kinds.
+
+Public API (a kind is a `ChangeKind` registered from its app's AppConfig.ready()):
+
+- lifecycle.py: `ChangeKind`, `change_kind_register`, `change_kinds`, `changes_in_flight`;
+  `change_claim` / `change_release` (conditional UPDATE on `claimed_until`, lease
+  PROMOTION_PR_LEASE_SECONDS); `change_enqueue`, `change_enqueue_pr_open`, `change_enqueue_track`
+  (tasks sent by name after commit); `change_transition`, `change_fail` (state change and its
+  `<kind>.<action>` ledger event in one transaction); `change_pr_open` (claim → the kind's
+  `build(change) -> PullRequestResult` → `change_pr_record`); `change_record` (ledger event + change record),
+  `change_requester_fields`; `ChangeFailed` (a kind's permanent, readable failure).
+- pullrequests.py: `pull_request_ensure` (idempotent), `pull_request_refresh`,
+  `pull_request_close_and_delete_branch`, `pull_request_merge_when_checks_pass`, `forge_for`,
+  errors `PullRequestRetryable` / `PullRequestPermanent`, webhook hook `register_pr_state_handler`.
+- tracking.py: `change_tracked`, `change_pr_read`, `change_tracking_error`, `deploy_timeout`,
+  `deploy_timed_out`, `change_deploy_timeout`, `change_fail_after_merge`.
+- sweeper.py: `change_sweep(kind=..., now=...)`.
+- backoff.py: `retry_countdown` (the one backoff), `task_run_with_retries` (thin task bodies).
+
+This package imports no kind: kinds import it. It may import integrations/, audit's service
+functions and core/.
+"""

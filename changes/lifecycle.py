@@ -1,0 +1,364 @@
+"""One change-request lifecycle; promotions and rollbacks are two kinds of it.
+
+A change request gets a plan, passes gates and approvals (the kind's business), then this module
+takes over: a task claims the row (conditional UPDATE with a lease), the kind builds its pull
+request through `changes.pullrequests.pull_request_ensure`, the PR is recorded, and tracking moves
+the row merged → deployed → healthy, or fails it (`changes.tracking`); the sweeper re-enqueues
+work whose message was lost (`changes.sweeper`). Every transition writes the kind's audit event
+(`<kind>.<action>`) in the same transaction.
+
+A kind is a `ChangeKind` registered with `change_kind_register` (AppConfig.ready). It names its
+model, states and Celery tasks, and supplies hooks: `load`, `snapshot`, `record` (audit event
+and change record) and optional `on_final`, `close_pr` and `audit_fields`. Tasks are sent by
+name, so this package imports no kind.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from celery import current_app
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import models, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from audit.services import audit_event_record
+from core.requestid import current_request_id
+
+from .pullrequests import PullRequestPermanent, PullRequestResult, PullRequestRetryable
+
+logger = logging.getLogger(__name__)
+
+# PR-opening attempts (claims) before the lifecycle gives up on transient errors.
+MAX_PR_ATTEMPTS = 8
+# States every kind shares (the tail of the lifecycle).
+PR_OPEN, MERGED, DEPLOYED, FAILED = "pr_open", "merged", "deployed", "failed"
+TRACKED_STATES = (PR_OPEN, MERGED, DEPLOYED)
+
+
+class ChangeFailed(Exception):
+    """A kind's permanent, readable reason to fail the change (with extra fields and audit data)."""
+
+    def __init__(
+        self, reason: str, *, fields: Mapping[str, Any] | None = None, extra: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.fields = dict(fields or {})
+        self.extra = dict(extra or {})
+
+
+@dataclass(frozen=True)
+class ChangeKind:
+    """What one kind of change request supplies to the lifecycle."""
+
+    name: str  # audit prefix and target type: "promotion", "rollback"
+    system_name: str  # audit system actor for unattended transitions
+    model: type[models.Model]
+    claim_states: tuple[str, ...]  # states a PR-opening task may claim the row from
+    failable_states: tuple[str, ...]  # states `change_fail` may end (before the merge)
+    final_states: tuple[str, ...]
+    opening_since: str  # timestamp the sweeper's grace counts from for unclaimed rows
+    pr_open_task: str  # Celery task names (kept stable: messages may be in flight)
+    track_task: str
+    load: Callable[[int], Any]
+    snapshot: Callable[[Any], dict[str, Any]]
+    event_after: Callable[[Any, dict[str, Any]], dict[str, Any]]  # the kind's fields in `after`
+    audit_fields: Callable[[Any], dict[str, Any]]  # target_label, app, environment, shas
+    claiming_state: str | None = None  # the state a claim moves the row to (None: unchanged)
+    claim_fields: Callable[[Any], dict[str, Any]] = lambda now: {}
+    pr_open_fields: Mapping[str, Any] = field(default_factory=dict)
+    retry_fields: Callable[[str], dict[str, Any]] = lambda error: {}
+    retry_not_before: str = ""  # field holding "not before" for the sweeper (empty: none)
+    pr_poll_seconds: int = 300
+    open_grace_seconds: int = 30
+    records_sync: Callable[[Any], None] = lambda change: None  # audit change record(s)
+    on_final: Callable[[Any], None] = lambda change: None
+    close_pr: Callable[[Any], None] = lambda change: None
+    track_args: Callable[[PullRequestResult], tuple[Any, ...]] = lambda result: ()
+    # Unfinished changes of an app in an environment: (application, environment) -> rows.
+    in_flight: Callable[[Any, Any], list[Any]] = lambda application, environment: []
+
+    def rows(self) -> models.QuerySet[Any]:
+        """All rows of this kind (the model's default manager)."""
+        return self.model._default_manager.all()
+
+
+_KINDS: dict[str, ChangeKind] = {}
+
+
+def change_kind_register(kind: ChangeKind) -> ChangeKind:
+    """Register a kind (idempotent: AppConfig.ready may run more than once in tests)."""
+    _KINDS[kind.name] = kind
+    return kind
+
+
+def change_kinds() -> list[ChangeKind]:
+    """Return the registered kinds."""
+    return list(_KINDS.values())
+
+
+def changes_in_flight(*, kind_name: str, application: Any, environment: Any) -> list[Any]:
+    """Unfinished changes of one kind for an app in an environment (empty if the kind is unknown)."""
+    kind = _KINDS.get(kind_name)
+    return kind.in_flight(application, environment) if kind else []
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests and their ledger events
+
+
+def change_requester_fields(actor: User) -> dict[str, Any]:
+    """The requester columns of a new change: who asked, and the correlation id its tasks share."""
+    return {
+        "requested_by": actor,
+        "requested_by_name": actor.get_username(),
+        "correlation_id": (current_request_id() or uuid.uuid4().hex)[:64],
+    }
+
+
+def change_record(
+    *,
+    kind: ChangeKind,
+    change: Any,
+    action: str,
+    actor: User | None = None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    message: str = "",
+) -> None:
+    """Write a change's ledger event (the kind adds its fields to `after`) and sync its change record.
+
+    Without an actor the kind's system acts (unattended transitions: tasks, the sweeper).
+    """
+    audit_event_record(
+        action=action,
+        actor=actor,
+        target_type=kind.name,
+        target_id=change.pk,
+        pr_url=change.pr_url,
+        before=before,
+        after=kind.event_after(change, after or {}),
+        message=message,
+        correlation_id=change.correlation_id or None,
+        system_name=None if actor is not None else kind.system_name,
+        **kind.audit_fields(change),
+    )
+    kind.records_sync(change)
+
+
+# ---------------------------------------------------------------------------------------------
+# Claim and lease
+
+
+def claim_lease() -> timedelta:
+    """How long a claim holds a row: longer than a task may run (PROMOTION_PR_LEASE_SECONDS)."""
+    return timedelta(seconds=settings.PROMOTION_PR_LEASE_SECONDS)
+
+
+def change_claim(*, kind: ChangeKind, change_id: int) -> bool:
+    """Claim the PR opening with a conditional UPDATE; False when another attempt holds it."""
+    now = timezone.now()
+    updates: dict[str, Any] = {
+        "claimed_until": now + claim_lease(),
+        "attempts": F("attempts") + 1,
+        **kind.claim_fields(now),
+    }
+    if kind.claiming_state:
+        updates["state"] = kind.claiming_state
+    claimed = (
+        kind.rows()
+        .filter(pk=change_id, state__in=kind.claim_states)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .update(**updates)
+    )
+    return claimed == 1
+
+
+def change_release(*, kind: ChangeKind, change_id: int, **fields: Any) -> None:
+    """Give the claim back (a transient failure: the task's retry or the sweeper takes it again)."""
+    kind.rows().filter(pk=change_id).update(claimed_until=None, **fields)
+
+
+# ---------------------------------------------------------------------------------------------
+# Enqueueing (after commit: the row is the truth, the sweeper re-sends lost messages)
+
+
+def change_enqueue(
+    *,
+    task: str,
+    args: Sequence[Any],
+    countdown: float | None = None,
+    expires: float | None = None,
+    after_commit: bool = True,
+) -> None:
+    """Send a task by name once the current transaction commits (or at once: `after_commit=False`)."""
+
+    def send() -> None:
+        current_app.send_task(task, args=tuple(args), countdown=countdown, expires=expires)
+
+    if after_commit:
+        transaction.on_commit(send)
+    else:
+        send()
+
+
+def change_enqueue_pr_open(*, kind: ChangeKind, change_id: int, after_commit: bool = True) -> None:
+    """Enqueue the kind's PR-opening task."""
+    change_enqueue(task=kind.pr_open_task, args=(change_id,), after_commit=after_commit)
+
+
+def change_enqueue_track(
+    *,
+    kind: ChangeKind,
+    change_id: int,
+    args: Sequence[Any] = (),
+    countdown: float | None = None,
+    expires: float | None = None,
+    after_commit: bool = True,
+) -> None:
+    """Enqueue the kind's tracking task (extra `args` after the id, e.g. a promotion's follow count)."""
+    change_enqueue(
+        task=kind.track_task,
+        args=(change_id, *args),
+        countdown=countdown,
+        expires=expires,
+        after_commit=after_commit,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Transitions
+
+
+def change_transition(
+    *,
+    kind: ChangeKind,
+    change_id: int,
+    from_states: Sequence[str],
+    to: str,
+    action: str,
+    actor: User | None = None,
+    message: str = "",
+    extra: dict[str, Any] | Callable[[Any], dict[str, Any]] | None = None,
+    **fields: Any,
+) -> bool:
+    """Move a change from one of `from_states` to `to` and write `<kind>.<action>`; False if it moved on.
+
+    `fields` are stored with the state (expressions allowed); a final state releases the claim and
+    calls the kind's `on_final`. `extra` (or a function of the updated change) joins the audit payload.
+    """
+    with transaction.atomic():
+        locked = kind.rows().select_for_update().filter(pk=change_id, state__in=from_states).first()
+        if locked is None:
+            return False
+        before = kind.snapshot(kind.load(change_id))
+        if to in kind.final_states:
+            fields.setdefault("claimed_until", None)
+        kind.rows().filter(pk=change_id).update(state=to, **fields)
+        change = kind.load(change_id)
+        if to in kind.final_states:
+            kind.on_final(change)
+        payload = extra(change) if callable(extra) else extra
+        change_record(
+            kind=kind,
+            change=change,
+            action=f"{kind.name}.{action}",
+            actor=actor,
+            before=before,
+            after=payload,
+            message=message,
+        )
+    return True
+
+
+def change_fail(
+    *,
+    kind: ChangeKind,
+    change_id: int,
+    reason: str,
+    extra: dict[str, Any] | None = None,
+    **fields: Any,
+) -> bool:
+    """Mark a change failed before its merge, with a readable reason (`<kind>.failed`)."""
+    return change_transition(
+        kind=kind,
+        change_id=change_id,
+        from_states=kind.failable_states,
+        to=FAILED,
+        action="failed",
+        message=reason[:2000],
+        extra={"reason": reason[:2000], **(extra or {})},
+        failed_at=timezone.now(),
+        failure_reason=reason[:4000],
+        **fields,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Opening the pull request
+
+
+def change_pr_open(*, kind: ChangeKind, change_id: int, build: Callable[[Any], PullRequestResult]) -> str:
+    """Claim a change, build and ensure its PR (`build`), record it; returns what happened.
+
+    Transient errors release the claim and propagate (the task retries with backoff; after
+    MAX_PR_ATTEMPTS claims the change fails); `PullRequestPermanent` and `ChangeFailed` fail it.
+    """
+    if not change_claim(kind=kind, change_id=change_id):
+        return "not-claimed"
+    change = kind.load(change_id)
+    try:
+        result = build(change)
+    except PullRequestRetryable as exc:
+        change_release(kind=kind, change_id=change_id, **kind.retry_fields(str(exc)))
+        if change.attempts >= MAX_PR_ATTEMPTS:
+            change_fail(
+                kind=kind, change_id=change_id, reason=f"gave up after {change.attempts} attempts: {exc}"
+            )
+            return "failed"
+        raise
+    except PullRequestPermanent as exc:
+        change_fail(kind=kind, change_id=change_id, reason=str(exc))
+        return "failed"
+    except ChangeFailed as exc:
+        change_fail(kind=kind, change_id=change_id, reason=exc.reason, extra=exc.extra, **exc.fields)
+        return "failed"
+    return change_pr_record(kind=kind, change_id=change_id, result=result)
+
+
+def change_pr_record(*, kind: ChangeKind, change_id: int, result: PullRequestResult) -> str:
+    """Record an opened (or found) PR: `<kind>.pr_opened`, then tracking; a cancelled change closes it."""
+    opened = change_transition(
+        kind=kind,
+        change_id=change_id,
+        from_states=kind.claim_states if kind.claiming_state is None else (kind.claiming_state,),
+        to=PR_OPEN,
+        action="pr_opened",
+        message=f"PR #{result.number} "
+        + ("opened" if result.created else "found (opened by an earlier attempt)"),
+        extra={"pr_number": result.number, "created": result.created, "warnings": list(result.warnings)},
+        pr_number=result.number,
+        pr_url=result.url[:500],
+        pr_head_sha=result.head_sha,
+        pr_opened_at=timezone.now(),
+        claimed_until=None,
+        **kind.pr_open_fields,
+    )
+    if not opened:
+        change = kind.load(change_id)
+        if change.state not in kind.final_states:
+            return "moved-on"
+        # Cancelled while we were opening it: take the PR down again.
+        kind.rows().filter(pk=change_id).update(pr_number=result.number, pr_url=result.url[:500])
+        kind.close_pr(kind.load(change_id))
+        return "cancelled"
+    change_enqueue_track(kind=kind, change_id=change_id, args=kind.track_args(result))
+    return "opened" if result.created else "found"

@@ -1,0 +1,395 @@
+"""Shared, idempotent pull-request machinery (promotions and rollbacks both open PRs with it).
+
+Public API (kept stable for rollbacks/):
+
+- `PullRequestSpec(repository, branch, base, title, body, labels=(), reviewers=(), draft=False)`
+- `pull_request_ensure(*, spec, prepare_branch) -> PullRequestResult(number, url, head_sha, created, ...)`
+  idempotent end to end:
+    1. an open PR (or, after a crash, an already merged/closed one) for branch→base is returned;
+    2. a remote branch left by an earlier attempt is reused as is; otherwise the base branch head
+       is cloned into a temporary `GitWorkspace`, `branch` is created there, `prepare_branch(ws)`
+       edits and commits (returns the new head SHA, or None when there is nothing to change:
+       a permanent error) and the branch is pushed; a lost push race reuses the winner's branch;
+    3. the PR is created; the forge's "already exists" answer (GitHub/Gitea 422/409) means
+       "look it up", never "retry"; labels and reviewers are added (both idempotent).
+- `pull_request_refresh(repository, number) -> integrations.forges.PullRequest`
+- `pull_request_close_and_delete_branch(*, repository, number, branch)`
+- `pull_request_merge_when_checks_pass(*, repository, number) -> MergeAttempt`
+- Errors: `PullRequestRetryable` (transient: 5xx, timeouts, rate limits, network, a git lock or
+  dropped connection (`GitTransientError`), also inside `prepare_branch`; carries `retry_after`
+  seconds when the forge said so) and `PullRequestPermanent` (validation 422, auth, invalid names,
+  nothing to change, repository content the portal refuses (`UnsafeRepositoryContent`), also inside
+  `prepare_branch`). Both subclass `PullRequestError`. Other git errors of `prepare_branch`
+  (`RevertConflict`) reach the caller unchanged.
+- Webhook hook: `register_pr_state_handler(fn)`; promotions/webhooks.py calls every registered
+  `fn(repository, event: integrations.forges.webhooks.WebhookEvent) -> None` for each verified
+  `pull_request` delivery of that repository. Rollbacks register theirs in AppConfig.ready().
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from django.conf import settings
+
+from integrations.forges import (
+    ForgeAuthError,
+    ForgeClient,
+    ForgeError,
+    ForgeNotFound,
+    ForgeResponseError,
+    ForgeUnavailable,
+    ForgeValidationError,
+    MergeNotAllowed,
+    PullRequest,
+    PullRequestAlreadyExists,
+    forge_client,
+)
+from integrations.gitrepo import (
+    GitError,
+    GitTransientError,
+    GitWorkspace,
+    InvalidRef,
+    UnsafeRemote,
+    UnsafeRepositoryContent,
+    validate_ref_name,
+)
+
+if TYPE_CHECKING:
+    from integrations.forges.webhooks import WebhookEvent
+    from inventory.models import GitRepository
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+class PullRequestError(Exception):
+    """Opening or driving a pull request failed."""
+
+
+class PullRequestRetryable(PullRequestError):
+    """Transient failure: try again later (after `retry_after` seconds when set)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PullRequestPermanent(PullRequestError):
+    """Permanent failure: retrying cannot help; show the message to a human."""
+
+
+# git stderr fragments that mean "retrying will not help".
+_PERMANENT_GIT = re.compile(
+    r"authentication failed|could not read username|permission denied|403|401|"
+    r"repository not found|not found|does not appear to be a git repository|invalid ref|protected branch",
+    re.IGNORECASE,
+)
+
+
+def _from_forge(exc: ForgeError, what: str) -> PullRequestError:
+    if isinstance(exc, ForgeUnavailable):
+        return PullRequestRetryable(f"{what}: {exc}", retry_after=exc.retry_after)
+    if isinstance(exc, ForgeResponseError):
+        # A truncated or garbled answer is usually a proxy hiccup: bounded retries decide.
+        return PullRequestRetryable(f"{what}: {exc}")
+    if isinstance(exc, ForgeAuthError):
+        return PullRequestPermanent(f"{what}: the forge refused the portal's token ({exc})")
+    if isinstance(exc, ForgeNotFound):
+        return PullRequestPermanent(f"{what}: not found on the forge ({exc})")
+    if isinstance(exc, ForgeValidationError | MergeNotAllowed):
+        return PullRequestPermanent(f"{what}: {exc}")
+    return PullRequestRetryable(f"{what}: {exc}")
+
+
+def _from_git(exc: GitError, what: str) -> PullRequestError:
+    """Sort a git failure: gitrepo's own verdict first (transient, unsafe content), then stderr."""
+    if isinstance(exc, UnsafeRepositoryContent):
+        return PullRequestPermanent(f"{what}: the repository content is refused: {exc}")
+    if exc.retryable:
+        return PullRequestRetryable(f"{what}: {exc}")
+    if isinstance(exc, InvalidRef | UnsafeRemote):
+        return PullRequestPermanent(f"{what}: {exc}")
+    if _PERMANENT_GIT.search(str(exc)):
+        return PullRequestPermanent(f"{what}: {exc}")
+    return PullRequestRetryable(f"{what}: {exc}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Types
+
+
+@dataclass(frozen=True)
+class PullRequestSpec:
+    """What pull request to have: `branch` → `base` of `repository`, with its text and labels."""
+
+    repository: GitRepository
+    branch: str
+    base: str
+    title: str
+    body: str
+    labels: Sequence[str] = ()
+    reviewers: Sequence[str] = ()
+    draft: bool = False
+
+
+@dataclass(frozen=True)
+class PullRequestResult:
+    """The PR that exists now. `created` is True only for the call that opened it."""
+
+    number: int
+    url: str
+    head_sha: str
+    created: bool
+    state: str = "open"  # open | closed | merged (a retry may find it already merged or closed)
+    merge_commit_sha: str | None = None
+    branch_pushed: bool = False  # this call pushed the branch (False: reused a pushed branch)
+    warnings: tuple[str, ...] = ()  # e.g. a reviewer the forge would not request
+
+
+@dataclass(frozen=True)
+class MergeAttempt:
+    """Outcome of `pull_request_merge_when_checks_pass`."""
+
+    status: Literal["merged", "waiting", "checks_failed", "closed"]
+    merge_commit_sha: str | None = None
+    detail: str = ""
+
+
+PrepareBranch = Callable[[GitWorkspace], "str | None"]
+PrStateHandler = Callable[["GitRepository", "WebhookEvent"], None]
+PR_STATE_HANDLERS: list[PrStateHandler] = []
+
+
+def register_pr_state_handler(handler: PrStateHandler) -> None:
+    """Add a handler for verified pull_request webhook events (idempotent)."""
+    if handler not in PR_STATE_HANDLERS:
+        PR_STATE_HANDLERS.append(handler)
+
+
+# ---------------------------------------------------------------------------------------------
+# Clients
+
+
+def forge_for(repository: GitRepository) -> ForgeClient:
+    """Build the forge client of a repository row."""
+    try:
+        return forge_client(
+            repository.forge_kind,
+            repository.api_url,
+            repository.token,
+            repository.full_name,
+            allow_http=repository.allow_http,
+        )
+    except ForgeError as exc:
+        raise PullRequestPermanent(f"repository {repository.name}: {exc}") from None
+
+
+def _result(
+    pr: PullRequest, *, created: bool, pushed: bool = False, warnings: Sequence[str] = ()
+) -> PullRequestResult:
+    return PullRequestResult(
+        number=pr.number,
+        url=pr.url,
+        head_sha=pr.head_sha,
+        created=created,
+        state=pr.state,
+        merge_commit_sha=pr.merge_commit_sha,
+        branch_pushed=pushed,
+        warnings=tuple(warnings),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Ensure
+
+
+def pull_request_ensure(*, spec: PullRequestSpec, prepare_branch: PrepareBranch) -> PullRequestResult:
+    """Make sure the PR of `spec` exists, creating branch and PR only when missing."""
+    try:
+        branch = validate_ref_name(spec.branch)
+        base = validate_ref_name(spec.base)
+    except InvalidRef as exc:
+        raise PullRequestPermanent(str(exc)) from None
+    if branch == base:
+        raise PullRequestPermanent("the PR branch and its base must differ")
+    forge = forge_for(spec.repository)
+
+    # (1) A PR from an earlier attempt: an open one first, else a merged/closed one.
+    existing = _find_pr(forge, branch, base)
+    if existing is not None:
+        return _finish(forge, spec, existing, created=False, pushed=False)
+
+    # (2) The branch: reuse what an earlier attempt pushed, or build and push it now.
+    pushed = False
+    try:
+        remote_sha = forge.get_branch_sha(branch)
+    except ForgeError as exc:
+        raise _from_forge(exc, f"reading branch {branch}") from None
+    if remote_sha is None:
+        _build_and_push(spec, branch, base, prepare_branch)
+        pushed = True
+
+    # (3) The PR: a duplicate answer means a concurrent attempt won; fetch that one.
+    try:
+        pr = forge.create_pull_request(
+            head=branch, base=base, title=spec.title, body=spec.body, draft=spec.draft
+        )
+        created = True
+    except PullRequestAlreadyExists:
+        found = _find_pr(forge, branch, base)
+        if found is None:
+            raise PullRequestRetryable(
+                f"the forge says a PR for {branch} exists but does not list it yet"
+            ) from None
+        pr, created = found, False
+    except ForgeError as exc:
+        raise _from_forge(exc, f"opening the pull request {branch} → {base}") from None
+    return _finish(forge, spec, pr, created=created, pushed=pushed)
+
+
+def _find_pr(forge: ForgeClient, branch: str, base: str) -> PullRequest | None:
+    try:
+        return forge.find_pull_request(head=branch, base=base, state="open") or forge.find_pull_request(
+            head=branch, base=base, state="all"
+        )
+    except ForgeError as exc:
+        raise _from_forge(exc, f"looking up the pull request of {branch}") from None
+
+
+def _finish(
+    forge: ForgeClient, spec: PullRequestSpec, pr: PullRequest, *, created: bool, pushed: bool
+) -> PullRequestResult:
+    """Add labels and reviewers (both idempotent on every forge); a refused reviewer is a warning."""
+    warnings: list[str] = []
+    if pr.state == "open":
+        missing = [label for label in spec.labels if label not in pr.labels]
+        if missing:
+            try:
+                forge.add_labels(pr.number, missing)
+            except ForgeValidationError as exc:
+                warnings.append(f"labels not added: {exc}")
+            except ForgeError as exc:
+                raise _from_forge(exc, f"labelling PR #{pr.number}") from None
+        if spec.reviewers:
+            try:
+                forge.request_reviewers(pr.number, list(spec.reviewers))
+            except (ForgeValidationError, ForgeNotFound) as exc:
+                # Typically "Reviews may only be requested from collaborators": the PR stands.
+                warnings.append(f"reviewers not requested: {exc}")
+            except ForgeError as exc:
+                raise _from_forge(exc, f"requesting reviewers on PR #{pr.number}") from None
+    return _result(pr, created=created, pushed=pushed, warnings=warnings)
+
+
+def _build_and_push(spec: PullRequestSpec, branch: str, base: str, prepare_branch: PrepareBranch) -> None:
+    repo = spec.repository
+    root = Path(settings.WORKSPACES_DIR)
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"{repo.name}-", dir=root) as tmp:
+        try:
+            ws = GitWorkspace.clone(
+                repo.url,
+                Path(tmp) / "work",
+                branch=base,
+                token=repo.token or None,
+                allow_http=repo.allow_http,
+                committer_name=settings.GIT_COMMITTER_NAME,
+                committer_email=settings.GIT_COMMITTER_EMAIL,
+                max_file_bytes=settings.GIT_MAX_FILE_BYTES,
+            )
+            ws.create_branch(branch, ws.head())
+        except GitError as exc:
+            raise _from_git(exc, f"cloning {repo.name}@{base}") from None
+        try:
+            head = prepare_branch(ws)
+        except (GitTransientError, UnsafeRepositoryContent) as exc:
+            # A held lock retries with backoff; refused content fails the request; both before
+            # anything was pushed. Other git errors (RevertConflict) reach the caller as they are.
+            raise _from_git(exc, f"preparing {branch}") from None
+        if head is None:
+            raise PullRequestPermanent(f"nothing to change on {base}: the target already has this content")
+        try:
+            ws.push(branch)
+        except GitError as exc:
+            # Lost a race with a concurrent attempt (non-fast-forward / ref exists): reuse its branch.
+            try:
+                if forge_for(repo).get_branch_sha(branch) is not None:
+                    logger.info("branch %s was pushed concurrently; reusing it", branch)
+                    return
+            except ForgeError:
+                pass
+            raise _from_git(exc, f"pushing {branch}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Refresh, close, merge
+
+
+def pull_request_refresh(repository: GitRepository, number: int) -> PullRequest:
+    """Return the PR's current state from the forge."""
+    forge = forge_for(repository)
+    try:
+        return forge.get_pull_request(int(number))
+    except ForgeError as exc:
+        raise _from_forge(exc, f"reading PR #{number}") from None
+
+
+def pull_request_close_and_delete_branch(
+    *, repository: GitRepository, number: int | None, branch: str, comment: str = ""
+) -> PullRequest | None:
+    """Close the PR if still open (optionally commenting why) and delete its branch; both idempotent."""
+    forge = forge_for(repository)
+    pr: PullRequest | None = None
+    try:
+        if number:
+            pr = forge.get_pull_request(int(number))
+            if pr.state == "open":
+                if comment:
+                    forge.comment(pr.number, comment)
+                pr = forge.close_pull_request(pr.number)
+        if branch:
+            forge.delete_branch(validate_ref_name(branch))
+    except InvalidRef as exc:
+        raise PullRequestPermanent(str(exc)) from None
+    except ForgeError as exc:
+        raise _from_forge(exc, f"closing PR #{number}") from None
+    return pr
+
+
+def pull_request_merge_when_checks_pass(
+    *, repository: GitRepository, number: int, method: Any = "merge"
+) -> MergeAttempt:
+    """Merge the PR once its head's combined status is success (no checks counts as success)."""
+    forge = forge_for(repository)
+    try:
+        pr = forge.get_pull_request(int(number))
+        if pr.merged:
+            return MergeAttempt("merged", pr.merge_commit_sha, "already merged")
+        if pr.state != "open":
+            return MergeAttempt("closed", None, "the pull request was closed without merging")
+        status = forge.combined_status(pr.head_sha)
+        if status.contexts and status.state == "pending":
+            return MergeAttempt("waiting", None, "checks are still running")
+        if status.contexts and status.state != "success":
+            failing = ", ".join(c.context for c in status.contexts if c.state not in ("success", "pending"))
+            return MergeAttempt("checks_failed", None, f"checks failed: {failing or status.state}")
+        try:
+            sha = forge.merge_pull_request(pr.number, sha=pr.head_sha, method=method)
+        except MergeNotAllowed as exc:
+            again = forge.get_pull_request(pr.number)
+            if again.merged:
+                return MergeAttempt("merged", again.merge_commit_sha, "merged concurrently")
+            return MergeAttempt("waiting", None, f"not mergeable yet: {exc}")
+        return MergeAttempt("merged", sha, "merged")
+    except ForgeError as exc:
+        raise _from_forge(exc, f"merging PR #{number}") from None

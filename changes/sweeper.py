@@ -1,0 +1,66 @@
+"""The sweeper of every kind: re-enqueue lost PR openings, poll PRs and rollouts."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from .lifecycle import (
+    DEPLOYED,
+    MERGED,
+    PR_OPEN,
+    TRACKED_STATES,
+    ChangeKind,
+    change_enqueue_pr_open,
+    change_enqueue_track,
+)
+
+# Merged/deployed changes are tracked at every sweep (SWEEP_INTERVAL_SECONDS) unless tracked this
+# recently (by a follow-up task or a webhook): Argo CD sends no webhook when a sync finishes.
+ROLLOUT_POLL_SECONDS = 5
+
+
+def change_sweep(*, kind: ChangeKind, now: datetime | None = None) -> dict[str, int]:
+    """Re-enqueue PR openings whose message or worker was lost; track open PRs and rollouts."""
+    now = now or timezone.now()
+    lost = (
+        kind.rows()
+        .filter(state__in=kind.claim_states)
+        .filter(
+            Q(
+                claimed_until__isnull=True,
+                **{f"{kind.opening_since}__lt": now - timedelta(seconds=kind.open_grace_seconds)},
+            )
+            | Q(claimed_until__lt=now)
+        )
+    )
+    if kind.retry_not_before:
+        lost = lost.filter(
+            Q(**{f"{kind.retry_not_before}__isnull": True}) | Q(**{f"{kind.retry_not_before}__lt": now})
+        )
+    reopen = list(lost.values_list("pk", flat=True)[:200])
+    for pk in reopen:
+        change_enqueue_pr_open(kind=kind, change_id=pk, after_commit=False)
+    # Webhooks drive PR state; polling open PRs is the slow fallback (forge rate limits). One
+    # indexed query; a message not run before the next sweeps expires, so a backed-up queue does
+    # not pile up duplicates.
+    track = list(
+        kind.rows()
+        .filter(
+            Q(state__in=TRACKED_STATES, last_tracked_at__isnull=True)
+            | Q(state=PR_OPEN, last_tracked_at__lt=now - timedelta(seconds=kind.pr_poll_seconds))
+            | Q(
+                state__in=(MERGED, DEPLOYED),
+                last_tracked_at__lt=now - timedelta(seconds=ROLLOUT_POLL_SECONDS),
+            )
+        )
+        .values_list("pk", flat=True)[:500]
+    )
+    for pk in track:
+        change_enqueue_track(
+            kind=kind, change_id=pk, expires=settings.SWEEP_EXPIRES_SECONDS, after_commit=False
+        )
+    return {"reopened": len(reopen), "tracked": len(track)}

@@ -1,0 +1,117 @@
+"""Promotions as a kind of change request (changes.lifecycle): states, tasks and hooks."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from changes.lifecycle import ChangeKind, change_enqueue, change_kind_register
+from changes.pullrequests import PullRequestResult
+from inventory.models import Application, Environment
+
+from .models import (
+    CANCELLABLE_STATES,
+    FINAL_STATES,
+    IN_FLIGHT_STATES,
+    Promotion,
+    PromotionItem,
+    PromotionState,
+)
+from .records import apps_label, promotion_change_records_sync, target_label
+
+S = PromotionState
+CLOSE_PR_TASK = "promotions.tasks.promotion_close_pr_task"
+# After a PR that was found merged already, keep tracking every few seconds this many times.
+FOLLOW_AFTER_MERGE = 12
+
+
+def _load(promotion_id: int) -> Promotion:
+    return Promotion.objects.with_related().get(pk=promotion_id)
+
+
+def _event_after(promotion: Promotion, after: dict[str, Any]) -> dict[str, Any]:
+    items = promotion.items.select_related("application")
+    versions = [
+        {"app": i.application.name, "before": i.version_before, "after": i.version_after} for i in items
+    ]
+    return {"state": promotion.state, "items": versions, **after}
+
+
+def _records_sync(promotion: Promotion) -> None:
+    promotion_change_records_sync(promotion, list(promotion.items.select_related("application")))
+
+
+def _release_slots(promotion: Promotion) -> None:
+    # A final promotion frees the app x target env in-flight slot of its items.
+    PromotionItem.objects.filter(promotion=promotion).update(active=False)
+
+
+def promotion_close_pr_enqueue(promotion: Promotion) -> None:
+    """Enqueue closing the PR (and deleting the branch) of a cancelled or failed promotion."""
+    change_enqueue(task=CLOSE_PR_TASK, args=(promotion.pk,))
+
+
+def _claim_fields(now: datetime) -> dict[str, Any]:
+    return {"pr_opening_at": Coalesce(F("pr_opening_at"), Value(now)), "next_attempt_at": None}
+
+
+def _retry_fields(error: str) -> dict[str, Any]:
+    # The task retries within CELERY_RETRY_BACKOFF_MAX; the sweeper only steps in after that.
+    retry_by = timezone.now() + timedelta(seconds=settings.CELERY_RETRY_BACKOFF_MAX + 30)
+    return {"last_error": error[:2000], "next_attempt_at": retry_by}
+
+
+def _in_flight(application: Application, environment: Environment) -> list[Promotion]:
+    return list(
+        Promotion.objects.filter(
+            items__application=application,
+            items__active=True,
+            target_env=environment,
+            state__in=IN_FLIGHT_STATES,
+        ).distinct()
+    )
+
+
+def _track_args(result: PullRequestResult) -> tuple[int]:
+    return (0 if result.state == "open" else FOLLOW_AFTER_MERGE,)
+
+
+PROMOTION = change_kind_register(
+    ChangeKind(
+        name="promotion",
+        system_name="promotions",
+        model=Promotion,
+        claim_states=(S.APPROVED, S.PR_OPENING),
+        claiming_state=S.PR_OPENING,
+        failable_states=tuple(CANCELLABLE_STATES),
+        final_states=tuple(FINAL_STATES),
+        opening_since="approved_at",
+        pr_open_task="promotions.tasks.promotion_pr_open_task",
+        track_task="promotions.tasks.promotion_track_task",
+        load=_load,
+        snapshot=lambda promotion: {"state": promotion.state},
+        event_after=_event_after,
+        records_sync=_records_sync,
+        audit_fields=lambda promotion: {
+            "target_label": target_label(promotion),
+            "app": apps_label(promotion),
+            "environment": promotion.target_env.name,
+            "shas": [s for s in (promotion.merge_commit_sha, promotion.pr_head_sha) if s],
+        },
+        claim_fields=_claim_fields,
+        pr_open_fields={"last_error": ""},
+        retry_fields=_retry_fields,
+        retry_not_before="next_attempt_at",
+        pr_poll_seconds=300,
+        open_grace_seconds=30,
+        on_final=_release_slots,
+        close_pr=promotion_close_pr_enqueue,
+        track_args=_track_args,
+        in_flight=_in_flight,
+    )
+)

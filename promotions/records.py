@@ -1,0 +1,116 @@
+"""Promotion records: how the ledger names a promotion, and its audit change record per app."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from audit.services import change_record_sync
+from inventory.models import ArgoApplication
+
+from .models import ApprovalDecision, Promotion, PromotionItem, PromotionState
+
+S = PromotionState
+SYSTEM = "promotions"
+
+
+def apps_label(promotion: Promotion, names: Iterable[str] | None = None) -> str:
+    """The apps of a promotion, comma-separated (the ledger's `app` column)."""
+    names = list(names) if names is not None else [i.application.name for i in promotion.items.all()]
+    return ",".join(names)[:200]
+
+
+def target_label(promotion: Promotion) -> str:
+    """How the ledger names a promotion."""
+    return f"promotion #{promotion.pk} {promotion.source_env.name} → {promotion.target_env.name}"
+
+
+OUTCOMES = {
+    S.HEALTHY: "succeeded",
+    S.FAILED: "failed",
+    S.DEGRADED: "failed",
+    S.REJECTED: "abandoned",
+    S.CANCELLED: "abandoned",
+    S.ABANDONED: "abandoned",
+}
+
+
+def revision_label(revisions: Iterable[str]) -> str:
+    """One revision as is; several (clusters disagree) as their short SHAs, comma-separated."""
+    unique = sorted({r for r in revisions if r})
+    if len(unique) == 1:
+        return unique[0]
+    return ",".join(r[:12] for r in unique)[:64]
+
+
+def change_record_source_id(promotion: Promotion, app_name: str) -> str:
+    """The change record of one app of a promotion: `<promotion id>:<app>` (evidence: the promotion)."""
+    return f"{promotion.pk}:{app_name}"
+
+
+def promotion_change_records_sync(promotion: Promotion, items: Sequence[PromotionItem]) -> None:
+    """Mirror the promotion into one audit change record per app (production-like targets only).
+
+    One record per app keeps project-scoped auditors' view exact for release trains; the
+    evidence page of each lists the promotion's ledger events (source id `<promotion id>:<app>`).
+    """
+    if not promotion.target_env.production_like:
+        return
+    approvers = [a.approver_name for a in promotion.approvals.all() if a.decision == ApprovalDecision.APPROVE]
+    gates = [
+        {"name": gate.get("name", "?"), "passed": bool(gate.get("passed")), "detail": gate.get("detail", "")}
+        for gate in (promotion.gates or [])
+        if isinstance(gate, dict)
+    ]
+    outcome = OUTCOMES.get(promotion.state, "pending")
+    clusters = _clusters_by_app(promotion, items)
+    for item in items:
+        app = item.application
+        change_record_sync(
+            kind="promotion",
+            source_type="promotion",
+            source_id=change_record_source_id(promotion, app.name),
+            app=app.name,
+            environment=promotion.target_env.name,
+            title=_record_title(promotion, item, len(items))[:300],
+            project=app.project,
+            clusters=clusters.get(app.pk, []),
+            requester_name=promotion.requested_by_name,
+            approvers=approvers,
+            pr_number=promotion.pr_number,
+            pr_url=promotion.pr_url,
+            revision_before=item.target_revision_before,
+            revision_after=item.deployed_revision or promotion.merge_commit_sha,
+            versions_before={app.name: item.version_before} if item.version_before else {},
+            versions_after={app.name: item.version_after} if item.version_after else {},
+            gates=gates,
+            requested_at=promotion.requested_at,
+            approved_at=promotion.approved_at,
+            pr_opened_at=promotion.pr_opened_at,
+            merged_at=promotion.merged_at,
+            deployed_at=item.deployed_at or promotion.deployed_at,
+            healthy_at=item.healthy_at or promotion.healthy_at,
+            outcome=outcome,
+            emergency=promotion.override_sync_window,
+            justification=promotion.override_justification,
+        )
+
+
+def _clusters_by_app(promotion: Promotion, items: Sequence[PromotionItem]) -> dict[int, list[str]]:
+    clusters: dict[int, list[str]] = {}
+    for app_id, name in (
+        ArgoApplication.objects.live()
+        .filter(application__in=[i.application_id for i in items], environment=promotion.target_env)
+        .exclude(cluster__isnull=True)
+        .order_by("cluster__name")
+        .values_list("application_id", "cluster__name")
+    ):
+        clusters.setdefault(app_id, []).append(name)
+    return clusters
+
+
+def _record_title(promotion: Promotion, item: PromotionItem, count: int) -> str:
+    title = (
+        f"Promote {item.application.name} {item.version_before} → {item.version_after} "
+        f"to {promotion.target_env.name}"
+    )
+    return title + (f" (release train #{promotion.pk}, {count} apps)" if count > 1 else "")

@@ -1,0 +1,269 @@
+"""Promotion requests and approvals: request (gates checked), approve/reject (four eyes), cancel."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
+from django.db import IntegrityError, transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts.permissions import ensure_role, has_role
+from accounts.roles import Role
+from audit.services import audit_event_record
+from changes.lifecycle import change_enqueue_pr_open, change_record, change_requester_fields
+from inventory.models import Application, Environment
+
+from .kind import PROMOTION, promotion_close_pr_enqueue
+from .models import (
+    CANCELLABLE_STATES,
+    Approval,
+    ApprovalDecision,
+    Promotion,
+    PromotionItem,
+    PromotionState,
+)
+from .preview import PromotionPreview, PromotionRefused, promotion_preview
+from .records import revision_label
+
+S = PromotionState
+
+
+def promotion_request_create(
+    *,
+    actor: User,
+    applications: Sequence[Application],
+    source_env: Environment,
+    target_env: Environment,
+    note: str = "",
+    override_justification: str = "",
+) -> Promotion:
+    """Request a promotion (release_manager of each app's project) after checking every gate."""
+    for app in applications:
+        ensure_role(actor, Role.RELEASE_MANAGER, project=app.project, environment=target_env.name)
+    override = bool(override_justification.strip())
+    preview = promotion_preview(
+        actor=actor,
+        applications=applications,
+        source_env=source_env,
+        target_env=target_env,
+        override=override,
+        justification=override_justification,
+    )
+    failing = preview.failing
+    if failing:
+        link = next((gate.link for gate in failing if gate.name == "in_flight" and gate.link), "")
+        raise PromotionRefused(
+            "; ".join(f"{gate.label}: {gate.detail}" for gate in failing), gates=failing, link=link
+        )
+    return _create(
+        actor=actor, preview=preview, note=note, justification=override_justification if override else ""
+    )
+
+
+@transaction.atomic
+def _create(*, actor: User, preview: PromotionPreview, note: str, justification: str) -> Promotion:
+    assert preview.repository is not None
+    overridden = any(gate.name == "sync_window" and "OVERRIDDEN" in gate.detail for gate in preview.all_gates)
+    promotion = Promotion.objects.create(
+        source_env=preview.source_env,
+        target_env=preview.target_env,
+        repository=preview.repository,
+        note=note,
+        override_sync_window=overridden,
+        override_justification=justification.strip() if overridden else "",
+        **change_requester_fields(actor),
+        gates=[gate.as_dict() for gate in preview.all_gates],
+    )
+    try:
+        with transaction.atomic():
+            for item in preview.items:
+                assert item.plan is not None
+                PromotionItem.objects.create(
+                    promotion=promotion,
+                    application=item.application,
+                    target_env=preview.target_env,
+                    source_revision=item.source_revision,
+                    source_versions=item.source_versions,
+                    target_versions_before=item.plan.versions_before,
+                    target_versions_after=item.plan.versions_after,
+                    version_before=item.plan.version_before[:200],
+                    version_after=item.plan.version_after[:200],
+                    paths=item.paths,
+                    target_revision_before=revision_label(item.target.revisions)[:64],
+                )
+    except IntegrityError:
+        other = (
+            PromotionItem.objects.filter(
+                application__in=[i.application for i in preview.items],
+                target_env=preview.target_env,
+                active=True,
+            )
+            .exclude(promotion=promotion)
+            .values_list("promotion_id", flat=True)
+            .first()
+        )
+        raise PromotionRefused(
+            f"another promotion (#{other}) of this app into {preview.target_env.name} is in flight",
+            link=reverse("promotions:detail", args=[other]) if other else "",
+        ) from None
+    change_record(
+        kind=PROMOTION,
+        change=promotion,
+        action="promotion.requested",
+        actor=actor,
+        after={
+            "source_env": preview.source_env.name,
+            "base_sha": preview.base_sha,
+            "override_sync_window": overridden,
+            "justification": promotion.override_justification,
+            "gates": [{"name": x.name, "status": x.status, "detail": x.detail} for x in preview.all_gates],
+        },
+        message=note,
+    )
+    if not preview.target_env.requires_approval:
+        now = timezone.now()
+        Promotion.objects.filter(pk=promotion.pk).update(state=S.APPROVED, approved_at=now)
+        promotion.state, promotion.approved_at = S.APPROVED, now
+        change_record(
+            kind=PROMOTION,
+            change=promotion,
+            action="promotion.approved",
+            before={"state": S.REQUESTED},
+            message=f"{preview.target_env.name} does not require approval",
+        )
+        change_enqueue_pr_open(kind=PROMOTION, change_id=promotion.pk)
+    return promotion
+
+
+def _projects(promotion: Promotion) -> list[str]:
+    return sorted({i.application.project for i in promotion.items.select_related("application")})
+
+
+def _record_refusal(actor: User, promotion: Promotion, message: str) -> None:
+    audit_event_record(
+        action="auth.denied",
+        actor=actor,
+        target_type="promotion",
+        target_id=promotion.pk,
+        target_label=f"promotion #{promotion.pk}",
+        environment=promotion.target_env.name,
+        message=message,
+        correlation_id=promotion.correlation_id or None,
+    )
+
+
+def _check_approver(actor: User, promotion: Promotion, verb: str) -> None:
+    for project in _projects(promotion):
+        ensure_role(actor, Role.APPROVER, project=project, environment=promotion.target_env.name)
+    if promotion.requested_by_id is not None and actor.pk == promotion.requested_by_id:
+        message = f"four-eyes: the requester cannot {verb} their own promotion"
+        _record_refusal(actor, promotion, message)
+        raise PermissionDenied(message)
+
+
+def promotion_approve(*, promotion: Promotion, actor: User, comment: str = "") -> Promotion:
+    """Approve (approver role, never the requester); N approvals move it to `approved`."""
+    _check_approver(actor, promotion, "approve")
+    return _decide(promotion=promotion, actor=actor, decision=ApprovalDecision.APPROVE, comment=comment)
+
+
+def promotion_reject(*, promotion: Promotion, actor: User, comment: str = "") -> Promotion:
+    """Reject (approver role, never the requester): the promotion ends `rejected`."""
+    _check_approver(actor, promotion, "reject")
+    return _decide(promotion=promotion, actor=actor, decision=ApprovalDecision.REJECT, comment=comment)
+
+
+@transaction.atomic
+def _decide(*, promotion: Promotion, actor: User, decision: str, comment: str) -> Promotion:
+    locked = Promotion.objects.select_for_update(of=("self",)).with_related().get(pk=promotion.pk)
+    if locked.state != S.REQUESTED:
+        raise PromotionRefused(
+            f"promotion #{locked.pk} is {locked.get_state_display().lower()}, not awaiting approval"
+        )
+    if Approval.objects.filter(promotion=locked, approver=actor).exists():
+        raise PromotionRefused("you already decided on this promotion")
+    Approval.objects.create(
+        promotion=locked,
+        approver=actor,
+        approver_name=actor.get_username(),
+        decision=decision,
+        comment=comment,
+    )
+    now = timezone.now()
+    if decision == ApprovalDecision.REJECT:
+        Promotion.objects.filter(pk=locked.pk).update(state=S.REJECTED, rejected_at=now)
+        PromotionItem.objects.filter(promotion=locked).update(active=False)
+        locked.state, locked.rejected_at = S.REJECTED, now
+        change_record(
+            kind=PROMOTION,
+            change=locked,
+            action="promotion.rejected",
+            actor=actor,
+            before={"state": S.REQUESTED},
+            message=comment,
+        )
+        return locked
+    target = locked.target_env
+    required = max(1, target.approvals_required) if target.requires_approval else 1
+    count = locked.approvals.filter(decision=ApprovalDecision.APPROVE).count()
+    if count < required:
+        change_record(
+            kind=PROMOTION,
+            change=locked,
+            action="promotion.approval_recorded",
+            actor=actor,
+            after={"approvals": count, "required": required},
+            message=comment or f"approval {count} of {required}",
+        )
+        return locked
+    Promotion.objects.filter(pk=locked.pk).update(state=S.APPROVED, approved_at=now)
+    locked.state, locked.approved_at = S.APPROVED, now
+    change_record(
+        kind=PROMOTION,
+        change=locked,
+        action="promotion.approved",
+        actor=actor,
+        before={"state": S.REQUESTED},
+        after={"approvals": count, "required": required},
+        message=comment,
+    )
+    change_enqueue_pr_open(kind=PROMOTION, change_id=locked.pk)
+    return locked
+
+
+def promotion_cancel(*, promotion: Promotion, actor: User, reason: str = "") -> Promotion:
+    """Cancel before merge (the requester or a release manager of the apps): closes PR, deletes branch."""
+    if promotion.requested_by_id != getattr(actor, "pk", None):
+        for project in _projects(promotion):
+            ensure_role(actor, Role.RELEASE_MANAGER, project=project, environment=promotion.target_env.name)
+    elif not any(has_role(actor, Role.RELEASE_MANAGER, project=p) for p in _projects(promotion)):
+        ensure_role(actor, Role.RELEASE_MANAGER, project=_projects(promotion)[0])
+    return _cancel(promotion=promotion, actor=actor, reason=reason)
+
+
+@transaction.atomic
+def _cancel(*, promotion: Promotion, actor: User, reason: str) -> Promotion:
+    locked = Promotion.objects.select_for_update(of=("self",)).with_related().get(pk=promotion.pk)
+    if locked.state not in CANCELLABLE_STATES:
+        raise PromotionRefused(
+            f"promotion #{locked.pk} is {locked.get_state_display().lower()} and can no longer be cancelled"
+        )
+    before = locked.state
+    now = timezone.now()
+    Promotion.objects.filter(pk=locked.pk).update(state=S.CANCELLED, cancelled_at=now, claimed_until=None)
+    PromotionItem.objects.filter(promotion=locked).update(active=False)
+    locked.state, locked.cancelled_at = S.CANCELLED, now
+    change_record(
+        kind=PROMOTION,
+        change=locked,
+        action="promotion.cancelled",
+        actor=actor,
+        before={"state": before},
+        message=reason,
+    )
+    if before in (S.PR_OPENING, S.PR_OPEN) or locked.pr_number or locked.pr_branch:
+        promotion_close_pr_enqueue(locked)
+    return locked

@@ -1,0 +1,109 @@
+"""Rollback pull requests: the revert branch, title and body of a rollback's PR.
+
+The lifecycle (changes.lifecycle) claims the rollback, calls `_build` through `change_pr_open`
+and records the PR; this module only says what the PR of a rollback contains.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.urls import reverse
+
+from changes.lifecycle import ChangeFailed, change_fail, change_pr_open
+from changes.pullrequests import PullRequestResult, PullRequestSpec, pull_request_ensure
+from integrations.gitrepo import GitError, GitWorkspace, InvalidRef, RevertConflict
+
+from .kind import ROLLBACK
+from .models import RollbackRequest
+from .records import rollback_title
+
+
+def rollback_url(rollback: RollbackRequest) -> str:
+    return settings.PORTAL_BASE_URL.rstrip("/") + reverse("rollbacks:detail", args=[rollback.pk])
+
+
+def _quote(text: str) -> str:
+    return "\n".join(f"> {line}" for line in text.splitlines()) or "> —"
+
+
+def _pr_body(rollback: RollbackRequest) -> str:
+    lines = [
+        f"Rollback #{rollback.pk} of **{rollback.application.name}** in **{rollback.environment.name}**, "
+        f"requested by {rollback.requested_by_name} through the GitOps Portal.",
+        "",
+        "**Reason**",
+        "",
+        _quote(rollback.reason),
+        "",
+        f"**Incident:** {rollback.incident or '—'}",
+        "",
+        f"**Runs now:** `{rollback.current_revision[:12]}` ({rollback.current_version or 'unknown version'})",
+        f"**After the rollback:** {rollback.expected_version or 'unchanged version'}",
+        "",
+        "**Reverted commits** (newest first):",
+        "",
+        *[f"- {sha}" for sha in rollback.revert_shas],
+        "",
+    ]
+    if rollback.emergency:
+        lines += [
+            "**Emergency:** the portal merges this PR once the required checks pass.",
+            "",
+            "Justification:",
+            "",
+            _quote(rollback.emergency_justification),
+            "",
+        ]
+    lines.append(f"Details and live status: {rollback_url(rollback)}")
+    return "\n".join(lines)
+
+
+def rollback_pr_open(*, rollback_id: int) -> RollbackRequest | None:
+    """Revert the commits on the rollback branch, push it and open the PR (idempotent).
+
+    Raises PullRequestRetryable for transient failures (the task retries); permanent failures and
+    revert conflicts mark the rollback failed. Returns None when another worker holds the row.
+    """
+    outcome = change_pr_open(kind=ROLLBACK, change_id=rollback_id, build=_build)
+    if outcome == "not-claimed":
+        return None
+    return RollbackRequest.objects.select_related("application__repository", "environment").get(
+        pk=rollback_id
+    )
+
+
+def rollback_fail(*, rollback_id: int, reason: str) -> bool:
+    """Mark a rollback failed (not merged yet) with a readable reason."""
+    return change_fail(kind=ROLLBACK, change_id=rollback_id, reason=reason, extra={"conflict_files": []})
+
+
+def _build(rollback: RollbackRequest) -> PullRequestResult:
+    repository = rollback.application.repository
+    if repository is None:
+        raise ChangeFailed("the application has no Git repository configured")
+    spec = PullRequestSpec(
+        repository=repository,
+        branch=rollback.branch or rollback.branch_name,
+        base=rollback.base_branch,
+        title=rollback_title(rollback),
+        body=_pr_body(rollback),
+        labels=("rollback",),
+    )
+    trailers = {"Rollback-Id": str(rollback.pk), "Requested-By": rollback.requested_by_name}
+
+    def prepare(ws: GitWorkspace) -> str | None:
+        created = ws.revert(rollback.revert_shas, mainline_for_merges=True, trailers=trailers)
+        return created[-1] if created else None
+
+    try:
+        return pull_request_ensure(spec=spec, prepare_branch=prepare)
+    except RevertConflict as exc:
+        files = list(exc.files)
+        raise ChangeFailed(
+            f"reverting {exc.sha[:8]} conflicts with later changes on {rollback.base_branch}; nothing was pushed",
+            fields={"conflict_files": files},
+            extra={"conflict_files": files},
+        ) from None
+    except (GitError, InvalidRef) as exc:
+        # Local revert errors (e.g. "produced no change: already reverted?") are permanent.
+        raise ChangeFailed(f"the revert failed, nothing was pushed: {exc}") from None

@@ -1,0 +1,82 @@
+"""Rollback records: how the ledger names a rollback, its snapshot and its audit change record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from audit.services import change_record_sync
+
+from .models import RollbackRequest
+from .selectors import env_argo_apps
+
+State = RollbackRequest.State
+MAX_TITLE = 200
+
+
+def target_label(rollback: RollbackRequest) -> str:
+    """How the ledger names a rollback."""
+    return f"rollback #{rollback.pk} of {rollback.application.name} in {rollback.environment.name}"
+
+
+def rollback_change_record_sync(rollback: RollbackRequest) -> None:
+    """Mirror a rollback into its audit change record (production-like environments only)."""
+    if not rollback.environment.production_like:
+        return
+    outcome = {
+        State.HEALTHY: "succeeded",
+        State.FAILED: "failed",
+        State.CANCELLED: "abandoned",
+    }.get(rollback.state, "pending")
+    clusters = [
+        a.cluster.name for a in env_argo_apps(rollback.application, rollback.environment) if a.cluster
+    ]
+    change_record_sync(
+        kind="rollback",
+        source_type="rollback",
+        source_id=rollback.pk,
+        app=rollback.application.name,
+        environment=rollback.environment.name,
+        project=rollback.application.project,
+        title=rollback_title(rollback),
+        requester_name=rollback.requested_by_name,
+        pr_number=rollback.pr_number,
+        pr_url=rollback.pr_url,
+        revision_before=rollback.current_revision,
+        revision_after=rollback.merge_commit_sha,
+        versions_before={"image": rollback.current_version} if rollback.current_version else {},
+        versions_after={"image": rollback.expected_version} if rollback.expected_version else {},
+        requested_at=rollback.requested_at,
+        pr_opened_at=rollback.pr_opened_at,
+        merged_at=rollback.merged_at,
+        deployed_at=rollback.deployed_at,
+        healthy_at=rollback.healthy_at,
+        outcome=outcome,
+        emergency=rollback.emergency,
+        justification=rollback.emergency_justification,
+        clusters=clusters,
+    )
+
+
+def rollback_snapshot(rollback: RollbackRequest) -> dict[str, Any]:
+    """The fields a rollback's ledger events show before and after a transition."""
+    return {
+        "state": rollback.state,
+        "pr_number": rollback.pr_number,
+        "merge_commit_sha": rollback.merge_commit_sha,
+    }
+
+
+def rollback_title(rollback: RollbackRequest) -> str:
+    """The title of a rollback's PR and change record."""
+    app, env = rollback.application.name, rollback.environment.name
+    if rollback.mode == RollbackRequest.Mode.PREVIOUS:
+        versions = (
+            f" ({rollback.current_version} → {rollback.expected_version})"
+            if rollback.expected_version
+            else ""
+        )
+        title = f"Revert {app} in {env} to the previous deployment{versions}"
+    else:
+        sha = rollback.revert_shas[0][:8] if rollback.revert_shas else ""
+        title = f"Revert {sha} in {env} for {app}"
+    return title[:MAX_TITLE]

@@ -1,0 +1,194 @@
+"""Rollback requests: who may ask, the checked and planned request, and cancelling it."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.http import HttpRequest
+from django.utils import timezone
+
+from accounts.permissions import ensure_role
+from accounts.roles import Role
+from changes.lifecycle import (
+    change_enqueue_pr_open,
+    change_record,
+    change_requester_fields,
+    change_transition,
+)
+from inventory.models import Application, Environment
+
+from .kind import ROLLBACK, rollback_close_pr
+from .models import RollbackRequest
+from .selectors import RollbackPlan, degraded_since, moved_on_warnings, rollback_plan
+
+State = RollbackRequest.State
+MAX_REASON = 4000
+MAX_INCIDENT = 500
+
+
+class RollbackRefused(ValidationError):
+    """The rollback cannot be requested (bad input, not in history, conflicting request...)."""
+
+
+class RollbackNeedsConfirmation(ValidationError):
+    """The environment moved on since the form was opened (or a promotion is in flight)."""
+
+    def __init__(self, warnings: list[str], plan: RollbackPlan) -> None:
+        super().__init__(warnings, code="confirm")
+        self.warnings = warnings
+        self.plan = plan
+
+
+def rollback_check_permission(
+    *, user: User, application: Application, environment: Environment, request: HttpRequest | None = None
+) -> None:
+    """Raise PermissionDenied unless the user is on call for this app's project and environment."""
+    ensure_role(user, Role.ONCALL, project=application.project, environment=environment.name, request=request)
+
+
+def _clean_text(value: str, *, limit: int, name: str, required: bool) -> str:
+    text = (value or "").replace("\r\n", "\n").strip()
+    text = "".join(ch for ch in text if ch in "\n\t" or ord(ch) >= 0x20)
+    if required and not text:
+        raise RollbackRefused(f"{name} is required", code="required")
+    if len(text) > limit:
+        raise RollbackRefused(f"{name} is too long (at most {limit} characters)", code="too_long")
+    return text
+
+
+def rollback_request_create(
+    *,
+    actor: User,
+    application: Application,
+    environment: Environment,
+    mode: str,
+    reason: str,
+    incident: str = "",
+    sha: str = "",
+    observed_deployment_id: int | None = None,
+    confirm_moved: bool = False,
+    emergency: bool = False,
+    emergency_justification: str = "",
+    request: HttpRequest | None = None,
+) -> RollbackRequest:
+    """Check, plan and record a rollback request, then enqueue the task that opens its PR.
+
+    The plan reads Git (fetch), so it is computed before the transaction that writes the row.
+    """
+    rollback_check_permission(user=actor, application=application, environment=environment, request=request)
+    reason = _clean_text(reason, limit=MAX_REASON, name="a reason", required=True)
+    incident = _clean_text(incident, limit=MAX_INCIDENT, name="the incident reference", required=False)
+    if "\n" in incident:
+        raise RollbackRefused("the incident reference must be one line", code="invalid")
+    justification = _clean_text(
+        emergency_justification, limit=MAX_REASON, name="the justification", required=False
+    )
+    if emergency:
+        if not environment.rollback_auto_merge:
+            raise RollbackRefused(
+                f"automatic merge of rollbacks is not enabled for {environment.name}", code="emergency"
+            )
+        if not justification:
+            raise RollbackRefused("an emergency merge needs a justification", code="required")
+
+    plan = rollback_plan(application=application, environment=environment, mode=mode, sha=sha)
+    if plan.errors:
+        raise RollbackRefused(plan.errors, code="refused")
+    moved = moved_on_warnings(plan, observed_deployment_id)
+    if moved and not confirm_moved:
+        raise RollbackNeedsConfirmation(moved, plan)
+    return _rollback_insert(
+        actor=actor,
+        plan=plan,
+        reason=reason,
+        incident=incident,
+        emergency=emergency,
+        justification=justification if emergency else "",
+        confirmed=moved,
+    )
+
+
+@transaction.atomic
+def _rollback_insert(
+    *,
+    actor: User,
+    plan: RollbackPlan,
+    reason: str,
+    incident: str,
+    emergency: bool,
+    justification: str,
+    confirmed: list[str],
+) -> RollbackRequest:
+    # Serialise requests for one app and env: the check-then-insert below must not race.
+    Application.objects.select_for_update().filter(pk=plan.application.pk).first()
+    active = RollbackRequest.objects.active().for_app_env(plan.application.pk, plan.environment.pk).first()
+    if active is not None:
+        raise RollbackRefused(f"rollback #{active.pk} of this app in this environment is still in progress")
+    rollback = RollbackRequest.objects.create(
+        application=plan.application,
+        environment=plan.environment,
+        mode=plan.mode,
+        reason=reason,
+        incident=incident,
+        **change_requester_fields(actor),
+        base_branch=plan.base_branch,
+        current_revision=plan.current_revision,
+        current_version=plan.current_version,
+        target_revision=plan.target_revision,
+        expected_version=plan.expected_version,
+        observed_deployment_id=plan.observed_deployment_id,
+        revert_shas=plan.revert_shas,
+        paths=plan.paths,
+        emergency=emergency,
+        emergency_justification=justification,
+        degraded_since=degraded_since(plan.application, plan.environment),
+    )
+    rollback.branch = rollback.branch_name
+    rollback.save(update_fields=["branch"])
+    after = {
+        "mode": rollback.mode,
+        "reason": reason,
+        "incident": incident,
+        "current_revision": rollback.current_revision,
+        "current_version": rollback.current_version,
+        "expected_version": rollback.expected_version,
+        "emergency": emergency,
+        "justification": justification,
+        "confirmed_warnings": confirmed,
+    }
+    change_record(
+        kind=ROLLBACK, change=rollback, action="rollback.requested", actor=actor, after=after, message=reason
+    )
+    change_enqueue_pr_open(kind=ROLLBACK, change_id=rollback.pk)
+    return rollback
+
+
+def rollback_cancel(
+    *, actor: User, rollback: RollbackRequest, request: HttpRequest | None = None
+) -> RollbackRequest:
+    """Cancel a rollback that is not merged: close its PR and delete its branch."""
+    rollback_check_permission(
+        user=actor, application=rollback.application, environment=rollback.environment, request=request
+    )
+    cancelled = rollback.is_cancellable and change_transition(
+        kind=ROLLBACK,
+        change_id=rollback.pk,
+        from_states=RollbackRequest.CANCELLABLE_STATES,
+        to=State.CANCELLED,
+        action="cancelled",
+        actor=actor,
+        message="cancelled by the requester",
+        cancelled_at=timezone.now(),
+    )
+    rollback.refresh_from_db()
+    if not cancelled:
+        raise RollbackRefused(f"a {rollback.get_state_display()} rollback cannot be cancelled")
+    error = rollback_close_pr(
+        rollback, comment=f"Rollback cancelled in the GitOps Portal by {actor.get_username()}."
+    )
+    if error:
+        RollbackRequest.objects.filter(pk=rollback.pk).update(
+            tracking_detail=f"the pull request could not be closed: {error}"[:500]
+        )
+    return rollback

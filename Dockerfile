@@ -23,11 +23,11 @@ RUN apt-get update \
 
 WORKDIR /app
 
-# Dependencies first (cached while only the code changes), read from pyproject.toml.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
+# Dependencies first (cached while only the code changes), from the lock: every distribution pinned
+# and checked against its recorded hashes, so two builds of one commit install the same bytes
+# (`make lock` updates the lock; README "Dependencies"). The code itself runs from /app, not installed.
+COPY requirements/runtime.txt /tmp/requirements.txt
+RUN pip install --require-hashes --only-binary :all: -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
 COPY --chown=portal:portal . .

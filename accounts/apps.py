@@ -6,4 +6,4 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts and roles"
 
     def ready(self) -> None:
-        from . import signals  # noqa: F401 - connects the lockout receiver
+        from . import signals  # noqa: F401 - connects the ledger receivers (roles, privileges, lockouts)

@@ -10,6 +10,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from gitopsportal.fields import EncryptedTextField
+
 from .roles import ALL_ROLES
 
 ROLE_CHOICES = [(role, role.replace("_", " ")) for role in ALL_ROLES]
@@ -79,3 +81,28 @@ class ApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())
+
+
+class OIDCIdentity(models.Model):
+    """Who a user is at the identity provider: issuer + subject, the only stable pair OIDC promises.
+
+    ``preferred_username`` and ``email`` can be reassigned by the provider (a leaver's name given to a
+    newcomer); the subject cannot. The refresh token, when the provider issues one, lets the portal
+    re-ask the provider about this user when they are not browsing (API tokens), so offboarding there
+    reaches scripts too.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="oidc_identities"
+    )
+    issuer = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255)
+    refresh_token = EncryptedTextField(blank=True, default="")
+    roles_synced_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["issuer", "subject"], name="uniq_oidc_identity")]
+
+    def __str__(self) -> str:
+        return f"{self.user} = {self.subject} @ {self.issuer}"

@@ -144,3 +144,20 @@ def require_role(role: str) -> Callable[[Callable[..., HttpResponse]], Callable[
         return wrapped
 
     return decorator
+
+
+def role_scopes(user: Any, role: str) -> list[tuple[str, str]] | None:
+    """Return the ``(project glob, environment)`` pairs where the user holds ``role``; None: everywhere.
+
+    The row-level counterpart of :func:`project_filter` that keeps each grant's environment, for
+    pages that filter by both (the audit trail).
+    """
+    if is_admin(user):
+        return None
+    global_roles, scoped = _grants(user)
+    if role in global_roles or (role == Role.VIEWER and global_roles):
+        return None
+    pairs = [(g.project, g.environment) for g in scoped if g.role == role or role == Role.VIEWER]
+    if ("*", "*") in pairs:
+        return None
+    return pairs

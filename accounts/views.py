@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -15,6 +16,12 @@ from .services import api_token_create, api_token_revoke
 
 EXPIRY_CHOICES = (7, 30, 90, 180, 365)
 DEFAULT_EXPIRY_DAYS = 90
+
+
+def _expiry_choices() -> tuple[int, ...]:
+    """Offer the usual periods up to API_TOKEN_MAX_AGE_DAYS (the maximum itself is always offered)."""
+    limit = settings.API_TOKEN_MAX_AGE_DAYS
+    return tuple(sorted({d for d in EXPIRY_CHOICES if d <= limit} | {limit}))
 
 
 def _visible_tokens(request: HttpRequest):
@@ -32,8 +39,8 @@ def _page(
         {
             "tokens": _visible_tokens(request),
             "show_owner": is_admin(request.user),
-            "expiry_choices": EXPIRY_CHOICES,
-            "default_expiry": DEFAULT_EXPIRY_DAYS,
+            "expiry_choices": _expiry_choices(),
+            "default_expiry": min(DEFAULT_EXPIRY_DAYS, settings.API_TOKEN_MAX_AGE_DAYS),
             "new_token": new_token,
             "new_row": new_row,
             "errors": errors or [],
@@ -65,7 +72,7 @@ def token_create(request: HttpRequest) -> HttpResponse:
         days = int(request.POST.get("expires_in_days", DEFAULT_EXPIRY_DAYS))
     except ValueError:
         days = -1
-    if days not in EXPIRY_CHOICES:
+    if days not in _expiry_choices():
         errors.append("Choose one of the offered expiry periods.")
     if errors:
         return _page(request, errors=errors)

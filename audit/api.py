@@ -10,9 +10,10 @@ from django.http import HttpRequest
 from accounts.roles import Role
 from gitopsportal.api import ApiError, api_view
 
+from .access import audit_scope
 from .exports import change_export_record, event_export_record
 from .filters import AuditFilters
-from .selectors import audit_event_list, audit_scope_apps, change_record_list
+from .selectors import audit_event_list, change_record_list
 
 MAX_LIMIT = 500
 
@@ -42,7 +43,7 @@ def events(request: HttpRequest) -> dict[str, Any]:
         raise ApiError(400, "before must be a sequence number")
     page = audit_event_list(
         filters=_filters(request),
-        scope_apps=audit_scope_apps(request.user),
+        scope=audit_scope(request.user),
         before=int(before_raw) if before_raw else None,
         limit=_limit(request),
     )
@@ -54,7 +55,7 @@ def changes(request: HttpRequest) -> dict[str, Any]:
     """List change records newest first; follow ``next`` with ``?cursor=``."""
     page = change_record_list(
         filters=_filters(request),
-        scope_apps=audit_scope_apps(request.user),
+        scope=audit_scope(request.user),
         cursor=request.GET.get("cursor", "")[:80],
         limit=_limit(request),
     )

@@ -3,7 +3,11 @@
 This module is pure Python plus ``cryptography``: it never imports Django, so an auditor can run it
 on a laptop with only the bundle and the published public key::
 
-    python -m audit.bundle audit-bundle.zip [--public-key audit-signing-key.pub.pem]
+    python -m audit.bundle audit-bundle.zip --public-key audit-signing-key.pub.pem
+    python -m audit.bundle audit-bundle.zip --key-fingerprint <64 hex digits>
+
+The key must be pinned: a bundle carries its public key, so a bundle re-signed with any other key
+would verify against the key inside it. ``manage.py audit_checkpoint`` prints the fingerprint.
 
 ``manage.py audit_verify BUNDLE`` calls the same code.
 """
@@ -32,6 +36,7 @@ EVENTS_FILE = "events.jsonl"
 CHANGES_FILE = "change-records.csv"
 MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "manifest.sig"
+CHECKPOINT_FORMAT = "gitopsportal-audit-checkpoint/1"
 CHECKPOINT_FIELDS = ("head_sequence", "head_hash", "event_count", "created_at", "public_key_id")
 
 
@@ -42,6 +47,20 @@ def public_key_id(public_key: Ed25519PublicKey) -> str:
     """Return the short id of a public key: the first 16 hex digits of SHA-256 of its raw bytes."""
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def public_key_fingerprint(public_key: Ed25519PublicKey) -> str:
+    """Return the fingerprint to pin a key by: SHA-256 of its raw bytes, 64 hex digits."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _clean_fingerprint(text: str) -> str:
+    """Accept ``sha256:ab:cd…`` or plain hex; the full 64 digits (a short id is too easy to forge)."""
+    cleaned = text.strip().lower().removeprefix("sha256:").replace(":", "")
+    if len(cleaned) != 64 or any(c not in "0123456789abcdef" for c in cleaned):
+        raise ValueError("a key fingerprint is 64 hex digits (SHA-256 of the raw public key)")
+    return cleaned
 
 
 def public_key_pem(public_key: Ed25519PublicKey) -> str:
@@ -81,7 +100,7 @@ def signature_valid(public_key: Ed25519PublicKey, payload: bytes, signature_b64:
 def checkpoint_payload(checkpoint: dict[str, Any]) -> bytes:
     """Return the bytes a checkpoint signature covers (canonical JSON of its fields)."""
     payload = {name: checkpoint.get(name) for name in CHECKPOINT_FIELDS}
-    payload["format"] = "gitopsportal-audit-checkpoint/1"
+    payload["format"] = CHECKPOINT_FORMAT
     return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
@@ -207,8 +226,18 @@ def _sha256_member(zf: zipfile.ZipFile, name: str) -> str:
     return digest.hexdigest()
 
 
-def verify_bundle(path: str, *, public_key_pem_text: str | None = None) -> BundleReport:
-    """Verify a signed export bundle offline; with no pinned key, trust the one the bundle carries."""
+def verify_bundle(
+    path: str,
+    *,
+    public_key_pem_text: str | None = None,
+    key_fingerprint: str | None = None,
+    trusted_keys: dict[str, Ed25519PublicKey] | None = None,
+) -> BundleReport:
+    """Verify a signed export bundle offline against a pinned key; an unpinned key fails.
+
+    Pin by ``public_key_pem_text`` (the published PEM), ``key_fingerprint`` (the fingerprint
+    ``audit_checkpoint`` prints) or ``trusted_keys`` (by key id: this installation's keys).
+    """
     problems: list[Problem] = []
     notes: list[str] = []
     try:
@@ -229,12 +258,53 @@ def verify_bundle(path: str, *, public_key_pem_text: str | None = None) -> Bundl
         if manifest.get("format") != BUNDLE_FORMAT:
             problems.append(Problem(None, f"unknown bundle format {manifest.get('format')!r}"))
 
-        # Which key: the pinned one (published by the portal) or the one inside the bundle.
-        pinned = public_key_pem_text is not None
+        # Which key: a pinned one. The key inside the bundle counts only when its fingerprint is pinned.
         try:
-            key = load_public_key(public_key_pem_text if pinned else manifest.get("public_key", ""))
+            if public_key_pem_text is not None:
+                key = load_public_key(public_key_pem_text)
+            elif key_fingerprint is None and trusted_keys is not None:
+                known = trusted_keys.get(str(manifest.get("public_key_id")))
+                if known is None:
+                    return BundleReport(
+                        False,
+                        [
+                            Problem(
+                                None,
+                                f"the bundle was signed by key {manifest.get('public_key_id')}, "
+                                "which this installation does not know",
+                            )
+                        ],
+                    )
+                key = known
+            else:
+                key = load_public_key(manifest.get("public_key", ""))
+            pinned_fingerprint = _clean_fingerprint(key_fingerprint) if key_fingerprint is not None else None
         except ValueError as exc:
             return BundleReport(False, [Problem(None, f"cannot load the public key: {exc}")])
+        pinned = public_key_pem_text is not None or key_fingerprint is not None or trusted_keys is not None
+        if not pinned:
+            return BundleReport(
+                False,
+                [
+                    Problem(
+                        None,
+                        "no pinned public key: pass --public-key FILE (the key the portal publishes) or "
+                        "--key-fingerprint HEX (printed by audit_checkpoint); the key inside a bundle "
+                        "proves nothing on its own",
+                    )
+                ],
+            )
+        if pinned_fingerprint is not None and public_key_fingerprint(key) != pinned_fingerprint:
+            return BundleReport(
+                False,
+                [
+                    Problem(
+                        None,
+                        f"the bundle's key has fingerprint {public_key_fingerprint(key)}, "
+                        f"not the pinned {pinned_fingerprint}",
+                    )
+                ],
+            )
         key_id = public_key_id(key)
         if manifest.get("public_key_id") != key_id:
             problems.append(
@@ -242,11 +312,6 @@ def verify_bundle(path: str, *, public_key_pem_text: str | None = None) -> Bundl
             )
         if not signature_valid(key, manifest_bytes, signature):
             problems.append(Problem(None, "the detached signature over manifest.json does not verify"))
-        if not pinned:
-            notes.append(
-                f"verified with the public key inside the bundle (id {key_id}); compare it with the key the "
-                "portal publishes, or pass --public-key"
-            )
 
         # Files: digests and sizes the signed manifest states.
         files = manifest.get("files", {})
@@ -309,12 +374,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Verify a GitOps Portal audit bundle offline.")
     parser.add_argument("bundle")
     parser.add_argument("--public-key", help="PEM file of the portal's published audit public key")
+    parser.add_argument(
+        "--key-fingerprint", help="SHA-256 fingerprint of that key (audit_checkpoint prints it)"
+    )
     args = parser.parse_args(argv)
     pem = None
     if args.public_key:
         with open(args.public_key, encoding="ascii") as fh:
             pem = fh.read()
-    report = verify_bundle(args.bundle, public_key_pem_text=pem)
+    report = verify_bundle(args.bundle, public_key_pem_text=pem, key_fingerprint=args.key_fingerprint)
     for note in report.notes:
         print(f"note: {note}")
     if report.ok:

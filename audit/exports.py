@@ -18,12 +18,16 @@ from typing import IO, Any
 from xml.sax.saxutils import escape
 
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
 
+from .actions import AuditAction
 from .bundle import BUNDLE_FORMAT, CHANGES_FILE, EVENTS_FILE, MANIFEST_FILE, SIGNATURE_FILE, sign
 from .chain import HASHED_FIELDS, _normalise
 from .filters import AuditFilters
 from .models import AuditCheckpoint, AuditEvent, ChangeRecord
+from .scope import AuditScope
 from .selectors import (
     ExportPlan,
     audit_export_events,
@@ -34,7 +38,8 @@ from .selectors import (
 from .services import audit_checkpoint_current, audit_event_record, checkpoint_as_record, event_as_record
 
 EXPORT_FORMATS = ("csv", "jsonl", "pdf", "bundle")
-EVENT_COLUMNS: tuple[str, ...] = (*HASHED_FIELDS, "hash")
+# `project` is not hashed (a scope index derived from the target), so it follows the hash.
+EVENT_COLUMNS: tuple[str, ...] = (*HASHED_FIELDS, "hash", "project")
 CHANGE_COLUMNS: tuple[str, ...] = (
     "id", "kind", "source_type", "source_id", "app", "environment", "project", "clusters", "title",
     "requester_name", "approvers", "separation_of_duties_ok", "pr_number", "pr_url", "merged_by",
@@ -144,8 +149,8 @@ def audit_export_begin(
     *,
     fmt: str,
     filters: AuditFilters,
-    scope_apps: list[str] | None,
-    actor: Any = None,
+    scope: AuditScope | None,
+    actor: AbstractBaseUser | AnonymousUser | None = None,
     system_name: str | None = None,
 ) -> ExportJob:
     """Record the ``audit.exported`` event (committed), then fix what the export covers."""
@@ -153,17 +158,17 @@ def audit_export_begin(
         raise ValueError(f"unknown export format {fmt!r}; one of {', '.join(EXPORT_FORMATS)}")
     with transaction.atomic():
         event = audit_event_record(
-            action="audit.exported",
+            action=AuditAction.AUDIT_EXPORTED,
             actor=actor,
             system_name=system_name,
             target_type="audit_export",
             target_id=fmt,
             target_label=f"{fmt} export",
-            after={"format": fmt, "filters": filters.as_dict(), "scoped": scope_apps is not None},
+            after={"format": fmt, "filters": filters.as_dict(), "scoped": scope is not None},
             message=f"exported the audit trail as {fmt}"
             + (f" ({filters.querystring()})" if filters.as_dict() else ""),
         )
-    plan = audit_export_plan(filters=filters, scope_apps=scope_apps, head=event.sequence)
+    plan = audit_export_plan(filters=filters, scope=scope, head=event.sequence)
     checkpoint = audit_checkpoint_current() if fmt == "bundle" else None
     return ExportJob(fmt, plan, event, checkpoint)
 
@@ -206,7 +211,7 @@ def write_bundle(job: ExportJob, out: IO[bytes], *, created_by: str) -> dict[str
         with zf.open(CHANGES_FILE, "w", force_zip64=True) as fh:
             changes_writer = _HashingWriter(fh)
             for chunk in stream_changes_csv(
-                change_records_for_export(filters=job.plan.filters, scope_apps=job.plan.scope_apps)
+                change_records_for_export(filters=job.plan.filters, scope=job.plan.scope)
             ):
                 changes_writer.write(chunk)
                 change_count += 1
@@ -217,7 +222,7 @@ def write_bundle(job: ExportJob, out: IO[bytes], *, created_by: str) -> dict[str
             "portal": settings.PORTAL_BASE_URL,
             "export_event_sequence": job.event.sequence,
             "filters": job.plan.filters.as_dict(),
-            "scoped_to_apps": job.plan.scope_apps,
+            "scope": [{"project": g.project, "environment": g.environment} for g in job.plan.scope or ()],
             "contiguous": job.plan.contiguous,
             "count": count,
             "first": first,
@@ -290,7 +295,7 @@ def write_pdf(job: ExportJob, path: str, *, created_by: str) -> int:
         Spacer(1, 6 * mm),
     ]
     count = 0
-    for record in change_records_for_export(filters=filters, scope_apps=job.plan.scope_apps):
+    for record in change_records_for_export(filters=filters, scope=job.plan.scope):
         count += 1
         sod = {
             True: "yes (requester is not an approver)",

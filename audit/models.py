@@ -6,7 +6,10 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from gitopsportal.durations import format_duration
+from core.durations import format_duration
+
+from .actions import AuditAction
+from .scope import AuditScope, scope_q
 
 GENESIS_HASH = "0" * 64
 
@@ -24,6 +27,10 @@ class AuditEventQuerySet(models.QuerySet):
     def for_environment(self, environment: str) -> AuditEventQuerySet:
         return self.filter(environment=environment)
 
+    def in_scope(self, scope: AuditScope | None) -> AuditEventQuerySet:
+        """Keep the events a scoped auditor may see (None: all), by the project/environment columns."""
+        return self.filter(scope_q(scope))
+
 
 class AuditEvent(models.Model):
     """One fact about a change, never updated. ``hash`` chains it to the event before it."""
@@ -34,7 +41,8 @@ class AuditEvent(models.Model):
         settings.AUTH_USER_MODEL,
         null=True,
         blank=True,
-        on_delete=models.SET_NULL,
+        # The actor id is inside every hash: a user with events is deactivated, never deleted.
+        on_delete=models.PROTECT,
         related_name="+",
         db_constraint=False,
     )
@@ -43,12 +51,15 @@ class AuditEvent(models.Model):
     auth_method = models.CharField(max_length=32, blank=True)
     ip_address = models.CharField(max_length=64, blank=True)
     user_agent = models.CharField(max_length=300, blank=True)
-    action = models.CharField(max_length=64)
+    action = models.CharField(max_length=64, choices=AuditAction.choices)
     target_type = models.CharField(max_length=64, blank=True)
     target_id = models.CharField(max_length=200, blank=True)
     target_label = models.CharField(max_length=300, blank=True)
     app = models.CharField(max_length=200, blank=True)
     environment = models.CharField(max_length=64, blank=True)
+    # The Argo CD project(s) of the target, comma-separated and sorted, for scoping auditors. Not
+    # hashed (audit/chain.py HASHED_FIELDS is the ledger's format): an index, derived from the target.
+    project = models.CharField(max_length=200, blank=True)
     cluster = models.CharField(max_length=200, blank=True)
     shas = models.JSONField(default=list, blank=True)
     pr_url = models.CharField(max_length=500, blank=True)
@@ -66,6 +77,7 @@ class AuditEvent(models.Model):
         ordering = ["-sequence"]
         indexes = [
             models.Index(fields=["environment", "-sequence"], name="audit_env_seq"),
+            models.Index(fields=["project", "-sequence"], name="audit_project_seq"),
             models.Index(fields=["action", "-sequence"], name="audit_action_seq"),
             models.Index(fields=["app", "-sequence"], name="audit_app_seq"),
             models.Index(fields=["created_at", "sequence"], name="audit_time_seq"),
@@ -208,3 +220,19 @@ class AuditCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"checkpoint #{self.head_sequence} ({self.public_key_id})"
+
+
+class CheckpointShipment(models.Model):
+    """A signed checkpoint shipped to a target off the server (``manage.py audit_ship``): sent once."""
+
+    checkpoint = models.ForeignKey(AuditCheckpoint, on_delete=models.PROTECT, related_name="+")
+    target = models.CharField(max_length=500, help_text="the directory or URL it was shipped to")
+    shipped_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["checkpoint", "target"], name="uniq_checkpoint_shipment")
+        ]
+
+    def __str__(self) -> str:
+        return f"checkpoint {self.checkpoint_id} → {self.target}"

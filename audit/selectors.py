@@ -1,4 +1,8 @@
-"""Reads of the ledger and the change records: keyset pages, export iterators, evidence."""
+"""Reads of the ledger and the change records: keyset pages, export iterators, evidence.
+
+Every read takes a ``scope`` (audit/scope.py; None: everything) and filters by the rows'
+project and environment columns; the pages build it from the user's grants (audit/access.py).
+"""
 
 from __future__ import annotations
 
@@ -6,52 +10,28 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
-from fnmatch import fnmatchcase
-from typing import Any
 
 from django.db.models import Max, Min, Q, QuerySet
 
-from accounts.permissions import project_filter
-from accounts.roles import Role
-
 from .filters import AuditFilters
 from .models import AuditCheckpoint, AuditEvent, ChangeRecord
+from .scope import AuditScope, in_scope, scope_q
 
 EXPORT_BATCH = 2000
 
 
-def audit_scope_apps(user: Any) -> list[str] | None:
-    """Return the app names a project-scoped auditor may see, or None for everything."""
-    patterns = project_filter(user, Role.AUDITOR)
-    if patterns is None:
-        return None
-    from inventory.models import Application
-
-    return [
-        name
-        for name, project in Application.objects.values_list("name", "project")
-        if any(fnmatchcase(project, p) for p in patterns)
-    ]
+def _app_q(app: str) -> Q:
+    """Events of one app, including events of several apps (a release train: "a,b")."""
+    return Q(app=app) | Q(app__contains=",", app__regex=rf"(^|,){re.escape(app)}(,|$)")
 
 
-def _scope_q(scope_apps: list[str]) -> Q:
-    """Events of the scoped apps, including events of several apps (a release train: "a,b")."""
-    q = Q(app__in=scope_apps)
-    if scope_apps:
-        names = "|".join(re.escape(name) for name in sorted(set(scope_apps)))
-        q |= Q(app__contains=",", app__regex=rf"(^|,)({names})(,|$)")
-    return q
+def event_in_scope(event: AuditEvent, scope: AuditScope | None) -> bool:
+    """Tell whether a scoped auditor may see the event (by its project and environment columns)."""
+    return in_scope(scope, project=event.project, environment=event.environment)
 
 
-def event_in_scope(event: AuditEvent, scope_apps: list[str] | None) -> bool:
-    """Tell whether a project-scoped auditor may see the event (any of its apps is in scope)."""
-    if scope_apps is None:
-        return True
-    return any(name in scope_apps for name in event.app.split(","))
-
-
-def _event_queryset(filters: AuditFilters, scope_apps: list[str] | None) -> QuerySet[AuditEvent]:
-    qs = AuditEvent.objects.all()
+def _event_queryset(filters: AuditFilters, scope: AuditScope | None) -> QuerySet[AuditEvent]:
+    qs = AuditEvent.objects.in_scope(scope)
     if filters.since is not None:
         qs = qs.filter(created_at__gte=filters.since)
     if filters.until is not None:
@@ -59,7 +39,7 @@ def _event_queryset(filters: AuditFilters, scope_apps: list[str] | None) -> Quer
     if filters.env:
         qs = qs.filter(environment=filters.env)
     if filters.app:
-        qs = qs.filter(_scope_q([filters.app]))
+        qs = qs.filter(_app_q(filters.app))
     if filters.actor:
         qs = qs.filter(actor_name__iexact=filters.actor)
     if filters.action:
@@ -73,8 +53,6 @@ def _event_queryset(filters: AuditFilters, scope_apps: list[str] | None) -> Quer
             | Q(pr_url__icontains=filters.text)
             | Q(correlation_id=filters.text)
         )
-    if scope_apps is not None:
-        qs = qs.filter(_scope_q(scope_apps))
     return qs
 
 
@@ -86,10 +64,10 @@ class EventPage:
 
 
 def audit_event_list(
-    *, filters: AuditFilters, scope_apps: list[str] | None, before: int | None = None, limit: int = 50
+    *, filters: AuditFilters, scope: AuditScope | None, before: int | None = None, limit: int = 50
 ) -> EventPage:
     """Return one page of events, newest first, by keyset on the sequence (no OFFSET, two queries)."""
-    qs = _event_queryset(filters, scope_apps)
+    qs = _event_queryset(filters, scope)
     page_qs = qs.filter(sequence__lt=before) if before else qs
     rows = list(page_qs.order_by("-sequence")[: limit + 1])
     next_before = rows[limit - 1].sequence if len(rows) > limit else None
@@ -98,9 +76,9 @@ def audit_event_list(
     return EventPage(rows, next_before, before if newer else None)
 
 
-def audit_event_get(*, sequence: int, scope_apps: list[str] | None) -> AuditEvent | None:
+def audit_event_get(*, sequence: int, scope: AuditScope | None) -> AuditEvent | None:
     event = AuditEvent.objects.filter(sequence=sequence).first()
-    return event if event is not None and event_in_scope(event, scope_apps) else None
+    return event if event is not None and event_in_scope(event, scope) else None
 
 
 def audit_event_neighbours(event: AuditEvent) -> tuple[AuditEvent | None, AuditEvent | None]:
@@ -115,7 +93,7 @@ class ExportPlan:
     """The events one export covers, fixed when it starts."""
 
     filters: AuditFilters
-    scope_apps: list[str] | None
+    scope: AuditScope | None
     low: int | None  # first sequence in range (None: empty)
     high: int | None  # last sequence in range
     contiguous: bool
@@ -126,7 +104,7 @@ class ExportPlan:
 
 
 def audit_export_plan(
-    *, filters: AuditFilters, scope_apps: list[str] | None, head: int | None = None
+    *, filters: AuditFilters, scope: AuditScope | None, head: int | None = None
 ) -> ExportPlan:
     """Fix the sequence range of an export.
 
@@ -142,8 +120,8 @@ def audit_export_plan(
     if head is not None:
         period = period.filter(sequence__lte=head)
     bounds = period.aggregate(low=Min("sequence"), high=Max("sequence"))
-    contiguous = not filters.narrows_events and scope_apps is None
-    return ExportPlan(filters, scope_apps, bounds["low"], bounds["high"], contiguous)
+    contiguous = not filters.narrows_events and scope is None
+    return ExportPlan(filters, scope, bounds["low"], bounds["high"], contiguous)
 
 
 def audit_export_events(plan: ExportPlan, *, batch: int = EXPORT_BATCH) -> Iterator[AuditEvent]:
@@ -151,7 +129,7 @@ def audit_export_events(plan: ExportPlan, *, batch: int = EXPORT_BATCH) -> Itera
     if plan.empty:
         return
     period_free = replace(plan.filters, since=None, until=None)
-    qs = _event_queryset(period_free, plan.scope_apps).filter(sequence__gte=plan.low, sequence__lte=plan.high)
+    qs = _event_queryset(period_free, plan.scope).filter(sequence__gte=plan.low, sequence__lte=plan.high)
     last = plan.low - 1  # type: ignore[operator]
     while True:
         count = 0
@@ -183,8 +161,8 @@ def audit_chain_walk(*, batch: int = EXPORT_BATCH) -> Iterator[AuditEvent]:
 # --- change records ----------------------------------------------------------------------------------
 
 
-def _change_queryset(filters: AuditFilters, scope_apps: list[str] | None) -> QuerySet[ChangeRecord]:
-    qs = ChangeRecord.objects.all()
+def _change_queryset(filters: AuditFilters, scope: AuditScope | None) -> QuerySet[ChangeRecord]:
+    qs = ChangeRecord.objects.filter(scope_q(scope))
     if filters.since is not None:
         qs = qs.filter(occurred_at__gte=filters.since)
     if filters.until is not None:
@@ -210,8 +188,6 @@ def _change_queryset(filters: AuditFilters, scope_apps: list[str] | None) -> Que
             | Q(justification__icontains=filters.text)
             | Q(revision_after__startswith=filters.text.lower())
         )
-    if scope_apps is not None:
-        qs = qs.filter(app__in=scope_apps)
     return qs
 
 
@@ -230,10 +206,10 @@ def _parse_change_cursor(cursor: str) -> tuple[datetime, int] | None:
 
 
 def change_record_list(
-    *, filters: AuditFilters, scope_apps: list[str] | None, cursor: str = "", limit: int = 50
+    *, filters: AuditFilters, scope: AuditScope | None, cursor: str = "", limit: int = 50
 ) -> ChangePage:
     """Return one page of change records, newest first, by keyset on (occurred_at, id)."""
-    qs = _change_queryset(filters, scope_apps).order_by("-occurred_at", "-id")
+    qs = _change_queryset(filters, scope).order_by("-occurred_at", "-id")
     key = _parse_change_cursor(cursor)
     if key is not None:
         qs = qs.filter(Q(occurred_at__lt=key[0]) | Q(occurred_at=key[0], id__lt=key[1]))
@@ -246,10 +222,10 @@ def change_record_list(
 
 
 def change_records_for_export(
-    *, filters: AuditFilters, scope_apps: list[str] | None, batch: int = 500
+    *, filters: AuditFilters, scope: AuditScope | None, batch: int = 500
 ) -> Iterator[ChangeRecord]:
     """Yield change records oldest first, by keyset on id."""
-    qs = _change_queryset(filters, scope_apps)
+    qs = _change_queryset(filters, scope)
     last = 0
     while True:
         chunk = list(qs.filter(id__gt=last).order_by("id")[:batch])
@@ -259,11 +235,13 @@ def change_records_for_export(
         last = chunk[-1].pk
 
 
-def change_record_get(*, pk: int, scope_apps: list[str] | None) -> ChangeRecord | None:
-    qs = ChangeRecord.objects.filter(pk=pk)
-    if scope_apps is not None:
-        qs = qs.filter(app__in=scope_apps)
-    return qs.first()
+def change_record_environments() -> list[str]:
+    """Return the environments that have change records, by name."""
+    return list(ChangeRecord.objects.order_by("environment").values_list("environment", flat=True).distinct())
+
+
+def change_record_get(*, pk: int, scope: AuditScope | None) -> ChangeRecord | None:
+    return ChangeRecord.objects.filter(scope_q(scope), pk=pk).first()
 
 
 def change_record_evidence(record: ChangeRecord, *, limit: int = 500) -> list[AuditEvent]:

@@ -2,12 +2,18 @@
 
 Ledger
 ------
-``audit_event_record(*, action, actor=None, target_type="", target_id="", target_label="", app="",
-environment="", cluster="", shas=(), pr_url="", before=None, after=None, message="",
-out_of_band=False, correlation_id=None, system_name=None) -> AuditEvent``
+``audit_event_record(*, action, actor=None, target=None, target_type="", target_id="", target_label="",
+app="", project=None, environment=None, cluster="", shas=(), pr_url="", before=None, after=None,
+message="", out_of_band=False, correlation_id=None, system_name=None) -> AuditEvent``
     Append one event to the hash-chained ledger inside the caller's transaction. EVERY state change
     calls it in the same transaction as the change. Appends are serialised by a PostgreSQL
     transaction-level advisory lock; the row is never updated (a trigger refuses it).
+
+    ``action`` is an :class:`audit.actions.AuditAction` (or its string); anything else raises
+    ``ValueError`` (docs/audit.md lists each action and its payload). ``actor`` is a user (or
+    ``None`` with ``system_name`` for tasks). ``project`` / ``environment`` (strings) scope the
+    event for auditors; when omitted they are asked of the target: ``target=obj``, or the row
+    named by ``(target_type, target_id)``, through its ``audit_scope`` property (audit/scope.py).
 
 Change records (call from promotions, rollbacks and the Argo CD poller)
 -----------------------------------------------------------------------
@@ -61,17 +67,21 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from gitopsportal.logging import current_request_id
+from core.requestid import current_request_id
 
+from .actions import AuditAction
 from .bundle import checkpoint_payload, sign
 from .chain import _normalise, event_hash
 from .context import current_actor_context
 from .models import GENESIS_HASH, AuditCheckpoint, AuditEvent, ChangeRecord
+from .scope import target_scope
 
 # Any fixed 64-bit number: the key of the PostgreSQL advisory lock that serialises appends.
 AUDIT_CHAIN_LOCK_KEY = 0x6175646974636861
@@ -111,13 +121,15 @@ def _lock_chain() -> None:
 
 def audit_event_record(
     *,
-    action: str,
-    actor: Any = None,
+    action: AuditAction | str,
+    actor: AbstractBaseUser | AnonymousUser | None = None,
+    target: object | None = None,
     target_type: str = "",
     target_id: str | int = "",
     target_label: str = "",
     app: str = "",
-    environment: str = "",
+    project: str | None = None,
+    environment: str | None = None,
     cluster: str = "",
     shas: list[str] | tuple[str, ...] = (),
     pr_url: str = "",
@@ -128,11 +140,27 @@ def audit_event_record(
     correlation_id: str | None = None,
     system_name: str | None = None,
 ) -> AuditEvent:
-    """Append one event to the ledger inside the current transaction (or a new one)."""
+    """Append one event to the ledger inside the current transaction (or a new one).
+
+    Raise ValueError for an action that is not an :class:`AuditAction`. ``project`` and
+    ``environment`` not given are asked of the target (``audit_scope``, see audit/scope.py).
+    """
+    try:
+        action = AuditAction(action)
+    except ValueError:
+        raise ValueError(
+            f"audit_event_record: unknown action {action!r}; add it to audit.actions.AuditAction "
+            "and docs/audit.md"
+        ) from None
+    if project is None or environment is None:
+        derived = target_scope(target=target, target_type=target_type, target_id=str(target_id))
+        if derived is not None:
+            project = derived[0] if project is None else project
+            environment = derived[1] if environment is None else environment
     context = current_actor_context()
-    is_user = actor is not None and getattr(actor, "is_authenticated", False)
-    if is_user:
-        actor_name = actor.get_username()
+    user = actor if actor is not None and actor.is_authenticated else None
+    if user is not None:
+        actor_name = user.get_username()
         actor_type = "token" if context.auth_method == "token" else "user"
     elif system_name or context.system_name:
         actor_name = f"system:{system_name or context.system_name}"
@@ -147,18 +175,19 @@ def audit_event_record(
         event = AuditEvent(
             sequence=sequence,
             created_at=timezone.now(),
-            actor_id=actor.pk if is_user else None,
+            actor_id=user.pk if user is not None else None,
             actor_name=actor_name[:150],
             actor_type=actor_type,
-            auth_method=(context.auth_method or "session") if is_user else "",
+            auth_method=(context.auth_method or "session") if user is not None else "",
             ip_address=context.ip_address[:64],
             user_agent=context.user_agent[:300],
-            action=action[:64],
+            action=action.value,
             target_type=target_type[:64],
             target_id=str(target_id)[:200],
             target_label=str(target_label)[:300],
             app=app[:200],
-            environment=environment[:64],
+            environment=(environment or "")[:64],
+            project=(project or "")[:200],
             cluster=cluster[:200],
             shas=[str(sha) for sha in shas],
             pr_url=pr_url[:500],
@@ -191,6 +220,7 @@ def event_as_record(event: AuditEvent) -> dict[str, Any]:
         "target_label": event.target_label,
         "app": event.app,
         "environment": event.environment,
+        "project": event.project,  # not hashed: see audit/chain.py HASHED_FIELDS
         "cluster": event.cluster,
         "shas": event.shas,
         "pr_url": event.pr_url,

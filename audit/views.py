@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from accounts.permissions import ensure_role, require_role
 from accounts.roles import Role
 
+from .access import audit_scope
 from .chain import event_hash
 from .exports import (
     CONTENT_TYPES,
@@ -31,7 +32,7 @@ from .selectors import (
     audit_event_get,
     audit_event_list,
     audit_event_neighbours,
-    audit_scope_apps,
+    change_record_environments,
     change_record_evidence,
     change_record_get,
     change_record_list,
@@ -62,9 +63,8 @@ def _cursor(value: str | None) -> int | None:
 
 
 def _production_environments() -> list[str]:
-    from inventory.models import Environment
-
-    return list(Environment.objects.filter(production_like=True).values_list("name", flat=True)) or ["prod"]
+    """Return the environments that have change records (only production-like ones get records)."""
+    return change_record_environments() or ["prod"]
 
 
 def _key_context() -> dict:
@@ -82,7 +82,7 @@ def _key_context() -> dict:
 def event_list(request: HttpRequest) -> HttpResponse:
     filters, error = _filters(request)
     page = audit_event_list(
-        filters=filters, scope_apps=audit_scope_apps(request.user), before=_cursor(request.GET.get("before"))
+        filters=filters, scope=audit_scope(request.user), before=_cursor(request.GET.get("before"))
     )
     context = {
         "nav": "audit",
@@ -101,7 +101,7 @@ def event_list(request: HttpRequest) -> HttpResponse:
 @require_GET
 @require_role(Role.AUDITOR)
 def event_detail(request: HttpRequest, sequence: int) -> HttpResponse:
-    event = audit_event_get(sequence=sequence, scope_apps=audit_scope_apps(request.user))
+    event = audit_event_get(sequence=sequence, scope=audit_scope(request.user))
     if event is None:
         raise Http404("no such event")
     ensure_role(request.user, Role.AUDITOR, environment=event.environment or None, request=request)
@@ -129,7 +129,7 @@ def event_detail(request: HttpRequest, sequence: int) -> HttpResponse:
 def change_list(request: HttpRequest) -> HttpResponse:
     filters, error = _filters(request)
     page = change_record_list(
-        filters=filters, scope_apps=audit_scope_apps(request.user), cursor=request.GET.get("cursor", "")[:80]
+        filters=filters, scope=audit_scope(request.user), cursor=request.GET.get("cursor", "")[:80]
     )
     last_week = (timezone.now() - timedelta(days=7)).strftime("%Y-%m-%d")
     context = {
@@ -153,7 +153,7 @@ def change_list(request: HttpRequest) -> HttpResponse:
 @require_GET
 @require_role(Role.AUDITOR)
 def change_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    record = change_record_get(pk=pk, scope_apps=audit_scope_apps(request.user))
+    record = change_record_get(pk=pk, scope=audit_scope(request.user))
     if record is None:
         raise Http404("no such change record")
     ensure_role(
@@ -201,9 +201,7 @@ def export(request: HttpRequest, fmt: str) -> HttpResponse:
         filters = AuditFilters.from_mapping(request.POST)
     except ValidationError as exc:
         return HttpResponse("; ".join(exc.messages), status=400, content_type="text/plain")
-    job = audit_export_begin(
-        fmt=fmt, filters=filters, scope_apps=audit_scope_apps(request.user), actor=request.user
-    )
+    job = audit_export_begin(fmt=fmt, filters=filters, scope=audit_scope(request.user), actor=request.user)
     if fmt in ("csv", "jsonl"):
         stream = stream_events_csv(job.events()) if fmt == "csv" else stream_events_jsonl(job.events())
         response = StreamingHttpResponse(stream, content_type=CONTENT_TYPES[fmt])

@@ -129,8 +129,8 @@ def build_fleet(
 def configure_portal(fleet: Fleet, *, prod_requires_approval: bool = True) -> Fleet:
     """Apply config/sandbox.yaml against this fleet's emulators (instance, repository, environments)."""
     from inventory.config import load_config
+    from inventory.configapply import config_apply
     from inventory.models import ArgoInstance, Environment, GitRepository
-    from inventory.services import config_apply
 
     os.environ["SANDBOX_ARGOCD_PORT"] = fleet.argocd.base_url.rsplit(":", 1)[1]
     os.environ["SANDBOX_FORGE_PORT"] = fleet.forge.base_url.rsplit(":", 1)[1]

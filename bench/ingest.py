@@ -53,8 +53,9 @@ def _git_log_seconds(repo: Path, rev_range: list[str]) -> float:
 
 
 def run(section: Section, workdir: Path, *, commits: int, apps: int, incremental: int, repeats: int) -> None:
+    from inventory.ingest import repository_ingest
+    from inventory.mirrors import mirror_for
     from inventory.models import Commit, CommitTouch, Environment, GitRepository
-    from inventory.services import mirror_for, repository_ingest
 
     start = time.perf_counter()
     generated = generate(workdir / "ingest" / "acme" / "gitops.git", apps=apps, commits=commits, seed=3)

@@ -161,7 +161,7 @@ def run(
     )
     section.note(
         "Why the matrix misses on a loaded machine (cProfile, 1,000 apps): its 13 queries take ~20 ms; "
-        "the rest is CPU, about half in inventory.selectors.deployment_matrix building 300 cells (50 apps "
+        "the rest is CPU, about half in inventory.matrix.deployment_matrix building 300 cells (50 apps "
         "\u00d7 6 columns) and half rendering them (~7,000 template nodes per page). It does not grow "
         "with the fleet (same time at 100 and 1,000 apps); it needs cheaper cells: a smaller page, or "
         "cell HTML built once per cell instead of nested template tags."

@@ -48,7 +48,7 @@ def _reference(fleet, session: ByteCountingSession) -> tuple[float, int]:
 
 
 def _poll(fleet, session: ByteCountingSession):
-    from inventory.services import instance_poll
+    from inventory.poll import instance_poll
 
     session.reset()
     with count_sql() as sql:
@@ -69,7 +69,7 @@ def run(
     repeats: int,
     after: Callable[[Fleet], None] | None = None,
 ) -> None:
-    from inventory.services import repository_ingest
+    from inventory.ingest import repository_ingest
 
     section.note(
         "Fleets are generated with sandbox.repogen (apps \u00d7 3 environments \u00d7 2 clusters) and served by the "
@@ -164,8 +164,8 @@ def run(
         )
     section.note(
         "Why the first cycle is slow (cProfile of a first cycle at 1,000 apps, 35 s profiled): 85% is "
-        "inventory.services.deployments_record, called once per app, each in its own transaction (SELECT "
-        "\u2026 FOR UPDATE, known history, commits, touches): (a) _HistoricVersions reads each historic "
+        "inventory.deployments.deployments_record, called once per app, each in its own transaction (SELECT "
+        "\u2026 FOR UPDATE, known history, commits, touches): (a) HistoricVersions reads each historic "
         "kustomization.yaml with git subprocesses (rev-parse + cat-file, 13%) and parses it with "
         "pure-Python ruamel.yaml (18%); (b) one audit_event_record per deployment (19%, of which insight's "
         "post-commit notify_event 8%); (c) change records for out-of-band deployments (6%); the rest is "

@@ -12,7 +12,7 @@ def main() -> None:
     import django
 
     django.setup()
-    from inventory.services import instance_poll
+    from inventory.poll import instance_poll
 
     instance_id, interval = int(sys.argv[1]), float(sys.argv[2])
     stop = threading.Event()

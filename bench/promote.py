@@ -128,8 +128,9 @@ def run(
     from django.contrib.auth.models import Group
     from django.db import connection
 
+    from inventory.ingest import repository_ingest
     from inventory.models import Environment
-    from inventory.services import instance_poll, repository_ingest
+    from inventory.poll import instance_poll
     from promotions.services import promotion_request_create
 
     needed = sequential + concurrent + 1

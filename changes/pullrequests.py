@@ -15,9 +15,12 @@ Public API (kept stable for rollbacks/):
 - `pull_request_refresh(repository, number) -> integrations.forges.PullRequest`
 - `pull_request_close_and_delete_branch(*, repository, number, branch)`
 - `pull_request_merge_when_checks_pass(*, repository, number) -> MergeAttempt`
-- Errors: `PullRequestRetryable` (transient: 5xx, timeouts, rate limits, network; carries
-  `retry_after` seconds when the forge said so) and `PullRequestPermanent` (validation 422,
-  auth, invalid names, nothing to change). Both subclass `PullRequestError`.
+- Errors: `PullRequestRetryable` (transient: 5xx, timeouts, rate limits, network, a git lock or
+  dropped connection (`GitTransientError`), also inside `prepare_branch`; carries `retry_after`
+  seconds when the forge said so) and `PullRequestPermanent` (validation 422, auth, invalid names,
+  nothing to change, repository content the portal refuses (`UnsafeRepositoryContent`), also inside
+  `prepare_branch`). Both subclass `PullRequestError`. Other git errors of `prepare_branch`
+  (`RevertConflict`) reach the caller unchanged.
 - Webhook hook: `register_pr_state_handler(fn)`; promotions/webhooks.py calls every registered
   `fn(repository, event: integrations.forges.webhooks.WebhookEvent) -> None` for each verified
   `pull_request` delivery of that repository. Rollbacks register theirs in AppConfig.ready().
@@ -48,7 +51,15 @@ from integrations.forges import (
     PullRequestAlreadyExists,
     forge_client,
 )
-from integrations.gitrepo import GitError, GitWorkspace, InvalidRef, UnsafeRemote, validate_ref_name
+from integrations.gitrepo import (
+    GitError,
+    GitTransientError,
+    GitWorkspace,
+    InvalidRef,
+    UnsafeRemote,
+    UnsafeRepositoryContent,
+    validate_ref_name,
+)
 
 if TYPE_CHECKING:
     from integrations.forges.webhooks import WebhookEvent
@@ -101,6 +112,11 @@ def _from_forge(exc: ForgeError, what: str) -> PullRequestError:
 
 
 def _from_git(exc: GitError, what: str) -> PullRequestError:
+    """Sort a git failure: gitrepo's own verdict first (transient, unsafe content), then stderr."""
+    if isinstance(exc, UnsafeRepositoryContent):
+        return PullRequestPermanent(f"{what}: the repository content is refused: {exc}")
+    if exc.retryable:
+        return PullRequestRetryable(f"{what}: {exc}")
     if isinstance(exc, InvalidRef | UnsafeRemote):
         return PullRequestPermanent(f"{what}: {exc}")
     if _PERMANENT_GIT.search(str(exc)):
@@ -289,11 +305,17 @@ def _build_and_push(spec: PullRequestSpec, branch: str, base: str, prepare_branc
                 allow_http=repo.allow_http,
                 committer_name=settings.GIT_COMMITTER_NAME,
                 committer_email=settings.GIT_COMMITTER_EMAIL,
+                max_file_bytes=settings.GIT_MAX_FILE_BYTES,
             )
             ws.create_branch(branch, ws.head())
         except GitError as exc:
             raise _from_git(exc, f"cloning {repo.name}@{base}") from None
-        head = prepare_branch(ws)
+        try:
+            head = prepare_branch(ws)
+        except (GitTransientError, UnsafeRepositoryContent) as exc:
+            # A held lock retries with backoff; refused content fails the request; both before
+            # anything was pushed. Other git errors (RevertConflict) reach the caller as they are.
+            raise _from_git(exc, f"preparing {branch}") from None
         if head is None:
             raise PullRequestPermanent(f"nothing to change on {base}: the target already has this content")
         try:

@@ -51,12 +51,15 @@ class KustomizeImage:
         """Return the last path segment of `name` (what an application is usually called)."""
         return self.name.rsplit("/", 1)[-1]
 
+    @property
+    def reference(self) -> str:
+        """Return the image reference kustomize writes into the manifests (the digest replaces the tag)."""
+        if self.digest:
+            return f"{self.image}@{self.digest}"
+        return f"{self.image}:{self.new_tag}" if self.new_tag else self.image
+
     def __str__(self) -> str:
-        return (
-            self.image
-            + (f":{self.new_tag}" if self.new_tag else "")
-            + (f"@{self.digest}" if self.digest else "")
-        )
+        return self.reference
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ ERROR_SCHEMA = {
 }
 
 
-# Every endpoint can answer these through gitopsportal.api.api_view; fragments need not repeat them.
+# Every endpoint can answer these through api.http.api_view; fragments need not repeat them.
 COMMON_ERRORS = {
     "400": "invalid input",
     "401": "not authenticated",

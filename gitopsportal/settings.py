@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import sys
 from pathlib import Path
 
 from csp.constants import NONCE, NONE, SELF
@@ -55,8 +56,29 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 # --- database -------------------------------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL")
+# Role separation (docs/security.md): DATABASE_URL is the runtime role of the web, workers and beat;
+# DATABASE_MIGRATE_URL, when set, is the owner role that `manage.py migrate` connects as. The
+# migrations grant the runtime role full DML on every table but only INSERT/SELECT on the audit
+# ledger and its checkpoints, so the credentials the portal runs with cannot rewrite its evidence.
+DATABASE_MIGRATE_URL = env_str("DATABASE_MIGRATE_URL")
+# The role the migrations grant to: the user of DATABASE_URL ("" with SQLite or no separation).
+DATABASE_RUNTIME_USER = ""
+if DATABASE_MIGRATE_URL and not DATABASE_URL:
+    raise ImproperlyConfigured("DATABASE_MIGRATE_URL: set DATABASE_URL (the runtime role) beside it")
 if DATABASE_URL:
     DATABASES = {"default": parse_database_url(DATABASE_URL)}
+    DATABASE_RUNTIME_USER = DATABASES["default"].get("USER", "")
+    if DATABASE_MIGRATE_URL:
+        _owner = parse_database_url(DATABASE_MIGRATE_URL, variable="DATABASE_MIGRATE_URL")
+        if [_owner.get(k) for k in ("ENGINE", "NAME", "HOST", "PORT")] != [
+            DATABASES["default"].get(k) for k in ("ENGINE", "NAME", "HOST", "PORT")
+        ]:
+            raise ImproperlyConfigured(
+                "DATABASE_MIGRATE_URL: must name the same database as DATABASE_URL (another user only)"
+            )
+        # Only `manage.py migrate` runs as the owner; every other process keeps the runtime role.
+        if len(sys.argv) > 1 and sys.argv[1] == "migrate":
+            DATABASES = {"default": _owner}
 elif PRODUCTION:
     raise ImproperlyConfigured("DATABASE_URL: required in production (postgres://user@host:5432/db)")
 else:
@@ -98,6 +120,17 @@ else:
     CELERY_RESULT_BACKEND = f"db+sqlite:///{VAR_DIR / 'celery-results.sqlite3'}"
     BROKER_IS_EMBEDDED = True
 
+# Counters shared by every process (the audit aggregation of unauthenticated failures): Redis when
+# configured, else the per-process memory cache of the development setup.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "gitopsportal",
+        }
+    }
+
 # Ordering that keeps late acks safe: retries < hard limit < visibility timeout.
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300)
@@ -124,6 +157,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 POLL_INTERVAL_SECONDS = env_int("POLL_INTERVAL_SECONDS", 30)
 GIT_FETCH_INTERVAL_SECONDS = env_int("GIT_FETCH_INTERVAL_SECONDS", 60)
+# Largest repository file the portal reads or writes (manifests are small; anything bigger is refused).
+GIT_MAX_FILE_BYTES = env_int("GIT_MAX_FILE_BYTES", 4 * 1024 * 1024)
+if GIT_MAX_FILE_BYTES < 1024:
+    raise ImproperlyConfigured(f"GIT_MAX_FILE_BYTES: expected at least 1024, got {GIT_MAX_FILE_BYTES}")
 # Sweepers re-enqueue lost work and track merged promotions/rollbacks (Argo CD sends no webhook when a
 # sync ends): one indexed query each, their messages expire before the next few sweeps.
 SWEEP_INTERVAL_SECONDS = env_int("SWEEP_INTERVAL_SECONDS", 10)
@@ -199,6 +236,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.middleware.ActingUserMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -306,6 +344,12 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
+# --- API tokens ---------------------------------------------------------------------------------
+# The longest life a personal API token may be given (days); every token expires.
+API_TOKEN_MAX_AGE_DAYS = env_int("API_TOKEN_MAX_AGE_DAYS", 90)
+if API_TOKEN_MAX_AGE_DAYS < 1:
+    raise ImproperlyConfigured("API_TOKEN_MAX_AGE_DAYS: must be at least 1 (every token expires)")
+
 # --- single sign-on (OpenID Connect, mozilla-django-oidc); docs/sso.md --------------------------
 OIDC_ENABLED = env_bool("OIDC_ENABLED", False)
 OIDC_RP_CLIENT_ID = env_str("OIDC_RP_CLIENT_ID", "") or ""
@@ -326,7 +370,9 @@ OIDC_ROLE_MAP = env_str("OIDC_ROLE_MAP", "") or ""
 OIDC_CREATE_USER = env_bool("OIDC_CREATE_USER", True)
 OIDC_VERIFY_SSL = True
 OIDC_CALLBACK_CLASS = "mozilla_django_oidc.views.OIDCAuthenticationCallbackView"
-OIDC_EXEMPT_URLS = [re.compile(r"^/(api/|healthz|readyz|static/)")]
+# /api/ is not exempt: a session-authenticated API call past the ID token's lifetime gets a 401 that
+# asks for a page reload (accounts.middleware), so roles the provider withdrew stop there too.
+OIDC_EXEMPT_URLS = [re.compile(r"^/(healthz|readyz|static/)")]
 LOGIN_REDIRECT_URL_FAILURE = "/accounts/login/?sso=failed"
 
 
@@ -425,6 +471,16 @@ def _verify_public_keys(text: str) -> list[str]:
 # and bundles signed before a key rotation keep verifying.
 AUDIT_VERIFY_PUBLIC_KEYS = _verify_public_keys(env_str("AUDIT_VERIFY_PUBLIC_KEYS") or "")
 AUDIT_CHECKPOINT_INTERVAL_SECONDS = env_int("AUDIT_CHECKPOINT_INTERVAL_SECONDS", 3600)
+# Where each signed checkpoint is shipped after it is made (manage.py audit_ship): a directory
+# (append-only checkpoints.jsonl) or an http(s) URL (POST, JSON); "" ships nothing. Keep it out of
+# reach of the database credentials: that copy is what detects a truncated or rewritten ledger.
+AUDIT_SHIP_TO = env_str("AUDIT_SHIP_TO")
+# Bearer token for an http(s) AUDIT_SHIP_TO (or AUDIT_SHIP_TOKEN_FILE).
+AUDIT_SHIP_TOKEN = env_str("AUDIT_SHIP_TOKEN")
+# Unauthenticated failures (bad webhook signatures, unknown repositories, failed sign-ins) write one
+# ledger event per source per minute and a count; more distinct sources than this in a minute are
+# counted together under one "many sources" row.
+AUDIT_AGGREGATE_MAX_SOURCES = env_int("AUDIT_AGGREGATE_MAX_SOURCES", 50)
 # Periodic signed checkpoints of the audit chain head (audit app); merged into any existing schedule.
 CELERY_BEAT_SCHEDULE = globals().get("CELERY_BEAT_SCHEDULE", {})
 CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {
@@ -432,6 +488,10 @@ CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {
     "schedule": float(AUDIT_CHECKPOINT_INTERVAL_SECONDS),
 }
 # Rollbacks: re-enqueue PR opening whose message was lost, and track open rollbacks to healthy.
+CELERY_BEAT_SCHEDULE["audit-aggregates-flush"] = {
+    "task": "audit.tasks.audit_aggregates_flush_task",
+    "schedule": 60.0,
+}
 CELERY_BEAT_SCHEDULE["rollbacks-sweep"] = {
     "task": "rollbacks.tasks.rollbacks_sweep_task",
     "schedule": float(SWEEP_INTERVAL_SECONDS),

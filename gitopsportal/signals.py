@@ -38,9 +38,10 @@ def _on_logout(sender, request, user, **kwargs) -> None:
 
 @receiver(user_login_failed)
 def _on_login_failed(sender, credentials, request=None, **kwargs) -> None:
-    from audit.services import audit_event_record
+    # Aggregated per client address and minute: failed sign-ins must not grow the ledger per request.
+    from audit.aggregate import audit_event_record_aggregated
 
     username = str(credentials.get("username", ""))[:150]
-    audit_event_record(
+    audit_event_record_aggregated(
         action="auth.login_failed", target_type="user", target_label=username, message="failed sign-in"
     )

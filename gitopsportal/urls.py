@@ -30,4 +30,4 @@ urlpatterns = [
 if settings.OIDC_ENABLED:
     urlpatterns.append(path("oidc/", include("mozilla_django_oidc.urls")))
 
-handler404 = "gitopsportal.api.api_not_found"
+handler404 = "api.http.api_not_found"

@@ -285,7 +285,7 @@ def classify_resources(items: Iterable[Any]) -> DriftResult:
 def drift_resources_fetch(*, argo_app: Any) -> DriftResult:
     """Read an app's managed resources from its Argo CD instance now and classify them."""
     from integrations.argocd import ArgoCDError
-    from inventory.services import argocd_client_for
+    from inventory.clients import argocd_client_for
 
     try:
         items = argocd_client_for(argo_app.instance).managed_resources(argo_app.name)

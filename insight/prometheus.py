@@ -16,6 +16,8 @@ from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from gitopsportal.celery import ALL_QUEUES
+
 from .signals import TASK_FAILURES_KEY, TASK_RETRIES_KEY
 
 logger = logging.getLogger(__name__)
@@ -25,8 +27,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def celery_queues() -> list[str]:
-    from gitopsportal.celery import ALL_QUEUES
-
+    """Return the names of the queues the portal's workers consume."""
     return [q for q in ALL_QUEUES.split(",") if q]
 
 

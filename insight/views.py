@@ -18,8 +18,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.permissions import ensure_role, has_role, project_visible, require_role
 from accounts.roles import Role
+from accounts.tokens import InvalidApiToken, bearer_token_user
 from core.durations import format_duration
-from gitopsportal.api import ApiError, authenticate_bearer
 
 from . import charts, metrics
 from .drift import CATEGORY_LABELS, CONFIGURATION, MUTATION, OPERATIONAL, drift_resources_fetch
@@ -397,9 +397,9 @@ def prometheus_metrics(request: HttpRequest) -> HttpResponse:
     configured = settings.METRICS_TOKEN
     if not (configured and hmac.compare_digest(raw.encode(), configured.encode())):
         try:
-            user = authenticate_bearer(request)
-        except ApiError as exc:
-            return _unauthorized(exc.message)
+            user = bearer_token_user(request)
+        except InvalidApiToken as exc:
+            return _unauthorized(str(exc))
         if user is None:
             return _unauthorized("invalid token")
         try:

@@ -8,6 +8,18 @@ Security rules applied to every command:
 - no prompts (`GIT_TERMINAL_PROMPT=0`), no user/system config, protocols restricted with
   `GIT_ALLOW_PROTOCOL`.
 
+Repository content is data, never code (every command, mirror and workspace alike):
+- `core.symlinks=false`: a symlink in the repository is checked out as a plain file holding the link
+  text, so nothing in a clone points outside it or into `.git`;
+- `core.fsmonitor=false`, `core.hooksPath=/dev/null`, no submodule recursion, `protocol.file.allow`
+  only for the configured sandbox; no system, global or XDG config or attributes (`HOME` is an
+  empty directory), so a `.gitattributes` filter or diff driver names nothing that can run: drivers
+  exist only in config, and the only repository config is `.git/config`, which only git and the
+  portal write;
+- every read or write of a work-tree or tree path refuses (`UnsafeRepositoryContent`) a path with a
+  `..`, `.git` (any case) or empty component, a symlink or submodule component in the commit's tree
+  or on disk, and a file over the size cap (`max_file_bytes`).
+
 Merge commits in `iter_commits` list their changes relative to the first parent
 (`--diff-merges=first-parent`): that is what the merge brought into the branch, which is how the
 portal maps a merged promotion PR to the environment paths it touched.
@@ -18,6 +30,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -37,11 +50,31 @@ from integrations.http import Scrubber, UnsafeURL, check_url
 
 
 class GitError(Exception):
-    """A git command failed; the message holds the command name and the tail of stderr."""
+    """A git command failed; the message holds the command name and the tail of stderr.
+
+    `retryable` sorts errors at the boundary: False unless a subclass knows the cause is transient.
+    """
+
+    retryable: bool = False
+
+
+class GitTransientError(GitError):
+    """A git command failed for a reason that may go away: a held lock, a dropped connection, a 5xx."""
+
+    retryable = True
 
 
 class InvalidRef(GitError, ValueError):
     """A ref name, SHA, path or revision failed validation or does not resolve."""
+
+
+class UnsafeRepositoryContent(InvalidRef):
+    """The repository holds something the portal refuses to act on (symlink, submodule, huge file).
+
+    Permanent: retrying reads the same content. Callers fail the request with this message and audit
+    it; nothing has been pushed when it is raised. A kind of InvalidRef, so readers that treat an
+    unreadable path as missing (previews) stay inert rather than failing.
+    """
 
 
 class UnsafeRemote(GitError, ValueError):
@@ -109,15 +142,23 @@ def validate_rev(value: str) -> str:
 
 
 def validate_repo_path(path: str) -> str:
-    """Return a safe repository-relative path (no leading '/' or '-', no '..' components)."""
+    """Return a safe repository-relative path.
+
+    Refused: empty, absolute or option-like paths, control characters (NUL included), and `..`,
+    `.`, empty or `.git` components (`.git` in any case, with trailing dots or spaces, as
+    case-insensitive or Windows filesystems read it). A trailing '/' is dropped.
+    """
     if not isinstance(path, str) or not path or path.startswith(("/", "-")):
         raise InvalidRef(f"invalid repository path {path!r:.80}")
-    if "\x00" in path or any(ord(c) < 0x20 for c in path):
+    if "\x00" in path or any(ord(c) < 0x20 or c == "\x7f" for c in path):
         raise InvalidRef(f"invalid repository path {path!r:.80}: control character")
-    parts = path.split("/")
-    if any(p in ("..", ".git") for p in parts):
-        raise InvalidRef(f"invalid repository path {path!r:.80}: '..' or '.git' component")
-    return path.rstrip("/") or path
+    stripped = path.rstrip("/")
+    parts = stripped.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise InvalidRef(f"invalid repository path {path!r:.80}: empty, '.' or '..' component")
+    if any(p.rstrip(". ").lower() == ".git" for p in parts):
+        raise InvalidRef(f"invalid repository path {path!r:.80}: '.git' component")
+    return stripped
 
 
 def check_remote_url(url: str, *, allow_file: bool = False, allow_http: bool = False) -> str:
@@ -184,6 +225,46 @@ class CommitRecord:
 
 NETWORK_TIMEOUT = 600.0  # seconds for clone/fetch/push/ls-remote
 _NETWORK_COMMANDS = frozenset({"clone", "fetch", "push", "ls-remote"})
+DEFAULT_MAX_FILE_BYTES = 4 * 1024 * 1024  # the portal edits manifests, not artefacts
+
+# Settings that keep repository content inert, for every command (as `git -c`: highest precedence).
+_SAFE_CONFIG: tuple[tuple[str, str], ...] = (
+    ("core.hooksPath", os.devnull),
+    ("core.fsmonitor", "false"),
+    ("core.symlinks", "false"),
+    ("core.untrackedCache", "false"),
+    ("core.attributesFile", os.devnull),
+    ("core.protectHFS", "true"),
+    ("core.protectNTFS", "true"),
+    ("submodule.recurse", "false"),
+    ("fetch.recurseSubmodules", "false"),
+    ("push.recurseSubmodules", "no"),
+    ("commit.gpgSign", "false"),
+    ("tag.gpgSign", "false"),
+)
+
+# stderr fragments of failures that may go away on their own: another process holds a lock, the
+# connection dropped or timed out, the server answered 5xx or 429.
+_TRANSIENT_GIT = re.compile(
+    r"\.lock'?: File exists|Unable to create '[^']*\.lock'|cannot lock ref|could not lock config file|"
+    r"another git process seems to be running|index\.lock|"
+    r"Connection (?:reset|refused|timed out)|Could not resolve host|Failed to connect|Operation timed out|"
+    r"remote end hung up unexpectedly|early EOF|RPC failed|unexpected disconnect|transfer closed|"
+    r"The requested URL returned error: (?:5\d\d|429)|HTTP/2 stream|SSL_(?:read|write|connect)|"
+    r"gnutls_handshake|timed out",
+    re.IGNORECASE,
+)
+
+
+def _empty_home() -> str:
+    """Return an empty directory used as git's HOME/XDG_CONFIG_HOME (no user config, no attributes)."""
+    global _HOME
+    if _HOME is None or not os.path.isdir(_HOME):
+        _HOME = tempfile.mkdtemp(prefix="gitops-portal-git-home-")
+    return _HOME
+
+
+_HOME: str | None = None
 
 
 def _base_env(
@@ -196,6 +277,13 @@ def _base_env(
         "SSH_ASKPASS": "",
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_SYSTEM": os.devnull,
+        "GIT_ATTR_NOSYSTEM": "1",
+        "HOME": _empty_home(),
+        "XDG_CONFIG_HOME": _empty_home(),
+        # Any -c settings of the worker's own environment are dropped, never merged with ours.
+        "GIT_CONFIG_PARAMETERS": "",
+        "GIT_NO_REPLACE_OBJECTS": "1",
         "GIT_ALLOW_PROTOCOL": ":".join(protocols),
         "GIT_PROTOCOL_FROM_USER": "0",
         "LC_ALL": "C",
@@ -203,7 +291,9 @@ def _base_env(
         "GIT_CONFIG_COUNT": "0",
     }
     config: list[tuple[str, str]] = [
-        ("core.hooksPath", os.devnull),
+        *_SAFE_CONFIG,
+        # The sandbox's local remotes only; GIT_ALLOW_PROTOCOL above says the same.
+        ("protocol.file.allow", "always" if allow_file else "never"),
         ("advice.detachedHead", "false"),
         # Abort transfers slower than 1 kB/s for a minute instead of hanging a worker.
         ("http.lowSpeedLimit", "1000"),
@@ -262,16 +352,17 @@ class _Runner:
         """Run `git args...` and return (exit code, stdout); other exit codes raise GitError."""
         status, out, err = self._exec(args, stdin, extra_env, as_bytes=False)
         if status == -9 or (status != 0 and "Timeout" in cast(str, err) and args[0] in _NETWORK_COMMANDS):
-            raise GitError(f"git {args[0]} timed out after {NETWORK_TIMEOUT}s")
+            raise GitTransientError(f"git {args[0]} timed out after {NETWORK_TIMEOUT}s")
         if status not in ok_codes:
-            raise GitError(self._scrub(_failure(args, status, cast(str, err))))
+            raise _git_error(self._scrub(_failure(args, status, cast(str, err))), cast(str, err))
         return status, cast(str, out)
 
     def run_bytes(self, *args: str, ok_codes: tuple[int, ...] = (0,)) -> tuple[int, bytes]:
         """Run git and return raw stdout bytes."""
         status, out, err = self._exec(args, None, None, as_bytes=True)
         if status not in ok_codes:
-            raise GitError(self._scrub(_failure(args, status, _decode(cast(bytes, err)))))
+            stderr = _decode(cast(bytes, err))
+            raise _git_error(self._scrub(_failure(args, status, stderr)), stderr)
         return status, cast(bytes, out)
 
     def _exec(
@@ -306,7 +397,7 @@ class _Runner:
             raise GitError("git executable not found") from None
         except GitCommandError as exc:
             status = exc.status if isinstance(exc.status, int) else -1
-            raise GitError(self._scrub(_failure(args, status, str(exc.stderr)))) from None
+            raise _git_error(self._scrub(_failure(args, status, str(exc.stderr))), str(exc.stderr)) from None
         status, out, err = cast(tuple[int, Any, Any], result)
         return status, out, err
 
@@ -321,7 +412,7 @@ class _Runner:
             err = stderr.read()
             status = popen.wait()
             if status != 0:
-                raise GitError(self._scrub(_failure(args, status, _decode(err))))
+                raise _git_error(self._scrub(_failure(args, status, _decode(err))), _decode(err))
         finally:
             # The consumer may stop early: do not leave a git process writing into a full pipe.
             if popen.poll() is None:
@@ -334,8 +425,74 @@ def _decode(data: bytes) -> str:
 
 
 def _failure(args: Sequence[str], status: int, stderr: str) -> str:
-    tail = " ".join(stderr.strip().splitlines()[-3:])[:500]
+    lines = stderr.strip().splitlines()
+    # git's own verdict ("fatal: Unable to create '…/index.lock': File exists.") before its advice.
+    verdict = [line for line in lines if line.startswith(("fatal:", "error:"))]
+    tail = " ".join(verdict[-3:] or lines[-3:])[:500]
     return f"git {args[0] if args else ''} failed ({status}): {tail}"
+
+
+def _git_error(message: str, stderr: str) -> GitError:
+    """Return the error for a failed command: transient when stderr names a lock or the network."""
+    if _TRANSIENT_GIT.search(stderr):
+        return GitTransientError(message)
+    return GitError(message)
+
+
+# ---------------------------------------------------------------------------------------------
+# Path safety
+
+_MODE_SYMLINK, _MODE_GITLINK, _MODE_TREE = "120000", "160000", "040000"
+
+
+def _prefixes(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _tree_modes(runner: _Runner, commit: str, path: str) -> dict[str, tuple[str, int | None]]:
+    """Return {path: (mode, size)} for `path` and each of its leading directories in `commit`.
+
+    One `ls-tree` without -r: it lists each named directory's entries, so a symlink or submodule
+    standing where a directory is expected shows up under its own name.
+    """
+    out = runner.run_bytes("ls-tree", "-t", "-l", "-z", "--full-tree", commit, "--", *_prefixes(path))[1]
+    wanted = set(_prefixes(path))
+    entries: dict[str, tuple[str, int | None]] = {}
+    for record in out.split(b"\x00"):
+        meta, _, name = record.partition(b"\t")
+        fields = meta.split()
+        decoded = _decode(name)
+        if len(fields) == 4 and decoded in wanted:
+            size = fields[3]
+            entries[decoded] = (_decode(fields[0]), int(size) if size.isdigit() else None)
+    return entries
+
+
+def _check_tree_path(runner: _Runner, commit: str, path: str, *, max_bytes: int) -> str | None:
+    """Refuse a path through a symlink or submodule, or naming a file over the cap; return its mode.
+
+    None means the path does not exist in `commit`.
+    """
+    entries = _tree_modes(runner, commit, path)
+    for prefix in _prefixes(path):
+        entry = entries.get(prefix)
+        if entry is None:
+            return None
+        mode, size = entry
+        if mode == _MODE_SYMLINK:
+            raise UnsafeRepositoryContent(
+                f"refusing {path!r}: {prefix!r} is a symbolic link in the repository"
+            )
+        if mode == _MODE_GITLINK:
+            raise UnsafeRepositoryContent(f"refusing {path!r}: {prefix!r} is a submodule")
+        if prefix != path and mode != _MODE_TREE:
+            raise UnsafeRepositoryContent(f"refusing {path!r}: {prefix!r} is a file, not a directory")
+        if prefix == path and size is not None and size > max_bytes:
+            raise UnsafeRepositoryContent(
+                f"refusing {path!r}: {size} bytes is over the portal's limit of {max_bytes} bytes"
+            )
+    return entries[path][0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,8 +573,10 @@ class GitMirror:
         token: str | None = None,
         allow_file: bool = False,
         allow_http: bool = False,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     ) -> None:
         self.path = Path(path)
+        self.max_file_bytes = max_file_bytes
         self.remote_url = check_remote_url(remote_url, allow_file=allow_file, allow_http=allow_http)
         env = _base_env(self.remote_url, token, allow_file=allow_file, allow_http=allow_http)
         self._git = _Runner(self.path, {**env, "GIT_DIR": str(self.path)}, _scrubber(token))
@@ -498,9 +657,16 @@ class GitMirror:
         return code == 0
 
     def file_at(self, rev: str, path: str) -> bytes | None:
-        """Return the file content at a revision, or None if the path does not exist there."""
+        """Return the file content at a revision, or None if the path does not exist there.
+
+        Raises UnsafeRepositoryContent for a path through a symlink or submodule, or a file over
+        `max_file_bytes`; a directory reads as None.
+        """
         commit = self.rev_parse(rev)
         safe = validate_repo_path(path)
+        mode = _check_tree_path(self._git, commit, safe, max_bytes=self.max_file_bytes)
+        if mode is None or mode == _MODE_TREE:
+            return None
         code, out = self._git.run_bytes("cat-file", "blob", f"{commit}:{safe}", ok_codes=(0, 128))
         return out if code == 0 else None
 
@@ -580,9 +746,11 @@ class GitWorkspace:
         allow_http: bool,
         committer_name: str,
         committer_email: str,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     ) -> None:
         self.path = path
         self.remote_url = remote_url
+        self.max_file_bytes = max_file_bytes
         self.committer = (committer_name, committer_email)
         self._env = _base_env(remote_url, token, allow_file=allow_file, allow_http=allow_http)
         self._scrubber = _scrubber(token)
@@ -606,8 +774,9 @@ class GitWorkspace:
         allow_http: bool = False,
         committer_name: str = "GitOps Portal",
         committer_email: str = "gitops-portal@localhost",
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     ) -> GitWorkspace:
-        """Clone one branch with full history (revert needs it) and no tags."""
+        """Clone one branch with full history (revert needs it), no tags and no submodules."""
         url = check_remote_url(remote_url, allow_file=allow_file, allow_http=allow_http)
         target = Path(dest)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -619,12 +788,14 @@ class GitWorkspace:
             allow_http=allow_http,
             committer_name=committer_name,
             committer_email=committer_email,
+            max_file_bytes=max_file_bytes,
         )
         runner = _Runner(target.parent, ws._env, ws._scrubber)
         runner.run(
             "clone",
             "--quiet",
             "--no-tags",
+            "--no-recurse-submodules",
             "--single-branch",
             "--branch",
             validate_ref_name(branch),
@@ -652,22 +823,79 @@ class GitWorkspace:
         self._git.run("checkout", "--quiet", "-b", validate_ref_name(name), validate_rev(start), "--")
 
     def write_file(self, path: str, content: bytes | str) -> None:
-        """Write a file inside the work tree (parents created, symlink escapes refused)."""
-        target = self._inside(validate_repo_path(path))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(content.encode() if isinstance(content, str) else content)
+        """Write a regular file inside the work tree (parents created).
+
+        Raises UnsafeRepositoryContent for a path through a symlink, a submodule or `.git`, or
+        content over `max_file_bytes`.
+        """
+        data = content.encode() if isinstance(content, str) else content
+        if len(data) > self.max_file_bytes:
+            raise UnsafeRepositoryContent(
+                f"refusing to write {path!r}: {len(data)} bytes is over the limit of {self.max_file_bytes}"
+            )
+        target = self._checked(path)
+        for parent in reversed(target.relative_to(self.path).parents[:-1]):
+            directory = self.path / parent
+            if not directory.exists():
+                directory.mkdir()
+            self._lstat_dir(directory, path)
+        # O_NOFOLLOW: a symlink planted between the check and the open is refused, not followed.
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
 
     def read_file(self, path: str) -> bytes | None:
-        """Read a file from the work tree, or None if missing."""
-        target = self._inside(validate_repo_path(path))
-        return target.read_bytes() if target.is_file() else None
+        """Read a regular file from the work tree, or None if missing.
 
-    def _inside(self, rel: str) -> Path:
-        root = self.path.resolve()
-        target = (root / rel).resolve()
-        if root not in target.parents:
-            raise InvalidRef(f"path {rel!r} escapes the work tree")
+        Raises UnsafeRepositoryContent like `write_file`, and for a file over `max_file_bytes`.
+        """
+        target = self._checked(path)
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        if st.st_size > self.max_file_bytes:
+            raise UnsafeRepositoryContent(
+                f"refusing {path!r}: {st.st_size} bytes is over the portal's limit of {self.max_file_bytes} bytes"
+            )
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read(self.max_file_bytes + 1)
+
+    def _checked(self, path: str) -> Path:
+        """Return the work-tree path of a repository path that is safe to read or write.
+
+        Checked twice: in HEAD's tree (with core.symlinks=false a committed symlink is a plain file
+        on disk, but `git add` would still commit it as a link) and on disk, every component lstat'ed
+        (nothing of ours creates links, so one there was planted).
+        """
+        safe = validate_repo_path(path)
+        _check_tree_path(self._git, "HEAD", safe, max_bytes=self.max_file_bytes)
+        target = self.path.joinpath(*safe.split("/"))
+        current = self.path
+        for part in safe.split("/"):
+            current = current / part
+            try:
+                st = os.lstat(current)
+            except FileNotFoundError:
+                break
+            if stat.S_ISLNK(st.st_mode):
+                raise UnsafeRepositoryContent(
+                    f"refusing {path!r}: {current.relative_to(self.path)} is a symbolic link"
+                )
+            if current != target and not stat.S_ISDIR(st.st_mode):
+                raise UnsafeRepositoryContent(
+                    f"refusing {path!r}: {current.relative_to(self.path)} is not a directory"
+                )
         return target
+
+    def _lstat_dir(self, directory: Path, path: str) -> None:
+        if not stat.S_ISDIR(os.lstat(directory).st_mode):
+            raise UnsafeRepositoryContent(
+                f"refusing {path!r}: {directory.relative_to(self.path)} is not a directory"
+            )
 
     def commit(
         self,

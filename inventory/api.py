@@ -8,7 +8,7 @@ from django.http import HttpRequest
 
 from accounts.permissions import project_visible
 from accounts.roles import Role
-from gitopsportal.api import ApiError, api_view
+from api.http import ApiError, api_view
 
 from . import selectors
 from .models import Application

@@ -1,5 +1,7 @@
 from django.apps import AppConfig
 
+from .config import load_config
+
 
 class InventoryConfig(AppConfig):
     name = "inventory"
@@ -8,6 +10,4 @@ class InventoryConfig(AppConfig):
     def ready(self) -> None:
         # A bad GITOPSPORTAL_CONFIG stops start-up here with the line and key named (manage.py
         # prints ImproperlyConfigured as one line). Reading it touches no database.
-        from .config import load_config
-
         load_config()

@@ -8,7 +8,6 @@ given as ``token``, ``token_file`` or ``token_env`` and never appear in an error
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -17,10 +16,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import MarkedYAMLError
+
+from .configreader import ConfigError, ConfigNode, plain, slug_read, token_read, unique_check, url_check
 
 DEFAULT_APP_LABEL = "app.kubernetes.io/name"
 DEFAULT_ENV_LABEL = "env"
@@ -43,14 +43,6 @@ INFERRED_ORDER = (
     "prod",
     "production",
 )
-
-_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_SECRET_KEYS = ("token", "webhook_secret")
-
-
-class ConfigError(ImproperlyConfigured):
-    """A configuration problem, already formatted as one line."""
 
 
 @dataclass(frozen=True)
@@ -130,200 +122,8 @@ class PortalConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# A reader over ruamel's round-trip nodes that knows where each value came from.
-
-
-class _Node:
-    def __init__(self, value: Any, path: str, line: int | None, source: str) -> None:
-        self.value = value
-        self.path = path
-        self.line = line
-        self.source = source
-
-    def fail(self, message: str, key: str | None = None, line: int | None = None) -> ConfigError:
-        where = f"{self.path}.{key}" if key and self.path else (key or self.path or "(top level)")
-        at = line if line is not None else self.line
-        prefix = f"{self.source} line {at}" if at is not None else self.source
-        return ConfigError(f"{prefix}: {where}: {message}")
-
-    def _line_of(self, key: str) -> int | None:
-        if isinstance(self.value, CommentedMap):
-            try:
-                return int(self.value.lc.value(key)[0]) + 1
-            except (KeyError, TypeError, AttributeError):
-                try:
-                    return int(self.value.lc.key(key)[0]) + 1
-                except (KeyError, TypeError, AttributeError):
-                    return self.line
-        return self.line
-
-    def mapping(self, allowed: tuple[str, ...]) -> _Node:
-        if not isinstance(self.value, dict):
-            raise self.fail("must be a mapping")
-        for key in self.value:
-            if not isinstance(key, str) or key not in allowed:
-                raise self.fail(
-                    f"unknown key (expected one of: {', '.join(allowed)})", str(key), self._key_line(key)
-                )
-        return self
-
-    def _key_line(self, key: Any) -> int | None:
-        try:
-            return int(self.value.lc.key(key)[0]) + 1
-        except (KeyError, TypeError, AttributeError):
-            return self.line
-
-    def child(self, key: str) -> _Node | None:
-        if key not in self.value or self.value[key] is None:
-            return None
-        path = f"{self.path}.{key}" if self.path else key
-        return _Node(self.value[key], path, self._line_of(key), self.source)
-
-    def items(self) -> list[_Node]:
-        if not isinstance(self.value, list):
-            raise self.fail("must be a list")
-        nodes = []
-        for i, item in enumerate(self.value):
-            line = self.line
-            if isinstance(self.value, CommentedSeq):
-                with contextlib.suppress(KeyError, TypeError, AttributeError, IndexError):
-                    line = int(self.value.lc.item(i)[0]) + 1
-            nodes.append(_Node(item, f"{self.path}[{i}]", line, self.source))
-        return nodes
-
-    # -- typed getters ------------------------------------------------------------------------
-
-    def _scalar(self, key: str) -> tuple[Any, int | None] | None:
-        if key not in self.value or self.value[key] is None:
-            return None
-        return self.value[key], self._line_of(key)
-
-    def string(
-        self, key: str, default: str | None = None, *, required: bool = False, secret: bool = False
-    ) -> str:
-        found = self._scalar(key)
-        if found is None:
-            if required:
-                raise self.fail("is required", key)
-            return default if default is not None else ""
-        value, line = found
-        if not isinstance(value, str):
-            raise self.fail("must be a string", key, line)
-        value = _interpolate(value, lambda msg: self.fail(msg, key, line), secret=secret)
-        if required and not value.strip():
-            raise self.fail("must not be empty", key, line)
-        return value
-
-    def boolean(self, key: str, default: bool) -> bool:
-        found = self._scalar(key)
-        if found is None:
-            return default
-        value, line = found
-        if isinstance(value, str):
-            value = _interpolate(value, lambda msg: self.fail(msg, key, line)).strip().lower()
-            if value in ("true", "yes", "on", "1"):
-                return True
-            if value in ("false", "no", "off", "0"):
-                return False
-        if not isinstance(value, bool):
-            raise self.fail("must be true or false", key, line)
-        return value
-
-    def integer(self, key: str, default: int, *, minimum: int = 0) -> int:
-        found = self._scalar(key)
-        if found is None:
-            return default
-        value, line = found
-        if isinstance(value, str):
-            value = _interpolate(value, lambda msg: self.fail(msg, key, line)).strip()
-            if not value.lstrip("-").isdigit():
-                raise self.fail("must be an integer", key, line)
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail("must be an integer", key, line)
-        if value < minimum:
-            raise self.fail(f"must be at least {minimum}", key, line)
-        return value
-
-    def strings(self, key: str) -> tuple[str, ...]:
-        found = self._scalar(key)
-        if found is None:
-            return ()
-        value, line = found
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self.fail("must be a list of strings", key, line)
-        return tuple(value)
-
-    def line_of(self, key: str) -> int | None:
-        return self._line_of(key)
-
-
-def _interpolate(value: str, fail: Any, *, secret: bool = False) -> str:
-    def replace(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        env = os.environ.get(name)
-        if env not in (None, ""):
-            return env
-        if default is not None:
-            return default
-        raise fail(f"environment variable {name} is not set (use ${{{name}:-default}})")
-
-    return _INTERPOLATION.sub(replace, value)
-
-
-# ---------------------------------------------------------------------------------------------
 # Sections
-
-
-def _token(node: _Node, *, required: bool) -> str:
-    """Read exactly one of token / token_file / token_env without ever echoing the value."""
-    given = [k for k in ("token", "token_file", "token_env") if node.child(k) is not None]
-    if len(given) > 1:
-        raise node.fail("give only one of token, token_file, token_env", given[1], node.line_of(given[1]))
-    if not given:
-        if required:
-            raise node.fail("is required (or token_file / token_env)", "token")
-        return ""
-    key = given[0]
-    if key == "token":
-        return node.string("token", secret=True).strip()
-    if key == "token_file":
-        path = node.string("token_file")
-        try:
-            return Path(path).read_text().strip()
-        except OSError as exc:
-            raise node.fail(
-                f"cannot read {path!r}: {exc.strerror}", "token_file", node.line_of("token_file")
-            ) from None
-    name = node.string("token_env")
-    value = os.environ.get(name, "").strip()
-    if not value and required:
-        raise node.fail(
-            f"environment variable {name} is empty or not set", "token_env", node.line_of("token_env")
-        )
-    return value
-
-
-def _check_url(node: _Node, key: str, url: str, *, allow_http: bool) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise node.fail("must be an http(s) URL", key, node.line_of(key))
-    if parts.scheme == "http" and not allow_http:
-        raise node.fail("plain http needs allow_http: true", key, node.line_of(key))
-    if parts.username or parts.password:
-        raise node.fail(
-            "must not embed credentials (use token / token_file / token_env)", key, node.line_of(key)
-        )
-
-
-def _slug(node: _Node, key: str = "name") -> str:
-    value = node.string(key, required=True)
-    if not _SLUG.fullmatch(value):
-        raise node.fail("must be lowercase letters, digits and '-' (at most 63)", key, node.line_of(key))
-    return value
-
-
-def _instances(node: _Node) -> tuple[InstanceConfig, ...]:
+def _instances(node: ConfigNode) -> tuple[InstanceConfig, ...]:
     out: list[InstanceConfig] = []
     for item in node.items():
         item.mapping(
@@ -340,22 +140,22 @@ def _instances(node: _Node) -> tuple[InstanceConfig, ...]:
         )
         allow_http = item.boolean("allow_http", False)
         url = item.string("url", required=True)
-        _check_url(item, "url", url, allow_http=allow_http)
+        url_check(item, "url", url, allow_http=allow_http)
         out.append(
             InstanceConfig(
-                name=_slug(item),
+                name=slug_read(item),
                 url=url.rstrip("/"),
-                token=_token(item, required=True),
+                token=token_read(item, required=True),
                 verify_tls=item.boolean("verify_tls", True),
                 allow_http=allow_http,
                 cluster_env_label=item.string("cluster_env_label", DEFAULT_ENV_LABEL),
             )
         )
-    _unique(node, [i.name for i in out], "name")
+    unique_check(node, [i.name for i in out], "name")
     return tuple(out)
 
 
-def _repositories(node: _Node) -> tuple[RepositoryConfig, ...]:
+def _repositories(node: ConfigNode) -> tuple[RepositoryConfig, ...]:
     out: list[RepositoryConfig] = []
     keys = (
         "name", "url", "default_branch", "forge", "api_url", "full_name", "web_url", "token", "token_file",
@@ -365,13 +165,13 @@ def _repositories(node: _Node) -> tuple[RepositoryConfig, ...]:
         item.mapping(keys)
         allow_http = item.boolean("allow_http", False)
         url = item.string("url", required=True)
-        _check_url(item, "url", url, allow_http=allow_http)
+        url_check(item, "url", url, allow_http=allow_http)
         forge = item.string("forge", "github")
         if forge not in FORGE_KINDS:
             raise item.fail(f"must be one of {', '.join(FORGE_KINDS)}", "forge", item.line_of("forge"))
         api_url = item.string("api_url")
         if api_url:
-            _check_url(item, "api_url", api_url, allow_http=allow_http)
+            url_check(item, "api_url", api_url, allow_http=allow_http)
         full_name = item.string("full_name")
         if not full_name:
             full_name = urlsplit(url).path.strip("/").removesuffix(".git")
@@ -381,24 +181,24 @@ def _repositories(node: _Node) -> tuple[RepositoryConfig, ...]:
         _check_pattern(item, "base_path_pattern", base_pattern, needs_env=False)
         out.append(
             RepositoryConfig(
-                name=_slug(item),
+                name=slug_read(item),
                 url=url,
                 default_branch=item.string("default_branch", "main"),
                 forge=forge,
                 api_url=api_url.rstrip("/"),
                 full_name=full_name,
                 web_url=item.string("web_url").rstrip("/"),
-                token=_token(item, required=False),
+                token=token_read(item, required=False),
                 webhook_secret=item.string("webhook_secret", secret=True),
                 allow_http=allow_http,
                 base_path_pattern=base_pattern.strip("/"),
             )
         )
-    _unique(node, [r.name for r in out], "name")
+    unique_check(node, [r.name for r in out], "name")
     return tuple(out)
 
 
-def _check_pattern(node: _Node, key: str, pattern: str, *, needs_env: bool) -> None:
+def _check_pattern(node: ConfigNode, key: str, pattern: str, *, needs_env: bool) -> None:
     if "{app}" not in pattern:
         raise node.fail("must contain {app}", key, node.line_of(key))
     leftover = re.sub(r"\{(app|env)\}", "", pattern)
@@ -408,7 +208,7 @@ def _check_pattern(node: _Node, key: str, pattern: str, *, needs_env: bool) -> N
         raise node.fail("must be a relative path inside the repository", key, node.line_of(key))
 
 
-def _environments(node: _Node) -> tuple[EnvironmentConfig, ...]:
+def _environments(node: ConfigNode) -> tuple[EnvironmentConfig, ...]:
     out: list[EnvironmentConfig] = []
     keys = (
         "name", "branch", "path_pattern", "requires_approval", "approvals_required", "soak_minutes",
@@ -423,7 +223,7 @@ def _environments(node: _Node) -> tuple[EnvironmentConfig, ...]:
             raise item.fail("is not a valid branch name", "branch", item.line_of("branch"))
         out.append(
             EnvironmentConfig(
-                name=_slug(item),
+                name=slug_read(item),
                 order=order,
                 branch=branch,
                 path_pattern=pattern.strip("/"),
@@ -436,7 +236,7 @@ def _environments(node: _Node) -> tuple[EnvironmentConfig, ...]:
             )
         )
     names = [e.name for e in out]
-    _unique(node, names, "name")
+    unique_check(node, names, "name")
     for item, env in zip(node.items(), out, strict=True):
         for other in env.allow_skip_from:
             if other not in names:
@@ -446,7 +246,7 @@ def _environments(node: _Node) -> tuple[EnvironmentConfig, ...]:
     return tuple(out)
 
 
-def _mapping(node: _Node | None) -> MappingConfig:
+def _mapping(node: ConfigNode | None) -> MappingConfig:
     if node is None:
         return MappingConfig()
     node.mapping(("labels", "name_pattern", "overrides"))
@@ -492,7 +292,9 @@ def _mapping(node: _Node | None) -> MappingConfig:
     return MappingConfig(app_label, env_label, cluster_label, pattern, overrides)
 
 
-def _applications(node: _Node | None, repos: tuple[RepositoryConfig, ...]) -> tuple[ApplicationConfig, ...]:
+def _applications(
+    node: ConfigNode | None, repos: tuple[RepositoryConfig, ...]
+) -> tuple[ApplicationConfig, ...]:
     if node is None:
         return ()
     out: list[ApplicationConfig] = []
@@ -514,27 +316,11 @@ def _applications(node: _Node | None, repos: tuple[RepositoryConfig, ...]) -> tu
                 project=item.string("project"),
                 repository=repo,
                 strategy=strategy,
-                strategy_options=_plain(options.value) if options is not None else {},
+                strategy_options=plain(options.value) if options is not None else {},
             )
         )
-    _unique(node, [a.name for a in out], "name")
+    unique_check(node, [a.name for a in out], "name")
     return tuple(out)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _unique(node: _Node, values: list[str], key: str) -> None:
-    seen: set[str] = set()
-    for item, value in zip(node.items(), values, strict=True):
-        if value in seen:
-            raise item.fail(f"duplicate {value!r}", key, item.line_of(key))
-        seen.add(value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -554,7 +340,7 @@ def parse_config(text: str, source: str) -> PortalConfig:
         raise ConfigError(f"{source}{line}: not valid YAML: {exc.problem or exc.context}") from None
     if data is None:
         data = CommentedMap()
-    root = _Node(data, "", 1, source).mapping(TOP_KEYS)
+    root = ConfigNode(data, "", 1, source).mapping(TOP_KEYS)
     instances_node = root.child("argocd")
     if instances_node is None:
         raise root.fail("is required (a list of Argo CD instances)", "argocd")
@@ -632,7 +418,6 @@ def load_config(path: str | None = None) -> PortalConfig | None:
 
 
 __all__ = [
-    "ConfigError",
     "EnvironmentConfig",
     "InstanceConfig",
     "MappingConfig",

@@ -96,6 +96,13 @@ class Environment(models.Model):
     def app_path(self, app: str) -> str:
         return self.path_pattern.format(env=self.name, app=app)
 
+    audit_target_type = "environment"
+
+    @property
+    def audit_scope(self) -> tuple[str, str]:
+        """Return ``(project, environment)`` for the audit ledger's scope columns (audit/scope.py)."""
+        return "", self.name
+
 
 class Cluster(models.Model):
     """A Kubernetes cluster registered in an Argo CD instance (labels env/region/tier)."""
@@ -248,6 +255,16 @@ class Deployment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.argo_app_id}#{self.history_id} {self.revision[:8]}"
+
+    audit_target_type = "deployment"
+
+    @property
+    def audit_scope(self) -> tuple[str, str]:
+        """Return ``(project, environment)`` for the audit ledger's scope columns (audit/scope.py)."""
+        return (
+            self.application.project if self.application else "",
+            self.environment.name if self.environment else "",
+        )
 
 
 class Commit(models.Model):

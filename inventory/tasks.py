@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from .configapply import config_apply_from_settings
+from .ingest import repository_ingest
 from .models import ArgoInstance, GitRepository
-from .services import config_apply_from_settings, instance_poll, repository_ingest
+from .poll import instance_poll
 
 MAX_RETRIES = 2
 

@@ -10,16 +10,17 @@ from accounts.permissions import ensure_role, project_visible, require_role
 from accounts.roles import Role
 from core.diffs import classify_diff
 
-from . import selectors
+from . import appdetail, selectors
+from .matrix import MatrixFilters, deployment_matrix
 from .models import Application, Environment
-from .services import overlay_diff
+from .overlays import overlay_diff
 
 
 @require_GET
 @require_role(Role.VIEWER)
 def matrix(request: HttpRequest) -> HttpResponse:
-    filters = selectors.MatrixFilters.from_query(request.GET)
-    data = selectors.deployment_matrix(user=request.user, filters=filters)
+    filters = MatrixFilters.from_query(request.GET)
+    data = deployment_matrix(user=request.user, filters=filters)
     params = request.GET.copy()
     params.pop("page", None)
     context = {
@@ -41,7 +42,7 @@ def app_detail(request: HttpRequest, name: str) -> HttpResponse:
         raise Http404("no such application")
     if not project_visible(request.user, app.project):
         ensure_role(request.user, Role.VIEWER, project=app.project, request=request)
-    sections = selectors.app_detail(application=app, user=request.user)
+    sections = appdetail.app_detail(application=app, user=request.user)
     envs = [s.environment for s in sections]
     by_name = {e.name: e for e in envs}
     left = by_name.get(request.GET.get("left", ""))
@@ -70,7 +71,7 @@ def app_detail(request: HttpRequest, name: str) -> HttpResponse:
     return render(request, "inventory/app_detail.html", context)
 
 
-def _running(sections: list[selectors.EnvSection], env: Environment) -> str:
+def _running(sections: list[appdetail.EnvSection], env: Environment) -> str:
     for section in sections:
         if section.environment == env:
             for argo_app in section.argo_apps:

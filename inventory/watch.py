@@ -21,8 +21,10 @@ from django.db import DatabaseError, close_old_connections, connection
 
 from integrations.argocd import DEFAULT_WATCH_FIELDS, ArgoCDClient, ArgoCDError, WatchEvent
 
+from .clients import argocd_client_for
 from .models import ArgoInstance
-from .services import argo_application_observe, argo_application_remove, argocd_client_for, instance_poll
+from .observe import argo_application_observe, argo_application_remove
+from .poll import instance_poll
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from integrations.gitrepo import CommitRecord, GitError, GitMirror, InvalidRef
+from inventory.mirrors import mirror_for as inventory_mirror_for
 from inventory.models import GitRepository
-from inventory.services import mirror_for as inventory_mirror_for
 
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()

@@ -188,6 +188,17 @@ class Promotion(models.Model):
     def lead_time_display(self) -> str:
         return format_duration(self.lead_time)
 
+    audit_target_type = "promotion"
+
+    @property
+    def audit_scope(self) -> tuple[str, str]:
+        """Return ``(project, environment)`` for the audit ledger's scope columns (audit/scope.py).
+
+        A release train spanning several projects gives them comma-separated, sorted.
+        """
+        projects = sorted({p for p in self.items.values_list("application__project", flat=True) if p})
+        return ",".join(projects), self.target_env.name
+
 
 class PromotionItem(models.Model):
     """One app of a promotion: what the source runs, what the target had, what it gets."""
@@ -307,6 +318,13 @@ class PromotionBlock(models.Model):
 
     def __str__(self) -> str:
         return f"block {self.blocked_version} of {self.application_id} in {self.environment_id}"
+
+    audit_target_type = "promotion_block"
+
+    @property
+    def audit_scope(self) -> tuple[str, str]:
+        """Return ``(project, environment)`` for the audit ledger's scope columns (audit/scope.py)."""
+        return self.application.project, self.environment.name
 
     @property
     def is_active(self) -> bool:

@@ -12,10 +12,9 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.conf import settings
-
 from integrations.argocd import ArgoCDClient, ArgoCDError, ArgoCDUnavailable, SyncWindowsState
-from inventory.models import Application, ArgoApplication, ArgoInstance, Environment
+from inventory.clients import argocd_client_for as argo_client
+from inventory.models import Application, ArgoApplication, Environment
 
 logger = logging.getLogger(__name__)
 
@@ -110,16 +109,6 @@ class EnvState:
             + (" (stale)" if a.stale else "")
             for a in self.apps
         )
-
-
-def argo_client(instance: ArgoInstance) -> ArgoCDClient:
-    return ArgoCDClient(
-        instance.url,
-        instance.token,
-        verify_tls=instance.verify_tls,
-        allow_http=instance.allow_http,
-        timeout=settings.ARGOCD_TIMEOUT,
-    )
 
 
 def argo_rows(application: Application, environment: Environment) -> list[ArgoApplication]:

@@ -30,7 +30,7 @@ from ruamel.yaml.util import load_yaml_guess_indent
 
 from core.diffs import diff_text
 from core.kustomize import KustomizationError, read_kustomization
-from integrations.gitrepo import InvalidRef, validate_repo_path
+from integrations.gitrepo import InvalidRef, UnsafeRepositoryContent, validate_repo_path
 
 if TYPE_CHECKING:
     from inventory.models import Application, Environment
@@ -271,6 +271,16 @@ def _option_path(base: str, rel: Any) -> str:
         raise StrategyError(str(exc)) from None
 
 
+def _guarded(read: FileReader) -> FileReader:
+    def guarded(path: str) -> str | None:
+        try:
+            return read(path)
+        except UnsafeRepositoryContent as exc:
+            raise StrategyError(f"the repository content is refused: {exc}") from None
+
+    return guarded
+
+
 def plan_edits(
     *,
     app: Application,
@@ -279,7 +289,13 @@ def plan_edits(
     source: SourceState,
     read_target: FileReader,
 ) -> EditPlan:
-    """Compute the edits that make the target reference exactly what the source runs."""
+    """Compute the edits that make the target reference exactly what the source runs.
+
+    A file the repository holds in a form the portal refuses (through a symlink or submodule, too
+    big) is a StrategyError naming it, never followed.
+    """
+    source = SourceState(source.revision, source.images, _guarded(source.read))
+    read_target = _guarded(read_target)
     strategy = app.strategy or "kustomize-images"
     options = app.strategy_options if isinstance(app.strategy_options, dict) else {}
     if strategy == "kustomize-images":

@@ -2,9 +2,11 @@
 
 The signature is verified on the raw body, in constant time, with the repository's
 `webhook_secret` (else settings.FORGE_WEBHOOK_SECRET) before anything is parsed; an unsigned or
-badly signed delivery gets 403 and a `webhook.rejected` audit event (the count of rejections is
-the count of those events). `pull_request` events drive promotion tracking and every handler
-registered with `changes.pullrequests.register_pr_state_handler` (rollbacks); `push` events
+badly signed delivery gets 403 and is recorded as `webhook.rejected`, aggregated per client
+address and minute (audit.aggregate: the count of rejections is the sum of the events'
+`after["count"]`), so unauthenticated callers cannot grow the ledger one row per request.
+`pull_request` events drive promotion tracking and every handler registered with
+`changes.pullrequests.register_pr_state_handler` (rollbacks); `push` events
 enqueue the repository's Git ingest.
 """
 
@@ -18,7 +20,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from audit.services import audit_event_record
+from audit.aggregate import audit_event_record_aggregated
 from changes.lifecycle import change_enqueue_track
 from changes.pullrequests import PR_STATE_HANDLERS
 from integrations.forges.webhooks import WebhookPayloadError, parse_webhook, verify_signature
@@ -33,7 +35,7 @@ FOLLOW_AFTER_MERGE = 60  # polls, every few seconds: ~5 minutes of close trackin
 
 
 def _reject(request: HttpRequest, name: str, status: int, reason: str) -> JsonResponse:
-    audit_event_record(
+    audit_event_record_aggregated(
         action="webhook.rejected",
         target_type="repository",
         target_id=name[:200],

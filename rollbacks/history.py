@@ -47,7 +47,7 @@ class RevertCommit:
 
 def repository_mirror(repository: GitRepository) -> GitMirror:
     """Return the repository's bare mirror, shared with the inventory's Git ingest."""
-    from inventory.services import mirror_for
+    from inventory.mirrors import mirror_for
 
     return mirror_for(repository)
 

@@ -119,6 +119,13 @@ class RollbackRequest(models.Model):
     def __str__(self) -> str:
         return f"rollback #{self.pk} {self.application_id}/{self.environment_id}"
 
+    audit_target_type = "rollback"
+
+    @property
+    def audit_scope(self) -> tuple[str, str]:
+        """Return ``(project, environment)`` for the audit ledger's scope columns (audit/scope.py)."""
+        return self.application.project, self.environment.name
+
     @property
     def branch_name(self) -> str:
         """Return the PR branch: rollback/<app>/<env>/<id>."""

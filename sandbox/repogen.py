@@ -17,10 +17,12 @@ import struct
 import subprocess
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Protocol
+
+from core.kustomize import KustomizeImage
 
 REGISTRY = "registry.example.com/acme"
 DEFAULT_END = "2026-11-20T12:00:00Z"
@@ -71,6 +73,7 @@ HUMANS: tuple[tuple[str, str, str], ...] = (
     ("Ines Duarte", "ines.duarte@example.com", "+0000"),
     ("Jonas Berg", "jonas.berg@example.com", "-0800"),
 )
+HELM_SERVICES = ("web", "worker", "cron", "gateway")
 CI_BOT = ("ci-bot", "ci-bot@example.com", "+0000")
 FEATURE_FLAGS = ("NEW_CHECKOUT_FLOW", "ASYNC_WRITES", "CACHE_V2", "STRICT_TLS", "BATCH_MODE")
 LOG_LEVELS = ("info", "debug", "warn")
@@ -80,9 +83,16 @@ Author = tuple[str, str, str]
 
 @dataclass(frozen=True)
 class AppSpec:
+    """One service. ``source`` is how Argo CD renders it: ``kustomize`` (base + overlays) or ``helm``
+    (a chart in ``apps/<app>/chart`` with ``environments/<env>/<app>/values.yaml``); ``workload`` is
+    ``Deployment`` or an Argo Rollouts ``Rollout``; ``migrations`` adds a PreSync migration Job hook."""
+
     name: str
     team: str
     uses_digest: bool = False
+    source: str = "kustomize"
+    workload: str = "Deployment"
+    migrations: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,24 +163,50 @@ def image_ref_label(app: AppSpec, version: tuple[int, int, int]) -> str:
 # File renderers. Plain f-strings: a YAML library would be ~100x slower at 100k commits.
 
 
+# Canary steps of the demo's Rollouts: short pauses so a promotion can be followed step by step.
+CANARY_STEPS = """    canary:
+      steps:
+        - setWeight: 20
+        - pause:
+            duration: 5s
+        - setWeight: 50
+        - pause:
+            duration: 5s
+        - setWeight: 80
+        - pause:
+            duration: 5s
+"""
+
+
+def workload_file(spec: AppSpec) -> str:
+    return "rollout.yaml" if spec.workload == "Rollout" else "deployment.yaml"
+
+
 def render_deployment(app: AppState) -> str:
+    """The app's workload: a Deployment, or an Argo Rollouts Rollout with a canary strategy."""
     n, team = app.spec.name, app.spec.team
-    return f"""apiVersion: apps/v1
-kind: Deployment
-metadata:
+    if app.spec.workload == "Rollout":
+        head = "apiVersion: argoproj.io/v1alpha1\nkind: Rollout\n"
+        strategy = "  strategy:\n" + CANARY_STEPS
+    else:
+        head = "apiVersion: apps/v1\nkind: Deployment\n"
+        strategy = (
+            "  strategy:\n    type: RollingUpdate\n    rollingUpdate:\n      maxSurge: 25%\n"
+            "      maxUnavailable: 0\n"
+        )
+    # Apps with a migration run it as a PreSync hook, then roll the workload out after its config.
+    wave = '  annotations:\n    argocd.argoproj.io/sync-wave: "1"\n' if app.spec.migrations else ""
+    return (
+        head
+        + f"""metadata:
   name: {n}
-  labels:
+{wave}  labels:
     app.kubernetes.io/name: {n}
     app.kubernetes.io/part-of: {team}
 spec:
   replicas: 2
   revisionHistoryLimit: 5
-  strategy:
-    type: RollingUpdate
-    rollingUpdate:
-      maxSurge: 25%
-      maxUnavailable: 0
-  selector:
+{strategy}  selector:
     matchLabels:
       app.kubernetes.io/name: {n}
   template:
@@ -219,15 +255,17 @@ spec:
             limits:
               memory: {app.memory_mi}Mi
 """
+    )
 
 
 def render_service(app: AppState) -> str:
     n = app.spec.name
+    wave = '  annotations:\n    argocd.argoproj.io/sync-wave: "-1"\n' if app.spec.migrations else ""
     return f"""apiVersion: v1
 kind: Service
 metadata:
   name: {n}
-  labels:
+{wave}  labels:
     app.kubernetes.io/name: {n}
 spec:
   type: ClusterIP
@@ -254,15 +292,41 @@ spec:
 """
 
 
+def render_migration_job(app: AppState) -> str:
+    """A PreSync hook: Argo CD runs it before the sync waves and deletes it once it succeeded."""
+    n = app.spec.name
+    return f"""apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {n}-migrate
+  annotations:
+    argocd.argoproj.io/hook: PreSync
+    argocd.argoproj.io/hook-delete-policy: BeforeHookCreation,HookSucceeded
+spec:
+  backoffLimit: 1
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: migrate
+          image: {REGISTRY}/{n}
+          command: ["/app/migrate", "up"]
+          envFrom:
+            - configMapRef:
+                name: {n}-config
+"""
+
+
 def render_base_kustomization(app: AppState) -> str:
     n = app.spec.name
+    hook = "  - migration-job.yaml\n" if app.spec.migrations else ""
     return f"""apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
-  - deployment.yaml
+  - {workload_file(app.spec)}
   - service.yaml
   - pdb.yaml
-configMapGenerator:
+{hook}configMapGenerator:
   - name: {n}-config
     literals:
       - PORT=8080
@@ -311,6 +375,98 @@ def render_env_kustomization(app: AppState, env: str) -> str:
     return text
 
 
+def render_helm_values(app: AppState, env: str) -> str:
+    """``environments/<env>/<app>/values.yaml`` of a Helm-values app (the chart reads only these keys)."""
+    st = app.envs[env]
+    flags = ",".join(f"{k}={'true' if v else 'false'}" for k, v in sorted(st.flags.items()))
+    return (
+        f"# {app.spec.name} in {env}: values for the chart in apps/{app.spec.name}/chart\n"
+        f"team: {app.spec.team}\n"
+        "image:\n"
+        f"  repository: {REGISTRY}/{app.spec.name}\n"
+        f'  tag: "{tag_of(st.version)}"\n'
+        f"replicaCount: {st.replicas}\n"
+        "config:\n"
+        f"  logLevel: {st.log_level}\n"
+        f'  featureFlags: "{flags}"\n'
+    )
+
+
+def render_chart(app: AppState) -> dict[str, str]:
+    """A small chart whose templates use plain ``{{ .Values.x.y }}`` substitutions only."""
+    n, team = app.spec.name, app.spec.team
+    chart = f"apps/{n}/chart"
+    return {
+        f"{chart}/Chart.yaml": (
+            f"apiVersion: v2\nname: {n}\ndescription: {n} ({team} team)\ntype: application\n"
+            'version: 0.1.0\nappVersion: "1.0"\n'
+        ),
+        f"{chart}/values.yaml": (
+            f"image:\n  repository: {REGISTRY}/{n}\n  tag: latest\nreplicaCount: 1\n"
+            f'config:\n  logLevel: info\n  featureFlags: ""\n'
+            f"resources:\n  cpu: {app.cpu_m}m\n  memory: {app.memory_mi}Mi\n"
+        ),
+        f"{chart}/templates/configmap.yaml": f"""apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {n}-config
+  annotations:
+    argocd.argoproj.io/sync-wave: "-1"
+data:
+  LOG_LEVEL: "{{{{ .Values.config.logLevel }}}}"
+  FEATURE_FLAGS: "{{{{ .Values.config.featureFlags }}}}"
+""",
+        f"{chart}/templates/deployment.yaml": f"""apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {n}
+  labels:
+    app.kubernetes.io/name: {n}
+    app.kubernetes.io/part-of: "{{{{ .Values.team }}}}"
+spec:
+  replicas: {{{{ .Values.replicaCount }}}}
+  strategy:
+    type: RollingUpdate
+    rollingUpdate:
+      maxSurge: 25%
+      maxUnavailable: 0
+  selector:
+    matchLabels:
+      app.kubernetes.io/name: {n}
+  template:
+    metadata:
+      labels:
+        app.kubernetes.io/name: {n}
+    spec:
+      terminationGracePeriodSeconds: 30
+      containers:
+        - name: {n}
+          image: "{{{{ .Values.image.repository }}}}:{{{{ .Values.image.tag }}}}"
+          ports:
+            - name: http
+              containerPort: 8080
+          envFrom:
+            - configMapRef:
+                name: {n}-config
+          readinessProbe:
+            httpGet:
+              path: /readyz
+              port: http
+          livenessProbe:
+            httpGet:
+              path: /healthz
+              port: http
+          resources:
+            requests:
+              cpu: "{{{{ .Values.resources.cpu }}}}"
+              memory: "{{{{ .Values.resources.memory }}}}"
+            limits:
+              memory: "{{{{ .Values.resources.memory }}}}"
+""",
+        f"{chart}/templates/service.yaml": render_service(app),
+    }
+
+
 def render_cluster(cluster: ClusterSpec) -> str:
     storage = "gp3" if cluster.region.startswith(("us", "ca", "sa")) else "premium-rwo"
     return f"""# Cluster wiring; labels feed the ApplicationSet cluster generator.
@@ -346,26 +502,6 @@ def _unquote(value: str) -> str:
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
         return value[1:-1]
     return value
-
-
-@dataclass(frozen=True)
-class KustomizeImage:
-    name: str
-    new_name: str = ""
-    new_tag: str = ""
-    digest: str = ""
-
-    @property
-    def version(self) -> str:
-        """The pinned version: the digest wins over the tag, as in kustomize."""
-        return self.digest or self.new_tag
-
-    @property
-    def reference(self) -> str:
-        repo = self.new_name or self.name
-        if self.digest:
-            return f"{repo}@{self.digest}"
-        return f"{repo}:{self.new_tag}" if self.new_tag else repo
 
 
 @dataclass(frozen=True)
@@ -430,6 +566,38 @@ def parse_kustomization(text: str) -> Kustomization:
         if i.get("name")
     )
     return Kustomization(images=parsed, replicas=replicas, namespace=namespace, literals=tuple(literals))
+
+
+def parse_helm_values(text: str, app: str = "") -> Kustomization:
+    """Read a Helm-values app's pins as a Kustomization: ``image.repository``/``tag``/``digest``,
+    ``replicaCount`` and the namespace ``<team>-<app>`` from ``team`` (the keys this module's charts
+    read; two levels of plain YAML)."""
+    section = ""
+    team = ""
+    image: dict[str, str] = {}
+    replicas: int | None = None
+    for raw in text.splitlines():
+        line = raw.split(" #", 1)[0].rstrip()
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, _, value = line.strip().partition(":")
+        if not line.startswith(" "):
+            section = key
+            if key == "replicaCount" and _unquote(value).isdigit():
+                replicas = int(_unquote(value))
+            elif key == "team":
+                team = _unquote(value)
+        elif section == "image":
+            image[key] = _unquote(value)
+    images: tuple[KustomizeImage, ...] = ()
+    if image.get("repository"):
+        images = (
+            KustomizeImage(
+                name=image["repository"], new_tag=image.get("tag", ""), digest=image.get("digest", "")
+            ),
+        )
+    namespace = f"{team}-{app}" if team and app else ""
+    return Kustomization(images=images, replicas=replicas, namespace=namespace)
 
 
 def parse_cluster_file(text: str) -> dict[str, object]:
@@ -876,6 +1044,8 @@ class _HistoryBuilder:
         return self.rng.choice(HUMANS)
 
     def env_file(self, app: AppState, env: str) -> dict[str, str]:
+        if app.spec.source == "helm":
+            return {f"environments/{env}/{app.spec.name}/values.yaml": render_helm_values(app, env)}
         return {f"environments/{env}/{app.spec.name}/kustomization.yaml": render_env_kustomization(app, env)}
 
     def bump(self, version: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -892,13 +1062,23 @@ class _HistoryBuilder:
         for c in self.clusters:
             files[f"clusters/{c.name}/cluster.yaml"] = render_cluster(c)
         for a in self.apps:
-            base = f"apps/{a.spec.name}/base"
-            files[f"{base}/deployment.yaml"] = render_deployment(a)
-            files[f"{base}/service.yaml"] = render_service(a)
-            files[f"{base}/pdb.yaml"] = render_pdb(a)
-            files[f"{base}/kustomization.yaml"] = render_base_kustomization(a)
+            files.update(self.base_files(a))
             for env in self.envs:
                 files.update(self.env_file(a, env))
+        return files
+
+    def base_files(self, a: AppState) -> dict[str, str]:
+        if a.spec.source == "helm":
+            return render_chart(a)
+        base = f"apps/{a.spec.name}/base"
+        files = {
+            f"{base}/{workload_file(a.spec)}": render_deployment(a),
+            f"{base}/service.yaml": render_service(a),
+            f"{base}/pdb.yaml": render_pdb(a),
+            f"{base}/kustomization.yaml": render_base_kustomization(a),
+        }
+        if a.spec.migrations:
+            files[f"{base}/migration-job.yaml"] = render_migration_job(a)
         return files
 
     def ci_bump(self, app: AppState) -> _Change:
@@ -947,7 +1127,10 @@ class _HistoryBuilder:
         else:
             app.cpu_m += 50
             msg = f"Raise {app.spec.name} CPU request to {app.cpu_m}m\n"
-        path = f"apps/{app.spec.name}/base/deployment.yaml"
+        if app.spec.source == "helm":
+            path = f"apps/{app.spec.name}/chart/values.yaml"
+            return _Change(self.human(), msg, {path: render_chart(app)[path]}, "base")
+        path = f"apps/{app.spec.name}/base/{workload_file(app.spec)}"
         return _Change(self.human(), msg, {path: render_deployment(app)}, "base")
 
     def random_change(self) -> _Change:
@@ -991,8 +1174,22 @@ def _make_apps(rng: random.Random, count: int) -> list[AppSpec]:
         k = i // team_count
         base = pool[k % len(pool)]
         name = base if k < len(pool) else f"{base}-{k // len(pool) + 1}"
-        specs.append(AppSpec(name=name, team=team, uses_digest=rng.random() < 0.2))
+        # Every fourth app runs a PreSync migration (no random draw: the history stays as it was).
+        specs.append(AppSpec(name=name, team=team, uses_digest=rng.random() < 0.2, migrations=i % 4 == 0))
     return specs
+
+
+def _with_extras(specs: list[AppSpec], *, helm_apps: int, rollout_apps: int) -> list[AppSpec]:
+    """Turn the last ``rollout_apps`` kustomize apps into Rollouts and add ``helm_apps`` Helm-values
+    apps (options, off by default: counts and kinds that tests rely on stay as they were)."""
+    out = list(specs)
+    for i in range(max(0, len(out) - rollout_apps), len(out)):
+        out[i] = replace(out[i], workload="Rollout")
+    teams = sorted({s.team for s in specs}, key=[s.team for s in specs].index)
+    for i in range(helm_apps):
+        team = teams[i % len(teams)]
+        out.append(AppSpec(name=f"{team}-{HELM_SERVICES[i % len(HELM_SERVICES)]}", team=team, source="helm"))
+    return out
 
 
 def _make_clusters(envs: Sequence[str], per_env: int) -> list[ClusterSpec]:
@@ -1037,11 +1234,15 @@ def generate_repo(
     end: str | datetime = DEFAULT_END,
     force: bool = False,
     backend: str = "pack",
+    helm_apps: int = 0,
+    rollout_apps: int = 0,
 ) -> GeneratedRepo:
     """Write a bare git repo at ``path`` with ``commits`` commits of deterministic GitOps history.
 
     ``backend="pack"`` writes the packfile directly (fast at any size); ``"fast-import"`` streams the
     same objects through ``git fast-import`` (reference implementation: both give identical SHAs).
+    ``helm_apps`` adds Helm-values apps and ``rollout_apps`` makes the last kustomize apps Argo Rollouts
+    (both for the demo; the default repository is unchanged by them).
     """
     if backend not in ("pack", "fast-import"):
         raise ValueError(f"unknown backend {backend!r}")
@@ -1057,7 +1258,7 @@ def generate_repo(
 
     env_tuple = tuple(envs)
     rng = random.Random(seed)
-    app_specs = _make_apps(rng, apps)
+    app_specs = _with_extras(_make_apps(rng, apps), helm_apps=helm_apps, rollout_apps=rollout_apps)
     cluster_specs = _make_clusters(env_tuple, clusters)
     states = [_initial_state(rng, s, env_tuple) for s in app_specs]
     builder = _HistoryBuilder(rng, states, cluster_specs, env_tuple)
@@ -1226,12 +1427,14 @@ def read_current_versions(repo_path: str | Path, ref: str = "main") -> dict[str,
         capture_output=True,
         text=True,
     ).stdout.split()
-    paths = [p for p in listing if p.endswith("/kustomization.yaml") and p.count("/") == 3]
+    names = ("/kustomization.yaml", "/values.yaml")
+    paths = [p for p in listing if p.endswith(names) and p.count("/") == 3]
     blobs = cat_files(repo, [f"{ref}:{p}" for p in paths])
     out: dict[str, dict[str, str]] = {}
     for p in paths:
         _, env, app, _ = p.split("/")
-        k = parse_kustomization(blobs.get(f"{ref}:{p}", ""))
+        text = blobs.get(f"{ref}:{p}", "")
+        k = parse_helm_values(text) if p.endswith("/values.yaml") else parse_kustomization(text)
         if k.images:
             out.setdefault(app, {})[env] = k.images[0].version
     return out

@@ -83,7 +83,10 @@ def main() -> None:
     print("== migrating the database")
     manage("migrate", "--noinput", "-v0")
     if not REPO_PATH.exists():
-        print("== writing the demo GitOps repository (8 apps, 3 environments, 2 clusters each)")
+        print(
+            "== writing the demo GitOps repository (8 apps + 2 Helm-values apps, 2 of them Argo Rollouts,"
+            " 3 environments, 2 clusters each)"
+        )
         manage(
             "sandbox_repo",
             str(REPO_PATH),
@@ -95,6 +98,10 @@ def main() -> None:
             "300",
             "--seed",
             "7",
+            "--helm-apps",
+            "2",
+            "--rollout-apps",
+            "2",
         )
     print("== starting the sandbox forge and Argo CD")
     start(
@@ -112,6 +119,11 @@ def main() -> None:
         WEBHOOK_SECRET,
         "--state-file",
         str(SANDBOX_DIR / "forge-state.json"),
+        # Simulated CI on every pull request head: a commit message with [fail-ci] fails it.
+        "--ci",
+        "ci/validate",
+        "--ci-delay",
+        "3",
     )
     start(
         "argocd",
@@ -126,6 +138,13 @@ def main() -> None:
         f"http://127.0.0.1:{FORGE_PORT}/acme/gitops.git",
         "--reconcile-interval",
         "2",
+        # Prod syncs when the portal asks (in its sync windows); one app rolls out by RollingSync.
+        "--manual-sync-envs",
+        "prod",
+        "--progressive-sync-apps",
+        "feature-flags",
+        "--sync-window",
+        "payments:*/15 * * * *:3m",
     )
     wait_http(f"http://127.0.0.1:{ARGOCD_PORT}/api/version")
     wait_http(f"http://127.0.0.1:{FORGE_PORT}/sandbox/state")
@@ -174,6 +193,11 @@ GitOps Portal is running.
   Git                 git clone http://127.0.0.1:{FORGE_PORT}/acme/gitops.git
 
   Logins (password "demo"): release_manager, approver, oncall, auditor, viewer, admin
+
+  Sandbox levers (docs/sandbox.md): CI fails a head whose commit message contains [fail-ci];
+  prod syncs manually, payments' prod is frozen 3 min every quarter hour;
+  close a window now:  curl -X POST http://127.0.0.1:{ARGOCD_PORT}/sandbox/sync-windows -d '{{"project":"payments","closed_for":120}}'
+  abort a canary:      curl -X POST http://127.0.0.1:{ARGOCD_PORT}/sandbox/rollouts/<application>/abort
 
 Logs: {VAR}/demo-*.log. Ctrl-C stops everything.""",
         flush=True,

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Audit the installed Python environment for known vulnerabilities (pip-audit).
+# Audit the locked dependencies (requirements/dev.txt: runtime + tools, pinned with hashes) for known
+# vulnerabilities (pip-audit). The lock, not whatever one venv happens to hold, is what every install uses.
 #
 # Exit codes:
 #   0  every installed distribution was audited and none has a known vulnerability
@@ -7,7 +8,8 @@
 #   2  the audit could not run or was incomplete (vulnerability service unreachable, packages skipped)
 #      -- set PIP_AUDIT_ALLOW_INCOMPLETE=1 to turn this case into a warning (exit 0) on offline machines
 #
-# Usage: scripts/pip-audit.sh [extra pip-audit args]   (PYTHON=.venv/bin/python by default)
+# Usage: scripts/pip-audit.sh [extra pip-audit args]   (PYTHON=.venv/bin/python by default; it runs pip-audit)
+# PIP_AUDIT_LOCK=requirements/runtime.txt audits one lock file (default requirements/dev.txt).
 # PIP_AUDIT_SERVICE=pypi|osv picks the vulnerability database (default pypi).
 # PIP_AUDIT_IGNORE="GHSA-xxxx PYSEC-yyyy" ignores reviewed advisories (document why in docs/security.md).
 set -uo pipefail
@@ -15,6 +17,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-.venv/bin/python}"
 SERVICE="${PIP_AUDIT_SERVICE:-pypi}"
+LOCK="${PIP_AUDIT_LOCK:-requirements/dev.txt}"
 
 if ! "$PYTHON" -m pip_audit --version >/dev/null 2>&1; then
     echo "pip-audit: not installed in $PYTHON (pip install 'pip-audit>=2.7', it is in the dev extra)" >&2
@@ -29,8 +32,9 @@ done
 report="$(mktemp)"
 trap 'rm -f "$report"' EXIT
 
-# --local: this environment only; the project itself (editable install) is not on PyPI.
-"$PYTHON" -m pip_audit --local --progress-spinner off --vulnerability-service "$SERVICE" \
+# --no-deps: the lock already pins every distribution, nothing to resolve or install; the hashes
+# are checked to be present (--require-hashes) so an unhashed line cannot slip into the lock.
+"$PYTHON" -m pip_audit -r "$LOCK" --no-deps --require-hashes --progress-spinner off --vulnerability-service "$SERVICE" \
     --format json --output "$report" "${ignore_args[@]}" "$@" 2>"$report.err"
 status=$?
 

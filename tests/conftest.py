@@ -27,11 +27,13 @@ def _patch_flush_for_append_only_audit() -> None:
         statements = original(
             self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade
         )
-        if "audit_auditevent" in tables and statements:
+        # The ledger and its checkpoints are append-only (audit.dbroles): lift the triggers for the flush.
+        ledger = [t for t in ("audit_auditevent", "audit_auditcheckpoint") if t in tables]
+        if ledger and statements:
             statements = [
-                "ALTER TABLE audit_auditevent DISABLE TRIGGER USER;",
+                *(f"ALTER TABLE {t} DISABLE TRIGGER USER;" for t in ledger),
                 *statements,
-                "ALTER TABLE audit_auditevent ENABLE TRIGGER USER;",
+                *(f"ALTER TABLE {t} ENABLE TRIGGER USER;" for t in ledger),
             ]
         return statements
 
@@ -189,3 +191,23 @@ def pytest_collection_modifyitems(config, items):
         )
         if names and "@" not in item.nodeid and hasattr(item, "_id"):
             item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(names)}")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_audit_aggregation():
+    """Start every test with no aggregation counters (audit.aggregate): they live in Redis, which a
+    rolled-back test database does not roll back."""
+    from django.conf import settings
+    from django.core.cache import cache
+
+    if settings.REDIS_URL:
+        import redis
+
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        keys = list(client.scan_iter(match="*audit:agg:*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+    else:
+        cache.clear()
+    yield

@@ -223,7 +223,8 @@ class SandboxInventory:
 
     def poll(self):
         """Ingest the repository, then poll the instance once; return the PollResult."""
-        from inventory.services import instance_poll, repository_ingest
+        from inventory.ingest import repository_ingest
+        from inventory.poll import instance_poll
 
         repository_ingest(repository_id=self.repository.pk)
         return instance_poll(instance_id=self.instance.pk)
@@ -232,8 +233,10 @@ class SandboxInventory:
 @pytest.fixture
 def sandbox_inventory(db, sandbox_repo, forge, argocd, sandbox_config, mirrors_dir) -> SandboxInventory:
     """Apply config/sandbox.yaml, ingest the repo and poll the emulated Argo CD once."""
+    from inventory.configapply import config_apply
+    from inventory.ingest import repository_ingest
     from inventory.models import ArgoInstance, GitRepository
-    from inventory.services import config_apply, instance_poll, repository_ingest
+    from inventory.poll import instance_poll
 
     config_apply(config=sandbox_config)
     repository = GitRepository.objects.get(name="gitops")

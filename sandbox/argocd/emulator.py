@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sandbox.argocd.appsets import is_progressive, progressive_sync
 from sandbox.argocd.git import GitReader, Touch, object_ids
 from sandbox.argocd.model import (
     DEFAULT_HISTORY_LIMIT,
@@ -27,8 +28,10 @@ from sandbox.argocd.model import (
     Operation,
     ts,
 )
+from sandbox.argocd.render import Renderer, RenderError
+from sandbox.argocd.rollouts import RolloutState
 from sandbox.argocd.windows import can_sync, window_active, window_matches_app
-from sandbox.repogen import Kustomization, parse_cluster_file, parse_kustomization
+from sandbox.repogen import Kustomization, parse_cluster_file, parse_helm_values, parse_kustomization
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +184,8 @@ class ArgoCDEmulator:
         include_in_cluster: bool = True,
         keepalive_interval: float = 15.0,
         state_file: str | Path | None = None,
+        rollout_time_scale: float = 1.0,
+        progressive_sync_apps: Sequence[str] = (),
     ) -> None:
         self.repo_path = Path(repo_path)
         self.repo_url = repo_url
@@ -197,8 +202,12 @@ class ArgoCDEmulator:
         self.include_in_cluster = include_in_cluster
         self.keepalive_interval = keepalive_interval
         self.state_file = Path(state_file) if state_file else None
+        self.rollout_time_scale = rollout_time_scale  # < 1 speeds canary steps and pauses up (tests)
+        self.progressive_sync_apps = tuple(progressive_sync_apps)  # app globs rolled out by RollingSync
+        self.appset_status: dict[str, dict[str, Any]] = {}  # Application name -> applicationStatus entry
 
         self.git = GitReader(self.repo_path)
+        self.renderer = Renderer(self.git)
         self.faults = Faults()
         self.hub = WatchHub()
         self.lock = threading.RLock()
@@ -271,6 +280,8 @@ class ArgoCDEmulator:
                     wait = min(wait, app.running.started_at + self.sync_delay - now)
                 if app.health == "Progressing":
                     wait = min(wait, app.health_since + self.health_delay - now)
+                if app.rollout is not None and (end := app.rollout.next_wake()) is not None:
+                    wait = min(wait, end - now)
         return max(wait, 0.01)
 
     def wake(self) -> None:
@@ -293,12 +304,16 @@ class ArgoCDEmulator:
             self.apps = {}
             for d in sorted(defs, key=lambda d: d.name):
                 self.apps[d.name] = self._initial_state(d, head, trees, touches, counts, now)
+            progressive_sync(self, now)  # the sets' applicationStatus from the start
         self._restore_state()
 
     def _definitions(self, head: str, trees: Mapping[str, str]) -> tuple[dict[str, ClusterDef], list[AppDef]]:
         cluster_paths = [p for p in trees if p.startswith("clusters/") and p.count("/") == 1]
         app_dirs = [p for p in trees if p.startswith("environments/") and p.count("/") == 2]
-        self._parse_overlays([trees[p] for p in app_dirs])
+        self._parse_overlays({trees[p]: p.rsplit("/", 1)[1] for p in app_dirs})
+        apps = sorted({p.rsplit("/", 1)[1] for p in app_dirs})
+        rollout_specs = [f"{head}:apps/{a}/base/rollout.yaml" for a in apps]
+        rollouts = {s.split("/")[1] for s in object_ids(self.git, rollout_specs)}
         blobs = self.git.read([f"{head}:{p}/cluster.yaml" for p in cluster_paths])
         clusters: dict[str, ClusterDef] = {}
         for p in cluster_paths:
@@ -316,20 +331,36 @@ class ArgoCDEmulator:
         for p in app_dirs:
             _, env, app = p.split("/")
             team = _team_of(app, self._kust_cache[trees[p]].namespace)
-            defs += [self._definition(app, env, team, c, self._created) for c in by_env.get(env, [])]
+            kind = "Helm" if f"apps/{app}/chart" in trees else "Kustomize"
+            workload = "Rollout" if app in rollouts else "Deployment"
+            defs += [
+                self._definition(app, env, team, c, self._created, kind, workload)
+                for c in by_env.get(env, [])
+            ]
         return clusters, defs
 
-    def _parse_overlays(self, env_trees: Sequence[str]) -> None:
-        """Parse the kustomization of every overlay tree not seen before (cached by tree SHA, so a
-        new commit costs one blob read per changed overlay, not one per app)."""
+    def _parse_overlays(self, env_trees: Mapping[str, str]) -> None:
+        """Parse the kustomization (or Helm values file) of every overlay tree not seen before (cached
+        by tree SHA, so a new commit costs one blob read per changed overlay, not one per app)."""
         todo = sorted({t for t in env_trees if t not in self._kust_cache})
-        blobs = self.git.read([f"{t}:kustomization.yaml" for t in todo])
+        specs = [f"{t}:{f}" for t in todo for f in ("kustomization.yaml", "values.yaml")]
+        blobs = self.git.read(specs)
         for t in todo:
-            self._kust_cache[t] = parse_kustomization(blobs.get(f"{t}:kustomization.yaml", ""))
+            self._kust_cache[t] = _parse_overlay(blobs, t, env_trees[t])
 
-    def _definition(self, app: str, env: str, team: str, cluster: ClusterDef, created: int) -> AppDef:
+    def _definition(
+        self,
+        app: str,
+        env: str,
+        team: str,
+        cluster: ClusterDef,
+        created: int,
+        source_type: str = "Kustomize",
+        workload: str = "Deployment",
+    ) -> AppDef:
         name = f"{app}-{cluster.name}"
-        multi = any(
+        progressive = is_progressive(app, self.progressive_sync_apps)
+        multi = source_type == "Helm" or any(
             fnmatch.fnmatchcase(name, g) or fnmatch.fnmatchcase(app, g) for g in self.multi_source_apps
         )
         return AppDef(
@@ -339,9 +370,12 @@ class ArgoCDEmulator:
             cluster=cluster,
             repo_url=self.repo_url,
             branch=self.branch,
-            auto_sync=env in self.auto_sync_envs,
+            auto_sync=env in self.auto_sync_envs and not progressive,
             multi_source=multi,
             created=created,
+            source_type=source_type,
+            workload=workload,
+            appset=app if progressive else f"{app}-{env}",
         )
 
     def _bootstrap_time(self, head: str) -> int:
@@ -359,6 +393,10 @@ class ArgoCDEmulator:
     ) -> AppState:
         content = self._content_from_trees(head, d, trees)
         state = AppState(definition=d, target=content, synced=content, head=head, reconciled_at=now)
+        if d.workload == "Rollout":
+            steps, template = self._rollout_spec(d, content)
+            state.rollout = RolloutState.completed(steps, template, content.images, 1, now)
+            state.rollout.time_scale = self.rollout_time_scale
         merged = touches.get((d.env, d.app), []) + touches.get(("*", d.app), [])
         unique = {t.sha: t for t in merged}  # a commit touching overlay and base deploys once
         recent = sorted(unique.values(), key=lambda t: -t.time)[:DEFAULT_HISTORY_LIMIT]
@@ -390,26 +428,24 @@ class ArgoCDEmulator:
 
     def _content_from_trees(self, head: str, d: AppDef, trees: Mapping[str, str]) -> Content:
         env_tree = trees.get(d.path, "")
-        base_tree = trees.get(f"apps/{d.app}/base", "")
+        base_tree = trees.get(d.base_path, "")
         kust = self._kust_cache.get(env_tree)
         if kust is None and env_tree:
-            kust = parse_kustomization(
-                self.git.read([f"{env_tree}:kustomization.yaml"]).get(f"{env_tree}:kustomization.yaml", "")
-            )
-            self._kust_cache[env_tree] = kust
+            self._parse_overlays({env_tree: d.app})
+            kust = self._kust_cache[env_tree]
         return Content(revision=head, key=(env_tree, base_tree), kustomization=kust or Kustomization())
 
     def content_at(self, revision: str, d: AppDef) -> Content:
         """Desired state of an app at an arbitrary commit (manual sync to a revision, rollback)."""
-        specs = [f"{revision}:{d.path}", f"{revision}:apps/{d.app}/base"]
+        specs = [f"{revision}:{d.path}", f"{revision}:{d.base_path}"]
         ids = object_ids(self.git, specs)
         env_tree = ids.get(specs[0], "")
         kust = self._kust_cache.get(env_tree)
         if kust is None:
-            text = self.git.read([f"{revision}:{d.path}/kustomization.yaml"]).get(
-                f"{revision}:{d.path}/kustomization.yaml", ""
-            )
-            kust = parse_kustomization(text)
+            names = ("kustomization.yaml", "values.yaml")
+            blobs = self.git.read([f"{revision}:{d.path}/{f}" for f in names])
+            blobs = {f"{env_tree}:{f}": blobs.get(f"{revision}:{d.path}/{f}", "") for f in names}
+            kust = _parse_overlay(blobs, env_tree, d.app)
             if env_tree:
                 self._kust_cache[env_tree] = kust
         return Content(revision=revision, key=(env_tree, ids.get(specs[1], "")), kustomization=kust)
@@ -432,6 +468,7 @@ class ArgoCDEmulator:
             with self.lock:
                 for app in list(self.apps.values()):
                     self._step(app, now)
+                progressive_sync(self, now)
 
     def _follow_head(self, head: str) -> None:
         trees = self.git.dir_trees(head)
@@ -499,14 +536,71 @@ class ArgoCDEmulator:
             app.op_state = self._op_state(app, op, "Succeeded", "successfully synced (dry run)", now)
         else:
             app.op_state = self._op_state(app, op, "Succeeded", "successfully synced (all tasks run)", now)
+            app.op_state["syncResult"]["resources"][:0] = self._hook_results(app, op)
             app.synced = op.content
             app.failed_revision = None
             app.conditions = []
             app.append_history(app.history_entry(op.content.revision, started, now, op.initiated_by))
             app.health, app.health_message, app.health_since = "Progressing", "", now
             app.degraded_by_fault = False
+            if app.definition.workload == "Rollout":
+                self._update_rollout(app, op.content, now)
+
+    # ---- Argo Rollouts --------------------------------------------------------------------------------
+    def _rollout_spec(self, d: AppDef, content: Content) -> tuple[list[dict[str, Any]], Any]:
+        """The canary steps and pod template of the app's Rollout at a content's revision."""
+        try:
+            objects = self.renderer.render(d, content.revision) if content.revision else []
+        except RenderError:
+            objects = []
+        rollout = next((o for o in objects if o.get("kind") == "Rollout"), {})
+        spec = rollout.get("spec") or {}
+        steps = list(((spec.get("strategy") or {}).get("canary") or {}).get("steps") or [])
+        return steps, spec.get("template")
+
+    def _update_rollout(self, app: AppState, content: Content, now: float) -> None:
+        steps, template = self._rollout_spec(app.definition, content)
+        if app.rollout is None:
+            app.rollout = RolloutState.completed(steps, template, content.images, 1, now)
+            app.rollout.time_scale = self.rollout_time_scale
+        else:
+            app.rollout.update(steps, template, content.images, now)
+
+    def rollout_action(self, app: AppState, action: str) -> None:
+        """Run an Argo Rollouts action (abort, resume, promote-full, retry) on the app's Rollout."""
+        if app.rollout is None:
+            raise ApiError(3, f"action '{action}' is not available for {app.definition.app}")
+        now = time.time()
+        actions = {
+            "abort": app.rollout.abort,
+            "resume": app.rollout.resume,
+            "promote-full": app.rollout.promote_full,
+            "retry": app.rollout.retry,
+        }
+        if action not in actions:
+            raise ApiError(3, f"action '{action}' is not available for Rollout {app.definition.app}")
+        if actions[action](now):
+            self._advance_rollout(app, now)
+            self._touch(app)
+        self.wake()
+
+    def _advance_rollout(self, app: AppState, now: float) -> bool:
+        rollout = app.rollout
+        rollout.advance(now)
+        if app.health == "Progressing" and rollout.complete and now < app.health_since + self.health_delay:
+            return False
+        health, message = rollout.health()
+        if self._is_degraded(app):
+            health, message = "Degraded", f'Rollout "{app.definition.app}" has timed out progressing.'
+        if (health, message) == (app.health, app.health_message):
+            return False
+        app.health, app.health_message, app.health_since = health, message, now
+        self._touch(app)
+        return True
 
     def _advance_health(self, app: AppState, now: float) -> bool:
+        if app.rollout is not None:
+            return self._advance_rollout(app, now)
         degraded = self._is_degraded(app)
         if app.health == "Progressing":
             if now < app.health_since + self.health_delay:
@@ -572,20 +666,55 @@ class ArgoCDEmulator:
             state["finishedAt"] = ts(finished)
         return state
 
+    def _hook_results(self, app: AppState, op: Operation) -> list[dict[str, Any]]:
+        """The PreSync/Sync/PostSync hooks a sync ran, as Argo CD lists them in its sync result
+        (hooks with a HookSucceeded delete policy are gone afterwards but stay in the result)."""
+        try:
+            objects = self.renderer.render(app.definition, op.content.revision)
+        except RenderError:
+            return []
+        out = []
+        for obj in objects:
+            annotations = obj["metadata"].get("annotations") or {}
+            hook = annotations.get("argocd.argoproj.io/hook")
+            if not hook:
+                continue
+            group, _, version = obj.get("apiVersion", "v1").rpartition("/")
+            item: dict[str, Any] = {
+                "group": group,
+                "version": version,
+                "kind": obj["kind"],
+                "namespace": app.definition.namespace,
+                "name": obj["metadata"]["name"],
+                "status": "Synced",
+                "message": "Reached expected number of succeeded pods"
+                if obj["kind"] == "Job"
+                else f"{obj['kind'].lower()}/{obj['metadata']['name']} created",
+                "hookType": hook.split(",")[0],
+                "hookPhase": "Succeeded",
+                "syncPhase": hook.split(",")[0]
+                if hook.split(",")[0] in ("PreSync", "PostSync", "SyncFail")
+                else "Sync",
+            }
+            if not group:
+                del item["group"]
+            out.append(item)
+        return out
+
     @staticmethod
     def _sync_results(app: AppState, op: Operation) -> list[dict[str, Any]]:
         d = app.definition
         images = op.content.images
         base = [
             ("", "Service", "service"),
-            ("apps", "Deployment", "deployment.apps"),
+            (d.workload_group, d.workload, f"{d.workload.lower()}.{d.workload_group}"),
             ("policy", "PodDisruptionBudget", "poddisruptionbudget.policy"),
         ]
         out = []
         for group, kind, noun in base:
             item: dict[str, Any] = {
                 "group": group,
-                "version": "v1",
+                "version": d.workload_version if kind == d.workload else "v1",
                 "kind": kind,
                 "namespace": d.namespace,
                 "name": d.app,
@@ -593,7 +722,7 @@ class ArgoCDEmulator:
                 "message": f"{noun}/{d.app} configured",
                 "syncPhase": "Sync",
             }
-            if kind == "Deployment" and images:
+            if kind == d.workload and images:
                 item["images"] = images
             if not group:
                 del item["group"]
@@ -615,6 +744,13 @@ class ArgoCDEmulator:
     def active_windows(self, windows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         now = datetime.now(UTC)
         return [w for w in windows if window_active(w, now)]
+
+    @property
+    def envs(self) -> list[str]:
+        """The environments, lowest first (dev, stage, prod, then any others by name)."""
+        known = ("dev", "stage", "prod")
+        found = {c.env for c in self.clusters.values() if c.env}
+        return sorted(found, key=lambda e: (known.index(e) if e in known else len(known), e))
 
     def projects(self) -> list[str]:
         with self.lock:
@@ -651,6 +787,10 @@ class ArgoCDEmulator:
                     "operationPhase": (a.op_state or {}).get("phase", ""),
                     "images": a.synced.images,
                     "autoSync": a.definition.auto_sync,
+                    "sourceType": a.definition.source_type,
+                    "workload": a.definition.workload,
+                    "applicationSet": a.definition.appset,
+                    **({"rollout": _rollout_summary(a.rollout)} if a.rollout is not None else {}),
                 }
                 for a in self.apps.values()
             ]
@@ -691,6 +831,26 @@ class ArgoCDEmulator:
                 if (env_tree, base_tree) != app.synced.key:
                     app.synced = self.content_at(revision, app.definition)
                 self._touch(app, event=None)
+
+
+def _rollout_summary(rollout: RolloutState) -> dict[str, Any]:
+    phase, message = rollout.phase()
+    return {
+        "phase": phase,
+        "message": message,
+        "step": rollout.step_index,
+        "steps": len(rollout.steps),
+        "weight": rollout.weight(),
+        "revision": rollout.revision,
+    }
+
+
+def _parse_overlay(blobs: Mapping[str, str], tree: str, app: str) -> Kustomization:
+    """An overlay's pins: its kustomization.yaml, or else a Helm-values app's values.yaml."""
+    text = blobs.get(f"{tree}:kustomization.yaml", "")
+    if not text and blobs.get(f"{tree}:values.yaml"):
+        return parse_helm_values(blobs[f"{tree}:values.yaml"], app)
+    return parse_kustomization(text)
 
 
 def _team_of(app: str, namespace: str) -> str:

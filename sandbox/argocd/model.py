@@ -53,6 +53,9 @@ class AppDef:
     auto_sync: bool
     multi_source: bool
     created: int
+    source_type: str = "Kustomize"  # or "Helm": a chart in apps/<app>/chart + the env's values.yaml
+    workload: str = "Deployment"  # or "Rollout" (Argo Rollouts)
+    appset: str = ""  # the ApplicationSet that generated it (its controller owner)
 
     @property
     def name(self) -> str:
@@ -63,8 +66,20 @@ class AppDef:
         return f"environments/{self.env}/{self.app}"
 
     @property
+    def base_path(self) -> str:
+        return f"apps/{self.app}/chart" if self.source_type == "Helm" else f"apps/{self.app}/base"
+
+    @property
     def namespace(self) -> str:
         return f"{self.team}-{self.app}"
+
+    @property
+    def workload_group(self) -> str:
+        return "argoproj.io" if self.workload == "Rollout" else "apps"
+
+    @property
+    def workload_version(self) -> str:
+        return "v1alpha1" if self.workload == "Rollout" else "v1"
 
     @property
     def labels(self) -> dict[str, str]:
@@ -81,7 +96,16 @@ class AppDef:
 
     def sources(self) -> list[dict[str, Any]]:
         # Second source: the same repo as a helm-values ``ref`` (the common multi-source pattern).
-        return [self.source(), {"repoURL": self.repo_url, "targetRevision": self.branch, "ref": "values"}]
+        values = {"repoURL": self.repo_url, "targetRevision": self.branch, "ref": "values"}
+        if self.source_type == "Helm":
+            chart = {
+                "repoURL": self.repo_url,
+                "path": self.base_path,
+                "targetRevision": self.branch,
+                "helm": {"valueFiles": [f"$values/{self.path}/values.yaml"]},
+            }
+            return [chart, values]
+        return [self.source(), values]
 
     def destination(self) -> dict[str, Any]:
         return {"server": self.cluster.server, "namespace": self.namespace}
@@ -147,6 +171,7 @@ class AppState:
     reconciled_at: float = 0.0
     resource_version: int = 0
     generation: int = 1
+    rollout: Any = None  # RolloutState of an Argo Rollouts app (sandbox.argocd.rollouts)
     _cache: tuple[int, dict[str, Any]] | None = None
 
     @property
@@ -179,8 +204,19 @@ class AppState:
                 "labels": d.labels,
                 "finalizers": ["resources-finalizer.argocd.argoproj.io"],
             },
-            "spec": self._spec(),
         }
+        if d.appset:
+            out["metadata"]["ownerReferences"] = [
+                {
+                    "apiVersion": "argoproj.io/v1alpha1",
+                    "kind": "ApplicationSet",
+                    "name": d.appset,
+                    "uid": uid_for("ApplicationSet", d.appset),
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ]
+        out["spec"] = self._spec()
         if self.pending and self.pending.started_at is None:
             out["operation"] = self.pending.json(d)
         out["status"] = self._status()
@@ -224,9 +260,9 @@ class AppState:
         if self.op_state:
             status["operationState"] = self.op_state
         if d.multi_source:
-            status["sourceTypes"] = ["Kustomize", "Directory"]
+            status["sourceTypes"] = [d.source_type, "Directory"]
         else:
-            status["sourceType"] = "Kustomize"
+            status["sourceType"] = d.source_type
         status["summary"] = {"images": self.synced.images} if self.synced.images else {}
         status["controllerNamespace"] = NAMESPACE
         return status
@@ -245,9 +281,9 @@ class AppState:
                 "health": {"status": "Healthy"},
             },
             {
-                "group": "apps",
-                "version": "v1",
-                "kind": "Deployment",
+                "group": d.workload_group,
+                "version": d.workload_version,
+                "kind": d.workload,
                 "namespace": d.namespace,
                 "name": d.app,
                 "status": "OutOfSync" if out_of_sync else "Synced",

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from ruamel.yaml import YAML
-
-from sandbox.argocd.git import GitReader
 from sandbox.argocd.model import (
     NAMESPACE,
     AppDef,
@@ -20,6 +16,7 @@ from sandbox.argocd.model import (
     ts,
     uid_for,
 )
+from sandbox.argocd.render import Renderer, RenderError
 
 if TYPE_CHECKING:
     from sandbox.argocd.emulator import ArgoCDEmulator
@@ -60,35 +57,46 @@ def resource_tree(app: AppState) -> dict[str, Any]:
         return n
 
     deploy_ref = {
-        "group": "apps",
-        "kind": "Deployment",
+        "group": d.workload_group,
+        "kind": d.workload,
         "namespace": ns,
         "name": d.app,
-        "uid": uid_for(f"{d.name}/Deployment", d.app),
+        "uid": uid_for(f"{d.name}/{d.workload}", d.app),
     }
-    rs_ref = {
-        "group": "apps",
-        "kind": "ReplicaSet",
-        "namespace": ns,
-        "name": rs,
-        "uid": uid_for(f"{d.name}/ReplicaSet", rs),
-    }
-    nodes = [
-        node(
-            "apps",
-            "Deployment",
-            d.app,
-            health=health,
-            info=[{"name": "Revision", "value": f"Rev:{len(app.history)}"}],
-        ),
-        node(
-            "apps",
-            "ReplicaSet",
-            rs,
-            parentRefs=[deploy_ref],
-            health=health,
-            info=[{"name": "Revision", "value": f"Rev:{len(app.history)}"}],
-        ),
+    rollout = app.rollout
+    revision = rollout.revision if rollout is not None else len(app.history)
+    workload = node(
+        d.workload_group,
+        d.workload,
+        d.app,
+        health=health,
+        info=[{"name": "Revision", "value": f"Rev:{revision}"}],
+    )
+    workload["version"] = d.workload_version
+    # A canary in flight runs two ReplicaSets: the stable one and the canary.
+    sets = [(rs, images, _replicas(app.synced))]
+    if rollout is not None and rollout.current_hash != rollout.stable_hash and not rollout.complete:
+        replicas = _replicas(app.synced)
+        canary = 0 if rollout.aborted else -(-replicas * rollout.weight() // 100)
+        sets = [
+            (f"{d.app}-{rollout.stable_hash}", rollout.stable_images, replicas),
+            (f"{d.app}-{rollout.current_hash}", rollout.images, canary),
+        ]
+    elif rollout is not None:
+        sets = [(f"{d.app}-{rollout.current_hash}", rollout.images, _replicas(app.synced))]
+    nodes = [workload]
+    for rs_name, _images, _count in sets:
+        nodes.append(
+            node(
+                "apps",
+                "ReplicaSet",
+                rs_name,
+                parentRefs=[deploy_ref],
+                health={"status": "Healthy"} if rollout is not None else health,
+                info=[{"name": "Revision", "value": f"Rev:{revision}"}],
+            )
+        )
+    nodes += [
         node(
             "",
             "Service",
@@ -98,16 +106,24 @@ def resource_tree(app: AppState) -> dict[str, Any]:
         ),
         node("policy", "PodDisruptionBudget", d.app),
     ]
-    ready = app.health != "Degraded"
-    for i in range(_replicas(app.synced)):
-        pod = f"{rs}-{pod_suffix(rs, i)}"
+    ready = app.health != "Degraded" or rollout is not None
+    pods = [(rs_name, imgs, i) for rs_name, imgs, count in sets for i in range(count)]
+    for rs_name, imgs, i in pods:
+        pod = f"{rs_name}-{pod_suffix(rs_name, i)}"
+        rs_ref = {
+            "group": "apps",
+            "kind": "ReplicaSet",
+            "namespace": ns,
+            "name": rs_name,
+            "uid": uid_for(f"{d.name}/ReplicaSet", rs_name),
+        }
         nodes.append(
             node(
                 "",
                 "Pod",
                 pod,
                 parentRefs=[rs_ref],
-                images=images,
+                images=imgs,
                 health={"status": "Healthy" if ready else "Degraded"},
                 info=[
                     {"name": "Status Reason", "value": "Running" if ready else "CrashLoopBackOff"},
@@ -120,51 +136,30 @@ def resource_tree(app: AppState) -> dict[str, Any]:
 
 # ---- managed resources ------------------------------------------------------------------------------------
 
-_yaml = YAML(typ="safe", pure=True)
 
-
-def _render(git: GitReader, d: AppDef, content: Content) -> dict[str, dict[str, Any]]:
-    """Approximate ``kustomize build``: base manifests + namespace, env label, image pin, replicas."""
-    base_tree = content.key[1]
-    if not base_tree:
+def _render(renderer: Renderer, d: AppDef, content: Content) -> dict[str, dict[str, Any]]:
+    """The app's objects at a content's revision, by kind (hooks are not managed resources)."""
+    if not content.revision or not content.key[1]:
         return {}
-    files = ("deployment.yaml", "service.yaml", "pdb.yaml")
-    blobs = git.read([f"{base_tree}:{f}" for f in files])
-    out: dict[str, dict[str, Any]] = {}
-    for f in files:
-        text = blobs.get(f"{base_tree}:{f}")
-        if not text:
-            continue
-        doc = _yaml.load(io.StringIO(text))
-        meta = doc.setdefault("metadata", {})
-        meta["namespace"] = d.namespace
-        meta.setdefault("labels", {})["env"] = d.env
-        meta["labels"]["app.kubernetes.io/instance"] = d.name
-        if doc.get("kind") == "Deployment":
-            _pin(doc, content)
-        out[doc["kind"]] = doc
-    return out
-
-
-def _pin(doc: dict[str, Any], content: Content) -> None:
-    replicas = content.kustomization.replicas
-    if replicas is not None:
-        doc["spec"]["replicas"] = replicas
-    pins = {i.name: i for i in content.kustomization.images}
-    for c in doc["spec"]["template"]["spec"].get("containers", []):
-        repo = c["image"].split("@")[0].rsplit(":", 1)[0] if ":" in c["image"].split("/")[-1] else c["image"]
-        if repo in pins:
-            c["image"] = pins[repo].reference
+    try:
+        objects = renderer.render(d, content.revision)
+    except RenderError:
+        return {}
+    hooks = "argocd.argoproj.io/hook"
+    return {o["kind"]: o for o in objects if hooks not in (o["metadata"].get("annotations") or {})}
 
 
 def managed_resources(
-    git: GitReader, d: AppDef, target: Content, synced: Content, health: str
+    renderer: Renderer, d: AppDef, target: Content, synced: Content, health: str
 ) -> list[dict[str, Any]]:
-    desired = _render(git, d, target)
-    live = _render(git, d, synced)
+    desired = _render(renderer, d, target)
+    live = _render(renderer, d, synced)
     items = []
-    for kind, group in (("Service", ""), ("Deployment", "apps"), ("PodDisruptionBudget", "policy")):
+    kinds = (("Service", ""), (d.workload, d.workload_group), ("PodDisruptionBudget", "policy"))
+    for kind, group in kinds:
         want, have = desired.get(kind), live.get(kind)
+        if want is None and have is None and (desired or live):
+            continue  # not part of this app (a chart without a PodDisruptionBudget)
         have_full = _with_live_fields(have, d, kind, health) if have else None
         item: dict[str, Any] = {"kind": kind, "namespace": d.namespace, "name": d.app}
         if group:
@@ -187,7 +182,7 @@ def _with_live_fields(doc: dict[str, Any], d: AppDef, kind: str, health: str) ->
     meta = live["metadata"]
     meta["uid"] = uid_for(f"{d.name}/{kind}", d.app)
     meta["creationTimestamp"] = ts(d.created)
-    if kind == "Deployment":
+    if kind in ("Deployment", "Rollout"):
         n = live["spec"].get("replicas", DEFAULT_REPLICAS)
         ready = n if health != "Degraded" else 0
         live["status"] = {
@@ -289,76 +284,29 @@ def _cluster(name: str, server: str, labels: dict[str, str], apps: int, attempte
     return out
 
 
-# ---- applicationsets --------------------------------------------------------------------------------------
+# ---- live resources (GET /api/v1/applications/{name}/resource) ----------------------------------------------
 
 
-def appsets(emu: ArgoCDEmulator) -> list[dict[str, Any]]:
-    """One cluster-generator ApplicationSet per app x env (how the Applications are said to exist)."""
-    with emu.lock:
-        grouped: dict[tuple[str, str], list[AppState]] = {}
-        for a in emu.apps.values():
-            grouped.setdefault((a.definition.app, a.definition.env), []).append(a)
-    items = []
-    for (app, env), members in sorted(grouped.items()):
-        d = members[0].definition
-        name = f"{app}-{env}"
-        template_source = {"repoURL": d.repo_url, "path": d.path, "targetRevision": d.branch}
-        items.append(
-            {
-                "metadata": {
-                    "name": name,
-                    "namespace": NAMESPACE,
-                    "uid": uid_for("ApplicationSet", name),
-                    "resourceVersion": "1",
-                    "generation": 1,
-                    "creationTimestamp": ts(d.created),
-                    "labels": {"app.kubernetes.io/name": app, "env": env, "team": d.team},
-                },
-                "spec": {
-                    "goTemplate": True,
-                    "goTemplateOptions": ["missingkey=error"],
-                    "generators": [{"clusters": {"selector": {"matchLabels": {"env": env}}}}],
-                    "template": {
-                        "metadata": {
-                            "name": f"{app}-{{{{.name}}}}",
-                            "labels": {
-                                "app.kubernetes.io/name": app,
-                                "env": env,
-                                "cluster": "{{.name}}",
-                                "region": '{{index .metadata.labels "region"}}',
-                                "team": d.team,
-                            },
-                        },
-                        "spec": {
-                            "project": d.team,
-                            "source": template_source,
-                            "destination": {"server": "{{.server}}", "namespace": d.namespace},
-                        },
-                    },
-                },
-                "status": {
-                    "conditions": [
-                        {
-                            "type": "ResourcesUpToDate",
-                            "status": "True",
-                            "reason": "ApplicationSetUpToDate",
-                            "message": "All applications have been generated successfully",
-                            "lastTransitionTime": ts(d.created),
-                        },
-                    ],
-                    "resources": [
-                        {
-                            "group": "argoproj.io",
-                            "version": "v1alpha1",
-                            "kind": "Application",
-                            "namespace": NAMESPACE,
-                            "name": m.name,
-                            "status": m.sync_status,
-                            "health": {"status": m.health},
-                        }
-                        for m in members
-                    ],
-                },
-            }
+def live_resource(
+    renderer: Renderer, app: AppState, *, group: str, kind: str, name: str, namespace: str
+) -> dict[str, Any] | None:
+    """The live object of one managed resource, or None when the app does not manage it."""
+    d = app.definition
+    if namespace and namespace != d.namespace:
+        return None
+    live = _render(renderer, d, app.synced)
+    obj = live.get(kind)
+    if obj is None or obj["metadata"].get("name") != name:
+        return None
+    api_group = obj.get("apiVersion", "v1").rpartition("/")[0]
+    if group != api_group:
+        return None
+    obj["metadata"]["namespace"] = d.namespace
+    if kind == "Rollout" and app.rollout is not None:
+        return app.rollout.live(
+            obj,
+            uid=uid_for(f"{d.name}/Rollout", d.app),
+            created=d.created,
+            resource_version=app.resource_version,
         )
-    return items
+    return _with_live_fields(obj, d, kind, app.health)

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from sandbox.argocd import resources
+from sandbox.argocd import appsets, resources
 from sandbox.argocd.emulator import PERMISSION_DENIED, ApiError, not_visible
 from sandbox.argocd.model import AppState, ts
 from sandbox.argocd.query import (
@@ -28,7 +28,8 @@ from sandbox.argocd.query import (
     project_paths,
     selector_matches,
 )
-from sandbox.argocd.windows import app_window_view, can_sync
+from sandbox.argocd.render import RenderError, hide_secret_data
+from sandbox.argocd.windows import app_window_view, can_sync, closing_window, validate_window
 
 if TYPE_CHECKING:
     from sandbox.argocd.emulator import ArgoCDEmulator
@@ -147,6 +148,10 @@ _ROUTES: list[Route] = [
         ("GET", r"/api/v1/applications/([^/]+)/revisions/([^/]+)/metadata", "revision_metadata", True),
         ("GET", r"/api/v1/applications/([^/]+)/resource-tree", "resource_tree", True),
         ("GET", r"/api/v1/applications/([^/]+)/managed-resources", "managed_resources", True),
+        ("GET", r"/api/v1/applications/([^/]+)/manifests", "get_manifests", True),
+        ("GET", r"/api/v1/applications/([^/]+)/resource", "get_resource", True),
+        ("POST", r"/api/v1/applications/([^/]+)/resource/actions", "run_action", True),
+        ("POST", r"/api/v1/applications/([^/]+)/resource/actions/v2", "run_action_v2", True),
         ("GET", r"/api/v1/applications/([^/]+)/syncwindows", "app_syncwindows", True),
         ("POST", r"/api/v1/applications/([^/]+)/sync", "sync_app", True),
         ("POST", r"/api/v1/applications/([^/]+)/rollback", "rollback_app", True),
@@ -164,6 +169,9 @@ _ROUTES: list[Route] = [
         ("POST", r"/sandbox/faults", "admin_set_faults", False),
         ("POST", r"/sandbox/reset-faults", "admin_reset_faults", False),
         ("POST", r"/sandbox/reconcile", "admin_reconcile", False),
+        ("POST", r"/sandbox/rollouts/([^/]+)/([a-z-]+)", "admin_rollout_action", False),
+        ("GET", r"/sandbox/sync-windows", "admin_get_windows", False),
+        ("POST", r"/sandbox/sync-windows", "admin_set_windows", False),
     )
 ]
 
@@ -430,8 +438,96 @@ class Handler(BaseHTTPRequestHandler):
         with self.emu.lock:
             app = self._visible_app(name)
             target, synced, definition, health = app.target, app.synced, app.definition, app.health
-        items = resources.managed_resources(self.emu.git, definition, target, synced, health)
+        items = resources.managed_resources(self.emu.renderer, definition, target, synced, health)
         self._send_json({"items": items})
+
+    def get_manifests(self, name: str) -> None:
+        """Render the app at a revision, as Argo CD's repo-server would (GetManifests)."""
+        with self.emu.lock:
+            definition = self._visible_app(name).definition
+        if definition.multi_source:
+            revisions = self.query.get("revisions", [])
+            positions = self.query.get("sourcePositions", [])
+            if len(revisions) != len(positions):
+                raise ApiError(3, "sourcePositions and revisions must have the same length")
+            by_position: dict[int, str] = {}
+            for pos, rev in zip(positions, revisions, strict=True):
+                if not pos.isdigit() or not 1 <= int(pos) <= 2:
+                    raise ApiError(3, f"source position is out of range: {pos}")
+                by_position[int(pos)] = rev
+            wanted = [by_position.get(1) or definition.branch, by_position.get(2) or definition.branch]
+        else:
+            wanted = [self._q("revision") or definition.branch]
+        shas = []
+        for i, rev in enumerate(wanted, 1):
+            sha = self.emu.git.resolve(rev)
+            if sha is None:
+                where = f" for source {i} of {len(wanted)}" if definition.multi_source else ""
+                raise ApiError(
+                    2,
+                    f"error generating manifests{where}: rpc error: code = Unknown desc = "
+                    f"unable to resolve '{rev}' to a commit SHA",
+                )
+            shas.append(sha)
+        try:
+            objects = self.emu.renderer.render(definition, shas[0], shas[-1])
+        except RenderError as exc:
+            raise ApiError(
+                2, f"Manifest generation error (cached): rpc error: code = Unknown desc = {exc}"
+            ) from None
+        manifests = [json.dumps(hide_secret_data(o), separators=(",", ":")) for o in objects]
+        self._send_json(
+            {
+                "manifests": manifests,
+                "namespace": definition.namespace,
+                "server": definition.cluster.server,
+                "revision": shas[0],
+                "sourceType": definition.source_type,
+            }
+        )
+
+    def get_resource(self, name: str) -> None:
+        """One managed resource's live object (GetResource: ``manifest`` is the object as JSON)."""
+        group, kind, resource = self._q("group"), self._q("kind"), self._q("resourceName")
+        with self.emu.lock:
+            app = self._visible_app(name)
+            obj = resources.live_resource(
+                self.emu.renderer, app, group=group, kind=kind, name=resource, namespace=self._q("namespace")
+            )
+        if obj is None:
+            # Argo CD: the resource must be part of the app's tree.
+            raise ApiError(3, f"{kind} {group} {resource} not found as part of application {name}")
+        self._send_json({"manifest": json.dumps(obj, separators=(",", ":"))})
+
+    def _action_target(self, name: str, group: str, kind: str, resource: str) -> AppState:
+        app = self._visible_app(name)
+        d = app.definition
+        if (group, kind, resource) != (d.workload_group, d.workload, d.app) or app.rollout is None:
+            raise ApiError(3, f"{kind} {group} {resource} not found as part of application {name}")
+        return app
+
+    def run_action(self, name: str) -> None:
+        """RunResourceAction (v1): the body is the action's name as a JSON string."""
+        try:
+            action = json.loads(self._body or b'""')
+        except ValueError:
+            raise ApiError(3, "invalid action") from None
+        if not isinstance(action, str):
+            raise ApiError(3, "invalid action")
+        with self.emu.lock:
+            app = self._action_target(name, self._q("group"), self._q("kind"), self._q("resourceName"))
+            self.emu.rollout_action(app, action)
+        self._send_json({})
+
+    def run_action_v2(self, name: str) -> None:
+        """RunResourceActionV2: resource and action named in the JSON body."""
+        body = self._json_body()
+        with self.emu.lock:
+            app = self._action_target(
+                name, str(body.get("group", "")), str(body.get("kind", "")), str(body.get("resourceName", ""))
+            )
+            self.emu.rollout_action(app, str(body.get("action", "")))
+        self._send_json({})
 
     def app_syncwindows(self, name: str) -> None:
         with self.emu.lock:
@@ -621,14 +717,14 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(2, f"error parsing the selector: {exc}") from None
         items = [
             s
-            for s in resources.appsets(self.emu)
+            for s in appsets.appsets(self.emu)
             if (not projects or s["spec"]["template"]["spec"]["project"] in projects)
             and selector_matches(reqs, s["metadata"].get("labels"))
         ]
         self._send_json({"metadata": {}, "items": items})
 
     def get_appset(self, name: str) -> None:
-        for s in resources.appsets(self.emu):
+        for s in appsets.appsets(self.emu):
             if s["metadata"]["name"] == name:
                 self._send_json(s)
                 return
@@ -659,6 +755,45 @@ class Handler(BaseHTTPRequestHandler):
             self.emu.faults = Faults()
         self.emu.wake()
         self._send_json(self.emu.faults.as_dict())
+
+    def admin_rollout_action(self, name: str, action: str) -> None:
+        """Abort (or resume, promote-full, retry) an app's Rollout: the tests' and demo's lever."""
+        try:
+            with self.emu.lock:
+                app = self.emu.apps.get(name)
+                if app is None:
+                    raise ApiError(5, f'applications.argoproj.io "{name}" not found')
+                self.emu.rollout_action(app, action)
+                body = {"app": name, "health": app.health, "message": app.health_message}
+        except ApiError as err:
+            self._send_json({"error": err.message}, GRPC_TO_HTTP.get(err.code, 400))
+            return
+        self._send_json(body)
+
+    def admin_get_windows(self) -> None:
+        self._send_json(self.emu.sync_windows)
+
+    def admin_set_windows(self) -> None:
+        """Replace a project's sync windows: ``{"project", "windows": [...]}``; ``closed_for``
+        (seconds) instead of ``windows`` adds a deny window on prod clusters closing syncs from now."""
+        try:
+            data = self._json_body()
+            project = str(data.get("project") or "")
+            if not project:
+                raise ValueError("project is required")
+            if "closed_for" in data:
+                windows = [*self.emu.sync_windows.get(project, []), closing_window(float(data["closed_for"]))]
+            else:
+                windows = list(data.get("windows") or [])
+            for window in windows:
+                validate_window(window)
+        except (ApiError, ValueError, TypeError, KeyError) as exc:
+            self._send_json({"error": str(exc)}, 400)
+            return
+        with self.emu.lock:
+            self.emu.sync_windows[project] = windows
+        self.emu.wake()
+        self._send_json({"project": project, "windows": windows})
 
     def admin_reconcile(self) -> None:
         self.emu.reconcile()

@@ -178,3 +178,33 @@ def app_window_view(window: Mapping[str, Any]) -> dict[str, Any]:
     if window.get("manualSync"):
         out["manualSync"] = True
     return out
+
+
+def closing_window(
+    seconds: float, *, now: datetime | None = None, clusters: Sequence[str] = ("prod-*",)
+) -> dict[str, Any]:
+    """A deny window that opened this minute and stays active ``seconds`` (whole minutes, like
+    Argo CD's): the demo's "closed now, opens at …" on the prod clusters."""
+    now = now or datetime.now(UTC)
+    minutes = max(1, -(-int(seconds) // 60))
+    return {
+        "kind": "deny",
+        "schedule": f"{now.minute} {now.hour} {now.day} {now.month} *",
+        "duration": f"{minutes}m",
+        "clusters": list(clusters),
+        "manualSync": False,
+        "timeZone": "UTC",
+        "description": f"Change freeze ({minutes} min, sandbox)",
+    }
+
+
+def validate_window(window: Any) -> None:
+    """Reject a window Argo CD would refuse: kind, a 5-field schedule and a Go duration."""
+    if not isinstance(window, dict):
+        raise ValueError("a window must be an object")
+    if window.get("kind") not in ("allow", "deny"):
+        raise ValueError("window kind must be allow or deny")
+    parse_cron(str(window.get("schedule", "")))
+    parse_duration(str(window.get("duration", "")))
+    if window.get("timeZone"):
+        ZoneInfo(str(window["timeZone"]))

@@ -6,8 +6,11 @@ from dataclasses import asdict
 from typing import Any
 
 from . import payloads
+from .checks import SimulatedCI, check_run, describe
 from .core import ForgeCore
 from .faults import FaultInjector
+from .gitstore import CommitInfo
+from .payloads import RepoRef
 from .pulls import REVIEW_EVENTS, pull_merge
 from .routing import ApiError, Request, Response, Router, not_found
 from .state import Protection, Review, now_iso
@@ -16,9 +19,10 @@ HUMAN = "sandbox-user"  # who merges or reviews through the admin API unless "us
 
 
 class AdminApi:
-    def __init__(self, core: ForgeCore, faults: FaultInjector) -> None:
+    def __init__(self, core: ForgeCore, faults: FaultInjector, ci: SimulatedCI) -> None:
         self.core = core
         self.faults = faults
+        self.ci = ci
 
     def register(self, router: Router) -> None:
         router.add("GET", "/sandbox/state", self.get_state)
@@ -26,6 +30,9 @@ class AdminApi:
         router.add("GET", "/sandbox/faults", self.list_faults)
         router.add("POST", "/sandbox/reset-faults", self.reset_faults)
         router.add("POST", "/sandbox/checks", self.set_check)
+        router.add("GET", "/sandbox/ci", self.get_ci)
+        router.add("POST", "/sandbox/ci", self.set_ci)
+        router.add("POST", "/sandbox/ci/run", self.run_ci)
         router.add("PUT", "/sandbox/webhook", self.set_webhook)
         router.add("PUT", "/sandbox/protection", self.set_protection)
         router.add("POST", "/sandbox/pulls/{owner}/{repo}/{number}/merge", self.merge)
@@ -81,13 +88,20 @@ class AdminApi:
         return Response(200, {"faults": []})
 
     def set_check(self, req: Request) -> Response:
-        """Play CI: set a commit status (e.g. a required check) on a sha or branch."""
+        """Play CI: set a commit status (e.g. a required check) on a sha or branch; with
+        ``"kind": "check_run"`` a completed check run named ``context`` instead."""
         data = req.json_object()
-        owner, _, name = str(data.get("repo", "")).partition("/")
-        ref, bare = self.core.repo(owner, name)
-        info = bare.commit(str(data.get("sha") or data.get("ref") or ""))
-        if info is None:
-            raise ApiError(422, "sha or ref must name a commit")
+        ref, info = self._commit_of(data)
+        if data.get("kind") == "check_run":
+            state = str(data.get("state", "success"))
+            run_body: dict[str, Any] = {"name": data.get("context", "ci/test")}
+            if state == "pending":
+                run_body["status"] = "in_progress"
+            else:
+                run_body["conclusion"] = "failure" if state == "error" else state
+            run_body["output"] = {"title": data.get("description"), "summary": data.get("description")}
+            run = self.ci.add_check_run(ref, info.sha, run_body, app=str(data.get("creator") or "sandbox-ci"))
+            return Response(201, check_run(ref, run))
         body = {
             "state": data.get("state", "success"),
             "context": data.get("context", "ci/test"),
@@ -96,6 +110,29 @@ class AdminApi:
         }
         item = self.core.add_status(ref, info.sha, body, str(data.get("creator") or "sandbox-ci"))
         return Response(201, payloads.status(ref, item))
+
+    def get_ci(self, req: Request) -> Response:
+        return Response(200, describe(self.ci.config))
+
+    def set_ci(self, req: Request) -> Response:
+        """Configure the simulated CI (enabled, context, check_name, fail_marker, mode, delay, repos)."""
+        self.ci.config.update(req.json_object())
+        return Response(200, describe(self.ci.config))
+
+    def run_ci(self, req: Request) -> Response:
+        """Run the simulated CI now on a commit (``repo`` plus ``sha`` or ``ref``), enabled or not."""
+        ref, info = self._commit_of(req.json_object())
+        self.ci.run(ref, info.sha, info.message)
+        return Response(202, {"sha": info.sha, **describe(self.ci.config)})
+
+    def _commit_of(self, data: dict[str, Any]) -> tuple[RepoRef, CommitInfo]:
+        """The repository (``repo``: owner/name) and commit (``sha`` or ``ref``) a lever names."""
+        owner, _, name = str(data.get("repo", "")).partition("/")
+        ref, bare = self.core.repo(owner, name)
+        info = bare.commit(str(data.get("sha") or data.get("ref") or ""))
+        if info is None:
+            raise ApiError(422, "sha or ref must name a commit")
+        return ref, info
 
     def set_protection(self, req: Request) -> Response:
         """Protect a branch: required status contexts and approvals (empty body fields = unprotect)."""

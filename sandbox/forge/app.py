@@ -11,6 +11,7 @@ import uuid
 from functools import partial
 
 from .admin import AdminApi
+from .checks import ChecksApi, SimulatedCI
 from .core import ForgeCore
 from .faults import FaultInjector
 from .gitstore import GitCommandError
@@ -52,9 +53,12 @@ class ForgeApp:
         repos = ReposApi(core)
         repos.register(self.api)
         PullsApi(core).register(self.api)
+        self.ci = SimulatedCI(core)
+        core.ci = self.ci
+        ChecksApi(core, self.ci).register(self.api)
         repos.register_late(self.api)
         self.admin = Router()
-        AdminApi(core, faults).register(self.admin)
+        AdminApi(core, faults, self.ci).register(self.admin)
         self.pages = Router()
         Pages(core).register(self.pages)
 
@@ -83,7 +87,7 @@ class ForgeApp:
             response = self._dispatch(self.admin, req)
             self._record(req, response, "admin")
             return response
-        if req.method == "GET" and self.pages.match(req.method, req.path)[0] is not None:
+        if req.method in ("GET", "POST") and self.pages.match(req.method, req.path)[0] is not None:
             response = self._dispatch(self.pages, req)  # browser pages: no token, no faults
             self._record(req, response, "page")
             return response

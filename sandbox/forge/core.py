@@ -39,6 +39,7 @@ class ForgeCore:
         self.state = state
         self.webhooks = webhooks
         self.base_url = ""
+        self.ci: Any = None  # the SimulatedCI, set by the app; told about every new pull request head
         self._locks: defaultdict[str, threading.RLock] = defaultdict(threading.RLock)
         self._locks_guard = threading.Lock()
 
@@ -232,6 +233,10 @@ class ForgeCore:
     def emit_pull(
         self, ref: RepoRef, bare: BareRepo, item: Pull, action: str, sender: str, **extra: Any
     ) -> None:
+        if action in ("opened", "reopened", "synchronize") and self.ci is not None:
+            head, _base = self.live_shas(bare, item)
+            info = bare.commit(head)
+            self.ci.on_head(ref, head, info.message if info else "")
         if not self.webhooks.url:
             return
         payload = {

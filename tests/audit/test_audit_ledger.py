@@ -36,9 +36,11 @@ def _record(n: int, **extra) -> list[AuditEvent]:
 
 
 def _drop_trigger() -> None:
-    # Inside the test's transaction: rolled back (trigger restored) when the test ends.
+    # What the owner role could do (the runtime role cannot: tests/audit/test_audit_roles.py).
+    # Inside the test's transaction: rolled back (triggers restored) when the test ends.
     with connection.cursor() as cursor:
         cursor.execute("DROP TRIGGER audit_event_no_update_delete ON audit_auditevent")
+        cursor.execute("DROP TRIGGER audit_checkpoint_no_update_delete ON audit_auditcheckpoint")
 
 
 @pytest.mark.django_db
@@ -151,6 +153,7 @@ def test_a_checkpoint_signature_verifies_and_a_tampered_one_fails():
     assert "does not verify" in verify_checkpoint({**record, "event_count": 2}, verification_keys())
     assert "does not verify" in verify_checkpoint({**record, "head_hash": "f" * 64}, verification_keys())
 
+    _drop_trigger()
     AuditCheckpoint.objects.filter(pk=checkpoint.pk).update(event_count=2)
     with pytest.raises(CommandError, match="signature does not verify"):
         call_command("audit_verify")
@@ -188,7 +191,7 @@ def test_concurrent_appends_from_eight_threads_keep_one_valid_chain():
 @pytest.mark.django_db
 def test_credentials_are_redacted_from_before_and_after():
     event = audit_event_record(
-        action="settings.changed", before={"api_token": "abc"}, after={"nested": {"password": "x"}}
+        action="inventory.config_applied", before={"api_token": "abc"}, after={"nested": {"password": "x"}}
     )
     assert event.before == {"api_token": "[redacted]"}
     assert event.after == {"nested": {"password": "[redacted]"}}
@@ -201,7 +204,7 @@ def test_payloads_are_stored_as_they_hash_so_the_chain_recomputes():
     import uuid
 
     event = audit_event_record(
-        action="settings.changed",
+        action="inventory.config_applied",
         app="x" * 300,
         after={
             "at": dt.datetime(2026, 3, 31, 14, 0, tzinfo=dt.UTC),
@@ -213,3 +216,24 @@ def test_payloads_are_stored_as_they_hash_so_the_chain_recomputes():
     assert stored.after["price"] == "1.50" and len(stored.app) == 200
     assert event_hash(event_as_record(stored)) == stored.hash
     assert audit_chain_verify().ok
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_auditcheckpoint SET event_count = 1",
+        "DELETE FROM audit_auditcheckpoint",
+        "TRUNCATE audit_auditcheckpoint CASCADE",
+    ],
+)
+def test_the_database_refuses_update_delete_and_truncate_of_checkpoints(statement):
+    _record(2)
+    audit_checkpoint_create()
+    with (
+        pytest.raises(DatabaseError, match="audit_auditcheckpoint is append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(statement)
+    assert AuditCheckpoint.objects.get().event_count == 2

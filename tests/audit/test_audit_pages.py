@@ -16,6 +16,7 @@ from accounts.roles import Role
 from audit.bundle import verify_bundle
 from audit.models import AuditEvent
 from audit.services import audit_event_record, change_record_sync
+from audit.signing import current_public_key_pem
 from tests.factories import user_with_role
 
 pytestmark = pytest.mark.django_db
@@ -34,7 +35,7 @@ def _prod_promotion(source_id: int = 1, **extra):
     audit_event_record(action="promotion.healthy", target_type="promotion", target_id=source_id,
                        app="payments-api", environment="prod", message="healthy")  # fmt: skip
     fields = {
-        "requester_name": "alice", "approvers": ["bob"], "pr_number": 17,
+        "requester_name": "alice", "project": "payments", "approvers": ["bob"], "pr_number": 17,
         "pr_url": "http://forge.example/acme/gitops/pull/17", "merged_by": "bob",
         "revision_before": "a" * 40, "revision_after": "b" * 40,
         "versions_before": {"prod-eu-west-1": "1.4.2"}, "versions_after": {"prod-eu-west-1": "1.4.3"},
@@ -109,8 +110,10 @@ def test_event_list_pages_by_keyset_with_a_constant_query_count(auditor_client):
 
 
 def test_event_detail_shows_json_and_the_chain(auditor_client):
-    first = audit_event_record(action="settings.changed", before={"poll": 30}, after={"poll": "<b>60</b>"})
-    second = audit_event_record(action="settings.changed")
+    first = audit_event_record(
+        action="inventory.config_applied", before={"poll": 30}, after={"poll": "<b>60</b>"}
+    )
+    second = audit_event_record(action="inventory.config_applied")
     body = auditor_client.get(reverse("audit:event_detail", args=[second.sequence])).content.decode()
     assert (
         second.hash in body
@@ -166,7 +169,7 @@ def test_bundle_download_verifies(auditor_client, tmp_path):
     assert response["Content-Disposition"].startswith('attachment; filename="audit-bundle-')
     path = tmp_path / "b.zip"
     path.write_bytes(b"".join(response.streaming_content))
-    report = verify_bundle(str(path))
+    report = verify_bundle(str(path), public_key_pem_text=current_public_key_pem())
     assert report.ok, report.problems
     assert report.count == AuditEvent.objects.count()
 
@@ -227,8 +230,16 @@ def test_a_project_scoped_auditor_sees_only_their_projects(client):
     user = UserFactory(username="scoped")
     RoleGrant.objects.create(user=user, role=Role.AUDITOR, project="payments")
     client.force_login(user)
-    audit_event_record(action="promotion.merged", app="payments-api", environment="prod", message="pay-event")
-    audit_event_record(action="promotion.merged", app="search", environment="prod", message="search-event")
+    audit_event_record(
+        action="promotion.merged",
+        app="payments-api",
+        project="payments",
+        environment="prod",
+        message="pay-event",
+    )
+    audit_event_record(
+        action="promotion.merged", app="search", project="search", environment="prod", message="search-event"
+    )
     mine = _prod_promotion()
     theirs = change_record_sync(
         kind="promotion", source_type="promotion", source_id=99, app="search", environment="prod"

@@ -15,7 +15,7 @@ import requests
 
 from integrations.argocd import ArgoCDClient
 from inventory.models import ArgoApplication, ArgoInstance, Deployment
-from inventory.services import instance_poll
+from inventory.poll import instance_poll
 from tests.sandbox_fixtures import ARGOCD_TOKEN
 
 pytestmark = pytest.mark.django_db

@@ -34,6 +34,7 @@ resources: [../../base, deployment.yaml]
     ]
     assert k.images[0].image == "registry.example/acme/checkout"
     assert str(k.images[0]) == "registry.example/acme/checkout:1.10"
+    assert k.images[1].reference == "worker@sha256:0123456789abcdef0123456789abcdef"
     assert k.resources == ["../../base", "deployment.yaml"]
 
 

@@ -13,7 +13,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
 
-from inventory.config import ConfigError, load_config
+from inventory.config import load_config
+from inventory.configreader import ConfigError
 from inventory.models import ArgoApplication, ArgoInstance, Cluster, Deployment, Environment, GitRepository
 from tests.sandbox_fixtures import ARGOCD_TOKEN, SANDBOX_CONFIG
 
@@ -58,7 +59,7 @@ def _snapshot() -> dict[str, list]:
 @pytest.fixture
 def applied_config(db):
     """config/sandbox.yaml applied (default ports: no emulator is contacted)."""
-    from inventory.services import config_apply
+    from inventory.configapply import config_apply
 
     config_apply(config=load_config(str(SANDBOX_CONFIG)))
 
@@ -254,7 +255,7 @@ def argo_proxy(argocd):
 @pytest.mark.parametrize("case", list(BAD_ARGO))
 def test_a_malformed_argocd_answer_is_a_clear_error_and_no_partial_write(sandbox_inventory, argo_proxy, case):
     from integrations.argocd import ArgoCDClient
-    from inventory.services import instance_poll
+    from inventory.poll import instance_poll
 
     box = sandbox_inventory
     # A change since the first poll, so a partial write would show.

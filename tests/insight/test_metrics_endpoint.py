@@ -94,7 +94,7 @@ def test_metrics_report_the_portal_state(client, settings, purge_broker):
         action="argocd.instance_stale", target_type="argo_instance", target_id=instance.pk,
         target_label="argo-eu", system_name="poller",
     )  # fmt: skip
-    audit_event_record(action="test.event", system_name="test")
+    audit_event_record(action="inventory.config_applied", system_name="test")
     head = AuditEvent.objects.order_by("-sequence").first()
     AuditCheckpoint.objects.create(
         head_sequence=head.sequence - 1, head_hash="0" * 64, event_count=head.sequence - 1,

@@ -9,8 +9,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from integrations.argocd import parse_application
+from inventory.appstate import placement_of, row_values
 from inventory.models import Cluster
-from inventory.services import _row_values, placement_of
 from tests.shared_paths import SHARED
 
 EXAMPLES = SHARED / "argocd/examples"
@@ -32,7 +32,7 @@ def test_the_helm_child_example_without_labels_maps_by_name_and_override():
     }
     placement = placement_of(remote, mapping, {})
     assert (placement.app, placement.env, placement.cluster) == ("workflows", "prod", "in-cluster")
-    values = _row_values(remote, placement, set(), None)
+    values = row_values(remote, placement, set(), None)
     assert (
         values["repo_url"] == "https://argoproj.github.io/argo-helm"
         and values["target_revision"] == "0.45.28"
@@ -64,7 +64,7 @@ def test_recorded_api_answers_map_revision_version_and_history(name, multi):
     remote = parse_application(json.loads((RECORDED / name).read_text()))
     placement = placement_of(remote, LABELS, {})
     assert placement.app == remote.labels["app.kubernetes.io/name"] and placement.env == remote.labels["env"]
-    values = _row_values(remote, placement, GITOPS, None)
+    values = row_values(remote, placement, GITOPS, None)
     assert values["is_multi_source"] is multi
     sha = "8f6b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b"
     assert values["revision"] == sha

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from inventory.config import ConfigError, config_from_env, parse_config
+from inventory.config import config_from_env, parse_config
+from inventory.configreader import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 MINIMAL = """\

@@ -40,7 +40,7 @@ def test_poll_once_fails_when_an_instance_fails(sandbox_env, argocd, mirrors_dir
 def test_the_tasks_run_on_a_real_worker(
     transactional_db, purge_broker, tmp_path, sandbox_config, mirrors_dir
 ):
-    from inventory.services import config_apply
+    from inventory.configapply import config_apply
     from inventory.tasks import ingest_all_task, poll_all_task, poll_instance_task, repository_ingest_task
 
     config_apply(config=sandbox_config)

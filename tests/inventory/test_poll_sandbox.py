@@ -10,8 +10,8 @@ from django.urls import reverse
 
 from audit.models import AuditEvent, ChangeRecord
 from integrations.argocd import ArgoCDClient
+from inventory.appdetail import commits_between
 from inventory.models import ArgoApplication, Commit, CommitTouch, Deployment, Environment
-from inventory.selectors import commits_between
 from tests.factories import user_with_role
 from tests.sandbox_fixtures import ARGOCD_TOKEN, commit_files, read_file, set_image_tag
 

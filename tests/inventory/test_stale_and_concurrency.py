@@ -11,8 +11,11 @@ from django.urls import reverse
 
 from audit.models import AuditEvent
 from integrations.argocd import ArgoCDClient
+from inventory.configapply import config_apply
+from inventory.deployments import deployments_record
+from inventory.ingest import repository_ingest
 from inventory.models import Application, ArgoApplication, ArgoInstance, Deployment, GitRepository
-from inventory.services import config_apply, deployments_record, instance_poll, repository_ingest
+from inventory.poll import instance_poll
 from tests.factories import user_with_role
 from tests.sandbox_fixtures import ARGOCD_TOKEN
 

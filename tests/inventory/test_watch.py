@@ -17,8 +17,8 @@ import pytest
 
 from audit.models import AuditEvent, ChangeRecord
 from integrations.argocd import DEFAULT_WATCH_FIELDS, ArgoCDClient
+from inventory.appstate import state_hash
 from inventory.models import ArgoApplication, ArgoInstance, Deployment
-from inventory.services import _state_hash
 from inventory.watch import InstanceWatcher
 from tests.conftest import ROOT, subprocess_env, wait_for
 from tests.integrations.integration_fakes import FakeServer, load_fixture
@@ -164,10 +164,10 @@ def test_stop_ends_a_blocked_watch_promptly(sandbox_inventory, watching):
 
 def test_watched_state_hashes_like_the_polled_list(sandbox_inventory):
     client = ArgoCDClient(sandbox_inventory.argocd.base_url, ARGOCD_TOKEN, allow_http=True)
-    listed = {a.name: _state_hash(a) for a in client.list_applications().items}
+    listed = {a.name: state_hash(a) for a in client.list_applications().items}
     watched = {}
     for event in client.watch_applications(fields=DEFAULT_WATCH_FIELDS):  # no position: ADDED for all
-        watched[event.application.name] = _state_hash(event.application)
+        watched[event.application.name] = state_hash(event.application)
         if len(watched) == len(listed):
             break
     client.close()

@@ -74,7 +74,7 @@ class Sandbox:
 
     def poll(self) -> None:
         """Run the inventory poller once (app x env x cluster → Argo CD app rows)."""
-        from inventory.services import instance_poll
+        from inventory.poll import instance_poll
 
         result = instance_poll(instance_id=self.instance.pk)
         assert not result.error, result.error

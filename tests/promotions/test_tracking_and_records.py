@@ -61,6 +61,8 @@ def _two_apps_in_two_projects(sandbox) -> list[Application]:
     first, second = apps[:2]
     if first.project == second.project:
         Application.objects.filter(pk=second.pk).update(project=f"{second.project}-other")
+        # As if it had always been there: records keep the project they were written with.
+        ChangeRecord.objects.filter(app=second.name).update(project=f"{second.project}-other")
         second.refresh_from_db()
     return [first, second]
 
@@ -208,7 +210,7 @@ def test_a_pull_request_the_forge_no_longer_knows_is_shown_on_the_page(sandbox, 
 
 
 def test_promotions_read_the_inventory_mirror(sandbox, users, settings):
-    from inventory.services import mirror_path_for
+    from inventory.mirrors import mirror_path_for
 
     app = promotable_app(sandbox)
     services.promotion_preview(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import requests
 
+from audit.aggregate import audit_aggregates_flush
 from audit.models import AuditEvent
 from changes.pullrequests import PR_STATE_HANDLERS, register_pr_state_handler
 from promotions import services
@@ -53,7 +55,11 @@ def test_unsigned_and_badly_signed_deliveries_are_refused_and_counted(client, sa
     )
     assert bad.status_code == 403
     assert client.post("/webhooks/forge/nope/", body, content_type="application/json").status_code == 404
-    assert AuditEvent.objects.filter(action="webhook.rejected").count() == 3
+    # Aggregated per client address and minute: one row now, the rest counted for the summary.
+    rejected = AuditEvent.objects.filter(action="webhook.rejected")
+    assert rejected.count() == 1 and rejected.get().after["count"] == 1
+    assert audit_aggregates_flush(now=time.time() + 120) == 1
+    assert sum(event.after["count"] for event in rejected) == 3
 
 
 def test_signed_pull_request_event_reaches_tracking_and_registered_handlers(

@@ -106,7 +106,8 @@ class Sandbox:
     # -- Argo CD + inventory -------------------------------------------------------------------
     def converge(self) -> None:
         """Let the emulated Argo CD follow main, then poll it and ingest Git into the inventory."""
-        from inventory.services import instance_poll, repository_ingest
+        from inventory.ingest import repository_ingest
+        from inventory.poll import instance_poll
 
         for _ in range(3):
             self.argocd.reconcile()

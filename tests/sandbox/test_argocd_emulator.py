@@ -3,7 +3,6 @@ against the real Argo CD swagger.json (unknown or renamed keys fail)."""
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import threading
@@ -671,32 +670,6 @@ def test_state_file_keeps_history_across_restarts(
 
 
 # ---- contract tests against the real swagger ---------------------------------------------------------------------
-
-
-def _strict(defs: dict[str, Any]) -> dict[str, Any]:
-    """Close every object schema (additionalProperties: false) so unknown or renamed keys fail."""
-    defs = copy.deepcopy(defs)
-    for schema in defs.values():
-        for part in schema.pop("allOf", []):
-            ref = defs[part["$ref"].split("/")[-1]]
-            schema.setdefault("properties", {}).update(ref.get("properties", {}))
-    for schema in defs.values():
-        if schema.get("type") == "object" and "properties" in schema and "additionalProperties" not in schema:
-            schema["additionalProperties"] = False
-    return defs
-
-
-@pytest.fixture(scope="module")
-def validate() -> Callable[[str, Any], None]:
-    if not SWAGGER.exists():
-        pytest.skip("swagger.json not available")
-    definitions = _strict(json.loads(SWAGGER.read_text())["definitions"])
-
-    def _validate(definition: str, instance: Any) -> None:
-        schema = {"$ref": f"#/definitions/{definition}", "definitions": definitions}
-        jsonschema.Draft4Validator(schema, format_checker=jsonschema.FormatChecker()).validate(instance)
-
-    return _validate
 
 
 def test_contract_applications(

@@ -66,6 +66,8 @@ def _components() -> dict[str, Any]:
             if node.get("nullable") and "oneOf" in node and "type" not in node:
                 # The validator only honours `nullable` beside `type`; spell out null for oneOf.
                 node["oneOf"] = [*node["oneOf"], {"enum": [None]}]
+            if node.get("nullable") and None not in node.get("enum", [None]):
+                node["enum"] = [*node["enum"], None]  # same validator quirk with enums
             for value in node.values():
                 tighten(value)
         elif isinstance(node, list):
@@ -861,3 +863,173 @@ def test_percent_encoded_paths_and_legacy_refs_prefix_listing(forge, api, tmp_pa
     listed = api.get(repo_url(forge, "/git/refs/heads/team")).json()
     assert_schema(listed, "git-ref", array=True)
     assert [r["ref"] for r in listed] == ["refs/heads/team/web+hotfix"]
+
+
+# --- checks: check runs and the simulated CI ------------------------------------------------------
+def wait_for(predicate: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_check_runs_create_update_and_list_per_ref(forge, api, repos_dir):
+    sha = bare_git(repos_dir, "rev-parse", "main")
+    assert api.get(repo_url(forge, "/commits/main/check-runs")).json() == {"total_count": 0, "check_runs": []}
+    created = api.post(
+        repo_url(forge, "/check-runs"), json={"name": "validate", "head_sha": sha, "status": "in_progress"}
+    )
+    assert created.status_code == 201
+    assert_schema(created.json(), "check-run")
+    run_id = created.json()["id"]
+    done = api.patch(repo_url(forge, f"/check-runs/{run_id}"), json={"conclusion": "failure"})
+    assert done.json()["status"] == "completed" and done.json()["conclusion"] == "failure"
+    assert done.json()["completed_at"]
+    api.post(
+        repo_url(forge, "/check-runs"), json={"name": "validate", "head_sha": sha, "conclusion": "success"}
+    )
+    requests.post(
+        f"{forge.base_url}/sandbox/checks",
+        json={
+            "repo": "acme/gitops",
+            "ref": "main",
+            "context": "lint",
+            "state": "failure",
+            "kind": "check_run",
+        },
+    )
+
+    listed = api.get(repo_url(forge, f"/commits/{sha}/check-runs")).json()
+    for run in listed["check_runs"]:
+        assert_schema(run, "check-run")
+    # filter=latest (the default): the newest run per name.
+    assert {(r["name"], r["conclusion"]) for r in listed["check_runs"]} == {
+        ("validate", "success"),
+        ("lint", "failure"),
+    }
+    every = api.get(repo_url(forge, "/commits/main/check-runs?filter=all&check_name=validate")).json()
+    assert every["total_count"] == 2
+    bad = api.post(repo_url(forge, "/check-runs"), json={"name": "x", "head_sha": sha, "status": "completed"})
+    assert bad.status_code == 422
+    assert api.get(repo_url(forge, "/check-runs/999999")).status_code == 404
+
+
+def test_simulated_ci_reports_on_every_pull_head_and_fails_on_the_marker(forge, api, tmp_path, repos_dir):
+    cfg = requests.post(f"{forge.base_url}/sandbox/ci", json={"enabled": True, "delay": 1.0}).json()
+    assert cfg["context"] == "ci/validate" and cfg["fail_marker"] == "[fail-ci]"
+    push_branch(forge, tmp_path, "promote/ok", {"ok.txt": "1\n"})
+    pull = open_pull(api, forge, "promote/ok")
+    head = pull["head"]["sha"]
+    assert api.get(repo_url(forge, f"/commits/{head}/status")).json()["state"] == "pending"
+
+    combined = wait_for(
+        lambda: (c := api.get(repo_url(forge, f"/commits/{head}/status")).json())["state"] != "pending" and c
+    )
+    assert combined["state"] == "success"
+    assert [s["context"] for s in combined["statuses"]] == ["ci/validate"]
+    runs = api.get(repo_url(forge, f"/commits/{head}/check-runs")).json()["check_runs"]
+    assert [(r["name"], r["status"], r["conclusion"]) for r in runs] == [("validate", "completed", "success")]
+
+    # A new head whose commit message carries the marker fails, on the same pull request.
+    new_head = api.put(
+        repo_url(forge, "/contents/bad.txt"),
+        json={
+            "message": "Break it [fail-ci]",
+            "content": base64.b64encode(b"x\n").decode(),
+            "branch": "promote/ok",
+        },
+    ).json()["commit"]["sha"]
+    failed = wait_for(
+        lambda: (
+            (c := api.get(repo_url(forge, f"/commits/{new_head}/status")).json())["state"] != "pending" and c
+        )
+    )
+    assert failed["state"] == "failure" and "[fail-ci]" in failed["statuses"][0]["description"]
+    runs = api.get(repo_url(forge, f"/commits/{new_head}/check-runs")).json()["check_runs"]
+    assert runs[0]["conclusion"] == "failure"
+
+    # mode=fail fails everything; /sandbox/ci/run re-runs on demand.
+    requests.post(f"{forge.base_url}/sandbox/ci", json={"mode": "fail", "delay": 0})
+    requests.post(f"{forge.base_url}/sandbox/ci/run", json={"repo": "acme/gitops", "sha": head})
+    assert api.get(repo_url(forge, f"/commits/{head}/status")).json()["state"] == "failure"
+    assert requests.post(f"{forge.base_url}/sandbox/ci", json={"mode": "sometimes"}).status_code == 422
+
+
+def test_simulated_ci_is_off_by_default(forge, api, tmp_path):
+    push_branch(forge, tmp_path, "promote/quiet", {"q.txt": "1\n"})
+    head = open_pull(api, forge, "promote/quiet")["head"]["sha"]
+    time.sleep(0.3)
+    assert api.get(repo_url(forge, f"/commits/{head}/status")).json()["total_count"] == 0
+
+
+# --- HTML pages: commit pages and the merge button ------------------------------------------------
+def test_commit_page_at_githubs_url_shape(forge, api, tmp_path, repos_dir):
+    sha = push_branch(
+        forge, tmp_path, "promote/commit-page", {"apps/web/kustomization.yaml": "newTag: '3.0.0'\n"}
+    )
+    html_url = api.get(repo_url(forge, f"/commits/{sha}")).json()["html_url"]
+    assert html_url == f"{forge.base_url}/acme/gitops/commit/{sha}"
+    requests.post(
+        f"{forge.base_url}/sandbox/checks",
+        json={"repo": "acme/gitops", "sha": sha, "context": "ci/validate", "state": "failure"},
+    )
+    page = requests.get(html_url)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "Change on promote/commit-page" in page.text and sha in page.text
+    assert "apps/web/kustomization.yaml" in page.text and "newTag: &#x27;3.0.0&#x27;" in page.text
+    assert "ci/validate: ✗ failure" in page.text
+    parent = bare_git(repos_dir, "rev-parse", "main")
+    assert f'href="{forge.base_url}/acme/gitops/commit/{parent}"' in page.text
+    short = requests.get(f"{forge.base_url}/acme/gitops/commit/{sha[:7]}")
+    assert short.status_code == 200
+    assert requests.get(f"{forge.base_url}/acme/gitops/commit/{'0' * 40}").status_code == 404
+
+
+def test_pull_page_merge_button_merges_as_the_named_user(forge, api, tmp_path, receiver):
+    push_branch(forge, tmp_path, "promote/button", {"b.txt": "b\n"})
+    pull = open_pull(api, forge, "promote/button")
+    page = requests.get(pull["html_url"]).text
+    assert '<form method="post" action="/acme/gitops/pull/1/merge">' in page
+    assert '<button type="submit">Merge pull request</button>' in page
+    assert f'name="sha" value="{pull["head"]["sha"]}"' in page
+
+    # A stale head (the form was rendered before a push) is refused like the API's 409.
+    stale = requests.post(
+        f"{forge.base_url}/acme/gitops/pull/1/merge",
+        data={"sha": "0" * 40, "user": "dana"},
+        allow_redirects=False,
+    )
+    assert stale.status_code == 409 and "Head branch was modified" in stale.text
+    assert api.get(repo_url(forge, "/pulls/1")).json()["merged"] is False
+
+    merged = requests.post(
+        f"{forge.base_url}/acme/gitops/pull/1/merge",
+        data={"sha": pull["head"]["sha"], "user": "dana", "merge_method": "squash"},
+        allow_redirects=False,
+    )
+    assert merged.status_code == 303 and merged.headers["Location"] == pull["html_url"]
+    after = api.get(repo_url(forge, "/pulls/1")).json()
+    assert after["merged"] is True and after["merged_by"]["login"] == "dana"
+    merge_page = requests.get(pull["html_url"]).text
+    assert "Merged by <strong>dana</strong>" in merge_page and "Merge pull request</button>" not in merge_page
+    assert f"/acme/gitops/commit/{after['merge_commit_sha']}" in merge_page
+    assert forge.wait_for_webhooks()
+    closed = receiver.events("pull_request")[-1]
+    assert closed["action"] == "closed" and closed["pull_request"]["merged_by"]["login"] == "dana"
+
+
+def test_ci_enabled_from_the_constructor_as_the_command_line_does(repos_dir, tmp_path):
+    emulator = ForgeEmulator(repos_dir, ci={"enabled": True, "context": "ci/validate", "delay": 0})
+    emulator.start()
+    try:
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {TOKEN}"
+        push_branch(emulator, tmp_path, "promote/ctor", {"c.txt": "c\n"})
+        head = open_pull(session, emulator, "promote/ctor")["head"]["sha"]
+        combined = session.get(repo_url(emulator, f"/commits/{head}/status")).json()
+        assert combined["state"] == "success" and combined["statuses"][0]["context"] == "ci/validate"
+    finally:
+        emulator.stop()

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from gitopsportal.api import api_view, read_json
+from api.http import api_view, read_json
 from gitopsportal.urls import urlpatterns as portal_urlpatterns
 
 

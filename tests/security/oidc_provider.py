@@ -33,6 +33,11 @@ class LocalOIDCProvider:
         self.token_requests: list[dict[str, str]] = []
         self.id_token_overrides: dict[str, Any] = {}
         self.userinfo_overrides: dict[str, Any] = {}
+        # Refresh tokens (issued with every code): the provider's current view of each subject's
+        # claims can be changed (``set_claims``) or the subject removed (``forget``).
+        self.refresh_tokens: dict[str, dict[str, Any]] = {}
+        self.current_claims: dict[str, dict[str, Any]] = {}
+        self.forgotten: set[str] = set()
         self._server: ThreadingHTTPServer | None = None
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -76,6 +81,8 @@ class LocalOIDCProvider:
                     or form.get("client_secret") != provider.client_secret
                 ):
                     return self._json(401, {"error": "invalid_client"})
+                if form.get("grant_type") == "refresh_token":
+                    return self._json(*provider.refresh(form.get("refresh_token", "")))
                 grant = provider.codes.pop(form.get("code", ""), None)
                 if grant is None or form.get("grant_type") != "authorization_code":
                     return self._json(400, {"error": "invalid_grant"})
@@ -87,21 +94,42 @@ class LocalOIDCProvider:
                     return self._json(400, {"error": "invalid_grant", "error_description": "PKCE"})
                 if form.get("redirect_uri") != grant["redirect_uri"]:
                     return self._json(400, {"error": "invalid_grant", "error_description": "redirect_uri"})
-                access = secrets.token_urlsafe(24)
-                provider.access_tokens[access] = grant
-                return self._json(
-                    200,
-                    {
-                        "access_token": access,
-                        "token_type": "Bearer",
-                        "expires_in": 300,
-                        "id_token": provider.id_token(grant),
-                    },
-                )
+                return self._json(200, provider.issue(grant))
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self.base_url
+
+    def issue(self, grant: dict[str, Any]) -> dict[str, Any]:
+        """Return a token response for ``grant``: access, ID and (rotated) refresh token."""
+        access = secrets.token_urlsafe(24)
+        refresh = secrets.token_urlsafe(24)
+        self.access_tokens[access] = grant
+        self.refresh_tokens[refresh] = grant
+        return {
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "refresh_token": refresh,
+            "id_token": self.id_token(grant),
+        }
+
+    def refresh(self, token: str) -> tuple[int, dict[str, Any]]:
+        """Answer a refresh_token grant: the subject's current claims, or invalid_grant."""
+        grant = self.refresh_tokens.pop(token, None)
+        if grant is None or grant["claims"]["sub"] in self.forgotten:
+            return 400, {"error": "invalid_grant"}
+        sub = grant["claims"]["sub"]
+        claims = {**grant["claims"], **self.current_claims.get(sub, {})}
+        return 200, self.issue({**grant, "claims": claims})
+
+    def set_claims(self, sub: str, **claims: Any) -> None:
+        """Change what the provider says about ``sub`` from now on (e.g. its groups)."""
+        self.current_claims.setdefault(sub, {}).update(claims)
+
+    def forget(self, sub: str) -> None:
+        """Remove the user: their refresh tokens stop working (offboarding)."""
+        self.forgotten.add(sub)
 
     def stop(self) -> None:
         if self._server is not None:

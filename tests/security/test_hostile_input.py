@@ -60,7 +60,7 @@ def poison(world: World, payload: str) -> None:
     type(world.promotion).objects.filter(pk=world.promotion.pk).update(note=payload, failure_reason=payload)
     type(world.rollback).objects.filter(pk=world.rollback.pk).update(reason=payload, incident=payload)
     world.event = audit_event_record(
-        action="argocd.operation_failed",
+        action="argocd.instance_stale",
         target_type="argo_app",
         target_label=payload,
         app=world.app.name,

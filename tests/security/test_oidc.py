@@ -3,23 +3,27 @@ local OpenID Connect provider (RS256 ID token, JWKS, PKCE, userinfo)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from urllib.parse import urlencode
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
+from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
-from accounts.models import RoleGrant
+from accounts.models import OIDCIdentity, RoleGrant
 from accounts.oidc import sync_roles_from_claims
 from accounts.permissions import has_role, project_visible, roles_of
 from accounts.rolemap import RoleMapping, grants_for_groups, parse_role_map
-from accounts.services import role_grant_add
+from accounts.services import api_token_create, role_grant_add
 from audit.models import AuditEvent
 from tests.factories import UserFactory
 
 from .oidc_provider import LocalOIDCProvider
 
+PROBE = "/api/probe/whoami"
 ROLE_MAP = "platform-admins=admin,payments-release=release_manager:payments-*,prod-approvers=approver:*:prod"
 
 
@@ -275,3 +279,159 @@ def test_a_token_signed_by_another_key_is_refused(client, sso):
     assert "sso=failed" in done["Location"]
     assert "Single sign-on did not complete" in client.get(done["Location"]).content.decode()
     assert "_auth_user_id" not in client.session
+
+
+# --- identity: issuer + subject, never a name ------------------------------------------------------
+
+
+def _user(username):
+    return get_user_model().objects.get(username=username)
+
+
+@pytest.mark.django_db
+def test_a_renamed_user_keeps_their_account_by_subject(client, sso):
+    _sign_in(client, sso, {**ALICE, "groups": ["payments-release"]})
+    alice = _user("alice")
+    client.logout()
+
+    done = _sign_in(
+        client, sso, {**ALICE, "preferred_username": "alice.smith", "groups": ["payments-release"]}
+    )
+
+    assert done.status_code == 302 and "sso=failed" not in done["Location"]
+    assert int(client.session["_auth_user_id"]) == alice.pk
+    assert not get_user_model().objects.filter(username="alice.smith").exists()
+    identity = OIDCIdentity.objects.get(user=alice)
+    assert (identity.issuer, identity.subject) == (sso.base_url, "u-1")
+
+
+@pytest.mark.django_db
+def test_another_subject_with_a_taken_username_is_refused(client, sso):
+    _sign_in(client, sso, {**ALICE, "groups": ["platform-admins"]})
+    client.logout()
+
+    # The provider handed the name "alice" to someone else (a leaver's name reused).
+    done = _sign_in(client, sso, {"sub": "u-2", "preferred_username": "alice", "groups": []})
+
+    assert "sso=failed" in done["Location"]
+    assert "_auth_user_id" not in client.session
+    assert get_user_model().objects.filter(username="alice").count() == 1
+    assert has_role(_user("alice"), "admin")
+
+
+@pytest.mark.django_db
+def test_a_local_account_with_a_password_is_not_taken_over_by_a_matching_username(client, sso):
+    local = UserFactory(username="root-local")
+    local.set_password("a-long-local-password")
+    local.save()
+    role_grant_add(user=local, role="admin")
+
+    done = _sign_in(client, sso, {"sub": "u-9", "preferred_username": "root-local", "groups": []})
+
+    assert "sso=failed" in done["Location"]
+    assert "_auth_user_id" not in client.session
+    assert not OIDCIdentity.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_sso_account_from_before_identities_is_bound_at_its_next_sign_in(client, sso):
+    legacy = UserFactory(username="alice")
+    legacy.set_unusable_password()
+    legacy.save()
+
+    _sign_in(client, sso, {**ALICE, "groups": ["payments-release"]})
+
+    assert int(client.session["_auth_user_id"]) == legacy.pk
+    identity = OIDCIdentity.objects.get(user=legacy)
+    assert identity.subject == "u-1" and identity.roles_synced_at is not None
+    assert str(identity.refresh_token)  # kept (encrypted at rest) for re-checking API-token use
+    event = AuditEvent.objects.get(action="auth.identity_linked")
+    assert event.target_id == str(legacy.pk) and event.after == {"issuer": sso.base_url, "subject": "u-1"}
+
+
+# --- offboarding reaches API tokens and session API calls -------------------------------------------
+
+
+def _signed_in_admin_with_token(client, sso):
+    _sign_in(client, sso, {**ALICE, "groups": ["platform-admins", "payments-release"]})
+    alice = _user("alice")
+    _token, raw = api_token_create(user=alice, name="ci")
+    return alice, {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+
+
+def _roles_go_stale(user):
+    OIDCIdentity.objects.filter(user=user).update(roles_synced_at=timezone.now() - timedelta(hours=1))
+
+
+@pytest.mark.django_db
+def test_an_api_token_loses_sso_roles_when_the_provider_no_longer_knows_the_user(client, sso):
+    alice, bearer = _signed_in_admin_with_token(client, sso)
+    api = Client()
+    assert api.get(PROBE, **bearer).status_code == 200
+
+    sso.forget("u-1")
+    assert api.get(PROBE, **bearer).status_code == 200  # within the refresh interval nothing is asked
+    _roles_go_stale(alice)
+    response = api.get(PROBE, **bearer)
+
+    assert response.status_code == 403
+    assert not RoleGrant.objects.filter(user=alice, source="oidc").exists()
+    assert not has_role(_user("alice"), "admin")
+    event = AuditEvent.objects.filter(action="role.synced").order_by("-sequence").first()
+    assert event.actor_name == "system:oidc" and "no longer vouches" in event.message
+    assert event.after == {"grants": []}
+
+
+@pytest.mark.django_db
+def test_an_api_token_follows_a_group_change_at_the_provider(client, sso):
+    alice, bearer = _signed_in_admin_with_token(client, sso)
+    old_refresh = str(OIDCIdentity.objects.get(user=alice).refresh_token)
+    sso.set_claims("u-1", groups=["payments-release"])
+    _roles_go_stale(alice)
+
+    Client().get(PROBE, **bearer)
+
+    alice = _user("alice")
+    assert not has_role(alice, "admin")
+    assert has_role(alice, "release_manager", project="payments-api")
+    identity = OIDCIdentity.objects.get(user=alice)
+    assert str(identity.refresh_token) not in ("", old_refresh)  # the rotated one is kept
+    assert (timezone.now() - identity.roles_synced_at) < timedelta(minutes=1)
+    assert sso.token_requests[-1]["grant_type"] == "refresh_token"
+
+
+@pytest.mark.django_db
+def test_an_unreachable_provider_fails_token_requests_closed(client, sso):
+    alice, bearer = _signed_in_admin_with_token(client, sso)
+    _roles_go_stale(alice)
+    sso.stop()
+
+    response = Client().get(PROBE, **bearer)
+
+    assert response.status_code == 503
+    assert "identity provider" in response.json()["error"]
+
+
+@pytest.mark.django_db
+def test_an_api_token_of_a_legacy_sso_user_without_identity_loses_its_sso_roles(sso):
+    legacy = UserFactory(username="old-sso")
+    sync_roles_from_claims(user=legacy, claims={"groups": ["platform-admins"]})
+    _token, raw = api_token_create(user=legacy)
+
+    response = Client().get(PROBE, HTTP_AUTHORIZATION=f"Bearer {raw}")
+
+    assert response.status_code == 403
+    assert not RoleGrant.objects.filter(user=legacy, source="oidc").exists()
+
+
+@pytest.mark.django_db
+def test_a_session_api_call_past_the_id_token_lifetime_is_refused_until_a_refresh(client, sso):
+    _sign_in(client, sso, {**ALICE, "groups": ["platform-admins"]})
+    assert client.get(PROBE).status_code == 200
+    session = client.session
+    session["oidc_id_token_expiration"] = 0
+    session.save()
+
+    for response in (client.get(PROBE), client.post(PROBE, "{}", content_type="application/json")):
+        assert response.status_code == 401
+        assert "reload" in response.json()["error"]

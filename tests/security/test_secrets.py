@@ -123,7 +123,7 @@ def test_every_encrypted_field_is_covered_by_rotation():
 
 def test_audit_payloads_redact_credentials(db):
     event = audit_event_record(
-        action="instance.updated",
+        action="inventory.config_applied",
         before={"token": ARGO_TOKEN, "url": "https://a"},
         after={"nested": {"webhook_secret": HOOK_SECRET, "api_key": "k-123456"}, "Authorization": "Bearer x"},
     )

@@ -13,12 +13,15 @@ class Command(BaseCommand):
         parser.add_argument("--public-key", action="store_true", help="only print the public key (PEM)")
 
     def handle(self, *args, **options) -> None:
+        from audit.bundle import public_key_fingerprint
         from audit.services import audit_checkpoint_create
-        from audit.signing import current_key_id, current_public_key_pem
+        from audit.signing import current_key_id, current_public_key_pem, public_key
 
         if options["public_key"]:
             self.stdout.write(current_public_key_pem().rstrip())
             return
+        # The fingerprint to pin offline verification by (audit_verify BUNDLE --key-fingerprint).
+        self.stdout.write(f"public key fingerprint (sha256): {public_key_fingerprint(public_key())}")
         checkpoint = audit_checkpoint_create(force=options["force"])
         if checkpoint is None:
             self.stdout.write("nothing to sign: the ledger is empty or its head is already signed")

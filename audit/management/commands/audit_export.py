@@ -30,7 +30,7 @@ class Command(BaseCommand):
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None
         job = audit_export_begin(
-            fmt=options["format"], filters=filters, scope_apps=None, system_name="audit_export"
+            fmt=options["format"], filters=filters, scope=None, system_name="audit_export"
         )
         result = audit_export_to_file(job, options["out"], created_by="system:audit_export")
         count = result.get("count", result.get("lines", result.get("change_records")))

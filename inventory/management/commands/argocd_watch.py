@@ -17,7 +17,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from inventory.config import load_config
-from inventory.services import config_apply
+from inventory.configapply import config_apply
 from inventory.watch import BACKOFF_BASE_SECONDS, BACKOFF_MAX_SECONDS, WatchSupervisor
 
 logger = logging.getLogger(__name__)

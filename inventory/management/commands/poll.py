@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from inventory.config import load_config
-from inventory.services import inventory_poll_all
+from inventory.poll import inventory_poll_all
 
 
 class Command(BaseCommand):

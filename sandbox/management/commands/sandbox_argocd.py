@@ -6,9 +6,11 @@ import signal
 import threading
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from sandbox.argocd import ArgoCDEmulator
+from sandbox.argocd.emulator import DEFAULT_SYNC_WINDOWS
+from sandbox.argocd.windows import validate_window
 
 ENVS = ("dev", "stage", "prod")
 
@@ -31,6 +33,19 @@ class Command(BaseCommand):
         parser.add_argument("--manual-sync-envs", default="", help="comma-separated envs without auto-sync")
         parser.add_argument("--multi-source-apps", default="", help="comma-separated globs of app names")
         parser.add_argument("--state-file", default=None, help="keep history across restarts")
+        parser.add_argument(
+            "--sync-window",
+            action="append",
+            default=[],
+            metavar="PROJECT:SCHEDULE:DURATION",
+            help="add a deny window on the prod clusters of PROJECT (e.g. 'payments:*/15 * * * *:3m')",
+        )
+        parser.add_argument(
+            "--progressive-sync-apps", default="", help="comma-separated app globs rolled out by RollingSync"
+        )
+        parser.add_argument(
+            "--rollout-time-scale", type=float, default=1.0, help="factor on canary step and pause durations"
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         manual = {e.strip() for e in opts["manual_sync_envs"].split(",") if e.strip()}
@@ -49,6 +64,11 @@ class Command(BaseCommand):
             auto_sync_envs=tuple(e for e in ENVS if e not in manual),
             multi_source_apps=tuple(g.strip() for g in opts["multi_source_apps"].split(",") if g.strip()),
             state_file=opts["state_file"],
+            sync_windows=_sync_windows(opts["sync_window"]),
+            rollout_time_scale=opts["rollout_time_scale"],
+            progressive_sync_apps=tuple(
+                g.strip() for g in opts["progressive_sync_apps"].split(",") if g.strip()
+            ),
         )
         url = emulator.start()
         self.stdout.write(
@@ -66,3 +86,25 @@ class Command(BaseCommand):
         finally:
             emulator.stop()
             self.stdout.write("Argo CD emulator stopped.")
+
+
+def _sync_windows(specs: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The default windows plus a deny window on ``prod-*`` per ``PROJECT:SCHEDULE:DURATION``."""
+    windows = {project: list(items) for project, items in DEFAULT_SYNC_WINDOWS.items()}
+    for spec in specs:
+        project, schedule, duration = (part.strip() for part in spec.split(":", 2))
+        window = {
+            "kind": "deny",
+            "schedule": schedule,
+            "duration": duration,
+            "clusters": ["prod-*"],
+            "manualSync": False,
+            "timeZone": "UTC",
+            "description": "Recurring prod change freeze (sandbox)",
+        }
+        try:
+            validate_window(window)
+        except (ValueError, KeyError) as exc:
+            raise CommandError(f"--sync-window {spec!r}: {exc}") from exc
+        windows.setdefault(project, []).append(window)
+    return windows

@@ -36,6 +36,18 @@ class Command(BaseCommand):
         parser.add_argument("--webhook-secret", default=None)
         parser.add_argument("--state-file", default=None, help="JSON file keeping pulls across restarts")
         parser.add_argument("--public-url", default=None, help="base URL to advertise (behind a proxy)")
+        parser.add_argument(
+            "--ci",
+            default=None,
+            metavar="CONTEXT",
+            help="simulated CI: report CONTEXT (e.g. ci/validate) on every pull request head",
+        )
+        parser.add_argument(
+            "--ci-delay", type=float, default=2.0, help="seconds before CI reports its verdict"
+        )
+        parser.add_argument(
+            "--ci-fail-marker", default="[fail-ci]", help="CI fails heads whose commit message contains this"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         emulator = ForgeEmulator(
@@ -48,6 +60,16 @@ class Command(BaseCommand):
             webhook_secret=options["webhook_secret"],
             state_file=options["state_file"],
             public_url=options["public_url"],
+            ci=(
+                {
+                    "enabled": True,
+                    "context": options["ci"],
+                    "delay": options["ci_delay"],
+                    "fail_marker": options["ci_fail_marker"],
+                }
+                if options["ci"]
+                else None
+            ),
         )
         stop = threading.Event()
         # SIGTERM (docker stop, process managers) should shut down as cleanly as Ctrl-C does.

@@ -21,6 +21,8 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=1)
         parser.add_argument("--envs", default="dev,stage,prod", help="comma-separated, lowest first")
         parser.add_argument("--end", default=DEFAULT_END, help="date of the last commit (RFC 3339)")
+        parser.add_argument("--helm-apps", type=int, default=0, help="extra Helm-values apps (demo)")
+        parser.add_argument("--rollout-apps", type=int, default=0, help="apps deployed as Argo Rollouts")
         parser.add_argument("--force", action="store_true", help="replace an existing non-empty PATH")
 
     def handle(self, *args: Any, **opts: Any) -> None:
@@ -35,6 +37,8 @@ class Command(BaseCommand):
                 envs=tuple(e.strip() for e in opts["envs"].split(",") if e.strip()),
                 end=opts["end"],
                 force=opts["force"],
+                helm_apps=opts["helm_apps"],
+                rollout_apps=opts["rollout_apps"],
             )
         except (FileExistsError, ValueError) as exc:
             raise CommandError(str(exc)) from exc

@@ -1,0 +1,86 @@
+"""Every audit event ``action`` the portal writes: one documented enumeration (docs/audit.md).
+
+The values are part of the ledger's format: exported ledgers and their hashes contain them, so a
+value is never renamed or removed. A new kind of event adds a member here (and a row to
+docs/audit.md); :func:`audit.services.audit_event_record` refuses any action not listed.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class AuditAction(models.TextChoices):
+    # Sign-in, identity and access (accounts, gitopsportal signals).
+    AUTH_LOGIN = "auth.login", "signed in"
+    AUTH_LOGOUT = "auth.logout", "signed out"
+    AUTH_LOGIN_FAILED = "auth.login_failed", "sign-in failed"
+    AUTH_LOCKED_OUT = "auth.locked_out", "locked out after failed sign-ins"
+    AUTH_DENIED = "auth.denied", "access denied"
+    USER_CREATED = "user.created", "user created"
+    USER_UPDATED = "user.updated", "user updated"
+    USER_PRIVILEGES_CHANGED = "user.privileges_changed", "superuser, staff or active flag changed"
+    AUTH_IDENTITY_LINKED = "auth.identity_linked", "SSO identity (issuer + subject) linked to a user"
+    ROLE_GRANTED = "role.granted", "role granted"
+    ROLE_GRANT_CHANGED = "role.grant_changed", "role grant changed"
+    ROLE_REVOKED = "role.revoked", "role revoked"
+    ROLE_SYNCED = "role.synced", "roles synced from the identity provider"
+    TOKEN_CREATED = "token.created", "API token created"
+    TOKEN_REVOKED = "token.revoked", "API token revoked"
+    SECRETS_ROTATED = "secrets.rotated", "encrypted secrets rotated"
+
+    # Observed state (inventory: configuration, Argo CD poller, Git ingest).
+    INVENTORY_CONFIG_APPLIED = "inventory.config_applied", "configuration applied"
+    INVENTORY_ENVIRONMENTS_INFERRED = "inventory.environments_inferred", "environments inferred"
+    ARGOCD_INSTANCE_STALE = "argocd.instance_stale", "Argo CD instance unreachable"
+    ARGOCD_INSTANCE_RECOVERED = "argocd.instance_recovered", "Argo CD instance reachable again"
+    ARGOCD_APPLICATIONS_REMOVED = "argocd.applications_removed", "Argo CD applications removed"
+    DEPLOYMENT_OBSERVED = "deployment.observed", "deployment observed"
+
+    # Promotions (stage -> prod by pull request) and their blocks.
+    PROMOTION_REQUESTED = "promotion.requested", "promotion requested"
+    PROMOTION_APPROVAL_RECORDED = "promotion.approval_recorded", "promotion approval recorded"
+    PROMOTION_APPROVED = "promotion.approved", "promotion approved"
+    PROMOTION_REJECTED = "promotion.rejected", "promotion rejected"
+    PROMOTION_CANCELLED = "promotion.cancelled", "promotion cancelled"
+    PROMOTION_PR_OPENED = "promotion.pr_opened", "promotion pull request opened"
+    PROMOTION_FAILED = "promotion.failed", "promotion failed"
+    PROMOTION_MERGED = "promotion.merged", "promotion merged"
+    PROMOTION_ABANDONED = "promotion.abandoned", "promotion abandoned (pull request closed)"
+    PROMOTION_TRACKING_ERROR = "promotion.tracking_error", "promotion tracking error"
+    PROMOTION_DEPLOY_TIMED_OUT = "promotion.deploy_timed_out", "promotion deploy timed out"
+    PROMOTION_SYNC_FAILED = "promotion.sync_failed", "promotion sync failed"
+    PROMOTION_DEPLOYED = "promotion.deployed", "promotion deployed"
+    PROMOTION_HEALTHY = "promotion.healthy", "promotion healthy"
+    PROMOTION_DEGRADED = "promotion.degraded", "promotion degraded"
+    PROMOTION_BLOCK_CREATED = "promotion.block_created", "version blocked from promotion"
+    PROMOTION_BLOCK_CLEARED = "promotion.block_cleared", "version block cleared"
+
+    # Rollbacks (Git revert pull requests).
+    ROLLBACK_REQUESTED = "rollback.requested", "rollback requested"
+    ROLLBACK_PR_OPENED = "rollback.pr_opened", "rollback pull request opened"
+    ROLLBACK_FAILED = "rollback.failed", "rollback failed"
+    ROLLBACK_CANCELLED = "rollback.cancelled", "rollback cancelled"
+    ROLLBACK_AUTO_MERGED = "rollback.auto_merged", "emergency rollback merged by the portal"
+    ROLLBACK_MERGED = "rollback.merged", "rollback merged"
+    ROLLBACK_TRACKING_ERROR = "rollback.tracking_error", "rollback tracking error"
+    ROLLBACK_DEPLOY_TIMED_OUT = "rollback.deploy_timed_out", "rollback deploy timed out"
+    ROLLBACK_SYNC_FAILED = "rollback.sync_failed", "rollback sync failed"
+    ROLLBACK_NOT_HEALTHY = "rollback.not_healthy", "rollback deployed but not healthy"
+    ROLLBACK_DEPLOYED = "rollback.deployed", "rollback deployed"
+    ROLLBACK_HEALTHY = "rollback.healthy", "rollback healthy"
+
+    # Forge webhooks.
+    WEBHOOK_REJECTED = "webhook.rejected", "webhook rejected"
+
+    # Insight: findings and notification subscriptions.
+    DRIFT_DETECTED = "drift.detected", "drift detected"
+    DRIFT_RESOLVED = "drift.resolved", "drift resolved"
+    EXCEPTION_DETECTED = "exception.detected", "exception detected"
+    EXCEPTION_RESOLVED = "exception.resolved", "exception resolved"
+    INSIGHT_SUBSCRIPTION_CREATED = "insight.subscription_created", "subscription created"
+    INSIGHT_SUBSCRIPTION_UPDATED = "insight.subscription_updated", "subscription updated"
+    INSIGHT_SUBSCRIPTION_DELETED = "insight.subscription_deleted", "subscription deleted"
+
+    # The ledger itself.
+    AUDIT_EXPORTED = "audit.exported", "audit trail exported"

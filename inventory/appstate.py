@@ -1,0 +1,178 @@
+"""Read one Argo CD Application: where it runs, its state hash, the row values the portal stores."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from core.kustomize import Kustomization, KustomizeImage
+from integrations.argocd import ArgoApplication as RemoteApp
+
+from .models import Cluster
+
+POLLER = "poller"
+WATCHER = "argocd-watch"
+SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one Argo CD Application runs: app, environment and cluster names."""
+
+    app: str
+    env: str | None
+    cluster: str | None
+
+
+def placement_of(
+    remote: RemoteApp, mapping: dict[str, Any], cluster_by_server: dict[str, Cluster]
+) -> Placement:
+    """Map one Argo CD Application: explicit override, then labels, then the name pattern."""
+    override = (mapping.get("overrides") or {}).get(remote.name)
+    cluster_row = None
+    if remote.destination_server:
+        cluster_row = cluster_by_server.get(remote.destination_server)
+    if cluster_row is None and remote.destination_name:
+        cluster_row = next((c for c in cluster_by_server.values() if c.name == remote.destination_name), None)
+    labels = remote.labels
+    app = labels.get(mapping.get("app_label") or "app.kubernetes.io/name")
+    env = labels.get(mapping.get("env_label") or "env")
+    cluster = (
+        cluster_row.name if cluster_row is not None else labels.get(mapping.get("cluster_label") or "cluster")
+    )
+    if not env and cluster_row is not None and cluster_row.environment_id is not None:
+        env = cluster_row.environment.name
+    if not env and cluster_row is not None:
+        env = cluster_row.labels.get("env")
+    pattern = mapping.get("name_pattern")
+    if pattern:
+        match = re.fullmatch(pattern, remote.name)
+        if match:
+            groups = match.groupdict()
+            app = app or groups.get("app")
+            env = env or groups.get("env")
+            cluster = cluster or groups.get("cluster")
+    if override:
+        app = override.get("app") or app
+        env = override.get("env") or env
+        cluster = override.get("cluster") or cluster
+    return Placement(app=app or remote.name, env=env or None, cluster=cluster or None)
+
+
+_VOLATILE_FIELDS = frozenset({"history", "conditions", "resource_version", "reconciled_at"})
+_HASHED_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(RemoteApp) if f.name not in _VOLATILE_FIELDS
+)
+
+
+def _hash_default(value: Any) -> Any:
+    # Nested typed values (sources) serialise by their fields; anything else (datetimes) as text.
+    return vars(value) if dataclasses.is_dataclass(value) else str(value)
+
+
+def state_hash(remote: RemoteApp) -> str:
+    """Hash what the portal stores of an app; dataclasses.asdict's deep copy cost more than the fetch."""
+    data = {name: getattr(remote, name) for name in _HASHED_FIELDS}
+    encoded = json.dumps(data, sort_keys=True, default=_hash_default).encode()
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def _image_ref(image: str) -> KustomizeImage:
+    """Split a running image reference (registry/name:tag@digest) like a kustomize `images` entry."""
+    ref, _, digest = image.partition("@")
+    head, slash, last = ref.rpartition("/")  # a registry port (host:5000/) is not a tag
+    name, _, tag = last.partition(":")
+    return KustomizeImage(name=head + slash + name, new_tag=tag, digest=digest)
+
+
+def image_ref_version(images: Sequence[str], app: str) -> str:
+    """Return the version of the app's running image, chosen by core.kustomize's one rule.
+
+    The digest when the reference pins one, else the tag ("latest" when it has none).
+    """
+    chosen = Kustomization(images=[_image_ref(i) for i in images]).image_for(app)
+    if chosen is None:
+        return ""
+    return chosen.digest[:71] if chosen.digest else (chosen.new_tag[:200] or "latest")
+
+
+def git_revision(revisions: Sequence[str], sources: Sequence[Any], repo_urls: set[str]) -> str:
+    """Pick the Git revision among index-aligned multi-source revisions."""
+    for rev, src in zip(revisions, sources, strict=False):
+        if getattr(src, "repo_url", None) in repo_urls and SHA.fullmatch(rev or ""):
+            return rev
+    return next((r for r in revisions if SHA.fullmatch(r or "")), revisions[0] if revisions else "")
+
+
+def _chart_version(remote: RemoteApp, revisions: Sequence[str]) -> str:
+    for rev, src in zip(revisions, remote.sources, strict=False):
+        if src.chart and rev and not SHA.fullmatch(rev):
+            return rev
+    return ""
+
+
+def _sources_json(remote: RemoteApp) -> list[dict[str, Any]]:
+    return [{k: v for k, v in dataclasses.asdict(s).items() if v is not None} for s in remote.sources]
+
+
+def row_values(remote: RemoteApp, placement: Placement, repo_urls: set[str], now: datetime) -> dict[str, Any]:
+    source = remote.source
+    revisions = list(remote.sync_revisions or remote.sync_result_revisions)
+    revision = remote.sync_revision or ""
+    if remote.is_multi_source and not revision:
+        revision = git_revision(revisions, remote.sources, repo_urls)
+    last = remote.history[-1] if remote.history else None
+    if last is not None:
+        deployed_revision = last.revision or git_revision(last.revisions, remote.sources, repo_urls)
+        deployed_at = last.deployed_at
+    else:
+        deployed_revision, deployed_at = "", None
+        if remote.operation_phase == "Succeeded":
+            deployed_revision = remote.sync_result_revision or git_revision(
+                remote.sync_result_revisions, remote.sources, repo_urls
+            )
+            deployed_at = remote.operation_finished_at
+    version = image_ref_version(remote.images, placement.app) or _chart_version(remote, revisions)
+    git_source = next((s for s in remote.sources if s.repo_url in repo_urls), source)
+    return {
+        "project": remote.project[:200],
+        "namespace": (remote.destination_namespace or "")[:253],
+        "labels": dict(remote.labels),
+        "repo_url": (git_source.repo_url if git_source else "")[:500],
+        "path": ((git_source.path if git_source else "") or "")[:500],
+        "target_revision": ((git_source.target_revision if git_source else "") or "")[:200],
+        "sources": _sources_json(remote),
+        "is_multi_source": remote.is_multi_source,
+        "automated": remote.automated,
+        "sync_status": remote.sync_status or "",
+        "health_status": remote.health_status or "",
+        "health_message": remote.health_message or "",
+        "operation_phase": remote.operation_phase or "",
+        "operation_message": remote.operation_message or "",
+        "operation_started_at": remote.operation_started_at,
+        "operation_finished_at": remote.operation_finished_at,
+        "revision": revision[:64],
+        "revisions": revisions,
+        "deployed_revision": (deployed_revision or "")[:64],
+        "deployed_at": deployed_at,
+        "images": list(remote.images),
+        "version": version[:200],
+        "reconciled_at": remote.reconciled_at,
+        "deleted_at": None,
+    }
+
+
+ROW_FIELDS = (
+    "application", "environment", "cluster", "project", "namespace", "labels", "repo_url", "path",
+    "target_revision", "sources", "is_multi_source", "automated", "sync_status", "health_status",
+    "health_message", "operation_phase", "operation_message", "operation_started_at",
+    "operation_finished_at", "revision", "revisions", "deployed_revision", "deployed_at", "images",
+    "version", "reconciled_at", "state_hash", "last_changed_at", "out_of_sync_since", "degraded_since",
+    "deleted_at",
+)  # fmt: skip

@@ -1,0 +1,146 @@
+"""Apply the portal configuration: upsert instances, repositories, environments, applications."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+
+from audit.services import audit_event_record
+
+from .config import PortalConfig, load_config
+from .models import Application, ArgoInstance, Environment, GitRepository
+
+
+@dataclass
+class ConfigApplyResult:
+    """Labels of the rows a configuration apply created or updated."""
+
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.updated)
+
+
+def _upsert(
+    model: Any, lookup: dict[str, Any], values: dict[str, Any], label: str, result: ConfigApplyResult
+) -> Any:
+    obj = model.objects.filter(**lookup).first()
+    if obj is None:
+        obj = model.objects.create(**lookup, **values)
+        result.created.append(label)
+        return obj
+    dirty = [name for name, value in values.items() if getattr(obj, name) != value]
+    if dirty:
+        for name in dirty:
+            setattr(obj, name, values[name])
+        obj.save(update_fields=dirty)
+        # Secrets are reported by name only.
+        result.updated.append(f"{label} ({', '.join(sorted(dirty))})")
+    return obj
+
+
+def _mapping_json(config: PortalConfig) -> dict[str, Any]:
+    m = config.mapping
+    return {
+        "app_label": m.app_label,
+        "env_label": m.env_label,
+        "cluster_label": m.cluster_label,
+        "name_pattern": m.name_pattern.pattern if m.name_pattern else "",
+        "overrides": {k: dataclasses.asdict(v) for k, v in sorted(m.overrides.items())},
+        "infer_environments": config.infer_environments,
+        "default_repository": config.default_repository,
+    }
+
+
+@transaction.atomic
+def config_apply(*, config: PortalConfig) -> ConfigApplyResult:
+    """Upsert instances, repositories, environments and applications declared in the configuration.
+
+    Nothing is deleted: an instance removed from the file keeps its history.
+    """
+    result = ConfigApplyResult()
+    mapping = _mapping_json(config)
+    for inst in config.instances:
+        _upsert(
+            ArgoInstance,
+            {"name": inst.name},
+            {
+                "url": inst.url,
+                "token": inst.token,
+                "verify_tls": inst.verify_tls,
+                "allow_http": inst.allow_http,
+                "cluster_env_label": inst.cluster_env_label,
+                "mapping": mapping,
+            },
+            f"argocd:{inst.name}",
+            result,
+        )
+    repos: dict[str, GitRepository] = {}
+    for repo in config.repositories:
+        repos[repo.name] = _upsert(
+            GitRepository,
+            {"name": repo.name},
+            {
+                "url": repo.url,
+                "default_branch": repo.default_branch,
+                "forge_kind": repo.forge,
+                "api_url": repo.api_url,
+                "full_name": repo.full_name,
+                "web_url": repo.web_url,
+                "token": repo.token,
+                "webhook_secret": repo.webhook_secret,
+                "allow_http": repo.allow_http,
+                "base_path_pattern": repo.base_path_pattern,
+            },
+            f"repository:{repo.name}",
+            result,
+        )
+    for env in config.environments:
+        _upsert(
+            Environment,
+            {"name": env.name},
+            {
+                "order": env.order * 10,
+                "branch": env.branch,
+                "path_pattern": env.path_pattern,
+                "requires_approval": env.requires_approval,
+                "approvals_required": env.approvals_required,
+                "soak_minutes": env.soak_minutes,
+                "production_like": env.production_like,
+                "rollback_auto_merge": env.rollback_auto_merge,
+                "allow_skip_from": list(env.allow_skip_from),
+            },
+            f"environment:{env.name}",
+            result,
+        )
+    default_repo = repos.get(config.default_repository) if config.default_repository else None
+    for app in config.applications:
+        repo = repos.get(app.repository) if app.repository else default_repo
+        values: dict[str, Any] = {"strategy": app.strategy, "strategy_options": app.strategy_options}
+        if app.project:
+            values["project"] = app.project
+        if repo is not None:
+            values["repository"] = repo
+        _upsert(Application, {"name": app.name}, values, f"application:{app.name}", result)
+    if result.changed:
+        audit_event_record(
+            action="inventory.config_applied",
+            target_type="config",
+            target_id=config.source,
+            target_label=config.source,
+            after={"created": result.created, "updated": result.updated},
+            message=f"configuration {config.source}: {len(result.created)} created, {len(result.updated)} updated",
+            system_name="config",
+        )
+    return result
+
+
+def config_apply_from_settings() -> ConfigApplyResult | None:
+    """Apply GITOPSPORTAL_CONFIG (or the ARGOCD_* variables) if any is set."""
+    config = load_config()
+    return config_apply(config=config) if config is not None else None

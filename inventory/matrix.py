@@ -1,0 +1,452 @@
+"""Build the deployment matrix page: one row per app, one cell per environment and cluster."""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.contrib.postgres.aggregates import ArrayAgg
+from django.core.paginator import Page, Paginator
+from django.db import connection
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.utils import timezone
+
+from .models import (
+    Application,
+    ArgoApplication,
+    ArgoInstance,
+    Commit,
+    CommitTouch,
+    Deployment,
+    Environment,
+    GitRepository,
+)
+from .selectors import (
+    HEALTH_BADGES,
+    PAGE_SIZE,
+    SYNC_BADGES,
+    ActionRights,
+    stale_after,
+    visible_applications,
+)
+
+_LABEL = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._/-]{0,120})=([A-Za-z0-9._:/-]{0,120})$")
+
+
+@dataclass(frozen=True)
+class MatrixFilters:
+    project: str = ""
+    environment: str = ""
+    label: str = ""
+    q: str = ""
+    only_differing: bool = False
+    page: int = 1
+    at: datetime | None = None
+    errors: tuple[str, ...] = ()
+
+    @classmethod
+    def from_query(cls, params: Any) -> MatrixFilters:
+        errors: list[str] = []
+        label = (params.get("label") or "").strip()
+        if label and not _LABEL.match(label):
+            errors.append("cluster label: use key=value")
+            label = ""
+        at = None
+        raw_at = (params.get("at") or "").strip()
+        if raw_at:
+            try:
+                at = datetime.fromisoformat(raw_at)
+                if timezone.is_naive(at):
+                    at = timezone.make_aware(at, timezone.get_current_timezone())
+            except ValueError:
+                errors.append("point in time: use YYYY-MM-DDTHH:MM")
+        try:
+            page = max(1, int(params.get("page") or 1))
+        except ValueError:
+            page = 1
+        return cls(
+            project=(params.get("project") or "").strip()[:200],
+            environment=(params.get("environment") or "").strip()[:64],
+            label=label,
+            q=(params.get("q") or "").strip()[:200],
+            only_differing=(params.get("differing") or "") in ("1", "on", "true"),
+            page=page,
+            at=at,
+            errors=tuple(errors),
+        )
+
+
+@dataclass
+class Column:
+    environment: Environment
+    cluster_id: int | None
+    cluster_name: str
+
+
+@dataclass
+class EnvGroup:
+    environment: Environment
+    span: int
+
+
+@dataclass
+class Cell:
+    argo_name: str
+    env_name: str
+    instance: str
+    cluster: str
+    revision: str
+    short_sha: str
+    commit_url: str
+    version: str
+    full_version: str
+    sync_status: str
+    sync_badge: str
+    health_status: str
+    health_badge: str
+    deployed_at: datetime | None
+    behind: int | None
+    behind_env: str
+    stale: bool
+    promote_to: str
+    deleted: bool = False
+    can_promote: bool = False  # release manager of the app's project for `promote_to`
+    can_rollback: bool = False  # on-call for the app's project in this environment
+
+
+@dataclass
+class Row:
+    application: Application
+    slots: list[list[Cell]]
+
+
+@dataclass
+class StaleNotice:
+    instance: str
+    since: datetime | None
+    error: str
+
+
+@dataclass
+class Matrix:
+    filters: MatrixFilters
+    environments: list[Environment]
+    env_groups: list[EnvGroup]
+    columns: list[Column]
+    rows: list[Row]
+    page: Page
+    stale: list[StaleNotice]
+    projects: list[str]
+    point_in_time: bool
+    now: datetime = field(default_factory=timezone.now)
+
+
+def _touch_seqs(app_ids: list[int], env_ids: list[int]) -> dict[tuple[int, int], list[int]]:
+    """Return sorted touch seqs per (application, environment) in one query."""
+    out: dict[tuple[int, int], list[int]] = defaultdict(list)
+    if not app_ids or not env_ids:
+        return out
+    qs = CommitTouch.objects.filter(application_id__in=app_ids, environment_id__in=env_ids)
+    if connection.vendor == "postgresql":
+        for app_id, env_id, seqs in (
+            qs.values("application_id", "environment_id")
+            .annotate(seqs=ArrayAgg("seq", order_by="seq"))
+            .values_list("application_id", "environment_id", "seqs")
+        ):
+            out[(app_id, env_id)] = list(seqs)
+        return out
+    for app_id, env_id, seq in qs.order_by("seq").values_list("application_id", "environment_id", "seq"):
+        out[(app_id, env_id)].append(seq)
+    return out
+
+
+def behind_count(
+    *,
+    touches_prev: list[int],
+    touches_here: list[int],
+    here_seq: int | None,
+    prev_seq: int | None,
+    matched_seq: int | None,
+    versions_differ: bool,
+) -> int | None:
+    """Count the previous environment's overlay changes that this environment does not run.
+
+    `here_seq`/`prev_seq` are the positions (Commit.seq) of the revisions both run. When the
+    previous environment once ran this environment's version (its deployment at `matched_seq`),
+    the changes after that are the gap. Otherwise: changes newer than this environment's own last
+    overlay change, and at least one when the versions differ.
+    """
+    if prev_seq is None:
+        return None
+    if matched_seq is not None and matched_seq <= prev_seq:
+        return bisect.bisect_right(touches_prev, prev_seq) - bisect.bisect_right(touches_prev, matched_seq)
+    if here_seq is None:
+        return None
+    i = bisect.bisect_right(touches_here, here_seq)
+    last_here = touches_here[i - 1] if i else 0
+    count = max(0, bisect.bisect_right(touches_prev, prev_seq) - bisect.bisect_right(touches_prev, last_here))
+    return max(count, 1) if versions_differ else count
+
+
+def _cell_source(at: datetime | None) -> QuerySet[ArgoApplication]:
+    qs = ArgoApplication.objects.select_related(
+        "instance", "cluster", "environment", "application__repository"
+    )
+    if at is None:
+        return qs.filter(deleted_at__isnull=True)
+    latest = Deployment.objects.filter(argo_app=OuterRef("pk"), deployed_at__lte=at).order_by(
+        "-deployed_at", "-history_id"
+    )
+    return (
+        qs.filter(Q(deleted_at__isnull=True) | Q(deleted_at__gt=at))
+        .annotate(
+            at_revision=Subquery(latest.values("revision")[:1]),
+            at_version=Subquery(latest.values("version")[:1]),
+            at_deployed_at=Subquery(latest.values("deployed_at")[:1]),
+        )
+        .filter(at_deployed_at__isnull=False)
+    )
+
+
+def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAGE_SIZE) -> Matrix:
+    """Build the app x environment (x cluster) matrix for one page of apps.
+
+    The number of queries does not depend on the number of apps, environments or clusters.
+    """
+    now = timezone.now()
+    all_envs = list(Environment.objects.all())
+    envs = [e for e in all_envs if not filters.environment or e.name == filters.environment]
+    instances = list(ArgoInstance.objects.order_by("name"))
+    threshold = now - stale_after()
+    stale_ids = {
+        i.pk for i in instances if i.is_stale or i.last_success_at is None or i.last_success_at < threshold
+    }
+    stale = [
+        StaleNotice(i.name, i.stale_since or i.last_success_at, i.last_error or "no successful poll recently")
+        for i in instances
+        if i.pk in stale_ids and filters.at is None
+    ]
+
+    cells_qs = _cell_source(filters.at)
+    cell_filter = Q()
+    if filters.environment:
+        cell_filter &= Q(environment__name=filters.environment)
+    if filters.label:
+        key, _, value = filters.label.partition("=")
+        cell_filter &= Q(**{f"cluster__labels__{key}": value})
+
+    apps = visible_applications(user)
+    if filters.project:
+        apps = apps.filter(project=filters.project)
+    if filters.q:
+        apps = apps.filter(Q(name__icontains=filters.q) | Q(project__icontains=filters.q))
+    apps = apps.filter(pk__in=cells_qs.filter(cell_filter).values("application_id"))
+    if filters.only_differing:
+        if filters.at is None:
+            apps = apps.annotate(
+                n_versions=Count(
+                    "argo_apps__version",
+                    filter=Q(argo_apps__deleted_at__isnull=True) & ~Q(argo_apps__version=""),
+                    distinct=True,
+                ),
+                n_revisions=Count(
+                    "argo_apps__deployed_revision",
+                    filter=Q(argo_apps__deleted_at__isnull=True) & ~Q(argo_apps__deployed_revision=""),
+                    distinct=True,
+                ),
+            ).filter(Q(n_versions__gt=1) | Q(n_versions=0, n_revisions__gt=1))
+        else:
+            differing = defaultdict(set)
+            for app_id, version in cells_qs.values_list("application_id", "at_version"):
+                differing[app_id].add(version)
+            apps = apps.filter(pk__in=[a for a, v in differing.items() if len(v) > 1])
+    paginator = Paginator(apps.select_related("repository").order_by("name"), page_size)
+    page = paginator.get_page(filters.page)
+    page_apps = list(page.object_list)
+    app_ids = [a.pk for a in page_apps]
+
+    argo_rows = list(cells_qs.filter(application_id__in=app_ids).order_by("name")) if app_ids else []
+    shown_rows = [r for r in argo_rows if _matches(r, filters)]
+
+    # Columns: environments, split by cluster where an environment has several.
+    clusters_by_env: dict[int, dict[int | None, str]] = defaultdict(dict)
+    for r in shown_rows:
+        if r.environment_id:
+            clusters_by_env[r.environment_id][r.cluster_id] = r.cluster.name if r.cluster else ""
+    columns: list[Column] = []
+    groups: list[EnvGroup] = []
+    for env in envs:
+        found = clusters_by_env.get(env.pk, {})
+        if len(found) > 1:
+            for cid, cname in sorted(found.items(), key=lambda kv: kv[1]):
+                columns.append(Column(env, cid, cname))
+            groups.append(EnvGroup(env, len(found)))
+        else:
+            cid, cname = next(iter(found.items()), (None, ""))
+            columns.append(Column(env, None, cname))
+            groups.append(EnvGroup(env, 1))
+
+    # What each environment ran over time (version -> revision), to find where a version came from.
+    past = Deployment.objects.filter(application_id__in=app_ids).exclude(version="")
+    if filters.at is not None:
+        past = past.filter(deployed_at__lte=filters.at)
+    ran: dict[tuple[int, int, str], str] = {}
+    for app_id, env_id, version, revision in past.order_by("deployed_at", "history_id").values_list(
+        "application_id", "environment_id", "version", "revision"
+    ):
+        if env_id is not None:
+            ran[(app_id, env_id, version)] = revision  # the latest deployment of that version wins
+
+    # Positions of those revisions in the ingested history, and each app's overlay changes.
+    revisions = ({_revision(r, filters.at) for r in argo_rows} | set(ran.values())) - {""}
+    repo_ids = {a.repository_id for a in page_apps if a.repository_id}
+    seqs: dict[tuple[int, str], int] = {}
+    if revisions and repo_ids:
+        for repo_id, sha, seq in Commit.objects.filter(
+            repository_id__in=repo_ids, sha__in=revisions
+        ).values_list("repository_id", "sha", "seq"):
+            seqs[(repo_id, sha)] = seq
+    touches = _touch_seqs(app_ids, [e.pk for e in all_envs])
+    env_index = {e.pk: i for i, e in enumerate(all_envs)}
+
+    # The most advanced deployed revision per (app, environment): what "behind" compares with.
+    best: dict[tuple[int, int], tuple[int, str]] = {}
+    for r in argo_rows:
+        if not r.environment_id or r.application_id is None:
+            continue
+        seq = seqs.get((r.application.repository_id or 0, _revision(r, filters.at)))
+        if seq is not None:
+            key = (r.application_id, r.environment_id)
+            if key not in best or seq > best[key][0]:
+                best[key] = (seq, _version(r, filters.at))
+    context = _BehindContext(all_envs, env_index, seqs, touches, best, ran)
+
+    by_app: dict[int, list[ArgoApplication]] = defaultdict(list)
+    for r in shown_rows:
+        by_app[r.application_id].append(r)
+    rights = ActionRights(user)
+    rows: list[Row] = []
+    for app in page_apps:
+        slots: list[list[Cell]] = []
+        for col in columns:
+            cells = [
+                _cell(r, app, context, stale_ids, filters.at)
+                for r in by_app.get(app.pk, [])
+                if r.environment_id == col.environment.pk
+                and (col.cluster_id is None or r.cluster_id == col.cluster_id)
+            ]
+            for cell in cells:
+                cell.can_promote = bool(cell.promote_to) and rights.promote(app.project, cell.promote_to)
+                cell.can_rollback = rights.rollback(app.project, cell.env_name)
+            slots.append(cells)
+        rows.append(Row(app, slots))
+
+    projects_qs = (
+        visible_applications(user).exclude(project="").order_by("project").values_list("project", flat=True)
+    )
+    return Matrix(
+        filters=filters,
+        environments=all_envs,
+        env_groups=groups,
+        columns=columns,
+        rows=rows,
+        page=page,
+        stale=stale,
+        projects=list(projects_qs.distinct()),
+        point_in_time=filters.at is not None,
+        now=now,
+    )
+
+
+def _matches(row: ArgoApplication, filters: MatrixFilters) -> bool:
+    if filters.environment and (row.environment is None or row.environment.name != filters.environment):
+        return False
+    if filters.label:
+        key, _, value = filters.label.partition("=")
+        if row.cluster is None or str(row.cluster.labels.get(key, "")) != value:
+            return False
+    return True
+
+
+def _revision(row: ArgoApplication, at: datetime | None) -> str:
+    if at is not None:
+        return getattr(row, "at_revision", "") or ""
+    return row.deployed_revision or row.revision
+
+
+@dataclass
+class _BehindContext:
+    envs: list[Environment]
+    env_index: dict[int, int]
+    seqs: dict[tuple[int, str], int]
+    touches: dict[tuple[int, int], list[int]]
+    best: dict[tuple[int, int], tuple[int, str]]
+    ran: dict[tuple[int, int, str], str]
+
+
+def _version(row: ArgoApplication, at: datetime | None) -> str:
+    return (getattr(row, "at_version", "") or "") if at is not None else row.version
+
+
+def _short_version(version: str) -> str:
+    return version[:19] + "…" if version.startswith("sha256:") and len(version) > 19 else version
+
+
+def _cell(
+    row: ArgoApplication, app: Application, ctx: _BehindContext, stale_ids: set[int], at: datetime | None
+) -> Cell:
+    revision = _revision(row, at)
+    repo: GitRepository | None = app.repository
+    repo_id = app.repository_id or 0
+    idx = ctx.env_index.get(row.environment_id or 0)
+    behind, behind_env, promote_to = None, "", ""
+    if idx is not None:
+        envs = ctx.envs
+        if idx + 1 < len(envs):
+            promote_to = envs[idx + 1].name
+        if idx > 0:
+            prev = envs[idx - 1]
+            behind_env = prev.name
+            prev_seq, prev_version = ctx.best.get((app.pk, prev.pk), (None, ""))
+            here_version = _version(row, at)
+            matched = ctx.ran.get((app.pk, prev.pk, here_version)) if here_version else None
+            behind = behind_count(
+                touches_prev=ctx.touches.get((app.pk, prev.pk), []),
+                touches_here=ctx.touches.get((app.pk, row.environment_id), []),
+                here_seq=ctx.seqs.get((repo_id, revision)),
+                prev_seq=prev_seq,
+                matched_seq=ctx.seqs.get((repo_id, matched)) if matched else None,
+                versions_differ=bool(here_version and prev_version and here_version != prev_version),
+            )
+    if at is not None:
+        sync, health = "", ""
+        version, deployed_at = getattr(row, "at_version", "") or "", getattr(row, "at_deployed_at", None)
+    else:
+        sync, health = row.sync_status, row.health_status
+        version, deployed_at = row.version, row.deployed_at
+    stale = at is None and row.instance_id in stale_ids
+    return Cell(
+        argo_name=row.name,
+        env_name=row.environment.name if row.environment else "",
+        instance=row.instance.name,
+        cluster=row.cluster.name if row.cluster else "",
+        revision=revision,
+        short_sha=revision[:8],
+        commit_url=repo.commit_url(revision) if repo and revision else "",
+        version=_short_version(version),
+        full_version=version,
+        sync_status=sync or ("unknown" if at is None else ""),
+        sync_badge="idle" if stale else SYNC_BADGES.get(sync, "idle"),
+        health_status=health or ("unknown" if at is None else ""),
+        health_badge="idle" if stale else HEALTH_BADGES.get(health, "idle"),
+        deployed_at=deployed_at,
+        behind=behind,
+        behind_env=behind_env,
+        stale=stale,
+        promote_to=promote_to,
+        deleted=row.deleted_at is not None,
+    )

@@ -1,0 +1,217 @@
+"""Poll Argo CD: one instance at a time (claimed), or everything once (`manage.py poll --once`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from audit.services import audit_event_record
+from integrations.argocd import ArgoApplication as RemoteApp
+from integrations.argocd import ArgoCDClient, ArgoCDError, ArgoCDUnavailable
+from integrations.gitrepo import GitError
+
+from .appstate import POLLER
+from .claims import POLL_CLAIM, claim_release, row_claim
+from .clients import argocd_client_for
+from .config import PortalConfig
+from .configapply import ConfigApplyResult, config_apply
+from .ingest import IngestResult, repositories_ingest_for, repository_ingest
+from .models import ArgoApplication, ArgoInstance, Cluster, GitRepository
+from .store import apps_mark_removed, apps_store, changed_full_apps, clusters_upsert, instance_lock
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+@dataclass
+class PollResult:
+    """Summary of one instance poll (for the task result, logs and the watcher)."""
+
+    instance: str
+    skipped: bool = False
+    apps_seen: int = 0
+    apps_changed: int = 0
+    apps_new: int = 0
+    apps_removed: int = 0
+    new_deployments: int = 0
+    error: str = ""
+    transient: bool = False
+    duration_ms: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> PollResult:
+    """Poll one Argo CD instance once: clusters, the app list, full apps that changed, history.
+
+    One poll per instance at a time (claimed with a conditional UPDATE). On failure the instance
+    is marked stale with the error; nothing is deleted. Returns a summary.
+    """
+    started = time.monotonic()
+    now = timezone.now()
+    instance = ArgoInstance.objects.get(pk=instance_id)
+    result = PollResult(instance=instance.name)
+    if not row_claim(model=ArgoInstance, pk=instance_id, fields=POLL_CLAIM, now=now):
+        result.skipped = True
+        return result
+    try:
+        client = client or argocd_client_for(instance)
+        clusters = client.list_clusters()
+        listing = client.list_applications()
+        cluster_rows = clusters_upsert(instance=instance, clusters=clusters)
+        existing = {
+            row["name"]: row
+            for row in ArgoApplication.objects.filter(instance=instance).values(
+                "id", "name", "state_hash", "deleted_at"
+            )
+        }
+        hashes, full = changed_full_apps(client=client, items=listing.items, existing=existing)
+        repositories_ingest_for(instance=instance, full=full)
+        result.apps_seen = len(listing.items)
+        seen_names = {item.name for item in listing.items}
+        removed = [
+            name for name, row in existing.items() if name not in seen_names and row["deleted_at"] is None
+        ]
+        stats = _poll_store(
+            instance=instance,
+            full=full,
+            hashes=hashes,
+            existing=existing,
+            removed=removed,
+            cluster_rows=cluster_rows,
+            resource_version=listing.resource_version or "",
+            started=started,
+            now=now,
+        )
+        result.apps_changed = stats["changed"]
+        result.apps_new = stats["new"]
+        result.apps_removed = len(removed)
+        result.new_deployments = stats["deployments"]
+    except (ArgoCDError, GitError) as exc:
+        result.error = str(exc)[:1000] or exc.__class__.__name__
+        result.transient = isinstance(exc, ArgoCDUnavailable)
+        result.duration_ms = int((time.monotonic() - started) * 1000)
+        instance_mark_stale(instance_id=instance_id, error=result.error, duration_ms=result.duration_ms)
+        return result
+    except BaseException:
+        # The database went away mid-poll (or a bug): release the claim so the next poll runs now
+        # instead of after POLL_TIMEOUT_SECONDS, and let the task fail loudly.
+        claim_release(ArgoInstance, instance_id, "last_poll_finished_at")
+        raise
+    result.duration_ms = int((time.monotonic() - started) * 1000)
+    return result
+
+
+@transaction.atomic
+def instance_mark_stale(*, instance_id: int, error: str, duration_ms: int | None = None) -> None:
+    """Record a failed poll: the instance's data is shown as stale, never deleted."""
+    now = timezone.now()
+    instance = ArgoInstance.objects.select_for_update().get(pk=instance_id)
+    was_stale = instance.is_stale
+    instance.is_stale = True
+    instance.stale_since = instance.stale_since or now
+    instance.last_error = error
+    instance.last_poll_finished_at = now
+    instance.last_duration_ms = duration_ms
+    instance.save(
+        update_fields=["is_stale", "stale_since", "last_error", "last_poll_finished_at", "last_duration_ms"]
+    )
+    if not was_stale:
+        audit_event_record(
+            action="argocd.instance_stale",
+            target_type="argo_instance",
+            target_id=instance.pk,
+            target_label=instance.name,
+            after={"error": error, "last_success_at": _iso(instance.last_success_at)},
+            message=f"Argo CD instance {instance.name} is unreachable: {error}",
+            system_name=POLLER,
+        )
+
+
+@transaction.atomic
+def _poll_store(
+    *,
+    instance: ArgoInstance,
+    full: dict[str, RemoteApp],
+    hashes: dict[str, str],
+    existing: Mapping[str, Mapping[str, Any]],
+    removed: list[str],
+    cluster_rows: dict[str, Cluster],
+    resource_version: str,
+    started: float,
+    now: datetime,
+) -> dict[str, int]:
+    instance_lock(instance.pk)
+    stats = apps_store(instance=instance, full=full, hashes=hashes, cluster_rows=cluster_rows, now=now)
+    if removed:
+        apps_mark_removed(instance=instance, names=removed, now=now)
+
+    was_stale = instance.is_stale
+    fields = {
+        "last_poll_finished_at": timezone.now(),
+        "last_success_at": timezone.now(),
+        "last_duration_ms": int((time.monotonic() - started) * 1000),
+        "last_error": "",
+        "is_stale": False,
+        "stale_since": None,
+        "apps_seen": len(hashes),
+        "list_resource_version": resource_version[:64],
+        "last_poll_stats": {
+            "apps_seen": len(hashes),
+            "changed": stats["changed"],
+            "new": stats["new"],
+            "removed": len(removed),
+            "deployments": stats["deployments"],
+        },
+    }
+    ArgoInstance.objects.filter(pk=instance.pk).update(**fields)
+    if was_stale:
+        audit_event_record(
+            action="argocd.instance_recovered",
+            target_type="argo_instance",
+            target_id=instance.pk,
+            target_label=instance.name,
+            before={"error": instance.last_error, "stale_since": _iso(instance.stale_since)},
+            message=f"Argo CD instance {instance.name} answers again",
+            system_name=POLLER,
+        )
+    return stats
+
+
+@dataclass
+class PollAllResult:
+    """Summary of `manage.py poll --once`: the config applied, every ingest and poll."""
+
+    config: ConfigApplyResult | None
+    ingests: list[IngestResult]
+    polls: list[PollResult]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.ingests) and all(p.ok for p in self.polls)
+
+
+def inventory_poll_all(*, config: PortalConfig | None) -> PollAllResult:
+    """Apply the configuration, ingest every repository, then poll every Argo CD instance.
+
+    Git first, so that the poller can tell portal-made deployments from out-of-band ones.
+    """
+    applied = config_apply(config=config) if config is not None else None
+    ingests = [
+        repository_ingest(repository_id=pk)
+        for pk in GitRepository.objects.order_by("name").values_list("pk", flat=True)
+    ]
+    polls = [
+        instance_poll(instance_id=pk)
+        for pk in ArgoInstance.objects.order_by("name").values_list("pk", flat=True)
+    ]
+    return PollAllResult(config=applied, ingests=ingests, polls=polls)

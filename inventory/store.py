@@ -1,0 +1,214 @@
+"""Store observed Argo CD apps in one transaction: clusters, environments, apps, their deployments."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+
+from audit.services import audit_event_record
+from integrations.argocd import ArgoApplication as RemoteApp
+from integrations.argocd import ArgoCDClient, ArgoCDNotFound, ArgoCDPermissionDenied
+
+from .appstate import POLLER, ROW_FIELDS, Placement, placement_of, row_values, state_hash
+from .config import INFERRED_ORDER
+from .deployments import HistoricVersions, deployments_record
+from .models import Application, ArgoApplication, ArgoInstance, Cluster, Environment, GitRepository
+
+
+def changed_full_apps(
+    *, client: ArgoCDClient, items: Iterable[RemoteApp], existing: Mapping[str, Mapping[str, Any]]
+) -> tuple[dict[str, str], dict[str, RemoteApp]]:
+    """Hash the narrow (list or watch) state; read in full only the apps whose hash changed.
+
+    Returns the hashes of all `items` and the full apps of the changed ones. `existing` maps
+    names to stored rows with `state_hash` and `deleted_at`.
+    """
+    hashes = {item.name: state_hash(item) for item in items}
+    full: dict[str, RemoteApp] = {}
+    for name, digest in hashes.items():
+        row = existing.get(name)
+        if row is not None and row["state_hash"] == digest and row["deleted_at"] is None:
+            continue
+        # The list's `fields` drop history and sync.revisions (API.md §5): read the full app.
+        try:
+            full[name] = client.get_application(name)
+        except (ArgoCDNotFound, ArgoCDPermissionDenied):
+            continue  # deleted between list and get (Argo CD hides missing apps behind 403)
+    return hashes, full
+
+
+def instance_lock(instance_id: int) -> None:
+    """Serialise the poller's and the watcher's writes for one instance (inside a transaction)."""
+    list(ArgoInstance.objects.select_for_update().filter(pk=instance_id).values_list("pk", flat=True))
+
+
+def clusters_upsert(*, instance: ArgoInstance, clusters: Iterable[Any]) -> dict[str, Cluster]:
+    envs = {e.name: e for e in Environment.objects.all()}
+    rows = {c.server: c for c in Cluster.objects.filter(instance=instance).select_related("environment")}
+    label = instance.cluster_env_label or "env"
+    with transaction.atomic():
+        for remote in clusters:
+            env = envs.get(remote.labels.get(label, ""))
+            values = {
+                "name": (remote.name or remote.server)[:200],
+                "labels": dict(remote.labels),
+                "environment": env,
+                "connection_status": (remote.connection_status or "")[:32],
+            }
+            row = rows.get(remote.server)
+            if row is None:
+                rows[remote.server] = Cluster.objects.create(
+                    instance=instance, server=remote.server, **values
+                )
+            elif any(getattr(row, k) != v for k, v in values.items()):
+                for k, v in values.items():
+                    setattr(row, k, v)
+                row.save(update_fields=list(values))
+    return rows
+
+
+def _environments_for(instance: ArgoInstance, names: set[str]) -> dict[str, Environment]:
+    envs = {e.name: e for e in Environment.objects.all()}
+    missing = sorted(n for n in names if n and n not in envs)
+    if missing and instance.mapping.get("infer_environments", not envs):
+        for name in missing:
+            order = INFERRED_ORDER.index(name) * 10 if name in INFERRED_ORDER else 1000 + len(envs)
+            envs[name] = Environment.objects.create(
+                name=name[:64], order=order, production_like=name in ("prod", "production")
+            )
+        audit_event_record(
+            action="inventory.environments_inferred",
+            target_type="environment",
+            target_id=",".join(missing),
+            target_label=", ".join(missing),
+            after={"environments": missing},
+            message=f"environments inferred from Argo CD labels: {', '.join(missing)}",
+            system_name=POLLER,
+        )
+    return envs
+
+
+def _applications_for(
+    placements: dict[str, Placement], projects: dict[str, str], mapping: dict[str, Any]
+) -> dict[str, Application]:
+    names = {p.app for p in placements.values()}
+    apps = {a.name: a for a in Application.objects.filter(name__in=names)}
+    default_repo = None
+    repo_name = mapping.get("default_repository")
+    if repo_name:
+        default_repo = GitRepository.objects.filter(name=repo_name).first()
+    if default_repo is None:
+        default_repo = GitRepository.objects.order_by("pk").first()
+    create = []
+    for argo_name, placement in placements.items():
+        if placement.app not in apps:
+            app = Application(
+                name=placement.app[:200], project=projects.get(argo_name, "")[:200], repository=default_repo
+            )
+            apps[placement.app] = app
+            create.append(app)
+    if create:
+        Application.objects.bulk_create(create, ignore_conflicts=True)
+        apps.update({a.name: a for a in Application.objects.filter(name__in=[a.name for a in create])})
+    # Apps first seen in Git have no project yet: Argo CD's AppProject is the team.
+    fix = []
+    for argo_name, placement in placements.items():
+        app = apps[placement.app]
+        if not app.project and projects.get(argo_name):
+            app.project = projects[argo_name][:200]
+            fix.append(app)
+    if fix:
+        Application.objects.bulk_update(fix, ["project"])
+    return apps
+
+
+def apps_mark_removed(
+    *, instance: ArgoInstance, names: list[str], now: datetime, system: str = POLLER
+) -> int:
+    """Soft-delete Argo CD apps no longer reported (history stays) and record it."""
+    gone = list(
+        ArgoApplication.objects.filter(
+            instance=instance, name__in=names, deleted_at__isnull=True
+        ).values_list("name", flat=True)
+    )
+    if not gone:
+        return 0
+    ArgoApplication.objects.filter(instance=instance, name__in=gone).update(deleted_at=now)
+    audit_event_record(
+        action="argocd.applications_removed",
+        target_type="argo_instance",
+        target_id=instance.pk,
+        target_label=instance.name,
+        after={"applications": sorted(gone)[:200]},
+        message=f"{len(gone)} application(s) no longer reported by {instance.name}",
+        system_name=system,
+    )
+    return len(gone)
+
+
+def apps_store(
+    *,
+    instance: ArgoInstance,
+    full: dict[str, RemoteApp],
+    hashes: dict[str, str],
+    cluster_rows: dict[str, Cluster],
+    now: datetime,
+) -> dict[str, int]:
+    """Upsert the rows of fully read apps and record their new history entries (in a transaction)."""
+    mapping = instance.mapping or {}
+    placements = {name: placement_of(remote, mapping, cluster_rows) for name, remote in full.items()}
+    envs = _environments_for(instance, {p.env for p in placements.values() if p.env})
+    apps = _applications_for(placements, {n: r.project for n, r in full.items()}, mapping)
+    clusters_by_name = {c.name: c for c in cluster_rows.values()}
+    repo_urls = set(GitRepository.objects.values_list("url", flat=True))
+    repo_urls |= {u.removesuffix(".git") for u in repo_urls}
+
+    rows = {r.name: r for r in ArgoApplication.objects.filter(instance=instance, name__in=list(full))}
+    new_rows, changed_rows = [], []
+    for name, remote in full.items():
+        placement = placements[name]
+        values = row_values(remote, placement, repo_urls, now)
+        values["application"] = apps.get(placement.app)
+        values["environment"] = envs.get(placement.env or "")
+        values["cluster"] = clusters_by_name.get(placement.cluster or "")
+        values["state_hash"] = hashes[name]
+        row = rows.get(name)
+        if row is None:
+            row = ArgoApplication(
+                instance=instance, name=name, first_seen_at=now, last_changed_at=now, **values
+            )
+            row.out_of_sync_since = now if values["sync_status"] == "OutOfSync" else None
+            row.degraded_since = now if values["health_status"] == "Degraded" else None
+            new_rows.append(row)
+            rows[name] = row
+            continue
+        if row.sync_status != "OutOfSync" and values["sync_status"] == "OutOfSync":
+            row.out_of_sync_since = now
+        elif values["sync_status"] != "OutOfSync":
+            row.out_of_sync_since = None
+        if row.health_status != "Degraded" and values["health_status"] == "Degraded":
+            row.degraded_since = now
+        elif values["health_status"] != "Degraded":
+            row.degraded_since = None
+        for key, value in values.items():
+            setattr(row, key, value)
+        row.last_changed_at = now
+        changed_rows.append(row)
+    if new_rows:
+        ArgoApplication.objects.bulk_create(new_rows)
+    if changed_rows:
+        ArgoApplication.objects.bulk_update(changed_rows, ROW_FIELDS, batch_size=500)
+
+    deployments = 0
+    versions = HistoricVersions()
+    for name, remote in full.items():
+        if remote.history:
+            deployments += len(
+                deployments_record(
+                    argo_app=rows[name], history=remote.history, remote=remote, versions=versions
+                )
+            )
+    return {"changed": len(changed_rows), "new": len(new_rows), "deployments": deployments}

@@ -6,6 +6,7 @@ See /work/shared/argocd/API.md for the behaviour this relies on (errors §3, fie
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -187,6 +188,8 @@ class ArgoApplication:
     history: tuple[HistoryEntry, ...]
     conditions: tuple[Condition, ...]
     resource_version: str | None
+    # Resources of the last sync result counted by their status ("Synced", "SyncFailed", ...).
+    sync_result_resource_counts: tuple[tuple[str, int], ...] = ()
 
     @property
     def source(self) -> AppSource | None:
@@ -400,7 +403,13 @@ def parse_application(data: Any, path: str = "$") -> ArgoApplication:
         history=tuple(_parse_history(h) for h in status.objs("history")),
         conditions=tuple(_parse_condition(c) for c in status.objs("conditions")),
         resource_version=meta.opt_text("resourceVersion"),
+        sync_result_resource_counts=_resource_counts(result),
     )
+
+
+def _resource_counts(result: JsonReader) -> tuple[tuple[str, int], ...]:
+    counts = Counter(item.text("status") or "Unknown" for item in result.objs("resources"))
+    return tuple(sorted(counts.items()))
 
 
 def parse_application_list(data: Any) -> ApplicationList:

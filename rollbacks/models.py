@@ -83,6 +83,9 @@ class RollbackRequest(models.Model):
     pr_url = models.CharField(max_length=500, blank=True)
     pr_head_sha = models.CharField(max_length=64, blank=True)
     merge_commit_sha = models.CharField(max_length=64, blank=True)
+    merged_by = models.CharField(max_length=150, blank=True, help_text="forge user who merged the PR")
+    # Argo CD's operationState of the sync that deployed the revert (change records carry it).
+    sync_result = models.JSONField(null=True, blank=True)
     failure_reason = models.TextField(blank=True)
     tracking_detail = models.CharField(max_length=500, blank=True, help_text="what tracking waits for")
     # A permanent tracking problem (e.g. the PR is gone: 404), shown on the page until tracking works again.
@@ -104,6 +107,20 @@ class RollbackRequest(models.Model):
     healthy_at = models.DateTimeField(null=True, blank=True)
     failed_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
+
+    # After-the-fact approval of an emergency rollback (by an approver other than the requester).
+    approved_after_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="rollbacks_approved_after",
+    )
+    approved_after_by_name = models.CharField(max_length=150, blank=True)
+    approved_after_at = models.DateTimeField(null=True, blank=True)
+    approved_after_reason = models.TextField(blank=True)
+    # Set once when an unapproved emergency rollback was escalated (escalate once).
+    approval_escalated_at = models.DateTimeField(null=True, blank=True)
 
     objects = RollbackQuerySet.as_manager()
 

@@ -41,6 +41,8 @@ def rollback_change_record_sync(rollback: RollbackRequest) -> None:
         requester_name=rollback.requested_by_name,
         pr_number=rollback.pr_number,
         pr_url=rollback.pr_url,
+        merged_by=rollback.merged_by,
+        sync_result=rollback.sync_result,
         revision_before=rollback.current_revision,
         revision_after=rollback.merge_commit_sha,
         versions_before={"image": rollback.current_version} if rollback.current_version else {},

@@ -136,6 +136,11 @@ class RollbackRequest(models.Model):
     def __str__(self) -> str:
         return f"rollback #{self.pk} {self.application_id}/{self.environment_id}"
 
+    @property
+    def awaits_approval_after(self) -> bool:
+        """An emergency rollback nobody approved after the fact yet (cancelled ones need none)."""
+        return self.emergency and self.approved_after_at is None and self.state != self.State.CANCELLED
+
     audit_target_type = "rollback"
 
     @property

@@ -56,7 +56,19 @@ def rollback_change_record_sync(rollback: RollbackRequest) -> None:
         emergency=rollback.emergency,
         justification=rollback.emergency_justification,
         clusters=clusters,
+        **_approval_fields(rollback),
     )
+
+
+def _approval_fields(rollback: RollbackRequest) -> dict[str, Any]:
+    """The after-the-fact approval of an emergency rollback, as the change record shows it."""
+    if rollback.approved_after_at is None:
+        return {}
+    return {
+        "approvers": [rollback.approved_after_by_name],
+        "approved_at": rollback.approved_after_at,
+        "approval_reason": rollback.approved_after_reason,
+    }
 
 
 def rollback_snapshot(rollback: RollbackRequest) -> dict[str, Any]:

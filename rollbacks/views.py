@@ -159,6 +159,7 @@ def rollback_detail(request: HttpRequest, pk: int) -> HttpResponse:
             project=rollback.application.project,
             environment=rollback.environment.name,
         ),
+        "can_approve_after": services.rollback_can_approve_after(user=request.user, rollback=rollback),
     }
     template = "rollbacks/detail.html#status" if request.htmx else "rollbacks/detail.html"
     return render(request, template, context)
@@ -176,4 +177,19 @@ def rollback_cancel(request: HttpRequest, pk: int) -> HttpResponse:
         raise
     else:
         messages.success(request, f"Rollback #{rollback.pk} cancelled; its pull request was closed.")
+    return redirect("rollbacks:detail", pk=rollback.pk)
+
+
+@require_POST
+@require_role(Role.APPROVER)
+def rollback_approve_after(request: HttpRequest, pk: int) -> HttpResponse:
+    rollback = _visible_rollback(request, pk)
+    try:
+        services.rollback_approve_after_the_fact(
+            actor=request.user, rollback=rollback, reason=request.POST.get("reason", ""), request=request
+        )
+    except services.RollbackRefused as exc:
+        messages.error(request, "; ".join(exc.messages))
+    else:
+        messages.success(request, f"Emergency rollback #{rollback.pk} approved after the fact.")
     return redirect("rollbacks:detail", pk=rollback.pk)

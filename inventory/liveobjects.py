@@ -146,3 +146,21 @@ def argo_application_sets(rows: Iterable[ArgoApplication]) -> list[AppSetView]:
             )
         )
     return views
+
+
+@dataclass(frozen=True)
+class LiveObjects:
+    """What a page shows live beside the stored state of some Argo CD apps."""
+
+    rollouts: list[RolloutView]
+    app_sets: list[AppSetView]
+
+    @property
+    def aborted(self) -> list[str]:
+        return rollouts_aborted(self.rollouts)
+
+
+def live_objects(rows: Sequence[ArgoApplication], *, app_sets: bool = True) -> LiveObjects:
+    """Read the Rollouts (and, unless told not to, the ApplicationSets) of some Argo CD apps."""
+    rows = list(rows)
+    return LiveObjects(rollouts=argo_rollouts(rows), app_sets=argo_application_sets(rows) if app_sets else [])

@@ -14,7 +14,7 @@ from django.http import Http404
 from accounts.permissions import has_role, project_filter, project_visible
 from accounts.roles import Role
 from core.diffs import classify_diff
-from inventory.models import Application, Environment
+from inventory.models import Application, ArgoApplication, Environment
 
 from .models import (
     FINAL_STATES,
@@ -240,3 +240,13 @@ def active_blocks(*, application: Application | None = None) -> QuerySet[Promoti
 
 # transitional: removed once lifecycle/rooms/auditsink have merged (use core.diffs.classify_diff)
 diff_lines = classify_diff
+
+
+def promotion_argo_apps(promotion: Promotion) -> list[ArgoApplication]:
+    """Return the Argo CD applications of a promotion's apps in its target environment."""
+    return list(
+        ArgoApplication.objects.live()
+        .filter(application__in=promotion.items.values("application"), environment=promotion.target_env)
+        .select_related("instance")
+        .order_by("name")
+    )

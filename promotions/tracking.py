@@ -29,11 +29,13 @@ from changes.tracking import (
     deploy_timeout_label,
 )
 from inventory.appstate import change_sync_result
+from inventory.liveobjects import argo_rollouts, rollouts_aborted
 
 from . import gitops, observed
 from .kind import PROMOTION
 from .models import IN_FLIGHT_STATES, Promotion, PromotionItem, PromotionState
 from .records import revision_label
+from .selectors import promotion_argo_apps
 
 S = PromotionState
 
@@ -212,6 +214,12 @@ def _track_rollout(promotion: Promotion) -> None:
         )
     elif any(s.degraded for s in all_states):
         detail = "; ".join(s.summary() for s in all_states if s.degraded)
+        # An aborted Argo Rollouts canary says why in its own words: lead with them.
+        degraded = {v.name for s in all_states if s.degraded for v in s.apps}
+        rows = [row for row in promotion_argo_apps(promotion) if row.name in degraded]
+        aborted = rollouts_aborted(argo_rollouts(rows))
+        if aborted:
+            detail = "; ".join(aborted) + f" ({detail})"
         _move(
             promotion,
             from_states=[S.DEPLOYED],

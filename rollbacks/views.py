@@ -10,6 +10,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.permissions import has_role, project_visible, require_role
 from accounts.roles import Role
+from inventory import liveobjects
 from inventory.models import Application, Environment
 
 from . import selectors, services
@@ -148,10 +149,12 @@ def _visible_rollback(request: HttpRequest, pk: int) -> RollbackRequest:
 @require_role(Role.VIEWER)
 def rollback_detail(request: HttpRequest, pk: int) -> HttpResponse:
     rollback = _visible_rollback(request, pk)
+    argo_apps = selectors.rollback_argo_status(rollback)
     context = {
         "nav": "rollbacks",
         "rollback": rollback,
-        "argo_apps": selectors.rollback_argo_status(rollback),
+        "argo_apps": argo_apps,
+        "argo_live": liveobjects.live_objects(argo_apps, app_sets=False) if rollback.merged_at else None,
         "can_cancel": rollback.is_cancellable
         and has_role(
             request.user,

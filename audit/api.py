@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 
 from accounts.roles import Role
-from gitopsportal.api import ApiError, api_view
+from api.http import ApiError, api_view
 
 from .access import audit_scope
 from .exports import change_export_record, event_export_record

@@ -13,7 +13,6 @@ from django.http import Http404
 
 from accounts.permissions import has_role, project_filter, project_visible
 from accounts.roles import Role
-from core.diffs import classify_diff
 from inventory.models import Application, Environment
 
 from .models import (
@@ -236,7 +235,3 @@ def active_blocks(*, application: Application | None = None) -> QuerySet[Promoti
     if application is not None:
         qs = qs.filter(application=application)
     return qs
-
-
-# transitional: removed once lifecycle/rooms/auditsink have merged (use core.diffs.classify_diff)
-diff_lines = classify_diff

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import sys
 import zipfile
@@ -324,7 +323,7 @@ def verify_bundle(
         checkpoint = manifest.get("checkpoint") or {}
         verifier = ChainVerifier(contiguous=bool(manifest.get("contiguous", True)))
         with zf.open(EVENTS_FILE) as fh:
-            for record in _iter_jsonl(io.BufferedReader(fh), problems):  # type: ignore[arg-type]
+            for record in _iter_jsonl(fh, problems):
                 verifier.feed(record)
                 at_head = checkpoint and record.get("sequence") == checkpoint.get("head_sequence")
                 if at_head and record.get("hash") != checkpoint.get("head_hash"):

@@ -7,6 +7,7 @@ import re
 import secrets
 import sys
 from pathlib import Path
+from typing import Any
 
 from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
@@ -248,7 +249,7 @@ ROOT_URLCONF = "gitopsportal.urls"
 WSGI_APPLICATION = "gitopsportal.wsgi.application"
 ASGI_APPLICATION = "gitopsportal.asgi.application"
 
-TEMPLATES = [
+TEMPLATES: list[dict[str, Any]] = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
         "DIRS": [BASE_DIR / "templates"],

@@ -220,5 +220,5 @@ class PortalCollector:
 def render_metrics() -> bytes:
     """Return the exposition text of one scrape."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PortalCollector())  # type: ignore[arg-type]
+    registry.register(PortalCollector())
     return generate_latest(registry)

@@ -196,7 +196,7 @@ def dora_inputs(*, user: Any, filters: DoraFilters, until: datetime) -> DoraInpu
     ).values_list("app", "environment", "revision_after", "healthy_at"):
         for name in app_field.split(","):
             key = (name, env_name, revision)
-            if name in app_names and (key not in healthy or healthy_at < healthy[key]):
+            if name in app_names and healthy_at and (key not in healthy or healthy_at < healthy[key]):
                 healthy[key] = healthy_at
 
     restores: list[Restore] = []
@@ -218,6 +218,8 @@ def dora_inputs(*, user: Any, filters: DoraFilters, until: datetime) -> DoraInpu
     for app_id, env_id, degraded_at, promotion_id in PromotionItem.objects.filter(
         application_id__in=list(apps), target_env_id__in=list(envs), promotion__degraded_at__isnull=False
     ).values_list("application_id", "target_env_id", "promotion__degraded_at", "promotion_id"):
+        if degraded_at is None:  # excluded by the filter; this narrows the type
+            continue
         signals.append(
             FailureSignal(
                 apps[app_id].name, envs[env_id], degraded_at, "degraded", f"promotion #{promotion_id}"
@@ -294,9 +296,7 @@ def drift_overview(*, user: Any, now: datetime | None = None) -> list[DriftGroup
         group = groups.setdefault(
             name, DriftGroup(name, bool(row.environment and row.environment.production_like), [])
         )
-        row.out_of_sync_for = (  # type: ignore[attr-defined]
-            format_duration(now - row.out_of_sync_since) if row.out_of_sync_since else ""
-        )
+        row.out_of_sync_for = format_duration(now - row.out_of_sync_since) if row.out_of_sync_since else ""
         group.rows.append(row)
     return list(groups.values())
 

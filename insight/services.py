@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
@@ -70,7 +71,7 @@ def _subscription_snapshot(subscription: Subscription) -> dict[str, Any]:
 @transaction.atomic
 def subscription_create(
     *,
-    actor: Any,
+    actor: User,
     name: str,
     project_glob: str,
     event_kinds: list[str],
@@ -108,7 +109,7 @@ def subscription_create(
 @transaction.atomic
 def subscription_update(
     *,
-    actor: Any,
+    actor: User,
     subscription_id: int,
     active: bool | None = None,
     secret: str | None = None,
@@ -140,7 +141,7 @@ def subscription_update(
 
 
 @transaction.atomic
-def subscription_delete(*, actor: Any, subscription_id: int) -> None:
+def subscription_delete(*, actor: User, subscription_id: int) -> None:
     """Delete a subscription and its delivery log."""
     subscription = Subscription.objects.select_for_update().get(pk=subscription_id)
     before = _subscription_snapshot(subscription)

@@ -22,6 +22,7 @@ from .models import (
     Promotion,
     PromotionBlock,
     PromotionItem,
+    PromotionQuerySet,
     PromotionState,
 )
 
@@ -43,7 +44,7 @@ def _glob_q(field: str, patterns: list[str]) -> Q:
     return q
 
 
-def visible_promotions(user: User) -> QuerySet[Promotion]:
+def visible_promotions(user: User) -> PromotionQuerySet:
     """Promotions with at least one app in a project the user may see."""
     qs = Promotion.objects.all()
     patterns = project_filter(user)
@@ -53,7 +54,7 @@ def visible_promotions(user: User) -> QuerySet[Promotion]:
     return qs
 
 
-def _with_items(qs: QuerySet[Promotion]) -> QuerySet[Promotion]:
+def _with_items(qs: PromotionQuerySet) -> PromotionQuerySet:
     return qs.with_related().prefetch_related(
         Prefetch(
             "items",
@@ -156,7 +157,7 @@ TIMELINE = (
     ("deployed", "Deployed", "deployed_at"),
     ("healthy", "Healthy", "healthy_at"),
 )
-_ENDINGS = {
+_ENDINGS: dict[str, tuple[str, str]] = {
     S.REJECTED: ("Rejected", "rejected_at"),
     S.FAILED: ("Failed", "failed_at"),
     S.CANCELLED: ("Cancelled", "cancelled_at"),

@@ -14,6 +14,7 @@ would verify against the key inside it. ``manage.py audit_checkpoint`` prints th
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import json
@@ -368,8 +369,6 @@ def verify_bundle(
 
 def main(argv: list[str] | None = None) -> int:
     """Verify a bundle from the command line; exit 0 only if everything verifies."""
-    import argparse
-
     parser = argparse.ArgumentParser(description="Verify a GitOps Portal audit bundle offline.")
     parser.add_argument("bundle")
     parser.add_argument("--public-key", help="PEM file of the portal's published audit public key")

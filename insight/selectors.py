@@ -7,12 +7,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.permissions import project_filter
 from audit.models import ChangeRecord
 from core.durations import format_duration
 from inventory.models import (
@@ -88,8 +90,6 @@ class DoraFilters:
         )
 
     def querystring(self) -> str:
-        from urllib.parse import urlencode
-
         values = {
             "period": self.period,
             "count": self.count,
@@ -351,7 +351,6 @@ class ExceptionReport:
 def _visible_names(user: Any | None) -> set[str] | None:
     if user is None:
         return None
-    from accounts.permissions import project_filter
 
     if project_filter(user) is None:
         return None

@@ -26,6 +26,7 @@ from . import charts, metrics
 from .drift import CATEGORY_LABELS, CONFIGURATION, MUTATION, OPERATIONAL, drift_resources_fetch
 from .forms import SubscriptionForm
 from .models import Delivery, Subscription
+from .prometheus import CONTENT_TYPE, render_metrics
 from .selectors import (
     DoraFilters,
     dora_report,
@@ -389,8 +390,6 @@ def _unauthorized(message: str, status: int = 401) -> HttpResponse:
 @require_GET
 def prometheus_metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus exposition; needs `Authorization: Bearer` with METRICS_TOKEN or a viewer's API token."""
-    from .prometheus import CONTENT_TYPE, render_metrics
-
     header = request.headers.get("Authorization", "")
     if not header.lower().startswith("bearer ") or not header[7:].strip():
         return _unauthorized("send Authorization: Bearer <METRICS_TOKEN or API token>")

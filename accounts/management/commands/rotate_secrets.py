@@ -33,7 +33,7 @@ def _quoted_column(field: Field[Any, Any] | None) -> str:
 
 def _raw_rows(
     model: type[models.Model], field: EncryptedTextField, *, lock: bool
-) -> list[tuple[object, str]]:
+) -> list[tuple[Any, str]]:
     """Read ciphertexts as stored (bypassing decryption), optionally locking the rows."""
     table = connection.ops.quote_name(model._meta.db_table)
     column = _quoted_column(field)
@@ -60,7 +60,7 @@ class Command(BaseCommand):
             help="change nothing; fail unless every value decrypts with the first key alone",
         )
 
-    def handle(self, *args, **opts):
+    def handle(self, *args: Any, **opts: Any) -> None:
         fields = encrypted_fields()
         if opts["verify"]:
             self._verify(fields)
@@ -72,8 +72,8 @@ class Command(BaseCommand):
                 label = f"{model._meta.label}.{field.name}"
                 rows = _raw_rows(model, field, lock=True)
                 table = connection.ops.quote_name(model._meta.db_table)
-                column = connection.ops.quote_name(field.column)
-                pk = connection.ops.quote_name(model._meta.pk.column)
+                column = _quoted_column(field)
+                pk = _quoted_column(model._meta.pk)
                 with connection.cursor() as cursor:
                     for row_pk, ciphertext in rows:
                         try:

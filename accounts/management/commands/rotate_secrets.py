@@ -31,9 +31,7 @@ def _quoted_column(field: Field[Any, Any] | None) -> str:
     return connection.ops.quote_name(field.column)
 
 
-def _raw_rows(
-    model: type[models.Model], field: EncryptedTextField, *, lock: bool
-) -> list[tuple[Any, str]]:
+def _raw_rows(model: type[models.Model], field: EncryptedTextField, *, lock: bool) -> list[tuple[Any, str]]:
     """Read ciphertexts as stored (bypassing decryption), optionally locking the rows."""
     table = connection.ops.quote_name(model._meta.db_table)
     column = _quoted_column(field)

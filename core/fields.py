@@ -16,6 +16,7 @@ def _fernet(keys: tuple[str, ...]) -> MultiFernet:
 
 
 def fernet() -> MultiFernet:
+    """Return the MultiFernet of the configured keys (the first one encrypts, all of them decrypt)."""
     return _fernet(tuple(settings.ENCRYPTION_KEYS))
 
 

@@ -9,6 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from changes.pullrequests import (
+    PullRequestPermanent,
+    PullRequestRetryable,
+    PullRequestSpec,
+    _from_git,
+    pull_request_ensure,
+)
 from integrations.gitrepo import (
     GitError,
     GitMirror,
@@ -18,13 +25,6 @@ from integrations.gitrepo import (
     RevertConflict,
     UnsafeRepositoryContent,
     _base_env,
-)
-from promotions.pullrequests import (
-    PullRequestPermanent,
-    PullRequestRetryable,
-    PullRequestSpec,
-    _from_git,
-    pull_request_ensure,
 )
 from tests.promotions.conftest import sandbox  # noqa: F401  (fixture)
 from tests.sandbox_fixtures import GIT_IDENTITY

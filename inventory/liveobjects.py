@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from integrations.argocd import ArgoCDClient, ArgoCDError
-from integrations.argocd_resources import (
+from integrations.argocd.resources import (
     ROLLOUT_GROUP,
     ROLLOUT_KIND,
     ApplicationSet,

@@ -1,6 +1,6 @@
 """Typed Argo Rollouts and ApplicationSet objects as Argo CD's API returns them, and their parsers.
 
-The ArgoCDClient methods `rollout` and `list_application_sets` fetch these; this module holds only
+The ArgoCDClient methods `rollout`, `list_application_sets` and `application_owner_set` fetch these; this module holds only
 the shapes and the parsing (it imports no client, so it survives the client's move).
 References: Argo Rollouts' Rollout status (https://argoproj.github.io/argo-rollouts/features/specification/),
 Argo CD's ApplicationSet progressive syncs

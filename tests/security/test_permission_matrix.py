@@ -147,6 +147,7 @@ RULES: dict[str, Rule] = {
     ),
     "rollbacks:detail": Rule(get=CHECKOUT_VIEWERS, kw=lambda w: {"pk": w.rollback.pk}),
     "rollbacks:cancel": Rule(get=None, post=ONCALL, kw=lambda w: {"pk": w.rollback.pk}),
+    "rollbacks:approve_after": Rule(get=None, post=APPROVERS, kw=lambda w: {"pk": w.rollback.pk}),
     "api-rollbacks": Rule(
         get=SIGNED_IN,
         post=ONCALL,

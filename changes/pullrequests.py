@@ -440,7 +440,9 @@ def _build_and_push(spec: PullRequestSpec, branch: str, base: str, prepare_branc
             except ForgeError:
                 remote = None
             if remote is not None and remote != head:
-                raise _ForeignBranch(f"branch {branch} appeared at {remote[:12]} while the portal pushed")
+                raise _ForeignBranch(
+                    f"branch {branch} appeared at {remote[:12]} while the portal pushed"
+                ) from None
             raise _from_git(exc, f"pushing {branch}") from None
     return head
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.core.exceptions import PermissionDenied
 
@@ -243,7 +245,7 @@ def test_bulk_release_train_opens_one_pr_for_several_apps(sandbox, users, purge_
     services.promotion_approve(promotion=promotion, actor=users["approver"])
     services.promotion_pr_open(promotion_id=promotion.pk)
     promotion.refresh_from_db()
-    assert promotion.pr_branch == f"promote/release-train/stage-to-prod/{promotion.pk}"
+    assert re.fullmatch(rf"promote/release-train/stage-to-prod/{promotion.pk}-[0-9a-f]{{8}}", promotion.pr_branch)
     diff = sandbox.pr_diff(promotion.pr_number)
     assert diff.count("diff --git") == 2
 

@@ -44,6 +44,7 @@ class AuditAction(models.TextChoices):
     PROMOTION_REJECTED = "promotion.rejected", "promotion rejected"
     PROMOTION_CANCELLED = "promotion.cancelled", "promotion cancelled"
     PROMOTION_PR_OPENED = "promotion.pr_opened", "promotion pull request opened"
+    PROMOTION_BRANCH_REPLACED = "promotion.branch_replaced", "promotion moved to a fresh branch"
     PROMOTION_FAILED = "promotion.failed", "promotion failed"
     PROMOTION_MERGED = "promotion.merged", "promotion merged"
     PROMOTION_ABANDONED = "promotion.abandoned", "promotion abandoned (pull request closed)"
@@ -59,6 +60,7 @@ class AuditAction(models.TextChoices):
     # Rollbacks (Git revert pull requests).
     ROLLBACK_REQUESTED = "rollback.requested", "rollback requested"
     ROLLBACK_PR_OPENED = "rollback.pr_opened", "rollback pull request opened"
+    ROLLBACK_BRANCH_REPLACED = "rollback.branch_replaced", "rollback moved to a fresh branch"
     ROLLBACK_FAILED = "rollback.failed", "rollback failed"
     ROLLBACK_CANCELLED = "rollback.cancelled", "rollback cancelled"
     ROLLBACK_AUTO_MERGED = "rollback.auto_merged", "emergency rollback merged by the portal"

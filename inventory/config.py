@@ -82,6 +82,9 @@ class EnvironmentConfig:
     production_like: bool = False
     rollback_auto_merge: bool = False
     allow_skip_from: tuple[str, ...] = ()
+    # Checks (status contexts) an automatic merge needs at the PR head; "any" (or none named):
+    # every reported check, and at least one.
+    required_checks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -208,11 +211,20 @@ def _check_pattern(node: ConfigNode, key: str, pattern: str, *, needs_env: bool)
         raise node.fail("must be a relative path inside the repository", key, node.line_of(key))
 
 
+def _required_checks(item: ConfigNode) -> tuple[str, ...]:
+    """Read `required_checks`: a list of check names, or the word `any`."""
+    if isinstance(item.value.get("required_checks"), str):
+        if item.string("required_checks").strip() != "any":
+            raise item.fail("must be a list of check names or `any`", "required_checks")
+        return ("any",)
+    return item.strings("required_checks")
+
+
 def _environments(node: ConfigNode) -> tuple[EnvironmentConfig, ...]:
     out: list[EnvironmentConfig] = []
     keys = (
         "name", "branch", "path_pattern", "requires_approval", "approvals_required", "soak_minutes",
-        "production_like", "rollback_auto_merge", "allow_skip_from",
+        "production_like", "rollback_auto_merge", "allow_skip_from", "required_checks",
     )  # fmt: skip
     for order, item in enumerate(node.items()):
         item.mapping(keys)
@@ -233,6 +245,7 @@ def _environments(node: ConfigNode) -> tuple[EnvironmentConfig, ...]:
                 production_like=item.boolean("production_like", False),
                 rollback_auto_merge=item.boolean("rollback_auto_merge", False),
                 allow_skip_from=item.strings("allow_skip_from"),
+                required_checks=_required_checks(item),
             )
         )
     names = [e.name for e in out]

@@ -114,6 +114,7 @@ def config_apply(*, config: PortalConfig) -> ConfigApplyResult:
                 "production_like": env.production_like,
                 "rollback_auto_merge": env.rollback_auto_merge,
                 "allow_skip_from": list(env.allow_skip_from),
+                "required_checks": list(env.required_checks),
             },
             f"environment:{env.name}",
             result,

@@ -16,6 +16,7 @@ from changes.lifecycle import (
     change_requester_fields,
     change_transition,
 )
+from changes.pullrequests import branch_name_unguessable
 from inventory.models import Application, Environment
 
 from .kind import ROLLBACK, rollback_close_pr
@@ -144,7 +145,8 @@ def _rollback_insert(
         emergency_justification=justification,
         degraded_since=degraded_since(plan.application, plan.environment),
     )
-    rollback.branch = rollback.branch_name
+    # Chosen once, with a random suffix: nobody can open a PR on the name before the portal does.
+    rollback.branch = branch_name_unguessable(rollback.branch_prefix)
     rollback.save(update_fields=["branch"])
     after = {
         "mode": rollback.mode,

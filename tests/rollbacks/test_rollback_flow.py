@@ -95,7 +95,7 @@ def test_reverting_a_merge_commit_opens_a_pr_with_the_revert(sandbox):
 
     rollback.refresh_from_db()
     assert rollback.state == "pr_open", rollback.failure_reason
-    assert rollback.branch == f"rollback/{sandbox.app}/prod/{rollback.pk}"
+    assert re.fullmatch(rf"rollback/{sandbox.app}/prod/{rollback.pk}-[0-9a-f]{{8}}", rollback.branch)
     pulls = sandbox.pulls(rollback.branch)
     assert len(pulls) == 1
     pr = sandbox.client().get_pull_request(rollback.pr_number)

@@ -52,7 +52,9 @@ def authenticate_bearer(request: HttpRequest) -> Any | None:
         try:
             oidc_roles_ensure_fresh(user=user)
         except IdentityProviderUnavailable:
-            raise ApiError(503, "the identity provider could not confirm this user's roles; try again") from None
+            raise ApiError(
+                503, "the identity provider could not confirm this user's roles; try again"
+            ) from None
     return user
 
 

@@ -35,6 +35,7 @@ class AuditAction(models.TextChoices):
     ARGOCD_INSTANCE_STALE = "argocd.instance_stale", "Argo CD instance unreachable"
     ARGOCD_INSTANCE_RECOVERED = "argocd.instance_recovered", "Argo CD instance reachable again"
     ARGOCD_APPLICATIONS_REMOVED = "argocd.applications_removed", "Argo CD applications removed"
+    INVENTORY_OWNERSHIP_CONFLICT = "inventory.ownership_conflict", "Argo CD app refused by the app it names"
     DEPLOYMENT_OBSERVED = "deployment.observed", "deployment observed"
 
     # Promotions (stage -> prod by pull request) and their blocks.

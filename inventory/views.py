@@ -14,6 +14,7 @@ from . import appdetail, selectors
 from .matrix import MatrixFilters, deployment_matrix
 from .models import Application, Environment
 from .overlays import overlay_diff
+from .ownership import ownership_conflicts_of
 
 
 @require_GET
@@ -61,6 +62,7 @@ def app_detail(request: HttpRequest, name: str) -> HttpResponse:
     context = {
         "app": app,
         "sections": sections,
+        "conflicts": ownership_conflicts_of(app=app),
         "environments": envs,
         "left": left,
         "right": right,

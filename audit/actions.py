@@ -59,6 +59,10 @@ class AuditAction(models.TextChoices):
 
     # Rollbacks (Git revert pull requests).
     ROLLBACK_REQUESTED = "rollback.requested", "rollback requested"
+    ROLLBACK_REFUSED = (
+        "rollback.refused",
+        "rollback refused: its commits change apps outside the requester's scope",
+    )
     ROLLBACK_PR_OPENED = "rollback.pr_opened", "rollback pull request opened"
     ROLLBACK_FAILED = "rollback.failed", "rollback failed"
     ROLLBACK_CANCELLED = "rollback.cancelled", "rollback cancelled"

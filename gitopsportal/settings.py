@@ -545,6 +545,10 @@ PORTAL_BASE_URL = env_str("PORTAL_BASE_URL", "http://127.0.0.1:8000") or ""
 MIRRORS_DIR = Path(env_str("GITOPSPORTAL_MIRRORS_DIR") or VAR_DIR / "mirrors")
 WORKSPACES_DIR = Path(env_str("GITOPSPORTAL_WORKSPACES_DIR") or VAR_DIR / "workspaces")
 FORGE_WEBHOOK_SECRET = env_str("FORGE_WEBHOOK_SECRET", "") or ""
+# Seconds a forge webhook delivery id is remembered: a replayed delivery within it does nothing.
+FORGE_WEBHOOK_DEDUPE_SECONDS = env_int("FORGE_WEBHOOK_DEDUPE_SECONDS", 7 * 24 * 3600)
+if FORGE_WEBHOOK_DEDUPE_SECONDS < 1:
+    raise ImproperlyConfigured("FORGE_WEBHOOK_DEDUPE_SECONDS: must be at least 1")
 
 # --- logging --------------------------------------------------------------------------------------
 LOG_FORMAT = env_choice("LOG_FORMAT", "text", ("text", "json"))

@@ -85,7 +85,7 @@ def _running(sections: list[appdetail.EnvSection], env: Environment) -> str:
 @require_GET
 @require_role(Role.VIEWER)
 def instances(request: HttpRequest) -> HttpResponse:
-    argo_instances, repositories, _ = selectors.instance_status_list()
+    argo_instances, repositories, _ = selectors.instance_status_list(user=request.user)
     return render(
         request,
         "inventory/instances.html",

@@ -399,14 +399,27 @@ def parse_config(text: str, source: str) -> PortalConfig:
         raise root.fail(
             f"unknown repository {default_repo!r}", "default_repository", root.line_of("default_repository")
         )
+    applications = _applications(root.child("applications"), repos)
+    ownership = _ownership(root.child("ownership"))
+    names = {i.name for i in instances}
+    for key, pinned in [("applications", a.argocd_instances) for a in applications] + [
+        ("ownership", r.argocd_instances) for r in ownership
+    ]:
+        unknown = sorted(set(pinned) - names)
+        if unknown:
+            raise root.fail(
+                f"argocd_instances names unknown Argo CD instance(s): {', '.join(unknown)}",
+                key,
+                root.line_of(key),
+            )
     return PortalConfig(
         source=source,
         instances=instances,
         repositories=repos,
         environments=envs,
         mapping=_mapping(root.child("mapping")),
-        applications=_applications(root.child("applications"), repos),
-        ownership=_ownership(root.child("ownership")),
+        applications=applications,
+        ownership=ownership,
         default_repository=default_repo,
         infer_environments=not envs,
     )

@@ -156,3 +156,12 @@ def test_an_ownership_pin_in_the_config_names_its_line():
         parse_config(text, "portal.yaml")
     ok = parse_config(text.replace("'pay-*'\n", "'pay-*'\n    argocd_projects: [payments]\n"), "portal.yaml")
     assert ok.ownership == (OwnershipRule(apps="pay-*", argocd_projects=("payments",)),)
+
+
+def test_a_pin_to_an_unknown_instance_is_a_config_error():
+    text = (
+        "argocd:\n  - name: a\n    url: https://argocd.example\n    token: t\n"
+        "ownership:\n  - apps: 'pay-*'\n    argocd_projects: [payments]\n    argocd_instances: [b]\n"
+    )
+    with pytest.raises(ConfigError, match="unknown Argo CD instance"):
+        parse_config(text, "portal.yaml")

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from gitopsportal.fields import EncryptedTextField
+from core.fields import EncryptedTextField
 
 from .roles import ALL_ROLES
 

@@ -11,6 +11,7 @@ from django.shortcuts import redirect
 from django.views.decorators.http import require_GET
 
 from accounts.permissions import is_admin
+from gitopsportal.celery import app
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +32,6 @@ def _check_database() -> str | None:
 
 
 def _check_broker() -> str | None:
-    from gitopsportal.celery import app
-
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)

@@ -13,7 +13,6 @@ from django.http import Http404
 
 from accounts.permissions import has_role, project_filter, project_visible
 from accounts.roles import Role
-from core.diffs import classify_diff
 from inventory.models import Application, Environment
 
 from .models import (
@@ -23,6 +22,7 @@ from .models import (
     Promotion,
     PromotionBlock,
     PromotionItem,
+    PromotionQuerySet,
     PromotionState,
 )
 
@@ -44,7 +44,7 @@ def _glob_q(field: str, patterns: list[str]) -> Q:
     return q
 
 
-def visible_promotions(user: User) -> QuerySet[Promotion]:
+def visible_promotions(user: User) -> PromotionQuerySet:
     """Promotions whose apps are all in projects the user may see.
 
     A release train spanning two teams' apps is shown only to someone who may see both: its page
@@ -61,7 +61,7 @@ def visible_promotions(user: User) -> QuerySet[Promotion]:
     return qs
 
 
-def _with_items(qs: QuerySet[Promotion]) -> QuerySet[Promotion]:
+def _with_items(qs: PromotionQuerySet) -> PromotionQuerySet:
     return qs.with_related().prefetch_related(
         Prefetch(
             "items",
@@ -164,7 +164,7 @@ TIMELINE = (
     ("deployed", "Deployed", "deployed_at"),
     ("healthy", "Healthy", "healthy_at"),
 )
-_ENDINGS = {
+_ENDINGS: dict[str, tuple[str, str]] = {
     S.REJECTED: ("Rejected", "rejected_at"),
     S.FAILED: ("Failed", "failed_at"),
     S.CANCELLED: ("Cancelled", "cancelled_at"),
@@ -243,7 +243,3 @@ def active_blocks(*, application: Application | None = None) -> QuerySet[Promoti
     if application is not None:
         qs = qs.filter(application=application)
     return qs
-
-
-# transitional: removed once lifecycle/rooms/auditsink have merged (use core.diffs.classify_diff)
-diff_lines = classify_diff

@@ -9,6 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from changes.pullrequests import (
+    PullRequestPermanent,
+    PullRequestRetryable,
+    PullRequestSpec,
+    _from_git,
+    pull_request_ensure,
+)
 from integrations.gitrepo import (
     GitError,
     GitMirror,
@@ -17,15 +24,8 @@ from integrations.gitrepo import (
     InvalidRef,
     RevertConflict,
     UnsafeRepositoryContent,
-    _base_env,
 )
-from promotions.pullrequests import (
-    PullRequestPermanent,
-    PullRequestRetryable,
-    PullRequestSpec,
-    _from_git,
-    pull_request_ensure,
-)
+from integrations.gitrepo.command import _base_env
 from tests.promotions.conftest import sandbox  # noqa: F401  (fixture)
 from tests.sandbox_fixtures import GIT_IDENTITY
 

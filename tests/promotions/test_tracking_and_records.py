@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import ast
 import os
 from datetime import timedelta
 
@@ -261,7 +261,7 @@ def test_the_sweeper_tracks_merged_rows_every_sweep_and_open_prs_rarely(purge_br
 
     assert result["tracked"] == 3
     sent = published
-    assert sorted(json.loads(h["argsrepr"].replace("(", "[").replace(")", "]"))[0] for h in sent) == sorted(
+    assert sorted(ast.literal_eval(h["argsrepr"])[0] for h in sent) == sorted(
         [merged.pk, deployed.pk, polled.pk]
     )
     assert all(h["task"] == "promotions.tasks.promotion_track_task" and h["expires"] for h in sent)

@@ -3,12 +3,8 @@
 from django.urls import include, path
 
 from gitopsportal.urls import urlpatterns as portal_urlpatterns
-from tests.security.api_probe_urls import whoami
 
 urlpatterns = [
     *[p for p in portal_urlpatterns if str(p.pattern) != "oidc/"],
     path("oidc/", include("mozilla_django_oidc.urls")),
 ]
-
-# The API probe too, so bearer-token requests of SSO users can be tested against the provider.
-urlpatterns.append(path("api/probe/whoami", whoami, name="probe-whoami"))

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from audit.models import AuditEvent
+from changes.pullrequests import PullRequestPermanent, PullRequestSpec, pull_request_ensure
 from integrations.gitrepo import (
     GitError,
     GitMirror,
@@ -27,7 +28,6 @@ from integrations.gitrepo import (
 from inventory.models import Application
 from promotions import services
 from promotions.models import PromotionState
-from promotions.pullrequests import PullRequestPermanent, PullRequestSpec, pull_request_ensure
 from tests.promotions.conftest import roles, sandbox, users  # noqa: F401  (fixtures)
 from tests.promotions.helpers import promotable_app
 from tests.sandbox_fixtures import GIT_IDENTITY

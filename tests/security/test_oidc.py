@@ -160,7 +160,7 @@ def sso(settings, provider, role_map):
         setattr(settings, name, value)
     settings.OIDC_USERNAME_CLAIM = "preferred_username"
     settings.OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS = 900
-    settings.ROOT_URLCONF = "tests.security.oidc_urls"
+    settings.ROOT_URLCONF = "tests.security.oidc_api_urls"
     settings.AUTHENTICATION_BACKENDS = [
         "axes.backends.AxesStandaloneBackend",
         "accounts.oidc.PortalOIDCBackend",

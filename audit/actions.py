@@ -35,6 +35,7 @@ class AuditAction(models.TextChoices):
     ARGOCD_INSTANCE_STALE = "argocd.instance_stale", "Argo CD instance unreachable"
     ARGOCD_INSTANCE_RECOVERED = "argocd.instance_recovered", "Argo CD instance reachable again"
     ARGOCD_APPLICATIONS_REMOVED = "argocd.applications_removed", "Argo CD applications removed"
+    INVENTORY_OWNERSHIP_CONFLICT = "inventory.ownership_conflict", "Argo CD app refused by the app it names"
     DEPLOYMENT_OBSERVED = "deployment.observed", "deployment observed"
 
     # Promotions (stage -> prod by pull request) and their blocks.
@@ -59,6 +60,10 @@ class AuditAction(models.TextChoices):
 
     # Rollbacks (Git revert pull requests).
     ROLLBACK_REQUESTED = "rollback.requested", "rollback requested"
+    ROLLBACK_REFUSED = (
+        "rollback.refused",
+        "rollback refused: its commits change apps outside the requester's scope",
+    )
     ROLLBACK_PR_OPENED = "rollback.pr_opened", "rollback pull request opened"
     ROLLBACK_BRANCH_REPLACED = "rollback.branch_replaced", "rollback moved to a fresh branch"
     ROLLBACK_FAILED = "rollback.failed", "rollback failed"

@@ -110,6 +110,17 @@ class ApplicationConfig:
     repository: str = ""
     strategy: str = "kustomize-images"
     strategy_options: dict[str, Any] = field(default_factory=dict)
+    argocd_projects: tuple[str, ...] = ()
+    argocd_instances: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OwnershipRule:
+    """Pin the apps whose name matches the glob `apps` to Argo CD projects (and instances)."""
+
+    apps: str
+    argocd_projects: tuple[str, ...]
+    argocd_instances: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,6 +131,7 @@ class PortalConfig:
     environments: tuple[EnvironmentConfig, ...] = ()
     mapping: MappingConfig = field(default_factory=MappingConfig)
     applications: tuple[ApplicationConfig, ...] = ()
+    ownership: tuple[OwnershipRule, ...] = ()
     default_repository: str = ""
     infer_environments: bool = False
 
@@ -313,7 +325,17 @@ def _applications(
     out: list[ApplicationConfig] = []
     repo_names = {r.name for r in repos}
     for item in node.items():
-        item.mapping(("name", "project", "repository", "strategy", "strategy_options"))
+        item.mapping(
+            (
+                "name",
+                "project",
+                "repository",
+                "strategy",
+                "strategy_options",
+                "argocd_projects",
+                "argocd_instances",
+            )
+        )
         strategy = item.string("strategy", "kustomize-images")
         if strategy not in STRATEGIES:
             raise item.fail(f"must be one of {', '.join(STRATEGIES)}", "strategy", item.line_of("strategy"))
@@ -330,16 +352,39 @@ def _applications(
                 repository=repo,
                 strategy=strategy,
                 strategy_options=plain(options.value) if options is not None else {},
+                argocd_projects=item.strings("argocd_projects"),
+                argocd_instances=item.strings("argocd_instances"),
             )
         )
     unique_check(node, [a.name for a in out], "name")
     return tuple(out)
 
 
+def _ownership(node: ConfigNode | None) -> tuple[OwnershipRule, ...]:
+    if node is None:
+        return ()
+    out: list[OwnershipRule] = []
+    for item in node.items():
+        item.mapping(("apps", "argocd_projects", "argocd_instances"))
+        projects = item.strings("argocd_projects")
+        if not projects:
+            raise item.fail("is required (the Argo CD projects these apps belong to)", "argocd_projects")
+        out.append(
+            OwnershipRule(
+                apps=item.string("apps", required=True),
+                argocd_projects=projects,
+                argocd_instances=item.strings("argocd_instances"),
+            )
+        )
+    return tuple(out)
+
+
 # ---------------------------------------------------------------------------------------------
 # Entry points
 
-TOP_KEYS = ("argocd", "repositories", "environments", "mapping", "applications", "default_repository")
+TOP_KEYS = (
+    "argocd", "repositories", "environments", "mapping", "applications", "ownership", "default_repository",
+)  # fmt: skip
 
 
 def parse_config(text: str, source: str) -> PortalConfig:
@@ -367,13 +412,27 @@ def parse_config(text: str, source: str) -> PortalConfig:
         raise root.fail(
             f"unknown repository {default_repo!r}", "default_repository", root.line_of("default_repository")
         )
+    applications = _applications(root.child("applications"), repos)
+    ownership = _ownership(root.child("ownership"))
+    names = {i.name for i in instances}
+    for key, pinned in [("applications", a.argocd_instances) for a in applications] + [
+        ("ownership", r.argocd_instances) for r in ownership
+    ]:
+        unknown = sorted(set(pinned) - names)
+        if unknown:
+            raise root.fail(
+                f"argocd_instances names unknown Argo CD instance(s): {', '.join(unknown)}",
+                key,
+                root.line_of(key),
+            )
     return PortalConfig(
         source=source,
         instances=instances,
         repositories=repos,
         environments=envs,
         mapping=_mapping(root.child("mapping")),
-        applications=_applications(root.child("applications"), repos),
+        applications=applications,
+        ownership=ownership,
         default_repository=default_repo,
         infer_environments=not envs,
     )
@@ -435,6 +494,7 @@ __all__ = [
     "InstanceConfig",
     "MappingConfig",
     "Override",
+    "OwnershipRule",
     "PortalConfig",
     "RepositoryConfig",
     "config_from_env",

@@ -202,7 +202,7 @@ def change_sync_result(argo_apps: Sequence[Any]) -> dict[str, Any] | None:
 
 
 ROW_FIELDS = (
-    "application", "environment", "cluster", "project", "namespace", "labels", "repo_url", "path",
+    "application", "claimed_app", "ownership_conflict", "environment", "cluster", "project", "namespace", "labels", "repo_url", "path",
     "target_revision", "sources", "is_multi_source", "automated", "sync_status", "health_status",
     "health_message", "operation_phase", "operation_message", "operation_started_at",
     "operation_finished_at", "sync_result", "revision", "revisions", "deployed_revision", "deployed_at",

@@ -265,10 +265,14 @@ def _plan_commit(plan: RollbackPlan, mirror: Any) -> None:
 
 
 def _finish_plan(plan: RollbackPlan, mirror: Any, *, rev_a: str, rev_b: str) -> None:
-    """Add the resulting diff (rev_a → rev_b on the reverted files) and scope warnings."""
+    """Add the resulting diff (rev_a → rev_b on the app x environment's paths) and scope notes.
+
+    The PR reverts the commits on `plan.paths` only (rollbacks.pullrequests), so this diff is what
+    the PR contains when the branch has not moved on those paths.
+    """
     touched = sorted({p for c in plan.commits for p in c.paths})
     try:
-        diff = mirror.diff(rev_a, rev_b, touched) if touched else ""
+        diff = mirror.diff(rev_a, rev_b, plan.paths) if touched else ""
     except (GitError, InvalidRef) as exc:
         plan.warnings.append(f"the diff could not be computed: {exc}")
         diff = ""
@@ -286,12 +290,14 @@ def _finish_plan(plan: RollbackPlan, mirror: Any, *, rev_a: str, rev_b: str) -> 
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
         plan.warnings.append(
-            f"the reverted commits also change files outside this app and environment: {shown}"
+            f"the reverted commits also change files outside this app and environment; the rollback "
+            f"leaves those as they are: {shown}"
         )
     merges = [c.short_sha for c in plan.commits if c.is_merge]
     if merges:
         plan.warnings.append(
-            f"merge commits are reverted against their first parent (-m 1): {', '.join(merges)}"
+            f"merge commits are reverted against their first parent, on this app's paths only: "
+            f"{', '.join(merges)}"
         )
 
 

@@ -326,3 +326,67 @@ def test_the_list_page_filters_emergencies_for_after_the_fact_approval(sandbox_a
     assert "emergency" in emergencies.content.decode()
     healthy_only = client.get(reverse("rollbacks:list"), {"state": "healthy"}, HTTP_HX_REQUEST="true")
     assert healthy_only.status_code == 200 and "No rollbacks match" in healthy_only.content.decode()
+
+
+def _release_train(sandbox, apps: list[str], tag: str) -> str:
+    """Merge one PR that changes the prod overlays of several apps; return the merge SHA."""
+    ws = sandbox.workspace()
+    ws.create_branch("release/train-42", ws.head())
+    for app in apps:
+        if app == sandbox.app:
+            sandbox.set_tag(ws, "prod", tag)
+        else:
+            path = sandbox.env_file("prod", app)
+            ws.write_file(path, ws.read_file(path).decode() + f"# release train 42: {app}\n")
+    ws.commit("Release train 42", author_name="Release", author_email="rm@example.com")
+    ws.push("release/train-42")
+    pr = sandbox.client().create_pull_request(
+        head="release/train-42", base="main", title="Release train 42", body=""
+    )
+    return sandbox.merge(pr.number)
+
+
+def _git_diff(sandbox, base: str, head: str) -> str:
+    import subprocess
+
+    return subprocess.run(
+        ["git", f"--git-dir={sandbox.bare}", "diff", "--no-color", base, head],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+def test_rolling_back_one_app_of_a_release_train_leaves_the_other_apps_untouched(sandbox, client):
+    apps = sorted(Application.objects.values_list("name", flat=True))
+    assert len(apps) == 3 and sandbox.app in apps
+    version_a = sandbox.argo_apps()[0].version
+    merge_sha = _release_train(sandbox, apps, "9.9.9")
+    sandbox.converge()
+    user = oncall(sandbox.team)
+    client.force_login(user)
+
+    page = client.get(reverse("rollbacks:new"), {"app": sandbox.app, "env": "prod"})
+    plan = page.context["plan"]
+    assert plan.errors == [] and plan.revert_shas == [merge_sha]
+    html = page.content.decode()
+    assert f"Roll back {sandbox.app} in prod only" in html
+    assert "stays as it is" in html
+    rollback = _request(sandbox, user)
+    services.rollback_pr_open(rollback_id=rollback.pk)
+
+    rollback.refresh_from_db()
+    assert rollback.state == "pr_open", rollback.failure_reason
+    compare = sandbox.client().compare("main", rollback.branch)
+    # Only this app's prod overlay differs from the base; the train's other apps keep their change.
+    assert compare.files == (sandbox.env_file("prod"),)
+    assert _tag_on(sandbox, rollback.branch) == version_a
+    for other in apps:
+        if other != sandbox.app:
+            text = sandbox.workspace(rollback.branch).read_file(sandbox.env_file("prod", other)).decode()
+            assert f"# release train 42: {other}" in text
+    # The diff the form showed is exactly what the pull request contains.
+    assert _git_diff(sandbox, "main", rollback.branch) == plan.diff
+    pr = sandbox.client().get_pull_request(rollback.pr_number)
+    assert f"({sandbox.app} only)" in pr.title
+    assert "stays as it is" in pr.body

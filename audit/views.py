@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.permissions import ensure_role, require_role
 from accounts.roles import Role
+from core.querytext import query_text
 
 from .access import audit_scope
 from .chain import event_hash
@@ -93,9 +94,10 @@ def event_list(request: HttpRequest) -> HttpResponse:
         "querystring": filters.querystring(),
         "next_querystring": filters.querystring(before=page.next_before) if page.next_before else "",
     }
+    status = 400 if error else 200
     if request.htmx:
-        return render(request, "audit/event_list.html#table", context)
-    return render(request, "audit/event_list.html", {**context, **_key_context()})
+        return render(request, "audit/event_list.html#table", context, status=status)
+    return render(request, "audit/event_list.html", {**context, **_key_context()}, status=status)
 
 
 @require_GET
@@ -129,7 +131,7 @@ def event_detail(request: HttpRequest, sequence: int) -> HttpResponse:
 def change_list(request: HttpRequest) -> HttpResponse:
     filters, error = _filters(request)
     page = change_record_list(
-        filters=filters, scope=audit_scope(request.user), cursor=request.GET.get("cursor", "")[:80]
+        filters=filters, scope=audit_scope(request.user), cursor=query_text(request.GET, "cursor", limit=80)
     )
     last_week = (timezone.now() - timedelta(days=7)).strftime("%Y-%m-%d")
     context = {
@@ -145,9 +147,10 @@ def change_list(request: HttpRequest) -> HttpResponse:
             for env in _production_environments()
         ],
     }
+    status = 400 if error else 200
     if request.htmx:
-        return render(request, "audit/change_list.html#table", context)
-    return render(request, "audit/change_list.html", context)
+        return render(request, "audit/change_list.html#table", context, status=status)
+    return render(request, "audit/change_list.html", context, status=status)
 
 
 @require_GET

@@ -15,6 +15,8 @@ from django.db import connection
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
+from core.querytext import query_page, query_text
+
 from .models import (
     Application,
     ArgoApplication,
@@ -51,28 +53,25 @@ class MatrixFilters:
     @classmethod
     def from_query(cls, params: Any) -> MatrixFilters:
         errors: list[str] = []
-        label = (params.get("label") or "").strip()
+        label = query_text(params, "label")
         if label and not _LABEL.match(label):
             errors.append("cluster label: use key=value")
             label = ""
         at = None
-        raw_at = (params.get("at") or "").strip()
+        raw_at = query_text(params, "at", limit=40)
         if raw_at:
             try:
                 at = datetime.fromisoformat(raw_at)
                 if timezone.is_naive(at):
                     at = timezone.make_aware(at, timezone.get_current_timezone())
-            except ValueError:
+            except (ValueError, OverflowError):
                 errors.append("point in time: use YYYY-MM-DDTHH:MM")
-        try:
-            page = max(1, int(params.get("page") or 1))
-        except ValueError:
-            page = 1
+        page = query_page(params)
         return cls(
-            project=(params.get("project") or "").strip()[:200],
-            environment=(params.get("environment") or "").strip()[:64],
+            project=query_text(params, "project"),
+            environment=query_text(params, "environment", limit=64),
             label=label,
-            q=(params.get("q") or "").strip()[:200],
+            q=query_text(params, "q"),
             only_differing=(params.get("differing") or "") in ("1", "on", "true"),
             page=page,
             at=at,

@@ -14,6 +14,7 @@ from django.http import Http404
 from accounts.permissions import has_role, project_filter, project_visible
 from accounts.roles import Role
 from core.diffs import classify_diff
+from core.querytext import query_page, query_text
 from inventory.models import Application, Environment
 
 from .models import (
@@ -75,15 +76,12 @@ class ListFilters:
 
     @classmethod
     def from_query(cls, query: Any) -> ListFilters:
-        try:
-            page = max(1, int(query.get("page") or 1))
-        except ValueError:
-            page = 1
+        page = query_page(query)
         state = query.get("state") or ""
         return cls(
             state=state if state in S.values or state in ("in_flight", "final") else "",
-            target=(query.get("to") or "")[:64],
-            app=(query.get("app") or "")[:200],
+            target=query_text(query, "to", limit=64),
+            app=query_text(query, "app"),
             override=query.get("override") in ("1", "true", "on"),
             mine=query.get("mine") in ("1", "true", "on"),
             page=page,

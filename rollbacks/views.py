@@ -10,6 +10,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.permissions import has_role, project_visible, require_role
 from accounts.roles import Role
+from core.querytext import query_text
 from inventory.models import Application, Environment
 
 from . import selectors, services
@@ -24,8 +25,8 @@ def rollback_list(request: HttpRequest) -> HttpResponse:
         "state": request.GET.get("state", "")
         if request.GET.get("state") in RollbackRequest.State.values
         else "",
-        "app": request.GET.get("app", "")[:200],
-        "environment": request.GET.get("env", "")[:64],
+        "app": query_text(request.GET, "app"),
+        "environment": query_text(request.GET, "env", limit=64),
         "emergency": request.GET.get("emergency") == "1",
     }
     rollbacks = list(selectors.rollback_list(user=request.user, **filters)[:200])

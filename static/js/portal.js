@@ -10,3 +10,12 @@ document.addEventListener("htmx:afterSwap", () => {
   const target = document.getElementById("htmx-error");
   if (target) target.hidden = true;
 });
+
+// A page answers a bad filter with 400 and its field errors: htmx swaps that answer in like a 200
+// (it leaves 4xx/5xx out by default), so the error shows where the results would.
+document.addEventListener("htmx:beforeSwap", (event) => {
+  if (event.detail.xhr && event.detail.xhr.status === 400) {
+    event.detail.shouldSwap = true;
+    event.detail.isError = false;
+  }
+});

@@ -113,7 +113,9 @@ class Cell:
     stale: bool
     promote_to: str
     deleted: bool = False
-    can_promote: bool = False  # release manager of the app's project for `promote_to`
+    # The next environment already runs this version: "Promote to" would have nothing to promote.
+    next_runs_same: bool = False
+    can_promote: bool = False  # release manager of the app's project for `promote_to`, something to promote
     can_rollback: bool = False  # on-call for the app's project in this environment
 
 
@@ -339,7 +341,11 @@ def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAG
                 and (col.cluster_id is None or r.cluster_id == col.cluster_id)
             ]
             for cell in cells:
-                cell.can_promote = bool(cell.promote_to) and rights.promote(app.project, cell.promote_to)
+                cell.can_promote = (
+                    bool(cell.promote_to)
+                    and not cell.next_runs_same
+                    and rights.promote(app.project, cell.promote_to)
+                )
                 cell.can_rollback = rights.rollback(app.project, cell.env_name)
             slots.append(cells)
         rows.append(Row(app, slots))
@@ -402,11 +408,13 @@ def _cell(
     repo: GitRepository | None = app.repository
     repo_id = app.repository_id or 0
     idx = ctx.env_index.get(row.environment_id or 0)
-    behind, behind_env, promote_to = None, "", ""
+    behind, behind_env, promote_to, next_runs_same = None, "", "", False
     if idx is not None:
         envs = ctx.envs
         if idx + 1 < len(envs):
             promote_to = envs[idx + 1].name
+            next_version = ctx.best.get((app.pk, envs[idx + 1].pk), (None, ""))[1]
+            next_runs_same = bool(next_version) and next_version == _version(row, at)
         if idx > 0:
             prev = envs[idx - 1]
             behind_env = prev.name
@@ -447,5 +455,6 @@ def _cell(
         behind_env=behind_env,
         stale=stale,
         promote_to=promote_to,
+        next_runs_same=next_runs_same,
         deleted=row.deleted_at is not None,
     )

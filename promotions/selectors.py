@@ -216,6 +216,11 @@ def promotion_abilities(promotion: Promotion, user: User) -> Abilities:
     )
 
 
+def promotion_can_request(*, user: User) -> bool:
+    """Tell whether "New promotion" applies: the user is a release manager somewhere."""
+    return has_role(user, Role.RELEASE_MANAGER)
+
+
 def promotable_applications(*, user: User) -> list[Application]:
     """Apps the user may promote (release_manager somewhere in their project)."""
     patterns = project_filter(user, Role.RELEASE_MANAGER)

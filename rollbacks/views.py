@@ -35,6 +35,7 @@ def rollback_list(request: HttpRequest) -> HttpResponse:
         "rollbacks": rollbacks,
         "filters": filters,
         "states": RollbackRequest.State.choices,
+        "new_rollback": selectors.new_rollback_choices(user=request.user),
     }
     template = "rollbacks/list.html#rows" if request.htmx else "rollbacks/list.html"
     return render(request, template, context)
@@ -65,6 +66,8 @@ def rollback_new(request: HttpRequest) -> HttpResponse:
         else RollbackRequest.Mode.PREVIOUS
     )
     sha = (source.get("sha") or "").strip()[:64]
+    raw_target = query_text(source, "target", limit=20)
+    target = int(raw_target) if raw_target.isdigit() else None
     moved: list[str] = []
     if request.method == "POST":
         form = RollbackForm(request.POST)
@@ -77,6 +80,7 @@ def rollback_new(request: HttpRequest) -> HttpResponse:
                     environment=environment,
                     mode=data["mode"],
                     sha=data["sha"],
+                    target_deployment_id=data["target"],
                     reason=data["reason"],
                     incident=data["incident"],
                     observed_deployment_id=data["observed_deployment"],
@@ -98,11 +102,16 @@ def rollback_new(request: HttpRequest) -> HttpResponse:
                 )
                 return redirect("rollbacks:detail", pk=rollback.pk)
     else:
-        form = RollbackForm(initial={"mode": mode, "sha": sha})
+        form = RollbackForm(initial={"mode": mode, "sha": sha, "target": target})
     # The full page fetches the mirror; htmx preview refreshes (typing a SHA) reuse it.
     fetch = not (request.htmx and request.method == "GET")
     plan = selectors.rollback_plan(
-        application=application, environment=environment, mode=mode, sha=sha, fetch=fetch
+        application=application,
+        environment=environment,
+        mode=mode,
+        sha=sha,
+        target_deployment_id=target,
+        fetch=fetch,
     )
     status = 400 if request.method == "POST" else 200
     if request.htmx and request.method == "GET":

@@ -390,3 +390,49 @@ def test_rolling_back_one_app_of_a_release_train_leaves_the_other_apps_untouched
     pr = sandbox.client().get_pull_request(rollback.pr_number)
     assert f"({sandbox.app} only)" in pr.title
     assert "stays as it is" in pr.body
+
+
+def test_the_form_offers_the_deployment_history_and_rolls_back_to_the_chosen_one(sandbox, client):
+    version_a = sandbox.argo_apps()[0].version
+    _, first_merge = sandbox.promote_by_pr("prod", "9.9.8")
+    sandbox.converge()
+    _, second_merge = sandbox.promote_by_pr("prod", "9.9.9")
+    sandbox.converge()
+    client.force_login(oncall(sandbox.team))
+
+    page = client.get(reverse("rollbacks:new"), {"app": sandbox.app, "env": "prod"})
+    plan = page.context["plan"]
+    versions = [t.version for t in plan.targets]
+    assert versions[:2] == ["9.9.8", version_a]
+    assert plan.expected_version == "9.9.8" and plan.revert_shas == [second_merge]
+    html = page.content.decode()
+    assert 'name="target"' in html and "9.9.8" in html and "by " in html
+    # Emergency merge is off for this prod: the option is shown, disabled, with the reason.
+    assert "Not available in prod" in html and 'id="id_emergency" disabled' in html
+
+    older = next(t for t in plan.targets if t.version == version_a)
+    chosen = client.get(
+        reverse("rollbacks:new"), {"app": sandbox.app, "env": "prod", "target": older.deployment_id}
+    ).context["plan"]
+    assert chosen.errors == []
+    assert chosen.expected_version == version_a
+    assert chosen.revert_shas == [second_merge, first_merge]
+
+    user = oncall(sandbox.team, username="oncall2")
+    rollback = _request(sandbox, user, target_deployment_id=older.deployment_id)
+    assert rollback.expected_version == version_a and rollback.revert_shas == [second_merge, first_merge]
+    assert rollback.target_revision == older.revision
+
+    bogus = client.get(reverse("rollbacks:new"), {"app": sandbox.app, "env": "prod", "target": "999999"})
+    assert bogus.context["plan"].errors
+
+
+def test_new_rollback_is_offered_on_the_list_to_on_call_only(sandbox, client):
+    from tests.factories import user_with_role
+
+    client.force_login(user_with_role("viewer", "vic"))
+    assert "New rollback" not in client.get(reverse("rollbacks:list")).content.decode()
+    client.force_login(oncall(sandbox.team))
+    html = client.get(reverse("rollbacks:list")).content.decode()
+    assert "New rollback" in html and f'<option value="{sandbox.app}">' in html
+    assert 'action="/rollbacks/new/"' in html

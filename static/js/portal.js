@@ -19,3 +19,14 @@ document.addEventListener("htmx:beforeSwap", (event) => {
     event.detail.isError = false;
   }
 });
+
+// Filter panels start folded on small screens (they would fill more than a screen) unless the page
+// is filtered already; without this script they stay open.
+(() => {
+  if (!window.matchMedia("(max-width: 640px)").matches) return;
+  for (const panel of document.querySelectorAll("details[data-collapse-small]")) {
+    const form = panel.querySelector("form");
+    const active = form && [...new FormData(form).entries()].some(([name, value]) => name !== "csrfmiddlewaretoken" && value);
+    if (!active) panel.open = false;
+  }
+})();

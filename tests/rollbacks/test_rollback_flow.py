@@ -388,7 +388,7 @@ def test_rolling_back_one_app_of_a_release_train_leaves_the_other_apps_untouched
     # The diff the form showed is exactly what the pull request contains.
     assert _git_diff(sandbox, "main", rollback.branch) == plan.diff
     pr = sandbox.client().get_pull_request(rollback.pr_number)
-    assert f"({sandbox.app} only)" in pr.title
+    assert pr.title.startswith("Revert") and f"{sandbox.app} only" in pr.title
     assert "stays as it is" in pr.body
 
 

@@ -37,6 +37,9 @@ class RollbackTarget:
         return self.revision[:8]
 
 
+MAX_TARGETS = 12
+
+
 def rollback_targets(deployments: list[Deployment], current_revision: str) -> list[RollbackTarget]:
     """Return the earlier deployments to pick from, newest first, one per revision (not the current)."""
     seen = {current_revision}
@@ -45,9 +48,10 @@ def rollback_targets(deployments: list[Deployment], current_revision: str) -> li
         if not d.revision or d.revision in seen:
             continue
         seen.add(d.revision)
-        who = d.initiated_by or ("automated sync" if d.automated else "unknown")
+        automated = d.automated or d.initiated_by == "automated"
+        who = "Argo CD automated sync" if automated else (d.initiated_by or "unknown")
         targets.append(RollbackTarget(d.id, d.revision, d.version, d.deployed_at, who))
-    return targets
+    return targets[:MAX_TARGETS]
 
 
 @dataclass

@@ -36,6 +36,7 @@ from .selectors import (
     change_records_for_export,
 )
 from .services import audit_checkpoint_current, audit_event_record, checkpoint_as_record, event_as_record
+from .signing import current_key_id, current_public_key_pem, signing_key
 
 EXPORT_FORMATS = ("csv", "jsonl", "pdf", "bundle")
 # `project` is not hashed (a scope index derived from the target), so it follows the hash.
@@ -193,8 +194,6 @@ class _HashingWriter:
 
 def write_bundle(job: ExportJob, out: IO[bytes], *, created_by: str) -> dict[str, Any]:
     """Write the signed zip (events.jsonl, change-records.csv, manifest.json, manifest.sig)."""
-    from .signing import current_key_id, current_public_key_pem, signing_key
-
     first: dict[str, Any] | None = None
     last: dict[str, Any] | None = None
     count = 0
@@ -249,6 +248,7 @@ def write_bundle(job: ExportJob, out: IO[bytes], *, created_by: str) -> dict[str
 
 
 def _p(text: Any, style: Any) -> Any:
+    # reportlab is imported lazily (here and in write_pdf): it is heavy, and only PDF exports need it.
     from reportlab.platypus import Paragraph
 
     return Paragraph(escape("" if text is None else str(text)), style)
@@ -265,8 +265,6 @@ def write_pdf(job: ExportJob, path: str, *, created_by: str) -> int:
     from reportlab.lib.styles import getSampleStyleSheet
     from reportlab.lib.units import mm
     from reportlab.platypus import KeepTogether, PageBreak, SimpleDocTemplate, Spacer, Table, TableStyle
-
-    from .signing import current_key_id
 
     styles = getSampleStyleSheet()
     body, small, h1, h2 = styles["BodyText"], styles["Code"], styles["Title"], styles["Heading2"]

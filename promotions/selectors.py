@@ -13,7 +13,6 @@ from django.http import Http404
 
 from accounts.permissions import has_role, project_filter, project_visible
 from accounts.roles import Role
-from core.diffs import classify_diff
 from core.querytext import query_page, query_text
 from inventory.models import Application, Environment
 
@@ -24,6 +23,7 @@ from .models import (
     Promotion,
     PromotionBlock,
     PromotionItem,
+    PromotionQuerySet,
     PromotionState,
 )
 
@@ -45,7 +45,7 @@ def _glob_q(field: str, patterns: list[str]) -> Q:
     return q
 
 
-def visible_promotions(user: User) -> QuerySet[Promotion]:
+def visible_promotions(user: User) -> PromotionQuerySet:
     """Promotions with at least one app in a project the user may see."""
     qs = Promotion.objects.all()
     patterns = project_filter(user)
@@ -55,7 +55,7 @@ def visible_promotions(user: User) -> QuerySet[Promotion]:
     return qs
 
 
-def _with_items(qs: QuerySet[Promotion]) -> QuerySet[Promotion]:
+def _with_items(qs: PromotionQuerySet) -> PromotionQuerySet:
     return qs.with_related().prefetch_related(
         Prefetch(
             "items",
@@ -155,7 +155,7 @@ TIMELINE = (
     ("deployed", "Deployed", "deployed_at"),
     ("healthy", "Healthy", "healthy_at"),
 )
-_ENDINGS = {
+_ENDINGS: dict[str, tuple[str, str]] = {
     S.REJECTED: ("Rejected", "rejected_at"),
     S.FAILED: ("Failed", "failed_at"),
     S.CANCELLED: ("Cancelled", "cancelled_at"),
@@ -239,7 +239,3 @@ def active_blocks(*, application: Application | None = None) -> QuerySet[Promoti
     if application is not None:
         qs = qs.filter(application=application)
     return qs
-
-
-# transitional: removed once lifecycle/rooms/auditsink have merged (use core.diffs.classify_diff)
-diff_lines = classify_diff

@@ -98,8 +98,7 @@ def main() -> None:
             "300",
             "--seed",
             "7",
-            "--helm-apps",
-            "2",
+            # Helm-values apps (--helm-apps) join the demo once the portal reads multi-source apps.
             "--rollout-apps",
             "2",
         )
@@ -138,13 +137,10 @@ def main() -> None:
         f"http://127.0.0.1:{FORGE_PORT}/acme/gitops.git",
         "--reconcile-interval",
         "2",
-        # Prod syncs when the portal asks (in its sync windows); one app rolls out by RollingSync.
-        "--manual-sync-envs",
-        "prod",
+        # Every environment auto-syncs: manual-sync prod (--manual-sync-envs prod) and a recurring prod
+        # window (--sync-window) wait for portal-driven syncs. One app rolls out by RollingSync.
         "--progressive-sync-apps",
         "feature-flags",
-        "--sync-window",
-        "payments:*/15 * * * *:3m",
     )
     wait_http(f"http://127.0.0.1:{ARGOCD_PORT}/api/version")
     wait_http(f"http://127.0.0.1:{FORGE_PORT}/sandbox/state")
@@ -195,8 +191,7 @@ GitOps Portal is running.
   Logins (password "demo"): release_manager, approver, oncall, auditor, viewer, admin
 
   Sandbox levers (docs/sandbox.md): CI fails a head whose commit message contains [fail-ci];
-  prod syncs manually, payments' prod is frozen 3 min every quarter hour;
-  close a window now:  curl -X POST http://127.0.0.1:{ARGOCD_PORT}/sandbox/sync-windows -d '{{"project":"payments","closed_for":120}}'
+  close a sync window now:  curl -X POST http://127.0.0.1:{ARGOCD_PORT}/sandbox/sync-windows -d '{{"project":"payments","closed_for":120}}'
   abort a canary:      curl -X POST http://127.0.0.1:{ARGOCD_PORT}/sandbox/rollouts/<application>/abort
 
 Logs: {VAR}/demo-*.log. Ctrl-C stops everything.""",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from integrations.gitrepo.command import DEFAULT_MAX_FILE_BYTES, _base_env, _Runner, _scrubber
@@ -222,12 +222,18 @@ class GitWorkspace:
         All or nothing: on a conflict or an empty revert the branch is reset to where it started
         and RevertConflict / GitError is raised.
         """
+        env = self._identity(author_name, author_email)
+        return self._all_or_nothing(
+            shas, lambda sha: self._revert_one(sha, mainline_for_merges, trailers, env)
+        )
+
+    def _all_or_nothing(self, shas: Sequence[str], revert_one: Callable[[str], str]) -> list[str]:
+        """Run `revert_one` for each SHA; on a GitError reset the branch to where it started."""
         start = self.head()
         created: list[str] = []
-        env = self._identity(author_name, author_email)
         try:
             for raw in shas:
-                created.append(self._revert_one(validate_sha(raw), mainline_for_merges, trailers, env))
+                created.append(revert_one(validate_sha(raw)))
         except GitError:
             self._git.run("reset", "--quiet", "--hard", start)
             raise
@@ -252,16 +258,8 @@ class GitWorkspace:
         scope = [validate_repo_path(p) for p in paths]
         if not scope:
             raise GitError("a scoped revert needs at least one path")
-        start = self.head()
-        created: list[str] = []
         env = self._identity(author_name, author_email)
-        try:
-            for raw in shas:
-                created.append(self._revert_paths_one(validate_sha(raw), scope, trailers, env))
-        except GitError:
-            self._git.run("reset", "--quiet", "--hard", start)
-            raise
-        return created
+        return self._all_or_nothing(shas, lambda sha: self._revert_paths_one(sha, scope, trailers, env))
 
     def _revert_paths_one(
         self, sha: str, scope: list[str], trailers: Mapping[str, str] | None, env: dict[str, str]

@@ -23,17 +23,20 @@ THEMES = ("light", "dark")
 
 
 def _request_a_promotion(browsing: Browsing) -> tuple[str, str]:
-    """Request a promotion from the matrix's first "Promote to"; return (app, the promotion's path)."""
+    """Request the first promotion the matrix offers whose gates pass; return (app, its path)."""
     rm = browsing.login("release_manager")
-    link = rm.get_by_role("link", name=re.compile(r"^Promote to ")).first
-    expect(link).to_be_visible()
-    row = rm.locator("#matrix-grid tbody tr").filter(has=link)
-    app = (row.first.locator("th a").first.text_content() or "").strip()
-    link.click()
-    rm.wait_for_url(re.compile(r"/promotions/new/"))
-    rm.get_by_role("button", name="Request promotion").click()
-    rm.wait_for_url(re.compile(r"/promotions/\d+/$"))
-    return app, re.sub(r"^https?://[^/]+", "", rm.url)
+    links = rm.get_by_role("link", name=re.compile(r"^Promote to "))
+    expect(links.first).to_be_visible()
+    hrefs = [link.get_attribute("href") or "" for link in links.all()]
+    for href in hrefs:
+        rm.goto(href)
+        button = rm.get_by_role("button", name="Request promotion")
+        if button.count() and button.is_enabled():
+            button.click()
+            rm.wait_for_url(re.compile(r"/promotions/\d+/$"))
+            app = re.search(r"[?&]app=([^&]+)", href).group(1)
+            return app, re.sub(r"^https?://[^/]+", "", rm.url)
+    pytest.fail(f"no promotion offered on the matrix can be requested: {hrefs}")
 
 
 def _open(browsing: Browsing, user: str, width: int, theme: str) -> Any:

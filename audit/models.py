@@ -139,6 +139,8 @@ class ChangeRecord(models.Model):
     outcome = models.CharField(max_length=16, choices=OUTCOME_CHOICES, default="pending", db_index=True)
     emergency = models.BooleanField(default=False)
     justification = models.TextField(blank=True)
+    # Why an approver approved it (after-the-fact approvals of emergency changes).
+    approval_reason = models.TextField(blank=True)
     # Computed on every sync: the requester is not among the approvers (None: nobody approved).
     separation_of_duties_ok = models.BooleanField(null=True, blank=True)
     # Computed: from the request (or the earliest known step) to healthy (or deployed).

@@ -180,6 +180,11 @@ SWEEP_EXPIRES_SECONDS = float(max(30, 3 * SWEEP_INTERVAL_SECONDS))
 # A merged promotion (or rollback) Argo CD has not deployed after this long ends failed (degraded
 # when deployed but not Healthy), with the reason on its page.
 PROMOTION_DEPLOY_TIMEOUT_MINUTES = env_int("PROMOTION_DEPLOY_TIMEOUT_MINUTES", 30)
+# An emergency rollback nobody approved after the fact this many hours after its request is
+# escalated once (ledger event `rollback.approval_escalated`, delivered by notification subscriptions).
+EMERGENCY_APPROVAL_DEADLINE_HOURS = env_int("EMERGENCY_APPROVAL_DEADLINE_HOURS", 24)
+if EMERGENCY_APPROVAL_DEADLINE_HOURS < 1:
+    raise ImproperlyConfigured("EMERGENCY_APPROVAL_DEADLINE_HOURS: must be at least 1")
 if PROMOTION_DEPLOY_TIMEOUT_MINUTES < 1:
     raise ImproperlyConfigured("PROMOTION_DEPLOY_TIMEOUT_MINUTES: must be at least 1")
 # A worker that claimed the opening of a pull request holds it this long; after that the sweeper may
@@ -191,6 +196,17 @@ if PROMOTION_PR_LEASE_SECONDS <= CELERY_TASK_TIME_LIMIT:
 POLL_TIMEOUT_SECONDS = env_int("POLL_TIMEOUT_SECONDS", 240)
 if POLL_TIMEOUT_SECONDS < 1:
     raise ImproperlyConfigured("POLL_TIMEOUT_SECONDS: must be at least 1")
+# A poll whose list drops more than max(ARGOCD_REMOVAL_GUARD_MIN, ARGOCD_REMOVAL_GUARD_PERCENT % of the
+# live apps) removes nothing: the instance is marked stale until the drop has lasted
+# ARGOCD_REMOVAL_GUARD_CYCLES polls (a narrowed token or RBAC change looks exactly like this).
+# An empty list while apps were live is never taken as "all deleted" before that either.
+ARGOCD_REMOVAL_GUARD_MIN = env_int("ARGOCD_REMOVAL_GUARD_MIN", 5)
+ARGOCD_REMOVAL_GUARD_PERCENT = env_int("ARGOCD_REMOVAL_GUARD_PERCENT", 20)
+ARGOCD_REMOVAL_GUARD_CYCLES = env_int("ARGOCD_REMOVAL_GUARD_CYCLES", 3)
+if ARGOCD_REMOVAL_GUARD_MIN < 0 or not 0 <= ARGOCD_REMOVAL_GUARD_PERCENT <= 100:
+    raise ImproperlyConfigured("ARGOCD_REMOVAL_GUARD_MIN must be >= 0, ARGOCD_REMOVAL_GUARD_PERCENT 0-100")
+if ARGOCD_REMOVAL_GUARD_CYCLES < 1:
+    raise ImproperlyConfigured("ARGOCD_REMOVAL_GUARD_CYCLES: must be at least 1")
 # Argo CD API calls: seconds to connect, and to wait for a response (a full application list is the
 # slowest read). One pair for every Argo CD client the portal makes.
 ARGOCD_CONNECT_TIMEOUT_SECONDS = env_float("ARGOCD_CONNECT_TIMEOUT_SECONDS", 3.05)
@@ -491,6 +507,10 @@ CELERY_BEAT_SCHEDULE["rollbacks-sweep"] = {
     "schedule": float(SWEEP_INTERVAL_SECONDS),
     "options": {"expires": SWEEP_EXPIRES_SECONDS},
 }
+CELERY_BEAT_SCHEDULE["rollbacks-escalate-unapproved"] = {
+    "task": "rollbacks.tasks.rollbacks_escalate_unapproved_task",
+    "schedule": 300.0,
+}
 # Promotions: re-enqueue PR opening whose message was lost; poll PRs and rollouts (webhook fallback).
 CELERY_BEAT_SCHEDULE["promotions-sweep"] = {
     "task": "promotions.tasks.promotions_sweep_task",
@@ -528,6 +548,10 @@ PORTAL_BASE_URL = env_str("PORTAL_BASE_URL", "http://127.0.0.1:8000") or ""
 MIRRORS_DIR = Path(env_str("GITOPSPORTAL_MIRRORS_DIR") or VAR_DIR / "mirrors")
 WORKSPACES_DIR = Path(env_str("GITOPSPORTAL_WORKSPACES_DIR") or VAR_DIR / "workspaces")
 FORGE_WEBHOOK_SECRET = env_str("FORGE_WEBHOOK_SECRET", "") or ""
+# Seconds a forge webhook delivery id is remembered: a replayed delivery within it does nothing.
+FORGE_WEBHOOK_DEDUPE_SECONDS = env_int("FORGE_WEBHOOK_DEDUPE_SECONDS", 7 * 24 * 3600)
+if FORGE_WEBHOOK_DEDUPE_SECONDS < 1:
+    raise ImproperlyConfigured("FORGE_WEBHOOK_DEDUPE_SECONDS: must be at least 1")
 
 # --- logging --------------------------------------------------------------------------------------
 LOG_FORMAT = env_choice("LOG_FORMAT", "text", ("text", "json"))

@@ -9,6 +9,7 @@ from django.db.models import QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from .appstate import SHA
+from .liveobjects import LiveObjects
 from .models import (
     Application,
     ArgoApplication,
@@ -80,6 +81,7 @@ class EnvSection:
     can_promote_next: bool = False
     can_rollback: bool = False
     timeline: list[TimelineEntry] = field(default_factory=list)
+    live: LiveObjects | None = None  # Rollouts and ApplicationSets, read live by the page
 
 
 def app_detail(

@@ -11,10 +11,11 @@ from accounts.roles import Role
 from core.diffs import classify_diff
 from core.http import AuthenticatedHttpRequest
 
-from . import appdetail, selectors
+from . import appdetail, liveobjects, selectors
 from .matrix import MatrixFilters, deployment_matrix
 from .models import Application, Environment
 from .overlays import overlay_diff
+from .ownership import ownership_conflicts_of
 
 
 @require_GET
@@ -44,6 +45,8 @@ def app_detail(request: AuthenticatedHttpRequest, name: str) -> HttpResponse:
     if not project_visible(request.user, app.project):
         ensure_role(request.user, Role.VIEWER, project=app.project, request=request)
     sections = appdetail.app_detail(application=app, user=request.user)
+    for section in sections:
+        section.live = liveobjects.live_objects(section.argo_apps)
     envs = [s.environment for s in sections]
     by_name = {e.name: e for e in envs}
     left = by_name.get(request.GET.get("left", ""))
@@ -62,6 +65,7 @@ def app_detail(request: AuthenticatedHttpRequest, name: str) -> HttpResponse:
     context = {
         "app": app,
         "sections": sections,
+        "conflicts": ownership_conflicts_of(app=app),
         "environments": envs,
         "left": left,
         "right": right,
@@ -84,7 +88,7 @@ def _running(sections: list[appdetail.EnvSection], env: Environment) -> str:
 @require_GET
 @require_role(Role.VIEWER)
 def instances(request: AuthenticatedHttpRequest) -> HttpResponse:
-    argo_instances, repositories, _ = selectors.instance_status_list()
+    argo_instances, repositories, _ = selectors.instance_status_list(user=request.user)
     return render(
         request,
         "inventory/instances.html",

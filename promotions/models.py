@@ -127,7 +127,11 @@ class Promotion(models.Model):
     pr_number = models.PositiveIntegerField(null=True, blank=True)
     pr_url = models.CharField(max_length=500, blank=True)
     pr_head_sha = models.CharField(max_length=64, blank=True)
+    # The commit the portal pushed to pr_branch, recorded before the push: only a branch or PR
+    # at this commit is the portal's own (changes.pullrequests, trust).
+    pushed_head_sha = models.CharField(max_length=64, blank=True)
     merge_commit_sha = models.CharField(max_length=64, blank=True)
+    merged_by = models.CharField(max_length=150, blank=True, help_text="forge user who merged the PR")
     deployed_revision = models.CharField(max_length=64, blank=True)
     # Timestamps of every step.
     requested_at = models.DateTimeField(default=timezone.now, db_index=True)
@@ -225,6 +229,8 @@ class PromotionItem(models.Model):
     paths = models.JSONField(default=list, blank=True, help_text="files the PR changes for this app")
     deployed_at = models.DateTimeField(null=True, blank=True)
     healthy_at = models.DateTimeField(null=True, blank=True)
+    # Argo CD's operationState of the sync that deployed the merge (change records carry it).
+    sync_result = models.JSONField(null=True, blank=True)
     detail = models.TextField(blank=True)
 
     class Meta:

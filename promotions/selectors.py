@@ -14,7 +14,7 @@ from django.http import Http404
 from accounts.permissions import has_role, project_filter, project_visible
 from accounts.roles import Role
 from core.querytext import query_page, query_text
-from inventory.models import Application, Environment
+from inventory.models import Application, ArgoApplication, Environment
 
 from .models import (
     FINAL_STATES,
@@ -46,12 +46,19 @@ def _glob_q(field: str, patterns: list[str]) -> Q:
 
 
 def visible_promotions(user: User) -> PromotionQuerySet:
-    """Promotions with at least one app in a project the user may see."""
+    """Promotions whose apps are all in projects the user may see.
+
+    A release train spanning two teams' apps is shown only to someone who may see both: its page
+    shows every app's versions, diffs and approvals.
+    """
     qs = Promotion.objects.all()
     patterns = project_filter(user)
     if patterns is not None:
         ids = PromotionItem.objects.filter(_glob_q("application__project", patterns)).values("promotion_id")
-        qs = qs.filter(pk__in=ids)
+        hidden = PromotionItem.objects.exclude(_glob_q("application__project", patterns)).values(
+            "promotion_id"
+        )
+        qs = qs.filter(pk__in=ids).exclude(pk__in=hidden)
     return qs
 
 
@@ -124,12 +131,12 @@ def promotion_list(*, user: User, filters: ListFilters) -> PromotionPage:
 
 
 def promotion_get(*, user: User, pk: int) -> Promotion:
-    """One promotion the user may see (404 otherwise: no existence leak)."""
+    """One promotion the user may see: every app's project (404 otherwise: no existence leak)."""
     promotion = _with_items(Promotion.objects.filter(pk=pk)).first()
     if promotion is None:
         raise Http404("no such promotion")
     projects = {i.application.project for i in promotion.items.all()}
-    if projects and not any(project_visible(user, p) for p in projects):
+    if projects and not all(project_visible(user, p) for p in projects):
         raise Http404("no such promotion")
     return promotion
 
@@ -239,3 +246,13 @@ def active_blocks(*, application: Application | None = None) -> QuerySet[Promoti
     if application is not None:
         qs = qs.filter(application=application)
     return qs
+
+
+def promotion_argo_apps(promotion: Promotion) -> list[ArgoApplication]:
+    """Return the Argo CD applications of a promotion's apps in its target environment."""
+    return list(
+        ArgoApplication.objects.live()
+        .filter(application__in=promotion.items.values("application"), environment=promotion.target_env)
+        .select_related("instance")
+        .order_by("name")
+    )

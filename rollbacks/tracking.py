@@ -13,7 +13,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from changes.lifecycle import change_enqueue_track, change_record, change_transition
+from changes.lifecycle import change_enqueue_track, change_fail, change_record, change_transition
 from changes.pullrequests import pull_request_merge_when_checks_pass, pull_request_refresh
 from changes.sweeper import change_sweep
 from changes.tracking import (
@@ -25,6 +25,7 @@ from changes.tracking import (
 )
 from integrations.forges.webhooks import WebhookEvent
 from integrations.gitrepo import GitError, GitMirror, InvalidRef
+from inventory.appstate import change_sync_result
 from inventory.models import GitRepository
 from promotions.blocks import promotion_block_create
 
@@ -76,7 +77,21 @@ def _track_pr(rollback: RollbackRequest) -> None:
     repository, number = _repository(rollback), rollback.pr_number
     assert number is not None  # tracked from PR_OPEN on, when the number is stored
     if rollback.emergency and rollback.environment.rollback_auto_merge:
-        attempt = pull_request_merge_when_checks_pass(repository=repository, number=number)
+        attempt = pull_request_merge_when_checks_pass(
+            repository=repository,
+            number=number,
+            head_sha=rollback.pushed_head_sha or rollback.pr_head_sha,
+            required_checks=rollback.environment.required_checks,
+        )
+        if attempt.status == "refused":
+            # The head moved (or the PR is not the portal's): nothing unreviewed is merged.
+            change_fail(
+                kind=ROLLBACK,
+                change_id=rollback.pk,
+                reason=f"emergency merge refused: {attempt.detail}",
+                extra={"merge_refused": True},
+            )
+            return
         if attempt.status == "merged":
             _transition_merged(rollback.pk, attempt.merge_commit_sha or "", auto=True, merged_by="portal")
             return
@@ -139,6 +154,7 @@ def _transition_merged(rollback_id: int, merge_sha: str, *, auto: bool, merged_b
             else "merged",
             merged_at=now,
             merge_commit_sha=merge_sha,
+            merged_by=merged_by[:150],
             tracking_detail=f"waiting for Argo CD to run {merge_sha[:8]} in {env}",
             **stamps,
         )
@@ -267,6 +283,7 @@ def _track_deployed(rollback: RollbackRequest) -> None:
         "deployed",
         "deployed_at",
         detail=f"waiting for {rollback.environment.name} to be Healthy",
+        sync_result=change_sync_result(apps),
         message=f"Argo CD runs {rollback.merge_commit_sha[:8]} in {', '.join(a.name for a in apps)}",
     )
 
@@ -287,14 +304,29 @@ def _track_healthy(rollback: RollbackRequest) -> None:
         _set_detail(rollback.pk, detail)
         return
     _transition_simple(
-        rollback.pk, State.DEPLOYED, State.HEALTHY, "healthy", "healthy_at", detail="", message="Healthy"
+        rollback.pk,
+        State.DEPLOYED,
+        State.HEALTHY,
+        "healthy",
+        "healthy_at",
+        detail="",
+        message="Healthy",
+        sync_result=change_sync_result(apps),
     )
 
 
 def _transition_simple(
-    rollback_id: int, from_state: str, to_state: str, action: str, stamp: str, *, detail: str, message: str
+    rollback_id: int,
+    from_state: str,
+    to_state: str,
+    action: str,
+    stamp: str,
+    *,
+    detail: str,
+    message: str,
+    sync_result: dict[str, Any] | None = None,
 ) -> None:
-    fields: dict[str, Any] = {stamp: timezone.now(), "tracking_detail": detail}
+    fields: dict[str, Any] = {stamp: timezone.now(), "tracking_detail": detail, "sync_result": sync_result}
     rollback = rollback_load(rollback_id)
     if to_state == State.HEALTHY and rollback.degraded_since is None:
         fields["degraded_since"] = degraded_since(rollback.application, rollback.environment)

@@ -95,7 +95,7 @@ def test_reverting_a_merge_commit_opens_a_pr_with_the_revert(sandbox):
 
     rollback.refresh_from_db()
     assert rollback.state == "pr_open", rollback.failure_reason
-    assert rollback.branch == f"rollback/{sandbox.app}/prod/{rollback.pk}"
+    assert re.fullmatch(rf"rollback/{sandbox.app}/prod/{rollback.pk}-[0-9a-f]{{8}}", rollback.branch)
     pulls = sandbox.pulls(rollback.branch)
     assert len(pulls) == 1
     pr = sandbox.client().get_pull_request(rollback.pr_number)
@@ -328,7 +328,7 @@ def test_the_list_page_filters_emergencies_for_after_the_fact_approval(sandbox_a
     assert healthy_only.status_code == 200 and "No rollbacks match" in healthy_only.content.decode()
 
 
-def _release_train(sandbox, apps: list[str], tag: str) -> str:
+def _release_train_of_three(sandbox, apps: list[str], tag: str) -> str:
     """Merge one PR that changes the prod overlays of several apps; return the merge SHA."""
     ws = sandbox.workspace()
     ws.create_branch("release/train-42", ws.head())
@@ -361,9 +361,10 @@ def test_rolling_back_one_app_of_a_release_train_leaves_the_other_apps_untouched
     apps = sorted(Application.objects.values_list("name", flat=True))
     assert len(apps) == 3 and sandbox.app in apps
     version_a = sandbox.argo_apps()[0].version
-    merge_sha = _release_train(sandbox, apps, "9.9.9")
+    merge_sha = _release_train_of_three(sandbox, apps, "9.9.9")
     sandbox.converge()
-    user = oncall(sandbox.team)
+    # On call for every project: the portal's scope refusal (rollback.refused) does not apply.
+    user = oncall("*")
     client.force_login(user)
 
     page = client.get(reverse("rollbacks:new"), {"app": sandbox.app, "env": "prod"})
@@ -436,3 +437,39 @@ def test_new_rollback_is_offered_on_the_list_to_on_call_only(sandbox, client):
     html = client.get(reverse("rollbacks:list")).content.decode()
     assert "New rollback" in html and f'<option value="{sandbox.app}">' in html
     assert 'action="/rollbacks/new/"' in html
+
+
+def _release_train(sandbox, other: str, tag: str) -> str:
+    """Merge one PR that changes the prod tags of the sandbox app and `other`; return the merge SHA."""
+    branch = f"release/train-{tag}"
+    ws = sandbox.workspace()
+    ws.create_branch(branch, ws.head())
+    sandbox.set_tag(ws, "prod", tag)
+    other_file = sandbox.env_file("prod", other)
+    ws.write_file(other_file, ws.read_file(other_file).decode() + f"# release train {tag}\n")
+    ws.commit(f"Release train {tag}", author_name="Release", author_email="rm@example.com")
+    ws.push(branch)
+    pr = sandbox.client().create_pull_request(head=branch, base="main", title=f"Train {tag}", body="")
+    return sandbox.merge(pr.number)
+
+
+def test_a_revert_touching_another_projects_app_is_refused_not_warned(sandbox):
+    other = next(a for a in Application.objects.exclude(name=sandbox.app).order_by("name") if a.repository_id)
+    Application.objects.filter(pk=other.pk).update(project="another-team")
+    merge_sha = _release_train(sandbox, other.name, "9.9.9")
+    sandbox.converge()
+    user = oncall(sandbox.team)
+
+    with pytest.raises(services.RollbackRefused, match="may not roll back") as refused:
+        _request(sandbox, user, mode="commit", sha=merge_sha)
+
+    assert other.name in str(refused.value) and "prod" in str(refused.value)
+    assert not RollbackRequest.objects.exists()
+    event = AuditEvent.objects.get(action="rollback.refused")
+    assert event.app == sandbox.app and event.after["outside"][0].startswith(f"{other.name} in prod")
+    assert event.actor_name == user.username
+
+    # Someone on call for both projects may revert the whole train (the change is still shown).
+    both = oncall("*", username="oncall-both")
+    rollback = _request(sandbox, both, mode="commit", sha=merge_sha)
+    assert rollback.state == "requested"

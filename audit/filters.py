@@ -12,6 +12,8 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
+from core.querytext import query_text
+
 FILTER_NAMES = ("since", "until", "env", "app", "actor", "action", "text")
 
 
@@ -20,12 +22,17 @@ def parse_instant(value: str, *, end_of_day: bool = False) -> datetime | None:
     value = (value or "").strip()
     if not value:
         return None
-    parsed = parse_datetime(value.replace(" ", "T")) if ("T" in value or " " in value) else None
-    if parsed is None:
-        day = parse_date(value)
-        if day is None:
-            raise ValidationError(f"not a date or date-time: {value!r} (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)")
-        parsed = datetime.combine(day + timedelta(days=1) if end_of_day else day, time.min)
+    problem = f"not a date or date-time: {value!r} (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)"
+    try:
+        # parse_* return None for another shape and raise ValueError for impossible values (month 13).
+        parsed = parse_datetime(value.replace(" ", "T")) if ("T" in value or " " in value) else None
+        if parsed is None:
+            day = parse_date(value)
+            if day is None:
+                raise ValidationError(problem)
+            parsed = datetime.combine(day + timedelta(days=1) if end_of_day else day, time.min)
+    except (ValueError, OverflowError):
+        raise ValidationError(problem) from None
     if timezone.is_naive(parsed):
         parsed = timezone.make_aware(parsed, UTC)
     return parsed
@@ -46,7 +53,7 @@ class AuditFilters:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> AuditFilters:
         def text(name: str, limit: int = 200) -> str:
-            return str(data.get(name) or "").strip()[:limit]
+            return query_text(data, name, limit=limit)
 
         since_raw, until_raw = text("since", 40), text("until", 40)
         return cls(

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from accounts.permissions import ensure_role, require_role
 from accounts.roles import Role
 from core.http import AuthenticatedHttpRequest
+from core.querytext import query_text
 
 from .access import audit_scope
 from .chain import event_hash
@@ -94,9 +95,10 @@ def event_list(request: AuthenticatedHttpRequest) -> HttpResponse:
         "querystring": filters.querystring(),
         "next_querystring": filters.querystring(before=page.next_before) if page.next_before else "",
     }
+    status = 400 if error else 200
     if request.htmx:
-        return render(request, "audit/event_list.html#table", context)
-    return render(request, "audit/event_list.html", {**context, **_key_context()})
+        return render(request, "audit/event_list.html#table", context, status=status)
+    return render(request, "audit/event_list.html", {**context, **_key_context()}, status=status)
 
 
 @require_GET
@@ -130,7 +132,7 @@ def event_detail(request: AuthenticatedHttpRequest, sequence: int) -> HttpRespon
 def change_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     filters, error = _filters(request)
     page = change_record_list(
-        filters=filters, scope=audit_scope(request.user), cursor=request.GET.get("cursor", "")[:80]
+        filters=filters, scope=audit_scope(request.user), cursor=query_text(request.GET, "cursor", limit=80)
     )
     last_week = (timezone.now() - timedelta(days=7)).strftime("%Y-%m-%d")
     context = {
@@ -146,9 +148,10 @@ def change_list(request: AuthenticatedHttpRequest) -> HttpResponse:
             for env in _production_environments()
         ],
     }
+    status = 400 if error else 200
     if request.htmx:
-        return render(request, "audit/change_list.html#table", context)
-    return render(request, "audit/change_list.html", context)
+        return render(request, "audit/change_list.html#table", context, status=status)
+    return render(request, "audit/change_list.html", context, status=status)
 
 
 @require_GET

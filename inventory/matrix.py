@@ -15,6 +15,8 @@ from django.db import connection
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
+from core.querytext import query_page, query_text
+
 from .models import (
     Application,
     ArgoApplication,
@@ -51,28 +53,25 @@ class MatrixFilters:
     @classmethod
     def from_query(cls, params: Any) -> MatrixFilters:
         errors: list[str] = []
-        label = (params.get("label") or "").strip()
+        label = query_text(params, "label")
         if label and not _LABEL.match(label):
             errors.append("cluster label: use key=value")
             label = ""
         at = None
-        raw_at = (params.get("at") or "").strip()
+        raw_at = query_text(params, "at", limit=40)
         if raw_at:
             try:
                 at = datetime.fromisoformat(raw_at)
                 if timezone.is_naive(at):
                     at = timezone.make_aware(at, timezone.get_current_timezone())
-            except ValueError:
+            except (ValueError, OverflowError):
                 errors.append("point in time: use YYYY-MM-DDTHH:MM")
-        try:
-            page = max(1, int(params.get("page") or 1))
-        except ValueError:
-            page = 1
+        page = query_page(params)
         return cls(
-            project=(params.get("project") or "").strip()[:200],
-            environment=(params.get("environment") or "").strip()[:64],
+            project=query_text(params, "project"),
+            environment=query_text(params, "environment", limit=64),
             label=label,
-            q=(params.get("q") or "").strip()[:200],
+            q=query_text(params, "q"),
             only_differing=(params.get("differing") or "") in ("1", "on", "true"),
             page=page,
             at=at,
@@ -114,7 +113,9 @@ class Cell:
     stale: bool
     promote_to: str
     deleted: bool = False
-    can_promote: bool = False  # release manager of the app's project for `promote_to`
+    # The next environment already runs this version: "Promote to" would have nothing to promote.
+    next_runs_same: bool = False
+    can_promote: bool = False  # release manager of the app's project for `promote_to`, something to promote
     can_rollback: bool = False  # on-call for the app's project in this environment
 
 
@@ -343,7 +344,11 @@ def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAG
                 and (col.cluster_id is None or r.cluster_id == col.cluster_id)
             ]
             for cell in cells:
-                cell.can_promote = bool(cell.promote_to) and rights.promote(app.project, cell.promote_to)
+                cell.can_promote = (
+                    bool(cell.promote_to)
+                    and not cell.next_runs_same
+                    and rights.promote(app.project, cell.promote_to)
+                )
                 cell.can_rollback = rights.rollback(app.project, cell.env_name)
             slots.append(cells)
         rows.append(Row(app, slots))
@@ -406,11 +411,13 @@ def _cell(
     repo: GitRepository | None = app.repository
     repo_id = app.repository_id or 0
     idx = ctx.env_index.get(row.environment_id or 0)
-    behind, behind_env, promote_to = None, "", ""
+    behind, behind_env, promote_to, next_runs_same = None, "", "", False
     if idx is not None:
         envs = ctx.envs
         if idx + 1 < len(envs):
             promote_to = envs[idx + 1].name
+            next_version = ctx.best.get((app.pk, envs[idx + 1].pk), (None, ""))[1]
+            next_runs_same = bool(next_version) and next_version == _version(row, at)
         if idx > 0:
             prev = envs[idx - 1]
             behind_env = prev.name
@@ -451,5 +458,6 @@ def _cell(
         behind_env=behind_env,
         stale=stale,
         promote_to=promote_to,
+        next_runs_same=next_runs_same,
         deleted=row.deleted_at is not None,
     )

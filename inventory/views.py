@@ -33,7 +33,7 @@ def matrix(request: AuthenticatedHttpRequest) -> HttpResponse:
         "nav": "matrix",
     }
     template = "inventory/matrix.html#grid" if getattr(request, "htmx", False) else "inventory/matrix.html"
-    return render(request, template, context)
+    return render(request, template, context, status=400 if filters.errors else 200)
 
 
 @require_GET

@@ -171,9 +171,15 @@ def promotion_approve(*, promotion: Promotion, actor: User, comment: str = "") -
 
 
 def promotion_reject(*, promotion: Promotion, actor: User, comment: str = "") -> Promotion:
-    """Reject (approver role, never the requester): the promotion ends `rejected`."""
+    """Reject with a reason (approver role, never the requester): the promotion ends `rejected`.
+
+    The requester reads why in the ledger and on the page, so an empty reason is refused.
+    """
     _check_approver(actor, promotion, "reject")
-    return _decide(promotion=promotion, actor=actor, decision=ApprovalDecision.REJECT, comment=comment)
+    reason = (comment or "").strip()
+    if not reason:
+        raise PromotionRefused("a rejection needs a reason: tell the requester what to change")
+    return _decide(promotion=promotion, actor=actor, decision=ApprovalDecision.REJECT, comment=reason)
 
 
 @transaction.atomic
@@ -203,6 +209,7 @@ def _decide(*, promotion: Promotion, actor: User, decision: str, comment: str) -
             action="promotion.rejected",
             actor=actor,
             before={"state": S.REQUESTED},
+            after={"state": S.REJECTED, "reason": comment},
             message=comment,
         )
         return locked

@@ -13,6 +13,7 @@ from django.http import Http404
 
 from accounts.permissions import has_role, project_filter, project_visible
 from accounts.roles import Role
+from core.querytext import query_page, query_text
 from inventory.models import Application, ArgoApplication, Environment
 
 from .models import (
@@ -82,15 +83,12 @@ class ListFilters:
 
     @classmethod
     def from_query(cls, query: Any) -> ListFilters:
-        try:
-            page = max(1, int(query.get("page") or 1))
-        except ValueError:
-            page = 1
+        page = query_page(query)
         state = query.get("state") or ""
         return cls(
             state=state if state in S.values or state in ("in_flight", "final") else "",
-            target=(query.get("to") or "")[:64],
-            app=(query.get("app") or "")[:200],
+            target=query_text(query, "to", limit=64),
+            app=query_text(query, "app"),
             override=query.get("override") in ("1", "true", "on"),
             mine=query.get("mine") in ("1", "true", "on"),
             page=page,
@@ -223,6 +221,11 @@ def promotion_abilities(promotion: Promotion, user: User) -> Abilities:
         required_approvals=max(1, target.approvals_required) if target.requires_approval else 0,
         approvals=len(approvals),
     )
+
+
+def promotion_can_request(*, user: User) -> bool:
+    """Tell whether "New promotion" applies: the user is a release manager somewhere."""
+    return has_role(user, Role.RELEASE_MANAGER)
 
 
 def promotable_applications(*, user: User) -> list[Application]:

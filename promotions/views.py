@@ -34,6 +34,7 @@ def promotion_list(request: AuthenticatedHttpRequest) -> HttpResponse:
         "states": PromotionState.choices,
         "environments": Environment.objects.all(),
         "base_query": query.urlencode(),
+        "can_request": selectors.promotion_can_request(user=request.user),
     }
     if request.htmx:
         return render(request, "promotions/list.html#table", context)

@@ -99,6 +99,9 @@ def rollbacks_collection(request: AuthenticatedHttpRequest) -> Any:
     observed = payload.get("observed_deployment_id")
     if observed is not None and (not isinstance(observed, int) or isinstance(observed, bool)):
         raise ApiError(400, "observed_deployment_id must be an integer")
+    target = payload.get("target_deployment_id")
+    if target is not None and (not isinstance(target, int) or isinstance(target, bool)):
+        raise ApiError(400, "target_deployment_id must be an integer")
     try:
         rollback = services.rollback_request_create(
             actor=request.user,
@@ -106,6 +109,7 @@ def rollbacks_collection(request: AuthenticatedHttpRequest) -> Any:
             environment=environment,
             mode=mode,
             sha=_text(payload, "sha"),
+            target_deployment_id=target,
             reason=_text(payload, "reason", required=True),
             incident=_text(payload, "incident"),
             observed_deployment_id=observed,

@@ -19,6 +19,7 @@ class RollbackForm(forms.Form):
         label="Commit SHA",
         help_text="Only for “Revert one commit”: 7 to 40 hexadecimal characters.",
     )
+    target = forms.IntegerField(required=False, min_value=1, label="Roll back to")
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=4000)
     incident = forms.CharField(
         required=False, max_length=500, label="Incident reference", help_text="Free text or a URL."

@@ -99,6 +99,10 @@ SCHEMAS: dict = {
             "sha": {"type": "string", "description": "for mode=commit: the commit to revert (7-40 hex)"},
             "reason": {"type": "string", "maxLength": 4000},
             "incident": {"type": "string", "maxLength": 500, "description": "free text or URL"},
+            "target_deployment_id": {
+                "type": ["integer", "null"],
+                "description": "for mode=previous: the earlier deployment to go back to (default: the one before)",
+            },
             "observed_deployment_id": {
                 "type": ["integer", "null"],
                 "description": "the newest deployment the caller saw; a newer one answers 409",

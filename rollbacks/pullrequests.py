@@ -45,9 +45,13 @@ def _pr_body(rollback: RollbackRequest) -> str:
         f"**Runs now:** `{rollback.current_revision[:12]}` ({rollback.current_version or 'unknown version'})",
         f"**After the rollback:** {rollback.expected_version or 'unchanged version'}",
         "",
-        "**Reverted commits** (newest first):",
+        "**Reverted commits** (newest first), on these paths only:",
         "",
         *[f"- {sha}" for sha in rollback.revert_shas],
+        "",
+        *[f"- `{path}`" for path in rollback.paths],
+        "",
+        "What these commits changed elsewhere (other apps, other environments) stays as it is.",
         "",
     ]
     if rollback.emergency:
@@ -102,7 +106,8 @@ def _build(rollback: RollbackRequest) -> PullRequestResult:
     trailers = {"Rollback-Id": str(rollback.pk), "Requested-By": rollback.requested_by_name}
 
     def prepare(ws: GitWorkspace) -> str | None:
-        created = ws.revert(rollback.revert_shas, mainline_for_merges=True, trailers=trailers)
+        # Only the app x environment's paths: a release train's other apps keep their changes.
+        created = ws.revert_paths(rollback.revert_shas, paths=rollback.paths, trailers=trailers)
         return created[-1] if created else None
 
     try:

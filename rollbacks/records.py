@@ -90,8 +90,8 @@ def rollback_title(rollback: RollbackRequest) -> str:
             if rollback.expected_version
             else ""
         )
-        title = f"Revert {app} in {env} to the previous deployment{versions}"
+        title = f"Revert {app} in {env} to an earlier deployment{versions}, {app} only"
     else:
         sha = rollback.revert_shas[0][:8] if rollback.revert_shas else ""
-        title = f"Revert {sha} in {env} for {app}"
+        title = f"Revert {sha} for {app} in {env} only"
     return title[:MAX_TITLE]

@@ -119,6 +119,7 @@ def rollback_request_create(
     reason: str,
     incident: str = "",
     sha: str = "",
+    target_deployment_id: int | None = None,
     observed_deployment_id: int | None = None,
     confirm_moved: bool = False,
     emergency: bool = False,
@@ -145,7 +146,13 @@ def rollback_request_create(
         if not justification:
             raise RollbackRefused("an emergency merge needs a justification", code="required")
 
-    plan = rollback_plan(application=application, environment=environment, mode=mode, sha=sha)
+    plan = rollback_plan(
+        application=application,
+        environment=environment,
+        mode=mode,
+        sha=sha,
+        target_deployment_id=target_deployment_id,
+    )
     if plan.errors:
         raise RollbackRefused(plan.errors, code="refused")
     rollback_scope_check(actor=actor, plan=plan)
@@ -208,6 +215,7 @@ def _rollback_insert(
         "current_revision": rollback.current_revision,
         "current_version": rollback.current_version,
         "expected_version": rollback.expected_version,
+        "target_revision": rollback.target_revision,
         "emergency": emergency,
         "justification": justification,
         "confirmed_warnings": confirmed,

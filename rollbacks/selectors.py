@@ -9,7 +9,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.db.models import Min, QuerySet
 
-from accounts.permissions import project_filter
+from accounts.permissions import has_role, project_filter
 from accounts.roles import Role
 from changes.lifecycle import changes_in_flight
 from core.diffs import classify_diff
@@ -20,6 +20,38 @@ from . import history
 from .models import RollbackRequest
 
 MAX_DIFF_CHARS = 200_000
+
+
+@dataclass(frozen=True)
+class RollbackTarget:
+    """One earlier deployment the environment can be rolled back to (one row per revision)."""
+
+    deployment_id: int
+    revision: str
+    version: str
+    deployed_at: Any
+    who: str
+
+    @property
+    def short_sha(self) -> str:
+        return self.revision[:8]
+
+
+MAX_TARGETS = 12
+
+
+def rollback_targets(deployments: list[Deployment], current_revision: str) -> list[RollbackTarget]:
+    """Return the earlier deployments to pick from, newest first, one per revision (not the current)."""
+    seen = {current_revision}
+    targets: list[RollbackTarget] = []
+    for d in deployments:
+        if not d.revision or d.revision in seen:
+            continue
+        seen.add(d.revision)
+        automated = d.automated or d.initiated_by == "automated"
+        who = "Argo CD automated sync" if automated else (d.initiated_by or "unknown")
+        targets.append(RollbackTarget(d.id, d.revision, d.version, d.deployed_at, who))
+    return targets[:MAX_TARGETS]
 
 
 @dataclass
@@ -47,6 +79,8 @@ class RollbackPlan:
     errors: list[str] = field(default_factory=list)
     active_rollback: RollbackRequest | None = None
     promotions_in_flight: list[Any] = field(default_factory=list)
+    targets: list[RollbackTarget] = field(default_factory=list)
+    target_deployment_id: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -119,9 +153,19 @@ def promotions_in_flight(application: Application, environment: Environment) -> 
 
 
 def rollback_plan(
-    *, application: Application, environment: Environment, mode: str, sha: str = "", fetch: bool = True
+    *,
+    application: Application,
+    environment: Environment,
+    mode: str,
+    sha: str = "",
+    target_deployment_id: int | None = None,
+    fetch: bool = True,
 ) -> RollbackPlan:
-    """Compute what rolling back `application` in `environment` would revert and bring back."""
+    """Compute what rolling back `application` in `environment` would revert and bring back.
+
+    In "previous" mode the target is the chosen earlier deployment (`target_deployment_id`, one
+    of `plan.targets`), by default the one before the current.
+    """
     plan = RollbackPlan(
         application=application, environment=environment, mode=mode, sha_input=(sha or "").strip()
     )
@@ -147,6 +191,8 @@ def rollback_plan(
     if not plan.current_revision:
         plan.errors.append(f"no deployment of {application.name} in {environment.name} has been observed yet")
         return plan
+    plan.targets = rollback_targets(deployments, plan.current_revision)
+    plan.target_deployment_id = target_deployment_id
     revisions = {a.revision for a in argo_apps if a.revision}
     if len(revisions) > 1:
         plan.warnings.append(
@@ -187,7 +233,22 @@ def rollback_plan(
 def _plan_previous(
     plan: RollbackPlan, repository: GitRepository, mirror: Any, deployments: list[Deployment]
 ) -> None:
-    previous = next((d for d in deployments if d.revision and d.revision != plan.current_revision), None)
+    chosen = plan.target_deployment_id
+    if chosen is not None and chosen not in {t.deployment_id for t in plan.targets}:
+        plan.errors.append(
+            f"choose one of the earlier deployments of {plan.application.name} in {plan.environment.name} listed"
+        )
+        return
+    previous = next(
+        (
+            d
+            for d in deployments
+            if d.revision and d.revision != plan.current_revision and (chosen is None or d.id == chosen)
+        ),
+        None,
+    )
+    if previous is not None:
+        plan.target_deployment_id = previous.id
     if previous is None:
         plan.errors.append(
             f"no earlier deployment of {plan.application.name} in {plan.environment.name} is known: "
@@ -267,10 +328,14 @@ def _plan_commit(plan: RollbackPlan, repository: GitRepository, mirror: Any) -> 
 
 
 def _finish_plan(plan: RollbackPlan, mirror: Any, *, rev_a: str, rev_b: str) -> None:
-    """Add the resulting diff (rev_a → rev_b on the reverted files) and scope warnings."""
+    """Add the resulting diff (rev_a → rev_b on the app x environment's paths) and scope notes.
+
+    The PR reverts the commits on `plan.paths` only (rollbacks.pullrequests), so this diff is what
+    the PR contains when the branch has not moved on those paths.
+    """
     touched = sorted({p for c in plan.commits for p in c.paths})
     try:
-        diff = mirror.diff(rev_a, rev_b, touched) if touched else ""
+        diff = mirror.diff(rev_a, rev_b, plan.paths) if touched else ""
     except (GitError, InvalidRef) as exc:
         plan.warnings.append(f"the diff could not be computed: {exc}")
         diff = ""
@@ -288,12 +353,14 @@ def _finish_plan(plan: RollbackPlan, mirror: Any, *, rev_a: str, rev_b: str) -> 
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
         plan.warnings.append(
-            f"the reverted commits also change files outside this app and environment: {shown}"
+            f"the reverted commits also change files outside this app and environment; the rollback "
+            f"leaves those as they are: {shown}"
         )
     merges = [c.short_sha for c in plan.commits if c.is_merge]
     if merges:
         plan.warnings.append(
-            f"merge commits are reverted against their first parent (-m 1): {', '.join(merges)}"
+            f"merge commits are reverted against their first parent, on this app's paths only: "
+            f"{', '.join(merges)}"
         )
 
 
@@ -341,6 +408,34 @@ def rollback_list(
     if emergency:
         qs = qs.filter(emergency=True)
     return qs
+
+
+@dataclass(frozen=True)
+class NewRollbackChoices:
+    """What the "New rollback" form on the list offers: apps and environments the user is on call for."""
+
+    applications: list[Application]
+    environments: list[Environment]
+
+
+def new_rollback_choices(*, user: User) -> NewRollbackChoices | None:
+    """Return the "New rollback" choices, or None when the user is on call nowhere (no button)."""
+    if not has_role(user, Role.ONCALL):
+        return None
+    apps = Application.objects.order_by("name")
+    patterns = project_filter(user, Role.ONCALL)
+    if patterns is not None:
+        projects = Application.objects.values_list("project", flat=True).distinct()
+        apps = apps.filter(project__in=[p for p in projects if any(fnmatchcase(p, g) for g in patterns)])
+    environments = [
+        e
+        for e in Environment.objects.order_by("order", "name")
+        if has_role(user, Role.ONCALL, environment=e.name)
+    ]
+    applications = list(apps[:500])
+    if not applications or not environments:
+        return None
+    return NewRollbackChoices(applications, environments)
 
 
 def rollback_detail(*, pk: int) -> RollbackRequest:

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.permissions import has_role, project_visible, require_role
 from accounts.roles import Role
 from core.http import AuthenticatedHttpRequest
+from core.querytext import query_text
 from inventory import liveobjects
 from inventory.models import Application, Environment
 
@@ -28,8 +29,8 @@ def rollback_list(request: AuthenticatedHttpRequest) -> HttpResponse:
         "state": request.GET.get("state", "")
         if request.GET.get("state") in RollbackRequest.State.values
         else "",
-        "app": request.GET.get("app", "")[:200],
-        "environment": request.GET.get("env", "")[:64],
+        "app": query_text(request.GET, "app"),
+        "environment": query_text(request.GET, "env", limit=64),
         "emergency": request.GET.get("emergency") == "1",
     }
     rollbacks = list(selectors.rollback_list(user=request.user, **filters)[:200])
@@ -38,6 +39,7 @@ def rollback_list(request: AuthenticatedHttpRequest) -> HttpResponse:
         "rollbacks": rollbacks,
         "filters": filters,
         "states": RollbackRequest.State.choices,
+        "new_rollback": selectors.new_rollback_choices(user=request.user),
     }
     template = "rollbacks/list.html#rows" if request.htmx else "rollbacks/list.html"
     return render(request, template, context)
@@ -65,6 +67,8 @@ def rollback_new(request: AuthenticatedHttpRequest) -> HttpResponse:
     requested_mode = source.get("mode", "")
     mode = requested_mode if requested_mode in RollbackRequest.Mode.values else RollbackRequest.Mode.PREVIOUS
     sha = (source.get("sha") or "").strip()[:64]
+    raw_target = query_text(source, "target", limit=20)
+    target = int(raw_target) if raw_target.isdigit() else None
     moved: list[str] = []
     if request.method == "POST":
         form = RollbackForm(request.POST)
@@ -77,6 +81,7 @@ def rollback_new(request: AuthenticatedHttpRequest) -> HttpResponse:
                     environment=environment,
                     mode=data["mode"],
                     sha=data["sha"],
+                    target_deployment_id=data["target"],
                     reason=data["reason"],
                     incident=data["incident"],
                     observed_deployment_id=data["observed_deployment"],
@@ -98,11 +103,16 @@ def rollback_new(request: AuthenticatedHttpRequest) -> HttpResponse:
                 )
                 return redirect("rollbacks:detail", pk=rollback.pk)
     else:
-        form = RollbackForm(initial={"mode": mode, "sha": sha})
+        form = RollbackForm(initial={"mode": mode, "sha": sha, "target": target})
     # The full page fetches the mirror; htmx preview refreshes (typing a SHA) reuse it.
     fetch = not (request.htmx and request.method == "GET")
     plan = selectors.rollback_plan(
-        application=application, environment=environment, mode=mode, sha=sha, fetch=fetch
+        application=application,
+        environment=environment,
+        mode=mode,
+        sha=sha,
+        target_deployment_id=target,
+        fetch=fetch,
     )
     status = 400 if request.method == "POST" else 200
     if request.htmx and request.method == "GET":

@@ -14,6 +14,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from audit.models import ChangeRecord
+from core.querytext import query_text
 from insight import metrics
 from insight.metrics import (
     CommitInfo,
@@ -79,9 +80,9 @@ class DoraFilters:
         return cls(
             period=period,
             count=count,
-            project=(params.get("project") or "").strip()[:200],
-            app=(params.get("app") or "").strip()[:200],
-            environment=(params.get("environment") or "").strip()[:64],
+            project=query_text(params, "project"),
+            app=query_text(params, "app"),
+            environment=query_text(params, "environment", limit=64),
             errors=tuple(errors),
         )
 

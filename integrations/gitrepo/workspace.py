@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from integrations.gitrepo.command import DEFAULT_MAX_FILE_BYTES, _base_env, _Runner, _scrubber
 from integrations.gitrepo.errors import GitError, InvalidRef, RevertConflict, UnsafeRepositoryContent
-from integrations.gitrepo.paths import _check_tree_path
+from integrations.gitrepo.paths import _MODE_GITLINK, _MODE_SYMLINK, _check_tree_path
 from integrations.gitrepo.validate import (
     _TRAILER_KEY,
     check_remote_url,
@@ -222,16 +222,114 @@ class GitWorkspace:
         All or nothing: on a conflict or an empty revert the branch is reset to where it started
         and RevertConflict / GitError is raised.
         """
+        env = self._identity(author_name, author_email)
+        return self._all_or_nothing(
+            shas, lambda sha: self._revert_one(sha, mainline_for_merges, trailers, env)
+        )
+
+    def _all_or_nothing(self, shas: Sequence[str], revert_one: Callable[[str], str]) -> list[str]:
+        """Run `revert_one` for each SHA; on a GitError reset the branch to where it started."""
         start = self.head()
         created: list[str] = []
-        env = self._identity(author_name, author_email)
         try:
             for raw in shas:
-                created.append(self._revert_one(validate_sha(raw), mainline_for_merges, trailers, env))
+                created.append(revert_one(validate_sha(raw)))
         except GitError:
             self._git.run("reset", "--quiet", "--hard", start)
             raise
         return created
+
+    def revert_paths(
+        self,
+        shas: Sequence[str],
+        *,
+        paths: Sequence[str],
+        trailers: Mapping[str, str] | None = None,
+        author_name: str | None = None,
+        author_email: str | None = None,
+    ) -> list[str]:
+        """Revert commits (newest first) on `paths` only; return the new commit SHAs.
+
+        Each commit's first-parent diff, limited to `paths`, is applied in reverse (three-way, so
+        later unrelated edits of the same files merge); what the commits changed elsewhere stays.
+        All or nothing like `revert`: on a conflict, an empty revert or a staged symlink, submodule
+        or path outside `paths`, the branch is reset to where it started and the error raised.
+        """
+        scope = [validate_repo_path(p) for p in paths]
+        if not scope:
+            raise GitError("a scoped revert needs at least one path")
+        env = self._identity(author_name, author_email)
+        return self._all_or_nothing(shas, lambda sha: self._revert_paths_one(sha, scope, trailers, env))
+
+    def _revert_paths_one(
+        self, sha: str, scope: list[str], trailers: Mapping[str, str] | None, env: dict[str, str]
+    ) -> str:
+        parents = self._git.run("rev-list", "--parents", "-n", "1", "--end-of-options", sha)[1].split()[1:]
+        if not parents:
+            raise GitError(f"{sha} is the root commit and cannot be reverted")
+        full = self._git.run("rev-parse", "--verify", "--end-of-options", f"{sha}^{{commit}}")[1].strip()
+        # The inverse of the commit against its first parent (what landed on the branch), on the scope.
+        patch = self._git.run(
+            "diff",
+            "--binary",
+            "--full-index",
+            "--no-color",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--no-renames",
+            "--end-of-options",
+            full,
+            parents[0],
+            "--",
+            *scope,
+        )[1]
+        if patch.strip():
+            code, _ = self._git.run(
+                "apply", "--3way", "--index", "--whitespace=nowarn", "-", stdin=patch, ok_codes=(0, 1)
+            )
+            if code != 0:
+                self._abort_revert_paths(full)
+        self._check_staged(scope)
+        code, _ = self._git.run("diff", "--cached", "--quiet", ok_codes=(0, 1))
+        if code == 0:
+            raise GitError(f"reverting {full} produced no change in {', '.join(scope)} (already reverted?)")
+        subject = self._git.run("log", "-1", "--format=%s", "--end-of-options", full)[1].strip()
+        message = (
+            f'Revert "{subject}"\n\nThis reverts commit {full} in {", ".join(scope)} only; '
+            "its changes elsewhere stay.\n"
+        )
+        self._git.run(
+            "commit",
+            "--quiet",
+            "--no-verify",
+            "--file=-",
+            stdin=_with_trailers(message, trailers or {}),
+            extra_env=env,
+        )
+        return self.head()
+
+    def _abort_revert_paths(self, sha: str) -> None:
+        conflicted = self._git.run("diff", "--name-only", "--diff-filter=U", "-z")[1].split("\x00")
+        files = [f for f in conflicted if f]
+        if files:
+            raise RevertConflict(f"reverting {sha} conflicts in {len(files)} file(s)", sha=sha, files=files)
+        raise GitError(f"reverting {sha} does not apply to the branch")
+
+    def _check_staged(self, scope: list[str]) -> None:
+        """Refuse staged symlinks, submodules and paths outside the scope (`git apply` wrote them)."""
+        out = self._git.run("diff", "--cached", "--raw", "--no-renames", "-z")[1]
+        fields = [f for f in out.split("\x00")]
+        for meta, path in zip(fields[0::2], fields[1::2], strict=False):
+            if not meta.startswith(":"):
+                continue
+            new_mode = meta[1:].split()[1]
+            if new_mode in (_MODE_SYMLINK, _MODE_GITLINK):
+                raise UnsafeRepositoryContent(
+                    f"refusing {path!r}: the revert would write a link or submodule"
+                )
+            validate_repo_path(path)
+            if not any(path == p or path.startswith(p + "/") for p in scope):
+                raise GitError(f"refusing {path!r}: outside {', '.join(scope)}")
 
     def _revert_one(
         self, sha: str, mainline: bool, trailers: Mapping[str, str] | None, env: dict[str, str]

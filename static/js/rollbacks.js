@@ -4,6 +4,7 @@
   const form = document.getElementById("rollback-form");
   if (!form) return;
   const shaField = document.getElementById("sha-field");
+  const targets = document.getElementById("target-field");
   const justification = document.getElementById("justification-field");
   const emergency = form.querySelector("input[name=emergency]");
 
@@ -14,6 +15,7 @@
 
   function sync() {
     if (shaField) shaField.hidden = mode() !== "commit";
+    if (targets) targets.hidden = mode() !== "previous";
     if (justification && emergency) justification.hidden = !emergency.checked;
   }
 
@@ -24,6 +26,7 @@
       env: form.querySelector("input[name=env]").value,
       mode: mode(),
       sha: (form.querySelector("input[name=sha]") || { value: "" }).value,
+      target: (form.querySelector("input[name=target]:checked") || { value: "" }).value,
     });
     window.htmx.ajax("GET", form.getAttribute("action") + "?" + params.toString(), { target: "#preview", swap: "innerHTML" });
   }

@@ -455,6 +455,59 @@ def test_revert_conflict_leaves_nothing_half_done(workspace: GitWorkspace, origi
     assert not (workspace.path / ".git" / "sequencer").exists()
 
 
+def test_revert_paths_reverts_only_the_given_paths(
+    workspace: GitWorkspace, origin: dict[str, object]
+) -> None:
+    # One commit changing dev and prod: reverting it for prod leaves dev's change in place.
+    workspace.write_file("environments/dev/checkout/kustomization.yml", "newTag: '2.0.0'\n")
+    workspace.write_file("environments/prod/checkout/kustomization.yaml", "newTag: '2.0.0'\n")
+    train = workspace.commit("train", author_name="A", author_email="a@x")
+    assert train is not None
+
+    created = workspace.revert_paths(
+        [train], paths=["environments/prod/checkout"], trailers={"Rollback-Id": "3"}
+    )
+
+    assert len(created) == 1
+    assert (
+        workspace.path / "environments/prod/checkout/kustomization.yaml"
+    ).read_text() == "newTag: '1.1.0'\n"
+    assert (workspace.path / "environments/dev/checkout/kustomization.yml").read_text() == "newTag: '2.0.0'\n"
+    assert git(workspace.path, "diff", "--name-only", train, "HEAD").split() == [
+        "environments/prod/checkout/kustomization.yaml"
+    ]
+    message = git(workspace.path, "log", "-1", "--format=%B")
+    assert message.startswith('Revert "train"') and "Rollback-Id: 3" in message
+
+
+def test_revert_paths_of_a_commit_outside_the_paths_is_an_error(
+    workspace: GitWorkspace, origin: dict[str, object]
+) -> None:
+    start = workspace.head()
+
+    with pytest.raises(GitError, match="no change"):
+        workspace.revert_paths([str(origin["c4"])], paths=["environments/prod/checkout"])
+    with pytest.raises(InvalidRef):
+        workspace.revert_paths([str(origin["c3"])], paths=[".git/hooks"])
+
+    assert workspace.head() == start
+    assert git(workspace.path, "status", "--porcelain") == ""
+
+
+def test_revert_paths_conflict_leaves_nothing_half_done(
+    workspace: GitWorkspace, origin: dict[str, object]
+) -> None:
+    workspace.write_file("environments/prod/checkout/kustomization.yaml", "newTag: '9.9.9'\n")
+    base = workspace.commit("local change", author_name="A", author_email="a@x")
+
+    with pytest.raises(RevertConflict) as info:
+        workspace.revert_paths([str(origin["merge"])], paths=["environments/prod/checkout"])
+
+    assert info.value.files == ("environments/prod/checkout/kustomization.yaml",)
+    assert workspace.head() == base
+    assert git(workspace.path, "status", "--porcelain") == ""
+
+
 def test_revert_of_merge_without_mainline_is_refused(
     workspace: GitWorkspace, origin: dict[str, object]
 ) -> None:

@@ -63,6 +63,14 @@ def test_a_release_manager_sees_promote_but_not_roll_back(client):
     assert not any("Roll back" in c for c in cells.values())
 
 
+def test_promote_to_is_not_offered_when_the_next_environment_runs_the_same_version(client):
+    _seed(4)
+    inv.ArgoApplication.objects.filter(name="svc-4-000-prod-eu").update(version="1.1.0")  # stage's version
+    cells = _matrix(client, user_with_role("release_manager"))
+    assert "Promote to prod" not in cells["svc-4-000-stage-eu"]
+    assert "Promote to prod" in cells["svc-4-001-stage-eu"]
+
+
 def test_on_call_sees_roll_back_but_not_promote(client):
     _seed(4)
     cells = _matrix(client, user_with_role("oncall"))

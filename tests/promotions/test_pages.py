@@ -133,3 +133,37 @@ def test_openapi_document_lists_promotion_endpoints(client, users):
         "/promotions/{id}/cancel",
     ):
         assert path in schema["paths"]
+
+
+def test_new_promotion_is_offered_only_to_release_managers(client, users):
+    client.force_login(users["viewer"])
+    assert "New promotion" not in client.get("/promotions/").content.decode()
+    client.force_login(users["rm"])
+    assert "New promotion" in client.get("/promotions/").content.decode()
+
+
+def test_rejecting_needs_a_reason_and_records_it_in_the_ledger(client, sandbox, users):
+    from audit.models import AuditEvent
+
+    promotion = services.promotion_request_create(
+        actor=users["rm"],
+        applications=[promotable_app(sandbox)],
+        source_env=sandbox.stage,
+        target_env=sandbox.prod,
+    )
+    client.force_login(users["approver"])
+    page = client.get(f"/promotions/{promotion.pk}/").content.decode()
+    assert 'id="reject-form"' in page and "data-confirm=" in page
+    assert 'name="comment" rows="2" required' in page
+
+    client.post(f"/promotions/{promotion.pk}/reject/", {"comment": "   "})
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.REQUESTED
+    assert not AuditEvent.objects.filter(action="promotion.rejected").exists()
+
+    client.post(f"/promotions/{promotion.pk}/reject/", {"comment": "the error budget is spent"})
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.REJECTED
+    event = AuditEvent.objects.get(action="promotion.rejected")
+    assert event.message == "the error budget is spent"
+    assert event.after["reason"] == "the error budget is spent"

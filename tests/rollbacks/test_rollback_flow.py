@@ -328,6 +328,117 @@ def test_the_list_page_filters_emergencies_for_after_the_fact_approval(sandbox_a
     assert healthy_only.status_code == 200 and "No rollbacks match" in healthy_only.content.decode()
 
 
+def _release_train_of_three(sandbox, apps: list[str], tag: str) -> str:
+    """Merge one PR that changes the prod overlays of several apps; return the merge SHA."""
+    ws = sandbox.workspace()
+    ws.create_branch("release/train-42", ws.head())
+    for app in apps:
+        if app == sandbox.app:
+            sandbox.set_tag(ws, "prod", tag)
+        else:
+            path = sandbox.env_file("prod", app)
+            ws.write_file(path, ws.read_file(path).decode() + f"# release train 42: {app}\n")
+    ws.commit("Release train 42", author_name="Release", author_email="rm@example.com")
+    ws.push("release/train-42")
+    pr = sandbox.client().create_pull_request(
+        head="release/train-42", base="main", title="Release train 42", body=""
+    )
+    return sandbox.merge(pr.number)
+
+
+def _git_diff(sandbox, base: str, head: str) -> str:
+    import subprocess
+
+    return subprocess.run(
+        ["git", f"--git-dir={sandbox.bare}", "diff", "--no-color", base, head],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+def test_rolling_back_one_app_of_a_release_train_leaves_the_other_apps_untouched(sandbox, client):
+    apps = sorted(Application.objects.values_list("name", flat=True))
+    assert len(apps) == 3 and sandbox.app in apps
+    version_a = sandbox.argo_apps()[0].version
+    merge_sha = _release_train_of_three(sandbox, apps, "9.9.9")
+    sandbox.converge()
+    # On call for every project: the portal's scope refusal (rollback.refused) does not apply.
+    user = oncall("*")
+    client.force_login(user)
+
+    page = client.get(reverse("rollbacks:new"), {"app": sandbox.app, "env": "prod"})
+    plan = page.context["plan"]
+    assert plan.errors == [] and plan.revert_shas == [merge_sha]
+    html = page.content.decode()
+    assert f"Roll back {sandbox.app} in prod only" in html
+    assert "stays as it is" in html
+    rollback = _request(sandbox, user)
+    services.rollback_pr_open(rollback_id=rollback.pk)
+
+    rollback.refresh_from_db()
+    assert rollback.state == "pr_open", rollback.failure_reason
+    compare = sandbox.client().compare("main", rollback.branch)
+    # Only this app's prod overlay differs from the base; the train's other apps keep their change.
+    assert compare.files == (sandbox.env_file("prod"),)
+    assert _tag_on(sandbox, rollback.branch) == version_a
+    for other in apps:
+        if other != sandbox.app:
+            text = sandbox.workspace(rollback.branch).read_file(sandbox.env_file("prod", other)).decode()
+            assert f"# release train 42: {other}" in text
+    # The diff the form showed is exactly what the pull request contains.
+    assert _git_diff(sandbox, "main", rollback.branch) == plan.diff
+    pr = sandbox.client().get_pull_request(rollback.pr_number)
+    assert pr.title.startswith("Revert") and f"{sandbox.app} only" in pr.title
+    assert "stays as it is" in pr.body
+
+
+def test_the_form_offers_the_deployment_history_and_rolls_back_to_the_chosen_one(sandbox, client):
+    version_a = sandbox.argo_apps()[0].version
+    _, first_merge = sandbox.promote_by_pr("prod", "9.9.8")
+    sandbox.converge()
+    _, second_merge = sandbox.promote_by_pr("prod", "9.9.9")
+    sandbox.converge()
+    client.force_login(oncall(sandbox.team))
+
+    page = client.get(reverse("rollbacks:new"), {"app": sandbox.app, "env": "prod"})
+    plan = page.context["plan"]
+    versions = [t.version for t in plan.targets]
+    assert versions[:2] == ["9.9.8", version_a]
+    assert plan.expected_version == "9.9.8" and plan.revert_shas == [second_merge]
+    html = page.content.decode()
+    assert 'name="target"' in html and "9.9.8" in html and "by " in html
+    # Emergency merge is off for this prod: the option is shown, disabled, with the reason.
+    assert "Not available in prod" in html and 'id="id_emergency" disabled' in html
+
+    older = next(t for t in plan.targets if t.version == version_a)
+    chosen = client.get(
+        reverse("rollbacks:new"), {"app": sandbox.app, "env": "prod", "target": older.deployment_id}
+    ).context["plan"]
+    assert chosen.errors == []
+    assert chosen.expected_version == version_a
+    assert chosen.revert_shas == [second_merge, first_merge]
+
+    user = oncall(sandbox.team, username="oncall2")
+    rollback = _request(sandbox, user, target_deployment_id=older.deployment_id)
+    assert rollback.expected_version == version_a and rollback.revert_shas == [second_merge, first_merge]
+    assert rollback.target_revision == older.revision
+
+    bogus = client.get(reverse("rollbacks:new"), {"app": sandbox.app, "env": "prod", "target": "999999"})
+    assert bogus.context["plan"].errors
+
+
+def test_new_rollback_is_offered_on_the_list_to_on_call_only(sandbox, client):
+    from tests.factories import user_with_role
+
+    client.force_login(user_with_role("viewer", "vic"))
+    assert "New rollback" not in client.get(reverse("rollbacks:list")).content.decode()
+    client.force_login(oncall(sandbox.team))
+    html = client.get(reverse("rollbacks:list")).content.decode()
+    assert "New rollback" in html and f'<option value="{sandbox.app}">' in html
+    assert 'action="/rollbacks/new/"' in html
+
+
 def _release_train(sandbox, other: str, tag: str) -> str:
     """Merge one PR that changes the prod tags of the sandbox app and `other`; return the merge SHA."""
     branch = f"release/train-{tag}"

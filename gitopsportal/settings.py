@@ -259,6 +259,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "gitopsportal.context_processors.portal",
+                "promotions.context_processors.approval_inbox",
             ],
         },
     }

@@ -34,10 +34,13 @@ from .selectors import (
     audit_export_plan,
     change_record_evidence,
     change_records_for_export,
+    change_records_newest_first,
 )
 from .services import audit_checkpoint_current, audit_event_record, checkpoint_as_record, event_as_record
 
-EXPORT_FORMATS = ("csv", "jsonl", "pdf", "bundle")
+EXPORT_FORMATS = ("csv", "jsonl", "pdf", "bundle", "changes")
+# The Change records page offers these (its "CSV" is one row per change, not ledger events).
+CHANGE_PAGE_FORMATS = ("changes", "pdf", "bundle")
 # `project` is not hashed (a scope index derived from the target), so it follows the hash.
 EVENT_COLUMNS: tuple[str, ...] = (*HASHED_FIELDS, "hash", "project")
 CHANGE_COLUMNS: tuple[str, ...] = (
@@ -52,8 +55,15 @@ CONTENT_TYPES = {
     "jsonl": "application/x-ndjson; charset=utf-8",
     "pdf": "application/pdf",
     "bundle": "application/zip",
+    "changes": "text/csv; charset=utf-8",
 }
-EXTENSIONS = {"csv": "csv", "jsonl": "jsonl", "pdf": "pdf", "bundle": "zip"}
+EXTENSIONS = {"csv": "csv", "jsonl": "jsonl", "pdf": "pdf", "bundle": "zip", "changes": "csv"}
+# The auditor's change-record CSV: one row per change, plain cells (no JSON), newest first.
+CHANGE_RECORD_CSV_COLUMNS: tuple[str, ...] = (
+    "id", "kind", "apps", "environment", "requested_by", "requested_at", "approved_by", "approved_at",
+    "pr_number", "pr_url", "merged_by", "merged_at", "from_sha", "to_sha", "version_before",
+    "version_after", "deployed_at", "healthy_at", "outcome", "emergency", "incident", "correlation_id",
+)  # fmt: skip
 
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection, OWASP).
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -126,6 +136,48 @@ def stream_changes_csv(records: Iterable[ChangeRecord]) -> Iterator[str]:
         yield writer.writerow([_cell(row[name]) for name in CHANGE_COLUMNS])
 
 
+def _versions_text(versions: Any) -> str:
+    if isinstance(versions, dict):
+        return "; ".join(f"{k}={v}" for k, v in sorted(versions.items()))
+    return "" if versions is None else str(versions)
+
+
+def change_record_csv_row(record: ChangeRecord) -> dict[str, Any]:
+    """Return one change record as the auditor's CSV row (plain text cells, times in ISO UTC)."""
+    return {
+        "id": record.pk,
+        "kind": record.get_kind_display(),
+        "apps": record.app,
+        "environment": record.environment,
+        "requested_by": record.requester_name,
+        "requested_at": _normalise(record.requested_at),
+        "approved_by": "; ".join(record.approvers),
+        "approved_at": _normalise(record.approved_at),
+        "pr_number": record.pr_number,
+        "pr_url": record.pr_url,
+        "merged_by": record.merged_by,
+        "merged_at": _normalise(record.merged_at),
+        "from_sha": record.revision_before,
+        "to_sha": record.revision_after,
+        "version_before": _versions_text(record.versions_before),
+        "version_after": _versions_text(record.versions_after),
+        "deployed_at": _normalise(record.deployed_at),
+        "healthy_at": _normalise(record.healthy_at),
+        "outcome": record.get_outcome_display(),
+        "emergency": record.emergency,
+        "incident": record.incident,
+        "correlation_id": record.correlation_id,
+    }
+
+
+def stream_change_records_csv(records: Iterable[ChangeRecord]) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    yield writer.writerow(CHANGE_RECORD_CSV_COLUMNS)
+    for record in records:
+        row = change_record_csv_row(record)
+        yield writer.writerow([_cell(row[name]) for name in CHANGE_RECORD_CSV_COLUMNS])
+
+
 # --- starting an export -------------------------------------------------------------------------------
 
 
@@ -143,6 +195,14 @@ class ExportJob:
 
     def events(self) -> Iterator[AuditEvent]:
         return audit_export_events(self.plan)
+
+    def stream(self) -> Iterator[str]:
+        """Stream a text format (csv, jsonl, changes)."""
+        if self.fmt == "changes":
+            return stream_change_records_csv(
+                change_records_newest_first(filters=self.plan.filters, scope=self.plan.scope)
+            )
+        return stream_events_csv(self.events()) if self.fmt == "csv" else stream_events_jsonl(self.events())
 
 
 def audit_export_begin(
@@ -352,7 +412,7 @@ def audit_export_to_file(job: ExportJob, out_path: str, *, created_by: str) -> d
     if job.fmt == "bundle":
         with open(out_path, "wb") as fh:
             return write_bundle(job, fh, created_by=created_by)
-    stream = stream_events_csv(job.events()) if job.fmt == "csv" else stream_events_jsonl(job.events())
+    stream = job.stream()
     lines = 0
     with open(out_path, "w", encoding="utf-8", newline="") as fh:
         for chunk in stream:

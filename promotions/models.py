@@ -153,6 +153,9 @@ class Promotion(models.Model):
     pr_head_sha = models.CharField(max_length=64, blank=True)
     merge_commit_sha = models.CharField(max_length=64, blank=True)
     deployed_revision = models.CharField(max_length=64, blank=True)
+    # The rollback (rollbacks.RollbackRequest id) whose revert merged this promotion's change back out.
+    rolled_back_by = models.PositiveIntegerField(null=True, blank=True)
+    rolled_back_at = models.DateTimeField(null=True, blank=True)
     # Timestamps of every step.
     requested_at = models.DateTimeField(default=timezone.now, db_index=True)
     approved_at = models.DateTimeField(null=True, blank=True)
@@ -200,7 +203,18 @@ class Promotion(models.Model):
 
     @property
     def badge(self) -> str:
-        return STATE_BADGES.get(self.state, "idle")
+        return "warn" if self.rolled_back_by else STATE_BADGES.get(self.state, "idle")
+
+    @property
+    def outcome_display(self) -> str:
+        """The state as people read it: a reverted change says so instead of "Healthy"."""
+        if self.rolled_back_by:
+            return f"Rolled back by #{self.rolled_back_by}"
+        return self.get_state_display()
+
+    @property
+    def rollback_url(self) -> str:
+        return reverse("rollbacks:detail", args=[self.rolled_back_by]) if self.rolled_back_by else ""
 
     @property
     def lead_time(self) -> timedelta | None:

@@ -152,6 +152,7 @@ def rollback_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "nav": "rollbacks",
         "rollback": rollback,
         "argo_apps": selectors.rollback_argo_status(rollback),
+        "reverted_promotions": selectors.rollback_reverted_promotions(rollback),
         "can_cancel": rollback.is_cancellable
         and has_role(
             request.user,

@@ -7,6 +7,9 @@ from typing import Any
 
 from django.db.models import QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
+from django.urls import reverse
+
+from audit.models import ChangeRecord
 
 from .appstate import SHA
 from .models import (
@@ -64,10 +67,87 @@ def commits_between(
     ).order_by("-seq")
 
 
+AUTO_SYNC = "Argo CD (auto-sync)"
+OUT_OF_BAND_HELP = (
+    "Out of band: a change to a production-like environment that did not come through a portal "
+    "pull request (a direct push, or a manual sync or rollback in Argo CD)."
+)
+_CHANGE_URLS = {"promotion": "promotions:detail", "rollback": "rollbacks:detail"}
+
+
+@dataclass(frozen=True)
+class ChangeLink:
+    """The portal change (promotion or rollback) that shipped a revision: who asked, who approved."""
+
+    label: str
+    url: str
+    requester: str
+    approvers: list[str]
+    pr_number: int | None
+    pr_url: str
+    incident: str
+    outcome: str
+
+
 @dataclass
 class TimelineEntry:
-    deployment: Deployment
+    """One change in an environment: a revision, with the clusters that run it inside."""
+
+    deployment: Deployment  # the newest deployment of the change
     revert_sha: str  # the deployed commit, when the user may request its revert
+    clusters: list[Deployment] = field(default_factory=list)
+    change: ChangeLink | None = None
+
+    @property
+    def initiator(self) -> str:
+        """Who started it: the change's requester, the Argo CD user, or Argo CD's auto-sync."""
+        if self.change is not None and self.change.requester:
+            return self.change.requester
+        named = [d.initiated_by for d in self.clusters if d.initiated_by and d.initiated_by != "automated"]
+        if named:
+            return named[0]
+        return (
+            AUTO_SYNC
+            if any(d.automated or d.initiated_by == "automated" for d in self.clusters)
+            else "unknown"
+        )
+
+    @property
+    def out_of_band(self) -> bool:
+        return any(d.out_of_band for d in self.clusters)
+
+
+def _change_links(application: Application, revisions: set[str]) -> dict[tuple[str, str], ChangeLink]:
+    """Return the portal change behind each ``(environment, revision)`` (one query; audit is the sink)."""
+    links: dict[tuple[str, str], ChangeLink] = {}
+    if not revisions:
+        return links
+    records = ChangeRecord.objects.filter(
+        app=application.name, revision_after__in=revisions, source_type__in=_CHANGE_URLS
+    ).order_by("occurred_at", "id")
+    for record in records:
+        source_id = record.evidence_target_id
+        links[(record.environment, record.revision_after)] = ChangeLink(
+            label=f"{record.source_type} #{source_id}",
+            url=reverse(_CHANGE_URLS[record.source_type], args=[int(source_id)])
+            if source_id.isdigit()
+            else "",
+            requester=record.requester_name,
+            approvers=list(record.approvers),
+            pr_number=record.pr_number,
+            pr_url=record.pr_url,
+            incident=record.incident,
+            outcome=record.get_outcome_display(),
+        )
+    return links
+
+
+def _group_by_change(deployments: list[Deployment], limit: int) -> list[list[Deployment]]:
+    """Group an environment's deployments (newest first) into changes: one per revision."""
+    groups: dict[str, list[Deployment]] = {}
+    for d in deployments:
+        groups.setdefault(d.revision or f"history-{d.argo_app_id}-{d.history_id}", []).append(d)
+    return list(groups.values())[:limit]
 
 
 @dataclass
@@ -100,10 +180,11 @@ def app_detail(
     sections = []
     for i, env in enumerate(envs):
         next_env = envs[i + 1] if i + 1 < len(envs) else None
+        # Several clusters per change: read enough rows to fill `timeline_limit` changes.
         deployments = list(
             Deployment.objects.filter(application=application, environment=env)
             .select_related("cluster", "argo_app")
-            .order_by("-deployed_at", "-history_id")[:timeline_limit]
+            .order_by("-deployed_at", "-history_id")[: timeline_limit * 4]
         )
         commits = (
             list(commits_between(application=application, from_env=env, to_env=next_env)[:commits_limit])
@@ -119,8 +200,18 @@ def app_detail(
             )
             section.can_rollback = bool(section.argo_apps) and rights.rollback(application.project, env.name)
         section.timeline = [
-            TimelineEntry(d, d.revision if section.can_rollback and SHA.fullmatch(d.revision) else "")
-            for d in deployments
+            TimelineEntry(
+                group[0],
+                group[0].revision if section.can_rollback and SHA.fullmatch(group[0].revision) else "",
+                clusters=group,
+            )
+            for group in _group_by_change(deployments, timeline_limit)
         ]
         sections.append(section)
+    links = _change_links(
+        application, {e.deployment.revision for s in sections for e in s.timeline if e.deployment.revision}
+    )
+    for section in sections:
+        for entry in section.timeline:
+            entry.change = links.get((section.environment.name, entry.deployment.revision))
     return sections

@@ -61,6 +61,7 @@ def app_detail(request: HttpRequest, name: str) -> HttpResponse:
     context = {
         "app": app,
         "sections": sections,
+        "out_of_band_help": appdetail.OUT_OF_BAND_HELP,
         "environments": envs,
         "left": left,
         "right": right,

@@ -1,0 +1,71 @@
+"""The app timeline: one row per change with its clusters inside, who asked and approved, the PR."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.urls import reverse
+
+from audit.services import change_record_sync
+from inventory import models as inv
+from tests.factories import user_with_role
+from tests.inventory.test_pages_and_api import _seed
+
+pytestmark = pytest.mark.django_db
+
+APP = "svc-1-000"
+
+
+def _prod_section(client) -> str:
+    client.force_login(user_with_role("viewer"))
+    html = client.get(reverse("inventory:app", args=[APP])).content.decode()
+    start = html.index('<h2 id="env-prod">')
+    return html[start : html.find("<h2 id=", start + 10)]
+
+
+def _second_cluster_runs_the_same_revision(
+    *, initiated_by: str = "", automated: bool = False
+) -> inv.Deployment:
+    first = inv.Deployment.objects.get(application__name=APP, environment__name="prod")
+    instance, env = first.argo_app.instance, first.environment
+    cluster = inv.Cluster.objects.create(
+        instance=instance, server="https://prod-us", name="prod-us", environment=env
+    )
+    argo = inv.ArgoApplication.objects.create(
+        instance=instance, name=f"{APP}-prod-us", application=first.application, environment=env,
+        cluster=cluster, project=first.application.project, deployed_revision=first.revision,
+        revision=first.revision, version=first.version, deployed_at=first.deployed_at,
+    )  # fmt: skip
+    inv.Deployment.objects.filter(pk=first.pk).update(initiated_by=initiated_by, automated=automated)
+    return inv.Deployment.objects.create(
+        argo_app=argo, history_id=1, application=first.application, environment=env, cluster=cluster,
+        revision=first.revision, deployed_at=first.deployed_at, version=first.version,
+        initiated_by=initiated_by, automated=automated,
+    )  # fmt: skip
+
+
+def test_one_row_per_change_with_its_clusters_and_the_portal_change_behind_it(client):
+    _seed(1)
+    deployment = _second_cluster_runs_the_same_revision(initiated_by="automated", automated=True)
+    change_record_sync(
+        kind="promotion", source_type="promotion", source_id=f"7:{APP}", app=APP, environment="prod",
+        requester_name="rita", approvers=["alex"], pr_number=12, pr_url="http://forge/pull/12",
+        revision_after=deployment.revision, outcome="succeeded",
+    )  # fmt: skip
+    section = _prod_section(client)
+    assert section.count("data-change-row") == 1
+    assert "prod-eu at" in section and "prod-us at" in section
+    assert "initiated by rita" in section and "approved by alex" in section
+    assert 'href="/promotions/7/"' in section and "PR #12" in section
+    assert "initiated by automated" not in section
+
+
+def test_auto_sync_names_argo_cd_and_out_of_band_is_explained(client):
+    _seed(1)
+    _second_cluster_runs_the_same_revision(initiated_by="automated", automated=True)
+    inv.Deployment.objects.filter(application__name=APP, environment__name="prod").update(out_of_band=True)
+    section = _prod_section(client)
+    assert "initiated by Argo CD (auto-sync)" in section
+    assert re.search(r'title="Out of band: a change to a production-like environment[^"]*"', section)
+    assert "without" in section or "did not come through a portal" in section

@@ -20,7 +20,7 @@ from .models import (
     Deployment,
     Environment,
 )
-from .selectors import ActionRights
+from .selectors import HEALTH_BADGES, SYNC_BADGES, ActionRights
 
 
 def _env_seq(application: Application, env: Environment, *, latest: bool) -> Subquery:
@@ -215,3 +215,71 @@ def app_detail(
         for entry in section.timeline:
             entry.change = links.get((section.environment.name, entry.deployment.revision))
     return sections
+
+
+@dataclass(frozen=True)
+class LaneStage:
+    """One environment of an app's pipeline lane: what runs there and what waits to reach the next."""
+
+    environment: str
+    versions: list[str]
+    revisions: list[str]
+    sync: str
+    sync_badge: str
+    health: str
+    health_badge: str
+    deployed: bool
+    next_env: str
+    waiting: int  # commits here that the next environment does not run yet
+    waiting_versions: str  # "1.4.2 → 1.4.3" when the next environment runs another version
+    can_promote: bool  # a promotion to the next environment is possible for this user
+
+
+def _worst(values: list[str], order: list[str]) -> str:
+    """Return the worst status of the clusters (first in `order`), or the only one."""
+    for value in order:
+        if value in values:
+            return value
+    return values[0] if values else "—"
+
+
+def pipeline_lane(sections: list[EnvSection]) -> list[LaneStage]:
+    """Build the dev → stage → prod lane from the app page's sections (no extra queries)."""
+    lane = []
+    for i, section in enumerate(sections):
+        apps = section.argo_apps
+        nxt = sections[i + 1] if i + 1 < len(sections) else None
+        versions = sorted({a.version for a in apps if a.version})
+        next_versions = sorted({a.version for a in nxt.argo_apps if a.version}) if nxt else []
+        waiting = len(section.commits_ahead_of_next) if nxt else 0
+        differs = bool(nxt and versions and versions != next_versions)
+        sync = _worst([a.sync_status for a in apps if a.sync_status], ["OutOfSync", "Unknown", "Synced"])
+        health = _worst(
+            [a.health_status for a in apps if a.health_status],
+            ["Degraded", "Missing", "Progressing", "Suspended", "Unknown", "Healthy"],
+        )
+        lane.append(
+            LaneStage(
+                environment=section.environment.name,
+                versions=versions,
+                revisions=sorted(
+                    {
+                        (a.deployed_revision or a.revision)[:8]
+                        for a in apps
+                        if a.deployed_revision or a.revision
+                    }
+                ),
+                sync=sync,
+                sync_badge=SYNC_BADGES.get(sync, "idle"),
+                health=health,
+                health_badge=HEALTH_BADGES.get(health, "idle"),
+                deployed=bool(apps),
+                next_env=section.next_env.name if section.next_env else "",
+                waiting=waiting,
+                waiting_versions=(
+                    f"{', '.join(next_versions) or 'nothing'} → {', '.join(versions)}" if differs else ""
+                ),
+                can_promote=bool(section.can_promote_next and apps and (waiting or differs)),
+            )
+        )
+    return lane

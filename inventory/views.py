@@ -62,6 +62,7 @@ def app_detail(request: HttpRequest, name: str) -> HttpResponse:
         "app": app,
         "sections": sections,
         "out_of_band_help": appdetail.OUT_OF_BAND_HELP,
+        "lane": appdetail.pipeline_lane(sections),
         "environments": envs,
         "left": left,
         "right": right,

@@ -69,3 +69,28 @@ def test_auto_sync_names_argo_cd_and_out_of_band_is_explained(client):
     assert "initiated by Argo CD (auto-sync)" in section
     assert re.search(r'title="Out of band: a change to a production-like environment[^"]*"', section)
     assert "without" in section or "did not come through a portal" in section
+
+
+def _lane(html: str) -> str:
+    return html[html.index("data-pipeline-lane") : html.index('<h2 id="env-dev">')]
+
+
+def test_pipeline_lane_shows_each_stage_what_waits_and_one_promote_where_possible(client):
+    _seed(1)
+    inv.ArgoApplication.objects.filter(name=f"{APP}-prod-eu").update(health_status="Degraded")
+    client.force_login(user_with_role("release_manager"))
+    lane = _lane(client.get(reverse("inventory:app", args=[APP])).content.decode())
+    for env, version in (("dev", "1.0.0"), ("stage", "1.1.0"), ("prod", "1.2.0")):
+        assert f'data-stage="{env}"' in lane and f"<code>{version}</code>" in lane
+    assert "1 commit</strong> waiting" in lane and "1.2.0 → 1.1.0" in lane
+    assert "Degraded" in lane
+    assert lane.count("data-promote") == 2  # dev → stage and stage → prod; nothing after prod
+    # Once stage and prod run the same thing, there is nothing to promote: no button.
+    stage = inv.ArgoApplication.objects.get(name=f"{APP}-stage-eu")
+    inv.ArgoApplication.objects.filter(name=f"{APP}-prod-eu").update(
+        version=stage.version, deployed_revision=stage.deployed_revision, revision=stage.revision
+    )
+    lane = _lane(client.get(reverse("inventory:app", args=[APP])).content.decode())
+    assert lane.count("data-promote") == 1 and "Nothing to promote" in lane
+    client.force_login(user_with_role("viewer", "vic"))
+    assert "data-promote" not in _lane(client.get(reverse("inventory:app", args=[APP])).content.decode())

@@ -94,3 +94,15 @@ def test_pipeline_lane_shows_each_stage_what_waits_and_one_promote_where_possibl
     assert lane.count("data-promote") == 1 and "Nothing to promote" in lane
     client.force_login(user_with_role("viewer", "vic"))
     assert "data-promote" not in _lane(client.get(reverse("inventory:app", args=[APP])).content.decode())
+
+
+def test_matrix_shows_summary_counts_and_a_legend(client):
+    _seed(2)
+    inv.ArgoApplication.objects.filter(name="svc-2-000-prod-eu").update(health_status="Degraded")
+    inv.ArgoApplication.objects.filter(name="svc-2-001-stage-eu").update(sync_status="OutOfSync")
+    client.force_login(user_with_role("viewer"))
+    html = client.get(reverse("inventory:matrix")).content.decode()
+    summary = html[html.index("data-matrix-summary") : html.index("</ul>", html.index("data-matrix-summary"))]
+    assert "<strong>6</strong> deployments shown" in summary
+    assert "1 OutOfSync" in summary and "1 Degraded" in summary and "0 stale" in summary
+    assert "data-matrix-legend" in html and "commits behind" in html

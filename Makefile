@@ -37,9 +37,14 @@ test: venv
 	./scripts/ensure-chromium.sh
 	./scripts/with-test-services.sh $(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
+# The same four checks run in CI (.ci/run) and before each commit (.pre-commit-config.yaml).
+LINT_PACKAGES := accounts api audit changes core gitopsportal insight integrations inventory promotions rollbacks
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	PYTHONPATH=. $(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy $(LINT_PACKAGES)
 
 format: venv
 	$(VENV)/bin/ruff check --fix .

@@ -53,7 +53,7 @@ class PortalSessionRefresh(SessionRefresh):
     def _api_request(self, request: HttpRequest) -> HttpResponse | None:
         if request.headers.get("Authorization", "").lower().startswith("bearer "):
             return None
-        backend = request.session.get(BACKEND_SESSION_KEY)
+        backend: str = request.session.get(BACKEND_SESSION_KEY) or ""
         signed_in_by_sso = bool(backend) and issubclass(import_string(backend), OIDCAuthenticationBackend)
         if not (request.user.is_authenticated and signed_in_by_sso):
             return None

@@ -7,8 +7,12 @@ from collections.abc import Callable
 from fnmatch import fnmatchcase
 from typing import Any
 
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
+
+from audit.services import audit_event_record
 
 from .roles import ALL_ROLES, Role
 
@@ -115,8 +119,6 @@ def ensure_role(
 def _record_denial(
     user: Any, role: str, *, project: str | None, environment: str | None, request: HttpRequest | None
 ) -> None:
-    from audit.services import audit_event_record
-
     audit_event_record(
         action="auth.denied",
         actor=user if getattr(user, "is_authenticated", False) else None,
@@ -128,13 +130,12 @@ def _record_denial(
     )
 
 
-def require_role(role: str) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+def require_role(role: str) -> Callable[[Callable[..., HttpResponseBase]], Callable[..., HttpResponseBase]]:
     """Decorate a view: anonymous users go to the login page, users without the role get 403."""
-    from django.contrib.auth.views import redirect_to_login
 
-    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    def decorator(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
         @functools.wraps(view)
-        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
             ensure_role(request.user, role, request=request)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -34,8 +33,8 @@ def user_create(
     email: str = "",
     project: str = "*",
     environment: str = "*",
-    actor: Any = None,
-) -> Any:
+    actor: User | None = None,
+) -> User:
     """Create (or update) a local user with roles: global when project and environment are '*'."""
     for role in roles:
         _check_role(role)
@@ -63,11 +62,11 @@ def user_create(
 @transaction.atomic
 def role_grant_add(
     *,
-    user: Any,
+    user: User,
     role: str,
     project: str = "*",
     environment: str = "*",
-    actor: Any = None,
+    actor: User | None = None,
     source: str = "local",
 ) -> None:
     """Grant a role: a group when unscoped, a RoleGrant row when scoped to a project or environment."""
@@ -94,7 +93,7 @@ def role_grant_add(
 
 @transaction.atomic
 def api_token_create(
-    *, user: Any, name: str = "cli", expires_in_days: int | None = None, actor: Any = None
+    *, user: User, name: str = "cli", expires_in_days: int | None = None, actor: User | None = None
 ) -> tuple[ApiToken, str]:
     """Create an API token; return the row and the raw token, which is never stored or shown again.
 
@@ -124,7 +123,7 @@ def api_token_create(
 
 
 @transaction.atomic
-def api_token_revoke(*, token: ApiToken, actor: Any) -> None:
+def api_token_revoke(*, token: ApiToken, actor: User) -> None:
     """Revoke a token (kept for the record)."""
     if token.revoked_at is None:
         ApiToken.objects.filter(pk=token.pk).update(revoked_at=timezone.now())
@@ -138,7 +137,7 @@ def api_token_revoke(*, token: ApiToken, actor: Any) -> None:
 
 
 @transaction.atomic
-def api_tokens_revoke_all(*, user: Any, reason: str, actor: Any = None) -> int:
+def api_tokens_revoke_all(*, user: User, reason: str, actor: User | None = None) -> int:
     """Revoke every live token of ``user`` (deactivation, offboarding); return how many."""
     revoked = 0
     for token in ApiToken.objects.select_for_update().filter(user=user, revoked_at__isnull=True):
@@ -158,7 +157,7 @@ def api_tokens_revoke_all(*, user: Any, reason: str, actor: Any = None) -> int:
 
 @transaction.atomic
 def oidc_roles_sync(
-    *, user: Any, grants: set[tuple[str, str, str]], reason: str = "identity provider groups"
+    *, user: User, grants: set[tuple[str, str, str]], reason: str = "identity provider groups"
 ) -> bool:
     """Make the user's identity-provider grants exactly ``grants``; return whether anything changed.
 
@@ -202,7 +201,7 @@ def oidc_roles_sync(
 
 
 @transaction.atomic
-def oidc_identity_link(*, user: Any, issuer: str, subject: str) -> OIDCIdentity:
+def oidc_identity_link(*, user: User, issuer: str, subject: str) -> OIDCIdentity:
     """Bind ``user`` to the provider's issuer + subject (their first SSO sign-in since identities exist)."""
     identity = OIDCIdentity.objects.create(user=user, issuer=issuer, subject=subject)
     audit_event_record(

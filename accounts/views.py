@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
+
+from core.http import AuthenticatedHttpRequest
 
 from .models import ApiToken
 from .permissions import is_admin, require_role
@@ -24,14 +26,18 @@ def _expiry_choices() -> tuple[int, ...]:
     return tuple(sorted({d for d in EXPIRY_CHOICES if d <= limit} | {limit}))
 
 
-def _visible_tokens(request: HttpRequest):
+def _visible_tokens(request: AuthenticatedHttpRequest):
     """Return the tokens this user may see: their own; an admin sees everyone's."""
     tokens = ApiToken.objects.select_related("user").order_by("-created_at")
     return tokens if is_admin(request.user) else tokens.filter(user=request.user)
 
 
 def _page(
-    request: HttpRequest, *, new_token: str | None = None, new_row: ApiToken | None = None, errors=None
+    request: AuthenticatedHttpRequest,
+    *,
+    new_token: str | None = None,
+    new_row: ApiToken | None = None,
+    errors=None,
 ):
     response = render(
         request,
@@ -54,7 +60,7 @@ def _page(
 @require_GET
 @never_cache
 @require_role(Role.VIEWER)
-def token_list(request: HttpRequest) -> HttpResponse:
+def token_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     """List the user's API tokens with their expiry and last use."""
     return _page(request)
 
@@ -62,7 +68,7 @@ def token_list(request: HttpRequest) -> HttpResponse:
 @require_POST
 @never_cache
 @require_role(Role.VIEWER)
-def token_create(request: HttpRequest) -> HttpResponse:
+def token_create(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Create a token for the signed-in user and show it once (never stored, never redirected)."""
     name = request.POST.get("name", "").strip()
     errors = []
@@ -82,7 +88,7 @@ def token_create(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @require_role(Role.VIEWER)
-def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+def token_revoke(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """Revoke one of the user's tokens (an admin may revoke anyone's)."""
     token = _visible_tokens(request).filter(pk=pk).first()
     if token is None:

@@ -62,7 +62,7 @@ def read_json(request: HttpRequest) -> dict[str, Any]:
     """Parse a JSON object body, or raise a 400 ApiError."""
     if not request.body:
         return {}
-    if not request.content_type.startswith("application/json"):
+    if not (request.content_type or "").startswith("application/json"):
         raise ApiError(415, "send Content-Type: application/json")
     try:
         payload = json.loads(request.body)
@@ -99,7 +99,9 @@ def api_view(
                 elif not request.user.is_authenticated:
                     raise ApiError(401, "authentication required (session or Authorization: Bearer token)")
                 elif request.method not in ("GET", "HEAD", "OPTIONS"):
-                    reason = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})
+                    # The view itself, not `wrapped`: the wrapper is csrf_exempt and would skip the check.
+                    check = CsrfViewMiddleware(lambda r: HttpResponse())
+                    reason = check.process_view(request, view, (), {})
                     if reason is not None:
                         raise ApiError(403, "CSRF check failed")
                 if role is not None and not has_role(request.user, role):

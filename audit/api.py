@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest
 
 from accounts.roles import Role
-from gitopsportal.api import ApiError, api_view
+from api.http import ApiError, api_view
+from core.http import AuthenticatedHttpRequest
 
 from .access import audit_scope
 from .exports import change_export_record, event_export_record
@@ -18,14 +18,14 @@ from .selectors import audit_event_list, change_record_list
 MAX_LIMIT = 500
 
 
-def _filters(request: HttpRequest) -> AuditFilters:
+def _filters(request: AuthenticatedHttpRequest) -> AuditFilters:
     try:
         return AuditFilters.from_mapping(request.GET)
     except ValidationError as exc:
         raise ApiError(400, "; ".join(exc.messages)) from None
 
 
-def _limit(request: HttpRequest) -> int:
+def _limit(request: AuthenticatedHttpRequest) -> int:
     try:
         limit = int(request.GET.get("limit", "100"))
     except ValueError:
@@ -36,7 +36,7 @@ def _limit(request: HttpRequest) -> int:
 
 
 @api_view(("GET",), role=Role.AUDITOR)
-def events(request: HttpRequest) -> dict[str, Any]:
+def events(request: AuthenticatedHttpRequest) -> dict[str, Any]:
     """List ledger events newest first; follow ``next`` (a sequence) with ``?before=``."""
     before_raw = request.GET.get("before", "")
     if before_raw and not before_raw.isdigit():
@@ -51,7 +51,7 @@ def events(request: HttpRequest) -> dict[str, Any]:
 
 
 @api_view(("GET",), role=Role.AUDITOR)
-def changes(request: HttpRequest) -> dict[str, Any]:
+def changes(request: AuthenticatedHttpRequest) -> dict[str, Any]:
     """List change records newest first; follow ``next`` with ``?cursor=``."""
     page = change_record_list(
         filters=_filters(request),

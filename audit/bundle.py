@@ -14,9 +14,9 @@ would verify against the key inside it. ``manage.py audit_checkpoint`` prints th
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
-import io
 import json
 import sys
 import zipfile
@@ -324,7 +324,7 @@ def verify_bundle(
         checkpoint = manifest.get("checkpoint") or {}
         verifier = ChainVerifier(contiguous=bool(manifest.get("contiguous", True)))
         with zf.open(EVENTS_FILE) as fh:
-            for record in _iter_jsonl(io.BufferedReader(fh), problems):  # type: ignore[arg-type]
+            for record in _iter_jsonl(fh, problems):
                 verifier.feed(record)
                 at_head = checkpoint and record.get("sequence") == checkpoint.get("head_sequence")
                 if at_head and record.get("hash") != checkpoint.get("head_hash"):
@@ -369,8 +369,6 @@ def verify_bundle(
 
 def main(argv: list[str] | None = None) -> int:
     """Verify a bundle from the command line; exit 0 only if everything verifies."""
-    import argparse
-
     parser = argparse.ArgumentParser(description="Verify a GitOps Portal audit bundle offline.")
     parser.add_argument("bundle")
     parser.add_argument("--public-key", help="PEM file of the portal's published audit public key")

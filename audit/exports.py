@@ -37,6 +37,7 @@ from .selectors import (
     change_records_newest_first,
 )
 from .services import audit_checkpoint_current, audit_event_record, checkpoint_as_record, event_as_record
+from .signing import current_key_id, current_public_key_pem, signing_key
 
 EXPORT_FORMATS = ("csv", "jsonl", "pdf", "bundle", "changes")
 # The Change records page offers these (its "CSV" is one row per change, not ledger events).
@@ -253,8 +254,6 @@ class _HashingWriter:
 
 def write_bundle(job: ExportJob, out: IO[bytes], *, created_by: str) -> dict[str, Any]:
     """Write the signed zip (events.jsonl, change-records.csv, manifest.json, manifest.sig)."""
-    from .signing import current_key_id, current_public_key_pem, signing_key
-
     first: dict[str, Any] | None = None
     last: dict[str, Any] | None = None
     count = 0
@@ -309,6 +308,7 @@ def write_bundle(job: ExportJob, out: IO[bytes], *, created_by: str) -> dict[str
 
 
 def _p(text: Any, style: Any) -> Any:
+    # reportlab is imported lazily (here and in write_pdf): it is heavy, and only PDF exports need it.
     from reportlab.platypus import Paragraph
 
     return Paragraph(escape("" if text is None else str(text)), style)
@@ -374,8 +374,6 @@ def write_pdf(job: ExportJob, path: str, *, created_by: str) -> int:
     from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
     from reportlab.lib.units import mm
     from reportlab.platypus import KeepTogether, SimpleDocTemplate, Spacer, Table, TableStyle
-
-    from .signing import current_key_id
 
     styles = getSampleStyleSheet()
     body, h1, h2 = styles["BodyText"], styles["Title"], styles["Heading2"]

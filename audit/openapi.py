@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from audit.chain import HASHED_FIELDS
 
 _FILTER_PARAMETERS = [
@@ -16,9 +18,9 @@ _FILTER_PARAMETERS = [
 ]  # fmt: skip
 
 _NULLABLE_STRING = {"type": ["string", "null"]}
-_JSON = {}  # any JSON value
+_JSON: dict[str, Any] = {}  # any JSON value
 
-_EVENT_PROPERTIES = {name: {"type": "string"} for name in HASHED_FIELDS}
+_EVENT_PROPERTIES: dict[str, dict[str, Any]] = {name: {"type": "string"} for name in HASHED_FIELDS}
 _EVENT_PROPERTIES.update(
     {
         "sequence": {"type": "integer"},

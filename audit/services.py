@@ -83,6 +83,7 @@ from .chain import _normalise, event_hash
 from .context import current_actor_context
 from .models import GENESIS_HASH, AuditCheckpoint, AuditEvent, ChangeRecord
 from .scope import target_scope
+from .signing import current_key_id, signing_key
 
 # Any fixed 64-bit number: the key of the PostgreSQL advisory lock that serialises appends.
 AUDIT_CHAIN_LOCK_KEY = 0x6175646974636861
@@ -416,8 +417,6 @@ def checkpoint_as_record(checkpoint: AuditCheckpoint) -> dict[str, Any]:
 @transaction.atomic
 def audit_checkpoint_create(*, force: bool = False) -> AuditCheckpoint | None:
     """Sign the chain head; None when the ledger is empty or its head is already signed (unless force)."""
-    from .signing import current_key_id, signing_key
-
     _lock_chain()  # a consistent head and count: no append can slip in between
     head = AuditEvent.objects.order_by("-sequence").values_list("sequence", "hash").first()
     if head is None:

@@ -47,7 +47,7 @@ def _load_or_create_development_key() -> Ed25519PrivateKey:
 @functools.cache
 def signing_key() -> Ed25519PrivateKey:
     """Return the private key from settings, or the development key."""
-    pem = getattr(settings, "AUDIT_SIGNING_KEY", None)
+    pem = settings.AUDIT_SIGNING_KEY
     if pem:
         try:
             return load_private_key(pem.replace("\\n", "\n"))
@@ -55,7 +55,7 @@ def signing_key() -> Ed25519PrivateKey:
             raise ImproperlyConfigured(
                 f"AUDIT_SIGNING_KEY: not an Ed25519 private key in PEM ({exc})"
             ) from None
-    if getattr(settings, "PRODUCTION", False):
+    if settings.PRODUCTION:
         raise ImproperlyConfigured("AUDIT_SIGNING_KEY: required in production")
     return _load_or_create_development_key()
 
@@ -75,7 +75,7 @@ def current_public_key_pem() -> str:
 def verification_keys() -> dict[str, Ed25519PublicKey]:
     """Return every key that may have signed a checkpoint, by key id."""
     keys = {current_key_id(): public_key()}
-    for pem in getattr(settings, "AUDIT_VERIFY_PUBLIC_KEYS", ()) or ():
+    for pem in settings.AUDIT_VERIFY_PUBLIC_KEYS:
         key = load_public_key(pem)
         keys[public_key_id(key)] = key
     return keys

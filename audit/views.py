@@ -8,13 +8,14 @@ import tempfile
 from datetime import timedelta
 
 from django.core.exceptions import ValidationError
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.permissions import ensure_role, require_role
 from accounts.roles import Role
+from core.http import AuthenticatedHttpRequest
 
 from .access import audit_scope
 from .chain import event_hash
@@ -46,7 +47,7 @@ VERIFY_COMMANDS = (
 )
 
 
-def _filters(request: HttpRequest) -> tuple[AuditFilters, str]:
+def _filters(request: AuthenticatedHttpRequest) -> tuple[AuditFilters, str]:
     try:
         return AuditFilters.from_mapping(request.GET), ""
     except ValidationError as exc:
@@ -78,7 +79,7 @@ def _key_context() -> dict:
 
 @require_GET
 @require_role(Role.AUDITOR)
-def event_list(request: HttpRequest) -> HttpResponse:
+def event_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     filters, error = _filters(request)
     page = audit_event_list(
         filters=filters, scope=audit_scope(request.user), before=_cursor(request.GET.get("before"))
@@ -99,7 +100,7 @@ def event_list(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @require_role(Role.AUDITOR)
-def event_detail(request: HttpRequest, sequence: int) -> HttpResponse:
+def event_detail(request: AuthenticatedHttpRequest, sequence: int) -> HttpResponse:
     event = audit_event_get(sequence=sequence, scope=audit_scope(request.user))
     if event is None:
         raise Http404("no such event")
@@ -125,7 +126,7 @@ def event_detail(request: HttpRequest, sequence: int) -> HttpResponse:
 
 @require_GET
 @require_role(Role.AUDITOR)
-def change_list(request: HttpRequest) -> HttpResponse:
+def change_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     filters, error = _filters(request)
     page = change_record_list(
         filters=filters, scope=audit_scope(request.user), cursor=request.GET.get("cursor", "")[:80]
@@ -151,7 +152,7 @@ def change_list(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @require_role(Role.AUDITOR)
-def change_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def change_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     record = change_record_get(pk=pk, scope=audit_scope(request.user))
     if record is None:
         raise Http404("no such change record")
@@ -192,7 +193,7 @@ def change_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @require_role(Role.AUDITOR)
-def export(request: HttpRequest, fmt: str) -> HttpResponse:
+def export(request: AuthenticatedHttpRequest, fmt: str) -> HttpResponse | StreamingHttpResponse:
     """Download an export; the `audit.exported` event is committed before the first byte."""
     if fmt not in EXPORT_FORMATS:
         raise Http404("unknown export format")
@@ -221,7 +222,7 @@ def export(request: HttpRequest, fmt: str) -> HttpResponse:
 
 @require_GET
 @require_role(Role.AUDITOR)
-def public_key(request: HttpRequest) -> HttpResponse:
+def public_key(request: AuthenticatedHttpRequest) -> HttpResponse:
     response = HttpResponse(current_public_key_pem(), content_type="application/x-pem-file")
     response["Content-Disposition"] = f'attachment; filename="audit-public-key-{current_key_id()}.pem"'
     return response

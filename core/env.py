@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -78,7 +79,7 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return raw
 
 
-def parse_database_url(url: str, *, variable: str = "DATABASE_URL") -> dict:
+def parse_database_url(url: str, *, variable: str = "DATABASE_URL") -> dict[str, Any]:
     """Turn postgres://user:pass@host:port/db or sqlite:///path into a Django DATABASES entry."""
     try:
         parts = urlsplit(url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
@@ -30,10 +31,11 @@ class SecretStr(str):
         return f"…{self[-4:]}" if len(self) >= 8 else "****"
 
 
-class EncryptedTextField(models.TextField):
+# Django's fields are generic in django-stubs only: subscripting TextField would fail at run time.
+class EncryptedTextField(models.TextField):  # type: ignore[type-arg]
     """Store a secret as a Fernet token; read it back as a SecretStr."""
 
-    def from_db_value(self, value, expression, connection):
+    def from_db_value(self, value: str | None, expression: Any, connection: Any) -> str | None:
         if value is None or value == "":
             return value
         try:
@@ -44,10 +46,10 @@ class EncryptedTextField(models.TextField):
                 f"cannot decrypt {self.model.__name__}.{self.name}: check GITOPSPORTAL_ENCRYPTION_KEYS"
             ) from None
 
-    def get_prep_value(self, value):
+    def get_prep_value(self, value: Any) -> Any:
         if value is None or value == "":
             return value
         return fernet().encrypt(str(value).encode()).decode()
 
-    def to_python(self, value):
+    def to_python(self, value: Any) -> Any:
         return value

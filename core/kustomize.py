@@ -16,6 +16,7 @@ Scalars are read as written (`newTag: 1.10` stays "1.10", not the number 1.1).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
@@ -90,7 +91,7 @@ def _text(value: str | bytes | None) -> str:
     return value
 
 
-def _scalar(entry: dict, key: str) -> str:
+def _scalar(entry: dict[str, Any], key: str) -> str:
     value = entry.get(key)
     # The base loader keeps every scalar a string; `key:` with nothing after it reads as "".
     return "" if value is None or value in ("~", "null") else str(value).strip()

@@ -6,10 +6,7 @@ import json
 import logging
 from datetime import UTC, datetime
 
-# transitional: removed once lifecycle/rooms/auditsink have merged
-from core.requestid import current_request_id, new_request_id, set_request_id
-
-__all__ = ["JsonFormatter", "RequestIdFilter", "current_request_id", "new_request_id", "set_request_id"]
+from core.requestid import current_request_id
 
 
 class RequestIdFilter(logging.Filter):

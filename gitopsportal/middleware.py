@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
+from audit.context import ActorContext, reset_actor_context, set_actor_context
 from core.requestid import new_request_id, set_request_id
 
 logger = logging.getLogger("gitopsportal.request")
@@ -62,8 +63,6 @@ class AuditContextMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        from audit.context import ActorContext, reset_actor_context, set_actor_context
-
         token = set_actor_context(
             ActorContext(
                 ip_address=client_ip(request),

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import re
 import secrets
 import sys
 from pathlib import Path
+from typing import Any
 
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
+from accounts.rolemap import parse_role_map
 from core.env import (
     check_redis_url,
     env_bool,
@@ -248,7 +255,7 @@ ROOT_URLCONF = "gitopsportal.urls"
 WSGI_APPLICATION = "gitopsportal.wsgi.application"
 ASGI_APPLICATION = "gitopsportal.asgi.application"
 
-TEMPLATES = [
+TEMPLATES: list[dict[str, Any]] = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
         "DIRS": [BASE_DIR / "templates"],
@@ -377,13 +384,7 @@ OIDC_EXEMPT_URLS = [re.compile(r"^/(healthz|readyz|static/)")]
 LOGIN_REDIRECT_URL_FAILURE = "/accounts/login/?sso=failed"
 
 
-def _oidc_role_mappings():
-    from accounts.rolemap import parse_role_map
-
-    return parse_role_map(OIDC_ROLE_MAP)
-
-
-OIDC_ROLE_MAPPINGS = _oidc_role_mappings()
+OIDC_ROLE_MAPPINGS = parse_role_map(OIDC_ROLE_MAP)
 if OIDC_ENABLED:
     for _name in (
         "OIDC_RP_CLIENT_ID",
@@ -414,8 +415,6 @@ if not ENCRYPTION_KEYS:
         raise ImproperlyConfigured(
             "GITOPSPORTAL_ENCRYPTION_KEYS: required in production (Fernet keys, comma-separated)"
         )
-    import base64
-    import hashlib
 
     # Development: a key derived from the dev secret, so the embedded demo needs no setup.
     ENCRYPTION_KEYS = [
@@ -426,8 +425,6 @@ if not ENCRYPTION_KEYS:
 
 
 def _check_fernet_keys(keys: list[str]) -> None:
-    from cryptography.fernet import Fernet
-
     for position, key in enumerate(keys, start=1):
         try:
             Fernet(key.encode())
@@ -447,9 +444,6 @@ if not AUDIT_SIGNING_KEY and PRODUCTION:
 
 def _verify_public_keys(text: str) -> list[str]:
     """Split concatenated PEM public keys (earlier audit signing keys) and check each is Ed25519."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
     text = text.replace("\\n", "\n")
     blocks = re.findall(r"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", text, re.S)
     if text.strip() and not blocks:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.dispatch import receiver
 
+from audit.aggregate import audit_event_record_aggregated
+from audit.services import audit_event_record
+
 
 @receiver(user_logged_in)
 def _on_login(sender, request, user, **kwargs) -> None:
-    from audit.services import audit_event_record
-
     backend = getattr(user, "backend", "") or ""
     method = "oidc" if "oidc" in backend.lower() else "password"
     audit_event_record(
@@ -24,8 +25,6 @@ def _on_login(sender, request, user, **kwargs) -> None:
 
 @receiver(user_logged_out)
 def _on_logout(sender, request, user, **kwargs) -> None:
-    from audit.services import audit_event_record
-
     if user is not None:
         audit_event_record(
             action="auth.logout",
@@ -39,7 +38,6 @@ def _on_logout(sender, request, user, **kwargs) -> None:
 @receiver(user_login_failed)
 def _on_login_failed(sender, credentials, request=None, **kwargs) -> None:
     # Aggregated per client address and minute: failed sign-ins must not grow the ledger per request.
-    from audit.aggregate import audit_event_record_aggregated
 
     username = str(credentials.get("username", ""))[:150]
     audit_event_record_aggregated(

@@ -8,6 +8,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.views.decorators.http import require_GET
 
+from gitopsportal.celery import app
+
 
 @require_GET
 def healthz(request: HttpRequest) -> HttpResponse:
@@ -25,8 +27,6 @@ def _check_database() -> str | None:
 
 
 def _check_broker() -> str | None:
-    from gitopsportal.celery import app
-
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)

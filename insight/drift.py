@@ -16,9 +16,13 @@ matched by name, so a container added or an env var injected by hand shows up as
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from integrations.argocd import ArgoCDError
+from inventory.clients import argocd_client_for
 
 MUTATION = "mutation"
 OPERATIONAL = "operational"
@@ -121,7 +125,6 @@ def _short(value: Any, *, hide: bool) -> str:
         return "(absent)"
     if hide:
         return "(hidden)"
-    import json
 
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
     return text if len(text) <= _MAX_VALUE else text[: _MAX_VALUE - 1] + "…"
@@ -284,9 +287,6 @@ def classify_resources(items: Iterable[Any]) -> DriftResult:
 
 def drift_resources_fetch(*, argo_app: Any) -> DriftResult:
     """Read an app's managed resources from its Argo CD instance now and classify them."""
-    from integrations.argocd import ArgoCDError
-    from inventory.clients import argocd_client_for
-
     try:
         items = argocd_client_for(argo_app.instance).managed_resources(argo_app.name)
     except ArgoCDError as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 
 from .models import EVENT_KIND_CHOICES, Subscription
@@ -30,8 +32,9 @@ class SubscriptionForm(forms.Form):
         help_text="HMAC key for X-GitopsPortal-Signature-256 (generic webhooks)",
     )
 
-    def clean(self) -> dict:
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         kinds = list(data.get("event_kinds") or [])
         for raw in (data.get("extra_kinds") or "").split(","):
             value = raw.strip()

@@ -96,11 +96,12 @@ class Delivery(models.Model):
 
     @property
     def badge(self) -> str:
-        return {
+        badges: dict[str, str] = {
             self.Status.SUCCEEDED: "badge-ok",
             self.Status.FAILED: "badge-bad",
             self.Status.RETRYING: "badge-warn",
-        }.get(self.status, "badge-info")
+        }
+        return badges.get(self.status, "badge-info")
 
 
 class Finding(models.Model):

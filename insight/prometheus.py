@@ -10,14 +10,20 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.db.models import Count, Max
 from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from audit.models import AuditCheckpoint, AuditEvent
 from gitopsportal.celery import ALL_QUEUES
+from inventory.models import ArgoApplication, ArgoInstance
+from promotions.models import Promotion, PromotionState
+from rollbacks.models import RollbackRequest
 
+from .models import Delivery
 from .signals import TASK_FAILURES_KEY, TASK_RETRIES_KEY
 
 logger = logging.getLogger(__name__)
@@ -43,9 +49,6 @@ class PortalCollector:
         yield from self._broker()
 
     def _argocd(self) -> Iterator[Metric]:
-        from audit.models import AuditEvent
-        from inventory.models import ArgoInstance
-
         now = timezone.now()
         duration = GaugeMetricFamily(
             "gitopsportal_argocd_poll_duration_seconds",
@@ -96,8 +99,6 @@ class PortalCollector:
         yield from (duration, lag, last_success, stale, apps_seen, errors)
 
     def _apps(self) -> Iterator[Metric]:
-        from inventory.models import ArgoApplication
-
         family = GaugeMetricFamily(
             "gitopsportal_argocd_applications",
             "Argo CD applications by instance, sync and health status",
@@ -113,9 +114,6 @@ class PortalCollector:
         yield family
 
     def _flows(self) -> Iterator[Metric]:
-        from promotions.models import Promotion, PromotionState
-        from rollbacks.models import RollbackRequest
-
         promotions = GaugeMetricFamily(
             "gitopsportal_promotions", "Promotion requests by state", labels=["state"]
         )
@@ -136,8 +134,6 @@ class PortalCollector:
         yield rollbacks
 
     def _audit(self) -> Iterator[Metric]:
-        from audit.models import AuditCheckpoint, AuditEvent
-
         head = AuditEvent.objects.aggregate(head=Max("sequence"))["head"] or 0
         yield GaugeMetricFamily(
             "gitopsportal_audit_chain_length",
@@ -162,8 +158,6 @@ class PortalCollector:
         yield behind
 
     def _notifications(self) -> Iterator[Metric]:
-        from .models import Delivery
-
         family = GaugeMetricFamily(
             "gitopsportal_notification_deliveries", "Webhook deliveries by status", labels=["status"]
         )
@@ -191,8 +185,6 @@ class PortalCollector:
             yield from (depth, failures, retries)
             return
         try:
-            import redis
-
             client: Any = redis.Redis.from_url(
                 settings.CELERY_BROKER_URL, socket_timeout=2, socket_connect_timeout=2
             )
@@ -220,5 +212,5 @@ class PortalCollector:
 def render_metrics() -> bytes:
     """Return the exposition text of one scrape."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PortalCollector())  # type: ignore[arg-type]
+    registry.register(PortalCollector())
     return generate_latest(registry)

@@ -13,7 +13,9 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from celery import current_app
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
@@ -21,11 +23,15 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.services import audit_event_record
+from inventory.models import Application, ArgoApplication
 
 from . import webhooks
 from .models import Delivery, Finding, Subscription
+from .selectors import exceptions_list
 
 logger = logging.getLogger(__name__)
+# The Celery name of insight.tasks.delivery_send_task.
+DELIVERY_SEND_TASK = "insight.tasks.delivery_send_task"
 
 LEASE = timedelta(seconds=90)
 SYSTEM_NAME = "insight"
@@ -70,7 +76,7 @@ def _subscription_snapshot(subscription: Subscription) -> dict[str, Any]:
 @transaction.atomic
 def subscription_create(
     *,
-    actor: Any,
+    actor: User,
     name: str,
     project_glob: str,
     event_kinds: list[str],
@@ -108,7 +114,7 @@ def subscription_create(
 @transaction.atomic
 def subscription_update(
     *,
-    actor: Any,
+    actor: User,
     subscription_id: int,
     active: bool | None = None,
     secret: str | None = None,
@@ -140,7 +146,7 @@ def subscription_update(
 
 
 @transaction.atomic
-def subscription_delete(*, actor: Any, subscription_id: int) -> None:
+def subscription_delete(*, actor: User, subscription_id: int) -> None:
     """Delete a subscription and its delivery log."""
     subscription = Subscription.objects.select_for_update().get(pk=subscription_id)
     before = _subscription_snapshot(subscription)
@@ -162,8 +168,6 @@ def subscription_delete(*, actor: Any, subscription_id: int) -> None:
 
 def event_projects(event: AuditEvent) -> set[str]:
     """Return the projects of an event's apps (the app field may list several, comma-separated)."""
-    from inventory.models import Application
-
     names = [n for n in (event.app or "").split(",") if n]
     if not names:
         return set()
@@ -229,10 +233,9 @@ def notify_event(audit_event: AuditEvent) -> list[int]:
 
 def delivery_enqueue(*, delivery_id: int, countdown: float = 0) -> None:
     """Send a delivery's task to the broker; a lost message is re-sent by the sweeper."""
-    from .tasks import delivery_send_task
-
     try:
-        delivery_send_task.apply_async(args=[delivery_id], countdown=countdown or None)
+        # By name, as changes.lifecycle does: the tasks module imports this one.
+        current_app.send_task(DELIVERY_SEND_TASK, args=[delivery_id], countdown=countdown or None)
     except Exception:  # the broker is down: the row stays pending and the sweeper retries
         logger.warning("could not enqueue delivery %s; the sweeper will retry", delivery_id, exc_info=True)
 
@@ -352,9 +355,6 @@ class _Current:
 
 
 def _current_findings(now: datetime) -> dict[tuple[str, str], _Current]:
-    from inventory.models import ArgoApplication
-
-    from .selectors import exceptions_list
 
     lag = timedelta(minutes=int(settings.INSIGHT_SYNC_LAG_MINUTES))
     current: dict[tuple[str, str], _Current] = {}

@@ -15,12 +15,16 @@ from __future__ import annotations
 import functools
 import logging
 
+import redis
 from celery import signals as celery_signals
+from django.conf import settings
 from django.db import transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
 from audit.models import AuditEvent
+
+from .services import notify_event
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +33,6 @@ TASK_RETRIES_KEY = "gitopsportal:metrics:task_retries"
 
 
 def _notify_safely(event: AuditEvent) -> None:
-    from .services import notify_event
-
     try:
         notify_event(event)
     except Exception:
@@ -49,13 +51,9 @@ def audit_event_saved(
 
 
 def _count(key: str, task_name: str) -> None:
-    from django.conf import settings
-
     if settings.BROKER_IS_EMBEDDED:
         return
     try:
-        import redis
-
         client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=1, socket_connect_timeout=1)
         client.hincrby(key, task_name, 1)
     except Exception:

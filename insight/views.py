@@ -20,11 +20,13 @@ from accounts.permissions import ensure_role, has_role, project_visible, require
 from accounts.roles import Role
 from accounts.tokens import InvalidApiToken, bearer_token_user
 from core.durations import format_duration
+from core.http import AuthenticatedHttpRequest
 
 from . import charts, metrics
 from .drift import CATEGORY_LABELS, CONFIGURATION, MUTATION, OPERATIONAL, drift_resources_fetch
 from .forms import SubscriptionForm
 from .models import Delivery, Subscription
+from .prometheus import CONTENT_TYPE, render_metrics
 from .selectors import (
     DoraFilters,
     dora_report,
@@ -130,7 +132,7 @@ def _summary_text(key: str, s: metrics.Summary) -> dict[str, Any]:
 
 @require_GET
 @require_role(Role.VIEWER)
-def dora(request: HttpRequest) -> HttpResponse:
+def dora(request: AuthenticatedHttpRequest) -> HttpResponse:
     filters = DoraFilters.from_query(request.GET)
     report, inputs = dora_report(user=request.user, filters=filters)
     total = _summary_text("all", report.total)
@@ -212,7 +214,7 @@ def _csv_row(scope: str, key: str, start: str, s: metrics.Summary) -> list[Any]:
 
 @require_GET
 @require_role(Role.VIEWER)
-def dora_csv(request: HttpRequest) -> HttpResponse:
+def dora_csv(request: AuthenticatedHttpRequest) -> HttpResponse:
     filters = DoraFilters.from_query(request.GET)
     report, _ = dora_report(user=request.user, filters=filters)
     buffer = io.StringIO()
@@ -249,7 +251,7 @@ def _minutes(raw: str | None) -> int | None:
 
 @require_GET
 @require_role(Role.VIEWER)
-def drift(request: HttpRequest) -> HttpResponse:
+def drift(request: AuthenticatedHttpRequest) -> HttpResponse:
     minutes = _minutes(request.GET.get("minutes"))
     context = {
         "nav": "insight",
@@ -263,7 +265,7 @@ def drift(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @require_role(Role.VIEWER)
-def drift_resources(request: HttpRequest, pk: int) -> HttpResponse:
+def drift_resources(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     argo_app = drift_argo_app_get(user=request.user, pk=pk)
     if argo_app is None:
         raise Http404("no such application")
@@ -315,7 +317,7 @@ def _notifications_context(form: SubscriptionForm) -> dict[str, Any]:
 
 @require_GET
 @require_role(Role.ADMIN)
-def notifications(request: HttpRequest) -> HttpResponse:
+def notifications(request: AuthenticatedHttpRequest) -> HttpResponse:
     context = _notifications_context(SubscriptionForm())
     if request.htmx and request.GET.get("part") == "log":
         return render(request, "insight/notifications.html#log", context)
@@ -324,7 +326,7 @@ def notifications(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @require_role(Role.ADMIN)
-def subscription_new(request: HttpRequest) -> HttpResponse:
+def subscription_new(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = SubscriptionForm(request.POST)
     if form.is_valid():
         data = form.cleaned_data
@@ -356,7 +358,7 @@ def _subscription_or_404(pk: int) -> Subscription:
 
 @require_POST
 @require_role(Role.ADMIN)
-def subscription_toggle(request: HttpRequest, pk: int) -> HttpResponse:
+def subscription_toggle(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     subscription = _subscription_or_404(pk)
     subscription_update(actor=request.user, subscription_id=subscription.pk, active=not subscription.active)
     messages.success(
@@ -367,7 +369,7 @@ def subscription_toggle(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @require_role(Role.ADMIN)
-def subscription_remove(request: HttpRequest, pk: int) -> HttpResponse:
+def subscription_remove(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     subscription = _subscription_or_404(pk)
     subscription_delete(actor=request.user, subscription_id=subscription.pk)
     messages.success(request, f"Subscription {subscription.name} deleted.")
@@ -388,8 +390,6 @@ def _unauthorized(message: str, status: int = 401) -> HttpResponse:
 @require_GET
 def prometheus_metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus exposition; needs `Authorization: Bearer` with METRICS_TOKEN or a viewer's API token."""
-    from .prometheus import CONTENT_TYPE, render_metrics
-
     header = request.headers.get("Authorization", "")
     if not header.lower().startswith("bearer ") or not header[7:].strip():
         return _unauthorized("send Authorization: Bearer <METRICS_TOKEN or API token>")

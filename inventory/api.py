@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest
-
 from accounts.permissions import project_visible
 from accounts.roles import Role
 from api.http import ApiError, api_view
+from core.http import AuthenticatedHttpRequest
 
 from . import selectors
 from .models import Application
@@ -17,7 +16,7 @@ MAX_HISTORY = 1000
 
 
 @api_view(("GET",), role=Role.VIEWER)
-def deployments(request: HttpRequest) -> dict[str, Any]:
+def deployments(request: AuthenticatedHttpRequest) -> dict[str, Any]:
     """GET /api/v1/deployments: the current state per app, environment and cluster."""
     params = request.GET
     rows = selectors.deployment_rows(
@@ -31,7 +30,7 @@ def deployments(request: HttpRequest) -> dict[str, Any]:
 
 
 @api_view(("GET",), role=Role.VIEWER)
-def application_history(request: HttpRequest, name: str) -> dict[str, Any]:
+def application_history(request: AuthenticatedHttpRequest, name: str) -> dict[str, Any]:
     """GET /api/v1/applications/{name}/history: deployments of an app, newest first."""
     app = Application.objects.filter(name=name).first()
     # Apps of other projects are reported as missing, not forbidden: existence is not leaked.

@@ -46,7 +46,7 @@ def placement_of(
     cluster = (
         cluster_row.name if cluster_row is not None else labels.get(mapping.get("cluster_label") or "cluster")
     )
-    if not env and cluster_row is not None and cluster_row.environment_id is not None:
+    if not env and cluster_row is not None and cluster_row.environment is not None:
         env = cluster_row.environment.name
     if not env and cluster_row is not None:
         env = cluster_row.labels.get("env")

@@ -81,23 +81,23 @@ def config_apply(*, config: PortalConfig) -> ConfigApplyResult:
             result,
         )
     repos: dict[str, GitRepository] = {}
-    for repo in config.repositories:
-        repos[repo.name] = _upsert(
+    for repo_config in config.repositories:
+        repos[repo_config.name] = _upsert(
             GitRepository,
-            {"name": repo.name},
+            {"name": repo_config.name},
             {
-                "url": repo.url,
-                "default_branch": repo.default_branch,
-                "forge_kind": repo.forge,
-                "api_url": repo.api_url,
-                "full_name": repo.full_name,
-                "web_url": repo.web_url,
-                "token": repo.token,
-                "webhook_secret": repo.webhook_secret,
-                "allow_http": repo.allow_http,
-                "base_path_pattern": repo.base_path_pattern,
+                "url": repo_config.url,
+                "default_branch": repo_config.default_branch,
+                "forge_kind": repo_config.forge,
+                "api_url": repo_config.api_url,
+                "full_name": repo_config.full_name,
+                "web_url": repo_config.web_url,
+                "token": repo_config.token,
+                "webhook_secret": repo_config.webhook_secret,
+                "allow_http": repo_config.allow_http,
+                "base_path_pattern": repo_config.base_path_pattern,
             },
-            f"repository:{repo.name}",
+            f"repository:{repo_config.name}",
             result,
         )
     for env in config.environments:

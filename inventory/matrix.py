@@ -284,7 +284,8 @@ def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAG
             ).filter(Q(n_versions__gt=1) | Q(n_versions=0, n_revisions__gt=1))
         else:
             differing = defaultdict(set)
-            for app_id, version in cells_qs.values_list("application_id", "at_version"):
+            # at_version is annotated by the queryset's builder above, out of django-stubs' sight.
+            for app_id, version in cells_qs.values_list("application_id", "at_version"):  # type: ignore[misc]
                 differing[app_id].add(version)
             apps = apps.filter(pk__in=[a for a, v in differing.items() if len(v) > 1])
     paginator = Paginator(apps.select_related("repository").order_by("name"), page_size)
@@ -339,18 +340,19 @@ def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAG
     # The most advanced deployed revision per (app, environment): what "behind" compares with.
     best: dict[tuple[int, int], tuple[int, str]] = {}
     for r in argo_rows:
-        if not r.environment_id or r.application_id is None:
+        if not r.environment_id or r.application is None:
             continue
-        seq = seqs.get((r.application.repository_id or 0, _revision(r, filters.at)))
-        if seq is not None:
-            key = (r.application_id, r.environment_id)
-            if key not in best or seq > best[key][0]:
-                best[key] = (seq, _version(r, filters.at))
+        position = seqs.get((r.application.repository_id or 0, _revision(r, filters.at)))
+        if position is not None:
+            app_env = (r.application.pk, r.environment_id)
+            if app_env not in best or position > best[app_env][0]:
+                best[app_env] = (position, _version(r, filters.at))
     context = _BehindContext(all_envs, env_index, seqs, touches, best, ran)
 
     by_app: dict[int, list[ArgoApplication]] = defaultdict(list)
     for r in shown_rows:
-        by_app[r.application_id].append(r)
+        if r.application_id is not None:
+            by_app[r.application_id].append(r)
     rights = ActionRights(user)
     rows: list[Row] = []
     for app in page_apps:
@@ -440,7 +442,7 @@ def _cell(
             matched = ctx.ran.get((app.pk, prev.pk, here_version)) if here_version else None
             behind = behind_count(
                 touches_prev=ctx.touches.get((app.pk, prev.pk), []),
-                touches_here=ctx.touches.get((app.pk, row.environment_id), []),
+                touches_here=ctx.touches.get((app.pk, row.environment_id or 0), []),
                 here_seq=ctx.seqs.get((repo_id, revision)),
                 prev_seq=prev_seq,
                 matched_seq=ctx.seqs.get((repo_id, matched)) if matched else None,

@@ -16,6 +16,7 @@ from accounts.roles import Role
 from .models import (
     Application,
     ArgoApplication,
+    ArgoApplicationQuerySet,
     ArgoInstance,
     Deployment,
     GitRepository,
@@ -58,7 +59,7 @@ def visible_applications(user: Any) -> QuerySet[Application]:
     return qs if patterns is None else qs.filter(_glob_q("project", patterns))
 
 
-def visible_argo_apps(user: Any) -> QuerySet[ArgoApplication]:
+def visible_argo_apps(user: Any) -> ArgoApplicationQuerySet:
     patterns = project_filter(user)
     qs = ArgoApplication.objects.all()
     return qs if patterns is None else qs.filter(_glob_q("application__project", patterns))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from accounts.permissions import ensure_role, project_visible, require_role
 from accounts.roles import Role
 from core.diffs import classify_diff
+from core.http import AuthenticatedHttpRequest
 
 from . import appdetail, selectors
 from .matrix import MatrixFilters, deployment_matrix
@@ -18,7 +19,7 @@ from .overlays import overlay_diff
 
 @require_GET
 @require_role(Role.VIEWER)
-def matrix(request: HttpRequest) -> HttpResponse:
+def matrix(request: AuthenticatedHttpRequest) -> HttpResponse:
     filters = MatrixFilters.from_query(request.GET)
     data = deployment_matrix(user=request.user, filters=filters)
     params = request.GET.copy()
@@ -36,7 +37,7 @@ def matrix(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @require_role(Role.VIEWER)
-def app_detail(request: HttpRequest, name: str) -> HttpResponse:
+def app_detail(request: AuthenticatedHttpRequest, name: str) -> HttpResponse:
     app = Application.objects.select_related("repository").filter(name=name).first()
     if app is None:
         raise Http404("no such application")
@@ -84,7 +85,7 @@ def _running(sections: list[appdetail.EnvSection], env: Environment) -> str:
 
 @require_GET
 @require_role(Role.VIEWER)
-def instances(request: HttpRequest) -> HttpResponse:
+def instances(request: AuthenticatedHttpRequest) -> HttpResponse:
     argo_instances, repositories, _ = selectors.instance_status_list()
     return render(
         request,

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest
-
 from accounts.permissions import project_visible
 from accounts.roles import Role
 from api.http import ApiError, api_view, read_json
+from core.http import AuthenticatedHttpRequest
 from inventory.models import Application, Environment
 
 from . import selectors, services
@@ -94,7 +93,7 @@ def _refused(exc: services.PromotionRefused) -> ApiError:
 
 
 @api_view(("GET", "POST"), role=Role.VIEWER)
-def promotions(request: HttpRequest) -> Any:
+def promotions(request: AuthenticatedHttpRequest) -> Any:
     """GET /api/v1/promotions (filters state, to, app, mine) · POST /api/v1/promotions {apps, from, to}."""
     if request.method == "GET":
         page = selectors.promotion_list(
@@ -147,12 +146,12 @@ def promotions(request: HttpRequest) -> Any:
 
 
 @api_view(("GET",), role=Role.VIEWER)
-def promotion_detail(request: HttpRequest, pk: int) -> dict[str, Any]:
+def promotion_detail(request: AuthenticatedHttpRequest, pk: int) -> dict[str, Any]:
     """GET /api/v1/promotions/{id}."""
     return promotion_json(selectors.promotion_get(user=request.user, pk=pk))
 
 
-def _comment(request: HttpRequest) -> str:
+def _comment(request: AuthenticatedHttpRequest) -> str:
     body = read_json(request)
     comment = body.get("comment", "")
     if not isinstance(comment, str):
@@ -161,7 +160,7 @@ def _comment(request: HttpRequest) -> str:
 
 
 @api_view(("POST",), role=Role.APPROVER)
-def promotion_approve(request: HttpRequest, pk: int) -> dict[str, Any]:
+def promotion_approve(request: AuthenticatedHttpRequest, pk: int) -> dict[str, Any]:
     """POST /api/v1/promotions/{id}/approve {comment}."""
     promotion = selectors.promotion_get(user=request.user, pk=pk)
     try:
@@ -172,7 +171,7 @@ def promotion_approve(request: HttpRequest, pk: int) -> dict[str, Any]:
 
 
 @api_view(("POST",), role=Role.APPROVER)
-def promotion_reject(request: HttpRequest, pk: int) -> dict[str, Any]:
+def promotion_reject(request: AuthenticatedHttpRequest, pk: int) -> dict[str, Any]:
     """POST /api/v1/promotions/{id}/reject {comment}."""
     promotion = selectors.promotion_get(user=request.user, pk=pk)
     try:
@@ -183,7 +182,7 @@ def promotion_reject(request: HttpRequest, pk: int) -> dict[str, Any]:
 
 
 @api_view(("POST",), role=Role.RELEASE_MANAGER)
-def promotion_cancel(request: HttpRequest, pk: int) -> dict[str, Any]:
+def promotion_cancel(request: AuthenticatedHttpRequest, pk: int) -> dict[str, Any]:
     """POST /api/v1/promotions/{id}/cancel {comment}."""
     promotion = selectors.promotion_get(user=request.user, pk=pk)
     try:

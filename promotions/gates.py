@@ -209,12 +209,10 @@ def gate_in_flight(
 ) -> Gate:
     """No other promotion of this app into T is in flight."""
     label = "No other promotion in flight"
-    other = (
-        PromotionItem.objects.filter(application=application, target_env=target_env, active=True)
-        .exclude(promotion_id=exclude_promotion_id)
-        .values_list("promotion_id", flat=True)
-        .first()
-    )
+    items = PromotionItem.objects.filter(application=application, target_env=target_env, active=True)
+    if exclude_promotion_id is not None:
+        items = items.exclude(promotion_id=exclude_promotion_id)
+    other = items.values_list("promotion_id", flat=True).first()
     if other is None:
         return Gate("in_flight", label, True, True, f"none for {application.name} into {target_env.name}")
     return Gate(

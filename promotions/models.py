@@ -72,7 +72,7 @@ CANCELLABLE_STATES = (
 )
 TRACKED_STATES = (PromotionState.PR_OPEN, PromotionState.MERGED, PromotionState.DEPLOYED)
 
-STATE_BADGES = {
+STATE_BADGES: dict[str, str] = {
     PromotionState.REQUESTED: "info",
     PromotionState.APPROVED: "info",
     PromotionState.PR_OPENING: "info",

@@ -124,7 +124,7 @@ def _from_row(row: ArgoApplication, *, stale: bool, error: str = "") -> AppView:
     return AppView(
         name=row.name,
         instance_id=row.instance_id,
-        cluster=row.cluster.name if row.cluster_id else "",
+        cluster=row.cluster.name if row.cluster else "",
         sync_status=row.sync_status,
         health_status=row.health_status,
         health_message=row.health_message,
@@ -161,7 +161,7 @@ def env_state(application: Application, environment: Environment, *, live: bool 
             AppView(
                 name=app.name,
                 instance_id=row.instance_id,
-                cluster=row.cluster.name if row.cluster_id else "",
+                cluster=row.cluster.name if row.cluster else "",
                 sync_status=app.sync_status or "",
                 health_status=app.health_status or "",
                 health_message=app.health_message or "",

@@ -24,7 +24,7 @@ def target_label(promotion: Promotion) -> str:
     return f"promotion #{promotion.pk} {promotion.source_env.name} → {promotion.target_env.name}"
 
 
-OUTCOMES = {
+OUTCOMES: dict[str, str] = {
     S.HEALTHY: "succeeded",
     S.FAILED: "failed",
     S.DEGRADED: "failed",

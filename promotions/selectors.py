@@ -12,7 +12,6 @@ from django.http import Http404
 
 from accounts.permissions import has_role, project_filter, project_visible, role_scopes
 from accounts.roles import Role
-from core.diffs import classify_diff
 from inventory.models import Application, Environment
 
 from .models import (
@@ -22,6 +21,7 @@ from .models import (
     Promotion,
     PromotionBlock,
     PromotionItem,
+    PromotionQuerySet,
     PromotionState,
     glob_regex,
 )
@@ -41,7 +41,7 @@ def _glob_q(field: str, patterns: list[str]) -> Q:
     return q
 
 
-def visible_promotions(user: User) -> QuerySet[Promotion]:
+def visible_promotions(user: User) -> PromotionQuerySet:
     """Promotions with at least one app in a project the user may see."""
     qs = Promotion.objects.all()
     patterns = project_filter(user)
@@ -65,7 +65,7 @@ def approval_inbox_count(*, user: User) -> int:
     return awaiting_approval(user=user).count()
 
 
-def _with_items(qs: QuerySet[Promotion]) -> QuerySet[Promotion]:
+def _with_items(qs: PromotionQuerySet) -> PromotionQuerySet:
     return qs.with_related().prefetch_related(
         Prefetch(
             "items",
@@ -172,7 +172,7 @@ TIMELINE = (
     ("deployed", "Deployed", "deployed_at"),
     ("healthy", "Healthy", "healthy_at"),
 )
-_ENDINGS = {
+_ENDINGS: dict[str, tuple[str, str]] = {
     S.REJECTED: ("Rejected", "rejected_at"),
     S.FAILED: ("Failed", "failed_at"),
     S.CANCELLED: ("Cancelled", "cancelled_at"),
@@ -251,7 +251,3 @@ def active_blocks(*, application: Application | None = None) -> QuerySet[Promoti
     if application is not None:
         qs = qs.filter(application=application)
     return qs
-
-
-# transitional: removed once lifecycle/rooms/auditsink have merged (use core.diffs.classify_diff)
-diff_lines = classify_diff

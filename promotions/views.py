@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.permissions import ensure_role, project_visible, require_role
 from accounts.roles import Role
+from core.http import AuthenticatedHttpRequest
 from inventory.models import Application, Environment
 
 from . import selectors, services
@@ -20,7 +21,7 @@ from .models import PromotionBlock, PromotionState
 
 @require_GET
 @require_role(Role.VIEWER)
-def promotion_list(request: HttpRequest) -> HttpResponse:
+def promotion_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     filters = selectors.ListFilters.from_query(request.GET)
     page = selectors.promotion_list(user=request.user, filters=filters)
     query = request.GET.copy()
@@ -42,7 +43,7 @@ def _environment(name: str | None) -> Environment | None:
     return Environment.objects.filter(name=name).first() if name else None
 
 
-def _selected_apps(request: HttpRequest, names: list[str]) -> list[Application]:
+def _selected_apps(request: AuthenticatedHttpRequest, names: list[str]) -> list[Application]:
     names = [n for n in dict.fromkeys(names) if n][:50]
     apps = list(Application.objects.filter(name__in=names).select_related("repository").order_by("name"))
     for app in apps:
@@ -53,7 +54,7 @@ def _selected_apps(request: HttpRequest, names: list[str]) -> list[Application]:
 
 @require_GET
 @require_role(Role.RELEASE_MANAGER)
-def promotion_new(request: HttpRequest) -> HttpResponse:
+def promotion_new(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Preview a promotion of one or more apps from `from` to `to` (default: the next env)."""
     source = _environment(request.GET.get("from"))
     target = _environment(request.GET.get("to")) or (selectors.next_environment(source) if source else None)
@@ -93,7 +94,7 @@ def promotion_new(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @require_role(Role.RELEASE_MANAGER)
-def promotion_create(request: HttpRequest) -> HttpResponse:
+def promotion_create(request: AuthenticatedHttpRequest) -> HttpResponse:
     source = _environment(request.POST.get("from"))
     target = _environment(request.POST.get("to"))
     apps = _selected_apps(request, request.POST.getlist("app"))
@@ -121,7 +122,7 @@ def promotion_create(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @require_role(Role.VIEWER)
-def promotion_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def promotion_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     promotion = selectors.promotion_get(user=request.user, pk=pk)
     context = {
         "nav": "promotions",
@@ -137,7 +138,7 @@ def promotion_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "promotions/detail.html", context)
 
 
-def _decision(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+def _decision(request: AuthenticatedHttpRequest, pk: int, action: str) -> HttpResponse:
     promotion = selectors.promotion_get(user=request.user, pk=pk)
     comment = request.POST.get("comment", "")[:4000]
     try:
@@ -157,32 +158,29 @@ def _decision(request: HttpRequest, pk: int, action: str) -> HttpResponse:
 
 @require_POST
 @require_role(Role.APPROVER)
-def promotion_approve(request: HttpRequest, pk: int) -> HttpResponse:
+def promotion_approve(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     return _decision(request, pk, "approve")
 
 
 @require_POST
 @require_role(Role.APPROVER)
-def promotion_reject(request: HttpRequest, pk: int) -> HttpResponse:
+def promotion_reject(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     return _decision(request, pk, "reject")
 
 
 @require_POST
 @require_role(Role.RELEASE_MANAGER)
-def promotion_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+def promotion_cancel(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     return _decision(request, pk, "cancel")
 
 
 @require_POST
 @require_role(Role.RELEASE_MANAGER)
-def promotion_block_clear(request: HttpRequest, pk: int) -> HttpResponse:
+def promotion_block_clear(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     block = get_object_or_404(PromotionBlock.objects.select_related("application", "environment"), pk=pk)
     if not project_visible(request.user, block.application.project):
         raise PermissionDenied("not visible")
     services.promotion_block_clear(block=block, actor=request.user)
     messages.success(request, f"Block on {block.blocked_version} in {block.environment.name} cleared.")
-    return redirect(
-        request.POST.get("next")
-        if str(request.POST.get("next", "")).startswith("/promotions/")
-        else "promotions:list"
-    )
+    next_url = request.POST.get("next", "")
+    return redirect(next_url if next_url.startswith("/promotions/") else "promotions:list")

@@ -25,6 +25,7 @@ from changes.lifecycle import change_enqueue_track
 from changes.pullrequests import PR_STATE_HANDLERS
 from integrations.forges.webhooks import WebhookPayloadError, parse_webhook, verify_signature
 from inventory.models import GitRepository
+from inventory.tasks import repository_ingest_task
 
 from .kind import PROMOTION
 from .models import TRACKED_STATES, Promotion
@@ -101,9 +102,5 @@ def _track_promotions(repo: GitRepository, number: int, head_ref: str, merged: b
 
 
 def _enqueue_ingest(repo: GitRepository) -> bool:
-    try:
-        from inventory.tasks import repository_ingest_task
-    except ImportError:
-        return False
     transaction.on_commit(lambda: repository_ingest_task.delay(repo.pk))
     return True

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest
-
 from accounts.permissions import project_visible
 from accounts.roles import Role
 from api.http import ApiError, api_view, read_json
+from core.http import AuthenticatedHttpRequest
 from inventory.models import Application, Environment
 
 from . import selectors, services
@@ -76,7 +75,7 @@ def _flag(payload: dict[str, Any], name: str) -> bool:
 
 
 @api_view(("GET", "POST"), role=Role.VIEWER)
-def rollbacks_collection(request: HttpRequest) -> Any:
+def rollbacks_collection(request: AuthenticatedHttpRequest) -> Any:
     if request.method == "GET":
         rows = selectors.rollback_list(
             user=request.user,
@@ -127,7 +126,7 @@ def rollbacks_collection(request: HttpRequest) -> Any:
     return rollback_as_json(rollback), 201
 
 
-def _visible(request: HttpRequest, pk: int) -> RollbackRequest:
+def _visible(request: AuthenticatedHttpRequest, pk: int) -> RollbackRequest:
     try:
         rollback = selectors.rollback_detail(pk=pk)
     except RollbackRequest.DoesNotExist:
@@ -138,12 +137,12 @@ def _visible(request: HttpRequest, pk: int) -> RollbackRequest:
 
 
 @api_view(("GET",), role=Role.VIEWER)
-def rollback_item(request: HttpRequest, pk: int) -> Any:
+def rollback_item(request: AuthenticatedHttpRequest, pk: int) -> Any:
     return rollback_as_json(_visible(request, pk))
 
 
 @api_view(("POST",), role=Role.ONCALL)
-def rollback_cancel(request: HttpRequest, pk: int) -> Any:
+def rollback_cancel(request: AuthenticatedHttpRequest, pk: int) -> Any:
     rollback = _visible(request, pk)
     try:
         rollback = services.rollback_cancel(actor=request.user, rollback=rollback, request=request)

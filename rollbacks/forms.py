@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 
 from .models import RollbackRequest
@@ -30,8 +32,9 @@ class RollbackForm(forms.Form):
         required=False, widget=forms.Textarea(attrs={"rows": 2}), max_length=4000, label="Justification"
     )
 
-    def clean(self) -> dict:
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         if data.get("mode") == RollbackRequest.Mode.COMMIT and not (data.get("sha") or "").strip():
             self.add_error("sha", "Enter the SHA of the commit to revert.")
         if data.get("emergency") and not (data.get("emergency_justification") or "").strip():

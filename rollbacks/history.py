@@ -19,6 +19,7 @@ from datetime import datetime
 
 from core.kustomize import KustomizationError, image_version
 from integrations.gitrepo import CommitRecord, GitError, GitMirror, InvalidRef
+from inventory.mirrors import mirror_for
 from inventory.models import Application, Commit, Environment, GitRepository
 
 logger = logging.getLogger(__name__)
@@ -47,8 +48,6 @@ class RevertCommit:
 
 def repository_mirror(repository: GitRepository) -> GitMirror:
     """Return the repository's bare mirror, shared with the inventory's Git ingest."""
-    from inventory.mirrors import mirror_for
-
     return mirror_for(repository)
 
 

@@ -173,12 +173,13 @@ class RollbackRequest(models.Model):
 
     @property
     def state_badge(self) -> str:
-        return {
+        badges: dict[str, str] = {
             self.State.HEALTHY: "badge-ok",
             self.State.FAILED: "badge-bad",
             self.State.CANCELLED: "badge-idle",
             self.State.REQUESTED: "badge-info",
-        }.get(self.state, "badge-warn")
+        }
+        return badges.get(self.state, "badge-warn")
 
     def timeline(self) -> list[tuple[str, datetime | None]]:
         """Return the steps of the rollback with their timestamps (None: not reached)."""

@@ -22,11 +22,12 @@ def rollback_change_record_sync(rollback: RollbackRequest) -> None:
     """Mirror a rollback into its audit change record (production-like environments only)."""
     if not rollback.environment.production_like:
         return
-    outcome = {
+    outcomes: dict[str, str] = {
         State.HEALTHY: "succeeded",
         State.FAILED: "failed",
         State.CANCELLED: "abandoned",
-    }.get(rollback.state, "pending")
+    }
+    outcome = outcomes.get(rollback.state, "pending")
     clusters = [
         a.cluster.name for a in env_argo_apps(rollback.application, rollback.environment) if a.cluster
     ]

@@ -14,7 +14,7 @@ from accounts.roles import Role
 from changes.lifecycle import changes_in_flight
 from core.diffs import classify_diff
 from integrations.gitrepo import GitError, InvalidRef, validate_sha
-from inventory.models import Application, ArgoApplication, Deployment, Environment
+from inventory.models import Application, ArgoApplication, Deployment, Environment, GitRepository
 from promotions.models import Promotion
 
 from . import history
@@ -179,13 +179,15 @@ def rollback_plan(
         return plan
 
     if mode == RollbackRequest.Mode.PREVIOUS:
-        _plan_previous(plan, mirror, deployments)
+        _plan_previous(plan, repository, mirror, deployments)
     else:
-        _plan_commit(plan, mirror)
+        _plan_commit(plan, repository, mirror)
     return plan
 
 
-def _plan_previous(plan: RollbackPlan, mirror: Any, deployments: list[Deployment]) -> None:
+def _plan_previous(
+    plan: RollbackPlan, repository: GitRepository, mirror: Any, deployments: list[Deployment]
+) -> None:
     previous = next((d for d in deployments if d.revision and d.revision != plan.current_revision), None)
     if previous is None:
         plan.errors.append(
@@ -202,7 +204,7 @@ def _plan_previous(plan: RollbackPlan, mirror: Any, deployments: list[Deployment
             )
             return
         plan.commits = history.commits_moving_env(
-            plan.application.repository,
+            repository,
             mirror,
             old=previous.revision,
             new=plan.current_revision,
@@ -223,14 +225,14 @@ def _plan_previous(plan: RollbackPlan, mirror: Any, deployments: list[Deployment
     _finish_plan(plan, mirror, rev_a=plan.current_revision, rev_b=previous.revision)
 
 
-def _plan_commit(plan: RollbackPlan, mirror: Any) -> None:
+def _plan_commit(plan: RollbackPlan, repository: GitRepository, mirror: Any) -> None:
     try:
         sha = validate_sha(plan.sha_input)
     except InvalidRef:
         plan.errors.append("enter a commit SHA (7 to 40 hexadecimal characters)")
         return
     try:
-        commit = history.commit_details(plan.application.repository, mirror, sha)
+        commit = history.commit_details(repository, mirror, sha)
     except InvalidRef:
         plan.errors.append(
             f"commit {sha} is not in the repository, so not in the history of {plan.environment.name}"

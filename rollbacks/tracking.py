@@ -66,10 +66,18 @@ def rollback_track(*, rollback_id: int) -> RollbackRequest:
     return rollback
 
 
-def _track_pr(rollback: RollbackRequest) -> None:
+def _repository(rollback: RollbackRequest) -> GitRepository:
+    """Return the app's repository: a rollback is planned only for an app that has one."""
     repository = rollback.application.repository
+    assert repository is not None
+    return repository
+
+
+def _track_pr(rollback: RollbackRequest) -> None:
+    repository, number = _repository(rollback), rollback.pr_number
+    assert number is not None  # tracked from PR_OPEN on, when the number is stored
     if rollback.emergency and rollback.environment.rollback_auto_merge:
-        attempt = pull_request_merge_when_checks_pass(repository=repository, number=rollback.pr_number)
+        attempt = pull_request_merge_when_checks_pass(repository=repository, number=number)
         if attempt.status == "merged":
             _transition_merged(rollback.pk, attempt.merge_commit_sha or "", auto=True, merged_by="portal")
             return
@@ -78,7 +86,7 @@ def _track_pr(rollback: RollbackRequest) -> None:
             return
         _set_detail(rollback.pk, f"emergency merge: {attempt.detail}")
         return
-    pr = pull_request_refresh(repository, rollback.pr_number)
+    pr = pull_request_refresh(repository, number)
     if pr.merged:
         _transition_merged(rollback.pk, pr.merge_commit_sha or "", auto=False, merged_by=pr.merged_by or "")
     elif pr.state == "closed":
@@ -119,6 +127,7 @@ def _transition_merged(rollback_id: int, merge_sha: str, *, auto: bool, merged_b
         current = rollback_load(rollback_id)
         before = rollback_snapshot(current)
         env, justification = current.environment.name, current.emergency_justification
+        stamps: dict[str, Any] = {"auto_merged_at": now} if auto else {}
         moved = change_transition(
             kind=ROLLBACK,
             change_id=rollback_id,
@@ -132,7 +141,7 @@ def _transition_merged(rollback_id: int, merge_sha: str, *, auto: bool, merged_b
             merged_at=now,
             merge_commit_sha=merge_sha,
             tracking_detail=f"waiting for Argo CD to run {merge_sha[:8]} in {env}",
-            **({"auto_merged_at": now} if auto else {}),
+            **stamps,
         )
         if not moved:
             return
@@ -206,13 +215,13 @@ def _track_deployed(rollback: RollbackRequest) -> None:
                 action="deploy_timed_out",
             )
         return
-    mirror = history.repository_mirror(rollback.application.repository)
+    mirror = history.repository_mirror(_repository(rollback))
     fetched = False
     waiting: list[str] = []
     try:
         mirror.rev_parse(rollback.merge_commit_sha)
     except (GitError, InvalidRef):
-        mirror = history.mirror_fresh(rollback.application.repository)
+        mirror = history.mirror_fresh(_repository(rollback))
         fetched = True
     failed = _sync_failures(rollback, apps, mirror)
     if failed:
@@ -239,7 +248,7 @@ def _track_deployed(rollback: RollbackRequest) -> None:
             except InvalidRef:
                 if fetched:
                     raise
-                mirror = history.mirror_fresh(rollback.application.repository)
+                mirror = history.mirror_fresh(_repository(rollback))
                 fetched = True
             if not mirror.is_ancestor(rollback.merge_commit_sha, revision):
                 waiting.append(app.name)
@@ -291,7 +300,7 @@ def _track_healthy(rollback: RollbackRequest) -> None:
 def _transition_simple(
     rollback_id: int, from_state: str, to_state: str, action: str, stamp: str, *, detail: str, message: str
 ) -> None:
-    fields = {stamp: timezone.now(), "tracking_detail": detail}
+    fields: dict[str, Any] = {stamp: timezone.now(), "tracking_detail": detail}
     rollback = rollback_load(rollback_id)
     if to_state == State.HEALTHY and rollback.degraded_since is None:
         fields["degraded_since"] = degraded_since(rollback.application, rollback.environment)

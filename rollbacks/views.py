@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.permissions import has_role, project_visible, require_role
 from accounts.roles import Role
+from core.http import AuthenticatedHttpRequest
 from inventory.models import Application, Environment
 
 from . import selectors, services
@@ -19,8 +22,8 @@ from .models import RollbackRequest
 
 @require_GET
 @require_role(Role.VIEWER)
-def rollback_list(request: HttpRequest) -> HttpResponse:
-    filters = {
+def rollback_list(request: AuthenticatedHttpRequest) -> HttpResponse:
+    filters: dict[str, Any] = {
         "state": request.GET.get("state", "")
         if request.GET.get("state") in RollbackRequest.State.values
         else "",
@@ -39,7 +42,7 @@ def rollback_list(request: HttpRequest) -> HttpResponse:
     return render(request, template, context)
 
 
-def _app_env(request: HttpRequest, source: dict) -> tuple[Application, Environment]:
+def _app_env(request: AuthenticatedHttpRequest, source: dict) -> tuple[Application, Environment]:
     application = get_object_or_404(
         Application.objects.select_related("repository"), name=source.get("app", "")
     )
@@ -54,15 +57,12 @@ def _app_env(request: HttpRequest, source: dict) -> tuple[Application, Environme
 
 @require_http_methods(["GET", "POST"])
 @require_role(Role.ONCALL)
-def rollback_new(request: HttpRequest) -> HttpResponse:
+def rollback_new(request: AuthenticatedHttpRequest) -> HttpResponse:
     """GET: the form and its preview (htmx refreshes the preview); POST: request the rollback."""
     source = request.POST if request.method == "POST" else request.GET
     application, environment = _app_env(request, source)
-    mode = (
-        source.get("mode")
-        if source.get("mode") in RollbackRequest.Mode.values
-        else RollbackRequest.Mode.PREVIOUS
-    )
+    requested_mode = source.get("mode", "")
+    mode = requested_mode if requested_mode in RollbackRequest.Mode.values else RollbackRequest.Mode.PREVIOUS
     sha = (source.get("sha") or "").strip()[:64]
     moved: list[str] = []
     if request.method == "POST":
@@ -113,7 +113,13 @@ def rollback_new(request: HttpRequest) -> HttpResponse:
     return _render_form(request, application, environment, form, plan, moved, status=status)
 
 
-def _form_context(application, environment, form, plan, moved) -> dict:  # type: ignore[no-untyped-def]
+def _form_context(
+    application: Application,
+    environment: Environment,
+    form: RollbackForm,
+    plan: selectors.RollbackPlan,
+    moved: list[str],
+) -> dict[str, Any]:
     return {
         "nav": "rollbacks",
         "application": application,
@@ -125,7 +131,16 @@ def _form_context(application, environment, form, plan, moved) -> dict:  # type:
     }
 
 
-def _render_form(request, application, environment, form, plan, moved, *, status: int) -> HttpResponse:  # type: ignore[no-untyped-def]
+def _render_form(
+    request: AuthenticatedHttpRequest,
+    application: Application,
+    environment: Environment,
+    form: RollbackForm,
+    plan: selectors.RollbackPlan,
+    moved: list[str],
+    *,
+    status: int,
+) -> HttpResponse:
     return render(
         request,
         "rollbacks/new.html",
@@ -134,7 +149,7 @@ def _render_form(request, application, environment, form, plan, moved, *, status
     )
 
 
-def _visible_rollback(request: HttpRequest, pk: int) -> RollbackRequest:
+def _visible_rollback(request: AuthenticatedHttpRequest, pk: int) -> RollbackRequest:
     try:
         rollback = selectors.rollback_detail(pk=pk)
     except RollbackRequest.DoesNotExist:
@@ -146,7 +161,7 @@ def _visible_rollback(request: HttpRequest, pk: int) -> RollbackRequest:
 
 @require_GET
 @require_role(Role.VIEWER)
-def rollback_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def rollback_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     rollback = _visible_rollback(request, pk)
     context = {
         "nav": "rollbacks",
@@ -167,7 +182,7 @@ def rollback_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @require_role(Role.ONCALL)
-def rollback_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+def rollback_cancel(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     rollback = _visible_rollback(request, pk)
     try:
         services.rollback_cancel(actor=request.user, rollback=rollback, request=request)

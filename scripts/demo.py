@@ -80,8 +80,8 @@ def seed_demo_states() -> None:
     """Make the states a viewer should recognise visible: one Degraded app, one OutOfSync app.
 
     Degraded: Argo CD's fault lever marks the image tag one prod app runs as failing. OutOfSync:
-    a direct push to another app's prod overlay (prod syncs manually here, so it stays OutOfSync,
-    and shows as an out-of-band change once synced). Both are undone with the sandbox's levers.
+    a direct push to another app's prod overlay whose sync Argo CD's fault lever makes fail, so it
+    stays OutOfSync. Both are undone with POST /sandbox/reset-faults (the push then syncs).
     """
     apps = [
         a for a in _argocd("GET", "/api/v1/applications").get("items", []) if "-prod" in a["metadata"]["name"]
@@ -96,12 +96,12 @@ def seed_demo_states() -> None:
         print("   (no prod app with an image tag: demo states skipped)")
         return
     degraded_app, tag = tagged[0]
-    _argocd("POST", "/sandbox/faults", {"degraded_tags": [tag]})
-    print(f"   Degraded: prod apps running {tag} (e.g. {degraded_app}); undo: POST /sandbox/reset-faults")
     others = [name for name, t in tagged if t != tag]
-    if not others:
+    target = others[-1] if others else ""
+    _argocd("POST", "/sandbox/faults", {"degraded_tags": [tag], "fail_sync_apps": [target] if target else []})
+    print(f"   Degraded: prod apps running {tag} (e.g. {degraded_app}); undo: POST /sandbox/reset-faults")
+    if not target:
         return
-    target = others[-1]
     app = next(a for a in apps if a["metadata"]["name"] == target)
     path = app["spec"]["source"]["path"]
     work = VAR / "demo-outofsync"
@@ -114,7 +114,7 @@ def seed_demo_states() -> None:
         [*git, "commit", "-qm", f"Hotfix {target} by hand (demo: OutOfSync)", "--", path], check=True
     )
     subprocess.run([*git, "push", "-q", "origin", "HEAD:main"], check=True)
-    print(f"   OutOfSync: {target} (a direct push to {path}; prod syncs manually)")
+    print(f"   OutOfSync: {target} (a direct push to {path} whose sync fails)")
 
 
 def stop_all(*_: object) -> None:
@@ -151,8 +151,7 @@ def main() -> None:
             "300",
             "--seed",
             "7",
-            "--helm-apps",
-            "2",
+            # Helm-values apps (--helm-apps) join the demo once the portal reads multi-source apps.
             "--rollout-apps",
             "2",
         )
@@ -191,13 +190,10 @@ def main() -> None:
         f"http://127.0.0.1:{FORGE_PORT}/acme/gitops.git",
         "--reconcile-interval",
         "2",
-        # Prod syncs when the portal asks (in its sync windows); one app rolls out by RollingSync.
-        "--manual-sync-envs",
-        "prod",
+        # Every environment auto-syncs: manual-sync prod (--manual-sync-envs prod) and a recurring prod
+        # window (--sync-window) wait for portal-driven syncs. One app rolls out by RollingSync.
         "--progressive-sync-apps",
         "feature-flags",
-        "--sync-window",
-        "payments:*/15 * * * *:3m",
     )
     wait_http(f"http://127.0.0.1:{ARGOCD_PORT}/api/version")
     wait_http(f"http://127.0.0.1:{FORGE_PORT}/sandbox/state")
@@ -253,8 +249,7 @@ GitOps Portal is running.
   Logins (password "demo"): release_manager, approver, oncall, auditor, viewer, admin
 
   Sandbox levers (docs/sandbox.md): CI fails a head whose commit message contains [fail-ci];
-  prod syncs manually, payments' prod is frozen 3 min every quarter hour;
-  close a window now:  curl -X POST http://127.0.0.1:{ARGOCD_PORT}/sandbox/sync-windows -d '{{"project":"payments","closed_for":120}}'
+  close a sync window now:  curl -X POST http://127.0.0.1:{ARGOCD_PORT}/sandbox/sync-windows -d '{{"project":"payments","closed_for":120}}'
   abort a canary:      curl -X POST http://127.0.0.1:{ARGOCD_PORT}/sandbox/rollouts/<application>/abort
 
 Logs: {VAR}/demo-*.log. Ctrl-C stops everything.""",

@@ -13,7 +13,7 @@ DOMAIN = ("inventory", "promotions", "rollbacks", "insight", "accounts", "gitops
 PAGES_MAY_IMPORT = {
     "audit.access": {"accounts"},
     "audit.views": {"accounts"},
-    "audit.api": {"accounts", "gitopsportal"},
+    "audit.api": {"accounts"},
 }
 
 

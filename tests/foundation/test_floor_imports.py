@@ -25,17 +25,6 @@ PROJECT_PACKAGES = {
 APPS = ("accounts", "api", "audit", "insight", "integrations", "inventory", "promotions", "rollbacks")
 # Task registration: the queue names live with the Celery app.
 ALLOWED_FROM_APPS = {"gitopsportal.celery"}
-# Files renovated on other branches (lifecycle, rooms, auditsink) that still import the transitional
-# re-exports in gitopsportal/; the lead empties this after merging and removes the shims.
-GITOPSPORTAL_IMPORT_ALLOWLIST = {
-    ("audit/api.py", "gitopsportal.api"),
-    ("audit/models.py", "gitopsportal.durations"),
-    ("audit/services.py", "gitopsportal.logging"),
-    ("promotions/services.py", "gitopsportal.durations"),
-    ("promotions/services.py", "gitopsportal.logging"),
-    ("rollbacks/services.py", "gitopsportal.durations"),
-    ("rollbacks/services.py", "gitopsportal.logging"),
-}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -71,8 +60,4 @@ def test_apps_do_not_import_gitopsportal_except_the_celery_app():
         for module in imported_modules(path)
         if module.split(".")[0] == "gitopsportal" and module not in ALLOWED_FROM_APPS
     }
-    unexpected = found - GITOPSPORTAL_IMPORT_ALLOWLIST
-    assert not unexpected, f"move the piece to core/ or api/ instead: {sorted(unexpected)}"
-    assert not GITOPSPORTAL_IMPORT_ALLOWLIST - found, (
-        f"remove from the allowlist (fixed): {sorted(GITOPSPORTAL_IMPORT_ALLOWLIST - found)}"
-    )
+    assert not found, f"move the piece to core/ or api/ instead: {sorted(found)}"

@@ -12,13 +12,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SKIP_PARTS = {".venv", "venv", "node_modules", "tests", "migrations", "var", ".git"}
 ENV_HELPERS = {"env_str", "env_bool", "env_int", "env_float", "env_list", "env_choice"}
 
-# Files owned by other renovation branches (lifecycle, rooms, auditsink) that still read settings with
-# getattr; each switches to `settings.NAME` (all names are defined in settings.py) when it merges.
-# The lead empties this allowlist after merging; an entry that no longer matches fails the test.
-GETATTR_ALLOWLIST = {
-    "audit/signing.py": 3,
-}
-
 
 def production_sources() -> list[Path]:
     """Return the project's Python files outside tests, migrations and virtual environments."""
@@ -33,13 +26,10 @@ def test_no_code_reads_a_setting_with_getattr_and_a_default():
         count = len(re.findall(r"getattr\(\s*(?:django_)?settings\s*,", path.read_text()))
         if count:
             found[str(path.relative_to(ROOT))] = count
-    unexpected = {name: n for name, n in found.items() if GETATTR_ALLOWLIST.get(name) != n}
-    stale = {name: n for name, n in GETATTR_ALLOWLIST.items() if name not in found}
-    assert not unexpected, (
+    assert not found, (
         "define the setting in gitopsportal/settings.py and read settings.NAME instead of getattr: "
-        + ", ".join(f"{name} ({n})" for name, n in sorted(unexpected.items()))
+        + ", ".join(f"{name} ({n})" for name, n in sorted(found.items()))
     )
-    assert not stale, f"remove from GETATTR_ALLOWLIST (fixed): {sorted(stale)}"
 
 
 def _imports_django_settings(tree: ast.AST) -> bool:

@@ -17,13 +17,13 @@ from integrations.gitrepo import (
     InvalidRef,
     RevertConflict,
     UnsafeRemote,
-    _base_env,
     check_remote_url,
     parse_log_stream,
     validate_ref_name,
     validate_repo_path,
     validate_sha,
 )
+from integrations.gitrepo.command import _base_env
 
 ENV = {
     **os.environ,

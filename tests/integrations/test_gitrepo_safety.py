@@ -24,8 +24,8 @@ from integrations.gitrepo import (
     InvalidRef,
     RevertConflict,
     UnsafeRepositoryContent,
-    _base_env,
 )
+from integrations.gitrepo.command import _base_env
 from tests.promotions.conftest import sandbox  # noqa: F401  (fixture)
 from tests.sandbox_fixtures import GIT_IDENTITY
 

@@ -137,7 +137,7 @@ def test_a_local_grant_with_the_same_scope_is_not_duplicated_nor_removed(role_ma
 def test_the_login_page_offers_sso_only_when_enabled(client, settings, db):
     assert b"single sign-on" not in client.get(reverse("login")).content
     settings.OIDC_ENABLED = True
-    settings.ROOT_URLCONF = "tests.security.oidc_probe_urls"
+    settings.ROOT_URLCONF = "tests.security.oidc_urls"
     page = client.get(reverse("login")).content.decode()
     assert "Sign in with single sign-on" in page
     assert 'href="/oidc/authenticate/"' in page
@@ -160,7 +160,7 @@ def sso(settings, provider, role_map):
         setattr(settings, name, value)
     settings.OIDC_USERNAME_CLAIM = "preferred_username"
     settings.OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS = 900
-    settings.ROOT_URLCONF = "tests.security.oidc_probe_urls"
+    settings.ROOT_URLCONF = "tests.security.oidc_api_urls"
     settings.AUTHENTICATION_BACKENDS = [
         "axes.backends.AxesStandaloneBackend",
         "accounts.oidc.PortalOIDCBackend",

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from cryptography.fernet import Fernet, InvalidToken
 from django.apps import apps
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection, transaction
+from django.db import connection, models, transaction
+from django.db.models import Field
 
 from audit.services import audit_event_record
 from core.fields import EncryptedTextField, fernet
 
 
-def encrypted_fields() -> list[tuple[type, EncryptedTextField]]:
+def encrypted_fields() -> list[tuple[type[models.Model], EncryptedTextField]]:
     """Return (model, field) for every EncryptedTextField of every installed model."""
     found = []
     for model in apps.get_models():
@@ -22,11 +25,17 @@ def encrypted_fields() -> list[tuple[type, EncryptedTextField]]:
     return found
 
 
-def _raw_rows(model: type, field: EncryptedTextField, *, lock: bool) -> list[tuple[object, str]]:
+def _quoted_column(field: Field[Any, Any] | None) -> str:
+    """Quote a concrete field's column (set once models load; the stubs allow None before that)."""
+    assert field is not None and field.column is not None
+    return connection.ops.quote_name(field.column)
+
+
+def _raw_rows(model: type[models.Model], field: EncryptedTextField, *, lock: bool) -> list[tuple[Any, str]]:
     """Read ciphertexts as stored (bypassing decryption), optionally locking the rows."""
     table = connection.ops.quote_name(model._meta.db_table)
-    column = connection.ops.quote_name(field.column)
-    pk = connection.ops.quote_name(model._meta.pk.column)
+    column = _quoted_column(field)
+    pk = _quoted_column(model._meta.pk)
     sql = f"SELECT {pk}, {column} FROM {table} WHERE {column} IS NOT NULL AND {column} <> ''"  # noqa: S608 - identifiers quoted
     if lock and connection.vendor == "postgresql":
         sql += " FOR UPDATE"
@@ -49,7 +58,7 @@ class Command(BaseCommand):
             help="change nothing; fail unless every value decrypts with the first key alone",
         )
 
-    def handle(self, *args, **opts):
+    def handle(self, *args: Any, **opts: Any) -> None:
         fields = encrypted_fields()
         if opts["verify"]:
             self._verify(fields)
@@ -61,8 +70,8 @@ class Command(BaseCommand):
                 label = f"{model._meta.label}.{field.name}"
                 rows = _raw_rows(model, field, lock=True)
                 table = connection.ops.quote_name(model._meta.db_table)
-                column = connection.ops.quote_name(field.column)
-                pk = connection.ops.quote_name(model._meta.pk.column)
+                column = _quoted_column(field)
+                pk = _quoted_column(model._meta.pk)
                 with connection.cursor() as cursor:
                     for row_pk, ciphertext in rows:
                         try:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from audit.bundle import public_key_fingerprint
+from audit.services import audit_checkpoint_create
+from audit.signing import current_key_id, current_public_key_pem, public_key
+
 
 class Command(BaseCommand):
     help = "Sign the current audit chain head (Ed25519) and print the public key."
@@ -13,10 +17,6 @@ class Command(BaseCommand):
         parser.add_argument("--public-key", action="store_true", help="only print the public key (PEM)")
 
     def handle(self, *args, **options) -> None:
-        from audit.bundle import public_key_fingerprint
-        from audit.services import audit_checkpoint_create
-        from audit.signing import current_key_id, current_public_key_pem, public_key
-
         if options["public_key"]:
             self.stdout.write(current_public_key_pem().rstrip())
             return

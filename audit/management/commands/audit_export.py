@@ -5,6 +5,9 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from audit.exports import audit_export_begin, audit_export_to_file
+from audit.filters import AuditFilters
+
 
 class Command(BaseCommand):
     help = "Export the audit trail (scheduled evidence collection); the export is itself an audit event."
@@ -22,9 +25,6 @@ class Command(BaseCommand):
         parser.add_argument("--action", default="", help="an action or a namespace (promotion)")
 
     def handle(self, *args, **options) -> None:
-        from audit.exports import audit_export_begin, audit_export_to_file
-        from audit.filters import AuditFilters
-
         try:
             filters = AuditFilters.from_mapping(options)
         except ValidationError as exc:

@@ -19,7 +19,7 @@ class Command(BaseCommand):
         parser.add_argument("--to", default="", help="directory or http(s) URL (default: AUDIT_SHIP_TO)")
 
     def handle(self, *args, **options) -> None:
-        target = options["to"] or settings.AUDIT_SHIP_TO
+        target = options["to"] or settings.AUDIT_SHIP_TO or ""
         try:
             shipped = audit_checkpoints_ship(target=target)
         except ShipError as exc:

@@ -1,7 +1,4 @@
-"""The OIDC URLconf plus the API probe, so bearer-token requests of SSO users meet the provider.
-
-Kept apart from ``oidc_urls`` so the permission matrix walks only the product's URLs.
-"""
+"""The OIDC URLs plus the API probe, so bearer-token requests of SSO users meet the provider."""
 
 from django.urls import path
 

@@ -1,0 +1,368 @@
+"""The Argo CD REST client: one HttpClient, typed answers, domain exceptions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from integrations.argocd.errors import (
+    ArgoCDError,
+    ArgoCDResponseError,
+    ArgoCDUnavailable,
+    raise_for_status,
+)
+from integrations.argocd.fields import DEFAULT_LIST_FIELDS
+from integrations.argocd.models import (
+    ApplicationList,
+    ArgoApplication,
+    ArgoCluster,
+    ArgoProject,
+    ArgoVersion,
+    ResourceDiff,
+    ResourceTree,
+    RevisionMetadata,
+    SyncWindowsState,
+    WatchEvent,
+)
+from integrations.argocd.parse import (
+    parse_application,
+    parse_application_list,
+    parse_cluster,
+    parse_project,
+    parse_resource_diff,
+    parse_resource_node,
+    parse_sync_window,
+)
+from integrations.argocd.watch import WATCH_TIMEOUT, iter_stream_payloads, parse_watch_payload
+from integrations.http import (
+    DEFAULT_TIMEOUT,
+    HttpClient,
+    HttpError,
+    JsonReader,
+    ParseError,
+    ResponseTooLarge,
+    Secret,
+    Timeout,
+    TransportError,
+    UnsafeURL,
+)
+
+DOCS = "https://argo-cd.readthedocs.io/en/stable/developer-guide/api-docs/"
+
+
+class ArgoCDClient:
+    """Read and sync Argo CD applications over its REST API."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        verify_tls: bool | str = True,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        allow_http: bool = False,
+        session: requests.Session | None = None,
+    ) -> None:
+        try:
+            self._http = HttpClient(
+                base_url,
+                auth_headers={"Authorization": Secret(f"Bearer {token}")},
+                default_headers={"Accept": "application/json"},
+                allow_http=allow_http,
+                verify_tls=verify_tls,
+                timeout=timeout,
+                session=session,
+            )
+        except UnsafeURL as exc:
+            raise ArgoCDError(f"refusing Argo CD URL: {exc}") from None
+
+    def __repr__(self) -> str:
+        return f"ArgoCDClient({self._http.base_url!r})"
+
+    @property
+    def base_url(self) -> str:
+        """Return the validated base URL."""
+        return self._http.base_url
+
+    # -- transport ------------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, *, params: Any = None, body: Any = None) -> Any:
+        try:
+            resp = self._http.request(method, path, params=params, json_body=body)
+        except ResponseTooLarge as exc:
+            raise ArgoCDResponseError(str(exc)) from None
+        except TransportError as exc:
+            raise ArgoCDUnavailable(str(exc)) from None
+        except HttpError as exc:
+            raise ArgoCDError(str(exc)) from None
+        raise_for_status(resp, self._http.scrub)
+        try:
+            return resp.json()
+        except ValueError:
+            raise ArgoCDResponseError(f"{method} {path}: body is not valid JSON (truncated?)") from None
+
+    def _parse(self, what: str, parser: Any, data: Any) -> Any:
+        try:
+            return parser(data)
+        except ParseError as exc:
+            raise ArgoCDResponseError(self._http.scrub(f"malformed {what}: {exc}")) from None
+
+    @staticmethod
+    def _app_path(name: str, suffix: str = "") -> str:
+        return f"/api/v1/applications/{quote(name, safe='')}{suffix}"
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def version(self) -> ArgoVersion:
+        """Return the server version (PascalCase keys, see API.md §2)."""
+        # Reference: swagger.json paths./api/version.get (versionVersionMessage)
+        data = self._call("GET", "/api/version")
+
+        def parse(d: Any) -> ArgoVersion:
+            r = JsonReader(d)
+            return ArgoVersion(r.req_text("Version"), r.opt_text("BuildDate"), r.opt_text("GitCommit"))
+
+        result: ArgoVersion = self._parse("version", parse, data)
+        return result
+
+    def list_applications(
+        self,
+        *,
+        projects: Iterable[str] = (),
+        selector: str | None = None,
+        fields: Iterable[str] | None = DEFAULT_LIST_FIELDS,
+    ) -> ApplicationList:
+        """List applications, by default with the poller's narrow `fields` set."""
+        params: list[tuple[str, str]] = [("projects", p) for p in projects]
+        if selector:
+            params.append(("selector", selector))
+        if fields:
+            params.append(("fields", ",".join(fields)))
+        # Reference: swagger.json paths./api/v1/applications.get (v1alpha1ApplicationList)
+        data = self._call("GET", "/api/v1/applications", params=params)
+        result: ApplicationList = self._parse("application list", parse_application_list, data)
+        return result
+
+    def get_application(self, name: str, *, project: str | None = None) -> ArgoApplication:
+        """Return one application in full, including history and conditions."""
+        params = {"project": project} if project else None
+        # Reference: swagger.json paths./api/v1/applications/{name}.get (v1alpha1Application)
+        data = self._call("GET", self._app_path(name), params=params)
+        result: ArgoApplication = self._parse(f"application {name!r}", parse_application, data)
+        return result
+
+    def revision_metadata(
+        self, name: str, revision: str, *, source_index: int | None = None, version_id: int | None = None
+    ) -> RevisionMetadata:
+        """Return the Git commit metadata Argo CD knows for a revision of an app."""
+        params: dict[str, Any] = {}
+        if source_index is not None:
+            params["sourceIndex"] = source_index
+        if version_id is not None:
+            params["versionId"] = version_id
+        path = self._app_path(name, f"/revisions/{quote(revision, safe='')}/metadata")
+        # Reference: swagger.json paths./api/v1/applications/{name}/revisions/{revision}/metadata.get
+        data = self._call("GET", path, params=params or None)
+
+        def parse(d: Any) -> RevisionMetadata:
+            r = JsonReader(d)
+            return RevisionMetadata(r.text("author"), r.time("date"), r.text("message"), r.strs("tags"))
+
+        result: RevisionMetadata = self._parse("revision metadata", parse, data)
+        return result
+
+    def managed_resources(self, name: str) -> tuple[ResourceDiff, ...]:
+        """Return the managed resources of an app with target/live state decoded."""
+        # Reference: swagger.json paths./api/v1/applications/{applicationName}/managed-resources.get
+        data = self._call("GET", self._app_path(name, "/managed-resources"))
+        result: tuple[ResourceDiff, ...] = self._parse(
+            "managed resources", lambda d: tuple(map(parse_resource_diff, JsonReader(d).objs("items"))), data
+        )
+        return result
+
+    def resource_tree(self, name: str) -> ResourceTree:
+        """Return the resource tree (nodes and orphaned nodes) of an app."""
+        # Reference: swagger.json paths./api/v1/applications/{applicationName}/resource-tree.get
+        data = self._call("GET", self._app_path(name, "/resource-tree"))
+
+        def parse(d: Any) -> ResourceTree:
+            r = JsonReader(d)
+            return ResourceTree(
+                tuple(map(parse_resource_node, r.objs("nodes"))),
+                tuple(map(parse_resource_node, r.objs("orphanedNodes"))),
+            )
+
+        result: ResourceTree = self._parse("resource tree", parse, data)
+        return result
+
+    def application_sync_windows(self, name: str) -> SyncWindowsState:
+        """Return the sync windows assigned to and active for an app, and whether it can sync now."""
+        # Reference: swagger.json paths./api/v1/applications/{name}/syncwindows.get
+        data = self._call("GET", self._app_path(name, "/syncwindows"))
+
+        def parse(d: Any) -> SyncWindowsState:
+            r = JsonReader(d)
+            return SyncWindowsState(
+                assigned=tuple(map(parse_sync_window, r.objs("assignedWindows"))),
+                active=tuple(map(parse_sync_window, r.objs("activeWindows"))),
+                can_sync=r.flag("canSync"),
+            )
+
+        result: SyncWindowsState = self._parse("sync windows", parse, data)
+        return result
+
+    def list_projects(self) -> tuple[ArgoProject, ...]:
+        """Return all visible AppProjects."""
+        # Reference: swagger.json paths./api/v1/projects.get (v1alpha1AppProjectList)
+        data = self._call("GET", "/api/v1/projects")
+        result: tuple[ArgoProject, ...] = self._parse(
+            "project list",
+            lambda d: tuple(parse_project(i.raw_dict(), i.path) for i in JsonReader(d).objs("items")),
+            data,
+        )
+        return result
+
+    def get_project(self, name: str) -> ArgoProject:
+        """Return one AppProject."""
+        # Reference: swagger.json paths./api/v1/projects/{name}.get (v1alpha1AppProject)
+        data = self._call("GET", f"/api/v1/projects/{quote(name, safe='')}")
+        result: ArgoProject = self._parse(f"project {name!r}", parse_project, data)
+        return result
+
+    def list_clusters(self) -> tuple[ArgoCluster, ...]:
+        """Return all clusters; filter on labels yourself (no server-side selector)."""
+        # Reference: swagger.json paths./api/v1/clusters.get (v1alpha1ClusterList)
+        data = self._call("GET", "/api/v1/clusters")
+        result: tuple[ArgoCluster, ...] = self._parse(
+            "cluster list",
+            lambda d: tuple(parse_cluster(i.raw_dict(), i.path) for i in JsonReader(d).objs("items")),
+            data,
+        )
+        return result
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def sync(
+        self,
+        name: str,
+        *,
+        revision: str | None = None,
+        dry_run: bool = False,
+        prune: bool = False,
+        project: str | None = None,
+    ) -> ArgoApplication:
+        """Request a sync; return the app with its pending operation."""
+        body: dict[str, Any] = {"name": name, "dryRun": dry_run, "prune": prune}
+        if revision:
+            body["revision"] = revision
+        if project:
+            body["project"] = project
+        # Reference: swagger.json paths./api/v1/applications/{name}/sync.post (applicationApplicationSyncRequest)
+        data = self._call("POST", self._app_path(name, "/sync"), body=body)
+        result: ArgoApplication = self._parse(f"sync answer for {name!r}", parse_application, data)
+        return result
+
+    # -- watch ----------------------------------------------------------------------------------
+
+    def watch_applications(
+        self,
+        *,
+        resource_version: str | None = None,
+        projects: Iterable[str] = (),
+        selector: str | None = None,
+        fields: Iterable[str] | None = None,
+        timeout: Timeout = WATCH_TIMEOUT,
+    ) -> Iterator[WatchEvent]:
+        """Yield WatchEvents from the application stream until the server closes it.
+
+        Raises the mapped ArgoCDError for an in-stream error object; a read timeout or cut
+        connection surfaces as ArgoCDUnavailable, after which the caller re-lists.
+        """
+        params: list[tuple[str, str]] = [("projects", p) for p in projects]
+        if resource_version:
+            params.append(("resourceVersion", resource_version))
+        if selector:
+            params.append(("selector", selector))
+        if fields:
+            params.append(("fields", ",".join(fields)))
+        headers = {"Accept": "text/event-stream"}
+        try:
+            # Reference: swagger.json paths./api/v1/stream/applications.get (streamresult of v1alpha1ApplicationWatchEvent)
+            with self._http.stream_lines(
+                "/api/v1/stream/applications", params=params, headers=headers, timeout=timeout
+            ) as (head, lines):
+                raise_for_status(head, self._http.scrub)
+                for payload in iter_stream_payloads(lines):
+                    yield self._parse_event(payload)
+        except ResponseTooLarge as exc:
+            raise ArgoCDResponseError(str(exc)) from None
+        except TransportError as exc:
+            raise ArgoCDUnavailable(str(exc)) from None
+        except HttpError as exc:
+            raise ArgoCDError(str(exc)) from None
+
+    def _parse_event(self, payload: bytes) -> WatchEvent:
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            raise ArgoCDResponseError("watch stream: event is not valid JSON") from None
+        try:
+            result: WatchEvent = self._parse("watch event", parse_watch_payload, data)
+        except ArgoCDError as exc:
+            if exc.status is None:
+                raise
+            # An in-stream error object: its message came from the server.
+            raise type(exc)(self._http.scrub(str(exc)), status=exc.status, grpc_code=exc.grpc_code) from None
+        return result
+
+    def close(self) -> None:
+        """Abort an open watch stream (from another thread) and release the connection pool."""
+        self._http.close()
+
+    # -- auth -----------------------------------------------------------------------------------
+
+    @classmethod
+    def session_login(
+        cls,
+        base_url: str,
+        username: str,
+        password: str,
+        *,
+        verify_tls: bool | str = True,
+        allow_http: bool = False,
+        session: requests.Session | None = None,
+    ) -> str:
+        """Exchange a username and password for a session token."""
+        return session_login(
+            base_url, username, password, verify_tls=verify_tls, allow_http=allow_http, session=session
+        )
+
+
+def session_login(
+    base_url: str,
+    username: str,
+    password: str,
+    *,
+    verify_tls: bool | str = True,
+    allow_http: bool = False,
+    session: requests.Session | None = None,
+) -> str:
+    """Exchange a username and password for a session token (POST /api/v1/session)."""
+    try:
+        http = HttpClient(base_url, allow_http=allow_http, verify_tls=verify_tls, session=session)
+        # Reference: swagger.json paths./api/v1/session.post (sessionSessionCreateRequest)
+        resp = http.request("POST", "/api/v1/session", json_body={"username": username, "password": password})
+    except TransportError as exc:
+        raise ArgoCDUnavailable(str(exc)) from None
+    except HttpError as exc:
+        raise ArgoCDError(str(exc)) from None
+    raise_for_status(resp)
+    try:
+        token = JsonReader(resp.json()).req_text("token")
+    except (ValueError, ParseError):
+        raise ArgoCDResponseError("session answer has no token") from None
+    return token

@@ -1,0 +1,37 @@
+"""The §5 field selections the poller asks for, for the list and for the watch stream."""
+
+from __future__ import annotations
+
+# The §5 whitelist subset the poller needs. The list's own metadata (resourceVersion) always comes
+# back; per-item resourceVersion, history and conditions are dropped by the server when filtering.
+DEFAULT_LIST_FIELDS: tuple[str, ...] = (
+    "metadata.resourceVersion",
+    "items.metadata.name",
+    "items.metadata.namespace",
+    "items.metadata.labels",
+    "items.metadata.annotations",
+    "items.spec",
+    "items.status.sync.status",
+    "items.status.sync.revision",
+    "items.status.health",
+    "items.status.summary",
+    "items.status.operationState.phase",
+    "items.status.operationState.startedAt",
+    "items.status.operationState.finishedAt",
+    "items.status.operationState.operation.sync",
+)
+
+# The same state for the watch stream, whose `fields` are generic paths under `result.` (§5). The
+# list's `operationState.operation.sync` quirk returns the sync *result*; here it is asked for by its
+# real path, so a watched app parses to exactly what the list reports (and hashes the same).
+_LIST_QUIRK = "items.status.operationState.operation.sync"
+DEFAULT_WATCH_FIELDS: tuple[str, ...] = (
+    "result.type",
+    *(
+        "result.application." + f.removeprefix("items.")
+        for f in DEFAULT_LIST_FIELDS
+        if f.startswith("items.") and f != _LIST_QUIRK
+    ),
+    "result.application.status.operationState.syncResult.revision",
+    "result.application.status.operationState.syncResult.revisions",
+)

@@ -1,0 +1,186 @@
+"""GitMirror: a bare mirror for fetch, log ingest, ancestry, diffs and file reads at a revision."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+from integrations.gitrepo.command import DEFAULT_MAX_FILE_BYTES, _base_env, _decode, _Runner, _scrubber
+from integrations.gitrepo.errors import InvalidRef
+from integrations.gitrepo.log import _LOG_FORMAT, CommitRecord, parse_log_stream
+from integrations.gitrepo.paths import _MODE_TREE, _check_tree_path
+from integrations.gitrepo.validate import (
+    check_remote_url,
+    validate_ref_name,
+    validate_repo_path,
+    validate_rev,
+    validate_sha,
+)
+
+
+class GitMirror:
+    """A bare mirror of a remote's branches for log ingest, ancestry, diffs and file reads."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        remote_url: str,
+        *,
+        token: str | None = None,
+        allow_file: bool = False,
+        allow_http: bool = False,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    ) -> None:
+        self.path = Path(path)
+        self.max_file_bytes = max_file_bytes
+        self.remote_url = check_remote_url(remote_url, allow_file=allow_file, allow_http=allow_http)
+        env = _base_env(self.remote_url, token, allow_file=allow_file, allow_http=allow_http)
+        self._git = _Runner(self.path, {**env, "GIT_DIR": str(self.path)}, _scrubber(token))
+
+    def __repr__(self) -> str:
+        return f"GitMirror({str(self.path)!r}, {self.remote_url!r})"
+
+    def ensure(self) -> bool:
+        """Create the bare mirror and fetch if missing; return True when it was created."""
+        created = not (self.path / "HEAD").exists()
+        if created:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._git.run("init", "--quiet", "--bare", "--", str(self.path))
+        # Checked every time: repairs a half-initialised mirror and follows a changed URL. Written only
+        # when different, because concurrent writers of .git/config fail on its lock file.
+        # Branches only: a `--mirror` clone of GitHub would also pull every refs/pull/* head.
+        for key, value in (
+            ("remote.origin.url", self.remote_url),
+            ("remote.origin.fetch", "+refs/heads/*:refs/heads/*"),
+            ("remote.origin.tagOpt", "--no-tags"),
+        ):
+            _, current = self._git.run("config", "--get", key, ok_codes=(0, 1))
+            if current.strip() != value:
+                self._git.run("config", key, value)
+        if created:
+            self.fetch()
+        return created
+
+    def fetch(self) -> None:
+        """Fetch all branches from the remote, pruning deleted ones."""
+        self._git.run("fetch", "--quiet", "--prune", "--no-tags", "origin")
+
+    def iter_commits(
+        self,
+        *,
+        ref: str = "refs/heads/main",
+        since_sha: str | None = None,
+        known_shas: Iterable[str] = (),
+        reverse: bool = True,
+    ) -> Iterator[CommitRecord]:
+        """Yield commits reachable from `ref` but not from `since_sha`/`known_shas`.
+
+        One streaming `git log` process; oldest first when `reverse` (parents before children).
+        """
+        args = ["log", "-z", "--name-status", "--no-renames", "--diff-merges=first-parent"]
+        args += [f"--format={_LOG_FORMAT}", "--no-color", "--encoding=UTF-8", "--topo-order"]
+        if reverse:
+            args.append("--reverse")
+        args += ["--end-of-options", validate_rev(ref)]
+        excluded = [validate_sha(s) for s in ([since_sha] if since_sha else [])]
+        excluded += [validate_sha(s) for s in known_shas]
+        args += [f"^{s}" for s in excluded]
+        args.append("--")
+        return parse_log_stream(self._git.stream(*args))
+
+    def rev_parse(self, ref: str) -> str:
+        """Resolve a ref or SHA to a full commit SHA; raise InvalidRef when it does not exist."""
+        rev = validate_rev(ref)
+        code, out = self._git.run(
+            "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}", ok_codes=(0, 1)
+        )
+        if code != 0 or not out.strip():
+            raise InvalidRef(f"unknown revision {ref!r:.80}")
+        return out.strip()
+
+    def branch_head(self, branch: str) -> str | None:
+        """Return the SHA at refs/heads/<branch>, or None."""
+        try:
+            return self.rev_parse(f"refs/heads/{validate_ref_name(branch)}")
+        except InvalidRef:
+            validate_ref_name(branch)  # re-raise a validation error; a missing branch is None
+            return None
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """Return True if `ancestor` is reachable from `descendant`."""
+        a, d = validate_rev(ancestor), validate_rev(descendant)
+        code, _ = self._git.run("merge-base", "--is-ancestor", "--end-of-options", a, d, ok_codes=(0, 1))
+        return code == 0
+
+    def file_at(self, rev: str, path: str) -> bytes | None:
+        """Return the file content at a revision, or None if the path does not exist there.
+
+        Raises UnsafeRepositoryContent for a path through a symlink or submodule, or a file over
+        `max_file_bytes`; a directory reads as None.
+        """
+        commit = self.rev_parse(rev)
+        safe = validate_repo_path(path)
+        mode = _check_tree_path(self._git, commit, safe, max_bytes=self.max_file_bytes)
+        if mode is None or mode == _MODE_TREE:
+            return None
+        code, out = self._git.run_bytes("cat-file", "blob", f"{commit}:{safe}", ok_codes=(0, 128))
+        return out if code == 0 else None
+
+    def list_files(self, rev: str, path: str) -> list[str]:
+        """Return the repository paths of all files under `path` at `rev` (sorted; [] if absent).
+
+        A `path` naming a file lists just that file.
+        """
+        commit = self.rev_parse(rev)
+        safe = validate_repo_path(path)
+        out = self._git.run_bytes("ls-tree", "-r", "-z", "--name-only", "--full-tree", commit, "--", safe)[1]
+        return sorted(_decode(name) for name in out.split(b"\x00") if name)
+
+    def diff_paths(self, rev_a: str, path_a: str, rev_b: str, path_b: str) -> str:
+        """Return the unified diff from directory `path_a` at `rev_a` to `path_b` at `rev_b`.
+
+        Compares the two trees file by file (relative names), so two environments' overlays of one
+        app diff like two versions of one directory. Headers name the full repository paths. A
+        missing directory diffs as empty.
+        """
+        a = self._tree(self.rev_parse(rev_a), validate_repo_path(path_a))
+        b = self._tree(self.rev_parse(rev_b), validate_repo_path(path_b))
+        prefixes = [f"--src-prefix={path_a.rstrip('/')}/", f"--dst-prefix={path_b.rstrip('/')}/"]
+        args = ["diff", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames", *prefixes]
+        return self._git.run(*args, "--end-of-options", a, b, "--")[1]
+
+    def _tree(self, commit: str, path: str) -> str:
+        code, out = self._git.run(
+            "rev-parse", "--verify", "--quiet", f"{commit}:{path}", ok_codes=(0, 1, 128)
+        )
+        oid = out.strip()
+        if code == 0 and oid:
+            kind = self._git.run("cat-file", "-t", oid)[1].strip()
+            if kind != "tree":
+                raise InvalidRef(f"{path!r:.80} is not a directory at {commit[:12]}")
+            return oid
+        # The empty tree of this repository's object format (SHA-1 or SHA-256).
+        return self._git.run("hash-object", "-t", "tree", "--stdin", stdin="")[1].strip()
+
+    def diff(self, rev_a: str, rev_b: str, paths: Sequence[str] = ()) -> str:
+        """Return the unified diff between two revisions, limited to `paths`."""
+        a, b = validate_rev(rev_a), validate_rev(rev_b)
+        safe = [validate_repo_path(p) for p in paths]
+        args = ["diff", "--no-color", "--no-ext-diff", "--no-textconv", "--end-of-options", a, b, "--", *safe]
+        return self._git.run(*args)[1]
+
+    def commits_between(
+        self, old: str, new: str, paths: Sequence[str] = (), *, first_parent: bool = False
+    ) -> list[str]:
+        """Return SHAs in `new` but not in `old` touching `paths`, newest first.
+
+        By default git's history simplification applies (a merge that only brings in a branch's
+        change is omitted; the branch commit is listed). With `first_parent` only commits on the
+        mainline are walked, so a merged PR shows up as its merge commit.
+        """
+        a, b = validate_rev(old), validate_rev(new)
+        safe = [validate_repo_path(p) for p in paths]
+        flags = ["--first-parent"] if first_parent else []
+        out = self._git.run("rev-list", *flags, "--end-of-options", b, f"^{a}", "--", *safe)[1]
+        return out.split()

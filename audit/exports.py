@@ -373,7 +373,7 @@ def write_pdf(job: ExportJob, path: str, *, created_by: str) -> int:
     from reportlab.lib.pagesizes import A4, landscape
     from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
     from reportlab.lib.units import mm
-    from reportlab.platypus import KeepTogether, SimpleDocTemplate, Spacer, Table, TableStyle
+    from reportlab.platypus import KeepTogether, PageBreak, SimpleDocTemplate, Spacer, Table, TableStyle
 
     styles = getSampleStyleSheet()
     body, h1, h2 = styles["BodyText"], styles["Title"], styles["Heading2"]
@@ -393,7 +393,9 @@ def write_pdf(job: ExportJob, path: str, *, created_by: str) -> int:
 
     def table(rows: list[list[Any]], widths_mm: list[float], *, header: bool = False) -> Any:
         scale = min(1.0, width / (sum(widths_mm) * mm))  # never wider than the page
-        built = Table(rows, colWidths=[w * mm * scale for w in widths_mm], repeatRows=1 if header else 0)
+        built = Table(
+            rows, colWidths=[w * mm * scale for w in widths_mm], repeatRows=1 if header else 0, hAlign="LEFT"
+        )
         built.setStyle(grid(header))
         return built
 
@@ -418,32 +420,23 @@ def write_pdf(job: ExportJob, path: str, *, created_by: str) -> int:
         _p("Summary", h2),
         _p(f"{summary.count} change(s) in the period.", body),
     ]
+
+    def pairs(headers: tuple[str, str], items: Iterable[tuple[Any, Any]], widths_mm: list[float]) -> Any:
+        rows = [[_p(h, head) for h in headers]] + [[_p(k, cell), _p(v, cell)] for k, v in items]
+        return table(rows, widths_mm, header=True)
+
     if records:
         story += [
-            table(
-                [[_p("Outcome", head), _p("Changes", head)]]
-                + [[_p(k, cell), _p(v, cell)] for k, v in summary.by_outcome.items()],
-                [80, 30],
-                header=True,
-            ),
+            pairs(("Outcome", "Changes"), summary.by_outcome.items(), [80, 30]),
             Spacer(1, 3 * mm),
-            table(
-                [[_p("Environment", head), _p("Changes", head)]]
-                + [[_p(k, cell), _p(v, cell)] for k, v in summary.by_environment.items()],
-                [80, 30],
-                header=True,
-            ),
+            pairs(("Environment", "Changes"), summary.by_environment.items(), [80, 30]),
             Spacer(1, 3 * mm),
             _p("Exceptions", h2),
-            table(
-                [[_p("Change", head), _p("Why", head)]]
-                + [[_p(k, cell), _p(v, cell)] for k, v in summary.exceptions],
-                [110, 157],
-                header=True,
-            )
+            pairs(("Change", "Why"), summary.exceptions, [110, 157])
             if summary.exceptions
             else _p("None: no emergency change, no self-approval, no failed or rolled-back change.", body),
             Spacer(1, 6 * mm),
+            PageBreak(),  # the summary is page 1; the records follow
             _p("Changes, newest first", h2),
         ]
     for record in records:

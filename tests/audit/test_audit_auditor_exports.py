@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
@@ -107,3 +108,11 @@ def test_pdf_opens_with_a_summary_then_records_newest_first(tmp_path):
         ["pdftoppm", "-png", "-r", "70", "-f", "1", "-l", "2", str(pdf), str(ARTIFACTS / "change-report")],
         check=True,
     )
+
+
+def test_audit_export_command_writes_the_change_record_csv(tmp_path):
+    _record(1, days_ago=1, incident="INC-7")
+    out = tmp_path / "changes.csv"
+    call_command("audit_export", "--format", "changes", "--out", str(out))
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 1 and rows[0]["incident"] == "INC-7" and rows[0]["merged_by"] == "portal-bot"

@@ -35,6 +35,7 @@ class AuditAction(models.TextChoices):
     ARGOCD_INSTANCE_STALE = "argocd.instance_stale", "Argo CD instance unreachable"
     ARGOCD_INSTANCE_RECOVERED = "argocd.instance_recovered", "Argo CD instance reachable again"
     ARGOCD_APPLICATIONS_REMOVED = "argocd.applications_removed", "Argo CD applications removed"
+    INVENTORY_OWNERSHIP_CONFLICT = "inventory.ownership_conflict", "Argo CD app refused by the app it names"
     DEPLOYMENT_OBSERVED = "deployment.observed", "deployment observed"
 
     # Promotions (stage -> prod by pull request) and their blocks.
@@ -44,6 +45,7 @@ class AuditAction(models.TextChoices):
     PROMOTION_REJECTED = "promotion.rejected", "promotion rejected"
     PROMOTION_CANCELLED = "promotion.cancelled", "promotion cancelled"
     PROMOTION_PR_OPENED = "promotion.pr_opened", "promotion pull request opened"
+    PROMOTION_BRANCH_REPLACED = "promotion.branch_replaced", "promotion moved to a fresh branch"
     PROMOTION_FAILED = "promotion.failed", "promotion failed"
     PROMOTION_MERGED = "promotion.merged", "promotion merged"
     PROMOTION_ABANDONED = "promotion.abandoned", "promotion abandoned (pull request closed)"
@@ -59,7 +61,12 @@ class AuditAction(models.TextChoices):
 
     # Rollbacks (Git revert pull requests).
     ROLLBACK_REQUESTED = "rollback.requested", "rollback requested"
+    ROLLBACK_REFUSED = (
+        "rollback.refused",
+        "rollback refused: its commits change apps outside the requester's scope",
+    )
     ROLLBACK_PR_OPENED = "rollback.pr_opened", "rollback pull request opened"
+    ROLLBACK_BRANCH_REPLACED = "rollback.branch_replaced", "rollback moved to a fresh branch"
     ROLLBACK_FAILED = "rollback.failed", "rollback failed"
     ROLLBACK_CANCELLED = "rollback.cancelled", "rollback cancelled"
     ROLLBACK_AUTO_MERGED = "rollback.auto_merged", "emergency rollback merged by the portal"

@@ -7,10 +7,16 @@ Public API (a kind is a `ChangeKind` registered from its app's AppConfig.ready()
   PROMOTION_PR_LEASE_SECONDS); `change_enqueue`, `change_enqueue_pr_open`, `change_enqueue_track`
   (tasks sent by name after commit); `change_transition`, `change_fail` (state change and its
   `<kind>.<action>` ledger event in one transaction); `change_pr_open` (claim → the kind's
-  `build(change) -> PullRequestResult` → `change_pr_record`); `change_record` (ledger event + change record),
+  `build(change) -> PullRequestResult` → `change_pr_record`; a forge Retry-After longer than
+  CELERY_RETRY_BACKOFF_MAX is stored in the kind's `retry_not_before` field for the sweeper);
+  `change_branch_trust` (the `BranchTrust` a build puts in its spec: the recorded
+  `pushed_head_sha`, recorded before each push) and `change_branch_replace` (a fresh branch name
+  and `<kind>.branch_replaced`); `change_record` (ledger event + change record),
   `change_requester_fields`; `ChangeFailed` (a kind's permanent, readable failure).
-- pullrequests.py: `pull_request_ensure` (idempotent), `pull_request_refresh`,
-  `pull_request_close_and_delete_branch`, `pull_request_merge_when_checks_pass`, `forge_for`,
+- pullrequests.py: `pull_request_ensure` (idempotent; adopts only the portal's own PR and branch:
+  `pull_request_distrust`, `forge_login`), `pull_request_refresh`,
+  `pull_request_close_and_delete_branch`, `pull_request_merge_when_checks_pass` (at the recorded
+  head, after `required_checks_verdict`), `branch_name_unguessable`, `forge_for`,
   errors `PullRequestRetryable` / `PullRequestPermanent`, webhook hook `register_pr_state_handler`.
 - tracking.py: `change_tracked`, `change_pr_read`, `change_tracking_error`, `deploy_timeout`,
   `deploy_timed_out`, `change_deploy_timeout`, `change_fail_after_merge`.

@@ -32,7 +32,13 @@ from django.utils import timezone
 from audit.services import audit_event_record
 from core.requestid import current_request_id
 
-from .pullrequests import PullRequestPermanent, PullRequestResult, PullRequestRetryable
+from .pullrequests import (
+    BranchTrust,
+    PullRequestPermanent,
+    PullRequestResult,
+    PullRequestRetryable,
+    branch_name_unguessable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +83,7 @@ class ChangeKind:
     pr_open_fields: Mapping[str, Any] = field(default_factory=dict)
     retry_fields: Callable[[str], dict[str, Any]] = lambda error: {}
     retry_not_before: str = ""  # field holding "not before" for the sweeper (empty: none)
+    branch_field: str = ""  # field holding the PR branch name (for `change_branch_trust`)
     pr_poll_seconds: int = 300
     open_grace_seconds: int = 30
     records_sync: Callable[[Any], None] = lambda change: None  # audit change record(s)
@@ -173,13 +180,17 @@ def change_claim(*, kind: ChangeKind, change_id: int) -> bool:
     }
     if kind.claiming_state:
         updates["state"] = kind.claiming_state
-    claimed = (
+    rows = (
         kind.rows()
         .filter(pk=change_id, state__in=kind.claim_states)
         .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-        .update(**updates)
     )
-    return claimed == 1
+    if kind.retry_not_before:
+        # A retry scheduled for later (a forge's long Retry-After) is not taken early by a stray message.
+        rows = rows.filter(
+            Q(**{f"{kind.retry_not_before}__isnull": True}) | Q(**{f"{kind.retry_not_before}__lte": now})
+        )
+    return rows.update(**updates) == 1
 
 
 def change_release(*, kind: ChangeKind, change_id: int, **fields: Any) -> None:
@@ -318,7 +329,15 @@ def change_pr_open(*, kind: ChangeKind, change_id: int, build: Callable[[Any], P
     try:
         result = build(change)
     except PullRequestRetryable as exc:
-        change_release(kind=kind, change_id=change_id, **kind.retry_fields(str(exc)))
+        retry = kind.retry_fields(str(exc))
+        wait = exc.retry_after or 0
+        if kind.retry_not_before and wait > settings.CELERY_RETRY_BACKOFF_MAX:
+            # Longer than a task may wait: schedule the retry on the row for the sweeper instead of
+            # holding (or re-sending) a broker message past its visibility timeout.
+            retry[kind.retry_not_before] = timezone.now() + timedelta(seconds=wait)
+            change_release(kind=kind, change_id=change_id, **retry)
+            return "scheduled"
+        change_release(kind=kind, change_id=change_id, **retry)
         if change.attempts >= MAX_PR_ATTEMPTS:
             change_fail(
                 kind=kind, change_id=change_id, reason=f"gave up after {change.attempts} attempts: {exc}"
@@ -334,6 +353,40 @@ def change_pr_open(*, kind: ChangeKind, change_id: int, build: Callable[[Any], P
     return change_pr_record(kind=kind, change_id=change_id, result=result)
 
 
+def change_branch_trust(*, kind: ChangeKind, change: Any) -> BranchTrust:
+    """What the portal made on a change's PR branch: the recorded head, and how to record and move it."""
+
+    def record_push(sha: str) -> None:
+        # Autocommit, before the push: a crash after the push still leaves the row knowing its head.
+        kind.rows().filter(pk=change.pk).update(pushed_head_sha=sha)
+        change.pushed_head_sha = sha
+
+    def replace_branch(old: str, reason: str) -> str:
+        return change_branch_replace(kind=kind, change_id=change.pk, old=old, reason=reason)
+
+    return BranchTrust(
+        pushed_head_sha=change.pushed_head_sha, record_push=record_push, replace_branch=replace_branch
+    )
+
+
+def change_branch_replace(*, kind: ChangeKind, change_id: int, old: str, reason: str) -> str:
+    """Move a change to a fresh, unguessable PR branch and write `<kind>.branch_replaced`; return it."""
+    new = branch_name_unguessable(old)
+    with transaction.atomic():
+        kind.rows().filter(pk=change_id).update(**{kind.branch_field: new, "pushed_head_sha": ""})
+        change = kind.load(change_id)
+        change_record(
+            kind=kind,
+            change=change,
+            action=f"{kind.name}.branch_replaced",
+            before={"branch": old},
+            after={"branch": new, "reason": reason[:500]},
+            message=f"{reason}; the portal continues on {new}",
+        )
+    logger.warning("%s %s: %s; moved to %s", kind.name, change_id, reason, new)
+    return new
+
+
 def change_pr_record(*, kind: ChangeKind, change_id: int, result: PullRequestResult) -> str:
     """Record an opened (or found) PR: `<kind>.pr_opened`, then tracking; a cancelled change closes it."""
     opened = change_transition(
@@ -344,7 +397,12 @@ def change_pr_record(*, kind: ChangeKind, change_id: int, result: PullRequestRes
         action="pr_opened",
         message=f"PR #{result.number} "
         + ("opened" if result.created else "found (opened by an earlier attempt)"),
-        extra={"pr_number": result.number, "created": result.created, "warnings": list(result.warnings)},
+        extra={
+            "pr_number": result.number,
+            "created": result.created,
+            "head_sha": result.head_sha,
+            "warnings": list(result.warnings),
+        },
         pr_number=result.number,
         pr_url=result.url[:500],
         pr_head_sha=result.head_sha,

@@ -6,15 +6,22 @@ Public API (kept stable for rollbacks/):
 - `pull_request_ensure(*, spec, prepare_branch) -> PullRequestResult(number, url, head_sha, created, ...)`
   idempotent end to end:
     1. an open PR (or, after a crash, an already merged/closed one) for branch→base is returned;
-    2. a remote branch left by an earlier attempt is reused as is; otherwise the base branch head
-       is cloned into a temporary `GitWorkspace`, `branch` is created there, `prepare_branch(ws)`
-       edits and commits (returns the new head SHA, or None when there is nothing to change:
-       a permanent error) and the branch is pushed; a lost push race reuses the winner's branch;
+    2. a remote branch left by an earlier attempt is reused only when its head is the commit the
+       portal recorded (`spec.trust.pushed_head_sha`); otherwise the base branch head is cloned
+       into a temporary `GitWorkspace`, `branch` is created there, `prepare_branch(ws)` edits and
+       commits (returns the new head SHA, or None when there is nothing to change: a permanent
+       error), the head is recorded (`spec.trust.record_push`) and only then pushed;
     3. the PR is created; the forge's "already exists" answer (GitHub/Gitea 422/409) means
        "look it up", never "retry"; labels and reviewers are added (both idempotent).
+  Trust: a PR found by branch name is adopted only when its head repository is the target
+  repository, its author is the portal's own forge identity (`forge_login`) and its head is the
+  recorded commit. Anything else on the branch name (someone else's PR or push) is left alone: the
+  change moves to a fresh, unguessable branch (`spec.trust.replace_branch`, audited by the caller).
 - `pull_request_refresh(repository, number) -> integrations.forges.PullRequest`
 - `pull_request_close_and_delete_branch(*, repository, number, branch)`
-- `pull_request_merge_when_checks_pass(*, repository, number) -> MergeAttempt`
+- `pull_request_merge_when_checks_pass(*, repository, number, head_sha, required_checks) -> MergeAttempt`:
+  merges only at the recorded head SHA, once the required checks succeeded there (never on
+  "no checks reported").
 - Errors: `PullRequestRetryable` (transient: 5xx, timeouts, rate limits, network, a git lock or
   dropped connection (`GitTransientError`), also inside `prepare_branch`; carries `retry_after`
   seconds when the forge said so) and `PullRequestPermanent` (validation 422, auth, invalid names,
@@ -28,9 +35,12 @@ Public API (kept stable for rollbacks/):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+import secrets
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from django.conf import settings
 
 from integrations.forges import (
+    CommitStatusSummary,
     ForgeAuthError,
     ForgeClient,
     ForgeError,
@@ -128,6 +139,28 @@ def _from_git(exc: GitError, what: str) -> PullRequestError:
 # Types
 
 
+def _no_record(sha: str) -> None:
+    return None
+
+
+def _no_replace(old: str, reason: str) -> str:
+    raise PullRequestPermanent(f"branch {old} holds work the portal did not make ({reason})")
+
+
+@dataclass(frozen=True)
+class BranchTrust:
+    """What the portal made on the PR branch, and how its owner records and moves it.
+
+    `pushed_head_sha`: the commit the portal recorded before its last push ("" = none yet).
+    `record_push(sha)`: store that commit on the change row; called before the push.
+    `replace_branch(old, reason) -> new`: store (and audit) a fresh branch name for the change.
+    """
+
+    pushed_head_sha: str = ""
+    record_push: Callable[[str], None] = _no_record
+    replace_branch: Callable[[str, str], str] = _no_replace
+
+
 @dataclass(frozen=True)
 class PullRequestSpec:
     """What pull request to have: `branch` → `base` of `repository`, with its text and labels."""
@@ -140,6 +173,7 @@ class PullRequestSpec:
     labels: Sequence[str] = ()
     reviewers: Sequence[str] = ()
     draft: bool = False
+    trust: BranchTrust = BranchTrust()
 
 
 @dataclass(frozen=True)
@@ -160,7 +194,7 @@ class PullRequestResult:
 class MergeAttempt:
     """Outcome of `pull_request_merge_when_checks_pass`."""
 
-    status: Literal["merged", "waiting", "checks_failed", "closed"]
+    status: Literal["merged", "waiting", "checks_failed", "closed", "refused"]
     merge_commit_sha: str | None = None
     detail: str = ""
 
@@ -213,8 +247,51 @@ def _result(
 # Ensure
 
 
+def branch_name_unguessable(name: str) -> str:
+    """Append a random suffix to a PR branch name (replacing an earlier one): `<name>-<8 hex>`."""
+    return validate_ref_name(f"{_SUFFIX.sub('', name)}-{secrets.token_hex(4)}")
+
+
+_SUFFIX = re.compile(r"-[0-9a-f]{8}$")
+# The portal's own login per forge API, repository and token: asked once (GET /user).
+_LOGINS: dict[tuple[str, str, str], str] = {}
+_LOGINS_LOCK = threading.Lock()
+MAX_BRANCH_REPLACEMENTS = 3
+
+
+def forge_login(repository: GitRepository, forge: ForgeClient | None = None) -> str:
+    """Return the login the repository's token acts as (cached per API URL, repository and token)."""
+    token = hashlib.sha256((repository.token or "").encode()).hexdigest()
+    key = (repository.api_url, repository.full_name, token)
+    with _LOGINS_LOCK:
+        if key in _LOGINS:
+            return _LOGINS[key]
+    try:
+        login = (forge or forge_for(repository)).current_login()
+    except ForgeError as exc:
+        raise _from_forge(exc, "asking the forge who the portal is") from None
+    with _LOGINS_LOCK:
+        _LOGINS[key] = login
+    return login
+
+
+def pull_request_distrust(pr: PullRequest, *, repository: GitRepository, login: str, head_sha: str) -> str:
+    """Say why the portal must not act on `pr` ("" when it is the portal's own PR at `head_sha`)."""
+    if pr.head_repo != repository.full_name:
+        return f"PR #{pr.number} comes from another repository ({pr.head_repo or 'unknown'})"
+    if pr.author != login:
+        return f"PR #{pr.number} was opened by {pr.author or 'unknown'}, not by the portal ({login})"
+    if not head_sha or pr.head_sha != head_sha:
+        return f"PR #{pr.number} head {pr.head_sha[:12]} is not the commit the portal pushed"
+    return ""
+
+
 def pull_request_ensure(*, spec: PullRequestSpec, prepare_branch: PrepareBranch) -> PullRequestResult:
-    """Make sure the PR of `spec` exists, creating branch and PR only when missing."""
+    """Make sure the PR of `spec` exists, creating branch and PR only when missing.
+
+    Work on the branch name that the portal did not make moves the change to a fresh branch
+    (`spec.trust.replace_branch`) instead of being adopted.
+    """
     try:
         branch = validate_ref_name(spec.branch)
         base = validate_ref_name(spec.base)
@@ -223,10 +300,35 @@ def pull_request_ensure(*, spec: PullRequestSpec, prepare_branch: PrepareBranch)
     if branch == base:
         raise PullRequestPermanent("the PR branch and its base must differ")
     forge = forge_for(spec.repository)
+    login = forge_login(spec.repository, forge)
+    pushed_head = spec.trust.pushed_head_sha
+    for _ in range(MAX_BRANCH_REPLACEMENTS + 1):
+        distrust = _ensure_once(forge, spec, branch, base, login, pushed_head, prepare_branch)
+        if isinstance(distrust, PullRequestResult):
+            return distrust
+        branch = validate_ref_name(spec.trust.replace_branch(branch, distrust))
+        pushed_head = ""
+    raise PullRequestPermanent(f"gave up after {MAX_BRANCH_REPLACEMENTS} foreign branches in a row")
 
+
+def _ensure_once(
+    forge: ForgeClient,
+    spec: PullRequestSpec,
+    branch: str,
+    base: str,
+    login: str,
+    pushed_head: str,
+    prepare_branch: PrepareBranch,
+) -> PullRequestResult | str:
+    """One pass on `branch`: the PR, or why the branch holds someone else's work."""
     # (1) A PR from an earlier attempt: an open one first, else a merged/closed one.
     existing = _find_pr(forge, branch, base)
     if existing is not None:
+        distrust = pull_request_distrust(
+            existing, repository=spec.repository, login=login, head_sha=pushed_head
+        )
+        if distrust:
+            return distrust
         return _finish(forge, spec, existing, created=False, pushed=False)
 
     # (2) The branch: reuse what an earlier attempt pushed, or build and push it now.
@@ -235,8 +337,13 @@ def pull_request_ensure(*, spec: PullRequestSpec, prepare_branch: PrepareBranch)
         remote_sha = forge.get_branch_sha(branch)
     except ForgeError as exc:
         raise _from_forge(exc, f"reading branch {branch}") from None
+    if remote_sha is not None and remote_sha != pushed_head:
+        return f"branch {branch} is at {remote_sha[:12]}, not at a commit the portal pushed"
     if remote_sha is None:
-        _build_and_push(spec, branch, base, prepare_branch)
+        try:
+            pushed_head = _build_and_push(spec, branch, base, prepare_branch)
+        except _ForeignBranch as exc:
+            return str(exc)
         pushed = True
 
     # (3) The PR: a duplicate answer means a concurrent attempt won; fetch that one.
@@ -254,6 +361,9 @@ def pull_request_ensure(*, spec: PullRequestSpec, prepare_branch: PrepareBranch)
         pr, created = found, False
     except ForgeError as exc:
         raise _from_forge(exc, f"opening the pull request {branch} → {base}") from None
+    distrust = pull_request_distrust(pr, repository=spec.repository, login=login, head_sha=pushed_head)
+    if distrust:
+        return distrust
     return _finish(forge, spec, pr, created=created, pushed=pushed)
 
 
@@ -291,7 +401,8 @@ def _finish(
     return _result(pr, created=created, pushed=pushed, warnings=warnings)
 
 
-def _build_and_push(spec: PullRequestSpec, branch: str, base: str, prepare_branch: PrepareBranch) -> None:
+def _build_and_push(spec: PullRequestSpec, branch: str, base: str, prepare_branch: PrepareBranch) -> str:
+    """Build the branch on a fresh clone of `base`, record its head, push it; return the head."""
     repo = spec.repository
     root = Path(settings.WORKSPACES_DIR)
     root.mkdir(parents=True, exist_ok=True)
@@ -318,17 +429,26 @@ def _build_and_push(spec: PullRequestSpec, branch: str, base: str, prepare_branc
             raise _from_git(exc, f"preparing {branch}") from None
         if head is None:
             raise PullRequestPermanent(f"nothing to change on {base}: the target already has this content")
+        # Recorded before the push: whatever the branch holds later is trusted only if it is this.
+        spec.trust.record_push(head)
         try:
             ws.push(branch)
         except GitError as exc:
-            # Lost a race with a concurrent attempt (non-fast-forward / ref exists): reuse its branch.
+            # A ref that appeared meanwhile (a lost race, or someone else's push) is not ours.
             try:
-                if forge_for(repo).get_branch_sha(branch) is not None:
-                    logger.info("branch %s was pushed concurrently; reusing it", branch)
-                    return
+                remote = forge_for(repo).get_branch_sha(branch)
             except ForgeError:
-                pass
+                remote = None
+            if remote is not None and remote != head:
+                raise _ForeignBranch(
+                    f"branch {branch} appeared at {remote[:12]} while the portal pushed"
+                ) from None
             raise _from_git(exc, f"pushing {branch}") from None
+    return head
+
+
+class _ForeignBranch(Exception):
+    """The PR branch holds a commit the portal did not record (internal to `pull_request_ensure`)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,29 +486,69 @@ def pull_request_close_and_delete_branch(
     return pr
 
 
+ANY_CHECK = "any"
+
+
+def required_checks_verdict(
+    status: CommitStatusSummary, required: Sequence[str]
+) -> tuple[Literal["success", "waiting", "checks_failed"], str]:
+    """Judge the checks reported at a head against what the environment requires.
+
+    `required`: check names (contexts), or `any` (or nothing named): everything reported must pass
+    and at least one check must be reported. "No checks reported" is never success.
+    """
+    by_name = {c.context: c.state for c in status.contexts}
+    names = [n for n in required if n != ANY_CHECK]
+    if not names:
+        if not by_name:
+            return "waiting", "waiting for checks: none reported at the head yet"
+        names = sorted(by_name)
+    failing = [n for n in names if by_name.get(n) in ("failure", "error")]
+    if failing:
+        return "checks_failed", "checks failed: " + ", ".join(failing)
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        return "waiting", "waiting for required checks: " + ", ".join(missing)
+    running = [n for n in names if by_name[n] != "success"]
+    if running:
+        return "waiting", "checks are still running: " + ", ".join(running)
+    return "success", "required checks passed"
+
+
 def pull_request_merge_when_checks_pass(
-    *, repository: GitRepository, number: int, method: Any = "merge"
+    *,
+    repository: GitRepository,
+    number: int,
+    head_sha: str,
+    required_checks: Sequence[str] = (),
+    method: Any = "merge",
 ) -> MergeAttempt:
-    """Merge the PR once its head's combined status is success (no checks counts as success)."""
+    """Merge the portal's PR at `head_sha` once the required checks succeeded there.
+
+    A PR whose head moved, or that is not the portal's own, is "refused" (never merged).
+    """
     forge = forge_for(repository)
+    login = forge_login(repository, forge)
     try:
         pr = forge.get_pull_request(int(number))
         if pr.merged:
             return MergeAttempt("merged", pr.merge_commit_sha, "already merged")
         if pr.state != "open":
             return MergeAttempt("closed", None, "the pull request was closed without merging")
-        status = forge.combined_status(pr.head_sha)
-        if status.contexts and status.state == "pending":
-            return MergeAttempt("waiting", None, "checks are still running")
-        if status.contexts and status.state != "success":
-            failing = ", ".join(c.context for c in status.contexts if c.state not in ("success", "pending"))
-            return MergeAttempt("checks_failed", None, f"checks failed: {failing or status.state}")
+        distrust = pull_request_distrust(pr, repository=repository, login=login, head_sha=head_sha)
+        if distrust:
+            return MergeAttempt("refused", None, f"not merging: {distrust}")
+        verdict, detail = required_checks_verdict(forge.combined_status(head_sha), required_checks)
+        if verdict != "success":
+            return MergeAttempt(verdict, None, detail)
         try:
-            sha = forge.merge_pull_request(pr.number, sha=pr.head_sha, method=method)
+            sha = forge.merge_pull_request(pr.number, sha=head_sha, method=method)
         except MergeNotAllowed as exc:
             again = forge.get_pull_request(pr.number)
             if again.merged:
                 return MergeAttempt("merged", again.merge_commit_sha, "merged concurrently")
+            if again.head_sha != head_sha:
+                return MergeAttempt("refused", None, f"not merging: the head moved to {again.head_sha[:12]}")
             return MergeAttempt("waiting", None, f"not mergeable yet: {exc}")
         return MergeAttempt("merged", sha, "merged")
     except ForgeError as exc:

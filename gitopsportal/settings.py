@@ -191,6 +191,17 @@ if PROMOTION_PR_LEASE_SECONDS <= CELERY_TASK_TIME_LIMIT:
 POLL_TIMEOUT_SECONDS = env_int("POLL_TIMEOUT_SECONDS", 240)
 if POLL_TIMEOUT_SECONDS < 1:
     raise ImproperlyConfigured("POLL_TIMEOUT_SECONDS: must be at least 1")
+# A poll whose list drops more than max(ARGOCD_REMOVAL_GUARD_MIN, ARGOCD_REMOVAL_GUARD_PERCENT % of the
+# live apps) removes nothing: the instance is marked stale until the drop has lasted
+# ARGOCD_REMOVAL_GUARD_CYCLES polls (a narrowed token or RBAC change looks exactly like this).
+# An empty list while apps were live is never taken as "all deleted" before that either.
+ARGOCD_REMOVAL_GUARD_MIN = env_int("ARGOCD_REMOVAL_GUARD_MIN", 5)
+ARGOCD_REMOVAL_GUARD_PERCENT = env_int("ARGOCD_REMOVAL_GUARD_PERCENT", 20)
+ARGOCD_REMOVAL_GUARD_CYCLES = env_int("ARGOCD_REMOVAL_GUARD_CYCLES", 3)
+if ARGOCD_REMOVAL_GUARD_MIN < 0 or not 0 <= ARGOCD_REMOVAL_GUARD_PERCENT <= 100:
+    raise ImproperlyConfigured("ARGOCD_REMOVAL_GUARD_MIN must be >= 0, ARGOCD_REMOVAL_GUARD_PERCENT 0-100")
+if ARGOCD_REMOVAL_GUARD_CYCLES < 1:
+    raise ImproperlyConfigured("ARGOCD_REMOVAL_GUARD_CYCLES: must be at least 1")
 # Argo CD API calls: seconds to connect, and to wait for a response (a full application list is the
 # slowest read). One pair for every Argo CD client the portal makes.
 ARGOCD_CONNECT_TIMEOUT_SECONDS = env_float("ARGOCD_CONNECT_TIMEOUT_SECONDS", 3.05)
@@ -529,6 +540,10 @@ PORTAL_BASE_URL = env_str("PORTAL_BASE_URL", "http://127.0.0.1:8000") or ""
 MIRRORS_DIR = Path(env_str("GITOPSPORTAL_MIRRORS_DIR") or VAR_DIR / "mirrors")
 WORKSPACES_DIR = Path(env_str("GITOPSPORTAL_WORKSPACES_DIR") or VAR_DIR / "workspaces")
 FORGE_WEBHOOK_SECRET = env_str("FORGE_WEBHOOK_SECRET", "") or ""
+# Seconds a forge webhook delivery id is remembered: a replayed delivery within it does nothing.
+FORGE_WEBHOOK_DEDUPE_SECONDS = env_int("FORGE_WEBHOOK_DEDUPE_SECONDS", 7 * 24 * 3600)
+if FORGE_WEBHOOK_DEDUPE_SECONDS < 1:
+    raise ImproperlyConfigured("FORGE_WEBHOOK_DEDUPE_SECONDS: must be at least 1")
 
 # --- logging --------------------------------------------------------------------------------------
 LOG_FORMAT = env_choice("LOG_FORMAT", "text", ("text", "json"))

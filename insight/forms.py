@@ -24,7 +24,14 @@ class SubscriptionForm(forms.Form):
         help_text="Comma-separated globs, e.g. promotion.merged, rollback.healthy",
     )
     target_kind = forms.ChoiceField(choices=Subscription.Target.choices, label="Target")
-    url = forms.URLField(max_length=500, label="Webhook URL", assume_scheme="https")
+    # A Slack webhook URL is a secret: never rendered back, not even into a form sent back with errors.
+    url = forms.URLField(
+        max_length=500,
+        label="Webhook URL",
+        assume_scheme="https",
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Stored encrypted and never shown again (only its host's last characters).",
+    )
     secret = forms.CharField(
         max_length=300,
         required=False,

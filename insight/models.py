@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import models
@@ -34,7 +35,9 @@ class Subscription(models.Model):
     )
     event_kinds = models.JSONField(default=list, help_text="audit action globs, e.g. promotion.*")
     target_kind = models.CharField(max_length=20, choices=Target.choices, default=Target.GENERIC)
-    url = models.URLField(max_length=500)
+    # A Slack incoming-webhook URL is a bearer secret (its path is the token): encrypted at rest and
+    # never rendered; pages show `url_hint` only.
+    url = EncryptedTextField()
     secret = EncryptedTextField(blank=True, help_text="HMAC key of the generic webhook signature")
     active = models.BooleanField(default=True)
     created_by = models.ForeignKey(
@@ -48,6 +51,12 @@ class Subscription(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def url_hint(self) -> str:
+        """Say that a URL is set, with the last characters of its host (never its path)."""
+        host = urlsplit(str(self.url or "")).hostname or ""
+        return f"set (host …{host[-4:]})" if host else ("set" if self.url else "not set")
 
     def matches_action(self, action: str) -> bool:
         return any(fnmatchcase(action, pattern) for pattern in self.event_kinds or [])

@@ -112,6 +112,20 @@ class PortalCollector:
         ):
             family.add_metric([instance, sync or "Unknown", health or "Unknown"], n)
         yield family
+        conflicts = GaugeMetricFamily(
+            "gitopsportal_application_ownership_conflicts",
+            "Argo CD apps naming a portal app outside its pinned Argo CD projects (not attached)",
+            labels=["instance"],
+        )
+        for instance, n in (
+            ArgoApplication.objects.live()
+            .exclude(ownership_conflict="")
+            .values_list("instance__name")
+            .annotate(n=Count("id"))
+            .order_by("instance__name")
+        ):
+            conflicts.add_metric([instance], n)
+        yield conflicts
 
     def _flows(self) -> Iterator[Metric]:
         promotions = GaugeMetricFamily(

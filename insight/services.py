@@ -55,6 +55,8 @@ def _clean_subscription(
         webhooks.check_url(url, allow_http=bool(settings.INSIGHT_WEBHOOK_ALLOW_HTTP), resolve=False)
     except webhooks.UnsafeURL as exc:
         errors["url"] = str(exc)
+    if len(url) > 500:
+        errors["url"] = "too long (at most 500 characters)"
     if len(project_glob) > 200:
         errors["project_glob"] = "too long"
     if errors:

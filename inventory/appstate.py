@@ -169,7 +169,7 @@ def row_values(remote: RemoteApp, placement: Placement, repo_urls: set[str], now
 
 
 ROW_FIELDS = (
-    "application", "environment", "cluster", "project", "namespace", "labels", "repo_url", "path",
+    "application", "claimed_app", "ownership_conflict", "environment", "cluster", "project", "namespace", "labels", "repo_url", "path",
     "target_revision", "sources", "is_multi_source", "automated", "sync_status", "health_status",
     "health_message", "operation_phase", "operation_message", "operation_started_at",
     "operation_finished_at", "revision", "revisions", "deployed_revision", "deployed_at", "images",

@@ -82,6 +82,9 @@ class EnvironmentConfig:
     production_like: bool = False
     rollback_auto_merge: bool = False
     allow_skip_from: tuple[str, ...] = ()
+    # Checks (status contexts) an automatic merge needs at the PR head; "any" (or none named):
+    # every reported check, and at least one.
+    required_checks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,17 @@ class ApplicationConfig:
     repository: str = ""
     strategy: str = "kustomize-images"
     strategy_options: dict[str, Any] = field(default_factory=dict)
+    argocd_projects: tuple[str, ...] = ()
+    argocd_instances: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OwnershipRule:
+    """Pin the apps whose name matches the glob `apps` to Argo CD projects (and instances)."""
+
+    apps: str
+    argocd_projects: tuple[str, ...]
+    argocd_instances: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,6 +131,7 @@ class PortalConfig:
     environments: tuple[EnvironmentConfig, ...] = ()
     mapping: MappingConfig = field(default_factory=MappingConfig)
     applications: tuple[ApplicationConfig, ...] = ()
+    ownership: tuple[OwnershipRule, ...] = ()
     default_repository: str = ""
     infer_environments: bool = False
 
@@ -208,11 +223,20 @@ def _check_pattern(node: ConfigNode, key: str, pattern: str, *, needs_env: bool)
         raise node.fail("must be a relative path inside the repository", key, node.line_of(key))
 
 
+def _required_checks(item: ConfigNode) -> tuple[str, ...]:
+    """Read `required_checks`: a list of check names, or the word `any`."""
+    if isinstance(item.value.get("required_checks"), str):
+        if item.string("required_checks").strip() != "any":
+            raise item.fail("must be a list of check names or `any`", "required_checks")
+        return ("any",)
+    return item.strings("required_checks")
+
+
 def _environments(node: ConfigNode) -> tuple[EnvironmentConfig, ...]:
     out: list[EnvironmentConfig] = []
     keys = (
         "name", "branch", "path_pattern", "requires_approval", "approvals_required", "soak_minutes",
-        "production_like", "rollback_auto_merge", "allow_skip_from",
+        "production_like", "rollback_auto_merge", "allow_skip_from", "required_checks",
     )  # fmt: skip
     for order, item in enumerate(node.items()):
         item.mapping(keys)
@@ -233,6 +257,7 @@ def _environments(node: ConfigNode) -> tuple[EnvironmentConfig, ...]:
                 production_like=item.boolean("production_like", False),
                 rollback_auto_merge=item.boolean("rollback_auto_merge", False),
                 allow_skip_from=item.strings("allow_skip_from"),
+                required_checks=_required_checks(item),
             )
         )
     names = [e.name for e in out]
@@ -300,7 +325,17 @@ def _applications(
     out: list[ApplicationConfig] = []
     repo_names = {r.name for r in repos}
     for item in node.items():
-        item.mapping(("name", "project", "repository", "strategy", "strategy_options"))
+        item.mapping(
+            (
+                "name",
+                "project",
+                "repository",
+                "strategy",
+                "strategy_options",
+                "argocd_projects",
+                "argocd_instances",
+            )
+        )
         strategy = item.string("strategy", "kustomize-images")
         if strategy not in STRATEGIES:
             raise item.fail(f"must be one of {', '.join(STRATEGIES)}", "strategy", item.line_of("strategy"))
@@ -317,16 +352,39 @@ def _applications(
                 repository=repo,
                 strategy=strategy,
                 strategy_options=plain(options.value) if options is not None else {},
+                argocd_projects=item.strings("argocd_projects"),
+                argocd_instances=item.strings("argocd_instances"),
             )
         )
     unique_check(node, [a.name for a in out], "name")
     return tuple(out)
 
 
+def _ownership(node: ConfigNode | None) -> tuple[OwnershipRule, ...]:
+    if node is None:
+        return ()
+    out: list[OwnershipRule] = []
+    for item in node.items():
+        item.mapping(("apps", "argocd_projects", "argocd_instances"))
+        projects = item.strings("argocd_projects")
+        if not projects:
+            raise item.fail("is required (the Argo CD projects these apps belong to)", "argocd_projects")
+        out.append(
+            OwnershipRule(
+                apps=item.string("apps", required=True),
+                argocd_projects=projects,
+                argocd_instances=item.strings("argocd_instances"),
+            )
+        )
+    return tuple(out)
+
+
 # ---------------------------------------------------------------------------------------------
 # Entry points
 
-TOP_KEYS = ("argocd", "repositories", "environments", "mapping", "applications", "default_repository")
+TOP_KEYS = (
+    "argocd", "repositories", "environments", "mapping", "applications", "ownership", "default_repository",
+)  # fmt: skip
 
 
 def parse_config(text: str, source: str) -> PortalConfig:
@@ -354,13 +412,27 @@ def parse_config(text: str, source: str) -> PortalConfig:
         raise root.fail(
             f"unknown repository {default_repo!r}", "default_repository", root.line_of("default_repository")
         )
+    applications = _applications(root.child("applications"), repos)
+    ownership = _ownership(root.child("ownership"))
+    names = {i.name for i in instances}
+    for key, pinned in [("applications", a.argocd_instances) for a in applications] + [
+        ("ownership", r.argocd_instances) for r in ownership
+    ]:
+        unknown = sorted(set(pinned) - names)
+        if unknown:
+            raise root.fail(
+                f"argocd_instances names unknown Argo CD instance(s): {', '.join(unknown)}",
+                key,
+                root.line_of(key),
+            )
     return PortalConfig(
         source=source,
         instances=instances,
         repositories=repos,
         environments=envs,
         mapping=_mapping(root.child("mapping")),
-        applications=_applications(root.child("applications"), repos),
+        applications=applications,
+        ownership=ownership,
         default_repository=default_repo,
         infer_environments=not envs,
     )
@@ -422,6 +494,7 @@ __all__ = [
     "InstanceConfig",
     "MappingConfig",
     "Override",
+    "OwnershipRule",
     "PortalConfig",
     "RepositoryConfig",
     "config_from_env",

@@ -12,6 +12,12 @@ from audit.services import audit_event_record
 
 from .config import PortalConfig, load_config
 from .models import Application, ArgoInstance, Environment, GitRepository
+from .ownership import (
+    PIN_CONFIG,
+    application_pin_resolve,
+    application_pin_set,
+    applications_ownership_recheck,
+)
 
 
 @dataclass
@@ -54,6 +60,7 @@ def _mapping_json(config: PortalConfig) -> dict[str, Any]:
         "overrides": {k: dataclasses.asdict(v) for k, v in sorted(m.overrides.items())},
         "infer_environments": config.infer_environments,
         "default_repository": config.default_repository,
+        "ownership": [dataclasses.asdict(rule) for rule in config.ownership],
     }
 
 
@@ -114,6 +121,7 @@ def config_apply(*, config: PortalConfig) -> ConfigApplyResult:
                 "production_like": env.production_like,
                 "rollback_auto_merge": env.rollback_auto_merge,
                 "allow_skip_from": list(env.allow_skip_from),
+                "required_checks": list(env.required_checks),
             },
             f"environment:{env.name}",
             result,
@@ -127,6 +135,7 @@ def config_apply(*, config: PortalConfig) -> ConfigApplyResult:
         if repo is not None:
             values["repository"] = repo
         _upsert(Application, {"name": app.name}, values, f"application:{app.name}", result)
+    _ownership_apply(config=config, rules=mapping["ownership"], result=result)
     if result.changed:
         audit_event_record(
             action="inventory.config_applied",
@@ -138,6 +147,36 @@ def config_apply(*, config: PortalConfig) -> ConfigApplyResult:
             system_name="config",
         )
     return result
+
+
+def _ownership_apply(*, config: PortalConfig, rules: list[dict[str, Any]], result: ConfigApplyResult) -> None:
+    """Pin every app as the configuration says; its project, and the Argo CD apps it owns, follow."""
+    configured = {a.name: a for a in config.applications}
+    moved = []
+    for app in Application.objects.order_by("name"):
+        entry = configured.get(app.name)
+        before = (app.project, list(app.argocd_projects), list(app.argocd_instances), app.pin_source)
+        if entry is not None and entry.argocd_projects:
+            application_pin_set(
+                app=app, projects=entry.argocd_projects, instances=entry.argocd_instances, source=PIN_CONFIG
+            )
+        else:
+            if app.pin_source == PIN_CONFIG:  # its entry lost the pin: a glob or the first-seen rule again
+                application_pin_set(app=app, projects=[], instances=[], source="")
+            application_pin_resolve(app=app, rules=rules)
+            if not app.argocd_projects:
+                first = app.argo_apps.live().exclude(project="").order_by("first_seen_at", "pk").first()
+                if first is not None:
+                    application_pin_resolve(app=app, rules=rules, first_project=first.project)
+        if entry is not None and entry.project:
+            app.project = entry.project
+        if before == (app.project, list(app.argocd_projects), list(app.argocd_instances), app.pin_source):
+            continue
+        app.save(update_fields=["project", "argocd_projects", "argocd_instances", "pin_source"])
+        result.updated.append(f"application:{app.name} (argocd_projects)")
+        moved.append(app)
+    if moved:
+        applications_ownership_recheck(apps=moved, system="config")
 
 
 def config_apply_from_settings() -> ConfigApplyResult | None:

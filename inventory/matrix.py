@@ -18,7 +18,6 @@ from django.utils import timezone
 from .models import (
     Application,
     ArgoApplication,
-    ArgoInstance,
     Commit,
     CommitTouch,
     Deployment,
@@ -32,6 +31,7 @@ from .selectors import (
     ActionRights,
     stale_after,
     visible_applications,
+    visible_instances,
 )
 
 _LABEL = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._/-]{0,120})=([A-Za-z0-9._:/-]{0,120})$")
@@ -243,7 +243,8 @@ def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAG
     now = timezone.now()
     all_envs = list(Environment.objects.all())
     envs = [e for e in all_envs if not filters.environment or e.name == filters.environment]
-    instances = list(ArgoInstance.objects.order_by("name"))
+    # Other teams' instances (names, errors) are not shown to a scoped viewer.
+    instances = list(visible_instances(user).order_by("name"))
     threshold = now - stale_after()
     stale_ids = {
         i.pk for i in instances if i.is_stale or i.last_success_at is None or i.last_success_at < threshold

@@ -86,6 +86,9 @@ class Environment(models.Model):
     )
     production_like = models.BooleanField(default=False)
     rollback_auto_merge = models.BooleanField(default=False)
+    # Check names an automatic merge needs at the PR head, or ["any"] / []: every reported check,
+    # and at least one (changes.pullrequests.required_checks_verdict).
+    required_checks = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["order", "name"]
@@ -140,6 +143,13 @@ class Application(models.Model):
     )
     strategy = models.CharField(max_length=32, choices=STRATEGY_CHOICES, default="kustomize-images")
     strategy_options = models.JSONField(default=dict, blank=True)
+    # Which Argo CD apps may join this app (inventory/ownership.py): their AppProject must be one of
+    # `argocd_projects` and their instance one of `argocd_instances` (any when empty). The pin comes
+    # from the configuration (the app's own entry or an `ownership` glob) or from the first Argo CD
+    # app seen; an Argo CD app outside it is a conflict, never merged.
+    argocd_projects = models.JSONField(default=list, blank=True)
+    argocd_instances = models.JSONField(default=list, blank=True)
+    pin_source = models.CharField(max_length=16, blank=True, default="")
     # Set after a rollback: blocks re-promoting the reverted version until a release manager clears it.
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -163,6 +173,10 @@ class ArgoApplication(models.Model):
     application = models.ForeignKey(
         Application, null=True, blank=True, on_delete=models.SET_NULL, related_name="argo_apps"
     )
+    # The portal app this Argo CD app names (label, pattern or override) and, when it may not join
+    # it (inventory/ownership.py), why: such a row is stored with `application` empty.
+    claimed_app = models.CharField(max_length=200, blank=True, default="", db_index=True)
+    ownership_conflict = models.CharField(max_length=500, blank=True, default="")
     environment = models.ForeignKey(
         Environment, null=True, blank=True, on_delete=models.SET_NULL, related_name="argo_apps"
     )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -74,13 +75,18 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
                 "id", "name", "state_hash", "deleted_at"
             )
         }
-        hashes, full = changed_full_apps(client=client, items=listing.items, existing=existing)
-        repositories_ingest_for(instance=instance, full=full)
-        result.apps_seen = len(listing.items)
         seen_names = {item.name for item in listing.items}
         removed = [
             name for name, row in existing.items() if name not in seen_names and row["deleted_at"] is None
         ]
+        refusal = _removal_guard(
+            instance=instance, live=sum(r["deleted_at"] is None for r in existing.values()), removed=removed
+        )
+        if refusal:
+            raise RemovalHeld(refusal)
+        hashes, full = changed_full_apps(client=client, items=listing.items, existing=existing)
+        repositories_ingest_for(instance=instance, full=full)
+        result.apps_seen = len(listing.items)
         stats = _poll_store(
             instance=instance,
             full=full,
@@ -96,7 +102,7 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
         result.apps_new = stats["new"]
         result.apps_removed = len(removed)
         result.new_deployments = stats["deployments"]
-    except (ArgoCDError, GitError) as exc:
+    except (ArgoCDError, GitError, RemovalHeld) as exc:
         result.error = str(exc)[:1000] or exc.__class__.__name__
         result.transient = isinstance(exc, ArgoCDUnavailable)
         result.duration_ms = int((time.monotonic() - started) * 1000)
@@ -109,6 +115,31 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
         raise
     result.duration_ms = int((time.monotonic() - started) * 1000)
     return result
+
+
+class RemovalHeld(Exception):
+    """The list dropped too many apps at once: nothing is removed, the instance is shown stale."""
+
+
+def _removal_guard(*, instance: ArgoInstance, live: int, removed: list[str]) -> str:
+    """Return why this poll's removals are held back, or "" when they may go ahead.
+
+    An empty list, or one that lost more than max(MIN, PERCENT % of the live apps), is what a
+    narrowed token or an RBAC change looks like: hold until the drop has lasted CYCLES polls.
+    """
+    limit = max(settings.ARGOCD_REMOVAL_GUARD_MIN, live * settings.ARGOCD_REMOVAL_GUARD_PERCENT // 100)
+    sharp = bool(removed) and (len(removed) == live or len(removed) > limit)
+    stats = dict(instance.last_poll_stats or {})
+    held = int(stats.get("removals_held", 0)) + 1 if sharp else 0
+    if not sharp or held >= settings.ARGOCD_REMOVAL_GUARD_CYCLES:
+        return ""
+    stats["removals_held"] = held
+    ArgoInstance.objects.filter(pk=instance.pk).update(last_poll_stats=stats)
+    what = "no applications" if len(removed) == live else f"{live - len(removed)} of {live} applications"
+    return (
+        f"Argo CD listed {what}: {len(removed)} would be removed at once, so nothing was removed "
+        f"(poll {held} of {settings.ARGOCD_REMOVAL_GUARD_CYCLES}; check the token's RBAC)"
+    )
 
 
 @transaction.atomic

@@ -93,13 +93,35 @@ class ActionRights:
         return self._has(Role.ONCALL, project, environment)
 
 
-def instance_status_list() -> tuple[list[ArgoInstance], list[GitRepository], datetime]:
-    """Return Argo CD instances and repositories with their poll / ingest status."""
-    instances = list(ArgoInstance.objects.order_by("name"))
+def visible_instances(user: Any) -> QuerySet[ArgoInstance]:
+    """Return the Argo CD instances that run an app the user may see (all for an unscoped user).
+
+    An instance's name, URL and poll errors tell a scoped viewer about other teams' setups.
+    """
+    patterns = project_filter(user)
+    qs = ArgoInstance.objects.all()
+    if patterns is None:
+        return qs
+    runs = ArgoApplication.objects.filter(_glob_q("application__project", patterns)).values("instance_id")
+    return qs.filter(pk__in=runs)
+
+
+def visible_repositories(user: Any) -> QuerySet[GitRepository]:
+    """Return the Git repositories of apps the user may see (all for an unscoped user)."""
+    patterns = project_filter(user)
+    qs = GitRepository.objects.all()
+    if patterns is None:
+        return qs
+    return qs.filter(pk__in=visible_applications(user).values("repository_id"))
+
+
+def instance_status_list(*, user: Any) -> tuple[list[ArgoInstance], list[GitRepository], datetime]:
+    """Return the Argo CD instances and repositories the user may see, with poll / ingest status."""
+    instances = list(visible_instances(user).order_by("name"))
     threshold = timezone.now() - stale_after()
     for inst in instances:
         inst.shown_stale = inst.is_stale or inst.last_success_at is None or inst.last_success_at < threshold  # type: ignore[attr-defined]
-    return instances, list(GitRepository.objects.order_by("name")), threshold
+    return instances, list(visible_repositories(user).order_by("name")), threshold
 
 
 def deployment_rows(

@@ -16,6 +16,7 @@ from .appstate import POLLER, ROW_FIELDS, Placement, placement_of, row_values, s
 from .config import INFERRED_ORDER
 from .deployments import HistoricVersions, deployments_record
 from .models import Application, ArgoApplication, ArgoInstance, Cluster, Environment, GitRepository
+from .ownership import application_pin_resolve, ownership_conflict_of, ownership_conflict_record
 
 
 def changed_full_apps(
@@ -94,6 +95,7 @@ def _environments_for(instance: ArgoInstance, names: set[str]) -> dict[str, Envi
 def _applications_for(
     placements: dict[str, Placement], projects: dict[str, str], mapping: dict[str, Any]
 ) -> dict[str, Application]:
+    """Return the portal apps the placements name, created (and pinned) when new."""
     names = {p.app for p in placements.values()}
     apps = {a.name: a for a in Application.objects.filter(name__in=names)}
     default_repo = None
@@ -102,26 +104,27 @@ def _applications_for(
         default_repo = GitRepository.objects.filter(name=repo_name).first()
     if default_repo is None:
         default_repo = GitRepository.objects.order_by("pk").first()
+    rules = mapping.get("ownership") or []
     create = []
-    for argo_name, placement in placements.items():
+    for placement in placements.values():
         if placement.app not in apps:
-            app = Application(
-                name=placement.app[:200], project=projects.get(argo_name, "")[:200], repository=default_repo
-            )
+            app = Application(name=placement.app[:200], project="", repository=default_repo)
+            application_pin_resolve(app=app, rules=rules)  # a glob pins a new name before anyone claims it
             apps[placement.app] = app
             create.append(app)
     if create:
         Application.objects.bulk_create(create, ignore_conflicts=True)
         apps.update({a.name: a for a in Application.objects.filter(name__in=[a.name for a in create])})
-    # Apps first seen in Git have no project yet: Argo CD's AppProject is the team.
-    fix = []
+    # An app nobody pinned is pinned by the first Argo CD app seen (apps first seen in Git too).
+    fix = {}
     for argo_name, placement in placements.items():
         app = apps[placement.app]
-        if not app.project and projects.get(argo_name):
-            app.project = projects[argo_name][:200]
-            fix.append(app)
+        if application_pin_resolve(app=app, rules=rules, first_project=projects.get(argo_name, "")):
+            fix[app.pk] = app
     if fix:
-        Application.objects.bulk_update(fix, ["project"])
+        Application.objects.bulk_update(
+            list(fix.values()), ["project", "argocd_projects", "argocd_instances", "pin_source"]
+        )
     return apps
 
 
@@ -168,14 +171,21 @@ def apps_store(
 
     rows = {r.name: r for r in ArgoApplication.objects.filter(instance=instance, name__in=list(full))}
     new_rows, changed_rows = [], []
+    conflicted: list[tuple[str, Application]] = []
     for name, remote in full.items():
         placement = placements[name]
         values = row_values(remote, placement, repo_urls, now)
-        values["application"] = apps.get(placement.app)
+        app = apps[placement.app]
+        conflict = ownership_conflict_of(app=app, project=remote.project, instance=instance.name)
+        values["application"] = None if conflict else app
+        values["claimed_app"] = placement.app[:200]
+        values["ownership_conflict"] = conflict
         values["environment"] = envs.get(placement.env or "")
         values["cluster"] = clusters_by_name.get(placement.cluster or "")
         values["state_hash"] = hashes[name]
         row = rows.get(name)
+        if conflict and (row is None or row.ownership_conflict != conflict):
+            conflicted.append((name, app))
         if row is None:
             row = ArgoApplication(
                 instance=instance, name=name, first_seen_at=now, last_changed_at=now, **values
@@ -201,11 +211,14 @@ def apps_store(
         ArgoApplication.objects.bulk_create(new_rows)
     if changed_rows:
         ArgoApplication.objects.bulk_update(changed_rows, ROW_FIELDS, batch_size=500)
+    for name, app in conflicted:
+        ownership_conflict_record(row=rows[name], app=app)
 
     deployments = 0
     versions = HistoricVersions()
     for name, remote in full.items():
-        if remote.history:
+        # A conflicting Argo CD app's history is no deployment of the app it names.
+        if remote.history and not rows[name].ownership_conflict:
             deployments += len(
                 deployments_record(
                     argo_app=rows[name], history=remote.history, remote=remote, versions=versions

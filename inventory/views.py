@@ -15,6 +15,7 @@ from . import appdetail, selectors
 from .matrix import MatrixFilters, deployment_matrix
 from .models import Application, Environment
 from .overlays import overlay_diff
+from .ownership import ownership_conflicts_of
 
 
 @require_GET
@@ -64,6 +65,7 @@ def app_detail(request: AuthenticatedHttpRequest, name: str) -> HttpResponse:
         "sections": sections,
         "out_of_band_help": appdetail.OUT_OF_BAND_HELP,
         "lane": appdetail.pipeline_lane(sections),
+        "conflicts": ownership_conflicts_of(app=app),
         "environments": envs,
         "left": left,
         "right": right,
@@ -86,7 +88,7 @@ def _running(sections: list[appdetail.EnvSection], env: Environment) -> str:
 @require_GET
 @require_role(Role.VIEWER)
 def instances(request: AuthenticatedHttpRequest) -> HttpResponse:
-    argo_instances, repositories, _ = selectors.instance_status_list()
+    argo_instances, repositories, _ = selectors.instance_status_list(user=request.user)
     return render(
         request,
         "inventory/instances.html",

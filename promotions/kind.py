@@ -107,6 +107,7 @@ PROMOTION = change_kind_register(
         pr_open_fields={"last_error": ""},
         retry_fields=_retry_fields,
         retry_not_before="next_attempt_at",
+        branch_field="pr_branch",
         pr_poll_seconds=300,
         open_grace_seconds=30,
         on_final=_release_slots,

@@ -151,6 +151,9 @@ class Promotion(models.Model):
     pr_number = models.PositiveIntegerField(null=True, blank=True)
     pr_url = models.CharField(max_length=500, blank=True)
     pr_head_sha = models.CharField(max_length=64, blank=True)
+    # The commit the portal pushed to pr_branch, recorded before the push: only a branch or PR
+    # at this commit is the portal's own (changes.pullrequests, trust).
+    pushed_head_sha = models.CharField(max_length=64, blank=True)
     merge_commit_sha = models.CharField(max_length=64, blank=True)
     deployed_revision = models.CharField(max_length=64, blank=True)
     # The rollback (rollbacks.RollbackRequest id) whose revert merged this promotion's change back out.

@@ -12,12 +12,13 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 
-from changes.lifecycle import ChangeFailed, change_fail, change_pr_open
+from changes.lifecycle import ChangeFailed, change_branch_trust, change_fail, change_pr_open
 from changes.pullrequests import (
     PullRequestPermanent,
     PullRequestResult,
     PullRequestRetryable,
     PullRequestSpec,
+    branch_name_unguessable,
     forge_for,
     pull_request_close_and_delete_branch,
     pull_request_ensure,
@@ -36,11 +37,16 @@ PR_LABELS = ("promotion",)
 
 
 def branch_name(promotion: Promotion, items: Sequence[PromotionItem]) -> str:
-    """`promote/<app>/<S>-to-<T>/<id>` (a release train uses `release-train` for the app)."""
+    """`promote/<app>/<S>-to-<T>/<id>-<random>` (a release train uses `release-train` for the app).
+
+    The random suffix is chosen once (first claim) and kept in `pr_branch`, so retries reuse it.
+    """
+    if promotion.pr_branch:
+        return promotion.pr_branch
     app = items[0].application.name if len(items) == 1 else "release-train"
     name = f"promote/{app}/{promotion.source_env.name}-to-{promotion.target_env.name}/{promotion.pk}"
     try:
-        return validate_ref_name(name)
+        return branch_name_unguessable(name)
     except InvalidRef as exc:
         raise PullRequestPermanent(f"cannot build a branch name: {exc}") from None
 
@@ -139,6 +145,7 @@ def _open_pr(promotion: Promotion) -> PullRequestResult:
         body=_pr_body(promotion, items, mirror, approvers),
         labels=PR_LABELS,
         reviewers=reviewers,
+        trust=change_branch_trust(kind=PROMOTION, change=promotion),
     )
     return pull_request_ensure(spec=spec, prepare_branch=prepare)
 

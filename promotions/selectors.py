@@ -42,12 +42,19 @@ def _glob_q(field: str, patterns: list[str]) -> Q:
 
 
 def visible_promotions(user: User) -> PromotionQuerySet:
-    """Promotions with at least one app in a project the user may see."""
+    """Promotions whose apps are all in projects the user may see.
+
+    A release train spanning two teams' apps is shown only to someone who may see both: its page
+    shows every app's versions, diffs and approvals.
+    """
     qs = Promotion.objects.all()
     patterns = project_filter(user)
     if patterns is not None:
         ids = PromotionItem.objects.filter(_glob_q("application__project", patterns)).values("promotion_id")
-        qs = qs.filter(pk__in=ids)
+        hidden = PromotionItem.objects.exclude(_glob_q("application__project", patterns)).values(
+            "promotion_id"
+        )
+        qs = qs.filter(pk__in=ids).exclude(pk__in=hidden)
     return qs
 
 
@@ -141,12 +148,12 @@ def promotion_list(*, user: User, filters: ListFilters) -> PromotionPage:
 
 
 def promotion_get(*, user: User, pk: int) -> Promotion:
-    """One promotion the user may see (404 otherwise: no existence leak)."""
+    """One promotion the user may see: every app's project (404 otherwise: no existence leak)."""
     promotion = _with_items(Promotion.objects.filter(pk=pk)).first()
     if promotion is None:
         raise Http404("no such promotion")
     projects = {i.application.project for i in promotion.items.all()}
-    if projects and not any(project_visible(user, p) for p in projects):
+    if projects and not all(project_visible(user, p) for p in projects):
         raise Http404("no such promotion")
     return promotion
 

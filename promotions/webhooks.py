@@ -5,7 +5,9 @@ The signature is verified on the raw body, in constant time, with the repository
 badly signed delivery gets 403 and is recorded as `webhook.rejected`, aggregated per client
 address and minute (audit.aggregate: the count of rejections is the sum of the events'
 `after["count"]`), so unauthenticated callers cannot grow the ledger one row per request.
-`pull_request` events drive promotion tracking and every handler registered with
+A delivery id (X-GitHub-Delivery, X-Gitea-Delivery, X-Gitlab-Event-UUID) seen before within
+FORGE_WEBHOOK_DEDUPE_SECONDS answers 200 "duplicate" and does nothing: a captured, validly signed
+delivery cannot be replayed to drive tracking again. `pull_request` events drive promotion tracking and every handler registered with
 `changes.pullrequests.register_pr_state_handler` (rollbacks); `push` events
 enqueue the repository's Git ingest.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -23,7 +26,7 @@ from django.views.decorators.http import require_POST
 from audit.aggregate import audit_event_record_aggregated
 from changes.lifecycle import change_enqueue_track
 from changes.pullrequests import PR_STATE_HANDLERS
-from integrations.forges.webhooks import WebhookPayloadError, parse_webhook, verify_signature
+from integrations.forges.webhooks import WebhookEvent, WebhookPayloadError, parse_webhook, verify_signature
 from inventory.models import GitRepository
 from inventory.tasks import repository_ingest_task
 
@@ -70,6 +73,20 @@ def forge_webhook(request: HttpRequest, repository: str) -> JsonResponse:
         return JsonResponse({"error": str(exc)}, status=400)
     if event.repo_full_name and event.repo_full_name.lower() != repo.full_name.lower():
         return JsonResponse({"error": "the delivery is for another repository"}, status=400)
+    seen_key = f"forge-webhook-delivery:{repo.pk}:{event.delivery_id}"[:250] if event.delivery_id else ""
+    # cache.add is an atomic SET NX on Redis: of two concurrent replays only one goes on.
+    if seen_key and not cache.add(seen_key, 1, timeout=settings.FORGE_WEBHOOK_DEDUPE_SECONDS):
+        return JsonResponse({"ok": True, "duplicate": True, "event": event.kind}, status=200)
+    try:
+        handled = _handle(repo, event)
+    except BaseException:
+        if seen_key:
+            cache.delete(seen_key)  # not handled: the forge's redelivery must go through
+        raise
+    return JsonResponse({"ok": True, **handled}, status=202)
+
+
+def _handle(repo: GitRepository, event: WebhookEvent) -> dict[str, object]:
     handled: dict[str, object] = {"event": event.kind}
     if event.kind == "pull_request" and event.pr_number is not None:
         handled["promotions"] = _track_promotions(repo, event.pr_number, event.head_ref or "", event.merged)
@@ -80,7 +97,7 @@ def forge_webhook(request: HttpRequest, repository: str) -> JsonResponse:
                 logger.exception("PR state handler %r failed", handler)
     elif event.kind == "push":
         handled["ingest"] = _enqueue_ingest(repo)
-    return JsonResponse({"ok": True, **handled}, status=202)
+    return handled
 
 
 def _track_promotions(repo: GitRepository, number: int, head_ref: str, merged: bool) -> list[int]:

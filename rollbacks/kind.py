@@ -73,7 +73,9 @@ ROLLBACK = change_kind_register(
             "environment": rollback.environment.name,
             "shas": list(rollback.revert_shas),
         },
-        claim_fields=lambda now: {},
+        claim_fields=lambda now: {"next_attempt_at": None},
+        retry_not_before="next_attempt_at",
+        branch_field="branch",
         pr_open_fields={"tracking_detail": "waiting for the pull request to be merged"},
         # PR state comes from webhooks; open PRs are polled this often as the fallback (and
         # emergency auto-merges retried).

@@ -82,6 +82,9 @@ class RollbackRequest(models.Model):
     pr_number = models.IntegerField(null=True, blank=True)
     pr_url = models.CharField(max_length=500, blank=True)
     pr_head_sha = models.CharField(max_length=64, blank=True)
+    # The commit the portal pushed to `branch`, recorded before the push: only a branch or PR
+    # at this commit is the portal's own (changes.pullrequests, trust).
+    pushed_head_sha = models.CharField(max_length=64, blank=True)
     merge_commit_sha = models.CharField(max_length=64, blank=True)
     failure_reason = models.TextField(blank=True)
     tracking_detail = models.CharField(max_length=500, blank=True, help_text="what tracking waits for")
@@ -92,6 +95,8 @@ class RollbackRequest(models.Model):
     # Work claims: a task owns the row until `claimed_until`; the sweeper re-enqueues after that.
     claimed_until = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # Not before: a retry the forge asked to delay (Retry-After) longer than a task may wait.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_tracked_at = models.DateTimeField(null=True, blank=True)
 
     # Timeline.
@@ -127,8 +132,8 @@ class RollbackRequest(models.Model):
         return self.application.project, self.environment.name
 
     @property
-    def branch_name(self) -> str:
-        """Return the PR branch: rollback/<app>/<env>/<id>."""
+    def branch_prefix(self) -> str:
+        """Return the PR branch without its random suffix: rollback/<app>/<env>/<id>."""
         return f"rollback/{self.application.name}/{self.environment.name}/{self.pk}"
 
     @property

@@ -9,8 +9,13 @@ from __future__ import annotations
 from django.conf import settings
 from django.urls import reverse
 
-from changes.lifecycle import ChangeFailed, change_fail, change_pr_open
-from changes.pullrequests import PullRequestResult, PullRequestSpec, pull_request_ensure
+from changes.lifecycle import ChangeFailed, change_branch_trust, change_fail, change_pr_open
+from changes.pullrequests import (
+    PullRequestResult,
+    PullRequestSpec,
+    branch_name_unguessable,
+    pull_request_ensure,
+)
 from integrations.gitrepo import GitError, GitWorkspace, InvalidRef, RevertConflict
 
 from .kind import ROLLBACK
@@ -81,13 +86,18 @@ def _build(rollback: RollbackRequest) -> PullRequestResult:
     repository = rollback.application.repository
     if repository is None:
         raise ChangeFailed("the application has no Git repository configured")
+    if not rollback.branch:
+        # A row from before branch names were unguessable: choose (and keep) one now.
+        rollback.branch = branch_name_unguessable(rollback.branch_prefix)
+        RollbackRequest.objects.filter(pk=rollback.pk).update(branch=rollback.branch)
     spec = PullRequestSpec(
         repository=repository,
-        branch=rollback.branch or rollback.branch_name,
+        branch=rollback.branch,
         base=rollback.base_branch,
         title=rollback_title(rollback),
         body=_pr_body(rollback),
         labels=("rollback",),
+        trust=change_branch_trust(kind=ROLLBACK, change=rollback),
     )
     trailers = {"Rollback-Id": str(rollback.pk), "Requested-By": rollback.requested_by_name}
 

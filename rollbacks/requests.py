@@ -8,14 +8,17 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accounts.permissions import ensure_role
+from accounts.permissions import ensure_role, has_role
 from accounts.roles import Role
+from audit.services import audit_event_record
 from changes.lifecycle import (
     change_enqueue_pr_open,
     change_record,
     change_requester_fields,
     change_transition,
 )
+from changes.pullrequests import branch_name_unguessable
+from inventory.ingest import PathMapper
 from inventory.models import Application, Environment
 
 from .kind import ROLLBACK, rollback_close_pr
@@ -45,6 +48,56 @@ def rollback_check_permission(
 ) -> None:
     """Raise PermissionDenied unless the user is on call for this app's project and environment."""
     ensure_role(user, Role.ONCALL, project=application.project, environment=environment.name, request=request)
+
+
+def rollback_scope_check(*, actor: User, plan: RollbackPlan) -> None:
+    """Refuse (and audit) a revert whose commits change apps or environments the actor may not roll back.
+
+    A release-train merge touches several apps' overlays: reverting it reverts them all, so the
+    requester needs the on-call role wherever it lands, not only for the app they picked. A shared
+    base (`apps/<app>`) lands in every environment of that app.
+    """
+    touched = sorted({p for c in plan.commits for p in c.paths})
+    repository = plan.application.repository
+    if not touched or repository is None:
+        return
+    envs = list(Environment.objects.order_by("order", "name"))
+    env_names = {e.pk: e.name for e in envs}
+    mapped = PathMapper.for_repository(repository, envs).map(touched, plan.base_branch)
+    projects = dict(
+        Application.objects.filter(name__in={app for app, _ in mapped}).values_list("name", "project")
+    )
+    outside: list[str] = []
+    for (app_name, env_id), paths in sorted(mapped.items(), key=lambda item: (item[0][0], item[0][1] or 0)):
+        if (app_name, env_id) == (plan.application.name, plan.environment.pk):
+            continue
+        project = projects.get(app_name, "")
+        landing = [env_names[env_id]] if env_id is not None else list(env_names.values())
+        denied = [e for e in landing if not has_role(actor, Role.ONCALL, project=project, environment=e)]
+        if denied:
+            outside.append(f"{app_name} in {', '.join(denied)} ({paths[0]})")
+    if not outside:
+        return
+    message = (
+        "the reverted commits also change apps or environments you may not roll back: "
+        + "; ".join(outside[:5])
+        + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
+        + ". Ask someone on call for all of them, or revert only this app's commit."
+    )
+    audit_event_record(
+        action="rollback.refused",
+        actor=actor,
+        target_type="application",
+        target_id=plan.application.pk,
+        target_label=plan.application.name,
+        app=plan.application.name,
+        project=plan.application.project,
+        environment=plan.environment.name,
+        shas=plan.revert_shas,
+        after={"outside": outside, "mode": plan.mode},
+        message=message,
+    )
+    raise RollbackRefused(message, code="outside_scope")
 
 
 def _clean_text(value: str, *, limit: int, name: str, required: bool) -> str:
@@ -95,6 +148,7 @@ def rollback_request_create(
     plan = rollback_plan(application=application, environment=environment, mode=mode, sha=sha)
     if plan.errors:
         raise RollbackRefused(plan.errors, code="refused")
+    rollback_scope_check(actor=actor, plan=plan)
     moved = moved_on_warnings(plan, observed_deployment_id)
     if moved and not confirm_moved:
         raise RollbackNeedsConfirmation(moved, plan)
@@ -144,7 +198,8 @@ def _rollback_insert(
         emergency_justification=justification,
         degraded_since=degraded_since(plan.application, plan.environment),
     )
-    rollback.branch = rollback.branch_name
+    # Chosen once, with a random suffix: nobody can open a PR on the name before the portal does.
+    rollback.branch = branch_name_unguessable(rollback.branch_prefix)
     rollback.save(update_fields=["branch"])
     after = {
         "mode": rollback.mode,

@@ -13,7 +13,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from changes.lifecycle import change_enqueue_track, change_record, change_transition
+from changes.lifecycle import change_enqueue_track, change_fail, change_record, change_transition
 from changes.pullrequests import pull_request_merge_when_checks_pass, pull_request_refresh
 from changes.sweeper import change_sweep
 from changes.tracking import (
@@ -77,7 +77,21 @@ def _track_pr(rollback: RollbackRequest) -> None:
     repository, number = _repository(rollback), rollback.pr_number
     assert number is not None  # tracked from PR_OPEN on, when the number is stored
     if rollback.emergency and rollback.environment.rollback_auto_merge:
-        attempt = pull_request_merge_when_checks_pass(repository=repository, number=number)
+        attempt = pull_request_merge_when_checks_pass(
+            repository=repository,
+            number=number,
+            head_sha=rollback.pushed_head_sha or rollback.pr_head_sha,
+            required_checks=rollback.environment.required_checks,
+        )
+        if attempt.status == "refused":
+            # The head moved (or the PR is not the portal's): nothing unreviewed is merged.
+            change_fail(
+                kind=ROLLBACK,
+                change_id=rollback.pk,
+                reason=f"emergency merge refused: {attempt.detail}",
+                extra={"merge_refused": True},
+            )
+            return
         if attempt.status == "merged":
             _transition_merged(rollback.pk, attempt.merge_commit_sha or "", auto=True, merged_by="portal")
             return

@@ -205,6 +205,7 @@ def _fresh_audit_aggregation():
 
         client = redis.Redis.from_url(settings.REDIS_URL)
         keys = list(client.scan_iter(match="*audit:agg:*", count=1000))
+        keys += list(client.scan_iter(match="*forge-webhook-delivery:*", count=1000))
         if keys:
             client.delete(*keys)
         client.close()

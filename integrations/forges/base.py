@@ -111,6 +111,9 @@ class PullRequest:
     created_at: datetime | None
     draft: bool = False
     labels: tuple[str, ...] = ()
+    # "owner/name" of the repository the head branch lives in; another value (or None: a deleted
+    # fork) means the PR comes from outside the target repository.
+    head_repo: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,10 @@ class ForgeClient(abc.ABC):
     """Operations the promotion workflow needs from a forge."""
 
     repo_full_name: str
+
+    def current_login(self) -> str:
+        """Return the login of the user the token authenticates as (the portal's forge identity)."""
+        raise ForgeError(f"{type(self).__name__} cannot tell who its token belongs to")
 
     @abc.abstractmethod
     def get_branch_sha(self, branch: str) -> str | None:

@@ -70,6 +70,7 @@ class GiteaClient(RestForge):
         state = r.enum("state", frozenset({"open", "closed"})) or r.fail("state", "missing")
         final: PullRequestState = "merged" if merged else ("open" if state == "open" else "closed")
         head, base, merged_by = r.req_obj("head"), r.req_obj("base"), r.opt_obj("merged_by")
+        head_repo = head.opt_obj("repo")  # null when the fork was deleted
         number = r.req_integer("number")
         return PullRequest(
             number=number,
@@ -89,10 +90,16 @@ class GiteaClient(RestForge):
             created_at=r.time("created_at"),
             draft=r.flag("draft") or r.text("title").startswith(DRAFT_PREFIX),
             labels=tuple(label.text("name") for label in r.objs("labels")),
+            head_repo=head_repo.opt_text("full_name") if head_repo else None,
         )
 
     def _pr(self, data: object) -> PullRequest:
         return self.parse("pull request", self._parse_pr, data)
+
+    def current_login(self) -> str:
+        """Return the login of the token's user."""
+        # Reference: https://docs.gitea.com/api/1.22/#tag/user/operation/userGetCurrent
+        return self.parse("user", lambda r: r.req_text("login"), self.call("GET", "/user"))
 
     # -- branches -------------------------------------------------------------------------------
 

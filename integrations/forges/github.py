@@ -36,6 +36,7 @@ def parse_pull_request(r: JsonReader) -> PullRequest:
     final: PullRequestState = "merged" if merged else ("open" if state == "open" else "closed")
     merged_by = r.opt_obj("merged_by")
     head, base = r.req_obj("head"), r.req_obj("base")
+    head_repo = head.opt_obj("repo")  # null when the fork was deleted
     return PullRequest(
         number=r.req_integer("number"),
         url=r.text("html_url"),
@@ -55,6 +56,7 @@ def parse_pull_request(r: JsonReader) -> PullRequest:
         created_at=r.time("created_at"),
         draft=r.flag("draft"),
         labels=tuple(label.text("name") for label in r.objs("labels")),
+        head_repo=head_repo.opt_text("full_name") if head_repo else None,
     )
 
 
@@ -102,6 +104,11 @@ class GitHubClient(RestForge):
 
     def _pr(self, data: Any) -> PullRequest:
         return self.parse("pull request", parse_pull_request, data)
+
+    def current_login(self) -> str:
+        """Return the login of the token's user."""
+        # Reference: https://docs.github.com/en/rest/users/users#get-the-authenticated-user
+        return self.parse("user", lambda r: r.req_text("login"), self.call("GET", "/user"))
 
     # -- branches -------------------------------------------------------------------------------
 

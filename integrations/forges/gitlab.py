@@ -102,7 +102,21 @@ class GitLabClient(RestForge):
             created_at=r.time("created_at"),
             draft=r.flag("draft") or r.flag("work_in_progress") or title.startswith(DRAFT_PREFIX),
             labels=tuple(x for x in r.array("labels") if isinstance(x, str)),
+            head_repo=self._source_repo(r),
         )
+
+    def _source_repo(self, r: JsonReader) -> str | None:
+        # An MR names its projects by id: the same id on both sides is this project, anything
+        # else (a fork) is reported as "project:<id>", which never equals a full path.
+        source, target = r.integer("source_project_id"), r.integer("target_project_id")
+        if source is None:
+            return None
+        return self.repo_full_name if source == target else f"project:{source}"
+
+    def current_login(self) -> str:
+        """Return the username of the token's user."""
+        # Reference: https://docs.gitlab.com/api/users/#get-the-current-user
+        return self.parse("user", lambda r: r.req_text("username"), self.call("GET", "/user"))
 
     def _pr(self, data: object) -> PullRequest:
         return self.parse("merge request", self._parse_mr, data)

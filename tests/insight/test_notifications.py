@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.apps import apps as django_apps
 from django.db import connection, transaction
 from django.urls import reverse
 
@@ -284,3 +286,52 @@ def test_worker_delivers_after_commit_and_retries_a_500(transactional_db, purge_
         assert receiver.requests[0]["body"] == receiver.requests[1]["body"]
     finally:
         worker.stop()
+
+
+SLACK_URL = "https://hooks.slack.com/services/T0PORTAL/B0PORTAL/s3cr3tSlackTokenXYZ"
+
+
+@pytest.mark.django_db
+def test_a_slack_webhook_url_is_encrypted_at_rest_and_never_rendered(client):
+    client.force_login(user_with_role(Role.ADMIN))
+    response = client.post(
+        reverse("insight:subscription_new"),
+        {
+            "name": "slack",
+            "project_glob": "*",
+            "event_kinds": ["promotion.*"],
+            "target_kind": "slack",
+            "url": SLACK_URL,
+        },
+    )
+    assert response.status_code == 302
+    subscription = Subscription.objects.get()
+    assert subscription.url == SLACK_URL
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT url FROM insight_subscription WHERE id = %s", [subscription.pk])
+        assert "s3cr3t" not in cursor.fetchone()[0]
+    page = client.get(reverse("insight:notifications")).content.decode()
+    assert "s3cr3t" not in page and "/services/" not in page and "URL set (host ….com)" in page
+    created = AuditEvent.objects.get(action="insight.subscription_created")
+    assert "s3cr3t" not in json.dumps(created.after)
+
+    # A form sent back with errors does not echo the URL either.
+    bad = client.post(
+        reverse("insight:subscription_new"), {"name": "", "target_kind": "slack", "url": SLACK_URL}
+    )
+    assert bad.status_code == 400 and "s3cr3t" not in bad.content.decode()
+
+
+@pytest.mark.django_db
+def test_the_migration_encrypts_webhook_urls_stored_in_plain_text():
+    migration = importlib.import_module("insight.migrations.0002_encrypt_subscription_url")
+    subscription = _subscription("https://hooks.example/portal")
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE insight_subscription SET url = %s WHERE id = %s", [SLACK_URL, subscription.pk])
+    with connection.schema_editor() as editor:
+        migration.encrypt_urls(django_apps, editor)
+        migration.encrypt_urls(django_apps, editor)  # a re-run leaves encrypted values alone
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT url FROM insight_subscription WHERE id = %s", [subscription.pk])
+        assert "s3cr3t" not in cursor.fetchone()[0]
+    assert Subscription.objects.get(pk=subscription.pk).url == SLACK_URL

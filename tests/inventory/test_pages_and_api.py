@@ -210,3 +210,35 @@ def test_api_deployments_and_history(client):
     assert client.get("/api/v1/applications/svc-2-001/history", {"limit": "0"}).status_code == 400
     schema = client.get("/api/schema").json()
     assert "/deployments" in schema["paths"] and "/applications/{name}/history" in schema["paths"]
+
+
+def test_other_projects_instances_and_repository_errors_are_hidden_from_scoped_viewers(client):
+    _seed(2)  # svc-2-000 is search's, svc-2-001 payments'
+    search_only = ArgoInstanceFactory(
+        name="search-argocd",
+        is_stale=True,
+        last_error="401 from https://argocd.search.internal: token expired",
+    )
+    inv.ArgoApplication.objects.filter(application__name="svc-2-000").update(instance=search_only)
+    search_repo = inv.GitRepository.objects.create(
+        name="search-gitops",
+        url="https://git.example/search/gitops.git",
+        full_name="search/gitops",
+        last_error="fetch failed: https://git.example/search/gitops.git not found",
+    )
+    inv.Application.objects.filter(name="svc-2-000").update(repository=search_repo)
+
+    user = user_with_role("viewer", username="payments-viewer")
+    user.groups.clear()
+    RoleGrant.objects.create(user=user, role="viewer", project="payments")
+    client.force_login(user)
+    for url in (reverse("inventory:instances"), reverse("inventory:matrix")):
+        html = client.get(url).content.decode()
+        assert "search-argocd" not in html and "argocd.search.internal" not in html, url
+        assert "search-gitops" not in html and "search/gitops" not in html, url
+    assert "sandbox" in client.get(reverse("inventory:instances")).content.decode()
+
+    client.force_login(user_with_role("viewer", username="everyone-viewer"))
+    html = client.get(reverse("inventory:instances")).content.decode()
+    assert "search-argocd" in html and "search-gitops" in html
+    assert "argocd.search.internal" in client.get(reverse("inventory:matrix")).content.decode()

@@ -166,3 +166,50 @@ def test_the_same_history_recorded_concurrently_makes_one_row_each(
     assert AuditEvent.objects.filter(
         action="deployment.observed", target_label__startswith=f"{name}#"
     ).count() == len(remote.history)
+
+
+def _drop_apps(argocd, keep: int) -> list[str]:
+    """Make the emulated Argo CD list only its first `keep` apps (as a narrowed token would)."""
+    with argocd.lock:
+        names = sorted(argocd.apps)
+        for name in names[keep:]:
+            argocd.apps.pop(name)
+        argocd.rv += 1
+    return names[keep:]
+
+
+def test_an_empty_list_marks_the_instance_stale_instead_of_removing_every_app(sandbox_inventory, settings):
+    settings.ARGOCD_REMOVAL_GUARD_CYCLES = 3
+    live = ArgoApplication.objects.live().count()
+    assert live > 0
+    _drop_apps(sandbox_inventory.argocd, keep=0)
+
+    for cycle in (1, 2):
+        result = sandbox_inventory.poll()
+        assert not result.ok and "listed no applications" in result.error
+        assert f"poll {cycle} of 3" in result.error
+        assert ArgoApplication.objects.live().count() == live
+        instance = ArgoInstance.objects.get(pk=sandbox_inventory.instance.pk)
+        assert instance.is_stale and "nothing was removed" in instance.last_error
+    assert AuditEvent.objects.filter(action="argocd.instance_stale").count() == 1
+    assert not AuditEvent.objects.filter(action="argocd.applications_removed").exists()
+
+    # The drop lasted: the third poll believes it.
+    result = sandbox_inventory.poll()
+    assert result.ok and result.apps_removed == live
+    assert ArgoApplication.objects.live().count() == 0
+
+
+def test_a_sharp_drop_is_held_but_a_small_one_removes_at_once(sandbox_inventory, settings):
+    settings.ARGOCD_REMOVAL_GUARD_MIN = 2
+    settings.ARGOCD_REMOVAL_GUARD_PERCENT = 20
+    live = ArgoApplication.objects.live().count()
+    gone = _drop_apps(sandbox_inventory.argocd, keep=live - 2)
+    result = sandbox_inventory.poll()
+    assert result.ok and result.apps_removed == 2
+    assert set(ArgoApplication.objects.exclude(deleted_at=None).values_list("name", flat=True)) == set(gone)
+
+    _drop_apps(sandbox_inventory.argocd, keep=live - 2 - 3)
+    result = sandbox_inventory.poll()
+    assert not result.ok and f"{live - 5} of {live - 2} applications" in result.error
+    assert ArgoApplication.objects.live().count() == live - 2

@@ -107,9 +107,18 @@ def test_a_sync_reaches_the_database_without_a_poll(sandbox_inventory, watching)
         timeout=15,
         message="prod healthy",
     )
-    time.sleep(0.5)
+    # A head move modifies every app (its sync revision): the watcher applies those events one by
+    # one, so wait until it has caught up. The stream's state must hash like the list's, or this
+    # never converges.
+    wait_for(lambda: _stored_hashes_match_the_list(inv), timeout=60, message="the watcher to catch up")
     polled = inv.poll()
     assert polled.ok and polled.new_deployments == 0 and polled.apps_changed == 0
+
+
+def _stored_hashes_match_the_list(inv) -> bool:
+    client = ArgoCDClient(inv.argocd.base_url, ARGOCD_TOKEN, allow_http=True)
+    listing = {item.name: state_hash(item) for item in client.list_applications().items}
+    return listing == dict(ArgoApplication.objects.live().values_list("name", "state_hash"))
 
 
 def test_a_stream_error_leads_to_a_relist_and_the_watch_resumes(sandbox_inventory):

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import re
+import time
+from datetime import timedelta
+
 import pytest
 from django.core.exceptions import PermissionDenied
+from django.utils import timezone
 
 from audit.models import AuditEvent
 from changes.pullrequests import PullRequestPermanent
+from changes.sweeper import change_sweep
 from inventory.models import Application
 from promotions import services
+from promotions import tasks as promotion_tasks
+from promotions.kind import PROMOTION
 from promotions.models import Approval, Promotion, PromotionBlock, PromotionState
 from tests.conftest import wait_for
 from tests.factories import UserFactory
@@ -243,7 +251,9 @@ def test_bulk_release_train_opens_one_pr_for_several_apps(sandbox, users, purge_
     services.promotion_approve(promotion=promotion, actor=users["approver"])
     services.promotion_pr_open(promotion_id=promotion.pk)
     promotion.refresh_from_db()
-    assert promotion.pr_branch == f"promote/release-train/stage-to-prod/{promotion.pk}"
+    assert re.fullmatch(
+        rf"promote/release-train/stage-to-prod/{promotion.pk}-[0-9a-f]{{8}}", promotion.pr_branch
+    )
     diff = sandbox.pr_diff(promotion.pr_number)
     assert diff.count("diff --git") == 2
 
@@ -284,3 +294,24 @@ def test_branch_names_and_paths_from_input_never_become_git_options(sandbox, use
     promotion.refresh_from_db()
     assert "branch name" in promotion.failure_reason
     assert sandbox.pulls() == []
+
+
+def test_a_long_retry_after_schedules_the_promotion_retry_instead_of_sleeping(sandbox, users, purge_broker):
+    promotion = _request(sandbox, users["rm"])
+    services.promotion_approve(promotion=promotion, actor=users["approver"])
+    sandbox.fault(
+        paths=["/pulls"], methods=["POST"], secondary_rate_limit={"retry_after": 900, "status": 403}
+    )
+    started = time.monotonic()
+
+    promotion_tasks.promotion_pr_open_task.apply(args=(promotion.pk,))
+
+    assert time.monotonic() - started < 60  # neither slept nor retried inside the task
+    promotion.refresh_from_db()
+    assert promotion.state == S.PR_OPENING and promotion.claimed_until is None
+    wait = (promotion.next_attempt_at - timezone.now()).total_seconds()
+    assert 850 < wait <= 900
+    assert change_sweep(kind=PROMOTION, now=timezone.now() + timedelta(seconds=600))["reopened"] == 0
+    assert change_sweep(kind=PROMOTION, now=promotion.next_attempt_at + timedelta(seconds=1))["reopened"] == 1
+    # A stray message before then cannot claim the row either.
+    assert services.promotion_pr_open(promotion_id=promotion.pk) == "not-claimed"

@@ -121,3 +121,33 @@ def test_real_forge_merge_webhook_is_accepted(live_server, sandbox, users, purge
     assert wait_for(
         lambda: services.promotion_track(promotion_id=promotion.pk) != PromotionState.PR_OPEN, timeout=10
     )
+
+
+def test_a_replayed_delivery_id_answers_duplicate_and_does_nothing(client, sandbox):
+    seen = []
+
+    def handler(repository, event):
+        seen.append(event.delivery_id)
+
+    register_pr_state_handler(handler)
+    try:
+        body = _pr_event(4711, merged=True)
+        headers = {
+            "HTTP_X_GITHUB_EVENT": "pull_request",
+            "HTTP_X_GITHUB_DELIVERY": "0b8e1c2a-replayed-delivery",
+            "HTTP_X_HUB_SIGNATURE_256": signature(WEBHOOK_SECRET, body),
+        }
+        first = client.post(URL, body, content_type="application/json", **headers)
+        replay = client.post(URL, body, content_type="application/json", **headers)
+        other = client.post(
+            URL,
+            body,
+            content_type="application/json",
+            **{**headers, "HTTP_X_GITHUB_DELIVERY": "0b8e1c2a-another-delivery"},
+        )
+    finally:
+        PR_STATE_HANDLERS.remove(handler)
+
+    assert first.status_code == 202 and other.status_code == 202
+    assert replay.status_code == 200 and replay.json()["duplicate"] is True
+    assert seen == ["0b8e1c2a-replayed-delivery", "0b8e1c2a-another-delivery"]

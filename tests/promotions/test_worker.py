@@ -71,9 +71,9 @@ def test_worker_runs_the_whole_promotion_to_healthy(live_server, sandbox, users,
     promotion.refresh_from_db()
     pulls = sandbox.pulls()
     assert [p["number"] for p in pulls] == [promotion.pr_number]
-    assert (
-        pulls[0]["head_ref"]
-        == f"promote/{promotion.items.get().application.name}/stage-to-prod/{promotion.pk}"
+    assert pulls[0]["head_ref"] == promotion.pr_branch
+    assert promotion.pr_branch.startswith(
+        f"promote/{promotion.items.get().application.name}/stage-to-prod/{promotion.pk}-"
     )
     assert "promotion" in pulls[0]["labels"]
     diff = sandbox.pr_diff(promotion.pr_number)

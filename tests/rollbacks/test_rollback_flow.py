@@ -95,7 +95,7 @@ def test_reverting_a_merge_commit_opens_a_pr_with_the_revert(sandbox):
 
     rollback.refresh_from_db()
     assert rollback.state == "pr_open", rollback.failure_reason
-    assert rollback.branch == f"rollback/{sandbox.app}/prod/{rollback.pk}"
+    assert re.fullmatch(rf"rollback/{sandbox.app}/prod/{rollback.pk}-[0-9a-f]{{8}}", rollback.branch)
     pulls = sandbox.pulls(rollback.branch)
     assert len(pulls) == 1
     pr = sandbox.client().get_pull_request(rollback.pr_number)
@@ -326,3 +326,39 @@ def test_the_list_page_filters_emergencies_for_after_the_fact_approval(sandbox_a
     assert "emergency" in emergencies.content.decode()
     healthy_only = client.get(reverse("rollbacks:list"), {"state": "healthy"}, HTTP_HX_REQUEST="true")
     assert healthy_only.status_code == 200 and "No rollbacks match" in healthy_only.content.decode()
+
+
+def _release_train(sandbox, other: str, tag: str) -> str:
+    """Merge one PR that changes the prod tags of the sandbox app and `other`; return the merge SHA."""
+    branch = f"release/train-{tag}"
+    ws = sandbox.workspace()
+    ws.create_branch(branch, ws.head())
+    sandbox.set_tag(ws, "prod", tag)
+    other_file = sandbox.env_file("prod", other)
+    ws.write_file(other_file, ws.read_file(other_file).decode() + f"# release train {tag}\n")
+    ws.commit(f"Release train {tag}", author_name="Release", author_email="rm@example.com")
+    ws.push(branch)
+    pr = sandbox.client().create_pull_request(head=branch, base="main", title=f"Train {tag}", body="")
+    return sandbox.merge(pr.number)
+
+
+def test_a_revert_touching_another_projects_app_is_refused_not_warned(sandbox):
+    other = next(a for a in Application.objects.exclude(name=sandbox.app).order_by("name") if a.repository_id)
+    Application.objects.filter(pk=other.pk).update(project="another-team")
+    merge_sha = _release_train(sandbox, other.name, "9.9.9")
+    sandbox.converge()
+    user = oncall(sandbox.team)
+
+    with pytest.raises(services.RollbackRefused, match="may not roll back") as refused:
+        _request(sandbox, user, mode="commit", sha=merge_sha)
+
+    assert other.name in str(refused.value) and "prod" in str(refused.value)
+    assert not RollbackRequest.objects.exists()
+    event = AuditEvent.objects.get(action="rollback.refused")
+    assert event.app == sandbox.app and event.after["outside"][0].startswith(f"{other.name} in prod")
+    assert event.actor_name == user.username
+
+    # Someone on call for both projects may revert the whole train (the change is still shown).
+    both = oncall("*", username="oncall-both")
+    rollback = _request(sandbox, both, mode="commit", sha=merge_sha)
+    assert rollback.state == "requested"

@@ -77,6 +77,11 @@ class AuditAction(models.TextChoices):
     ROLLBACK_NOT_HEALTHY = "rollback.not_healthy", "rollback deployed but not healthy"
     ROLLBACK_DEPLOYED = "rollback.deployed", "rollback deployed"
     ROLLBACK_HEALTHY = "rollback.healthy", "rollback healthy"
+    ROLLBACK_APPROVED_AFTER_THE_FACT = (
+        "rollback.approved_after_the_fact",
+        "emergency rollback approved after the fact",
+    )
+    ROLLBACK_APPROVAL_ESCALATED = "rollback.approval_escalated", "emergency rollback approval escalated"
 
     # Forge webhooks.
     WEBHOOK_REJECTED = "webhook.rejected", "webhook rejected"

@@ -49,7 +49,7 @@ CHANGE_COLUMNS: tuple[str, ...] = (
     "requester_name", "approvers", "separation_of_duties_ok", "pr_number", "pr_url", "merged_by",
     "revision_before", "revision_after", "versions_before", "versions_after", "gates", "sync_result",
     "requested_at", "approved_at", "pr_opened_at", "merged_at", "deployed_at", "healthy_at",
-    "lead_time_seconds", "outcome", "emergency", "justification",
+    "lead_time_seconds", "outcome", "emergency", "justification", "approval_reason",
 )  # fmt: skip
 CONTENT_TYPES = {
     "csv": "text/csv; charset=utf-8",
@@ -445,11 +445,12 @@ def write_pdf(job: ExportJob, path: str, *, created_by: str) -> int:
             ("App → environment", f"{record.app} → {record.environment}" + (f" ({', '.join(record.clusters)})" if record.clusters else "")),
             ("Outcome", record.get_outcome_display() + (" · EMERGENCY" if record.emergency else "")),
             ("Requested by", f"{record.requester_name or '—'} at {_when(record.requested_at)}"),
-            ("Approved by", f"{', '.join(record.approvers) or '—'} at {_when(record.approved_at)}"),
+            ("Approved by", f"{', '.join(record.approvers) or '—'} at {_when(record.approved_at)}"
+             + (f": {record.approval_reason}" if record.approval_reason else "")),
             ("Separation of duties", _SOD[record.separation_of_duties_ok]),
             ("Pull request", _pr_text(record)),
             ("Merged", f"{_when(record.merged_at)} by {record.merged_by or '—'}" if record.merged_at else "not merged"),
-            ("Versions", f"{_plain(record.versions_before)} → {_plain(record.versions_after)}"),
+            ("Version", f"{record.version_before_display or '—'} → {record.version_after_display or '—'}"),
             ("Revision", f"{record.revision_before or '—'} → {record.revision_after or '—'}"),
             ("Gates", "; ".join(f"{g['name']}: {'passed' if g.get('passed') else 'FAILED'} {g.get('detail') or ''}".strip() for g in record.gates) or "—"),
             ("Sync result", _plain(record.sync_result)),

@@ -142,6 +142,8 @@ class ChangeRecord(models.Model):
     # The request's correlation id (shared by its ledger events) and the incident it answers (rollbacks).
     correlation_id = models.CharField(max_length=64, blank=True, db_index=True)
     incident = models.CharField(max_length=500, blank=True)
+    # Why an approver approved it (after-the-fact approvals of emergency changes).
+    approval_reason = models.TextField(blank=True)
     # Computed on every sync: the requester is not among the approvers (None: nobody approved).
     separation_of_duties_ok = models.BooleanField(null=True, blank=True)
     # Computed: from the request (or the earliest known step) to healthy (or deployed).

@@ -38,6 +38,7 @@ Change records (call from promotions, rollbacks and the Argo CD poller)
                                  datetimes (aware) or ISO-8601 strings
     outcome: str                 ``pending | succeeded | rolled_back | failed | abandoned``
     emergency: bool              justification: str (required in practice for emergencies)
+    approval_reason: str         why the approver approved (after-the-fact approvals)
     project: str                 Argo CD project / team (used for project-scoped auditors)
     clusters: list[str]          clusters the change touched; title: str (short summary)
     correlation_id: str          the request's correlation id; incident: str (reference or URL)
@@ -272,6 +273,7 @@ _CHANGE_FIELDS = frozenset(
         "outcome",
         "emergency",
         "justification",
+        "approval_reason",
         "clusters",
     }
 )
@@ -321,7 +323,7 @@ def _clean_change_field(name: str, value: Any) -> Any:
         return value
     if name == "emergency":
         return bool(value)
-    if name == "justification":
+    if name in ("justification", "approval_reason"):
         return "" if value is None else str(value)
     return value
 

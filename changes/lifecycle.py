@@ -180,17 +180,13 @@ def change_claim(*, kind: ChangeKind, change_id: int) -> bool:
     }
     if kind.claiming_state:
         updates["state"] = kind.claiming_state
-    rows = (
+    claimed = (
         kind.rows()
         .filter(pk=change_id, state__in=kind.claim_states)
         .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .update(**updates)
     )
-    if kind.retry_not_before:
-        # A retry scheduled for later (a forge's long Retry-After) is not taken early by a stray message.
-        rows = rows.filter(
-            Q(**{f"{kind.retry_not_before}__isnull": True}) | Q(**{f"{kind.retry_not_before}__lte": now})
-        )
-    return rows.update(**updates) == 1
+    return claimed == 1
 
 
 def change_release(*, kind: ChangeKind, change_id: int, **fields: Any) -> None:

@@ -180,6 +180,11 @@ SWEEP_EXPIRES_SECONDS = float(max(30, 3 * SWEEP_INTERVAL_SECONDS))
 # A merged promotion (or rollback) Argo CD has not deployed after this long ends failed (degraded
 # when deployed but not Healthy), with the reason on its page.
 PROMOTION_DEPLOY_TIMEOUT_MINUTES = env_int("PROMOTION_DEPLOY_TIMEOUT_MINUTES", 30)
+# An emergency rollback nobody approved after the fact this many hours after its request is
+# escalated once (ledger event `rollback.approval_escalated`, delivered by notification subscriptions).
+EMERGENCY_APPROVAL_DEADLINE_HOURS = env_int("EMERGENCY_APPROVAL_DEADLINE_HOURS", 24)
+if EMERGENCY_APPROVAL_DEADLINE_HOURS < 1:
+    raise ImproperlyConfigured("EMERGENCY_APPROVAL_DEADLINE_HOURS: must be at least 1")
 if PROMOTION_DEPLOY_TIMEOUT_MINUTES < 1:
     raise ImproperlyConfigured("PROMOTION_DEPLOY_TIMEOUT_MINUTES: must be at least 1")
 # A worker that claimed the opening of a pull request holds it this long; after that the sweeper may
@@ -502,6 +507,10 @@ CELERY_BEAT_SCHEDULE["rollbacks-sweep"] = {
     "task": "rollbacks.tasks.rollbacks_sweep_task",
     "schedule": float(SWEEP_INTERVAL_SECONDS),
     "options": {"expires": SWEEP_EXPIRES_SECONDS},
+}
+CELERY_BEAT_SCHEDULE["rollbacks-escalate-unapproved"] = {
+    "task": "rollbacks.tasks.rollbacks_escalate_unapproved_task",
+    "schedule": 300.0,
 }
 # Promotions: re-enqueue PR opening whose message was lost; poll PRs and rollouts (webhook fallback).
 CELERY_BEAT_SCHEDULE["promotions-sweep"] = {

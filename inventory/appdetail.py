@@ -12,6 +12,7 @@ from django.urls import reverse
 from audit.models import ChangeRecord
 
 from .appstate import SHA
+from .liveobjects import LiveObjects
 from .models import (
     Application,
     ArgoApplication,
@@ -160,6 +161,7 @@ class EnvSection:
     can_promote_next: bool = False
     can_rollback: bool = False
     timeline: list[TimelineEntry] = field(default_factory=list)
+    live: LiveObjects | None = None  # Rollouts and ApplicationSets, read live by the page
 
 
 def app_detail(

@@ -157,6 +157,7 @@ def row_values(remote: RemoteApp, placement: Placement, repo_urls: set[str], now
         "operation_message": remote.operation_message or "",
         "operation_started_at": remote.operation_started_at,
         "operation_finished_at": remote.operation_finished_at,
+        "sync_result": sync_result_of(remote),
         "revision": revision[:64],
         "revisions": revisions,
         "deployed_revision": (deployed_revision or "")[:64],
@@ -168,11 +169,43 @@ def row_values(remote: RemoteApp, placement: Placement, repo_urls: set[str], now
     }
 
 
+def sync_result_of(remote: RemoteApp) -> dict[str, Any] | None:
+    """Return Argo CD's last operationState as change records carry it (None before any sync)."""
+    if not remote.operation_phase:
+        return None
+    counts = dict(remote.sync_result_resource_counts)
+    return {
+        "phase": remote.operation_phase,
+        "message": remote.operation_message or "",
+        "revision": remote.sync_result_revision or "",
+        "revisions": list(remote.sync_result_revisions),
+        "resources": {"total": sum(counts.values()), **counts},
+        "started_at": remote.operation_started_at.isoformat() if remote.operation_started_at else None,
+        "finished_at": remote.operation_finished_at.isoformat() if remote.operation_finished_at else None,
+    }
+
+
+def change_sync_result(argo_apps: Sequence[Any]) -> dict[str, Any] | None:
+    """Return the sync result a change record carries for the Argo CD apps of one app and environment.
+
+    One app: its stored `sync_result` as is. Several (one per cluster): each under `applications`,
+    with the worst `phase` on top so the record reads "Succeeded" only when every sync did.
+    """
+    results = {a.name: a.sync_result for a in argo_apps if a.sync_result}
+    if not results:
+        return None
+    if len(results) == 1:
+        return next(iter(results.values()))
+    phases = {r.get("phase") for r in results.values()}
+    phase = "Succeeded" if phases == {"Succeeded"} else sorted(p for p in phases if p != "Succeeded")[0]
+    return {"phase": phase, "applications": results}
+
+
 ROW_FIELDS = (
     "application", "claimed_app", "ownership_conflict", "environment", "cluster", "project", "namespace", "labels", "repo_url", "path",
     "target_revision", "sources", "is_multi_source", "automated", "sync_status", "health_status",
     "health_message", "operation_phase", "operation_message", "operation_started_at",
-    "operation_finished_at", "revision", "revisions", "deployed_revision", "deployed_at", "images",
-    "version", "reconciled_at", "state_hash", "last_changed_at", "out_of_sync_since", "degraded_since",
+    "operation_finished_at", "sync_result", "revision", "revisions", "deployed_revision", "deployed_at",
+    "images", "version", "reconciled_at", "state_hash", "last_changed_at", "out_of_sync_since", "degraded_since",
     "deleted_at",
 )  # fmt: skip

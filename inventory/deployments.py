@@ -306,6 +306,9 @@ def _out_of_band_change_record(*, context: _AppHistory, item: _NewDeployment) ->
     fields: dict[str, Any] = {}
     if row.initiated_by and not row.automated:
         fields["requester_name"] = row.initiated_by  # a person synced by hand in Argo CD
+    result = context.locked.sync_result
+    if result and result.get("revision") == row.revision:
+        fields["sync_result"] = result  # Argo CD's last operation is the one that deployed this row
     change_record_sync(
         kind="out_of_band",
         source_type="deployment",

@@ -199,6 +199,9 @@ class ArgoApplication(models.Model):
     operation_message = models.TextField(blank=True)
     operation_started_at = models.DateTimeField(null=True, blank=True)
     operation_finished_at = models.DateTimeField(null=True, blank=True)
+    sync_result = models.JSONField(
+        null=True, blank=True, help_text="the last operationState as change records carry it"
+    )
     revision = models.CharField(max_length=64, blank=True, help_text="status.sync.revision")
     revisions = models.JSONField(default=list, blank=True, help_text="status.sync.revisions (multi-source)")
     deployed_revision = models.CharField(

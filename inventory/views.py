@@ -11,7 +11,7 @@ from accounts.roles import Role
 from core.diffs import classify_diff
 from core.http import AuthenticatedHttpRequest
 
-from . import appdetail, selectors
+from . import appdetail, liveobjects, selectors
 from .matrix import MatrixFilters, deployment_matrix
 from .models import Application, Environment
 from .overlays import overlay_diff
@@ -45,6 +45,8 @@ def app_detail(request: AuthenticatedHttpRequest, name: str) -> HttpResponse:
     if not project_visible(request.user, app.project):
         ensure_role(request.user, Role.VIEWER, project=app.project, request=request)
     sections = appdetail.app_detail(application=app, user=request.user)
+    for section in sections:
+        section.live = liveobjects.live_objects(section.argo_apps)
     envs = [s.environment for s in sections]
     by_name = {e.name: e for e in envs}
     left = by_name.get(request.GET.get("left", ""))

@@ -155,6 +155,7 @@ class Promotion(models.Model):
     # at this commit is the portal's own (changes.pullrequests, trust).
     pushed_head_sha = models.CharField(max_length=64, blank=True)
     merge_commit_sha = models.CharField(max_length=64, blank=True)
+    merged_by = models.CharField(max_length=150, blank=True, help_text="forge user who merged the PR")
     deployed_revision = models.CharField(max_length=64, blank=True)
     # The rollback (rollbacks.RollbackRequest id) whose revert merged this promotion's change back out.
     rolled_back_by = models.PositiveIntegerField(null=True, blank=True)
@@ -269,6 +270,8 @@ class PromotionItem(models.Model):
     diff = models.TextField(blank=True, help_text="file diff shown at the request")
     deployed_at = models.DateTimeField(null=True, blank=True)
     healthy_at = models.DateTimeField(null=True, blank=True)
+    # Argo CD's operationState of the sync that deployed the merge (change records carry it).
+    sync_result = models.JSONField(null=True, blank=True)
     detail = models.TextField(blank=True)
 
     class Meta:

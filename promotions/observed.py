@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from integrations.argocd import ArgoCDClient, ArgoCDError, ArgoCDUnavailable, SyncWindowsState
+from inventory.appstate import sync_result_of
 from inventory.clients import argocd_client_for as argo_client
 from inventory.models import Application, ArgoApplication, Environment
 
@@ -39,6 +41,7 @@ class AppView:
     operation_revision: str = ""
     operation_message: str = ""
     operation_started_at: datetime | None = None
+    sync_result: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def operation_failed(self) -> bool:
@@ -136,6 +139,7 @@ def _from_row(row: ArgoApplication, *, stale: bool, error: str = "") -> AppView:
         error=error,
         operation_message=row.operation_message,
         operation_started_at=row.operation_started_at,
+        sync_result=row.sync_result,
     )
 
 
@@ -172,6 +176,7 @@ def env_state(application: Application, environment: Environment, *, live: bool 
                 operation_revision=app.sync_result_revision or "",
                 operation_message=app.operation_message or "",
                 operation_started_at=app.operation_started_at,
+                sync_result=sync_result_of(app),
             )
         )
     return state

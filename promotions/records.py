@@ -78,6 +78,9 @@ def promotion_change_records_sync(promotion: Promotion, items: Sequence[Promotio
             approvers=approvers,
             pr_number=promotion.pr_number,
             pr_url=promotion.pr_url,
+            merged_by=promotion.merged_by,
+            # Argo CD's result of the sync that applied the merge (none before it ran).
+            sync_result=item.sync_result,
             revision_before=item.target_revision_before,
             revision_after=item.deployed_revision or promotion.merge_commit_sha,
             versions_before={app.name: item.version_before} if item.version_before else {},

@@ -12,7 +12,7 @@ from django.http import Http404
 
 from accounts.permissions import has_role, project_filter, project_visible, role_scopes
 from accounts.roles import Role
-from inventory.models import Application, Environment
+from inventory.models import Application, ArgoApplication, Environment
 
 from .models import (
     FINAL_STATES,
@@ -258,3 +258,13 @@ def active_blocks(*, application: Application | None = None) -> QuerySet[Promoti
     if application is not None:
         qs = qs.filter(application=application)
     return qs
+
+
+def promotion_argo_apps(promotion: Promotion) -> list[ArgoApplication]:
+    """Return the Argo CD applications of a promotion's apps in its target environment."""
+    return list(
+        ArgoApplication.objects.live()
+        .filter(application__in=promotion.items.values("application"), environment=promotion.target_env)
+        .select_related("instance")
+        .order_by("name")
+    )

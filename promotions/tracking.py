@@ -28,11 +28,14 @@ from changes.tracking import (
     deploy_timeout,
     deploy_timeout_label,
 )
+from inventory.appstate import change_sync_result
+from inventory.liveobjects import argo_rollouts, rollouts_aborted
 
 from . import gitops, observed
 from .kind import PROMOTION
 from .models import IN_FLIGHT_STATES, Promotion, PromotionItem, PromotionState
 from .records import revision_label
+from .selectors import promotion_argo_apps
 
 S = PromotionState
 
@@ -56,6 +59,7 @@ def promotion_track(*, promotion_id: int) -> str:
                 action="merged",
                 merged_at=pr.merged_at or timezone.now(),
                 merge_commit_sha=pr.merge_commit_sha or "",
+                merged_by=(pr.merged_by or "")[:150],
                 extra={"merged_by": pr.merged_by, "merge_commit_sha": pr.merge_commit_sha},
                 message=f"PR #{pr.number} merged" + (f" by {pr.merged_by}" if pr.merged_by else ""),
             )
@@ -134,7 +138,9 @@ def _track_rollout(promotion: Promotion) -> None:
             deployed_items.append(item)
             if item.deployed_at is None:
                 PromotionItem.objects.filter(pk=item.pk, deployed_at__isnull=True).update(
-                    deployed_at=now, deployed_revision=revision_label(v.revision for v in views)
+                    deployed_at=now,
+                    deployed_revision=revision_label(v.revision for v in views),
+                    sync_result=change_sync_result(views),
                 )
         # The sync that should apply the merge failed (Argo CD does not retry it by itself).
         failed_views += [
@@ -193,6 +199,11 @@ def _track_rollout(promotion: Promotion) -> None:
     all_states = list(states.values())
     if all(s.healthy for s in all_states):
         PromotionItem.objects.filter(promotion=promotion, healthy_at__isnull=True).update(healthy_at=now)
+        for item in items:
+            # The sync has finished by now (it may still have been Running when first deployed).
+            PromotionItem.objects.filter(pk=item.pk).update(
+                sync_result=change_sync_result(states[item.pk].apps)
+            )
         _move(
             promotion,
             from_states=[S.DEPLOYED],
@@ -203,6 +214,12 @@ def _track_rollout(promotion: Promotion) -> None:
         )
     elif any(s.degraded for s in all_states):
         detail = "; ".join(s.summary() for s in all_states if s.degraded)
+        # An aborted Argo Rollouts canary says why in its own words: lead with them.
+        degraded = {v.name for s in all_states if s.degraded for v in s.apps}
+        rows = [row for row in promotion_argo_apps(promotion) if row.name in degraded]
+        aborted = rollouts_aborted(argo_rollouts(rows))
+        if aborted:
+            detail = "; ".join(aborted) + f" ({detail})"
         _move(
             promotion,
             from_states=[S.DEPLOYED],

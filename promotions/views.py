@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 from accounts.permissions import ensure_role, project_visible, require_role
 from accounts.roles import Role
 from core.http import AuthenticatedHttpRequest
+from inventory import liveobjects
 from inventory.models import Application, Environment
 
 from . import selectors, services
@@ -132,6 +133,10 @@ def promotion_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse
         "timeline": selectors.promotion_timeline(promotion),
         "can": selectors.promotion_abilities(promotion, request.user),
         "live": not promotion.is_final,
+        # Rollouts of the target, read live once the merge can be rolling out.
+        "argo_live": liveobjects.live_objects(selectors.promotion_argo_apps(promotion), app_sets=False)
+        if promotion.merged_at
+        else None,
     }
     if request.htmx:
         return render(request, "promotions/detail.html#live", context)

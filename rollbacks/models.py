@@ -86,6 +86,9 @@ class RollbackRequest(models.Model):
     # at this commit is the portal's own (changes.pullrequests, trust).
     pushed_head_sha = models.CharField(max_length=64, blank=True)
     merge_commit_sha = models.CharField(max_length=64, blank=True)
+    merged_by = models.CharField(max_length=150, blank=True, help_text="forge user who merged the PR")
+    # Argo CD's operationState of the sync that deployed the revert (change records carry it).
+    sync_result = models.JSONField(null=True, blank=True)
     failure_reason = models.TextField(blank=True)
     tracking_detail = models.CharField(max_length=500, blank=True, help_text="what tracking waits for")
     # A permanent tracking problem (e.g. the PR is gone: 404), shown on the page until tracking works again.
@@ -110,6 +113,20 @@ class RollbackRequest(models.Model):
     failed_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
 
+    # After-the-fact approval of an emergency rollback (by an approver other than the requester).
+    approved_after_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="rollbacks_approved_after",
+    )
+    approved_after_by_name = models.CharField(max_length=150, blank=True)
+    approved_after_at = models.DateTimeField(null=True, blank=True)
+    approved_after_reason = models.TextField(blank=True)
+    # Set once when an unapproved emergency rollback was escalated (escalate once).
+    approval_escalated_at = models.DateTimeField(null=True, blank=True)
+
     objects = RollbackQuerySet.as_manager()
 
     class Meta:
@@ -123,6 +140,11 @@ class RollbackRequest(models.Model):
 
     def __str__(self) -> str:
         return f"rollback #{self.pk} {self.application_id}/{self.environment_id}"
+
+    @property
+    def awaits_approval_after(self) -> bool:
+        """An emergency rollback nobody approved after the fact yet (cancelled ones need none)."""
+        return self.emergency and self.approved_after_at is None and self.state != self.State.CANCELLED
 
     audit_target_type = "rollback"
 

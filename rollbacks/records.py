@@ -42,6 +42,8 @@ def rollback_change_record_sync(rollback: RollbackRequest) -> None:
         requester_name=rollback.requested_by_name,
         pr_number=rollback.pr_number,
         pr_url=rollback.pr_url,
+        merged_by=rollback.merged_by,
+        sync_result=rollback.sync_result,
         revision_before=rollback.current_revision,
         revision_after=rollback.merge_commit_sha,
         versions_before={"image": rollback.current_version} if rollback.current_version else {},
@@ -57,7 +59,19 @@ def rollback_change_record_sync(rollback: RollbackRequest) -> None:
         clusters=clusters,
         correlation_id=rollback.correlation_id,
         incident=rollback.incident,
+        **_approval_fields(rollback),
     )
+
+
+def _approval_fields(rollback: RollbackRequest) -> dict[str, Any]:
+    """The after-the-fact approval of an emergency rollback, as the change record shows it."""
+    if rollback.approved_after_at is None:
+        return {}
+    return {
+        "approvers": [rollback.approved_after_by_name],
+        "approved_at": rollback.approved_after_at,
+        "approval_reason": rollback.approved_after_reason,
+    }
 
 
 def rollback_snapshot(rollback: RollbackRequest) -> dict[str, Any]:

@@ -10,7 +10,8 @@ production-like environments updates the change record):
     PROMOTION_DEPLOY_TIMEOUT_MINUTES; deployed → failed: not Healthy after that long.
 
 Rooms: requests.py (permission, request, cancel), pullrequests.py (the revert PR), tracking.py
-(merged → deployed → Healthy, the sweeper, webhooks), records.py (ledger events, change record).
+(merged → deployed → Healthy, the sweeper, webhooks), approvals.py (after-the-fact approval of
+emergencies, escalation), records.py (ledger events, change record).
 The lifecycle shared with promotions (claims, backoff, PR ensure, tracking, sweeping) is the
 `changes` package: network work never runs inside a database transaction.
 """
@@ -19,6 +20,11 @@ from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
 
+from .approvals import (
+    rollback_approve_after_the_fact,
+    rollback_can_approve_after,
+    rollbacks_escalate_unapproved,
+)
 from .pullrequests import rollback_fail, rollback_pr_open, rollback_url
 from .requests import (
     RollbackNeedsConfirmation,
@@ -33,6 +39,8 @@ __all__ = [
     "PermissionDenied",
     "RollbackNeedsConfirmation",
     "RollbackRefused",
+    "rollback_approve_after_the_fact",
+    "rollback_can_approve_after",
     "rollback_cancel",
     "rollback_check_permission",
     "rollback_fail",
@@ -41,5 +49,6 @@ __all__ = [
     "rollback_request_create",
     "rollback_track",
     "rollback_url",
+    "rollbacks_escalate_unapproved",
     "rollbacks_sweep",
 ]

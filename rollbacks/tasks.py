@@ -9,6 +9,7 @@ from celery import Task, shared_task
 
 from changes.backoff import task_run_with_retries
 
+from .approvals import rollbacks_escalate_unapproved
 from .pullrequests import rollback_fail, rollback_pr_open
 from .tracking import rollback_track, rollbacks_sweep
 
@@ -47,3 +48,9 @@ def rollback_track_task(self: Task, rollback_id: int) -> None:
 def rollbacks_sweep_task() -> dict[str, int]:
     """Re-enqueue lost PR openings and track active rollbacks (run by beat)."""
     return rollbacks_sweep()
+
+
+@shared_task(name="rollbacks.tasks.rollbacks_escalate_unapproved_task", acks_late=True, ignore_result=True)
+def rollbacks_escalate_unapproved_task() -> int:
+    """Escalate emergency rollbacks without after-the-fact approval past the deadline (run by beat)."""
+    return rollbacks_escalate_unapproved()

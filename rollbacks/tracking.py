@@ -25,6 +25,7 @@ from changes.tracking import (
 )
 from integrations.forges.webhooks import WebhookEvent
 from integrations.gitrepo import GitError, GitMirror, InvalidRef
+from inventory.appstate import change_sync_result
 from inventory.models import GitRepository
 from promotions.blocks import promotion_block_create
 from promotions.reverts import promotion_mark_rolled_back
@@ -154,6 +155,7 @@ def _transition_merged(rollback_id: int, merge_sha: str, *, auto: bool, merged_b
             else "merged",
             merged_at=now,
             merge_commit_sha=merge_sha,
+            merged_by=merged_by[:150],
             tracking_detail=f"waiting for Argo CD to run {merge_sha[:8]} in {env}",
             **stamps,
         )
@@ -287,6 +289,7 @@ def _track_deployed(rollback: RollbackRequest) -> None:
         "deployed",
         "deployed_at",
         detail=f"waiting for {rollback.environment.name} to be Healthy",
+        sync_result=change_sync_result(apps),
         message=f"Argo CD runs {rollback.merge_commit_sha[:8]} in {', '.join(a.name for a in apps)}",
     )
 
@@ -307,14 +310,29 @@ def _track_healthy(rollback: RollbackRequest) -> None:
         _set_detail(rollback.pk, detail)
         return
     _transition_simple(
-        rollback.pk, State.DEPLOYED, State.HEALTHY, "healthy", "healthy_at", detail="", message="Healthy"
+        rollback.pk,
+        State.DEPLOYED,
+        State.HEALTHY,
+        "healthy",
+        "healthy_at",
+        detail="",
+        message="Healthy",
+        sync_result=change_sync_result(apps),
     )
 
 
 def _transition_simple(
-    rollback_id: int, from_state: str, to_state: str, action: str, stamp: str, *, detail: str, message: str
+    rollback_id: int,
+    from_state: str,
+    to_state: str,
+    action: str,
+    stamp: str,
+    *,
+    detail: str,
+    message: str,
+    sync_result: dict[str, Any] | None = None,
 ) -> None:
-    fields: dict[str, Any] = {stamp: timezone.now(), "tracking_detail": detail}
+    fields: dict[str, Any] = {stamp: timezone.now(), "tracking_detail": detail, "sync_result": sync_result}
     rollback = rollback_load(rollback_id)
     if to_state == State.HEALTHY and rollback.degraded_since is None:
         fields["degraded_since"] = degraded_since(rollback.application, rollback.environment)

@@ -8,4 +8,5 @@ urlpatterns = [
     path("new/", views.rollback_new, name="new"),
     path("<int:pk>/", views.rollback_detail, name="detail"),
     path("<int:pk>/cancel/", views.rollback_cancel, name="cancel"),
+    path("<int:pk>/approve-after/", views.rollback_approve_after, name="approve_after"),
 ]

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.permissions import has_role, project_visible, require_role
 from accounts.roles import Role
 from core.http import AuthenticatedHttpRequest
+from inventory import liveobjects
 from inventory.models import Application, Environment
 
 from . import selectors, services
@@ -163,10 +164,12 @@ def _visible_rollback(request: AuthenticatedHttpRequest, pk: int) -> RollbackReq
 @require_role(Role.VIEWER)
 def rollback_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     rollback = _visible_rollback(request, pk)
+    argo_apps = selectors.rollback_argo_status(rollback)
     context = {
         "nav": "rollbacks",
         "rollback": rollback,
-        "argo_apps": selectors.rollback_argo_status(rollback),
+        "argo_apps": argo_apps,
+        "argo_live": liveobjects.live_objects(argo_apps, app_sets=False) if rollback.merged_at else None,
         "reverted_promotions": selectors.rollback_reverted_promotions(rollback),
         "can_cancel": rollback.is_cancellable
         and has_role(
@@ -175,6 +178,7 @@ def rollback_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
             project=rollback.application.project,
             environment=rollback.environment.name,
         ),
+        "can_approve_after": services.rollback_can_approve_after(user=request.user, rollback=rollback),
     }
     template = "rollbacks/detail.html#status" if request.htmx else "rollbacks/detail.html"
     return render(request, template, context)
@@ -192,4 +196,19 @@ def rollback_cancel(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         raise
     else:
         messages.success(request, f"Rollback #{rollback.pk} cancelled; its pull request was closed.")
+    return redirect("rollbacks:detail", pk=rollback.pk)
+
+
+@require_POST
+@require_role(Role.APPROVER)
+def rollback_approve_after(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    rollback = _visible_rollback(request, pk)
+    try:
+        services.rollback_approve_after_the_fact(
+            actor=request.user, rollback=rollback, reason=request.POST.get("reason", ""), request=request
+        )
+    except services.RollbackRefused as exc:
+        messages.error(request, "; ".join(exc.messages))
+    else:
+        messages.success(request, f"Emergency rollback #{rollback.pk} approved after the fact.")
     return redirect("rollbacks:detail", pk=rollback.pk)

@@ -37,6 +37,17 @@ from integrations.argocd.parse import (
     parse_resource_node,
     parse_sync_window,
 )
+from integrations.argocd.resources import (
+    ROLLOUT_GROUP,
+    ROLLOUT_KIND,
+    ROLLOUT_VERSION,
+    ApplicationSet,
+    Rollout,
+    owner_application_set,
+    parse_application_set_list,
+    parse_resource_manifest,
+    parse_rollout,
+)
 from integrations.argocd.watch import WATCH_TIMEOUT, iter_stream_payloads, parse_watch_payload
 from integrations.http import (
     DEFAULT_TIMEOUT,
@@ -340,6 +351,41 @@ class ArgoCDClient:
         return session_login(
             base_url, username, password, verify_tls=verify_tls, allow_http=allow_http, session=session
         )
+
+    # -- Argo Rollouts and ApplicationSets (shapes in integrations/argocd/resources.py) -----------
+
+    def rollout(self, name: str, *, namespace: str, resource_name: str) -> Rollout:
+        """Return the live Argo Rollouts `Rollout` of an app, read through Argo CD's resource endpoint."""
+        params = {
+            "group": ROLLOUT_GROUP,
+            "kind": ROLLOUT_KIND,
+            "version": ROLLOUT_VERSION,
+            "namespace": namespace,
+            "resourceName": resource_name,
+        }
+        # Reference: swagger.json paths./api/v1/applications/{name}/resource.get
+        #   (applicationApplicationResourceResponse: the live object as a JSON string in `manifest`)
+        data = self._call("GET", self._app_path(name, "/resource"), params=params)
+        result: Rollout = self._parse(
+            f"rollout {resource_name!r}", lambda d: parse_rollout(parse_resource_manifest(d)), data
+        )
+        return result
+
+    def list_application_sets(self) -> tuple[ApplicationSet, ...]:
+        """List the ApplicationSets the token may see, with generators, strategy and status."""
+        # Reference: swagger.json paths./api/v1/applicationsets.get (v1alpha1ApplicationSetList)
+        data = self._call("GET", "/api/v1/applicationsets")
+        result: tuple[ApplicationSet, ...] = self._parse(
+            "applicationset list", parse_application_set_list, data
+        )
+        return result
+
+    def application_owner_set(self, name: str) -> tuple[str, str] | None:
+        """Return `(name, uid)` of the ApplicationSet that generated an app (its ownerReferences)."""
+        # Reference: swagger.json paths./api/v1/applications/{name}.get (metadata.ownerReferences)
+        data = self._call("GET", self._app_path(name))
+        result: tuple[str, str] | None = self._parse(f"application {name!r}", owner_application_set, data)
+        return result
 
 
 def session_login(

@@ -88,6 +88,8 @@ class ArgoApplication:
     history: tuple[HistoryEntry, ...]
     conditions: tuple[Condition, ...]
     resource_version: str | None
+    # Resources of the last sync result counted by their status ("Synced", "SyncFailed", ...).
+    sync_result_resource_counts: tuple[tuple[str, int], ...] = ()
 
     @property
     def source(self) -> AppSource | None:

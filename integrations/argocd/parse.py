@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 from integrations.argocd.models import (
@@ -111,7 +112,13 @@ def parse_application(data: Any, path: str = "$") -> ArgoApplication:
         history=tuple(_parse_history(h) for h in status.objs("history")),
         conditions=tuple(_parse_condition(c) for c in status.objs("conditions")),
         resource_version=meta.opt_text("resourceVersion"),
+        sync_result_resource_counts=_resource_counts(result),
     )
+
+
+def _resource_counts(result: JsonReader) -> tuple[tuple[str, int], ...]:
+    counts = Counter(item.text("status") or "Unknown" for item in result.objs("resources"))
+    return tuple(sorted(counts.items()))
 
 
 def parse_application_list(data: Any) -> ApplicationList:

@@ -147,6 +147,12 @@ def test_a_direct_push_to_prod_deployed_by_argo_cd_is_out_of_band(sandbox_invent
     assert record.deployed_at == deployment.deployed_at and record.requester_name == ""
     assert record.clusters == ["prod-eu-west-1"] and record.project == deployment.application.project
     assert "no portal pull request" in record.title or "without Promotion-Id" in record.title
+    # Argo CD's result of the sync that deployed it (operationState), as the poller stored it.
+    result = record.sync_result
+    assert result["phase"] == "Succeeded" and result["revision"] == sha
+    assert result["resources"]["total"] >= 1 and result["started_at"] and result["finished_at"]
+    row = ArgoApplication.objects.get(name=f"{app}-prod-eu-west-1")
+    assert row.sync_result == result
 
 
 def test_a_manual_sync_is_out_of_band_but_gets_a_change_record_only_in_production(sandbox_inventory):

@@ -99,10 +99,17 @@ def _groups() -> None:
         Group.objects.get_or_create(name=role)
 
 
-def make_sandbox(tmp_path: Path, *, apps: int = 3, sync_windows: dict | None = None) -> Sandbox:
+def make_sandbox(
+    tmp_path: Path,
+    *,
+    apps: int = 3,
+    sync_windows: dict | None = None,
+    rollout_apps: int = 0,
+    argo_options: dict | None = None,
+) -> Sandbox:
     repos = tmp_path / "forge"
     bare = repos / "acme" / "gitops.git"
-    generated = generate_repo(bare, apps=apps, clusters=1, commits=80, seed=11)
+    generated = generate_repo(bare, apps=apps, clusters=1, commits=80, seed=11, rollout_apps=rollout_apps)
     forge = ForgeEmulator(repos, token=FORGE_TOKEN, webhook_secret=WEBHOOK_SECRET)
     base = forge.start()
     argo = ArgoCDEmulator(
@@ -111,6 +118,7 @@ def make_sandbox(tmp_path: Path, *, apps: int = 3, sync_windows: dict | None = N
         token=ARGO_TOKEN,
         reconcile_interval=0.3,
         sync_windows=sync_windows if sync_windows is not None else {},
+        **(argo_options or {}),
     )
     argo.start()
     dev = Environment.objects.create(name="dev", order=10)

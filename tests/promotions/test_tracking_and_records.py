@@ -7,6 +7,7 @@ import os
 from datetime import timedelta
 
 import pytest
+import requests
 from celery.signals import before_task_publish
 from django.conf import settings as django_settings
 from django.urls import reverse
@@ -14,6 +15,7 @@ from django.utils import timezone
 
 from accounts.models import RoleGrant
 from accounts.roles import Role
+from audit.exports import stream_changes_csv
 from audit.models import AuditEvent, ChangeRecord
 from audit.selectors import change_record_evidence
 from inventory.models import Application
@@ -280,3 +282,45 @@ def test_sweeps_run_every_ten_seconds_and_expire_when_late():
         < django_settings.CELERY_TASK_TIME_LIMIT
         < django_settings.CELERY_VISIBILITY_TIMEOUT
     )
+
+
+def test_the_change_record_names_who_merged_on_the_forge_and_argo_cds_sync_result(
+    sandbox, users, purge_broker
+):
+    app = promotable_app(sandbox)
+    promotion = services.promotion_request_create(
+        actor=users["rm"], applications=[app], source_env=sandbox.stage, target_env=sandbox.prod
+    )
+    services.promotion_approve(promotion=promotion, actor=users["approver"])
+    services.promotion_pr_open(promotion_id=promotion.pk)
+    promotion.refresh_from_db()
+    # Someone other than the portal merges on the forge.
+    resp = requests.post(
+        f"{sandbox.forge.base_url}/sandbox/pulls/acme/gitops/{promotion.pr_number}/merge",
+        json={"user": "alice"},
+        timeout=20,
+    )
+    resp.raise_for_status()
+
+    def healthy() -> bool:
+        sandbox.reconcile()
+        return services.promotion_track(promotion_id=promotion.pk) == S.HEALTHY
+
+    wait_for(healthy, timeout=40, interval=0.5, message="promotion healthy")
+    promotion.refresh_from_db()
+    assert promotion.merged_by == "alice"
+    record = ChangeRecord.objects.get(source_type="promotion", source_id=f"{promotion.pk}:{app.name}")
+    assert record.merged_by == "alice"
+    result = record.sync_result
+    assert result["phase"] == "Succeeded"
+    assert result["revision"] == record.revision_after
+    assert gitops.mirror_for(promotion.repository).is_ancestor(promotion.merge_commit_sha, result["revision"])
+    assert result["resources"]["total"] >= 1 and result["resources"].get("Synced", 0) >= 1
+    assert result["started_at"] and result["finished_at"]
+    # The ledger names who merged, and the CSV export carries both.
+    merged = AuditEvent.objects.get(
+        target_type="promotion", target_id=str(promotion.pk), action="promotion.merged"
+    )
+    assert merged.after["merged_by"] == "alice"
+    csv_text = "".join(stream_changes_csv([record]))
+    assert "alice" in csv_text and "Succeeded" in csv_text and result["revision"] in csv_text

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import requests
 from celery.signals import before_task_publish
 from django.urls import reverse
 from django.utils import timezone
@@ -13,6 +14,7 @@ from audit.models import AuditEvent, ChangeRecord
 from inventory.models import Application
 from rollbacks import services
 from rollbacks.models import RollbackRequest, humanize_duration
+from tests.conftest import wait_for
 from tests.factories import ApplicationFactory, EnvironmentFactory
 from tests.rollbacks.sandbox_env import oncall
 
@@ -177,3 +179,30 @@ def test_time_to_restore_reads_like_the_rest_of_the_portal():
     assert humanize_duration(timedelta(seconds=14.147051)) == "14 s"
     assert humanize_duration(timedelta(minutes=3, seconds=20)) == "3 min 20 s"
     assert humanize_duration(None) == ""
+
+
+def test_the_change_record_names_who_merged_the_revert_and_argo_cds_sync_result(sandbox):
+    rollback = _open_rollback(sandbox)
+    resp = requests.post(
+        f"{sandbox.forge.base_url}/sandbox/pulls/acme/gitops/{rollback.pr_number}/merge",
+        json={"user": "alice"},
+        timeout=10,
+    )
+    assert resp.status_code == 200, resp.text
+    services.rollback_track(rollback_id=rollback.pk)
+
+    def healthy() -> bool:
+        sandbox.converge()
+        return services.rollback_track(rollback_id=rollback.pk).state == State.HEALTHY
+
+    wait_for(healthy, timeout=40, interval=0.5, message="the revert healthy in prod")
+    rollback.refresh_from_db()
+    assert rollback.merged_by == "alice"
+    record = ChangeRecord.objects.get(source_type="rollback", source_id=str(rollback.pk))
+    assert record.merged_by == "alice"
+    result = record.sync_result
+    assert result["phase"] == "Succeeded" and result["resources"]["total"] >= 1
+    assert result["revision"] == sandbox.argo_apps()[0].deployed_revision
+    assert sandbox.client().get_pull_request(rollback.pr_number).merge_commit_sha == rollback.merge_commit_sha
+    merged = AuditEvent.objects.get(action="rollback.merged", target_id=str(rollback.pk))
+    assert merged.after["merged_by"] == "alice"

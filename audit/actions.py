@@ -55,6 +55,7 @@ class AuditAction(models.TextChoices):
     PROMOTION_DEPLOYED = "promotion.deployed", "promotion deployed"
     PROMOTION_HEALTHY = "promotion.healthy", "promotion healthy"
     PROMOTION_DEGRADED = "promotion.degraded", "promotion degraded"
+    PROMOTION_ROLLED_BACK = "promotion.rolled_back", "promotion reverted by a rollback"
     PROMOTION_BLOCK_CREATED = "promotion.block_created", "version blocked from promotion"
     PROMOTION_BLOCK_CLEARED = "promotion.block_cleared", "version block cleared"
 

@@ -34,11 +34,14 @@ from .selectors import (
     audit_export_plan,
     change_record_evidence,
     change_records_for_export,
+    change_records_newest_first,
 )
 from .services import audit_checkpoint_current, audit_event_record, checkpoint_as_record, event_as_record
 from .signing import current_key_id, current_public_key_pem, signing_key
 
-EXPORT_FORMATS = ("csv", "jsonl", "pdf", "bundle")
+EXPORT_FORMATS = ("csv", "jsonl", "pdf", "bundle", "changes")
+# The Change records page offers these (its "CSV" is one row per change, not ledger events).
+CHANGE_PAGE_FORMATS = ("changes", "pdf", "bundle")
 # `project` is not hashed (a scope index derived from the target), so it follows the hash.
 EVENT_COLUMNS: tuple[str, ...] = (*HASHED_FIELDS, "hash", "project")
 CHANGE_COLUMNS: tuple[str, ...] = (
@@ -53,8 +56,15 @@ CONTENT_TYPES = {
     "jsonl": "application/x-ndjson; charset=utf-8",
     "pdf": "application/pdf",
     "bundle": "application/zip",
+    "changes": "text/csv; charset=utf-8",
 }
-EXTENSIONS = {"csv": "csv", "jsonl": "jsonl", "pdf": "pdf", "bundle": "zip"}
+EXTENSIONS = {"csv": "csv", "jsonl": "jsonl", "pdf": "pdf", "bundle": "zip", "changes": "csv"}
+# The auditor's change-record CSV: one row per change, plain cells (no JSON), newest first.
+CHANGE_RECORD_CSV_COLUMNS: tuple[str, ...] = (
+    "id", "kind", "apps", "environment", "requested_by", "requested_at", "approved_by", "approved_at",
+    "pr_number", "pr_url", "merged_by", "merged_at", "from_sha", "to_sha", "version_before",
+    "version_after", "deployed_at", "healthy_at", "outcome", "emergency", "incident", "correlation_id",
+)  # fmt: skip
 
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection, OWASP).
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -127,6 +137,48 @@ def stream_changes_csv(records: Iterable[ChangeRecord]) -> Iterator[str]:
         yield writer.writerow([_cell(row[name]) for name in CHANGE_COLUMNS])
 
 
+def _versions_text(versions: Any) -> str:
+    if isinstance(versions, dict):
+        return "; ".join(f"{k}={v}" for k, v in sorted(versions.items()))
+    return "" if versions is None else str(versions)
+
+
+def change_record_csv_row(record: ChangeRecord) -> dict[str, Any]:
+    """Return one change record as the auditor's CSV row (plain text cells, times in ISO UTC)."""
+    return {
+        "id": record.pk,
+        "kind": record.get_kind_display(),
+        "apps": record.app,
+        "environment": record.environment,
+        "requested_by": record.requester_name,
+        "requested_at": _normalise(record.requested_at),
+        "approved_by": "; ".join(record.approvers),
+        "approved_at": _normalise(record.approved_at),
+        "pr_number": record.pr_number,
+        "pr_url": record.pr_url,
+        "merged_by": record.merged_by,
+        "merged_at": _normalise(record.merged_at),
+        "from_sha": record.revision_before,
+        "to_sha": record.revision_after,
+        "version_before": _versions_text(record.versions_before),
+        "version_after": _versions_text(record.versions_after),
+        "deployed_at": _normalise(record.deployed_at),
+        "healthy_at": _normalise(record.healthy_at),
+        "outcome": record.get_outcome_display(),
+        "emergency": record.emergency,
+        "incident": record.incident,
+        "correlation_id": record.correlation_id,
+    }
+
+
+def stream_change_records_csv(records: Iterable[ChangeRecord]) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    yield writer.writerow(CHANGE_RECORD_CSV_COLUMNS)
+    for record in records:
+        row = change_record_csv_row(record)
+        yield writer.writerow([_cell(row[name]) for name in CHANGE_RECORD_CSV_COLUMNS])
+
+
 # --- starting an export -------------------------------------------------------------------------------
 
 
@@ -144,6 +196,14 @@ class ExportJob:
 
     def events(self) -> Iterator[AuditEvent]:
         return audit_export_events(self.plan)
+
+    def stream(self) -> Iterator[str]:
+        """Stream a text format (csv, jsonl, changes)."""
+        if self.fmt == "changes":
+            return stream_change_records_csv(
+                change_records_newest_first(filters=self.plan.filters, scope=self.plan.scope)
+            )
+        return stream_events_csv(self.events()) if self.fmt == "csv" else stream_events_jsonl(self.events())
 
 
 def audit_export_begin(
@@ -255,32 +315,98 @@ def _p(text: Any, style: Any) -> Any:
 
 
 def _when(value: Any) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
+
+
+def _plain(value: Any) -> str:
+    """Render a JSON value as text a reader understands: ``k: v; …``, never a raw ``{}``."""
+    if value in (None, "", {}, []):
+        return "—"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_plain(v)}" for k, v in sorted(value.items()))
+    if isinstance(value, list):
+        return ", ".join(_plain(v) for v in value)
+    return str(value)
+
+
+def _pr_text(record: ChangeRecord) -> str:
+    return f"PR #{record.pr_number} {record.pr_url}".strip() if record.pr_number else "no pull request"
+
+
+_SOD = {True: "yes (requester is not an approver)", False: "NO: the requester approved", None: "no approval"}
+
+
+@dataclass
+class ReportSummary:
+    """The report's first page: how many changes, how they ended, where, and the exceptions."""
+
+    count: int
+    by_outcome: dict[str, int]
+    by_environment: dict[str, int]
+    exceptions: list[tuple[str, str]]  # (record title, why it is an exception)
+
+
+def change_report_summary(records: list[ChangeRecord]) -> ReportSummary:
+    """Count the records by outcome and environment; list emergencies, self-approvals and failures."""
+    by_outcome: dict[str, int] = {}
+    by_env: dict[str, int] = {}
+    exceptions: list[tuple[str, str]] = []
+    for record in records:
+        outcome = record.get_outcome_display()
+        by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
+        by_env[record.environment] = by_env.get(record.environment, 0) + 1
+        label = f"#{record.pk} {record.title or record.app}"
+        if record.emergency:
+            exceptions.append((label, f"emergency: {record.justification or 'no justification'}"))
+        if record.separation_of_duties_ok is False:
+            exceptions.append((label, "the requester approved their own change"))
+        if record.outcome in ("failed", "rolled_back"):
+            exceptions.append((label, outcome))
+    return ReportSummary(
+        len(records), dict(sorted(by_outcome.items())), dict(sorted(by_env.items())), exceptions
+    )
 
 
 def write_pdf(job: ExportJob, path: str, *, created_by: str) -> int:
-    """Write the change report of the job's period and filters; return the number of records."""
+    """Write the change report (summary first, then the records newest first); return the record count."""
     from reportlab.lib import colors
-    from reportlab.lib.pagesizes import A4
-    from reportlab.lib.styles import getSampleStyleSheet
+    from reportlab.lib.pagesizes import A4, landscape
+    from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
     from reportlab.lib.units import mm
     from reportlab.platypus import KeepTogether, PageBreak, SimpleDocTemplate, Spacer, Table, TableStyle
 
     styles = getSampleStyleSheet()
-    body, small, h1, h2 = styles["BodyText"], styles["Code"], styles["Title"], styles["Heading2"]
-    small.fontSize, small.leading = 7, 8.5
-    grid = TableStyle(
-        [
+    body, h1, h2 = styles["BodyText"], styles["Title"], styles["Heading2"]
+    cell = ParagraphStyle("cell", parent=body, fontSize=8, leading=10)
+    # Hashes and URLs may break anywhere, but only where a line is full (no digit split needlessly).
+    mono = ParagraphStyle("mono", parent=cell, fontName="Courier", fontSize=7.5, leading=9.5, wordWrap="CJK")
+    head = ParagraphStyle("head", parent=cell, fontName="Helvetica-Bold")
+    width = landscape(A4)[0] - 30 * mm  # 267 mm between the margins
+
+    def grid(header: bool = False) -> TableStyle:
+        rules = [
             ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
             ("VALIGN", (0, 0), (-1, -1), "TOP"),
-            ("BACKGROUND", (0, 0), (0, -1), colors.whitesmoke),
-            ("FONTSIZE", (0, 0), (-1, -1), 8),
         ]
-    )
+        rules.append(("BACKGROUND", (0, 0), (-1, 0) if header else (0, -1), colors.whitesmoke))
+        return TableStyle(rules)
+
+    def table(rows: list[list[Any]], widths_mm: list[float], *, header: bool = False) -> Any:
+        scale = min(1.0, width / (sum(widths_mm) * mm))  # never wider than the page
+        built = Table(
+            rows, colWidths=[w * mm * scale for w in widths_mm], repeatRows=1 if header else 0, hAlign="LEFT"
+        )
+        built.setStyle(grid(header))
+        return built
+
     filters = job.plan.filters
+    records = list(change_records_newest_first(filters=filters, scope=job.plan.scope))
+    summary = change_report_summary(records)
+    period_start = filters.since or (min((r.occurred_at for r in records), default=None))
+    period_end = filters.until or job.event.created_at
     story: list[Any] = [
         _p("Change report", h1),
-        _p(f"Period: {_when(filters.since)} to {_when(filters.until)}", body),
+        _p(f"Period: {_when(period_start)} to {_when(period_end)}", body),
         _p(f"Filters: {filters.querystring() or 'none'}", body),
         _p(
             f"Generated {_when(job.event.created_at)} by {created_by}; export event #{job.event.sequence}.",
@@ -290,16 +416,30 @@ def write_pdf(job: ExportJob, path: str, *, created_by: str) -> int:
             f"Ledger signing key id: {current_key_id()}. Verify the ledger: python manage.py audit_verify",
             body,
         ),
-        Spacer(1, 6 * mm),
+        Spacer(1, 4 * mm),
+        _p("Summary", h2),
+        _p(f"{summary.count} change(s) in the period.", body),
     ]
-    count = 0
-    for record in change_records_for_export(filters=filters, scope=job.plan.scope):
-        count += 1
-        sod = {
-            True: "yes (requester is not an approver)",
-            False: "NO: the requester approved",
-            None: "no approval",
-        }
+
+    def pairs(headers: tuple[str, str], items: Iterable[tuple[Any, Any]], widths_mm: list[float]) -> Any:
+        rows = [[_p(h, head) for h in headers]] + [[_p(k, cell), _p(v, cell)] for k, v in items]
+        return table(rows, widths_mm, header=True)
+
+    if records:
+        story += [
+            pairs(("Outcome", "Changes"), summary.by_outcome.items(), [80, 30]),
+            Spacer(1, 3 * mm),
+            pairs(("Environment", "Changes"), summary.by_environment.items(), [80, 30]),
+            Spacer(1, 3 * mm),
+            _p("Exceptions", h2),
+            pairs(("Change", "Why"), summary.exceptions, [110, 157])
+            if summary.exceptions
+            else _p("None: no emergency change, no self-approval, no failed or rolled-back change.", body),
+            Spacer(1, 6 * mm),
+            PageBreak(),  # the summary is page 1; the records follow
+            _p("Changes, newest first", h2),
+        ]
+    for record in records:
         rows = [
             ("Change", f"#{record.pk} {record.get_kind_display()} · {record.source_type} {record.source_id}"),
             ("App → environment", f"{record.app} → {record.environment}" + (f" ({', '.join(record.clusters)})" if record.clusters else "")),
@@ -307,41 +447,48 @@ def write_pdf(job: ExportJob, path: str, *, created_by: str) -> int:
             ("Requested by", f"{record.requester_name or '—'} at {_when(record.requested_at)}"),
             ("Approved by", f"{', '.join(record.approvers) or '—'} at {_when(record.approved_at)}"
              + (f": {record.approval_reason}" if record.approval_reason else "")),
-            ("Separation of duties", sod[record.separation_of_duties_ok]),
-            ("Pull request", f"#{record.pr_number or '—'} {record.pr_url}".strip()),
-            ("PR opened / merged", f"{_when(record.pr_opened_at)} / {_when(record.merged_at)} by {record.merged_by or '—'}"),
+            ("Separation of duties", _SOD[record.separation_of_duties_ok]),
+            ("Pull request", _pr_text(record)),
+            ("Merged", f"{_when(record.merged_at)} by {record.merged_by or '—'}" if record.merged_at else "not merged"),
             ("Version", f"{record.version_before_display or '—'} → {record.version_after_display or '—'}"),
             ("Revision", f"{record.revision_before or '—'} → {record.revision_after or '—'}"),
-            ("Versions", f"{json.dumps(record.versions_before, sort_keys=True)} → {json.dumps(record.versions_after, sort_keys=True)}"),
             ("Gates", "; ".join(f"{g['name']}: {'passed' if g.get('passed') else 'FAILED'} {g.get('detail') or ''}".strip() for g in record.gates) or "—"),
-            ("Sync result", json.dumps(record.sync_result, sort_keys=True, default=str) if record.sync_result is not None else "—"),
+            ("Sync result", _plain(record.sync_result)),
             ("Deployed / healthy", f"{_when(record.deployed_at)} / {_when(record.healthy_at)}"),
             ("Lead time", record.lead_time_display if record.lead_time is not None else "—"),
+            ("Incident / correlation id", f"{record.incident or '—'} / {record.correlation_id or '—'}"),
         ]  # fmt: skip
         if record.justification:
             rows.append(("Justification", record.justification))
-        table = Table([[_p(k, body), _p(v, body)] for k, v in rows], colWidths=[40 * mm, 130 * mm])
-        table.setStyle(grid)
+        details = table(
+            [[_p(k, head), _p(v, mono if k in ("Revision", "Pull request") else cell)] for k, v in rows],
+            [55, 212],
+        )
         evidence = change_record_evidence(record, limit=200)
-        event_rows = [[_p(h, small) for h in ("#", "time", "actor", "action", "hash")]] + [
-            [_p(e.sequence, small), _p(_when(e.created_at), small), _p(e.actor_name, small), _p(e.action, small), _p(e.hash[:16], small)]
+        event_rows = [[_p(h, head) for h in ("#", "Time", "Actor", "Action", "Hash")]] + [
+            [_p(e.sequence, cell), _p(_when(e.created_at), cell), _p(e.actor_name, cell), _p(e.action, cell), _p(e.hash[:32], mono)]
             for e in evidence
         ]  # fmt: skip
-        events_table = Table(event_rows, colWidths=[14 * mm, 38 * mm, 35 * mm, 45 * mm, 38 * mm])
-        events_table.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.25, colors.grey)]))
         story += [
-            KeepTogether([_p(record.title or f"{record.app} → {record.environment}", h2), table]),
+            KeepTogether([_p(record.title or f"{record.app} → {record.environment}", h2), details]),
             Spacer(1, 2 * mm),
             _p(f"Ledger events ({len(evidence)})", body),
-            events_table,
+            table(event_rows, [18, 40, 50, 70, 89], header=True),
             Spacer(1, 8 * mm),
         ]
-        if count % 3 == 0:
-            story.append(PageBreak())
-    if count == 0:
+    if not records:
         story.append(_p("No change records match.", body))
-    SimpleDocTemplate(path, pagesize=A4, title="Change report", author="GitOps Portal").build(story)
-    return count
+    SimpleDocTemplate(
+        path,
+        pagesize=landscape(A4),
+        leftMargin=15 * mm,
+        rightMargin=15 * mm,
+        topMargin=15 * mm,
+        bottomMargin=15 * mm,
+        title="Change report",
+        author="GitOps Portal",
+    ).build(story)
+    return len(records)
 
 
 def audit_export_to_file(job: ExportJob, out_path: str, *, created_by: str) -> dict[str, Any]:
@@ -351,7 +498,7 @@ def audit_export_to_file(job: ExportJob, out_path: str, *, created_by: str) -> d
     if job.fmt == "bundle":
         with open(out_path, "wb") as fh:
             return write_bundle(job, fh, created_by=created_by)
-    stream = stream_events_csv(job.events()) if job.fmt == "csv" else stream_events_jsonl(job.events())
+    stream = job.stream()
     lines = 0
     with open(out_path, "w", encoding="utf-8", newline="") as fh:
         for chunk in stream:

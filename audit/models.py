@@ -139,6 +139,9 @@ class ChangeRecord(models.Model):
     outcome = models.CharField(max_length=16, choices=OUTCOME_CHOICES, default="pending", db_index=True)
     emergency = models.BooleanField(default=False)
     justification = models.TextField(blank=True)
+    # The request's correlation id (shared by its ledger events) and the incident it answers (rollbacks).
+    correlation_id = models.CharField(max_length=64, blank=True, db_index=True)
+    incident = models.CharField(max_length=500, blank=True)
     # Why an approver approved it (after-the-fact approvals of emergency changes).
     approval_reason = models.TextField(blank=True)
     # Computed on every sync: the requester is not among the approvers (None: nobody approved).

@@ -182,13 +182,31 @@ def _change_queryset(filters: AuditFilters, scope: AuditScope | None) -> QuerySe
         if kind in ("promotion", "rollback", "out_of_band"):
             qs = qs.filter(kind=kind)
     if filters.text:
-        qs = qs.filter(
-            Q(title__icontains=filters.text)
-            | Q(pr_url__icontains=filters.text)
-            | Q(justification__icontains=filters.text)
-            | Q(revision_after__startswith=filters.text.lower())
-        )
+        qs = qs.filter(_change_text_q(filters.text))
     return qs
+
+
+_PR_NUMBER = re.compile(r"^(?:pr\s*)?#?\s*(\d{1,9})$", re.IGNORECASE)
+
+
+def _change_text_q(text: str) -> Q:
+    """Match free text against what an auditor searches by: title, incident, correlation id,
+    "PR #12" / "#12" / "12" (the PR number), a SHA prefix (before or after), the justification."""
+    sha = text.lower()
+    q = (
+        Q(title__icontains=text)
+        | Q(pr_url__icontains=text)
+        | Q(justification__icontains=text)
+        | Q(incident__icontains=text)
+        | Q(correlation_id__iexact=text)
+        | Q(app__iexact=text)
+    )
+    if re.fullmatch(r"[0-9a-f]{4,64}", sha):
+        q |= Q(revision_after__startswith=sha) | Q(revision_before__startswith=sha)
+    number = _PR_NUMBER.match(text.strip())
+    if number:
+        q |= Q(pr_number=int(number.group(1)))
+    return q
 
 
 @dataclass
@@ -233,6 +251,23 @@ def change_records_for_export(
         if len(chunk) < batch:
             return
         last = chunk[-1].pk
+
+
+def change_records_newest_first(
+    *, filters: AuditFilters, scope: AuditScope | None, batch: int = 500
+) -> Iterator[ChangeRecord]:
+    """Yield change records newest first (as the page and the reports show them), by keyset."""
+    qs = _change_queryset(filters, scope).order_by("-occurred_at", "-id")
+    key: tuple[datetime, int] | None = None
+    while True:
+        page = (
+            qs if key is None else qs.filter(Q(occurred_at__lt=key[0]) | Q(occurred_at=key[0], id__lt=key[1]))
+        )
+        chunk = list(page[:batch])
+        yield from chunk
+        if len(chunk) < batch:
+            return
+        key = (chunk[-1].occurred_at, chunk[-1].pk)
 
 
 def change_record_environments() -> list[str]:

@@ -41,6 +41,7 @@ Change records (call from promotions, rollbacks and the Argo CD poller)
     approval_reason: str         why the approver approved (after-the-fact approvals)
     project: str                 Argo CD project / team (used for project-scoped auditors)
     clusters: list[str]          clusters the change touched; title: str (short summary)
+    correlation_id: str          the request's correlation id; incident: str (reference or URL)
     ===========================  ===============================================================
 
     Computed on every call: ``separation_of_duties_ok`` (requester not among approvers, compared
@@ -256,6 +257,8 @@ _CHANGE_TEXT_FIELDS = {
     "revision_after": 64,
     "project": 200,
     "title": 300,
+    "correlation_id": 64,
+    "incident": 500,
 }
 _CHANGE_FIELDS = frozenset(
     {
@@ -337,6 +340,23 @@ def _change_record_compute(record: ChangeRecord) -> None:
     record.lead_time = (end - start) if start is not None and end is not None and end >= start else None
     known = [getattr(record, name) for name in _CHANGE_TIME_FIELDS if getattr(record, name) is not None]
     record.occurred_at = min(known) if known else (record.created_at or timezone.now())
+    if record.merged_at is not None and not record.merged_by:
+        record.merged_by = _merged_by_from_evidence(record)
+
+
+def _merged_by_from_evidence(record: ChangeRecord) -> str:
+    """Return who merged, as the record's own ``<kind>.merged`` ledger event says (one source for both)."""
+    after = (
+        AuditEvent.objects.filter(
+            target_type=record.source_type,
+            target_id__in={record.source_id, record.evidence_target_id},
+            action=f"{record.source_type}.merged",
+        )
+        .order_by("-sequence")
+        .values_list("after", flat=True)
+        .first()
+    )
+    return str((after or {}).get("merged_by") or "")[:150] if isinstance(after, dict) else ""
 
 
 @transaction.atomic

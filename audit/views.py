@@ -21,12 +21,11 @@ from core.querytext import query_text
 from .access import audit_scope
 from .chain import event_hash
 from .exports import (
+    CHANGE_PAGE_FORMATS,
     CONTENT_TYPES,
     EXPORT_FORMATS,
     audit_export_begin,
     audit_export_to_file,
-    stream_events_csv,
-    stream_events_jsonl,
 )
 from .filters import AuditFilters
 from .selectors import (
@@ -140,7 +139,7 @@ def change_list(request: AuthenticatedHttpRequest) -> HttpResponse:
         "filters": filters,
         "filter_error": error,
         "page": page,
-        "export_formats": EXPORT_FORMATS,
+        "export_formats": CHANGE_PAGE_FORMATS,
         "querystring": filters.querystring(),
         "next_querystring": filters.querystring(cursor=page.next_cursor) if page.next_cursor else "",
         "quick_links": [
@@ -206,9 +205,8 @@ def export(request: AuthenticatedHttpRequest, fmt: str) -> HttpResponse | Stream
     except ValidationError as exc:
         return HttpResponse("; ".join(exc.messages), status=400, content_type="text/plain")
     job = audit_export_begin(fmt=fmt, filters=filters, scope=audit_scope(request.user), actor=request.user)
-    if fmt in ("csv", "jsonl"):
-        stream = stream_events_csv(job.events()) if fmt == "csv" else stream_events_jsonl(job.events())
-        response = StreamingHttpResponse(stream, content_type=CONTENT_TYPES[fmt])
+    if fmt in ("csv", "jsonl", "changes"):
+        response = StreamingHttpResponse(job.stream(), content_type=CONTENT_TYPES[fmt])
     else:
         # Built to a temporary file (zip and PDF need seeking), streamed from disk, removed when closed.
         handle = tempfile.NamedTemporaryFile(prefix="audit-export-", suffix=f".{fmt}", delete=False)  # noqa: SIM115

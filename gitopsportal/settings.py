@@ -282,6 +282,7 @@ TEMPLATES: list[dict[str, Any]] = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "gitopsportal.context_processors.portal",
+                "promotions.context_processors.approval_inbox",
             ],
         },
     }

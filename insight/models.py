@@ -13,6 +13,7 @@ from core.fields import EncryptedTextField
 
 EVENT_KIND_CHOICES = [
     ("promotion.*", "Promotions (every step)"),
+    ("promotion.requested", "Approval requested (a promotion waits for an approver)"),
     ("rollback.*", "Rollbacks (every step)"),
     ("drift.*", "Drift detected / resolved"),
     ("exception.*", "Exceptions detected / resolved"),

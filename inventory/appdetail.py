@@ -7,6 +7,9 @@ from typing import Any
 
 from django.db.models import QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
+from django.urls import reverse
+
+from audit.models import ChangeRecord
 
 from .appstate import SHA
 from .liveobjects import LiveObjects
@@ -18,7 +21,7 @@ from .models import (
     Deployment,
     Environment,
 )
-from .selectors import ActionRights
+from .selectors import HEALTH_BADGES, SYNC_BADGES, ActionRights
 
 
 def _env_seq(application: Application, env: Environment, *, latest: bool) -> Subquery:
@@ -65,10 +68,87 @@ def commits_between(
     ).order_by("-seq")
 
 
+AUTO_SYNC = "Argo CD (auto-sync)"
+OUT_OF_BAND_HELP = (
+    "Out of band: a change to a production-like environment that did not come through a portal "
+    "pull request (a direct push, or a manual sync or rollback in Argo CD)."
+)
+_CHANGE_URLS = {"promotion": "promotions:detail", "rollback": "rollbacks:detail"}
+
+
+@dataclass(frozen=True)
+class ChangeLink:
+    """The portal change (promotion or rollback) that shipped a revision: who asked, who approved."""
+
+    label: str
+    url: str
+    requester: str
+    approvers: list[str]
+    pr_number: int | None
+    pr_url: str
+    incident: str
+    outcome: str
+
+
 @dataclass
 class TimelineEntry:
-    deployment: Deployment
+    """One change in an environment: a revision, with the clusters that run it inside."""
+
+    deployment: Deployment  # the newest deployment of the change
     revert_sha: str  # the deployed commit, when the user may request its revert
+    clusters: list[Deployment] = field(default_factory=list)
+    change: ChangeLink | None = None
+
+    @property
+    def initiator(self) -> str:
+        """Who started it: the change's requester, the Argo CD user, or Argo CD's auto-sync."""
+        if self.change is not None and self.change.requester:
+            return self.change.requester
+        named = [d.initiated_by for d in self.clusters if d.initiated_by and d.initiated_by != "automated"]
+        if named:
+            return named[0]
+        return (
+            AUTO_SYNC
+            if any(d.automated or d.initiated_by == "automated" for d in self.clusters)
+            else "unknown"
+        )
+
+    @property
+    def out_of_band(self) -> bool:
+        return any(d.out_of_band for d in self.clusters)
+
+
+def _change_links(application: Application, revisions: set[str]) -> dict[tuple[str, str], ChangeLink]:
+    """Return the portal change behind each ``(environment, revision)`` (one query; audit is the sink)."""
+    links: dict[tuple[str, str], ChangeLink] = {}
+    if not revisions:
+        return links
+    records = ChangeRecord.objects.filter(
+        app=application.name, revision_after__in=revisions, source_type__in=_CHANGE_URLS
+    ).order_by("occurred_at", "id")
+    for record in records:
+        source_id = record.evidence_target_id
+        links[(record.environment, record.revision_after)] = ChangeLink(
+            label=f"{record.source_type} #{source_id}",
+            url=reverse(_CHANGE_URLS[record.source_type], args=[int(source_id)])
+            if source_id.isdigit()
+            else "",
+            requester=record.requester_name,
+            approvers=list(record.approvers),
+            pr_number=record.pr_number,
+            pr_url=record.pr_url,
+            incident=record.incident,
+            outcome=record.get_outcome_display(),
+        )
+    return links
+
+
+def _group_by_change(deployments: list[Deployment], limit: int) -> list[list[Deployment]]:
+    """Group an environment's deployments (newest first) into changes: one per revision."""
+    groups: dict[str, list[Deployment]] = {}
+    for d in deployments:
+        groups.setdefault(d.revision or f"history-{d.argo_app_id}-{d.history_id}", []).append(d)
+    return list(groups.values())[:limit]
 
 
 @dataclass
@@ -102,10 +182,11 @@ def app_detail(
     sections = []
     for i, env in enumerate(envs):
         next_env = envs[i + 1] if i + 1 < len(envs) else None
+        # Several clusters per change: read enough rows to fill `timeline_limit` changes.
         deployments = list(
             Deployment.objects.filter(application=application, environment=env)
             .select_related("cluster", "argo_app")
-            .order_by("-deployed_at", "-history_id")[:timeline_limit]
+            .order_by("-deployed_at", "-history_id")[: timeline_limit * 4]
         )
         commits = (
             list(commits_between(application=application, from_env=env, to_env=next_env)[:commits_limit])
@@ -121,8 +202,86 @@ def app_detail(
             )
             section.can_rollback = bool(section.argo_apps) and rights.rollback(application.project, env.name)
         section.timeline = [
-            TimelineEntry(d, d.revision if section.can_rollback and SHA.fullmatch(d.revision) else "")
-            for d in deployments
+            TimelineEntry(
+                group[0],
+                group[0].revision if section.can_rollback and SHA.fullmatch(group[0].revision) else "",
+                clusters=group,
+            )
+            for group in _group_by_change(deployments, timeline_limit)
         ]
         sections.append(section)
+    links = _change_links(
+        application, {e.deployment.revision for s in sections for e in s.timeline if e.deployment.revision}
+    )
+    for section in sections:
+        for entry in section.timeline:
+            entry.change = links.get((section.environment.name, entry.deployment.revision))
     return sections
+
+
+@dataclass(frozen=True)
+class LaneStage:
+    """One environment of an app's pipeline lane: what runs there and what waits to reach the next."""
+
+    environment: str
+    versions: list[str]
+    revisions: list[str]
+    sync: str
+    sync_badge: str
+    health: str
+    health_badge: str
+    deployed: bool
+    next_env: str
+    waiting: int  # commits here that the next environment does not run yet
+    waiting_versions: str  # "1.4.2 → 1.4.3" when the next environment runs another version
+    can_promote: bool  # a promotion to the next environment is possible for this user
+
+
+def _worst(values: list[str], order: list[str]) -> str:
+    """Return the worst status of the clusters (first in `order`), or the only one."""
+    for value in order:
+        if value in values:
+            return value
+    return values[0] if values else "—"
+
+
+def pipeline_lane(sections: list[EnvSection]) -> list[LaneStage]:
+    """Build the dev → stage → prod lane from the app page's sections (no extra queries)."""
+    lane = []
+    for i, section in enumerate(sections):
+        apps = section.argo_apps
+        nxt = sections[i + 1] if i + 1 < len(sections) else None
+        versions = sorted({a.version for a in apps if a.version})
+        next_versions = sorted({a.version for a in nxt.argo_apps if a.version}) if nxt else []
+        waiting = len(section.commits_ahead_of_next) if nxt else 0
+        differs = bool(nxt and versions and versions != next_versions)
+        sync = _worst([a.sync_status for a in apps if a.sync_status], ["OutOfSync", "Unknown", "Synced"])
+        health = _worst(
+            [a.health_status for a in apps if a.health_status],
+            ["Degraded", "Missing", "Progressing", "Suspended", "Unknown", "Healthy"],
+        )
+        lane.append(
+            LaneStage(
+                environment=section.environment.name,
+                versions=versions,
+                revisions=sorted(
+                    {
+                        (a.deployed_revision or a.revision)[:8]
+                        for a in apps
+                        if a.deployed_revision or a.revision
+                    }
+                ),
+                sync=sync,
+                sync_badge=SYNC_BADGES.get(sync, "idle"),
+                health=health,
+                health_badge=HEALTH_BADGES.get(health, "idle"),
+                deployed=bool(apps),
+                next_env=section.next_env.name if section.next_env else "",
+                waiting=waiting,
+                waiting_versions=(
+                    f"{', '.join(next_versions) or 'nothing'} → {', '.join(versions)}" if differs else ""
+                ),
+                can_promote=bool(section.can_promote_next and apps and (waiting or differs)),
+            )
+        )
+    return lane

@@ -132,6 +132,28 @@ class StaleNotice:
     error: str
 
 
+@dataclass(frozen=True)
+class MatrixSummary:
+    """Counts over the cells shown: how many run, and how many need a look."""
+
+    deployments: int = 0
+    out_of_sync: int = 0
+    degraded: int = 0
+    stale: int = 0
+    behind: int = 0
+
+    @classmethod
+    def of(cls, rows: list[Row]) -> MatrixSummary:
+        cells = [cell for row in rows for slot in row.slots for cell in slot if not cell.deleted]
+        return cls(
+            deployments=len(cells),
+            out_of_sync=sum(1 for c in cells if c.sync_status == "OutOfSync"),
+            degraded=sum(1 for c in cells if c.health_status == "Degraded"),
+            stale=sum(1 for c in cells if c.stale),
+            behind=sum(1 for c in cells if c.behind),
+        )
+
+
 @dataclass
 class Matrix:
     filters: MatrixFilters
@@ -144,6 +166,7 @@ class Matrix:
     projects: list[str]
     point_in_time: bool
     now: datetime = field(default_factory=timezone.now)
+    summary: MatrixSummary = field(default_factory=MatrixSummary)
 
 
 def _touch_seqs(app_ids: list[int], env_ids: list[int]) -> dict[tuple[int, int], list[int]]:
@@ -367,6 +390,7 @@ def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAG
         projects=list(projects_qs.distinct()),
         point_in_time=filters.at is not None,
         now=now,
+        summary=MatrixSummary.of(rows),
     )
 
 

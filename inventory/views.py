@@ -65,6 +65,8 @@ def app_detail(request: AuthenticatedHttpRequest, name: str) -> HttpResponse:
     context = {
         "app": app,
         "sections": sections,
+        "out_of_band_help": appdetail.OUT_OF_BAND_HELP,
+        "lane": appdetail.pipeline_lane(sections),
         "conflicts": ownership_conflicts_of(app=app),
         "environments": envs,
         "left": left,

@@ -17,15 +17,18 @@ that environment can be requested (a partial unique index enforces it).
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.urls import reverse
 from django.utils import timezone
 
+from core.diffs import classify_diff
 from core.durations import format_duration
 
 
@@ -89,6 +92,25 @@ class PromotionQuerySet(models.QuerySet):
     def in_flight(self) -> PromotionQuerySet:
         return self.filter(state__in=IN_FLIGHT_STATES)
 
+    def awaiting_approval_by(self, user: Any, scopes: list[tuple[str, str]] | None) -> PromotionQuerySet:
+        """Requested promotions this user may approve: in scope, not their own, not decided by them.
+
+        ``scopes`` are the user's approver ``(project glob, environment)`` grants (None: everywhere);
+        every app of the promotion must be covered, as the approve service checks.
+        """
+        qs = self.filter(state=PromotionState.REQUESTED).exclude(requested_by=user)
+        qs = qs.exclude(approvals__approver=user)
+        if scopes is None:
+            return qs
+        covered = Q(pk__in=[])
+        for project, environment in scopes:
+            here = Q() if project == "*" else Q(application__project__regex=glob_regex(project))
+            if environment != "*":
+                here &= Q(target_env__name=environment)
+            covered |= here
+        outside = PromotionItem.objects.filter(promotion=OuterRef("pk")).exclude(covered)
+        return qs.filter(~Exists(outside), items__isnull=False).distinct()
+
     def with_related(self) -> PromotionQuerySet:
         return self.select_related("source_env", "target_env", "repository", "requested_by")
 
@@ -118,6 +140,8 @@ class Promotion(models.Model):
     # Set while a task retry is scheduled, so the sweeper does not duplicate it before then.
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     gates = models.JSONField(default=list, blank=True, help_text="last gate evaluation")
+    # What the requester saw: the approver decides on the same gates, not on a later re-evaluation.
+    requested_gates = models.JSONField(default=list, blank=True, help_text="gates at the time of the request")
     failure_reason = models.TextField(blank=True)
     # A permanent tracking problem (e.g. the PR is gone: 404), shown on the page until tracking works again.
     tracking_error = models.TextField(blank=True)
@@ -133,6 +157,9 @@ class Promotion(models.Model):
     merge_commit_sha = models.CharField(max_length=64, blank=True)
     merged_by = models.CharField(max_length=150, blank=True, help_text="forge user who merged the PR")
     deployed_revision = models.CharField(max_length=64, blank=True)
+    # The rollback (rollbacks.RollbackRequest id) whose revert merged this promotion's change back out.
+    rolled_back_by = models.PositiveIntegerField(null=True, blank=True)
+    rolled_back_at = models.DateTimeField(null=True, blank=True)
     # Timestamps of every step.
     requested_at = models.DateTimeField(default=timezone.now, db_index=True)
     approved_at = models.DateTimeField(null=True, blank=True)
@@ -180,7 +207,18 @@ class Promotion(models.Model):
 
     @property
     def badge(self) -> str:
-        return STATE_BADGES.get(self.state, "idle")
+        return "warn" if self.rolled_back_by else STATE_BADGES.get(self.state, "idle")
+
+    @property
+    def outcome_display(self) -> str:
+        """The state as people read it: a reverted change says so instead of "Healthy"."""
+        if self.rolled_back_by:
+            return f"Rolled back by #{self.rolled_back_by}"
+        return self.get_state_display()
+
+    @property
+    def rollback_url(self) -> str:
+        return reverse("rollbacks:detail", args=[self.rolled_back_by]) if self.rolled_back_by else ""
 
     @property
     def lead_time(self) -> timedelta | None:
@@ -227,6 +265,9 @@ class PromotionItem(models.Model):
     version_before = models.CharField(max_length=200, blank=True)
     version_after = models.CharField(max_length=200, blank=True)
     paths = models.JSONField(default=list, blank=True, help_text="files the PR changes for this app")
+    # The preview the requester saw (commits and file diff), kept for the approver and the record.
+    commits = models.JSONField(default=list, blank=True, help_text="commits shown at the request")
+    diff = models.TextField(blank=True, help_text="file diff shown at the request")
     deployed_at = models.DateTimeField(null=True, blank=True)
     healthy_at = models.DateTimeField(null=True, blank=True)
     # Argo CD's operationState of the sync that deployed the merge (change records carry it).
@@ -247,6 +288,11 @@ class PromotionItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.application_id}: {self.version_before} → {self.version_after}"
+
+    @property
+    def diff_lines(self) -> list[tuple[str, str]]:
+        """The stored request-time diff, classified for display (added/removed/context lines)."""
+        return classify_diff(self.diff)
 
 
 class ApprovalDecision(models.TextChoices):
@@ -335,6 +381,11 @@ class PromotionBlock(models.Model):
     @property
     def is_active(self) -> bool:
         return self.cleared_at is None
+
+
+def glob_regex(pattern: str) -> str:
+    """Translate a role grant's shell glob (``pay*``) into an anchored PostgreSQL regex."""
+    return "^" + "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern) + "$"
 
 
 def new_correlation_id() -> str:

@@ -61,7 +61,7 @@ def promotion_change_records_sync(promotion: Promotion, items: Sequence[Promotio
         for gate in (promotion.gates or [])
         if isinstance(gate, dict)
     ]
-    outcome = OUTCOMES.get(promotion.state, "pending")
+    outcome = "rolled_back" if promotion.rolled_back_by else OUTCOMES.get(promotion.state, "pending")
     clusters = _clusters_by_app(promotion, items)
     for item in items:
         app = item.application
@@ -95,6 +95,7 @@ def promotion_change_records_sync(promotion: Promotion, items: Sequence[Promotio
             outcome=outcome,
             emergency=promotion.override_sync_window,
             justification=promotion.override_justification,
+            correlation_id=promotion.correlation_id,
         )
 
 

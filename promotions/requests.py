@@ -76,6 +76,7 @@ def _create(*, actor: User, preview: PromotionPreview, note: str, justification:
         override_justification=justification.strip() if overridden else "",
         **change_requester_fields(actor),
         gates=[gate.as_dict() for gate in preview.all_gates],
+        requested_gates=[gate.as_dict() for gate in preview.all_gates],
     )
     try:
         with transaction.atomic():
@@ -92,6 +93,18 @@ def _create(*, actor: User, preview: PromotionPreview, note: str, justification:
                     version_before=item.plan.version_before[:200],
                     version_after=item.plan.version_after[:200],
                     paths=item.paths,
+                    commits=[
+                        {
+                            "sha": c.sha,
+                            "short_sha": c.short_sha,
+                            "subject": c.subject,
+                            "author": c.author,
+                            "authored_at": c.authored_at.isoformat(),
+                            "url": c.url,
+                        }
+                        for c in item.commits
+                    ],
+                    diff=item.plan.diff,
                     target_revision_before=revision_label(item.target.revisions)[:64],
                 )
     except IntegrityError:

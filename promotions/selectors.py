@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,7 +10,7 @@ from django.contrib.auth.models import User
 from django.db.models import Prefetch, Q, QuerySet
 from django.http import Http404
 
-from accounts.permissions import has_role, project_filter, project_visible
+from accounts.permissions import has_role, project_filter, project_visible, role_scopes
 from accounts.roles import Role
 from core.querytext import query_page, query_text
 from inventory.models import Application, ArgoApplication, Environment
@@ -25,6 +24,7 @@ from .models import (
     PromotionItem,
     PromotionQuerySet,
     PromotionState,
+    glob_regex,
 )
 
 S = PromotionState
@@ -38,10 +38,7 @@ def _glob_q(field: str, patterns: list[str]) -> Q:
         if not any(c in pattern for c in "*?["):
             q |= Q(**{field: pattern})
         else:
-            regex = (
-                "^" + "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern) + "$"
-            )
-            q |= Q(**{f"{field}__regex": regex})
+            q |= Q(**{f"{field}__regex": glob_regex(pattern)})
     return q
 
 
@@ -62,6 +59,20 @@ def visible_promotions(user: User) -> PromotionQuerySet:
     return qs
 
 
+def awaiting_approval(*, user: User) -> QuerySet[Promotion]:
+    """Promotions waiting for this user's approval (the approval inbox; four-eyes applied)."""
+    if not has_role(user, Role.APPROVER):
+        return Promotion.objects.none()
+    return Promotion.objects.awaiting_approval_by(user, role_scopes(user, Role.APPROVER))
+
+
+def approval_inbox_count(*, user: User) -> int:
+    """Count the promotions waiting for this user's approval, in one query (the header badge)."""
+    if not getattr(user, "is_authenticated", False):
+        return 0
+    return awaiting_approval(user=user).count()
+
+
 def _with_items(qs: PromotionQuerySet) -> PromotionQuerySet:
     return qs.with_related().prefetch_related(
         Prefetch(
@@ -79,6 +90,7 @@ class ListFilters:
     app: str = ""
     override: bool = False
     mine: bool = False
+    needs_approval: bool = False
     page: int = 1
 
     @classmethod
@@ -91,6 +103,7 @@ class ListFilters:
             app=query_text(query, "app"),
             override=query.get("override") in ("1", "true", "on"),
             mine=query.get("mine") in ("1", "true", "on"),
+            needs_approval=query.get("needs_approval") in ("1", "true", "on"),
             page=page,
         )
 
@@ -120,6 +133,8 @@ def promotion_list(*, user: User, filters: ListFilters) -> PromotionPage:
         qs = qs.filter(override_sync_window=True)
     if filters.mine:
         qs = qs.filter(requested_by=user)
+    if filters.needs_approval:
+        qs = qs.filter(pk__in=awaiting_approval(user=user).values("pk"))
     start = (filters.page - 1) * PAGE_SIZE
     rows = list(_with_items(qs.distinct().order_by("-requested_at", "-id"))[start : start + PAGE_SIZE + 1])
     return PromotionPage(

@@ -57,6 +57,8 @@ def rollback_change_record_sync(rollback: RollbackRequest) -> None:
         emergency=rollback.emergency,
         justification=rollback.emergency_justification,
         clusters=clusters,
+        correlation_id=rollback.correlation_id,
+        incident=rollback.incident,
         **_approval_fields(rollback),
     )
 

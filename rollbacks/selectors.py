@@ -15,6 +15,7 @@ from changes.lifecycle import changes_in_flight
 from core.diffs import classify_diff
 from integrations.gitrepo import GitError, InvalidRef, validate_sha
 from inventory.models import Application, ArgoApplication, Deployment, Environment, GitRepository
+from promotions.models import Promotion
 
 from . import history
 from .models import RollbackRequest
@@ -442,6 +443,16 @@ def rollback_detail(*, pk: int) -> RollbackRequest:
     return RollbackRequest.objects.select_related(
         "application", "application__repository", "environment"
     ).get(pk=pk)
+
+
+def rollback_reverted_promotions(rollback: RollbackRequest) -> list[Promotion]:
+    """Return the promotions whose merge commit this rollback reverts (links both ways)."""
+    shas = [sha for sha in rollback.revert_shas or [] if sha]
+    if not shas:
+        return []
+    return list(
+        Promotion.objects.filter(target_env=rollback.environment, merge_commit_sha__in=shas).order_by("-pk")
+    )
 
 
 def rollback_argo_status(rollback: RollbackRequest) -> list[ArgoApplication]:

@@ -28,6 +28,7 @@ from integrations.gitrepo import GitError, GitMirror, InvalidRef
 from inventory.appstate import change_sync_result
 from inventory.models import GitRepository
 from promotions.blocks import promotion_block_create
+from promotions.reverts import promotion_mark_rolled_back
 
 from . import history
 from .kind import ROLLBACK, rollback_load
@@ -171,6 +172,11 @@ def _transition_merged(rollback_id: int, merge_sha: str, *, auto: bool, merged_b
                 message="merged",
             )
         _block_reverted_version(rollback)
+        promotion_mark_rolled_back(
+            rollback_id=rollback.pk,
+            environment_id=rollback.environment_id,
+            reverted_shas=rollback.revert_shas,
+        )
 
 
 def _block_reverted_version(rollback: RollbackRequest) -> None:

@@ -180,6 +180,7 @@ def rollback_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         "rollback": rollback,
         "argo_apps": argo_apps,
         "argo_live": liveobjects.live_objects(argo_apps, app_sets=False) if rollback.merged_at else None,
+        "reverted_promotions": selectors.rollback_reverted_promotions(rollback),
         "can_cancel": rollback.is_cancellable
         and has_role(
             request.user,

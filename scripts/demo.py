@@ -8,6 +8,7 @@ Celery worker and beat (embedded broker unless REDIS_URL is set). Ctrl-C stops e
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -62,6 +63,58 @@ def wait_http(url: str, timeout: float = 30) -> None:
         except Exception:
             time.sleep(0.3)
     raise SystemExit(f"{url} did not answer within {timeout:.0f}s; see {VAR}/demo-*.log")
+
+
+def _argocd(method: str, path: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{ARGOCD_PORT}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={"Authorization": "Bearer sandbox-argocd-token", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback only
+        return json.loads(response.read() or b"{}")
+
+
+def seed_demo_states() -> None:
+    """Make the states a viewer should recognise visible: one Degraded app, one OutOfSync app.
+
+    Degraded: Argo CD's fault lever marks the image tag one prod app runs as failing. OutOfSync:
+    a direct push to another app's prod overlay whose sync Argo CD's fault lever makes fail, so it
+    stays OutOfSync. Both are undone with POST /sandbox/reset-faults (the push then syncs).
+    """
+    apps = [
+        a for a in _argocd("GET", "/api/v1/applications").get("items", []) if "-prod" in a["metadata"]["name"]
+    ]
+    tagged = [
+        (a["metadata"]["name"], image.rsplit(":", 1)[1])
+        for a in apps
+        for image in (a.get("status", {}).get("summary", {}).get("images") or [])[:1]
+        if ":" in image
+    ]
+    if not tagged:
+        print("   (no prod app with an image tag: demo states skipped)")
+        return
+    degraded_app, tag = tagged[0]
+    others = [name for name, t in tagged if t != tag]
+    target = others[-1] if others else ""
+    _argocd("POST", "/sandbox/faults", {"degraded_tags": [tag], "fail_sync_apps": [target] if target else []})
+    print(f"   Degraded: prod apps running {tag} (e.g. {degraded_app}); undo: POST /sandbox/reset-faults")
+    if not target:
+        return
+    app = next(a for a in apps if a["metadata"]["name"] == target)
+    path = app["spec"]["source"]["path"]
+    work = VAR / "demo-outofsync"
+    subprocess.run(["rm", "-rf", str(work)], check=True)
+    subprocess.run(["git", "clone", "-q", str(REPO_PATH), str(work)], check=True)
+    kustomization = work / path / "kustomization.yaml"
+    kustomization.write_text(kustomization.read_text() + "# hotfix applied by hand (demo: out of band)\n")
+    git = ["git", "-C", str(work), "-c", "user.name=demo", "-c", "user.email=demo@demo.invalid"]
+    subprocess.run(
+        [*git, "commit", "-qm", f"Hotfix {target} by hand (demo: OutOfSync)", "--", path], check=True
+    )
+    subprocess.run([*git, "push", "-q", "origin", "HEAD:main"], check=True)
+    print(f"   OutOfSync: {target} (a direct push to {path} whose sync fails)")
 
 
 def stop_all(*_: object) -> None:
@@ -146,6 +199,11 @@ def main() -> None:
     wait_http(f"http://127.0.0.1:{FORGE_PORT}/sandbox/state")
     print("== seeding demo users and polling once")
     manage("demo_seed")
+    print("== seeding demo states (Degraded, OutOfSync)")
+    try:
+        seed_demo_states()
+    except Exception as exc:  # the demo still runs without them
+        print(f"   demo states skipped: {exc}")
     manage("poll", "--once", check=False)
     start("watch", PY, "manage.py", "argocd_watch")
     print("== starting the portal, a Celery worker and beat")

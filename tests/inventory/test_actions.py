@@ -145,8 +145,10 @@ def test_the_app_page_hides_actions_the_user_may_not_take(client):
 
     rm = _app_page(client, user_with_role("release_manager"), "svc-2-000")
     promote = reverse("promotions:new")
-    assert f'href="{promote}?app=svc-2-000&amp;from=stage&amp;to=prod"' in _section(rm, "stage")
-    assert "Promote to" not in _section(rm, "prod")
+    # The one Promote button per step lives in the pipeline lane, between the two environments.
+    lane = rm[rm.index("data-pipeline-lane") : rm.index('<h2 id="env-dev">')]
+    assert f'href="{promote}?app=svc-2-000&amp;from=stage&amp;to=prod"' in lane
+    assert "Promote to" not in _section(rm, "prod") and "from=prod" not in lane
     assert "Revert this commit" not in rm and "Roll back" not in rm
 
     # On call for prod of another project: nothing here.

@@ -1,11 +1,11 @@
-"""manage.py audit_export --format csv|jsonl|pdf|bundle --out FILE [filters]."""
+"""manage.py audit_export --format csv|jsonl|pdf|bundle|changes --out FILE [filters]."""
 
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from audit.exports import audit_export_begin, audit_export_to_file
+from audit.exports import EXPORT_FORMATS, audit_export_begin, audit_export_to_file
 from audit.filters import AuditFilters
 
 
@@ -13,7 +13,7 @@ class Command(BaseCommand):
     help = "Export the audit trail (scheduled evidence collection); the export is itself an audit event."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--format", required=True, choices=("csv", "jsonl", "pdf", "bundle"))
+        parser.add_argument("--format", required=True, choices=EXPORT_FORMATS)
         parser.add_argument("--out", required=True, help="file to write")
         parser.add_argument("--since", default="", help="YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC), inclusive")
         parser.add_argument(

@@ -1,12 +1,21 @@
-"""Every URL x every role (and a project-scoped release manager): no unexpected success.
+"""Every URL x every role (and project- and environment-scoped users): no unexpected success.
 
 The URL patterns are enumerated from the resolver, recursively. Each one needs an entry in RULES
 saying who may GET and who may POST (a new URL without an entry fails
 ``test_every_url_pattern_has_a_rule``, and a stale entry fails ``test_every_rule_names_a_url``).
 
-Subjects: anonymous, one user per global role, and ``rm_payments``, a release manager scoped to
-projects ``payments-*``. Objects in path parameters belong to the ``checkout`` project, so
-``rm_payments`` must be refused on every object URL and must not see checkout rows in lists.
+Subjects: anonymous, one user per global role, a release manager, approver, on-call and auditor
+scoped to projects ``payments-*`` (``rm_payments``, ``approver_payments``, ...), and
+``approver_checkout_stage``, an approver of the checkout projects in environment ``stage`` only.
+Objects in path parameters belong to the ``checkout`` project in ``prod``, so the payments-scoped
+subjects must be refused on every object URL and must not see checkout rows in lists, while the
+stage approver sees checkout objects but may not approve anything that targets prod.
+
+Every request is sent three ways where it applies: with a session (and, for GET, as an htmx
+partial), for /api/ URLs with ``Authorization: Bearer <token>`` of the subject's own API token and
+no session (same expected outcome, and no CSRF token needed), and for each URL some subject may
+POST to, once as that subject with a session but without a CSRF token (refused with 403) next to
+the same POST with the token (allowed).
 
 Outcomes: *denied* is 401/403/404 or a redirect to a login page; *not served* is 405; *allowed* is
 anything else below 500. An allowed subject may still get 400/409 (the empty POST the matrix sends
@@ -26,33 +35,46 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.db import transaction
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
+from django.utils.crypto import get_random_string
 
 from accounts.roles import ALL_ROLES
 from accounts.services import api_token_create
 
-from .conftest import SCOPED_RELEASE_MANAGER, SUBJECTS, make_subjects
+from .conftest import PAYMENTS_SCOPED, SCOPED_GRANTS, SUBJECTS, make_subjects
 from .htmlcheck import csp_nonce, inline_code_problems
 
 URLCONF = "tests.security.oidc_urls"  # the project's URLs with the OIDC endpoints mounted
 
 # --- who ------------------------------------------------------------------------------------------
 ANON = "anonymous"
-RM_SCOPED = SCOPED_RELEASE_MANAGER
 EVERYONE = frozenset(SUBJECTS)
 SIGNED_IN = EVERYONE - {ANON}
-# Object URLs point at a checkout app: the payments-scoped release manager is out of scope there.
-CHECKOUT_VIEWERS = SIGNED_IN - {RM_SCOPED}
+# Object URLs point at a checkout app in prod: the payments-scoped subjects are out of scope there.
+CHECKOUT_VIEWERS = SIGNED_IN - PAYMENTS_SCOPED
+# Live cluster reads (drift resources) also apply the grant's environment: the stage approver sees
+# checkout pages by project but not the prod cluster's resources.
+CHECKOUT_PROD_VIEWERS = CHECKOUT_VIEWERS - {"approver_checkout_stage"}
 NOBODY: frozenset[str] = frozenset()
 
 
 def roles(*names: str) -> frozenset[str]:
-    """Subjects holding one of the global roles ``names`` (admin holds every role)."""
+    """Subjects holding one of ``names`` on the world's checkout objects in prod (admin holds all).
+
+    Only global holders qualify: no scoped subject holds a role on checkout in prod.
+    """
     assert set(names) <= set(ALL_ROLES), names
     return frozenset({*names, "admin"})
+
+
+def anywhere(*names: str) -> frozenset[str]:
+    """Subjects holding one of ``names`` in some scope: who passes a page-level (unscoped) check."""
+    scoped = {subject for subject, (role, _, _) in SCOPED_GRANTS.items() if role in names}
+    return roles(*names) | scoped
 
 
 AUDITORS = roles("auditor")
@@ -70,7 +92,7 @@ class Rule:
     kw: Callable[[World], dict[str, Any]] | None = None  # path parameters, from the world's objects
     data: Callable[[World], dict[str, Any]] | None = None  # POST body (form, or JSON for /api/)
     query: str = ""  # query string for GET
-    leak_check: bool = True  # an allowed rm_payments response must not show checkout objects
+    leak_check: bool = True  # an allowed payments-scoped response must not show checkout objects
     note: str = ""
 
 
@@ -91,7 +113,7 @@ RULES: dict[str, Rule] = {
     "insight:dora": Rule(get=SIGNED_IN),
     "insight:dora_csv": Rule(get=SIGNED_IN),
     "insight:drift": Rule(get=SIGNED_IN),
-    "insight:drift_resources": Rule(get=CHECKOUT_VIEWERS, kw=lambda w: {"pk": w.argo_app.pk}),
+    "insight:drift_resources": Rule(get=CHECKOUT_PROD_VIEWERS, kw=lambda w: {"pk": w.argo_app.pk}),
     "insight:notifications": Rule(get=roles("admin")),
     "insight:subscription_new": Rule(get=None, post=roles("admin")),
     "insight:subscription_toggle": Rule(
@@ -156,14 +178,15 @@ RULES: dict[str, Rule] = {
     "api-rollback": Rule(get=CHECKOUT_VIEWERS, kw=lambda w: {"pk": w.rollback.pk}),
     "api-rollback-cancel": Rule(get=None, post=ONCALL, kw=lambda w: {"pk": w.rollback.pk}),
     # audit
-    "audit:event_list": Rule(get=AUDITORS),
+    # (a scoped auditor opens the lists and exports, filtered to its projects, not checkout rows)
+    "audit:event_list": Rule(get=anywhere("auditor")),
     "audit:event_detail": Rule(get=AUDITORS, kw=lambda w: {"sequence": w.event.sequence}),
-    "audit:change_list": Rule(get=AUDITORS),
+    "audit:change_list": Rule(get=anywhere("auditor")),
     "audit:change_detail": Rule(get=AUDITORS, kw=lambda w: {"pk": w.change.pk}),
-    "audit:export": Rule(get=None, post=AUDITORS, kw=lambda w: {"fmt": "csv"}),
-    "audit:public_key": Rule(get=AUDITORS),
-    "api-audit-events": Rule(get=AUDITORS),
-    "api-audit-changes": Rule(get=AUDITORS),
+    "audit:export": Rule(get=None, post=anywhere("auditor"), kw=lambda w: {"fmt": "csv"}),
+    "audit:public_key": Rule(get=anywhere("auditor")),
+    "api-audit-events": Rule(get=anywhere("auditor")),
+    "api-audit-changes": Rule(get=anywhere("auditor")),
 }
 
 
@@ -205,6 +228,7 @@ class World:
     block: Any = None
     event: Any = None
     change: Any = None
+    bearer: dict[str, str] = field(default_factory=dict)  # subject -> raw API token of its own
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -285,6 +309,9 @@ def build_world() -> World:
             paths=["environments/prod/x"],
         )
     world.token, _ = api_token_create(user=world.subjects["viewer"], name="matrix", expires_in_days=7)
+    for subject, user in world.subjects.items():
+        if user is not None:
+            world.bearer[subject] = api_token_create(user=user, name="matrix-bearer", expires_in_days=7)[1]
     _build_requests(world, envs)
     _build_evidence(world)
     return world
@@ -458,8 +485,17 @@ def _url(pattern: Pattern, rule: Rule, world: World) -> str:
     return url
 
 
-def _request(client: Client, method: str, url: str, rule: Rule, world: World, *, htmx: bool = False) -> Any:
-    headers = {"HTTP_HX_REQUEST": "true"} if htmx else {}
+def _request(
+    client: Client,
+    method: str,
+    url: str,
+    rule: Rule,
+    world: World,
+    *,
+    htmx: bool = False,
+    headers: dict[str, str] | None = None,
+) -> Any:
+    headers = {**(headers or {}), **({"HTTP_HX_REQUEST": "true"} if htmx else {})}
     if method == "GET":
         return client.get(url, **headers)
     data = rule.data(world) if rule.data else {}
@@ -469,17 +505,22 @@ def _request(client: Client, method: str, url: str, rule: Rule, world: World, *,
 
 
 def _check_response(subject: str, method: str, response: Any, world: World, rule: Rule) -> list[str]:
-    """Extra checks on an allowed response: CSP-clean HTML, no checkout rows for rm_payments."""
+    """Extra checks on an allowed response: CSP-clean HTML, no checkout rows for payments-scoped users."""
     problems = []
     content_type = response.get("Content-Type", "")
     if response.status_code == 200 and content_type.startswith("text/html"):
         html = response.content.decode()
         nonce = csp_nonce(response.get("Content-Security-Policy", ""))
         problems += [f"CSP: {p}" for p in inline_code_problems(html, nonce=nonce)]
-    if subject == RM_SCOPED and rule.leak_check and world.app is not None and response.status_code == 200:
+    if (
+        subject in PAYMENTS_SCOPED
+        and rule.leak_check
+        and world.app is not None
+        and response.status_code == 200
+    ):
         body = b"".join(response.streaming_content) if response.streaming else response.content
         if world.app.name.encode() in body:
-            problems.append("shows a checkout object to the payments-scoped release manager")
+            problems.append(f"shows a checkout object to the payments-scoped {subject}")
     return problems
 
 
@@ -497,6 +538,55 @@ def settings_for_matrix(settings):
     return settings
 
 
+def _expected(subject: str, allowed: frozenset[str] | None) -> str:
+    if allowed is None:
+        return "not served"
+    return "allowed" if subject in allowed else "denied"
+
+
+def _judge(label: str, response: Any, expected: str, check: Callable[[], list[str]]) -> list[str]:
+    """Compare a response's outcome with the expected one; run ``check`` on an allowed response."""
+    got = outcome(response)
+    # A method nobody is served may also be refused before the view answers 405.
+    ok = got in ("not served", "denied") if expected == "not served" else got == expected
+    if not ok:
+        return [f"{label}: expected {expected}, got {got} ({response.status_code})"]
+    return [f"{label}: {p}" for p in check()] if got == "allowed" else []
+
+
+def _csrf_subject(rule: Rule) -> str | None:
+    """Pick one subject allowed to POST (a signed-in one when there is), None when nobody may."""
+    allowed = [s for s in SUBJECTS if rule.post and s in rule.post]
+    signed_in = [s for s in allowed if s != ANON]
+    return (signed_in or allowed or [None])[0]
+
+
+def _csrf_failures(url: str, rule: Rule, world: World) -> list[str]:
+    """Send a session POST without and then with the CSRF token: refused (403), then allowed."""
+    subject = _csrf_subject(rule)
+    if subject is None:
+        return []
+    failures = []
+    secret = get_random_string(32)  # a CSRF secret; Django accepts it unmasked in the header too
+    for with_token in (False, True):
+        sid = transaction.savepoint()
+        try:
+            client = Client(enforce_csrf_checks=True, raise_request_exception=False)
+            if world.subjects[subject] is not None:
+                client.force_login(world.subjects[subject])
+            client.cookies[settings.CSRF_COOKIE_NAME] = secret
+            headers = {settings.CSRF_HEADER_NAME: secret} if with_token else {}
+            response = _request(client, "POST", url, rule, world, headers=headers)
+            label = f"{subject:16} POST csrf {'token' if with_token else 'none '} {url}"
+            if with_token:
+                failures += _judge(label, response, "allowed", list)
+            elif response.status_code != 403:
+                failures.append(f"{label}: expected 403 without a CSRF token, got {response.status_code}")
+        finally:
+            transaction.savepoint_rollback(sid)
+    return failures
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize("pattern", ALL_PATTERNS, ids=[p.key for p in ALL_PATTERNS])
 def test_permission_matrix(pattern: Pattern, settings_for_matrix):
@@ -510,33 +600,31 @@ def test_permission_matrix(pattern: Pattern, settings_for_matrix):
     failures: list[str] = []
     for subject in SUBJECTS:
         for method, allowed in (("GET", rule.get), ("POST", rule.post)):
-            for htmx in (False, True) if method == "GET" else (False,):
-                label = f"{subject:16} {method:4}{' htmx' if htmx else '     '} {url}"
+            # session (and, for GET, the htmx partial); for /api/ also the subject's bearer token
+            ways = ["session", "htmx"] if method == "GET" else ["session"]
+            if url.startswith("/api/") and subject in world.bearer:
+                ways.append("bearer")
+            for way in ways:
+                label = f"{subject:16} {method:4} {way:7} {url}"
                 # Each request runs in a savepoint that is rolled back: one subject's POST
                 # (a revoke, a cancel) never changes what the next subject sees.
                 sid = transaction.savepoint()
                 try:
-                    client = Client(raise_request_exception=False)
-                    user = world.subjects[subject]
-                    if user is not None:
-                        client.force_login(user)
-                    response = _request(client, method, url, rule, world, htmx=htmx)
-                    got = outcome(response)
-                    if allowed is None:
-                        expected = "not served"
-                        ok = got in ("not served", "denied")
-                    elif subject in allowed:
-                        expected = "allowed"
-                        ok = got == "allowed"
-                    else:
-                        expected = "denied"
-                        ok = got == "denied"
-                    if not ok:
-                        failures.append(f"{label}: expected {expected}, got {got} ({response.status_code})")
-                    elif got == "allowed":
-                        failures += [
-                            f"{label}: {p}" for p in _check_response(subject, method, response, world, rule)
-                        ]
+                    # Bearer requests carry no ambient credentials: they must pass without CSRF.
+                    client = Client(enforce_csrf_checks=way == "bearer", raise_request_exception=False)
+                    headers = {}
+                    if way == "bearer":
+                        headers["HTTP_AUTHORIZATION"] = f"Bearer {world.bearer[subject]}"
+                    elif world.subjects[subject] is not None:
+                        client.force_login(world.subjects[subject])
+                    response = _request(client, method, url, rule, world, htmx=way == "htmx", headers=headers)
+                    failures += _judge(
+                        label,
+                        response,
+                        _expected(subject, allowed),
+                        lambda: _check_response(subject, method, response, world, rule),
+                    )
                 finally:
                     transaction.savepoint_rollback(sid)
+    failures += _csrf_failures(url, rule, world)
     assert not failures, f"{pattern.key} ({rule.note or 'no note'}):\n" + "\n".join(failures)

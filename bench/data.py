@@ -33,11 +33,15 @@ def sha(*parts: Any) -> str:
 def wipe_ledger() -> None:
     """Empty the audit tables (bench database only: the append-only trigger is bypassed for this)."""
     with connection.cursor() as cursor:
-        cursor.execute("ALTER TABLE audit_auditevent DISABLE TRIGGER USER")
+        # Both append-only tables carry triggers; shipped-checkpoint bookkeeping references them.
+        for table in ("audit_auditevent", "audit_auditcheckpoint"):
+            cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
         cursor.execute(
-            "TRUNCATE audit_auditevent, audit_changerecord, audit_auditcheckpoint RESTART IDENTITY"
+            "TRUNCATE audit_auditevent, audit_changerecord, audit_auditcheckpoint,"
+            " audit_checkpointshipment RESTART IDENTITY"
         )
-        cursor.execute("ALTER TABLE audit_auditevent ENABLE TRIGGER USER")
+        for table in ("audit_auditevent", "audit_auditcheckpoint"):
+            cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
 
 
 def ledger_head() -> int:

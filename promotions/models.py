@@ -28,6 +28,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.urls import reverse
 from django.utils import timezone
 
+from changes.fields import PullRequestRecord
 from core.diffs import classify_diff
 from core.durations import format_duration
 
@@ -115,7 +116,7 @@ class PromotionQuerySet(models.QuerySet):
         return self.select_related("source_env", "target_env", "repository", "requested_by")
 
 
-class Promotion(models.Model):
+class Promotion(PullRequestRecord):
     """Ship what the source environment runs now into the target environment, by pull request."""
 
     state = models.CharField(max_length=16, choices=PromotionState.choices, default=PromotionState.REQUESTED)
@@ -149,13 +150,7 @@ class Promotion(models.Model):
     pr_branch = models.CharField(max_length=250, blank=True)
     pr_base = models.CharField(max_length=200, blank=True)
     pr_number = models.PositiveIntegerField(null=True, blank=True)
-    pr_url = models.CharField(max_length=500, blank=True)
-    pr_head_sha = models.CharField(max_length=64, blank=True)
-    # The commit the portal pushed to pr_branch, recorded before the push: only a branch or PR
-    # at this commit is the portal's own (changes.pullrequests, trust).
-    pushed_head_sha = models.CharField(max_length=64, blank=True)
-    merge_commit_sha = models.CharField(max_length=64, blank=True)
-    merged_by = models.CharField(max_length=150, blank=True, help_text="forge user who merged the PR")
+    # pr_url, pr_head_sha, pushed_head_sha, merge_commit_sha, merged_by: changes.fields.PullRequestRecord
     deployed_revision = models.CharField(max_length=64, blank=True)
     # The rollback (rollbacks.RollbackRequest id) whose revert merged this promotion's change back out.
     rolled_back_by = models.PositiveIntegerField(null=True, blank=True)

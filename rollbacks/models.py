@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from changes.fields import PullRequestRecord
 from core.durations import format_duration
 
 _URL_RE = re.compile(r"https?://[^\s\"'<>`]+", re.IGNORECASE)
@@ -28,7 +29,7 @@ class RollbackQuerySet(models.QuerySet):
         return self.filter(application_id=application_id, environment_id=environment_id)
 
 
-class RollbackRequest(models.Model):
+class RollbackRequest(PullRequestRecord):
     """One request to revert commits of an app in an environment, tracked until it is healthy."""
 
     class Mode(models.TextChoices):
@@ -80,13 +81,7 @@ class RollbackRequest(models.Model):
     # The pull request.
     branch = models.CharField(max_length=300, blank=True)
     pr_number = models.IntegerField(null=True, blank=True)
-    pr_url = models.CharField(max_length=500, blank=True)
-    pr_head_sha = models.CharField(max_length=64, blank=True)
-    # The commit the portal pushed to `branch`, recorded before the push: only a branch or PR
-    # at this commit is the portal's own (changes.pullrequests, trust).
-    pushed_head_sha = models.CharField(max_length=64, blank=True)
-    merge_commit_sha = models.CharField(max_length=64, blank=True)
-    merged_by = models.CharField(max_length=150, blank=True, help_text="forge user who merged the PR")
+    # pr_url, pr_head_sha, pushed_head_sha, merge_commit_sha, merged_by: changes.fields.PullRequestRecord
     # Argo CD's operationState of the sync that deployed the revert (change records carry it).
     sync_result = models.JSONField(null=True, blank=True)
     failure_reason = models.TextField(blank=True)

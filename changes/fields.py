@@ -1,0 +1,20 @@
+"""The pull-request columns every kind of change carries (an abstract model: no table of its own)."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class PullRequestRecord(models.Model):
+    """Where a change's pull request stands on the forge, as the lifecycle records it."""
+
+    pr_url = models.CharField(max_length=500, blank=True)
+    pr_head_sha = models.CharField(max_length=64, blank=True)
+    # The commit the portal pushed to the change's branch, recorded before the push: only a branch
+    # or PR at this commit is the portal's own (changes.pullrequests, trust).
+    pushed_head_sha = models.CharField(max_length=64, blank=True)
+    merge_commit_sha = models.CharField(max_length=64, blank=True)
+    merged_by = models.CharField(max_length=150, blank=True, help_text="forge user who merged the PR")
+
+    class Meta:
+        abstract = True

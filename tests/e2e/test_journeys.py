@@ -260,7 +260,7 @@ def test_auditor_filters_exports_and_verifies_the_signed_bundle(
     # Exports with the same filters: the CSV and the signed bundle.
     auditor.goto(f"/audit/?since={since}&env=prod")
     with auditor.expect_download() as download:
-        auditor.get_by_role("button", name="CSV").click()
+        auditor.get_by_role("button", name="CSV", exact=True).click()
     csv_path = tmp_path / download.value.suggested_filename
     download.value.save_as(csv_path)
     csv_text = csv_path.read_text()

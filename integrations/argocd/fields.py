@@ -34,4 +34,6 @@ DEFAULT_WATCH_FIELDS: tuple[str, ...] = (
     ),
     "result.application.status.operationState.syncResult.revision",
     "result.application.status.operationState.syncResult.revisions",
+    # The list's quirk returns the whole result, resources included (their counts are evidence).
+    "result.application.status.operationState.syncResult.resources",
 )

@@ -68,7 +68,7 @@ def insert_synthetic_events(count: int, *, apps: int = 1000, span_days: int = 36
             INSERT INTO audit_auditevent (
                 sequence, created_at, actor_id, actor_name, actor_type, auth_method, ip_address,
                 user_agent, action, target_type, target_id, target_label, app, environment, cluster,
-                shas, pr_url, correlation_id, out_of_band, before, after, message, prev_hash, hash)
+                shas, pr_url, correlation_id, out_of_band, before, after, message, prev_hash, hash, project)
             SELECT s,
                    %(epoch)s::timestamptz + make_interval(secs => s * %(step)s),
                    NULL,
@@ -91,7 +91,8 @@ def insert_synthetic_events(count: int, *, apps: int = 1000, span_days: int = 36
                                                             'before', '1.4.2', 'after', '1.4.3'))),
                    'promotion #' || (s / 6) || ' moved on (synthetic event ' || s || ')',
                    CASE WHEN s = 1 THEN repeat('0', 64) ELSE md5((s - 1)::text) || md5('h' || (s - 1)) END,
-                   md5(s::text) || md5('h' || s)
+                   md5(s::text) || md5('h' || s),
+                   (ARRAY['payments','checkout','platform','search'])[1 + (s * 13) %% 4]
             FROM generate_series(%(low)s::bigint, %(high)s::bigint) AS s
             """,
             {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -79,10 +80,11 @@ def _pulls(fleet: Any) -> dict[str, Any]:
 
 
 def _wait_pr(fleet: Any, promotion_id: int, timeout: float) -> float:
-    suffix = f"/{promotion_id}"
+    # Promotion branches end in "/<id>-<8 hex>" (unguessable, changes.pullrequests).
+    mine = re.compile(rf"/{promotion_id}-[0-9a-f]{{8}}$")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(ref.endswith(suffix) for ref in _pulls(fleet)):
+        if any(mine.search(ref) for ref in _pulls(fleet)):
             return time.perf_counter()
         time.sleep(0.01)
     raise TimeoutError(f"no pull request for promotion #{promotion_id} within {timeout:.0f} s")

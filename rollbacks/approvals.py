@@ -26,7 +26,7 @@ from changes.lifecycle import change_record
 
 from .kind import ROLLBACK, rollback_load
 from .models import RollbackRequest
-from .requests import RollbackRefused, _clean_text
+from .requests import RollbackRefused, request_text_clean
 
 State = RollbackRequest.State
 REASON_LIMIT = 2000
@@ -62,7 +62,7 @@ def rollback_approve_after_the_fact(
     )
     if actor.pk == rollback.requested_by_id:
         raise PermissionDenied("the requester of an emergency rollback cannot approve it")
-    reason = _clean_text(reason, limit=REASON_LIMIT, name="A reason", required=True)
+    reason = request_text_clean(reason, limit=REASON_LIMIT, name="A reason", required=True)
     if not rollback.emergency:
         raise RollbackRefused("only emergency rollbacks are approved after the fact")
     if rollback.state == State.CANCELLED:

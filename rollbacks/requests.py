@@ -100,7 +100,8 @@ def rollback_scope_check(*, actor: User, plan: RollbackPlan) -> None:
     raise RollbackRefused(message, code="outside_scope")
 
 
-def _clean_text(value: str, *, limit: int, name: str, required: bool) -> str:
+def request_text_clean(value: str, *, limit: int, name: str, required: bool) -> str:
+    """Return free text a person typed (reason, incident, justification) cleaned, or refuse it."""
     text = (value or "").replace("\r\n", "\n").strip()
     text = "".join(ch for ch in text if ch in "\n\t" or ord(ch) >= 0x20)
     if required and not text:
@@ -131,11 +132,11 @@ def rollback_request_create(
     The plan reads Git (fetch), so it is computed before the transaction that writes the row.
     """
     rollback_check_permission(user=actor, application=application, environment=environment, request=request)
-    reason = _clean_text(reason, limit=MAX_REASON, name="a reason", required=True)
-    incident = _clean_text(incident, limit=MAX_INCIDENT, name="the incident reference", required=False)
+    reason = request_text_clean(reason, limit=MAX_REASON, name="a reason", required=True)
+    incident = request_text_clean(incident, limit=MAX_INCIDENT, name="the incident reference", required=False)
     if "\n" in incident:
         raise RollbackRefused("the incident reference must be one line", code="invalid")
-    justification = _clean_text(
+    justification = request_text_clean(
         emergency_justification, limit=MAX_REASON, name="the justification", required=False
     )
     if emergency:

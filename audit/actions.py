@@ -52,6 +52,13 @@ class AuditAction(models.TextChoices):
     PROMOTION_TRACKING_ERROR = "promotion.tracking_error", "promotion tracking error"
     PROMOTION_DEPLOY_TIMED_OUT = "promotion.deploy_timed_out", "promotion deploy timed out"
     PROMOTION_SYNC_FAILED = "promotion.sync_failed", "promotion sync failed"
+    PROMOTION_SYNC_WAITING = "promotion.sync_waiting", "promotion sync waiting for a sync window"
+    PROMOTION_SYNC_REQUESTED = "promotion.sync_requested", "promotion sync requested by the portal"
+    PROMOTION_SYNC_ERROR = "promotion.sync_error", "Argo CD did not accept the promotion's sync"
+    PROMOTION_SYNC_WINDOW_OVERRIDDEN = (
+        "promotion.sync_window_overridden",
+        "promotion sync window overridden by an approver",
+    )
     PROMOTION_DEPLOYED = "promotion.deployed", "promotion deployed"
     PROMOTION_HEALTHY = "promotion.healthy", "promotion healthy"
     PROMOTION_DEGRADED = "promotion.degraded", "promotion degraded"
@@ -74,6 +81,13 @@ class AuditAction(models.TextChoices):
     ROLLBACK_TRACKING_ERROR = "rollback.tracking_error", "rollback tracking error"
     ROLLBACK_DEPLOY_TIMED_OUT = "rollback.deploy_timed_out", "rollback deploy timed out"
     ROLLBACK_SYNC_FAILED = "rollback.sync_failed", "rollback sync failed"
+    ROLLBACK_SYNC_WAITING = "rollback.sync_waiting", "rollback sync waiting for a sync window"
+    ROLLBACK_SYNC_REQUESTED = "rollback.sync_requested", "rollback sync requested by the portal"
+    ROLLBACK_SYNC_ERROR = "rollback.sync_error", "Argo CD did not accept the rollback's sync"
+    ROLLBACK_SYNC_WINDOW_OVERRIDDEN = (
+        "rollback.sync_window_overridden",
+        "rollback sync window overridden by an approver",
+    )
     ROLLBACK_NOT_HEALTHY = "rollback.not_healthy", "rollback deployed but not healthy"
     ROLLBACK_DEPLOYED = "rollback.deployed", "rollback deployed"
     ROLLBACK_HEALTHY = "rollback.healthy", "rollback healthy"

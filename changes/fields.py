@@ -18,3 +18,26 @@ class PullRequestRecord(models.Model):
 
     class Meta:
         abstract = True
+
+
+class PortalSyncRecord(models.Model):
+    """Where the portal's own Argo CD sync of a merged change stands (`sync: portal`, changes.syncs)."""
+
+    # "": not started (or Argo CD's auto-sync applies it); "waiting": a sync window is closed;
+    # "requested": Argo CD accepted the sync of every app; "error": the last request failed.
+    sync_state = models.CharField(max_length=16, blank=True, default="")
+    sync_revision = models.CharField(max_length=64, blank=True, help_text="revision the portal syncs to")
+    sync_requested_at = models.DateTimeField(null=True, blank=True)
+    sync_opens_at = models.DateTimeField(null=True, blank=True, help_text="when the closed window opens")
+    sync_next_at = models.DateTimeField(null=True, blank=True, help_text="when the sweeper tries again")
+    sync_detail = models.TextField(blank=True)
+    sync_attempts = models.PositiveIntegerField(default=0)
+    # Per Argo CD app: {"revision", "requested_at", "outcome": "requested" | "already"}.
+    sync_apps = models.JSONField(default=dict, blank=True)
+    # An approver's override of a closed window (never the requester), with the reason.
+    sync_override_by = models.CharField(max_length=150, blank=True)
+    sync_override_reason = models.TextField(blank=True)
+    sync_override_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True

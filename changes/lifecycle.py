@@ -92,6 +92,9 @@ class ChangeKind:
     track_args: Callable[[PullRequestResult], tuple[Any, ...]] = lambda result: ()
     # Unfinished changes of an app in an environment: (application, environment) -> rows.
     in_flight: Callable[[Any, Any], list[Any]] = lambda application, environment: []
+    # Portal-driven syncs (changes.syncs): the task, and the environment and apps a change deploys.
+    sync_task: str = ""
+    sync_scope: Callable[[Any], tuple[Any, list[Any]]] = lambda change: (None, [])
 
     def rows(self) -> models.QuerySet[Any]:
         """All rows of this kind (the model's default manager)."""

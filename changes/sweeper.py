@@ -17,6 +17,7 @@ from .lifecycle import (
     change_enqueue_pr_open,
     change_enqueue_track,
 )
+from .syncs import change_syncs_due
 
 # Merged/deployed changes are tracked at every sweep (SWEEP_INTERVAL_SECONDS) unless tracked this
 # recently (by a follow-up task or a webhook): Argo CD sends no webhook when a sync finishes.
@@ -63,4 +64,4 @@ def change_sweep(*, kind: ChangeKind, now: datetime | None = None) -> dict[str, 
         change_enqueue_track(
             kind=kind, change_id=pk, expires=settings.SWEEP_EXPIRES_SECONDS, after_commit=False
         )
-    return {"reopened": len(reopen), "tracked": len(track)}
+    return {"reopened": len(reopen), "tracked": len(track), "synced": change_syncs_due(kind=kind, now=now)}

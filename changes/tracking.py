@@ -72,7 +72,9 @@ def deploy_timed_out(since: datetime | None, *, now: datetime | None = None) -> 
 
 def change_deploy_timeout(*, kind: ChangeKind, change: Any, reason: str) -> bool:
     """Fail a merged change not deployed within the deploy timeout (`<kind>.deploy_timed_out`)."""
-    if change.state != MERGED or not deploy_timed_out(change.merged_at):
+    # A portal-driven sync counts from its request (a closed sync window is no failure).
+    since = getattr(change, "sync_requested_at", None) or change.merged_at
+    if change.state != MERGED or not deploy_timed_out(since):
         return False
     return change_fail_after_merge(
         kind=kind,

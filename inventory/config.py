@@ -29,6 +29,17 @@ DEFAULT_PATH_PATTERN = "environments/{env}/{app}"
 DEFAULT_BASE_PATTERN = "apps/{app}"
 FORGE_KINDS = ("github", "gitea", "gitlab")
 STRATEGIES = ("kustomize-images", "helm-values", "copy-paths")
+# Who syncs an environment's Argo CD apps after a merge: Argo CD's auto-sync, or the portal.
+SYNC_MODES = ("argocd", "portal")
+# `sync_options` keys (sync: portal) and the Argo CD syncOptions they set when true / false.
+SYNC_OPTION_FLAGS = {
+    "apply_out_of_sync_only": ("ApplyOutOfSyncOnly=true", None),
+    "prune_last": ("PruneLast=true", None),
+    "server_side_apply": ("ServerSideApply=true", None),
+    "respect_ignore_differences": ("RespectIgnoreDifferences=true", None),
+    "create_namespace": ("CreateNamespace=true", None),
+    "validate": (None, "Validate=false"),
+}
 # Promotion order used when environments are inferred from labels (no config file).
 INFERRED_ORDER = (
     "dev",
@@ -85,6 +96,9 @@ class EnvironmentConfig:
     # Checks (status contexts) an automatic merge needs at the PR head; "any" (or none named):
     # every reported check, and at least one.
     required_checks: tuple[str, ...] = ()
+    # "argocd": Argo CD's auto-sync applies the merge; "portal": the portal requests the sync.
+    sync: str = "argocd"
+    sync_options: dict[str, bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -134,6 +148,17 @@ class PortalConfig:
     ownership: tuple[OwnershipRule, ...] = ()
     default_repository: str = ""
     infer_environments: bool = False
+
+
+def argocd_sync_options(flags: dict[str, bool]) -> tuple[str, ...]:
+    """The Argo CD `syncOptions` items of an environment's `sync_options` flags (prune aside)."""
+    out = []
+    for key, (when_true, when_false) in SYNC_OPTION_FLAGS.items():
+        if key in flags:
+            item = when_true if flags[key] else when_false
+            if item:
+                out.append(item)
+    return tuple(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,11 +257,33 @@ def _required_checks(item: ConfigNode) -> tuple[str, ...]:
     return item.strings("required_checks")
 
 
+def _sync(item: ConfigNode) -> tuple[str, dict[str, bool]]:
+    """Read `sync` (argocd | portal) and, for portal, its `sync_options` flags."""
+    mode = item.string("sync", "argocd").strip()
+    if mode not in SYNC_MODES:
+        raise item.fail(f"must be one of {', '.join(SYNC_MODES)}, got {mode!r}", "sync", item.line_of("sync"))
+    options = item.child("sync_options")
+    if options is None:
+        return mode, {}
+    if mode != "portal":
+        raise item.fail(
+            "only applies with sync: portal (with sync: argocd, set syncOptions in the Application)",
+            "sync_options",
+            item.line_of("sync_options"),
+        )
+    options.mapping(("prune", *SYNC_OPTION_FLAGS))
+    flags = {
+        key: options.boolean(key, False) for key in ("prune", *SYNC_OPTION_FLAGS) if key in options.value
+    }
+    return mode, flags
+
+
 def _environments(node: ConfigNode) -> tuple[EnvironmentConfig, ...]:
     out: list[EnvironmentConfig] = []
     keys = (
         "name", "branch", "path_pattern", "requires_approval", "approvals_required", "soak_minutes",
-        "production_like", "rollback_auto_merge", "allow_skip_from", "required_checks",
+        "production_like", "rollback_auto_merge", "allow_skip_from", "required_checks", "sync",
+        "sync_options",
     )  # fmt: skip
     for order, item in enumerate(node.items()):
         item.mapping(keys)
@@ -245,6 +292,7 @@ def _environments(node: ConfigNode) -> tuple[EnvironmentConfig, ...]:
         branch = item.string("branch", "main")
         if not branch or branch.startswith("-") or " " in branch or ".." in branch:
             raise item.fail("is not a valid branch name", "branch", item.line_of("branch"))
+        sync, sync_options = _sync(item)
         out.append(
             EnvironmentConfig(
                 name=slug_read(item),
@@ -258,6 +306,8 @@ def _environments(node: ConfigNode) -> tuple[EnvironmentConfig, ...]:
                 rollback_auto_merge=item.boolean("rollback_auto_merge", False),
                 allow_skip_from=item.strings("allow_skip_from"),
                 required_checks=_required_checks(item),
+                sync=sync,
+                sync_options=sync_options,
             )
         )
     names = [e.name for e in out]
@@ -490,6 +540,7 @@ def load_config(path: str | None = None) -> PortalConfig | None:
 
 
 __all__ = [
+    "SYNC_MODES",
     "EnvironmentConfig",
     "InstanceConfig",
     "MappingConfig",
@@ -497,6 +548,7 @@ __all__ = [
     "OwnershipRule",
     "PortalConfig",
     "RepositoryConfig",
+    "argocd_sync_options",
     "config_from_env",
     "load_config",
     "parse_config",

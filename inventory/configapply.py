@@ -122,6 +122,8 @@ def config_apply(*, config: PortalConfig) -> ConfigApplyResult:
                 "rollback_auto_merge": env.rollback_auto_merge,
                 "allow_skip_from": list(env.allow_skip_from),
                 "required_checks": list(env.required_checks),
+                "sync_mode": env.sync,
+                "sync_options": dict(env.sync_options),
             },
             f"environment:{env.name}",
             result,

@@ -89,6 +89,13 @@ class Environment(models.Model):
     # Check names an automatic merge needs at the PR head, or ["any"] / []: every reported check,
     # and at least one (changes.pullrequests.required_checks_verdict).
     required_checks = models.JSONField(default=list, blank=True)
+    # Who syncs the Argo CD apps after a merge (config `sync`): Argo CD's auto-sync, or the portal
+    # (POST .../sync with the merged revision, in the AppProject's sync windows); `sync_options`
+    # are the config's flags (prune, apply_out_of_sync_only, ...: inventory.config).
+    sync_mode = models.CharField(
+        max_length=16, choices=[("argocd", "Argo CD auto-sync"), ("portal", "portal")], default="argocd"
+    )
+    sync_options = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["order", "name"]
@@ -98,6 +105,11 @@ class Environment(models.Model):
 
     def app_path(self, app: str) -> str:
         return self.path_pattern.format(env=self.name, app=app)
+
+    @property
+    def portal_syncs(self) -> bool:
+        """True when the portal, not Argo CD's auto-sync, applies merged changes (`sync: portal`)."""
+        return self.sync_mode == "portal"
 
     audit_target_type = "environment"
 

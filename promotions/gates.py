@@ -201,6 +201,11 @@ def gate_sync_window(
                 "sync_window", label, False, True, detail + "; an override needs a written justification"
             )
         return Gate("sync_window", label, True, True, detail + "; OVERRIDDEN: " + justification.strip()[:300])
+    if target_env.portal_syncs and not transient:
+        # The portal syncs after the merge (sync: portal) and waits for the window to open.
+        return Gate(
+            "sync_window", label, False, False, detail + "; the portal syncs after the merge once it opens"
+        )
     return Gate("sync_window", label, False, True, detail, transient=transient)
 
 

@@ -114,5 +114,10 @@ PROMOTION = change_kind_register(
         close_pr=promotion_close_pr_enqueue,
         track_args=_track_args,
         in_flight=_in_flight,
+        sync_task="promotions.tasks.promotion_sync_task",
+        sync_scope=lambda promotion: (
+            promotion.target_env,
+            [item.application for item in promotion.items.select_related("application")],
+        ),
     )
 )

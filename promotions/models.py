@@ -28,7 +28,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.urls import reverse
 from django.utils import timezone
 
-from changes.fields import PullRequestRecord
+from changes.fields import PortalSyncRecord, PullRequestRecord
 from core.diffs import classify_diff
 from core.durations import format_duration
 
@@ -116,7 +116,7 @@ class PromotionQuerySet(models.QuerySet):
         return self.select_related("source_env", "target_env", "repository", "requested_by")
 
 
-class Promotion(PullRequestRecord):
+class Promotion(PullRequestRecord, PortalSyncRecord):
     """Ship what the source environment runs now into the target environment, by pull request."""
 
     state = models.CharField(max_length=16, choices=PromotionState.choices, default=PromotionState.REQUESTED)

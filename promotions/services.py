@@ -16,7 +16,7 @@ from .preview import ItemPreview, PromotionPreview, PromotionRefused, promotion_
 from .pullrequests import branch_name, promotion_close_pr, promotion_fail, promotion_pr_open
 from .records import change_record_source_id
 from .requests import promotion_approve, promotion_cancel, promotion_reject, promotion_request_create
-from .tracking import promotion_track, promotions_sweep
+from .tracking import promotion_sync, promotion_sync_override, promotion_track, promotions_sweep
 
 __all__ = [
     "ItemPreview",
@@ -34,6 +34,8 @@ __all__ = [
     "promotion_preview",
     "promotion_reject",
     "promotion_request_create",
+    "promotion_sync",
+    "promotion_sync_override",
     "promotion_track",
     "promotions_sweep",
 ]

@@ -13,7 +13,7 @@ from changes.backoff import retry_countdown, task_run_with_retries
 
 from .models import PromotionState as S
 from .pullrequests import promotion_close_pr, promotion_fail, promotion_pr_open
-from .tracking import promotion_track, promotions_sweep
+from .tracking import promotion_sync, promotion_track, promotions_sweep
 
 FOLLOW_INTERVAL_SECONDS = 5
 # The one backoff of change-request tasks (kept importable here for the settings checks).
@@ -38,6 +38,12 @@ def promotion_track_task(self: Task, promotion_id: int, follow: int = 0) -> str:
     if follow > 0 and state in (S.PR_OPEN, S.MERGED, S.DEPLOYED):
         promotion_track_task.apply_async((promotion_id, follow - 1), countdown=FOLLOW_INTERVAL_SECONDS)
     return state
+
+
+@shared_task(bind=True, acks_late=True, max_retries=8, name="promotions.tasks.promotion_sync_task")
+def promotion_sync_task(self: Task, promotion_id: int) -> str:
+    """Ask Argo CD to sync a merged promotion (`sync: portal`), in its sync windows; idempotent."""
+    return task_run_with_retries(self, lambda: promotion_sync(promotion_id=promotion_id))
 
 
 @shared_task(bind=True, acks_late=True, max_retries=6, name="promotions.tasks.promotion_close_pr_task")

@@ -18,6 +18,7 @@ from django.utils import timezone
 from changes.lifecycle import change_transition
 from changes.pullrequests import pull_request_refresh
 from changes.sweeper import change_sweep
+from changes.syncs import change_sync, change_sync_hold, change_sync_override
 from changes.tracking import (
     change_deploy_timeout,
     change_fail_after_merge,
@@ -82,9 +83,24 @@ def promotion_track(*, promotion_id: int) -> str:
             error="the forge did not report the merge commit of the pull request",
         )
         _deploy_timeout(promotion, detail="the merge commit is unknown")
+    elif promotion.state == S.MERGED and change_sync_hold(kind=PROMOTION, change=promotion):
+        return promotion.state  # the portal syncs it (sync: portal): waiting for the window or Argo CD
     elif promotion.state in (S.MERGED, S.DEPLOYED):
         _track_rollout(promotion)
     return promotion.state
+
+
+def promotion_sync(*, promotion_id: int) -> str:
+    """Sync a merged promotion into a `sync: portal` environment (changes.syncs.change_sync)."""
+    return change_sync(kind=PROMOTION, change_id=promotion_id)
+
+
+def promotion_sync_override(*, promotion: Promotion, actor: Any, reason: str) -> Promotion:
+    """Override the closed sync window of a merged promotion (an approver, not the requester)."""
+    result: Promotion = change_sync_override(
+        kind=PROMOTION, change_id=promotion.pk, actor=actor, reason=reason
+    )
+    return result
 
 
 def _move(promotion: Promotion, *, from_states: Sequence[str], to: str, action: str, **fields: Any) -> bool:

@@ -84,5 +84,7 @@ ROLLBACK = change_kind_register(
         open_grace_seconds=15,
         on_final=_on_final,
         close_pr=_close_after_commit,
+        sync_task="rollbacks.tasks.rollback_sync_task",
+        sync_scope=lambda rollback: (rollback.environment, [rollback.application]),
     )
 )

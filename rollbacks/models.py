@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from changes.fields import PullRequestRecord
+from changes.fields import PortalSyncRecord, PullRequestRecord
 from core.durations import format_duration
 
 _URL_RE = re.compile(r"https?://[^\s\"'<>`]+", re.IGNORECASE)
@@ -29,7 +29,7 @@ class RollbackQuerySet(models.QuerySet):
         return self.filter(application_id=application_id, environment_id=environment_id)
 
 
-class RollbackRequest(PullRequestRecord):
+class RollbackRequest(PullRequestRecord, PortalSyncRecord):
     """One request to revert commits of an app in an environment, tracked until it is healthy."""
 
     class Mode(models.TextChoices):

@@ -33,7 +33,13 @@ from .requests import (
     rollback_check_permission,
     rollback_request_create,
 )
-from .tracking import rollback_pr_event, rollback_track, rollbacks_sweep
+from .tracking import (
+    rollback_pr_event,
+    rollback_sync,
+    rollback_sync_override,
+    rollback_track,
+    rollbacks_sweep,
+)
 
 __all__ = [
     "PermissionDenied",
@@ -47,6 +53,8 @@ __all__ = [
     "rollback_pr_event",
     "rollback_pr_open",
     "rollback_request_create",
+    "rollback_sync",
+    "rollback_sync_override",
     "rollback_track",
     "rollback_url",
     "rollbacks_escalate_unapproved",

@@ -16,6 +16,7 @@ from django.utils import timezone
 from changes.lifecycle import change_enqueue_track, change_fail, change_record, change_transition
 from changes.pullrequests import pull_request_merge_when_checks_pass, pull_request_refresh
 from changes.sweeper import change_sweep
+from changes.syncs import change_sync, change_sync_hold, change_sync_override
 from changes.tracking import (
     change_fail_after_merge,
     change_pr_read,
@@ -58,6 +59,8 @@ def rollback_track(*, rollback_id: int) -> RollbackRequest:
     if rollback.state == State.PR_OPEN:
         change_pr_read(kind=ROLLBACK, change=rollback, read=lambda: _track_pr(rollback))
         rollback.refresh_from_db()
+    if rollback.state == State.MERGED and change_sync_hold(kind=ROLLBACK, change=rollback):
+        return rollback  # the portal syncs it (sync: portal): waiting for the window or Argo CD
     if rollback.state == State.MERGED:
         _track_deployed(rollback)
         rollback.refresh_from_db()
@@ -65,6 +68,19 @@ def rollback_track(*, rollback_id: int) -> RollbackRequest:
         _track_healthy(rollback)
         rollback.refresh_from_db()
     return rollback
+
+
+def rollback_sync(*, rollback_id: int) -> str:
+    """Sync a merged rollback into a `sync: portal` environment (changes.syncs.change_sync)."""
+    return change_sync(kind=ROLLBACK, change_id=rollback_id)
+
+
+def rollback_sync_override(*, rollback: RollbackRequest, actor: Any, reason: str) -> RollbackRequest:
+    """Override the closed sync window of a merged rollback (an approver, not the requester)."""
+    result: RollbackRequest = change_sync_override(
+        kind=ROLLBACK, change_id=rollback.pk, actor=actor, reason=reason
+    )
+    return result
 
 
 def _repository(rollback: RollbackRequest) -> GitRepository:
@@ -223,7 +239,7 @@ def _track_deployed(rollback: RollbackRequest) -> None:
         return
     if not rollback.merge_commit_sha:
         _set_detail(rollback.pk, "the forge did not report the merge commit")
-        if deploy_timed_out(rollback.merged_at):
+        if deploy_timed_out(rollback.sync_requested_at or rollback.merged_at):
             _fail_after_merge(
                 rollback,
                 f"the forge did not report the merge commit of the revert; {rollback.environment.name} "
@@ -272,7 +288,7 @@ def _track_deployed(rollback: RollbackRequest) -> None:
             waiting.append(app.name)
     if waiting:
         detail = f"waiting for Argo CD to run {rollback.merge_commit_sha[:8]}: {', '.join(waiting)}"
-        if deploy_timed_out(rollback.merged_at):
+        if deploy_timed_out(rollback.sync_requested_at or rollback.merged_at):
             _fail_after_merge(
                 rollback,
                 f"{rollback.environment.name} does not run the revert {deploy_timeout_label()} "

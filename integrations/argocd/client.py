@@ -265,13 +265,25 @@ class ArgoCDClient:
         dry_run: bool = False,
         prune: bool = False,
         project: str | None = None,
+        sync_options: Iterable[str] = (),
+        app_namespace: str | None = None,
     ) -> ArgoApplication:
-        """Request a sync; return the app with its pending operation."""
+        """Request a sync (to `revision`, with `sync_options` such as ``ApplyOutOfSyncOnly=true``);
+        return the app with its pending operation.
+
+        Argo CD refuses with 403 ``cannot sync: blocked by sync window`` inside a deny window (unless
+        it allows manual syncs) and with 400 ``another operation is already in progress``.
+        """
         body: dict[str, Any] = {"name": name, "dryRun": dry_run, "prune": prune}
         if revision:
             body["revision"] = revision
         if project:
             body["project"] = project
+        if app_namespace:
+            body["appNamespace"] = app_namespace
+        options = list(sync_options)
+        if options:
+            body["syncOptions"] = {"items": options}  # applicationSyncOptions
         # Reference: swagger.json paths./api/v1/applications/{name}/sync.post (applicationApplicationSyncRequest)
         data = self._call("POST", self._app_path(name, "/sync"), body=body)
         result: ArgoApplication = self._parse(f"sync answer for {name!r}", parse_application, data)

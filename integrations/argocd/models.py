@@ -90,6 +90,8 @@ class ArgoApplication:
     resource_version: str | None
     # Resources of the last sync result counted by their status ("Synced", "SyncFailed", ...).
     sync_result_resource_counts: tuple[tuple[str, int], ...] = ()
+    # The revision the pending (top-level `operation`) or else the current/last operation asked for.
+    operation_revision: str | None = None
 
     @property
     def source(self) -> AppSource | None:

@@ -113,7 +113,17 @@ def parse_application(data: Any, path: str = "$") -> ArgoApplication:
         conditions=tuple(_parse_condition(c) for c in status.objs("conditions")),
         resource_version=meta.opt_text("resourceVersion"),
         sync_result_resource_counts=_resource_counts(result),
+        operation_revision=_operation_revision(r.obj("operation").obj("sync"), op_state),
     )
+
+
+def _operation_revision(pending: JsonReader, op_state: JsonReader) -> str | None:
+    requested = op_state.obj("operation").obj("sync")
+    for sync in (pending, requested):
+        revision = sync.opt_text("revision") or next(iter(sync.strs("revisions")), None)
+        if revision:
+            return revision
+    return None
 
 
 def _resource_counts(result: JsonReader) -> tuple[tuple[str, int], ...]:

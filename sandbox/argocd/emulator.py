@@ -757,13 +757,23 @@ class ArgoCDEmulator:
             teams = {a.definition.team for a in self.apps.values()}
         return sorted(teams | {"default"} | set(self.sync_windows))
 
-    def request_sync(self, app: AppState, content: Content, user: str, *, dry_run: bool, prune: bool) -> None:
+    def request_sync(
+        self,
+        app: AppState,
+        content: Content,
+        user: str,
+        *,
+        dry_run: bool,
+        prune: bool,
+        sync_options: Sequence[str] = (),
+    ) -> None:
         app.pending = Operation(
             content=content,
             initiated_by={"username": user},
             dry_run=dry_run,
             prune=prune,
             requested_at=time.time(),
+            sync_options=tuple(sync_options),
         )
         app.generation += 1
         self._touch(app)

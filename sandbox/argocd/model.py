@@ -132,6 +132,7 @@ class Operation:
     prune: bool = False
     started_at: float | None = None
     requested_at: float = 0.0
+    sync_options: tuple[str, ...] = ()
 
     def sync_json(self, app: AppDef) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -143,6 +144,8 @@ class Operation:
             out["prune"] = True
         if self.dry_run:
             out["dryRun"] = True
+        if self.sync_options:
+            out["syncOptions"] = list(self.sync_options)
         out["syncStrategy"] = {"hook": {}}
         return out
 

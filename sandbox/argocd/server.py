@@ -558,6 +558,12 @@ class Handler(BaseHTTPRequestHandler):
             positions = body.get("sourcePositions") or [1]
             revision = str(body["revisions"][positions.index(1)] if 1 in positions else "")
         dry_run = bool(body.get("dryRun"))
+        items = (
+            (body.get("syncOptions") or {}).get("items")
+            if isinstance(body.get("syncOptions"), dict)
+            else None
+        )
+        options = [str(o) for o in items or [] if isinstance(o, str)]  # applicationSyncOptions
         if definition.auto_sync and revision and revision not in (definition.branch, "HEAD") and not dry_run:
             raise ApiError(9, f"Cannot sync to {revision}: auto-sync currently set to {definition.branch}")
         sha = self.emu.git.resolve(revision or definition.branch)
@@ -569,7 +575,9 @@ class Handler(BaseHTTPRequestHandler):
         with self.emu.lock:
             app = self._visible_app(name)
             self._check_can_sync(app)
-            self.emu.request_sync(app, content, self.user, dry_run=dry_run, prune=bool(body.get("prune")))
+            self.emu.request_sync(
+                app, content, self.user, dry_run=dry_run, prune=bool(body.get("prune")), sync_options=options
+            )
             out = app.to_json()
         self._send_json(out)
 

@@ -11,5 +11,6 @@ urlpatterns = [
     path("<int:pk>/approve/", views.promotion_approve, name="approve"),
     path("<int:pk>/reject/", views.promotion_reject, name="reject"),
     path("<int:pk>/cancel/", views.promotion_cancel, name="cancel"),
+    path("<int:pk>/sync-override/", views.promotion_sync_override, name="sync_override"),
     path("blocks/<int:pk>/clear/", views.promotion_block_clear, name="block_clear"),
 ]

@@ -11,12 +11,15 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.permissions import ensure_role, project_visible, require_role
 from accounts.roles import Role
+from changes.syncs import SyncRefused
+from changes.syncview import change_sync_view
 from core.http import AuthenticatedHttpRequest
 from inventory import liveobjects
 from inventory.models import Application, Environment
 
 from . import selectors, services
 from .gates import may_override_sync_window
+from .kind import PROMOTION
 from .models import PromotionBlock, PromotionState
 
 
@@ -138,6 +141,7 @@ def promotion_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse
         "argo_live": liveobjects.live_objects(selectors.promotion_argo_apps(promotion), app_sets=False)
         if promotion.merged_at
         else None,
+        "sync": change_sync_view(kind=PROMOTION, change=promotion, user=request.user),
     }
     if request.htmx:
         return render(request, "promotions/detail.html#live", context)
@@ -178,6 +182,22 @@ def promotion_reject(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse
 @require_role(Role.RELEASE_MANAGER)
 def promotion_cancel(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     return _decision(request, pk, "cancel")
+
+
+@require_POST
+@require_role(Role.APPROVER)
+def promotion_sync_override(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """Override the closed sync window of a merged promotion (an approver, never the requester)."""
+    promotion = selectors.promotion_get(user=request.user, pk=pk)
+    try:
+        services.promotion_sync_override(
+            promotion=promotion, actor=request.user, reason=request.POST.get("reason", "")[:2000]
+        )
+    except SyncRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Sync window overridden: the portal asks Argo CD to sync now.")
+    return redirect(promotion)
 
 
 @require_POST

@@ -9,4 +9,5 @@ urlpatterns = [
     path("<int:pk>/", views.rollback_detail, name="detail"),
     path("<int:pk>/cancel/", views.rollback_cancel, name="cancel"),
     path("<int:pk>/approve-after/", views.rollback_approve_after, name="approve_after"),
+    path("<int:pk>/sync-override/", views.rollback_sync_override, name="sync_override"),
 ]

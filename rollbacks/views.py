@@ -12,6 +12,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.permissions import has_role, project_visible, require_role
 from accounts.roles import Role
+from changes.syncs import SyncRefused
+from changes.syncview import change_sync_view
 from core.http import AuthenticatedHttpRequest
 from core.querytext import query_text
 from inventory import liveobjects
@@ -19,6 +21,7 @@ from inventory.models import Application, Environment
 
 from . import selectors, services
 from .forms import RollbackForm
+from .kind import ROLLBACK
 from .models import RollbackRequest
 
 
@@ -189,6 +192,7 @@ def rollback_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
             environment=rollback.environment.name,
         ),
         "can_approve_after": services.rollback_can_approve_after(user=request.user, rollback=rollback),
+        "sync": change_sync_view(kind=ROLLBACK, change=rollback, user=request.user),
     }
     template = "rollbacks/detail.html#status" if request.htmx else "rollbacks/detail.html"
     return render(request, template, context)
@@ -206,6 +210,22 @@ def rollback_cancel(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         raise
     else:
         messages.success(request, f"Rollback #{rollback.pk} cancelled; its pull request was closed.")
+    return redirect("rollbacks:detail", pk=rollback.pk)
+
+
+@require_POST
+@require_role(Role.APPROVER)
+def rollback_sync_override(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """Override the closed sync window of a merged rollback (an approver, never the requester)."""
+    rollback = _visible_rollback(request, pk)
+    try:
+        services.rollback_sync_override(
+            rollback=rollback, actor=request.user, reason=request.POST.get("reason", "")[:2000]
+        )
+    except SyncRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Sync window overridden: the portal asks Argo CD to sync now.")
     return redirect("rollbacks:detail", pk=rollback.pk)
 
 

@@ -37,6 +37,10 @@ ENV.setdefault("SANDBOX_FORGE_URL", f"http://127.0.0.1:{FORGE_PORT}")
 ENV.setdefault("FORGE_WEBHOOK_SECRET", WEBHOOK_SECRET)
 ENV.setdefault("POLL_INTERVAL_SECONDS", "10")
 ENV.setdefault("GIT_FETCH_INTERVAL_SECONDS", "15")
+# Prod without Argo CD auto-sync: the portal syncs merged changes (config/sandbox.yaml `sync`).
+ENV.setdefault("SANDBOX_PROD_SYNC", "portal")
+# Prod's change freeze at start-up: closed for this long, then open (the demo shows "opens at …").
+DEMO_FREEZE = os.environ.get("SANDBOX_PROD_FREEZE", "10m")
 ENV["PYTHONUNBUFFERED"] = "1"
 
 children: list[tuple[str, subprocess.Popen]] = []
@@ -190,8 +194,11 @@ def main() -> None:
         f"http://127.0.0.1:{FORGE_PORT}/acme/gitops.git",
         "--reconcile-interval",
         "2",
-        # Every environment auto-syncs: manual-sync prod (--manual-sync-envs prod) and a recurring prod
-        # window (--sync-window) wait for portal-driven syncs. One app rolls out by RollingSync.
+        # Prod syncs only when the portal asks (sync: portal), and its clusters are frozen by a deny
+        # window from start-up for DEMO_FREEZE: a promotion merged meanwhile shows "waiting for
+        # window, opens at …" and syncs once it opens. One app rolls out by RollingSync.
+        *(("--manual-sync-envs", "prod") if ENV["SANDBOX_PROD_SYNC"] == "portal" else ()),
+        *(("--sync-window", f"*:now:{DEMO_FREEZE}") if ENV["SANDBOX_PROD_SYNC"] == "portal" else ()),
         "--progressive-sync-apps",
         "feature-flags",
     )
@@ -249,6 +256,7 @@ GitOps Portal is running.
   Logins (password "demo"): release_manager, approver, oncall, auditor, viewer, admin
 
   Sandbox levers (docs/sandbox.md): CI fails a head whose commit message contains [fail-ci];
+  prod syncs through the portal, frozen for {DEMO_FREEZE} from start-up (then open);
   close a sync window now:  curl -X POST http://127.0.0.1:{ARGOCD_PORT}/sandbox/sync-windows -d '{{"project":"payments","closed_for":120}}'
   abort a canary:      curl -X POST http://127.0.0.1:{ARGOCD_PORT}/sandbox/rollouts/<application>/abort
 

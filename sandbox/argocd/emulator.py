@@ -738,8 +738,11 @@ class ArgoCDEmulator:
         ]
 
     def project_windows(self, project: str) -> list[dict[str, Any]]:
+        """A project's windows; those under ``"*"`` (sandbox only: ``--sync-window '*:...'``) are
+        added to every project, as if each AppProject listed them."""
         extra = [f["window"] for f in self.faults.deny_sync_window if f["project"] in (project, "*")]
-        return list(self.sync_windows.get(project, [])) + extra
+        every = list(self.sync_windows.get("*", [])) if project != "*" else []
+        return list(self.sync_windows.get(project, [])) + every + extra
 
     def active_windows(self, windows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         now = datetime.now(UTC)
@@ -755,7 +758,7 @@ class ArgoCDEmulator:
     def projects(self) -> list[str]:
         with self.lock:
             teams = {a.definition.team for a in self.apps.values()}
-        return sorted(teams | {"default"} | set(self.sync_windows))
+        return sorted(teams | {"default"} | (set(self.sync_windows) - {"*"}))
 
     def request_sync(
         self,

@@ -152,6 +152,7 @@ RULES: dict[str, Rule] = {
     "promotions:approve": Rule(get=None, post=APPROVERS, kw=lambda w: {"pk": w.promotion.pk}),
     "promotions:reject": Rule(get=None, post=APPROVERS, kw=lambda w: {"pk": w.promotion.pk}),
     "promotions:cancel": Rule(get=None, post=RELEASE_MANAGERS, kw=lambda w: {"pk": w.promotion.pk}),
+    "promotions:sync_override": Rule(get=None, post=APPROVERS, kw=lambda w: {"pk": w.promotion.pk}),
     "promotions:block_clear": Rule(get=None, post=RELEASE_MANAGERS, kw=lambda w: {"pk": w.block.pk}),
     "api-promotions": Rule(
         get=SIGNED_IN,
@@ -170,6 +171,7 @@ RULES: dict[str, Rule] = {
     "rollbacks:detail": Rule(get=CHECKOUT_VIEWERS, kw=lambda w: {"pk": w.rollback.pk}),
     "rollbacks:cancel": Rule(get=None, post=ONCALL, kw=lambda w: {"pk": w.rollback.pk}),
     "rollbacks:approve_after": Rule(get=None, post=APPROVERS, kw=lambda w: {"pk": w.rollback.pk}),
+    "rollbacks:sync_override": Rule(get=None, post=APPROVERS, kw=lambda w: {"pk": w.rollback.pk}),
     "api-rollbacks": Rule(
         get=SIGNED_IN,
         post=ONCALL,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -38,7 +39,8 @@ class Command(BaseCommand):
             action="append",
             default=[],
             metavar="PROJECT:SCHEDULE:DURATION",
-            help="add a deny window on the prod clusters of PROJECT (e.g. 'payments:*/15 * * * *:3m')",
+            help="add a deny window on the prod clusters of PROJECT, '*' for every project "
+            "(e.g. 'payments:*/15 * * * *:3m'); SCHEDULE 'now' = a window that opened this minute",
         )
         parser.add_argument(
             "--progressive-sync-apps", default="", help="comma-separated app globs rolled out by RollingSync"
@@ -93,6 +95,9 @@ def _sync_windows(specs: list[str]) -> dict[str, list[dict[str, Any]]]:
     windows = {project: list(items) for project, items in DEFAULT_SYNC_WINDOWS.items()}
     for spec in specs:
         project, schedule, duration = (part.strip() for part in spec.split(":", 2))
+        if schedule == "now":  # closed from start-up for DURATION, then open (the demo's "opens at …")
+            now = datetime.now(UTC)
+            schedule = f"{now.minute} {now.hour} {now.day} {now.month} *"
         window = {
             "kind": "deny",
             "schedule": schedule,

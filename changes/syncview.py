@@ -1,0 +1,82 @@
+"""What the promotion and rollback pages show of a portal-driven sync (template-ready rows)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth.models import User
+
+from audit.models import AuditEvent
+
+from .lifecycle import MERGED, ChangeKind
+from .syncs import SYNC_ERROR, SYNC_REQUESTED, SYNC_WAITING, change_sync_may_override
+
+SYNC_ACTIONS = ("sync_waiting", "sync_window_overridden", "sync_requested", "sync_error")
+
+
+@dataclass(frozen=True)
+class SyncEvent:
+    at: datetime
+    actor: str
+    label: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SyncView:
+    """The sync card: who syncs, where it stands, its ledger events, and whether the user may override."""
+
+    label: str
+    badge: str
+    detail: str
+    opens_at: datetime | None
+    revision: str
+    requested_at: datetime | None
+    override_by: str
+    override_reason: str
+    can_override: bool
+    waiting: bool
+    events: list[SyncEvent] = field(default_factory=list)
+    options: list[str] = field(default_factory=list)
+
+
+_LABELS = {
+    "": ("Sync after the merge", "idle"),
+    SYNC_WAITING: ("Waiting for a sync window", "warn"),
+    SYNC_REQUESTED: ("Sync requested", "ok"),
+    SYNC_ERROR: ("Argo CD did not accept the sync", "bad"),
+}
+
+
+def change_sync_view(*, kind: ChangeKind, change: Any, user: User) -> SyncView | None:
+    """The sync card of a change into a `sync: portal` environment (None for Argo CD auto-sync)."""
+    environment, _apps = kind.sync_scope(change)
+    if environment is None or not environment.portal_syncs:
+        return None
+    label, badge = _LABELS.get(change.sync_state, _LABELS[""])
+    events = [
+        SyncEvent(e.created_at, e.actor_name, e.get_action_display(), e.message)
+        for e in AuditEvent.objects.filter(
+            target_type=kind.name,
+            target_id=str(change.pk),
+            action__in=[f"{kind.name}.{a}" for a in SYNC_ACTIONS],
+        ).order_by("sequence")
+    ]
+    waiting = change.state == MERGED and change.sync_state in (SYNC_WAITING, SYNC_ERROR)
+    options = dict(environment.sync_options or {})
+    return SyncView(
+        label=label,
+        badge=badge,
+        detail=change.sync_detail,
+        opens_at=change.sync_opens_at if change.sync_state == SYNC_WAITING else None,
+        revision=change.sync_revision or change.merge_commit_sha,
+        requested_at=change.sync_requested_at,
+        override_by=change.sync_override_by,
+        override_reason=change.sync_override_reason,
+        can_override=waiting and change_sync_may_override(kind=kind, change=change, actor=user),
+        waiting=waiting,
+        events=events,
+        options=[key.replace("_", " ") for key, on in sorted(options.items()) if on],
+    )

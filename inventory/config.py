@@ -269,7 +269,7 @@ def _sync(item: ConfigNode) -> tuple[str, dict[str, bool]]:
         raise item.fail(
             "only applies with sync: portal (with sync: argocd, set syncOptions in the Application)",
             "sync_options",
-            item.line_of("sync_options"),
+            item._key_line("sync_options"),
         )
     options.mapping(("prune", *SYNC_OPTION_FLAGS))
     flags = {

@@ -146,3 +146,40 @@ def test_manage_py_stops_with_one_line_naming_line_and_key(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines == [f"configuration error: {bad} line 7: environments[0].soak_minutes: must be an integer"]
+
+
+def test_an_environment_says_who_syncs_it_and_with_which_options(monkeypatch):
+    text = MINIMAL + (
+        "environments:\n  - name: stage\n  - name: prod\n    sync: portal\n    sync_options:\n"
+        "      prune: true\n      apply_out_of_sync_only: true\n      validate: false\n"
+    )
+    stage, prod = parse_config(text, "portal.yaml").environments
+    assert (stage.sync, stage.sync_options) == ("argocd", {})
+    assert prod.sync == "portal"
+    assert prod.sync_options == {"prune": True, "apply_out_of_sync_only": True, "validate": False}
+    from inventory.config import argocd_sync_options
+
+    assert argocd_sync_options(prod.sync_options) == ("ApplyOutOfSyncOnly=true", "Validate=false")
+    # The sandbox config follows SANDBOX_PROD_SYNC (`make demo` sets portal).
+    monkeypatch.setenv("SANDBOX_PROD_SYNC", "portal")
+    config = parse_config((ROOT / "config/sandbox.yaml").read_text(), "config/sandbox.yaml")
+    assert [e.sync for e in config.environments] == ["argocd", "argocd", "portal"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("    sync: manual\n", "line 7: environments[0].sync: must be one of argocd, portal, got 'manual'"),
+        ("    sync_options:\n      prune: true\n",
+         "line 7: environments[0].sync_options: only applies with sync: portal"),
+        ("    sync: portal\n    sync_options:\n      force: true\n",
+         "environments[0].sync_options.force: unknown key (expected one of: prune, apply_out_of_sync_only"),
+        ("    sync: portal\n    sync_options:\n      prune: often\n",
+         "line 9: environments[0].sync_options.prune: must be true or false"),
+        ("    sync: portal\n    sync_options: [prune]\n", "environments[0].sync_options: must be a mapping"),
+    ],
+)  # fmt: skip
+def test_a_bad_sync_setting_names_the_line_and_the_key(extra, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config(MINIMAL + "environments:\n  - name: prod\n" + extra, "portal.yaml")
+    assert message in str(err.value)

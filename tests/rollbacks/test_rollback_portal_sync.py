@@ -1,0 +1,113 @@
+"""Rollbacks into a `sync: portal` environment: the portal syncs the merged revert, in the windows."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from django.core.exceptions import PermissionDenied
+from django.urls import reverse
+
+from accounts.models import RoleGrant
+from audit.models import AuditEvent
+from inventory.models import Application
+from rollbacks import services
+from rollbacks.models import RollbackRequest
+from tests.conftest import wait_for
+from tests.factories import UserFactory
+from tests.rollbacks.sandbox_env import oncall
+
+pytestmark = pytest.mark.django_db
+State = RollbackRequest.State
+
+
+def _merged_revert(sandbox, requester) -> RollbackRequest:
+    """Prod runs a bad 9.9.9 (auto-synced), then prod turns manual (`sync: portal`); the revert merges."""
+    sandbox.promote_by_pr("prod", "9.9.9")
+    sandbox.converge()
+    sandbox.argocd.auto_sync_envs = ("dev", "stage")  # Argo CD picks it up with the next commit
+    prod = sandbox.envs["prod"]
+    prod.sync_mode = "portal"
+    prod.save(update_fields=["sync_mode"])
+    rollback = services.rollback_request_create(
+        actor=requester,
+        application=Application.objects.get(name=sandbox.app),
+        environment=prod,
+        mode="previous",
+        reason="error rate above SLO after 9.9.9",
+    )
+    services.rollback_pr_open(rollback_id=rollback.pk)
+    rollback.refresh_from_db()
+    sandbox.merge(rollback.pr_number)
+    rollback = services.rollback_track(rollback_id=rollback.pk)
+    assert rollback.state == State.MERGED and rollback.merge_commit_sha
+    return rollback
+
+
+def test_a_merged_revert_waits_for_the_window_and_an_approver_overrides_it(sandbox, client):
+    requester = oncall(sandbox.team)
+    rollback = _merged_revert(sandbox, requester)
+    app = sandbox.argo_apps("prod")[0].name
+    resp = requests.post(
+        f"{sandbox.argocd.base_url}/sandbox/sync-windows",
+        json={"project": sandbox.team, "closed_for": 600},
+        timeout=10,
+    )
+    windows = [{**w, "manualSync": True} for w in resp.json()["windows"]]
+    requests.post(
+        f"{sandbox.argocd.base_url}/sandbox/sync-windows",
+        json={"project": sandbox.team, "windows": windows},
+        timeout=10,
+    ).raise_for_status()
+    sandbox.converge()
+    assert sandbox.argocd.apps[app].synced.revision != rollback.merge_commit_sha  # no auto-sync
+    assert services.rollback_sync(rollback_id=rollback.pk) == "waiting"
+    rollback.refresh_from_db()
+    assert rollback.sync_state == "waiting" and rollback.sync_opens_at is not None
+    # Tracking neither fails it nor times it out while the window is closed.
+    assert services.rollback_track(rollback_id=rollback.pk).state == State.MERGED
+
+    viewer = UserFactory(username="vic", roles=["viewer"])
+    client.force_login(viewer)
+    page = client.get(reverse("rollbacks:detail", args=[rollback.pk])).content.decode()
+    assert "Waiting for window, opens at" in page and "Override the window" not in page
+
+    # The on-call engineer who asked cannot override it, even holding the approver role.
+    RoleGrant.objects.create(user=requester, role="approver", project=sandbox.team, environment="*")
+    requester = type(requester).objects.get(pk=requester.pk)  # role grants are cached per user object
+    with pytest.raises(PermissionDenied, match="four-eyes"):
+        services.rollback_sync_override(rollback=rollback, actor=requester, reason="customers are down")
+    approver = UserFactory(username="ana")
+    RoleGrant.objects.create(user=approver, role="approver", project=sandbox.team, environment="*")
+    client.force_login(approver)
+    page = client.get(reverse("rollbacks:detail", args=[rollback.pk])).content.decode()
+    assert "Override the window and sync" in page
+    response = client.post(
+        reverse("rollbacks:sync_override", args=[rollback.pk]), {"reason": "customers are down since 9.9.9"}
+    )
+    assert response.status_code == 302
+    assert services.rollback_sync(rollback_id=rollback.pk) == "requested"
+    assert sandbox.argocd.apps[app].op_state["operation"]["sync"]["revision"] == rollback.merge_commit_sha
+
+    def healthy():
+        sandbox.converge()
+        return services.rollback_track(rollback_id=rollback.pk).state == State.HEALTHY
+
+    wait_for(healthy, timeout=30, interval=0.3, message="rollback healthy")
+    actions = list(
+        AuditEvent.objects.filter(target_type="rollback", target_id=str(rollback.pk))
+        .order_by("sequence")
+        .values_list("action", flat=True)
+    )
+    assert actions[actions.index("rollback.merged") :] == [
+        "rollback.merged",
+        "rollback.sync_waiting",
+        "auth.denied",  # the requester's attempt
+        "rollback.sync_window_overridden",
+        "rollback.sync_requested",
+        "rollback.deployed",
+        "rollback.healthy",
+    ]
+    overridden = AuditEvent.objects.get(target_id=str(rollback.pk), action="rollback.sync_window_overridden")
+    assert overridden.actor_name == "ana" and overridden.after["reason"] == "customers are down since 9.9.9"
+    page = client.get(reverse("rollbacks:detail", args=[rollback.pk])).content.decode()
+    assert "rollback sync window overridden by an approver" in page and "customers are down since 9.9.9" in page

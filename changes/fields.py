@@ -41,3 +41,10 @@ class PortalSyncRecord(models.Model):
 
     class Meta:
         abstract = True
+
+    @property
+    def sync_override_note(self) -> str:
+        """The override as the change record's justification reads it ("" when none)."""
+        if self.sync_override_at is None:
+            return ""
+        return f"sync window overridden by {self.sync_override_by}: {self.sync_override_reason}"

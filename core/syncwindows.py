@@ -215,9 +215,10 @@ def next_opening(
     while at <= end_of_search:
         if sync_allowed(windows, at):
             return at
-        at = _next_event(windows, at, end_of_search)
-        if at is None:
+        following = _next_event(windows, at, end_of_search)
+        if following is None:
             return None
+        at = following
     return None
 
 

@@ -93,8 +93,11 @@ def promotion_change_records_sync(promotion: Promotion, items: Sequence[Promotio
             deployed_at=item.deployed_at or promotion.deployed_at,
             healthy_at=item.healthy_at or promotion.healthy_at,
             outcome=outcome,
-            emergency=promotion.override_sync_window,
-            justification=promotion.override_justification,
+            # A sync window overridden at the request or, after the merge, by an approver.
+            emergency=promotion.override_sync_window or promotion.sync_override_at is not None,
+            justification="\n".join(
+                t for t in (promotion.override_justification, promotion.sync_override_note) if t
+            ),
             correlation_id=promotion.correlation_id,
         )
 

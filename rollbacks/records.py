@@ -55,7 +55,9 @@ def rollback_change_record_sync(rollback: RollbackRequest) -> None:
         healthy_at=rollback.healthy_at,
         outcome=outcome,
         emergency=rollback.emergency,
-        justification=rollback.emergency_justification,
+        justification="\n".join(
+            t for t in (rollback.emergency_justification, rollback.sync_override_note) if t
+        ),
         clusters=clusters,
         correlation_id=rollback.correlation_id,
         incident=rollback.incident,

@@ -119,15 +119,18 @@ class Child:
             self.log_file = None
 
 
-def live_redis_url(redis_url: str) -> str:
-    """A Redis database index of its own for the live stack (E2E_REDIS_URL overrides)."""
+def live_redis_url(redis_url: str, *, offset: int = 8) -> str:
+    """A Redis database index of its own for the live stack (E2E_REDIS_URL overrides the first's;
+    a second stack takes the index after it)."""
     override = os.environ.get("E2E_REDIS_URL")
     if override:
-        return override
+        redis_url, offset = override, offset - 8
+        if offset == 0:
+            return override
     base, _, index = redis_url.rpartition("/")
     if not index.isdigit():
         return redis_url
-    return f"{base}/{(int(index) + 8) % 16}"
+    return f"{base}/{(int(index) + offset) % 16}"
 
 
 def _pg_url(settings_dict: dict[str, Any], name: str) -> str:
@@ -164,6 +167,9 @@ class LiveStack:
     db_url: str = ""
     redis_url: str = ""
     gunicorn_url: str = ""
+    # A second stack (e.g. prod without auto-sync) has its own name: database, Redis index, ORM alias.
+    name: str = LIVE_ALIAS
+    prod_sync: str = "argocd"  # config/sandbox.yaml `sync` of prod (SANDBOX_PROD_SYNC)
     _admin_settings: dict[str, Any] = field(default_factory=dict)
     _blocker: Any = None
 
@@ -179,9 +185,14 @@ class LiveStack:
         commits: int = 200,
         seed: int = 7,
         poll_interval: int = 2,
+        name: str = LIVE_ALIAS,
+        prod_sync: str = "argocd",
     ) -> LiveStack:
-        """Start everything; on any failure stop what was started and re-raise."""
-        stack = cls(workdir=workdir, _blocker=blocker)
+        """Start everything; on any failure stop what was started and re-raise.
+
+        `prod_sync="portal"`: prod's Argo CD apps do not auto-sync and the portal syncs them.
+        """
+        stack = cls(workdir=workdir, _blocker=blocker, name=name, prod_sync=prod_sync)
         try:
             stack._start(
                 apps=apps, clusters=clusters, commits=commits, seed=seed, poll_interval=poll_interval
@@ -219,6 +230,7 @@ class LiveStack:
             token=ARGOCD_TOKEN,
             reconcile_interval=0.5,
             sync_windows={},  # no change freeze whatever the date
+            **({"auto_sync_envs": ("dev", "stage")} if self.prod_sync == "portal" else {}),
         )
         self.argocd.start()
 
@@ -289,6 +301,7 @@ class LiveStack:
                 "SANDBOX_FORGE_PORT": str(self.forge.port),
                 "SANDBOX_ARGOCD_TOKEN": ARGOCD_TOKEN,
                 "SANDBOX_FORGE_TOKEN": FORGE_TOKEN,
+                "SANDBOX_PROD_SYNC": self.prod_sync,
                 "SANDBOX_ARGOCD_URL": self.argocd.base_url,
                 "SANDBOX_FORGE_URL": self.forge.base_url,
                 "FORGE_WEBHOOK_SECRET": WEBHOOK_SECRET,
@@ -309,12 +322,14 @@ class LiveStack:
         default = dict(connections["default"].settings_dict)
         self._admin_settings = default
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-        self.db_name = f"{default['NAME']}_live_{worker}"[-63:]
+        self.db_name = f"{default['NAME']}_{self.name}_{worker}"[-63:]
         self.db_url = _pg_url(default, self.db_name)
         from django.conf import settings
 
         # settings.REDIS_URL already carries this xdist worker's offset; the stack takes another index.
-        self.redis_url = live_redis_url(settings.REDIS_URL or "redis://127.0.0.1:6379/9")
+        self.redis_url = live_redis_url(
+            settings.REDIS_URL or "redis://127.0.0.1:6379/9", offset=8 if self.name == LIVE_ALIAS else 9
+        )
         with _admin_connect(default) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{self.db_name}"')
@@ -323,7 +338,7 @@ class LiveStack:
             [sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True
         )
         # The test process reads the live database through its own alias.
-        connections.settings[LIVE_ALIAS] = dict(default, NAME=self.db_name, TEST={"NAME": self.db_name})
+        connections.settings[self.name] = dict(default, NAME=self.db_name, TEST={"NAME": self.db_name})
 
     def _flush_redis(self) -> None:
         import redis
@@ -418,9 +433,9 @@ class LiveStack:
         from django.db import connections
 
         with contextlib.suppress(Exception):
-            if LIVE_ALIAS in connections.settings:
-                connections[LIVE_ALIAS].close()
-                del connections.settings[LIVE_ALIAS]
+            if self.name in connections.settings:
+                connections[self.name].close()
+                del connections.settings[self.name]
         with contextlib.suppress(Exception), _admin_connect(self._admin_settings) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
 
@@ -512,6 +527,6 @@ class LiveStack:
 
         with self._unblocked():
             try:
-                yield LIVE_ALIAS
+                yield self.name
             finally:
-                connections[LIVE_ALIAS].close()
+                connections[self.name].close()

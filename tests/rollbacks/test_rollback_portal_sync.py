@@ -110,4 +110,6 @@ def test_a_merged_revert_waits_for_the_window_and_an_approver_overrides_it(sandb
     overridden = AuditEvent.objects.get(target_id=str(rollback.pk), action="rollback.sync_window_overridden")
     assert overridden.actor_name == "ana" and overridden.after["reason"] == "customers are down since 9.9.9"
     page = client.get(reverse("rollbacks:detail", args=[rollback.pk])).content.decode()
-    assert "rollback sync window overridden by an approver" in page and "customers are down since 9.9.9" in page
+    assert (
+        "rollback sync window overridden by an approver" in page and "customers are down since 9.9.9" in page
+    )

@@ -238,3 +238,15 @@ def test_argo_cd_errors_on_sync_are_shown_and_retried(manual_prod, users, purge_
 def _merged_again(box, users, first: Promotion) -> Promotion:
     _healthy(box, first)
     return _merged(box, users)
+
+
+def test_a_closed_window_does_not_block_the_request_into_a_portal_synced_environment(manual_prod, users):
+    app = promotable_app(manual_prod)
+    _closed_for(manual_prod, app.project, 600)
+    preview = services.promotion_preview(
+        actor=users["rm"], applications=[app], source_env=manual_prod.stage, target_env=manual_prod.prod
+    )
+    (gate,) = [g for g in preview.all_gates if g.name == "sync_window"]
+    assert not gate.passed and not gate.blocking, gate
+    assert "the portal syncs after the merge once it opens" in gate.detail
+    assert preview.ok, preview.failing

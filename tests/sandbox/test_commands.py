@@ -40,3 +40,26 @@ def test_sync_window_flag_adds_prod_deny_windows() -> None:
     assert windows["search"][0]["schedule"] == "0 9 * * 1-5"
     with pytest.raises(CommandError):
         _sync_windows(["payments:never:3m"])
+
+
+def test_sync_window_flag_now_for_every_project_closes_prod_from_start_up(tmp_path: Path) -> None:
+    """`make demo`'s `--sync-window '*:now:10m'`: every project's prod is closed now, open in 10 min."""
+    from datetime import UTC, datetime, timedelta
+
+    from core.syncwindows import next_opening
+    from sandbox.argocd.emulator import ArgoCDEmulator
+    from sandbox.repogen import generate_repo
+
+    windows = _sync_windows(["*:now:10m"])
+    (window,) = windows["*"]
+    now = datetime.now(UTC)
+    opens = next_opening([window], now)
+    assert now + timedelta(minutes=9) <= opens <= now + timedelta(minutes=10)
+    repo = generate_repo(tmp_path / "gitops.git", apps=2, clusters=1, commits=5, seed=3)
+    emulator = ArgoCDEmulator(repo.path, "http://forge.test/acme/gitops.git", sync_windows=windows)
+    emulator.load()
+    assert "*" not in emulator.projects()
+    prod = next(a for a in emulator.apps.values() if a.definition.env == "prod")
+    stage = next(a for a in emulator.apps.values() if a.definition.env == "stage")
+    assert window in emulator.windows_for(prod.definition)
+    assert window not in emulator.windows_for(stage.definition)  # it covers prod-* clusters only

@@ -80,3 +80,43 @@ def change_sync_view(*, kind: ChangeKind, change: Any, user: User) -> SyncView |
         events=events,
         options=[key.replace("_", " ") for key, on in sorted(options.items()) if on],
     )
+
+
+def change_sync_json(change: Any) -> dict[str, Any]:
+    """The API shape of a change's portal-driven sync (`state` null: Argo CD syncs it, or not yet)."""
+    return {
+        "state": change.sync_state or None,
+        "revision": change.sync_revision or None,
+        "requested_at": change.sync_requested_at,
+        "opens_at": change.sync_opens_at if change.sync_state == SYNC_WAITING else None,
+        "detail": change.sync_detail or None,
+        "apps": change.sync_apps or {},
+        "override": {
+            "by": change.sync_override_by,
+            "reason": change.sync_override_reason,
+            "at": change.sync_override_at,
+        }
+        if change.sync_override_at
+        else None,
+    }
+
+
+_TIME = {"type": ["string", "null"], "format": "date-time"}
+_TEXT = {"type": ["string", "null"]}
+# OpenAPI schema of `change_sync_json` (promotions' and rollbacks' fragments use it).
+SYNC_JSON_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "the portal's own Argo CD sync of the merge (environments with `sync: portal`)",
+    "properties": {
+        "state": {"type": ["string", "null"], "enum": [None, SYNC_WAITING, SYNC_REQUESTED, SYNC_ERROR]},
+        "revision": _TEXT,
+        "requested_at": _TIME,
+        "opens_at": {**_TIME, "description": "when the closed sync window opens (while waiting)"},
+        "detail": _TEXT,
+        "apps": {"type": "object", "additionalProperties": {"type": "object"}},
+        "override": {
+            "type": ["object", "null"],
+            "properties": {"by": {"type": "string"}, "reason": {"type": "string"}, "at": _TIME},
+        },
+    },
+}

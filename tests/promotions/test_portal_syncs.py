@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 import requests
 from django.core.exceptions import PermissionDenied
+from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -128,7 +129,7 @@ def test_an_argocd_synced_environment_is_never_synced_by_the_portal(sandbox, use
 
 
 def test_a_closed_window_waits_with_its_opening_time_then_syncs_once_it_opens(
-    manual_prod, users, purge_broker
+    manual_prod, users, purge_broker, client
 ):
     promotion = _merged(manual_prod, users)
     team = promotion.items.get().application.project
@@ -141,6 +142,12 @@ def test_a_closed_window_waits_with_its_opening_time_then_syncs_once_it_opens(
     assert before + timedelta(seconds=60) < opens <= before + timedelta(minutes=4), opens
     assert f"waiting for window, opens at {opens:%Y-%m-%d %H:%M} UTC" in promotion.sync_detail
     assert promotion.sync_next_at == opens
+    # The page and the API say so.
+    client.force_login(users["viewer"])
+    page = client.get(reverse("promotions:detail", args=[promotion.pk])).content.decode()
+    assert "Waiting for window, opens at" in page and "Override the window" not in page
+    body = client.get(reverse("api-promotion", args=[promotion.pk])).json()
+    assert body["sync"]["state"] == "waiting" and body["sync"]["opens_at"]
     # Asking again changes nothing and writes no second event; tracking does not time it out.
     assert services.promotion_sync(promotion_id=promotion.pk) == "waiting"
     assert _actions(promotion).count("promotion.sync_waiting") == 1

@@ -144,8 +144,8 @@ def test_the_sweeper_re_enqueues_a_lost_promotion_and_a_lost_rollback(rows, publ
     rollback(RS.REQUESTED, requested_at=now, claimed_until=now + timedelta(minutes=5))  # claimed
     merged_r = rollback(RS.MERGED, requested_at=now - timedelta(minutes=5))
 
-    assert change_sweep(kind=PROMOTION, now=now) == {"reopened": 2, "tracked": 0}
-    assert change_sweep(kind=ROLLBACK, now=now) == {"reopened": 1, "tracked": 1}
+    assert change_sweep(kind=PROMOTION, now=now) == {"reopened": 2, "tracked": 0, "synced": 0}
+    assert change_sweep(kind=ROLLBACK, now=now) == {"reopened": 1, "tracked": 1, "synced": 0}
 
     assert sorted(published) == sorted(
         [

@@ -256,7 +256,7 @@ def _transition(kind: ChangeKind, change_id: int) -> Any | None:
 
 def _record_waiting(*, kind: ChangeKind, change: Any, verdict: WindowVerdict, now: datetime) -> None:
     opens = f"opens at {verdict.opens_at:%Y-%m-%d %H:%M} UTC" if verdict.opens_at else "opening time unknown"
-    detail = f"waiting for window, {opens} ({verdict.detail})"
+    message = f"waiting for window, {opens} (closed by {verdict.detail})"
     with transaction.atomic():
         current = _transition(kind, change.pk)
         if current is None:
@@ -267,7 +267,7 @@ def _record_waiting(*, kind: ChangeKind, change: Any, verdict: WindowVerdict, no
             sync_state=SYNC_WAITING,
             sync_opens_at=verdict.opens_at,
             sync_next_at=next_at,
-            sync_detail=detail[:2000],
+            sync_detail=f"closed by {verdict.detail}"[:2000],
             sync_revision=current.merge_commit_sha,
         )
         if news:
@@ -280,7 +280,7 @@ def _record_waiting(*, kind: ChangeKind, change: Any, verdict: WindowVerdict, no
                     "opens_at": verdict.opens_at.isoformat() if verdict.opens_at else None,
                     "windows": verdict.detail[:1000],
                 },
-                message=detail[:2000],
+                message=message[:2000],
             )
     _enqueue_at(kind=kind, change_id=change.pk, at=next_at, now=now)
 

@@ -38,6 +38,7 @@ class SyncView:
     override_reason: str
     can_override: bool
     waiting: bool
+    window_closed: bool  # waiting for a window (else: for Argo CD to accept the sync)
     events: list[SyncEvent] = field(default_factory=list)
     options: list[str] = field(default_factory=list)
 
@@ -77,6 +78,7 @@ def change_sync_view(*, kind: ChangeKind, change: Any, user: User) -> SyncView |
         override_reason=change.sync_override_reason,
         can_override=waiting and change_sync_may_override(kind=kind, change=change, actor=user),
         waiting=waiting,
+        window_closed=change.state == MERGED and change.sync_state == SYNC_WAITING,
         events=events,
         options=[key.replace("_", " ") for key, on in sorted(options.items()) if on],
     )

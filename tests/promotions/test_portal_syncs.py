@@ -140,12 +140,13 @@ def test_a_closed_window_waits_with_its_opening_time_then_syncs_once_it_opens(
     assert promotion.sync_state == "waiting"
     opens = promotion.sync_opens_at
     assert before + timedelta(seconds=60) < opens <= before + timedelta(minutes=4), opens
-    assert f"waiting for window, opens at {opens:%Y-%m-%d %H:%M} UTC" in promotion.sync_detail
+    assert promotion.sync_detail.startswith("closed by ") and "deny" in promotion.sync_detail
     assert promotion.sync_next_at == opens
     # The page and the API say so.
     client.force_login(users["viewer"])
     page = client.get(reverse("promotions:detail", args=[promotion.pk])).content.decode()
-    assert "Waiting for window, opens at" in page and "Override the window" not in page
+    assert "Waiting for window, opens at" in page and f"{opens:%Y-%m-%d %H:%M} UTC</time>" in page
+    assert "Override the window" not in page
     body = client.get(reverse("api-promotion", args=[promotion.pk])).json()
     assert body["sync"]["state"] == "waiting" and body["sync"]["opens_at"]
     # Asking again changes nothing and writes no second event; tracking does not time it out.
@@ -161,6 +162,7 @@ def test_a_closed_window_waits_with_its_opening_time_then_syncs_once_it_opens(
     _healthy(manual_prod, promotion)
     waiting = AuditEvent.objects.get(target_id=str(promotion.pk), action="promotion.sync_waiting")
     assert waiting.after["opens_at"] == opens.isoformat()
+    assert waiting.message.startswith(f"waiting for window, opens at {opens:%Y-%m-%d %H:%M} UTC")
 
 
 def test_an_approver_overrides_a_closed_window_with_a_reason_the_requester_cannot(

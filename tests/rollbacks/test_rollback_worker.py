@@ -176,3 +176,44 @@ def test_a_worker_killed_mid_task_leaves_exactly_one_pr(live_sandbox, purge_brok
     assert len(sandbox.pulls(rollback.branch)) == 1
     rollback.refresh_from_db()
     assert rollback.attempts == 2
+
+
+def test_a_real_worker_syncs_a_merged_revert_into_a_portal_synced_prod(live_sandbox, worker):
+    """`sync: portal`: tracking sends the sync task, the worker syncs the revert's merge commit."""
+    sandbox = live_sandbox
+    sandbox.promote_by_pr("prod", "9.9.9")
+    sandbox.converge()
+    sandbox.argocd.auto_sync_envs = ("dev", "stage")
+    prod = sandbox.envs["prod"]
+    prod.sync_mode = "portal"
+    prod.save(update_fields=["sync_mode"])
+    from inventory.models import Application
+    from rollbacks import services
+
+    rollback = services.rollback_request_create(
+        actor=oncall(sandbox.team),
+        application=Application.objects.get(name=sandbox.app),
+        environment=prod,
+        mode="previous",
+        reason="error rate above SLO after 9.9.9",
+    )
+    wait_for(lambda: _state(rollback.pk) == "pr_open", timeout=60, message="the revert PR")
+    rollback.refresh_from_db()
+    sandbox.merge(rollback.pr_number)
+    rollback_track_task.delay(rollback.pk)
+
+    def healthy() -> bool:
+        sandbox.converge()
+        rollback_track_task.delay(rollback.pk)
+        return _state(rollback.pk) == "healthy"
+
+    wait_for(healthy, timeout=90, interval=1, message="the portal-synced revert healthy")
+    rollback.refresh_from_db()
+    assert rollback.sync_state == "requested"
+    app = sandbox.argo_apps("prod")[0].name
+    operation = sandbox.argocd.apps[app].op_state["operation"]
+    assert operation["sync"]["revision"] == rollback.merge_commit_sha
+    assert operation["initiatedBy"].get("automated") is not True
+    assert (
+        AuditEvent.objects.filter(target_id=str(rollback.pk), action="rollback.sync_requested").count() == 1
+    )

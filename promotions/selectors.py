@@ -130,7 +130,8 @@ def promotion_list(*, user: User, filters: ListFilters) -> PromotionPage:
     if filters.app:
         qs = qs.filter(items__application__name=filters.app)
     if filters.override:
-        qs = qs.filter(override_sync_window=True)
+        # Sync windows overridden at the request, or after the merge by an approver (`sync: portal`).
+        qs = qs.filter(Q(override_sync_window=True) | Q(sync_override_at__isnull=False))
     if filters.mine:
         qs = qs.filter(requested_by=user)
     if filters.needs_approval:

@@ -168,7 +168,7 @@ def test_a_closed_window_waits_with_its_opening_time_then_syncs_once_it_opens(
 
 
 def test_an_approver_overrides_a_closed_window_with_a_reason_the_requester_cannot(
-    manual_prod, users, purge_broker
+    manual_prod, users, purge_broker, client
 ):
     promotion = _merged(manual_prod, users)
     team = promotion.items.get().application.project
@@ -185,6 +185,9 @@ def test_an_approver_overrides_a_closed_window_with_a_reason_the_requester_canno
     services.promotion_sync_override(
         promotion=promotion, actor=users["approver"], reason="customers are down"
     )
+    client.force_login(users["viewer"])
+    listed = client.get(reverse("promotions:list"), {"override": "1"}).content.decode()
+    assert f"/promotions/{promotion.pk}/" in listed  # listed with the emergency changes
     override = AuditEvent.objects.get(target_id=str(promotion.pk), action="promotion.sync_window_overridden")
     assert override.actor_name == "alex" and override.after["reason"] == "customers are down"
     # The window allows manual syncs: Argo CD accepts the override.

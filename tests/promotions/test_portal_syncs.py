@@ -264,3 +264,24 @@ def test_a_closed_window_does_not_block_the_request_into_a_portal_synced_environ
     assert not gate.passed and not gate.blocking, gate
     assert "the portal syncs after the merge once it opens" in gate.detail
     assert preview.ok, preview.failing
+
+
+def test_a_request_approved_with_a_window_override_syncs_without_waiting(manual_prod, users, purge_broker):
+    app = promotable_app(manual_prod)
+    _closed_for(manual_prod, app.project, 600, manual_sync=True)
+    promotion = services.promotion_request_create(
+        actor=users["rm_approver"],
+        applications=[app],
+        source_env=manual_prod.stage,
+        target_env=manual_prod.prod,
+        override_justification="hotfix for the payment outage INC-7",
+    )
+    services.promotion_approve(promotion=promotion, actor=users["approver"], comment="four eyes")
+    assert services.promotion_pr_open(promotion_id=promotion.pk) == "opened"
+    promotion.refresh_from_db()
+    manual_prod.merge(promotion.pr_number)
+    assert services.promotion_track(promotion_id=promotion.pk) == "merged"
+    assert services.promotion_sync(promotion_id=promotion.pk) == "requested"
+    requested = AuditEvent.objects.get(target_id=str(promotion.pk), action="promotion.sync_requested")
+    assert requested.after["override"] == "hotfix for the payment outage INC-7"
+    assert "promotion.sync_waiting" not in _actions(promotion)

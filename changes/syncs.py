@@ -223,6 +223,9 @@ def change_sync(*, kind: ChangeKind, change_id: int, now: datetime | None = None
         except ArgoCDRequestError as exc:
             if "another operation is already in progress" in str(exc):
                 transient.append(f"{row.name}: {exc}")
+            elif "auto-sync" in str(exc):
+                hint = "the app auto-syncs: turn its automated sync off, or configure the environment `sync: argocd`"
+                errors.append(f"{row.name}: {exc} ({hint})")
             else:
                 errors.append(f"{row.name}: {exc}")
             continue

@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 
+from changes.checklist import is_checklist_gate, secret_scan_gate
 from changes.lifecycle import ChangeFailed, change_branch_trust, change_fail, change_pr_open
 from changes.pullrequests import (
     PullRequestPermanent,
@@ -23,6 +24,7 @@ from changes.pullrequests import (
     pull_request_close_and_delete_branch,
     pull_request_ensure,
 )
+from changes.secretscan import BASELINE_PATH
 from integrations.gitrepo import GitWorkspace, InvalidRef, validate_ref_name
 
 from . import gates as g
@@ -182,9 +184,16 @@ def _recheck_gates(promotion: Promotion, items: Sequence[PromotionItem], mirror:
                 justification=promotion.override_justification,
             )
         )
-        if gitops.has_commit(mirror, item.source_revision):
-            read_source = gitops.reader(mirror, item.source_revision)
-            checks.append(g.gate_zero_downtime(app, promotion.source_env, promotion.target_env, read_source))
+    # The secret scan again, on the diff the approvers saw, with the baseline the target has now.
+    base_sha = mirror.branch_head(validate_ref_name(promotion.target_env.branch)) or ""
+    baseline = gitops.reader(mirror, base_sha)(BASELINE_PATH) if base_sha else None
+    for item in items:
+        fields = secret_scan_gate(app=item.application.name, unified_diff=item.diff, baseline_text=baseline)
+        checks.append(g.Gate(**fields))
+    # The checklist as evaluated for the approvers (the source revision is fixed), overrides kept.
+    for gate in promotion.gates or []:
+        if isinstance(gate, dict) and is_checklist_gate(gate):
+            checks.append(g.Gate(**{k: v for k, v in gate.items() if k in g.Gate.__dataclass_fields__}))
     promotion.gates = [c.as_dict() for c in checks]
     Promotion.objects.filter(pk=promotion.pk).update(gates=promotion.gates)
     failing = g.failing(checks)

@@ -58,6 +58,7 @@ def promotion_change_records_sync(promotion: Promotion, items: Sequence[Promotio
     approvers = [a.approver_name for a in promotion.approvals.all() if a.decision == ApprovalDecision.APPROVE]
     gates = [
         {"name": gate.get("name", "?"), "passed": bool(gate.get("passed")), "detail": gate.get("detail", "")}
+        | ({"overridden": gate["overridden"]} if gate.get("overridden") else {})
         for gate in (promotion.gates or [])
         if isinstance(gate, dict)
     ]

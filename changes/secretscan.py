@@ -259,3 +259,28 @@ def summary(result: ScanResult) -> str:
     note = f"; {result.baseline_error}" if result.baseline_error else ""
     allow = f", {result.allowlisted} allowlisted by {BASELINE_PATH}" if result.allowlisted else ""
     return f"no secrets in {result.scanned_lines} added or rendered line(s){allow}{note}"
+
+
+def redact_diff(diff: str, *, mask: str = "(hidden: {detector} found by the secret scan)") -> str:
+    """Return a unified diff for display with every line detect-secrets flags replaced by a mask.
+
+    The lines are scanned again (nothing of a value is kept between scans); a diff line keeps its
+    `+`/`-`/` ` prefix so the page still shows where the secret is.
+    """
+    lines = diff.splitlines(keepends=True)
+    body = [
+        (i + 1, line[1:].rstrip("\n"))
+        for i, line in enumerate(lines)
+        if line[:1] in "+- " and not line.startswith(("+++ ", "--- "))
+    ]
+    flagged: dict[int, str] = {}
+    with _lock, default_settings():
+        for secret in _process_line_based_plugins(body, filename="diff"):
+            flagged.setdefault(int(secret.line_number or 0), str(secret.type))
+    out = []
+    for i, line in enumerate(lines, 1):
+        if i in flagged:
+            out.append(line[:1] + mask.format(detector=flagged[i]) + ("\n" if line.endswith("\n") else ""))
+        else:
+            out.append(line)
+    return "".join(out)

@@ -9,8 +9,9 @@ from typing import Any
 
 from django.contrib.auth.models import User
 
+from changes.checklist import SECRET_SCAN
 from changes.rendered import RenderedChange
-from changes.secretscan import BASELINE_PATH
+from changes.secretscan import BASELINE_PATH, redact_diff
 from core.diffs import classify_diff
 from integrations.gitrepo import InvalidRef, validate_ref_name
 from inventory.models import Application, Environment, GitRepository
@@ -58,7 +59,12 @@ class ItemPreview:
 
     @property
     def diff_lines(self) -> list[tuple[str, str]]:
-        return classify_diff(self.plan.diff) if self.plan else []
+        if not self.plan:
+            return []
+        scan = next((gate for gate in self.gates if gate.name == SECRET_SCAN), None)
+        # A secret the scan found is never shown: its lines are masked in the diff on the page.
+        diff = self.plan.diff if scan is None or scan.passed else redact_diff(self.plan.diff)
+        return classify_diff(diff)
 
 
 @dataclass

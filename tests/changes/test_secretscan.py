@@ -112,3 +112,12 @@ def test_digests_and_commit_shas_are_not_secrets():
     digest = hashlib.sha256(b"x").hexdigest()
     after = f"images:\n  - name: app\n    digest: sha256:{digest}\nrevision: {sha1('r')}\n"
     assert scan(file_edit_inputs([("k.yaml", None, after)])).clean
+
+
+def test_redact_diff_masks_flagged_lines_only():
+    from changes.secretscan import redact_diff
+
+    diff = f"--- a/x.yaml\n+++ b/x.yaml\n@@ -1,2 +1,3 @@\n region: eu\n+key: {AWS_KEY}\n-old: 1\n"
+    out = redact_diff(diff)
+    assert AWS_KEY not in out
+    assert "+(hidden: AWS Access Key found by the secret scan)\n" in out and " region: eu\n" in out

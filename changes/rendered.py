@@ -29,7 +29,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from changes.fields import PullRequestRecord
-from core.diffs import diff_text
+from core.diffs import classify_diff, diff_text
 from integrations.argocd import ArgoCDClient, ArgoCDError, RenderError
 from inventory.clients import argocd_client_for
 from inventory.models import ArgoApplication
@@ -208,6 +208,11 @@ class ObjectChange:
     @property
     def diff_line_count(self) -> int:
         return self.diff.count("\n")
+
+    @property
+    def diff_rows(self) -> list[tuple[str, str]]:
+        """The unified diff classified for a page's `diff` block."""
+        return classify_diff(self.diff)
 
 
 @dataclass(frozen=True)

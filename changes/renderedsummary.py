@@ -71,3 +71,18 @@ def rendered_summary_markdown(
             out.append(line)
             size += len(line) + 1
     return "\n".join(out)
+
+
+# The whole body: under GitHub's 65,536 characters (and Gitea's, GitLab's 1,000,000) with room to spare.
+PR_BODY_LIMIT = 60_000
+BODY_TRUNCATED = "… truncated (the pull request body has a size limit): see the portal page"
+
+
+def body_cap(main: str, section: str, *, limit: int = PR_BODY_LIMIT) -> str:
+    """Join a PR body and its rendered section within `limit`; the main part is cut first, at a line."""
+    section = section[: max(0, limit // 2)]
+    room = limit - len(section) - 2
+    if len(main) > room:
+        cut = main[: max(0, room - len(BODY_TRUNCATED) - 1)]
+        main = (cut.rsplit("\n", 1)[0] if "\n" in cut else cut) + "\n" + BODY_TRUNCATED
+    return f"{main}\n\n{section}"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from promotions import services
+from inventory.models import Application
+from promotions import observed, services
 from promotions.models import Promotion
-from tests.promotions.helpers import promotable_app
+from tests.promotions.helpers import make_sandbox, promotable_app
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -39,3 +40,37 @@ def test_detail_page_lazy_loads_the_rendered_diff_of_a_new_tag(client, sandbox, 
     assert new_tag in html
     assert "<code>Deployment.apps " in html
     assert "data-sync-order" in html
+
+
+@pytest.fixture
+def helm_sandbox(db, tmp_path, settings):
+    settings.MIRRORS_DIR = tmp_path / "mirrors"
+    settings.WORKSPACES_DIR = tmp_path / "workspaces"
+    box = make_sandbox(tmp_path, helm_apps=1)
+    yield box
+    box.argo.stop()
+    box.forge.stop()
+
+
+def test_detail_page_shows_the_rendered_diff_of_a_helm_values_app(client, helm_sandbox, users, purge_broker):
+    spec = next(a for a in helm_sandbox.generated.apps if a.source == "helm")
+    app = Application.objects.get(name=spec.name)
+    # The overlay-reading zero-downtime gate is another helper's work (it refuses Helm apps today).
+    app.strategy = "helm-values"
+    app.strategy_options = {"paths": ["image.tag"], "zero_downtime": "off"}
+    app.save()
+    stage = observed.env_state(app, helm_sandbox.stage)
+    prod = observed.env_state(app, helm_sandbox.prod)
+    if stage.images == prod.images:
+        pytest.skip("the generated Helm app runs the same version in stage and prod")
+    promotion = _requested_and_pushed(helm_sandbox, users, app)
+    client.force_login(users["approver2"])
+    html = client.get(f"/promotions/{promotion.pk}/rendered/", HTTP_HX_REQUEST="true").content.decode()
+    print(html)
+    assert "data-render-error" not in html and 'data-object-change="changed"' in html
+    assert "<code>Deployment.apps " in html
+    new_tag = stage.images[0].rsplit(":", 1)[-1]
+    assert f'<span class="add">+        image: registry.example.com/acme/{app.name}:{new_tag}</span>' in html
+    # The chart's ConfigMap runs in wave -1, before the Deployment.
+    order = html[html.index("data-sync-order") :]
+    assert order.index("wave -1") < order.index("<code>ConfigMap ") < order.index("<code>Deployment.apps ")

@@ -617,11 +617,12 @@ def render_change(
 
 
 def change_head_revision(record: PullRequestRecord, branch: str = "") -> str:
-    """Return the revision a change produces: the head the portal pushed, the PR's head, else its branch.
+    """Return the revision a change produces: the head the portal pushed, the PR's head, else its branch
+    once a pull request shows it was pushed.
 
     "" while nothing is pushed yet (the rendered diff then waits for the branch).
     """
-    return record.pushed_head_sha or record.pr_head_sha or branch
+    return record.pushed_head_sha or record.pr_head_sha or (branch if record.pr_url else "")
 
 
 def rendered_changes(
@@ -668,6 +669,15 @@ class RenderVerdict:
     pending: bool
     transient: bool
     detail: str
+    label: str = "Rendered by Argo CD"
+
+    @property
+    def badge(self) -> str:
+        return "ok" if self.passed else "bad"
+
+    @property
+    def status(self) -> str:
+        return "pass" if self.passed else "fail"
 
 
 def rendered_verdict(changes: Sequence[RenderedChange]) -> RenderVerdict:

@@ -242,7 +242,7 @@ def gate_rendered(changes: Iterable[RenderedChange]) -> Gate:
     verdict = rendered_verdict(list(changes))
     return Gate(
         "rendered",
-        "Rendered by Argo CD",
+        verdict.label,
         verdict.passed,
         True,
         verdict.detail[:2000],

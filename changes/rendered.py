@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import io
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ruamel.yaml import YAML
 
-from core.diffs import diff_text
+from changes.fields import PullRequestRecord
+from core.diffs import classify_diff, diff_text
 from integrations.argocd import ArgoCDClient, ArgoCDError, RenderError
 from inventory.clients import argocd_client_for
 from inventory.models import ArgoApplication
@@ -50,6 +51,8 @@ DROPPED_ANNOTATIONS = (
     "argocd.argoproj.io/installation-id",
 )
 SECRET_FIELDS = ("data", "stringData")
+# A page waits for the rendering: never longer than this (settings may shorten it further).
+RENDER_READ_TIMEOUT = 30.0
 SECRET_MASK = "(hidden)"
 HOOK_ANNOTATION = "argocd.argoproj.io/hook"
 WAVE_ANNOTATION = "argocd.argoproj.io/sync-wave"
@@ -205,6 +208,11 @@ class ObjectChange:
     @property
     def diff_line_count(self) -> int:
         return self.diff.count("\n")
+
+    @property
+    def diff_rows(self) -> list[tuple[str, str]]:
+        """The unified diff classified for a page's `diff` block."""
+        return classify_diff(self.diff)
 
 
 @dataclass(frozen=True)
@@ -542,7 +550,7 @@ def source_revisions(
     positions: list[int] = []
     for i, source in enumerate(row.sources or [], 1):
         url = str((source or {}).get("repo_url") or "").removesuffix(".git")
-        if url in urls:
+        if url in urls and revision:
             revisions.append(revision)
         elif i - 1 < len(running) and running[i - 1]:
             revisions.append(str(running[i - 1]))
@@ -553,14 +561,10 @@ def source_revisions(
 
 
 def _fetch(
-    client: ArgoCDClient, row: ArgoApplication, revision: str, repo_urls: Iterable[str], *, now: bool
+    client: ArgoCDClient, row: ArgoApplication, revision: str, repo_urls: Iterable[str]
 ) -> tuple[list[dict[str, Any]], str]:
     if row.is_multi_source:
-        if now:
-            running = [str(r) for r in (row.revisions or [])]
-            revisions, positions = running, list(range(1, len(running) + 1))
-        else:
-            revisions, positions = source_revisions(row, revision=revision, repo_urls=repo_urls)
+        revisions, positions = source_revisions(row, revision=revision, repo_urls=repo_urls)
         result = client.manifests(
             row.name, revisions=revisions, source_positions=positions, project=row.project or None
         )
@@ -580,9 +584,8 @@ def render_change(
 ) -> RenderedChange:
     """Ask Argo CD for the app's manifests now and at `after_revision`; compare them.
 
-    `before_revision` is what the Application runs now (multi-source apps: its running revisions
-    are used per source); `after_revision` (the change's branch head) replaces the revision of the
-    sources in the GitOps repository. An empty `after_revision` gives a pending RenderedChange.
+    Multi-source apps: each revision applies to the sources in the GitOps repository (`repo_urls`);
+    the other sources (a chart repository) keep the revision they run now. An empty `after_revision` gives a pending RenderedChange.
     Argo CD's errors come back in `error` (with `transient` for timeouts), never as an empty diff.
     """
     base = RenderedChange(
@@ -596,8 +599,8 @@ def render_change(
     urls = list(repo_urls)
     try:
         argo = client or argocd_client_for(row.instance, read_timeout=read_timeout)
-        before, namespace = _fetch(argo, row, before_revision, urls, now=True)
-        after, namespace_after = _fetch(argo, row, after_revision, urls, now=False)
+        before, namespace = _fetch(argo, row, before_revision, urls)
+        after, namespace_after = _fetch(argo, row, after_revision, urls)
     except RenderError as exc:
         return replace(base, error=str(exc), transient=exc.transient)
     except ArgoCDError as exc:  # the client refused its URL: not a rendering problem Argo CD reported
@@ -610,4 +613,86 @@ def render_change(
         before_objects=before,
         after_objects=after,
         namespace=namespace_after or namespace or row.namespace,
+    )
+
+
+def change_head_revision(record: PullRequestRecord, branch: str = "") -> str:
+    """Return the revision a change produces: the head the portal pushed, the PR's head, else its branch
+    once a pull request shows it was pushed.
+
+    "" while nothing is pushed yet (the rendered diff then waits for the branch).
+    """
+    return record.pushed_head_sha or record.pr_head_sha or (branch if record.pr_url else "")
+
+
+def rendered_changes(
+    rows: Iterable[ArgoApplication],
+    *,
+    before_revision: Callable[[ArgoApplication], str],
+    after_revision: str,
+    repo_urls: Iterable[str] = (),
+    read_timeout: float | None = RENDER_READ_TIMEOUT,
+) -> list[RenderedChange]:
+    """Render every Argo CD Application of a change (one client per Argo CD instance)."""
+    urls = list(repo_urls)
+    clients: dict[int, ArgoCDClient] = {}
+    out: list[RenderedChange] = []
+    for row in rows:
+        client = clients.get(row.instance_id)
+        if client is None and after_revision:
+            try:
+                client = clients[row.instance_id] = argocd_client_for(row.instance, read_timeout=read_timeout)
+            except ArgoCDError as exc:
+                out.append(
+                    RenderedChange(
+                        row.name, destination_of(row), before_revision(row), after_revision, error=str(exc)
+                    )
+                )
+                continue
+        out.append(
+            render_change(
+                row,
+                before_revision=before_revision(row),
+                after_revision=after_revision,
+                repo_urls=urls,
+                client=client,
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class RenderVerdict:
+    """What the rendered diffs of a change say as a gate: a failure blocks (with Argo CD's message)."""
+
+    passed: bool
+    pending: bool
+    transient: bool
+    detail: str
+    label: str = "Rendered by Argo CD"
+
+    @property
+    def badge(self) -> str:
+        return "ok" if self.passed else "bad"
+
+    @property
+    def status(self) -> str:
+        return "pass" if self.passed else "fail"
+
+
+def rendered_verdict(changes: Sequence[RenderedChange]) -> RenderVerdict:
+    """Judge a change's rendered diffs: any render failure fails, naming the app and Argo CD's message."""
+    failed = [c for c in changes if c.error]
+    if failed:
+        detail = "; ".join(f"{c.app}: {c.error}" for c in failed)
+        return RenderVerdict(
+            False, False, all(c.transient for c in failed), f"Argo CD cannot render: {detail}"
+        )
+    if not changes:
+        return RenderVerdict(True, False, False, "no Argo CD application to render in this environment")
+    if any(c.pending for c in changes):
+        return RenderVerdict(True, True, False, "rendered after the branch is pushed")
+    total = sum(len(c.diff.changes) for c in changes if c.diff)
+    return RenderVerdict(
+        True, False, False, f"Argo CD rendered {len(changes)} application(s): {total} object change(s)"
     )

@@ -93,7 +93,17 @@ def checklist_gates(
     if not sources:
         blocking = any(modes.get(c.id) == "block" for c in active)
         detail = unavailable or "no rendered objects to check"
-        return [_gate(f"{CHECKLIST_PREFIX}unavailable", label, False, blocking, f"not evaluated: {detail}")]
+        # An approver may still decide (override with a reason): the request is not refused.
+        return [
+            _gate(
+                f"{CHECKLIST_PREFIX}unavailable",
+                label,
+                False,
+                blocking,
+                f"not evaluated: {detail}",
+                overridable=blocking,
+            )
+        ]
     findings: dict[str, list[dict[str, str]]] = {c.id: [] for c in active}
     workloads = 0
     for source in sources:

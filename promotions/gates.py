@@ -17,7 +17,6 @@ a reason (promotions.overrides). The secret scan blocks and cannot be overridden
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -26,15 +25,12 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.urls import reverse
 from django.utils import timezone
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
 from accounts.permissions import has_role, is_admin
 from accounts.roles import Role
 from changes import checklist
+from changes.overlayobjects import overlay_objects
 from changes.rendered import RenderedChange, rendered_verdict
-from core.kustomize import KustomizationError, KustomizeImage, read_kustomization
-from integrations.gitrepo import InvalidRef, validate_repo_path
 from inventory.models import Application, Environment
 
 from . import observed
@@ -308,78 +304,6 @@ def _block_link(block: PromotionBlock) -> str:
 # ---------------------------------------------------------------------------------------------
 # Zero-downtime checklist and secret scan (changes.checklist): on what the change will run.
 
-MAX_MANIFEST_FILES = 60
-
-
-def load_manifests(
-    read: Callable[[str], str | None], overlay_dir: str
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """Follow kustomization `resources:` from `overlay_dir`; return (objects, problems).
-
-    The fallback when Argo CD's rendering is not available: plain kustomize resources with the
-    overlays' `images:` pins applied (no patches, generators or Helm).
-    """
-    yaml = YAML(typ="safe")
-    docs: list[dict[str, Any]] = []
-    problems: list[str] = []
-    seen: set[str] = set()
-    images_pinned: list[KustomizeImage] = []
-
-    def visit(path: str, depth: int) -> None:
-        if path in seen or len(seen) >= MAX_MANIFEST_FILES or depth > 5:
-            return
-        seen.add(path)
-        text = read(path)
-        if text is None:
-            kustomization = read(posixpath.join(path, "kustomization.yaml"))
-            if kustomization is None:
-                problems.append(f"{path} not found")
-                return
-            visit_kustomization(posixpath.join(path, "kustomization.yaml"), kustomization, depth)
-            return
-        if posixpath.basename(path) in ("kustomization.yaml", "kustomization.yml"):
-            visit_kustomization(path, text, depth)
-            return
-        try:
-            for doc in yaml.load_all(text):
-                if isinstance(doc, dict):
-                    docs.append(doc)
-        except YAMLError:
-            problems.append(f"{path} is not valid YAML")
-
-    def visit_kustomization(path: str, text: str, depth: int) -> None:
-        try:
-            kustomization = read_kustomization(text)
-        except KustomizationError as exc:
-            problems.append(f"{path}: {exc}")
-            return
-        images_pinned.extend(kustomization.images)
-        base = posixpath.dirname(path)
-        for rel in kustomization.resources:
-            if "://" in rel:
-                continue
-            target = posixpath.normpath(posixpath.join(base, rel))
-            try:
-                validate_repo_path(target)
-            except InvalidRef:
-                problems.append(f"resource {rel!r} leaves the repository")
-                continue
-            visit(target, depth + 1)
-
-    visit(posixpath.join(overlay_dir, "kustomization.yaml"), 0)
-    # The overlay's pins win over the base's (visited first: the first entry per name applies).
-    pins: dict[str, KustomizeImage] = {}
-    for image in images_pinned:
-        pins.setdefault(image.name, image)
-    for doc in docs:
-        pod = ((doc.get("spec") or {}).get("template") or {}).get("spec") or {}
-        for container in [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]:
-            if isinstance(container, dict) and isinstance(container.get("image"), str):
-                pin = pins.get(ImageRef.parse(container["image"]).name)
-                if pin is not None and pin.version:
-                    container["image"] = pin.reference
-    return docs, problems
-
 
 def edited_reader(read: Callable[[str], str | None], plan: EditPlan | None) -> Callable[[str], str | None]:
     """Return path → text as the change leaves the target branch (the plan's edits over `read`)."""
@@ -405,7 +329,7 @@ def gates_checklist(
     if not sources and read_after is not None:
         try:
             overlay = env_dir(target_env, application)
-            docs, problems = load_manifests(read_after, overlay)
+            docs, problems = overlay_objects(read_after, overlay)
         except Exception as exc:  # a broken repo shows as a gate, not a crashed page
             docs, problems = [], [f"manifests unreadable: {exc}"]
         if docs:

@@ -187,3 +187,17 @@ def test_environment_checklist_modes_parse_and_bad_ones_name_the_line():
 def test_the_example_documents_the_checklist(monkeypatch, tmp_path):
     text = (ROOT / "config/example.yaml").read_text()
     assert "checklist:" in text and "graceful_shutdown" in text
+
+
+@pytest.mark.django_db
+def test_applying_the_config_stores_each_environments_checklist():
+    from changes.checklist import environment_modes
+    from inventory.configapply import config_apply
+    from inventory.models import Environment
+
+    config_apply(config=parse_config(CHECKLIST.format(body="rolling_update: warn"), "portal.yaml"))
+    prod = Environment.objects.get(name="prod")
+    assert prod.checklist == {"rolling_update": "warn"}
+    modes = environment_modes(prod)
+    assert modes["rolling_update"] == "warn" and modes["readiness_probe"] == "block"
+    assert environment_modes(Environment.objects.get(name="dev"))["topology_spread"] == "off"

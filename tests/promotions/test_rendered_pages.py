@@ -42,6 +42,10 @@ def test_detail_page_lazy_loads_the_rendered_diff_of_a_new_tag(client, sandbox, 
     assert new_tag in html
     assert "<code>Deployment.apps " in html
     assert "data-sync-order" in html
+    # Both sides are commits: the rendering is kept, a page opened again does not ask Argo CD.
+    sandbox.argo_fault(error_rate=1.0, status=500, paths=["/api/v1/applications/*/manifests"])
+    again = client.get(f"/promotions/{promotion.pk}/rendered/", HTTP_HX_REQUEST="true").content.decode()
+    assert 'data-object-change="changed"' in again and "data-render-error" not in again
 
 
 @pytest.fixture

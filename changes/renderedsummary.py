@@ -16,8 +16,8 @@ SUMMARY_LIMIT = 30_000
 TRUNCATED = "… truncated: the full rendered diff is on the portal page"
 
 
-def _md(text: str) -> str:
-    """Neutralise Markdown/HTML in names that come from manifests."""
+def md_escape(text: str) -> str:
+    """Neutralise Markdown/HTML in text of a PR body that comes from manifests, commits or users."""
     return (
         text.replace("\\", "\\\\")
         .replace("<", "&lt;")
@@ -29,9 +29,9 @@ def _md(text: str) -> str:
 
 
 def _change_lines(change: RenderedChange) -> list[str]:
-    head = f"**{_md(change.app)}** → {_md(change.destination)}"
+    head = f"**{md_escape(change.app)}** → {md_escape(change.destination)}"
     if change.error:
-        return [f"{head}: ❌ Argo CD cannot render it: {_md(change.error)[:1000]}"]
+        return [f"{head}: ❌ Argo CD cannot render it: {md_escape(change.error)[:1000]}"]
     if change.pending or change.diff is None:
         return [f"{head}: rendered after the branch is pushed"]
     diff = change.diff
@@ -47,10 +47,10 @@ def _change_lines(change: RenderedChange) -> list[str]:
         f"{len(diff.added)} added, {len(diff.removed)} removed, {len(diff.changed)} changed — {counts}"
     ]
     for c in diff.changes:
-        extra = f" (keys: {_md(', '.join(c.secret_keys))})" if c.secret_keys else ""
-        lines.append(f"- {c.change}: `{_md(str(c.id))}`{extra}")
+        extra = f" (keys: {md_escape(', '.join(c.secret_keys))})" if c.secret_keys else ""
+        lines.append(f"- {c.change}: `{md_escape(str(c.id))}`{extra}")
     if change.waves:
-        lines.extend(f"- ⚠️ {_md(text)}" for text in change.waves.callouts)
+        lines.extend(f"- ⚠️ {md_escape(text)}" for text in change.waves.callouts)
     return lines
 
 

@@ -264,6 +264,12 @@ def gate_rendered(changes: Iterable[RenderedChange]) -> Gate:
     )
 
 
+def gate_rendered_pending() -> Gate:
+    """The rendered gate before the branch exists: evaluated once it is pushed (and again at PR time)."""
+    detail = "rendered after the branch is pushed; a render failure then blocks the promotion"
+    return Gate("rendered", "Rendered by Argo CD", True, True, detail)
+
+
 def gate_promotion_block(
     application: Application, target_env: Environment, *, versions: Iterable[str], revision: str
 ) -> Gate:

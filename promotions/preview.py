@@ -181,6 +181,7 @@ def promotion_preview(
             g.gate_in_flight(app, target_env, exclude_promotion_id=exclude_promotion_id),
             g.gate_promotion_block(app, target_env, versions=versions, revision=rev),
             g.gate_changes(plan, error),
+            g.gate_rendered_pending(),
         ]
         rendered: list[RenderedChange] = []  # Argo CD's rendering of the change, once its branch exists
         item_gates += g.gates_checklist(

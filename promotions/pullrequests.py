@@ -26,7 +26,7 @@ from changes.pullrequests import (
     pull_request_ensure,
 )
 from changes.rendered import RenderedChange
-from changes.renderedsummary import body_cap, rendered_summary_markdown
+from changes.renderedsummary import body_cap, md_escape, rendered_summary_markdown
 from changes.secretscan import BASELINE_PATH
 from integrations.gitrepo import GitWorkspace, InvalidRef, validate_ref_name
 
@@ -260,17 +260,6 @@ def _pr_title(promotion: Promotion, items: Sequence[PromotionItem]) -> str:
     return f"Release train {s} → {t}: {len(items)} apps"
 
 
-def _md(text: str) -> str:
-    """Neutralise Markdown/HTML in text that comes from commits or users."""
-    return (
-        text.replace("\\", "\\\\")
-        .replace("<", "&lt;")
-        .replace(">", "&gt;")
-        .replace("|", "\\|")
-        .replace("`", "'")
-    )
-
-
 def _pr_body(
     promotion: Promotion,
     items: Sequence[PromotionItem],
@@ -282,7 +271,7 @@ def _pr_body(
     link = settings.PORTAL_BASE_URL.rstrip("/") + promotion.get_absolute_url()
     lines = [
         f"Promotion [#{promotion.pk}]({link}) from **{s}** to **{t}**, requested by "
-        f"{_md(promotion.requested_by_name)}; approved by {_md(', '.join(approvers)) or 'n/a (not required)'}.",
+        f"{md_escape(promotion.requested_by_name)}; approved by {md_escape(', '.join(approvers)) or 'n/a (not required)'}.",
         "",
         f"The {t} overlay now references exactly what {s} runs (as Argo CD reports it).",
         "",
@@ -291,7 +280,7 @@ def _pr_body(
     ]
     for i in items:
         lines.append(
-            f"| {_md(i.application.name)} | `{_md(i.version_before)}` | `{_md(i.version_after)}` | "
+            f"| {md_escape(i.application.name)} | `{md_escape(i.version_before)}` | `{md_escape(i.version_after)}` | "
             f"`{i.source_revision[:12]}` |"
         )
     lines += ["", "### Changelog"]
@@ -300,20 +289,22 @@ def _pr_body(
         entries = changelog(
             mirror, promotion.repository, app, promotion.source_env, i.source_revision, None, i
         )
-        lines.append(f"**{_md(app.name)}**")
+        lines.append(f"**{md_escape(app.name)}**")
         if not entries:
             lines.append("- (no commits found)")
         for e in entries:
             sha = f"[`{e.short_sha}`]({e.url})" if e.url else f"`{e.short_sha}`"
-            lines.append(f"- {sha} {_md(e.subject)} ({_md(e.author)})")
+            lines.append(f"- {sha} {md_escape(e.subject)} ({md_escape(e.author)})")
     lines += ["", "### Gates"]
     for gate in promotion.gates or []:
         mark = {"pass": "✅", "fail": "❌", "warning": "⚠️"}.get(
             "pass" if gate.get("passed") else ("fail" if gate.get("blocking") else "warning"), ""
         )
-        lines.append(f"- {mark} {_md(str(gate.get('label')))}: {_md(str(gate.get('detail')))[:300]}")
+        lines.append(
+            f"- {mark} {md_escape(str(gate.get('label')))}: {md_escape(str(gate.get('detail')))[:300]}"
+        )
     if promotion.override_sync_window:
-        lines += ["", f"**Sync window overridden**: {_md(promotion.override_justification)}"]
+        lines += ["", f"**Sync window overridden**: {md_escape(promotion.override_justification)}"]
     lines += ["", f"Correlation id: `{promotion.correlation_id}`"]
     if rendered is None:
         section = f"### Rendered by Argo CD\n\nRendered after the branch is pushed: {link}#rendered"

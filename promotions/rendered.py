@@ -10,6 +10,7 @@ from __future__ import annotations
 from changes.rendered import RenderedChange, change_head_revision, rendered_changes
 from inventory.models import ArgoApplication
 
+from .gates import Gate, gate_rendered
 from .models import Promotion
 from .selectors import promotion_argo_apps
 
@@ -35,3 +36,8 @@ def promotion_rendered(promotion: Promotion, *, branch_ok: bool = True) -> list[
         after_revision=promotion_head_revision(promotion, branch_ok=branch_ok),
         repo_urls=[repo.url] if repo else [],
     )
+
+
+def promotion_rendered_gate(promotion: Promotion) -> Gate:
+    """The `rendered` gate of a promotion whose branch was pushed (blocking on any render failure)."""
+    return gate_rendered(promotion_rendered(promotion, branch_ok=False))

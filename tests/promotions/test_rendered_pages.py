@@ -42,6 +42,10 @@ def test_detail_page_lazy_loads_the_rendered_diff_of_a_new_tag(client, sandbox, 
     assert new_tag in html
     assert "<code>Deployment.apps " in html
     assert "data-sync-order" in html
+    # Both sides are commits: the rendering is kept, a page opened again does not ask Argo CD.
+    sandbox.argo_fault(error_rate=1.0, status=500, paths=["/api/v1/applications/*/manifests"])
+    again = client.get(f"/promotions/{promotion.pk}/rendered/", HTTP_HX_REQUEST="true").content.decode()
+    assert 'data-object-change="changed"' in again and "data-render-error" not in again
 
 
 @pytest.fixture
@@ -139,3 +143,18 @@ def test_pr_body_summarises_the_rendered_diff_once_the_branch_is_pushed(sandbox,
     assert "- changed: `Deployment.apps " in section and "Deployment ~1" in section
     assert "http://" in section and f"/promotions/{promotion.pk}/#rendered" in section
     assert len(body) <= 60_000
+
+
+def test_a_copy_paths_app_shows_its_rendered_diff(client, sandbox, users, purge_broker):
+    app = promotable_app(sandbox)
+    app.strategy = "copy-paths"
+    app.strategy_options = {"paths": ["kustomization.yaml"]}
+    app.save()
+    promotion = _requested_and_pushed(sandbox, users, app)
+    client.force_login(users["viewer"])
+    html = client.get(f"/promotions/{promotion.pk}/rendered/", HTTP_HX_REQUEST="true").content.decode()
+    print(html)
+    assert "data-render-error" not in html and 'data-object-change="changed"' in html
+    # The copied overlay pins stage's image: the Deployment's rendered image changes in prod.
+    new = f'<span class="add">+        image: registry.example.com/acme/{app.name}'
+    assert new in html and "<code>Deployment.apps " in html

@@ -195,3 +195,30 @@ def test_secret_in_the_change_refuses_it_and_the_value_appears_nowhere(client, s
     time.sleep(gitops.FETCH_MIN_INTERVAL + 0.1)  # the mirror fetches again after its throttle
     gate = _gate(_preview(sandbox, users["rm"], app).items[0].gates, "secret_scan")
     assert gate.passed and "1 allowlisted by .secrets.baseline" in gate.detail
+
+
+def test_at_pr_time_the_checklist_runs_on_argo_cds_rendering_and_the_override_carries(
+    sandbox, users, purge_broker
+):
+    from promotions import pullrequests
+
+    app = promotable_app(sandbox)
+    _drop_readiness_probe(sandbox, app)
+    promotion = services.promotion_request_create(
+        actor=users["rm"], applications=[app], source_env=sandbox.stage, target_env=sandbox.prod
+    )
+    reason = "probe lands in the next release; traffic is drained by hand"
+    services.promotion_checklist_override(promotion=promotion, actor=users["approver"], reason=reason)
+    services.promotion_approve(promotion=Promotion.objects.get(pk=promotion.pk), actor=users["approver"])
+    assert services.promotion_pr_open(promotion_id=promotion.pk) == "opened"
+    promotion.refresh_from_db()
+    assert promotion.pushed_head_sha or promotion.pr_head_sha
+
+    # The branch exists now: Argo CD renders it, and the checklist runs on what it rendered.
+    items = list(promotion.items.select_related("application"))
+    rendered = pullrequests._recheck_gates(promotion, items, gitops.mirror_for(promotion.repository))
+    assert rendered and all(r.ok for r in rendered)
+    gate = _gate(promotion.gates, "checklist.readiness_probe")
+    assert "rendered by Argo CD at" in gate["detail"] and gate["overridden"] == reason
+    assert gate["findings"][0]["destination"] == rendered[0].destination
+    assert _gate(promotion.gates, "secret_scan")["passed"]

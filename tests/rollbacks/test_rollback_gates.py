@@ -61,3 +61,52 @@ def test_a_rollback_that_brings_a_secret_back_is_refused_without_showing_it(sand
     page = client.get(reverse("rollbacks:new"), {"app": sandbox.app, "env": "prod"}).content.decode()
     assert "AWS Access Key" in page and "Nobody can override this gate" in page
     assert AWS_KEY not in page
+
+
+def test_an_emergency_merge_is_refused_when_argo_cds_rendering_of_the_head_holds_a_secret(sandbox_auto_merge):
+    import subprocess
+
+    from tests.sandbox_fixtures import commit_files
+
+    sandbox = sandbox_auto_merge
+    sandbox.promote_by_pr("prod", "9.9.9")
+    sandbox.converge()
+    rollback = services.rollback_request_create(
+        actor=oncall(sandbox.team),
+        application=Application.objects.get(name=sandbox.app),
+        environment=sandbox.envs["prod"],
+        mode="previous",
+        reason="error rate above SLO after the last release",
+        emergency=True,
+        emergency_justification="checkout down, SEV1",
+    )
+    services.rollback_pr_open(rollback_id=rollback.pk)
+    rollback.refresh_from_db()
+    # The branch's head renders a ConfigMap holding a key (a head the file-diff scan never saw).
+    path = sandbox.env_file("prod")
+    text = subprocess.run(
+        ["git", "--git-dir", str(sandbox.bare), "show", f"{rollback.branch}:{path}"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    leaked = (
+        f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: leaked\ndata:\n  AWS_ACCESS_KEY_ID: {AWS_KEY}\n"
+    )
+    folder = path.rsplit("/", 1)[0]
+    head = commit_files(
+        sandbox.bare,
+        {
+            path: text.replace("resources:\n", "resources:\n  - leaked.yaml\n", 1),
+            f"{folder}/leaked.yaml": leaked,
+        },
+        "more",
+        branch=rollback.branch,
+    )
+    RollbackRequest.objects.filter(pk=rollback.pk).update(pushed_head_sha=head, pr_head_sha=head)
+
+    services.rollback_track(rollback_id=rollback.pk)
+    rollback.refresh_from_db()
+    assert rollback.state == "failed" and not rollback.auto_merged_at
+    assert "emergency merge refused: Secret scan" in rollback.failure_reason
+    assert "ConfigMap" in rollback.failure_reason and "AWS Access Key" in rollback.failure_reason
+    assert AWS_KEY not in rollback.failure_reason
+    assert not sandbox.client().get_pull_request(rollback.pr_number).merged

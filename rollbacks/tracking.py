@@ -147,15 +147,28 @@ def _sync_failures(rollback: RollbackRequest, apps: list[Any], mirror: GitMirror
     return failed
 
 
+_SCANNED_HEADS: dict[tuple[int, str], str] = {}
+
+
 def _rendered_secret_scan(rollback: RollbackRequest) -> str:
-    """Scan what Argo CD renders at the pushed head before an automatic merge; the findings, or ""."""
-    if not (rollback.pushed_head_sha or rollback.pr_head_sha):
+    """Scan what Argo CD renders at the pushed head before an automatic merge; the findings, or "".
+
+    A head is scanned once per process (tracking ticks repeat while the checks run).
+    """
+    head = rollback.pushed_head_sha or rollback.pr_head_sha
+    if not head:
         return ""
+    if (rollback.pk, head) in _SCANNED_HEADS:
+        return _SCANNED_HEADS[(rollback.pk, head)]
     rendered = [r for r in rollback_rendered(rollback, branch_ok=False) if r.ok]
     if not rendered:
         return ""  # rendering failed or is pending: the revert's file diff was scanned at the request
     gate = secret_scan_gate(app=rollback.application.name, rendered=rendered)
-    return "" if gate["passed"] else f"{gate['label']}: {gate['detail']}"
+    result = "" if gate["passed"] else f"{gate['label']}: {gate['detail']}"
+    if len(_SCANNED_HEADS) > 1000:
+        _SCANNED_HEADS.clear()
+    _SCANNED_HEADS[(rollback.pk, head)] = result
+    return result
 
 
 def _transition_merged(rollback_id: int, merge_sha: str, *, auto: bool, merged_by: str) -> None:

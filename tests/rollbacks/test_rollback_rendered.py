@@ -29,4 +29,4 @@ def test_rollback_page_lazy_loads_the_rendered_diff_of_the_revert(sandbox, clien
     assert "<html" not in html and "data-render-error" not in html
     assert '<span class="badge badge-ok">pass</span> <strong>Rendered by Argo CD</strong>' in html
     assert 'data-object-change="changed"' in html and "<code>Deployment.apps " in html
-    assert ':9.9.9</span>' in html  # the line the revert removes
+    assert ":9.9.9</span>" in html  # the line the revert removes

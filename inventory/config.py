@@ -243,7 +243,9 @@ def _checklist(item: ConfigNode) -> dict[str, str]:
     if node is None:
         return {}
     if not isinstance(node.value, dict):
-        raise node.fail(f"must be a mapping of check id to off, warn or block (checks: {', '.join(CHECK_IDS)})")
+        raise node.fail(
+            f"must be a mapping of check id to off, warn or block (checks: {', '.join(CHECK_IDS)})"
+        )
     out: dict[str, str] = {}
     for key, value in node.value.items():
         mode = "off" if value is False else value

@@ -82,6 +82,7 @@ class RollbackPlan:
     promotions_in_flight: list[Any] = field(default_factory=list)
     targets: list[RollbackTarget] = field(default_factory=list)
     target_deployment_id: int | None = None
+    argo_apps: list[ArgoApplication] = field(default_factory=list)  # the page links them in Argo CD
 
     @property
     def ok(self) -> bool:
@@ -143,7 +144,7 @@ def env_argo_apps(application: Application, environment: Environment) -> list[Ar
     return list(
         ArgoApplication.objects.live()
         .filter(application=application, environment=environment)
-        .select_related("cluster")
+        .select_related("cluster", "instance")
         .order_by("name")
     )
 
@@ -182,6 +183,7 @@ def rollback_plan(
 
     deployments = env_deployments(application, environment)
     argo_apps = env_argo_apps(application, environment)
+    plan.argo_apps = argo_apps
     if deployments:
         plan.observed_deployment_id = deployments[0].id
         plan.current_revision = deployments[0].revision

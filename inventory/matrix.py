@@ -23,7 +23,7 @@ from .models import (
     Environment,
     GitRepository,
 )
-from .revisions import AppRevision, RevisionKey, app_revisions, touch_seqs
+from .revisions import AppRevision, RevisionKey, TouchSeqs, app_revisions, touch_seqs
 from .selectors import (
     HEALTH_BADGES,
     PAGE_SIZE,
@@ -408,7 +408,7 @@ class _BehindContext:
     envs: list[Environment]
     env_index: dict[int, int]
     seqs: dict[tuple[int, str], int]
-    touches: dict[tuple[int, int], list[int]]
+    touches: TouchSeqs
     best: dict[tuple[int, int], tuple[int, str]]
     ran: dict[tuple[int, int, str], str]
     app_revisions: dict[RevisionKey, AppRevision]

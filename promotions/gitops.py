@@ -8,6 +8,7 @@ Git ingest fetches it on its schedule, promotions fetch it (throttled) when they
 from __future__ import annotations
 
 import enum
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -150,10 +151,10 @@ def changelog(
                 break
             if not _touches(record, prefixes):
                 continue
-            if source_file and markers:
+            if source_file and markers and carries is None:
                 read = reader(mirror, record.sha)
                 text = read(source_file) or ""
-                if all(m in text for m in markers):
+                if all(_pinned(m, text) for m in markers):
                     break
             if carries is not None:
                 verdict = carries(record.sha, record.parents[0] if record.parents else None)
@@ -174,6 +175,11 @@ def changelog(
     except (GitError, InvalidRef):
         return entries
     return entries
+
+
+def _pinned(marker: str, text: str) -> bool:
+    """Tell whether `text` pins `marker` as a whole value ("1.2.1" is not pinned by "1.2.12")."""
+    return re.search(rf"(?<![\w.:@-]){re.escape(marker)}(?![\w.-])", text) is not None
 
 
 def _touches(record: CommitRecord, prefixes: list[str]) -> bool:

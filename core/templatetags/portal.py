@@ -31,7 +31,9 @@ def when(value: Any, mode: str = "") -> SafeString | str:
     html = format_html('<time datetime="{}" title="{}">{}</time>', exact, exact, timestamp_text(value))
     if mode == "ago":
         now = timezone.now()
-        ago = "just now" if abs((now - value).total_seconds()) < 60 else f"{timesince(value, now)} ago"
+        ago = (
+            "just now" if abs((now - value).total_seconds()) < 60 else f"{timesince(value, now, depth=1)} ago"
+        )
         html = format_html('{} <span class="muted ago">({})</span>', html, ago)
     return html
 

@@ -73,3 +73,11 @@ def test_preview_and_records_keep_the_apps_revision_and_list_only_carried_commit
     assert stored.source_revision == own
     assert stored.target_revision_before and stored.target_revision_before != head
     assert own not in [c["sha"] for c in stored.commits]
+
+
+def test_a_version_is_pinned_only_as_a_whole_value():
+    from promotions.gitops import _pinned
+
+    assert _pinned("3.2.1", 'newTag: "3.2.1"\n') and _pinned("3.2.1", "newTag: 3.2.1\n")
+    assert not _pinned("3.2.1", 'newTag: "3.2.12"\n') and not _pinned("1.2", 'newTag: "11.2"\n')
+    assert _pinned("sha256:" + "a" * 64, "digest: sha256:" + "a" * 64 + "\n")

@@ -59,6 +59,9 @@ def test_the_app_revision_is_its_last_commit_at_or_before_argo_cds(client):
     assert f'title="{own}">{own[:8]}</a>' in cell
     assert "Argo CD synced" in cell and head.sha[:8] in cell
 
+    api = client.get("/api/v1/deployments", {"app": "svc-1-000", "environment": "prod"}).json()["deployments"]
+    assert [(r["revision"], r["app_revision"]) for r in api] == [(head.sha, own)]
+
 
 def test_the_matrix_shows_no_zero_behind_note(client):
     _seed(1)

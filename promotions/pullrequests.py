@@ -257,7 +257,9 @@ def _pr_body(
         for e in entries:
             short, url = str(e.get("short_sha", "")), str(e.get("url", ""))
             sha = f"[`{short}`]({url})" if url else f"`{short}`"
-            lines.append(f"- {sha} {md_escape(str(e.get('subject', '')))} ({md_escape(str(e.get('author', '')))})")
+            lines.append(
+                f"- {sha} {md_escape(str(e.get('subject', '')))} ({md_escape(str(e.get('author', '')))})"
+            )
     lines += ["", "### Gates"]
     for gate in promotion.gates or []:
         mark = {"pass": "✅", "fail": "❌", "warning": "⚠️"}.get(

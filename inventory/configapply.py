@@ -124,6 +124,7 @@ def config_apply(*, config: PortalConfig) -> ConfigApplyResult:
                 "required_checks": list(env.required_checks),
                 "sync_mode": env.sync,
                 "sync_options": dict(env.sync_options),
+                "checklist": dict(env.checklist),
             },
             f"environment:{env.name}",
             result,

@@ -61,6 +61,11 @@ def rollback_change_record_sync(rollback: RollbackRequest) -> None:
         clusters=clusters,
         correlation_id=rollback.correlation_id,
         incident=rollback.incident,
+        gates=[
+            {"name": g.get("name", "?"), "passed": bool(g.get("passed")), "detail": g.get("detail", "")}
+            for g in rollback.gates or []
+            if isinstance(g, dict)
+        ],
         **_approval_fields(rollback),
     )
 

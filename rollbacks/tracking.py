@@ -14,7 +14,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from changes.lifecycle import change_enqueue_track, change_fail, change_record, change_transition
-from changes.pullrequests import pull_request_merge_when_checks_pass, pull_request_refresh
+from changes.checks import change_checks_record, change_checks_refresh, pull_request_merge_when_checks_pass
+from changes.pullrequests import pull_request_refresh
 from changes.sweeper import change_sweep
 from changes.tracking import (
     change_fail_after_merge,
@@ -77,13 +78,16 @@ def _repository(rollback: RollbackRequest) -> GitRepository:
 def _track_pr(rollback: RollbackRequest) -> None:
     repository, number = _repository(rollback), rollback.pr_number
     assert number is not None  # tracked from PR_OPEN on, when the number is stored
+    required = rollback.environment.required_checks
     if rollback.emergency and rollback.environment.rollback_auto_merge:
-        attempt = pull_request_merge_when_checks_pass(
+        attempt, verdict = pull_request_merge_when_checks_pass(
             repository=repository,
             number=number,
             head_sha=rollback.pushed_head_sha or rollback.pr_head_sha,
-            required_checks=rollback.environment.required_checks,
+            required_checks=required,
         )
+        if verdict is not None:
+            change_checks_record(kind=ROLLBACK, change_id=rollback.pk, verdict=verdict, required=required)
         if attempt.status == "refused":
             # The head moved (or the PR is not the portal's): nothing unreviewed is merged.
             change_fail(
@@ -106,6 +110,8 @@ def _track_pr(rollback: RollbackRequest) -> None:
         _transition_merged(rollback.pk, pr.merge_commit_sha or "", auto=False, merged_by=pr.merged_by or "")
     elif pr.state == "closed":
         _transition_closed(rollback.pk)
+    else:
+        change_checks_refresh(kind=ROLLBACK, change=rollback, repository=repository, required=required)
 
 
 def _set_detail(rollback_id: int, detail: str) -> None:

@@ -15,6 +15,7 @@ GitHub allows) must pass in both.
   of verdict to `checks_failed` or `success` writes `<kind>.checks_failed` / `<kind>.checks_passed`
   in the same transaction (the change record is synced with it).
 - `change_checks_refresh(kind=, change=, repository=, required=)`: read and record (tracking).
+- `checks_gate(change)`: the stored verdict as a change record gate (`required_checks`).
 - `checks_panel(change, *, live=None)`: the template-ready rows of a page's checks panel.
 - `pull_request_merge_when_checks_pass(repository=, number=, head_sha=, required_checks=)`: merge the
   portal's PR at the recorded head once this verdict is success there (an automatic merge never
@@ -36,7 +37,7 @@ from django.utils.dateparse import parse_datetime
 
 from integrations.forges import Check, ForgeError, MergeNotAllowed
 
-from .lifecycle import ChangeKind, change_record
+from .lifecycle import PR_OPEN, ChangeKind, change_enqueue_track, change_record
 from .pullrequests import (
     MergeAttempt,
     PullRequestError,
@@ -230,7 +231,9 @@ def pull_request_head_checks(
     return checks_verdict(checks, required, sha=head)
 
 
-def change_checks_record(*, kind: ChangeKind, change_id: int, verdict: ChecksVerdict, required: Sequence[str]) -> bool:
+def change_checks_record(
+    *, kind: ChangeKind, change_id: int, verdict: ChecksVerdict, required: Sequence[str]
+) -> bool:
     """Store the verdict on the change; a new failure or pass writes its ledger event. True if it changed."""
     rows = verdict.rows_json()
     with transaction.atomic():
@@ -252,7 +255,9 @@ def change_checks_record(*, kind: ChangeKind, change_id: int, verdict: ChecksVer
             change_record(
                 kind=kind,
                 change=change,
-                action=f"{kind.name}.checks_failed" if verdict.verdict == FAILED else f"{kind.name}.checks_passed",
+                action=f"{kind.name}.checks_failed"
+                if verdict.verdict == FAILED
+                else f"{kind.name}.checks_passed",
                 before={"checks_verdict": previous[0], "checks_sha": previous[1]},
                 after=verdict.event_payload(required),
                 message=verdict.detail,
@@ -280,15 +285,50 @@ def stored_verdict(change: Any) -> ChecksVerdict:
     return ChecksVerdict(stored, change.checks_detail, rows, change.checks_sha)
 
 
+def checks_gate(change: Any) -> list[dict[str, Any]]:
+    """The checks as a change record gate (`required_checks`), once tracking read them: [] or one gate."""
+    if not change.checks_verdict:
+        return []
+    verdict = stored_verdict(change)
+    listed = "; ".join(
+        f"{r.name}: {r.words}" + (f" ({r.url})" if r.url else "") for r in verdict.rows if r.required
+    )
+    detail = f"{verdict.detail} at {verdict.sha[:12]}" + (f" — {listed}" if listed else "")
+    return [{"name": "required_checks", "passed": verdict.verdict == SUCCESS, "detail": detail[:2000]}]
+
+
 @dataclass(frozen=True)
 class ChecksPanel:
-    """What a change page shows about its checks (live when read now, else as stored)."""
+    """What a change page shows about its checks (live when read now, else as stored).
+
+    `pr_open`: the PR can still be merged, so the panel keeps polling (quickly while `pending`);
+    `ready_to_merge`: the PR is open, the approvals are in and every required check passed.
+    """
 
     verdict: ChecksVerdict
     label: str
     badge: str
     live: bool
     error: str = ""
+    pr_open: bool = False
+    approved: bool = True
+
+    @property
+    def pending(self) -> bool:
+        """True while the verdict may still change by itself."""
+        return self.verdict.pending
+
+    @property
+    def ready_to_merge(self) -> bool:
+        """True when approvals and required checks allow the merge."""
+        return self.pr_open and self.approved and self.passed
+
+    @property
+    def poll_seconds(self) -> int:
+        """How often the page re-reads the checks (0: not at all)."""
+        if not self.pr_open:
+            return 0
+        return 3 if self.pending or self.error else 10
 
     @property
     def failed(self) -> bool:
@@ -301,12 +341,48 @@ class ChecksPanel:
         return self.verdict.verdict == SUCCESS
 
 
-def checks_panel(change: Any, *, live: ChecksVerdict | None = None, error: str = "") -> ChecksPanel:
+def checks_panel(
+    change: Any, *, live: ChecksVerdict | None = None, error: str = "", approved: bool = True
+) -> ChecksPanel:
     """Return the checks panel of a change page: the live verdict when given, else the stored one."""
     verdict = live or stored_verdict(change)
     key = verdict.verdict if (live or change.checks_verdict) else ""
     label, badge = VERDICT_DISPLAY[key]
-    return ChecksPanel(verdict=verdict, label=label, badge=badge, live=live is not None, error=error)
+    return ChecksPanel(
+        verdict=verdict,
+        label=label,
+        badge=badge,
+        live=live is not None,
+        error=error,
+        pr_open=change.state == PR_OPEN and bool(change.pr_number),
+        approved=approved,
+    )
+
+
+def change_checks_live(
+    *,
+    kind: ChangeKind,
+    change: Any,
+    repository: GitRepository | None,
+    required: Sequence[str],
+    approved: bool = True,
+) -> ChecksPanel:
+    """Read the open PR's checks now for a page; a verdict tracking has not stored yet enqueues tracking.
+
+    The page never writes: the tracking task records the new verdict and its ledger event.
+    """
+    if change.state != PR_OPEN or not change.pr_number or repository is None:
+        return checks_panel(change, approved=approved)
+    try:
+        live = pull_request_head_checks(repository, change.pr_number, required=required)
+    except PullRequestError as exc:
+        return checks_panel(change, error=f"checks not read: {exc}", approved=approved)
+    stored = (change.checks_verdict, change.checks_sha, change.checks)
+    if (live.verdict, live.sha, live.rows_json()) != stored and cache.add(
+        f"changes:checks-track:{kind.name}:{change.pk}", 1, CHECKS_CACHE_SECONDS * 3
+    ):
+        change_enqueue_track(kind=kind, change_id=change.pk, after_commit=False)
+    return checks_panel(change, live=live, approved=approved)
 
 
 def pull_request_merge_when_checks_pass(

@@ -26,3 +26,23 @@ class PullRequestRecord(models.Model):
 
     class Meta:
         abstract = True
+
+    @property
+    def checks_badge(self) -> tuple[str, str] | None:
+        """The checks of the open PR as the lists show them: (text, badge colour), or None."""
+        if getattr(self, "state", "") != "pr_open" or not self.checks_verdict:
+            return None
+        if self.checks_verdict == "checks_failed":
+            failing = sorted(
+                {
+                    str(row.get("name"))
+                    for row in self.checks or []
+                    if isinstance(row, dict)
+                    and row.get("required")
+                    and row.get("state") not in ("success", "neutral", "skipped", "pending", "expected")
+                }
+            )
+            return "CI failed: " + ", ".join(failing), "bad"
+        if self.checks_verdict == "success":
+            return "checks passed", "ok"
+        return "waiting for checks", "info"

@@ -138,10 +138,25 @@ def promotion_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse
         "argo_live": liveobjects.live_objects(selectors.promotion_argo_apps(promotion), app_sets=False)
         if promotion.merged_at
         else None,
+        # The stored checks; the panel loads the live ones itself (promotion_checks).
+        "checks": selectors.promotion_checks(promotion, live=False),
+        "checks_url": reverse("promotions:checks", args=[promotion.pk]),
     }
     if request.htmx:
         return render(request, "promotions/detail.html#live", context)
     return render(request, "promotions/detail.html", context)
+
+
+@require_GET
+@require_role(Role.VIEWER)
+def promotion_checks(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """The checks panel of a promotion, read from the forge now (htmx polls it while the PR is open)."""
+    promotion = selectors.promotion_get(user=request.user, pk=pk)
+    context = {
+        "checks": selectors.promotion_checks(promotion, live=True),
+        "checks_url": reverse("promotions:checks", args=[promotion.pk]),
+    }
+    return render(request, "changes/_checks.html", context)
 
 
 def _decision(request: AuthenticatedHttpRequest, pk: int, action: str) -> HttpResponse:

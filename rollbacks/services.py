@@ -33,7 +33,7 @@ from .requests import (
     rollback_check_permission,
     rollback_request_create,
 )
-from .tracking import rollback_pr_event, rollback_track, rollbacks_sweep
+from .tracking import rollback_checks, rollback_pr_event, rollback_track, rollbacks_sweep
 
 __all__ = [
     "PermissionDenied",
@@ -47,6 +47,7 @@ __all__ = [
     "rollback_pr_event",
     "rollback_pr_open",
     "rollback_request_create",
+    "rollback_checks",
     "rollback_track",
     "rollback_url",
     "rollbacks_escalate_unapproved",

@@ -14,7 +14,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from changes.lifecycle import change_enqueue_track, change_fail, change_record, change_transition
-from changes.checks import change_checks_record, change_checks_refresh, pull_request_merge_when_checks_pass
+from changes.checks import (
+    ChecksPanel,
+    change_checks_live,
+    change_checks_record,
+    change_checks_refresh,
+    checks_panel,
+    pull_request_merge_when_checks_pass,
+)
 from changes.pullrequests import pull_request_refresh
 from changes.sweeper import change_sweep
 from changes.tracking import (
@@ -112,6 +119,18 @@ def _track_pr(rollback: RollbackRequest) -> None:
         _transition_closed(rollback.pk)
     else:
         change_checks_refresh(kind=ROLLBACK, change=rollback, repository=repository, required=required)
+
+
+def rollback_checks(rollback: RollbackRequest, *, live: bool) -> ChecksPanel:
+    """The checks panel of a rollback: as tracking stored it, or read from the forge now (`live`)."""
+    if not live:
+        return checks_panel(rollback)
+    return change_checks_live(
+        kind=ROLLBACK,
+        change=rollback,
+        repository=rollback.application.repository,
+        required=rollback.environment.required_checks,
+    )
 
 
 def _set_detail(rollback_id: int, detail: str) -> None:

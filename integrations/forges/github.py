@@ -286,7 +286,9 @@ class GitHubClient(RestForge):
         for page in self.pages(
             f"{self._repo}/commits/{seg(sha)}/check-runs", {"filter": "latest", "per_page": 100}
         ):
-            runs += self.parse("check runs", lambda r: [parse_check_run(c) for c in r.objs("check_runs")], page)
+            runs += self.parse(
+                "check runs", lambda r: [parse_check_run(c) for c in r.objs("check_runs")], page
+            )
         statuses: list[Check] = []
         # The combined status holds the newest status of each context.
         # Reference: https://docs.github.com/en/rest/commits/statuses#get-the-combined-status-for-a-specific-reference

@@ -297,9 +297,7 @@ class GitLabClient(RestForge):
         found = [self.parse("pipeline", _parse_pipeline, p) for p in pipelines]
         # Jobs and external CI statuses (POST /statuses), newest of each name (all=false).
         # Reference: https://docs.gitlab.com/api/commits/#list-the-statuses-of-a-commit
-        statuses = self.paginate(
-            f"{self._project}/repository/commits/{seg(sha)}/statuses", {"per_page": 100}
-        )
+        statuses = self.paginate(f"{self._project}/repository/commits/{seg(sha)}/statuses", {"per_page": 100})
         found += [self.parse("commit status", _parse_job_status, s) for s in statuses]
         return newest_per_name(found)
 

@@ -63,7 +63,7 @@ SUCCESS: Final = "success"
 STATE_DISPLAY: dict[str, tuple[str, str, str]] = {
     "success": ("✓", "passed", "ok"),
     "neutral": ("✓", "neutral", "ok"),
-    "skipped": ("–", "skipped", "idle"),
+    "skipped": ("↷", "skipped", "idle"),
     "pending": ("…", "running", "info"),
     "expected": ("○", "not reported yet", "info"),
     "failure": ("✗", "failed", "bad"),

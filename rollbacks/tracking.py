@@ -13,7 +13,6 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from changes.lifecycle import change_enqueue_track, change_fail, change_record, change_transition
 from changes.checks import (
     ChecksPanel,
     change_checks_live,
@@ -22,6 +21,7 @@ from changes.checks import (
     checks_panel,
     pull_request_merge_when_checks_pass,
 )
+from changes.lifecycle import change_enqueue_track, change_fail, change_record, change_transition
 from changes.pullrequests import pull_request_refresh
 from changes.sweeper import change_sweep
 from changes.tracking import (

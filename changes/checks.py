@@ -312,6 +312,7 @@ class ChecksPanel:
     error: str = ""
     pr_open: bool = False
     approved: bool = True
+    awaiting_pr: bool = False  # in flight, no pull request yet: the panel waits for it
 
     @property
     def pending(self) -> bool:
@@ -326,6 +327,8 @@ class ChecksPanel:
     @property
     def poll_seconds(self) -> int:
         """How often the page re-reads the checks (0: not at all)."""
+        if self.awaiting_pr:
+            return 5
         if not self.pr_open:
             return 0
         return 3 if self.pending or self.error else 10
@@ -342,7 +345,12 @@ class ChecksPanel:
 
 
 def checks_panel(
-    change: Any, *, live: ChecksVerdict | None = None, error: str = "", approved: bool = True
+    change: Any,
+    *,
+    kind: ChangeKind,
+    live: ChecksVerdict | None = None,
+    error: str = "",
+    approved: bool = True,
 ) -> ChecksPanel:
     """Return the checks panel of a change page: the live verdict when given, else the stored one."""
     verdict = live or stored_verdict(change)
@@ -356,6 +364,7 @@ def checks_panel(
         error=error,
         pr_open=change.state == PR_OPEN and bool(change.pr_number),
         approved=approved,
+        awaiting_pr=not change.pr_number and change.state not in kind.final_states,
     )
 
 
@@ -372,17 +381,17 @@ def change_checks_live(
     The page never writes: the tracking task records the new verdict and its ledger event.
     """
     if change.state != PR_OPEN or not change.pr_number or repository is None:
-        return checks_panel(change, approved=approved)
+        return checks_panel(change, kind=kind, approved=approved)
     try:
         live = pull_request_head_checks(repository, change.pr_number, required=required)
     except PullRequestError as exc:
-        return checks_panel(change, error=f"checks not read: {exc}", approved=approved)
+        return checks_panel(change, kind=kind, error=f"checks not read: {exc}", approved=approved)
     stored = (change.checks_verdict, change.checks_sha, change.checks)
     if (live.verdict, live.sha, live.rows_json()) != stored and cache.add(
         f"changes:checks-track:{kind.name}:{change.pk}", 1, CHECKS_CACHE_SECONDS * 3
     ):
         change_enqueue_track(kind=kind, change_id=change.pk, after_commit=False)
-    return checks_panel(change, live=live, approved=approved)
+    return checks_panel(change, kind=kind, live=live, approved=approved)
 
 
 def pull_request_merge_when_checks_pass(

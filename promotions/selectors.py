@@ -214,7 +214,7 @@ def promotion_checks(promotion: Promotion, *, live: bool) -> ChecksPanel:
     """The checks panel of a promotion: as tracking stored it, or read from the forge now (`live`)."""
     approved = promotion.approved_at is not None
     if not live:
-        return checks_panel(promotion, approved=approved)
+        return checks_panel(promotion, kind=PROMOTION, approved=approved)
     return change_checks_live(
         kind=PROMOTION,
         change=promotion,

@@ -141,6 +141,7 @@ def promotion_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse
         # The stored checks; the panel loads the live ones itself (promotion_checks).
         "checks": selectors.promotion_checks(promotion, live=False),
         "checks_url": reverse("promotions:checks", args=[promotion.pk]),
+        "checks_first_render": True,
     }
     if request.htmx:
         return render(request, "promotions/detail.html#live", context)

@@ -124,7 +124,7 @@ def _track_pr(rollback: RollbackRequest) -> None:
 def rollback_checks(rollback: RollbackRequest, *, live: bool) -> ChecksPanel:
     """The checks panel of a rollback: as tracking stored it, or read from the forge now (`live`)."""
     if not live:
-        return checks_panel(rollback)
+        return checks_panel(rollback, kind=ROLLBACK)
     return change_checks_live(
         kind=ROLLBACK,
         change=rollback,

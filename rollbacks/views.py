@@ -193,6 +193,7 @@ def rollback_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         # The stored checks; the panel loads the live ones itself (rollback_checks).
         "checks": services.rollback_checks(rollback, live=False),
         "checks_url": reverse("rollbacks:checks", args=[rollback.pk]),
+        "checks_first_render": True,
     }
     template = "rollbacks/detail.html#status" if request.htmx else "rollbacks/detail.html"
     return render(request, template, context)

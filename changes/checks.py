@@ -15,6 +15,7 @@ GitHub allows) must pass in both.
   of verdict to `checks_failed` or `success` writes `<kind>.checks_failed` / `<kind>.checks_passed`
   in the same transaction (the change record is synced with it).
 - `change_checks_refresh(kind=, change=, repository=, required=)`: read and record (tracking).
+- `checks_json(change)` and `CHECKS_SCHEMA`: the stored checks in the JSON API.
 - `checks_gate(change)`: the stored verdict as a change record gate (`required_checks`).
 - `checks_panel(change, *, live=None)`: the template-ready rows of a page's checks panel.
 - `pull_request_merge_when_checks_pass(repository=, number=, head_sha=, required_checks=)`: merge the
@@ -283,6 +284,50 @@ def stored_verdict(change: Any) -> ChecksVerdict:
     rows = tuple(CheckRow(**row) for row in (change.checks or []) if isinstance(row, dict))
     stored = cast(Verdict, change.checks_verdict or WAITING)
     return ChecksVerdict(stored, change.checks_detail, rows, change.checks_sha)
+
+
+def checks_json(change: Any) -> dict[str, Any]:
+    """The stored checks of a change as the JSON API returns them (`CHECKS_SCHEMA`)."""
+    return {
+        "verdict": change.checks_verdict or None,
+        "detail": change.checks_detail or None,
+        "sha": change.checks_sha or None,
+        "read_at": change.checks_at,
+        "items": [row for row in (change.checks or []) if isinstance(row, dict)],
+    }
+
+
+_NULLABLE_TEXT = {"type": ["string", "null"]}
+CHECKS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "the CI checks of the PR head as tracking last read them, judged against the "
+    "environment's required_checks",
+    "properties": {
+        "verdict": {"type": ["string", "null"], "enum": [SUCCESS, WAITING, FAILED, None]},
+        "detail": _NULLABLE_TEXT,
+        "sha": _NULLABLE_TEXT,
+        "read_at": {"type": ["string", "null"], "format": "date-time"},
+        "items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "state": {
+                        "type": "string",
+                        "description": "pending, success, failure, error, "
+                        "neutral, skipped, cancelled, timed_out, action_required, stale, warning, or "
+                        "expected (required, not reported yet)",
+                    },
+                    "source": {"type": "string", "description": "check_run, status or pipeline"},
+                    "url": {"type": "string"},
+                    "updated_at": {"type": "string"},
+                    "required": {"type": "boolean"},
+                },
+            },
+        },
+    },
+}
 
 
 def checks_gate(change: Any) -> list[dict[str, Any]]:

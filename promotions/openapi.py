@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from changes.checks import CHECKS_SCHEMA
+
 _STR = {"type": "string"}
 _NSTR = {"type": ["string", "null"]}
 _TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -227,6 +229,7 @@ SCHEMAS: dict = {
             "failure_reason": _NSTR,
             "last_error": _NSTR,
             "tracking_error": {**_NSTR, "description": "a permanent tracking problem (e.g. the PR is gone)"},
+            "checks": CHECKS_SCHEMA,
             "lead_time_seconds": {
                 "type": ["integer", "null"],
                 "description": "request → healthy (or deployed)",

@@ -49,6 +49,8 @@ def test_a_failed_required_check_blocks_the_emergency_merge_and_links_the_run(sa
     html = client.get(reverse("rollbacks:checks", args=[rollback.pk])).content.decode()
     assert f'href="{RUN}"' in html and "data-checks-failed" in html
     assert "CI failed: ci/validate" in client.get(reverse("rollbacks:list")).content.decode()
+    detail = client.get(reverse("rollbacks:detail", args=[rollback.pk])).content.decode()
+    assert 'id="checks"' in detail and "data-checks-badge" in detail
 
     # A re-run passes: the portal merges, after recording that the checks passed.
     _status(box, rollback.pr_head_sha, "success")

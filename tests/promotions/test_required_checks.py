@@ -88,6 +88,9 @@ def test_a_failed_required_check_is_a_visible_state_with_its_link_then_passes(
     assert f'href="{RUN_URL}"' in html and "<strong>required</strong>" in html
     assert "data-checks-failed" in html and "data-ready-to-merge" not in html
     assert 'hx-trigger="every 10s"' in html  # the PR is open: a rerun or fix commit is picked up
+    api = client.get(reverse("api-promotion", kwargs={"pk": promotion.pk})).json()["checks"]
+    assert api["verdict"] == "checks_failed" and api["sha"] == promotion.pr_head_sha
+    assert [(c["name"], c["url"], c["required"]) for c in api["items"]] == [("ci/validate", RUN_URL, True)]
 
     _report(sandbox, promotion.pr_head_sha, "success")
     promotion = _track(promotion)

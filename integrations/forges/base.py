@@ -483,6 +483,18 @@ def decode(resp: HttpResponse) -> Any:
         raise ForgeResponseError(f"{resp.status} answer is not valid JSON (truncated?)") from None
 
 
+def parse_status_check(r: JsonReader, *, state_key: str, states: Mapping[str, CheckState]) -> Check:
+    """Parse one commit status (GitHub names its state `state`, Gitea `status`); unknown states are errors."""
+    return Check(
+        name=r.text("context") or "default",
+        state=states.get(r.req_text(state_key), "error"),
+        source="status",
+        url=r.opt_text("target_url"),
+        description=r.opt_text("description"),
+        updated_at=r.time("updated_at") or r.time("created_at"),
+    )
+
+
 def newest_per_name(checks: Iterable[Check]) -> tuple[Check, ...]:
     """Keep the first check of each (source, name) in the forge's newest-first order."""
     seen: dict[tuple[str, str], Check] = {}

@@ -21,6 +21,7 @@ from integrations.forges.base import (
     StatusContext,
     decode,
     newest_per_name,
+    parse_status_check,
     seg,
 )
 from integrations.http import JsonReader, Secret
@@ -54,14 +55,7 @@ _STATES: dict[str, CheckState] = {
 
 def parse_commit_status(r: JsonReader) -> Check:
     """Parse one Gitea CommitStatus (Gitea Actions report through commit statuses too)."""
-    return Check(
-        name=r.text("context") or "default",
-        state=_STATES.get(r.req_text("status"), "error"),
-        source="status",
-        url=r.opt_text("target_url"),
-        description=r.opt_text("description"),
-        updated_at=r.time("updated_at") or r.time("created_at"),
-    )
+    return parse_status_check(r, state_key="status", states=_STATES)
 
 
 def _parse_compare(r: JsonReader) -> Comparison:

@@ -22,6 +22,7 @@ from integrations.forges.base import (
     StatusContext,
     decode,
     newest_per_name,
+    parse_status_check,
     ref_path,
     seg,
 )
@@ -110,14 +111,7 @@ def parse_check_run(r: JsonReader) -> Check:
 
 def parse_commit_status(r: JsonReader) -> Check:
     """Parse one commit status (combined status entry or `statuses` list item)."""
-    return Check(
-        name=r.text("context") or "default",
-        state=_STATUS_STATES.get(r.req_text("state"), "error"),
-        source="status",
-        url=r.opt_text("target_url"),
-        description=r.opt_text("description"),
-        updated_at=r.time("updated_at") or r.time("created_at"),
-    )
+    return parse_status_check(r, state_key="state", states=_STATUS_STATES)
 
 
 def _parse_compare(r: JsonReader) -> Comparison:

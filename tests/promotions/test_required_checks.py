@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 import requests
 from django.urls import reverse
+from django.utils import timezone
 
+from accounts.models import RoleGrant
 from audit.models import AuditEvent, ChangeRecord
+from changes.sweeper import change_sweep
 from promotions import services
+from promotions.kind import PROMOTION
 from promotions.models import Promotion
+from tests.factories import UserFactory
 from tests.promotions.helpers import promotable_app
 
 pytestmark = pytest.mark.django_db
@@ -134,13 +141,22 @@ def test_the_panel_reads_live_and_has_tracking_record_a_new_verdict(sandbox, use
 
 
 def test_a_viewer_outside_the_project_cannot_read_the_checks(sandbox, users, client):
-    from tests.factories import UserFactory
-
     promotion = _open(sandbox, users, ["ci/validate"])
     outsider = UserFactory(username="olga", roles=[])
-    from accounts.models import RoleGrant
-
     RoleGrant.objects.create(user=outsider, role="viewer", project="someone-else")
     client.force_login(outsider)
 
     assert client.get(reverse("promotions:checks", args=[promotion.pk])).status_code == 404
+
+
+def test_the_sweeper_follows_pending_checks_of_a_fresh_pr_more_often(sandbox, users, purge_broker):
+    promotion = _open(sandbox, users, ["ci/validate"])
+    now = timezone.now()
+    Promotion.objects.filter(pk=promotion.pk).update(last_tracked_at=now - timedelta(seconds=20))
+    assert change_sweep(kind=PROMOTION, now=now)["tracked"] == 1  # waiting for checks: polled
+    Promotion.objects.filter(pk=promotion.pk).update(checks_verdict="checks_failed")
+    assert change_sweep(kind=PROMOTION, now=now)["tracked"] == 0  # settled: the slow poll applies
+    Promotion.objects.filter(pk=promotion.pk).update(
+        checks_verdict="waiting", pr_opened_at=now - timedelta(hours=2)
+    )
+    assert change_sweep(kind=PROMOTION, now=now)["tracked"] == 0  # an old PR: the slow poll applies

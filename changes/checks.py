@@ -15,6 +15,7 @@ GitHub allows) must pass in both.
   of verdict to `checks_failed` or `success` writes `<kind>.checks_failed` / `<kind>.checks_passed`
   in the same transaction (the change record is synced with it).
 - `change_checks_refresh(kind=, change=, repository=, required=)`: read and record (tracking).
+- `changes_track_head(sha)`: a CI webhook for a commit tracks the open PRs at that head.
 - `checks_json(change)` and `CHECKS_SCHEMA`: the stored checks in the JSON API.
 - `checks_gate(change)`: the stored verdict as a change record gate (`required_checks`).
 - `checks_panel(change, *, live=None)`: the template-ready rows of a page's checks panel.
@@ -33,12 +34,13 @@ from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 from django.core.cache import cache
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from integrations.forges import Check, ForgeError, MergeNotAllowed
 
-from .lifecycle import PR_OPEN, ChangeKind, change_enqueue_track, change_record
+from .lifecycle import PR_OPEN, ChangeKind, change_enqueue_track, change_kinds, change_record
 from .pullrequests import (
     MergeAttempt,
     PullRequestError,
@@ -411,6 +413,24 @@ def checks_panel(
         approved=approved,
         awaiting_pr=not change.pr_number and change.state not in kind.final_states,
     )
+
+
+def changes_track_head(sha: str) -> int:
+    """A forge reported a CI result for commit `sha` (webhook): track the open PRs at that head."""
+    if not sha:
+        return 0
+    count = 0
+    for kind in change_kinds():
+        ids = list(
+            kind.rows()
+            .filter(state=PR_OPEN)
+            .filter(Q(pr_head_sha=sha) | Q(checks_sha=sha) | Q(pushed_head_sha=sha))
+            .values_list("pk", flat=True)[:50]
+        )
+        for pk in ids:
+            change_enqueue_track(kind=kind, change_id=pk)
+        count += len(ids)
+    return count
 
 
 def change_checks_live(

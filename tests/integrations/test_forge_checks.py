@@ -7,10 +7,12 @@ HTTP server; the verdict over them is changes.checks (pure, no database).
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from changes.checks import checks_verdict
 from integrations.forges import Check, forge_client
+from integrations.forges.webhooks import parse_webhook
 from tests.integrations.integration_fakes import FakeServer, load_fixture
 
 TOKEN = "secret-forge-token"
@@ -154,3 +156,25 @@ def test_required_names_wait_for_missing_checks_beside_any() -> None:
     verdict = checks_verdict(skipped, ["ci/validate"])
     assert verdict.verdict == "success"  # skipped satisfies a required check; `other` is optional
     assert [(r.name, r.required) for r in verdict.rows] == [("ci/validate", True), ("other", False)]
+
+
+def test_ci_webhooks_name_the_commit_they_report_on() -> None:
+    def parse(forge: str, headers: dict[str, str], payload: dict[str, Any]) -> tuple[str, str | None]:
+        event = parse_webhook(forge, headers, json.dumps(payload).encode())
+        return event.kind, event.after_sha
+
+    repo = {"full_name": "acme/gitops"}
+    status = {"sha": SHA, "state": "failure", "context": "ci/validate", "repository": repo}
+    assert parse("github", {"X-GitHub-Event": "status"}, status) == ("checks", SHA)
+    run = {"action": "completed", "check_run": {"head_sha": SHA, "name": "validate"}, "repository": repo}
+    assert parse("github", {"X-GitHub-Event": "check_run"}, run) == ("checks", SHA)
+    assert parse("gitea", {"X-Gitea-Event": "status"}, status) == ("checks", SHA)
+    project = {"path_with_namespace": "acme/gitops"}
+    pipeline = {
+        "object_kind": "pipeline",
+        "object_attributes": {"sha": SHA, "status": "failed"},
+        "project": project,
+    }
+    assert parse("gitlab", {"X-Gitlab-Event": "Pipeline Hook"}, pipeline) == ("checks", SHA)
+    job = {"object_kind": "build", "sha": SHA, "build_status": "failed", "project": project}
+    assert parse("gitlab", {"X-Gitlab-Event": "Job Hook"}, job) == ("checks", SHA)

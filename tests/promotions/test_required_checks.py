@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -15,8 +16,9 @@ from changes.sweeper import change_sweep
 from promotions import services
 from promotions.kind import PROMOTION
 from promotions.models import Promotion
+from sandbox.forge import signature
 from tests.factories import UserFactory
-from tests.promotions.helpers import promotable_app
+from tests.promotions.helpers import WEBHOOK_SECRET, promotable_app
 
 pytestmark = pytest.mark.django_db
 RUN_URL = "https://ci.example/acme/gitops/runs/17"
@@ -160,3 +162,25 @@ def test_the_sweeper_follows_pending_checks_of_a_fresh_pr_more_often(sandbox, us
         checks_verdict="waiting", pr_opened_at=now - timedelta(hours=2)
     )
     assert change_sweep(kind=PROMOTION, now=now)["tracked"] == 0  # an old PR: the slow poll applies
+
+
+def test_a_signed_ci_webhook_tracks_the_promotion_at_that_head(sandbox, users, client):
+    promotion = _open(sandbox, users, ["ci/validate"])
+    body = json.dumps(
+        {
+            "sha": promotion.pr_head_sha,
+            "state": "success",
+            "context": "ci/validate",
+            "repository": {"full_name": "acme/gitops"},
+        }
+    ).encode()
+
+    response = client.post(
+        "/webhooks/forge/gitops/",
+        body,
+        content_type="application/json",
+        HTTP_X_GITHUB_EVENT="status",
+        HTTP_X_HUB_SIGNATURE_256=signature(WEBHOOK_SECRET, body),
+    )
+
+    assert response.status_code == 202 and response.json() == {"ok": True, "event": "checks", "tracked": 1}

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.permissions import has_role, project_visible, require_role
 from accounts.roles import Role
+from changes.rendered import rendered_verdict
 from core.http import AuthenticatedHttpRequest
 from core.querytext import query_text
 from inventory import liveobjects
@@ -209,6 +210,16 @@ def rollback_checks(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         "checks_url": reverse("rollbacks:checks", args=[rollback.pk]),
     }
     return render(request, "changes/_checks.html", context)
+
+
+@require_GET
+@require_role(Role.VIEWER)
+def rollback_rendered(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """The rendered diff partial (htmx, lazy: Argo CD renders both revisions of every cluster's app)."""
+    rollback = _visible_rollback(request, pk)
+    changes = services.rollback_rendered(rollback)
+    context = {"changes": changes, "gate": rendered_verdict(changes), "change": rollback}
+    return render(request, "changes/_rendered.html", context)
 
 
 @require_POST

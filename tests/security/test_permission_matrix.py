@@ -150,6 +150,7 @@ RULES: dict[str, Rule] = {
     ),
     "promotions:detail": Rule(get=CHECKOUT_VIEWERS, kw=lambda w: {"pk": w.promotion.pk}),
     "promotions:checks": Rule(get=CHECKOUT_VIEWERS, kw=lambda w: {"pk": w.promotion.pk}),
+    "promotions:rendered": Rule(get=CHECKOUT_VIEWERS, kw=lambda w: {"pk": w.promotion.pk}),
     "promotions:approve": Rule(get=None, post=APPROVERS, kw=lambda w: {"pk": w.promotion.pk}),
     "promotions:reject": Rule(get=None, post=APPROVERS, kw=lambda w: {"pk": w.promotion.pk}),
     "promotions:cancel": Rule(get=None, post=RELEASE_MANAGERS, kw=lambda w: {"pk": w.promotion.pk}),
@@ -170,6 +171,7 @@ RULES: dict[str, Rule] = {
     ),
     "rollbacks:detail": Rule(get=CHECKOUT_VIEWERS, kw=lambda w: {"pk": w.rollback.pk}),
     "rollbacks:checks": Rule(get=CHECKOUT_VIEWERS, kw=lambda w: {"pk": w.rollback.pk}),
+    "rollbacks:rendered": Rule(get=CHECKOUT_VIEWERS, kw=lambda w: {"pk": w.rollback.pk}),
     "rollbacks:cancel": Rule(get=None, post=ONCALL, kw=lambda w: {"pk": w.rollback.pk}),
     "rollbacks:approve_after": Rule(get=None, post=APPROVERS, kw=lambda w: {"pk": w.rollback.pk}),
     "api-rollbacks": Rule(

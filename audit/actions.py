@@ -43,6 +43,10 @@ class AuditAction(models.TextChoices):
     PROMOTION_APPROVAL_RECORDED = "promotion.approval_recorded", "promotion approval recorded"
     PROMOTION_APPROVED = "promotion.approved", "promotion approved"
     PROMOTION_REJECTED = "promotion.rejected", "promotion rejected"
+    PROMOTION_CHECKLIST_OVERRIDDEN = (
+        "promotion.checklist_overridden",
+        "blocking zero-downtime checklist overridden by an approver",
+    )
     PROMOTION_CANCELLED = "promotion.cancelled", "promotion cancelled"
     PROMOTION_PR_OPENED = "promotion.pr_opened", "promotion pull request opened"
     PROMOTION_BRANCH_REPLACED = "promotion.branch_replaced", "promotion moved to a fresh branch"

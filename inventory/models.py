@@ -89,6 +89,9 @@ class Environment(models.Model):
     # Check names an automatic merge needs at the PR head, or ["any"] / []: every reported check,
     # and at least one (changes.checks.checks_verdict).
     required_checks = models.JSONField(default=list, blank=True)
+    # Zero-downtime checklist modes that differ from the defaults: {check id: off | warn | block}
+    # (core.zerodowntime.CHECKS; changes.checklist.environment_modes fills in the defaults).
+    checklist = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["order", "name"]

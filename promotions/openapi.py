@@ -137,6 +137,17 @@ _GATE = {
         "detail": _STR,
         "link": _STR,
         "transient": {"type": "boolean"},
+        "overridable": {
+            "type": "boolean",
+            "description": "a blocking zero-downtime checklist gate an approver (not the requester) may override",
+        },
+        "overridden": {"type": "string", "description": "the approver's reason, once overridden"},
+        "findings": {
+            "type": "array",
+            "description": "checklist: kind, namespace, name, container, destination, message; "
+            "secret scan: file, line, detector (never the secret)",
+            "items": {"type": "object"},
+        },
     },
 }
 

@@ -9,6 +9,9 @@ from typing import Any
 
 from django.contrib.auth.models import User
 
+from changes.checklist import SECRET_SCAN
+from changes.rendered import RenderedChange
+from changes.secretscan import BASELINE_PATH, redact_diff
 from core.diffs import classify_diff
 from integrations.gitrepo import InvalidRef, validate_ref_name
 from inventory.models import Application, Environment, GitRepository
@@ -56,7 +59,12 @@ class ItemPreview:
 
     @property
     def diff_lines(self) -> list[tuple[str, str]]:
-        return classify_diff(self.plan.diff) if self.plan else []
+        if not self.plan:
+            return []
+        scan = next((gate for gate in self.gates if gate.name == SECRET_SCAN), None)
+        # A secret the scan found is never shown: its lines are masked in the diff on the page.
+        diff = self.plan.diff if scan is None or scan.passed else redact_diff(self.plan.diff)
+        return classify_diff(diff)
 
 
 @dataclass
@@ -77,6 +85,11 @@ class PromotionPreview:
     @property
     def failing(self) -> list[g.Gate]:
         return g.failing(self.all_gates)
+
+    @property
+    def refusing(self) -> list[g.Gate]:
+        """Failures that refuse the request (blocking checklist gates wait for an approver instead)."""
+        return g.refusing(self.all_gates)
 
     @property
     def ok(self) -> bool:
@@ -132,6 +145,8 @@ def promotion_preview(
     if not base_sha:
         raise PromotionRefused(f"branch {target_env.branch} of {repository.name} does not exist")
     read_target = gitops.reader(mirror, base_sha)
+    # Known false positives of the secret scan, as the target branch has them (untrusted data).
+    baseline_text = read_target(BASELINE_PATH)
     allowed_all = all(g.may_override_sync_window(actor, app, target_env) for app in applications)
     items: list[ItemPreview] = []
     for app in applications:
@@ -165,10 +180,14 @@ def promotion_preview(
             ),
             g.gate_in_flight(app, target_env, exclude_promotion_id=exclude_promotion_id),
             g.gate_promotion_block(app, target_env, versions=versions, revision=rev),
-            g.gate_zero_downtime(app, source_env, target_env, read_source),
             g.gate_changes(plan, error),
             g.gate_rendered_pending(),
         ]
+        rendered: list[RenderedChange] = []  # Argo CD's rendering of the change, once its branch exists
+        item_gates += g.gates_checklist(
+            app, target_env, rendered=rendered, read_after=g.edited_reader(read_target, plan)
+        )
+        item_gates.append(g.gate_secret_scan(app, plan=plan, rendered=rendered, baseline_text=baseline_text))
         commits: list[gitops.ChangelogEntry] = []
         if known_rev:
             commits = changelog(mirror, repository, app, source_env, rev, plan)

@@ -58,7 +58,11 @@ def promotion_change_records_sync(promotion: Promotion, items: Sequence[Promotio
         return
     approvers = [a.approver_name for a in promotion.approvals.all() if a.decision == ApprovalDecision.APPROVE]
     gates = [
-        {"name": gate.get("name", "?"), "passed": bool(gate.get("passed")), "detail": gate.get("detail", "")}
+        {
+            "name": gate.get("name", "?"),
+            "passed": bool(gate.get("passed")),
+            "detail": _gate_detail(promotion, gate),
+        }
         for gate in (promotion.gates or [])
         if isinstance(gate, dict)
     ] + checks_gate(promotion)
@@ -119,3 +123,12 @@ def _record_title(promotion: Promotion, item: PromotionItem, count: int) -> str:
         f"to {promotion.target_env.name}"
     )
     return title + (f" (release train #{promotion.pk}, {count} apps)" if count > 1 else "")
+
+
+def _gate_detail(promotion: Promotion, gate: dict) -> str:
+    """A gate's detail for the change record; an approver's checklist override is named in it."""
+    detail = str(gate.get("detail", ""))
+    if gate.get("overridden"):
+        who = promotion.checklist_overridden_by_name or "an approver"
+        detail += f" [OVERRIDDEN by {who}: {gate['overridden']}]"
+    return detail

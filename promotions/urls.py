@@ -12,6 +12,7 @@ urlpatterns = [
     path("<int:pk>/rendered/", views.promotion_rendered, name="rendered"),
     path("<int:pk>/approve/", views.promotion_approve, name="approve"),
     path("<int:pk>/reject/", views.promotion_reject, name="reject"),
+    path("<int:pk>/override-checklist/", views.promotion_checklist_override, name="checklist_override"),
     path("<int:pk>/cancel/", views.promotion_cancel, name="cancel"),
     path("blocks/<int:pk>/clear/", views.promotion_block_clear, name="block_clear"),
 ]

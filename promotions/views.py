@@ -201,6 +201,20 @@ def promotion_reject(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse
 
 
 @require_POST
+@require_role(Role.APPROVER)
+def promotion_checklist_override(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    promotion = selectors.promotion_get(user=request.user, pk=pk)
+    try:
+        services.promotion_checklist_override(
+            promotion=promotion, actor=request.user, reason=request.POST.get("reason", "")[:4000]
+        )
+        messages.success(request, "Zero-downtime checklist overridden; the promotion can now be approved.")
+    except services.PromotionRefused as exc:
+        messages.error(request, exc.message)
+    return redirect(promotion)
+
+
+@require_POST
 @require_role(Role.RELEASE_MANAGER)
 def promotion_cancel(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     return _decision(request, pk, "cancel")

@@ -60,7 +60,12 @@ def rollback_change_record_sync(rollback: RollbackRequest) -> None:
         clusters=clusters,
         correlation_id=rollback.correlation_id,
         incident=rollback.incident,
-        gates=checks_gate(rollback),
+        gates=[
+            {"name": g.get("name", "?"), "passed": bool(g.get("passed")), "detail": g.get("detail", "")}
+            for g in rollback.gates or []
+            if isinstance(g, dict)
+        ]
+        + checks_gate(rollback),
         **_approval_fields(rollback),
     )
 

@@ -13,6 +13,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from changes.checklist import secret_scan_gate
 from changes.checks import (
     ChecksPanel,
     change_checks_live,
@@ -42,6 +43,7 @@ from . import history
 from .kind import ROLLBACK, rollback_load
 from .models import RollbackRequest
 from .records import rollback_snapshot
+from .rendered import rollback_rendered
 from .selectors import degraded_since, env_argo_apps
 
 State = RollbackRequest.State
@@ -87,6 +89,16 @@ def _track_pr(rollback: RollbackRequest) -> None:
     assert number is not None  # tracked from PR_OPEN on, when the number is stored
     required = rollback.environment.required_checks
     if rollback.emergency and rollback.environment.rollback_auto_merge:
+        secrets = _rendered_secret_scan(rollback)
+        if secrets:
+            # Nobody overrides the secret scan: the portal does not merge what Argo CD would apply.
+            change_fail(
+                kind=ROLLBACK,
+                change_id=rollback.pk,
+                reason=f"emergency merge refused: {secrets}",
+                extra={"merge_refused": True},
+            )
+            return
         attempt, verdict = pull_request_merge_when_checks_pass(
             repository=repository,
             number=number,
@@ -158,6 +170,30 @@ def _sync_failures(rollback: RollbackRequest, apps: list[Any], mirror: GitMirror
         except (GitError, InvalidRef):
             continue
     return failed
+
+
+_SCANNED_HEADS: dict[tuple[int, str], str] = {}
+
+
+def _rendered_secret_scan(rollback: RollbackRequest) -> str:
+    """Scan what Argo CD renders at the pushed head before an automatic merge; the findings, or "".
+
+    A head is scanned once per process (tracking ticks repeat while the checks run).
+    """
+    head = rollback.pushed_head_sha or rollback.pr_head_sha
+    if not head:
+        return ""
+    if (rollback.pk, head) in _SCANNED_HEADS:
+        return _SCANNED_HEADS[(rollback.pk, head)]
+    rendered = [r for r in rollback_rendered(rollback, branch_ok=False) if r.ok]
+    if not rendered:
+        return ""  # rendering failed or is pending: the revert's file diff was scanned at the request
+    gate = secret_scan_gate(app=rollback.application.name, rendered=rendered)
+    result = "" if gate["passed"] else f"{gate['label']}: {gate['detail']}"
+    if len(_SCANNED_HEADS) > 1000:
+        _SCANNED_HEADS.clear()
+    _SCANNED_HEADS[(rollback.pk, head)] = result
+    return result
 
 
 def _transition_merged(rollback_id: int, merge_sha: str, *, auto: bool, merged_by: str) -> None:

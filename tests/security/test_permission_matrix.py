@@ -153,6 +153,7 @@ RULES: dict[str, Rule] = {
     "promotions:rendered": Rule(get=CHECKOUT_VIEWERS, kw=lambda w: {"pk": w.promotion.pk}),
     "promotions:approve": Rule(get=None, post=APPROVERS, kw=lambda w: {"pk": w.promotion.pk}),
     "promotions:reject": Rule(get=None, post=APPROVERS, kw=lambda w: {"pk": w.promotion.pk}),
+    "promotions:checklist_override": Rule(get=None, post=APPROVERS, kw=lambda w: {"pk": w.promotion.pk}),
     "promotions:cancel": Rule(get=None, post=RELEASE_MANAGERS, kw=lambda w: {"pk": w.promotion.pk}),
     "promotions:block_clear": Rule(get=None, post=RELEASE_MANAGERS, kw=lambda w: {"pk": w.block.pk}),
     "api-promotions": Rule(

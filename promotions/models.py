@@ -204,6 +204,17 @@ class Promotion(PullRequestRecord):
         return self.state in CANCELLABLE_STATES
 
     @property
+    def gates_shown(self) -> list[Any]:
+        """The gates a page shows: the latest evaluation while open, the requested ones once final.
+
+        A completed change keeps the list its requester saw (and its approvers decided on); a later
+        re-evaluation (at PR time) must not rewrite what the page says the change passed.
+        """
+        if self.is_final and self.requested_gates:
+            return list(self.requested_gates)
+        return list(self.gates or [])
+
+    @property
     def awaits_approval(self) -> bool:
         return self.state == PromotionState.REQUESTED
 

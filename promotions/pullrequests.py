@@ -286,15 +286,22 @@ def _pr_body(
     lines += ["", "### Changelog"]
     for i in items:
         app = i.application
-        entries = changelog(
-            mirror, promotion.repository, app, promotion.source_env, i.source_revision, None, i
-        )
+        # The commits the requester and the approvers saw (only those that reach the target).
+        entries = [c for c in i.commits or [] if isinstance(c, dict)] or [
+            {"short_sha": e.short_sha, "url": e.url, "subject": e.subject, "author": e.author}
+            for e in changelog(
+                mirror, promotion.repository, app, promotion.source_env, i.source_revision, None, i
+            )
+        ]
         lines.append(f"**{md_escape(app.name)}**")
         if not entries:
             lines.append("- (no commits found)")
         for e in entries:
-            sha = f"[`{e.short_sha}`]({e.url})" if e.url else f"`{e.short_sha}`"
-            lines.append(f"- {sha} {md_escape(e.subject)} ({md_escape(e.author)})")
+            short, url = str(e.get("short_sha", "")), str(e.get("url", ""))
+            sha = f"[`{short}`]({url})" if url else f"`{short}`"
+            lines.append(
+                f"- {sha} {md_escape(str(e.get('subject', '')))} ({md_escape(str(e.get('author', '')))})"
+            )
     lines += ["", "### Gates"]
     for gate in promotion.gates or []:
         mark = {"pass": "✅", "fail": "❌", "warning": "⚠️"}.get(

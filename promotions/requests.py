@@ -27,7 +27,6 @@ from .models import (
     PromotionState,
 )
 from .preview import PromotionPreview, PromotionRefused, promotion_preview
-from .records import revision_label
 
 S = PromotionState
 
@@ -106,7 +105,7 @@ def _create(*, actor: User, preview: PromotionPreview, note: str, justification:
                         for c in item.commits
                     ],
                     diff=item.plan.diff,
-                    target_revision_before=revision_label(item.target.revisions)[:64],
+                    target_revision_before=item.target_revision_before[:64],
                 )
     except IntegrityError:
         other = (

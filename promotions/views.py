@@ -126,18 +126,18 @@ def promotion_create(request: AuthenticatedHttpRequest) -> HttpResponse:
 @require_role(Role.VIEWER)
 def promotion_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     promotion = selectors.promotion_get(user=request.user, pk=pk)
+    argo_apps = selectors.promotion_argo_apps(promotion)
     context = {
         "nav": "promotions",
         "promotion": promotion,
+        "argo_apps": argo_apps,
         "items": list(promotion.items.all()),
         "approvals": list(promotion.approvals.all()),
         "timeline": selectors.promotion_timeline(promotion),
         "can": selectors.promotion_abilities(promotion, request.user),
         "live": not promotion.is_final,
         # Rollouts of the target, read live once the merge can be rolling out.
-        "argo_live": liveobjects.live_objects(selectors.promotion_argo_apps(promotion), app_sets=False)
-        if promotion.merged_at
-        else None,
+        "argo_live": liveobjects.live_objects(argo_apps, app_sets=False) if promotion.merged_at else None,
         # The stored checks; the panel loads the live ones itself (promotion_checks).
         "checks": selectors.promotion_checks(promotion, live=False),
         "checks_url": reverse("promotions:checks", args=[promotion.pk]),

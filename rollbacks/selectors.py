@@ -87,6 +87,7 @@ class RollbackPlan:
     target_deployment_id: int | None = None
     # The zero-downtime checklist (shown, never blocking: see plan_gates) and the secret scan.
     gates: list[dict[str, Any]] = field(default_factory=list)
+    argo_apps: list[ArgoApplication] = field(default_factory=list)  # the page links them in Argo CD
 
     @property
     def ok(self) -> bool:
@@ -188,6 +189,7 @@ def rollback_plan(
 
     deployments = env_deployments(application, environment)
     argo_apps = env_argo_apps(application, environment)
+    plan.argo_apps = argo_apps
     if deployments:
         plan.observed_deployment_id = deployments[0].id
         plan.current_revision = deployments[0].revision

@@ -90,7 +90,7 @@ class Environment(models.Model):
     production_like = models.BooleanField(default=False)
     rollback_auto_merge = models.BooleanField(default=False)
     # Check names an automatic merge needs at the PR head, or ["any"] / []: every reported check,
-    # and at least one (changes.pullrequests.required_checks_verdict).
+    # and at least one (changes.checks.checks_verdict).
     required_checks = models.JSONField(default=list, blank=True)
     # Who syncs the Argo CD apps after a merge (config `sync`): Argo CD's auto-sync, or the portal
     # (POST .../sync with the merged revision, in the AppProject's sync windows); `sync_options`

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from changes.checks import CHECKS_SCHEMA
 from changes.syncview import SYNC_JSON_SCHEMA
 
 _STR = {"type": "string"}
@@ -240,6 +241,7 @@ SCHEMAS: dict = {
             "failure_reason": _NSTR,
             "last_error": _NSTR,
             "tracking_error": {**_NSTR, "description": "a permanent tracking problem (e.g. the PR is gone)"},
+            "checks": CHECKS_SCHEMA,
             "sync": SYNC_JSON_SCHEMA,
             "lead_time_seconds": {
                 "type": ["integer", "null"],

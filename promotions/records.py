@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from audit.services import change_record_sync
+from changes.checks import checks_gate
 from inventory.models import ArgoApplication
 
 from .models import ApprovalDecision, Promotion, PromotionItem, PromotionState
@@ -64,7 +65,7 @@ def promotion_change_records_sync(promotion: Promotion, items: Sequence[Promotio
         }
         for gate in (promotion.gates or [])
         if isinstance(gate, dict)
-    ]
+    ] + checks_gate(promotion)
     outcome = "rolled_back" if promotion.rolled_back_by else OUTCOMES.get(promotion.state, "pending")
     clusters = _clusters_by_app(promotion, items)
     for item in items:

@@ -13,9 +13,11 @@ from django.http import Http404
 from accounts.permissions import has_role, project_filter, project_visible, role_scopes
 from accounts.roles import Role
 from changes.checklist import overridable_failing
+from changes.checks import ChecksPanel, change_checks_live, checks_panel
 from core.querytext import query_page, query_text
 from inventory.models import Application, ArgoApplication, Environment
 
+from .kind import PROMOTION
 from .models import (
     FINAL_STATES,
     Approval,
@@ -208,6 +210,20 @@ def promotion_timeline(promotion: Promotion) -> list[Step]:
         last_done = max((i for i, s in enumerate(steps) if s.done), default=-1)
         steps = [*steps[: last_done + 1], Step(promotion.state, label, getattr(promotion, attr), "bad")]
     return steps
+
+
+def promotion_checks(promotion: Promotion, *, live: bool) -> ChecksPanel:
+    """The checks panel of a promotion: as tracking stored it, or read from the forge now (`live`)."""
+    approved = promotion.approved_at is not None
+    if not live:
+        return checks_panel(promotion, kind=PROMOTION, approved=approved)
+    return change_checks_live(
+        kind=PROMOTION,
+        change=promotion,
+        repository=promotion.repository,
+        required=promotion.target_env.required_checks,
+        approved=approved,
+    )
 
 
 @dataclass(frozen=True)

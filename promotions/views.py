@@ -142,10 +142,26 @@ def promotion_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse
         # Rollouts of the target, read live once the merge can be rolling out.
         "argo_live": liveobjects.live_objects(argo_apps, app_sets=False) if promotion.merged_at else None,
         "sync": change_sync_view(kind=PROMOTION, change=promotion, user=request.user),
+        # The stored checks; the panel loads the live ones itself (promotion_checks).
+        "checks": selectors.promotion_checks(promotion, live=False),
+        "checks_url": reverse("promotions:checks", args=[promotion.pk]),
+        "checks_first_render": True,
     }
     if request.htmx:
         return render(request, "promotions/detail.html#live", context)
     return render(request, "promotions/detail.html", context)
+
+
+@require_GET
+@require_role(Role.VIEWER)
+def promotion_checks(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """The checks panel of a promotion, read from the forge now (htmx polls it while the PR is open)."""
+    promotion = selectors.promotion_get(user=request.user, pk=pk)
+    context = {
+        "checks": selectors.promotion_checks(promotion, live=True),
+        "checks_url": reverse("promotions:checks", args=[promotion.pk]),
+    }
+    return render(request, "changes/_checks.html", context)
 
 
 @require_GET

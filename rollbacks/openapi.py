@@ -1,5 +1,6 @@
 """OpenAPI fragment for this app's endpoints (merged by gitopsportal.openapi)."""
 
+from changes.checks import CHECKS_SCHEMA
 from changes.syncview import SYNC_JSON_SCHEMA
 
 _ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -150,6 +151,7 @@ SCHEMAS: dict = {
             "conflict_files": {"type": "array", "items": {"type": "string"}},
             "tracking_detail": _TEXT_OR_NULL,
             "tracking_error": _TEXT_OR_NULL,
+            "checks": CHECKS_SCHEMA,
             "sync": SYNC_JSON_SCHEMA,
             "requested_at": {"type": "string", "format": "date-time"},
             "pr_opened_at": _TIME,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from audit.services import change_record_sync
+from changes.checks import checks_gate
 
 from .models import RollbackRequest
 from .selectors import env_argo_apps
@@ -65,7 +66,8 @@ def rollback_change_record_sync(rollback: RollbackRequest) -> None:
             {"name": g.get("name", "?"), "passed": bool(g.get("passed")), "detail": g.get("detail", "")}
             for g in rollback.gates or []
             if isinstance(g, dict)
-        ],
+        ]
+        + checks_gate(rollback),
         **_approval_fields(rollback),
     )
 

@@ -35,6 +35,7 @@ from .requests import (
     rollback_request_create,
 )
 from .tracking import (
+    rollback_checks,
     rollback_pr_event,
     rollback_sync,
     rollback_sync_override,
@@ -50,6 +51,7 @@ __all__ = [
     "rollback_can_approve_after",
     "rollback_cancel",
     "rollback_check_permission",
+    "rollback_checks",
     "rollback_fail",
     "rollback_pr_event",
     "rollback_pr_open",

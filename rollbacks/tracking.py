@@ -14,8 +14,16 @@ from django.db import transaction
 from django.utils import timezone
 
 from changes.checklist import secret_scan_gate
+from changes.checks import (
+    ChecksPanel,
+    change_checks_live,
+    change_checks_record,
+    change_checks_refresh,
+    checks_panel,
+    pull_request_merge_when_checks_pass,
+)
 from changes.lifecycle import change_enqueue_track, change_fail, change_record, change_transition
-from changes.pullrequests import pull_request_merge_when_checks_pass, pull_request_refresh
+from changes.pullrequests import pull_request_refresh
 from changes.sweeper import change_sweep
 from changes.syncs import change_sync, change_sync_hold, change_sync_override
 from changes.tracking import (
@@ -95,6 +103,7 @@ def _repository(rollback: RollbackRequest) -> GitRepository:
 def _track_pr(rollback: RollbackRequest) -> None:
     repository, number = _repository(rollback), rollback.pr_number
     assert number is not None  # tracked from PR_OPEN on, when the number is stored
+    required = rollback.environment.required_checks
     if rollback.emergency and rollback.environment.rollback_auto_merge:
         secrets = _rendered_secret_scan(rollback)
         if secrets:
@@ -106,12 +115,14 @@ def _track_pr(rollback: RollbackRequest) -> None:
                 extra={"merge_refused": True},
             )
             return
-        attempt = pull_request_merge_when_checks_pass(
+        attempt, verdict = pull_request_merge_when_checks_pass(
             repository=repository,
             number=number,
             head_sha=rollback.pushed_head_sha or rollback.pr_head_sha,
-            required_checks=rollback.environment.required_checks,
+            required_checks=required,
         )
+        if verdict is not None:
+            change_checks_record(kind=ROLLBACK, change_id=rollback.pk, verdict=verdict, required=required)
         if attempt.status == "refused":
             # The head moved (or the PR is not the portal's): nothing unreviewed is merged.
             change_fail(
@@ -134,6 +145,20 @@ def _track_pr(rollback: RollbackRequest) -> None:
         _transition_merged(rollback.pk, pr.merge_commit_sha or "", auto=False, merged_by=pr.merged_by or "")
     elif pr.state == "closed":
         _transition_closed(rollback.pk)
+    else:
+        change_checks_refresh(kind=ROLLBACK, change=rollback, repository=repository, required=required)
+
+
+def rollback_checks(rollback: RollbackRequest, *, live: bool) -> ChecksPanel:
+    """The checks panel of a rollback: as tracking stored it, or read from the forge now (`live`)."""
+    if not live:
+        return checks_panel(rollback, kind=ROLLBACK)
+    return change_checks_live(
+        kind=ROLLBACK,
+        change=rollback,
+        repository=rollback.application.repository,
+        required=rollback.environment.required_checks,
+    )
 
 
 def _set_detail(rollback_id: int, detail: str) -> None:

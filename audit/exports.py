@@ -34,7 +34,6 @@ from .selectors import (
     audit_export_events,
     audit_export_plan,
     audit_export_rows,
-    change_record_evidence,
     change_records_for_export,
     change_records_newest_first,
 )
@@ -496,24 +495,6 @@ def _when(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
 
 
-def _plain(value: Any) -> str:
-    """Render a JSON value as text a reader understands: ``k: v; …``, never a raw ``{}``."""
-    if value in (None, "", {}, []):
-        return "—"
-    if isinstance(value, dict):
-        return "; ".join(f"{k}: {_plain(v)}" for k, v in sorted(value.items()))
-    if isinstance(value, list):
-        return ", ".join(_plain(v) for v in value)
-    return str(value)
-
-
-def _pr_text(record: ChangeRecord) -> str:
-    return f"PR #{record.pr_number} {record.pr_url}".strip() if record.pr_number else "no pull request"
-
-
-_SOD = {True: "yes (requester is not an approver)", False: "NO: the requester approved", None: "no approval"}
-
-
 @dataclass
 class ReportSummary:
     """The report's first page: how many changes, how they ended, where, and the exceptions."""
@@ -545,36 +526,98 @@ def change_report_summary(records: list[ChangeRecord]) -> ReportSummary:
     )
 
 
+def _fit(text: Any, chars: int, lines: int = 1) -> str:
+    """Cut text into at most ``lines`` lines of ``chars`` characters (a plain table cell, no Paragraph)."""
+    text = " ".join(str("" if text is None else text).split())
+    out: list[str] = []
+    while text and len(out) < lines:
+        if len(text) <= chars:
+            out.append(text)
+            text = ""
+            break
+        cut = text.rfind(" ", 0, chars + 1)
+        cut = cut if cut > chars // 2 else chars
+        out.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    if text and out:
+        out[-1] = out[-1][: max(chars - 1, 1)].rstrip() + "…"
+    return "\n".join(out) or "—"
+
+
+# The records table: (header, width in mm, characters per line at 6.5 pt) for each column.
+_RECORD_COLUMNS: tuple[tuple[str, float, int], ...] = (
+    ("Change", 44, 34),
+    ("App → environment", 30, 23),
+    ("Outcome", 17, 12),
+    ("Requested by", 28, 21),
+    ("Approved by", 28, 21),
+    ("Pull request", 16, 11),
+    ("Merged", 28, 21),
+    ("Deployed / healthy", 28, 21),
+    ("Lead time", 14, 9),
+    ("Version", 34, 26),
+)
+_RECORDS_PER_TABLE = 40  # small tables flow across pages cheaply (one huge table re-splits per page)
+
+
+def _record_row(record: ChangeRecord) -> list[str]:
+    """One change as a row of plain strings: who asked, who approved, which PR, when it was healthy."""
+    widths = [c[2] for c in _RECORD_COLUMNS]
+    approved = ", ".join(record.approvers)
+    sod = {True: "", False: " (SELF-APPROVED)", None: ""}[record.separation_of_duties_ok]
+    return [
+        _fit(f"#{record.pk} {record.title or record.get_kind_display()}", widths[0], 3),
+        _fit(f"{record.app} → {record.environment}", widths[1], 3),
+        _fit(record.get_outcome_display() + (" EMERGENCY" if record.emergency else ""), widths[2], 2),
+        _fit(record.requester_name or "—", widths[3]) + "\n" + _when(record.requested_at),
+        (_fit(approved + sod, widths[4]) + "\n" + _when(record.approved_at)) if approved else "no approval",
+        (f"PR #{record.pr_number}" if record.pr_number else "no PR")
+        + ("\nmerged" if record.merged_at else ""),
+        (_fit(f"by {record.merged_by or '—'}", widths[6]) + "\n" + _when(record.merged_at))
+        if record.merged_at
+        else "not merged",
+        f"{_when(record.deployed_at)}\n{_when(record.healthy_at)}",
+        record.lead_time_display if record.lead_time is not None else "—",
+        _fit(f"{record.version_before_display or '—'} → {record.version_after_display or '—'}", widths[9], 2)
+        + "\n"
+        + _fit(f"{(record.revision_before or '—')[:10]} → {(record.revision_after or '—')[:10]}", widths[9]),
+    ]
+
+
 def write_pdf(job: ExportJob, path: str, *, created_by: str) -> int:
-    """Write the change report (summary first, then the records newest first); return the record count."""
+    """Write the change report; return the record count.
+
+    A summary first (period, counts by outcome and environment, exceptions), then every change
+    newest first, one row of plain strings each (who asked, who approved, which PR, merged by whom,
+    when deployed and healthy, lead time, versions and revisions), in tables that fit the page. The
+    per-record ledger evidence is in the signed bundle (``--format bundle``) and on each record's page.
+    """
     from reportlab.lib import colors
     from reportlab.lib.pagesizes import A4, landscape
-    from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
+    from reportlab.lib.styles import getSampleStyleSheet
     from reportlab.lib.units import mm
-    from reportlab.platypus import KeepTogether, PageBreak, SimpleDocTemplate, Spacer, Table, TableStyle
+    from reportlab.platypus import PageBreak, SimpleDocTemplate, Spacer, Table, TableStyle
 
     styles = getSampleStyleSheet()
     body, h1, h2 = styles["BodyText"], styles["Title"], styles["Heading2"]
-    cell = ParagraphStyle("cell", parent=body, fontSize=8, leading=10)
-    # Hashes and URLs may break anywhere, but only where a line is full (no digit split needlessly).
-    mono = ParagraphStyle("mono", parent=cell, fontName="Courier", fontSize=7.5, leading=9.5, wordWrap="CJK")
-    head = ParagraphStyle("head", parent=cell, fontName="Helvetica-Bold")
     width = landscape(A4)[0] - 30 * mm  # 267 mm between the margins
-
-    def grid(header: bool = False) -> TableStyle:
-        rules = [
+    style = TableStyle(
+        [
             ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
             ("VALIGN", (0, 0), (-1, -1), "TOP"),
+            ("FONTSIZE", (0, 0), (-1, -1), 6.5),
+            ("LEADING", (0, 0), (-1, -1), 7.5),
+            ("TOPPADDING", (0, 0), (-1, -1), 1.5),
+            ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
+            ("FONTNAME", (0, 0), (-1, 0), "Helvetica-Bold"),
+            ("BACKGROUND", (0, 0), (-1, 0), colors.whitesmoke),
         ]
-        rules.append(("BACKGROUND", (0, 0), (-1, 0) if header else (0, -1), colors.whitesmoke))
-        return TableStyle(rules)
+    )
 
-    def table(rows: list[list[Any]], widths_mm: list[float], *, header: bool = False) -> Any:
+    def table(rows: list[list[str]], widths_mm: list[float]) -> Any:
         scale = min(1.0, width / (sum(widths_mm) * mm))  # never wider than the page
-        built = Table(
-            rows, colWidths=[w * mm * scale for w in widths_mm], repeatRows=1 if header else 0, hAlign="LEFT"
-        )
-        built.setStyle(grid(header))
+        built = Table(rows, colWidths=[w * mm * scale for w in widths_mm], repeatRows=1, hAlign="LEFT")
+        built.setStyle(style)
         return built
 
     filters = job.plan.filters
@@ -591,69 +634,37 @@ def write_pdf(job: ExportJob, path: str, *, created_by: str) -> int:
             body,
         ),
         _p(
-            f"Ledger signing key id: {current_key_id()}. Verify the ledger: python manage.py audit_verify",
+            f"Ledger signing key id: {current_key_id()}. Verify the ledger: python manage.py audit_verify. "
+            "Each change's ledger events (with their hashes) are in the signed bundle of the same period "
+            "(audit_export --format bundle) and on the change's evidence page.",
             body,
         ),
         Spacer(1, 4 * mm),
         _p("Summary", h2),
         _p(f"{summary.count} change(s) in the period.", body),
     ]
-
-    def pairs(headers: tuple[str, str], items: Iterable[tuple[Any, Any]], widths_mm: list[float]) -> Any:
-        rows = [[_p(h, head) for h in headers]] + [[_p(k, cell), _p(v, cell)] for k, v in items]
-        return table(rows, widths_mm, header=True)
-
     if records:
         story += [
-            pairs(("Outcome", "Changes"), summary.by_outcome.items(), [80, 30]),
+            table([["Outcome", "Changes"], *([k, str(v)] for k, v in summary.by_outcome.items())], [80, 30]),
             Spacer(1, 3 * mm),
-            pairs(("Environment", "Changes"), summary.by_environment.items(), [80, 30]),
+            table(
+                [["Environment", "Changes"], *([_fit(k, 60), str(v)] for k, v in summary.by_environment.items())],
+                [80, 30],
+            ),
             Spacer(1, 3 * mm),
             _p("Exceptions", h2),
-            pairs(("Change", "Why"), summary.exceptions, [110, 157])
+            table([["Change", "Why"], *([_fit(k, 80, 2), _fit(v, 115, 3)] for k, v in summary.exceptions)], [110, 157])
             if summary.exceptions
             else _p("None: no emergency change, no self-approval, no failed or rolled-back change.", body),
             Spacer(1, 6 * mm),
-            PageBreak(),  # the summary is page 1; the records follow
+            PageBreak(),  # the summary comes first; the records follow
             _p("Changes, newest first", h2),
-        ]
-    for record in records:
-        rows = [
-            ("Change", f"#{record.pk} {record.get_kind_display()} · {record.source_type} {record.source_id}"),
-            ("App → environment", f"{record.app} → {record.environment}" + (f" ({', '.join(record.clusters)})" if record.clusters else "")),
-            ("Outcome", record.get_outcome_display() + (" · EMERGENCY" if record.emergency else "")),
-            ("Requested by", f"{record.requester_name or '—'} at {_when(record.requested_at)}"),
-            ("Approved by", f"{', '.join(record.approvers) or '—'} at {_when(record.approved_at)}"
-             + (f": {record.approval_reason}" if record.approval_reason else "")),
-            ("Separation of duties", _SOD[record.separation_of_duties_ok]),
-            ("Pull request", _pr_text(record)),
-            ("Merged", f"{_when(record.merged_at)} by {record.merged_by or '—'}" if record.merged_at else "not merged"),
-            ("Version", f"{record.version_before_display or '—'} → {record.version_after_display or '—'}"),
-            ("Revision", f"{record.revision_before or '—'} → {record.revision_after or '—'}"),
-            ("Gates", "; ".join(f"{g['name']}: {'passed' if g.get('passed') else 'FAILED'} {g.get('detail') or ''}".strip() for g in record.gates) or "—"),
-            ("Sync result", _plain(record.sync_result)),
-            ("Deployed / healthy", f"{_when(record.deployed_at)} / {_when(record.healthy_at)}"),
-            ("Lead time", record.lead_time_display if record.lead_time is not None else "—"),
-            ("Incident / correlation id", f"{record.incident or '—'} / {record.correlation_id or '—'}"),
         ]  # fmt: skip
-        if record.justification:
-            rows.append(("Justification", record.justification))
-        details = table(
-            [[_p(k, head), _p(v, mono if k in ("Revision", "Pull request") else cell)] for k, v in rows],
-            [55, 212],
-        )
-        evidence = change_record_evidence(record, limit=200)
-        event_rows = [[_p(h, head) for h in ("#", "Time", "Actor", "Action", "Hash")]] + [
-            [_p(e.sequence, cell), _p(_when(e.created_at), cell), _p(e.actor_name, cell), _p(e.action, cell), _p(e.hash[:32], mono)]
-            for e in evidence
-        ]  # fmt: skip
-        story += [
-            KeepTogether([_p(record.title or f"{record.app} → {record.environment}", h2), details]),
-            Spacer(1, 2 * mm),
-            _p(f"Ledger events ({len(evidence)})", body),
-            table(event_rows, [18, 40, 50, 70, 89], header=True),
-            Spacer(1, 8 * mm),
-        ]
+    header = [c[0] for c in _RECORD_COLUMNS]
+    widths = [c[1] for c in _RECORD_COLUMNS]
+    for start in range(0, len(records), _RECORDS_PER_TABLE):
+        chunk = records[start : start + _RECORDS_PER_TABLE]
+        story.append(table([header, *(_record_row(r) for r in chunk)], widths))
     if not records:
         story.append(_p("No change records match.", body))
     SimpleDocTemplate(

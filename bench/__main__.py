@@ -106,7 +106,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g = p.add_argument_group("8. evidence")
     g.add_argument("--change-records", type=int, default=10_000)
     g.add_argument(
-        "--pdf-records", type=int, default=500, help="the PDF covers this many of them (projected to all)"
+        "--pdf-records",
+        type=int,
+        default=10_000,
+        help="the PDF covers this many of them (fewer: projected to all; default: the whole quarter)",
     )
     args = p.parse_args(argv)
     if args.smoke:

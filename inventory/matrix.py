@@ -216,10 +216,19 @@ def behind_count(
     return max(count, 1) if versions_differ else count
 
 
+# JSON columns a cell never reads: not loaded (nor decoded) for the page's few hundred rows.
+_CELL_DEFERRED = (
+    "labels", "sources", "sync_result", "revisions", "images", "instance__mapping",
+    "instance__last_poll_stats", "application__strategy_options", "application__argocd_projects",
+    "application__argocd_instances", "application__repository__ingested_heads",
+    "environment__allow_skip_from", "environment__required_checks",
+)  # fmt: skip
+
+
 def _cell_source(at: datetime | None) -> QuerySet[ArgoApplication]:
     qs = ArgoApplication.objects.select_related(
         "instance", "cluster", "environment", "application__repository"
-    )
+    ).defer(*_CELL_DEFERRED)
     if at is None:
         return qs.filter(deleted_at__isnull=True)
     latest = Deployment.objects.filter(argo_app=OuterRef("pk"), deployed_at__lte=at).order_by(

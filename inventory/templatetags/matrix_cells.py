@@ -9,7 +9,6 @@ from datetime import datetime
 from urllib.parse import quote
 
 from django import template
-from django.utils import dateformat
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.timesince import timesince
@@ -46,7 +45,7 @@ def _cell_html(
     if cell.deployed_at:
         when = template_localtime(cell.deployed_at)
         parts.append(
-            f'<div class="line muted"><time datetime="{dateformat.format(when, "c")}">'
+            f'<div class="line muted"><time datetime="{when.isoformat()}">'
             f"{escape(timesince(cell.deployed_at, now))} ago</time></div>"
         )
     if cell.behind is not None:

@@ -12,7 +12,7 @@ from django import template
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.timesince import timesince
-from django.utils.timezone import template_localtime
+from django.utils.timezone import localtime
 
 from inventory.matrix import Cell
 
@@ -43,7 +43,7 @@ def _cell_html(
             + "</div>"
         )
     if cell.deployed_at:
-        when = template_localtime(cell.deployed_at)
+        when = localtime(cell.deployed_at)  # as the template did (aware, current time zone)
         parts.append(
             f'<div class="line muted"><time datetime="{when.isoformat()}">'
             f"{escape(timesince(cell.deployed_at, now))} ago</time></div>"

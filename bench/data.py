@@ -269,5 +269,6 @@ def add_app_history(base: dict[str, Any], app_name: str, target: int) -> Any:
 
 
 def analyze() -> None:
+    """Statistics and visibility map as autovacuum leaves them in a running portal (bulk loads skip it)."""
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")
+        cursor.execute("VACUUM ANALYZE" if not connection.in_atomic_block else "ANALYZE")

@@ -156,7 +156,9 @@ def run(
         "Data is inserted directly (bulk_create / one INSERT … SELECT generate_series), not through the "
         "services: the matrix apps get 2 deployments per Argo CD app and 3 overlay touches per "
         "environment; the app page's repository has no local mirror, so its overlay diff is skipped "
-        '("not mirrored yet"), the rest of the page is measured. Audit events carry synthetic '
+        '("not mirrored yet"), and its Argo CD instance does not answer (a closed local port), so its '
+        "live objects (Rollouts, ApplicationSet) show their error at once; the rest of the page is "
+        "measured. Audit events carry synthetic "
         "(md5-based) hashes that link but do not verify: fine for timing a list, not for audit_verify."
     )
     section.note(

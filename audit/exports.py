@@ -49,7 +49,7 @@ CHANGE_COLUMNS: tuple[str, ...] = (
     "requester_name", "approvers", "separation_of_duties_ok", "pr_number", "pr_url", "merged_by",
     "revision_before", "revision_after", "versions_before", "versions_after", "gates", "sync_result",
     "requested_at", "approved_at", "pr_opened_at", "merged_at", "deployed_at", "healthy_at",
-    "lead_time_seconds", "outcome", "emergency", "justification", "approval_reason",
+    "lead_time_seconds", "outcome", "emergency", "justification", "approval_reason", "approved_head_sha",
 )  # fmt: skip
 CONTENT_TYPES = {
     "csv": "text/csv; charset=utf-8",
@@ -62,8 +62,9 @@ EXTENSIONS = {"csv": "csv", "jsonl": "jsonl", "pdf": "pdf", "bundle": "zip", "ch
 # The auditor's change-record CSV: one row per change, plain cells (no JSON), newest first.
 CHANGE_RECORD_CSV_COLUMNS: tuple[str, ...] = (
     "id", "kind", "apps", "environment", "requested_by", "requested_at", "approved_by", "approved_at",
-    "pr_number", "pr_url", "merged_by", "merged_at", "from_sha", "to_sha", "version_before",
-    "version_after", "deployed_at", "healthy_at", "outcome", "emergency", "incident", "correlation_id",
+    "approved_head_sha", "pr_number", "pr_url", "merged_by", "merged_at", "from_sha", "to_sha",
+    "version_before", "version_after", "deployed_at", "healthy_at", "outcome", "emergency", "incident",
+    "correlation_id",
 )  # fmt: skip
 
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection, OWASP).
@@ -154,6 +155,7 @@ def change_record_csv_row(record: ChangeRecord) -> dict[str, Any]:
         "requested_at": _normalise(record.requested_at),
         "approved_by": "; ".join(record.approvers),
         "approved_at": _normalise(record.approved_at),
+        "approved_head_sha": record.approved_head_sha,
         "pr_number": record.pr_number,
         "pr_url": record.pr_url,
         "merged_by": record.merged_by,
@@ -446,6 +448,7 @@ def write_pdf(job: ExportJob, path: str, *, created_by: str) -> int:
             ("Outcome", record.get_outcome_display() + (" · EMERGENCY" if record.emergency else "")),
             ("Requested by", f"{record.requester_name or '—'} at {_when(record.requested_at)}"),
             ("Approved by", f"{', '.join(record.approvers) or '—'} at {_when(record.approved_at)}"
+             + (f" on commit {record.approved_head_sha}" if record.approved_head_sha else "")
              + (f": {record.approval_reason}" if record.approval_reason else "")),
             ("Separation of duties", _SOD[record.separation_of_duties_ok]),
             ("Pull request", _pr_text(record)),

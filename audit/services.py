@@ -29,6 +29,7 @@ Change records (call from promotions, rollbacks and the Argo CD poller)
     ===========================  ===============================================================
     requester_name: str          who asked (frozen username)
     approvers: list[str]         usernames who approved (replaces the stored list)
+    approved_head_sha: str       the commit they approved (the PR branch head they reviewed)
     pr_number: int | None        PR number; pr_url: str; merged_by: str (username on the forge)
     revision_before/after: str   Git SHAs deployed before / after
     versions_before/after: dict  e.g. ``{"image": "1.4.2"}`` or ``{"prod-eu-west-1": "1.4.2"}``
@@ -255,6 +256,7 @@ _CHANGE_TEXT_FIELDS = {
     "merged_by": 150,
     "revision_before": 64,
     "revision_after": 64,
+    "approved_head_sha": 64,
     "project": 200,
     "title": 300,
     "correlation_id": 64,

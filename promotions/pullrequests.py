@@ -1,7 +1,9 @@
 """Promotion pull requests: the branch content, title and body of a promotion's PR; closing it.
 
-The lifecycle (changes.lifecycle) claims the promotion, calls `_build` through `change_pr_open`
-and records the PR; this module only says what the PR of a promotion contains.
+The branch is pushed when the promotion is requested (`promotion_branch_push`, through
+`change_branch_push`), so the approver reviews exactly the commit that will be merged; after the
+approval the lifecycle claims the promotion, calls `_build` through `change_pr_open` (which reuses
+the pushed branch) and records the PR. This module only says what the branch and PR contain.
 """
 
 from __future__ import annotations
@@ -12,12 +14,21 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 
-from changes.lifecycle import ChangeFailed, change_branch_trust, change_fail, change_pr_open
+from changes.lifecycle import (
+    ChangeFailed,
+    change_branch_push,
+    change_branch_trust,
+    change_fail,
+    change_pr_open,
+)
 from changes.pullrequests import (
+    BranchResult,
+    PrepareBranch,
     PullRequestPermanent,
     PullRequestResult,
     PullRequestRetryable,
     PullRequestSpec,
+    branch_ensure,
     branch_name_unguessable,
     forge_for,
     pull_request_close_and_delete_branch,
@@ -28,7 +39,7 @@ from integrations.gitrepo import GitWorkspace, InvalidRef, validate_ref_name
 from . import gates as g
 from . import gitops
 from .kind import PROMOTION
-from .models import ApprovalDecision, Promotion, PromotionItem, PromotionState
+from .models import Promotion, PromotionItem, PromotionState
 from .preview import PromotionRefused, changelog
 from .strategies import SourceState, StrategyError, plan_edits
 
@@ -60,6 +71,14 @@ def promotion_pr_open(*, promotion_id: int) -> str:
     return change_pr_open(kind=PROMOTION, change_id=promotion_id, build=_build)
 
 
+def promotion_branch_push(*, promotion_id: int) -> str:
+    """Push a requested promotion's branch (before approval); idempotent; returns what happened.
+
+    Raises PullRequestRetryable for transient problems (the task retries with backoff).
+    """
+    return change_branch_push(kind=PROMOTION, change_id=promotion_id, build=_push)
+
+
 def promotion_fail(*, promotion_id: int, reason: str) -> bool:
     """Mark a promotion failed (from any non-final state before merge) with a readable reason."""
     return change_fail(kind=PROMOTION, change_id=promotion_id, reason=reason)
@@ -72,25 +91,50 @@ def _build(promotion: Promotion) -> PullRequestResult:
         raise ChangeFailed(str(exc)) from None
 
 
-def _open_pr(promotion: Promotion) -> PullRequestResult:
+def _push(promotion: Promotion) -> BranchResult:
+    try:
+        items, mirror = _items(promotion), gitops.mirror_for(promotion.repository)
+        return branch_ensure(
+            spec=_spec(promotion, items, body=""), prepare_branch=_prepare(promotion, items, mirror)
+        )
+    except (StrategyError, PromotionRefused) as exc:
+        raise ChangeFailed(str(exc)) from None
+
+
+def _items(promotion: Promotion) -> list[PromotionItem]:
+    """The promotion's items, and its branch name chosen (and kept) once."""
     items = list(promotion.items.select_related("application").order_by("application__name"))
     if not items:
         raise PullRequestPermanent("the promotion has no applications")
     branch = branch_name(promotion, items)
     base = validate_ref_name(promotion.target_env.branch)
-    if promotion.pr_branch != branch:
+    if promotion.pr_branch != branch or promotion.pr_base != base:
         Promotion.objects.filter(pk=promotion.pk).update(pr_branch=branch, pr_base=base)
         promotion.pr_branch, promotion.pr_base = branch, base
+    return items
+
+
+def _open_pr(promotion: Promotion) -> PullRequestResult:
+    items = _items(promotion)
     mirror = gitops.mirror_for(promotion.repository)
     _recheck_gates(promotion, items, mirror)
     approvers = list(
-        promotion.approvals.filter(decision=ApprovalDecision.APPROVE).values_list("approver_name", flat=True)
+        promotion.approvals.approving(promotion.pushed_head_sha).values_list("approver_name", flat=True)
     )
+    spec = _spec(promotion, items, body=_pr_body(promotion, items, mirror, approvers))
+    return pull_request_ensure(spec=spec, prepare_branch=_prepare(promotion, items, mirror))
+
+
+def _prepare(promotion: Promotion, items: Sequence[PromotionItem], mirror: Any) -> PrepareBranch:
+    """The promotion's commit: the target overlays edited to what the source runs.
+
+    Its message and trailers hold nothing decided after the request (no approvers): the commit is
+    made before anyone approves it, and a lost branch is rebuilt to the same SHA.
+    """
     requester = promotion.requested_by
     trailers = {
         "Promotion-Id": str(promotion.pk),
         "Requested-By": _person(requester, promotion.requested_by_name),
-        "Approved-By": ", ".join(approvers) or "not required",
     }
     title = _pr_title(promotion, items)
 
@@ -129,6 +173,10 @@ def _open_pr(promotion: Promotion) -> PullRequestResult:
             trailers=trailers,
         )
 
+    return prepare
+
+
+def _spec(promotion: Promotion, items: Sequence[PromotionItem], *, body: str) -> PullRequestSpec:
     reviewers: list[str] = []
     for item in items:
         options = (
@@ -137,17 +185,16 @@ def _open_pr(promotion: Promotion) -> PullRequestResult:
         for login in options.get("reviewers") or []:
             if isinstance(login, str) and login not in reviewers:
                 reviewers.append(login)
-    spec = PullRequestSpec(
+    return PullRequestSpec(
         repository=promotion.repository,
-        branch=branch,
-        base=base,
-        title=title,
-        body=_pr_body(promotion, items, mirror, approvers),
+        branch=promotion.pr_branch,
+        base=promotion.pr_base,
+        title=_pr_title(promotion, items),
+        body=body,
         labels=PR_LABELS,
         reviewers=reviewers,
         trust=change_branch_trust(kind=PROMOTION, change=promotion),
     )
-    return pull_request_ensure(spec=spec, prepare_branch=prepare)
 
 
 def _person(user: User | None, fallback: str) -> str:
@@ -257,9 +304,9 @@ def _pr_body(promotion: Promotion, items: Sequence[PromotionItem], mirror: Any, 
 
 
 def promotion_close_pr(*, promotion_id: int) -> str:
-    """Close the PR and delete the branch of a cancelled (or failed) promotion; idempotent."""
+    """Close the PR and delete the branch of a cancelled, rejected or failed promotion; idempotent."""
     promotion = Promotion.objects.with_related().get(pk=promotion_id)
-    if promotion.state not in (S.CANCELLED, S.FAILED):
+    if promotion.state not in (S.CANCELLED, S.FAILED, S.REJECTED):
         return "not-cancelled"
     number = promotion.pr_number
     if number is None and promotion.pr_branch:

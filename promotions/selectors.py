@@ -170,6 +170,7 @@ class Step:
 
 TIMELINE = (
     ("requested", "Requested", "requested_at"),
+    ("branch_pushed", "Branch pushed", "branch_pushed_at"),
     ("approved", "Approved", "approved_at"),
     ("pr_opened", "PR opened", "pr_opened_at"),
     ("merged", "Merged", "merged_at"),
@@ -216,6 +217,7 @@ class Abilities:
     is_requester: bool
     required_approvals: int
     approvals: int
+    waiting_for_branch: bool  # awaiting approval, but the branch to review is not pushed yet
 
 
 def promotion_abilities(promotion: Promotion, user: User) -> Abilities:
@@ -223,18 +225,25 @@ def promotion_abilities(promotion: Promotion, user: User) -> Abilities:
     projects = sorted({i.application.project for i in promotion.items.all()})
     env = promotion.target_env.name
     is_requester = promotion.requested_by_id == getattr(user, "pk", None)
-    approvals = [a for a in promotion.approvals.all() if a.decision == ApprovalDecision.APPROVE]
-    decided = any(a.approver_id == user.pk for a in promotion.approvals.all())
+    head = promotion.pushed_head_sha
+    valid = [a for a in promotion.approvals.all() if a.is_valid]
+    approvals = [a for a in valid if a.decision == ApprovalDecision.APPROVE and a.head_sha == head]
+    decided = any(a.approver_id == user.pk for a in valid)
     approver = all(has_role(user, Role.APPROVER, project=p, environment=env) for p in projects)
     rm = all(has_role(user, Role.RELEASE_MANAGER, project=p, environment=env) for p in projects)
     target = promotion.target_env
     return Abilities(
-        approve=promotion.state == S.REQUESTED and approver and not is_requester and not decided,
+        approve=promotion.state == S.REQUESTED
+        and approver
+        and not is_requester
+        and not decided
+        and promotion.branch_pushed,
         cancel=promotion.is_cancellable and (is_requester or rm),
         decided=decided,
         is_requester=is_requester,
         required_approvals=max(1, target.approvals_required) if target.requires_approval else 0,
         approvals=len(approvals),
+        waiting_for_branch=promotion.state == S.REQUESTED and not promotion.branch_pushed,
     )
 
 

@@ -21,6 +21,7 @@ from changes.sweeper import change_sweep
 from changes.tracking import (
     change_deploy_timeout,
     change_fail_after_merge,
+    change_pr_head_moved,
     change_pr_read,
     change_tracked,
     change_tracking_error,
@@ -50,6 +51,9 @@ def promotion_track(*, promotion_id: int) -> str:
             kind=PROMOTION, change=promotion, read=lambda: pull_request_refresh(repository, number)
         )
         if pr is None:
+            return promotion.state
+        if change_pr_head_moved(kind=PROMOTION, change=promotion, pr=pr):
+            promotion.refresh_from_db()
             return promotion.state
         if pr.merged:
             _move(

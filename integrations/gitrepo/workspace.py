@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 
 from integrations.gitrepo.command import DEFAULT_MAX_FILE_BYTES, _base_env, _Runner, _scrubber
@@ -39,6 +40,8 @@ class GitWorkspace:
         self.remote_url = remote_url
         self.max_file_bytes = max_file_bytes
         self.committer = (committer_name, committer_email)
+        # Author and committer date of the commits made here (None: now); see `pin_date`.
+        self.commit_date: str | None = None
         self._env = _base_env(remote_url, token, allow_file=allow_file, allow_http=allow_http)
         self._scrubber = _scrubber(token)
         # Explicit so that a GIT_DIR in the worker's environment can never redirect us.
@@ -92,14 +95,29 @@ class GitWorkspace:
         )
         return ws
 
+    def pin_date(self, when: datetime) -> None:
+        """Date every later commit (author and committer) at `when`: the same edits on the same parent
+        then make the same commit SHA, so a lost branch can be rebuilt exactly."""
+        self.commit_date = f"{int(when.timestamp())} +0000"
+
     def _identity(self, name: str | None = None, email: str | None = None) -> dict[str, str]:
         cname, cemail = self.committer
-        return {
+        env = {
             "GIT_AUTHOR_NAME": name or cname,
             "GIT_AUTHOR_EMAIL": email or cemail,
             "GIT_COMMITTER_NAME": cname,
             "GIT_COMMITTER_EMAIL": cemail,
         }
+        if self.commit_date:
+            env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = self.commit_date
+        return env
+
+    def has_commit(self, rev: str) -> bool:
+        """Tell whether `rev` names a commit of this clone."""
+        code, _ = self._git.run(
+            "cat-file", "-e", "--end-of-options", f"{validate_sha(rev)}^{{commit}}", ok_codes=(0, 1, 128)
+        )
+        return code == 0
 
     def head(self) -> str:
         """Return the SHA of HEAD."""

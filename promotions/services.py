@@ -2,7 +2,8 @@
 
 - preview.py: what a promotion would do, and its gates (`promotion_preview`, `PromotionRefused`)
 - requests.py: request, approve/reject (four eyes), cancel
-- pullrequests.py: the PR of a promotion (branch content, title, body); opening and closing it
+- pullrequests.py: the branch of a promotion (pushed at request time, before approval) and its PR
+  (title, body); pushing, opening and closing them
 - tracking.py: merged → deployed → Healthy, the sweeper
 - blocks.py: versions that must not be promoted again; records.py: ledger events, change records
 The lifecycle those share with rollbacks (claims, backoff, PR ensure, tracking, sweeping) is the
@@ -13,7 +14,13 @@ from __future__ import annotations
 
 from .blocks import promotion_block_clear, promotion_block_create
 from .preview import ItemPreview, PromotionPreview, PromotionRefused, promotion_preview
-from .pullrequests import branch_name, promotion_close_pr, promotion_fail, promotion_pr_open
+from .pullrequests import (
+    branch_name,
+    promotion_branch_push,
+    promotion_close_pr,
+    promotion_fail,
+    promotion_pr_open,
+)
 from .records import change_record_source_id
 from .requests import promotion_approve, promotion_cancel, promotion_reject, promotion_request_create
 from .tracking import promotion_track, promotions_sweep
@@ -26,6 +33,7 @@ __all__ = [
     "change_record_source_id",
     "promotion_approve",
     "promotion_block_clear",
+    "promotion_branch_push",
     "promotion_block_create",
     "promotion_cancel",
     "promotion_close_pr",

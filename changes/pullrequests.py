@@ -17,6 +17,11 @@ Public API (kept stable for rollbacks/):
   repository, its author is the portal's own forge identity (`forge_login`) and its head is the
   recorded commit. Anything else on the branch name (someone else's PR or push) is left alone: the
   change moves to a fresh, unguessable branch (`spec.trust.replace_branch`, audited by the caller).
+- `branch_ensure(*, spec, prepare_branch) -> BranchResult(branch, head_sha, pushed)`: step 2 alone
+  (the request-time push, before any approval). A branch the portal pushed is rebuilt, when lost,
+  on the recorded base commit with the recorded commit date (`spec.trust`): the same SHA is pushed
+  again; another SHA, or a branch or PR of the portal's now at another commit, raises `BranchMoved`
+  (`foreign`: someone else's commit) and nothing is pushed or opened.
 - `pull_request_refresh(repository, number) -> integrations.forges.PullRequest`
 - `pull_request_close_and_delete_branch(*, repository, number, branch)`
 - `pull_request_merge_when_checks_pass(*, repository, number, head_sha, required_checks) -> MergeAttempt`:

@@ -10,6 +10,11 @@ State machine of a Promotion (timestamps for every step):
                                                                                     or not deployed in time)
 A deployed promotion not Healthy after PROMOTION_DEPLOY_TIMEOUT_MINUTES ends degraded too.
 
+The branch is pushed while `requested` (before approval, `branch_pushed_at`): approvals bind to its
+head (`Approval.head_sha`) and are possible only once it is pushed. A branch that moves off that
+head invalidates them: back to `requested` on the portal's new head, or `failed` (tampered) when
+someone else's commit is on it.
+
 `requested`/`approved`/`pr_opening`/`pr_open`/`merged`/`deployed` are "in flight": while one of
 them holds an app for an environment (PromotionItem.active), no other promotion of that app into
 that environment can be requested (a partial unique index enforces it).

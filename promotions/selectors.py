@@ -212,6 +212,7 @@ def promotion_timeline(promotion: Promotion) -> list[Step]:
 @dataclass(frozen=True)
 class Abilities:
     approve: bool
+    reject: bool
     cancel: bool
     decided: bool
     is_requester: bool
@@ -232,12 +233,10 @@ def promotion_abilities(promotion: Promotion, user: User) -> Abilities:
     approver = all(has_role(user, Role.APPROVER, project=p, environment=env) for p in projects)
     rm = all(has_role(user, Role.RELEASE_MANAGER, project=p, environment=env) for p in projects)
     target = promotion.target_env
+    may_decide = promotion.state == S.REQUESTED and approver and not is_requester and not decided
     return Abilities(
-        approve=promotion.state == S.REQUESTED
-        and approver
-        and not is_requester
-        and not decided
-        and promotion.branch_pushed,
+        approve=may_decide and promotion.branch_pushed,
+        reject=may_decide,
         cancel=promotion.is_cancellable and (is_requester or rm),
         decided=decided,
         is_requester=is_requester,

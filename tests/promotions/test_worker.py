@@ -55,7 +55,16 @@ def _approved(sandbox, users) -> Promotion:
         target_env=sandbox.prod,
         note="release 42",
     )
-    services.promotion_approve(promotion=promotion, actor=users["approver"], comment="lgtm")
+    # The worker pushes the branch on the request's commit; the approver approves its head.
+    wait_for(
+        lambda: Promotion.objects.get(pk=promotion.pk).branch_pushed,
+        timeout=60,
+        message="promotion branch pushed by the worker",
+    )
+    promotion.refresh_from_db()
+    services.promotion_approve(
+        promotion=promotion, actor=users["approver"], comment="lgtm", head_sha=promotion.pushed_head_sha
+    )
     return promotion
 
 
@@ -82,7 +91,8 @@ def test_worker_runs_the_whole_promotion_to_healthy(live_server, sandbox, users,
     log = git(sandbox.bare, "log", "-1", "--format=%B", pulls[0]["head_sha"])
     assert f"Promotion-Id: {promotion.pk}" in log
     assert "Requested-By: rita <rita@example.com>" in log
-    assert "Approved-By: alex" in log
+    assert "Approved-By" not in log  # the commit is made before anyone approves it
+    assert pulls[0]["head_sha"] == promotion.pushed_head_sha
 
     sandbox.merge(promotion.pr_number)  # the forge's signed webhook reaches the portal: tracking follows
 
@@ -110,6 +120,7 @@ def test_worker_runs_the_whole_promotion_to_healthy(live_server, sandbox, users,
     )
     assert actions == [
         "promotion.requested",
+        "promotion.branch_pushed",
         "promotion.approved",
         "promotion.pr_opened",
         "promotion.merged",

@@ -212,6 +212,7 @@ class PullRequestSpec:
     reviewers: Sequence[str] = ()
     draft: bool = False
     trust: BranchTrust = BranchTrust()
+    shallow: bool = False  # the branch's edits need no history: clone the base's head only
 
 
 @dataclass(frozen=True)
@@ -523,12 +524,15 @@ def _build_and_push(spec: PullRequestSpec, branch: str, base: str, prepare_branc
                 committer_name=settings.GIT_COMMITTER_NAME,
                 committer_email=settings.GIT_COMMITTER_EMAIL,
                 max_file_bytes=settings.GIT_MAX_FILE_BYTES,
+                depth=1 if spec.shallow else None,
             )
             if trust.commit_date is not None:
                 ws.pin_date(trust.commit_date)
             start = ws.head()
-            if expected and trust.pushed_base_sha and ws.has_commit(trust.pushed_base_sha):
-                start = trust.pushed_base_sha
+            base_sha = trust.pushed_base_sha
+            rebuild = bool(expected and base_sha and base_sha != start)
+            if rebuild and (ws.has_commit(base_sha) or (spec.shallow and ws.fetch_commit(base_sha))):
+                start = base_sha
             ws.create_branch(branch, start)
         except GitError as exc:
             raise _from_git(exc, f"cloning {repo.name}@{base}") from None

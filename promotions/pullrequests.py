@@ -194,6 +194,7 @@ def _spec(promotion: Promotion, items: Sequence[PromotionItem], *, body: str) ->
         labels=PR_LABELS,
         reviewers=reviewers,
         trust=change_branch_trust(kind=PROMOTION, change=promotion),
+        shallow=True,  # overlay edits need no history; a monorepo's full clone would dominate the push
     )
 
 

@@ -65,8 +65,12 @@ class GitWorkspace:
         committer_name: str = "GitOps Portal",
         committer_email: str = "gitops-portal@localhost",
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        depth: int | None = None,
     ) -> GitWorkspace:
-        """Clone one branch with full history (revert needs it), no tags and no submodules."""
+        """Clone one branch with full history (revert needs it), no tags and no submodules.
+
+        `depth`: only that many commits (edits that need no history: faster on a long one).
+        """
         url = check_remote_url(remote_url, allow_file=allow_file, allow_http=allow_http)
         target = Path(dest)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -87,6 +91,7 @@ class GitWorkspace:
             "--no-tags",
             "--no-recurse-submodules",
             "--single-branch",
+            *([f"--depth={int(depth)}"] if depth else []),
             "--branch",
             validate_ref_name(branch),
             "--",
@@ -111,6 +116,14 @@ class GitWorkspace:
         if self.commit_date:
             env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = self.commit_date
         return env
+
+    def fetch_commit(self, sha: str) -> bool:
+        """Fetch one commit by SHA from origin (shallow); False when the server does not give it."""
+        try:
+            self._git.run("fetch", "--quiet", "--no-tags", "--depth=1", "origin", validate_sha(sha))
+        except GitError:
+            return False
+        return self.has_commit(sha)
 
     def has_commit(self, rev: str) -> bool:
         """Tell whether `rev` names a commit of this clone."""

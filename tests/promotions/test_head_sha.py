@@ -17,7 +17,7 @@ from changes.pullrequests import forge_for
 from integrations.gitrepo import GitWorkspace
 from promotions import services
 from promotions.models import Approval, Promotion, PromotionState
-from tests.promotions.helpers import git, promotable_app
+from tests.promotions.helpers import FORGE_TOKEN, git, promotable_app
 
 pytestmark = pytest.mark.django_db(transaction=True)
 S = PromotionState
@@ -179,13 +179,20 @@ def test_a_pr_head_moved_after_opening_is_caught_by_tracking(sandbox, users, pur
     assert not Approval.objects.valid().filter(promotion=promotion).exists()
 
 
-def test_a_lost_branch_is_pushed_again_as_the_same_commit(sandbox, users, purge_broker):
+def test_a_lost_branch_is_pushed_again_as_the_same_commit(sandbox, users, purge_broker, tmp_path):
     promotion = _request(sandbox, users)
     services.promotion_branch_push(promotion_id=promotion.pk)
     promotion.refresh_from_db()
     head = promotion.pushed_head_sha
     services.promotion_approve(promotion=promotion, actor=users["approver"])
     forge_for(sandbox.repository).delete_branch(promotion.pr_branch)
+    # Meanwhile the base moved on: the rebuild still starts from the recorded base commit.
+    ws = GitWorkspace.clone(
+        sandbox.repository.url, tmp_path / "other", branch="main", token=FORGE_TOKEN, allow_http=True
+    )
+    ws.write_file("docs/unrelated.md", "another change\n")
+    ws.commit("unrelated change", author_name="Someone", author_email="someone@example.com")
+    ws.push("main")
 
     assert services.promotion_pr_open(promotion_id=promotion.pk) == "opened"
 

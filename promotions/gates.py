@@ -30,6 +30,7 @@ from ruamel.yaml.error import YAMLError
 
 from accounts.permissions import has_role, is_admin
 from accounts.roles import Role
+from changes.rendered import RenderedChange, rendered_verdict
 from core.kustomize import KustomizationError, KustomizeImage, read_kustomization
 from integrations.gitrepo import InvalidRef, validate_repo_path
 from inventory.models import Application, Environment
@@ -234,6 +235,25 @@ def gate_changes(plan: EditPlan | None, error: str) -> Gate:
             "changes", label, False, True, f"the target already runs {plan.version_after or 'this content'}"
         )
     return Gate("changes", label, True, True, f"{plan.version_before or '?'} → {plan.version_after or '?'}")
+
+
+def gate_rendered(changes: Iterable[RenderedChange]) -> Gate:
+    """Argo CD renders every app x destination at the promotion's head; a failure blocks with its message."""
+    verdict = rendered_verdict(list(changes))
+    return Gate(
+        "rendered",
+        verdict.label,
+        verdict.passed,
+        True,
+        verdict.detail[:2000],
+        transient=verdict.transient,
+    )
+
+
+def gate_rendered_pending() -> Gate:
+    """The rendered gate before the branch exists: evaluated once it is pushed (and again at PR time)."""
+    detail = "rendered after the branch is pushed; a render failure then blocks the promotion"
+    return Gate("rendered", "Rendered by Argo CD", True, True, detail)
 
 
 def gate_promotion_block(

@@ -167,6 +167,7 @@ def promotion_preview(
             g.gate_promotion_block(app, target_env, versions=versions, revision=rev),
             g.gate_zero_downtime(app, source_env, target_env, read_source),
             g.gate_changes(plan, error),
+            g.gate_rendered_pending(),
         ]
         commits: list[gitops.ChangelogEntry] = []
         if known_rev:

@@ -34,6 +34,8 @@ from changes.pullrequests import (
     pull_request_close_and_delete_branch,
     pull_request_ensure,
 )
+from changes.rendered import RenderedChange
+from changes.renderedsummary import body_cap, md_escape, rendered_summary_markdown
 from integrations.gitrepo import GitWorkspace, InvalidRef, validate_ref_name
 
 from . import gates as g
@@ -41,6 +43,7 @@ from . import gitops
 from .kind import PROMOTION
 from .models import Promotion, PromotionItem, PromotionState
 from .preview import PromotionRefused, changelog
+from .rendered import promotion_head_revision, promotion_rendered
 from .strategies import SourceState, StrategyError, plan_edits
 
 S = PromotionState
@@ -117,11 +120,11 @@ def _items(promotion: Promotion) -> list[PromotionItem]:
 def _open_pr(promotion: Promotion) -> PullRequestResult:
     items = _items(promotion)
     mirror = gitops.mirror_for(promotion.repository)
-    _recheck_gates(promotion, items, mirror)
+    rendered = _recheck_gates(promotion, items, mirror)
     approvers = list(
         promotion.approvals.approving(promotion.pushed_head_sha).values_list("approver_name", flat=True)
     )
-    spec = _spec(promotion, items, body=_pr_body(promotion, items, mirror, approvers))
+    spec = _spec(promotion, items, body=_pr_body(promotion, items, mirror, approvers, rendered))
     return pull_request_ensure(spec=spec, prepare_branch=_prepare(promotion, items, mirror))
 
 
@@ -205,8 +208,14 @@ def _person(user: User | None, fallback: str) -> str:
     return f"{name} <{user.email}>" if user.email else name
 
 
-def _recheck_gates(promotion: Promotion, items: Sequence[PromotionItem], mirror: Any) -> None:
-    """Gates again, at task time: transient failures retry, others fail the promotion."""
+def _recheck_gates(
+    promotion: Promotion, items: Sequence[PromotionItem], mirror: Any
+) -> list[RenderedChange] | None:
+    """Gates again, at task time: transient failures retry, others fail the promotion.
+
+    Once the branch was pushed (a head SHA is recorded), Argo CD renders it: a render failure is a
+    blocking gate. Returns the rendered changes (None while nothing is pushed yet).
+    """
     checks = [g.gate_environment_order(promotion.source_env, promotion.target_env)]
     requester = promotion.requested_by
     for item in items:
@@ -233,6 +242,10 @@ def _recheck_gates(promotion: Promotion, items: Sequence[PromotionItem], mirror:
         if gitops.has_commit(mirror, item.source_revision):
             read_source = gitops.reader(mirror, item.source_revision)
             checks.append(g.gate_zero_downtime(app, promotion.source_env, promotion.target_env, read_source))
+    rendered: list[RenderedChange] | None = None
+    if promotion_head_revision(promotion, branch_ok=False):
+        rendered = promotion_rendered(promotion, branch_ok=False)
+        checks.append(g.gate_rendered(rendered))
     promotion.gates = [c.as_dict() for c in checks]
     Promotion.objects.filter(pk=promotion.pk).update(gates=promotion.gates)
     failing = g.failing(checks)
@@ -242,6 +255,7 @@ def _recheck_gates(promotion: Promotion, items: Sequence[PromotionItem], mirror:
         raise PromotionRefused(
             "gate failed at PR time: " + "; ".join(f"{c.label}: {c.detail}" for c in failing)
         )
+    return rendered
 
 
 def _pr_title(promotion: Promotion, items: Sequence[PromotionItem]) -> str:
@@ -252,23 +266,18 @@ def _pr_title(promotion: Promotion, items: Sequence[PromotionItem]) -> str:
     return f"Release train {s} → {t}: {len(items)} apps"
 
 
-def _md(text: str) -> str:
-    """Neutralise Markdown/HTML in text that comes from commits or users."""
-    return (
-        text.replace("\\", "\\\\")
-        .replace("<", "&lt;")
-        .replace(">", "&gt;")
-        .replace("|", "\\|")
-        .replace("`", "'")
-    )
-
-
-def _pr_body(promotion: Promotion, items: Sequence[PromotionItem], mirror: Any, approvers: list[str]) -> str:
+def _pr_body(
+    promotion: Promotion,
+    items: Sequence[PromotionItem],
+    mirror: Any,
+    approvers: list[str],
+    rendered: Sequence[RenderedChange] | None = None,
+) -> str:
     s, t = promotion.source_env.name, promotion.target_env.name
     link = settings.PORTAL_BASE_URL.rstrip("/") + promotion.get_absolute_url()
     lines = [
         f"Promotion [#{promotion.pk}]({link}) from **{s}** to **{t}**, requested by "
-        f"{_md(promotion.requested_by_name)}; approved by {_md(', '.join(approvers)) or 'n/a (not required)'}.",
+        f"{md_escape(promotion.requested_by_name)}; approved by {md_escape(', '.join(approvers)) or 'n/a (not required)'}.",
         "",
         f"The {t} overlay now references exactly what {s} runs (as Argo CD reports it).",
         "",
@@ -277,7 +286,7 @@ def _pr_body(promotion: Promotion, items: Sequence[PromotionItem], mirror: Any, 
     ]
     for i in items:
         lines.append(
-            f"| {_md(i.application.name)} | `{_md(i.version_before)}` | `{_md(i.version_after)}` | "
+            f"| {md_escape(i.application.name)} | `{md_escape(i.version_before)}` | `{md_escape(i.version_after)}` | "
             f"`{i.source_revision[:12]}` |"
         )
     lines += ["", "### Changelog"]
@@ -286,22 +295,28 @@ def _pr_body(promotion: Promotion, items: Sequence[PromotionItem], mirror: Any, 
         entries = changelog(
             mirror, promotion.repository, app, promotion.source_env, i.source_revision, None, i
         )
-        lines.append(f"**{_md(app.name)}**")
+        lines.append(f"**{md_escape(app.name)}**")
         if not entries:
             lines.append("- (no commits found)")
         for e in entries:
             sha = f"[`{e.short_sha}`]({e.url})" if e.url else f"`{e.short_sha}`"
-            lines.append(f"- {sha} {_md(e.subject)} ({_md(e.author)})")
+            lines.append(f"- {sha} {md_escape(e.subject)} ({md_escape(e.author)})")
     lines += ["", "### Gates"]
     for gate in promotion.gates or []:
         mark = {"pass": "✅", "fail": "❌", "warning": "⚠️"}.get(
             "pass" if gate.get("passed") else ("fail" if gate.get("blocking") else "warning"), ""
         )
-        lines.append(f"- {mark} {_md(str(gate.get('label')))}: {_md(str(gate.get('detail')))[:300]}")
+        lines.append(
+            f"- {mark} {md_escape(str(gate.get('label')))}: {md_escape(str(gate.get('detail')))[:300]}"
+        )
     if promotion.override_sync_window:
-        lines += ["", f"**Sync window overridden**: {_md(promotion.override_justification)}"]
+        lines += ["", f"**Sync window overridden**: {md_escape(promotion.override_justification)}"]
     lines += ["", f"Correlation id: `{promotion.correlation_id}`"]
-    return "\n".join(lines)
+    if rendered is None:
+        section = f"### Rendered by Argo CD\n\nRendered after the branch is pushed: {link}#rendered"
+    else:
+        section = rendered_summary_markdown(rendered, link=f"{link}#rendered")
+    return body_cap("\n".join(lines), section)
 
 
 def promotion_close_pr(*, promotion_id: int) -> str:

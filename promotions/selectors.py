@@ -276,6 +276,6 @@ def promotion_argo_apps(promotion: Promotion) -> list[ArgoApplication]:
     return list(
         ArgoApplication.objects.live()
         .filter(application__in=promotion.items.values("application"), environment=promotion.target_env)
-        .select_related("instance")
+        .select_related("instance", "cluster")
         .order_by("name")
     )

@@ -4,6 +4,7 @@
 - requests.py: request, approve/reject (four eyes), cancel
 - pullrequests.py: the branch of a promotion (pushed at request time, before approval) and its PR
   (title, body); pushing, opening and closing them
+- rendered.py: what the promotion changes in the cluster, rendered by Argo CD (`promotion_rendered`)
 - tracking.py: merged → deployed → Healthy, the sweeper
 - blocks.py: versions that must not be promoted again; records.py: ledger events, change records
 The lifecycle those share with rollbacks (claims, backoff, PR ensure, tracking, sweeping) is the
@@ -22,6 +23,7 @@ from .pullrequests import (
     promotion_pr_open,
 )
 from .records import change_record_source_id
+from .rendered import promotion_rendered
 from .requests import promotion_approve, promotion_cancel, promotion_reject, promotion_request_create
 from .tracking import promotion_track, promotions_sweep
 
@@ -41,6 +43,7 @@ __all__ = [
     "promotion_pr_open",
     "promotion_preview",
     "promotion_reject",
+    "promotion_rendered",
     "promotion_request_create",
     "promotion_track",
     "promotions_sweep",

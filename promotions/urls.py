@@ -8,6 +8,7 @@ urlpatterns = [
     path("new/", views.promotion_new, name="new"),
     path("request/", views.promotion_create, name="create"),
     path("<int:pk>/", views.promotion_detail, name="detail"),
+    path("<int:pk>/rendered/", views.promotion_rendered, name="rendered"),
     path("<int:pk>/approve/", views.promotion_approve, name="approve"),
     path("<int:pk>/reject/", views.promotion_reject, name="reject"),
     path("<int:pk>/cancel/", views.promotion_cancel, name="cancel"),

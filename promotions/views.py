@@ -16,7 +16,7 @@ from inventory import liveobjects
 from inventory.models import Application, Environment
 
 from . import selectors, services
-from .gates import may_override_sync_window
+from .gates import gate_rendered, may_override_sync_window
 from .models import PromotionBlock, PromotionState
 
 
@@ -142,6 +142,16 @@ def promotion_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse
     if request.htmx:
         return render(request, "promotions/detail.html#live", context)
     return render(request, "promotions/detail.html", context)
+
+
+@require_GET
+@require_role(Role.VIEWER)
+def promotion_rendered(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """The rendered diff partial (htmx, lazy: Argo CD renders both revisions of every app)."""
+    promotion = selectors.promotion_get(user=request.user, pk=pk)
+    changes = services.promotion_rendered(promotion)
+    context = {"changes": changes, "gate": gate_rendered(changes), "change": promotion}
+    return render(request, "changes/_rendered.html", context)
 
 
 def _decision(request: AuthenticatedHttpRequest, pk: int, action: str) -> HttpResponse:

@@ -143,7 +143,7 @@ def env_argo_apps(application: Application, environment: Environment) -> list[Ar
     return list(
         ArgoApplication.objects.live()
         .filter(application=application, environment=environment)
-        .select_related("cluster")
+        .select_related("cluster", "instance")
         .order_by("name")
     )
 

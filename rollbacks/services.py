@@ -26,6 +26,7 @@ from .approvals import (
     rollbacks_escalate_unapproved,
 )
 from .pullrequests import rollback_fail, rollback_pr_open, rollback_url
+from .rendered import rollback_rendered
 from .requests import (
     RollbackNeedsConfirmation,
     RollbackRefused,
@@ -46,6 +47,7 @@ __all__ = [
     "rollback_fail",
     "rollback_pr_event",
     "rollback_pr_open",
+    "rollback_rendered",
     "rollback_request_create",
     "rollback_track",
     "rollback_url",

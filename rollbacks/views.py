@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.permissions import has_role, project_visible, require_role
 from accounts.roles import Role
+from changes.rendered import rendered_verdict
 from core.http import AuthenticatedHttpRequest
 from core.querytext import query_text
 from inventory import liveobjects
@@ -192,6 +193,16 @@ def rollback_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     }
     template = "rollbacks/detail.html#status" if request.htmx else "rollbacks/detail.html"
     return render(request, template, context)
+
+
+@require_GET
+@require_role(Role.VIEWER)
+def rollback_rendered(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """The rendered diff partial (htmx, lazy: Argo CD renders both revisions of every cluster's app)."""
+    rollback = _visible_rollback(request, pk)
+    changes = services.rollback_rendered(rollback)
+    context = {"changes": changes, "gate": rendered_verdict(changes), "change": rollback}
+    return render(request, "changes/_rendered.html", context)
 
 
 @require_POST

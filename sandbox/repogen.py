@@ -1358,7 +1358,8 @@ def _revertable_change(b: _HistoryBuilder) -> _Change:
     app = b.rng.choice(b.apps)
     env = b.rng.choice(b.envs)
     st = app.envs[env]
-    before = render_env_kustomization(app, env)
+    # The file as it is now (a Helm-values app's values.yaml, else the kustomization): the revert restores it.
+    before = next(iter(b.env_file(app, env).values()))
     old = st.log_level
     st.log_level = "debug" if old != "debug" else "trace"
     change = _Change(

@@ -8,12 +8,14 @@ the pushed branch) and records the PR. This module only says what the branch and
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
 
+from changes.checklist import gate_key, is_checklist_gate, secret_scan_gate
 from changes.lifecycle import (
     ChangeFailed,
     change_branch_push,
@@ -36,6 +38,7 @@ from changes.pullrequests import (
 )
 from changes.rendered import RenderedChange
 from changes.renderedsummary import body_cap, md_escape, rendered_summary_markdown
+from changes.secretscan import BASELINE_PATH
 from integrations.gitrepo import GitWorkspace, InvalidRef, validate_ref_name
 
 from . import gates as g
@@ -44,6 +47,7 @@ from .kind import PROMOTION
 from .models import Promotion, PromotionItem, PromotionState
 from .preview import PromotionRefused, changelog
 from .rendered import promotion_head_revision, promotion_rendered
+from .selectors import promotion_argo_apps
 from .strategies import SourceState, StrategyError, plan_edits
 
 S = PromotionState
@@ -239,13 +243,11 @@ def _recheck_gates(
                 justification=promotion.override_justification,
             )
         )
-        if gitops.has_commit(mirror, item.source_revision):
-            read_source = gitops.reader(mirror, item.source_revision)
-            checks.append(g.gate_zero_downtime(app, promotion.source_env, promotion.target_env, read_source))
     rendered: list[RenderedChange] | None = None
     if promotion_head_revision(promotion, branch_ok=False):
         rendered = promotion_rendered(promotion, branch_ok=False)
         checks.append(g.gate_rendered(rendered))
+    checks += _recheck_checklist_and_secrets(promotion, items, mirror, rendered)
     promotion.gates = [c.as_dict() for c in checks]
     Promotion.objects.filter(pk=promotion.pk).update(gates=promotion.gates)
     failing = g.failing(checks)
@@ -256,6 +258,46 @@ def _recheck_gates(
             "gate failed at PR time: " + "; ".join(f"{c.label}: {c.detail}" for c in failing)
         )
     return rendered
+
+
+def _recheck_checklist_and_secrets(
+    promotion: Promotion, items: Sequence[PromotionItem], mirror: Any, rendered: list[RenderedChange] | None
+) -> list[g.Gate]:
+    """The secret scan and the checklist again at PR time, on Argo CD's rendering once it exists.
+
+    The secret scan covers the diff the approvers saw and the rendered objects, with the baseline
+    the target branch has now. The checklist is evaluated again on the rendering (else the gates
+    the approvers saw are kept); an approver's override carries over to the same gates only, so a
+    blocking finding the rendering reveals for the first time fails the promotion.
+    """
+    base_sha = mirror.branch_head(validate_ref_name(promotion.target_env.branch)) or ""
+    baseline = gitops.reader(mirror, base_sha)(BASELINE_PATH) if base_sha else None
+    rows = list(promotion_argo_apps(promotion)) if rendered else []
+    previous = [gate for gate in promotion.gates or [] if isinstance(gate, dict) and is_checklist_gate(gate)]
+    overridden = {gate_key(gate): str(gate["overridden"]) for gate in previous if gate.get("overridden")}
+    out: list[g.Gate] = []
+    fresh: list[g.Gate] = []
+    for item in items:
+        app = item.application
+        names = {row.name for row in rows if row.application_id == app.pk}
+        mine = [r for r in rendered or [] if r.app in names]
+        out.append(
+            g.Gate(
+                **secret_scan_gate(
+                    app=app.name, unified_diff=item.diff, rendered=mine, baseline_text=baseline
+                )
+            )
+        )
+        if any(r.ok for r in mine):
+            fresh += g.gates_checklist(app, promotion.target_env, rendered=mine)
+    if not fresh:
+        return out + [
+            g.Gate(**{k: v for k, v in gate.items() if k in g.Gate.__dataclass_fields__}) for gate in previous
+        ]
+    for gate in fresh:
+        reason = overridden.get(gate_key(gate.as_dict()), "")
+        out.append(dataclasses.replace(gate, overridden=reason) if reason and gate.overridable else gate)
+    return out
 
 
 def _pr_title(promotion: Promotion, items: Sequence[PromotionItem]) -> str:
@@ -292,15 +334,22 @@ def _pr_body(
     lines += ["", "### Changelog"]
     for i in items:
         app = i.application
-        entries = changelog(
-            mirror, promotion.repository, app, promotion.source_env, i.source_revision, None, i
-        )
+        # The commits the requester and the approvers saw (only those that reach the target).
+        entries = [c for c in i.commits or [] if isinstance(c, dict)] or [
+            {"short_sha": e.short_sha, "url": e.url, "subject": e.subject, "author": e.author}
+            for e in changelog(
+                mirror, promotion.repository, app, promotion.source_env, i.source_revision, None, i
+            )
+        ]
         lines.append(f"**{md_escape(app.name)}**")
         if not entries:
             lines.append("- (no commits found)")
         for e in entries:
-            sha = f"[`{e.short_sha}`]({e.url})" if e.url else f"`{e.short_sha}`"
-            lines.append(f"- {sha} {md_escape(e.subject)} ({md_escape(e.author)})")
+            short, url = str(e.get("short_sha", "")), str(e.get("url", ""))
+            sha = f"[`{short}`]({url})" if url else f"`{short}`"
+            lines.append(
+                f"- {sha} {md_escape(str(e.get('subject', '')))} ({md_escape(str(e.get('author', '')))})"
+            )
     lines += ["", "### Gates"]
     for gate in promotion.gates or []:
         mark = {"pass": "✅", "fail": "❌", "warning": "⚠️"}.get(

@@ -12,9 +12,12 @@ from django.http import Http404
 
 from accounts.permissions import has_role, project_filter, project_visible, role_scopes
 from accounts.roles import Role
+from changes.checklist import overridable_failing
+from changes.checks import ChecksPanel, change_checks_live, checks_panel
 from core.querytext import query_page, query_text
 from inventory.models import Application, ArgoApplication, Environment
 
+from .kind import PROMOTION
 from .models import (
     FINAL_STATES,
     Approval,
@@ -209,6 +212,20 @@ def promotion_timeline(promotion: Promotion) -> list[Step]:
     return steps
 
 
+def promotion_checks(promotion: Promotion, *, live: bool) -> ChecksPanel:
+    """The checks panel of a promotion: as tracking stored it, or read from the forge now (`live`)."""
+    approved = promotion.approved_at is not None
+    if not live:
+        return checks_panel(promotion, kind=PROMOTION, approved=approved)
+    return change_checks_live(
+        kind=PROMOTION,
+        change=promotion,
+        repository=promotion.repository,
+        required=promotion.target_env.required_checks,
+        approved=approved,
+    )
+
+
 @dataclass(frozen=True)
 class Abilities:
     approve: bool
@@ -219,6 +236,9 @@ class Abilities:
     required_approvals: int
     approvals: int
     waiting_for_branch: bool  # awaiting approval, but the branch to review is not pushed yet
+    # Blocking checklist gates still waiting for an approver's override (shown to everyone).
+    checklist_pending: tuple[str, ...] = ()
+    override_checklist: bool = False
 
 
 def promotion_abilities(promotion: Promotion, user: User) -> Abilities:
@@ -234,6 +254,7 @@ def promotion_abilities(promotion: Promotion, user: User) -> Abilities:
     rm = all(has_role(user, Role.RELEASE_MANAGER, project=p, environment=env) for p in projects)
     target = promotion.target_env
     may_decide = promotion.state == S.REQUESTED and approver and not is_requester and not decided
+    pending = overridable_failing(promotion.gates or [])
     return Abilities(
         approve=may_decide and promotion.branch_pushed,
         reject=may_decide,
@@ -243,6 +264,8 @@ def promotion_abilities(promotion: Promotion, user: User) -> Abilities:
         required_approvals=max(1, target.approvals_required) if target.requires_approval else 0,
         approvals=len(approvals),
         waiting_for_branch=promotion.state == S.REQUESTED and not promotion.branch_pushed,
+        checklist_pending=tuple(str(g.get("label")) for g in pending),
+        override_checklist=bool(pending) and promotion.state == S.REQUESTED and approver and not is_requester,
     )
 
 

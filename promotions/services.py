@@ -1,7 +1,7 @@
 """Promotion services, the app's public API; each lives in its room.
 
 - preview.py: what a promotion would do, and its gates (`promotion_preview`, `PromotionRefused`)
-- requests.py: request, approve/reject (four eyes), cancel
+- requests.py: request, approve/reject (four eyes), cancel, an approver's checklist override
 - pullrequests.py: the branch of a promotion (pushed at request time, before approval) and its PR
   (title, body); pushing, opening and closing them
 - rendered.py: what the promotion changes in the cluster, rendered by Argo CD (`promotion_rendered`)
@@ -24,7 +24,13 @@ from .pullrequests import (
 )
 from .records import change_record_source_id
 from .rendered import promotion_rendered
-from .requests import promotion_approve, promotion_cancel, promotion_reject, promotion_request_create
+from .requests import (
+    promotion_approve,
+    promotion_cancel,
+    promotion_checklist_override,
+    promotion_reject,
+    promotion_request_create,
+)
 from .tracking import promotion_track, promotions_sweep
 
 __all__ = [
@@ -38,6 +44,7 @@ __all__ = [
     "promotion_block_create",
     "promotion_branch_push",
     "promotion_cancel",
+    "promotion_checklist_override",
     "promotion_close_pr",
     "promotion_fail",
     "promotion_pr_open",

@@ -34,7 +34,7 @@ from .requests import (
     rollback_check_permission,
     rollback_request_create,
 )
-from .tracking import rollback_pr_event, rollback_track, rollbacks_sweep
+from .tracking import rollback_checks, rollback_pr_event, rollback_track, rollbacks_sweep
 
 __all__ = [
     "PermissionDenied",
@@ -44,6 +44,7 @@ __all__ = [
     "rollback_can_approve_after",
     "rollback_cancel",
     "rollback_check_permission",
+    "rollback_checks",
     "rollback_fail",
     "rollback_pr_event",
     "rollback_pr_open",

@@ -8,6 +8,7 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.permissions import has_role, project_visible, require_role
@@ -190,9 +191,25 @@ def rollback_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
             environment=rollback.environment.name,
         ),
         "can_approve_after": services.rollback_can_approve_after(user=request.user, rollback=rollback),
+        # The stored checks; the panel loads the live ones itself (rollback_checks).
+        "checks": services.rollback_checks(rollback, live=False),
+        "checks_url": reverse("rollbacks:checks", args=[rollback.pk]),
+        "checks_first_render": True,
     }
     template = "rollbacks/detail.html#status" if request.htmx else "rollbacks/detail.html"
     return render(request, template, context)
+
+
+@require_GET
+@require_role(Role.VIEWER)
+def rollback_checks(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """The checks panel of a rollback, read from the forge now (htmx polls it while the PR is open)."""
+    rollback = _visible_rollback(request, pk)
+    context = {
+        "checks": services.rollback_checks(rollback, live=True),
+        "checks_url": reverse("rollbacks:checks", args=[rollback.pk]),
+    }
+    return render(request, "changes/_checks.html", context)
 
 
 @require_GET

@@ -439,6 +439,13 @@ spec:
         app.kubernetes.io/name: {n}
     spec:
       terminationGracePeriodSeconds: 30
+      topologySpreadConstraints:
+        - maxSkew: 1
+          topologyKey: topology.kubernetes.io/zone
+          whenUnsatisfiable: ScheduleAnyway
+          labelSelector:
+            matchLabels:
+              app.kubernetes.io/name: {n}
       containers:
         - name: {n}
           image: "{{{{ .Values.image.repository }}}}:{{{{ .Values.image.tag }}}}"
@@ -456,6 +463,10 @@ spec:
             httpGet:
               path: /healthz
               port: http
+          lifecycle:
+            preStop:
+              exec:
+                command: ["sleep", "5"]
           resources:
             requests:
               cpu: "{{{{ .Values.resources.cpu }}}}"
@@ -464,6 +475,7 @@ spec:
               memory: "{{{{ .Values.resources.memory }}}}"
 """,
         f"{chart}/templates/service.yaml": render_service(app),
+        f"{chart}/templates/pdb.yaml": render_pdb(app),
     }
 
 

@@ -75,6 +75,7 @@ def test_missing_readiness_probe_blocks_until_an_approver_overrides_it(client, s
     promotion = services.promotion_request_create(
         actor=users["rm_approver"], applications=[app], source_env=sandbox.stage, target_env=sandbox.prod
     )
+    services.promotion_branch_push(promotion_id=promotion.pk)  # pushed at the request
     assert promotion.state == S.REQUESTED
     with pytest.raises(services.PromotionRefused, match="blocked by the zero-downtime checklist"):
         services.promotion_approve(promotion=promotion, actor=users["approver"])
@@ -125,6 +126,7 @@ def test_warn_mode_shows_a_warning_and_does_not_block(sandbox, users, purge_brok
     promotion = services.promotion_request_create(
         actor=users["rm"], applications=[app], source_env=sandbox.stage, target_env=sandbox.prod
     )
+    services.promotion_branch_push(promotion_id=promotion.pk)  # pushed at the request
     services.promotion_approve(promotion=promotion, actor=users["approver"])
     promotion.refresh_from_db()
     assert promotion.state != S.REQUESTED
@@ -207,6 +209,7 @@ def test_at_pr_time_the_checklist_runs_on_argo_cds_rendering_and_the_override_ca
     promotion = services.promotion_request_create(
         actor=users["rm"], applications=[app], source_env=sandbox.stage, target_env=sandbox.prod
     )
+    services.promotion_branch_push(promotion_id=promotion.pk)  # pushed at the request
     reason = "probe lands in the next release; traffic is drained by hand"
     services.promotion_checklist_override(promotion=promotion, actor=users["approver"], reason=reason)
     services.promotion_approve(promotion=Promotion.objects.get(pk=promotion.pk), actor=users["approver"])

@@ -15,6 +15,13 @@ message="", out_of_band=False, correlation_id=None, system_name=None) -> AuditEv
     event for auditors; when omitted they are asked of the target: ``target=obj``, or the row
     named by ``(target_type, target_id)``, through its ``audit_scope`` property (audit/scope.py).
 
+``audit_events_record(events) -> list[AuditEvent]``
+    Append many events (each a dict of the keyword arguments above) in the given order with one
+    advisory lock, one head read and one multi-row INSERT: for writers with many facts at once (the
+    Argo CD poller's deployments). Same chain, same transaction rules as one by one; instead of a
+    post_save per row, ``audit.signals.events_recorded`` is sent once with the list (insight
+    notifies from it with one subscription query per batch).
+
 Change records (call from promotions, rollbacks and the Argo CD poller)
 -----------------------------------------------------------------------
 ``change_record_sync(*, kind, source_type, source_id, app, environment, **fields) -> ChangeRecord``
@@ -67,6 +74,7 @@ Checkpoints
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -85,6 +93,7 @@ from .chain import _normalise, event_hash
 from .context import current_actor_context
 from .models import GENESIS_HASH, AuditCheckpoint, AuditEvent, ChangeRecord
 from .scope import target_scope
+from .signals import events_recorded
 from .signing import current_key_id, signing_key
 
 # Any fixed 64-bit number: the key of the PostgreSQL advisory lock that serialises appends.
@@ -123,6 +132,94 @@ def _lock_chain() -> None:
     # SQLite (the demo) takes the database write lock at BEGIN IMMEDIATE: appends are already serial.
 
 
+def _event_build(
+    *,
+    action: AuditAction | str,
+    actor: AbstractBaseUser | AnonymousUser | None = None,
+    target: object | None = None,
+    target_type: str = "",
+    target_id: str | int = "",
+    target_label: str = "",
+    app: str = "",
+    project: str | None = None,
+    environment: str | None = None,
+    cluster: str = "",
+    shas: list[str] | tuple[str, ...] = (),
+    pr_url: str = "",
+    before: Any = None,
+    after: Any = None,
+    message: str = "",
+    out_of_band: bool = False,
+    correlation_id: str | None = None,
+    system_name: str | None = None,
+    caller: str = "audit_event_record",
+) -> AuditEvent:
+    """Return the unsaved event without its place in the chain (sequence, prev_hash, hash)."""
+    try:
+        action = AuditAction(action)
+    except ValueError:
+        raise ValueError(
+            f"{caller}: unknown action {action!r}; add it to audit.actions.AuditAction and docs/audit.md"
+        ) from None
+    if project is None or environment is None:
+        derived = target_scope(target=target, target_type=target_type, target_id=str(target_id))
+        if derived is not None:
+            project = derived[0] if project is None else project
+            environment = derived[1] if environment is None else environment
+    context = current_actor_context()
+    user = actor if actor is not None and actor.is_authenticated else None
+    if user is not None:
+        actor_name = user.get_username()
+        actor_type = "token" if context.auth_method == "token" else "user"
+    elif system_name or context.system_name:
+        actor_name = f"system:{system_name or context.system_name}"
+        actor_type = "system"
+    else:
+        actor_name = "anonymous"
+        actor_type = "anonymous"
+    return AuditEvent(
+        actor_id=user.pk if user is not None else None,
+        actor_name=actor_name[:150],
+        actor_type=actor_type,
+        auth_method=(context.auth_method or "session") if user is not None else "",
+        ip_address=context.ip_address[:64],
+        user_agent=context.user_agent[:300],
+        action=action.value,
+        target_type=target_type[:64],
+        target_id=str(target_id)[:200],
+        target_label=str(target_label)[:300],
+        app=app[:200],
+        environment=(environment or "")[:64],
+        project=(project or "")[:200],
+        cluster=cluster[:200],
+        shas=[str(sha) for sha in shas],
+        pr_url=pr_url[:500],
+        correlation_id=(correlation_id or current_request_id() or "")[:64],
+        out_of_band=out_of_band,
+        before=_redact(_as_json(before)),
+        after=_redact(_as_json(after)),
+        message=message,
+    )
+
+
+def _chain_head() -> tuple[int, str]:
+    """Lock the chain for the rest of the transaction and return (next sequence, previous hash)."""
+    _lock_chain()
+    last = AuditEvent.objects.order_by("-sequence").values_list("sequence", "hash").first()
+    return (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
+
+
+def _chain(events: list[AuditEvent], sequence: int, prev_hash: str) -> None:
+    """Give each event its place in the chain, one after the other, and its hash."""
+    now = timezone.now()
+    for event in events:
+        event.sequence = sequence
+        event.created_at = now
+        event.prev_hash = prev_hash
+        event.hash = event_hash(event_as_record(event))
+        sequence, prev_hash = sequence + 1, event.hash
+
+
 def audit_event_record(
     *,
     action: AuditAction | str,
@@ -149,93 +246,49 @@ def audit_event_record(
     Raise ValueError for an action that is not an :class:`AuditAction`. ``project`` and
     ``environment`` not given are asked of the target (``audit_scope``, see audit/scope.py).
     """
-    try:
-        action = AuditAction(action)
-    except ValueError:
-        raise ValueError(
-            f"audit_event_record: unknown action {action!r}; add it to audit.actions.AuditAction "
-            "and docs/audit.md"
-        ) from None
-    if project is None or environment is None:
-        derived = target_scope(target=target, target_type=target_type, target_id=str(target_id))
-        if derived is not None:
-            project = derived[0] if project is None else project
-            environment = derived[1] if environment is None else environment
-    context = current_actor_context()
-    user = actor if actor is not None and actor.is_authenticated else None
-    if user is not None:
-        actor_name = user.get_username()
-        actor_type = "token" if context.auth_method == "token" else "user"
-    elif system_name or context.system_name:
-        actor_name = f"system:{system_name or context.system_name}"
-        actor_type = "system"
-    else:
-        actor_name = "anonymous"
-        actor_type = "anonymous"
+    event = _event_build(
+        action=action, actor=actor, target=target, target_type=target_type, target_id=target_id,
+        target_label=target_label, app=app, project=project, environment=environment, cluster=cluster,
+        shas=shas, pr_url=pr_url, before=before, after=after, message=message, out_of_band=out_of_band,
+        correlation_id=correlation_id, system_name=system_name,
+    )  # fmt: skip
     with transaction.atomic():
-        _lock_chain()
-        last = AuditEvent.objects.order_by("-sequence").values_list("sequence", "hash").first()
-        sequence, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
-        event = AuditEvent(
-            sequence=sequence,
-            created_at=timezone.now(),
-            actor_id=user.pk if user is not None else None,
-            actor_name=actor_name[:150],
-            actor_type=actor_type,
-            auth_method=(context.auth_method or "session") if user is not None else "",
-            ip_address=context.ip_address[:64],
-            user_agent=context.user_agent[:300],
-            action=action.value,
-            target_type=target_type[:64],
-            target_id=str(target_id)[:200],
-            target_label=str(target_label)[:300],
-            app=app[:200],
-            environment=(environment or "")[:64],
-            project=(project or "")[:200],
-            cluster=cluster[:200],
-            shas=[str(sha) for sha in shas],
-            pr_url=pr_url[:500],
-            correlation_id=(correlation_id or current_request_id() or "")[:64],
-            out_of_band=out_of_band,
-            before=_redact(_as_json(before)),
-            after=_redact(_as_json(after)),
-            message=message,
-            prev_hash=prev_hash,
-        )
-        event.hash = event_hash(event_as_record(event))
+        _chain([event], *_chain_head())
         event.save(force_insert=True)
     return event
 
 
+def audit_events_record(events: Iterable[Mapping[str, Any]]) -> list[AuditEvent]:
+    """Append many events, in the given order, with one lock, one head read and one multi-row INSERT.
+
+    Each item holds the keyword arguments of :func:`audit_event_record`. The events are chained
+    exactly as if appended one by one (same transaction, same created_at). Post-save signals are
+    not sent per row: :data:`audit.signals.events_recorded` is sent once with the whole list.
+    Pass ``project`` and ``environment`` for speed: otherwise each is asked of its target.
+    """
+    built = [_event_build(**dict(item), caller="audit_events_record") for item in events]
+    if not built:
+        return []
+    with transaction.atomic():
+        _chain(built, *_chain_head())
+        AuditEvent.objects.bulk_create(built, batch_size=1000)
+        events_recorded.send(sender=AuditEvent, events=built)
+    return built
+
+
+# The fields of an exported event, in the order of the JSON Lines keys (the hashed ones and ``project``).
+EVENT_RECORD_FIELDS: tuple[str, ...] = (
+    "sequence", "created_at", "actor_id", "actor_name", "actor_type", "auth_method", "ip_address",
+    "user_agent", "action", "target_type", "target_id", "target_label", "app", "environment",
+    "project",  # not hashed: see audit/chain.py HASHED_FIELDS
+    "cluster", "shas", "pr_url", "correlation_id", "out_of_band", "before", "after", "message",
+    "prev_hash", "hash",
+)  # fmt: skip
+
+
 def event_as_record(event: AuditEvent) -> dict[str, Any]:
     """Return the event as the dict that is hashed and exported."""
-    return {
-        "sequence": event.sequence,
-        "created_at": event.created_at,
-        "actor_id": event.actor_id,
-        "actor_name": event.actor_name,
-        "actor_type": event.actor_type,
-        "auth_method": event.auth_method,
-        "ip_address": event.ip_address,
-        "user_agent": event.user_agent,
-        "action": event.action,
-        "target_type": event.target_type,
-        "target_id": event.target_id,
-        "target_label": event.target_label,
-        "app": event.app,
-        "environment": event.environment,
-        "project": event.project,  # not hashed: see audit/chain.py HASHED_FIELDS
-        "cluster": event.cluster,
-        "shas": event.shas,
-        "pr_url": event.pr_url,
-        "correlation_id": event.correlation_id,
-        "out_of_band": event.out_of_band,
-        "before": event.before,
-        "after": event.after,
-        "message": event.message,
-        "prev_hash": event.prev_hash,
-        "hash": event.hash,
-    }
+    return {name: getattr(event, name) for name in EVENT_RECORD_FIELDS}
 
 
 # --- change records ---------------------------------------------------------------------------------

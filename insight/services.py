@@ -8,6 +8,7 @@ logged and swallowed, so a promotion or rollback never waits for, or fails becau
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -185,15 +186,27 @@ def _payload(subscription: Subscription, event: AuditEvent, projects: set[str]) 
     )
 
 
-def notify_event(audit_event: AuditEvent) -> list[int]:
+def notify_events(audit_events: Sequence[AuditEvent]) -> list[int]:
+    """Notify a batch of events (audit_events_record): one subscription query for the whole batch."""
+    active = list(Subscription.objects.filter(active=True))
+    if not active:
+        return []
+    ids: list[int] = []
+    for audit_event in audit_events:
+        ids += notify_event(audit_event, active=active)
+    return ids
+
+
+def notify_event(audit_event: AuditEvent, *, active: list[Subscription] | None = None) -> list[int]:
     """Create the deliveries of an audit event for the matching subscriptions and enqueue them.
 
     Call it after the event's transaction committed. Idempotent: one delivery per (subscription,
-    event). Returns the ids of the deliveries created now.
+    event). Returns the ids of the deliveries created now. ``active``: the active subscriptions,
+    when the caller already read them.
     """
-    subscriptions = [
-        s for s in Subscription.objects.filter(active=True) if s.matches_action(audit_event.action)
-    ]
+    if active is None:
+        active = list(Subscription.objects.filter(active=True))
+    subscriptions = [s for s in active if s.matches_action(audit_event.action)]
     if not subscriptions:
         return []
     projects = event_projects(audit_event)

@@ -5,7 +5,9 @@
    transaction, so no other app has to call us. The receiver only registers an ``on_commit``
    callback (nothing happens if the business transaction rolls back); the callback, ``notify_event``,
    only writes delivery rows and enqueues tasks. It runs after the commit with ``robust=True`` and
-   swallows its own errors: a webhook can never block or fail a promotion.
+   swallows its own errors: a webhook can never block or fail a promotion. A batch appended with
+   ``audit_events_record`` sends ``audit.signals.events_recorded`` once instead: one callback, one
+   subscription query for the whole batch (``notify_events``).
 2. Task failure counters for /metrics: Celery's ``task_failure``/``task_retry`` signals increment a
    Redis hash (only when the broker is Redis); best effort, never raises.
 """
@@ -23,8 +25,9 @@ from django.db.models.signals import post_save
 from django.dispatch import receiver
 
 from audit.models import AuditEvent
+from audit.signals import events_recorded
 
-from .services import notify_event
+from .services import notify_event, notify_events
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +51,24 @@ def audit_event_saved(
     """Enqueue notifications of a new audit event once its transaction has committed."""
     if created and not raw:
         transaction.on_commit(functools.partial(_notify_safely, instance), robust=True)
+
+
+def _notify_batch_safely(events: list[AuditEvent]) -> None:
+    try:
+        notify_events(events)
+    except Exception:
+        logger.exception(
+            "notification of audit events #%s..#%s failed (the changes themselves are committed)",
+            events[0].sequence,
+            events[-1].sequence,
+        )
+
+
+@receiver(events_recorded, dispatch_uid="insight.audit_events_notify")
+def audit_events_recorded(sender: type, events: list[AuditEvent], **_: object) -> None:
+    """Enqueue notifications of a batch of new audit events once their transaction has committed."""
+    if events:
+        transaction.on_commit(functools.partial(_notify_batch_safely, list(events)), robust=True)
 
 
 def _count(key: str, task_name: str) -> None:

@@ -2,43 +2,197 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Model
 
 from audit.services import audit_event_record
 from integrations.argocd import ArgoApplication as RemoteApp
-from integrations.argocd import ArgoCDClient, ArgoCDNotFound, ArgoCDPermissionDenied
+from integrations.argocd import ArgoCDClient, ArgoCDNotFound, ArgoCDPermissionDenied, RawApplicationList
 
-from .appstate import POLLER, ROW_FIELDS, Placement, placement_of, row_values, state_hash
+from .appstate import (
+    NARROW_FIELDS,
+    POLLER,
+    ROW_FIELDS,
+    Placement,
+    list_item_hash,
+    narrow_change_only,
+    narrow_values,
+    placement_of,
+    row_values,
+    state_hash,
+)
 from .config import INFERRED_ORDER
-from .deployments import HistoricVersions, deployments_record
+from .deployments import deployments_record_many
 from .models import Application, ArgoApplication, ArgoInstance, Cluster, Environment, GitRepository
 from .ownership import application_pin_resolve, ownership_conflict_of, ownership_conflict_record
 
 
-def changed_full_apps(
-    *, client: ArgoCDClient, items: Iterable[RemoteApp], existing: Mapping[str, Mapping[str, Any]]
-) -> tuple[dict[str, str], dict[str, RemoteApp]]:
-    """Hash the narrow (list or watch) state; read in full only the apps whose hash changed.
+@dataclass
+class Observed:
+    """What a list (or a burst of watch events) says about an instance's apps, sorted by cost.
 
-    Returns the hashes of all `items` and the full apps of the changed ones. `existing` maps
-    names to stored rows with `state_hash` and `deleted_at`.
+    `hashes`: the state hash of every app seen. `full`: the apps read in full (new, or whose
+    history, operation or spec may have changed). `narrow`: the apps whose sync revision, sync
+    status or health alone moved (a monorepo commit moves every app's sync revision): stored from
+    the narrow state in one UPDATE. `relisted`: state unchanged, only the raw list item differs.
+    `list_hashes`: the raw list item hashes (a list only; the watch's items differ from the list's).
     """
-    hashes = {item.name: state_hash(item) for item in items}
-    full: dict[str, RemoteApp] = {}
-    for name, digest in hashes.items():
-        row = existing.get(name)
-        if row is not None and row["state_hash"] == digest and row["deleted_at"] is None:
+
+    hashes: dict[str, str] = field(default_factory=dict)
+    full: dict[str, RemoteApp] = field(default_factory=dict)
+    narrow: dict[str, RemoteApp] = field(default_factory=dict)
+    relisted: dict[str, int] = field(default_factory=dict)  # name -> row id
+    list_hashes: dict[str, str] = field(default_factory=dict)
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # stored rows of the changed ones
+
+
+_NARROW_ROW = ("id", "name", "state_hash", "deleted_at", "is_multi_source", *NARROW_FIELDS)
+
+
+def existing_apps(instance: ArgoInstance, names: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Return the stored rows the poller compares with (name → id, hashes, deleted_at)."""
+    rows = ArgoApplication.objects.filter(instance=instance)
+    if names is not None:
+        rows = rows.filter(name__in=list(names))
+    return {r["name"]: dict(r) for r in rows.values("id", "name", "state_hash", "list_hash", "deleted_at")}
+
+
+def listed_apps_observe(
+    *,
+    client: ArgoCDClient,
+    instance: ArgoInstance,
+    listing: RawApplicationList,
+    existing: Mapping[str, Mapping[str, Any]],
+) -> Observed:
+    """Hash each raw list item; parse only the ones whose hash moved, then sort those by cost."""
+    unchanged: dict[str, str] = {}
+    changed: list[RemoteApp] = []
+    list_hashes: dict[str, str] = {}
+    for index, item in enumerate(listing.items):
+        name = listing.name_of(item)
+        digest = list_item_hash(item)
+        row = existing.get(name) if name else None
+        if row is not None and row["list_hash"] == digest and row["deleted_at"] is None:
+            unchanged[row["name"]] = row["state_hash"]
             continue
-        # The list's `fields` drop history and sync.revisions (API.md §5): read the full app.
+        remote = client.parse_list_item(item, index)
+        list_hashes[remote.name] = digest
+        changed.append(remote)
+    observed = apps_observe(client=client, instance=instance, items=changed, existing=existing)
+    observed.hashes.update(unchanged)
+    observed.list_hashes = list_hashes
+    return observed
+
+
+def apps_observe(
+    *,
+    client: ArgoCDClient,
+    instance: ArgoInstance,
+    items: Iterable[RemoteApp],
+    existing: Mapping[str, Mapping[str, Any]],
+) -> Observed:
+    """Hash the narrow (list or watch) state; read in full only the apps that need it.
+
+    `existing` maps names to stored rows with `state_hash` and `deleted_at`. A changed app whose
+    only differences are NARROW_FIELDS goes to `narrow`; the rest are read in full (the list's
+    `fields` drop history and sync.revisions, API.md §5).
+    """
+    observed = Observed()
+    candidates: list[RemoteApp] = []
+    for item in items:
+        digest = state_hash(item)
+        observed.hashes[item.name] = digest
+        row = existing.get(item.name)
+        if row is not None and row["deleted_at"] is None:
+            if row["state_hash"] == digest:
+                observed.relisted[item.name] = row["id"]
+                continue
+            candidates.append(item)
+        else:
+            observed.full[item.name] = item  # a placeholder, read below
+    if candidates:
+        stored = {
+            r["name"]: r
+            for r in ArgoApplication.objects.filter(
+                instance=instance, name__in=[c.name for c in candidates]
+            ).values(*_NARROW_ROW, "out_of_sync_since", "degraded_since")
+        }
+        for item in candidates:
+            row = stored.get(item.name)
+            if row is not None and narrow_change_only(item, row):
+                observed.narrow[item.name] = item
+                observed.rows[item.name] = row
+            else:
+                observed.full[item.name] = item
+    for name in list(observed.full):
         try:
-            full[name] = client.get_application(name)
+            observed.full[name] = client.get_application(name)
         except (ArgoCDNotFound, ArgoCDPermissionDenied):
-            continue  # deleted between list and get (Argo CD hides missing apps behind 403)
-    return hashes, full
+            del observed.full[name]  # deleted between list and get (Argo CD hides missing apps behind 403)
+    return observed
+
+
+def apps_store_narrow(*, observed: Observed, now: datetime) -> int:
+    """Store the narrow-only changes (and the relisted apps' raw hashes) in one UPDATE each."""
+    updates = [
+        {
+            "id": observed.rows[name]["id"],
+            **narrow_values(remote, observed.rows[name], now),
+            "state_hash": observed.hashes[name],
+            "list_hash": observed.list_hashes.get(name, ""),
+            "last_changed_at": now,
+        }
+        for name, remote in observed.narrow.items()
+    ]
+    rows_update(ArgoApplication, updates)
+    rows_update(
+        ArgoApplication,
+        [
+            {"id": pk, "list_hash": observed.list_hashes[name]}
+            for name, pk in observed.relisted.items()
+            if name in observed.list_hashes
+        ],
+    )
+    return len(updates)
+
+
+_SQL_TYPES = {
+    "id": "bigint",
+    "out_of_sync_since": "timestamptz",
+    "degraded_since": "timestamptz",
+    "last_changed_at": "timestamptz",
+}
+
+
+def rows_update(model: type[Model], updates: list[dict[str, Any]]) -> None:
+    """Set different values on many rows by id: one `UPDATE … FROM unnest(…)` on PostgreSQL.
+
+    Every dict has the same keys, `id` among them; the other keys are text or timestamp columns
+    (see _SQL_TYPES). Django's bulk_update builds a CASE per column and row, quadratic at fleet size.
+    """
+    if not updates:
+        return
+    columns = list(updates[0])
+    if connection.vendor != "postgresql":
+        for values in updates:
+            model._default_manager.filter(pk=values["id"]).update(
+                **{c: values[c] for c in columns if c != "id"}
+            )
+        return
+    table = connection.ops.quote_name(model._meta.db_table)
+    sets = ", ".join(f"{connection.ops.quote_name(c)} = v.{c}" for c in columns if c != "id")
+    arrays = ", ".join(f"%s::{_SQL_TYPES.get(c, 'text')}[]" for c in columns)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS t SET {sets} FROM unnest({arrays}) AS v({', '.join(columns)}) WHERE t.id = v.id",  # noqa: S608 - column names are ours
+            [[values[c] for values in updates] for c in columns],
+        )
 
 
 def instance_lock(instance_id: int) -> None:
@@ -159,7 +313,8 @@ def apps_store(
     hashes: dict[str, str],
     cluster_rows: dict[str, Cluster],
     now: datetime,
-) -> dict[str, int]:
+    list_hashes: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """Upsert the rows of fully read apps and record their new history entries (in a transaction)."""
     mapping = instance.mapping or {}
     placements = {name: placement_of(remote, mapping, cluster_rows) for name, remote in full.items()}
@@ -183,6 +338,7 @@ def apps_store(
         values["environment"] = envs.get(placement.env or "")
         values["cluster"] = clusters_by_name.get(placement.cluster or "")
         values["state_hash"] = hashes[name]
+        values["list_hash"] = (list_hashes or {}).get(name, "")
         row = rows.get(name)
         if conflict and (row is None or row.ownership_conflict != conflict):
             conflicted.append((name, app))
@@ -214,14 +370,17 @@ def apps_store(
     for name, app in conflicted:
         ownership_conflict_record(row=rows[name], app=app)
 
-    deployments = 0
-    versions = HistoricVersions()
-    for name, remote in full.items():
-        # A conflicting Argo CD app's history is no deployment of the app it names.
-        if remote.history and not rows[name].ownership_conflict:
-            deployments += len(
-                deployments_record(
-                    argo_app=rows[name], history=remote.history, remote=remote, versions=versions
-                )
-            )
-    return {"changed": len(changed_rows), "new": len(new_rows), "deployments": deployments}
+    # A conflicting Argo CD app's history is no deployment of the app it names.
+    recorded = deployments_record_many(
+        items=[
+            (rows[name], remote.history, remote)
+            for name, remote in full.items()
+            if remote.history and not rows[name].ownership_conflict
+        ]
+    )
+    return {
+        "changed": len(changed_rows),
+        "new": len(new_rows),
+        "deployments": len(recorded),
+        "by_app": Counter(row.argo_app.name for row in recorded),
+    }

@@ -10,10 +10,11 @@ hash is already stored). The Celery poller keeps running: it repairs whatever a 
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
 
@@ -23,13 +24,31 @@ from integrations.argocd import DEFAULT_WATCH_FIELDS, ArgoCDClient, ArgoCDError,
 
 from .clients import argocd_client_for
 from .models import ArgoInstance
-from .observe import argo_application_observe, argo_application_remove
+from .observe import argo_application_remove, argo_applications_observe
 from .poll import instance_poll
 
 logger = logging.getLogger(__name__)
 
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
+
+
+# The most events stored as one batch; a larger burst is stored in several.
+MAX_BURST = 20000
+_NOTHING = Exception("no event")  # the queue is empty for now (not raised)
+
+
+def _read_stream(
+    events: Iterator[WatchEvent], arrived: queue.SimpleQueue[WatchEvent | BaseException | None]
+) -> None:
+    """Move the stream's events into `arrived`; then None (the stream ended) or the error that ended it."""
+    try:
+        for event in events:
+            arrived.put(event)
+    except BaseException as exc:  # handed to the storing thread, which re-lists
+        arrived.put(exc)
+        return
+    arrived.put(None)
 
 
 class RelistFailed(Exception):
@@ -158,30 +177,62 @@ class InstanceWatcher:
         try:
             self.stats.connects += 1
             events = client.watch_applications(resource_version=position or None, fields=DEFAULT_WATCH_FIELDS)
-            for event in events:
-                if self.stop_event.is_set():
-                    return
-                self._apply(client, event)
+            # One thread reads and parses the stream while this one stores: a burst (a monorepo commit
+            # moves every app) is stored as one batch, not one event after the other.
+            arrived: queue.SimpleQueue[WatchEvent | BaseException | None] = queue.SimpleQueue()
+            threading.Thread(
+                target=_read_stream,
+                args=(events, arrived),
+                name=f"argocd-watch-read-{self.instance_id}",
+                daemon=True,
+            ).start()
+            while not self.stop_event.is_set():
+                try:
+                    first = arrived.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                burst: list[WatchEvent] = []
+                item: WatchEvent | BaseException | None = first
+                while isinstance(item, WatchEvent):
+                    burst.append(item)
+                    if len(burst) >= MAX_BURST:
+                        item = _NOTHING
+                        break
+                    try:
+                        item = arrived.get_nowait()
+                    except queue.Empty:
+                        item = _NOTHING
+                        break
+                if burst and not self.stop_event.is_set():
+                    self._apply_burst(client, burst)
+                if item is None:
+                    return  # the server ended the stream
+                if isinstance(item, BaseException) and item is not _NOTHING:
+                    raise item
         finally:
             with self._lock:
                 self._streaming = False
 
-    def _apply(self, client: ArgoCDClient, event: WatchEvent) -> None:
-        self.stats.events += 1
+    def _apply_burst(self, client: ArgoCDClient, burst: list[WatchEvent]) -> None:
+        """Store a burst of events: the latest one of each app, deletions first, the rest as one batch."""
+        self.stats.events += len(burst)
         self.stats.last_event_at = time.monotonic()
-        if event.type == "DELETED":
-            result = argo_application_remove(instance_id=self.instance_id, name=event.application.name)
-            self.stats.removed += int(result.removed)
+        latest: dict[str, WatchEvent] = {}
+        for event in burst:
+            latest.pop(event.application.name, None)
+            latest[event.application.name] = event
+        for event in latest.values():
+            if event.type == "DELETED":
+                result = argo_application_remove(instance_id=self.instance_id, name=event.application.name)
+                self.stats.removed += int(result.removed)
+        remotes = [e.application for e in latest.values() if e.type != "DELETED"]
+        if not remotes:
             return
-        result = argo_application_observe(
-            instance_id=self.instance_id, remote=event.application, client=client
-        )
-        self.stats.changed += int(result.changed)
-        self.stats.deployments += result.new_deployments
-        if result.new_deployments:
-            logger.info(
-                "argocd watch: %s: %s new deployment(s)", event.application.name, result.new_deployments
-            )
+        for result in argo_applications_observe(instance_id=self.instance_id, remotes=remotes, client=client):
+            self.stats.changed += int(result.changed)
+            self.stats.deployments += result.new_deployments
+            if result.new_deployments:
+                logger.info("argocd watch: %s: %s new deployment(s)", result.name, result.new_deployments)
 
     # -- helpers ----------------------------------------------------------------------------------
 

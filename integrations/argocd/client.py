@@ -22,6 +22,7 @@ from integrations.argocd.models import (
     ArgoCluster,
     ArgoProject,
     ArgoVersion,
+    RawApplicationList,
     ResourceDiff,
     ResourceTree,
     RevisionMetadata,
@@ -33,6 +34,7 @@ from integrations.argocd.parse import (
     parse_application_list,
     parse_cluster,
     parse_project,
+    parse_raw_application_list,
     parse_resource_diff,
     parse_resource_node,
     parse_sync_window,
@@ -156,6 +158,33 @@ class ArgoCDClient:
         # Reference: swagger.json paths./api/v1/applications.get (v1alpha1ApplicationList)
         data = self._call("GET", "/api/v1/applications", params=params)
         result: ApplicationList = self._parse("application list", parse_application_list, data)
+        return result
+
+    def list_application_items(
+        self,
+        *,
+        projects: Iterable[str] = (),
+        selector: str | None = None,
+        fields: Iterable[str] | None = DEFAULT_LIST_FIELDS,
+    ) -> RawApplicationList:
+        """List applications like `list_applications`, items left raw: parse each with `parse_list_item`.
+
+        A poller that hashes the raw items first only pays for parsing the ones that changed.
+        """
+        params: list[tuple[str, str]] = [("projects", p) for p in projects]
+        if selector:
+            params.append(("selector", selector))
+        if fields:
+            params.append(("fields", ",".join(fields)))
+        data = self._call("GET", "/api/v1/applications", params=params)
+        result: RawApplicationList = self._parse("application list", parse_raw_application_list, data)
+        return result
+
+    def parse_list_item(self, item: dict[str, Any], index: int) -> ArgoApplication:
+        """Parse one raw item of `list_application_items` (ArgoCDResponseError when malformed)."""
+        result: ArgoApplication = self._parse(
+            "application list", lambda d: parse_application(d, f"$.items[{index}]"), item
+        )
         return result
 
     def get_application(self, name: str, *, project: str | None = None) -> ArgoApplication:

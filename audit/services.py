@@ -444,12 +444,7 @@ def change_record_sync(
         ChangeRecord.objects.select_for_update().filter(source_type=source_type, source_id=source_id).first()
     )
     if record is None:
-        now = timezone.now()
-        record = ChangeRecord(
-            kind=kind, source_type=source_type, source_id=source_id, app=app, environment=environment,
-            created_at=now, updated_at=now, **cleaned,
-        )  # fmt: skip
-        _change_record_compute(record)
+        record = _change_record_new(kind, source_type, source_id, app, environment, cleaned)
         try:
             with transaction.atomic():
                 record.save(force_insert=True)
@@ -468,6 +463,41 @@ def change_record_sync(
     _change_record_compute(record)
     record.save()
     return record
+
+
+def _change_record_new(
+    kind: str, source_type: str, source_id: str, app: str, environment: str, cleaned: dict[str, Any]
+) -> ChangeRecord:
+    now = timezone.now()
+    record = ChangeRecord(
+        kind=kind, source_type=source_type, source_id=source_id, app=app, environment=environment,
+        created_at=now, updated_at=now, **cleaned,
+    )  # fmt: skip
+    _change_record_compute(record)
+    return record
+
+
+@transaction.atomic
+def change_records_create(records: Iterable[Mapping[str, Any]]) -> list[ChangeRecord]:
+    """Create the change records of many NEW source objects in one multi-row INSERT.
+
+    Each item holds the keyword arguments of :func:`change_record_sync` for a source that has no
+    record yet (the poller's out-of-band deployments, just inserted); a source that already has
+    one raises IntegrityError (use change_record_sync to update).
+    """
+    built = []
+    for item in records:
+        item = dict(item)
+        kind, source_type, source_id = item.pop("kind"), item.pop("source_type"), str(item.pop("source_id"))
+        app, environment = item.pop("app"), item.pop("environment")
+        if kind not in CHANGE_KINDS:
+            raise ValueError(f"change_records_create: kind must be one of {CHANGE_KINDS}, not {kind!r}")
+        unknown = set(item) - _CHANGE_FIELDS
+        if unknown:
+            raise TypeError(f"change_records_create: unknown fields {sorted(unknown)}")
+        cleaned = {name: _clean_change_field(name, value) for name, value in item.items()}
+        built.append(_change_record_new(kind, source_type, source_id, app, environment, cleaned))
+    return ChangeRecord.objects.bulk_create(built, batch_size=1000)
 
 
 # --- checkpoints --------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from audit.services import audit_events_record, change_record_sync
+from audit.services import audit_events_record, change_records_create
 from core.kustomize import KustomizationError, image_version
 from integrations.argocd import ArgoApplication as RemoteApp
 from integrations.argocd import HistoryEntry
@@ -239,9 +239,11 @@ def deployments_record_many(
         ]
         Deployment.objects.bulk_create([item.row for _, item in built], batch_size=1000)
         audit_events_record(_deployment_observed_event(context=context, item=item) for context, item in built)
-        for context, item in built:
-            if context.production_like and item.row.out_of_band:
-                _out_of_band_change_record(context=context, item=item)
+        change_records_create(
+            _out_of_band_change(context=context, item=item)
+            for context, item in built
+            if context.production_like and item.row.out_of_band
+        )
         return [item.row for _, item in built]
 
 
@@ -387,8 +389,8 @@ def _deployment_observed_event(*, context: _AppHistory, item: _NewDeployment) ->
     )
 
 
-def _out_of_band_change_record(*, context: _AppHistory, item: _NewDeployment) -> None:
-    """Give an out-of-band deployment to a production-like environment its change record."""
+def _out_of_band_change(*, context: _AppHistory, item: _NewDeployment) -> dict[str, Any]:
+    """Return the change record of an out-of-band deployment to a production-like environment."""
     row, app_name = item.row, context.app_name
     env_name, cluster_name = context.env_name, context.cluster_name
     project = (context.app.project if context.app else "") or context.locked.project
@@ -399,7 +401,7 @@ def _out_of_band_change_record(*, context: _AppHistory, item: _NewDeployment) ->
     result = context.locked.sync_result
     if result and result.get("revision") == row.revision:
         fields["sync_result"] = result  # Argo CD's last operation is the one that deployed this row
-    change_record_sync(
+    return dict(
         kind="out_of_band",
         source_type="deployment",
         source_id=str(row.pk),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -130,12 +131,30 @@ def apps_observe(
                 observed.rows[item.name] = row
             else:
                 observed.full[item.name] = item
-    for name in list(observed.full):
-        try:
-            observed.full[name] = client.get_application(name)
-        except (ArgoCDNotFound, ArgoCDPermissionDenied):
-            del observed.full[name]  # deleted between list and get (Argo CD hides missing apps behind 403)
+    names = list(observed.full)
+    if len(names) < 2 * FULL_READS_AT_ONCE:
+        fetched = [_full_read(client, name) for name in names]
+    else:
+        with ThreadPoolExecutor(FULL_READS_AT_ONCE, thread_name_prefix="argocd-get") as pool:
+            fetched = list(pool.map(lambda name: _full_read(client, name), names))
+    for name, remote in zip(names, fetched, strict=True):
+        if remote is None:
+            del observed.full[name]
+        else:
+            observed.full[name] = remote
     return observed
+
+
+# Full GETs in flight at once when many apps changed (a first poll, a re-list after an outage):
+# against a real Argo CD each GET is mostly waiting on the network and the API server.
+FULL_READS_AT_ONCE = 4
+
+
+def _full_read(client: ArgoCDClient, name: str) -> RemoteApp | None:
+    try:
+        return client.get_application(name)
+    except (ArgoCDNotFound, ArgoCDPermissionDenied):
+        return None  # deleted between list and get (Argo CD hides missing apps behind 403)
 
 
 def apps_store_narrow(*, observed: Observed, now: datetime) -> int:

@@ -12,12 +12,11 @@ from integrations.argocd import ArgoApplication as RemoteApp
 from integrations.argocd import ArgoCDClient
 
 from .appstate import WATCHER
-from .ingest import repositories_ingest_for
 from .models import ArgoInstance, Cluster
 from .store import (
     apps_mark_removed,
     apps_observe,
-    apps_store,
+    apps_read_and_store,
     apps_store_narrow,
     existing_apps,
     instance_lock,
@@ -55,24 +54,23 @@ def argo_applications_observe(
     results = {remote.name: ObserveResult(name=remote.name) for remote in remotes}
     existing = existing_apps(instance, names=list(results))
     observed = apps_observe(client=client, instance=instance, items=remotes, existing=existing)
-    if not observed.full and not observed.narrow:
+    if not observed.to_read and not observed.narrow:
         return list(results.values())
-    repositories_ingest_for(instance=instance, full=observed.full)
     cluster_rows = {
         c.server: c for c in Cluster.objects.filter(instance=instance).select_related("environment")
     }
     now = timezone.now()
-    with transaction.atomic():
-        instance_lock(instance.pk)
-        new_names = {name for name in observed.full if name not in existing}
-        recorded = apps_store(
-            instance=instance, full=observed.full, hashes=observed.hashes, cluster_rows=cluster_rows, now=now
-        )
-        apps_store_narrow(observed=observed, now=now)
-    for name in (*observed.full, *observed.narrow):
+    read = apps_read_and_store(
+        client=client, instance=instance, observed=observed, cluster_rows=cluster_rows, now=now
+    )
+    if observed.narrow:
+        with transaction.atomic():
+            instance_lock(instance.pk)
+            apps_store_narrow(observed=observed, now=now)
+    for name in (*read["read"], *observed.narrow):
         results[name].changed = True
-        results[name].new = name in new_names
-    for name, count in recorded["by_app"].items():
+        results[name].new = name not in existing
+    for name, count in read["by_app"].items():
         results[name].new_deployments = count
     return list(results.values())
 

@@ -20,12 +20,12 @@ from .claims import POLL_CLAIM, claim_release, row_claim
 from .clients import argocd_client_for
 from .config import PortalConfig
 from .configapply import ConfigApplyResult, config_apply
-from .ingest import IngestResult, repositories_ingest_for, repository_ingest
-from .models import ArgoInstance, Cluster, GitRepository
+from .ingest import IngestResult, repository_ingest
+from .models import ArgoInstance, GitRepository
 from .store import (
     Observed,
     apps_mark_removed,
-    apps_store,
+    apps_read_and_store,
     apps_store_narrow,
     clusters_upsert,
     existing_apps,
@@ -87,14 +87,17 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
         if refusal:
             raise RemovalHeld(refusal)
         observed = listed_apps_observe(client=client, instance=instance, listing=listing, existing=existing)
-        repositories_ingest_for(instance=instance, full=observed.full)
-        result.apps_seen = len(listing.items)
+        result.apps_seen, resource_version = len(listing.items), listing.resource_version or ""
+        del listing, existing  # a fleet's raw list is tens of MB: not kept while apps are read in full
+        read = apps_read_and_store(
+            client=client, instance=instance, observed=observed, cluster_rows=cluster_rows, now=now
+        )
         stats = _poll_store(
             instance=instance,
             observed=observed,
+            read=read,
             removed=removed,
-            cluster_rows=cluster_rows,
-            resource_version=listing.resource_version or "",
+            resource_version=resource_version,
             started=started,
             now=now,
         )
@@ -173,22 +176,16 @@ def _poll_store(
     *,
     instance: ArgoInstance,
     observed: Observed,
+    read: dict[str, Any],
     removed: list[str],
-    cluster_rows: dict[str, Cluster],
     resource_version: str,
     started: float,
     now: datetime,
 ) -> dict[str, Any]:
+    """Store the narrow-only changes and removals, and record the poll (the full reads are stored)."""
     instance_lock(instance.pk)
     hashes = observed.hashes
-    stats = apps_store(
-        instance=instance,
-        full=observed.full,
-        hashes=hashes,
-        cluster_rows=cluster_rows,
-        now=now,
-        list_hashes=observed.list_hashes,
-    )
+    stats = dict(read)
     stats["changed"] += apps_store_narrow(observed=observed, now=now)
     if removed:
         apps_mark_removed(instance=instance, names=removed, now=now)

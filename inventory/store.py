@@ -30,6 +30,7 @@ from .appstate import (
 )
 from .config import INFERRED_ORDER
 from .deployments import deployments_record_many
+from .ingest import repositories_ingest_for
 from .models import Application, ArgoApplication, ArgoInstance, Cluster, Environment, GitRepository
 from .ownership import application_pin_resolve, ownership_conflict_of, ownership_conflict_record
 
@@ -38,7 +39,7 @@ from .ownership import application_pin_resolve, ownership_conflict_of, ownership
 class Observed:
     """What a list (or a burst of watch events) says about an instance's apps, sorted by cost.
 
-    `hashes`: the state hash of every app seen. `full`: the apps read in full (new, or whose
+    `hashes`: the state hash of every app seen. `to_read`: the apps to read in full (new, or whose
     history, operation or spec may have changed). `narrow`: the apps whose sync revision, sync
     status or health alone moved (a monorepo commit moves every app's sync revision): stored from
     the narrow state in one UPDATE. `relisted`: state unchanged, only the raw list item differs.
@@ -46,7 +47,7 @@ class Observed:
     """
 
     hashes: dict[str, str] = field(default_factory=dict)
-    full: dict[str, RemoteApp] = field(default_factory=dict)
+    to_read: list[str] = field(default_factory=list)  # read in full by apps_read_and_store, in chunks
     narrow: dict[str, RemoteApp] = field(default_factory=dict)
     relisted: dict[str, int] = field(default_factory=dict)  # name -> row id
     list_hashes: dict[str, str] = field(default_factory=dict)
@@ -116,7 +117,7 @@ def apps_observe(
                 continue
             candidates.append(item)
         else:
-            observed.full[item.name] = item  # a placeholder, read below
+            observed.to_read.append(item.name)
     if candidates:
         stored = {
             r["name"]: r
@@ -130,19 +131,54 @@ def apps_observe(
                 observed.narrow[item.name] = item
                 observed.rows[item.name] = row
             else:
-                observed.full[item.name] = item
-    names = list(observed.full)
+                observed.to_read.append(item.name)
+    return observed
+
+
+def full_reads(client: ArgoCDClient, names: list[str]) -> dict[str, RemoteApp]:
+    """GET these apps in full (a few at a time); apps deleted meanwhile are left out."""
     if len(names) < 2 * FULL_READS_AT_ONCE:
         fetched = [_full_read(client, name) for name in names]
     else:
         with ThreadPoolExecutor(FULL_READS_AT_ONCE, thread_name_prefix="argocd-get") as pool:
             fetched = list(pool.map(lambda name: _full_read(client, name), names))
-    for name, remote in zip(names, fetched, strict=True):
-        if remote is None:
-            del observed.full[name]
-        else:
-            observed.full[name] = remote
-    return observed
+    return {name: remote for name, remote in zip(names, fetched, strict=True) if remote is not None}
+
+
+def apps_read_and_store(
+    *,
+    client: ArgoCDClient,
+    instance: ArgoInstance,
+    observed: Observed,
+    cluster_rows: dict[str, Cluster],
+    now: datetime,
+    chunk: int = 500,
+) -> dict[str, Any]:
+    """Read the apps of `observed.to_read` in full and store them, `chunk` apps per transaction.
+
+    Each chunk is read, its commits ingested, then stored with its deployments under the instance
+    lock, and committed: memory stays bounded by one chunk however large the fleet, and the watcher
+    is never held up by a whole first poll. A chunk that fails leaves the earlier ones stored
+    (their state hash says so: the next poll goes on from there).
+    """
+    stats: dict[str, Any] = {"changed": 0, "new": 0, "deployments": 0, "by_app": Counter(), "read": []}
+    for start in range(0, len(observed.to_read), chunk):
+        full = full_reads(client, observed.to_read[start : start + chunk])
+        repositories_ingest_for(instance=instance, full=full)
+        with transaction.atomic():
+            instance_lock(instance.pk)
+            done = apps_store(
+                instance=instance,
+                full=full,
+                hashes=observed.hashes,
+                cluster_rows=cluster_rows,
+                now=now,
+                list_hashes=observed.list_hashes,
+            )
+        for key in ("changed", "new", "deployments", "by_app"):
+            stats[key] += done[key]
+        stats["read"] += list(full)
+    return stats
 
 
 # Full GETs in flight at once when many apps changed (a first poll, a re-list after an outage):

@@ -86,12 +86,20 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
         )
         if refusal:
             raise RemovalHeld(refusal)
-        observed = listed_apps_observe(client=client, instance=instance, listing=listing, existing=existing)
         result.apps_seen, resource_version = len(listing.items), listing.resource_version or ""
-        del listing, existing  # a fleet's raw list is tens of MB: not kept while apps are read in full
-        read = apps_read_and_store(
-            client=client, instance=instance, observed=observed, cluster_rows=cluster_rows, now=now
-        )
+        observed = Observed()
+        read: dict[str, Any] = {"changed": 0, "new": 0, "deployments": 0}
+        # Synced (and new) apps first: their deployments are stored before the rest is even parsed.
+        for batch in listed_apps_observe(
+            client=client, instance=instance, listing=listing, existing=existing
+        ):
+            done = apps_read_and_store(
+                client=client, instance=instance, observed=batch, cluster_rows=cluster_rows, now=now
+            )
+            observed.merge(batch)
+            for key in read:
+                read[key] += done[key]
+        del listing, existing  # a fleet's raw list is tens of MB
         stats = _poll_store(
             instance=instance,
             observed=observed,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -11,6 +11,7 @@ from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Model
+from django.utils.dateparse import parse_datetime
 
 from audit.services import audit_event_record
 from integrations.argocd import ArgoApplication as RemoteApp
@@ -53,6 +54,15 @@ class Observed:
     list_hashes: dict[str, str] = field(default_factory=dict)
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # stored rows of the changed ones
 
+    def merge(self, other: Observed) -> None:
+        """Add another batch of the same list."""
+        self.hashes.update(other.hashes)
+        self.to_read += other.to_read
+        self.narrow.update(other.narrow)
+        self.relisted.update(other.relisted)
+        self.list_hashes.update(other.list_hashes)
+        self.rows.update(other.rows)
+
 
 _NARROW_ROW = ("id", "name", "state_hash", "deleted_at", "is_multi_source", *NARROW_FIELDS)
 
@@ -71,25 +81,71 @@ def listed_apps_observe(
     instance: ArgoInstance,
     listing: RawApplicationList,
     existing: Mapping[str, Mapping[str, Any]],
-) -> Observed:
-    """Hash each raw list item; parse only the ones whose hash moved, then sort those by cost."""
+) -> Iterator[Observed]:
+    """Hash each raw list item; parse only the ones whose hash moved, then sort those by cost.
+
+    Yields first the new apps and those whose operation moved (a sync: new history to record),
+    then the rest: the app that was synced is stored before the fleet whose sync revision the
+    same commit moved. The first batch also carries the unchanged apps' hashes.
+    """
     unchanged: dict[str, str] = {}
-    changed: list[RemoteApp] = []
-    list_hashes: dict[str, str] = {}
+    changed: list[tuple[int, dict[str, Any], str]] = []
     for index, item in enumerate(listing.items):
         name = listing.name_of(item)
         digest = list_item_hash(item)
         row = existing.get(name) if name else None
         if row is not None and row["list_hash"] == digest and row["deleted_at"] is None:
             unchanged[row["name"]] = row["state_hash"]
+        else:
+            changed.append((index, item, digest))
+    stored = (
+        {
+            name: (phase, started, finished)
+            for name, phase, started, finished in ArgoApplication.objects.filter(
+                instance=instance,
+                name__in=[n for n in (listing.name_of(item) for _, item, _ in changed) if n in existing],
+            ).values_list("name", "operation_phase", "operation_started_at", "operation_finished_at")
+        }
+        if changed
+        else {}
+    )
+    urgent = [c for c in changed if _operation_moved(c[1], stored.get(listing.name_of(c[1]) or ""))]
+    rest = [c for c in changed if not _operation_moved(c[1], stored.get(listing.name_of(c[1]) or ""))]
+    for number, group in enumerate((urgent, rest)):
+        if number and not group:
             continue
-        remote = client.parse_list_item(item, index)
-        list_hashes[remote.name] = digest
-        changed.append(remote)
-    observed = apps_observe(client=client, instance=instance, items=changed, existing=existing)
-    observed.hashes.update(unchanged)
-    observed.list_hashes = list_hashes
-    return observed
+        remotes, list_hashes = [], {}
+        for index, item, digest in group:
+            remote = client.parse_list_item(item, index)
+            list_hashes[remote.name] = digest
+            remotes.append(remote)
+        observed = apps_observe(client=client, instance=instance, items=remotes, existing=existing)
+        observed.list_hashes = list_hashes
+        if not number:
+            observed.hashes.update(unchanged)
+        yield observed
+
+
+def _operation_moved(item: dict[str, Any], stored: tuple[str, Any, Any] | None) -> bool:
+    """Tell from the raw item whether its operation differs from the stored one (or it is new)."""
+    if stored is None:
+        return True
+    status = item.get("status")
+    op = status.get("operationState") if isinstance(status, dict) else None
+    op = op if isinstance(op, dict) else {}
+    phase, started, finished = stored
+    try:
+        return (
+            (op.get("phase") or "") != phase
+            or _time(op.get("startedAt")) != started
+            or _time(op.get("finishedAt")) != finished
+        )
+    except (TypeError, ValueError):
+        return True  # unreadable here: the typed parse will say why
+
+
+def _time(value: Any) -> datetime | None:
+    return parse_datetime(value) if value else None
 
 
 def apps_observe(

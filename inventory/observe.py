@@ -12,7 +12,7 @@ from integrations.argocd import ArgoApplication as RemoteApp
 from integrations.argocd import ArgoCDClient
 
 from .appstate import WATCHER
-from .models import ArgoInstance, Cluster
+from .models import ArgoApplication, ArgoInstance, Cluster
 from .store import (
     apps_mark_removed,
     apps_observe,
@@ -73,6 +73,21 @@ def argo_applications_observe(
     for name, count in read["by_app"].items():
         results[name].new_deployments = count
     return list(results.values())
+
+
+def operation_moved(*, instance_id: int, remotes: Sequence[RemoteApp]) -> list[str]:
+    """Return the names among `remotes` that are new or whose operation moved since stored."""
+    stored = {
+        name: (phase, started, finished)
+        for name, phase, started, finished in ArgoApplication.objects.filter(
+            instance_id=instance_id, name__in=[r.name for r in remotes], deleted_at__isnull=True
+        ).values_list("name", "operation_phase", "operation_started_at", "operation_finished_at")
+    }
+    return [
+        r.name
+        for r in remotes
+        if stored.get(r.name) != (r.operation_phase or "", r.operation_started_at, r.operation_finished_at)
+    ]
 
 
 @transaction.atomic

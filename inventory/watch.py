@@ -24,7 +24,7 @@ from integrations.argocd import DEFAULT_WATCH_FIELDS, ArgoCDClient, ArgoCDError,
 
 from .clients import argocd_client_for
 from .models import ArgoInstance
-from .observe import argo_application_remove, argo_applications_observe
+from .observe import argo_application_remove, argo_applications_observe, operation_moved
 from .poll import instance_poll
 
 logger = logging.getLogger(__name__)
@@ -33,9 +33,10 @@ BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
 
 
-# The most events stored as one batch; a larger burst is stored in several.
-MAX_BURST = 20000
-_NOTHING = Exception("no event")  # the queue is empty for now (not raised)
+# The most sync-revision/health moves stored as one batch before new events are read again.
+MAX_BURST = 2000
+_NOTHING = Exception("no event")  # the queue is empty for now (never raised)
+_ENDED = Exception("the stream ended")  # never raised
 
 
 def _read_stream(
@@ -186,49 +187,55 @@ class InstanceWatcher:
                 name=f"argocd-watch-read-{self.instance_id}",
                 daemon=True,
             ).start()
+            pending: dict[str, WatchEvent] = {}  # the latest event of each app not stored yet
+            ended: BaseException | None = None
             while not self.stop_event.is_set():
+                item: WatchEvent | BaseException | None = _NOTHING
                 try:
-                    first = arrived.get(timeout=0.5)
-                except queue.Empty:
-                    continue
-                burst: list[WatchEvent] = []
-                item: WatchEvent | BaseException | None = first
-                while isinstance(item, WatchEvent):
-                    burst.append(item)
-                    if len(burst) >= MAX_BURST:
-                        item = _NOTHING
-                        break
-                    try:
+                    item = arrived.get(timeout=0.5) if not pending else arrived.get_nowait()
+                    while isinstance(item, WatchEvent):
+                        self.stats.events += 1
+                        self.stats.last_event_at = time.monotonic()
+                        pending.pop(item.application.name, None)
+                        pending[item.application.name] = item
                         item = arrived.get_nowait()
-                    except queue.Empty:
-                        item = _NOTHING
-                        break
-                if burst and not self.stop_event.is_set():
-                    self._apply_burst(client, burst)
-                if item is None:
-                    return  # the server ended the stream
-                if isinstance(item, BaseException) and item is not _NOTHING:
-                    raise item
+                except queue.Empty:
+                    pass
+                if self.stop_event.is_set():
+                    return
+                if item is None or (isinstance(item, BaseException) and item is not _NOTHING):
+                    ended = item or _ENDED
+                if pending:
+                    self._apply_some(client, pending, everything=ended is not None)
+                if ended is not None and not pending:
+                    if ended is _ENDED:
+                        return  # the server ended the stream
+                    raise ended
         finally:
             with self._lock:
                 self._streaming = False
 
-    def _apply_burst(self, client: ArgoCDClient, burst: list[WatchEvent]) -> None:
-        """Store a burst of events: the latest one of each app, deletions first, the rest as one batch."""
-        self.stats.events += len(burst)
-        self.stats.last_event_at = time.monotonic()
-        latest: dict[str, WatchEvent] = {}
-        for event in burst:
-            latest.pop(event.application.name, None)
-            latest[event.application.name] = event
-        for event in latest.values():
+    def _apply_some(self, client: ArgoCDClient, pending: dict[str, WatchEvent], *, everything: bool) -> None:
+        """Store part of the pending events, the most urgent first, and drop them from `pending`.
+
+        Deletions, new apps and apps whose operation moved (a sync and its new history) go first;
+        then at most MAX_BURST of the others (sync revision, status or health moves), oldest first,
+        before new events are read again: a synced app never waits behind a whole fleet's burst.
+        """
+        for name, event in list(pending.items()):
             if event.type == "DELETED":
-                result = argo_application_remove(instance_id=self.instance_id, name=event.application.name)
+                del pending[name]
+                result = argo_application_remove(instance_id=self.instance_id, name=name)
                 self.stats.removed += int(result.removed)
-        remotes = [e.application for e in latest.values() if e.type != "DELETED"]
-        if not remotes:
+        if not pending:
             return
-        for result in argo_applications_observe(instance_id=self.instance_id, remotes=remotes, client=client):
+        urgent = operation_moved(
+            instance_id=self.instance_id, remotes=[e.application for e in pending.values()]
+        )
+        batch = [pending.pop(name).application for name in urgent]
+        for name in list(pending)[: max(0, MAX_BURST - len(batch)) if not everything else None]:
+            batch.append(pending.pop(name).application)
+        for result in argo_applications_observe(instance_id=self.instance_id, remotes=batch, client=client):
             self.stats.changed += int(result.changed)
             self.stats.deployments += result.new_deployments
             if result.new_deployments:

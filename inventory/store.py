@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -218,8 +218,40 @@ def apps_read_and_store(
     (their state hash says so: the next poll goes on from there).
     """
     stats: dict[str, Any] = {"changed": 0, "new": 0, "deployments": 0, "by_app": Counter(), "read": []}
-    for start in range(0, len(observed.to_read), chunk):
-        full = full_reads(client, observed.to_read[start : start + chunk])
+    chunks = [observed.to_read[start : start + chunk] for start in range(0, len(observed.to_read), chunk)]
+    if len(observed.to_read) < 2 * FULL_READS_AT_ONCE:
+        reads: Iterator[dict[str, RemoteApp]] = (full_reads(client, names) for names in chunks)
+        return _chunks_store(instance, observed, cluster_rows, now, reads, stats)
+    pool = ThreadPoolExecutor(FULL_READS_AT_ONCE, thread_name_prefix="argocd-get")
+    try:
+        # The next chunk is read while this one is stored (the database works meanwhile).
+        return _chunks_store(instance, observed, cluster_rows, now, _prefetched(pool, client, chunks), stats)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # a failed chunk does not wait for the next one's reads
+
+
+def _prefetched(
+    pool: ThreadPoolExecutor, client: ArgoCDClient, chunks: list[list[str]]
+) -> Iterator[dict[str, RemoteApp]]:
+    def submit(names: list[str]) -> list[tuple[str, Future[RemoteApp | None]]]:
+        return [(name, pool.submit(_full_read, client, name)) for name in names]
+
+    pending = submit(chunks[0]) if chunks else []
+    for number in range(len(chunks)):
+        current, pending = pending, (submit(chunks[number + 1]) if number + 1 < len(chunks) else [])
+        done = {name: future.result() for name, future in current}
+        yield {name: remote for name, remote in done.items() if remote is not None}
+
+
+def _chunks_store(
+    instance: ArgoInstance,
+    observed: Observed,
+    cluster_rows: dict[str, Cluster],
+    now: datetime,
+    reads: Iterable[dict[str, RemoteApp]],
+    stats: dict[str, Any],
+) -> dict[str, Any]:
+    for full in reads:
         repositories_ingest_for(instance=instance, full=full)
         with transaction.atomic():
             instance_lock(instance.pk)

@@ -479,15 +479,28 @@ def _change_record_new(
 
 @transaction.atomic
 def change_records_create(records: Iterable[Mapping[str, Any]]) -> list[ChangeRecord]:
-    """Create the change records of many NEW source objects in one multi-row INSERT.
+    """Create the change records of many new source objects in one multi-row INSERT.
 
-    Each item holds the keyword arguments of :func:`change_record_sync` for a source that has no
-    record yet (the poller's out-of-band deployments, just inserted); a source that already has
-    one raises IntegrityError (use change_record_sync to update).
+    Each item holds the keyword arguments of :func:`change_record_sync`, for sources that normally
+    have no record yet (the poller's out-of-band deployments, just inserted); one that already has
+    its record is updated by change_record_sync, as if it had been called for each.
     """
+    items = [dict(item) for item in records]
+    keys = {(item["source_type"], str(item["source_id"])) for item in items}
+    existing = set()
+    for source_type in {t for t, _ in keys}:
+        ids = [i for t, i in keys if t == source_type]
+        existing |= {
+            (source_type, i)
+            for i in ChangeRecord.objects.filter(source_type=source_type, source_id__in=ids).values_list(
+                "source_id", flat=True
+            )
+        }
+    updated = [change_record_sync(**i) for i in items if (i["source_type"], str(i["source_id"])) in existing]
     built = []
-    for item in records:
-        item = dict(item)
+    for item in items:
+        if (item["source_type"], str(item["source_id"])) in existing:
+            continue
         kind, source_type, source_id = item.pop("kind"), item.pop("source_type"), str(item.pop("source_id"))
         app, environment = item.pop("app"), item.pop("environment")
         if kind not in CHANGE_KINDS:
@@ -497,7 +510,7 @@ def change_records_create(records: Iterable[Mapping[str, Any]]) -> list[ChangeRe
             raise TypeError(f"change_records_create: unknown fields {sorted(unknown)}")
         cleaned = {name: _clean_change_field(name, value) for name, value in item.items()}
         built.append(_change_record_new(kind, source_type, source_id, app, environment, cleaned))
-    return ChangeRecord.objects.bulk_create(built, batch_size=1000)
+    return updated + ChangeRecord.objects.bulk_create(built, batch_size=1000)
 
 
 # --- checkpoints --------------------------------------------------------------------------------------

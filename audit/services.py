@@ -63,6 +63,10 @@ Change records (call from promotions, rollbacks and the Argo CD poller)
     ``"<id>:<app>"``: its evidence is the events of ``(source_type, "<id>")``, and project-scoped
     auditors see exactly the apps in their projects.
 
+``change_records_create(records) -> list[ChangeRecord]``
+    The same for many new sources at once (each item: ``change_record_sync``'s keyword arguments):
+    one multi-row INSERT; a source that already has its record is updated by ``change_record_sync``.
+
 Checkpoints
 -----------
 ``audit_checkpoint_create() -> AuditCheckpoint | None``

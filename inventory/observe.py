@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -20,6 +21,7 @@ from .store import (
     apps_store_narrow,
     existing_apps,
     instance_lock,
+    operation_moved,
 )
 
 
@@ -75,19 +77,15 @@ def argo_applications_observe(
     return list(results.values())
 
 
-def operation_moved(*, instance_id: int, remotes: Sequence[RemoteApp]) -> list[str]:
-    """Return the names among `remotes` that are new or whose operation moved since stored."""
+def raw_operation_moved(*, instance_id: int, items: Mapping[str, Any]) -> list[str]:
+    """Return the names (of undecoded watch apps by name) that are new or whose operation moved."""
     stored = {
         name: (phase, started, finished)
         for name, phase, started, finished in ArgoApplication.objects.filter(
-            instance_id=instance_id, name__in=[r.name for r in remotes], deleted_at__isnull=True
+            instance_id=instance_id, name__in=list(items), deleted_at__isnull=True
         ).values_list("name", "operation_phase", "operation_started_at", "operation_finished_at")
     }
-    return [
-        r.name
-        for r in remotes
-        if stored.get(r.name) != (r.operation_phase or "", r.operation_started_at, r.operation_finished_at)
-    ]
+    return [name for name, app in items.items() if operation_moved(app, stored.get(name))]
 
 
 @transaction.atomic

@@ -109,8 +109,8 @@ def listed_apps_observe(
         if changed
         else {}
     )
-    urgent = [c for c in changed if _operation_moved(c[1], stored.get(listing.name_of(c[1]) or ""))]
-    rest = [c for c in changed if not _operation_moved(c[1], stored.get(listing.name_of(c[1]) or ""))]
+    urgent = [c for c in changed if operation_moved(c[1], stored.get(listing.name_of(c[1]) or ""))]
+    rest = [c for c in changed if not operation_moved(c[1], stored.get(listing.name_of(c[1]) or ""))]
     for number, group in enumerate((urgent, rest)):
         if number and not group:
             continue
@@ -126,8 +126,8 @@ def listed_apps_observe(
         yield observed
 
 
-def _operation_moved(item: dict[str, Any], stored: tuple[str, Any, Any] | None) -> bool:
-    """Tell from the raw item whether its operation differs from the stored one (or it is new)."""
+def operation_moved(item: dict[str, Any], stored: tuple[str, Any, Any] | None) -> bool:
+    """Tell from a raw (list or watch) app whether its operation differs from the stored one (or it is new)."""
     if stored is None:
         return True
     status = item.get("status")

@@ -17,14 +17,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import DatabaseError, close_old_connections, connection
 
-from integrations.argocd import DEFAULT_WATCH_FIELDS, ArgoCDClient, ArgoCDError, WatchEvent
+from integrations.argocd import DEFAULT_WATCH_FIELDS, ArgoCDClient, ArgoCDError
 
 from .clients import argocd_client_for
 from .models import ArgoInstance
-from .observe import argo_application_remove, argo_applications_observe, operation_moved
+from .observe import argo_application_remove, argo_applications_observe, raw_operation_moved
 from .poll import instance_poll
 
 logger = logging.getLogger(__name__)
@@ -39,8 +40,17 @@ _NOTHING = Exception("no event")  # the queue is empty for now (never raised)
 _ENDED = Exception("the stream ended")  # never raised
 
 
+def _event_name(data: dict[str, Any]) -> str | None:
+    """The app an undecoded event is about (None when malformed: parsing it says why)."""
+    result = data.get("result")
+    app = result.get("application") if isinstance(result, dict) else None
+    meta = app.get("metadata") if isinstance(app, dict) else None
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
 def _read_stream(
-    events: Iterator[WatchEvent], arrived: queue.SimpleQueue[WatchEvent | BaseException | None]
+    events: Iterator[dict[str, Any]], arrived: queue.SimpleQueue[dict[str, Any] | BaseException | None]
 ) -> None:
     """Move the stream's events into `arrived`; then None (the stream ended) or the error that ended it."""
     try:
@@ -177,27 +187,30 @@ class InstanceWatcher:
             self._streaming = True  # from here on stop() may abort the read
         try:
             self.stats.connects += 1
-            events = client.watch_applications(resource_version=position or None, fields=DEFAULT_WATCH_FIELDS)
-            # One thread reads and parses the stream while this one stores: a burst (a monorepo commit
-            # moves every app) is stored as one batch, not one event after the other.
-            arrived: queue.SimpleQueue[WatchEvent | BaseException | None] = queue.SimpleQueue()
+            events = client.watch_application_payloads(
+                resource_version=position or None, fields=DEFAULT_WATCH_FIELDS
+            )
+            # One thread reads and decodes the stream while this one parses and stores: a burst (a
+            # monorepo commit moves every app) is coalesced and stored in batches, the urgent first.
+            arrived: queue.SimpleQueue[dict[str, Any] | BaseException | None] = queue.SimpleQueue()
             threading.Thread(
                 target=_read_stream,
                 args=(events, arrived),
                 name=f"argocd-watch-read-{self.instance_id}",
                 daemon=True,
             ).start()
-            pending: dict[str, WatchEvent] = {}  # the latest event of each app not stored yet
+            pending: dict[str, dict[str, Any]] = {}  # the latest event of each app not stored yet
             ended: BaseException | None = None
             while not self.stop_event.is_set():
-                item: WatchEvent | BaseException | None = _NOTHING
+                item: dict[str, Any] | BaseException | None = _NOTHING
                 try:
                     item = arrived.get(timeout=0.5) if not pending else arrived.get_nowait()
-                    while isinstance(item, WatchEvent):
+                    while isinstance(item, dict):
                         self.stats.events += 1
                         self.stats.last_event_at = time.monotonic()
-                        pending.pop(item.application.name, None)
-                        pending[item.application.name] = item
+                        name = _event_name(item) or client.parse_watch_event(item).application.name
+                        pending.pop(name, None)
+                        pending[name] = item
                         item = arrived.get_nowait()
                 except queue.Empty:
                     pass
@@ -215,26 +228,31 @@ class InstanceWatcher:
             with self._lock:
                 self._streaming = False
 
-    def _apply_some(self, client: ArgoCDClient, pending: dict[str, WatchEvent], *, everything: bool) -> None:
+    def _apply_some(
+        self, client: ArgoCDClient, pending: dict[str, dict[str, Any]], *, everything: bool
+    ) -> None:
         """Store part of the pending events, the most urgent first, and drop them from `pending`.
 
         Deletions, new apps and apps whose operation moved (a sync and its new history) go first;
         then at most MAX_BURST of the others (sync revision, status or health moves), oldest first,
         before new events are read again: a synced app never waits behind a whole fleet's burst.
+        Events are parsed here, urgent ones first, not as they arrive.
         """
-        for name, event in list(pending.items()):
-            if event.type == "DELETED":
-                del pending[name]
-                result = argo_application_remove(instance_id=self.instance_id, name=name)
+        for name, data in list(pending.items()):
+            if data["result"].get("type") == "DELETED":
+                event = client.parse_watch_event(pending.pop(name))
+                result = argo_application_remove(instance_id=self.instance_id, name=event.application.name)
                 self.stats.removed += int(result.removed)
         if not pending:
             return
-        urgent = operation_moved(
-            instance_id=self.instance_id, remotes=[e.application for e in pending.values()]
+        urgent = raw_operation_moved(
+            instance_id=self.instance_id, items={n: d["result"]["application"] for n, d in pending.items()}
         )
-        batch = [pending.pop(name).application for name in urgent]
-        for name in list(pending)[: max(0, MAX_BURST - len(batch)) if not everything else None]:
-            batch.append(pending.pop(name).application)
+        first = set(urgent)
+        names = urgent + [n for n in pending if n not in first]
+        if not everything:
+            names = names[: max(len(urgent), MAX_BURST)]
+        batch = [client.parse_watch_event(pending.pop(name)).application for name in names]
         for result in argo_applications_observe(instance_id=self.instance_id, remotes=batch, client=client):
             self.stats.changed += int(result.changed)
             self.stats.deployments += result.new_deployments

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import requests
@@ -322,6 +322,30 @@ class ArgoCDClient:
         Raises the mapped ArgoCDError for an in-stream error object; a read timeout or cut
         connection surfaces as ArgoCDUnavailable, after which the caller re-lists.
         """
+        payloads = self.watch_application_payloads(
+            resource_version=resource_version,
+            projects=projects,
+            selector=selector,
+            fields=fields,
+            timeout=timeout,
+        )
+        for data in payloads:
+            yield self.parse_watch_event(data)
+
+    def watch_application_payloads(
+        self,
+        *,
+        resource_version: str | None = None,
+        projects: Iterable[str] = (),
+        selector: str | None = None,
+        fields: Iterable[str] | None = None,
+        timeout: Timeout = WATCH_TIMEOUT,
+    ) -> Iterator[dict[str, Any]]:
+        """Like `watch_applications`, but yield each event decoded and not yet parsed.
+
+        A reader that coalesces bursts parses (`parse_watch_event`) only the events it stores.
+        In-stream error objects and undecodable events raise here, as in `watch_applications`.
+        """
         params: list[tuple[str, str]] = [("projects", p) for p in projects]
         if resource_version:
             params.append(("resourceVersion", resource_version))
@@ -337,7 +361,7 @@ class ArgoCDClient:
             ) as (head, lines):
                 raise_for_status(head, self._http.scrub)
                 for payload in iter_stream_payloads(lines):
-                    yield self._parse_event(payload)
+                    yield self._decode_event(payload)
         except ResponseTooLarge as exc:
             raise ArgoCDResponseError(str(exc)) from None
         except TransportError as exc:
@@ -345,11 +369,17 @@ class ArgoCDClient:
         except HttpError as exc:
             raise ArgoCDError(str(exc)) from None
 
-    def _parse_event(self, payload: bytes) -> WatchEvent:
+    def _decode_event(self, payload: bytes) -> dict[str, Any]:
         try:
             data = json.loads(payload)
         except ValueError:
             raise ArgoCDResponseError("watch stream: event is not valid JSON") from None
+        if not isinstance(data, dict) or "error" in data:
+            self.parse_watch_event(data)  # raises the (scrubbed) in-stream error, or says what is wrong
+        return cast(dict[str, Any], data)
+
+    def parse_watch_event(self, data: Any) -> WatchEvent:
+        """Parse one decoded stream event (from `watch_application_payloads`)."""
         try:
             result: WatchEvent = self._parse("watch event", parse_watch_payload, data)
         except ArgoCDError as exc:

@@ -238,7 +238,7 @@ def run(
         "moved, i.e. every app of the monorepo. The watcher reads and parses the stream in one thread and "
         "stores from another: pending events are coalesced per app; new apps and apps whose operation "
         "moved (a sync, with its new history entry) are read in full and stored first; the sync-revision, "
-        "sync-status and health moves are stored from the narrow state, at most 2,000 per UPDATE between "
+        "sync-status and health moves are stored from the narrow state, at most 500 per UPDATE between "
         "reads of the queue, so the synced app does not wait behind the fleet. The poller does the same "
         "within one list: the synced apps are read and stored before the rest of the changed items are "
         "even parsed."

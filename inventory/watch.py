@@ -9,6 +9,7 @@ hash is already stored). The Celery poller keeps running: it repairs whatever a 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import random
@@ -35,9 +36,29 @@ BACKOFF_MAX_SECONDS = 60.0
 
 
 # The most sync-revision/health moves stored as one batch before new events are read again.
-MAX_BURST = 2000
+MAX_BURST = 500
 _NOTHING = Exception("no event")  # the queue is empty for now (never raised)
 _ENDED = Exception("the stream ended")  # never raised
+
+
+@dataclass
+class _Pending:
+    """The latest undecoded event of each app not stored yet, and which of them are urgent."""
+
+    events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unchecked: set[str] = field(default_factory=set)  # arrived since the last urgency check
+    urgent: dict[str, None] = field(default_factory=dict)  # new apps, moved operations (in order)
+
+    def add(self, name: str, event: dict[str, Any]) -> None:
+        self.events.pop(name, None)
+        self.events[name] = event
+        self.urgent.pop(name, None)
+        self.unchecked.add(name)
+
+    def pop(self, name: str) -> dict[str, Any]:
+        self.urgent.pop(name, None)
+        self.unchecked.discard(name)
+        return self.events.pop(name)
 
 
 def _event_name(data: dict[str, Any]) -> str | None:
@@ -199,18 +220,18 @@ class InstanceWatcher:
                 name=f"argocd-watch-read-{self.instance_id}",
                 daemon=True,
             ).start()
-            pending: dict[str, dict[str, Any]] = {}  # the latest event of each app not stored yet
+            pending = _Pending()
             ended: BaseException | None = None
             while not self.stop_event.is_set():
                 item: dict[str, Any] | BaseException | None = _NOTHING
                 try:
-                    item = arrived.get(timeout=0.5) if not pending else arrived.get_nowait()
+                    item = arrived.get(timeout=0.5) if not pending.events else arrived.get_nowait()
                     while isinstance(item, dict):
                         self.stats.events += 1
                         self.stats.last_event_at = time.monotonic()
-                        name = _event_name(item) or client.parse_watch_event(item).application.name
-                        pending.pop(name, None)
-                        pending[name] = item
+                        pending.add(
+                            _event_name(item) or client.parse_watch_event(item).application.name, item
+                        )
                         item = arrived.get_nowait()
                 except queue.Empty:
                     pass
@@ -218,9 +239,9 @@ class InstanceWatcher:
                     return
                 if item is None or (isinstance(item, BaseException) and item is not _NOTHING):
                     ended = item or _ENDED
-                if pending:
+                if pending.events:
                     self._apply_some(client, pending, everything=ended is not None)
-                if ended is not None and not pending:
+                if ended is not None and not pending.events:
                     if ended is _ENDED:
                         return  # the server ended the stream
                     raise ended
@@ -228,9 +249,7 @@ class InstanceWatcher:
             with self._lock:
                 self._streaming = False
 
-    def _apply_some(
-        self, client: ArgoCDClient, pending: dict[str, dict[str, Any]], *, everything: bool
-    ) -> None:
+    def _apply_some(self, client: ArgoCDClient, pending: _Pending, *, everything: bool) -> None:
         """Store part of the pending events, the most urgent first, and drop them from `pending`.
 
         Deletions, new apps and apps whose operation moved (a sync and its new history) go first;
@@ -238,20 +257,25 @@ class InstanceWatcher:
         before new events are read again: a synced app never waits behind a whole fleet's burst.
         Events are parsed here, urgent ones first, not as they arrive.
         """
-        for name, data in list(pending.items()):
+        fresh = {name: pending.events[name] for name in pending.unchecked}
+        pending.unchecked.clear()
+        for name, data in fresh.items():
             if data["result"].get("type") == "DELETED":
                 event = client.parse_watch_event(pending.pop(name))
                 result = argo_application_remove(instance_id=self.instance_id, name=event.application.name)
                 self.stats.removed += int(result.removed)
-        if not pending:
-            return
-        urgent = raw_operation_moved(
-            instance_id=self.instance_id, items={n: d["result"]["application"] for n, d in pending.items()}
+        moved = raw_operation_moved(
+            instance_id=self.instance_id,
+            items={n: d["result"]["application"] for n, d in fresh.items() if n in pending.events},
         )
-        first = set(urgent)
-        names = urgent + [n for n in pending if n not in first]
-        if not everything:
-            names = names[: max(len(urgent), MAX_BURST)]
+        pending.urgent.update(dict.fromkeys(moved))
+        names = list(pending.urgent)
+        if everything:
+            names += [n for n in pending.events if n not in pending.urgent]
+        else:
+            names += list(itertools.islice((n for n in pending.events if n not in pending.urgent), MAX_BURST))
+        if not names:
+            return
         batch = [client.parse_watch_event(pending.pop(name)).application for name in names]
         for result in argo_applications_observe(instance_id=self.instance_id, remotes=batch, client=client):
             self.stats.changed += int(result.changed)

@@ -43,6 +43,10 @@ class AuditAction(models.TextChoices):
     PROMOTION_APPROVAL_RECORDED = "promotion.approval_recorded", "promotion approval recorded"
     PROMOTION_APPROVED = "promotion.approved", "promotion approved"
     PROMOTION_REJECTED = "promotion.rejected", "promotion rejected"
+    PROMOTION_CHECKLIST_OVERRIDDEN = (
+        "promotion.checklist_overridden",
+        "blocking zero-downtime checklist overridden by an approver",
+    )
     PROMOTION_CANCELLED = "promotion.cancelled", "promotion cancelled"
     PROMOTION_PR_OPENED = "promotion.pr_opened", "promotion pull request opened"
     PROMOTION_BRANCH_REPLACED = "promotion.branch_replaced", "promotion moved to a fresh branch"
@@ -50,6 +54,8 @@ class AuditAction(models.TextChoices):
     PROMOTION_MERGED = "promotion.merged", "promotion merged"
     PROMOTION_ABANDONED = "promotion.abandoned", "promotion abandoned (pull request closed)"
     PROMOTION_TRACKING_ERROR = "promotion.tracking_error", "promotion tracking error"
+    PROMOTION_CHECKS_FAILED = "promotion.checks_failed", "a required check of the promotion PR failed"
+    PROMOTION_CHECKS_PASSED = "promotion.checks_passed", "the required checks of the promotion PR passed"
     PROMOTION_DEPLOY_TIMED_OUT = "promotion.deploy_timed_out", "promotion deploy timed out"
     PROMOTION_SYNC_FAILED = "promotion.sync_failed", "promotion sync failed"
     PROMOTION_DEPLOYED = "promotion.deployed", "promotion deployed"
@@ -72,6 +78,8 @@ class AuditAction(models.TextChoices):
     ROLLBACK_AUTO_MERGED = "rollback.auto_merged", "emergency rollback merged by the portal"
     ROLLBACK_MERGED = "rollback.merged", "rollback merged"
     ROLLBACK_TRACKING_ERROR = "rollback.tracking_error", "rollback tracking error"
+    ROLLBACK_CHECKS_FAILED = "rollback.checks_failed", "a required check of the rollback PR failed"
+    ROLLBACK_CHECKS_PASSED = "rollback.checks_passed", "the required checks of the rollback PR passed"
     ROLLBACK_DEPLOY_TIMED_OUT = "rollback.deploy_timed_out", "rollback deploy timed out"
     ROLLBACK_SYNC_FAILED = "rollback.sync_failed", "rollback sync failed"
     ROLLBACK_NOT_HEALTHY = "rollback.not_healthy", "rollback deployed but not healthy"

@@ -15,9 +15,13 @@ Public API (a kind is a `ChangeKind` registered from its app's AppConfig.ready()
   `change_requester_fields`; `ChangeFailed` (a kind's permanent, readable failure).
 - pullrequests.py: `pull_request_ensure` (idempotent; adopts only the portal's own PR and branch:
   `pull_request_distrust`, `forge_login`), `pull_request_refresh`,
-  `pull_request_close_and_delete_branch`, `pull_request_merge_when_checks_pass` (at the recorded
-  head, after `required_checks_verdict`), `branch_name_unguessable`, `forge_for`,
+  `pull_request_close_and_delete_branch`, `branch_name_unguessable`, `forge_for`,
   errors `PullRequestRetryable` / `PullRequestPermanent`, webhook hook `register_pr_state_handler`.
+- checks.py: `checks_verdict` (the one verdict of the PR head's checks against `required_checks`:
+  names or `any`; nothing reported is never success), `pull_request_head_checks`,
+  `change_checks_record` / `change_checks_refresh` (stored on the change, `<kind>.checks_failed` /
+  `<kind>.checks_passed` in the same transaction), `checks_panel` (pages),
+  `pull_request_merge_when_checks_pass` (at the recorded head, after `checks_verdict`).
 - tracking.py: `change_tracked`, `change_pr_read`, `change_tracking_error`, `deploy_timeout`,
   `deploy_timed_out`, `change_deploy_timeout`, `change_fail_after_merge`.
 - sweeper.py: `change_sweep(kind=..., now=...)`.

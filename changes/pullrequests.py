@@ -19,9 +19,8 @@ Public API (kept stable for rollbacks/):
   change moves to a fresh, unguessable branch (`spec.trust.replace_branch`, audited by the caller).
 - `pull_request_refresh(repository, number) -> integrations.forges.PullRequest`
 - `pull_request_close_and_delete_branch(*, repository, number, branch)`
-- `pull_request_merge_when_checks_pass(*, repository, number, head_sha, required_checks) -> MergeAttempt`:
-  merges only at the recorded head SHA, once the required checks succeeded there (never on
-  "no checks reported").
+- `MergeAttempt`, the outcome of `changes.checks.pull_request_merge_when_checks_pass` (merges only
+  at the recorded head SHA, once the required checks succeeded there; never on "no checks reported").
 - Errors: `PullRequestRetryable` (transient: 5xx, timeouts, rate limits, network, a git lock or
   dropped connection (`GitTransientError`), also inside `prepare_branch`; carries `retry_after`
   seconds when the forge said so) and `PullRequestPermanent` (validation 422, auth, invalid names,
@@ -44,12 +43,11 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from django.conf import settings
 
 from integrations.forges import (
-    CommitStatusSummary,
     ForgeAuthError,
     ForgeClient,
     ForgeError,
@@ -105,6 +103,11 @@ _PERMANENT_GIT = re.compile(
     r"repository not found|not found|does not appear to be a git repository|invalid ref|protected branch",
     re.IGNORECASE,
 )
+
+
+def pull_request_error(exc: ForgeError, what: str) -> PullRequestError:
+    """Sort a forge failure into retryable or permanent, saying what the portal was doing."""
+    return _from_forge(exc, what)
 
 
 def _from_forge(exc: ForgeError, what: str) -> PullRequestError:
@@ -484,72 +487,3 @@ def pull_request_close_and_delete_branch(
     except ForgeError as exc:
         raise _from_forge(exc, f"closing PR #{number}") from None
     return pr
-
-
-ANY_CHECK = "any"
-
-
-def required_checks_verdict(
-    status: CommitStatusSummary, required: Sequence[str]
-) -> tuple[Literal["success", "waiting", "checks_failed"], str]:
-    """Judge the checks reported at a head against what the environment requires.
-
-    `required`: check names (contexts), or `any` (or nothing named): everything reported must pass
-    and at least one check must be reported. "No checks reported" is never success.
-    """
-    by_name = {c.context: c.state for c in status.contexts}
-    names = [n for n in required if n != ANY_CHECK]
-    if not names:
-        if not by_name:
-            return "waiting", "waiting for checks: none reported at the head yet"
-        names = sorted(by_name)
-    failing = [n for n in names if by_name.get(n) in ("failure", "error")]
-    if failing:
-        return "checks_failed", "checks failed: " + ", ".join(failing)
-    missing = [n for n in names if n not in by_name]
-    if missing:
-        return "waiting", "waiting for required checks: " + ", ".join(missing)
-    running = [n for n in names if by_name[n] != "success"]
-    if running:
-        return "waiting", "checks are still running: " + ", ".join(running)
-    return "success", "required checks passed"
-
-
-def pull_request_merge_when_checks_pass(
-    *,
-    repository: GitRepository,
-    number: int,
-    head_sha: str,
-    required_checks: Sequence[str] = (),
-    method: Any = "merge",
-) -> MergeAttempt:
-    """Merge the portal's PR at `head_sha` once the required checks succeeded there.
-
-    A PR whose head moved, or that is not the portal's own, is "refused" (never merged).
-    """
-    forge = forge_for(repository)
-    login = forge_login(repository, forge)
-    try:
-        pr = forge.get_pull_request(int(number))
-        if pr.merged:
-            return MergeAttempt("merged", pr.merge_commit_sha, "already merged")
-        if pr.state != "open":
-            return MergeAttempt("closed", None, "the pull request was closed without merging")
-        distrust = pull_request_distrust(pr, repository=repository, login=login, head_sha=head_sha)
-        if distrust:
-            return MergeAttempt("refused", None, f"not merging: {distrust}")
-        verdict, detail = required_checks_verdict(forge.combined_status(head_sha), required_checks)
-        if verdict != "success":
-            return MergeAttempt(verdict, None, detail)
-        try:
-            sha = forge.merge_pull_request(pr.number, sha=head_sha, method=method)
-        except MergeNotAllowed as exc:
-            again = forge.get_pull_request(pr.number)
-            if again.merged:
-                return MergeAttempt("merged", again.merge_commit_sha, "merged concurrently")
-            if again.head_sha != head_sha:
-                return MergeAttempt("refused", None, f"not merging: the head moved to {again.head_sha[:12]}")
-            return MergeAttempt("waiting", None, f"not mergeable yet: {exc}")
-        return MergeAttempt("merged", sha, "merged")
-    except ForgeError as exc:
-        raise _from_forge(exc, f"merging PR #{number}") from None

@@ -21,6 +21,11 @@ from .lifecycle import (
 # Merged/deployed changes are tracked at every sweep (SWEEP_INTERVAL_SECONDS) unless tracked this
 # recently (by a follow-up task or a webhook): Argo CD sends no webhook when a sync finishes.
 ROLLOUT_POLL_SECONDS = 5
+# Forges send no pull_request webhook when a check finishes: an open PR whose checks are still
+# pending is polled this often for CHECKS_FOLLOW after it opened (then at pr_poll_seconds, and
+# whenever its page is open: changes.checks.change_checks_live).
+CHECKS_POLL_SECONDS = 15
+CHECKS_FOLLOW = timedelta(hours=1)
 
 
 def change_sweep(*, kind: ChangeKind, now: datetime | None = None) -> dict[str, int]:
@@ -52,6 +57,12 @@ def change_sweep(*, kind: ChangeKind, now: datetime | None = None) -> dict[str, 
         .filter(
             Q(state__in=TRACKED_STATES, last_tracked_at__isnull=True)
             | Q(state=PR_OPEN, last_tracked_at__lt=now - timedelta(seconds=kind.pr_poll_seconds))
+            | Q(
+                state=PR_OPEN,
+                checks_verdict__in=("", "waiting"),
+                pr_opened_at__gte=now - CHECKS_FOLLOW,
+                last_tracked_at__lt=now - timedelta(seconds=CHECKS_POLL_SECONDS),
+            )
             | Q(
                 state__in=(MERGED, DEPLOYED),
                 last_tracked_at__lt=now - timedelta(seconds=ROLLOUT_POLL_SECONDS),

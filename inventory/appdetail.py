@@ -21,6 +21,7 @@ from .models import (
     Deployment,
     Environment,
 )
+from .revisions import AppRevision, RevisionKey, app_revisions
 from .selectors import HEALTH_BADGES, SYNC_BADGES, ActionRights
 
 
@@ -151,6 +152,14 @@ def _group_by_change(deployments: list[Deployment], limit: int) -> list[list[Dep
     return list(groups.values())[:limit]
 
 
+@dataclass(frozen=True)
+class RunningApp:
+    """One Argo CD app of the environment with the app's revision there (inventory.revisions)."""
+
+    argo: ArgoApplication
+    revision: AppRevision
+
+
 @dataclass
 class EnvSection:
     environment: Environment
@@ -162,6 +171,19 @@ class EnvSection:
     can_rollback: bool = False
     timeline: list[TimelineEntry] = field(default_factory=list)
     live: LiveObjects | None = None  # Rollouts and ApplicationSets, read live by the page
+    running: list[RunningApp] = field(default_factory=list)
+
+
+def _running(application: Application, argo_apps: list[ArgoApplication]) -> dict[int, AppRevision]:
+    """The app's revision behind each Argo CD app (what it synced last, else what it compares with)."""
+    keys = {
+        a.pk: RevisionKey(
+            application.repository_id, application.pk, a.environment_id, a.deployed_revision or a.revision
+        )
+        for a in argo_apps
+    }
+    found = app_revisions(keys.values())
+    return {pk: found[key] for pk, key in keys.items()}
 
 
 def app_detail(
@@ -179,6 +201,7 @@ def app_detail(
         .select_related("instance", "cluster", "environment")
         .order_by("name")
     )
+    revisions = _running(application, live)
     sections = []
     for i, env in enumerate(envs):
         next_env = envs[i + 1] if i + 1 < len(envs) else None
@@ -193,8 +216,9 @@ def app_detail(
             if next_env is not None and application.repository_id
             else []
         )
+        here = [a for a in live if a.environment_id == env.pk]
         section = EnvSection(
-            env, [a for a in live if a.environment_id == env.pk], deployments, commits, next_env
+            env, here, deployments, commits, next_env, running=[RunningApp(a, revisions[a.pk]) for a in here]
         )
         if user is not None:
             section.can_promote_next = next_env is not None and rights.promote(
@@ -225,7 +249,8 @@ class LaneStage:
 
     environment: str
     versions: list[str]
-    revisions: list[str]
+    revisions: list[str]  # the app's revisions (short)
+    argo_revisions: list[str]  # Argo CD's synced revisions where they differ from the app's
     sync: str
     sync_badge: str
     health: str
@@ -264,13 +289,8 @@ def pipeline_lane(sections: list[EnvSection]) -> list[LaneStage]:
             LaneStage(
                 environment=section.environment.name,
                 versions=versions,
-                revisions=sorted(
-                    {
-                        (a.deployed_revision or a.revision)[:8]
-                        for a in apps
-                        if a.deployed_revision or a.revision
-                    }
-                ),
+                revisions=sorted({r.revision.shown[:8] for r in section.running if r.revision.shown}),
+                argo_revisions=sorted({r.revision.argo[:8] for r in section.running if r.revision.differs}),
                 sync=sync,
                 sync_badge=SYNC_BADGES.get(sync, "idle"),
                 health=health,

@@ -193,6 +193,7 @@ def row_values(remote: RemoteApp, placement: Placement, repo_urls: set[str], now
     return {
         "project": remote.project[:200],
         "namespace": (remote.destination_namespace or "")[:253],
+        "app_namespace": (remote.namespace or "")[:253],
         "labels": dict(remote.labels),
         "repo_url": (git_source.repo_url if git_source else "")[:500],
         "path": ((git_source.path if git_source else "") or "")[:500],
@@ -252,7 +253,7 @@ def change_sync_result(argo_apps: Sequence[Any]) -> dict[str, Any] | None:
 
 
 ROW_FIELDS = (
-    "application", "claimed_app", "ownership_conflict", "environment", "cluster", "project", "namespace", "labels", "repo_url", "path",
+    "application", "claimed_app", "ownership_conflict", "environment", "cluster", "project", "namespace", "app_namespace", "labels", "repo_url", "path",
     "target_revision", "sources", "is_multi_source", "automated", "sync_status", "health_status",
     "health_message", "operation_phase", "operation_message", "operation_started_at",
     "operation_finished_at", "sync_result", "revision", "revisions", "deployed_revision", "deployed_at",

@@ -20,6 +20,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import MarkedYAMLError
 
+from core.zerodowntime import CHECK_IDS, modes_validate
+
 from .configreader import ConfigError, ConfigNode, plain, slug_read, token_read, unique_check, url_check
 
 DEFAULT_APP_LABEL = "app.kubernetes.io/name"
@@ -85,6 +87,9 @@ class EnvironmentConfig:
     # Checks (status contexts) an automatic merge needs at the PR head; "any" (or none named):
     # every reported check, and at least one.
     required_checks: tuple[str, ...] = ()
+    # Zero-downtime checklist: check id -> off | warn | block, for the checks that differ from
+    # the defaults (core.zerodowntime.default_modes: stricter when production_like).
+    checklist: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -232,11 +237,30 @@ def _required_checks(item: ConfigNode) -> tuple[str, ...]:
     return item.strings("required_checks")
 
 
+def _checklist(item: ConfigNode) -> dict[str, str]:
+    """Read `checklist`: check id -> off | warn | block (a YAML `off`/`false` reads as off)."""
+    node = item.child("checklist")
+    if node is None:
+        return {}
+    if not isinstance(node.value, dict):
+        raise node.fail(
+            f"must be a mapping of check id to off, warn or block (checks: {', '.join(CHECK_IDS)})"
+        )
+    out: dict[str, str] = {}
+    for key, value in node.value.items():
+        mode = "off" if value is False else value
+        try:
+            out.update(modes_validate({key: mode}))
+        except ValueError as exc:
+            raise node.fail(str(exc).removeprefix(f"{key}: "), str(key), node.line_of(str(key))) from None
+    return out
+
+
 def _environments(node: ConfigNode) -> tuple[EnvironmentConfig, ...]:
     out: list[EnvironmentConfig] = []
     keys = (
         "name", "branch", "path_pattern", "requires_approval", "approvals_required", "soak_minutes",
-        "production_like", "rollback_auto_merge", "allow_skip_from", "required_checks",
+        "production_like", "rollback_auto_merge", "allow_skip_from", "required_checks", "checklist",
     )  # fmt: skip
     for order, item in enumerate(node.items()):
         item.mapping(keys)
@@ -258,6 +282,7 @@ def _environments(node: ConfigNode) -> tuple[EnvironmentConfig, ...]:
                 rollback_auto_merge=item.boolean("rollback_auto_merge", False),
                 allow_skip_from=item.strings("allow_skip_from"),
                 required_checks=_required_checks(item),
+                checklist=_checklist(item),
             )
         )
     names = [e.name for e in out]

@@ -122,6 +122,7 @@ def config_apply(*, config: PortalConfig) -> ConfigApplyResult:
                 "rollback_auto_merge": env.rollback_auto_merge,
                 "allow_skip_from": list(env.allow_skip_from),
                 "required_checks": list(env.required_checks),
+                "checklist": dict(env.checklist),
             },
             f"environment:{env.name}",
             result,

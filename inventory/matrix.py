@@ -9,9 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.contrib.postgres.aggregates import ArrayAgg
 from django.core.paginator import Page, Paginator
-from django.db import connection
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
@@ -21,11 +19,11 @@ from .models import (
     Application,
     ArgoApplication,
     Commit,
-    CommitTouch,
     Deployment,
     Environment,
     GitRepository,
 )
+from .revisions import AppRevision, RevisionKey, TouchSeqs, app_revisions, touch_seqs
 from .selectors import (
     HEALTH_BADGES,
     PAGE_SIZE,
@@ -112,11 +110,20 @@ class Cell:
     behind_env: str
     stale: bool
     promote_to: str
+    # Argo CD's synced revision when it is a later commit than the app's own (`revision`).
+    argo_revision: str = ""
     deleted: bool = False
     # The next environment already runs this version: "Promote to" would have nothing to promote.
     next_runs_same: bool = False
     can_promote: bool = False  # release manager of the app's project for `promote_to`, something to promote
     can_rollback: bool = False  # on-call for the app's project in this environment
+
+    @property
+    def behind_note(self) -> str:
+        """ "3 commits behind stage", or nothing when this environment is not behind."""
+        if not self.behind:
+            return ""
+        return f"{self.behind} commit{'s' if self.behind != 1 else ''} behind {self.behind_env}"
 
 
 @dataclass
@@ -167,25 +174,6 @@ class Matrix:
     point_in_time: bool
     now: datetime = field(default_factory=timezone.now)
     summary: MatrixSummary = field(default_factory=MatrixSummary)
-
-
-def _touch_seqs(app_ids: list[int], env_ids: list[int]) -> dict[tuple[int, int], list[int]]:
-    """Return sorted touch seqs per (application, environment) in one query."""
-    out: dict[tuple[int, int], list[int]] = defaultdict(list)
-    if not app_ids or not env_ids:
-        return out
-    qs = CommitTouch.objects.filter(application_id__in=app_ids, environment_id__in=env_ids)
-    if connection.vendor == "postgresql":
-        for app_id, env_id, seqs in (
-            qs.values("application_id", "environment_id")
-            .annotate(seqs=ArrayAgg("seq", order_by="seq"))
-            .values_list("application_id", "environment_id", "seqs")
-        ):
-            out[(app_id, env_id)] = list(seqs)
-        return out
-    for app_id, env_id, seq in qs.order_by("seq").values_list("application_id", "environment_id", "seq"):
-        out[(app_id, env_id)].append(seq)
-    return out
 
 
 def behind_count(
@@ -336,7 +324,12 @@ def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAG
             repository_id__in=repo_ids, sha__in=revisions
         ).values_list("repository_id", "sha", "seq"):
             seqs[(repo_id, sha)] = seq
-    touches = _touch_seqs(app_ids, [e.pk for e in all_envs])
+    touches = touch_seqs(app_ids, [e.pk for e in all_envs])
+    revision_of = app_revisions(
+        [_revision_key(r, filters.at) for r in argo_rows if r.application is not None],
+        touches=touches,
+        seqs=seqs,
+    )
     env_index = {e.pk: i for i, e in enumerate(all_envs)}
 
     # The most advanced deployed revision per (app, environment): what "behind" compares with.
@@ -349,7 +342,7 @@ def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAG
             app_env = (r.application.pk, r.environment_id)
             if app_env not in best or position > best[app_env][0]:
                 best[app_env] = (position, _version(r, filters.at))
-    context = _BehindContext(all_envs, env_index, seqs, touches, best, ran)
+    context = _BehindContext(all_envs, env_index, seqs, touches, best, ran, revision_of)
 
     by_app: dict[int, list[ArgoApplication]] = defaultdict(list)
     for r in shown_rows:
@@ -415,9 +408,16 @@ class _BehindContext:
     envs: list[Environment]
     env_index: dict[int, int]
     seqs: dict[tuple[int, str], int]
-    touches: dict[tuple[int, int], list[int]]
+    touches: TouchSeqs
     best: dict[tuple[int, int], tuple[int, str]]
     ran: dict[tuple[int, int, str], str]
+    app_revisions: dict[RevisionKey, AppRevision]
+
+
+def _revision_key(row: ArgoApplication, at: datetime | None) -> RevisionKey:
+    app = row.application
+    assert app is not None
+    return RevisionKey(app.repository_id, app.pk, row.environment_id, _revision(row, at))
 
 
 def _version(row: ArgoApplication, at: datetime | None) -> str:
@@ -431,7 +431,9 @@ def _short_version(version: str) -> str:
 def _cell(
     row: ArgoApplication, app: Application, ctx: _BehindContext, stale_ids: set[int], at: datetime | None
 ) -> Cell:
-    revision = _revision(row, at)
+    synced = _revision(row, at)
+    revision_info = ctx.app_revisions.get(_revision_key(row, at)) or AppRevision(argo=synced)
+    revision = revision_info.shown
     repo: GitRepository | None = app.repository
     repo_id = app.repository_id or 0
     idx = ctx.env_index.get(row.environment_id or 0)
@@ -451,7 +453,7 @@ def _cell(
             behind = behind_count(
                 touches_prev=ctx.touches.get((app.pk, prev.pk), []),
                 touches_here=ctx.touches.get((app.pk, row.environment_id or 0), []),
-                here_seq=ctx.seqs.get((repo_id, revision)),
+                here_seq=ctx.seqs.get((repo_id, synced)),
                 prev_seq=prev_seq,
                 matched_seq=ctx.seqs.get((repo_id, matched)) if matched else None,
                 versions_differ=bool(here_version and prev_version and here_version != prev_version),
@@ -471,6 +473,7 @@ def _cell(
         revision=revision,
         short_sha=revision[:8],
         commit_url=repo.commit_url(revision) if repo and revision else "",
+        argo_revision=synced if revision_info.differs else "",
         version=_short_version(version),
         full_version=version,
         sync_status=sync or ("unknown" if at is None else ""),

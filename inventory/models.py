@@ -7,6 +7,9 @@ from django.utils import timezone
 
 from core.fields import EncryptedTextField
 
+# Where Argo CD keeps its Applications unless they live in other namespaces ("apps in any namespace").
+DEFAULT_ARGOCD_NAMESPACE = "argocd"
+
 
 class ArgoInstance(models.Model):
     """One Argo CD API server the portal polls."""
@@ -87,8 +90,11 @@ class Environment(models.Model):
     production_like = models.BooleanField(default=False)
     rollback_auto_merge = models.BooleanField(default=False)
     # Check names an automatic merge needs at the PR head, or ["any"] / []: every reported check,
-    # and at least one (changes.pullrequests.required_checks_verdict).
+    # and at least one (changes.checks.checks_verdict).
     required_checks = models.JSONField(default=list, blank=True)
+    # Zero-downtime checklist modes that differ from the defaults: {check id: off | warn | block}
+    # (core.zerodowntime.CHECKS; changes.checklist.environment_modes fills in the defaults).
+    checklist = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["order", "name"]
@@ -184,7 +190,9 @@ class ArgoApplication(models.Model):
         Cluster, null=True, blank=True, on_delete=models.SET_NULL, related_name="argo_apps"
     )
     project = models.CharField(max_length=200, blank=True, db_index=True)
-    namespace = models.CharField(max_length=253, blank=True)
+    namespace = models.CharField(max_length=253, blank=True, help_text="destination namespace")
+    # The namespace the Application resource lives in (Argo CD's own, or apps in any namespace).
+    app_namespace = models.CharField(max_length=253, blank=True)
     labels = models.JSONField(default=dict, blank=True)
     repo_url = models.CharField(max_length=500, blank=True)
     path = models.CharField(max_length=500, blank=True)
@@ -236,6 +244,12 @@ class ArgoApplication(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def argocd_url(self) -> str:
+        """The app's page in the Argo CD UI (the API server serves the UI at the same address)."""
+        base = self.instance.url.rstrip("/")
+        return f"{base}/applications/{self.app_namespace or DEFAULT_ARGOCD_NAMESPACE}/{self.name}"
 
 
 class Deployment(models.Model):

@@ -99,6 +99,11 @@ SCHEMAS: dict = {
             "cluster": _NSTR,
             "namespace": _STR,
             "revision": {"type": "string", "description": "Git SHA of the last successful sync"},
+            "app_revision": {
+                "type": "string",
+                "description": "the app's revision: the last commit at or before `revision` that changed its "
+                "overlay in this environment or its base (`revision` when not ingested yet)",
+            },
             "target_revision": _STR,
             "revisions": {**_STRS, "description": "multi-source: one revision per source"},
             "images": _STRS,

@@ -21,6 +21,7 @@ from .models import (
     Deployment,
     GitRepository,
 )
+from .revisions import RevisionKey, app_revisions
 
 PAGE_SIZE = 50
 
@@ -145,7 +146,16 @@ def deployment_rows(
     threshold = timezone.now() - stale_after()
     instance_stale: dict[int, bool] = {}
     rows = []
-    for r in qs:
+    argo_apps = list(qs)
+    keys = {
+        r.pk: RevisionKey(
+            r.application.repository_id, r.application.pk, r.environment_id, r.deployed_revision or r.revision
+        )
+        for r in argo_apps
+        if r.application is not None
+    }
+    revisions = app_revisions(keys.values())
+    for r in argo_apps:
         if r.instance_id not in instance_stale:
             i = r.instance
             instance_stale[r.instance_id] = bool(
@@ -161,6 +171,9 @@ def deployment_rows(
                 "cluster": r.cluster.name if r.cluster else None,
                 "namespace": r.namespace,
                 "revision": r.deployed_revision or r.revision,
+                "app_revision": revisions[keys[r.pk]].shown
+                if r.pk in keys
+                else (r.deployed_revision or r.revision),
                 "target_revision": r.target_revision,
                 "revisions": r.revisions,
                 "images": r.images,

@@ -7,6 +7,7 @@ from typing import Any
 from accounts.permissions import project_visible
 from accounts.roles import Role
 from api.http import ApiError, api_view, read_json
+from changes.checks import checks_json
 from core.http import AuthenticatedHttpRequest
 from inventory.models import Application, Environment
 
@@ -57,6 +58,7 @@ def promotion_json(p: Promotion) -> dict[str, Any]:
         "failure_reason": p.failure_reason or None,
         "last_error": p.last_error or None,
         "tracking_error": p.tracking_error or None,
+        "checks": checks_json(p),
         "lead_time_seconds": int(p.lead_time.total_seconds()) if p.lead_time is not None else None,
         "attempts": p.attempts,
         "gates": p.gates,

@@ -10,14 +10,14 @@ four-eyes approval, is recorded in the audit trail (`promotion.requested` with
 `override_sync_window`), and such emergency changes are listed on /promotions/?override=1 for
 after-the-fact review.
 
-Zero-downtime checklist mode: `Application.strategy_options["zero_downtime"]` = "block" | "warn" |
-"off"; default "block" for production-like targets, "warn" elsewhere.
+Zero-downtime checklist: one gate per failing check, in the target environment's mode (warn or
+block; see changes.checklist); an approver other than the requester may override blocking ones with
+a reason (promotions.overrides). The secret scan blocks and cannot be overridden.
 """
 
 from __future__ import annotations
 
-import posixpath
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
@@ -25,13 +25,12 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.urls import reverse
 from django.utils import timezone
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
 from accounts.permissions import has_role, is_admin
 from accounts.roles import Role
-from core.kustomize import KustomizationError, KustomizeImage, read_kustomization
-from integrations.gitrepo import InvalidRef, validate_repo_path
+from changes import checklist
+from changes.overlayobjects import overlay_objects
+from changes.rendered import RenderedChange, rendered_verdict
 from inventory.models import Application, Environment
 
 from . import observed
@@ -50,22 +49,34 @@ class Gate:
     detail: str
     link: str = ""
     transient: bool = False  # failed because a remote system could not be asked: retry later
+    overridable: bool = False  # an approver (not the requester) may override it with a reason
+    overridden: str = ""  # the reason, once overridden
+    findings: tuple[dict[str, Any], ...] = ()
 
     @property
     def fails(self) -> bool:
         """A failure that stops the promotion."""
-        return self.blocking and not self.passed
+        return self.blocking and not self.passed and not self.overridden
+
+    @property
+    def refuses(self) -> bool:
+        """A failure that refuses the request itself (an overridable one waits for an approver)."""
+        return self.fails and not self.overridable
 
     @property
     def badge(self) -> str:
         if self.passed:
             return "ok"
+        if self.overridden:
+            return "warn"
         return "bad" if self.blocking else "warn"
 
     @property
     def status(self) -> str:
         if self.passed:
             return "pass"
+        if self.overridden:
+            return "overridden"
         return "fail" if self.blocking else "warning"
 
     def as_dict(self) -> dict[str, Any]:
@@ -74,6 +85,10 @@ class Gate:
 
 def failing(gates: Iterable[Gate]) -> list[Gate]:
     return [g for g in gates if g.fails]
+
+
+def refusing(gates: Iterable[Gate]) -> list[Gate]:
+    return [g for g in gates if g.refuses]
 
 
 def may_override_sync_window(user: User, application: Application, target_env: Environment) -> bool:
@@ -236,6 +251,25 @@ def gate_changes(plan: EditPlan | None, error: str) -> Gate:
     return Gate("changes", label, True, True, f"{plan.version_before or '?'} → {plan.version_after or '?'}")
 
 
+def gate_rendered(changes: Iterable[RenderedChange]) -> Gate:
+    """Argo CD renders every app x destination at the promotion's head; a failure blocks with its message."""
+    verdict = rendered_verdict(list(changes))
+    return Gate(
+        "rendered",
+        verdict.label,
+        verdict.passed,
+        True,
+        verdict.detail[:2000],
+        transient=verdict.transient,
+    )
+
+
+def gate_rendered_pending() -> Gate:
+    """The rendered gate before the branch exists: evaluated once it is pushed (and again at PR time)."""
+    detail = "rendered after the branch is pushed; a render failure then blocks the promotion"
+    return Gate("rendered", "Rendered by Argo CD", True, True, detail)
+
+
 def gate_promotion_block(
     application: Application, target_env: Environment, *, versions: Iterable[str], revision: str
 ) -> Gate:
@@ -274,135 +308,60 @@ def _block_link(block: PromotionBlock) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Zero-downtime checklist (blueprint "Featured snippet"): on the manifests at S's revision.
-
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Rollout")
-MAX_MANIFEST_FILES = 60
+# Zero-downtime checklist and secret scan (changes.checklist): on what the change will run.
 
 
-def zero_downtime_mode(application: Application, target_env: Environment) -> str:
-    options = application.strategy_options if isinstance(application.strategy_options, dict) else {}
-    mode = options.get("zero_downtime")
-    if mode in ("block", "warn", "off"):
-        return str(mode)
-    return "block" if target_env.production_like else "warn"
+def edited_reader(read: Callable[[str], str | None], plan: EditPlan | None) -> Callable[[str], str | None]:
+    """Return path → text as the change leaves the target branch (the plan's edits over `read`)."""
+    after = {e.path: e.after for e in plan.edits} if plan else {}
+
+    def read_after(path: str) -> str | None:
+        return after[path] if path in after else read(path)
+
+    return read_after
 
 
-def load_manifests(
-    read: Callable[[str], str | None], overlay_dir: str
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """Follow kustomization `resources:` from `overlay_dir`; return (documents, problems)."""
-    yaml = YAML(typ="safe")
-    docs: list[dict[str, Any]] = []
-    problems: list[str] = []
-    seen: set[str] = set()
-    images_pinned: list[KustomizeImage] = []
-
-    def visit(path: str, depth: int) -> None:
-        if path in seen or len(seen) >= MAX_MANIFEST_FILES or depth > 5:
-            return
-        seen.add(path)
-        text = read(path)
-        if text is None:
-            kustomization = read(posixpath.join(path, "kustomization.yaml"))
-            if kustomization is None:
-                problems.append(f"{path} not found")
-                return
-            visit_kustomization(posixpath.join(path, "kustomization.yaml"), kustomization, depth)
-            return
-        if posixpath.basename(path) in ("kustomization.yaml", "kustomization.yml"):
-            visit_kustomization(path, text, depth)
-            return
-        try:
-            for doc in yaml.load_all(text):
-                if isinstance(doc, dict):
-                    docs.append(doc)
-        except YAMLError:
-            problems.append(f"{path} is not valid YAML")
-
-    def visit_kustomization(path: str, text: str, depth: int) -> None:
-        try:
-            kustomization = read_kustomization(text)
-        except KustomizationError as exc:
-            problems.append(f"{path}: {exc}")
-            return
-        images_pinned.extend(kustomization.images)
-        base = posixpath.dirname(path)
-        for rel in kustomization.resources:
-            if "://" in rel:
-                continue
-            target = posixpath.normpath(posixpath.join(base, rel))
-            try:
-                validate_repo_path(target)
-            except InvalidRef:
-                problems.append(f"resource {rel!r} leaves the repository")
-                continue
-            visit(target, depth + 1)
-
-    visit(posixpath.join(overlay_dir, "kustomization.yaml"), 0)
-    if images_pinned:
-        docs.append({"kind": "__kustomize_images__", "images": images_pinned})
-    return docs, problems
-
-
-def zero_downtime_findings(docs: list[dict[str, Any]]) -> list[str]:
-    """Return checklist failures (empty: all good)."""
-    findings: list[str] = []
-    pins: dict[str, str] = {}
-    for doc in docs:
-        if doc.get("kind") == "__kustomize_images__":
-            for entry in doc["images"]:
-                pins[entry.name] = entry.version
-    workloads = [d for d in docs if d.get("kind") in WORKLOAD_KINDS]
-    if not workloads:
-        return ["no Deployment/StatefulSet found in the manifests"]
-    if not any(d.get("kind") == "PodDisruptionBudget" for d in docs):
-        findings.append("no PodDisruptionBudget")
-    for workload in workloads:
-        wname = f"{workload.get('kind')}/{(workload.get('metadata') or {}).get('name', '?')}"
-        pod = ((workload.get("spec") or {}).get("template") or {}).get("spec") or {}
-        for container in pod.get("containers") or []:
-            cname = f"{wname} container {container.get('name', '?')}"
-            if not container.get("readinessProbe"):
-                findings.append(f"{cname}: no readinessProbe")
-            resources = container.get("resources") or {}
-            if not resources.get("requests"):
-                findings.append(f"{cname}: no resource requests")
-            if not (resources.get("limits") or {}).get("memory"):
-                findings.append(f"{cname}: no memory limit")
-            image = ImageRef.parse(str(container.get("image") or ""))
-            pin = pins.get(image.name)
-            version = pin if pin is not None else image.version
-            if not version:
-                findings.append(f"{cname}: image {image.name} is not pinned to a tag or digest")
-            elif version == "latest":
-                findings.append(f"{cname}: image {image.name} uses the 'latest' tag")
-    return findings
-
-
-def gate_zero_downtime(
+def gates_checklist(
     application: Application,
-    source_env: Environment,
     target_env: Environment,
-    read_source: Callable[[str], str | None],
+    *,
+    rendered: Sequence[RenderedChange] = (),
+    read_after: Callable[[str], str | None] | None = None,
+) -> list[Gate]:
+    """The app's zero-downtime checklist gates, on Argo CD's rendering or else the overlay files."""
+    modes = checklist.environment_modes(target_env, application)
+    sources = checklist.sources_from_rendered(rendered)
+    unavailable = ""
+    if not sources and read_after is not None:
+        try:
+            overlay = env_dir(target_env, application)
+            docs, problems = overlay_objects(read_after, overlay)
+        except Exception as exc:  # a broken repo shows as a gate, not a crashed page
+            docs, problems = [], [f"manifests unreadable: {exc}"]
+        if docs:
+            sources = [checklist.ObjectSource(target_env.name, tuple(docs), "", f"read from {overlay}")]
+        unavailable = "; ".join(problems[:3])
+    elif not sources:
+        unavailable = "Argo CD's rendering of the change is not available"
+    return [
+        Gate(**fields)
+        for fields in checklist.checklist_gates(
+            app=application.name, modes=modes, sources=sources, unavailable=unavailable
+        )
+    ]
+
+
+def gate_secret_scan(
+    application: Application,
+    *,
+    plan: EditPlan | None,
+    rendered: Sequence[RenderedChange] = (),
+    baseline_text: str | None = None,
 ) -> Gate:
-    label = "Zero-downtime checklist"
-    mode = zero_downtime_mode(application, target_env)
-    if mode == "off":
-        return Gate("zero_downtime", label, True, False, "checklist disabled for this app")
-    blocking = mode == "block"
-    try:
-        docs, problems = load_manifests(read_source, env_dir(source_env, application))
-    except Exception as exc:  # a broken repo must show as a failed gate, not a crashed page
-        return Gate("zero_downtime", label, False, blocking, f"manifests unreadable: {exc}")
-    findings = problems + zero_downtime_findings(docs)
-    if findings:
-        return Gate("zero_downtime", label, False, blocking, "; ".join(findings[:12]))
-    count = sum(1 for d in docs if d.get("kind") in WORKLOAD_KINDS)
+    """Secret scan of the app's file edits (added lines) and rendered objects; nobody overrides it."""
+    edits = [(e.path, e.before, e.after) for e in plan.edits if e.changed] if plan else []
     return Gate(
-        "zero_downtime",
-        label,
-        True,
-        blocking,
-        f"{count} workload(s): readiness probes, resources, PDB, pinned images",
+        **checklist.secret_scan_gate(
+            app=application.name, file_edits=edits, rendered=rendered, baseline_text=baseline_text
+        )
     )

@@ -7,6 +7,8 @@ Git ingest fetches it on its schedule, promotions fetch it (throttled) when they
 
 from __future__ import annotations
 
+import enum
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -99,6 +101,17 @@ def has_commit(mirror: GitMirror, sha: str) -> bool:
         return False
 
 
+class Carried(enum.Enum):
+    """Whether a commit changed what a promotion carries (see promotions.preview._carried_by)."""
+
+    YES = "yes"
+    NO = "no"  # it touched the source's files, but not what the promotion copies
+    REACHED = "reached"  # what the promotion would copy at this commit is in the target already
+
+
+Carries = Callable[[str, "str | None"], Carried]
+
+
 @dataclass(frozen=True)
 class ChangelogEntry:
     sha: str
@@ -119,12 +132,14 @@ def changelog(
     target_markers: list[str] | None = None,
     limit: int = 30,
     scan_limit: int = 5000,
+    carries: Carries | None = None,
 ) -> list[ChangelogEntry]:
     """Commits that changed the app in the source since it ran what the target runs, newest first.
 
     Walks the source's history from `source_rev`; the walk stops at the commit after which
     `source_file` contains every one of `target_markers` (the pins the target has now): that
-    commit and older ones already reached the target.
+    commit and older ones already reached the target. With `carries`, a commit is listed only when
+    it changed what the promotion copies, and the walk also stops where that reached the target.
     """
     prefixes = [p.rstrip("/") + "/" for p in source_paths]
     markers = [m for m in (target_markers or []) if m]
@@ -136,11 +151,17 @@ def changelog(
                 break
             if not _touches(record, prefixes):
                 continue
-            if source_file and markers:
+            if source_file and markers and carries is None:
                 read = reader(mirror, record.sha)
                 text = read(source_file) or ""
-                if all(m in text for m in markers):
+                if all(_pinned(m, text) for m in markers):
                     break
+            if carries is not None:
+                verdict = carries(record.sha, record.parents[0] if record.parents else None)
+                if verdict is Carried.REACHED:
+                    break
+                if verdict is Carried.NO:
+                    continue
             entries.append(
                 ChangelogEntry(
                     sha=record.sha,
@@ -154,6 +175,11 @@ def changelog(
     except (GitError, InvalidRef):
         return entries
     return entries
+
+
+def _pinned(marker: str, text: str) -> bool:
+    """Tell whether `text` pins `marker` as a whole value ("1.2.1" is not pinned by "1.2.12")."""
+    return re.search(rf"(?<![\w.:@-]){re.escape(marker)}(?![\w.-])", text) is not None
 
 
 def _touches(record: CommitRecord, prefixes: list[str]) -> bool:

@@ -133,6 +133,13 @@ class Promotion(PullRequestRecord):
     # Sync-window override: who asked, why. Emergency changes are listed for after-the-fact review.
     override_sync_window = models.BooleanField(default=False)
     override_justification = models.TextField(blank=True)
+    # Blocking zero-downtime checklist gates overridden by an approver (never the requester), why.
+    checklist_overridden_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    checklist_overridden_by_name = models.CharField(max_length=150, blank=True)
+    checklist_overridden_at = models.DateTimeField(null=True, blank=True)
+    checklist_override_reason = models.TextField(blank=True)
     correlation_id = models.CharField(max_length=64, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     # Claim of the PR-opening task (changes.lifecycle): another worker may take over once it lapsed.
@@ -195,6 +202,17 @@ class Promotion(PullRequestRecord):
     @property
     def is_cancellable(self) -> bool:
         return self.state in CANCELLABLE_STATES
+
+    @property
+    def gates_shown(self) -> list[Any]:
+        """The gates a page shows: the latest evaluation while open, the requested ones once final.
+
+        A completed change keeps the list its requester saw (and its approvers decided on); a later
+        re-evaluation (at PR time) must not rewrite what the page says the change passed.
+        """
+        if self.is_final and self.requested_gates:
+            return list(self.requested_gates)
+        return list(self.gates or [])
 
     @property
     def awaits_approval(self) -> bool:

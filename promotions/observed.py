@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from integrations.argocd import ArgoCDClient, ArgoCDError, ArgoCDUnavailable, SyncWindowsState
-from inventory.appstate import sync_result_of
+from inventory.appstate import git_revision, sync_result_of
 from inventory.clients import argocd_client_for as argo_client
 from inventory.models import Application, ArgoApplication, Environment
 
@@ -147,6 +147,8 @@ def env_state(application: Application, environment: Environment, *, live: bool 
     """Return the state of an app in an environment, read live from Argo CD when possible."""
     state = EnvState(application, environment)
     clients: dict[int, ArgoCDClient] = {}
+    repo = application.repository if application.repository_id else None
+    repo_urls = {repo.url, repo.url.removesuffix(".git")} if repo else set()
     for row in argo_rows(application, environment):
         if not live:
             state.apps.append(_from_row(row, stale=False))
@@ -159,8 +161,13 @@ def env_state(application: Application, environment: Environment, *, live: bool 
             logger.warning("reading %s from Argo CD failed: %s", row.name, exc)
             state.apps.append(_from_row(row, stale=True, error=str(exc)))
             continue
+        # A multi-source app (Helm chart + values): the revision of the GitOps repository's source.
+        revision = app.sync_revision or git_revision(app.sync_revisions, app.sources, repo_urls)
         last = app.history[-1] if app.history else None
-        deployed_at = last.deployed_at if last and last.revision == app.sync_revision else row.deployed_at
+        last_revision = (
+            (last.revision or git_revision(last.revisions, app.sources, repo_urls)) if last else ""
+        )
+        deployed_at = last.deployed_at if last and last_revision == revision else row.deployed_at
         state.apps.append(
             AppView(
                 name=app.name,
@@ -169,7 +176,7 @@ def env_state(application: Application, environment: Environment, *, live: bool 
                 sync_status=app.sync_status or "",
                 health_status=app.health_status or "",
                 health_message=app.health_message or "",
-                revision=app.sync_revision or "",
+                revision=revision,
                 images=tuple(app.images),
                 operation_phase=app.operation_phase or "",
                 deployed_at=deployed_at,

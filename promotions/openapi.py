@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from changes.checks import CHECKS_SCHEMA
+
 _STR = {"type": "string"}
 _NSTR = {"type": ["string", "null"]}
 _TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -135,6 +137,17 @@ _GATE = {
         "detail": _STR,
         "link": _STR,
         "transient": {"type": "boolean"},
+        "overridable": {
+            "type": "boolean",
+            "description": "a blocking zero-downtime checklist gate an approver (not the requester) may override",
+        },
+        "overridden": {"type": "string", "description": "the approver's reason, once overridden"},
+        "findings": {
+            "type": "array",
+            "description": "checklist: kind, namespace, name, container, destination, message; "
+            "secret scan: file, line, detector (never the secret)",
+            "items": {"type": "object"},
+        },
     },
 }
 
@@ -227,6 +240,7 @@ SCHEMAS: dict = {
             "failure_reason": _NSTR,
             "last_error": _NSTR,
             "tracking_error": {**_NSTR, "description": "a permanent tracking problem (e.g. the PR is gone)"},
+            "checks": CHECKS_SCHEMA,
             "lead_time_seconds": {
                 "type": ["integer", "null"],
                 "description": "request → healthy (or deployed)",

@@ -9,14 +9,19 @@ from typing import Any
 
 from django.contrib.auth.models import User
 
+from changes.checklist import SECRET_SCAN
+from changes.rendered import RenderedChange
+from changes.secretscan import BASELINE_PATH, redact_diff
 from core.diffs import classify_diff
 from integrations.gitrepo import InvalidRef, validate_ref_name
 from inventory.models import Application, Environment, GitRepository
+from inventory.revisions import AppRevision, app_revision
 
 from . import gates as g
 from . import gitops, observed
 from .models import PromotionItem
-from .strategies import EditPlan, ImageRef, SourceState, StrategyError, env_dir, plan_edits
+from .records import revision_label
+from .strategies import EditPlan, FileReader, ImageRef, SourceState, StrategyError, env_dir, plan_edits
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +46,14 @@ class ItemPreview:
     gates: list[g.Gate]
     commits: list[gitops.ChangelogEntry] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
+    # The app's revision in the source (inventory.revisions) beside Argo CD's synced one.
+    revision: AppRevision = field(default_factory=lambda: AppRevision(argo=""))
+    target_revision_before: str = ""  # the app's revision(s) in the target
 
     @property
     def source_revision(self) -> str:
-        return self.source.revision
+        """The app's revision in the source: what the records keep and the PR copies from."""
+        return self.revision.shown
 
     @property
     def source_versions(self) -> list[str]:
@@ -56,7 +65,12 @@ class ItemPreview:
 
     @property
     def diff_lines(self) -> list[tuple[str, str]]:
-        return classify_diff(self.plan.diff) if self.plan else []
+        if not self.plan:
+            return []
+        scan = next((gate for gate in self.gates if gate.name == SECRET_SCAN), None)
+        # A secret the scan found is never shown: its lines are masked in the diff on the page.
+        diff = self.plan.diff if scan is None or scan.passed else redact_diff(self.plan.diff)
+        return classify_diff(diff)
 
 
 @dataclass
@@ -77,6 +91,11 @@ class PromotionPreview:
     @property
     def failing(self) -> list[g.Gate]:
         return g.failing(self.all_gates)
+
+    @property
+    def refusing(self) -> list[g.Gate]:
+        """Failures that refuse the request (blocking checklist gates wait for an approver instead)."""
+        return g.refusing(self.all_gates)
 
     @property
     def ok(self) -> bool:
@@ -132,12 +151,17 @@ def promotion_preview(
     if not base_sha:
         raise PromotionRefused(f"branch {target_env.branch} of {repository.name} does not exist")
     read_target = gitops.reader(mirror, base_sha)
+    # Known false positives of the secret scan, as the target branch has them (untrusted data).
+    baseline_text = read_target(BASELINE_PATH)
     allowed_all = all(g.may_override_sync_window(actor, app, target_env) for app in applications)
     items: list[ItemPreview] = []
     for app in applications:
         source = observed.env_state(app, source_env)
         target = observed.env_state(app, target_env)
-        rev = source.revision
+        revision = app_revision(app, source_env, source.revision) if source.revision else AppRevision("")
+        # The app's files are the same at its own revision and at Argo CD's (nothing of it changed
+        # in between), so the plan reads the app's revision: the one the records keep.
+        rev = revision.shown
         known_rev = bool(rev) and gitops.ensure_commit(mirror, rev)
         read_source = gitops.reader(mirror, rev) if known_rev else (lambda _path: None)
         plan: EditPlan | None = None
@@ -164,13 +188,20 @@ def promotion_preview(
                 app, target_env, override=override, override_allowed=allowed_all, justification=justification
             ),
             g.gate_in_flight(app, target_env, exclude_promotion_id=exclude_promotion_id),
-            g.gate_promotion_block(app, target_env, versions=versions, revision=rev),
-            g.gate_zero_downtime(app, source_env, target_env, read_source),
+            g.gate_promotion_block(app, target_env, versions=versions, revision=source.revision),
             g.gate_changes(plan, error),
+            g.gate_rendered_pending(),
         ]
+        rendered: list[RenderedChange] = []  # Argo CD's rendering of the change, once its branch exists
+        item_gates += g.gates_checklist(
+            app, target_env, rendered=rendered, read_after=g.edited_reader(read_target, plan)
+        )
+        item_gates.append(g.gate_secret_scan(app, plan=plan, rendered=rendered, baseline_text=baseline_text))
         commits: list[gitops.ChangelogEntry] = []
         if known_rev:
-            commits = changelog(mirror, repository, app, source_env, rev, plan)
+            commits = changelog(
+                mirror, repository, app, source_env, rev, plan, target_env=target_env, read_target=read_target
+            )
         items.append(
             ItemPreview(
                 application=app,
@@ -181,6 +212,10 @@ def promotion_preview(
                 gates=item_gates,
                 commits=commits,
                 paths=[e.path for e in plan.edits if e.changed] if plan else [],
+                revision=revision,
+                target_revision_before=revision_label(
+                    app_revision(app, target_env, r).shown for r in target.revisions
+                ),
             )
         )
     return PromotionPreview(
@@ -203,8 +238,16 @@ def changelog(
     revision: str,
     plan: EditPlan | None,
     item: PromotionItem | None = None,
+    *,
+    target_env: Environment | None = None,
+    read_target: FileReader | None = None,
 ) -> list[gitops.ChangelogEntry]:
-    """Commits of the app in the source since it last ran what the target runs now."""
+    """Commits of the app in the source since it last ran what the target runs now.
+
+    With the target (`target_env`, `read_target`), only commits that change what the promotion
+    carries count: a commit to the source overlay that the promotion does not copy (a stage-only
+    setting beside the image pin) never reaches the target, so it is not listed.
+    """
     options = app.strategy_options if isinstance(app.strategy_options, dict) else {}
     pattern = str(options.get("base_path") or getattr(repository, "base_path_pattern", "") or "apps/{app}")
     try:
@@ -217,6 +260,11 @@ def changelog(
     first = plan.edits[0].path if plan and plan.edits else (item.paths[0] if item and item.paths else "")
     # The edited file's counterpart in the source directory (same file name).
     source_file = f"{source_dir}/{first.rsplit('/', 1)[-1]}" if first else None
+    carries = (
+        _carried_by(mirror, app, source_env, target_env, read_target)
+        if target_env is not None and read_target is not None
+        else None
+    )
     return gitops.changelog(
         mirror,
         repository,
@@ -224,7 +272,51 @@ def changelog(
         source_paths=[source_dir, base_dir],
         source_file=source_file,
         target_markers=markers,
+        carries=carries,
     )
+
+
+def _carried_by(
+    mirror: Any, app: Application, source_env: Environment, target_env: Environment, read_target: FileReader
+) -> gitops.Carries:
+    """Return whether a commit changed what a promotion from the source writes into the target.
+
+    What a promotion from revision R writes is the plan's files after the edit, the source read
+    at R (its overlay, not Argo CD's report); a commit carries something when that differs from
+    its first parent's, and reached the target already when the plan at it changes nothing.
+    """
+    cache: dict[str, tuple[tuple[str, str], ...] | None] = {}
+    target_cache: dict[str, str | None] = {}
+
+    def read_target_once(path: str) -> str | None:
+        if path not in target_cache:
+            target_cache[path] = read_target(path)
+        return target_cache[path]
+
+    def written(rev: str) -> tuple[tuple[str, str], ...] | None:
+        if rev not in cache:
+            try:
+                plan = plan_edits(
+                    app=app,
+                    source_env=source_env,
+                    target_env=target_env,
+                    source=SourceState(rev, (), gitops.reader(mirror, rev)),
+                    read_target=read_target_once,
+                )
+                cache[rev] = tuple((e.path, e.after) for e in plan.edits if e.changed)
+            except StrategyError:
+                cache[rev] = None
+        return cache[rev]
+
+    def carries(sha: str, parent: str | None) -> gitops.Carried:
+        mine = written(sha)
+        if mine == ():
+            return gitops.Carried.REACHED
+        if parent is None or written(parent) != mine:
+            return gitops.Carried.YES
+        return gitops.Carried.NO
+
+    return carries
 
 
 def _marker(version: str) -> str:

@@ -6,12 +6,14 @@ and records the PR; this module only says what the PR of a promotion contains.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
 
+from changes.checklist import gate_key, is_checklist_gate, secret_scan_gate
 from changes.lifecycle import ChangeFailed, change_branch_trust, change_fail, change_pr_open
 from changes.pullrequests import (
     PullRequestPermanent,
@@ -23,6 +25,9 @@ from changes.pullrequests import (
     pull_request_close_and_delete_branch,
     pull_request_ensure,
 )
+from changes.rendered import RenderedChange
+from changes.renderedsummary import body_cap, md_escape, rendered_summary_markdown
+from changes.secretscan import BASELINE_PATH
 from integrations.gitrepo import GitWorkspace, InvalidRef, validate_ref_name
 
 from . import gates as g
@@ -30,6 +35,8 @@ from . import gitops
 from .kind import PROMOTION
 from .models import ApprovalDecision, Promotion, PromotionItem, PromotionState
 from .preview import PromotionRefused, changelog
+from .rendered import promotion_head_revision, promotion_rendered
+from .selectors import promotion_argo_apps
 from .strategies import SourceState, StrategyError, plan_edits
 
 S = PromotionState
@@ -82,7 +89,7 @@ def _open_pr(promotion: Promotion) -> PullRequestResult:
         Promotion.objects.filter(pk=promotion.pk).update(pr_branch=branch, pr_base=base)
         promotion.pr_branch, promotion.pr_base = branch, base
     mirror = gitops.mirror_for(promotion.repository)
-    _recheck_gates(promotion, items, mirror)
+    rendered = _recheck_gates(promotion, items, mirror)
     approvers = list(
         promotion.approvals.filter(decision=ApprovalDecision.APPROVE).values_list("approver_name", flat=True)
     )
@@ -142,7 +149,7 @@ def _open_pr(promotion: Promotion) -> PullRequestResult:
         branch=branch,
         base=base,
         title=title,
-        body=_pr_body(promotion, items, mirror, approvers),
+        body=_pr_body(promotion, items, mirror, approvers, rendered),
         labels=PR_LABELS,
         reviewers=reviewers,
         trust=change_branch_trust(kind=PROMOTION, change=promotion),
@@ -157,8 +164,14 @@ def _person(user: User | None, fallback: str) -> str:
     return f"{name} <{user.email}>" if user.email else name
 
 
-def _recheck_gates(promotion: Promotion, items: Sequence[PromotionItem], mirror: Any) -> None:
-    """Gates again, at task time: transient failures retry, others fail the promotion."""
+def _recheck_gates(
+    promotion: Promotion, items: Sequence[PromotionItem], mirror: Any
+) -> list[RenderedChange] | None:
+    """Gates again, at task time: transient failures retry, others fail the promotion.
+
+    Once the branch was pushed (a head SHA is recorded), Argo CD renders it: a render failure is a
+    blocking gate. Returns the rendered changes (None while nothing is pushed yet).
+    """
     checks = [g.gate_environment_order(promotion.source_env, promotion.target_env)]
     requester = promotion.requested_by
     for item in items:
@@ -182,9 +195,11 @@ def _recheck_gates(promotion: Promotion, items: Sequence[PromotionItem], mirror:
                 justification=promotion.override_justification,
             )
         )
-        if gitops.has_commit(mirror, item.source_revision):
-            read_source = gitops.reader(mirror, item.source_revision)
-            checks.append(g.gate_zero_downtime(app, promotion.source_env, promotion.target_env, read_source))
+    rendered: list[RenderedChange] | None = None
+    if promotion_head_revision(promotion, branch_ok=False):
+        rendered = promotion_rendered(promotion, branch_ok=False)
+        checks.append(g.gate_rendered(rendered))
+    checks += _recheck_checklist_and_secrets(promotion, items, mirror, rendered)
     promotion.gates = [c.as_dict() for c in checks]
     Promotion.objects.filter(pk=promotion.pk).update(gates=promotion.gates)
     failing = g.failing(checks)
@@ -194,6 +209,47 @@ def _recheck_gates(promotion: Promotion, items: Sequence[PromotionItem], mirror:
         raise PromotionRefused(
             "gate failed at PR time: " + "; ".join(f"{c.label}: {c.detail}" for c in failing)
         )
+    return rendered
+
+
+def _recheck_checklist_and_secrets(
+    promotion: Promotion, items: Sequence[PromotionItem], mirror: Any, rendered: list[RenderedChange] | None
+) -> list[g.Gate]:
+    """The secret scan and the checklist again at PR time, on Argo CD's rendering once it exists.
+
+    The secret scan covers the diff the approvers saw and the rendered objects, with the baseline
+    the target branch has now. The checklist is evaluated again on the rendering (else the gates
+    the approvers saw are kept); an approver's override carries over to the same gates only, so a
+    blocking finding the rendering reveals for the first time fails the promotion.
+    """
+    base_sha = mirror.branch_head(validate_ref_name(promotion.target_env.branch)) or ""
+    baseline = gitops.reader(mirror, base_sha)(BASELINE_PATH) if base_sha else None
+    rows = list(promotion_argo_apps(promotion)) if rendered else []
+    previous = [gate for gate in promotion.gates or [] if isinstance(gate, dict) and is_checklist_gate(gate)]
+    overridden = {gate_key(gate): str(gate["overridden"]) for gate in previous if gate.get("overridden")}
+    out: list[g.Gate] = []
+    fresh: list[g.Gate] = []
+    for item in items:
+        app = item.application
+        names = {row.name for row in rows if row.application_id == app.pk}
+        mine = [r for r in rendered or [] if r.app in names]
+        out.append(
+            g.Gate(
+                **secret_scan_gate(
+                    app=app.name, unified_diff=item.diff, rendered=mine, baseline_text=baseline
+                )
+            )
+        )
+        if any(r.ok for r in mine):
+            fresh += g.gates_checklist(app, promotion.target_env, rendered=mine)
+    if not fresh:
+        return out + [
+            g.Gate(**{k: v for k, v in gate.items() if k in g.Gate.__dataclass_fields__}) for gate in previous
+        ]
+    for gate in fresh:
+        reason = overridden.get(gate_key(gate.as_dict()), "")
+        out.append(dataclasses.replace(gate, overridden=reason) if reason and gate.overridable else gate)
+    return out
 
 
 def _pr_title(promotion: Promotion, items: Sequence[PromotionItem]) -> str:
@@ -204,23 +260,18 @@ def _pr_title(promotion: Promotion, items: Sequence[PromotionItem]) -> str:
     return f"Release train {s} → {t}: {len(items)} apps"
 
 
-def _md(text: str) -> str:
-    """Neutralise Markdown/HTML in text that comes from commits or users."""
-    return (
-        text.replace("\\", "\\\\")
-        .replace("<", "&lt;")
-        .replace(">", "&gt;")
-        .replace("|", "\\|")
-        .replace("`", "'")
-    )
-
-
-def _pr_body(promotion: Promotion, items: Sequence[PromotionItem], mirror: Any, approvers: list[str]) -> str:
+def _pr_body(
+    promotion: Promotion,
+    items: Sequence[PromotionItem],
+    mirror: Any,
+    approvers: list[str],
+    rendered: Sequence[RenderedChange] | None = None,
+) -> str:
     s, t = promotion.source_env.name, promotion.target_env.name
     link = settings.PORTAL_BASE_URL.rstrip("/") + promotion.get_absolute_url()
     lines = [
         f"Promotion [#{promotion.pk}]({link}) from **{s}** to **{t}**, requested by "
-        f"{_md(promotion.requested_by_name)}; approved by {_md(', '.join(approvers)) or 'n/a (not required)'}.",
+        f"{md_escape(promotion.requested_by_name)}; approved by {md_escape(', '.join(approvers)) or 'n/a (not required)'}.",
         "",
         f"The {t} overlay now references exactly what {s} runs (as Argo CD reports it).",
         "",
@@ -229,31 +280,44 @@ def _pr_body(promotion: Promotion, items: Sequence[PromotionItem], mirror: Any, 
     ]
     for i in items:
         lines.append(
-            f"| {_md(i.application.name)} | `{_md(i.version_before)}` | `{_md(i.version_after)}` | "
+            f"| {md_escape(i.application.name)} | `{md_escape(i.version_before)}` | `{md_escape(i.version_after)}` | "
             f"`{i.source_revision[:12]}` |"
         )
     lines += ["", "### Changelog"]
     for i in items:
         app = i.application
-        entries = changelog(
-            mirror, promotion.repository, app, promotion.source_env, i.source_revision, None, i
-        )
-        lines.append(f"**{_md(app.name)}**")
+        # The commits the requester and the approvers saw (only those that reach the target).
+        entries = [c for c in i.commits or [] if isinstance(c, dict)] or [
+            {"short_sha": e.short_sha, "url": e.url, "subject": e.subject, "author": e.author}
+            for e in changelog(
+                mirror, promotion.repository, app, promotion.source_env, i.source_revision, None, i
+            )
+        ]
+        lines.append(f"**{md_escape(app.name)}**")
         if not entries:
             lines.append("- (no commits found)")
         for e in entries:
-            sha = f"[`{e.short_sha}`]({e.url})" if e.url else f"`{e.short_sha}`"
-            lines.append(f"- {sha} {_md(e.subject)} ({_md(e.author)})")
+            short, url = str(e.get("short_sha", "")), str(e.get("url", ""))
+            sha = f"[`{short}`]({url})" if url else f"`{short}`"
+            lines.append(
+                f"- {sha} {md_escape(str(e.get('subject', '')))} ({md_escape(str(e.get('author', '')))})"
+            )
     lines += ["", "### Gates"]
     for gate in promotion.gates or []:
         mark = {"pass": "✅", "fail": "❌", "warning": "⚠️"}.get(
             "pass" if gate.get("passed") else ("fail" if gate.get("blocking") else "warning"), ""
         )
-        lines.append(f"- {mark} {_md(str(gate.get('label')))}: {_md(str(gate.get('detail')))[:300]}")
+        lines.append(
+            f"- {mark} {md_escape(str(gate.get('label')))}: {md_escape(str(gate.get('detail')))[:300]}"
+        )
     if promotion.override_sync_window:
-        lines += ["", f"**Sync window overridden**: {_md(promotion.override_justification)}"]
+        lines += ["", f"**Sync window overridden**: {md_escape(promotion.override_justification)}"]
     lines += ["", f"Correlation id: `{promotion.correlation_id}`"]
-    return "\n".join(lines)
+    if rendered is None:
+        section = f"### Rendered by Argo CD\n\nRendered after the branch is pushed: {link}#rendered"
+    else:
+        section = rendered_summary_markdown(rendered, link=f"{link}#rendered")
+    return body_cap("\n".join(lines), section)
 
 
 def promotion_close_pr(*, promotion_id: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from audit.services import change_record_sync
+from changes.checks import checks_gate
 from inventory.models import ArgoApplication
 
 from .models import ApprovalDecision, Promotion, PromotionItem, PromotionState
@@ -57,10 +58,14 @@ def promotion_change_records_sync(promotion: Promotion, items: Sequence[Promotio
         return
     approvers = [a.approver_name for a in promotion.approvals.all() if a.decision == ApprovalDecision.APPROVE]
     gates = [
-        {"name": gate.get("name", "?"), "passed": bool(gate.get("passed")), "detail": gate.get("detail", "")}
+        {
+            "name": gate.get("name", "?"),
+            "passed": bool(gate.get("passed")),
+            "detail": _gate_detail(promotion, gate),
+        }
         for gate in (promotion.gates or [])
         if isinstance(gate, dict)
-    ]
+    ] + checks_gate(promotion)
     outcome = "rolled_back" if promotion.rolled_back_by else OUTCOMES.get(promotion.state, "pending")
     clusters = _clusters_by_app(promotion, items)
     for item in items:
@@ -118,3 +123,12 @@ def _record_title(promotion: Promotion, item: PromotionItem, count: int) -> str:
         f"to {promotion.target_env.name}"
     )
     return title + (f" (release train #{promotion.pk}, {count} apps)" if count > 1 else "")
+
+
+def _gate_detail(promotion: Promotion, gate: dict) -> str:
+    """A gate's detail for the change record; an approver's checklist override is named in it."""
+    detail = str(gate.get("detail", ""))
+    if gate.get("overridden"):
+        who = promotion.checklist_overridden_by_name or "an approver"
+        detail += f" [OVERRIDDEN by {who}: {gate['overridden']}]"
+    return detail

@@ -13,6 +13,7 @@ from django.utils import timezone
 from accounts.permissions import ensure_role, has_role
 from accounts.roles import Role
 from audit.services import audit_event_record
+from changes.checklist import OVERRIDE_MIN_REASON, apply_override, gate_key, overridable_failing
 from changes.lifecycle import change_enqueue_pr_open, change_record, change_requester_fields
 from inventory.models import Application, Environment
 
@@ -26,7 +27,6 @@ from .models import (
     PromotionState,
 )
 from .preview import PromotionPreview, PromotionRefused, promotion_preview
-from .records import revision_label
 
 S = PromotionState
 
@@ -52,7 +52,7 @@ def promotion_request_create(
         override=override,
         justification=override_justification,
     )
-    failing = preview.failing
+    failing = preview.refusing
     if failing:
         link = next((gate.link for gate in failing if gate.name == "in_flight" and gate.link), "")
         raise PromotionRefused(
@@ -105,7 +105,7 @@ def _create(*, actor: User, preview: PromotionPreview, note: str, justification:
                         for c in item.commits
                     ],
                     diff=item.plan.diff,
-                    target_revision_before=revision_label(item.target.revisions)[:64],
+                    target_revision_before=item.target_revision_before[:64],
                 )
     except IntegrityError:
         other = (
@@ -136,7 +136,7 @@ def _create(*, actor: User, preview: PromotionPreview, note: str, justification:
         },
         message=note,
     )
-    if not preview.target_env.requires_approval:
+    if not preview.target_env.requires_approval and not overridable_failing(promotion.gates):
         now = timezone.now()
         Promotion.objects.filter(pk=promotion.pk).update(state=S.APPROVED, approved_at=now)
         promotion.state, promotion.approved_at = S.APPROVED, now
@@ -204,6 +204,12 @@ def _decide(*, promotion: Promotion, actor: User, decision: str, comment: str) -
         )
     if Approval.objects.filter(promotion=locked, approver=actor).exists():
         raise PromotionRefused("you already decided on this promotion")
+    if decision == ApprovalDecision.APPROVE and (pending := overridable_failing(locked.gates)):
+        raise PromotionRefused(
+            "blocked by the zero-downtime checklist ("
+            + ", ".join(str(gate.get("label")) for gate in pending)
+            + "): an approver other than the requester must override it with a reason first"
+        )
     Approval.objects.create(
         promotion=locked,
         approver=actor,
@@ -286,4 +292,65 @@ def _cancel(*, promotion: Promotion, actor: User, reason: str) -> Promotion:
     )
     if before in (S.PR_OPENING, S.PR_OPEN) or locked.pr_number or locked.pr_branch:
         promotion_close_pr_enqueue(locked)
+    return locked
+
+
+def promotion_checklist_override(*, promotion: Promotion, actor: User, reason: str) -> Promotion:
+    """Override the promotion's failing blocking checklist gates (approver, never the requester).
+
+    The reason is required; the override, who gave it and why are written to the promotion, its
+    gates (each marked `overridden`) and the ledger (`promotion.checklist_overridden`) in one
+    transaction. The secret scan and every other gate stay as they are: they cannot be overridden.
+    Approving is a separate decision.
+    """
+    _check_approver(actor, promotion, "override the checklist of")
+    text = " ".join((reason or "").split())
+    if len(text) < OVERRIDE_MIN_REASON:
+        raise PromotionRefused(
+            f"an override needs a reason of at least {OVERRIDE_MIN_REASON} characters: say why it is safe"
+        )
+    return _override(promotion=promotion, actor=actor, reason=text[:2000])
+
+
+@transaction.atomic
+def _override(*, promotion: Promotion, actor: User, reason: str) -> Promotion:
+    locked = Promotion.objects.select_for_update(of=("self",)).with_related().get(pk=promotion.pk)
+    if locked.state != S.REQUESTED:
+        raise PromotionRefused(
+            f"promotion #{locked.pk} is {locked.get_state_display().lower()}, not awaiting approval"
+        )
+    pending = overridable_failing(locked.gates)
+    if not pending:
+        raise PromotionRefused("no blocking zero-downtime checklist gate to override")
+    now = timezone.now()
+    gates = apply_override(locked.gates, keys=[gate_key(gate) for gate in pending], reason=reason)
+    Promotion.objects.filter(pk=locked.pk).update(
+        gates=gates,
+        checklist_overridden_by=actor,
+        checklist_overridden_by_name=actor.get_username(),
+        checklist_overridden_at=now,
+        checklist_override_reason=reason,
+    )
+    locked.gates = gates
+    locked.checklist_overridden_by, locked.checklist_overridden_by_name = actor, actor.get_username()
+    locked.checklist_overridden_at, locked.checklist_override_reason = now, reason
+    change_record(
+        kind=PROMOTION,
+        change=locked,
+        action="promotion.checklist_overridden",
+        actor=actor,
+        before={"blocking": [str(gate.get("name")) for gate in pending]},
+        after={
+            "reason": reason,
+            "gates": [
+                {
+                    "name": gate.get("name"),
+                    "label": gate.get("label"),
+                    "findings": len(gate.get("findings") or []),
+                }
+                for gate in pending
+            ],
+        },
+        message=f"zero-downtime checklist overridden: {reason}"[:2000],
+    )
     return locked

@@ -12,9 +12,12 @@ from django.http import Http404
 
 from accounts.permissions import has_role, project_filter, project_visible, role_scopes
 from accounts.roles import Role
+from changes.checklist import overridable_failing
+from changes.checks import ChecksPanel, change_checks_live, checks_panel
 from core.querytext import query_page, query_text
 from inventory.models import Application, ArgoApplication, Environment
 
+from .kind import PROMOTION
 from .models import (
     FINAL_STATES,
     Approval,
@@ -208,6 +211,20 @@ def promotion_timeline(promotion: Promotion) -> list[Step]:
     return steps
 
 
+def promotion_checks(promotion: Promotion, *, live: bool) -> ChecksPanel:
+    """The checks panel of a promotion: as tracking stored it, or read from the forge now (`live`)."""
+    approved = promotion.approved_at is not None
+    if not live:
+        return checks_panel(promotion, kind=PROMOTION, approved=approved)
+    return change_checks_live(
+        kind=PROMOTION,
+        change=promotion,
+        repository=promotion.repository,
+        required=promotion.target_env.required_checks,
+        approved=approved,
+    )
+
+
 @dataclass(frozen=True)
 class Abilities:
     approve: bool
@@ -216,6 +233,9 @@ class Abilities:
     is_requester: bool
     required_approvals: int
     approvals: int
+    # Blocking checklist gates still waiting for an approver's override (shown to everyone).
+    checklist_pending: tuple[str, ...] = ()
+    override_checklist: bool = False
 
 
 def promotion_abilities(promotion: Promotion, user: User) -> Abilities:
@@ -228,6 +248,7 @@ def promotion_abilities(promotion: Promotion, user: User) -> Abilities:
     approver = all(has_role(user, Role.APPROVER, project=p, environment=env) for p in projects)
     rm = all(has_role(user, Role.RELEASE_MANAGER, project=p, environment=env) for p in projects)
     target = promotion.target_env
+    pending = overridable_failing(promotion.gates or [])
     return Abilities(
         approve=promotion.state == S.REQUESTED and approver and not is_requester and not decided,
         cancel=promotion.is_cancellable and (is_requester or rm),
@@ -235,6 +256,8 @@ def promotion_abilities(promotion: Promotion, user: User) -> Abilities:
         is_requester=is_requester,
         required_approvals=max(1, target.approvals_required) if target.requires_approval else 0,
         approvals=len(approvals),
+        checklist_pending=tuple(str(g.get("label")) for g in pending),
+        override_checklist=bool(pending) and promotion.state == S.REQUESTED and approver and not is_requester,
     )
 
 
@@ -268,6 +291,6 @@ def promotion_argo_apps(promotion: Promotion) -> list[ArgoApplication]:
     return list(
         ArgoApplication.objects.live()
         .filter(application__in=promotion.items.values("application"), environment=promotion.target_env)
-        .select_related("instance")
+        .select_related("instance", "cluster")
         .order_by("name")
     )

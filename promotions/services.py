@@ -1,8 +1,9 @@
 """Promotion services, the app's public API; each lives in its room.
 
 - preview.py: what a promotion would do, and its gates (`promotion_preview`, `PromotionRefused`)
-- requests.py: request, approve/reject (four eyes), cancel
+- requests.py: request, approve/reject (four eyes), cancel, an approver's checklist override
 - pullrequests.py: the PR of a promotion (branch content, title, body); opening and closing it
+- rendered.py: what the promotion changes in the cluster, rendered by Argo CD (`promotion_rendered`)
 - tracking.py: merged → deployed → Healthy, the sweeper
 - blocks.py: versions that must not be promoted again; records.py: ledger events, change records
 The lifecycle those share with rollbacks (claims, backoff, PR ensure, tracking, sweeping) is the
@@ -15,7 +16,14 @@ from .blocks import promotion_block_clear, promotion_block_create
 from .preview import ItemPreview, PromotionPreview, PromotionRefused, promotion_preview
 from .pullrequests import branch_name, promotion_close_pr, promotion_fail, promotion_pr_open
 from .records import change_record_source_id
-from .requests import promotion_approve, promotion_cancel, promotion_reject, promotion_request_create
+from .rendered import promotion_rendered
+from .requests import (
+    promotion_approve,
+    promotion_cancel,
+    promotion_checklist_override,
+    promotion_reject,
+    promotion_request_create,
+)
 from .tracking import promotion_track, promotions_sweep
 
 __all__ = [
@@ -28,11 +36,13 @@ __all__ = [
     "promotion_block_clear",
     "promotion_block_create",
     "promotion_cancel",
+    "promotion_checklist_override",
     "promotion_close_pr",
     "promotion_fail",
     "promotion_pr_open",
     "promotion_preview",
     "promotion_reject",
+    "promotion_rendered",
     "promotion_request_create",
     "promotion_track",
     "promotions_sweep",

@@ -15,6 +15,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from changes.checks import change_checks_refresh
 from changes.lifecycle import change_transition
 from changes.pullrequests import pull_request_refresh
 from changes.sweeper import change_sweep
@@ -74,6 +75,8 @@ def promotion_track(*, promotion_id: int) -> str:
             )
             return promotion.state
         else:
+            required = promotion.target_env.required_checks
+            change_checks_refresh(kind=PROMOTION, change=promotion, repository=repository, required=required)
             return promotion.state
     if promotion.state == S.MERGED and not promotion.merge_commit_sha:
         change_tracking_error(

@@ -8,8 +8,11 @@ urlpatterns = [
     path("new/", views.promotion_new, name="new"),
     path("request/", views.promotion_create, name="create"),
     path("<int:pk>/", views.promotion_detail, name="detail"),
+    path("<int:pk>/checks/", views.promotion_checks, name="checks"),
+    path("<int:pk>/rendered/", views.promotion_rendered, name="rendered"),
     path("<int:pk>/approve/", views.promotion_approve, name="approve"),
     path("<int:pk>/reject/", views.promotion_reject, name="reject"),
+    path("<int:pk>/override-checklist/", views.promotion_checklist_override, name="checklist_override"),
     path("<int:pk>/cancel/", views.promotion_cancel, name="cancel"),
     path("blocks/<int:pk>/clear/", views.promotion_block_clear, name="block_clear"),
 ]

@@ -16,7 +16,7 @@ from inventory import liveobjects
 from inventory.models import Application, Environment
 
 from . import selectors, services
-from .gates import may_override_sync_window
+from .gates import gate_rendered, may_override_sync_window
 from .models import PromotionBlock, PromotionState
 
 
@@ -126,22 +126,48 @@ def promotion_create(request: AuthenticatedHttpRequest) -> HttpResponse:
 @require_role(Role.VIEWER)
 def promotion_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     promotion = selectors.promotion_get(user=request.user, pk=pk)
+    argo_apps = selectors.promotion_argo_apps(promotion)
     context = {
         "nav": "promotions",
         "promotion": promotion,
+        "argo_apps": argo_apps,
         "items": list(promotion.items.all()),
         "approvals": list(promotion.approvals.all()),
         "timeline": selectors.promotion_timeline(promotion),
         "can": selectors.promotion_abilities(promotion, request.user),
         "live": not promotion.is_final,
         # Rollouts of the target, read live once the merge can be rolling out.
-        "argo_live": liveobjects.live_objects(selectors.promotion_argo_apps(promotion), app_sets=False)
-        if promotion.merged_at
-        else None,
+        "argo_live": liveobjects.live_objects(argo_apps, app_sets=False) if promotion.merged_at else None,
+        # The stored checks; the panel loads the live ones itself (promotion_checks).
+        "checks": selectors.promotion_checks(promotion, live=False),
+        "checks_url": reverse("promotions:checks", args=[promotion.pk]),
+        "checks_first_render": True,
     }
     if request.htmx:
         return render(request, "promotions/detail.html#live", context)
     return render(request, "promotions/detail.html", context)
+
+
+@require_GET
+@require_role(Role.VIEWER)
+def promotion_checks(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """The checks panel of a promotion, read from the forge now (htmx polls it while the PR is open)."""
+    promotion = selectors.promotion_get(user=request.user, pk=pk)
+    context = {
+        "checks": selectors.promotion_checks(promotion, live=True),
+        "checks_url": reverse("promotions:checks", args=[promotion.pk]),
+    }
+    return render(request, "changes/_checks.html", context)
+
+
+@require_GET
+@require_role(Role.VIEWER)
+def promotion_rendered(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """The rendered diff partial (htmx, lazy: Argo CD renders both revisions of every app)."""
+    promotion = selectors.promotion_get(user=request.user, pk=pk)
+    changes = services.promotion_rendered(promotion)
+    context = {"changes": changes, "gate": gate_rendered(changes), "change": promotion}
+    return render(request, "changes/_rendered.html", context)
 
 
 def _decision(request: AuthenticatedHttpRequest, pk: int, action: str) -> HttpResponse:
@@ -172,6 +198,20 @@ def promotion_approve(request: AuthenticatedHttpRequest, pk: int) -> HttpRespons
 @require_role(Role.APPROVER)
 def promotion_reject(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     return _decision(request, pk, "reject")
+
+
+@require_POST
+@require_role(Role.APPROVER)
+def promotion_checklist_override(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    promotion = selectors.promotion_get(user=request.user, pk=pk)
+    try:
+        services.promotion_checklist_override(
+            promotion=promotion, actor=request.user, reason=request.POST.get("reason", "")[:4000]
+        )
+        messages.success(request, "Zero-downtime checklist overridden; the promotion can now be approved.")
+    except services.PromotionRefused as exc:
+        messages.error(request, exc.message)
+    return redirect(promotion)
 
 
 @require_POST

@@ -7,6 +7,7 @@ from typing import Any
 from accounts.permissions import project_visible
 from accounts.roles import Role
 from api.http import ApiError, api_view, read_json
+from changes.checks import checks_json
 from core.http import AuthenticatedHttpRequest
 from inventory.models import Application, Environment
 
@@ -42,6 +43,7 @@ def rollback_as_json(rollback: RollbackRequest) -> dict[str, Any]:
         "conflict_files": list(rollback.conflict_files),
         "tracking_detail": rollback.tracking_detail or None,
         "tracking_error": rollback.tracking_error or None,
+        "checks": checks_json(rollback),
         "requested_at": rollback.requested_at,
         "pr_opened_at": rollback.pr_opened_at,
         "auto_merged_at": rollback.auto_merged_at,

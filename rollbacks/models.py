@@ -77,6 +77,9 @@ class RollbackRequest(PullRequestRecord):
 
     emergency = models.BooleanField(default=False, help_text="merge automatically once required checks pass")
     emergency_justification = models.TextField(blank=True)
+    # Gates at the request: the secret scan (passed, or the request was refused) and the
+    # zero-downtime checklist findings (shown, never blocking a rollback).
+    gates = models.JSONField(default=list, blank=True)
 
     # The pull request.
     branch = models.CharField(max_length=300, blank=True)

@@ -1,5 +1,7 @@
 """OpenAPI fragment for this app's endpoints (merged by gitopsportal.openapi)."""
 
+from changes.checks import CHECKS_SCHEMA
+
 _ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _ROLLBACK = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Rollback"}}}}
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
@@ -148,6 +150,7 @@ SCHEMAS: dict = {
             "conflict_files": {"type": "array", "items": {"type": "string"}},
             "tracking_detail": _TEXT_OR_NULL,
             "tracking_error": _TEXT_OR_NULL,
+            "checks": CHECKS_SCHEMA,
             "requested_at": {"type": "string", "format": "date-time"},
             "pr_opened_at": _TIME,
             "auto_merged_at": _TIME,

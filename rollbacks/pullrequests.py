@@ -16,11 +16,13 @@ from changes.pullrequests import (
     branch_name_unguessable,
     pull_request_ensure,
 )
+from changes.renderedsummary import body_cap, rendered_summary_markdown
 from integrations.gitrepo import GitError, GitWorkspace, InvalidRef, RevertConflict
 
 from .kind import ROLLBACK
 from .models import RollbackRequest
 from .records import rollback_title
+from .rendered import rollback_rendered
 
 
 def rollback_url(rollback: RollbackRequest) -> str:
@@ -64,7 +66,12 @@ def _pr_body(rollback: RollbackRequest) -> str:
             "",
         ]
     lines.append(f"Details and live status: {rollback_url(rollback)}")
-    return "\n".join(lines)
+    link = f"{rollback_url(rollback)}#rendered"
+    if rollback.pushed_head_sha or rollback.pr_head_sha:
+        section = rendered_summary_markdown(rollback_rendered(rollback, branch_ok=False), link=link)
+    else:
+        section = f"### Rendered by Argo CD\n\nRendered after the branch is pushed: {link}"
+    return body_cap("\n".join(lines), section)
 
 
 def rollback_pr_open(*, rollback_id: int) -> RollbackRequest | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from audit.services import change_record_sync
+from changes.checks import checks_gate
 
 from .models import RollbackRequest
 from .selectors import env_argo_apps
@@ -59,6 +60,12 @@ def rollback_change_record_sync(rollback: RollbackRequest) -> None:
         clusters=clusters,
         correlation_id=rollback.correlation_id,
         incident=rollback.incident,
+        gates=[
+            {"name": g.get("name", "?"), "passed": bool(g.get("passed")), "detail": g.get("detail", "")}
+            for g in rollback.gates or []
+            if isinstance(g, dict)
+        ]
+        + checks_gate(rollback),
         **_approval_fields(rollback),
     )
 

@@ -204,6 +204,7 @@ def _rollback_insert(
         paths=plan.paths,
         emergency=emergency,
         emergency_justification=justification,
+        gates=plan.gates,
         degraded_since=degraded_since(plan.application, plan.environment),
     )
     # Chosen once, with a random suffix: nobody can open a PR on the name before the portal does.
@@ -220,6 +221,10 @@ def _rollback_insert(
         "emergency": emergency,
         "justification": justification,
         "confirmed_warnings": confirmed,
+        "gates": [
+            {"name": g["name"], "status": "pass" if g["passed"] else "warning", "detail": g["detail"]}
+            for g in plan.gates
+        ],
     }
     change_record(
         kind=ROLLBACK, change=rollback, action="rollback.requested", actor=actor, after=after, message=reason

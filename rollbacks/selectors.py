@@ -11,7 +11,10 @@ from django.db.models import Min, QuerySet
 
 from accounts.permissions import has_role, project_filter
 from accounts.roles import Role
+from changes.checklist import SECRET_SCAN, ObjectSource, checklist_gates, environment_modes, secret_scan_gate
 from changes.lifecycle import changes_in_flight
+from changes.overlayobjects import overlay_objects
+from changes.secretscan import BASELINE_PATH, redact_diff
 from core.diffs import classify_diff
 from integrations.gitrepo import GitError, InvalidRef, validate_sha
 from inventory.models import Application, ArgoApplication, Deployment, Environment, GitRepository
@@ -82,6 +85,9 @@ class RollbackPlan:
     promotions_in_flight: list[Any] = field(default_factory=list)
     targets: list[RollbackTarget] = field(default_factory=list)
     target_deployment_id: int | None = None
+    # The zero-downtime checklist (shown, never blocking: see plan_gates) and the secret scan.
+    gates: list[dict[str, Any]] = field(default_factory=list)
+    argo_apps: list[ArgoApplication] = field(default_factory=list)  # the page links them in Argo CD
 
     @property
     def ok(self) -> bool:
@@ -118,6 +124,7 @@ class RollbackPlan:
             "diff": self.diff,
             "warnings": self.warnings,
             "errors": self.errors,
+            "gates": self.gates,
         }
 
 
@@ -143,7 +150,7 @@ def env_argo_apps(application: Application, environment: Environment) -> list[Ar
     return list(
         ArgoApplication.objects.live()
         .filter(application=application, environment=environment)
-        .select_related("cluster")
+        .select_related("cluster", "instance")
         .order_by("name")
     )
 
@@ -182,6 +189,7 @@ def rollback_plan(
 
     deployments = env_deployments(application, environment)
     argo_apps = env_argo_apps(application, environment)
+    plan.argo_apps = argo_apps
     if deployments:
         plan.observed_deployment_id = deployments[0].id
         plan.current_revision = deployments[0].revision
@@ -340,6 +348,13 @@ def _finish_plan(plan: RollbackPlan, mirror: Any, *, rev_a: str, rev_b: str) -> 
     except (GitError, InvalidRef) as exc:
         plan.warnings.append(f"the diff could not be computed: {exc}")
         diff = ""
+    plan.gates = plan_gates(plan, mirror, diff=diff, rev_after=rev_b)
+    if any(not gate["passed"] and gate["name"] == SECRET_SCAN for gate in plan.gates):
+        # Nobody can override a secret: the request is refused, and the page never shows its value.
+        plan.errors += [
+            f"{gate['label']}: {gate['detail']}" for gate in plan.gates if gate["name"] == SECRET_SCAN
+        ]
+        diff = redact_diff(diff)
     if len(diff) > MAX_DIFF_CHARS:
         diff, plan.diff_truncated = diff[:MAX_DIFF_CHARS], True
     plan.diff = diff
@@ -363,6 +378,55 @@ def _finish_plan(plan: RollbackPlan, mirror: Any, *, rev_a: str, rev_b: str) -> 
             f"merge commits are reverted against their first parent, on this app's paths only: "
             f"{', '.join(merges)}"
         )
+
+
+def plan_gates(plan: RollbackPlan, mirror: Any, *, diff: str, rev_after: str) -> list[dict[str, Any]]:
+    """The rollback's secret scan (blocking, nobody overrides) and zero-downtime checklist (shown).
+
+    The secret scan covers the revert's whole diff (the lines it adds), with the `.secrets.baseline`
+    of the branch the PR targets. The checklist runs on the overlay as the revert leaves it (the
+    revision rolled back to), in the environment's modes, but never blocks: a rollback restores a
+    state that ran before, and holding it back during an incident would prolong the outage; its
+    findings are shown on the plan and the rollback, and recorded with the request.
+    """
+    head = ""
+    try:
+        head = mirror.branch_head(plan.base_branch) or ""
+    except (GitError, InvalidRef):
+        head = ""
+    baseline = _read(mirror, head, BASELINE_PATH) if head else None
+    gates = [secret_scan_gate(app=plan.application.name, unified_diff=diff, baseline_text=baseline)]
+    overlay = plan.environment.app_path(plan.application.name)
+    objects, problems = (
+        overlay_objects(lambda path: _read(mirror, rev_after, path), overlay) if rev_after else ([], [])
+    )
+    sources = [
+        ObjectSource(plan.environment.name, tuple(objects), "", f"read from {overlay} at {rev_after[:8]}")
+    ]
+    found = checklist_gates(
+        app=plan.application.name,
+        modes=environment_modes(plan.environment, plan.application),
+        sources=sources if objects else [],
+        unavailable="; ".join(problems[:3]),
+    )
+    for gate in found:
+        if not gate["passed"] and gate["blocking"]:
+            gate["detail"] += " (shown, not blocking: a rollback restores what ran before)"
+        gate["blocking"] = gate["overridable"] = False
+    return gates + found
+
+
+def _read(mirror: Any, rev: str, path: str) -> str | None:
+    try:
+        data = mirror.file_at(rev, path)
+    except (GitError, InvalidRef):
+        return None
+    if data is None:
+        return None
+    try:
+        return str(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None
 
 
 def moved_on_warnings(plan: RollbackPlan, observed_deployment_id: int | None) -> list[str]:

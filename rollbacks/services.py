@@ -26,6 +26,7 @@ from .approvals import (
     rollbacks_escalate_unapproved,
 )
 from .pullrequests import rollback_fail, rollback_pr_open, rollback_url
+from .rendered import rollback_rendered
 from .requests import (
     RollbackNeedsConfirmation,
     RollbackRefused,
@@ -33,7 +34,7 @@ from .requests import (
     rollback_check_permission,
     rollback_request_create,
 )
-from .tracking import rollback_pr_event, rollback_track, rollbacks_sweep
+from .tracking import rollback_checks, rollback_pr_event, rollback_track, rollbacks_sweep
 
 __all__ = [
     "PermissionDenied",
@@ -43,9 +44,11 @@ __all__ = [
     "rollback_can_approve_after",
     "rollback_cancel",
     "rollback_check_permission",
+    "rollback_checks",
     "rollback_fail",
     "rollback_pr_event",
     "rollback_pr_open",
+    "rollback_rendered",
     "rollback_request_create",
     "rollback_track",
     "rollback_url",

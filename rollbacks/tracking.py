@@ -13,8 +13,17 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from changes.checklist import secret_scan_gate
+from changes.checks import (
+    ChecksPanel,
+    change_checks_live,
+    change_checks_record,
+    change_checks_refresh,
+    checks_panel,
+    pull_request_merge_when_checks_pass,
+)
 from changes.lifecycle import change_enqueue_track, change_fail, change_record, change_transition
-from changes.pullrequests import pull_request_merge_when_checks_pass, pull_request_refresh
+from changes.pullrequests import pull_request_refresh
 from changes.sweeper import change_sweep
 from changes.tracking import (
     change_fail_after_merge,
@@ -34,6 +43,7 @@ from . import history
 from .kind import ROLLBACK, rollback_load
 from .models import RollbackRequest
 from .records import rollback_snapshot
+from .rendered import rollback_rendered
 from .selectors import degraded_since, env_argo_apps
 
 State = RollbackRequest.State
@@ -77,13 +87,26 @@ def _repository(rollback: RollbackRequest) -> GitRepository:
 def _track_pr(rollback: RollbackRequest) -> None:
     repository, number = _repository(rollback), rollback.pr_number
     assert number is not None  # tracked from PR_OPEN on, when the number is stored
+    required = rollback.environment.required_checks
     if rollback.emergency and rollback.environment.rollback_auto_merge:
-        attempt = pull_request_merge_when_checks_pass(
+        secrets = _rendered_secret_scan(rollback)
+        if secrets:
+            # Nobody overrides the secret scan: the portal does not merge what Argo CD would apply.
+            change_fail(
+                kind=ROLLBACK,
+                change_id=rollback.pk,
+                reason=f"emergency merge refused: {secrets}",
+                extra={"merge_refused": True},
+            )
+            return
+        attempt, verdict = pull_request_merge_when_checks_pass(
             repository=repository,
             number=number,
             head_sha=rollback.pushed_head_sha or rollback.pr_head_sha,
-            required_checks=rollback.environment.required_checks,
+            required_checks=required,
         )
+        if verdict is not None:
+            change_checks_record(kind=ROLLBACK, change_id=rollback.pk, verdict=verdict, required=required)
         if attempt.status == "refused":
             # The head moved (or the PR is not the portal's): nothing unreviewed is merged.
             change_fail(
@@ -106,6 +129,20 @@ def _track_pr(rollback: RollbackRequest) -> None:
         _transition_merged(rollback.pk, pr.merge_commit_sha or "", auto=False, merged_by=pr.merged_by or "")
     elif pr.state == "closed":
         _transition_closed(rollback.pk)
+    else:
+        change_checks_refresh(kind=ROLLBACK, change=rollback, repository=repository, required=required)
+
+
+def rollback_checks(rollback: RollbackRequest, *, live: bool) -> ChecksPanel:
+    """The checks panel of a rollback: as tracking stored it, or read from the forge now (`live`)."""
+    if not live:
+        return checks_panel(rollback, kind=ROLLBACK)
+    return change_checks_live(
+        kind=ROLLBACK,
+        change=rollback,
+        repository=rollback.application.repository,
+        required=rollback.environment.required_checks,
+    )
 
 
 def _set_detail(rollback_id: int, detail: str) -> None:
@@ -133,6 +170,30 @@ def _sync_failures(rollback: RollbackRequest, apps: list[Any], mirror: GitMirror
         except (GitError, InvalidRef):
             continue
     return failed
+
+
+_SCANNED_HEADS: dict[tuple[int, str], str] = {}
+
+
+def _rendered_secret_scan(rollback: RollbackRequest) -> str:
+    """Scan what Argo CD renders at the pushed head before an automatic merge; the findings, or "".
+
+    A head is scanned once per process (tracking ticks repeat while the checks run).
+    """
+    head = rollback.pushed_head_sha or rollback.pr_head_sha
+    if not head:
+        return ""
+    if (rollback.pk, head) in _SCANNED_HEADS:
+        return _SCANNED_HEADS[(rollback.pk, head)]
+    rendered = [r for r in rollback_rendered(rollback, branch_ok=False) if r.ok]
+    if not rendered:
+        return ""  # rendering failed or is pending: the revert's file diff was scanned at the request
+    gate = secret_scan_gate(app=rollback.application.name, rendered=rendered)
+    result = "" if gate["passed"] else f"{gate['label']}: {gate['detail']}"
+    if len(_SCANNED_HEADS) > 1000:
+        _SCANNED_HEADS.clear()
+    _SCANNED_HEADS[(rollback.pk, head)] = result
+    return result
 
 
 def _transition_merged(rollback_id: int, merge_sha: str, *, auto: bool, merged_by: str) -> None:

@@ -7,6 +7,8 @@ urlpatterns = [
     path("", views.rollback_list, name="list"),
     path("new/", views.rollback_new, name="new"),
     path("<int:pk>/", views.rollback_detail, name="detail"),
+    path("<int:pk>/checks/", views.rollback_checks, name="checks"),
+    path("<int:pk>/rendered/", views.rollback_rendered, name="rendered"),
     path("<int:pk>/cancel/", views.rollback_cancel, name="cancel"),
     path("<int:pk>/approve-after/", views.rollback_approve_after, name="approve_after"),
 ]

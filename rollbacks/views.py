@@ -8,10 +8,12 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.permissions import has_role, project_visible, require_role
 from accounts.roles import Role
+from changes.rendered import rendered_verdict
 from core.http import AuthenticatedHttpRequest
 from core.querytext import query_text
 from inventory import liveobjects
@@ -189,9 +191,35 @@ def rollback_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
             environment=rollback.environment.name,
         ),
         "can_approve_after": services.rollback_can_approve_after(user=request.user, rollback=rollback),
+        # The stored checks; the panel loads the live ones itself (rollback_checks).
+        "checks": services.rollback_checks(rollback, live=False),
+        "checks_url": reverse("rollbacks:checks", args=[rollback.pk]),
+        "checks_first_render": True,
     }
     template = "rollbacks/detail.html#status" if request.htmx else "rollbacks/detail.html"
     return render(request, template, context)
+
+
+@require_GET
+@require_role(Role.VIEWER)
+def rollback_checks(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """The checks panel of a rollback, read from the forge now (htmx polls it while the PR is open)."""
+    rollback = _visible_rollback(request, pk)
+    context = {
+        "checks": services.rollback_checks(rollback, live=True),
+        "checks_url": reverse("rollbacks:checks", args=[rollback.pk]),
+    }
+    return render(request, "changes/_checks.html", context)
+
+
+@require_GET
+@require_role(Role.VIEWER)
+def rollback_rendered(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """The rendered diff partial (htmx, lazy: Argo CD renders both revisions of every cluster's app)."""
+    rollback = _visible_rollback(request, pk)
+    changes = services.rollback_rendered(rollback)
+    context = {"changes": changes, "gate": rendered_verdict(changes), "change": rollback}
+    return render(request, "changes/_rendered.html", context)
 
 
 @require_POST

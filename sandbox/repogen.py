@@ -439,6 +439,13 @@ spec:
         app.kubernetes.io/name: {n}
     spec:
       terminationGracePeriodSeconds: 30
+      topologySpreadConstraints:
+        - maxSkew: 1
+          topologyKey: topology.kubernetes.io/zone
+          whenUnsatisfiable: ScheduleAnyway
+          labelSelector:
+            matchLabels:
+              app.kubernetes.io/name: {n}
       containers:
         - name: {n}
           image: "{{{{ .Values.image.repository }}}}:{{{{ .Values.image.tag }}}}"
@@ -456,6 +463,10 @@ spec:
             httpGet:
               path: /healthz
               port: http
+          lifecycle:
+            preStop:
+              exec:
+                command: ["sleep", "5"]
           resources:
             requests:
               cpu: "{{{{ .Values.resources.cpu }}}}"
@@ -464,6 +475,7 @@ spec:
               memory: "{{{{ .Values.resources.memory }}}}"
 """,
         f"{chart}/templates/service.yaml": render_service(app),
+        f"{chart}/templates/pdb.yaml": render_pdb(app),
     }
 
 
@@ -1358,7 +1370,8 @@ def _revertable_change(b: _HistoryBuilder) -> _Change:
     app = b.rng.choice(b.apps)
     env = b.rng.choice(b.envs)
     st = app.envs[env]
-    before = render_env_kustomization(app, env)
+    # The file as it is now (a Helm-values app's values.yaml, else the kustomization): the revert restores it.
+    before = next(iter(b.env_file(app, env).values()))
     old = st.log_level
     st.log_level = "debug" if old != "debug" else "trace"
     change = _Change(

@@ -199,12 +199,14 @@ def main() -> None:
     wait_http(f"http://127.0.0.1:{FORGE_PORT}/sandbox/state")
     print("== seeding demo users and polling once")
     manage("demo_seed")
-    print("== seeding demo states (Degraded, OutOfSync)")
+    print("== seeding demo states (Degraded, OutOfSync, stale)")
     try:
         seed_demo_states()
     except Exception as exc:  # the demo still runs without them
         print(f"   demo states skipped: {exc}")
     manage("poll", "--once", check=False)
+    # Stale: a second Argo CD instance that stopped answering keeps one dev app's last known state.
+    manage("demo_seed", "--stale-instance", check=False)
     start("watch", PY, "manage.py", "argocd_watch")
     print("== starting the portal, a Celery worker and beat")
     start(

@@ -1,7 +1,8 @@
 """Argo CD REST client: typed dataclasses parsed at the boundary and domain exceptions.
 
 See /work/shared/argocd/API.md for the behaviour this relies on (errors §3, fields §5, watch §6).
-Rooms: `client` (ArgoCDClient, session_login), `models` (the dataclasses), `parse` (JSON to
+Rooms: `client` (ArgoCDClient, session_login), `models` (the dataclasses), `manifests`
+(rendered manifests, GetManifests), `parse` (JSON to
 dataclasses), `watch` (the application stream), `fields` (the §5 selections), `errors`.
 """
 
@@ -14,8 +15,10 @@ from integrations.argocd.errors import (
     ArgoCDRequestError,
     ArgoCDResponseError,
     ArgoCDUnavailable,
+    RenderError,
 )
 from integrations.argocd.fields import DEFAULT_LIST_FIELDS, DEFAULT_WATCH_FIELDS
+from integrations.argocd.manifests import ManifestSet, parse_manifest_response
 from integrations.argocd.models import (
     HEALTH_STATUSES,
     OPERATION_PHASES,
@@ -73,7 +76,9 @@ __all__ = [
     "Condition",
     "HealthStatus",
     "HistoryEntry",
+    "ManifestSet",
     "RawApplicationList",
+    "RenderError",
     "ResourceDiff",
     "ResourceNode",
     "ResourceTree",
@@ -87,6 +92,7 @@ __all__ = [
     "parse_application",
     "parse_application_list",
     "parse_cluster",
+    "parse_manifest_response",
     "parse_project",
     "parse_resource_diff",
     "session_login",

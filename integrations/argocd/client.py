@@ -13,9 +13,12 @@ from integrations.argocd.errors import (
     ArgoCDError,
     ArgoCDResponseError,
     ArgoCDUnavailable,
+    RenderError,
     raise_for_status,
+    render_error_from,
 )
 from integrations.argocd.fields import DEFAULT_LIST_FIELDS
+from integrations.argocd.manifests import ManifestSet, parse_manifest_response
 from integrations.argocd.models import (
     ApplicationList,
     ArgoApplication,
@@ -237,6 +240,45 @@ class ArgoCDClient:
             )
 
         result: ResourceTree = self._parse("resource tree", parse, data)
+        return result
+
+    def manifests(
+        self,
+        name: str,
+        *,
+        revision: str | None = None,
+        revisions: Iterable[str] = (),
+        source_positions: Iterable[int] = (),
+        app_namespace: str | None = None,
+        project: str | None = None,
+    ) -> ManifestSet:
+        """Return the objects Argo CD renders for an app at a revision; RenderError when it cannot.
+
+        Single-source apps take `revision`; multi-source apps take `revisions` with the 1-based
+        `source_positions` they apply to (sources not named render at their target revision).
+        Every failure, from a manifest-generation error to a timeout, is a RenderError carrying
+        Argo CD's message (`transient` when a later try may succeed).
+        """
+        revisions, positions = list(revisions), list(source_positions)
+        if len(revisions) != len(positions):
+            raise ValueError("revisions and source_positions must have the same length")
+        params: list[tuple[str, str]] = []
+        if revision:
+            params.append(("revision", revision))
+        for rev, pos in zip(revisions, positions, strict=True):
+            params += [("revisions", rev), ("sourcePositions", str(int(pos)))]
+        if app_namespace:
+            params.append(("appNamespace", app_namespace))
+        if project:
+            params.append(("project", project))
+        try:
+            # Reference: swagger.json paths./api/v1/applications/{name}/manifests.get (repositoryManifestResponse)
+            data = self._call("GET", self._app_path(name, "/manifests"), params=params or None)
+            result: ManifestSet = self._parse(f"manifests of {name!r}", parse_manifest_response, data)
+        except RenderError:
+            raise
+        except ArgoCDError as exc:
+            raise render_error_from(exc) from None
         return result
 
     def application_sync_windows(self, name: str) -> SyncWindowsState:

@@ -79,3 +79,36 @@ def raise_for_status(resp: HttpResponse, scrub: Callable[[str], str] = str) -> N
         message = resp.text(300).strip()  # e.g. plain-text "415 Invalid content type"
     # The body was scrubbed as bytes already; this catches credentials spelled with JSON escapes.
     raise error_for(resp.status, scrub(message), grpc_code)
+
+
+class RenderError(ArgoCDError):
+    """Argo CD could not render an app's manifests at a revision; the message is Argo CD's.
+
+    `transient` marks what a later try may not meet again: the repo-server timed out, Argo CD was
+    unreachable or answered 5xx/429 without a manifest-generation message.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        grpc_code: int | None = None,
+        transient: bool = False,
+    ) -> None:
+        super().__init__(message, status=status, grpc_code=grpc_code)
+        self.transient = transient
+
+
+# Words of Argo CD / repo-server messages that say "try again": timeouts, not a broken manifest.
+_TRANSIENT_WORDS = ("deadline exceeded", "timeout", "timed out", "connection refused", "unavailable")
+
+
+def render_error_from(exc: ArgoCDError) -> RenderError:
+    """Return the RenderError for a failed manifests call (Argo CD's message kept)."""
+    message = str(exc)
+    lowered = message.lower()
+    generation = "manifest generation error" in lowered or "error generating manifests" in lowered
+    timeout = any(word in lowered for word in _TRANSIENT_WORDS) or exc.grpc_code == 4  # DeadlineExceeded
+    transient = timeout or (isinstance(exc, ArgoCDUnavailable) and not generation)
+    return RenderError(message, status=exc.status, grpc_code=exc.grpc_code, transient=transient)

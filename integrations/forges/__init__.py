@@ -6,6 +6,7 @@ import requests
 
 from integrations.forges.base import (
     BranchAlreadyExists,
+    Check,
     CommitStatusSummary,
     Comparison,
     ForgeAuthError,
@@ -35,6 +36,7 @@ CLIENTS: dict[str, type[GitHubClient] | type[GiteaClient] | type[GitLabClient]] 
 __all__ = [
     "CLIENTS",
     "BranchAlreadyExists",
+    "Check",
     "CommitStatusSummary",
     "Comparison",
     "ForgeAuthError",

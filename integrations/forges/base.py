@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeVar
@@ -134,6 +134,47 @@ class CommitStatusSummary:
     contexts: tuple[StatusContext, ...]
 
 
+# The portal's vocabulary for one CI check (GitHub's words; the other forges' are mapped to it).
+CheckState = Literal[
+    "pending", "success", "failure", "error", "neutral", "skipped", "cancelled", "timed_out",
+    "action_required", "stale", "warning",
+]  # fmt: skip
+CheckSource = Literal["check_run", "status", "pipeline"]
+# A required check passes in one of these states (GitHub: neutral and skipped satisfy it).
+CHECK_PASSING: frozenset[str] = frozenset({"success", "neutral", "skipped"})
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check reported at a commit: a check run, a commit status or a pipeline.
+
+    `name` is what `required_checks` names (check-run name, status context, pipeline name);
+    `url` is the run's page (html_url/details_url, target_url, web_url).
+    """
+
+    name: str
+    state: CheckState
+    source: CheckSource
+    url: str | None = None
+    description: str | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def passed(self) -> bool:
+        """True when the check finished in a passing state."""
+        return self.state in CHECK_PASSING
+
+    @property
+    def pending(self) -> bool:
+        """True while the check has not finished."""
+        return self.state == "pending"
+
+    @property
+    def failed(self) -> bool:
+        """True when the check finished in any state that does not pass."""
+        return not self.passed and not self.pending
+
+
 @dataclass(frozen=True)
 class Comparison:
     """What `head` has that `base` lacks (behind_by is None where the forge does not say)."""
@@ -215,6 +256,10 @@ class ForgeClient(abc.ABC):
     @abc.abstractmethod
     def combined_status(self, sha: str) -> CommitStatusSummary:
         """Return the combined CI status of a commit."""
+
+    @abc.abstractmethod
+    def checks(self, sha: str) -> tuple[Check, ...]:
+        """Return every check the forge reports at commit `sha` (the newest of each name and kind)."""
 
     @abc.abstractmethod
     def compare(self, base: str, head: str) -> Comparison:
@@ -355,8 +400,8 @@ class RestForge(ForgeClient):
         assert resp is not None
         return decode(resp)
 
-    def paginate(self, path: str, params: Mapping[str, Any]) -> Iterator[Any]:
-        """Yield items of a list endpoint, following Link rel="next" only."""
+    def pages(self, path: str, params: Mapping[str, Any]) -> Iterator[Any]:
+        """Yield the decoded body of each page of a list endpoint, following Link rel="next" only."""
         url: str | None = path
         query: Mapping[str, Any] | None = params
         for _ in range(MAX_PAGES):
@@ -364,13 +409,17 @@ class RestForge(ForgeClient):
                 return
             resp = self.send("GET", url, params=query)
             assert resp is not None
-            page = decode(resp)
-            if not isinstance(page, list):
-                raise ForgeResponseError(f"GET {path}: expected a JSON array")
-            yield from page
+            yield decode(resp)
             # The next link already carries the query; never build page URLs ourselves.
             url, query = resp.link("next"), None
         raise ForgeResponseError(f"GET {path}: more than {MAX_PAGES} pages")
+
+    def paginate(self, path: str, params: Mapping[str, Any]) -> Iterator[Any]:
+        """Yield items of a list endpoint (a JSON array per page)."""
+        for page in self.pages(path, params):
+            if not isinstance(page, list):
+                raise ForgeResponseError(f"GET {path}: expected a JSON array")
+            yield from page
 
     def map_error(self, resp: HttpResponse, method: str, path: str) -> ForgeError:
         """Translate an error response into the matching ForgeError."""
@@ -432,6 +481,26 @@ def decode(resp: HttpResponse) -> Any:
         return resp.json()
     except ValueError:
         raise ForgeResponseError(f"{resp.status} answer is not valid JSON (truncated?)") from None
+
+
+def parse_status_check(r: JsonReader, *, state_key: str, states: Mapping[str, CheckState]) -> Check:
+    """Parse one commit status (GitHub names its state `state`, Gitea `status`); unknown states are errors."""
+    return Check(
+        name=r.text("context") or "default",
+        state=states.get(r.req_text(state_key), "error"),
+        source="status",
+        url=r.opt_text("target_url"),
+        description=r.opt_text("description"),
+        updated_at=r.time("updated_at") or r.time("created_at"),
+    )
+
+
+def newest_per_name(checks: Iterable[Check]) -> tuple[Check, ...]:
+    """Keep the first check of each (source, name) in the forge's newest-first order."""
+    seen: dict[tuple[str, str], Check] = {}
+    for check in checks:
+        seen.setdefault((check.source, check.name), check)
+    return tuple(seen.values())
 
 
 def combine_states(states: Sequence[str]) -> str:

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from integrations.forges.base import (
     BranchAlreadyExists,
+    Check,
+    CheckState,
     CommitStatusSummary,
     Comparison,
     ForgeResponseError,
@@ -18,6 +20,8 @@ from integrations.forges.base import (
     RestForge,
     StatusContext,
     decode,
+    newest_per_name,
+    parse_status_check,
     seg,
 )
 from integrations.http import JsonReader, Secret
@@ -36,6 +40,22 @@ def _parse_status(r: JsonReader) -> CommitStatusSummary:
         for s in r.objs("statuses")
     )
     return CommitStatusSummary(state=r.text("state") or "pending", contexts=contexts)
+
+
+# Gitea's CommitStatusState; `warning` does not pass a required check (only success does in Gitea).
+_STATES: dict[str, CheckState] = {
+    "pending": "pending",
+    "success": "success",
+    "error": "error",
+    "failure": "failure",
+    "warning": "warning",
+    "skipped": "skipped",
+}
+
+
+def parse_commit_status(r: JsonReader) -> Check:
+    """Parse one Gitea CommitStatus (Gitea Actions report through commit statuses too)."""
+    return parse_status_check(r, state_key="status", states=_STATES)
 
 
 def _parse_compare(r: JsonReader) -> Comparison:
@@ -232,6 +252,16 @@ class GiteaClient(RestForge):
         # Reference: gitea-pulls-subset.json paths./repos/{owner}/{repo}/commits/{ref}/status.get
         data = self.call("GET", f"{self._repo}/commits/{seg(sha)}/status", params={"limit": PAGE_LIMIT})
         return self.parse("combined status", _parse_status, data)
+
+    def checks(self, sha: str) -> tuple[Check, ...]:
+        """Return the newest commit status of each context at a commit."""
+        found: list[Check] = []
+        # Reference: gitea-pulls-subset.json paths./repos/{owner}/{repo}/commits/{ref}/status.get
+        for page in self.pages(f"{self._repo}/commits/{seg(sha)}/status", {"limit": PAGE_LIMIT}):
+            found += self.parse(
+                "combined status", lambda r: [parse_commit_status(s) for s in r.objs("statuses")], page
+            )
+        return newest_per_name(found)
 
     def compare(self, base: str, head: str) -> Comparison:
         """Compare two refs or SHAs."""

@@ -7,6 +7,8 @@ from typing import Any
 
 from integrations.forges.base import (
     BranchAlreadyExists,
+    Check,
+    CheckState,
     CommitStatusSummary,
     Comparison,
     ForgeResponseError,
@@ -19,6 +21,8 @@ from integrations.forges.base import (
     RestForge,
     StatusContext,
     decode,
+    newest_per_name,
+    parse_status_check,
     ref_path,
     seg,
 )
@@ -68,6 +72,46 @@ def _parse_status(r: JsonReader) -> CommitStatusSummary:
         for s in r.objs("statuses")
     )
     return CommitStatusSummary(state=r.req_text("state"), contexts=contexts)
+
+
+_CONCLUSIONS: dict[str, CheckState] = {
+    "success": "success",
+    "failure": "failure",
+    "neutral": "neutral",
+    "cancelled": "cancelled",
+    "skipped": "skipped",
+    "timed_out": "timed_out",
+    "action_required": "action_required",
+    "stale": "stale",
+}
+_STATUS_STATES: dict[str, CheckState] = {
+    "success": "success",
+    "failure": "failure",
+    "error": "error",
+    "pending": "pending",
+}
+
+
+def parse_check_run(r: JsonReader) -> Check:
+    """Parse one check run (`checks/list-for-ref`): pending until `completed` with a conclusion."""
+    conclusion = r.opt_text("conclusion")
+    state: CheckState = "pending"
+    if r.text("status") == "completed" and conclusion:
+        state = _CONCLUSIONS.get(conclusion, "error")
+    output = r.opt_obj("output")
+    return Check(
+        name=r.req_text("name"),
+        state=state,
+        source="check_run",
+        url=r.opt_text("html_url") or r.opt_text("details_url"),
+        description=output.opt_text("title") if output else None,
+        updated_at=r.time("completed_at") or r.time("started_at"),
+    )
+
+
+def parse_commit_status(r: JsonReader) -> Check:
+    """Parse one commit status (combined status entry or `statuses` list item)."""
+    return parse_status_check(r, state_key="state", states=_STATUS_STATES)
 
 
 def _parse_compare(r: JsonReader) -> Comparison:
@@ -228,6 +272,25 @@ class GitHubClient(RestForge):
         # Reference: https://docs.github.com/en/rest/commits/statuses#get-the-combined-status-for-a-specific-reference
         data = self.call("GET", f"{self._repo}/commits/{seg(sha)}/status", params={"per_page": 100})
         return self.parse("combined status", _parse_status, data)
+
+    def checks(self, sha: str) -> tuple[Check, ...]:
+        """Return the check runs and the commit statuses of a commit (GitHub counts both)."""
+        runs: list[Check] = []
+        # Reference: https://docs.github.com/en/rest/checks/runs#list-check-runs-for-a-git-reference
+        for page in self.pages(
+            f"{self._repo}/commits/{seg(sha)}/check-runs", {"filter": "latest", "per_page": 100}
+        ):
+            runs += self.parse(
+                "check runs", lambda r: [parse_check_run(c) for c in r.objs("check_runs")], page
+            )
+        statuses: list[Check] = []
+        # The combined status holds the newest status of each context.
+        # Reference: https://docs.github.com/en/rest/commits/statuses#get-the-combined-status-for-a-specific-reference
+        for page in self.pages(f"{self._repo}/commits/{seg(sha)}/status", {"per_page": 100}):
+            statuses += self.parse(
+                "combined status", lambda r: [parse_commit_status(s) for s in r.objs("statuses")], page
+            )
+        return newest_per_name([*runs, *statuses])
 
     def compare(self, base: str, head: str) -> Comparison:
         """Compare two refs or SHAs."""

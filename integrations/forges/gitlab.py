@@ -7,6 +7,8 @@ from typing import Any
 
 from integrations.forges.base import (
     BranchAlreadyExists,
+    Check,
+    CheckState,
     CommitStatusSummary,
     Comparison,
     ForgeResponseError,
@@ -20,6 +22,7 @@ from integrations.forges.base import (
     StatusContext,
     combine_states,
     decode,
+    newest_per_name,
     seg,
 )
 from integrations.http import JsonReader, Secret
@@ -48,6 +51,24 @@ _STATUS_MAP = {
     "scheduled": "pending",
 }
 DRAFT_PREFIX = "Draft: "
+# GitLab pipeline and job states in the portal's check vocabulary: `manual` and `scheduled` wait
+# for a person or a time, so they are still pending.
+_CHECK_STATES: dict[str, CheckState] = {
+    "success": "success",
+    "failed": "failure",
+    "canceled": "cancelled",
+    "canceling": "pending",
+    "skipped": "skipped",
+    "created": "pending",
+    "waiting_for_resource": "pending",
+    "waiting_for_callback": "pending",
+    "preparing": "pending",
+    "pending": "pending",
+    "running": "pending",
+    "manual": "pending",
+    "scheduled": "pending",
+}
+PIPELINE_CHECK = "pipeline"  # the check name of a pipeline without a `name`
 
 
 def _parse_compare(r: JsonReader) -> Comparison:
@@ -266,6 +287,20 @@ class GitLabClient(RestForge):
         contexts = tuple(self.parse_many("commit statuses", _parse_context, items))
         return CommitStatusSummary(state=combine_states([c.state for c in contexts]), contexts=contexts)
 
+    def checks(self, sha: str) -> tuple[Check, ...]:
+        """Return the newest pipeline (per pipeline name) and the newest job/external status per name."""
+        # Branch and merge request pipelines of the head both carry its SHA.
+        # Reference: https://docs.gitlab.com/api/pipelines/#list-project-pipelines
+        pipelines = self.paginate(
+            f"{self._project}/pipelines", {"sha": sha, "order_by": "id", "sort": "desc", "per_page": 100}
+        )
+        found = [self.parse("pipeline", _parse_pipeline, p) for p in pipelines]
+        # Jobs and external CI statuses (POST /statuses), newest of each name (all=false).
+        # Reference: https://docs.gitlab.com/api/commits/#list-the-statuses-of-a-commit
+        statuses = self.paginate(f"{self._project}/repository/commits/{seg(sha)}/statuses", {"per_page": 100})
+        found += [self.parse("commit status", _parse_job_status, s) for s in statuses]
+        return newest_per_name(found)
+
     def compare(self, base: str, head: str) -> Comparison:
         """Compare two refs or SHAs."""
         # Reference: https://docs.gitlab.com/api/repositories/#compare-branches-tags-or-commits
@@ -277,6 +312,32 @@ def _parse_context(r: JsonReader) -> StatusContext:
     raw = r.req_text("status")
     return StatusContext(
         r.text("name"), _STATUS_MAP.get(raw, "pending"), r.opt_text("description"), r.opt_text("target_url")
+    )
+
+
+def _parse_pipeline(r: JsonReader) -> Check:
+    return Check(
+        name=r.opt_text("name") or PIPELINE_CHECK,
+        state=_CHECK_STATES.get(r.req_text("status"), "error"),
+        source="pipeline",
+        url=r.opt_text("web_url"),
+        description=f"pipeline #{r.integer('id')} ({r.text('source') or 'push'})",
+        updated_at=r.time("updated_at") or r.time("created_at"),
+    )
+
+
+def _parse_job_status(r: JsonReader) -> Check:
+    raw = r.req_text("status")
+    state = _CHECK_STATES.get(raw, "error")
+    if state == "failure" and r.flag("allow_failure"):
+        state = "neutral"  # GitLab: "passed with warnings"; the pipeline still succeeds
+    return Check(
+        name=r.text("name") or "default",
+        state=state,
+        source="status",
+        url=r.opt_text("target_url"),
+        description=r.opt_text("description"),
+        updated_at=r.time("finished_at") or r.time("started_at") or r.time("created_at"),
     )
 
 

@@ -23,8 +23,10 @@ class WebhookPayloadError(ValueError):
 class WebhookEvent:
     """The parts of a webhook delivery the portal acts on.
 
-    `kind` is "pull_request", "push", "ping" or the raw event name; `action` is the forge's own
-    action (GitLab: open/close/merge/update...). For pushes `ref` is the full ref.
+    `kind` is "pull_request", "push", "checks", "ping" or the raw event name; `action` is the forge's
+    own action (GitLab: open/close/merge/update...). For pushes `ref` is the full ref. "checks" is a
+    CI result of commit `after_sha`: GitHub/Gitea `status`, GitHub `check_run` / `check_suite`, GitLab
+    Pipeline and Job hooks.
     """
 
     forge: str
@@ -139,10 +141,14 @@ def _parse_hub(forge: str, event: str | None, delivery: str | None, data: Any) -
             before_sha=r.opt_text("before"),
             after_sha=r.req_text("after"),
         )
+    if event == "status":
+        return replace(base, kind="checks", after_sha=r.req_text("sha"))
+    if event in ("check_run", "check_suite"):
+        return replace(base, kind="checks", after_sha=r.req_obj(event).req_text("head_sha"))
     return base
 
 
-_GITLAB_KINDS = {"merge_request": "pull_request", "push": "push"}
+_GITLAB_KINDS = {"merge_request": "pull_request", "push": "push", "pipeline": "checks", "build": "checks"}
 
 
 def _parse_gitlab(event: str | None, delivery: str | None, data: Any) -> WebhookEvent:
@@ -175,4 +181,8 @@ def _parse_gitlab(event: str | None, delivery: str | None, data: Any) -> Webhook
             before_sha=r.opt_text("before"),
             after_sha=r.req_text("after"),
         )
+    if object_kind == "pipeline":
+        return replace(base, after_sha=r.req_obj("object_attributes").req_text("sha"))
+    if object_kind == "build":
+        return replace(base, after_sha=r.req_text("sha"))
     return base

@@ -41,6 +41,7 @@ class Pages:
         router.add("GET", "/{owner}/{repo}/pull/{number}", self.pull)
         router.add("POST", "/{owner}/{repo}/pull/{number}/merge", self.merge)
         router.add("GET", "/{owner}/{repo}/commit/{sha}", self.commit)
+        router.add("GET", "/{owner}/{repo}/runs/{run_id}", self.run)
 
     # --- pull requests -----------------------------------------------------------------------
     def pull(self, req: Request, *, error: str = "", status: int = 200) -> Response:
@@ -135,6 +136,20 @@ class Pages:
 <h2>Files changed ({len(files)})</h2><ul>{"".join(files)}</ul>
 """
         return _page(f"{subject} · {info.sha[:7]}", body)
+
+    def run(self, req: Request) -> Response:
+        """A check run's page (its `html_url`): the run's state and output, linking its commit."""
+        ref, _ = self.core.repo(req.params["owner"], req.params["repo"])
+        runs = [r for r in self.core.repo_state(ref).check_runs if str(r.id) == req.params["run_id"]]
+        if not runs:
+            return _page("Check run not found", "<h1>Check run not found</h1>", 404)
+        run = runs[0]
+        state = _STATE_WORDS.get(run.conclusion or "pending", run.conclusion or run.status)
+        body = f"""<h1>{escape(run.name)} <small>check run #{run.id}</small></h1>
+<p>State: <strong>{escape(state)}</strong> ({escape(run.status)})</p>
+<p>Commit <a href="{escape(ref.html)}/commit/{escape(run.head_sha)}"><code>{escape(run.head_sha[:12])}</code></a></p>
+"""
+        return _page(f"{run.name} · check run #{run.id}", body)
 
     def _checks(self, ref: RepoRef, sha: str) -> str:
         statuses = self.core.latest_statuses(ref, sha)

@@ -30,3 +30,32 @@ document.addEventListener("htmx:beforeSwap", (event) => {
     if (!active) panel.open = false;
   }
 })();
+
+// Copy buttons beside SHAs ({% sha %}): copy the full SHA, say so on the button for a moment.
+// The clipboard API needs a secure context; elsewhere a hidden textarea and execCommand stand in.
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("button[data-copy]");
+  if (!button) return;
+  const text = button.dataset.copy;
+  let copied = false;
+  try {
+    await navigator.clipboard.writeText(text);
+    copied = true;
+  } catch {
+    const area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.className = "visually-hidden";
+    document.body.append(area);
+    area.select();
+    copied = document.execCommand("copy");
+    area.remove();
+  }
+  const label = button.textContent;
+  button.textContent = copied ? "Copied" : "Copy failed";
+  button.dataset.copied = copied ? "true" : "false";
+  setTimeout(() => {
+    button.textContent = label === "Copied" || label === "Copy failed" ? "Copy" : label;
+    delete button.dataset.copied;
+  }, 1500);
+});

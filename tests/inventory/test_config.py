@@ -146,3 +146,58 @@ def test_manage_py_stops_with_one_line_naming_line_and_key(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines == [f"configuration error: {bad} line 7: environments[0].soak_minutes: must be an integer"]
+
+
+CHECKLIST = (
+    MINIMAL
+    + """\
+environments:
+  - name: dev
+    checklist:
+      readiness_probe: block
+      topology_spread: off
+  - name: prod
+    production_like: true
+    checklist:
+      {body}
+"""
+)
+
+
+def test_environment_checklist_modes_parse_and_bad_ones_name_the_line():
+    config = parse_config(CHECKLIST.format(body="rolling_update: warn"), "portal.yaml")
+    dev, prod = config.environments
+    assert dev.checklist == {"readiness_probe": "block", "topology_spread": "off"}
+    assert prod.checklist == {"rolling_update": "warn"}
+    with pytest.raises(ConfigError) as info:
+        parse_config(CHECKLIST.format(body="readiness: block"), "portal.yaml")
+    assert str(info.value).startswith(
+        "portal.yaml line 13: environments[1].checklist.readiness: unknown check"
+    )
+    assert "readiness_probe, liveness_probe" in str(info.value)
+    with pytest.raises(
+        ConfigError,
+        match=r"line 13: environments\[1\].checklist.resources: expected one of off, warn, block, got 'deny'",
+    ):
+        parse_config(CHECKLIST.format(body="resources: deny"), "portal.yaml")
+    with pytest.raises(ConfigError, match=r"environments\[1\].checklist: must be a mapping of check id"):
+        parse_config(CHECKLIST.format(body="- readiness_probe"), "portal.yaml")
+
+
+def test_the_example_documents_the_checklist(monkeypatch, tmp_path):
+    text = (ROOT / "config/example.yaml").read_text()
+    assert "checklist:" in text and "graceful_shutdown" in text
+
+
+@pytest.mark.django_db
+def test_applying_the_config_stores_each_environments_checklist():
+    from changes.checklist import environment_modes
+    from inventory.configapply import config_apply
+    from inventory.models import Environment
+
+    config_apply(config=parse_config(CHECKLIST.format(body="rolling_update: warn"), "portal.yaml"))
+    prod = Environment.objects.get(name="prod")
+    assert prod.checklist == {"rolling_update": "warn"}
+    modes = environment_modes(prod)
+    assert modes["rolling_update"] == "warn" and modes["readiness_probe"] == "block"
+    assert environment_modes(Environment.objects.get(name="dev"))["topology_spread"] == "off"

@@ -105,11 +105,14 @@ def make_sandbox(
     apps: int = 3,
     sync_windows: dict | None = None,
     rollout_apps: int = 0,
+    helm_apps: int = 0,
     argo_options: dict | None = None,
 ) -> Sandbox:
     repos = tmp_path / "forge"
     bare = repos / "acme" / "gitops.git"
-    generated = generate_repo(bare, apps=apps, clusters=1, commits=80, seed=11, rollout_apps=rollout_apps)
+    generated = generate_repo(
+        bare, apps=apps, clusters=1, commits=80, seed=11, rollout_apps=rollout_apps, helm_apps=helm_apps
+    )
     forge = ForgeEmulator(repos, token=FORGE_TOKEN, webhook_secret=WEBHOOK_SECRET)
     base = forge.start()
     argo = ArgoCDEmulator(

@@ -19,6 +19,7 @@ from audit.exports import stream_changes_csv
 from audit.models import AuditEvent, ChangeRecord
 from audit.selectors import change_record_evidence
 from inventory.models import Application
+from inventory.revisions import app_revision
 from promotions import gitops, observed, services
 from promotions.models import Promotion, PromotionItem, PromotionState
 from tests.conftest import wait_for
@@ -73,7 +74,11 @@ def test_a_release_train_writes_one_change_record_per_app_with_versions_and_revi
     sandbox, users, purge_broker, client
 ):
     apps = _two_apps_in_two_projects(sandbox)
-    ran_before = {a.name: observed.env_state(a, sandbox.prod).revision for a in apps}
+    # The app's own revision in prod (its last commit), not the branch head Argo CD reports.
+    ran_before = {
+        a.name: app_revision(a, sandbox.prod, observed.env_state(a, sandbox.prod).revision).shown
+        for a in apps
+    }
     promotion = services.promotion_request_create(
         actor=users["rm"], applications=apps, source_env=sandbox.stage, target_env=sandbox.prod
     )

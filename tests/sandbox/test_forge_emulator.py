@@ -915,6 +915,11 @@ def test_check_runs_create_update_and_list_per_ref(forge, api, repos_dir):
     bad = api.post(repo_url(forge, "/check-runs"), json={"name": "x", "head_sha": sha, "status": "completed"})
     assert bad.status_code == 422
     assert api.get(repo_url(forge, "/check-runs/999999")).status_code == 404
+    # The run's html_url is a page naming its state and linking its commit.
+    page = requests.get(done.json()["html_url"])
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "validate" in page.text and "failure" in page.text and f"/commit/{sha}" in page.text
+    assert requests.get(done.json()["html_url"].rsplit("/", 1)[0] + "/999999").status_code == 404
 
 
 def test_simulated_ci_reports_on_every_pull_head_and_fails_on_the_marker(forge, api, tmp_path, repos_dir):

@@ -186,3 +186,12 @@ def test_speed_200_apps_5000_commits(tmp_path: Path) -> None:
     elapsed = time.monotonic() - started
     assert int(git(result.path, "rev-list", "--count", "main")) == 5000
     assert elapsed < 20, f"generation took {elapsed:.1f}s"
+
+
+def test_a_helm_apps_values_stay_values_files_through_reverts(tmp_path: Path) -> None:
+    """The revertable change of a Helm-values app restores its values.yaml (not a kustomization)."""
+    generated = generate_repo(tmp_path / "helm.git", apps=3, clusters=1, commits=80, seed=11, helm_apps=1)
+    helm = next(a for a in generated.apps if a.source == "helm")
+    for env in ("dev", "stage", "prod"):
+        text = show(generated.path, f"environments/{env}/{helm.name}/values.yaml")
+        assert "kind: Kustomization" not in text and "image:" in text and "tag:" in text, env

@@ -149,8 +149,11 @@ RULES: dict[str, Rule] = {
         get=None, post=RELEASE_MANAGERS, data=lambda w: {"app": w.app.name, "from": "stage", "to": "prod"}
     ),
     "promotions:detail": Rule(get=CHECKOUT_VIEWERS, kw=lambda w: {"pk": w.promotion.pk}),
+    "promotions:checks": Rule(get=CHECKOUT_VIEWERS, kw=lambda w: {"pk": w.promotion.pk}),
+    "promotions:rendered": Rule(get=CHECKOUT_VIEWERS, kw=lambda w: {"pk": w.promotion.pk}),
     "promotions:approve": Rule(get=None, post=APPROVERS, kw=lambda w: {"pk": w.promotion.pk}),
     "promotions:reject": Rule(get=None, post=APPROVERS, kw=lambda w: {"pk": w.promotion.pk}),
+    "promotions:checklist_override": Rule(get=None, post=APPROVERS, kw=lambda w: {"pk": w.promotion.pk}),
     "promotions:cancel": Rule(get=None, post=RELEASE_MANAGERS, kw=lambda w: {"pk": w.promotion.pk}),
     "promotions:block_clear": Rule(get=None, post=RELEASE_MANAGERS, kw=lambda w: {"pk": w.block.pk}),
     "api-promotions": Rule(
@@ -168,6 +171,8 @@ RULES: dict[str, Rule] = {
         get=ONCALL, post=ONCALL, query="app={app}&env=prod", data=lambda w: {"app": w.app.name, "env": "prod"}
     ),
     "rollbacks:detail": Rule(get=CHECKOUT_VIEWERS, kw=lambda w: {"pk": w.rollback.pk}),
+    "rollbacks:checks": Rule(get=CHECKOUT_VIEWERS, kw=lambda w: {"pk": w.rollback.pk}),
+    "rollbacks:rendered": Rule(get=CHECKOUT_VIEWERS, kw=lambda w: {"pk": w.rollback.pk}),
     "rollbacks:cancel": Rule(get=None, post=ONCALL, kw=lambda w: {"pk": w.rollback.pk}),
     "rollbacks:approve_after": Rule(get=None, post=APPROVERS, kw=lambda w: {"pk": w.rollback.pk}),
     "api-rollbacks": Rule(

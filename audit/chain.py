@@ -35,9 +35,31 @@ HASHED_FIELDS: tuple[str, ...] = (
 )
 
 
+def _number(value: float) -> float | int:
+    # PostgreSQL's jsonb stores numbers as numeric: no negative zero, and an integral float beyond
+    # 2**53 comes back written in full (an int to Python). Hash the form the database gives back.
+    if value == 0:
+        return 0.0
+    if value.is_integer() and abs(value) >= 1e16:
+        return int(value)
+    return value
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return _number(value)
+    if isinstance(value, dict):
+        return {key: _json_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_value(item) for item in value]
+    return value
+
+
 def _normalise(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    if isinstance(value, dict | list | tuple | float):
+        return _json_value(value)
     return value
 
 

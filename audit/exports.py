@@ -10,8 +10,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import IO, Any
@@ -20,7 +21,7 @@ from xml.sax.saxutils import escape
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
-from django.db import transaction
+from django.db import connection, transaction
 
 from .actions import AuditAction
 from .bundle import BUNDLE_FORMAT, CHANGES_FILE, EVENTS_FILE, MANIFEST_FILE, SIGNATURE_FILE, sign
@@ -32,11 +33,17 @@ from .selectors import (
     ExportPlan,
     audit_export_events,
     audit_export_plan,
-    change_record_evidence,
+    audit_export_rows,
     change_records_for_export,
     change_records_newest_first,
 )
-from .services import audit_checkpoint_current, audit_event_record, checkpoint_as_record, event_as_record
+from .services import (
+    EVENT_RECORD_FIELDS,
+    audit_checkpoint_current,
+    audit_event_record,
+    checkpoint_as_record,
+    event_as_record,
+)
 from .signing import current_key_id, current_public_key_pem, signing_key
 
 EXPORT_FORMATS = ("csv", "jsonl", "pdf", "bundle", "changes")
@@ -117,6 +124,7 @@ class _Echo:
 
 
 def stream_events_csv(events: Iterable[AuditEvent]) -> Iterator[str]:
+    """The CSV of events, one model at a time (the definition the fast path below must match)."""
     writer = csv.writer(_Echo())
     yield writer.writerow(EVENT_COLUMNS)
     for event in events:
@@ -127,6 +135,22 @@ def stream_events_csv(events: Iterable[AuditEvent]) -> Iterator[str]:
 def stream_events_jsonl(events: Iterable[AuditEvent]) -> Iterator[str]:
     for event in events:
         yield event_jsonl_line(event)
+
+
+_JSON_FIELDS = ("shas", "before", "after")
+
+
+def _csv_json(value: Any) -> Any:
+    """The CSV cell of a JSON column's value (as _cell, dict and list in canonical form)."""
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return _CANONICAL.encode(value)  # starts with { or [: never a formula
+    return _cell(value)
+
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+_JSONL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def stream_changes_csv(records: Iterable[ChangeRecord]) -> Iterator[str]:
@@ -179,6 +203,151 @@ def stream_change_records_csv(records: Iterable[ChangeRecord]) -> Iterator[str]:
         yield writer.writerow([_cell(row[name]) for name in CHANGE_RECORD_CSV_COLUMNS])
 
 
+# PostgreSQL builds the plain cells of each line itself (ISO times, formula neutralising, CSV
+# quoting, JSON string escaping: all as Python does them above); Python re-encodes only the three
+# JSON columns, whose canonical form (sorted keys, Python's number format) the database cannot give.
+_T = '"audit_auditevent".'
+_SQL_ISO = f"""to_char({_T}"created_at" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+_SQL_BOOL = f"""CASE WHEN {_T}"out_of_band" THEN 'true' ELSE 'false' END"""
+_SQL_FORMULA = "('=', '+', '-', '@', E'\\t', E'\\r')"  # _FORMULA_PREFIXES
+_SQL_NEEDS_QUOTES = "E'[,\"\\r\\n]'"
+_SQL_SPECIAL = "E'^[-=+@\\t\\r]|[,\"\\r\\n]'"
+
+
+def _sql_csv_cell(name: str) -> str:
+    if name == "sequence":
+        return f'{_T}"sequence"::text'
+    if name == "actor_id":
+        return f"coalesce({_T}\"actor_id\"::text, '')"
+    if name == "created_at":
+        return _SQL_ISO
+    if name == "out_of_band":
+        return _SQL_BOOL
+    col = f'{_T}"{name}"'
+    inert = f"(CASE WHEN left({col}, 1) IN {_SQL_FORMULA} THEN '''' || {col} ELSE {col} END)"
+    quoted = f"'\"' || replace({inert}, '\"', '\"\"') || '\"'"
+    special = f"(CASE WHEN {col} ~ {_SQL_NEEDS_QUOTES} THEN {quoted} ELSE {inert} END)"
+    # Most cells are neither a formula nor in need of quotes: one test, then the cell as it is.
+    return f"(CASE WHEN {col} ~ {_SQL_SPECIAL} THEN {special} ELSE {col} END)"
+
+
+def _sql_jsonl_value(name: str) -> str:
+    if name == "sequence":
+        return f'{_T}"sequence"::text'
+    if name == "actor_id":
+        return f"coalesce({_T}\"actor_id\"::text, 'null')"
+    if name == "created_at":
+        return f"('\"' || {_SQL_ISO} || '\"')"
+    if name == "out_of_band":
+        return _SQL_BOOL
+    return f'to_json({_T}"{name}")::text'
+
+
+def _sql_segments(fields: tuple[str, ...], *, csv_: bool) -> list[str]:
+    """Split a line at the JSON columns: one SQL text expression per run of plain columns."""
+    segments: list[str] = []
+    parts: list[str] = []
+    for i, name in enumerate(fields):
+        comma = "," if i else ""
+        if name in _JSON_FIELDS:
+            parts.append(f"'{comma}\"{name}\":'" if not csv_ else (f"'{comma}'" if comma else "''"))
+            segments.append(" || ".join(parts))
+            parts = []
+        elif csv_:
+            parts.append(f"'{comma}' || {_sql_csv_cell(name)}" if comma else _sql_csv_cell(name))
+        else:
+            parts.append(f"'{comma or '{'}\"{name}\":' || {_sql_jsonl_value(name)}")
+    parts.append("''" if csv_ else "'}'")
+    segments.append(" || ".join(parts))
+    return segments
+
+
+def _sql_row_columns(fields: tuple[str, ...], *, csv_: bool) -> dict[str, Any]:
+    """The annotations of one line: text segments interleaved with the JSON columns as text."""
+    from django.db.models import TextField
+    from django.db.models.expressions import RawSQL
+
+    segments = iter(_sql_segments(fields, csv_=csv_))
+    columns: dict[str, Any] = {"x_seg0": RawSQL(next(segments), (), output_field=TextField())}  # noqa: S611 - fixed SQL
+    for i, name in enumerate(n for n in fields if n in _JSON_FIELDS):
+        columns[f"x_{name}"] = RawSQL(f'{_T}"{name}"::text', (), output_field=TextField())  # noqa: S611 - fixed SQL
+        columns[f"x_seg{i + 1}"] = RawSQL(next(segments), (), output_field=TextField())  # noqa: S611 - fixed SQL
+    return columns
+
+
+def _csv_quote(text: str) -> str:
+    if "," in text or '"' in text or "\r" in text or "\n" in text:
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _prebuilt(encoder: json.JSONEncoder) -> Callable[[Any], str]:
+    """``encoder.encode`` without rebuilding the C encoder at every call (same output)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has the C encoder
+        return encoder.encode
+    iterencode = make(
+        None, encoder.default, json.encoder.encode_basestring, encoder.indent, encoder.key_separator,
+        encoder.item_separator, encoder.sort_keys, encoder.skipkeys, encoder.allow_nan,
+    )  # fmt: skip
+    return lambda value: "".join(iterencode(value, 0))
+
+
+_SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+# A list of lowercase hex strings (SHAs) as PostgreSQL prints jsonb: only its spaces differ.
+_HEX_LIST = re.compile(r'\[(?:"[0-9a-f]*"(?:, "[0-9a-f]*")*)?\]')
+
+
+class _JsonCells:
+    """Turn the JSON columns' database text into export cells, re-encoding only where needed.
+
+    The database prints jsonb with spaces, its own key order and number format, so a value is
+    parsed and encoded again, except a list of hex strings (its spaces dropped) and a text seen a
+    moment ago (short payloads repeat: states, empty lists); the memory is bounded.
+    """
+
+    def __init__(self, fmt: str) -> None:
+        self.csv = fmt == "csv"
+        self.none = "" if self.csv else "null"
+        self.encode = _prebuilt(_CANONICAL) if self.csv else _prebuilt(_JSONL)
+        self.seen: dict[str, str] = {}
+
+    def __call__(self, text: str | None) -> str:
+        if text is None:
+            return self.none
+        cell = self.seen.get(text)
+        if cell is not None:
+            return cell
+        if _HEX_LIST.fullmatch(text):
+            cell = text.replace('", "', '","')
+        else:
+            value = _SCAN(text, 0)[0]
+            cell = self.encode(value) if not self.csv or isinstance(value, dict | list) else str(_cell(value))
+        if self.csv:
+            cell = _csv_quote(cell)
+        if len(text) <= 128:  # the short, repeated payloads; memory stays bounded
+            if len(self.seen) >= 1024:
+                self.seen.clear()
+            self.seen[text] = cell
+        return cell
+
+
+def stream_event_lines(rows: Callable[..., Iterator[tuple[Any, ...]]], fmt: str) -> Iterator[str]:
+    """The CSV or JSON Lines export, its plain cells built by PostgreSQL; byte for byte the Python one.
+
+    ``rows`` is :meth:`ExportJob.rows`.
+    """
+    fields = EVENT_COLUMNS if fmt == "csv" else EVENT_RECORD_FIELDS
+    columns = _sql_row_columns(fields, csv_=fmt == "csv")
+    encode, end = _JsonCells(fmt), ("\r\n" if fmt == "csv" else "\n")
+    if fmt == "csv":
+        yield ",".join(EVENT_COLUMNS) + "\r\n"
+    for r in rows(
+        tuple(columns), annotations=columns
+    ):  # sequence; plain, JSON, plain, JSON, plain, JSON, plain
+        yield f"{r[1]}{encode(r[2])}{r[3]}{encode(r[4])}{r[5]}{encode(r[6])}{r[7]}{end}"
+
+
 # --- starting an export -------------------------------------------------------------------------------
 
 
@@ -197,12 +366,20 @@ class ExportJob:
     def events(self) -> Iterator[AuditEvent]:
         return audit_export_events(self.plan)
 
+    def rows(
+        self, columns: tuple[str, ...], *, annotations: dict[str, Any] | None = None
+    ) -> Iterator[tuple[Any, ...]]:
+        """The events as value rows (sequence, then ``columns``): the fast path of the exports."""
+        return audit_export_rows(self.plan, columns=columns, annotations=annotations)
+
     def stream(self) -> Iterator[str]:
         """Stream a text format (csv, jsonl, changes)."""
         if self.fmt == "changes":
             return stream_change_records_csv(
                 change_records_newest_first(filters=self.plan.filters, scope=self.plan.scope)
             )
+        if connection.vendor == "postgresql":
+            return stream_event_lines(self.rows, self.fmt)
         return stream_events_csv(self.events()) if self.fmt == "csv" else stream_events_jsonl(self.events())
 
 
@@ -318,24 +495,6 @@ def _when(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
 
 
-def _plain(value: Any) -> str:
-    """Render a JSON value as text a reader understands: ``k: v; …``, never a raw ``{}``."""
-    if value in (None, "", {}, []):
-        return "—"
-    if isinstance(value, dict):
-        return "; ".join(f"{k}: {_plain(v)}" for k, v in sorted(value.items()))
-    if isinstance(value, list):
-        return ", ".join(_plain(v) for v in value)
-    return str(value)
-
-
-def _pr_text(record: ChangeRecord) -> str:
-    return f"PR #{record.pr_number} {record.pr_url}".strip() if record.pr_number else "no pull request"
-
-
-_SOD = {True: "yes (requester is not an approver)", False: "NO: the requester approved", None: "no approval"}
-
-
 @dataclass
 class ReportSummary:
     """The report's first page: how many changes, how they ended, where, and the exceptions."""
@@ -367,36 +526,98 @@ def change_report_summary(records: list[ChangeRecord]) -> ReportSummary:
     )
 
 
+def _fit(text: Any, chars: int, lines: int = 1) -> str:
+    """Cut text into at most ``lines`` lines of ``chars`` characters (a plain table cell, no Paragraph)."""
+    text = " ".join(str("" if text is None else text).split())
+    out: list[str] = []
+    while text and len(out) < lines:
+        if len(text) <= chars:
+            out.append(text)
+            text = ""
+            break
+        cut = text.rfind(" ", 0, chars + 1)
+        cut = cut if cut > chars // 2 else chars
+        out.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    if text and out:
+        out[-1] = out[-1][: max(chars - 1, 1)].rstrip() + "…"
+    return "\n".join(out) or "—"
+
+
+# The records table: (header, width in mm, characters per line at 6.5 pt) for each column.
+_RECORD_COLUMNS: tuple[tuple[str, float, int], ...] = (
+    ("Change", 44, 34),
+    ("App → environment", 30, 23),
+    ("Outcome", 17, 12),
+    ("Requested by", 28, 21),
+    ("Approved by", 28, 21),
+    ("Pull request", 16, 11),
+    ("Merged", 28, 21),
+    ("Deployed / healthy", 28, 21),
+    ("Lead time", 14, 9),
+    ("Version", 34, 26),
+)
+_RECORDS_PER_TABLE = 40  # small tables flow across pages cheaply (one huge table re-splits per page)
+
+
+def _record_row(record: ChangeRecord) -> list[str]:
+    """One change as a row of plain strings: who asked, who approved, which PR, when it was healthy."""
+    widths = [c[2] for c in _RECORD_COLUMNS]
+    approved = ", ".join(record.approvers)
+    sod = {True: "", False: " (SELF-APPROVED)", None: ""}[record.separation_of_duties_ok]
+    return [
+        _fit(f"#{record.pk} {record.title or record.get_kind_display()}", widths[0], 3),
+        _fit(f"{record.app} → {record.environment}", widths[1], 3),
+        _fit(record.get_outcome_display() + (" EMERGENCY" if record.emergency else ""), widths[2], 2),
+        _fit(record.requester_name or "—", widths[3]) + "\n" + _when(record.requested_at),
+        (_fit(approved + sod, widths[4]) + "\n" + _when(record.approved_at)) if approved else "no approval",
+        (f"PR #{record.pr_number}" if record.pr_number else "no PR")
+        + ("\nmerged" if record.merged_at else ""),
+        (_fit(f"by {record.merged_by or '—'}", widths[6]) + "\n" + _when(record.merged_at))
+        if record.merged_at
+        else "not merged",
+        f"{_when(record.deployed_at)}\n{_when(record.healthy_at)}",
+        record.lead_time_display if record.lead_time is not None else "—",
+        _fit(f"{record.version_before_display or '—'} → {record.version_after_display or '—'}", widths[9], 2)
+        + "\n"
+        + _fit(f"{(record.revision_before or '—')[:10]} → {(record.revision_after or '—')[:10]}", widths[9]),
+    ]
+
+
 def write_pdf(job: ExportJob, path: str, *, created_by: str) -> int:
-    """Write the change report (summary first, then the records newest first); return the record count."""
+    """Write the change report; return the record count.
+
+    A summary first (period, counts by outcome and environment, exceptions), then every change
+    newest first, one row of plain strings each (who asked, who approved, which PR, merged by whom,
+    when deployed and healthy, lead time, versions and revisions), in tables that fit the page. The
+    per-record ledger evidence is in the signed bundle (``--format bundle``) and on each record's page.
+    """
     from reportlab.lib import colors
     from reportlab.lib.pagesizes import A4, landscape
-    from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
+    from reportlab.lib.styles import getSampleStyleSheet
     from reportlab.lib.units import mm
-    from reportlab.platypus import KeepTogether, PageBreak, SimpleDocTemplate, Spacer, Table, TableStyle
+    from reportlab.platypus import PageBreak, SimpleDocTemplate, Spacer, Table, TableStyle
 
     styles = getSampleStyleSheet()
     body, h1, h2 = styles["BodyText"], styles["Title"], styles["Heading2"]
-    cell = ParagraphStyle("cell", parent=body, fontSize=8, leading=10)
-    # Hashes and URLs may break anywhere, but only where a line is full (no digit split needlessly).
-    mono = ParagraphStyle("mono", parent=cell, fontName="Courier", fontSize=7.5, leading=9.5, wordWrap="CJK")
-    head = ParagraphStyle("head", parent=cell, fontName="Helvetica-Bold")
     width = landscape(A4)[0] - 30 * mm  # 267 mm between the margins
-
-    def grid(header: bool = False) -> TableStyle:
-        rules = [
+    style = TableStyle(
+        [
             ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
             ("VALIGN", (0, 0), (-1, -1), "TOP"),
+            ("FONTSIZE", (0, 0), (-1, -1), 6.5),
+            ("LEADING", (0, 0), (-1, -1), 7.5),
+            ("TOPPADDING", (0, 0), (-1, -1), 1.5),
+            ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
+            ("FONTNAME", (0, 0), (-1, 0), "Helvetica-Bold"),
+            ("BACKGROUND", (0, 0), (-1, 0), colors.whitesmoke),
         ]
-        rules.append(("BACKGROUND", (0, 0), (-1, 0) if header else (0, -1), colors.whitesmoke))
-        return TableStyle(rules)
+    )
 
-    def table(rows: list[list[Any]], widths_mm: list[float], *, header: bool = False) -> Any:
+    def table(rows: list[list[str]], widths_mm: list[float]) -> Any:
         scale = min(1.0, width / (sum(widths_mm) * mm))  # never wider than the page
-        built = Table(
-            rows, colWidths=[w * mm * scale for w in widths_mm], repeatRows=1 if header else 0, hAlign="LEFT"
-        )
-        built.setStyle(grid(header))
+        built = Table(rows, colWidths=[w * mm * scale for w in widths_mm], repeatRows=1, hAlign="LEFT")
+        built.setStyle(style)
         return built
 
     filters = job.plan.filters
@@ -413,69 +634,37 @@ def write_pdf(job: ExportJob, path: str, *, created_by: str) -> int:
             body,
         ),
         _p(
-            f"Ledger signing key id: {current_key_id()}. Verify the ledger: python manage.py audit_verify",
+            f"Ledger signing key id: {current_key_id()}. Verify the ledger: python manage.py audit_verify. "
+            "Each change's ledger events (with their hashes) are in the signed bundle of the same period "
+            "(audit_export --format bundle) and on the change's evidence page.",
             body,
         ),
         Spacer(1, 4 * mm),
         _p("Summary", h2),
         _p(f"{summary.count} change(s) in the period.", body),
     ]
-
-    def pairs(headers: tuple[str, str], items: Iterable[tuple[Any, Any]], widths_mm: list[float]) -> Any:
-        rows = [[_p(h, head) for h in headers]] + [[_p(k, cell), _p(v, cell)] for k, v in items]
-        return table(rows, widths_mm, header=True)
-
     if records:
         story += [
-            pairs(("Outcome", "Changes"), summary.by_outcome.items(), [80, 30]),
+            table([["Outcome", "Changes"], *([k, str(v)] for k, v in summary.by_outcome.items())], [80, 30]),
             Spacer(1, 3 * mm),
-            pairs(("Environment", "Changes"), summary.by_environment.items(), [80, 30]),
+            table(
+                [["Environment", "Changes"], *([_fit(k, 60), str(v)] for k, v in summary.by_environment.items())],
+                [80, 30],
+            ),
             Spacer(1, 3 * mm),
             _p("Exceptions", h2),
-            pairs(("Change", "Why"), summary.exceptions, [110, 157])
+            table([["Change", "Why"], *([_fit(k, 80, 2), _fit(v, 115, 3)] for k, v in summary.exceptions)], [110, 157])
             if summary.exceptions
             else _p("None: no emergency change, no self-approval, no failed or rolled-back change.", body),
             Spacer(1, 6 * mm),
-            PageBreak(),  # the summary is page 1; the records follow
+            PageBreak(),  # the summary comes first; the records follow
             _p("Changes, newest first", h2),
-        ]
-    for record in records:
-        rows = [
-            ("Change", f"#{record.pk} {record.get_kind_display()} · {record.source_type} {record.source_id}"),
-            ("App → environment", f"{record.app} → {record.environment}" + (f" ({', '.join(record.clusters)})" if record.clusters else "")),
-            ("Outcome", record.get_outcome_display() + (" · EMERGENCY" if record.emergency else "")),
-            ("Requested by", f"{record.requester_name or '—'} at {_when(record.requested_at)}"),
-            ("Approved by", f"{', '.join(record.approvers) or '—'} at {_when(record.approved_at)}"
-             + (f": {record.approval_reason}" if record.approval_reason else "")),
-            ("Separation of duties", _SOD[record.separation_of_duties_ok]),
-            ("Pull request", _pr_text(record)),
-            ("Merged", f"{_when(record.merged_at)} by {record.merged_by or '—'}" if record.merged_at else "not merged"),
-            ("Version", f"{record.version_before_display or '—'} → {record.version_after_display or '—'}"),
-            ("Revision", f"{record.revision_before or '—'} → {record.revision_after or '—'}"),
-            ("Gates", "; ".join(f"{g['name']}: {'passed' if g.get('passed') else 'FAILED'} {g.get('detail') or ''}".strip() for g in record.gates) or "—"),
-            ("Sync result", _plain(record.sync_result)),
-            ("Deployed / healthy", f"{_when(record.deployed_at)} / {_when(record.healthy_at)}"),
-            ("Lead time", record.lead_time_display if record.lead_time is not None else "—"),
-            ("Incident / correlation id", f"{record.incident or '—'} / {record.correlation_id or '—'}"),
         ]  # fmt: skip
-        if record.justification:
-            rows.append(("Justification", record.justification))
-        details = table(
-            [[_p(k, head), _p(v, mono if k in ("Revision", "Pull request") else cell)] for k, v in rows],
-            [55, 212],
-        )
-        evidence = change_record_evidence(record, limit=200)
-        event_rows = [[_p(h, head) for h in ("#", "Time", "Actor", "Action", "Hash")]] + [
-            [_p(e.sequence, cell), _p(_when(e.created_at), cell), _p(e.actor_name, cell), _p(e.action, cell), _p(e.hash[:32], mono)]
-            for e in evidence
-        ]  # fmt: skip
-        story += [
-            KeepTogether([_p(record.title or f"{record.app} → {record.environment}", h2), details]),
-            Spacer(1, 2 * mm),
-            _p(f"Ledger events ({len(evidence)})", body),
-            table(event_rows, [18, 40, 50, 70, 89], header=True),
-            Spacer(1, 8 * mm),
-        ]
+    header = [c[0] for c in _RECORD_COLUMNS]
+    widths = [c[1] for c in _RECORD_COLUMNS]
+    for start in range(0, len(records), _RECORDS_PER_TABLE):
+        chunk = records[start : start + _RECORDS_PER_TABLE]
+        story.append(table([header, *(_record_row(r) for r in chunk)], widths))
     if not records:
         story.append(_p("No change records match.", body))
     SimpleDocTemplate(

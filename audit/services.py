@@ -279,35 +279,19 @@ def audit_events_record(events: Iterable[Mapping[str, Any]]) -> list[AuditEvent]
     return built
 
 
+# The fields of an exported event, in the order of the JSON Lines keys (the hashed ones and ``project``).
+EVENT_RECORD_FIELDS: tuple[str, ...] = (
+    "sequence", "created_at", "actor_id", "actor_name", "actor_type", "auth_method", "ip_address",
+    "user_agent", "action", "target_type", "target_id", "target_label", "app", "environment",
+    "project",  # not hashed: see audit/chain.py HASHED_FIELDS
+    "cluster", "shas", "pr_url", "correlation_id", "out_of_band", "before", "after", "message",
+    "prev_hash", "hash",
+)  # fmt: skip
+
+
 def event_as_record(event: AuditEvent) -> dict[str, Any]:
     """Return the event as the dict that is hashed and exported."""
-    return {
-        "sequence": event.sequence,
-        "created_at": event.created_at,
-        "actor_id": event.actor_id,
-        "actor_name": event.actor_name,
-        "actor_type": event.actor_type,
-        "auth_method": event.auth_method,
-        "ip_address": event.ip_address,
-        "user_agent": event.user_agent,
-        "action": event.action,
-        "target_type": event.target_type,
-        "target_id": event.target_id,
-        "target_label": event.target_label,
-        "app": event.app,
-        "environment": event.environment,
-        "project": event.project,  # not hashed: see audit/chain.py HASHED_FIELDS
-        "cluster": event.cluster,
-        "shas": event.shas,
-        "pr_url": event.pr_url,
-        "correlation_id": event.correlation_id,
-        "out_of_band": event.out_of_band,
-        "before": event.before,
-        "after": event.after,
-        "message": event.message,
-        "prev_hash": event.prev_hash,
-        "hash": event.hash,
-    }
+    return {name: getattr(event, name) for name in EVENT_RECORD_FIELDS}
 
 
 # --- change records ---------------------------------------------------------------------------------

@@ -110,7 +110,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--incremental", type=int, default=100)
     g = p.add_argument_group("3. pages / 4. export")
     g.add_argument(
-        "--matrix-apps", default="100,1000", help="two sizes: apps (\u00d7 3 env \u00d7 2 clusters)"
+        "--matrix-apps", default="1000,10000", help="two sizes: apps (\u00d7 3 env \u00d7 2 clusters)"
     )
     g.add_argument("--app-deployments", default="500,5000", help="two sizes: deployments of one app")
     g.add_argument("--events", default="100000,1000000", help="audit list sizes; export uses the last")
@@ -126,7 +126,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g = p.add_argument_group("8. evidence")
     g.add_argument("--change-records", type=int, default=10_000)
     g.add_argument(
-        "--pdf-records", type=int, default=500, help="the PDF covers this many of them (projected to all)"
+        "--pdf-records",
+        type=int,
+        default=10_000,
+        help="the PDF covers this many of them (fewer: projected to all; default: the whole quarter)",
     )
     args = p.parse_args(argv)
     if args.smoke:

@@ -127,12 +127,10 @@ def run(section: Section, workdir: Path, *, commits: int, apps: int, incremental
         f"{fmt_n(CommitTouch.objects.filter(commit__repository=repo).count())}."
     )
     section.note(
-        "Why (cProfile of a 30,000-commit first ingest, 7.1 s): about a third is the database (COPY of "
-        "commits and touches, then a `SELECT … WHERE sha IN (2,000 shas)` per batch to read the ids "
-        "back), about a third is Python turning the `git log -z` stream into CommitRecords "
-        "(integrations.gitrepo.parse_log_stream: one decoded str per NUL-separated token, ~330,000 "
-        "tokens), ~15% waiting for git (the service's `--topo-order --reverse` log costs ~1.3\u00d7 the "
-        "reference). Proposed fix: get the ids back from the insert itself (COPY into a temporary table, "
-        "then INSERT … RETURNING), and parse each commit's record with one bytes.split instead of a "
-        "token generator. The incremental ingest is dominated by its fixed costs (fetch, a few queries)."
+        "How: one streaming `git log -z --name-status` per branch; each commit's record is decoded and "
+        "split once (integrations.gitrepo.log), commits and touches are COPied into a temporary table "
+        "and inserted with INSERT … ON CONFLICT DO NOTHING RETURNING (the ids come back from the insert, "
+        "no query to read them). Before (cProfile, 30,000 commits): a third database (including a "
+        "`SELECT … WHERE sha IN (2,000 shas)` per batch), a third the token-by-token parser, ~15% git. "
+        "The incremental ingest is dominated by its fixed costs (fetch, a few queries)."
     )

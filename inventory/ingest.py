@@ -186,19 +186,22 @@ TOUCH_COLUMNS = ("commit_id", "application_id", "environment_id", "seq", "paths"
 JSON_COLUMNS = frozenset({"parents", "paths"})
 
 
-def _insert_rows(model: Any, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+def _insert_rows(
+    model: Any, columns: Sequence[str], rows: list[tuple[Any, ...]], *, returning: Sequence[str] = ()
+) -> list[tuple[Any, ...]]:
     """Insert rows, skipping ones that already exist (unique constraints).
 
-    PostgreSQL: COPY into a temporary table, then INSERT … ON CONFLICT DO NOTHING (an order of
-    magnitude faster than building model instances for 100,000 commits). Elsewhere: bulk_create.
-    Table and column names come from the model's metadata, never from input.
+    PostgreSQL: COPY into a temporary table, then INSERT … ON CONFLICT DO NOTHING RETURNING the
+    ``returning`` columns of the rows inserted (an order of magnitude faster than building model
+    instances for 100,000 commits, and no query to read the ids back). Elsewhere: bulk_create, and
+    nothing returned. Table and column names come from the model's metadata, never from input.
     """
     if not rows:
-        return
+        return []
     if connection.vendor != "postgresql":
         objs = [model(**dict(zip(columns, row, strict=True))) for row in rows]
         model.objects.bulk_create(objs, ignore_conflicts=True, batch_size=1000)
-        return
+        return []
     table = connection.ops.quote_name(model._meta.db_table)
     temp = connection.ops.quote_name(f"_ingest_{model._meta.db_table}")
     cols = ", ".join(connection.ops.quote_name(c) for c in columns)
@@ -211,8 +214,14 @@ def _insert_rows(model: Any, columns: Sequence[str], rows: list[tuple[Any, ...]]
         with raw.copy(f"COPY {temp} ({cols}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row([json.dumps(v) if i in json_cols else v for i, v in enumerate(row)])
-        cursor.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {temp} ON CONFLICT DO NOTHING")  # noqa: S608
+        back = ", ".join(connection.ops.quote_name(c) for c in returning)
+        cursor.execute(
+            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {temp} ON CONFLICT DO NOTHING"  # noqa: S608
+            + (f" RETURNING {back}" if back else "")
+        )
+        inserted = list(cursor.fetchall()) if back else []
         cursor.execute(f"TRUNCATE {temp}")
+    return inserted
 
 
 @transaction.atomic
@@ -236,13 +245,16 @@ def _ingest_batch(
         )
         for i, r in enumerate(batch)
     ]
-    _insert_rows(Commit, COMMIT_COLUMNS, rows)
-    stored = {
-        sha: (pk, seq)
-        for sha, pk, seq in Commit.objects.filter(
-            repository=repo, sha__in=[r.sha for r in batch]
-        ).values_list("sha", "id", "seq")
-    }
+    inserted = _insert_rows(Commit, COMMIT_COLUMNS, rows, returning=("sha", "id", "seq"))
+    stored = {sha: (pk, seq) for sha, pk, seq in inserted}
+    known = [r.sha for r in batch if r.sha not in stored]  # stored before (or not PostgreSQL)
+    if known:
+        stored.update(
+            (sha, (pk, seq))
+            for sha, pk, seq in Commit.objects.filter(repository=repo, sha__in=known).values_list(
+                "sha", "id", "seq"
+            )
+        )
     mapped: list[tuple[str, str, int | None, list[str]]] = []
     names: set[str] = set()
     for record in batch:

@@ -204,10 +204,16 @@ def behind_count(
     return max(count, 1) if versions_differ else count
 
 
+# JSON columns a cell never reads: not loaded (nor decoded) for the page's few hundred rows; the
+# rows' apps are the page's own (loaded once), not joined again per row.
+_CELL_DEFERRED = (
+    "labels", "sources", "sync_result", "revisions", "images", "instance__mapping",
+    "instance__last_poll_stats", "environment__allow_skip_from", "environment__required_checks",
+)  # fmt: skip
+
+
 def _cell_source(at: datetime | None) -> QuerySet[ArgoApplication]:
-    qs = ArgoApplication.objects.select_related(
-        "instance", "cluster", "environment", "application__repository"
-    )
+    qs = ArgoApplication.objects.select_related("instance", "cluster", "environment").defer(*_CELL_DEFERRED)
     if at is None:
         return qs.filter(deleted_at__isnull=True)
     latest = Deployment.objects.filter(argo_app=OuterRef("pk"), deployed_at__lte=at).order_by(
@@ -284,6 +290,9 @@ def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAG
     app_ids = [a.pk for a in page_apps]
 
     argo_rows = list(cells_qs.filter(application_id__in=app_ids).order_by("name")) if app_ids else []
+    apps_by_id = {a.pk: a for a in page_apps}  # the rows' apps: loaded once with the page, not joined
+    for r in argo_rows:
+        r.application = apps_by_id[r.application_id]  # type: ignore[index]
     shown_rows = [r for r in argo_rows if _matches(r, filters)]
 
     # Columns: environments, split by cluster where an environment has several.
@@ -335,11 +344,12 @@ def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAG
     # The most advanced deployed revision per (app, environment): what "behind" compares with.
     best: dict[tuple[int, int], tuple[int, str]] = {}
     for r in argo_rows:
-        if not r.environment_id or r.application is None:
+        app_of_row = apps_by_id.get(r.application_id or 0)
+        if not r.environment_id or app_of_row is None:
             continue
-        position = seqs.get((r.application.repository_id or 0, _revision(r, filters.at)))
+        position = seqs.get((app_of_row.repository_id or 0, _revision(r, filters.at)))
         if position is not None:
-            app_env = (r.application.pk, r.environment_id)
+            app_env = (app_of_row.pk, r.environment_id)
             if app_env not in best or position > best[app_env][0]:
                 best[app_env] = (position, _version(r, filters.at))
     context = _BehindContext(all_envs, env_index, seqs, touches, best, ran, revision_of)

@@ -240,7 +240,13 @@ class ArgoApplication(models.Model):
     class Meta:
         ordering = ["name"]
         constraints = [models.UniqueConstraint(fields=["instance", "name"], name="uniq_argo_app")]
-        indexes = [models.Index(fields=["application", "environment"], name="argo_app_env")]
+        indexes = [
+            models.Index(fields=["application", "environment"], name="argo_app_env"),
+            # The matrix counts the apps that run somewhere (10,000 apps: an index-only scan).
+            models.Index(
+                fields=["application"], condition=models.Q(deleted_at__isnull=True), name="argo_live_app"
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -51,43 +51,69 @@ _HEADER_FIELDS = 9
 _STATUS_RE = re.compile(r"[ACDMRTUXB][0-9]*")
 
 
-def _tokens(chunks: Iterable[bytes]) -> Iterator[str]:
-    """Split a NUL-separated byte stream into decoded tokens, incrementally."""
+_RECORD_START = b"\x00\x1e"
+_SHA_FIELD = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
+
+
+def _records(chunks: Iterable[bytes]) -> Iterator[str]:
+    """Split the stream into one decoded text per commit (from its SHA to its last path)."""
     pending = b""
+    started = False
     for chunk in chunks:
         pending += chunk
-        *complete, pending = pending.split(b"\x00")
-        for token in complete:
-            yield _decode(token)
+        if not started and pending:
+            if not pending.startswith(b"\x1e"):
+                raise GitError(f"unexpected git log output near {_decode(pending[:40])!r}")
+            pending, started = pending[1:], True
+        cut = pending.rfind(_RECORD_START)
+        if cut < 0:
+            continue
+        complete, pending = pending[:cut], pending[cut + 2 :]
+        yield from _decode(complete).split("\x00\x1e")
     if pending:
         yield _decode(pending)
 
 
 def parse_log_stream(chunks: Iterable[bytes]) -> Iterator[CommitRecord]:
-    """Parse `git log -z --name-status --format=_LOG_FORMAT` output into CommitRecords."""
-    tokens = _tokens(chunks)
-    token = next(tokens, None)
-    while token is not None:
-        if not token.startswith("\x1e"):
-            raise GitError(f"unexpected git log output near {token[:40]!r}")
-        header = [token[1:]] + [next(tokens, "") for _ in range(_HEADER_FIELDS - 1)]
-        changes: list[FileChange] = []
-        token = next(tokens, None)
-        # Name-status entries follow as status, path[, path] tokens; the first carries a newline.
-        while token is not None and not token.startswith("\x1e"):
-            status = token.strip()
-            if not status:
-                token = next(tokens, None)
-                continue
-            if not _STATUS_RE.fullmatch(status):
-                raise GitError(f"unexpected name-status token {status[:20]!r}")
-            first = next(tokens, "")
-            if status[0] in "RC":
-                changes.append(FileChange(status[0], next(tokens, ""), first))
-            else:
-                changes.append(FileChange(status[0], first))
-            token = next(tokens, None)
-        yield _record(header, changes)
+    """Parse `git log -z --name-status --format=_LOG_FORMAT` output into CommitRecords.
+
+    Each commit's text is split once on NUL: 9 header fields, then name-status tokens (status,
+    path[, path]; the first status carries a newline).
+    """
+    previous: list[str] | None = None
+    for text in _records(chunks):
+        fields = text.split("\x00")
+        if previous is not None and not _SHA_FIELD.fullmatch(fields[0]):
+            # A field (a message) that starts with the record separator: it belongs to the commit before.
+            fields = [*previous, "\x1e" + fields[0], *fields[1:]]
+        elif previous is not None:
+            yield _parse_record(previous)
+        previous = fields
+    if previous is not None:
+        yield _parse_record(previous)
+
+
+def _parse_record(fields: list[str]) -> CommitRecord:
+    if len(fields) < _HEADER_FIELDS:
+        fields = fields + [""] * (_HEADER_FIELDS - len(fields))
+    changes: list[FileChange] = []
+    tokens = fields[_HEADER_FIELDS:]
+    i, n = 0, len(tokens)
+    while i < n:
+        status = tokens[i].strip()
+        i += 1
+        if not status:
+            continue
+        if not _STATUS_RE.fullmatch(status):
+            raise GitError(f"unexpected name-status token {status[:20]!r}")
+        first = tokens[i] if i < n else ""
+        i += 1
+        if status[0] in "RC":
+            changes.append(FileChange(status[0], tokens[i] if i < n else "", first))
+            i += 1
+        else:
+            changes.append(FileChange(status[0], first))
+    return _record(fields[:_HEADER_FIELDS], changes)
 
 
 def _record(fields: list[str], changes: list[FileChange]) -> CommitRecord:

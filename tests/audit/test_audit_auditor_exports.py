@@ -94,6 +94,8 @@ def test_pdf_opens_with_a_summary_then_records_newest_first(tmp_path):
     job = audit_export_begin(fmt="pdf", filters=AuditFilters(), scope=None, system_name="test")
     pdf = tmp_path / "report.pdf"
     assert audit_export_to_file(job, str(pdf), created_by="auditor") == {"change_records": 3}
+    if not shutil.which("pdftotext"):  # scripts/ensure-chromium.sh installs poppler-utils for `make test`
+        pytest.skip("pdftotext (poppler-utils) is not installed")
     text = subprocess.run(
         ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True
     ).stdout

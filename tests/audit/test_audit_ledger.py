@@ -237,3 +237,19 @@ def test_the_database_refuses_update_delete_and_truncate_of_checkpoints(statemen
     ):
         cursor.execute(statement)
     assert AuditCheckpoint.objects.get().event_count == 2
+
+
+@pytest.mark.django_db
+def test_numbers_the_database_normalises_do_not_break_the_chain():
+    """PostgreSQL's jsonb keeps no negative zero and prints 1e20 in full: the hash must not see either."""
+    from audit.services import audit_event_record
+    from audit.verify import audit_chain_verify
+
+    audit_event_record(
+        action="promotion.requested",
+        app="a",
+        environment="prod",
+        after={"x": -0.0, "big": 1e20, "small": 1e-7},
+    )
+    report = audit_chain_verify()
+    assert report.ok, report.problems

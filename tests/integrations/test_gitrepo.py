@@ -368,6 +368,26 @@ def test_parse_log_stream_handles_chunk_boundaries() -> None:
     ]
 
 
+def test_parse_log_stream_splits_commits_once_whatever_their_messages_hold() -> None:
+    def record(sha: str, message: bytes, tail: bytes = b"\nM\x00f.yaml\x00") -> bytes:
+        return (
+            b"\x1e" + sha.encode() * 40 + b"\x00\x00A\x00a@x\x002024-01-01T00:00:00+00:00\x00C\x00c@x\x00"
+            b"2024-01-01T00:00:01+00:00\x00" + message + b"\x00" + tail
+        )
+
+    stream = (
+        record("a", b"starts with the separator\n")
+        + record("b", b"\x1eodd message \xff\n", tail=b"")  # no changes, invalid UTF-8
+        + record("c", b"last\n", tail=b"\nA\x00x\x00D\x00y\x00")
+    )
+    for size in (1, 3, 64, len(stream)):
+        chunks = [stream[i : i + size] for i in range(0, len(stream), size)]
+        commits = list(parse_log_stream(chunks))
+        assert [c.sha[0] for c in commits] == ["a", "b", "c"]
+        assert commits[1].message == "\x1eodd message \ufffd" and commits[1].changes == ()
+        assert [(c.status, c.path) for c in commits[2].changes] == [("A", "x"), ("D", "y")]
+
+
 # -- workspace ------------------------------------------------------------------------------------
 
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('inventory', '0007_merge_20261205_2013'),
+        ('inventory', '0008_argo_live_app'),
     ]
 
     operations = [

@@ -9,6 +9,7 @@ the pushed branch) and records the PR. This module only says what the branch and
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,6 +52,7 @@ from .selectors import promotion_argo_apps
 from .strategies import SourceState, StrategyError, plan_edits
 
 S = PromotionState
+logger = logging.getLogger(__name__)
 PR_LABELS = ("promotion",)
 
 
@@ -81,9 +83,35 @@ def promotion_pr_open(*, promotion_id: int) -> str:
 def promotion_branch_push(*, promotion_id: int) -> str:
     """Push a requested promotion's branch (before approval); idempotent; returns what happened.
 
+    Once pushed, the gates are evaluated again on Argo CD's rendering of exactly that commit, so
+    the approver decides on the rendered diff, the checklist and the secret scan of what will merge.
     Raises PullRequestRetryable for transient problems (the task retries with backoff).
     """
-    return change_branch_push(kind=PROMOTION, change_id=promotion_id, build=_push)
+    outcome = change_branch_push(kind=PROMOTION, change_id=promotion_id, build=_push)
+    if outcome in ("pushed", "found"):
+        try:
+            promotion_gates_on_rendering(promotion_id=promotion_id)
+        except Exception:  # the push stands; the page renders lazily and the PR opening re-checks
+            logger.warning(
+                "gates on the rendering of promotion %s not evaluated", promotion_id, exc_info=True
+            )
+    return outcome
+
+
+def promotion_gates_on_rendering(*, promotion_id: int) -> list[dict[str, Any]]:
+    """Store the gates of a requested promotion as its pushed head renders; never raises on a failing gate.
+
+    A failing gate here is shown to the approver (and a blocking one stops the approval); the PR
+    opening evaluates them again and is what fails the promotion.
+    """
+    promotion = Promotion.objects.select_related(
+        "source_env", "target_env", "repository", "requested_by"
+    ).get(pk=promotion_id)
+    if promotion.state != PromotionState.REQUESTED or not promotion.pushed_head_sha:
+        return list(promotion.gates or [])
+    items = list(promotion.items.select_related("application").order_by("application__name"))
+    checks = _evaluate_gates(promotion, items, gitops.mirror_for(promotion.repository))[0]
+    return [c.as_dict() for c in checks]
 
 
 def promotion_fail(*, promotion_id: int, reason: str) -> bool:
@@ -212,14 +240,10 @@ def _person(user: User | None, fallback: str) -> str:
     return f"{name} <{user.email}>" if user.email else name
 
 
-def _recheck_gates(
+def _evaluate_gates(
     promotion: Promotion, items: Sequence[PromotionItem], mirror: Any
-) -> list[RenderedChange] | None:
-    """Gates again, at task time: transient failures retry, others fail the promotion.
-
-    Once the branch was pushed (a head SHA is recorded), Argo CD renders it: a render failure is a
-    blocking gate. Returns the rendered changes (None while nothing is pushed yet).
-    """
+) -> tuple[list[g.Gate], list[RenderedChange] | None]:
+    """Every gate of the promotion now (stored on it), on Argo CD's rendering once a head is pushed."""
     checks = [g.gate_environment_order(promotion.source_env, promotion.target_env)]
     requester = promotion.requested_by
     for item in items:
@@ -250,6 +274,18 @@ def _recheck_gates(
     checks += _recheck_checklist_and_secrets(promotion, items, mirror, rendered)
     promotion.gates = [c.as_dict() for c in checks]
     Promotion.objects.filter(pk=promotion.pk).update(gates=promotion.gates)
+    return checks, rendered
+
+
+def _recheck_gates(
+    promotion: Promotion, items: Sequence[PromotionItem], mirror: Any
+) -> list[RenderedChange] | None:
+    """Gates again, at task time: transient failures retry, others fail the promotion.
+
+    Once the branch was pushed (a head SHA is recorded), Argo CD renders it: a render failure is a
+    blocking gate. Returns the rendered changes (None while nothing is pushed yet).
+    """
+    checks, rendered = _evaluate_gates(promotion, items, mirror)
     failing = g.failing(checks)
     if any(c.transient for c in failing):
         raise PullRequestRetryable("; ".join(f"{c.label}: {c.detail}" for c in failing if c.transient))

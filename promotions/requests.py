@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
@@ -13,7 +14,7 @@ from django.utils import timezone
 from accounts.permissions import ensure_role, has_role
 from accounts.roles import Role
 from audit.services import audit_event_record
-from changes.checklist import OVERRIDE_MIN_REASON, apply_override, gate_key, overridable_failing
+from changes.checklist import OVERRIDE_MIN_REASON, SECRET_SCAN, apply_override, gate_key, overridable_failing
 from changes.lifecycle import (
     change_enqueue_pr_open,
     change_enqueue_push,
@@ -237,6 +238,11 @@ def _decide(
             f"the branch is now at {head[:12] or 'nothing'}, not at {reviewed_sha[:12]} that you reviewed: "
             "review the new head and approve again"
         )
+    if decision == ApprovalDecision.APPROVE and (refusing := _refusing_on_rendering(locked.gates)):
+        raise PromotionRefused(
+            "the pushed head cannot be approved: "
+            + "; ".join(f"{gate.get('label')}: {gate.get('detail')}" for gate in refusing)
+        )
     if decision == ApprovalDecision.APPROVE and (pending := overridable_failing(locked.gates)):
         raise PromotionRefused(
             "blocked by the zero-downtime checklist ("
@@ -391,3 +397,17 @@ def _override(*, promotion: Promotion, actor: User, reason: str) -> Promotion:
         message=f"zero-downtime checklist overridden: {reason}"[:2000],
     )
     return locked
+
+
+def _refusing_on_rendering(gates: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Failing gates of the pushed head nobody may override: the secret scan, and Argo CD refusing to
+    render it (not a transient failure such as Argo CD being down: the PR opening checks again)."""
+    return [
+        gate
+        for gate in gates or []
+        if gate.get("name") in ("rendered", SECRET_SCAN)
+        and gate.get("blocking")
+        and not gate.get("passed")
+        and not gate.get("transient")
+        and not gate.get("overridable")
+    ]

@@ -7,7 +7,6 @@ test_journeys.py on the same live stack; it leaves CI off and its promotion canc
 
 from __future__ import annotations
 
-import base64
 import re
 from typing import Any
 
@@ -97,7 +96,9 @@ def test_a_promotion_waits_for_a_failing_required_check_then_passes_after_a_fix(
         # on the portal's branch would void the approval: the branch is the portal's own).
         _ci(stack, mode="auto")
         status, body = http_json(
-            "POST", f"{stack.forge.base_url}/sandbox/ci/run", {"repo": "acme/gitops", "sha": pull["head"]["sha"]}
+            "POST",
+            f"{stack.forge.base_url}/sandbox/ci/run",
+            {"repo": "acme/gitops", "sha": pull["head"]["sha"]},
         )
         assert status == 202, body
         expect(checks.locator("[data-ready-to-merge]")).to_be_visible(timeout=SLOW)

@@ -50,6 +50,11 @@ class AuditAction(models.TextChoices):
     PROMOTION_CANCELLED = "promotion.cancelled", "promotion cancelled"
     PROMOTION_PR_OPENED = "promotion.pr_opened", "promotion pull request opened"
     PROMOTION_BRANCH_REPLACED = "promotion.branch_replaced", "promotion moved to a fresh branch"
+    PROMOTION_BRANCH_PUSHED = "promotion.branch_pushed", "promotion branch pushed for review"
+    PROMOTION_BRANCH_MOVED = (
+        "promotion.branch_moved",
+        "promotion branch moved off the pushed head: approvals invalidated",
+    )
     PROMOTION_FAILED = "promotion.failed", "promotion failed"
     PROMOTION_MERGED = "promotion.merged", "promotion merged"
     PROMOTION_ABANDONED = "promotion.abandoned", "promotion abandoned (pull request closed)"
@@ -80,6 +85,8 @@ class AuditAction(models.TextChoices):
     )
     ROLLBACK_PR_OPENED = "rollback.pr_opened", "rollback pull request opened"
     ROLLBACK_BRANCH_REPLACED = "rollback.branch_replaced", "rollback moved to a fresh branch"
+    ROLLBACK_BRANCH_PUSHED = "rollback.branch_pushed", "rollback revert branch pushed"
+    ROLLBACK_BRANCH_MOVED = "rollback.branch_moved", "rollback branch moved off the pushed head"
     ROLLBACK_FAILED = "rollback.failed", "rollback failed"
     ROLLBACK_CANCELLED = "rollback.cancelled", "rollback cancelled"
     ROLLBACK_AUTO_MERGED = "rollback.auto_merged", "emergency rollback merged by the portal"

@@ -56,7 +56,7 @@ CHANGE_COLUMNS: tuple[str, ...] = (
     "requester_name", "approvers", "separation_of_duties_ok", "pr_number", "pr_url", "merged_by",
     "revision_before", "revision_after", "versions_before", "versions_after", "gates", "sync_result",
     "requested_at", "approved_at", "pr_opened_at", "merged_at", "deployed_at", "healthy_at",
-    "lead_time_seconds", "outcome", "emergency", "justification", "approval_reason",
+    "lead_time_seconds", "outcome", "emergency", "justification", "approval_reason", "approved_head_sha",
 )  # fmt: skip
 CONTENT_TYPES = {
     "csv": "text/csv; charset=utf-8",
@@ -69,8 +69,9 @@ EXTENSIONS = {"csv": "csv", "jsonl": "jsonl", "pdf": "pdf", "bundle": "zip", "ch
 # The auditor's change-record CSV: one row per change, plain cells (no JSON), newest first.
 CHANGE_RECORD_CSV_COLUMNS: tuple[str, ...] = (
     "id", "kind", "apps", "environment", "requested_by", "requested_at", "approved_by", "approved_at",
-    "pr_number", "pr_url", "merged_by", "merged_at", "from_sha", "to_sha", "version_before",
-    "version_after", "deployed_at", "healthy_at", "outcome", "emergency", "incident", "correlation_id",
+    "approved_head_sha", "pr_number", "pr_url", "merged_by", "merged_at", "from_sha", "to_sha",
+    "version_before", "version_after", "deployed_at", "healthy_at", "outcome", "emergency", "incident",
+    "correlation_id",
 )  # fmt: skip
 
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection, OWASP).
@@ -178,6 +179,7 @@ def change_record_csv_row(record: ChangeRecord) -> dict[str, Any]:
         "requested_at": _normalise(record.requested_at),
         "approved_by": "; ".join(record.approvers),
         "approved_at": _normalise(record.approved_at),
+        "approved_head_sha": record.approved_head_sha,
         "pr_number": record.pr_number,
         "pr_url": record.pr_url,
         "merged_by": record.merged_by,
@@ -570,7 +572,14 @@ def _record_row(record: ChangeRecord) -> list[str]:
         _fit(f"{record.app} → {record.environment}", widths[1], 3),
         _fit(record.get_outcome_display() + (" EMERGENCY" if record.emergency else ""), widths[2], 2),
         _fit(record.requester_name or "—", widths[3]) + "\n" + _when(record.requested_at),
-        (_fit(approved + sod, widths[4]) + "\n" + _when(record.approved_at)) if approved else "no approval",
+        (
+            _fit(approved + sod, widths[4])
+            + "\n"
+            + _when(record.approved_at)
+            + (f"\non {record.approved_head_sha[:12]}" if record.approved_head_sha else "")
+        )
+        if approved
+        else "no approval",
         (f"PR #{record.pr_number}" if record.pr_number else "no PR")
         + ("\nmerged" if record.merged_at else ""),
         (_fit(f"by {record.merged_by or '—'}", widths[6]) + "\n" + _when(record.merged_at))

@@ -121,6 +121,8 @@ class ChangeRecord(models.Model):
     title = models.CharField(max_length=300, blank=True)
     requester_name = models.CharField(max_length=150, blank=True)
     approvers = models.JSONField(default=list, blank=True)
+    # The commit the approvals were given on (the PR branch head the approvers reviewed).
+    approved_head_sha = models.CharField(max_length=64, blank=True)
     pr_number = models.PositiveIntegerField(null=True, blank=True)
     pr_url = models.CharField(max_length=500, blank=True)
     merged_by = models.CharField(max_length=150, blank=True)

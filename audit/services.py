@@ -36,6 +36,7 @@ Change records (call from promotions, rollbacks and the Argo CD poller)
     ===========================  ===============================================================
     requester_name: str          who asked (frozen username)
     approvers: list[str]         usernames who approved (replaces the stored list)
+    approved_head_sha: str       the commit they approved (the PR branch head they reviewed)
     pr_number: int | None        PR number; pr_url: str; merged_by: str (username on the forge)
     revision_before/after: str   Git SHAs deployed before / after
     versions_before/after: dict  e.g. ``{"image": "1.4.2"}`` or ``{"prod-eu-west-1": "1.4.2"}``
@@ -62,6 +63,10 @@ Change records (call from promotions, rollbacks and the Argo CD poller)
     several apps at once (a release train) writes one record per app with ``source_id``
     ``"<id>:<app>"``: its evidence is the events of ``(source_type, "<id>")``, and project-scoped
     auditors see exactly the apps in their projects.
+
+``change_records_create(records) -> list[ChangeRecord]``
+    The same for many new sources at once (each item: ``change_record_sync``'s keyword arguments):
+    one multi-row INSERT; a source that already has its record is updated by ``change_record_sync``.
 
 Checkpoints
 -----------
@@ -308,6 +313,7 @@ _CHANGE_TEXT_FIELDS = {
     "merged_by": 150,
     "revision_before": 64,
     "revision_after": 64,
+    "approved_head_sha": 64,
     "project": 200,
     "title": 300,
     "correlation_id": 64,
@@ -428,12 +434,7 @@ def change_record_sync(
         ChangeRecord.objects.select_for_update().filter(source_type=source_type, source_id=source_id).first()
     )
     if record is None:
-        now = timezone.now()
-        record = ChangeRecord(
-            kind=kind, source_type=source_type, source_id=source_id, app=app, environment=environment,
-            created_at=now, updated_at=now, **cleaned,
-        )  # fmt: skip
-        _change_record_compute(record)
+        record = _change_record_new(kind, source_type, source_id, app, environment, cleaned)
         try:
             with transaction.atomic():
                 record.save(force_insert=True)
@@ -452,6 +453,54 @@ def change_record_sync(
     _change_record_compute(record)
     record.save()
     return record
+
+
+def _change_record_new(
+    kind: str, source_type: str, source_id: str, app: str, environment: str, cleaned: dict[str, Any]
+) -> ChangeRecord:
+    now = timezone.now()
+    record = ChangeRecord(
+        kind=kind, source_type=source_type, source_id=source_id, app=app, environment=environment,
+        created_at=now, updated_at=now, **cleaned,
+    )  # fmt: skip
+    _change_record_compute(record)
+    return record
+
+
+@transaction.atomic
+def change_records_create(records: Iterable[Mapping[str, Any]]) -> list[ChangeRecord]:
+    """Create the change records of many new source objects in one multi-row INSERT.
+
+    Each item holds the keyword arguments of :func:`change_record_sync`, for sources that normally
+    have no record yet (the poller's out-of-band deployments, just inserted); one that already has
+    its record is updated by change_record_sync, as if it had been called for each.
+    """
+    items = [dict(item) for item in records]
+    keys = {(item["source_type"], str(item["source_id"])) for item in items}
+    existing = set()
+    for source_type in {t for t, _ in keys}:
+        ids = [i for t, i in keys if t == source_type]
+        existing |= {
+            (source_type, i)
+            for i in ChangeRecord.objects.filter(source_type=source_type, source_id__in=ids).values_list(
+                "source_id", flat=True
+            )
+        }
+    updated = [change_record_sync(**i) for i in items if (i["source_type"], str(i["source_id"])) in existing]
+    built = []
+    for item in items:
+        if (item["source_type"], str(item["source_id"])) in existing:
+            continue
+        kind, source_type, source_id = item.pop("kind"), item.pop("source_type"), str(item.pop("source_id"))
+        app, environment = item.pop("app"), item.pop("environment")
+        if kind not in CHANGE_KINDS:
+            raise ValueError(f"change_records_create: kind must be one of {CHANGE_KINDS}, not {kind!r}")
+        unknown = set(item) - _CHANGE_FIELDS
+        if unknown:
+            raise TypeError(f"change_records_create: unknown fields {sorted(unknown)}")
+        cleaned = {name: _clean_change_field(name, value) for name, value in item.items()}
+        built.append(_change_record_new(kind, source_type, source_id, app, environment, cleaned))
+    return updated + ChangeRecord.objects.bulk_create(built, batch_size=1000)
 
 
 # --- checkpoints --------------------------------------------------------------------------------------

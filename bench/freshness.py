@@ -234,11 +234,12 @@ def run(
             "which, not the interval, bounds freshness via the poller."
         )
     section.note(
-        "Why the watcher is slow after a commit: the emulator (like Argo CD) sends one MODIFIED event per "
-        "app whose sync revision moved, i.e. every app of the monorepo; `argo_application_observe` hashes "
-        "the narrow event, finds it changed, and reads the full app (GET) and stores it through the "
-        "per-app `deployments_record` path, one event after the other, so the synced app waits behind the "
-        "whole fleet. Proposed fix: read the full app only when its history or operation changed (history "
-        "length / last id, operationState.finishedAt in the narrow fields), apply sync-revision-only "
-        "changes as one bulk UPDATE, and coalesce a burst of events before storing."
+        "After a commit the emulator (like Argo CD) sends one MODIFIED event per app whose sync revision "
+        "moved, i.e. every app of the monorepo. The watcher reads and parses the stream in one thread and "
+        "stores from another: pending events are coalesced per app; new apps and apps whose operation "
+        "moved (a sync, with its new history entry) are read in full and stored first; the sync-revision, "
+        "sync-status and health moves are stored from the narrow state, at most 500 per UPDATE between "
+        "reads of the queue, so the synced app does not wait behind the fleet. The poller does the same "
+        "within one list: the synced apps are read and stored before the rest of the changed items are "
+        "even parsed."
     )

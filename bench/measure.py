@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -61,16 +62,19 @@ class ByteCountingSession(requests.Session):
         self.trust_env = False
         self.bytes_received = 0
         self.requests_sent = 0
+        self._count_lock = threading.Lock()  # the poller reads apps from several threads
         self.hooks["response"].append(self._hook)
 
     def _hook(self, resp: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
-        self.requests_sent += 1
+        with self._count_lock:
+            self.requests_sent += 1
         original = resp.iter_content
 
         def counting(*a: Any, **kw: Any) -> Iterator[bytes]:
             for chunk in original(*a, **kw):
                 if isinstance(chunk, bytes):
-                    self.bytes_received += len(chunk)
+                    with self._count_lock:
+                        self.bytes_received += len(chunk)
                 yield chunk
 
         resp.iter_content = counting  # type: ignore[method-assign]

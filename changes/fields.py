@@ -13,6 +13,11 @@ class PullRequestRecord(models.Model):
     # The commit the portal pushed to the change's branch, recorded before the push: only a branch
     # or PR at this commit is the portal's own (changes.pullrequests, trust).
     pushed_head_sha = models.CharField(max_length=64, blank=True)
+    # The commit `pushed_head_sha` was built on: a lost branch is rebuilt on it (same SHA or refused).
+    pushed_base_sha = models.CharField(max_length=64, blank=True)
+    # When the forge confirmed the branch at `pushed_head_sha` (None: not pushed yet). The change is
+    # reviewable (rendered diff, approvals bound to that head) from then on.
+    branch_pushed_at = models.DateTimeField(null=True, blank=True)
     merge_commit_sha = models.CharField(max_length=64, blank=True)
     merged_by = models.CharField(max_length=150, blank=True, help_text="forge user who merged the PR")
     # The CI checks of the PR head as tracking last read them (changes.checks): one row per check

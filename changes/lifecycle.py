@@ -33,6 +33,8 @@ from audit.services import audit_event_record
 from core.requestid import current_request_id
 
 from .pullrequests import (
+    BranchMoved,
+    BranchResult,
     BranchTrust,
     PullRequestPermanent,
     PullRequestResult,
@@ -92,6 +94,14 @@ class ChangeKind:
     track_args: Callable[[PullRequestResult], tuple[Any, ...]] = lambda result: ()
     # Unfinished changes of an app in an environment: (application, environment) -> rows.
     in_flight: Callable[[Any, Any], list[Any]] = lambda application, environment: []
+    # The request-time branch push (empty: the PR-opening task pushes): its task, the states it
+    # may claim the row in, and when the sweeper's grace for unclaimed rows counts from.
+    push_task: str = ""
+    push_states: tuple[str, ...] = ()
+    # The branch moved off the pushed head (inside the transaction that records it): invalidate
+    # what was given on the old head; returns (how many approvals were invalidated, row updates
+    # that put the change back to awaiting approval on a new head of the portal's).
+    on_head_moved: Callable[[Any, str], tuple[int, dict[str, Any]]] = lambda change, old: (0, {})
     # Portal-driven syncs (changes.syncs): the task, and the environment and apps a change deploys.
     sync_task: str = ""
     sync_scope: Callable[[Any], tuple[Any, list[Any]]] = lambda change: (None, [])
@@ -173,28 +183,36 @@ def claim_lease() -> timedelta:
     return timedelta(seconds=settings.PROMOTION_PR_LEASE_SECONDS)
 
 
-def change_claim(*, kind: ChangeKind, change_id: int) -> bool:
-    """Claim the PR opening with a conditional UPDATE; False when another attempt holds it."""
+def change_claim(*, kind: ChangeKind, change_id: int, push: bool = False) -> bool:
+    """Claim the PR opening (or, `push`, the request-time branch push) with a conditional UPDATE.
+
+    False when another attempt holds the row, or it is not in a state the work may start from.
+    """
     now = timezone.now()
-    updates: dict[str, Any] = {
-        "claimed_until": now + claim_lease(),
-        "attempts": F("attempts") + 1,
-        **kind.claim_fields(now),
-    }
-    if kind.claiming_state:
-        updates["state"] = kind.claiming_state
+    updates: dict[str, Any] = {"claimed_until": now + claim_lease(), "attempts": F("attempts") + 1}
+    if not push:
+        updates.update(kind.claim_fields(now))
+        if kind.claiming_state:
+            updates["state"] = kind.claiming_state
     claimed = (
         kind.rows()
-        .filter(pk=change_id, state__in=kind.claim_states)
+        .filter(pk=change_id, state__in=kind.push_states if push else kind.claim_states)
         .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
         .update(**updates)
     )
     return claimed == 1
 
 
-def change_release(*, kind: ChangeKind, change_id: int, **fields: Any) -> None:
-    """Give the claim back (a transient failure: the task's retry or the sweeper takes it again)."""
-    kind.rows().filter(pk=change_id).update(claimed_until=None, **fields)
+def change_release(*, kind: ChangeKind, change_id: int, push: bool = False, **fields: Any) -> None:
+    """Give the claim back (a transient failure: the task's retry or the sweeper takes it again).
+
+    A push claim is released only while the change is still in a push state: once approved, the
+    claim belongs to the PR opening.
+    """
+    rows = kind.rows().filter(pk=change_id)
+    if push:
+        rows = rows.filter(state__in=kind.push_states)
+    rows.update(claimed_until=None, **fields)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,6 +241,11 @@ def change_enqueue(
 def change_enqueue_pr_open(*, kind: ChangeKind, change_id: int, after_commit: bool = True) -> None:
     """Enqueue the kind's PR-opening task."""
     change_enqueue(task=kind.pr_open_task, args=(change_id,), after_commit=after_commit)
+
+
+def change_enqueue_push(*, kind: ChangeKind, change_id: int, after_commit: bool = True) -> None:
+    """Enqueue the kind's request-time branch push (its PR-opening task when it has none)."""
+    change_enqueue(task=kind.push_task or kind.pr_open_task, args=(change_id,), after_commit=after_commit)
 
 
 def change_enqueue_track(
@@ -320,13 +343,45 @@ def change_pr_open(*, kind: ChangeKind, change_id: int, build: Callable[[Any], P
     """Claim a change, build and ensure its PR (`build`), record it; returns what happened.
 
     Transient errors release the claim and propagate (the task retries with backoff; after
-    MAX_PR_ATTEMPTS claims the change fails); `PullRequestPermanent` and `ChangeFailed` fail it.
+    MAX_PR_ATTEMPTS claims the change fails); `PullRequestPermanent` and `ChangeFailed` fail it;
+    a branch that moved off the pushed head goes to `change_head_moved`.
     """
     if not change_claim(kind=kind, change_id=change_id):
         return "not-claimed"
+    result = _claimed_run(kind=kind, change_id=change_id, build=build, push=False)
+    if isinstance(result, str):
+        return result
+    return change_pr_record(kind=kind, change_id=change_id, result=result)
+
+
+def change_branch_push(*, kind: ChangeKind, change_id: int, build: Callable[[Any], BranchResult]) -> str:
+    """Push a requested change's branch before any approval (`build`: `branch_ensure`); idempotent.
+
+    Claimed like the PR opening (in the kind's `push_states`), with the same retries and failures.
+    The push is recorded by the trust's `confirm_push` (`<kind>.branch_pushed`); a change
+    cancelled or rejected meanwhile gets its branch deleted again.
+    """
+    if not change_claim(kind=kind, change_id=change_id, push=True):
+        return "not-claimed"
+    result = _claimed_run(kind=kind, change_id=change_id, build=build, push=True)
+    if isinstance(result, str):
+        return result
+    change_release(kind=kind, change_id=change_id, push=True)
+    change = kind.load(change_id)
+    if change.state in kind.final_states:
+        kind.close_pr(change)
+        return "closed"
+    return "pushed" if result.pushed else "found"
+
+
+def _claimed_run(*, kind: ChangeKind, change_id: int, build: Callable[[Any], Any], push: bool) -> Any:
+    """Run a claimed build; sort its errors (retry, schedule, fail, branch moved) into an outcome."""
     change = kind.load(change_id)
     try:
-        result = build(change)
+        return build(change)
+    except BranchMoved as exc:
+        change_release(kind=kind, change_id=change_id, push=push)
+        return change_head_moved(kind=kind, change_id=change_id, moved=exc)
     except PullRequestRetryable as exc:
         retry = kind.retry_fields(str(exc))
         wait = exc.retry_after or 0
@@ -334,9 +389,9 @@ def change_pr_open(*, kind: ChangeKind, change_id: int, build: Callable[[Any], P
             # Longer than a task may wait: schedule the retry on the row for the sweeper instead of
             # holding (or re-sending) a broker message past its visibility timeout.
             retry[kind.retry_not_before] = timezone.now() + timedelta(seconds=wait)
-            change_release(kind=kind, change_id=change_id, **retry)
+            change_release(kind=kind, change_id=change_id, push=push, **retry)
             return "scheduled"
-        change_release(kind=kind, change_id=change_id, **retry)
+        change_release(kind=kind, change_id=change_id, push=push, **retry)
         if change.attempts >= MAX_PR_ATTEMPTS:
             change_fail(
                 kind=kind, change_id=change_id, reason=f"gave up after {change.attempts} attempts: {exc}"
@@ -349,30 +404,123 @@ def change_pr_open(*, kind: ChangeKind, change_id: int, build: Callable[[Any], P
     except ChangeFailed as exc:
         change_fail(kind=kind, change_id=change_id, reason=exc.reason, extra=exc.extra, **exc.fields)
         return "failed"
-    return change_pr_record(kind=kind, change_id=change_id, result=result)
+
+
+def change_head_moved(*, kind: ChangeKind, change_id: int, moved: BranchMoved) -> str:
+    """The branch left the head the portal pushed: invalidate what was given on it, then go on.
+
+    Writes `<kind>.branch_moved` ("approvals invalidated, branch moved from X to Y") with the
+    kind's approval invalidation in one transaction. A commit the portal did not make (`foreign`)
+    blocks the change as tampered: it fails and its PR and branch are taken down. The portal's own
+    different rebuild of a lost branch sends the change back to awaiting approval: the branch is
+    pushed afresh and reviewed (and approved) on its new head.
+    """
+    old, new = moved.old, moved.new
+    with transaction.atomic():
+        locked = kind.rows().select_for_update().filter(pk=change_id).first()
+        if locked is None or locked.state in kind.final_states:
+            return "moved-on"
+        change = kind.load(change_id)
+        before = kind.snapshot(change)
+        invalidated, back = kind.on_head_moved(change, old)
+        fields: dict[str, Any] = {"claimed_until": None}
+        if not moved.foreign:
+            fields.update(pushed_head_sha="", pushed_base_sha="", branch_pushed_at=None, **back)
+        kind.rows().filter(pk=change_id).update(**fields)
+        change = kind.load(change_id)
+        what = f"{invalidated} approval(s) invalidated, " if invalidated else "approvals invalidated, "
+        change_record(
+            kind=kind,
+            change=change,
+            action=f"{kind.name}.branch_moved",
+            before=before,
+            after={
+                "from_sha": old,
+                "to_sha": new,
+                "tampered": moved.foreign,
+                "approvals_invalidated": invalidated,
+                "branch": getattr(change, kind.branch_field, "") if kind.branch_field else "",
+            },
+            message=f"{what}branch moved from {old[:12]} to {new[:12]}: {moved}"[:2000],
+        )
+        if not moved.foreign and change.state in kind.push_states:
+            change_enqueue_push(kind=kind, change_id=change_id)
+        elif not moved.foreign:
+            change_enqueue_pr_open(kind=kind, change_id=change_id)
+    if moved.foreign:
+        change_fail(
+            kind=kind,
+            change_id=change_id,
+            reason=f"blocked as tampered: {moved}",
+            extra={"tampered": True, "from_sha": old, "to_sha": new},
+        )
+        kind.close_pr(kind.load(change_id))
+        return "tampered"
+    return "invalidated"
 
 
 def change_branch_trust(*, kind: ChangeKind, change: Any) -> BranchTrust:
     """What the portal made on a change's PR branch: the recorded head, and how to record and move it."""
 
-    def record_push(sha: str) -> None:
+    def record_push(sha: str, base: str) -> None:
         # Autocommit, before the push: a crash after the push still leaves the row knowing its head.
-        kind.rows().filter(pk=change.pk).update(pushed_head_sha=sha)
-        change.pushed_head_sha = sha
+        rows = kind.rows().filter(pk=change.pk)
+        rows.exclude(pushed_head_sha=sha).update(branch_pushed_at=None)
+        rows.update(pushed_head_sha=sha, pushed_base_sha=base)
+        change.pushed_head_sha, change.pushed_base_sha = sha, base
+
+    def confirm_push(sha: str, pushed: bool) -> None:
+        change_branch_pushed(kind=kind, change_id=change.pk, head_sha=sha, pushed=pushed)
 
     def replace_branch(old: str, reason: str) -> str:
         return change_branch_replace(kind=kind, change_id=change.pk, old=old, reason=reason)
 
     return BranchTrust(
-        pushed_head_sha=change.pushed_head_sha, record_push=record_push, replace_branch=replace_branch
+        pushed_head_sha=change.pushed_head_sha,
+        pushed_base_sha=change.pushed_base_sha,
+        commit_date=change.requested_at,
+        record_push=record_push,
+        confirm_push=confirm_push,
+        replace_branch=replace_branch,
     )
+
+
+def change_branch_pushed(*, kind: ChangeKind, change_id: int, head_sha: str, pushed: bool) -> bool:
+    """Record that the forge has the change's branch at `head_sha` (`<kind>.branch_pushed`).
+
+    One event per push the portal made (`pushed`), or for a push an earlier, crashed attempt made
+    and never confirmed; a reused branch already confirmed writes nothing. Returns True if recorded.
+    """
+    with transaction.atomic():
+        rows = kind.rows().filter(pk=change_id, pushed_head_sha=head_sha)
+        if not pushed:
+            rows = rows.filter(branch_pushed_at__isnull=True)
+        if not rows.update(branch_pushed_at=timezone.now()):
+            return False
+        change = kind.load(change_id)
+        branch = getattr(change, kind.branch_field, "") if kind.branch_field else ""
+        change_record(
+            kind=kind,
+            change=change,
+            action=f"{kind.name}.branch_pushed",
+            after={
+                "branch": branch,
+                "head_sha": head_sha,
+                "base_sha": change.pushed_base_sha,
+                "pushed_now": pushed,
+            },
+            message=f"branch {branch} pushed at {head_sha[:12]}",
+        )
+    return True
 
 
 def change_branch_replace(*, kind: ChangeKind, change_id: int, old: str, reason: str) -> str:
     """Move a change to a fresh, unguessable PR branch and write `<kind>.branch_replaced`; return it."""
     new = branch_name_unguessable(old)
     with transaction.atomic():
-        kind.rows().filter(pk=change_id).update(**{kind.branch_field: new, "pushed_head_sha": ""})
+        kind.rows().filter(pk=change_id).update(
+            **{kind.branch_field: new, "pushed_head_sha": "", "branch_pushed_at": None}
+        )
         change = kind.load(change_id)
         change_record(
             kind=kind,

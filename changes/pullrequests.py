@@ -17,6 +17,11 @@ Public API (kept stable for rollbacks/):
   repository, its author is the portal's own forge identity (`forge_login`) and its head is the
   recorded commit. Anything else on the branch name (someone else's PR or push) is left alone: the
   change moves to a fresh, unguessable branch (`spec.trust.replace_branch`, audited by the caller).
+- `branch_ensure(*, spec, prepare_branch) -> BranchResult(branch, head_sha, pushed)`: step 2 alone
+  (the request-time push, before any approval). A branch the portal pushed is rebuilt, when lost,
+  on the recorded base commit with the recorded commit date (`spec.trust`): the same SHA is pushed
+  again; another SHA, or a branch or PR of the portal's now at another commit, raises `BranchMoved`
+  (`foreign`: someone else's commit) and nothing is pushed or opened.
 - `pull_request_refresh(repository, number) -> integrations.forges.PullRequest`
 - `pull_request_close_and_delete_branch(*, repository, number, branch)`
 - `MergeAttempt`, the outcome of `changes.checks.pull_request_merge_when_checks_pass` (merges only
@@ -42,6 +47,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -142,7 +148,11 @@ def _from_git(exc: GitError, what: str) -> PullRequestError:
 # Types
 
 
-def _no_record(sha: str) -> None:
+def _no_record(sha: str, base: str) -> None:
+    return None
+
+
+def _no_confirm(sha: str, pushed: bool) -> None:
     return None
 
 
@@ -150,18 +160,46 @@ def _no_replace(old: str, reason: str) -> str:
     raise PullRequestPermanent(f"branch {old} holds work the portal did not make ({reason})")
 
 
+class BranchMoved(PullRequestError):
+    """The portal's branch (or its PR) is no longer at the commit the portal pushed.
+
+    `foreign`: the new head `new` is a commit the portal did not make (someone pushed to the
+    branch: tampered). Otherwise the portal's own rebuild of a lost branch gave `new`, a different
+    commit, which was not pushed. Either way what was reviewed at `old` is not what would merge.
+    """
+
+    def __init__(self, message: str, *, old: str, new: str, foreign: bool) -> None:
+        super().__init__(message)
+        self.old, self.new, self.foreign = old, new, foreign
+
+
 @dataclass(frozen=True)
 class BranchTrust:
     """What the portal made on the PR branch, and how its owner records and moves it.
 
-    `pushed_head_sha`: the commit the portal recorded before its last push ("" = none yet).
-    `record_push(sha)`: store that commit on the change row; called before the push.
+    `pushed_head_sha`: the commit the portal recorded before its last push ("" = none yet), and
+    `pushed_base_sha` the commit it was built on. A lost branch is rebuilt on that base with its
+    commits dated `commit_date`: the same edits then give the same SHA, else `BranchMoved`.
+    `record_push(sha, base)`: store that commit on the change row; called before the push.
+    `confirm_push(sha, pushed)`: the forge has the branch at `sha` (`pushed`: this call pushed it).
     `replace_branch(old, reason) -> new`: store (and audit) a fresh branch name for the change.
     """
 
     pushed_head_sha: str = ""
-    record_push: Callable[[str], None] = _no_record
+    pushed_base_sha: str = ""
+    commit_date: datetime | None = None
+    record_push: Callable[[str, str], None] = _no_record
+    confirm_push: Callable[[str, bool], None] = _no_confirm
     replace_branch: Callable[[str, str], str] = _no_replace
+
+
+@dataclass(frozen=True)
+class BranchResult:
+    """The branch that exists now at the portal's commit. `pushed`: this call pushed it."""
+
+    branch: str
+    head_sha: str
+    pushed: bool
 
 
 @dataclass(frozen=True)
@@ -177,6 +215,7 @@ class PullRequestSpec:
     reviewers: Sequence[str] = ()
     draft: bool = False
     trust: BranchTrust = BranchTrust()
+    shallow: bool = False  # the branch's edits need no history: clone the base's head only
 
 
 @dataclass(frozen=True)
@@ -289,12 +328,7 @@ def pull_request_distrust(pr: PullRequest, *, repository: GitRepository, login: 
     return ""
 
 
-def pull_request_ensure(*, spec: PullRequestSpec, prepare_branch: PrepareBranch) -> PullRequestResult:
-    """Make sure the PR of `spec` exists, creating branch and PR only when missing.
-
-    Work on the branch name that the portal did not make moves the change to a fresh branch
-    (`spec.trust.replace_branch`) instead of being adopted.
-    """
+def _names(spec: PullRequestSpec) -> tuple[str, str]:
     try:
         branch = validate_ref_name(spec.branch)
         base = validate_ref_name(spec.base)
@@ -302,6 +336,36 @@ def pull_request_ensure(*, spec: PullRequestSpec, prepare_branch: PrepareBranch)
         raise PullRequestPermanent(str(exc)) from None
     if branch == base:
         raise PullRequestPermanent("the PR branch and its base must differ")
+    return branch, base
+
+
+def branch_ensure(*, spec: PullRequestSpec, prepare_branch: PrepareBranch) -> BranchResult:
+    """Make sure the change's branch exists at the portal's commit, pushing it when missing (no PR).
+
+    Idempotent like `pull_request_ensure`: a branch at the recorded head is reused; a branch name
+    holding someone else's work before the portal pushed moves the change to a fresh branch; a
+    branch the portal pushed that now holds another commit raises `BranchMoved`.
+    """
+    branch, base = _names(spec)
+    forge = forge_for(spec.repository)
+    pushed_head = spec.trust.pushed_head_sha
+    for _ in range(MAX_BRANCH_REPLACEMENTS + 1):
+        outcome = _branch_once(forge, spec, branch, base, pushed_head, prepare_branch)
+        if isinstance(outcome, BranchResult):
+            return outcome
+        branch = validate_ref_name(spec.trust.replace_branch(branch, outcome))
+        pushed_head = ""
+    raise PullRequestPermanent(f"gave up after {MAX_BRANCH_REPLACEMENTS} foreign branches in a row")
+
+
+def pull_request_ensure(*, spec: PullRequestSpec, prepare_branch: PrepareBranch) -> PullRequestResult:
+    """Make sure the PR of `spec` exists, creating branch and PR only when missing.
+
+    Work on the branch name that the portal did not make moves the change to a fresh branch
+    (`spec.trust.replace_branch`) instead of being adopted; a branch or PR of the portal's that
+    moved off the recorded head raises `BranchMoved` (nothing is opened on it).
+    """
+    branch, base = _names(spec)
     forge = forge_for(spec.repository)
     login = forge_login(spec.repository, forge)
     pushed_head = spec.trust.pushed_head_sha
@@ -312,6 +376,51 @@ def pull_request_ensure(*, spec: PullRequestSpec, prepare_branch: PrepareBranch)
         branch = validate_ref_name(spec.trust.replace_branch(branch, distrust))
         pushed_head = ""
     raise PullRequestPermanent(f"gave up after {MAX_BRANCH_REPLACEMENTS} foreign branches in a row")
+
+
+def _check_moved(pr: PullRequest, *, repository: GitRepository, pushed_head: str) -> None:
+    """Raise `BranchMoved` when the PR of the portal's pushed branch has another head."""
+    if pushed_head and pr.head_repo == repository.full_name and pr.head_sha != pushed_head:
+        raise BranchMoved(
+            f"branch {pr.head_ref or '?'} moved from {pushed_head[:12]} to {pr.head_sha[:12]} "
+            f"(PR #{pr.number}), a commit the portal did not make",
+            old=pushed_head,
+            new=pr.head_sha,
+            foreign=True,
+        )
+
+
+def _branch_once(
+    forge: ForgeClient,
+    spec: PullRequestSpec,
+    branch: str,
+    base: str,
+    pushed_head: str,
+    prepare_branch: PrepareBranch,
+) -> BranchResult | str:
+    """The branch on `branch`: reuse what the portal pushed, or build and push it now."""
+    try:
+        remote_sha = forge.get_branch_sha(branch)
+    except ForgeError as exc:
+        raise _from_forge(exc, f"reading branch {branch}") from None
+    if remote_sha is not None and remote_sha != pushed_head:
+        if pushed_head:
+            raise BranchMoved(
+                f"branch {branch} moved from {pushed_head[:12]} to {remote_sha[:12]}, "
+                "a commit the portal did not make",
+                old=pushed_head,
+                new=remote_sha,
+                foreign=True,
+            )
+        return f"branch {branch} is at {remote_sha[:12]}, not at a commit the portal pushed"
+    if remote_sha is None:
+        try:
+            head = _build_and_push(spec, branch, base, prepare_branch)
+        except _ForeignBranch as exc:
+            return str(exc)
+        return BranchResult(branch=branch, head_sha=head, pushed=True)
+    spec.trust.confirm_push(remote_sha, False)
+    return BranchResult(branch=branch, head_sha=remote_sha, pushed=False)
 
 
 def _ensure_once(
@@ -327,6 +436,7 @@ def _ensure_once(
     # (1) A PR from an earlier attempt: an open one first, else a merged/closed one.
     existing = _find_pr(forge, branch, base)
     if existing is not None:
+        _check_moved(existing, repository=spec.repository, pushed_head=pushed_head)
         distrust = pull_request_distrust(
             existing, repository=spec.repository, login=login, head_sha=pushed_head
         )
@@ -334,20 +444,11 @@ def _ensure_once(
             return distrust
         return _finish(forge, spec, existing, created=False, pushed=False)
 
-    # (2) The branch: reuse what an earlier attempt pushed, or build and push it now.
-    pushed = False
-    try:
-        remote_sha = forge.get_branch_sha(branch)
-    except ForgeError as exc:
-        raise _from_forge(exc, f"reading branch {branch}") from None
-    if remote_sha is not None and remote_sha != pushed_head:
-        return f"branch {branch} is at {remote_sha[:12]}, not at a commit the portal pushed"
-    if remote_sha is None:
-        try:
-            pushed_head = _build_and_push(spec, branch, base, prepare_branch)
-        except _ForeignBranch as exc:
-            return str(exc)
-        pushed = True
+    # (2) The branch: reuse what an earlier attempt (or the request) pushed, or build and push it.
+    outcome = _branch_once(forge, spec, branch, base, pushed_head, prepare_branch)
+    if isinstance(outcome, str):
+        return outcome
+    pushed_head, pushed = outcome.head_sha, outcome.pushed
 
     # (3) The PR: a duplicate answer means a concurrent attempt won; fetch that one.
     try:
@@ -364,6 +465,7 @@ def _ensure_once(
         pr, created = found, False
     except ForgeError as exc:
         raise _from_forge(exc, f"opening the pull request {branch} → {base}") from None
+    _check_moved(pr, repository=spec.repository, pushed_head=pushed_head)
     distrust = pull_request_distrust(pr, repository=spec.repository, login=login, head_sha=pushed_head)
     if distrust:
         return distrust
@@ -405,8 +507,13 @@ def _finish(
 
 
 def _build_and_push(spec: PullRequestSpec, branch: str, base: str, prepare_branch: PrepareBranch) -> str:
-    """Build the branch on a fresh clone of `base`, record its head, push it; return the head."""
-    repo = spec.repository
+    """Build the branch on a fresh clone of `base`, record its head, push it; return the head.
+
+    A branch the portal pushed before (and lost) is rebuilt on the recorded base commit with the
+    recorded commit date: the same SHA is pushed again, another one raises `BranchMoved` unpushed.
+    """
+    repo, trust = spec.repository, spec.trust
+    expected = trust.pushed_head_sha
     root = Path(settings.WORKSPACES_DIR)
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"{repo.name}-", dir=root) as tmp:
@@ -420,8 +527,16 @@ def _build_and_push(spec: PullRequestSpec, branch: str, base: str, prepare_branc
                 committer_name=settings.GIT_COMMITTER_NAME,
                 committer_email=settings.GIT_COMMITTER_EMAIL,
                 max_file_bytes=settings.GIT_MAX_FILE_BYTES,
+                depth=1 if spec.shallow else None,
             )
-            ws.create_branch(branch, ws.head())
+            if trust.commit_date is not None:
+                ws.pin_date(trust.commit_date)
+            start = ws.head()
+            base_sha = trust.pushed_base_sha
+            rebuild = bool(expected and base_sha and base_sha != start)
+            if rebuild and (ws.has_commit(base_sha) or (spec.shallow and ws.fetch_commit(base_sha))):
+                start = base_sha
+            ws.create_branch(branch, start)
         except GitError as exc:
             raise _from_git(exc, f"cloning {repo.name}@{base}") from None
         try:
@@ -432,8 +547,16 @@ def _build_and_push(spec: PullRequestSpec, branch: str, base: str, prepare_branc
             raise _from_git(exc, f"preparing {branch}") from None
         if head is None:
             raise PullRequestPermanent(f"nothing to change on {base}: the target already has this content")
+        if expected and head != expected:
+            raise BranchMoved(
+                f"branch {branch} is gone and rebuilding it on {start[:12]} gives {head[:12]}, "
+                f"not the commit {expected[:12]} the portal pushed",
+                old=expected,
+                new=head,
+                foreign=False,
+            )
         # Recorded before the push: whatever the branch holds later is trusted only if it is this.
-        spec.trust.record_push(head)
+        trust.record_push(head, start)
         try:
             ws.push(branch)
         except GitError as exc:
@@ -446,7 +569,9 @@ def _build_and_push(spec: PullRequestSpec, branch: str, base: str, prepare_branc
                 raise _ForeignBranch(
                     f"branch {branch} appeared at {remote[:12]} while the portal pushed"
                 ) from None
-            raise _from_git(exc, f"pushing {branch}") from None
+            if remote != head:
+                raise _from_git(exc, f"pushing {branch}") from None
+    trust.confirm_push(head, True)
     return head
 
 

@@ -11,9 +11,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.durations import format_duration
+from integrations.forges import PullRequest
 
-from .lifecycle import FAILED, MERGED, ChangeKind, change_record, change_transition
-from .pullrequests import PullRequestPermanent
+from .lifecycle import FAILED, MERGED, ChangeKind, change_head_moved, change_record, change_transition
+from .pullrequests import BranchMoved, PullRequestPermanent
 
 T = TypeVar("T")
 
@@ -53,6 +54,26 @@ def change_pr_read(*, kind: ChangeKind, change: Any, read: Callable[[], T]) -> T
         return None
     change_tracking_error(kind=kind, change=change, error="")
     return value
+
+
+def change_pr_head_moved(*, kind: ChangeKind, change: Any, pr: PullRequest) -> bool:
+    """An open PR whose head is not the commit the portal pushed: approvals invalidated, blocked.
+
+    The portal never pushes to a branch once its PR is open, so any other head is someone else's
+    commit (`change_head_moved`, tampered). Returns True when the change was stopped.
+    """
+    pushed = change.pushed_head_sha
+    if pr.state != "open" or not pushed or pr.head_sha == pushed:
+        return False
+    moved = BranchMoved(
+        f"the head of PR #{pr.number} moved from {pushed[:12]} to {pr.head_sha[:12]}, "
+        "a commit the portal did not make",
+        old=pushed,
+        new=pr.head_sha,
+        foreign=True,
+    )
+    change_head_moved(kind=kind, change_id=change.pk, moved=moved)
+    return True
 
 
 def deploy_timeout() -> timedelta:

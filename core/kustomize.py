@@ -15,6 +15,7 @@ Scalars are read as written (`newTag: 1.10` stays "1.10", not the number 1.1).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +98,154 @@ def _scalar(entry: dict[str, Any], key: str) -> str:
     return "" if value is None or value in ("~", "null") else str(value).strip()
 
 
+class _NotSimple(Exception):
+    """The text uses more YAML than the fast reader takes on: the full parser reads it."""
+
+
+_KEY = re.compile(r"([A-Za-z0-9_][A-Za-z0-9_./-]*):(?: +(.*))?")
+_DOUBLE = re.compile(r'"([^"\\]*)"(?: +#.*)?')
+_SINGLE = re.compile(r"'([^']*)'(?: +#.*)?")
+_PLAIN_START = frozenset("-?:,[]{}#&*!|>'\"%@`")
+_SIMPLE_TEXT = re.compile(r"[\x20-\x7e\n]*")
+
+
+_BLOCK = re.compile(r"\|-?(?: +#.*)?")
+
+
+class _Lines:
+    """The significant lines of a text (indentation, body, raw line number) and the raw lines."""
+
+    def __init__(self, raw: list[str]) -> None:
+        self.raw = raw
+        self.items: list[tuple[int, str, int]] = []
+        for number, line in enumerate(raw):
+            body = line.lstrip(" ")
+            if not body or body.startswith("#"):
+                continue
+            if body.startswith(("---", "...", "%")) and len(line) == len(body):
+                raise _NotSimple
+            self.items.append((len(line) - len(body), body.rstrip(" "), number))
+
+    def block(self, pos: int, parent: int, rest: str) -> tuple[str, int]:
+        """Read the literal block scalar (`|` or `|-`) opened on line `pos`; return it and the next pos."""
+        raw, start = self.raw, self.items[pos][2] + 1
+        end, width = start, -1
+        while end < len(raw):
+            line = raw[end]
+            if line:
+                indent = len(line) - len(line.lstrip(" "))
+                if indent == len(line):
+                    raise _NotSimple  # a line of spaces only: its meaning depends on the indentation
+                if width < 0:
+                    width = indent
+                    if width <= parent:
+                        raise _NotSimple  # an empty block scalar
+                if indent < width:
+                    break
+            end += 1
+        if width < 0:
+            raise _NotSimple
+        body = [line[width:] for line in raw[start:end]]
+        while body and not body[-1]:
+            body.pop()
+        text = "\n".join(body) + ("" if rest.startswith("|-") else "\n")
+        while pos < len(self.items) and self.items[pos][2] < end:
+            pos += 1
+        return text, pos
+
+
+def _simple_scalar(rest: str) -> str:
+    if rest[0] == '"' or rest[0] == "'":
+        match = (_DOUBLE if rest[0] == '"' else _SINGLE).fullmatch(rest)
+        if match is None:
+            raise _NotSimple
+        return match.group(1)
+    value = rest.split(" #", 1)[0].rstrip(" ")
+    if not value or value[0] in _PLAIN_START or "#" in value or ": " in value or value.endswith(":"):
+        raise _NotSimple
+    return value
+
+
+def _is_item(body: str) -> bool:
+    return body == "-" or body.startswith("- ")
+
+
+def _simple_node(doc: _Lines, pos: int, indent: int) -> tuple[Any, int]:
+    """Read the block mapping or sequence whose lines start at `pos` with this indentation."""
+    lines = doc.items
+    if _is_item(lines[pos][1]):
+        items: list[Any] = []
+        while pos < len(lines) and lines[pos][0] == indent and _is_item(lines[pos][1]):
+            rest = lines[pos][1][1:]
+            content = rest.lstrip(" ")
+            if not content or content.startswith(("-", "#")):
+                raise _NotSimple  # an empty or nested item, or a comment where the item starts
+            if _KEY.fullmatch(content):
+                # `- key: v` opens a mapping at the column of `key`.
+                lines[pos] = (indent + 1 + len(rest) - len(content), content, lines[pos][2])
+                value, pos = _simple_node(doc, pos, lines[pos][0])
+            elif _BLOCK.fullmatch(content):
+                value, pos = doc.block(pos, indent, content)
+            else:
+                value, pos = _simple_scalar(content), pos + 1
+                if pos < len(lines) and lines[pos][0] > indent:
+                    raise _NotSimple
+            items.append(value)
+        return items, pos
+    mapping: dict[str, Any] = {}
+    while pos < len(lines) and lines[pos][0] == indent:
+        match = _KEY.fullmatch(lines[pos][1])
+        if match is None or match.group(1) in mapping:
+            raise _NotSimple
+        key, rest = match.group(1), (match.group(2) or "").strip(" ")
+        if _BLOCK.fullmatch(rest):
+            mapping[key], pos = doc.block(pos, indent, rest)
+            continue
+        pos += 1
+        nested = pos < len(lines) and (
+            lines[pos][0] > indent or (lines[pos][0] == indent and _is_item(lines[pos][1]))
+        )
+        if rest and not rest.startswith("#"):
+            if nested:
+                raise _NotSimple
+            mapping[key] = _simple_scalar(rest)
+        elif nested:
+            mapping[key], pos = _simple_node(doc, pos, lines[pos][0])
+        else:
+            mapping[key] = ""  # `key:` with nothing after it, as the base loader reads it
+    if pos < len(lines) and lines[pos][0] > indent:
+        raise _NotSimple
+    return mapping, pos
+
+
+def _simple_yaml(source: str) -> Any:
+    """Read block mappings and sequences of one-line scalars, as YAML's base loader would.
+
+    Kustomizations are almost always this simple; the pure-Python YAML parser costs about a
+    millisecond per file, which the poller pays for every historic overlay it reads. Anything else
+    (flow style, anchors, tags, escaped or folded scalars, tabs, several documents, non-ASCII)
+    raises _NotSimple and goes to the full parser.
+    """
+    if not _SIMPLE_TEXT.fullmatch(source):
+        raise _NotSimple
+    doc = _Lines(source.split("\n"))
+    if not doc.items:
+        return None
+    if doc.items[0][0] != 0:
+        raise _NotSimple
+    data, pos = _simple_node(doc, 0, 0)
+    if pos != len(doc.items):
+        raise _NotSimple
+    return data
+
+
+def _load(source: str) -> Any:
+    try:
+        return _simple_yaml(source)
+    except _NotSimple:
+        return YAML(typ="base", pure=True).load(source)
+
+
 def read_kustomization(text: str | bytes | None) -> Kustomization:
     """Parse a kustomization file; raise KustomizationError naming the problem when it is not one.
 
@@ -105,7 +254,7 @@ def read_kustomization(text: str | bytes | None) -> Kustomization:
     """
     source = _text(text)
     try:
-        data = YAML(typ="base", pure=True).load(source)
+        data = _load(source)
     except YAMLError as exc:
         first = str(exc).strip().splitlines()
         mark = getattr(exc, "problem_mark", None)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from audit.services import audit_event_record, change_record_sync
+from audit.services import audit_events_record, change_records_create
 from core.kustomize import KustomizationError, image_version
 from integrations.argocd import ArgoApplication as RemoteApp
 from integrations.argocd import HistoryEntry
@@ -22,36 +21,67 @@ from .models import Application, ArgoApplication, Commit, CommitTouch, Deploymen
 
 
 class HistoricVersions:
-    """Read the image version an overlay pinned at an older revision (from the local mirror)."""
+    """Read the image version an overlay pinned at an older revision (from the local mirror).
+
+    `prefetch` reads many (revision, overlay) pairs with one `git cat-file --batch` per repository;
+    versions are cached by (repository, revision, path) and parsed once per (blob, app).
+    """
 
     def __init__(self) -> None:
         self._mirrors: dict[int, GitMirror | None] = {}
         self._cache: dict[tuple[int, str, str], str] = {}
+        self._by_blob: dict[tuple[str, str], str] = {}
+
+    @staticmethod
+    def _file(path: str) -> str:
+        return f"{path.strip('/')}/kustomization.yaml"
+
+    def _wanted(self, repo: GitRepository | None, revision: str, path: str) -> bool:
+        return repo is not None and bool(revision and path) and bool(SHA.fullmatch(revision))
+
+    def _mirror(self, repo: GitRepository) -> GitMirror | None:
+        if repo.pk not in self._mirrors:
+            self._mirrors[repo.pk] = mirror_for(repo) if mirror_exists(repo) else None
+        return self._mirrors[repo.pk]
+
+    def prefetch(self, wanted: Iterable[tuple[GitRepository | None, str, str, str]]) -> None:
+        """Read the versions of many (repo, revision, path, app) at once (missing ones read as "")."""
+        todo: dict[int, dict[tuple[str, str], tuple[GitRepository, str, str, str]]] = {}
+        for repo, revision, path, app in wanted:
+            if (
+                repo is None
+                or not self._wanted(repo, revision, path)
+                or (repo.pk, revision, path) in self._cache
+            ):
+                continue
+            todo.setdefault(repo.pk, {})[(revision, self._file(path))] = (repo, revision, path, app)
+        for pairs in todo.values():
+            repo = next(iter(pairs.values()))[0]
+            mirror = self._mirror(repo)
+            try:
+                found = mirror.files_at(pairs) if mirror is not None else {}
+            except GitError:
+                found = {}
+            for pair, (_, revision, path, app) in pairs.items():
+                blob = found.get(pair)
+                self._cache[(repo.pk, revision, path)] = self._parse(blob[0], blob[1], app) if blob else ""
+
+    def _parse(self, blob_id: str, content: bytes, app: str) -> str:
+        key = (blob_id, app)
+        if key not in self._by_blob:
+            try:
+                self._by_blob[key] = image_version(content, app)[:200] if content else ""
+            except KustomizationError:
+                self._by_blob[key] = ""  # an overlay that was broken at that revision has no version
+        return self._by_blob[key]
 
     def version(self, repo: GitRepository | None, revision: str, path: str, app: str) -> str:
-        if repo is None or not revision or not path or not SHA.fullmatch(revision):
+        if repo is None or not self._wanted(repo, revision, path):
             return ""
         key = (repo.pk, revision, path)
         if key not in self._cache:
-            self._cache[key] = self._read(repo, revision, path, app)
-        return self._cache[key]
-
-    def _read(self, repo: GitRepository, revision: str, path: str, app: str) -> str:
-        if repo.pk not in self._mirrors:
-            self._mirrors[repo.pk] = mirror_for(repo) if mirror_exists(repo) else None
-        mirror = self._mirrors[repo.pk]
-        if mirror is None:
-            return ""
-        try:
-            blob = mirror.file_at(revision, f"{path.strip('/')}/kustomization.yaml")
-        except GitError:
-            return ""
-        if not blob:
-            return ""
-        try:
-            return image_version(blob, app)[:200]
-        except KustomizationError:
-            return ""  # an overlay that was broken at that revision has no version to show
+            self.prefetch([(repo, revision, path, app)])
+        return self._cache.get(key, "")
 
 
 def _out_of_band(
@@ -134,71 +164,131 @@ def deployments_record(
     remote: RemoteApp | None = None,
     versions: HistoricVersions | None = None,
 ) -> list[Deployment]:
-    """Store each status.history entry as a Deployment exactly once; return the new rows.
+    """Store each status.history entry of one app as a Deployment exactly once; return the new rows."""
+    return deployments_record_many(items=[(argo_app, history, remote)], versions=versions)
 
-    The Argo CD application row is locked first, so concurrent polls of the same app serialise and
-    the second one finds the rows already there. Each new row writes `deployment.observed`.
+
+def deployments_record_many(
+    *,
+    items: Sequence[tuple[ArgoApplication, Sequence[HistoryEntry], RemoteApp | None]],
+    versions: HistoricVersions | None = None,
+) -> list[Deployment]:
+    """Store the status.history entries of many apps as Deployments exactly once; return the new rows.
+
+    One pass for the whole list: the Argo CD application rows are locked first (in id order), so
+    concurrent polls of the same apps serialise and the second one finds the rows already there;
+    then one query for the known history ids, one for the deployed commits of each repository, one
+    for the apps' portal-made touches, one `git cat-file --batch` for the historic overlays, one
+    bulk insert, and one batched append of the `deployment.observed` events (app by app, oldest
+    first, as before).
     """
     versions = versions or HistoricVersions()
+    wanted = {argo_app.pk: (history, remote) for argo_app, history, remote in items if history}
+    if not wanted:
+        return []
     with transaction.atomic():
-        locked = (
+        locked_rows = list(
             ArgoApplication.objects.select_for_update(of=("self",))
             .select_related("application__repository", "environment", "cluster")
-            .get(pk=argo_app.pk)
+            .filter(pk__in=list(wanted))
+            .order_by("pk")
         )
-        known_rows = list(
-            Deployment.objects.filter(argo_app=locked).values_list("history_id", "revision", "version")
-        )
-        known_ids = {hid for hid, _, _ in known_rows}
-        fresh = [e for e in sorted(history, key=lambda e: e.id) if e.id not in known_ids]
-        if not fresh:
+        known: dict[int, list[tuple[int, str, str]]] = {}
+        for argo_id, hid, revision, version in Deployment.objects.filter(
+            argo_app_id__in=list(wanted)
+        ).values_list("argo_app_id", "history_id", "revision", "version"):
+            known.setdefault(argo_id, []).append((hid, revision, version))
+        pending: list[tuple[_AppHistory, list[HistoryEntry], dict[int, str], list[tuple[int, str, str]]]] = []
+        locked_by_id = {row.pk: row for row in locked_rows}
+        for pk, (history, remote) in wanted.items():  # in the caller's order (the ledger's order)
+            locked = locked_by_id.get(pk)
+            if locked is None:
+                continue
+            known_rows = known.get(locked.pk, [])
+            known_ids = {hid for hid, _, _ in known_rows}
+            fresh = [e for e in sorted(history, key=lambda e: e.id) if e.id not in known_ids]
+            if not fresh:
+                continue
+            app = locked.application
+            repo = app.repository if app is not None else None
+            repo_urls = {repo.url, repo.url.removesuffix(".git")} if repo else set()
+            sources = remote.sources if remote is not None else ()
+            revision_of = {e.id: e.revision or git_revision(e.revisions, sources, repo_urls) for e in fresh}
+            context = _AppHistory(locked=locked, app=app, repo=repo)
+            context.seqs = {r: 0 for r in set(revision_of.values()) | {r for _, r, _ in known_rows if r}}
+            pending.append((context, fresh, revision_of, known_rows))
+        if not pending:
             return []
-        app = locked.application
-        repo = app.repository if app is not None else None
-        repo_urls = {repo.url, repo.url.removesuffix(".git")} if repo else set()
-        sources = remote.sources if remote is not None else ()
-        revision_of = {e.id: e.revision or git_revision(e.revisions, sources, repo_urls) for e in fresh}
-        context = _app_history(
-            locked=locked,
-            app=app,
-            repo=repo,
-            revisions=set(revision_of.values()) | {r for _, r, _ in known_rows if r},
+        _histories_load([context for context, _, _, _ in pending])
+        versions.prefetch(
+            (context.repo, revision_of[entry.id], entry.source_path or context.locked.path, context.app_name)
+            for context, fresh, revision_of, _ in pending
+            for entry in fresh
+            if not (revision_of[entry.id] == context.locked.deployed_revision and context.locked.images)
         )
-        new = _deployments_build(
-            context=context, fresh=fresh, revision_of=revision_of, known_rows=known_rows, versions=versions
+        built = [
+            (context, item)
+            for context, fresh, revision_of, known_rows in pending
+            for item in _deployments_build(
+                context=context,
+                fresh=fresh,
+                revision_of=revision_of,
+                known_rows=known_rows,
+                versions=versions,
+            )
+        ]
+        Deployment.objects.bulk_create([item.row for _, item in built], batch_size=1000)
+        audit_events_record(_deployment_observed_event(context=context, item=item) for context, item in built)
+        change_records_create(
+            _out_of_band_change(context=context, item=item)
+            for context, item in built
+            if context.production_like and item.row.out_of_band
         )
-        Deployment.objects.bulk_create([n.row for n in new])
-        for item in new:
-            _deployment_observed_record(context=context, item=item)
-        if context.production_like:
-            for item in new:
-                if item.row.out_of_band:
-                    _out_of_band_change_record(context=context, item=item)
-        return [n.row for n in new]
+        return [item.row for _, item in built]
 
 
-def _app_history(
-    *, locked: ArgoApplication, app: Application | None, repo: GitRepository | None, revisions: set[str]
-) -> _AppHistory:
-    """Load the ingested commits of the deployed revisions and the app's portal-made changes."""
-    context = _AppHistory(locked=locked, app=app, repo=repo)
-    if repo is None or app is None:
-        return context
-    context.seqs = dict(
-        Commit.objects.filter(
-            repository=repo, sha__in=[r for r in revisions if SHA.fullmatch(r or "")]
-        ).values_list("sha", "seq")
-    )
-    if context.seqs:
-        env_q = Q(environment__isnull=True)
-        if locked.environment_id:
-            env_q |= Q(environment_id=locked.environment_id)
-        context.touches = list(
-            CommitTouch.objects.filter(env_q, application=app, seq__lte=max(context.seqs.values()))
-            .order_by("seq")
-            .values_list("seq", "commit__portal_ref")
+def _histories_load(contexts: list[_AppHistory]) -> None:
+    """Load the ingested commits of the deployed revisions and the apps' portal-made changes.
+
+    `context.seqs` holds the revisions to look up on the way in, and their commit seqs (the ones
+    found in the ingested history) on the way out.
+    """
+    by_repo: dict[int, set[str]] = {}
+    for context in contexts:
+        wanted, context.seqs = context.seqs, {}
+        if context.repo is not None and context.app is not None:
+            by_repo.setdefault(context.repo.pk, set()).update(r for r in wanted if SHA.fullmatch(r or ""))
+            context.seqs = dict.fromkeys(wanted, 0)
+    seq_of: dict[tuple[int, str], int] = {}
+    for repo_id, shas in by_repo.items():
+        for sha, seq in Commit.objects.filter(repository_id=repo_id, sha__in=sorted(shas)).values_list(
+            "sha", "seq"
+        ):
+            seq_of[(repo_id, sha)] = seq
+    for context in contexts:
+        if context.repo is not None:
+            context.seqs = {
+                r: seq_of[(context.repo.pk, r)] for r in context.seqs if (context.repo.pk, r) in seq_of
+            }
+    with_seqs = [c for c in contexts if c.seqs and c.app is not None]
+    if not with_seqs:
+        return
+    high = max(max(c.seqs.values()) for c in with_seqs)
+    touches: dict[tuple[int, int | None], list[tuple[int, str]]] = {}
+    for app_id, env_id, seq, ref in (
+        CommitTouch.objects.filter(application_id__in={c.app.pk for c in with_seqs if c.app}, seq__lte=high)
+        .order_by("seq")
+        .values_list("application_id", "environment_id", "seq", "commit__portal_ref")
+    ):
+        touches.setdefault((app_id, env_id), []).append((seq, ref))
+    for context in with_seqs:
+        assert context.app is not None
+        limit = max(context.seqs.values())
+        env = context.locked.environment_id
+        mine = touches.get((context.app.pk, None), []) + (
+            touches.get((context.app.pk, env), []) if env else []
         )
-    return context
+        context.touches = sorted((t for t in mine if t[0] <= limit), key=lambda t: t[0])
 
 
 def _deployments_build(
@@ -266,16 +356,18 @@ def _deployments_build(
     return new
 
 
-def _deployment_observed_record(*, context: _AppHistory, item: _NewDeployment) -> None:
-    """Write the `deployment.observed` audit event of one stored Deployment."""
+def _deployment_observed_event(*, context: _AppHistory, item: _NewDeployment) -> dict[str, Any]:
+    """Return the `deployment.observed` audit event of one stored Deployment (for audit_events_record)."""
     row, locked = item.row, context.locked
     env_name, cluster_name = context.env_name, context.cluster_name
-    audit_event_record(
+    return dict(
         action="deployment.observed",
         target_type="deployment",
         target_id=row.pk,
         target_label=f"{locked.name}#{row.history_id}",
         app=context.app_name,
+        # The deployment's own audit scope (Deployment.audit_scope), without a query per event.
+        project=context.app.project if context.app else "",
         environment=env_name,
         cluster=cluster_name,
         shas=[s for s in [row.revision, *row.revisions] if SHA.fullmatch(s or "")][:8] or [row.revision],
@@ -297,8 +389,8 @@ def _deployment_observed_record(*, context: _AppHistory, item: _NewDeployment) -
     )
 
 
-def _out_of_band_change_record(*, context: _AppHistory, item: _NewDeployment) -> None:
-    """Give an out-of-band deployment to a production-like environment its change record."""
+def _out_of_band_change(*, context: _AppHistory, item: _NewDeployment) -> dict[str, Any]:
+    """Return the change record of an out-of-band deployment to a production-like environment."""
     row, app_name = item.row, context.app_name
     env_name, cluster_name = context.env_name, context.cluster_name
     project = (context.app.project if context.app else "") or context.locked.project
@@ -309,7 +401,7 @@ def _out_of_band_change_record(*, context: _AppHistory, item: _NewDeployment) ->
     result = context.locked.sync_result
     if result and result.get("revision") == row.revision:
         fields["sync_result"] = result  # Argo CD's last operation is the one that deployed this row
-    change_record_sync(
+    return dict(
         kind="out_of_band",
         source_type="deployment",
         source_id=str(row.pk),

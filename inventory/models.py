@@ -236,6 +236,11 @@ class ArgoApplication(models.Model):
     state_hash = models.CharField(
         max_length=64, blank=True, help_text="hash of the observed state, skips unchanged rows"
     )
+    list_hash = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="hash of the raw list item last stored: an unchanged item is not even parsed",
+    )
     first_seen_at = models.DateTimeField(default=timezone.now)
     last_changed_at = models.DateTimeField(default=timezone.now)
     out_of_sync_since = models.DateTimeField(null=True, blank=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,7 +12,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import audit_event_record
-from integrations.argocd import ArgoApplication as RemoteApp
 from integrations.argocd import ArgoCDClient, ArgoCDError, ArgoCDUnavailable
 from integrations.gitrepo import GitError
 
@@ -22,9 +20,18 @@ from .claims import POLL_CLAIM, claim_release, row_claim
 from .clients import argocd_client_for
 from .config import PortalConfig
 from .configapply import ConfigApplyResult, config_apply
-from .ingest import IngestResult, repositories_ingest_for, repository_ingest
-from .models import ArgoApplication, ArgoInstance, Cluster, GitRepository
-from .store import apps_mark_removed, apps_store, changed_full_apps, clusters_upsert, instance_lock
+from .ingest import IngestResult, repository_ingest
+from .models import ArgoInstance, GitRepository
+from .store import (
+    Observed,
+    apps_mark_removed,
+    apps_read_and_store,
+    apps_store_narrow,
+    clusters_upsert,
+    existing_apps,
+    instance_lock,
+    listed_apps_observe,
+)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -67,15 +74,10 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
     try:
         client = client or argocd_client_for(instance)
         clusters = client.list_clusters()
-        listing = client.list_applications()
+        listing = client.list_application_items()
         cluster_rows = clusters_upsert(instance=instance, clusters=clusters)
-        existing = {
-            row["name"]: row
-            for row in ArgoApplication.objects.filter(instance=instance).values(
-                "id", "name", "state_hash", "deleted_at"
-            )
-        }
-        seen_names = {item.name for item in listing.items}
+        existing = existing_apps(instance)
+        seen_names = {name for name in map(listing.name_of, listing.items) if name}
         removed = [
             name for name, row in existing.items() if name not in seen_names and row["deleted_at"] is None
         ]
@@ -84,17 +86,26 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
         )
         if refusal:
             raise RemovalHeld(refusal)
-        hashes, full = changed_full_apps(client=client, items=listing.items, existing=existing)
-        repositories_ingest_for(instance=instance, full=full)
-        result.apps_seen = len(listing.items)
+        result.apps_seen, resource_version = len(listing.items), listing.resource_version or ""
+        observed = Observed()
+        read: dict[str, Any] = {"changed": 0, "new": 0, "deployments": 0}
+        # Synced (and new) apps first: their deployments are stored before the rest is even parsed.
+        for batch in listed_apps_observe(
+            client=client, instance=instance, listing=listing, existing=existing
+        ):
+            done = apps_read_and_store(
+                client=client, instance=instance, observed=batch, cluster_rows=cluster_rows, now=now
+            )
+            observed.merge(batch)
+            for key in read:
+                read[key] += done[key]
+        del listing, existing  # a fleet's raw list is tens of MB
         stats = _poll_store(
             instance=instance,
-            full=full,
-            hashes=hashes,
-            existing=existing,
+            observed=observed,
+            read=read,
             removed=removed,
-            cluster_rows=cluster_rows,
-            resource_version=listing.resource_version or "",
+            resource_version=resource_version,
             started=started,
             now=now,
         )
@@ -172,17 +183,18 @@ def instance_mark_stale(*, instance_id: int, error: str, duration_ms: int | None
 def _poll_store(
     *,
     instance: ArgoInstance,
-    full: dict[str, RemoteApp],
-    hashes: dict[str, str],
-    existing: Mapping[str, Mapping[str, Any]],
+    observed: Observed,
+    read: dict[str, Any],
     removed: list[str],
-    cluster_rows: dict[str, Cluster],
     resource_version: str,
     started: float,
     now: datetime,
-) -> dict[str, int]:
+) -> dict[str, Any]:
+    """Store the narrow-only changes and removals, and record the poll (the full reads are stored)."""
     instance_lock(instance.pk)
-    stats = apps_store(instance=instance, full=full, hashes=hashes, cluster_rows=cluster_rows, now=now)
+    hashes = observed.hashes
+    stats = dict(read)
+    stats["changed"] += apps_store_narrow(observed=observed, now=now)
     if removed:
         apps_mark_removed(instance=instance, names=removed, now=now)
 

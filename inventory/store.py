@@ -2,43 +2,340 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Model
+from django.utils.dateparse import parse_datetime
 
 from audit.services import audit_event_record
 from integrations.argocd import ArgoApplication as RemoteApp
-from integrations.argocd import ArgoCDClient, ArgoCDNotFound, ArgoCDPermissionDenied
+from integrations.argocd import ArgoCDClient, ArgoCDNotFound, ArgoCDPermissionDenied, RawApplicationList
 
-from .appstate import POLLER, ROW_FIELDS, Placement, placement_of, row_values, state_hash
+from .appstate import (
+    NARROW_FIELDS,
+    POLLER,
+    ROW_FIELDS,
+    Placement,
+    list_item_hash,
+    narrow_change_only,
+    narrow_values,
+    placement_of,
+    row_values,
+    state_hash,
+)
 from .config import INFERRED_ORDER
-from .deployments import HistoricVersions, deployments_record
+from .deployments import deployments_record_many
+from .ingest import repositories_ingest_for
 from .models import Application, ArgoApplication, ArgoInstance, Cluster, Environment, GitRepository
 from .ownership import application_pin_resolve, ownership_conflict_of, ownership_conflict_record
 
 
-def changed_full_apps(
-    *, client: ArgoCDClient, items: Iterable[RemoteApp], existing: Mapping[str, Mapping[str, Any]]
-) -> tuple[dict[str, str], dict[str, RemoteApp]]:
-    """Hash the narrow (list or watch) state; read in full only the apps whose hash changed.
+@dataclass
+class Observed:
+    """What a list (or a burst of watch events) says about an instance's apps, sorted by cost.
 
-    Returns the hashes of all `items` and the full apps of the changed ones. `existing` maps
-    names to stored rows with `state_hash` and `deleted_at`.
+    `hashes`: the state hash of every app seen. `to_read`: the apps to read in full (new, or whose
+    history, operation or spec may have changed). `narrow`: the apps whose sync revision, sync
+    status or health alone moved (a monorepo commit moves every app's sync revision): stored from
+    the narrow state in one UPDATE. `relisted`: state unchanged, only the raw list item differs.
+    `list_hashes`: the raw list item hashes (a list only; the watch's items differ from the list's).
     """
-    hashes = {item.name: state_hash(item) for item in items}
-    full: dict[str, RemoteApp] = {}
-    for name, digest in hashes.items():
-        row = existing.get(name)
-        if row is not None and row["state_hash"] == digest and row["deleted_at"] is None:
+
+    hashes: dict[str, str] = field(default_factory=dict)
+    to_read: list[str] = field(default_factory=list)  # read in full by apps_read_and_store, in chunks
+    narrow: dict[str, RemoteApp] = field(default_factory=dict)
+    relisted: dict[str, int] = field(default_factory=dict)  # name -> row id
+    list_hashes: dict[str, str] = field(default_factory=dict)
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # stored rows of the changed ones
+
+    def merge(self, other: Observed) -> None:
+        """Add another batch of the same list."""
+        self.hashes.update(other.hashes)
+        self.to_read += other.to_read
+        self.narrow.update(other.narrow)
+        self.relisted.update(other.relisted)
+        self.list_hashes.update(other.list_hashes)
+        self.rows.update(other.rows)
+
+
+_NARROW_ROW = ("id", "name", "state_hash", "deleted_at", "is_multi_source", *NARROW_FIELDS)
+
+
+def existing_apps(instance: ArgoInstance, names: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Return the stored rows the poller compares with (name → id, hashes, deleted_at)."""
+    rows = ArgoApplication.objects.filter(instance=instance)
+    if names is not None:
+        rows = rows.filter(name__in=list(names))
+    return {r["name"]: dict(r) for r in rows.values("id", "name", "state_hash", "list_hash", "deleted_at")}
+
+
+def listed_apps_observe(
+    *,
+    client: ArgoCDClient,
+    instance: ArgoInstance,
+    listing: RawApplicationList,
+    existing: Mapping[str, Mapping[str, Any]],
+) -> Iterator[Observed]:
+    """Hash each raw list item; parse only the ones whose hash moved, then sort those by cost.
+
+    Yields first the new apps and those whose operation moved (a sync: new history to record),
+    then the rest: the app that was synced is stored before the fleet whose sync revision the
+    same commit moved. The first batch also carries the unchanged apps' hashes.
+    """
+    unchanged: dict[str, str] = {}
+    changed: list[tuple[int, dict[str, Any], str]] = []
+    for index, item in enumerate(listing.items):
+        name = listing.name_of(item)
+        digest = list_item_hash(item)
+        row = existing.get(name) if name else None
+        if row is not None and row["list_hash"] == digest and row["deleted_at"] is None:
+            unchanged[row["name"]] = row["state_hash"]
+        else:
+            changed.append((index, item, digest))
+    stored = (
+        {
+            name: (phase, started, finished)
+            for name, phase, started, finished in ArgoApplication.objects.filter(
+                instance=instance,
+                name__in=[n for n in (listing.name_of(item) for _, item, _ in changed) if n in existing],
+            ).values_list("name", "operation_phase", "operation_started_at", "operation_finished_at")
+        }
+        if changed
+        else {}
+    )
+    urgent = [c for c in changed if operation_moved(c[1], stored.get(listing.name_of(c[1]) or ""))]
+    rest = [c for c in changed if not operation_moved(c[1], stored.get(listing.name_of(c[1]) or ""))]
+    for number, group in enumerate((urgent, rest)):
+        if number and not group:
             continue
-        # The list's `fields` drop history and sync.revisions (API.md §5): read the full app.
-        try:
-            full[name] = client.get_application(name)
-        except (ArgoCDNotFound, ArgoCDPermissionDenied):
-            continue  # deleted between list and get (Argo CD hides missing apps behind 403)
-    return hashes, full
+        remotes, list_hashes = [], {}
+        for index, item, digest in group:
+            remote = client.parse_list_item(item, index)
+            list_hashes[remote.name] = digest
+            remotes.append(remote)
+        observed = apps_observe(client=client, instance=instance, items=remotes, existing=existing)
+        observed.list_hashes = list_hashes
+        if not number:
+            observed.hashes.update(unchanged)
+        yield observed
+
+
+def operation_moved(item: dict[str, Any], stored: tuple[str, Any, Any] | None) -> bool:
+    """Tell from a raw (list or watch) app whether its operation differs from the stored one (or it is new)."""
+    if stored is None:
+        return True
+    status = item.get("status")
+    op = status.get("operationState") if isinstance(status, dict) else None
+    op = op if isinstance(op, dict) else {}
+    phase, started, finished = stored
+    try:
+        return (
+            (op.get("phase") or "") != phase
+            or _time(op.get("startedAt")) != started
+            or _time(op.get("finishedAt")) != finished
+        )
+    except (TypeError, ValueError):
+        return True  # unreadable here: the typed parse will say why
+
+
+def _time(value: Any) -> datetime | None:
+    return parse_datetime(value) if value else None
+
+
+def apps_observe(
+    *,
+    client: ArgoCDClient,
+    instance: ArgoInstance,
+    items: Iterable[RemoteApp],
+    existing: Mapping[str, Mapping[str, Any]],
+) -> Observed:
+    """Hash the narrow (list or watch) state; read in full only the apps that need it.
+
+    `existing` maps names to stored rows with `state_hash` and `deleted_at`. A changed app whose
+    only differences are NARROW_FIELDS goes to `narrow`; the rest are read in full (the list's
+    `fields` drop history and sync.revisions, API.md §5).
+    """
+    observed = Observed()
+    candidates: list[RemoteApp] = []
+    for item in items:
+        digest = state_hash(item)
+        observed.hashes[item.name] = digest
+        row = existing.get(item.name)
+        if row is not None and row["deleted_at"] is None:
+            if row["state_hash"] == digest:
+                observed.relisted[item.name] = row["id"]
+                continue
+            candidates.append(item)
+        else:
+            observed.to_read.append(item.name)
+    if candidates:
+        stored = {
+            r["name"]: r
+            for r in ArgoApplication.objects.filter(
+                instance=instance, name__in=[c.name for c in candidates]
+            ).values(*_NARROW_ROW, "out_of_sync_since", "degraded_since")
+        }
+        for item in candidates:
+            row = stored.get(item.name)
+            if row is not None and narrow_change_only(item, row):
+                observed.narrow[item.name] = item
+                observed.rows[item.name] = row
+            else:
+                observed.to_read.append(item.name)
+    return observed
+
+
+def full_reads(client: ArgoCDClient, names: list[str]) -> dict[str, RemoteApp]:
+    """GET these apps in full (a few at a time); apps deleted meanwhile are left out."""
+    if len(names) < 2 * FULL_READS_AT_ONCE:
+        fetched = [_full_read(client, name) for name in names]
+    else:
+        with ThreadPoolExecutor(FULL_READS_AT_ONCE, thread_name_prefix="argocd-get") as pool:
+            fetched = list(pool.map(lambda name: _full_read(client, name), names))
+    return {name: remote for name, remote in zip(names, fetched, strict=True) if remote is not None}
+
+
+def apps_read_and_store(
+    *,
+    client: ArgoCDClient,
+    instance: ArgoInstance,
+    observed: Observed,
+    cluster_rows: dict[str, Cluster],
+    now: datetime,
+    chunk: int = 500,
+) -> dict[str, Any]:
+    """Read the apps of `observed.to_read` in full and store them, `chunk` apps per transaction.
+
+    Each chunk is read, its commits ingested, then stored with its deployments under the instance
+    lock, and committed: memory stays bounded by one chunk however large the fleet, and the watcher
+    is never held up by a whole first poll. A chunk that fails leaves the earlier ones stored
+    (their state hash says so: the next poll goes on from there).
+    """
+    stats: dict[str, Any] = {"changed": 0, "new": 0, "deployments": 0, "by_app": Counter(), "read": []}
+    chunks = [observed.to_read[start : start + chunk] for start in range(0, len(observed.to_read), chunk)]
+    if len(observed.to_read) < 2 * FULL_READS_AT_ONCE:
+        reads: Iterator[dict[str, RemoteApp]] = (full_reads(client, names) for names in chunks)
+        return _chunks_store(instance, observed, cluster_rows, now, reads, stats)
+    pool = ThreadPoolExecutor(FULL_READS_AT_ONCE, thread_name_prefix="argocd-get")
+    try:
+        # The next chunk is read while this one is stored (the database works meanwhile).
+        return _chunks_store(instance, observed, cluster_rows, now, _prefetched(pool, client, chunks), stats)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # a failed chunk does not wait for the next one's reads
+
+
+def _prefetched(
+    pool: ThreadPoolExecutor, client: ArgoCDClient, chunks: list[list[str]]
+) -> Iterator[dict[str, RemoteApp]]:
+    def submit(names: list[str]) -> list[tuple[str, Future[RemoteApp | None]]]:
+        return [(name, pool.submit(_full_read, client, name)) for name in names]
+
+    pending = submit(chunks[0]) if chunks else []
+    for number in range(len(chunks)):
+        current, pending = pending, (submit(chunks[number + 1]) if number + 1 < len(chunks) else [])
+        done = {name: future.result() for name, future in current}
+        yield {name: remote for name, remote in done.items() if remote is not None}
+
+
+def _chunks_store(
+    instance: ArgoInstance,
+    observed: Observed,
+    cluster_rows: dict[str, Cluster],
+    now: datetime,
+    reads: Iterable[dict[str, RemoteApp]],
+    stats: dict[str, Any],
+) -> dict[str, Any]:
+    for full in reads:
+        repositories_ingest_for(instance=instance, full=full)
+        with transaction.atomic():
+            instance_lock(instance.pk)
+            done = apps_store(
+                instance=instance,
+                full=full,
+                hashes=observed.hashes,
+                cluster_rows=cluster_rows,
+                now=now,
+                list_hashes=observed.list_hashes,
+            )
+        for key in ("changed", "new", "deployments", "by_app"):
+            stats[key] += done[key]
+        stats["read"] += list(full)
+    return stats
+
+
+# Full GETs in flight at once when many apps changed (a first poll, a re-list after an outage):
+# against a real Argo CD each GET is mostly waiting on the network and the API server.
+FULL_READS_AT_ONCE = 4
+
+
+def _full_read(client: ArgoCDClient, name: str) -> RemoteApp | None:
+    try:
+        return client.get_application(name)
+    except (ArgoCDNotFound, ArgoCDPermissionDenied):
+        return None  # deleted between list and get (Argo CD hides missing apps behind 403)
+
+
+def apps_store_narrow(*, observed: Observed, now: datetime) -> int:
+    """Store the narrow-only changes (and the relisted apps' raw hashes) in one UPDATE each."""
+    updates = [
+        {
+            "id": observed.rows[name]["id"],
+            **narrow_values(remote, observed.rows[name], now),
+            "state_hash": observed.hashes[name],
+            "list_hash": observed.list_hashes.get(name, ""),
+            "last_changed_at": now,
+        }
+        for name, remote in observed.narrow.items()
+    ]
+    rows_update(ArgoApplication, updates)
+    rows_update(
+        ArgoApplication,
+        [
+            {"id": pk, "list_hash": observed.list_hashes[name]}
+            for name, pk in observed.relisted.items()
+            if name in observed.list_hashes
+        ],
+    )
+    return len(updates)
+
+
+_SQL_TYPES = {
+    "id": "bigint",
+    "out_of_sync_since": "timestamptz",
+    "degraded_since": "timestamptz",
+    "last_changed_at": "timestamptz",
+}
+
+
+def rows_update(model: type[Model], updates: list[dict[str, Any]]) -> None:
+    """Set different values on many rows by id: one `UPDATE … FROM unnest(…)` on PostgreSQL.
+
+    Every dict has the same keys, `id` among them; the other keys are text or timestamp columns
+    (see _SQL_TYPES). Django's bulk_update builds a CASE per column and row, quadratic at fleet size.
+    """
+    if not updates:
+        return
+    columns = list(updates[0])
+    if connection.vendor != "postgresql":
+        for values in updates:
+            model._default_manager.filter(pk=values["id"]).update(
+                **{c: values[c] for c in columns if c != "id"}
+            )
+        return
+    table = connection.ops.quote_name(model._meta.db_table)
+    sets = ", ".join(f"{connection.ops.quote_name(c)} = v.{c}" for c in columns if c != "id")
+    arrays = ", ".join(f"%s::{_SQL_TYPES.get(c, 'text')}[]" for c in columns)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS t SET {sets} FROM unnest({arrays}) AS v({', '.join(columns)}) WHERE t.id = v.id",  # noqa: S608 - column names are ours
+            [[values[c] for values in updates] for c in columns],
+        )
 
 
 def instance_lock(instance_id: int) -> None:
@@ -159,7 +456,8 @@ def apps_store(
     hashes: dict[str, str],
     cluster_rows: dict[str, Cluster],
     now: datetime,
-) -> dict[str, int]:
+    list_hashes: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """Upsert the rows of fully read apps and record their new history entries (in a transaction)."""
     mapping = instance.mapping or {}
     placements = {name: placement_of(remote, mapping, cluster_rows) for name, remote in full.items()}
@@ -183,6 +481,7 @@ def apps_store(
         values["environment"] = envs.get(placement.env or "")
         values["cluster"] = clusters_by_name.get(placement.cluster or "")
         values["state_hash"] = hashes[name]
+        values["list_hash"] = (list_hashes or {}).get(name, "")
         row = rows.get(name)
         if conflict and (row is None or row.ownership_conflict != conflict):
             conflicted.append((name, app))
@@ -214,14 +513,17 @@ def apps_store(
     for name, app in conflicted:
         ownership_conflict_record(row=rows[name], app=app)
 
-    deployments = 0
-    versions = HistoricVersions()
-    for name, remote in full.items():
-        # A conflicting Argo CD app's history is no deployment of the app it names.
-        if remote.history and not rows[name].ownership_conflict:
-            deployments += len(
-                deployments_record(
-                    argo_app=rows[name], history=remote.history, remote=remote, versions=versions
-                )
-            )
-    return {"changed": len(changed_rows), "new": len(new_rows), "deployments": deployments}
+    # A conflicting Argo CD app's history is no deployment of the app it names.
+    recorded = deployments_record_many(
+        items=[
+            (rows[name], remote.history, remote)
+            for name, remote in full.items()
+            if remote.history and not rows[name].ownership_conflict
+        ]
+    )
+    return {
+        "changed": len(changed_rows),
+        "new": len(new_rows),
+        "deployments": len(recorded),
+        "by_app": Counter(row.argo_app.name for row in recorded),
+    }

@@ -9,27 +9,78 @@ hash is already stored). The Celery poller keeps running: it repairs whatever a 
 
 from __future__ import annotations
 
+import itertools
 import logging
+import queue
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import DatabaseError, close_old_connections, connection
 
-from integrations.argocd import DEFAULT_WATCH_FIELDS, ArgoCDClient, ArgoCDError, WatchEvent
+from integrations.argocd import DEFAULT_WATCH_FIELDS, ArgoCDClient, ArgoCDError
 
 from .clients import argocd_client_for
 from .models import ArgoInstance
-from .observe import argo_application_observe, argo_application_remove
+from .observe import argo_application_remove, argo_applications_observe, raw_operation_moved
 from .poll import instance_poll
 
 logger = logging.getLogger(__name__)
 
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
+
+
+# The most sync-revision/health moves stored as one batch before new events are read again.
+MAX_BURST = 500
+_NOTHING = Exception("no event")  # the queue is empty for now (never raised)
+_ENDED = Exception("the stream ended")  # never raised
+
+
+@dataclass
+class _Pending:
+    """The latest undecoded event of each app not stored yet, and which of them are urgent."""
+
+    events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unchecked: set[str] = field(default_factory=set)  # arrived since the last urgency check
+    urgent: dict[str, None] = field(default_factory=dict)  # new apps, moved operations (in order)
+
+    def add(self, name: str, event: dict[str, Any]) -> None:
+        self.events.pop(name, None)
+        self.events[name] = event
+        self.urgent.pop(name, None)
+        self.unchecked.add(name)
+
+    def pop(self, name: str) -> dict[str, Any]:
+        self.urgent.pop(name, None)
+        self.unchecked.discard(name)
+        return self.events.pop(name)
+
+
+def _event_name(data: dict[str, Any]) -> str | None:
+    """The app an undecoded event is about (None when malformed: parsing it says why)."""
+    result = data.get("result")
+    app = result.get("application") if isinstance(result, dict) else None
+    meta = app.get("metadata") if isinstance(app, dict) else None
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def _read_stream(
+    events: Iterator[dict[str, Any]], arrived: queue.SimpleQueue[dict[str, Any] | BaseException | None]
+) -> None:
+    """Move the stream's events into `arrived`; then None (the stream ended) or the error that ended it."""
+    try:
+        for event in events:
+            arrived.put(event)
+    except BaseException as exc:  # handed to the storing thread, which re-lists
+        arrived.put(exc)
+        return
+    arrived.put(None)
 
 
 class RelistFailed(Exception):
@@ -157,31 +208,80 @@ class InstanceWatcher:
             self._streaming = True  # from here on stop() may abort the read
         try:
             self.stats.connects += 1
-            events = client.watch_applications(resource_version=position or None, fields=DEFAULT_WATCH_FIELDS)
-            for event in events:
+            events = client.watch_application_payloads(
+                resource_version=position or None, fields=DEFAULT_WATCH_FIELDS
+            )
+            # One thread reads and decodes the stream while this one parses and stores: a burst (a
+            # monorepo commit moves every app) is coalesced and stored in batches, the urgent first.
+            arrived: queue.SimpleQueue[dict[str, Any] | BaseException | None] = queue.SimpleQueue()
+            threading.Thread(
+                target=_read_stream,
+                args=(events, arrived),
+                name=f"argocd-watch-read-{self.instance_id}",
+                daemon=True,
+            ).start()
+            pending = _Pending()
+            ended: BaseException | None = None
+            while not self.stop_event.is_set():
+                item: dict[str, Any] | BaseException | None = _NOTHING
+                try:
+                    item = arrived.get(timeout=0.5) if not pending.events else arrived.get_nowait()
+                    while isinstance(item, dict):
+                        self.stats.events += 1
+                        self.stats.last_event_at = time.monotonic()
+                        pending.add(
+                            _event_name(item) or client.parse_watch_event(item).application.name, item
+                        )
+                        item = arrived.get_nowait()
+                except queue.Empty:
+                    pass
                 if self.stop_event.is_set():
                     return
-                self._apply(client, event)
+                if item is None or (isinstance(item, BaseException) and item is not _NOTHING):
+                    ended = item or _ENDED
+                if pending.events:
+                    self._apply_some(client, pending, everything=ended is not None)
+                if ended is not None and not pending.events:
+                    if ended is _ENDED:
+                        return  # the server ended the stream
+                    raise ended
         finally:
             with self._lock:
                 self._streaming = False
 
-    def _apply(self, client: ArgoCDClient, event: WatchEvent) -> None:
-        self.stats.events += 1
-        self.stats.last_event_at = time.monotonic()
-        if event.type == "DELETED":
-            result = argo_application_remove(instance_id=self.instance_id, name=event.application.name)
-            self.stats.removed += int(result.removed)
-            return
-        result = argo_application_observe(
-            instance_id=self.instance_id, remote=event.application, client=client
+    def _apply_some(self, client: ArgoCDClient, pending: _Pending, *, everything: bool) -> None:
+        """Store part of the pending events, the most urgent first, and drop them from `pending`.
+
+        Deletions, new apps and apps whose operation moved (a sync and its new history) go first;
+        then at most MAX_BURST of the others (sync revision, status or health moves), oldest first,
+        before new events are read again: a synced app never waits behind a whole fleet's burst.
+        Events are parsed here, urgent ones first, not as they arrive.
+        """
+        fresh = {name: pending.events[name] for name in pending.unchecked}
+        pending.unchecked.clear()
+        for name, data in fresh.items():
+            if data["result"].get("type") == "DELETED":
+                event = client.parse_watch_event(pending.pop(name))
+                result = argo_application_remove(instance_id=self.instance_id, name=event.application.name)
+                self.stats.removed += int(result.removed)
+        moved = raw_operation_moved(
+            instance_id=self.instance_id,
+            items={n: d["result"]["application"] for n, d in fresh.items() if n in pending.events},
         )
-        self.stats.changed += int(result.changed)
-        self.stats.deployments += result.new_deployments
-        if result.new_deployments:
-            logger.info(
-                "argocd watch: %s: %s new deployment(s)", event.application.name, result.new_deployments
-            )
+        pending.urgent.update(dict.fromkeys(moved))
+        names = list(pending.urgent)
+        if everything:
+            names += [n for n in pending.events if n not in pending.urgent]
+        else:
+            names += list(itertools.islice((n for n in pending.events if n not in pending.urgent), MAX_BURST))
+        if not names:
+            return
+        batch = [client.parse_watch_event(pending.pop(name)).application for name in names]
+        for result in argo_applications_observe(instance_id=self.instance_id, remotes=batch, client=client):
+            self.stats.changed += int(result.changed)
+            self.stats.deployments += result.new_deployments
+            if result.new_deployments:
+                logger.info("argocd watch: %s: %s new deployment(s)", result.name, result.new_deployments)
 
     # -- helpers ----------------------------------------------------------------------------------
 

@@ -44,9 +44,23 @@ def promotion_json(p: Promotion) -> dict[str, Any]:
             for i in p.items.all()
         ],
         "approvals": [
-            {"approver": a.approver_name, "decision": a.decision, "comment": a.comment, "at": a.at}
+            {
+                "approver": a.approver_name,
+                "decision": a.decision,
+                "comment": a.comment,
+                "at": a.at,
+                "head_sha": a.head_sha or None,
+                "invalidated_at": a.invalidated_at,
+            }
             for a in p.approvals.all()
         ],
+        "branch": {
+            "name": p.pr_branch,
+            "pushed_head_sha": p.pushed_head_sha or None,
+            "pushed_at": p.branch_pushed_at,
+        }
+        if p.pr_branch
+        else None,
         "pull_request": {
             "number": p.pr_number,
             "url": p.pr_url,
@@ -156,19 +170,31 @@ def promotion_detail(request: AuthenticatedHttpRequest, pk: int) -> dict[str, An
 
 
 def _comment(request: AuthenticatedHttpRequest) -> str:
-    body = read_json(request)
-    comment = body.get("comment", "")
-    if not isinstance(comment, str):
-        raise ApiError(400, "comment: a string")
-    return comment[:4000]
+    return _text(read_json(request), "comment")
+
+
+def _text(body: dict[str, Any], key: str, limit: int = 4000) -> str:
+    value = body.get(key, "")
+    if not isinstance(value, str):
+        raise ApiError(400, f"{key}: a string")
+    return value[:limit]
 
 
 @api_view(("POST",), role=Role.APPROVER)
 def promotion_approve(request: AuthenticatedHttpRequest, pk: int) -> dict[str, Any]:
-    """POST /api/v1/promotions/{id}/approve {comment}."""
+    """POST /api/v1/promotions/{id}/approve {comment, head_sha}: approve the pushed branch head.
+
+    `head_sha` (optional, recommended) is the commit the approver reviewed; 409 if the branch moved.
+    """
     promotion = selectors.promotion_get(user=request.user, pk=pk)
+    body = read_json(request)
     try:
-        services.promotion_approve(promotion=promotion, actor=request.user, comment=_comment(request))
+        services.promotion_approve(
+            promotion=promotion,
+            actor=request.user,
+            comment=_text(body, "comment"),
+            head_sha=_text(body, "head_sha", 64),
+        )
     except services.PromotionRefused as exc:
         raise _refused(exc) from None
     return promotion_json(selectors.promotion_get(user=request.user, pk=pk))

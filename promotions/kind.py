@@ -18,6 +18,7 @@ from .models import (
     CANCELLABLE_STATES,
     FINAL_STATES,
     IN_FLIGHT_STATES,
+    Approval,
     Promotion,
     PromotionItem,
     PromotionState,
@@ -26,6 +27,7 @@ from .records import apps_label, promotion_change_records_sync, target_label
 
 S = PromotionState
 CLOSE_PR_TASK = "promotions.tasks.promotion_close_pr_task"
+PUSH_TASK = "promotions.tasks.promotion_branch_push_task"
 # After a PR that was found merged already, keep tracking every few seconds this many times.
 FOLLOW_AFTER_MERGE = 12
 
@@ -66,6 +68,22 @@ def _retry_fields(error: str) -> dict[str, Any]:
     return {"last_error": error[:2000], "next_attempt_at": retry_by}
 
 
+def _on_head_moved(promotion: Promotion, old: str) -> tuple[int, dict[str, Any]]:
+    """Invalidate every approval still counting (all given on `old`); await approval again."""
+    invalidated = Approval.objects.valid().filter(promotion=promotion).update(invalidated_at=timezone.now())
+    if promotion.state not in (S.REQUESTED, S.APPROVED, S.PR_OPENING):
+        return invalidated, {}
+    if not promotion.target_env.requires_approval:
+        # Nothing to approve again: the PR opening pushes the new head and goes on.
+        return invalidated, {"state": S.APPROVED, "pr_opening_at": None}
+    return invalidated, {"state": S.REQUESTED, "approved_at": None, "pr_opening_at": None}
+
+
+def _shas(promotion: Promotion) -> list[str]:
+    shas = (promotion.merge_commit_sha, promotion.pr_head_sha, promotion.pushed_head_sha)
+    return list(dict.fromkeys(s for s in shas if s))
+
+
 def _in_flight(application: Application, environment: Environment) -> list[Promotion]:
     return list(
         Promotion.objects.filter(
@@ -101,7 +119,7 @@ PROMOTION = change_kind_register(
             "target_label": target_label(promotion),
             "app": apps_label(promotion),
             "environment": promotion.target_env.name,
-            "shas": [s for s in (promotion.merge_commit_sha, promotion.pr_head_sha) if s],
+            "shas": _shas(promotion),
         },
         claim_fields=_claim_fields,
         pr_open_fields={"last_error": ""},
@@ -114,6 +132,9 @@ PROMOTION = change_kind_register(
         close_pr=promotion_close_pr_enqueue,
         track_args=_track_args,
         in_flight=_in_flight,
+        push_task=PUSH_TASK,
+        push_states=(S.REQUESTED,),
+        on_head_moved=_on_head_moved,
         sync_task="promotions.tasks.promotion_sync_task",
         sync_scope=lambda promotion: (
             promotion.target_env,

@@ -10,6 +10,11 @@ State machine of a Promotion (timestamps for every step):
                                                                                     or not deployed in time)
 A deployed promotion not Healthy after PROMOTION_DEPLOY_TIMEOUT_MINUTES ends degraded too.
 
+The branch is pushed while `requested` (before approval, `branch_pushed_at`): approvals bind to its
+head (`Approval.head_sha`) and are possible only once it is pushed. A branch that moves off that
+head invalidates them: back to `requested` on the portal's new head, or `failed` (tampered) when
+someone else's commit is on it.
+
 `requested`/`approved`/`pr_opening`/`pr_open`/`merged`/`deployed` are "in flight": while one of
 them holds an app for an environment (PromotionItem.active), no other promotion of that app into
 that environment can be requested (a partial unique index enforces it).
@@ -100,7 +105,8 @@ class PromotionQuerySet(models.QuerySet):
         every app of the promotion must be covered, as the approve service checks.
         """
         qs = self.filter(state=PromotionState.REQUESTED).exclude(requested_by=user)
-        qs = qs.exclude(approvals__approver=user)
+        decided = Approval.objects.valid().filter(promotion=OuterRef("pk"), approver=user)
+        qs = qs.filter(~Exists(decided))
         if scopes is None:
             return qs
         covered = Q(pk__in=[])
@@ -219,6 +225,11 @@ class Promotion(PullRequestRecord, PortalSyncRecord):
         return self.state == PromotionState.REQUESTED
 
     @property
+    def branch_pushed(self) -> bool:
+        """The branch is on the forge at `pushed_head_sha`: reviewable, and approvable."""
+        return bool(self.branch_pushed_at and self.pushed_head_sha)
+
+    @property
     def badge(self) -> str:
         return "warn" if self.rolled_back_by else STATE_BADGES.get(self.state, "idle")
 
@@ -313,6 +324,16 @@ class ApprovalDecision(models.TextChoices):
     REJECT = "reject", "Reject"
 
 
+class ApprovalQuerySet(models.QuerySet):
+    def valid(self) -> ApprovalQuerySet:
+        """Decisions that still count (not invalidated by a branch that moved)."""
+        return self.filter(invalidated_at__isnull=True)
+
+    def approving(self, head_sha: str) -> ApprovalQuerySet:
+        """Valid approvals of the commit `head_sha`."""
+        return self.valid().filter(decision=ApprovalDecision.APPROVE, head_sha=head_sha)
+
+
 class Approval(models.Model):
     """An approver's decision on a promotion (four-eyes: never the requester)."""
 
@@ -324,15 +345,30 @@ class Approval(models.Model):
     decision = models.CharField(max_length=8, choices=ApprovalDecision.choices)
     comment = models.TextField(blank=True)
     at = models.DateTimeField(default=timezone.now)
+    # The branch head the approver reviewed (the promotion's `pushed_head_sha` then): the approval
+    # holds for exactly that commit.
+    head_sha = models.CharField(max_length=64, blank=True)
+    # Set when the branch moved off `head_sha` (changes.lifecycle.change_head_moved): it no longer counts.
+    invalidated_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApprovalQuerySet.as_manager()
 
     class Meta:
         ordering = ["at", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["promotion", "approver"], name="uniq_approval_per_user")
+            models.UniqueConstraint(
+                fields=["promotion", "approver"],
+                condition=Q(invalidated_at__isnull=True),
+                name="uniq_approval_per_user",
+            )
         ]
 
     def __str__(self) -> str:
-        return f"{self.approver_name} {self.decision} #{self.promotion_id}"
+        return f"{self.approver_name} {self.decision} #{self.promotion_id} at {self.head_sha[:12]}"
+
+    @property
+    def is_valid(self) -> bool:
+        return self.invalidated_at is None
 
 
 class PromotionBlockQuerySet(models.QuerySet):

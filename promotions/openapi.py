@@ -28,7 +28,28 @@ _COMMON = {
 }
 
 
-def _action(op: str, summary: str, role: str) -> dict:
+_APPROVE = {
+    "required": False,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "comment": _STR,
+                    "head_sha": {
+                        **_STR,
+                        "description": "the branch head the approver reviewed; 409 when the branch "
+                        "is not at it (the approval binds to the pushed head SHA)",
+                    },
+                },
+                "additionalProperties": False,
+            }
+        }
+    },
+}
+
+
+def _action(op: str, summary: str, role: str, body: dict | None = None) -> dict:
     return {
         "post": {
             "operationId": op,
@@ -36,7 +57,7 @@ def _action(op: str, summary: str, role: str) -> dict:
             "description": f"Requires the {role} role for every app's project and the target environment.",
             "tags": ["promotions"],
             "parameters": [_ID],
-            "requestBody": _COMMENT,
+            "requestBody": body or _COMMENT,
             "responses": {
                 "200": {"description": "the promotion after the decision", **_PROMOTION},
                 "409": {"description": "not in a state that allows it", **_REFUSED},
@@ -115,7 +136,10 @@ PATHS: dict = {
         }
     },
     "/promotions/{id}/approve": _action(
-        "approvePromotion", "Approve (approver; never the requester)", "approver"
+        "approvePromotion",
+        "Approve the pushed branch head (approver; never the requester; 409 before the branch is pushed)",
+        "approver",
+        _APPROVE,
     ),
     "/promotions/{id}/reject": _action(
         "rejectPromotion", "Reject (approver; never the requester)", "approver"
@@ -225,7 +249,26 @@ SCHEMAS: dict = {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "properties": {"approver": _STR, "decision": _STR, "comment": _STR, "at": _TIME},
+                    "properties": {
+                        "approver": _STR,
+                        "decision": _STR,
+                        "comment": _STR,
+                        "at": _TIME,
+                        "head_sha": {**_NSTR, "description": "the branch head approved (or rejected)"},
+                        "invalidated_at": {
+                            **_TIME,
+                            "description": "set when the branch moved off head_sha: the approval no longer counts",
+                        },
+                    },
+                },
+            },
+            "branch": {
+                "type": ["object", "null"],
+                "description": "the promotion branch, pushed when the promotion is requested",
+                "properties": {
+                    "name": _STR,
+                    "pushed_head_sha": {**_NSTR, "description": "the commit approvers review and approve"},
+                    "pushed_at": _TIME,
                 },
             },
             "pull_request": {

@@ -1,12 +1,15 @@
 """Promotion pull requests: the branch content, title and body of a promotion's PR; closing it.
 
-The lifecycle (changes.lifecycle) claims the promotion, calls `_build` through `change_pr_open`
-and records the PR; this module only says what the PR of a promotion contains.
+The branch is pushed when the promotion is requested (`promotion_branch_push`, through
+`change_branch_push`), so the approver reviews exactly the commit that will be merged; after the
+approval the lifecycle claims the promotion, calls `_build` through `change_pr_open` (which reuses
+the pushed branch) and records the PR. This module only says what the branch and PR contain.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,12 +17,21 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from changes.checklist import gate_key, is_checklist_gate, secret_scan_gate
-from changes.lifecycle import ChangeFailed, change_branch_trust, change_fail, change_pr_open
+from changes.lifecycle import (
+    ChangeFailed,
+    change_branch_push,
+    change_branch_trust,
+    change_fail,
+    change_pr_open,
+)
 from changes.pullrequests import (
+    BranchResult,
+    PrepareBranch,
     PullRequestPermanent,
     PullRequestResult,
     PullRequestRetryable,
     PullRequestSpec,
+    branch_ensure,
     branch_name_unguessable,
     forge_for,
     pull_request_close_and_delete_branch,
@@ -33,13 +45,14 @@ from integrations.gitrepo import GitWorkspace, InvalidRef, validate_ref_name
 from . import gates as g
 from . import gitops
 from .kind import PROMOTION
-from .models import ApprovalDecision, Promotion, PromotionItem, PromotionState
+from .models import Promotion, PromotionItem, PromotionState
 from .preview import PromotionRefused, changelog
 from .rendered import promotion_head_revision, promotion_rendered
 from .selectors import promotion_argo_apps
 from .strategies import SourceState, StrategyError, plan_edits
 
 S = PromotionState
+logger = logging.getLogger(__name__)
 PR_LABELS = ("promotion",)
 
 
@@ -67,6 +80,40 @@ def promotion_pr_open(*, promotion_id: int) -> str:
     return change_pr_open(kind=PROMOTION, change_id=promotion_id, build=_build)
 
 
+def promotion_branch_push(*, promotion_id: int) -> str:
+    """Push a requested promotion's branch (before approval); idempotent; returns what happened.
+
+    Once pushed, the gates are evaluated again on Argo CD's rendering of exactly that commit, so
+    the approver decides on the rendered diff, the checklist and the secret scan of what will merge.
+    Raises PullRequestRetryable for transient problems (the task retries with backoff).
+    """
+    outcome = change_branch_push(kind=PROMOTION, change_id=promotion_id, build=_push)
+    if outcome in ("pushed", "found"):
+        try:
+            promotion_gates_on_rendering(promotion_id=promotion_id)
+        except Exception:  # the push stands; the page renders lazily and the PR opening re-checks
+            logger.warning(
+                "gates on the rendering of promotion %s not evaluated", promotion_id, exc_info=True
+            )
+    return outcome
+
+
+def promotion_gates_on_rendering(*, promotion_id: int) -> list[dict[str, Any]]:
+    """Store the gates of a requested promotion as its pushed head renders; never raises on a failing gate.
+
+    A failing gate here is shown to the approver (and a blocking one stops the approval); the PR
+    opening evaluates them again and is what fails the promotion.
+    """
+    promotion = Promotion.objects.select_related(
+        "source_env", "target_env", "repository", "requested_by"
+    ).get(pk=promotion_id)
+    if promotion.state != PromotionState.REQUESTED or not promotion.pushed_head_sha:
+        return list(promotion.gates or [])
+    items = list(promotion.items.select_related("application").order_by("application__name"))
+    checks = _evaluate_gates(promotion, items, gitops.mirror_for(promotion.repository))[0]
+    return [c.as_dict() for c in checks]
+
+
 def promotion_fail(*, promotion_id: int, reason: str) -> bool:
     """Mark a promotion failed (from any non-final state before merge) with a readable reason."""
     return change_fail(kind=PROMOTION, change_id=promotion_id, reason=reason)
@@ -79,25 +126,50 @@ def _build(promotion: Promotion) -> PullRequestResult:
         raise ChangeFailed(str(exc)) from None
 
 
-def _open_pr(promotion: Promotion) -> PullRequestResult:
+def _push(promotion: Promotion) -> BranchResult:
+    try:
+        items, mirror = _items(promotion), gitops.mirror_for(promotion.repository)
+        return branch_ensure(
+            spec=_spec(promotion, items, body=""), prepare_branch=_prepare(promotion, items, mirror)
+        )
+    except (StrategyError, PromotionRefused) as exc:
+        raise ChangeFailed(str(exc)) from None
+
+
+def _items(promotion: Promotion) -> list[PromotionItem]:
+    """The promotion's items, and its branch name chosen (and kept) once."""
     items = list(promotion.items.select_related("application").order_by("application__name"))
     if not items:
         raise PullRequestPermanent("the promotion has no applications")
     branch = branch_name(promotion, items)
     base = validate_ref_name(promotion.target_env.branch)
-    if promotion.pr_branch != branch:
+    if promotion.pr_branch != branch or promotion.pr_base != base:
         Promotion.objects.filter(pk=promotion.pk).update(pr_branch=branch, pr_base=base)
         promotion.pr_branch, promotion.pr_base = branch, base
+    return items
+
+
+def _open_pr(promotion: Promotion) -> PullRequestResult:
+    items = _items(promotion)
     mirror = gitops.mirror_for(promotion.repository)
     rendered = _recheck_gates(promotion, items, mirror)
     approvers = list(
-        promotion.approvals.filter(decision=ApprovalDecision.APPROVE).values_list("approver_name", flat=True)
+        promotion.approvals.approving(promotion.pushed_head_sha).values_list("approver_name", flat=True)
     )
+    spec = _spec(promotion, items, body=_pr_body(promotion, items, mirror, approvers, rendered))
+    return pull_request_ensure(spec=spec, prepare_branch=_prepare(promotion, items, mirror))
+
+
+def _prepare(promotion: Promotion, items: Sequence[PromotionItem], mirror: Any) -> PrepareBranch:
+    """The promotion's commit: the target overlays edited to what the source runs.
+
+    Its message and trailers hold nothing decided after the request (no approvers): the commit is
+    made before anyone approves it, and a lost branch is rebuilt to the same SHA.
+    """
     requester = promotion.requested_by
     trailers = {
         "Promotion-Id": str(promotion.pk),
         "Requested-By": _person(requester, promotion.requested_by_name),
-        "Approved-By": ", ".join(approvers) or "not required",
     }
     title = _pr_title(promotion, items)
 
@@ -136,6 +208,10 @@ def _open_pr(promotion: Promotion) -> PullRequestResult:
             trailers=trailers,
         )
 
+    return prepare
+
+
+def _spec(promotion: Promotion, items: Sequence[PromotionItem], *, body: str) -> PullRequestSpec:
     reviewers: list[str] = []
     for item in items:
         options = (
@@ -144,17 +220,17 @@ def _open_pr(promotion: Promotion) -> PullRequestResult:
         for login in options.get("reviewers") or []:
             if isinstance(login, str) and login not in reviewers:
                 reviewers.append(login)
-    spec = PullRequestSpec(
+    return PullRequestSpec(
         repository=promotion.repository,
-        branch=branch,
-        base=base,
-        title=title,
-        body=_pr_body(promotion, items, mirror, approvers, rendered),
+        branch=promotion.pr_branch,
+        base=promotion.pr_base,
+        title=_pr_title(promotion, items),
+        body=body,
         labels=PR_LABELS,
         reviewers=reviewers,
         trust=change_branch_trust(kind=PROMOTION, change=promotion),
+        shallow=True,  # overlay edits need no history; a monorepo's full clone would dominate the push
     )
-    return pull_request_ensure(spec=spec, prepare_branch=prepare)
 
 
 def _person(user: User | None, fallback: str) -> str:
@@ -164,14 +240,10 @@ def _person(user: User | None, fallback: str) -> str:
     return f"{name} <{user.email}>" if user.email else name
 
 
-def _recheck_gates(
+def _evaluate_gates(
     promotion: Promotion, items: Sequence[PromotionItem], mirror: Any
-) -> list[RenderedChange] | None:
-    """Gates again, at task time: transient failures retry, others fail the promotion.
-
-    Once the branch was pushed (a head SHA is recorded), Argo CD renders it: a render failure is a
-    blocking gate. Returns the rendered changes (None while nothing is pushed yet).
-    """
+) -> tuple[list[g.Gate], list[RenderedChange] | None]:
+    """Every gate of the promotion now (stored on it), on Argo CD's rendering once a head is pushed."""
     checks = [g.gate_environment_order(promotion.source_env, promotion.target_env)]
     requester = promotion.requested_by
     for item in items:
@@ -202,6 +274,18 @@ def _recheck_gates(
     checks += _recheck_checklist_and_secrets(promotion, items, mirror, rendered)
     promotion.gates = [c.as_dict() for c in checks]
     Promotion.objects.filter(pk=promotion.pk).update(gates=promotion.gates)
+    return checks, rendered
+
+
+def _recheck_gates(
+    promotion: Promotion, items: Sequence[PromotionItem], mirror: Any
+) -> list[RenderedChange] | None:
+    """Gates again, at task time: transient failures retry, others fail the promotion.
+
+    Once the branch was pushed (a head SHA is recorded), Argo CD renders it: a render failure is a
+    blocking gate. Returns the rendered changes (None while nothing is pushed yet).
+    """
+    checks, rendered = _evaluate_gates(promotion, items, mirror)
     failing = g.failing(checks)
     if any(c.transient for c in failing):
         raise PullRequestRetryable("; ".join(f"{c.label}: {c.detail}" for c in failing if c.transient))
@@ -321,9 +405,9 @@ def _pr_body(
 
 
 def promotion_close_pr(*, promotion_id: int) -> str:
-    """Close the PR and delete the branch of a cancelled (or failed) promotion; idempotent."""
+    """Close the PR and delete the branch of a cancelled, rejected or failed promotion; idempotent."""
     promotion = Promotion.objects.with_related().get(pk=promotion_id)
-    if promotion.state not in (S.CANCELLED, S.FAILED):
+    if promotion.state not in (S.CANCELLED, S.FAILED, S.REJECTED):
         return "not-cancelled"
     number = promotion.pr_number
     if number is None and promotion.pr_branch:

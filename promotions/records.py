@@ -56,7 +56,11 @@ def promotion_change_records_sync(promotion: Promotion, items: Sequence[Promotio
     """
     if not promotion.target_env.production_like:
         return
-    approvers = [a.approver_name for a in promotion.approvals.all() if a.decision == ApprovalDecision.APPROVE]
+    approvals = [
+        a for a in promotion.approvals.all() if a.decision == ApprovalDecision.APPROVE and a.is_valid
+    ]
+    approvers = [a.approver_name for a in approvals]
+    approved_head = next((a.head_sha for a in reversed(approvals) if a.head_sha), "")
     gates = [
         {
             "name": gate.get("name", "?"),
@@ -81,6 +85,7 @@ def promotion_change_records_sync(promotion: Promotion, items: Sequence[Promotio
             clusters=clusters.get(app.pk, []),
             requester_name=promotion.requested_by_name,
             approvers=approvers,
+            approved_head_sha=approved_head,
             pr_number=promotion.pr_number,
             pr_url=promotion.pr_url,
             merged_by=promotion.merged_by,

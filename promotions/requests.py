@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
@@ -13,8 +14,13 @@ from django.utils import timezone
 from accounts.permissions import ensure_role, has_role
 from accounts.roles import Role
 from audit.services import audit_event_record
-from changes.checklist import OVERRIDE_MIN_REASON, apply_override, gate_key, overridable_failing
-from changes.lifecycle import change_enqueue_pr_open, change_record, change_requester_fields
+from changes.checklist import OVERRIDE_MIN_REASON, SECRET_SCAN, apply_override, gate_key, overridable_failing
+from changes.lifecycle import (
+    change_enqueue_pr_open,
+    change_enqueue_push,
+    change_record,
+    change_requester_fields,
+)
 from inventory.models import Application, Environment
 
 from .kind import PROMOTION, promotion_close_pr_enqueue
@@ -148,6 +154,9 @@ def _create(*, actor: User, preview: PromotionPreview, note: str, justification:
             message=f"{preview.target_env.name} does not require approval",
         )
         change_enqueue_pr_open(kind=PROMOTION, change_id=promotion.pk)
+    else:
+        # Pushed now, before any approval: the approver reviews the commit that will be merged.
+        change_enqueue_push(kind=PROMOTION, change_id=promotion.pk)
     return promotion
 
 
@@ -177,10 +186,22 @@ def _check_approver(actor: User, promotion: Promotion, verb: str) -> None:
         raise PermissionDenied(message)
 
 
-def promotion_approve(*, promotion: Promotion, actor: User, comment: str = "") -> Promotion:
-    """Approve (approver role, never the requester); N approvals move it to `approved`."""
+def promotion_approve(
+    *, promotion: Promotion, actor: User, comment: str = "", head_sha: str = ""
+) -> Promotion:
+    """Approve (approver role, never the requester); N approvals move it to `approved`.
+
+    The approval binds to the pushed branch head; `head_sha` (what the approver reviewed, from the
+    page or the API) must be that head, else the branch moved under them and nothing is recorded.
+    """
     _check_approver(actor, promotion, "approve")
-    return _decide(promotion=promotion, actor=actor, decision=ApprovalDecision.APPROVE, comment=comment)
+    return _decide(
+        promotion=promotion,
+        actor=actor,
+        decision=ApprovalDecision.APPROVE,
+        comment=comment,
+        reviewed_sha=head_sha.strip().lower(),
+    )
 
 
 def promotion_reject(*, promotion: Promotion, actor: User, comment: str = "") -> Promotion:
@@ -196,14 +217,32 @@ def promotion_reject(*, promotion: Promotion, actor: User, comment: str = "") ->
 
 
 @transaction.atomic
-def _decide(*, promotion: Promotion, actor: User, decision: str, comment: str) -> Promotion:
+def _decide(
+    *, promotion: Promotion, actor: User, decision: str, comment: str, reviewed_sha: str = ""
+) -> Promotion:
     locked = Promotion.objects.select_for_update(of=("self",)).with_related().get(pk=promotion.pk)
     if locked.state != S.REQUESTED:
         raise PromotionRefused(
             f"promotion #{locked.pk} is {locked.get_state_display().lower()}, not awaiting approval"
         )
-    if Approval.objects.filter(promotion=locked, approver=actor).exists():
+    if Approval.objects.valid().filter(promotion=locked, approver=actor).exists():
         raise PromotionRefused("you already decided on this promotion")
+    head = locked.pushed_head_sha if locked.branch_pushed else ""
+    if decision == ApprovalDecision.APPROVE and not head:
+        raise PromotionRefused(
+            "the promotion branch is not pushed yet: approve once it is, so that you approve "
+            "exactly the commit that will be merged"
+        )
+    if reviewed_sha and reviewed_sha != head:
+        raise PromotionRefused(
+            f"the branch is now at {head[:12] or 'nothing'}, not at {reviewed_sha[:12]} that you reviewed: "
+            "review the new head and approve again"
+        )
+    if decision == ApprovalDecision.APPROVE and (refusing := _refusing_on_rendering(locked.gates)):
+        raise PromotionRefused(
+            "the pushed head cannot be approved: "
+            + "; ".join(f"{gate.get('label')}: {gate.get('detail')}" for gate in refusing)
+        )
     if decision == ApprovalDecision.APPROVE and (pending := overridable_failing(locked.gates)):
         raise PromotionRefused(
             "blocked by the zero-downtime checklist ("
@@ -216,10 +255,11 @@ def _decide(*, promotion: Promotion, actor: User, decision: str, comment: str) -
         approver_name=actor.get_username(),
         decision=decision,
         comment=comment,
+        head_sha=head,
     )
     now = timezone.now()
     if decision == ApprovalDecision.REJECT:
-        Promotion.objects.filter(pk=locked.pk).update(state=S.REJECTED, rejected_at=now)
+        Promotion.objects.filter(pk=locked.pk).update(state=S.REJECTED, rejected_at=now, claimed_until=None)
         PromotionItem.objects.filter(promotion=locked).update(active=False)
         locked.state, locked.rejected_at = S.REJECTED, now
         change_record(
@@ -228,24 +268,27 @@ def _decide(*, promotion: Promotion, actor: User, decision: str, comment: str) -
             action="promotion.rejected",
             actor=actor,
             before={"state": S.REQUESTED},
-            after={"state": S.REJECTED, "reason": comment},
+            after={"state": S.REJECTED, "reason": comment, "head_sha": head},
             message=comment,
         )
+        if locked.pr_branch:
+            promotion_close_pr_enqueue(locked)  # the branch pushed for review goes away
         return locked
     target = locked.target_env
     required = max(1, target.approvals_required) if target.requires_approval else 1
-    count = locked.approvals.filter(decision=ApprovalDecision.APPROVE).count()
+    count = locked.approvals.approving(head).count()
     if count < required:
         change_record(
             kind=PROMOTION,
             change=locked,
             action="promotion.approval_recorded",
             actor=actor,
-            after={"approvals": count, "required": required},
-            message=comment or f"approval {count} of {required}",
+            after={"approvals": count, "required": required, "head_sha": head},
+            message=comment or f"approval {count} of {required} at {head[:12]}",
         )
         return locked
-    Promotion.objects.filter(pk=locked.pk).update(state=S.APPROVED, approved_at=now)
+    # The push task has finished (the branch is confirmed): the claim is the PR opening's now.
+    Promotion.objects.filter(pk=locked.pk).update(state=S.APPROVED, approved_at=now, claimed_until=None)
     locked.state, locked.approved_at = S.APPROVED, now
     change_record(
         kind=PROMOTION,
@@ -253,7 +296,7 @@ def _decide(*, promotion: Promotion, actor: User, decision: str, comment: str) -
         action="promotion.approved",
         actor=actor,
         before={"state": S.REQUESTED},
-        after={"approvals": count, "required": required},
+        after={"approvals": count, "required": required, "head_sha": head},
         message=comment,
     )
     change_enqueue_pr_open(kind=PROMOTION, change_id=locked.pk)
@@ -354,3 +397,17 @@ def _override(*, promotion: Promotion, actor: User, reason: str) -> Promotion:
         message=f"zero-downtime checklist overridden: {reason}"[:2000],
     )
     return locked
+
+
+def _refusing_on_rendering(gates: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Failing gates of the pushed head nobody may override: the secret scan, and Argo CD refusing to
+    render it (not a transient failure such as Argo CD being down: the PR opening checks again)."""
+    return [
+        gate
+        for gate in gates or []
+        if gate.get("name") in ("rendered", SECRET_SCAN)
+        and gate.get("blocking")
+        and not gate.get("passed")
+        and not gate.get("transient")
+        and not gate.get("overridable")
+    ]

@@ -174,6 +174,7 @@ class Step:
 
 TIMELINE = (
     ("requested", "Requested", "requested_at"),
+    ("branch_pushed", "Branch pushed", "branch_pushed_at"),
     ("approved", "Approved", "approved_at"),
     ("pr_opened", "PR opened", "pr_opened_at"),
     ("merged", "Merged", "merged_at"),
@@ -229,11 +230,13 @@ def promotion_checks(promotion: Promotion, *, live: bool) -> ChecksPanel:
 @dataclass(frozen=True)
 class Abilities:
     approve: bool
+    reject: bool
     cancel: bool
     decided: bool
     is_requester: bool
     required_approvals: int
     approvals: int
+    waiting_for_branch: bool  # awaiting approval, but the branch to review is not pushed yet
     # Blocking checklist gates still waiting for an approver's override (shown to everyone).
     checklist_pending: tuple[str, ...] = ()
     override_checklist: bool = False
@@ -244,19 +247,24 @@ def promotion_abilities(promotion: Promotion, user: User) -> Abilities:
     projects = sorted({i.application.project for i in promotion.items.all()})
     env = promotion.target_env.name
     is_requester = promotion.requested_by_id == getattr(user, "pk", None)
-    approvals = [a for a in promotion.approvals.all() if a.decision == ApprovalDecision.APPROVE]
-    decided = any(a.approver_id == user.pk for a in promotion.approvals.all())
+    head = promotion.pushed_head_sha
+    valid = [a for a in promotion.approvals.all() if a.is_valid]
+    approvals = [a for a in valid if a.decision == ApprovalDecision.APPROVE and a.head_sha == head]
+    decided = any(a.approver_id == user.pk for a in valid)
     approver = all(has_role(user, Role.APPROVER, project=p, environment=env) for p in projects)
     rm = all(has_role(user, Role.RELEASE_MANAGER, project=p, environment=env) for p in projects)
     target = promotion.target_env
+    may_decide = promotion.state == S.REQUESTED and approver and not is_requester and not decided
     pending = overridable_failing(promotion.gates or [])
     return Abilities(
-        approve=promotion.state == S.REQUESTED and approver and not is_requester and not decided,
+        approve=may_decide and promotion.branch_pushed,
+        reject=may_decide,
         cancel=promotion.is_cancellable and (is_requester or rm),
         decided=decided,
         is_requester=is_requester,
         required_approvals=max(1, target.approvals_required) if target.requires_approval else 0,
         approvals=len(approvals),
+        waiting_for_branch=promotion.state == S.REQUESTED and not promotion.branch_pushed,
         checklist_pending=tuple(str(g.get("label")) for g in pending),
         override_checklist=bool(pending) and promotion.state == S.REQUESTED and approver and not is_requester,
     )

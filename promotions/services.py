@@ -2,7 +2,8 @@
 
 - preview.py: what a promotion would do, and its gates (`promotion_preview`, `PromotionRefused`)
 - requests.py: request, approve/reject (four eyes), cancel, an approver's checklist override
-- pullrequests.py: the PR of a promotion (branch content, title, body); opening and closing it
+- pullrequests.py: the branch of a promotion (pushed at request time, before approval) and its PR
+  (title, body); pushing, opening and closing them
 - rendered.py: what the promotion changes in the cluster, rendered by Argo CD (`promotion_rendered`)
 - tracking.py: merged → deployed → Healthy, the sweeper
 - blocks.py: versions that must not be promoted again; records.py: ledger events, change records
@@ -14,7 +15,13 @@ from __future__ import annotations
 
 from .blocks import promotion_block_clear, promotion_block_create
 from .preview import ItemPreview, PromotionPreview, PromotionRefused, promotion_preview
-from .pullrequests import branch_name, promotion_close_pr, promotion_fail, promotion_pr_open
+from .pullrequests import (
+    branch_name,
+    promotion_branch_push,
+    promotion_close_pr,
+    promotion_fail,
+    promotion_pr_open,
+)
 from .records import change_record_source_id
 from .rendered import promotion_rendered
 from .requests import (
@@ -35,6 +42,7 @@ __all__ = [
     "promotion_approve",
     "promotion_block_clear",
     "promotion_block_create",
+    "promotion_branch_push",
     "promotion_cancel",
     "promotion_checklist_override",
     "promotion_close_pr",

@@ -12,12 +12,23 @@ from celery import Task, shared_task
 from changes.backoff import retry_countdown, task_run_with_retries
 
 from .models import PromotionState as S
-from .pullrequests import promotion_close_pr, promotion_fail, promotion_pr_open
+from .pullrequests import promotion_branch_push, promotion_close_pr, promotion_fail, promotion_pr_open
 from .tracking import promotion_sync, promotion_track, promotions_sweep
 
 FOLLOW_INTERVAL_SECONDS = 5
 # The one backoff of change-request tasks (kept importable here for the settings checks).
 backoff = retry_countdown
+
+
+@shared_task(bind=True, acks_late=True, max_retries=8, name="promotions.tasks.promotion_branch_push_task")
+def promotion_branch_push_task(self: Task, promotion_id: int) -> str:
+    """Push a requested promotion's branch before approval; after the last retry the promotion fails."""
+    result = task_run_with_retries(
+        self,
+        lambda: promotion_branch_push(promotion_id=promotion_id),
+        give_up=lambda reason: promotion_fail(promotion_id=promotion_id, reason=reason),
+    )
+    return result or "failed"
 
 
 @shared_task(bind=True, acks_late=True, max_retries=8, name="promotions.tasks.promotion_pr_open_task")

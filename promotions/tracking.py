@@ -23,6 +23,7 @@ from changes.syncs import change_sync, change_sync_hold, change_sync_override
 from changes.tracking import (
     change_deploy_timeout,
     change_fail_after_merge,
+    change_pr_head_moved,
     change_pr_read,
     change_tracked,
     change_tracking_error,
@@ -52,6 +53,9 @@ def promotion_track(*, promotion_id: int) -> str:
             kind=PROMOTION, change=promotion, read=lambda: pull_request_refresh(repository, number)
         )
         if pr is None:
+            return promotion.state
+        if change_pr_head_moved(kind=PROMOTION, change=promotion, pr=pr):
+            promotion.refresh_from_db()
             return promotion.state
         if pr.merged:
             _move(

@@ -179,7 +179,12 @@ def _decision(request: AuthenticatedHttpRequest, pk: int, action: str) -> HttpRe
     comment = request.POST.get("comment", "")[:4000]
     try:
         if action == "approve":
-            services.promotion_approve(promotion=promotion, actor=request.user, comment=comment)
+            services.promotion_approve(
+                promotion=promotion,
+                actor=request.user,
+                comment=comment,
+                head_sha=request.POST.get("head_sha", "")[:64],
+            )
             messages.success(request, "Approval recorded.")
         elif action == "reject":
             services.promotion_reject(promotion=promotion, actor=request.user, comment=comment)

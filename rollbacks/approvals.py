@@ -68,6 +68,8 @@ def rollback_approve_after_the_fact(
     if rollback.state == State.CANCELLED:
         raise RollbackRefused("a cancelled rollback needs no approval")
     now = timezone.now()
+    # Bound to the commit the approver saw: the merged PR head, else what the portal pushed.
+    head = rollback.pr_head_sha or rollback.pushed_head_sha
     with transaction.atomic():
         # Conditional UPDATE: two approvers submitting at once record one approval.
         approved = RollbackRequest.objects.filter(
@@ -77,6 +79,7 @@ def rollback_approve_after_the_fact(
             approved_after_by_name=actor.get_username(),
             approved_after_at=now,
             approved_after_reason=reason,
+            approved_after_head_sha=head,
         )
         if not approved:
             raise RollbackRefused("this rollback has been approved already")
@@ -87,7 +90,7 @@ def rollback_approve_after_the_fact(
             action="rollback.approved_after_the_fact",
             actor=actor,
             before={"approved_after_by": None},
-            after={"approved_after_by": actor.get_username(), "reason": reason},
+            after={"approved_after_by": actor.get_username(), "reason": reason, "head_sha": head},
             message=f"emergency rollback approved after the fact: {reason}"[:2000],
         )
     return current

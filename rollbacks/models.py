@@ -122,6 +122,8 @@ class RollbackRequest(PullRequestRecord, PortalSyncRecord):
     approved_after_by_name = models.CharField(max_length=150, blank=True)
     approved_after_at = models.DateTimeField(null=True, blank=True)
     approved_after_reason = models.TextField(blank=True)
+    # The revert commit the after-the-fact approval was given on (the PR head the approver saw).
+    approved_after_head_sha = models.CharField(max_length=64, blank=True)
     # Set once when an unapproved emergency rollback was escalated (escalate once).
     approval_escalated_at = models.DateTimeField(null=True, blank=True)
 
@@ -210,6 +212,7 @@ class RollbackRequest(PullRequestRecord, PortalSyncRecord):
         """Return the steps of the rollback with their timestamps (None: not reached)."""
         steps: list[tuple[str, datetime | None]] = [
             ("Requested", self.requested_at),
+            ("Revert branch pushed", self.branch_pushed_at),
             ("PR opened", self.pr_opened_at),
         ]
         if self.emergency:

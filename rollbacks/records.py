@@ -80,6 +80,7 @@ def _approval_fields(rollback: RollbackRequest) -> dict[str, Any]:
         "approvers": [rollback.approved_after_by_name],
         "approved_at": rollback.approved_after_at,
         "approval_reason": rollback.approved_after_reason,
+        "approved_head_sha": rollback.approved_after_head_sha,
     }
 
 

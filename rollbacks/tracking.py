@@ -28,6 +28,7 @@ from changes.sweeper import change_sweep
 from changes.syncs import change_sync, change_sync_hold, change_sync_override
 from changes.tracking import (
     change_fail_after_merge,
+    change_pr_head_moved,
     change_pr_read,
     change_tracked,
     deploy_timed_out,
@@ -141,6 +142,8 @@ def _track_pr(rollback: RollbackRequest) -> None:
         _set_detail(rollback.pk, f"emergency merge: {attempt.detail}")
         return
     pr = pull_request_refresh(repository, number)
+    if change_pr_head_moved(kind=ROLLBACK, change=rollback, pr=pr):
+        return
     if pr.merged:
         _transition_merged(rollback.pk, pr.merge_commit_sha or "", auto=False, merged_by=pr.merged_by or "")
     elif pr.state == "closed":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import requests
@@ -25,6 +25,7 @@ from integrations.argocd.models import (
     ArgoCluster,
     ArgoProject,
     ArgoVersion,
+    RawApplicationList,
     ResourceDiff,
     ResourceTree,
     RevisionMetadata,
@@ -36,6 +37,7 @@ from integrations.argocd.parse import (
     parse_application_list,
     parse_cluster,
     parse_project,
+    parse_raw_application_list,
     parse_resource_diff,
     parse_resource_node,
     parse_sync_window,
@@ -159,6 +161,33 @@ class ArgoCDClient:
         # Reference: swagger.json paths./api/v1/applications.get (v1alpha1ApplicationList)
         data = self._call("GET", "/api/v1/applications", params=params)
         result: ApplicationList = self._parse("application list", parse_application_list, data)
+        return result
+
+    def list_application_items(
+        self,
+        *,
+        projects: Iterable[str] = (),
+        selector: str | None = None,
+        fields: Iterable[str] | None = DEFAULT_LIST_FIELDS,
+    ) -> RawApplicationList:
+        """List applications like `list_applications`, items left raw: parse each with `parse_list_item`.
+
+        A poller that hashes the raw items first only pays for parsing the ones that changed.
+        """
+        params: list[tuple[str, str]] = [("projects", p) for p in projects]
+        if selector:
+            params.append(("selector", selector))
+        if fields:
+            params.append(("fields", ",".join(fields)))
+        data = self._call("GET", "/api/v1/applications", params=params)
+        result: RawApplicationList = self._parse("application list", parse_raw_application_list, data)
+        return result
+
+    def parse_list_item(self, item: dict[str, Any], index: int) -> ArgoApplication:
+        """Parse one raw item of `list_application_items` (ArgoCDResponseError when malformed)."""
+        result: ArgoApplication = self._parse(
+            "application list", lambda d: parse_application(d, f"$.items[{index}]"), item
+        )
         return result
 
     def get_application(self, name: str, *, project: str | None = None) -> ArgoApplication:
@@ -347,6 +376,30 @@ class ArgoCDClient:
         Raises the mapped ArgoCDError for an in-stream error object; a read timeout or cut
         connection surfaces as ArgoCDUnavailable, after which the caller re-lists.
         """
+        payloads = self.watch_application_payloads(
+            resource_version=resource_version,
+            projects=projects,
+            selector=selector,
+            fields=fields,
+            timeout=timeout,
+        )
+        for data in payloads:
+            yield self.parse_watch_event(data)
+
+    def watch_application_payloads(
+        self,
+        *,
+        resource_version: str | None = None,
+        projects: Iterable[str] = (),
+        selector: str | None = None,
+        fields: Iterable[str] | None = None,
+        timeout: Timeout = WATCH_TIMEOUT,
+    ) -> Iterator[dict[str, Any]]:
+        """Like `watch_applications`, but yield each event decoded and not yet parsed.
+
+        A reader that coalesces bursts parses (`parse_watch_event`) only the events it stores.
+        In-stream error objects and undecodable events raise here, as in `watch_applications`.
+        """
         params: list[tuple[str, str]] = [("projects", p) for p in projects]
         if resource_version:
             params.append(("resourceVersion", resource_version))
@@ -362,7 +415,7 @@ class ArgoCDClient:
             ) as (head, lines):
                 raise_for_status(head, self._http.scrub)
                 for payload in iter_stream_payloads(lines):
-                    yield self._parse_event(payload)
+                    yield self._decode_event(payload)
         except ResponseTooLarge as exc:
             raise ArgoCDResponseError(str(exc)) from None
         except TransportError as exc:
@@ -370,11 +423,17 @@ class ArgoCDClient:
         except HttpError as exc:
             raise ArgoCDError(str(exc)) from None
 
-    def _parse_event(self, payload: bytes) -> WatchEvent:
+    def _decode_event(self, payload: bytes) -> dict[str, Any]:
         try:
             data = json.loads(payload)
         except ValueError:
             raise ArgoCDResponseError("watch stream: event is not valid JSON") from None
+        if not isinstance(data, dict) or "error" in data:
+            self.parse_watch_event(data)  # raises the (scrubbed) in-stream error, or says what is wrong
+        return cast(dict[str, Any], data)
+
+    def parse_watch_event(self, data: Any) -> WatchEvent:
+        """Parse one decoded stream event (from `watch_application_payloads`)."""
         try:
             result: WatchEvent = self._parse("watch event", parse_watch_payload, data)
         except ArgoCDError as exc:

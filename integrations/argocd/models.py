@@ -108,6 +108,21 @@ class ApplicationList:
 
 
 @dataclass(frozen=True)
+class RawApplicationList:
+    """A list answer whose items are still raw JSON objects: parse only the ones that changed."""
+
+    items: tuple[dict[str, Any], ...]
+    resource_version: str | None
+
+    @staticmethod
+    def name_of(item: dict[str, Any]) -> str | None:
+        """Return the item's `metadata.name`, or None when it has none (parse it to learn why)."""
+        meta = item.get("metadata")
+        name = meta.get("name") if isinstance(meta, dict) else None
+        return name if isinstance(name, str) and name else None
+
+
+@dataclass(frozen=True)
 class ArgoCluster:
     """A destination cluster (labels filtered client-side: the API has no selector)."""
 

@@ -18,6 +18,7 @@ from integrations.argocd.models import (
     ArgoProject,
     Condition,
     HistoryEntry,
+    RawApplicationList,
     ResourceDiff,
     ResourceNode,
     SyncWindow,
@@ -136,6 +137,13 @@ def parse_application_list(data: Any) -> ApplicationList:
     r = JsonReader(data)
     items = tuple(parse_application(item.raw_dict(), item.path) for item in r.objs("items"))
     return ApplicationList(items=items, resource_version=r.obj("metadata").opt_text("resourceVersion"))
+
+
+def parse_raw_application_list(data: Any) -> RawApplicationList:
+    """Check an ApplicationList's shape and keep its items raw (see parse_application_list)."""
+    r = JsonReader(data)
+    items = tuple(item.raw_dict() for item in r.objs("items"))
+    return RawApplicationList(items=items, resource_version=r.obj("metadata").opt_text("resourceVersion"))
 
 
 def parse_sync_window(r: JsonReader) -> SyncWindow:

@@ -196,6 +196,20 @@ class _Runner:
         status, out, err = cast(tuple[int, Any, Any], result)
         return status, out, err
 
+    def batch(self, *args: str, stdin: bytes) -> bytes:
+        """Run a `--batch` style git command fed `stdin` at once; return its whole stdout."""
+        try:
+            proc = subprocess.run(
+                ["git", *args], cwd=self.cwd, env=self._env_for_call(None), input=stdin, capture_output=True,
+                check=False,
+            )  # fmt: skip
+        except FileNotFoundError:
+            raise GitError("git executable not found") from None
+        if proc.returncode != 0:
+            stderr = _decode(proc.stderr)
+            raise _git_error(self._scrub(_failure(args, proc.returncode, stderr)), stderr)
+        return proc.stdout
+
     def stream(self, *args: str) -> Iterator[bytes]:
         """Run git and yield stdout in chunks without buffering it all."""
         handle: Any = self._git.execute(["git", *args], env=self._env_for_call(None), as_process=True)

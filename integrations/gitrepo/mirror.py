@@ -127,6 +127,46 @@ class GitMirror:
         code, out = self._git.run_bytes("cat-file", "blob", f"{commit}:{safe}", ok_codes=(0, 128))
         return out if code == 0 else None
 
+    def files_at(self, wanted: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, bytes] | None]:
+        """Read many `(revision, file path)` pairs with two `git cat-file --batch` runs.
+
+        Returns each pair's `(blob id, content)`, or None where `file_at` would return None or refuse:
+        an invalid path, a missing path or revision, a directory, a symlink or submodule (a path through one does not
+        resolve without `--follow-symlinks`; the file itself is checked by its mode in its parent
+        tree), or a file over `max_file_bytes`. Blobs shared by several revisions are read once.
+        """
+        asked = set(wanted)
+        found: dict[tuple[str, str], tuple[str, bytes] | None] = dict.fromkeys(asked)
+        safe: dict[tuple[str, str], tuple[str, str]] = {}
+        for rev, path in asked:
+            try:
+                safe[(rev, path)] = (validate_rev(rev), validate_repo_path(path))
+            except InvalidRef:
+                continue  # an unsafe path reads as missing here (file_at raises for it)
+        pairs = set(safe.values())
+        if not pairs:
+            return found
+        # 1. the parent trees: the file's mode and blob id (and its size from the blob's header).
+        dirs = sorted({(rev, path.rpartition("/")[0]) for rev, path in pairs})
+        trees = _batch_objects(self._git, [f"{rev}:{d}" for rev, d in dirs])
+        blob_of: dict[tuple[str, str], str] = {}
+        for (rev, d), obj in zip(dirs, trees, strict=True):
+            if obj is None or obj[0] != "tree":
+                continue
+            # A SHA-256 repository's trees hold 32-byte ids (its revisions are 64 hex digits).
+            for mode, name, oid in _tree_entries(obj[1], 32 if len(rev) == 64 else 20):
+                if mode in ("100644", "100755"):
+                    blob_of[(rev, f"{d}/{name}" if d else name)] = oid
+        # 2. the blobs, each once.
+        oids = sorted({blob_of[p] for p in pairs if p in blob_of})
+        blobs = dict(zip(oids, _batch_objects(self._git, oids), strict=True))
+        for key, pair in safe.items():
+            blob_id = blob_of.get(pair, "")
+            obj = blobs.get(blob_id) if blob_id else None
+            if obj is not None and obj[0] == "blob" and len(obj[1]) <= self.max_file_bytes:
+                found[key] = (blob_id, obj[1])
+        return found
+
     def list_files(self, rev: str, path: str) -> list[str]:
         """Return the repository paths of all files under `path` at `rev` (sorted; [] if absent).
 
@@ -184,3 +224,34 @@ class GitMirror:
         flags = ["--first-parent"] if first_parent else []
         out = self._git.run("rev-list", *flags, "--end-of-options", b, f"^{a}", "--", *safe)[1]
         return out.split()
+
+
+def _batch_objects(runner: _Runner, names: Sequence[str]) -> list[tuple[str, bytes] | None]:
+    """`git cat-file --batch` over object names: (type, content) each, None when missing."""
+    if not names:
+        return []
+    out = runner.batch("cat-file", "--batch", stdin="".join(f"{n}\n" for n in names).encode())
+    objects: list[tuple[str, bytes] | None] = []
+    pos = 0
+    for _ in names:
+        end = out.index(b"\n", pos)
+        header = out[pos:end].split(b" ")
+        pos = end + 1
+        if len(header) != 3 or not header[2].isdigit():  # "<name> missing" / "ambiguous"
+            objects.append(None)
+            continue
+        size = int(header[2])
+        objects.append((_decode(header[1]), out[pos : pos + size]))
+        pos += size + 1
+    return objects
+
+
+def _tree_entries(tree: bytes, width: int) -> Iterator[tuple[str, str, str]]:
+    """Yield (mode, name, object id) of a raw tree object (`<mode> <name>\\0<binary id>` entries)."""
+    pos, size = 0, len(tree)
+    while pos < size:
+        nul = tree.index(b"\x00", pos)
+        mode, _, name = tree[pos:nul].partition(b" ")
+        oid = tree[nul + 1 : nul + 1 + width].hex()
+        pos = nul + 1 + width
+        yield _decode(mode).rjust(6, "0"), _decode(name), oid

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 
 from integrations.gitrepo.command import DEFAULT_MAX_FILE_BYTES, _base_env, _Runner, _scrubber
@@ -39,6 +40,8 @@ class GitWorkspace:
         self.remote_url = remote_url
         self.max_file_bytes = max_file_bytes
         self.committer = (committer_name, committer_email)
+        # Author and committer date of the commits made here (None: now); see `pin_date`.
+        self.commit_date: str | None = None
         self._env = _base_env(remote_url, token, allow_file=allow_file, allow_http=allow_http)
         self._scrubber = _scrubber(token)
         # Explicit so that a GIT_DIR in the worker's environment can never redirect us.
@@ -62,8 +65,12 @@ class GitWorkspace:
         committer_name: str = "GitOps Portal",
         committer_email: str = "gitops-portal@localhost",
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        depth: int | None = None,
     ) -> GitWorkspace:
-        """Clone one branch with full history (revert needs it), no tags and no submodules."""
+        """Clone one branch with full history (revert needs it), no tags and no submodules.
+
+        `depth`: only that many commits (edits that need no history: faster on a long one).
+        """
         url = check_remote_url(remote_url, allow_file=allow_file, allow_http=allow_http)
         target = Path(dest)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -84,6 +91,7 @@ class GitWorkspace:
             "--no-tags",
             "--no-recurse-submodules",
             "--single-branch",
+            *([f"--depth={int(depth)}"] if depth else []),
             "--branch",
             validate_ref_name(branch),
             "--",
@@ -92,14 +100,37 @@ class GitWorkspace:
         )
         return ws
 
+    def pin_date(self, when: datetime) -> None:
+        """Date every later commit (author and committer) at `when`: the same edits on the same parent
+        then make the same commit SHA, so a lost branch can be rebuilt exactly."""
+        self.commit_date = f"{int(when.timestamp())} +0000"
+
     def _identity(self, name: str | None = None, email: str | None = None) -> dict[str, str]:
         cname, cemail = self.committer
-        return {
+        env = {
             "GIT_AUTHOR_NAME": name or cname,
             "GIT_AUTHOR_EMAIL": email or cemail,
             "GIT_COMMITTER_NAME": cname,
             "GIT_COMMITTER_EMAIL": cemail,
         }
+        if self.commit_date:
+            env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = self.commit_date
+        return env
+
+    def fetch_commit(self, sha: str) -> bool:
+        """Fetch one commit by SHA from origin (shallow); False when the server does not give it."""
+        try:
+            self._git.run("fetch", "--quiet", "--no-tags", "--depth=1", "origin", validate_sha(sha))
+        except GitError:
+            return False
+        return self.has_commit(sha)
+
+    def has_commit(self, rev: str) -> bool:
+        """Tell whether `rev` names a commit of this clone."""
+        code, _ = self._git.run(
+            "cat-file", "-e", "--end-of-options", f"{validate_sha(rev)}^{{commit}}", ok_codes=(0, 1, 128)
+        )
+        return code == 0
 
     def head(self) -> str:
         """Return the SHA of HEAD."""

@@ -91,3 +91,40 @@ def test_unknown_fields_and_bad_values_are_refused():
             kind="promotion", source_type="p", source_id="1", app="a", environment="prod", outcome="ok"
         )
     assert ChangeRecord.objects.count() == 0
+
+
+def test_records_created_in_one_batch_read_like_records_synced_one_by_one():
+    from audit.services import change_records_create
+
+    when = timezone.now() - timedelta(hours=1)
+    change_record_sync(kind="out_of_band", source_type="deployment", source_id=1, app="a", environment="prod")
+    fields = {
+        "kind": "out_of_band",
+        "app": "a",
+        "environment": "prod",
+        "deployed_at": when,
+        "outcome": "succeeded",
+    }
+
+    created = change_records_create(
+        [
+            {"source_type": "deployment", "source_id": 1, **fields, "title": "updated"},  # has one already
+            {"source_type": "deployment", "source_id": 2, **fields, "requester_name": "bob"},
+        ]
+    )
+    synced = change_record_sync(source_type="deployment", source_id=3, **fields, requester_name="bob")
+
+    assert len(created) == 2
+    assert ChangeRecord.objects.filter(source_type="deployment").count() == 3
+    assert ChangeRecord.objects.get(source_id="1").title == "updated"
+    batched = ChangeRecord.objects.get(source_id="2")
+    for name in (
+        "kind",
+        "requester_name",
+        "deployed_at",
+        "occurred_at",
+        "outcome",
+        "lead_time",
+        "separation_of_duties_ok",
+    ):
+        assert getattr(batched, name) == getattr(synced, name), name

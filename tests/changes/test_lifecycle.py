@@ -143,14 +143,19 @@ def test_the_sweeper_re_enqueues_a_lost_promotion_and_a_lost_rollback(rows, publ
     lost_r = rollback(RS.REQUESTED, requested_at=now - timedelta(minutes=5))
     rollback(RS.REQUESTED, requested_at=now, claimed_until=now + timedelta(minutes=5))  # claimed
     merged_r = rollback(RS.MERGED, requested_at=now - timedelta(minutes=5))
+    # Request-time branch pushes: a lost one, one running, one done (awaiting approval).
+    unpushed_p = promotion(PS.REQUESTED, requested_at=now - timedelta(minutes=5))
+    promotion(PS.REQUESTED, requested_at=now)
+    promotion(PS.REQUESTED, requested_at=now - timedelta(minutes=5), branch_pushed_at=now)
 
-    assert change_sweep(kind=PROMOTION, now=now) == {"reopened": 2, "tracked": 0, "synced": 0}
-    assert change_sweep(kind=ROLLBACK, now=now) == {"reopened": 1, "tracked": 1, "synced": 0}
+    assert change_sweep(kind=PROMOTION, now=now) == {"reopened": 2, "repushed": 1, "tracked": 0, "synced": 0}
+    assert change_sweep(kind=ROLLBACK, now=now) == {"reopened": 1, "repushed": 0, "tracked": 1, "synced": 0}
 
     assert sorted(published) == sorted(
         [
             ("promotions.tasks.promotion_pr_open_task", lost_p.pk, False),
             ("promotions.tasks.promotion_pr_open_task", lapsed_p.pk, False),
+            ("promotions.tasks.promotion_branch_push_task", unpushed_p.pk, False),
             ("rollbacks.tasks.rollback_pr_open_task", lost_r.pk, False),
             # Tracking messages expire: a backed-up queue does not pile up duplicates.
             ("rollbacks.tasks.rollback_track_task", merged_r.pk, True),

@@ -101,6 +101,14 @@ def test_release_manager_promotes_to_prod_and_the_matrix_follows(stack: LiveStac
     # Four eyes: the approver signs in and approves.
     approver = browsing.login("approver")
     approver.goto(promotion_path)
+    # The worker pushes the promotion branch on the request: the form appears once it is on the forge,
+    # naming the commit the approval binds to.
+    for _ in range(120):
+        if approver.get_by_role("button", name="Approve").count():
+            break
+        approver.wait_for_timeout(500)
+        approver.reload()
+    expect(approver.get_by_text("You approve commit")).to_be_visible()
     approver.get_by_label("Comment").fill("Diff and gates reviewed.")
     approver.get_by_role("button", name="Approve").click()
     expect(approver.get_by_text(re.compile(r"approver\s+approved"))).to_be_visible()

@@ -1,4 +1,4 @@
-"""Journey: a promotion to prod waits for its required check, shows it failed with a link, passes after a fix.
+"""Journey: a promotion to prod waits for its required check, shows it failed with a link, passes after a re-run.
 
 config/sandbox.yaml makes prod require `ci/validate`; the sandbox forge's simulated CI reports it
 (and an optional check run `validate`) on every pull request head. This file runs after
@@ -7,7 +7,6 @@ test_journeys.py on the same live stack; it leaves CI off and its promotion canc
 
 from __future__ import annotations
 
-import base64
 import re
 from typing import Any
 
@@ -26,17 +25,6 @@ SLOW = 90_000  # ms
 def _ci(stack: LiveStack, **settings: Any) -> None:
     status, body = http_json("POST", f"{stack.forge.base_url}/sandbox/ci", settings)
     assert status == 200, body
-
-
-def _commit_on(stack: LiveStack, branch: str, message: str) -> None:
-    """Push a commit to the PR branch through the contents API (the forge re-runs CI on the new head)."""
-    content = base64.b64encode(f"{message}\n".encode()).decode()
-    status, body = stack.forge_api(
-        "PUT",
-        "/repos/acme/gitops/contents/notes/ci-fix.md",
-        {"message": message, "content": content, "branch": branch},
-    )
-    assert status in (200, 201), body
 
 
 def _actions(stack: LiveStack, promotion_id: int) -> list[str]:
@@ -104,9 +92,15 @@ def test_a_promotion_waits_for_a_failing_required_check_then_passes_after_a_fix(
             "CI failed: ci/validate"
         )
 
-        # The fix: CI back to its marker rule, a fix commit on the branch; the panel turns green.
+        # The fix: CI back to its marker rule and a re-run on the same head (a commit of anyone else's
+        # on the portal's branch would void the approval: the branch is the portal's own).
         _ci(stack, mode="auto")
-        _commit_on(stack, pull["head"]["ref"], "Fix the validation error")
+        status, body = http_json(
+            "POST",
+            f"{stack.forge.base_url}/sandbox/ci/run",
+            {"repo": "acme/gitops", "sha": pull["head"]["sha"]},
+        )
+        assert status == 202, body
         expect(checks.locator("[data-ready-to-merge]")).to_be_visible(timeout=SLOW)
         expect(checks.locator("[data-checks-state]")).to_have_text("Checks passed")
         expect(checks.locator('tr[data-check="ci/validate"]')).to_contain_text("passed")

@@ -82,15 +82,42 @@ def promotable_apps(actor: Any) -> list[Any]:
     return found
 
 
-def request_and_approve(app: Any, people: dict[str, Any]) -> Any:
-    """Request stage→prod for ``app`` and approve it: the PR task is enqueued on commit."""
-    from promotions.services import promotion_approve, promotion_request_create
+def request_pushed(app: Any, people: dict[str, Any]) -> Any:
+    """Request stage→prod for ``app`` and make sure its branch is pushed (before any approval).
+
+    Pushed in-process; a running worker may take the request's own push message first (the claim
+    decides), then we wait for it.
+    """
+    from promotions.models import Promotion
+    from promotions.services import promotion_branch_push, promotion_request_create
+    from tests.conftest import wait_for
 
     stage, prod = envs()
     promotion = promotion_request_create(
         actor=people["rm"], applications=[app], source_env=stage, target_env=prod, note="fault test"
     )
-    return promotion_approve(promotion=promotion, actor=people["approver"], comment="ok")
+    promotion_branch_push(promotion_id=promotion.pk)
+    wait_for(
+        lambda: Promotion.objects.get(pk=promotion.pk).branch_pushed,
+        timeout=60,
+        message=f"promotion {promotion.pk} branch pushed",
+    )
+    promotion.refresh_from_db()
+    return promotion
+
+
+def approve(promotion: Any, people: dict[str, Any]) -> Any:
+    """Approve the pushed head: the PR task is enqueued on commit."""
+    from promotions.services import promotion_approve
+
+    return promotion_approve(
+        promotion=promotion, actor=people["approver"], comment="ok", head_sha=promotion.pushed_head_sha
+    )
+
+
+def request_and_approve(app: Any, people: dict[str, Any]) -> Any:
+    """Request stage→prod for ``app``, push its branch and approve it: the PR task is enqueued on commit."""
+    return approve(request_pushed(app, people), people)
 
 
 def forge_repo_state(forge: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import requests
 from integrations.argocd import ArgoCDClient
 from inventory.models import ArgoApplication, ArgoInstance, Deployment
 from inventory.poll import instance_poll
-from tests.sandbox_fixtures import ARGOCD_TOKEN
+from tests.sandbox_fixtures import ARGOCD_TOKEN, commit_files, read_file, set_image_tag
 
 pytestmark = pytest.mark.django_db
 
@@ -103,8 +103,12 @@ def test_a_failing_argocd_leaves_the_data_stale_and_polling_recovers(sandbox_inv
 def test_argocd_failing_mid_poll_after_the_list_keeps_everything(sandbox_inventory, argo_proxy):
     """The list answers, then every per-app read fails (e.g. Argo CD restarting mid-run)."""
     box = sandbox_inventory
-    # Something changed since the first poll, so the poller must read the changed apps in full.
+    # Something changed since the first poll: a health change (stored from the list alone) and a
+    # sync (a new history entry), so the poller must read the synced apps in full.
     box.argocd.faults.update({"degraded_tags": [_any_prod_tag(box)]})
+    app = box.repo.apps[0].name
+    path = f"environments/dev/{app}/kustomization.yaml"
+    commit_files(box.repo.path, {path: set_image_tag(read_file(box.repo.path, path), "6.6.6")}, "bump\n")
     box.refresh()
     before = Snapshot.take()
 
@@ -126,6 +130,7 @@ def test_argocd_failing_mid_poll_after_the_list_keeps_everything(sandbox_invento
     result = instance_poll(instance_id=box.instance.pk, client=client)
     assert not result.error, result.error
     assert ArgoApplication.objects.filter(health_status="Degraded").exists()
+    assert Deployment.objects.filter(argo_app__claimed_app=app, version="6.6.6").exists()
     assert not ArgoInstance.objects.get(pk=box.instance.pk).is_stale
 
 

@@ -105,3 +105,59 @@ def test_malformed_kustomization_raises_a_clear_error(text, message):
         read_kustomization(text)
     with pytest.raises(KustomizationError):
         image_version(text, "app")
+
+
+# The poller reads thousands of historic overlays per cycle: plain block YAML is read by a fast
+# reader, anything else by the full parser. Both must read every text exactly alike.
+FAST_READER_TEXTS = [
+    SIDECAR_FIRST,
+    "",
+    "# only a comment\n",
+    "images:\n- name: a\n  newTag: '1.0'\n",  # a sequence at the key's own indentation
+    "images:\n  -   name: a\n      newTag: 1.0 # a comment\n",
+    "kind: Kustomization\npatches:\n  - patch: |-\n      - op: replace\n        path: /x\n\n        value: 3\n    target:\n      kind: Deployment\nimages:\n  - name: a\n    newTag: b\n",
+    "patches:\n  - patch: |\n      a: b\n      # kept as text\n\n\nimages:\n  - name: x\n    digest: sha256:abc\n",
+    "images:\n  - name: a\n    newTag: ~\n  - name: b\n    newTag: null\n    newName:\n",
+    "images: [{name: a, newTag: '1'}]\n",  # flow style: the full parser
+    "images:\n  - name: &n a\n    newTag: *n\n",  # anchors: the full parser
+    'images:\n  - name: a\n    newTag: "1\\t2"\n',  # an escape: the full parser
+    "a: b\na: c\n",  # a duplicate key: the full parser's error
+    "images:\n  - name: a\n   newTag: bad indentation\n",
+    "images:\n\tname: a\n",
+    "---\nimages: []\n---\n",
+    "images:\n  - name: a\n    newTag: x: y\n",
+    "- just\n- a list\n",
+]
+
+
+def _read_both(text: str, monkeypatch: pytest.MonkeyPatch) -> tuple[object, object]:
+    import core.kustomize as kustomize
+
+    def result() -> object:
+        try:
+            return read_kustomization(text)
+        except KustomizationError as exc:
+            return ("error", str(exc))
+
+    fast = result()
+
+    def not_simple(source: str) -> object:
+        raise kustomize._NotSimple
+
+    with monkeypatch.context() as patched:
+        patched.setattr(kustomize, "_simple_yaml", not_simple)
+        full = result()
+    return fast, full
+
+
+@pytest.mark.parametrize("text", FAST_READER_TEXTS)
+def test_the_fast_reader_reads_like_the_full_parser(text, monkeypatch):
+    fast, full = _read_both(text, monkeypatch)
+    assert fast == full
+
+
+def test_a_generated_overlay_takes_the_fast_path():
+    from core.kustomize import _simple_yaml
+
+    overlay = FAST_READER_TEXTS[5]
+    assert _simple_yaml(overlay)["patches"][0]["patch"] == "- op: replace\n  path: /x\n\n  value: 3"

@@ -575,3 +575,45 @@ def test_ensure_repairs_config_and_follows_url_change(tmp_path: Path, origin: di
     assert mirror.ensure() is False
     mirror.fetch()
     assert mirror.branch_head("main") == origin["rename"]
+
+
+def test_files_at_reads_many_files_like_file_at_and_refuses_what_it_refuses(
+    mirror: GitMirror, origin: dict[str, object], tmp_path: Path
+) -> None:
+    work = origin["work"]
+    assert isinstance(work, Path)
+    # A symlinked overlay file and a symlinked directory: file_at refuses both.
+    (work / "environments/dev/linked").mkdir(parents=True)
+    os.symlink("../checkout/kustomization.yml", work / "environments/dev/linked/kustomization.yaml")
+    os.symlink("checkout", work / "environments/dev/dirlink")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "links")
+    links = git(work, "rev-parse", "HEAD").strip()
+    git(work, "push", "-q", "origin", "main")
+    mirror.fetch()
+    c1, c2, merge = str(origin["c1"]), str(origin["c2"]), str(origin["merge"])
+    wanted = [
+        (c1, "environments/dev/checkout/kustomization.yaml"),
+        (c2, "environments/dev/checkout/kustomization.yaml"),  # the same blob at another revision
+        (merge, "environments/prod/checkout/kustomization.yaml"),
+        (c2, "missing.yaml"),
+        (c2, "environments/prod"),  # a directory
+        (links, "environments/dev/linked/kustomization.yaml"),
+        (links, "environments/dev/dirlink/kustomization.yml"),
+        ("0" * 40, "environments/dev/checkout/kustomization.yaml"),  # an unknown revision
+        (c2, "../escape.yaml"),
+    ]
+
+    found = mirror.files_at(wanted)
+
+    assert set(found) == set(wanted)
+    assert found[wanted[0]] is not None and found[wanted[0]][1] == b"newTag: '1.0.0'\n"
+    assert found[wanted[1]] == found[wanted[0]]  # same blob id, same content
+    assert found[wanted[2]] is not None and found[wanted[2]][1] == b"newTag: '1.1.0'\n"
+    assert all(found[pair] is None for pair in wanted[3:])
+    for rev, path in wanted[:5]:
+        got = found[(rev, path)]
+        assert mirror.file_at(rev, path) == (got[1] if got else None)
+    for rev, path in wanted[5:7]:
+        with pytest.raises(GitError):
+            mirror.file_at(rev, path)

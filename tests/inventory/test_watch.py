@@ -66,6 +66,42 @@ def _deployment(argo_name: str, sha: str) -> Deployment | None:
     return Deployment.objects.filter(argo_app__name=argo_name, revision=sha).first()
 
 
+def test_a_monorepo_commit_is_stored_as_one_burst_and_only_the_synced_apps_are_read(sandbox_inventory):
+    from tests.inventory.test_poll_at_scale import RecordingClient
+
+    inv = sandbox_inventory
+    clients: list[RecordingClient] = []
+
+    def recording(instance) -> RecordingClient:
+        clients.append(RecordingClient(inv.argocd.base_url))
+        return clients[-1]
+
+    watcher, thread = _start(inv, client_factory=recording)
+    try:
+        wait_for(lambda: watcher.stats.connects >= 1, timeout=15, message="the watcher to connect")
+        app = inv.repo.apps[2].name
+        sha = _push_tag(inv, "dev", app, "8.8.8")
+        inv.refresh()
+        synced = sorted(
+            ArgoApplication.objects.live()
+            .filter(claimed_app=app, environment__name="dev")
+            .values_list("name", flat=True)
+        )
+        for name in synced:
+            wait_for(lambda name=name: _deployment(name, sha), timeout=15, message=f"{name}'s deployment")
+        # Every app's sync revision moved (one commit to the monorepo) and is stored ...
+        wait_for(
+            lambda: set(ArgoApplication.objects.live().values_list("revision", flat=True)) == {sha},
+            timeout=15,
+            message="every app's new sync revision",
+        )
+    finally:
+        _stop(watcher, thread)
+    # ... but only the apps that were synced were read in full.
+    assert synced and {n for c in clients for n in c.full_reads} == set(synced)
+    assert watcher.stats.changed >= ArgoApplication.objects.live().count()
+
+
 def test_a_sync_reaches_the_database_without_a_poll(sandbox_inventory, watching):
     inv = sandbox_inventory
     app = inv.repo.apps[1].name

@@ -37,6 +37,7 @@ def test_header_badge_counts_requests_waiting_for_this_approver_only(client, san
         client.force_login(users[who])
         assert "data-approval-inbox" not in client.get("/promotions/").content.decode()
     # Once decided, the request leaves the approver's inbox.
+    services.promotion_branch_push(promotion_id=promotion.pk)
     services.promotion_approve(promotion=promotion, actor=users["approver"], comment="ok")
     client.force_login(users["approver"])
     assert "data-approval-inbox" not in client.get("/promotions/").content.decode()

@@ -75,6 +75,7 @@ def test_missing_readiness_probe_blocks_until_an_approver_overrides_it(client, s
     promotion = services.promotion_request_create(
         actor=users["rm_approver"], applications=[app], source_env=sandbox.stage, target_env=sandbox.prod
     )
+    services.promotion_branch_push(promotion_id=promotion.pk)  # pushed at the request
     assert promotion.state == S.REQUESTED
     with pytest.raises(services.PromotionRefused, match="blocked by the zero-downtime checklist"):
         services.promotion_approve(promotion=promotion, actor=users["approver"])
@@ -125,6 +126,7 @@ def test_warn_mode_shows_a_warning_and_does_not_block(sandbox, users, purge_brok
     promotion = services.promotion_request_create(
         actor=users["rm"], applications=[app], source_env=sandbox.stage, target_env=sandbox.prod
     )
+    services.promotion_branch_push(promotion_id=promotion.pk)  # pushed at the request
     services.promotion_approve(promotion=promotion, actor=users["approver"])
     promotion.refresh_from_db()
     assert promotion.state != S.REQUESTED
@@ -207,6 +209,7 @@ def test_at_pr_time_the_checklist_runs_on_argo_cds_rendering_and_the_override_ca
     promotion = services.promotion_request_create(
         actor=users["rm"], applications=[app], source_env=sandbox.stage, target_env=sandbox.prod
     )
+    services.promotion_branch_push(promotion_id=promotion.pk)  # pushed at the request
     reason = "probe lands in the next release; traffic is drained by hand"
     services.promotion_checklist_override(promotion=promotion, actor=users["approver"], reason=reason)
     services.promotion_approve(promotion=Promotion.objects.get(pk=promotion.pk), actor=users["approver"])
@@ -222,3 +225,58 @@ def test_at_pr_time_the_checklist_runs_on_argo_cds_rendering_and_the_override_ca
     assert "rendered by Argo CD at" in gate["detail"] and gate["overridden"] == reason
     assert gate["findings"][0]["destination"] == rendered[0].destination
     assert _gate(promotion.gates, "secret_scan")["passed"]
+
+
+def test_the_pushed_head_is_checked_on_argo_cds_rendering_before_anyone_approves(
+    sandbox, users, purge_broker
+):
+    app = promotable_app(sandbox)
+    _drop_readiness_probe(sandbox, app)
+    promotion = services.promotion_request_create(
+        actor=users["rm"], applications=[app], source_env=sandbox.stage, target_env=sandbox.prod
+    )
+    assert "rendered after the branch is pushed" in _gate(promotion.gates, "rendered")["detail"]
+
+    services.promotion_branch_push(promotion_id=promotion.pk)
+
+    promotion.refresh_from_db()
+    rendered = _gate(promotion.gates, "rendered")
+    assert rendered["passed"] and "after the branch is pushed" not in rendered["detail"]
+    probe = _gate(promotion.gates, "checklist.readiness_probe")
+    assert "rendered by Argo CD at" in probe["detail"] and not probe["passed"] and probe["blocking"]
+    with pytest.raises(services.PromotionRefused, match="zero-downtime checklist"):
+        services.promotion_approve(promotion=promotion, actor=users["approver"])
+
+
+@pytest.mark.parametrize(
+    ("gate", "refused"),
+    [
+        ({"name": "rendered", "passed": False, "blocking": True, "transient": False}, True),
+        ({"name": "secret_scan", "passed": False, "blocking": True, "transient": False}, True),
+        ({"name": "rendered", "passed": False, "blocking": True, "transient": True}, False),  # Argo CD down
+    ],
+)
+def test_a_head_argo_cd_cannot_render_or_that_holds_a_secret_cannot_be_approved(
+    sandbox, users, purge_broker, gate, refused
+):
+    promotion = services.promotion_request_create(
+        actor=users["rm"],
+        applications=[promotable_app(sandbox)],
+        source_env=sandbox.stage,
+        target_env=sandbox.prod,
+    )
+    services.promotion_branch_push(promotion_id=promotion.pk)
+    failing = {
+        "label": "the gate",
+        "detail": "ComparisonError: kustomize build failed",
+        "overridable": False,
+        **gate,
+    }
+    Promotion.objects.filter(pk=promotion.pk).update(gates=[failing])
+    promotion.refresh_from_db()
+    if refused:
+        with pytest.raises(services.PromotionRefused, match="cannot be approved: the gate: ComparisonError"):
+            services.promotion_approve(promotion=promotion, actor=users["approver"])
+    else:
+        services.promotion_approve(promotion=promotion, actor=users["approver"])
+        assert Promotion.objects.get(pk=promotion.pk).state != PromotionState.REQUESTED

@@ -35,6 +35,7 @@ def test_full_flow_in_process(sandbox, users, purge_broker):
         actor=users["rm"], applications=[app], source_env=sandbox.stage, target_env=sandbox.prod
     )
     assert promotion.state == PromotionState.REQUESTED
+    services.promotion_branch_push(promotion_id=promotion.pk)
     services.promotion_approve(promotion=promotion, actor=users["approver"], comment="ship it")
     assert services.promotion_pr_open(promotion_id=promotion.pk) == "opened"
     promotion.refresh_from_db()
@@ -79,6 +80,7 @@ def test_full_flow_in_process(sandbox, users, purge_broker):
     )
     assert actions == [
         "promotion.requested",
+        "promotion.branch_pushed",
         "promotion.approved",
         "promotion.pr_opened",
         "promotion.merged",

@@ -49,9 +49,23 @@ def test_request_from_the_browser_then_detail_and_htmx_timeline(client, sandbox,
     assert partial.status_code == 200
     assert b"<html" not in partial.content and b"Timeline" in partial.content
     client.force_login(users["approver"])
-    assert client.post(f"/promotions/{promotion.pk}/approve/", {"comment": "ok"}).status_code == 302
+    waiting = client.get(response["Location"]).content.decode()
+    assert 'id="waiting-for-branch"' in waiting and 'name="head_sha"' not in waiting
+    assert services.promotion_branch_push(promotion_id=promotion.pk) == "pushed"
+    promotion.refresh_from_db()
+    page = client.get(response["Location"]).content.decode()
+    assert f'name="head_sha" value="{promotion.pushed_head_sha}"' in page
+    assert f'You approve commit <code class="sha">{promotion.pushed_head_sha}</code>' in page
+    stale = {"comment": "ok", "head_sha": "0" * 40}
+    assert client.post(f"/promotions/{promotion.pk}/approve/", stale).status_code == 302
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.REQUESTED  # the branch is not at what they reviewed
+    fresh = {"comment": "ok", "head_sha": promotion.pushed_head_sha}
+    assert client.post(f"/promotions/{promotion.pk}/approve/", fresh).status_code == 302
     promotion.refresh_from_db()
     assert promotion.state == PromotionState.APPROVED
+    approved = client.get(response["Location"]).content.decode()
+    assert f'approved commit <code class="sha">{promotion.pushed_head_sha[:12]}</code>' in approved
     listing = client.get("/promotions/", {"state": "in_flight"})
     assert f"#{promotion.pk}" in listing.content.decode()
 
@@ -97,13 +111,26 @@ def test_api_request_get_approve_and_conflict(client, sandbox, users, purge_brok
         HTTP_AUTHORIZATION=f"Bearer {rm_token}",
     )
     assert own.status_code == 403
-    approved = client.post(
+    early = client.post(
         f"/api/v1/promotions/{pk}/approve",
         {"comment": "ok"},
         content_type="application/json",
         HTTP_AUTHORIZATION=f"Bearer {approver_token}",
     )
+    assert early.status_code == 409 and "not pushed yet" in early.json()["error"]
+    services.promotion_branch_push(promotion_id=pk)
+    head = client.get(f"/api/v1/promotions/{pk}", HTTP_AUTHORIZATION=f"Bearer {approver_token}").json()[
+        "branch"
+    ]["pushed_head_sha"]
+    assert head and len(head) == 40
+    approved = client.post(
+        f"/api/v1/promotions/{pk}/approve",
+        {"comment": "ok", "head_sha": head},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {approver_token}",
+    )
     assert approved.status_code == 200 and approved.json()["state"] == "approved"
+    assert approved.json()["approvals"][0]["head_sha"] == head
     got = client.get(f"/api/v1/promotions/{pk}", HTTP_AUTHORIZATION=f"Bearer {approver_token}")
     assert got.json()["timestamps"]["approved"] is not None
     cancelled = client.post(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from django.utils import timezone
 
 from inventory.models import Application
 from promotions import gitops, observed, pullrequests, services
@@ -18,6 +19,7 @@ def _requested_and_pushed(sandbox, users, app) -> Promotion:
     promotion = services.promotion_request_create(
         actor=users["rm"], applications=[app], source_env=sandbox.stage, target_env=sandbox.prod
     )
+    assert services.promotion_branch_push(promotion_id=promotion.pk) == "pushed"  # at the request
     services.promotion_approve(promotion=promotion, actor=users["approver"], comment="ok")
     assert services.promotion_pr_open(promotion_id=promotion.pk) == "opened"
     promotion.refresh_from_db()
@@ -104,7 +106,7 @@ def test_a_render_failure_is_a_blocking_gate_with_argocds_message(client, sandbo
     assert "Rendered after the branch is pushed." in pending and "data-render-error" not in pending
 
     broken = _broken_commit(sandbox, app, tmp_path)
-    Promotion.objects.filter(pk=promotion.pk).update(pushed_head_sha=broken)
+    Promotion.objects.filter(pk=promotion.pk).update(pushed_head_sha=broken, branch_pushed_at=timezone.now())
     html = client.get(f"/promotions/{promotion.pk}/rendered/", HTTP_HX_REQUEST="true").content.decode()
     assert '<span class="badge badge-bad">fail</span> <strong>Rendered by Argo CD</strong>' in html
     assert "data-render-error" in html and "Manifest generation error" in html and "missing.yaml" in html
@@ -125,10 +127,11 @@ def test_pr_body_summarises_the_rendered_diff_once_the_branch_is_pushed(sandbox,
     app = promotable_app(sandbox)
     promotion = _requested_and_pushed(sandbox, users, app)
     (pull,) = sandbox.pulls()
-    # The first body was written before the branch existed: it points at the page.
+    # The branch was pushed at the request: the first body already summarises its rendered diff.
     assert (
         "### Rendered by Argo CD" in pull["body"] and f"/promotions/{promotion.pk}/#rendered" in pull["body"]
     )
+    assert "- changed: `Deployment.apps " in pull["body"]
     items = list(promotion.items.select_related("application"))
     body = pullrequests._pr_body(
         promotion,

@@ -45,6 +45,7 @@ def _merged(sandbox, users) -> Promotion:
         source_env=sandbox.stage,
         target_env=sandbox.prod,
     )
+    services.promotion_branch_push(promotion_id=promotion.pk)
     services.promotion_approve(promotion=promotion, actor=users["approver"])
     assert services.promotion_pr_open(promotion_id=promotion.pk) == "opened"
     promotion.refresh_from_db()

@@ -44,6 +44,7 @@ def _actions(promotion: Promotion) -> list[str]:
 def test_requester_cannot_approve_their_own_promotion_even_as_approver(sandbox, users, purge_broker):
     promotion = _request(sandbox, users["rm_approver"])
     with pytest.raises(PermissionDenied, match="four-eyes"):
+        services.promotion_branch_push(promotion_id=promotion.pk)
         services.promotion_approve(promotion=promotion, actor=users["rm_approver"])
     with pytest.raises(PermissionDenied):
         services.promotion_reject(promotion=promotion, actor=users["rm_approver"])
@@ -59,6 +60,7 @@ def test_viewer_cannot_request_and_release_manager_cannot_approve(sandbox, users
     promotion = _request(sandbox, users["rm"])
     other_rm = UserFactory(username="ron", roles=["release_manager"])
     with pytest.raises(PermissionDenied):
+        services.promotion_branch_push(promotion_id=promotion.pk)
         services.promotion_approve(promotion=promotion, actor=other_rm)
 
 
@@ -66,15 +68,23 @@ def test_n_approvals_are_needed_when_configured(sandbox, users, purge_broker):
     sandbox.prod.approvals_required = 2
     sandbox.prod.save()
     promotion = _request(sandbox, users["rm"])
+    services.promotion_branch_push(promotion_id=promotion.pk)
     services.promotion_approve(promotion=promotion, actor=users["approver"], comment="one")
     promotion.refresh_from_db()
     assert promotion.state == S.REQUESTED
     with pytest.raises(services.PromotionRefused, match="already decided"):
+        services.promotion_branch_push(promotion_id=promotion.pk)
         services.promotion_approve(promotion=promotion, actor=users["approver"])
+    services.promotion_branch_push(promotion_id=promotion.pk)
     services.promotion_approve(promotion=promotion, actor=users["approver2"], comment="two")
     promotion.refresh_from_db()
     assert promotion.state == S.APPROVED and promotion.approved_at is not None
-    assert _actions(promotion) == ["promotion.requested", "promotion.approval_recorded", "promotion.approved"]
+    assert _actions(promotion) == [
+        "promotion.requested",
+        "promotion.branch_pushed",
+        "promotion.approval_recorded",
+        "promotion.approved",
+    ]
 
 
 def test_reject_ends_the_promotion_and_frees_the_app(sandbox, users):
@@ -180,6 +190,7 @@ def test_a_blocked_version_is_refused_until_the_block_is_cleared(sandbox, users)
 
 def test_cancel_closes_the_pr_and_deletes_the_branch(sandbox, users, purge_broker):
     promotion = _request(sandbox, users["rm"])
+    services.promotion_branch_push(promotion_id=promotion.pk)
     services.promotion_approve(promotion=promotion, actor=users["approver"])
     assert services.promotion_pr_open(promotion_id=promotion.pk) == "opened"
     promotion.refresh_from_db()
@@ -193,6 +204,7 @@ def test_cancel_closes_the_pr_and_deletes_the_branch(sandbox, users, purge_broke
     assert promotion.state == S.CANCELLED and promotion.cancelled_at is not None
     assert _actions(promotion) == [
         "promotion.requested",
+        "promotion.branch_pushed",
         "promotion.approved",
         "promotion.pr_opened",
         "promotion.cancelled",
@@ -203,6 +215,7 @@ def test_cancel_closes_the_pr_and_deletes_the_branch(sandbox, users, purge_broke
 
 def test_pr_closed_without_merge_ends_abandoned(sandbox, users, purge_broker):
     promotion = _request(sandbox, users["rm"])
+    services.promotion_branch_push(promotion_id=promotion.pk)
     services.promotion_approve(promotion=promotion, actor=users["approver"])
     services.promotion_pr_open(promotion_id=promotion.pk)
     promotion.refresh_from_db()
@@ -217,6 +230,7 @@ def test_pr_closed_without_merge_ends_abandoned(sandbox, users, purge_broker):
 
 def test_degraded_target_ends_degraded(sandbox, users, purge_broker):
     promotion = _request(sandbox, users["rm"])
+    services.promotion_branch_push(promotion_id=promotion.pk)
     services.promotion_approve(promotion=promotion, actor=users["approver"])
     services.promotion_pr_open(promotion_id=promotion.pk)
     promotion.refresh_from_db()
@@ -248,6 +262,7 @@ def test_bulk_release_train_opens_one_pr_for_several_apps(sandbox, users, purge_
     promotion = services.promotion_request_create(
         actor=users["rm"], applications=apps[:2], source_env=sandbox.stage, target_env=sandbox.prod
     )
+    services.promotion_branch_push(promotion_id=promotion.pk)
     services.promotion_approve(promotion=promotion, actor=users["approver"])
     services.promotion_pr_open(promotion_id=promotion.pk)
     promotion.refresh_from_db()
@@ -288,16 +303,16 @@ def test_branch_names_and_paths_from_input_never_become_git_options(sandbox, use
     # An app whose name would make an option-like branch fails the promotion readably, never runs git.
     app = promotable_app(sandbox)
     promotion = _request(sandbox, users["rm"], app=app)
-    services.promotion_approve(promotion=promotion, actor=users["approver"])
     Application.objects.filter(pk=app.pk).update(name="..evil")
-    assert services.promotion_pr_open(promotion_id=promotion.pk) == "failed"
+    assert services.promotion_branch_push(promotion_id=promotion.pk) == "failed"
     promotion.refresh_from_db()
     assert "branch name" in promotion.failure_reason
-    assert sandbox.pulls() == []
+    assert sandbox.pulls() == [] and not [b for b in sandbox.branches() if b.startswith("promote/")]
 
 
 def test_a_long_retry_after_schedules_the_promotion_retry_instead_of_sleeping(sandbox, users, purge_broker):
     promotion = _request(sandbox, users["rm"])
+    services.promotion_branch_push(promotion_id=promotion.pk)
     services.promotion_approve(promotion=promotion, actor=users["approver"])
     sandbox.fault(
         paths=["/pulls"], methods=["POST"], secondary_rate_limit={"retry_after": 900, "status": 403}

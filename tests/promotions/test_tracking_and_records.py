@@ -44,6 +44,7 @@ def _merged(sandbox, users, app=None, *, before_merge=None) -> Promotion:
     promotion = services.promotion_request_create(
         actor=users["rm"], applications=[app], source_env=sandbox.stage, target_env=sandbox.prod
     )
+    services.promotion_branch_push(promotion_id=promotion.pk)
     services.promotion_approve(promotion=promotion, actor=users["approver"])
     assert services.promotion_pr_open(promotion_id=promotion.pk) == "opened"
     promotion.refresh_from_db()
@@ -98,6 +99,7 @@ def test_a_release_train_writes_one_change_record_per_app_with_versions_and_revi
         assert record.outcome == "pending" and record.requester_name == "rita"
         assert "release train" in record.title
 
+    services.promotion_branch_push(promotion_id=promotion.pk)
     services.promotion_approve(promotion=promotion, actor=users["approver"])
     services.promotion_pr_open(promotion_id=promotion.pk)
     promotion.refresh_from_db()
@@ -198,6 +200,7 @@ def test_a_pull_request_the_forge_no_longer_knows_is_shown_on_the_page(sandbox, 
     promotion = services.promotion_request_create(
         actor=users["rm"], applications=[app], source_env=sandbox.stage, target_env=sandbox.prod
     )
+    services.promotion_branch_push(promotion_id=promotion.pk)
     services.promotion_approve(promotion=promotion, actor=users["approver"])
     services.promotion_pr_open(promotion_id=promotion.pk)
     Promotion.objects.filter(pk=promotion.pk).update(pr_number=9999)
@@ -296,6 +299,7 @@ def test_the_change_record_names_who_merged_on_the_forge_and_argo_cds_sync_resul
     promotion = services.promotion_request_create(
         actor=users["rm"], applications=[app], source_env=sandbox.stage, target_env=sandbox.prod
     )
+    services.promotion_branch_push(promotion_id=promotion.pk)
     services.promotion_approve(promotion=promotion, actor=users["approver"])
     services.promotion_pr_open(promotion_id=promotion.pk)
     promotion.refresh_from_db()

@@ -78,6 +78,7 @@ def test_signed_pull_request_event_reaches_tracking_and_registered_handlers(
             source_env=sandbox.stage,
             target_env=sandbox.prod,
         )
+        services.promotion_branch_push(promotion_id=promotion.pk)
         services.promotion_approve(promotion=promotion, actor=users["approver"])
         services.promotion_pr_open(promotion_id=promotion.pk)
         promotion.refresh_from_db()
@@ -109,6 +110,7 @@ def test_real_forge_merge_webhook_is_accepted(live_server, sandbox, users, purge
         source_env=sandbox.stage,
         target_env=sandbox.prod,
     )
+    services.promotion_branch_push(promotion_id=promotion.pk)
     services.promotion_approve(promotion=promotion, actor=users["approver"])
     services.promotion_pr_open(promotion_id=promotion.pk)
     promotion.refresh_from_db()

@@ -55,7 +55,16 @@ def _approved(sandbox, users) -> Promotion:
         target_env=sandbox.prod,
         note="release 42",
     )
-    services.promotion_approve(promotion=promotion, actor=users["approver"], comment="lgtm")
+    # The worker pushes the branch on the request's commit; the approver approves its head.
+    wait_for(
+        lambda: Promotion.objects.get(pk=promotion.pk).branch_pushed,
+        timeout=60,
+        message="promotion branch pushed by the worker",
+    )
+    promotion.refresh_from_db()
+    services.promotion_approve(
+        promotion=promotion, actor=users["approver"], comment="lgtm", head_sha=promotion.pushed_head_sha
+    )
     return promotion
 
 
@@ -82,7 +91,8 @@ def test_worker_runs_the_whole_promotion_to_healthy(live_server, sandbox, users,
     log = git(sandbox.bare, "log", "-1", "--format=%B", pulls[0]["head_sha"])
     assert f"Promotion-Id: {promotion.pk}" in log
     assert "Requested-By: rita <rita@example.com>" in log
-    assert "Approved-By: alex" in log
+    assert "Approved-By" not in log  # the commit is made before anyone approves it
+    assert pulls[0]["head_sha"] == promotion.pushed_head_sha
 
     sandbox.merge(promotion.pr_number)  # the forge's signed webhook reaches the portal: tracking follows
 
@@ -110,6 +120,7 @@ def test_worker_runs_the_whole_promotion_to_healthy(live_server, sandbox, users,
     )
     assert actions == [
         "promotion.requested",
+        "promotion.branch_pushed",
         "promotion.approved",
         "promotion.pr_opened",
         "promotion.merged",
@@ -139,6 +150,8 @@ def test_worker_killed_between_push_and_pr_creation_leaves_exactly_one_pr(sandbo
         message="the branch pushed by the first attempt",
     )
     pushed_sha = sandbox.forge_state()["branches"][branch]
+    assert pushed_sha == Promotion.objects.get(pk=promotion.pk).pushed_head_sha  # pushed at the request
+    wait_for(lambda: _state(promotion.pk) == S.PR_OPENING, timeout=60, message="PR opening claimed")
     worker.kill()
     assert sandbox.pulls() == []
     assert _state(promotion.pk) == S.PR_OPENING
@@ -157,7 +170,7 @@ def test_worker_killed_between_push_and_pr_creation_leaves_exactly_one_pr(sandbo
     assert pulls[0]["head_ref"] == branch
     assert sandbox.forge_state()["branches"][branch] == pushed_sha  # the branch was reused, not rebuilt
     promotion.refresh_from_db()
-    assert promotion.attempts == 2
+    assert promotion.attempts == 3  # the request's push, the killed PR opening, its retry
 
 
 def test_pr_created_but_answer_lost_is_found_on_retry(sandbox, users, worker_factory):
@@ -167,7 +180,7 @@ def test_pr_created_but_answer_lost_is_found_on_retry(sandbox, users, worker_fac
     wait_for(lambda: _state(promotion.pk) == S.PR_OPEN, timeout=60, message="PR found after the lost answer")
     assert len(sandbox.pulls()) == 1
     promotion.refresh_from_db()
-    assert promotion.attempts == 2
+    assert promotion.attempts == 3  # the push, then two PR-opening claims
     event = AuditEvent.objects.get(
         target_type="promotion", target_id=str(promotion.pk), action="promotion.pr_opened"
     )
@@ -179,6 +192,7 @@ def test_same_task_enqueued_five_times_concurrently_opens_one_pr(sandbox, users,
     promotion = services.promotion_request_create(
         actor=users["rm"], applications=[app], source_env=sandbox.stage, target_env=sandbox.prod
     )
+    services.promotion_branch_push(promotion_id=promotion.pk)
     services.promotion_approve(promotion=promotion, actor=users["approver"])
     for _ in range(4):
         promotion_pr_open_task.delay(promotion.pk)
@@ -195,7 +209,7 @@ def test_forge_5xx_is_retried_with_backoff(sandbox, users, worker_factory):
     promotion = _approved(sandbox, users)
     wait_for(lambda: _state(promotion.pk) == S.PR_OPEN, timeout=60, message="PR opened after retries")
     promotion.refresh_from_db()
-    assert promotion.attempts == 3
+    assert promotion.attempts == 4  # the push, then three PR-opening claims
     assert len(sandbox.pulls()) == 1
 
 
@@ -212,7 +226,7 @@ def test_forge_422_fails_cleanly_with_a_readable_reason(sandbox, users, worker_f
     wait_for(lambda: _state(promotion.pk) == S.FAILED, timeout=60, message="promotion failed")
     promotion.refresh_from_db()
     assert "422" in promotion.failure_reason and "base branch is protected" in promotion.failure_reason
-    assert promotion.attempts == 1
+    assert promotion.attempts == 2  # the push, then one PR-opening claim
     assert sandbox.pulls() == []
     assert not promotion.items.filter(active=True).exists()  # the app is free to promote again
     assert AuditEvent.objects.filter(target_id=str(promotion.pk), action="promotion.failed").count() == 1

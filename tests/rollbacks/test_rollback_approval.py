@@ -176,3 +176,27 @@ def _emergency_approved_elsewhere(sandbox, first: RollbackRequest) -> RollbackRe
     return services.rollback_approve_after_the_fact(
         actor=_approver(sandbox, "cy", other.project), rollback=rollback, reason="fine"
     )
+
+
+def test_the_after_the_fact_approval_binds_to_the_revert_commit_the_portal_pushed(sandbox_auto_merge, client):
+    sandbox = sandbox_auto_merge
+    rollback = _emergency(sandbox)
+    services.rollback_pr_open(rollback_id=rollback.pk)
+    rollback.refresh_from_db()
+    head = rollback.pushed_head_sha
+    assert head and rollback.branch_pushed_at is not None
+    approver = _approver(sandbox)
+    client.force_login(approver)
+    page = client.get(reverse("rollbacks:detail", args=[rollback.pk])).content.decode()
+    assert f'You approve the revert commit <code class="sha">{head}</code>' in page
+
+    services.rollback_approve_after_the_fact(actor=approver, rollback=rollback, reason="right call")
+
+    rollback.refresh_from_db()
+    assert rollback.approved_after_head_sha == head
+    event = AuditEvent.objects.get(action="rollback.approved_after_the_fact", target_id=str(rollback.pk))
+    assert event.after["head_sha"] == head
+    record = ChangeRecord.objects.get(source_type="rollback", source_id=str(rollback.pk))
+    assert record.approved_head_sha == head
+    shown = client.get(reverse("rollbacks:detail", args=[rollback.pk])).content.decode()
+    assert f'on commit <code class="sha">{head}</code>' in shown

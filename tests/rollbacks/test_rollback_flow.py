@@ -107,7 +107,10 @@ def test_reverting_a_merge_commit_opens_a_pr_with_the_revert(sandbox):
     assert compare.ahead_by == 1
     assert compare.files == (sandbox.env_file("prod"),)
     assert _tag_on(sandbox, rollback.branch) == version_a
-    assert _actions(rollback) == ["rollback.requested", "rollback.pr_opened"]
+    assert _actions(rollback) == ["rollback.requested", "rollback.branch_pushed", "rollback.pr_opened"]
+    pushed = AuditEvent.objects.get(action="rollback.branch_pushed", target_id=str(rollback.pk))
+    assert pushed.after["head_sha"] == rollback.pushed_head_sha == pr.head_sha
+    assert rollback.branch_pushed_at is not None and rollback.branch_pushed_at <= rollback.pr_opened_at
 
 
 def test_a_retry_after_the_pr_was_opened_finds_it_instead_of_opening_another(sandbox):

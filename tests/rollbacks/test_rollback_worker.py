@@ -103,6 +103,7 @@ def test_oncall_rolls_prod_back_to_the_previous_version_until_healthy(live_sandb
     )
     assert actions == [
         "rollback.requested",
+        "rollback.branch_pushed",
         "rollback.pr_opened",
         "rollback.merged",
         "rollback.deployed",

@@ -154,10 +154,10 @@ def test_promotion_through_a_symlink_into_dot_git_runs_nothing_and_fails_clearly
     promotion = services.promotion_request_create(
         actor=users["rm"], applications=[app], source_env=sandbox.stage, target_env=sandbox.prod
     )
-    services.promotion_approve(promotion=promotion, actor=users["approver"])
     branches_before = set(sandbox.branches())
 
-    outcome = services.promotion_pr_open(promotion_id=promotion.pk)
+    # The branch is built (and refused) at request time, before anyone could approve it.
+    outcome = services.promotion_branch_push(promotion_id=promotion.pk)
 
     assert not marker.exists(), "the command planted in the repository ran on the worker"
     assert outcome == "failed"

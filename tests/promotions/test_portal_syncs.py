@@ -41,6 +41,7 @@ def _merged(box, users) -> Promotion:
     promotion = services.promotion_request_create(
         actor=users["rm"], applications=[app], source_env=box.stage, target_env=box.prod
     )
+    services.promotion_branch_push(promotion_id=promotion.pk)
     services.promotion_approve(promotion=promotion, actor=users["approver"], comment="ship it")
     assert services.promotion_pr_open(promotion_id=promotion.pk) == "opened"
     promotion.refresh_from_db()
@@ -276,6 +277,7 @@ def test_a_request_approved_with_a_window_override_syncs_without_waiting(manual_
         target_env=manual_prod.prod,
         override_justification="hotfix for the payment outage INC-7",
     )
+    services.promotion_branch_push(promotion_id=promotion.pk)
     services.promotion_approve(promotion=promotion, actor=users["approver"], comment="four eyes")
     assert services.promotion_pr_open(promotion_id=promotion.pk) == "opened"
     promotion.refresh_from_db()

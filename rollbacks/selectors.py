@@ -18,6 +18,7 @@ from changes.secretscan import BASELINE_PATH, redact_diff
 from core.diffs import classify_diff
 from integrations.gitrepo import GitError, InvalidRef, validate_sha
 from inventory.models import Application, ArgoApplication, Deployment, Environment, GitRepository
+from inventory.revisions import app_revision
 from promotions.models import Promotion
 
 from . import history
@@ -70,6 +71,9 @@ class RollbackPlan:
     mode: str
     sha_input: str = ""
     current_revision: str = ""
+    # The app's own last commit at or before the revision running now (the one definition shown
+    # everywhere, inventory.revisions); the revert itself works from `current_revision`.
+    current_app_revision: str = ""
     current_version: str = ""
     target_revision: str = ""
     expected_version: str = ""
@@ -200,6 +204,7 @@ def rollback_plan(
     if not plan.current_revision:
         plan.errors.append(f"no deployment of {application.name} in {environment.name} has been observed yet")
         return plan
+    plan.current_app_revision = app_revision(application, environment, plan.current_revision).shown
     plan.targets = rollback_targets(deployments, plan.current_revision)
     plan.target_deployment_id = target_deployment_id
     revisions = {a.revision for a in argo_apps if a.revision}

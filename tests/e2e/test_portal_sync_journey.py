@@ -7,6 +7,7 @@ package's: database `<db>_livesync_<worker>`, the Redis index after the package 
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from collections.abc import Iterator
@@ -131,4 +132,80 @@ def test_a_promotion_to_manual_sync_prod_waits_for_the_window_then_syncs(
         "promotion.deployed",
         "promotion.healthy",
     ]
+    browsing.assert_clean()
+
+
+def _drop_readiness_probe_on_main(stack: LiveStack, app: str) -> str:
+    """Someone merges a base change that drops the app's readiness probe (every overlay inherits it)."""
+    listing_status, listing = stack.forge_api("GET", f"/repos/acme/gitops/contents/apps/{app}/base?ref=main")
+    assert listing_status == 200, listing
+    path = next(
+        entry["path"]
+        for entry in listing
+        if entry["name"] in ("deployment.yaml", "rollout.yaml", "statefulset.yaml")
+    )
+    status, current = stack.forge_api("GET", f"/repos/acme/gitops/contents/{path}?ref=main")
+    assert status == 200, current
+    lines = base64.b64decode(current["content"]).decode().splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.strip() == "readinessProbe:")
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    end = start + 1
+    while end < len(lines) and len(lines[end]) - len(lines[end].lstrip()) > indent:
+        end += 1
+    text = "".join(lines[:start] + lines[end:])
+    status, body = stack.forge_api(
+        "PUT",
+        f"/repos/acme/gitops/contents/{path}",
+        {
+            "message": f"{app}: simplify the pod spec",
+            "content": base64.b64encode(text.encode()).decode(),
+            "branch": "main",
+            "sha": current["sha"],
+        },
+    )
+    assert status in (200, 201), body
+    return path
+
+
+def test_an_approver_refuses_a_change_whose_rendered_diff_drops_the_readiness_probe(
+    sync_stack: LiveStack, sync_browsing: Browsing
+):
+    """Prod (manual sync) still runs the probe; Argo CD's rendering of the pushed head shows it gone."""
+    stack, browsing = sync_stack, sync_browsing
+    rm = browsing.login("release_manager")
+    app = _choose_app_behind_in_prod(rm)
+    _drop_readiness_probe_on_main(stack, app)
+    _row(rm, app).get_by_role("link", name="Promote to prod").first.click()
+    rm.wait_for_url(re.compile(r"/promotions/new/"))
+    rm.get_by_role("button", name="Request promotion").click()
+    rm.wait_for_url(re.compile(r"/promotions/\d+/$"))
+    promotion_path = re.sub(r"^https?://[^/]+", "", rm.url)
+    promotion_id = int(re.search(r"/promotions/(\d+)/", promotion_path).group(1))
+
+    approver = browsing.login("approver")
+    approver.goto(promotion_path)
+    # The rendered diff of exactly the pushed head: the Deployment changes, its readiness probe is gone.
+    rendered = approver.locator("#rendered")
+    expect(rendered.locator(".diff .del", has_text="readinessProbe").first).to_be_attached(timeout=SLOW)
+    expect(approver.locator("ul.gates").first).to_contain_text("eadiness", timeout=SLOW)
+    browsing.shot(approver, "rendered-diff-drops-probe")
+    approver.locator("details.reject summary").click()
+    approver.get_by_label(re.compile("Reason")).fill(
+        "The rendered diff drops the readiness probe: pods would take traffic cold."
+    )
+    approver.once("dialog", lambda dialog: dialog.accept())
+    approver.get_by_role("button", name="Reject promotion").click()
+    expect(approver.locator("#promotion-live .badge").first).to_have_text("Rejected", timeout=SLOW)
+    browsing.shot(approver, "rejected")
+    with stack.orm() as alias:
+        from audit.models import AuditEvent
+        from promotions.models import Promotion
+
+        promotion = Promotion.objects.using(alias).get(pk=promotion_id)
+        assert promotion.state == "rejected"
+        rejected = AuditEvent.objects.using(alias).get(
+            action="promotion.rejected", target_id=str(promotion_id)
+        )
+        assert "readiness probe" in rejected.message + str(rejected.after)
+    assert not [p for p in stack.pulls() if p["head"]["ref"].startswith(f"promote/{app}/")]
     browsing.assert_clean()

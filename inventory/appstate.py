@@ -66,7 +66,11 @@ def placement_of(
     return Placement(app=app or remote.name, env=env or None, cluster=cluster or None)
 
 
-_VOLATILE_FIELDS = frozenset({"history", "conditions", "resource_version", "reconciled_at"})
+# Not stored, or read only from a full GET (the operation's revision: portal syncs ask the app itself),
+# so they must not make a watched app hash unlike the same app polled from the list.
+_VOLATILE_FIELDS = frozenset(
+    {"history", "conditions", "resource_version", "reconciled_at", "operation_revision"}
+)
 _HASHED_FIELDS: tuple[str, ...] = tuple(
     f.name for f in dataclasses.fields(RemoteApp) if f.name not in _VOLATILE_FIELDS
 )

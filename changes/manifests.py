@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -97,9 +98,20 @@ _KIND_RANK = {kind: i for i, kind in enumerate(KIND_ORDER)}
 
 ADDED, REMOVED, CHANGED = "added", "removed", "changed"
 
-_yaml = YAML(typ="safe", pure=True)
-_yaml.default_flow_style = False
-_yaml.width = 4096  # long strings stay on one line: a diff line per value
+# A ruamel YAML instance keeps its emitter state between calls: two threads dumping through one
+# (a worker's thread pool rendering two changes) corrupt each other's output. One per thread.
+_local = threading.local()
+
+
+def block_yaml() -> YAML:
+    """This thread's YAML dumper: block style, long strings on one line (a diff line per value)."""
+    yaml: YAML | None = getattr(_local, "yaml", None)
+    if yaml is None:
+        yaml = YAML(typ="safe", pure=True)
+        yaml.default_flow_style = False
+        yaml.width = 4096
+        _local.yaml = yaml
+    return yaml
 
 
 # ---- identity and canonical form ----------------------------------------------------------------
@@ -164,7 +176,7 @@ def canonical(obj: Mapping[str, Any]) -> dict[str, Any]:
 def canonical_yaml(obj: Mapping[str, Any]) -> str:
     """Return an object as stable YAML: keys sorted, block style, one value per line."""
     stream = io.StringIO()
-    _yaml.dump(canonical(obj), stream)
+    block_yaml().dump(canonical(obj), stream)
     return stream.getvalue()
 
 

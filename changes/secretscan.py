@@ -32,7 +32,8 @@ from typing import Any
 
 from detect_secrets.core.scan import _process_line_based_plugins
 from detect_secrets.settings import default_settings
-from ruamel.yaml import YAML
+
+from .manifests import block_yaml
 
 BASELINE_PATH = ".secrets.baseline"
 BASELINE_MAX_BYTES = 1_000_000
@@ -41,9 +42,6 @@ MAX_FINDINGS = 50
 _HASH = re.compile(r"[0-9a-f]{40}")
 # detect-secrets keeps its settings in a process-wide object: one scan at a time per process.
 _lock = threading.Lock()
-_yaml = YAML(typ="safe", pure=True)
-_yaml.default_flow_style = False
-_yaml.width = 4096
 
 
 @dataclass(frozen=True)
@@ -177,7 +175,7 @@ def object_inputs(label: str, objects: Iterable[Mapping[str, Any]]) -> list[Scan
         name = f"rendered {label} {obj.get('kind')} {where}{meta.get('name', '?')}"
         stream = io.StringIO()
         try:
-            _yaml.dump(_plain(obj), stream)
+            block_yaml().dump(_plain(obj), stream)
         except Exception:  # an odd value must not stop the scan: fall back to JSON
             stream = io.StringIO(json.dumps(obj, sort_keys=True, indent=1, default=str))
         lines = stream.getvalue().splitlines()

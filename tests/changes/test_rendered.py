@@ -335,3 +335,24 @@ def test_pr_body_summary_has_counts_objects_link_and_is_capped():
     assert len(body) <= PR_BODY_LIMIT and "truncated (the pull request body has a size limit)" in body
     assert body.endswith(capped)
     assert body_cap("short", "section") == "short\n\nsection"
+
+
+def test_canonical_yaml_is_safe_from_many_threads_at_once():
+    """A worker's thread pool renders several changes at once: one shared dumper corrupted them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from changes.manifests import canonical_yaml
+
+    objects = [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": f"cm-{i}"},
+            "data": {str(k): "v" * k for k in range(40)},
+        }
+        for i in range(64)
+    ]
+    expected = [canonical_yaml(o) for o in objects]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for _ in range(5):
+            assert list(pool.map(canonical_yaml, objects)) == expected

@@ -177,9 +177,7 @@ class EnvSection:
 def _running(application: Application, argo_apps: list[ArgoApplication]) -> dict[int, AppRevision]:
     """The app's revision behind each Argo CD app (what it synced last, else what it compares with)."""
     keys = {
-        a.pk: RevisionKey(
-            application.repository_id, application.pk, a.environment_id, a.deployed_revision or a.revision
-        )
+        a.pk: RevisionKey(application.repository_id, application.pk, a.environment_id, a.running_revision)
         for a in argo_apps
     }
     found = app_revisions(keys.values())

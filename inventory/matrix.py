@@ -410,7 +410,7 @@ def _matches(row: ArgoApplication, filters: MatrixFilters) -> bool:
 def _revision(row: ArgoApplication, at: datetime | None) -> str:
     if at is not None:
         return getattr(row, "at_revision", "") or ""
-    return row.deployed_revision or row.revision
+    return row.running_revision
 
 
 @dataclass

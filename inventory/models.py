@@ -264,6 +264,12 @@ class ArgoApplication(models.Model):
         return self.name
 
     @property
+    def running_revision(self) -> str:
+        """What runs: the last sync's revision. status.sync.revision is what Argo CD compares with,
+        already the new head for an OutOfSync app of a manual-sync environment."""
+        return self.deployed_revision or self.revision
+
+    @property
     def argocd_url(self) -> str:
         """The app's page in the Argo CD UI (the API server serves the UI at the same address)."""
         base = self.instance.url.rstrip("/")

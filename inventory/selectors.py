@@ -148,9 +148,7 @@ def deployment_rows(
     rows = []
     argo_apps = list(qs)
     keys = {
-        r.pk: RevisionKey(
-            r.application.repository_id, r.application.pk, r.environment_id, r.deployed_revision or r.revision
-        )
+        r.pk: RevisionKey(r.application.repository_id, r.application.pk, r.environment_id, r.running_revision)
         for r in argo_apps
         if r.application is not None
     }
@@ -170,10 +168,8 @@ def deployment_rows(
                 "environment": r.environment.name if r.environment else None,
                 "cluster": r.cluster.name if r.cluster else None,
                 "namespace": r.namespace,
-                "revision": r.deployed_revision or r.revision,
-                "app_revision": revisions[keys[r.pk]].shown
-                if r.pk in keys
-                else (r.deployed_revision or r.revision),
+                "revision": r.running_revision,
+                "app_revision": revisions[keys[r.pk]].shown if r.pk in keys else (r.running_revision),
                 "target_revision": r.target_revision,
                 "revisions": r.revisions,
                 "images": r.images,

@@ -25,12 +25,9 @@ def promotion_rendered(promotion: Promotion, *, branch_ok: bool = True) -> list[
     before_of = {i.application_id: i.target_revision_before for i in promotion.items.all()}
 
     def before(row: ArgoApplication) -> str:
-        # What runs is the last sync's revision: status.sync.revision is what Argo CD compares with,
-        # already the new head for an OutOfSync app of a manual-sync environment.
-        running = row.deployed_revision or row.revision
         if promotion.merged_at is not None:
-            return before_of.get(row.application_id or 0) or running
-        return running
+            return before_of.get(row.application_id or 0) or row.running_revision
+        return row.running_revision
 
     repo = promotion.repository
     return rendered_changes(

@@ -17,10 +17,9 @@ def rollback_rendered(rollback: RollbackRequest, *, branch_ok: bool = True) -> l
     """Render each Argo CD app of the rollback's environment now and at the revert's head (a page read)."""
 
     def before(row: ArgoApplication) -> str:
-        running = row.deployed_revision or row.revision  # the last sync's, not what Argo CD compares with
         if rollback.merged_at is not None:
-            return rollback.current_revision or running
-        return running
+            return rollback.current_revision or row.running_revision
+        return row.running_revision
 
     repo = rollback.application.repository
     return rendered_changes(

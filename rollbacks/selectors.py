@@ -199,7 +199,7 @@ def rollback_plan(
         plan.current_revision = deployments[0].revision
         plan.current_version = deployments[0].version
     elif argo_apps:
-        plan.current_revision = argo_apps[0].deployed_revision or argo_apps[0].revision
+        plan.current_revision = argo_apps[0].running_revision
         plan.current_version = argo_apps[0].version
     if not plan.current_revision:
         plan.errors.append(f"no deployment of {application.name} in {environment.name} has been observed yet")

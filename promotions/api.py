@@ -102,6 +102,9 @@ def promotion_json(p: Promotion) -> dict[str, Any]:
 
 
 def _refused(exc: services.PromotionRefused) -> ApiError:
+    if isinstance(exc, services.PromotionRetryLater):
+        # Nothing was recorded and the same request may succeed shortly (the forge was unavailable).
+        return ApiError(503, exc.message, retryable=True, retry_after=exc.retry_after)
     return ApiError(
         409,
         exc.message,

@@ -16,6 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 
+from changes.branchcheck import change_branch_verify
 from changes.checklist import gate_key, is_checklist_gate, secret_scan_gate
 from changes.lifecycle import (
     ChangeFailed,
@@ -112,6 +113,11 @@ def promotion_gates_on_rendering(*, promotion_id: int) -> list[dict[str, Any]]:
     items = list(promotion.items.select_related("application").order_by("application__name"))
     checks = _evaluate_gates(promotion, items, gitops.mirror_for(promotion.repository))[0]
     return [c.as_dict() for c in checks]
+
+
+def promotion_branch_verify(*, promotion_id: int) -> str:
+    """Check the promotion branch head with the forge (changes.branchcheck); returns the outcome."""
+    return change_branch_verify(kind=PROMOTION, change_id=promotion_id).outcome
 
 
 def promotion_fail(*, promotion_id: int, reason: str) -> bool:

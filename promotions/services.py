@@ -14,10 +14,11 @@ The lifecycle those share with rollbacks (claims, backoff, PR ensure, tracking, 
 from __future__ import annotations
 
 from .blocks import promotion_block_clear, promotion_block_create
-from .preview import ItemPreview, PromotionPreview, PromotionRefused, promotion_preview
+from .preview import ItemPreview, PromotionPreview, PromotionRefused, PromotionRetryLater, promotion_preview
 from .pullrequests import (
     branch_name,
     promotion_branch_push,
+    promotion_branch_verify,
     promotion_close_pr,
     promotion_fail,
     promotion_pr_open,
@@ -37,12 +38,14 @@ __all__ = [
     "ItemPreview",
     "PromotionPreview",
     "PromotionRefused",
+    "PromotionRetryLater",
     "branch_name",
     "change_record_source_id",
     "promotion_approve",
     "promotion_block_clear",
     "promotion_block_create",
     "promotion_branch_push",
+    "promotion_branch_verify",
     "promotion_cancel",
     "promotion_checklist_override",
     "promotion_close_pr",

@@ -180,6 +180,12 @@ SWEEP_EXPIRES_SECONDS = float(max(30, 3 * SWEEP_INTERVAL_SECONDS))
 # A merged promotion (or rollback) Argo CD has not deployed after this long ends failed (degraded
 # when deployed but not Healthy), with the reason on its page.
 PROMOTION_DEPLOY_TIMEOUT_MINUTES = env_int("PROMOTION_DEPLOY_TIMEOUT_MINUTES", 30)
+# A portal-driven sync (`sync: portal`) that meets only transient Argo CD errors (5xx, timeouts,
+# unreachable) for this long is given up like a permanent refusal: failed on the change's page,
+# where an authorised user may retry it.
+PORTAL_SYNC_DEADLINE_MINUTES = env_int("PORTAL_SYNC_DEADLINE_MINUTES", 60)
+if PORTAL_SYNC_DEADLINE_MINUTES < 1:
+    raise ImproperlyConfigured("PORTAL_SYNC_DEADLINE_MINUTES: must be at least 1")
 # An emergency rollback nobody approved after the fact this many hours after its request is
 # escalated once (ledger event `rollback.approval_escalated`, delivered by notification subscriptions).
 EMERGENCY_APPROVAL_DEADLINE_HOURS = env_int("EMERGENCY_APPROVAL_DEADLINE_HOURS", 24)

@@ -32,9 +32,17 @@ from .requests import (
     promotion_reject,
     promotion_request_create,
 )
-from .tracking import promotion_sync, promotion_sync_override, promotion_track, promotions_sweep
+from .tracking import (
+    SYNC_RETRY_ROLES,
+    promotion_sync,
+    promotion_sync_override,
+    promotion_sync_retry,
+    promotion_track,
+    promotions_sweep,
+)
 
 __all__ = [
+    "SYNC_RETRY_ROLES",
     "ItemPreview",
     "PromotionPreview",
     "PromotionRefused",
@@ -57,6 +65,7 @@ __all__ = [
     "promotion_request_create",
     "promotion_sync",
     "promotion_sync_override",
+    "promotion_sync_retry",
     "promotion_track",
     "promotions_sweep",
 ]

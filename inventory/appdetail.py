@@ -182,16 +182,6 @@ class EnvSection:
     running: list[RunningApp] = field(default_factory=list)
 
 
-def _running(application: Application, argo_apps: list[ArgoApplication]) -> dict[int, AppRevision]:
-    """The app's revision behind each Argo CD app (what it synced last, else what it compares with)."""
-    keys = {
-        a.pk: RevisionKey(application.repository_id, application.pk, a.environment_id, a.running_revision)
-        for a in argo_apps
-    }
-    found = app_revisions(keys.values())
-    return {pk: found[key] for pk, key in keys.items()}
-
-
 def app_detail(
     *, application: Application, user: Any = None, timeline_limit: int = 20, commits_limit: int = 50
 ) -> list[EnvSection]:
@@ -207,7 +197,6 @@ def app_detail(
         .select_related("instance", "cluster", "environment")
         .order_by("name")
     )
-    revisions = _running(application, live)
     sections = []
     for i, env in enumerate(envs):
         next_env = envs[i + 1] if i + 1 < len(envs) else None
@@ -223,9 +212,7 @@ def app_detail(
             else []
         )
         here = [a for a in live if a.environment_id == env.pk]
-        section = EnvSection(
-            env, here, deployments, commits, next_env, running=[RunningApp(a, revisions[a.pk]) for a in here]
-        )
+        section = EnvSection(env, here, deployments, commits, next_env)
         if user is not None:
             section.can_promote_next = next_env is not None and rights.promote(
                 application.project, next_env.name
@@ -236,7 +223,12 @@ def app_detail(
             for group in _group_by_change(deployments, timeline_limit)
         ]
         sections.append(section)
-    # Every row's app revision in one go (at most three queries for the whole page).
+    # The app's revision behind each Argo CD app (what it synced last, else what it compares with)
+    # and each timeline row: one bulk call, at most three queries for the whole page.
+    running = {
+        a.pk: RevisionKey(application.repository_id, application.pk, a.environment_id, a.running_revision)
+        for a in live
+    }
     keys = {
         id(entry): RevisionKey(
             application.repository_id, application.pk, s.environment.pk, entry.deployment.revision
@@ -244,8 +236,9 @@ def app_detail(
         for s in sections
         for entry in s.timeline
     }
-    found = app_revisions(keys.values())
+    found = app_revisions([*running.values(), *keys.values()])
     for section in sections:
+        section.running = [RunningApp(a, found[running[a.pk]]) for a in section.argo_apps]
         for entry in section.timeline:
             entry.revision = found.get(keys[id(entry)]) or AppRevision(argo=entry.deployment.revision)
             # Reverting Argo CD's revision would revert whatever the head commit changed (another

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('promotions', '0010_merge_0009_merge_20261205_2026_0009_merge_headsha'),
+        ('promotions', '0011_gate_evaluations'),
     ]
 
     operations = [

@@ -9,8 +9,11 @@ window with a reason. Argo CD stays the judge: inside a deny window without `man
 the sync (403 `cannot sync: blocked by sync window`) and the page says so.
 
 `change_sync` is idempotent: an app whose current operation already asks for the revision (or that
-runs it) is not synced again, and a change whose sync was requested is left to tracking. Every state
-change writes its ledger event (`<kind>.sync_waiting`, `.sync_requested`, `.sync_error`,
+runs it) is not synced again, and a change whose sync was requested is left to tracking. Argo CD's
+errors are sorted (`sync_error_class`): transient ones are retried with backoff until
+PORTAL_SYNC_DEADLINE_MINUTES, a refusal (401/403/404/400) gives the sync up at once; a given-up sync
+is retried only by a person (`change_sync_retry`). Every state change writes its ledger event
+(`<kind>.sync_waiting`, `.sync_requested`, `.sync_error`, `.sync_given_up`, `.sync_retried`,
 `.sync_window_overridden`) in the same transaction.
 """
 

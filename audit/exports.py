@@ -1,8 +1,9 @@
 """Exports of the ledger: CSV, JSON Lines, PDF change report and the signed bundle.
 
 Every export first writes an ``audit.exported`` event (committed before a byte is streamed), then
-fixes its sequence range at the chain head it just extended, and reads events by keyset batches,
-so a million events export with flat memory.
+fixes its sequence range at the chain head it just extended, and reads events by keyset batches
+(CSV and JSON Lines on PostgreSQL: as a COPY stream, see EventLines), so a million events export
+with flat memory.
 """
 
 from __future__ import annotations

@@ -325,7 +325,7 @@ def _sql_canonical(text: str, *, csv_: bool) -> str:
     )
     return (
         f"CASE WHEN {text} IS NULL OR {text} = 'null' THEN '' "
-        f"WHEN left({text}, 1) IN ('[', '{{') AND {same} AND {text} !~ {_SQL_TWO_KEYS} THEN {cell} END"
+        f"WHEN left({text}, 1) IN ('[', '{{') AND {text} !~ {_SQL_TWO_KEYS} AND {same} THEN {cell} END"
     )
 
 
@@ -378,7 +378,9 @@ def _copy_statement(sql: str, fields: tuple[str, ...], *, csv_: bool) -> str:
         f"CASE WHEN {missing} > 1 AND m.c{i} IS NULL THEN m.x_{n} END" for i, n in enumerate(_JSON_FIELDS)
     )
     inner = f"{lines} ORDER BY e.sequence OFFSET 0"
-    select = f"SELECT {whole} || {end}, {one}, {many}, {raw} FROM ({inner}) AS m"  # noqa: S608 - fixed SQL
+    # (Only a whole line is concatenated whole: || would build most of a fallback line before its NULL.)
+    line = f"CASE WHEN {missing} = 0 THEN {whole} || {end} END"
+    select = f"SELECT {line}, {one}, {many}, {raw} FROM ({inner}) AS m"  # noqa: S608 - fixed SQL
     return f"COPY ({select}) TO STDOUT (FORMAT binary)"
 
 

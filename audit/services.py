@@ -89,6 +89,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from core.bulkinsert import models_copy_insert
 from core.requestid import current_request_id
 
 from .actions import AuditAction
@@ -275,7 +276,7 @@ def audit_events_record(events: Iterable[Mapping[str, Any]]) -> list[AuditEvent]
         return []
     with transaction.atomic():
         _chain(built, *_chain_head())
-        AuditEvent.objects.bulk_create(built, batch_size=1000)
+        models_copy_insert(built)  # COPY: a poller's first cycle appends tens of thousands
         events_recorded.send(sender=AuditEvent, events=built)
     return built
 
@@ -500,7 +501,8 @@ def change_records_create(records: Iterable[Mapping[str, Any]]) -> list[ChangeRe
             raise TypeError(f"change_records_create: unknown fields {sorted(unknown)}")
         cleaned = {name: _clean_change_field(name, value) for name, value in item.items()}
         built.append(_change_record_new(kind, source_type, source_id, app, environment, cleaned))
-    return updated + ChangeRecord.objects.bulk_create(built, batch_size=1000)
+    models_copy_insert(built)
+    return updated + built
 
 
 # --- checkpoints --------------------------------------------------------------------------------------

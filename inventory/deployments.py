@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import audit_events_record, change_records_create
+from core.bulkinsert import models_copy_insert
 from core.kustomize import KustomizationError, image_version
 from integrations.argocd import ArgoApplication as RemoteApp
 from integrations.argocd import HistoryEntry
@@ -237,7 +238,7 @@ def deployments_record_many(
                 versions=versions,
             )
         ]
-        Deployment.objects.bulk_create([item.row for _, item in built], batch_size=1000)
+        models_copy_insert([item.row for _, item in built])
         audit_events_record(_deployment_observed_event(context=context, item=item) for context, item in built)
         change_records_create(
             _out_of_band_change(context=context, item=item)

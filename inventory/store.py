@@ -14,6 +14,7 @@ from django.db.models import Model
 from django.utils.dateparse import parse_datetime
 
 from audit.services import audit_event_record
+from core.bulkinsert import models_copy_insert
 from integrations.argocd import ArgoApplication as RemoteApp
 from integrations.argocd import ArgoCDClient, ArgoCDNotFound, ArgoCDPermissionDenied, RawApplicationList
 
@@ -507,7 +508,7 @@ def apps_store(
         row.last_changed_at = now
         changed_rows.append(row)
     if new_rows:
-        ArgoApplication.objects.bulk_create(new_rows)
+        models_copy_insert(new_rows)
     if changed_rows:
         ArgoApplication.objects.bulk_update(changed_rows, ROW_FIELDS, batch_size=500)
     for name, app in conflicted:

@@ -190,10 +190,21 @@ def deployments_record_many(
     with transaction.atomic():
         locked_rows = list(
             ArgoApplication.objects.select_for_update(of=("self",))
-            .select_related("application__repository", "environment", "cluster")
+            .select_related("application", "environment", "cluster")
             .filter(pk__in=list(wanted))
             .order_by("pk")
         )
+        # The few repositories once each, not joined per row (each row would decrypt its token again).
+        repos = GitRepository.objects.in_bulk(
+            {
+                r.application.repository_id
+                for r in locked_rows
+                if r.application and r.application.repository_id
+            }
+        )
+        for row in locked_rows:
+            if row.application is not None and row.application.repository_id in repos:
+                row.application.repository = repos[row.application.repository_id]
         known: dict[int, list[tuple[int, str, str]]] = {}
         for argo_id, hid, revision, version in Deployment.objects.filter(
             argo_app_id__in=list(wanted)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -10,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Model
+from django.db.models import JSONField, Model
 from django.utils.dateparse import parse_datetime
 
 from audit.services import audit_event_record
@@ -317,8 +318,8 @@ _SQL_TYPES = {
 def rows_update(model: type[Model], updates: list[dict[str, Any]]) -> None:
     """Set different values on many rows by id: one `UPDATE … FROM unnest(…)` on PostgreSQL.
 
-    Every dict has the same keys, `id` among them; the other keys are text or timestamp columns
-    (see _SQL_TYPES). Django's bulk_update builds a CASE per column and row, quadratic at fleet size.
+    Every dict has the same keys, `id` among them; the other keys are text, timestamp (see
+    _SQL_TYPES) or JSON columns. Django's bulk_update builds a CASE per column and row, quadratic at fleet size.
     """
     if not updates:
         return
@@ -330,12 +331,18 @@ def rows_update(model: type[Model], updates: list[dict[str, Any]]) -> None:
             )
         return
     table = connection.ops.quote_name(model._meta.db_table)
+    json_columns = {c for c in columns if isinstance(model._meta.get_field(c), JSONField)}
     sets = ", ".join(f"{connection.ops.quote_name(c)} = v.{c}" for c in columns if c != "id")
-    arrays = ", ".join(f"%s::{_SQL_TYPES.get(c, 'text')}[]" for c in columns)
+    arrays = ", ".join(
+        f"%s::{'jsonb' if c in json_columns else _SQL_TYPES.get(c, 'text')}[]" for c in columns
+    )
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} AS t SET {sets} FROM unnest({arrays}) AS v({', '.join(columns)}) WHERE t.id = v.id",  # noqa: S608 - column names are ours
-            [[values[c] for values in updates] for c in columns],
+            [
+                [json.dumps(values[c]) if c in json_columns else values[c] for values in updates]
+                for c in columns
+            ],
         )
 
 
@@ -420,8 +427,19 @@ def _applications_for(
         if application_pin_resolve(app=app, rules=rules, first_project=projects.get(argo_name, "")):
             fix[app.pk] = app
     if fix:
-        Application.objects.bulk_update(
-            list(fix.values()), ["project", "argocd_projects", "argocd_instances", "pin_source"]
+        # At a first poll that is every app Git made (the ingest creates them unpinned).
+        rows_update(
+            Application,
+            [
+                {
+                    "id": a.pk,
+                    "project": a.project,
+                    "argocd_projects": a.argocd_projects,
+                    "argocd_instances": a.argocd_instances,
+                    "pin_source": a.pin_source,
+                }
+                for a in fix.values()
+            ],
         )
     return apps
 

@@ -36,12 +36,12 @@ def models_copy_insert(objs: Sequence[models.Model]) -> None:
     meta = model._meta
     pk = meta.pk
     assert pk is not None
-    fields = [f for f in meta.local_concrete_fields if f.column]
+    fields = [f for f in meta.local_concrete_fields if f.column is not None]
     need_pks = [obj for obj in objs if obj.pk is None]
     quote = connection.ops.quote_name
     table = quote(meta.db_table)
     temp = quote(f"_copy_{meta.db_table}")
-    columns = ", ".join(quote(f.column) for f in fields)
+    columns = ", ".join(quote(str(f.column)) for f in fields)
     convert = [_converter(f) for f in fields]
     # The rows are COPied into a temporary table and moved with one INSERT … SELECT: the write to
     # the real table is an ordinary statement (its triggers, constraints and rowcount as usual).

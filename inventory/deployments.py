@@ -173,8 +173,12 @@ def deployments_record_many(
     *,
     items: Sequence[tuple[ArgoApplication, Sequence[HistoryEntry], RemoteApp | None]],
     versions: HistoricVersions | None = None,
+    written: bool = False,
 ) -> list[Deployment]:
     """Store the status.history entries of many apps as Deployments exactly once; return the new rows.
+
+    `written`: the caller inserted or updated these Argo CD rows in the current transaction (with
+    their app, environment and cluster set): they are locked but not read again.
 
     One pass for the whole list: the Argo CD application rows are locked first (in id order), so
     concurrent polls of the same apps serialise and the second one finds the rows already there;
@@ -188,12 +192,24 @@ def deployments_record_many(
     if not wanted:
         return []
     with transaction.atomic():
-        locked_rows = list(
-            ArgoApplication.objects.select_for_update(of=("self",))
-            .select_related("application", "environment", "cluster")
-            .filter(pk__in=list(wanted))
-            .order_by("pk")
-        )
+        if written:
+            # The caller wrote these rows in this transaction: lock them in the same order, and use
+            # its instances (with their app, environment and cluster) instead of reading them again.
+            given = {argo_app.pk: argo_app for argo_app, _, _ in items}
+            locked_rows = [
+                given[pk]
+                for pk in ArgoApplication.objects.select_for_update()
+                .filter(pk__in=list(wanted))
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            ]
+        else:
+            locked_rows = list(
+                ArgoApplication.objects.select_for_update(of=("self",))
+                .select_related("application", "environment", "cluster")
+                .filter(pk__in=list(wanted))
+                .order_by("pk")
+            )
         # The few repositories once each, not joined per row (each row would decrypt its token again).
         repos = GitRepository.objects.in_bulk(
             {

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import JSONField, Model
 from django.utils.dateparse import parse_datetime
@@ -195,10 +196,11 @@ def apps_observe(
 
 def full_reads(client: ArgoCDClient, names: list[str]) -> dict[str, RemoteApp]:
     """GET these apps in full (a few at a time); apps deleted meanwhile are left out."""
-    if len(names) < 2 * FULL_READS_AT_ONCE:
+    at_once = settings.ARGOCD_FULL_READS_AT_ONCE
+    if at_once < 2 or len(names) < 2 * at_once:
         fetched = [_full_read(client, name) for name in names]
     else:
-        with ThreadPoolExecutor(FULL_READS_AT_ONCE, thread_name_prefix="argocd-get") as pool:
+        with ThreadPoolExecutor(at_once, thread_name_prefix="argocd-get") as pool:
             fetched = list(pool.map(lambda name: _full_read(client, name), names))
     return {name: remote for name, remote in zip(names, fetched, strict=True) if remote is not None}
 
@@ -221,10 +223,12 @@ def apps_read_and_store(
     """
     stats: dict[str, Any] = {"changed": 0, "new": 0, "deployments": 0, "by_app": Counter(), "read": []}
     chunks = [observed.to_read[start : start + chunk] for start in range(0, len(observed.to_read), chunk)]
-    if len(observed.to_read) < 2 * FULL_READS_AT_ONCE:
+    at_once = settings.ARGOCD_FULL_READS_AT_ONCE
+    if len(observed.to_read) < 2 * at_once:
         reads: Iterator[dict[str, RemoteApp]] = (full_reads(client, names) for names in chunks)
         return _chunks_store(instance, observed, cluster_rows, now, reads, stats)
-    pool = ThreadPoolExecutor(FULL_READS_AT_ONCE, thread_name_prefix="argocd-get")
+    # Against a real Argo CD each GET mostly waits on the network and the API server.
+    pool = ThreadPoolExecutor(at_once, thread_name_prefix="argocd-get")
     try:
         # The next chunk is read while this one is stored (the database works meanwhile).
         return _chunks_store(instance, observed, cluster_rows, now, _prefetched(pool, client, chunks), stats)
@@ -269,11 +273,6 @@ def _chunks_store(
             stats[key] += done[key]
         stats["read"] += list(full)
     return stats
-
-
-# Full GETs in flight at once when many apps changed (a first poll, a re-list after an outage):
-# against a real Argo CD each GET is mostly waiting on the network and the API server.
-FULL_READS_AT_ONCE = 4
 
 
 def _full_read(client: ArgoCDClient, name: str) -> RemoteApp | None:
@@ -538,7 +537,8 @@ def apps_store(
             (rows[name], remote.history, remote)
             for name, remote in full.items()
             if remote.history and not rows[name].ownership_conflict
-        ]
+        ],
+        written=True,
     )
     return {
         "changed": len(changed_rows),

@@ -79,6 +79,7 @@ Checkpoints
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -119,13 +120,17 @@ def _as_json(value: Any) -> Any:
     return json.loads(json.dumps(value, cls=DjangoJSONEncoder, ensure_ascii=False))
 
 
+@functools.lru_cache(maxsize=4096)
+def _credential_key(key: str) -> bool:
+    # Payload keys are few and repeat in every event (a poller's batch has tens of thousands).
+    lowered = key.lower()
+    return any(word in lowered for word in _REDACTED_KEYS)
+
+
 def _redact(value: Any) -> Any:
     """Drop anything that looks like a credential from before/after payloads."""
     if isinstance(value, dict):
-        return {
-            k: ("[redacted]" if any(word in str(k).lower() for word in _REDACTED_KEYS) else _redact(v))
-            for k, v in value.items()
-        }
+        return {k: ("[redacted]" if _credential_key(str(k)) else _redact(v)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_redact(v) for v in value]
     return value

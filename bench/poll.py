@@ -201,7 +201,11 @@ def run(
         "\u2026 SELECT). Before (cProfile, 3,000 apps): ~40% of the cycle was Django's bulk_create "
         "preparing and quoting every value in Python, ~7% the pins' bulk_update (a CASE per row), ~3% "
         "decrypting the repository's token once per Argo CD row. The emulator serving the GETs runs in this "
-        "process, sharing its GIL: it sends each app's JSON encoded once per resourceVersion."
+        "process, sharing its GIL: it sends each app's JSON encoded once per rendering. What remains "
+        "(3,000 apps: 5.9 s of process CPU, from 8.2 s; the storing thread 2.7 s, from 4.8 s): the GETs "
+        "through requests and their parsing (~0.5 ms each) and the emulator answering them (~0.2 ms), "
+        "all under one GIL, then per deployment its model instance, its audit event (built and hashed "
+        "into the chain) and its COPY row."
     )
     section.note(
         "How the no-change cycle stays close to fetch+parse: each raw list item is hashed as decoded "

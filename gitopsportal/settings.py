@@ -225,6 +225,13 @@ for _name, _value in (
         raise ImproperlyConfigured(f"{_name}: must be more than 0 seconds")
 # The (connect, read) pair as `requests` takes it.
 ARGOCD_TIMEOUT = (ARGOCD_CONNECT_TIMEOUT_SECONDS, ARGOCD_READ_TIMEOUT_SECONDS)
+# Full application GETs a poll keeps in flight at once when many apps are new or changed (a first
+# poll, a re-list after an outage): the list's `fields` drop status.history, so each such app is one
+# GET. Bounded: every GET also costs the Argo CD API server an RBAC check and a cache read; at most
+# the 10 keep-alive connections a requests session pools per host.
+ARGOCD_FULL_READS_AT_ONCE = env_int("ARGOCD_FULL_READS_AT_ONCE", 4)
+if not 1 <= ARGOCD_FULL_READS_AT_ONCE <= 10:
+    raise ImproperlyConfigured("ARGOCD_FULL_READS_AT_ONCE: must be 1-10")
 # Committer of the portal's promotion and rollback commits (authors are the requesting users). Not
 # git's own GIT_COMMITTER_* variables, which a shell or CI job may set for other reasons.
 GIT_COMMITTER_NAME = env_str("GITOPSPORTAL_GIT_COMMITTER_NAME", "GitOps Portal") or "GitOps Portal"

@@ -317,13 +317,14 @@ def _ingest_batch(
 
 # What text COPY treats specially in a field (NUL cannot occur: git's -z output is split on it).
 _COPY_ESCAPES = (("\\", "\\\\"), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"))
-# A path that is its own JSON string and COPY text as is (else json.dumps and escape).
+_COPY_SPECIAL = re.compile(r"[\\\n\r\t]")
 _NULL = "\\N"
+# A path that is its own JSON string and COPY text as is (else json.dumps and escape).
 _PLAIN_PATHS = re.compile(r'[\x00-\x1f"\\]')
 
 
 def _copy_text(value: str) -> str:
-    if "\\" in value or "\n" in value or "\r" in value or "\t" in value:
+    if _COPY_SPECIAL.search(value):
         for char, escaped in _COPY_ESCAPES:
             value = value.replace(char, escaped)
     return value
@@ -399,23 +400,26 @@ def _format_batch(
     lines: list[str] = []
     touches: list[tuple[int, str, int | None, str]] = []
     names: set[str] = set()
-    prefix = f"{repo_id}\t"
+    prefix = f"{repo_id}\x00"
     for i, entry in enumerate(batch):
         sha, parents, an, ae, ad, cn, _ce, cd, message, paths = entry
         parent_list = parents.split()
         is_merge = len(parent_list) > 1
         message = message.rstrip("\n")
+        # Fields separated by NUL (never in git's fields) and escaped once per row, then tabs.
         lines.append(
-            f"{prefix}{sha}\t{first_seq + i}\t"
-            + ('["' + '", "'.join(parent_list) + '"]' if parent_list else "[]")
-            + f"\t{_copy_text(an[:200])}\t{_copy_text(ae[:200])}\t{ad}\t{_copy_text(cn[:200])}\t{cd}"
-            + f"\t{_copy_text(message)}\t{'t' if is_merge else 'f'}\t{_copy_text(_portal_ref(message, is_merge))}\n"
+            _copy_text(
+                f"{prefix}{sha}\x00{first_seq + i}\x00"
+                + ('["' + '", "'.join(parent_list) + '"]' if parent_list else "[]")
+                + f"\x00{an[:200]}\x00{ae[:200]}\x00{ad}\x00{cn[:200]}\x00{cd}\x00{message}"
+                + f"\x00{'t' if is_merge else 'f'}\x00{_portal_ref(message, is_merge)}"
+            )
         )
         if paths:
             for (app, env_id), app_paths in mapper.map(paths, branch).items():
                 touches.append((i, app, env_id, _paths_json(app_paths[:50])))
                 names.add(app)
-    return "".join(lines), touches, names
+    return ("\n".join(lines) + "\n").replace("\x00", "\t"), touches, names
 
 
 def _app_ids(repo: GitRepository, names: set[str]) -> dict[str, int]:

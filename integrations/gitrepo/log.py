@@ -135,8 +135,7 @@ def parse_log_entries(chunks: Iterable[bytes]) -> Iterator[LogEntry]:
         tokens = fields[_HEADER_FIELDS:]
         if tokens and not tokens[-1]:
             tokens.pop()  # the NUL that ends the last record of the stream
-        statuses = tokens[0::2]
-        if len(tokens) % 2 == 0 and all(s.strip() in _ONE_PATH_STATUS for s in statuses):
+        if len(tokens) % 2 == 0 and _ONE_PATH_STATUS.issuperset(map(str.strip, tokens[0::2])):
             paths = tokens[1::2]
         else:
             changes = _changes(tokens)

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
 from django.db.models import Max
@@ -23,6 +23,7 @@ from .claims import INGEST_CLAIM, claim_release, row_claim
 from .mirrors import mirror_for
 from .models import Application, ArgoInstance, Commit, CommitTouch, Deployment, Environment, GitRepository
 
+_T = TypeVar("_T")
 INGEST_BATCH = 2000
 _MAPPER_CACHE = 200_000  # distinct paths remembered by a PathMapper
 _TRAILER = re.compile(r"^(Promotion-Id|Rollback-Id):[ \t]*(\S+)[ \t]*$", re.MULTILINE | re.IGNORECASE)
@@ -199,8 +200,8 @@ def _known_in_mirror(mirror: GitMirror, sha: str) -> bool:
     return True
 
 
-def _batches(records: Iterator[CommitRecord], size: int) -> Iterator[list[CommitRecord]]:
-    batch: list[CommitRecord] = []
+def _batches(records: Iterator[_T], size: int) -> Iterator[list[_T]]:
+    batch: list[_T] = []
     for record in records:
         batch.append(record)
         if len(batch) >= size:
@@ -353,6 +354,7 @@ def _first_ingest(
     """
     heads: dict[str, str] = {}
     apps: dict[str, int] = {}
+    looked_up: set[str] = set()
     known: list[str] = []
     seq = 1
     commits = touches = 0
@@ -374,12 +376,14 @@ def _first_ingest(
                     mirror.iter_log_entries(ref=f"refs/heads/{branch}", known_shas=known), INGEST_BATCH
                 ):
                     rows, touch_rows, names = _format_batch(repo.pk, batch, seq, mapper, branch)
-                    if names - apps.keys():
+                    if names - looked_up:
                         writer.drain()  # the ORM below uses the connection the writer uses
                         apps.update(_app_ids(repo, names))
+                        looked_up |= names
                     tails = [
                         (i, f"\t{apps[app]}\t{_NULL if env_id is None else env_id}\t{seq + i}\t{paths}\n")
                         for i, app, env_id, paths in touch_rows
+                        if app in apps  # as the incremental path: a name too long to store has none
                     ]
                     writer.submit(seq, len(batch), rows, tails)
                     seq += len(batch)
@@ -388,8 +392,10 @@ def _first_ingest(
                 heads[branch] = head
                 known.append(head)
             writer.execute(f"SET CONSTRAINTS {fks} DEFERRED" if fks else "")
-        finally:
             writer.close()
+        except BaseException:
+            writer.abort()  # before the rollback on its connection; this error, not the writer's
+            raise
     return heads, commits, touches
 
 
@@ -477,6 +483,7 @@ class _CopyWriter:
         self._ids = self._IDS.format(table=commit_table)
         self._jobs: queue.Queue[_Job | str | None] = queue.Queue(maxsize=4)
         self._error: BaseException | None = None
+        self._aborted = False
         self._thread = threading.Thread(target=self._run, name="ingest-copy", daemon=True)
         self._thread.start()
 
@@ -499,6 +506,14 @@ class _CopyWriter:
             self._thread.join()
         self._check()
 
+    def abort(self) -> None:
+        """Skip the jobs not started, wait for the one running and forget its error."""
+        self._aborted = True
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+        self._error = None
+
     def _check(self) -> None:
         if self._error is not None:
             error, self._error = self._error, None
@@ -511,7 +526,7 @@ class _CopyWriter:
             try:
                 if job is None:
                     return
-                if self._error is None:
+                if self._error is None and not self._aborted:
                     self._do(job)
             except BaseException as exc:
                 self._error = exc

@@ -140,7 +140,8 @@ def parse_log_entries(chunks: Iterable[bytes]) -> Iterator[LogEntry]:
         else:
             changes = _changes(tokens)
             paths = [c.path for c in changes] + [c.old_path for c in changes if c.old_path]
-        yield LogEntry(*fields[:_HEADER_FIELDS], paths)  # type: ignore[call-arg]
+        sha, parents, an, ae, ad, cn, ce, cd, message = fields[:_HEADER_FIELDS]
+        yield LogEntry(sha, parents, an, ae, ad, cn, ce, cd, message, paths)
 
 
 def _parse_record(fields: list[str]) -> CommitRecord:

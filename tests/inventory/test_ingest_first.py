@@ -6,7 +6,7 @@ import os
 import subprocess
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from django.db import IntegrityError, connection
@@ -63,6 +63,7 @@ def origin(tmp_path: Path) -> Path:
         "environments/dev/payments/back\\slash.yaml": "b\n",
         "environments/dev/payments/tab\there.yaml": "t\n",
         "environments/dev/payments/ünï.yaml": "u\n",
+        f"environments/dev/{'l' * 210}/too-long-an-app-name.yaml": "l\n",  # no touch stored
     }
     _commit(work, weird, "weird paths\n\nPromotion-Id: 42\n", author="Ann\tTab \\ " + "x" * 250)
     _commit(work, {f"environments/stage/orders/f{i}.yaml": "x\n" for i in range(60)}, "sixty files\n")
@@ -84,7 +85,7 @@ def origin(tmp_path: Path) -> Path:
 
 
 def _repository(name: str, origin: Path) -> GitRepository:
-    return GitRepositoryFactory(name=name, url=f"file://{origin}", allow_http=False)
+    return cast(GitRepository, GitRepositoryFactory(name=name, url=f"file://{origin}", allow_http=False))
 
 
 def _rows(repo: GitRepository) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
@@ -126,7 +127,12 @@ def test_first_ingest_stores_the_rows_the_incremental_path_stores(
     monkeypatch.setattr(ingest, "INGEST_BATCH", 3)  # several batches, apps discovered in later ones
     calls: list[int] = []
     real = ingest._first_ingest
-    monkeypatch.setattr(ingest, "_first_ingest", lambda **kw: calls.append(1) or real(**kw))
+
+    def counted(**kwargs: Any) -> Any:
+        calls.append(1)
+        return real(**kwargs)
+
+    monkeypatch.setattr(ingest, "_first_ingest", counted)
     fast = _repository("fast", origin)
 
     first = repository_ingest(repository_id=fast.pk)

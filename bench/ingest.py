@@ -142,7 +142,10 @@ def run(section: Section, workdir: Path, *, commits: int, apps: int, incremental
         "CONFLICT RETURNING per batch of 2,000, all in one thread: half the time waiting for the "
         "database (a third of that the 370,000 deferred foreign-key checks at each batch's commit), "
         "a fifth waiting for git (stalled on a full pipe while the database worked); after, the "
-        "writer is the busy one (80% of the run) and the main thread mostly waits for git. The "
+        "writer is the busy one (80% of the run: touches 55%, commits 40%, id reads 3%) and the "
+        "main thread mostly waits for git. Same loaded machine (load 6\u201310 on 2 cores): "
+        "10.5\u00d7 git log before, 2.6\u00d7 and 2.8\u00d7 after. What is left is PostgreSQL's per-row "
+        "work: 4 foreign-key checks and 7 index entries per commit and touch. The "
         "incremental ingest (rows already stored: temporary table + ON CONFLICT) is "
         "dominated by its fixed costs (fetch, a few queries)."
     )

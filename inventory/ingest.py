@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, DataError, IntegrityError, connection, connections, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -147,9 +147,11 @@ def repository_ingest(*, repository_id: int) -> IngestResult:
                     repo=repo, mirror=mirror, mapper=mapper, branches=branches
                 )
                 branches = []  # all stored
-            except IntegrityError:
+            except (IntegrityError, DataError):
                 # Another ingest stored commits of this repository meanwhile (its claim was taken
                 # over, the worker was still running): the incremental path skips what it stored.
+                # Or a field PostgreSQL refused (a date git printed that is no timestamp): the
+                # incremental path parses it in Python and reports it as before.
                 next_seq = (Commit.objects.filter(repository=repo).aggregate(m=Max("seq"))["m"] or 0) + 1
         for branch in branches:
             head = mirror.branch_head(branch)

@@ -147,5 +147,9 @@ def run(section: Section, workdir: Path, *, commits: int, apps: int, incremental
         "10.5\u00d7 git log before, 2.6\u00d7 and 2.8\u00d7 after. What is left is PostgreSQL's per-row "
         "work: 4 foreign-key checks and 7 index entries per commit and touch. The "
         "incremental ingest (rows already stored: temporary table + ON CONFLICT) is "
-        "dominated by its fixed costs (fetch, a few queries)."
+        "dominated by its fixed costs (fetch, a few queries). A touch of a "
+        "file a promotion copies (inventory.carried: the overlay's kustomization, values file or copied "
+        "files) reads that file at the commit and its first parent, all of a batch with one "
+        "`files_at` (two `git cat-file --batch` runs), to store whether the commit changed what a "
+        "promotion carries (`CommitTouch.carried`)."
     )

@@ -7,7 +7,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -19,6 +19,7 @@ from integrations.argocd import ArgoApplication as RemoteApp
 from integrations.gitrepo import CommitRecord, GitError, GitMirror, LogEntry
 
 from .appstate import SHA
+from .carried import carried_files, carried_value
 from .claims import INGEST_CLAIM, claim_release, row_claim
 from .mirrors import mirror_for
 from .models import Application, ArgoInstance, Commit, CommitTouch, Deployment, Environment, GitRepository
@@ -144,7 +145,7 @@ def repository_ingest(*, repository_id: int) -> IngestResult:
         if next_seq == 1 and not known and connection.vendor == "postgresql":
             try:
                 new_heads, result.commits, result.touches = _first_ingest(
-                    repo=repo, mirror=mirror, mapper=mapper, branches=branches
+                    repo=repo, mirror=mirror, mapper=mapper, branches=branches, envs={e.pk: e for e in envs}
                 )
                 branches = []  # all stored
             except (IntegrityError, DataError):
@@ -163,7 +164,13 @@ def repository_ingest(*, repository_id: int) -> IngestResult:
             records = mirror.iter_commits(ref=f"refs/heads/{branch}", known_shas=known)
             for batch in _batches(records, INGEST_BATCH):
                 commits, touches = _ingest_batch(
-                    repo=repo, batch=batch, mapper=mapper, branch=branch, first_seq=next_seq
+                    repo=repo,
+                    batch=batch,
+                    mapper=mapper,
+                    branch=branch,
+                    first_seq=next_seq,
+                    mirror=mirror,
+                    envs={e.pk: e for e in envs},
                 )
                 next_seq += len(batch)
                 result.commits += commits
@@ -217,7 +224,7 @@ COMMIT_COLUMNS = (
     "repository_id", "sha", "seq", "parents", "author_name", "author_email", "authored_at",
     "committer_name", "committed_at", "message", "is_merge", "portal_ref",
 )  # fmt: skip
-TOUCH_COLUMNS = ("commit_id", "application_id", "environment_id", "seq", "paths")
+TOUCH_COLUMNS = ("commit_id", "application_id", "environment_id", "seq", "paths", "carried")
 JSON_COLUMNS = frozenset({"parents", "paths"})
 
 
@@ -261,7 +268,14 @@ def _insert_rows(
 
 @transaction.atomic
 def _ingest_batch(
-    *, repo: GitRepository, batch: list[CommitRecord], mapper: PathMapper, branch: str, first_seq: int
+    *,
+    repo: GitRepository,
+    batch: list[CommitRecord],
+    mapper: PathMapper,
+    branch: str,
+    first_seq: int,
+    mirror: GitMirror | None = None,
+    envs: dict[int, Environment] | None = None,
 ) -> tuple[int, int]:
     rows = [
         (
@@ -307,8 +321,13 @@ def _ingest_batch(
             [Application(name=n[:200], project="", repository=repo) for n in missing], ignore_conflicts=True
         )
         apps = dict(Application.objects.filter(name__in=names).values_list("name", "id"))
+    carried = (
+        _carried_of_batch(mirror, envs, batch, [(sha, apps[a], e, p) for sha, a, e, p in mapped if a in apps])
+        if mirror is not None and envs
+        else {}
+    )
     touches = [
-        (stored[sha][0], apps[app], env_id, stored[sha][1], paths[:50])
+        (stored[sha][0], apps[app], env_id, stored[sha][1], paths[:50], carried.get((sha, apps[app], env_id)))
         for sha, app, env_id, paths in mapped
         if sha in stored and app in apps
     ]
@@ -340,7 +359,12 @@ def _paths_json(paths: list[str]) -> str:
 
 
 def _first_ingest(
-    *, repo: GitRepository, mirror: GitMirror, mapper: PathMapper, branches: Sequence[str]
+    *,
+    repo: GitRepository,
+    mirror: GitMirror,
+    mapper: PathMapper,
+    branches: Sequence[str],
+    envs: dict[int, Environment],
 ) -> tuple[dict[str, str], int, int]:
     """Store the whole history of a repository that has no commits yet, COPYing into the tables.
 
@@ -355,7 +379,7 @@ def _first_ingest(
     Returns the ingested heads, commits and touches stored.
     """
     heads: dict[str, str] = {}
-    apps: dict[str, int] = {}
+    apps: dict[str, Application] = {}
     looked_up: set[str] = set()
     known: list[str] = []
     seq = 1
@@ -380,12 +404,25 @@ def _first_ingest(
                     rows, touch_rows, names = _format_batch(repo.pk, batch, seq, mapper, branch)
                     if names - looked_up:
                         writer.drain()  # the ORM below uses the connection the writer uses
-                        apps.update(_app_ids(repo, names))
+                        apps.update(_apps_named(repo, names))
                         looked_up |= names
+                    # As the incremental path: a name too long to store has no application.
+                    touch_rows = [t for t in touch_rows if t[1] in apps]
+                    parents = {e.sha: (e.parents.split()[0] if e.parents else None) for e in batch}
+                    by_id = {a.pk: a for a in apps.values()}
+                    carried = _carried(
+                        mirror, envs, parents,
+                        [(batch[i].sha, apps[a].pk, e, p) for i, a, e, p in touch_rows if e is not None],
+                        by_id,
+                    )  # fmt: skip
                     tails = [
-                        (i, f"\t{apps[app]}\t{_NULL if env_id is None else env_id}\t{seq + i}\t{paths}\n")
+                        (
+                            i,
+                            f"\t{apps[app].pk}\t{_NULL if env_id is None else env_id}\t{seq + i}"
+                            f"\t{_paths_json(paths[:50])}"
+                            f"\t{_copy_bool(carried.get((batch[i].sha, apps[app].pk, env_id)))}\n",
+                        )
                         for i, app, env_id, paths in touch_rows
-                        if app in apps  # as the incremental path: a name too long to store has none
                     ]
                     writer.submit(seq, len(batch), rows, tails)
                     seq += len(batch)
@@ -403,10 +440,10 @@ def _first_ingest(
 
 def _format_batch(
     repo_id: int, batch: list[LogEntry], first_seq: int, mapper: PathMapper, branch: str
-) -> tuple[str, list[tuple[int, str, int | None, str]], set[str]]:
+) -> tuple[str, list[tuple[int, str, int | None, list[str]]], set[str]]:
     """COPY text of a batch's commits, and its touches as (index in batch, app, environment, paths)."""
     lines: list[str] = []
-    touches: list[tuple[int, str, int | None, str]] = []
+    touches: list[tuple[int, str, int | None, list[str]]] = []
     names: set[str] = set()
     prefix = f"{repo_id}\x00"
     for i, entry in enumerate(batch):
@@ -425,21 +462,25 @@ def _format_batch(
         )
         if paths:
             for (app, env_id), app_paths in mapper.map(paths, branch).items():
-                touches.append((i, app, env_id, _paths_json(app_paths[:50])))
+                touches.append((i, app, env_id, app_paths))
                 names.add(app)
     return ("\n".join(lines) + "\n").replace("\x00", "\t"), touches, names
 
 
-def _app_ids(repo: GitRepository, names: set[str]) -> dict[str, int]:
-    apps = dict(Application.objects.filter(name__in=names).values_list("name", "id"))
+def _apps_named(repo: GitRepository, names: set[str]) -> dict[str, Application]:
+    apps = {a.name: a for a in Application.objects.filter(name__in=names)}
     missing = sorted(names - set(apps))
     if missing:
         # Apps are discovered from the repository layout; the poller fills in their project.
         Application.objects.bulk_create(
             [Application(name=n[:200], project="", repository=repo) for n in missing], ignore_conflicts=True
         )
-        apps = dict(Application.objects.filter(name__in=names).values_list("name", "id"))
+        apps = {a.name: a for a in Application.objects.filter(name__in=names)}
     return apps
+
+
+def _copy_bool(value: bool | None) -> str:
+    return _NULL if value is None else ("t" if value else "f")
 
 
 def _deferred_fks(raw: Any, models: Sequence[Any]) -> str:
@@ -550,6 +591,66 @@ class _CopyWriter:
             ids = {seq - first_seq: pk for seq, pk in cursor.fetchall()}
             with cursor.copy(self._copy_touches) as copy:
                 copy.write("".join([f"{ids[i]}{tail}" for i, tail in tails]).encode())
+
+
+def _carried_of_batch(
+    mirror: GitMirror,
+    envs: dict[int, Environment],
+    batch: list[CommitRecord],
+    touches: list[tuple[str, int, int | None, list[str]]],
+) -> dict[tuple[str, int, int | None], bool]:
+    parents = {r.sha: (r.parents[0] if r.parents else None) for r in batch}
+    by_id = {a.pk: a for a in Application.objects.filter(pk__in={t[1] for t in touches if t[2] is not None})}
+    return _carried(mirror, envs, parents, touches, by_id)
+
+
+def _carried(
+    mirror: GitMirror,
+    envs: dict[int, Environment],
+    parents: dict[str, str | None],
+    touches: list[tuple[str, int, int | None, list[str]]],
+    by_id: dict[int, Application],
+) -> dict[tuple[str, int, int | None], bool]:
+    """Tell, per overlay touch, whether the commit changed what a promotion copies (inventory.carried).
+
+    A touch that changed none of the carried files carries nothing without a read; the others
+    compare the carried value at the commit and at its first parent, all files of the batch read
+    with one `files_at` (two `git cat-file --batch` runs).
+    """
+    out: dict[tuple[str, int, int | None], bool] = {}
+    to_read: list[tuple[str, Application, Environment, list[str]]] = []
+    for sha, app_id, env_id, paths in touches:
+        env, app = envs.get(env_id or 0), by_id.get(app_id)
+        if env is None or app is None:
+            continue
+        files = carried_files(app, env)
+        if not set(files) & set(paths):
+            out[(sha, app_id, env_id)] = False
+        elif parents.get(sha) is None:
+            out[(sha, app_id, env_id)] = True
+        else:
+            to_read.append((sha, app, env, files))
+    if not to_read:
+        return out
+    wanted = {(rev, f) for sha, _, _, files in to_read for rev in (sha, parents[sha] or "") for f in files}
+    try:
+        found = mirror.files_at(wanted)
+    except GitError:
+        found = {}
+
+    def reader(rev: str) -> Callable[[str], str | None]:
+        def read(path: str) -> str | None:
+            blob = found.get((rev, path))
+            return blob[1].decode("utf-8", "replace") if blob else None
+
+        return read
+
+    for sha, app, env, _files in to_read:
+        parent = parents[sha] or ""
+        out[(sha, app.pk, env.pk)] = carried_value(app, env, reader(sha)) != carried_value(
+            app, env, reader(parent)
+        )
+    return out
 
 
 def repositories_ingest_for(

@@ -68,6 +68,13 @@ def origin(tmp_path: Path) -> Path:
     _commit(work, weird, "weird paths\n\nPromotion-Id: 42\n", author="Ann\tTab \\ " + "x" * 250)
     _commit(work, {f"environments/stage/orders/f{i}.yaml": "x\n" for i in range(60)}, "sixty files\n")
     _commit(work, {}, "empty commit, no paths\n")
+    kustomization = "images:\n- name: registry.example.com/checkout\n  newTag: {tag}\n# {note}\n"
+    for tag, note in (("1.0.0", "first"), ("1.1.0", "bump"), ("1.1.0", "comment only")):
+        _commit(
+            work,
+            {"environments/dev/checkout/kustomization.yaml": kustomization.format(tag=tag, note=note)},
+            note,
+        )
     _git(work, "checkout", "-q", "-b", "promote/orders-1.2")
     _commit(work, {"environments/prod/orders/k.yaml": "v: 2\n"}, "promote orders\n\nRollback-Id: r-7\n")
     _git(work, "checkout", "-q", "main")
@@ -100,7 +107,7 @@ def _rows(repo: GitRepository) -> tuple[list[tuple[Any, ...]], list[tuple[Any, .
     touches = list(
         CommitTouch.objects.filter(commit__repository=repo)
         .order_by("id")
-        .values_list("commit__sha", "application__name", "environment__name", "seq", "paths")
+        .values_list("commit__sha", "application__name", "environment__name", "seq", "paths", "carried")
     )
     return commits, touches
 
@@ -144,7 +151,7 @@ def test_first_ingest_stores_the_rows_the_incremental_path_stores(
     fast_rows, slow_rows = _rows(fast), _rows(slow)
     assert fast_rows == slow_rows
     commits, touches = fast_rows
-    assert (first.commits, first.touches) == (len(commits), len(touches)) == (17, 15)
+    assert (first.commits, first.touches) == (len(commits), len(touches)) == (20, 18)
     by_message = {c[8]: c for c in commits}
     weird = by_message["weird paths\n\nPromotion-Id: 42"]
     assert weird[3] == ("Ann\tTab \\ " + "x" * 250)[:200] and weird[10] == "Promotion-Id: 42"
@@ -164,6 +171,8 @@ def test_first_ingest_stores_the_rows_the_incremental_path_stores(
     )
     assert len(next(t for t in touches if t[1] == "orders" and t[2] == "stage")[4]) == 50
     assert [t[2] for t in touches if t[0] == commits[-1][0]] == ["prod"]  # the prod branch's head
+    carried = [t[5] for t in touches if t[4] == ["environments/dev/checkout/kustomization.yaml"]]
+    assert carried == [True, True, False]  # new file, new tag, a comment: what a promotion copies
 
     # Nothing new: the next ingest stores nothing, and new commits go the incremental way.
     again = repository_ingest(repository_id=fast.pk)
@@ -208,7 +217,7 @@ def test_commits_stored_by_another_ingest_meanwhile_send_the_first_ingest_the_in
     monkeypatch.setattr(ingest, "INGEST_BATCH", 3)
     repo = _repository("fast", origin)
     head = _git(origin, "rev-parse", "refs/heads/main").strip()
-    real = ingest._app_ids
+    real = ingest._apps_named
 
     def another_worker_stores_the_head(*args: Any, **kwargs: Any) -> Any:
         # Another worker (its own connection, committed) stores main's head while this one copies.
@@ -226,12 +235,12 @@ def test_commits_stored_by_another_ingest_meanwhile_send_the_first_ingest_the_in
             thread.join()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ingest, "_app_ids", another_worker_stores_the_head)
+    monkeypatch.setattr(ingest, "_apps_named", another_worker_stores_the_head)
 
     result = repository_ingest(repository_id=repo.pk)
 
     assert result.ok
     stored = dict(Commit.objects.filter(repository=repo).values_list("sha", "message"))
-    assert len(stored) == 17 and stored[head] == "stored by the other worker"
+    assert len(stored) == 20 and stored[head] == "stored by the other worker"
     assert Environment.objects.count() == 3
     assert GitRepository.objects.get(pk=repo.pk).ingested_heads["main"] == head

@@ -19,7 +19,7 @@ _INDEXES = (
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("inventory", "0010_merge_20261205_2038"),
+        ("inventory", "0011_commit_touch_carried"),
     ]
 
     operations = [

@@ -27,6 +27,7 @@ from .models import Application, ArgoInstance, Commit, CommitTouch, Deployment, 
 _T = TypeVar("_T")
 INGEST_BATCH = 2000
 _MAPPER_CACHE = 200_000  # distinct paths remembered by a PathMapper
+_CARRIED_CACHE = 200_000  # carried values remembered by blob ids in a first ingest
 _TRAILER = re.compile(r"^(Promotion-Id|Rollback-Id):[ \t]*(\S+)[ \t]*$", re.MULTILINE | re.IGNORECASE)
 _PORTAL_BRANCH = re.compile(r"""(?:^|[\s'"/:])((?:promote|rollback)/[A-Za-z0-9._\-/]+)""", re.MULTILINE)
 
@@ -381,6 +382,7 @@ def _first_ingest(
     heads: dict[str, str] = {}
     apps: dict[str, Application] = {}
     looked_up: set[str] = set()
+    carried_cache: dict[tuple[int, int, tuple[str, ...]], str] = {}
     known: list[str] = []
     seq = 1
     commits = touches = 0
@@ -414,6 +416,7 @@ def _first_ingest(
                         mirror, envs, parents,
                         [(batch[i].sha, apps[a].pk, e, p) for i, a, e, p in touch_rows if e is not None],
                         by_id,
+                        carried_cache,
                     )  # fmt: skip
                     tails = [
                         (
@@ -610,6 +613,7 @@ def _carried(
     parents: dict[str, str | None],
     touches: list[tuple[str, int, int | None, list[str]]],
     by_id: dict[int, Application],
+    cache: dict[tuple[int, int, tuple[str, ...]], str] | None = None,
 ) -> dict[tuple[str, int, int | None], bool]:
     """Tell, per overlay touch, whether the commit changed what a promotion copies (inventory.carried).
 
@@ -645,11 +649,21 @@ def _carried(
 
         return read
 
-    for sha, app, env, _files in to_read:
+    def value(app: Application, env: Environment, rev: str, files: list[str]) -> str:
+        if cache is None:
+            return carried_value(app, env, reader(rev))
+        # The value depends only on the app's rule and the files' contents: a blob read at a
+        # commit is read again at its child (as the parent's), so it is evaluated once.
+        key = (app.pk, env.pk, tuple((found.get((rev, f)) or ("",))[0] for f in files))
+        if key not in cache:
+            if len(cache) >= _CARRIED_CACHE:
+                cache.clear()
+            cache[key] = carried_value(app, env, reader(rev))
+        return cache[key]
+
+    for sha, app, env, files in to_read:
         parent = parents[sha] or ""
-        out[(sha, app.pk, env.pk)] = carried_value(app, env, reader(sha)) != carried_value(
-            app, env, reader(parent)
-        )
+        out[(sha, app.pk, env.pk)] = value(app, env, sha, files) != value(app, env, parent, files)
     return out
 
 

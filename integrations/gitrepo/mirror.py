@@ -147,11 +147,24 @@ class GitMirror:
         asked = set(wanted)
         found: dict[tuple[str, str], tuple[str, bytes] | None] = dict.fromkeys(asked)
         safe: dict[tuple[str, str], tuple[str, str]] = {}
+        # Each distinct revision and path is checked once (an ingest asks for a few files at
+        # thousands of revisions); an unsafe one is remembered as None.
+        checked: dict[tuple[int, str], str | None] = {}
+
+        def check(kind: int, value: str) -> str | None:
+            key = (kind, value)
+            if key not in checked:
+                try:
+                    checked[key] = validate_rev(value) if kind == 0 else validate_repo_path(value)
+                except InvalidRef:
+                    checked[key] = None
+            return checked[key]
+
         for rev, path in asked:
-            try:
-                safe[(rev, path)] = (validate_rev(rev), validate_repo_path(path))
-            except InvalidRef:
+            safe_rev, safe_path = check(0, rev), check(1, path)
+            if safe_rev is None or safe_path is None:
                 continue  # an unsafe path reads as missing here (file_at raises for it)
+            safe[(rev, path)] = (safe_rev, safe_path)
         pairs = set(safe.values())
         if not pairs:
             return found

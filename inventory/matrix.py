@@ -7,6 +7,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from django.core.paginator import Page, Paginator
@@ -170,10 +171,16 @@ class Matrix:
     rows: list[Row]
     page: Page
     stale: list[StaleNotice]
-    projects: list[str]
+    # The project filter's choices, read when the template asks: the whole page does, the grid's
+    # 15-second refresh (htmx, the filters stay on the page) does not.
+    project_choices: QuerySet[Application, str]
     point_in_time: bool
     now: datetime = field(default_factory=timezone.now)
     summary: MatrixSummary = field(default_factory=MatrixSummary)
+
+    @cached_property
+    def projects(self) -> list[str]:
+        return list(self.project_choices)
 
 
 def behind_count(
@@ -449,7 +456,11 @@ def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAG
         rows.append(Row(app, slots))
 
     projects_qs = (
-        visible_applications(user).exclude(project="").order_by("project").values_list("project", flat=True)
+        visible_applications(user)
+        .exclude(project="")
+        .order_by("project")
+        .values_list("project", flat=True)
+        .distinct()
     )
     return Matrix(
         filters=filters,
@@ -459,7 +470,7 @@ def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAG
         rows=rows,
         page=page,
         stale=stale,
-        projects=list(projects_qs.distinct()),
+        project_choices=projects_qs,
         point_in_time=filters.at is not None,
         now=now,
         summary=MatrixSummary.of(rows),

@@ -14,7 +14,9 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.db.models.signals import pre_init
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -80,3 +82,21 @@ def test_cells_deployed_at_the_same_time_render_it_alike(client):
     ]
     assert times[0] == times[1] and "hours ago)</span>" in times[0], times
     assert times[2] != times[0] and three.deployed_at.isoformat(timespec="seconds") in times[2]  # its own
+
+
+def test_the_grid_refresh_does_not_read_the_project_filter_choices(client):
+    """The grid refreshes every 15 s (htmx) without the filter form: its project list is not read."""
+    client.force_login(user_with_role("viewer"))
+    _seed(3)
+
+    def project_list_read(**headers: str) -> tuple[str, bool]:
+        with CaptureQueriesContext(connection) as ctx:
+            html = client.get(reverse("inventory:matrix"), **headers).content.decode()
+        return html, any(
+            'DISTINCT "inventory_application"."project"' in q["sql"] for q in ctx.captured_queries
+        )
+
+    page, read = project_list_read()
+    assert read and '<option value="payments">payments</option>' in page
+    grid, read = project_list_read(HTTP_HX_REQUEST="true")
+    assert not read and 'id="matrix-grid"' in grid and "svc-3-002" in grid and "All projects" not in grid

@@ -24,7 +24,7 @@ from .models import (
     Environment,
     GitRepository,
 )
-from .revisions import AppRevision, RevisionKey, TouchSeqs, app_revisions, touch_seqs
+from .revisions import AppRevision, RevisionKey, TouchSeqs, app_revisions, touches_of
 from .selectors import (
     HEALTH_BADGES,
     PAGE_SIZE,
@@ -193,6 +193,9 @@ def behind_count(
     versions_differ: bool,
 ) -> int | None:
     """Count the previous environment's overlay changes that this environment does not run.
+
+    `touches_prev` are the previous environment's carried changes only (inventory.carried): a
+    change a promotion would not copy never reaches this environment, so it is never "behind".
 
     `here_seq`/`prev_seq` are the positions (Commit.seq) of the revisions both run. When the
     previous environment once ran this environment's version (its deployment at `matched_seq`),
@@ -407,10 +410,11 @@ def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAG
             repository_id__in=repo_ids, sha__in=revisions
         ).values_list("repository_id", "sha", "seq"):
             seqs[(repo_id, sha)] = seq
-    touches = touch_seqs(app_ids, [e.pk for e in all_envs])
+    # One query: every touch (the app's revision) and the carried ones ("behind" counts only those).
+    touches = touches_of(app_ids, [e.pk for e in all_envs])
     revision_of = app_revisions(
         [_revision_key(r, apps_by_id[r.application_id]) for r in argo_rows if r.application_id is not None],
-        touches=touches,
+        touches=touches.all,
         seqs=seqs,
     )
     env_index = {e.pk: i for i, e in enumerate(all_envs)}
@@ -426,7 +430,9 @@ def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAG
             app_env = (app_of_row.pk, r.environment_id)
             if app_env not in best or position > best[app_env][0]:
                 best[app_env] = (position, r.version)
-    context = _BehindContext(all_envs, env_names, env_index, seqs, touches, best, ran, revision_of)
+    context = _BehindContext(
+        all_envs, env_names, env_index, seqs, touches.all, touches.carried, best, ran, revision_of
+    )
 
     by_app: dict[int, list[_ArgoRow]] = defaultdict(list)
     for r in shown_rows:
@@ -494,6 +500,7 @@ class _BehindContext:
     env_index: dict[int, int]
     seqs: dict[tuple[int, str], int]
     touches: TouchSeqs
+    carried: TouchSeqs
     best: dict[tuple[int, int], tuple[int, str]]
     ran: dict[tuple[int, int, str], str]
     app_revisions: dict[RevisionKey, AppRevision]
@@ -531,7 +538,7 @@ def _cell(
             prev_seq, prev_version = ctx.best.get((app_id, prev.id), (None, ""))
             matched = ctx.ran.get((app_id, prev.id, here_version)) if here_version else None
             behind = behind_count(
-                touches_prev=ctx.touches.get((app_id, prev.id), []),
+                touches_prev=ctx.carried.get((app_id, prev.id), []),
                 touches_here=ctx.touches.get((app_id, row.environment_id or 0), []),
                 here_seq=ctx.seqs.get((repo_id, synced)),
                 prev_seq=prev_seq,

@@ -28,7 +28,9 @@ class UserFactory(factory.django.DjangoModelFactory):
     def roles(self, create, extracted, **kwargs):
         if create and extracted:
             for role in extracted:
-                self.groups.add(Group.objects.get(name=role))
+                # get_or_create: a transactional test runs after another one's flush emptied the
+                # groups the accounts migration created.
+                self.groups.add(Group.objects.get_or_create(name=role)[0])
 
 
 def user_with_role(role: str, username: str | None = None):

@@ -128,7 +128,7 @@ def test_the_fast_export_writes_exactly_the_per_event_bytes(tmp_path, fmt):
     assert audit_chain_verify().ok
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_an_export_in_pieces_over_two_connections_has_every_row_once_in_order(tmp_path, monkeypatch, fmt):
     # Committed rows (no test transaction), so the export reads alternate pieces on two connections.

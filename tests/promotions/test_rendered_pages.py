@@ -106,7 +106,10 @@ def test_a_render_failure_is_a_blocking_gate_with_argocds_message(client, sandbo
     assert "Rendered after the branch is pushed." in pending and "data-render-error" not in pending
 
     broken = _broken_commit(sandbox, app, tmp_path)
-    Promotion.objects.filter(pk=promotion.pk).update(pushed_head_sha=broken, branch_pushed_at=timezone.now())
+    # As if the portal had pushed its branch there: approvals check the forge's head of that branch.
+    Promotion.objects.filter(pk=promotion.pk).update(
+        pr_branch="broken", pushed_head_sha=broken, branch_pushed_at=timezone.now()
+    )
     html = client.get(f"/promotions/{promotion.pk}/rendered/", HTTP_HX_REQUEST="true").content.decode()
     assert '<span class="badge badge-bad">fail</span> <strong>Rendered by Argo CD</strong>' in html
     assert "data-render-error" in html and "Manifest generation error" in html and "missing.yaml" in html

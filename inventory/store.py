@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -53,6 +54,9 @@ class Observed:
     relisted: dict[str, int] = field(default_factory=dict)  # name -> row id
     list_hashes: dict[str, str] = field(default_factory=dict)
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # stored rows of the changed ones
+    # Watched narrow states that came without a sync revision (the stored one was put back): an app
+    # read in full is hashed with the revision its full read reports, which is what it then lists.
+    revisionless: dict[str, RemoteApp] = field(default_factory=dict)
 
     def merge(self, other: Observed) -> None:
         """Add another batch of the same list."""
@@ -62,6 +66,7 @@ class Observed:
         self.relisted.update(other.relisted)
         self.list_hashes.update(other.list_hashes)
         self.rows.update(other.rows)
+        self.revisionless.update(other.revisionless)
 
 
 _NARROW_ROW = ("id", "name", "state_hash", "deleted_at", "is_multi_source", *NARROW_FIELDS)
@@ -72,7 +77,10 @@ def existing_apps(instance: ArgoInstance, names: Iterable[str] | None = None) ->
     rows = ArgoApplication.objects.filter(instance=instance)
     if names is not None:
         rows = rows.filter(name__in=list(names))
-    return {r["name"]: dict(r) for r in rows.values("id", "name", "state_hash", "list_hash", "deleted_at")}
+    return {
+        r["name"]: dict(r)
+        for r in rows.values("id", "name", "state_hash", "list_hash", "deleted_at", "revision")
+    }
 
 
 def listed_apps_observe(
@@ -252,6 +260,12 @@ def _chunks_store(
     stats: dict[str, Any],
 ) -> dict[str, Any]:
     for full in reads:
+        for name, remote in full.items():
+            narrow = observed.revisionless.get(name)
+            if narrow is not None:
+                observed.hashes[name] = state_hash(
+                    dataclasses.replace(narrow, sync_revision=remote.sync_revision)
+                )
         repositories_ingest_for(instance=instance, full=full)
         with transaction.atomic():
             instance_lock(instance.pk)

@@ -35,7 +35,7 @@ BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
 
 
-# The most sync-revision/health moves stored as one batch before new events are read again.
+# The most narrow (status/health) moves stored as one batch before new events are read again.
 MAX_BURST = 500
 _NOTHING = Exception("no event")  # the queue is empty for now (never raised)
 _ENDED = Exception("the stream ended")  # never raised
@@ -252,10 +252,11 @@ class InstanceWatcher:
     def _apply_some(self, client: ArgoCDClient, pending: _Pending, *, everything: bool) -> None:
         """Store part of the pending events, the most urgent first, and drop them from `pending`.
 
-        Deletions, new apps and apps whose operation moved (a sync and its new history) go first;
-        then at most MAX_BURST of the others (sync revision, status or health moves), oldest first,
-        before new events are read again: a synced app never waits behind a whole fleet's burst.
-        Events are parsed here, urgent ones first, not as they arrive.
+        Deletions, new apps and apps whose operation moved (a sync and its new history) go first,
+        on their own; otherwise at most MAX_BURST of the others (status or health moves, or no
+        change at all: the first events after a connect), oldest first, before new events are read
+        again: a synced app never waits behind a whole fleet's burst. Events are parsed here,
+        urgent ones first, not as they arrive.
         """
         fresh = {name: pending.events[name] for name in pending.unchecked}
         pending.unchecked.clear()
@@ -269,11 +270,12 @@ class InstanceWatcher:
             items={n: d["result"]["application"] for n, d in fresh.items() if n in pending.events},
         )
         pending.urgent.update(dict.fromkeys(moved))
+        # The urgent apps alone (each a full read and its deployments), then back to the queue: a
+        # sync that arrives meanwhile is not stored after a batch of narrow moves.
         names = list(pending.urgent)
-        if everything:
-            names += [n for n in pending.events if n not in pending.urgent]
-        else:
-            names += list(itertools.islice((n for n in pending.events if n not in pending.urgent), MAX_BURST))
+        if not names:
+            narrow = iter(pending.events)
+            names = list(narrow if everything else itertools.islice(narrow, MAX_BURST))
         if not names:
             return
         batch = [client.parse_watch_event(pending.pop(name)).application for name in names]

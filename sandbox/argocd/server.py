@@ -23,9 +23,10 @@ from sandbox.argocd.model import AppState, ts
 from sandbox.argocd.query import (
     FieldSelection,
     SelectorError,
+    compile_paths,
     normalize_repo_url,
     parse_selector,
-    project_paths,
+    project_mask,
     selector_matches,
 )
 from sandbox.argocd.render import RenderError, hide_secret_data
@@ -621,13 +622,14 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.close_connection = True
         last_sent: dict[str, str] = {}
+        mask = compile_paths(fields) if fields else None  # once per stream, not per event
 
         def emit(kind: str, app: dict[str, Any]) -> None:
             if not accept(app):
                 return
             message: dict[str, Any] = {"result": {"type": kind, "application": app}}
-            if fields:
-                message = project_paths(message, fields)
+            if mask is not None:
+                message = project_mask(message, mask)
             line = json.dumps(message, separators=(",", ":"))
             name = app["metadata"]["name"]
             if last_sent.get(name) == line:

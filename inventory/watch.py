@@ -48,16 +48,19 @@ class _Pending:
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
     unchecked: set[str] = field(default_factory=set)  # arrived since the last urgency check
     urgent: dict[str, None] = field(default_factory=dict)  # new apps, moved operations (in order)
+    taken_at: dict[str, float] = field(default_factory=dict)  # when each was taken from the queue
 
     def add(self, name: str, event: dict[str, Any]) -> None:
         self.events.pop(name, None)
         self.events[name] = event
         self.urgent.pop(name, None)
         self.unchecked.add(name)
+        self.taken_at.setdefault(name, time.monotonic())
 
     def pop(self, name: str) -> dict[str, Any]:
         self.urgent.pop(name, None)
         self.unchecked.discard(name)
+        self.taken_at.pop(name, None)
         return self.events.pop(name)
 
 
@@ -273,17 +276,32 @@ class InstanceWatcher:
         # The urgent apps alone (each a full read and its deployments), then back to the queue: a
         # sync that arrives meanwhile is not stored after a batch of narrow moves.
         names = list(pending.urgent)
+        kind = "urgent"
         if not names:
+            kind = "narrow"
             narrow = iter(pending.events)
             names = list(narrow if everything else itertools.islice(narrow, MAX_BURST))
         if not names:
             return
+        started = time.monotonic()
+        waited = started - min(pending.taken_at.get(name, started) for name in names)
         batch = [client.parse_watch_event(pending.pop(name)).application for name in names]
+        changed = 0
         for result in argo_applications_observe(instance_id=self.instance_id, remotes=batch, client=client):
-            self.stats.changed += int(result.changed)
+            changed += int(result.changed)
             self.stats.deployments += result.new_deployments
             if result.new_deployments:
                 logger.info("argocd watch: %s: %s new deployment(s)", result.name, result.new_deployments)
+        self.stats.changed += changed
+        logger.debug(
+            "argocd watch: %s %s event(s), %s changed: waited %.0f ms, stored in %.0f ms (%s pending)",
+            len(names),
+            kind,
+            changed,
+            waited * 1000,
+            (time.monotonic() - started) * 1000,
+            len(pending.events),
+        )
 
     # -- helpers ----------------------------------------------------------------------------------
 

@@ -621,7 +621,11 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         self.close_connection = True
-        last_sent: dict[str, str] = {}
+        # The last message sent per app, as projected. Compared as dicts, not as JSON: a monorepo
+        # commit re-renders every app and the serialisation of unchanged ones cost more than the
+        # rest. Rendered bodies are never mutated once rendered (AppState.to_json's cache relies on
+        # that too), so holding them is holding what was sent.
+        last_sent: dict[str, dict[str, Any]] = {}
         mask = compile_paths(fields) if fields else None  # once per stream, not per event
 
         def emit(kind: str, app: dict[str, Any]) -> None:
@@ -630,11 +634,11 @@ class Handler(BaseHTTPRequestHandler):
             message: dict[str, Any] = {"result": {"type": kind, "application": app}}
             if mask is not None:
                 message = project_mask(message, mask)
-            line = json.dumps(message, separators=(",", ":"))
             name = app["metadata"]["name"]
-            if last_sent.get(name) == line:
+            if last_sent.get(name) == message:
                 return  # Argo CD skips an event identical to the previous one for the app
-            last_sent[name] = line
+            last_sent[name] = message
+            line = json.dumps(message, separators=(",", ":"))
             self._chunk(f"data: {line} \n\n" if sse else line + "\n")
 
         with self.emu.lock:

@@ -85,6 +85,10 @@ VERSION = {
 SESSION_TTL = 24 * 3600
 
 
+# Stream events written at once at most (see stream_apps).
+STREAM_EVENTS_PER_WRITE = 32
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -639,7 +643,20 @@ class Handler(BaseHTTPRequestHandler):
                 return  # Argo CD skips an event identical to the previous one for the app
             last_sent[name] = message
             line = json.dumps(message, separators=(",", ":"))
-            self._chunk(f"data: {line} \n\n" if sse else line + "\n")
+            out.append(f"data: {line} \n\n" if sse else line + "\n")
+            if len(out) >= STREAM_EVENTS_PER_WRITE:
+                flush()
+
+        # Events are written a few dozen at a time, and at the end of each batch from the hub: one
+        # unbuffered socket write per event (10,000 after a monorepo commit) hands the GIL over
+        # each time, and in a busy process (the bench: the forge, the portal's test client) taking
+        # it back costs up to a switch interval per event. Clients read lines either way.
+        out: list[str] = []
+
+        def flush() -> None:
+            if out:
+                self._chunk("".join(out))
+                out.clear()
 
         with self.emu.lock:
             current = self.emu.rv
@@ -648,21 +665,25 @@ class Handler(BaseHTTPRequestHandler):
             )
         for app in initial:
             emit("ADDED", app)
+        flush()
         after = int(rv_param) if rv_param.isdigit() and not initial else current
         try:
-            self._pump(after, emit, sse)
+            self._pump(after, emit, flush, sse)
         finally:
             self.wfile.write(b"0\r\n\r\n")  # end of the chunked body: the stream ends cleanly
 
-    def _chunk(self, text: str) -> None:
+    def _chunk(self, text: str) -> None:  # one HTTP chunk: one or more whole events
         data = text.encode()
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
-    def _pump(self, after: int, emit: Callable[[str, dict[str, Any]], None], sse: bool) -> None:
+    def _pump(
+        self, after: int, emit: Callable[[str, dict[str, Any]], None], flush: Callable[[], None], sse: bool
+    ) -> None:
         last_keepalive = time.monotonic()
         while not self.emu.stopping.is_set():
             events, dropped = self.emu.hub.since(after, timeout=0.25)
             if dropped:
+                flush()
                 err = {
                     "grpc_code": 10,
                     "http_code": 409,
@@ -682,6 +703,7 @@ class Handler(BaseHTTPRequestHandler):
                         continue
                     body = event.app.to_json()
                 emit(event.type, body)
+            flush()
             if sse and time.monotonic() - last_keepalive >= self.emu.keepalive_interval:
                 self._chunk(":\n")
                 last_keepalive = time.monotonic()

@@ -225,6 +225,70 @@ def _stored_hashes_match_the_list(inv) -> bool:
     return listing == dict(ArgoApplication.objects.live().values_list("name", "state_hash"))
 
 
+def test_during_a_burst_the_synced_app_is_stored_at_once_and_the_narrow_events_wait_for_a_gap(
+    sandbox_inventory, monkeypatch
+):
+    import copy
+
+    from inventory import watch as watch_module
+
+    inv = sandbox_inventory
+    client = ArgoCDClient(inv.argocd.base_url, ARGOCD_TOKEN, allow_http=True)
+    unchanged = []  # every app as it is stored: the first events after a connect
+    for data in client.watch_application_payloads(fields=DEFAULT_WATCH_FIELDS):
+        unchanged.append({"result": {**data["result"], "type": "MODIFIED"}})
+        if len(unchanged) == ArgoApplication.objects.live().count():
+            break
+    client.close()
+    synced = copy.deepcopy(unchanged[3])  # its operation moved: urgent (read in full)
+    operation = synced["result"]["application"]["status"].setdefault("operationState", {})
+    operation.update(phase="Succeeded", startedAt="2031-01-01T00:00:00Z", finishedAt="2031-01-01T00:00:01Z")
+    urgent = synced["result"]["application"]["metadata"]["name"]
+    burst_ended = threading.Event()
+
+    class BurstClient(ArgoCDClient):
+        streams = 0
+
+        def watch_application_payloads(self, **kwargs):
+            BurstClient.streams += 1
+            if BurstClient.streams > 1:  # reopened after the burst: stay idle
+                while not watcher.stop_event.wait(0.05):
+                    pass
+                return
+            for round_ in range(40):  # events 2 ms apart, the synced app's in the middle
+                for data in (synced,) if round_ == 20 else unchanged[round_ % 3 :: 3]:
+                    yield data
+                    time.sleep(0.002)
+            burst_ended.set()
+
+    batches: list[tuple[list[str], bool]] = []
+    observe = watch_module.argo_applications_observe
+
+    def recording(*, instance_id, remotes, client):
+        batches.append(([r.name for r in remotes], burst_ended.is_set()))
+        return observe(instance_id=instance_id, remotes=remotes, client=client)
+
+    monkeypatch.setattr(watch_module, "argo_applications_observe", recording)
+    # Gaps in the burst are a few ms; generous bounds keep a loaded machine from ending it early.
+    monkeypatch.setattr(watch_module, "QUIET_SECONDS", 0.5)
+    monkeypatch.setattr(watch_module, "NARROW_MAX_WAIT_SECONDS", 30.0)
+    watcher, thread = _start(
+        inv, client_factory=lambda instance: BurstClient(inv.argocd.base_url, ARGOCD_TOKEN, allow_http=True)
+    )
+    try:
+        wait_for(burst_ended.is_set, timeout=15, message="the end of the burst")
+        wait_for(
+            lambda: sum(len(n) for n, _ in batches) > len(unchanged), timeout=15, message="the burst stored"
+        )
+    finally:
+        _stop(watcher, thread)
+    during = [names for names, after in batches if not after]
+    assert during == [[urgent]]  # stored while the burst went on, alone
+    assert {n for names, after in batches if after for n in names} == {
+        d["result"]["application"]["metadata"]["name"] for d in unchanged
+    }
+
+
 def test_a_stream_error_leads_to_a_relist_and_the_watch_resumes(sandbox_inventory):
     inv = sandbox_inventory
     inv.argocd.faults.update(

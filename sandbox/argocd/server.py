@@ -85,8 +85,9 @@ VERSION = {
 SESSION_TTL = 24 * 3600
 
 
-# Stream events written at once at most (see stream_apps).
+# Stream events written at once at most, and the longest an event waits for others (stream_apps).
 STREAM_EVENTS_PER_WRITE = 32
+STREAM_WRITE_DELAY = 0.002
 
 
 class _Server(ThreadingHTTPServer):
@@ -643,18 +644,21 @@ class Handler(BaseHTTPRequestHandler):
                 return  # Argo CD skips an event identical to the previous one for the app
             last_sent[name] = message
             line = json.dumps(message, separators=(",", ":"))
+            if not out:
+                first_at[0] = time.monotonic()
             out.append(f"data: {line} \n\n" if sse else line + "\n")
             if len(out) >= STREAM_EVENTS_PER_WRITE:
                 flush()
 
-        # Events are written a few dozen at a time, and at the end of each batch from the hub: one
+        # Events are written a few dozen at a time, and none waits more than STREAM_WRITE_DELAY: one
         # unbuffered socket write per event (10,000 after a monorepo commit) hands the GIL over
         # each time, and in a busy process (the bench: the forge, the portal's test client) taking
         # it back costs up to a switch interval per event. Clients read lines either way.
         out: list[str] = []
+        first_at = [0.0]  # when the oldest buffered event was buffered
 
-        def flush() -> None:
-            if out:
+        def flush(*, due: bool = False) -> None:
+            if out and (not due or time.monotonic() - first_at[0] >= STREAM_WRITE_DELAY):
                 self._chunk("".join(out))
                 out.clear()
 
@@ -677,7 +681,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     def _pump(
-        self, after: int, emit: Callable[[str, dict[str, Any]], None], flush: Callable[[], None], sse: bool
+        self, after: int, emit: Callable[[str, dict[str, Any]], None], flush: Callable[..., None], sse: bool
     ) -> None:
         last_keepalive = time.monotonic()
         while not self.emu.stopping.is_set():
@@ -697,12 +701,14 @@ class Handler(BaseHTTPRequestHandler):
                 after = max(after, event.rv)
                 if event.snapshot is not None:
                     emit(event.type, event.snapshot)
+                    flush(due=True)
                     continue
                 with self.emu.lock:
                     if event.app is None or self.emu.apps.get(event.name) is not event.app:
                         continue
                     body = event.app.to_json()
                 emit(event.type, body)
+                flush(due=True)  # the events skipped meanwhile must not hold a buffered one back
             flush()
             if sse and time.monotonic() - last_keepalive >= self.emu.keepalive_interval:
                 self._chunk(":\n")

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from core.durations import format_duration
 
@@ -95,6 +100,15 @@ class AuditEvent(models.Model):
         super().save(*args, **kwargs)
 
 
+@dataclass
+class GateGroup:
+    """One evaluation of a change's gates as a record keeps it: its label, its time, the gates."""
+
+    label: str
+    at: datetime | None
+    gates: list[dict[str, Any]]
+
+
 class ChangeRecord(models.Model):
     """One change to a production-like environment and all its evidence (a projection of the ledger).
 
@@ -169,10 +183,31 @@ class ChangeRecord(models.Model):
         return f"{self.kind} {self.app} → {self.environment} ({self.outcome})"
 
     @property
+    def gate_evaluations(self) -> list[GateGroup]:
+        """The gates grouped by evaluation, oldest first ("at request", then later re-evaluations).
+
+        Gates without an evaluation label (older records, the forge's required checks) form their
+        own group, labelled "" when the record has no labelled evaluation at all.
+        """
+        groups: list[GateGroup] = []
+        for gate in self.gates or []:
+            if not isinstance(gate, dict):
+                continue
+            label, at = str(gate.get("evaluation") or ""), parse_datetime(str(gate.get("evaluated_at") or ""))
+            if not groups or (groups[-1].label, groups[-1].at) != (label, at):
+                groups.append(GateGroup(label, at, []))
+            groups[-1].gates.append(gate)
+        return groups
+
+    @property
     def gates_passed(self) -> bool | None:
-        if not self.gates:
+        """Whether the latest evaluation passed (and the unlabelled gates, e.g. required checks)."""
+        groups = self.gate_evaluations
+        if not groups:
             return None
-        return all(bool(g.get("passed")) for g in self.gates if isinstance(g, dict))
+        labelled = [g for g in groups if g.label]
+        counted = [g for g in groups if not g.label] + labelled[-1:]
+        return all(bool(gate.get("passed")) for group in counted for gate in group.gates)
 
     @property
     def version_before_display(self) -> str:

@@ -40,7 +40,9 @@ Change records (call from promotions, rollbacks and the Argo CD poller)
     pr_number: int | None        PR number; pr_url: str; merged_by: str (username on the forge)
     revision_before/after: str   Git SHAs deployed before / after
     versions_before/after: dict  e.g. ``{"image": "1.4.2"}`` or ``{"prod-eu-west-1": "1.4.2"}``
-    gates: list[dict]            ``[{"name": "ci", "passed": True, "detail": "3/3 checks"}]``
+    gates: list[dict]            ``[{"name": "ci", "passed": True, "detail": "3/3 checks"}]``, each
+                                 optionally with ``evaluation`` ("at request", "at PR opening")
+                                 and ``evaluated_at`` (ISO-8601): every evaluation, oldest first
     sync_result: Any (JSON)      Argo CD operation result, e.g. ``{"phase": "Succeeded", ...}``
     requested_at, approved_at, pr_opened_at, merged_at, deployed_at, healthy_at
                                  datetimes (aware) or ISO-8601 strings
@@ -364,13 +366,16 @@ def _clean_change_field(name: str, value: Any) -> Any:
         for gate in value or []:
             if not isinstance(gate, dict) or "name" not in gate:
                 raise ValueError("change_record_sync: gates are dicts {name, passed, detail}")
-            gates.append(
-                {
-                    "name": str(gate["name"]),
-                    "passed": bool(gate.get("passed")),
-                    "detail": gate.get("detail", ""),
-                }
-            )
+            clean = {
+                "name": str(gate["name"]),
+                "passed": bool(gate.get("passed")),
+                "detail": gate.get("detail", ""),
+            }
+            # Which evaluation the gate belongs to ("at request", "at PR opening") and when.
+            for key in ("evaluation", "evaluated_at"):
+                if gate.get(key):
+                    clean[key] = str(gate[key])[:100]
+            gates.append(clean)
         return gates
     if name in ("versions_before", "versions_after"):
         return _redact(value) if value is not None else {}

@@ -132,5 +132,9 @@ def run(section: Section, workdir: Path, *, commits: int, apps: int, incremental
         "and inserted with INSERT … ON CONFLICT DO NOTHING RETURNING (the ids come back from the insert, "
         "no query to read them). Before (cProfile, 30,000 commits): a third database (including a "
         "`SELECT … WHERE sha IN (2,000 shas)` per batch), a third the token-by-token parser, ~15% git. "
-        "The incremental ingest is dominated by its fixed costs (fetch, a few queries)."
+        "The incremental ingest is dominated by its fixed costs (fetch, a few queries). A touch of a "
+        "file a promotion copies (inventory.carried: the overlay's kustomization, values file or copied "
+        "files) reads that file at the commit and its first parent, all of a batch with one "
+        "`files_at` (two `git cat-file --batch` runs), to store whether the commit changed what a "
+        "promotion carries (`CommitTouch.carried`)."
     )

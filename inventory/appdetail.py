@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import QuerySet, Subquery, Value
+from django.db.models import Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 
@@ -40,6 +40,9 @@ def commits_between(
 ) -> QuerySet[Commit]:
     """Return the commits to `from_env`'s overlay that `to_env` does not run yet (one query).
 
+    Only commits that changed what a promotion copies count (`CommitTouch.carried`, the rule of
+    inventory.carried the promotion preview applies too): a stage-only setting is never waiting.
+
     The gap starts after `from_env`'s latest deployment of the version `to_env` runs (or, when
     `from_env` never ran it, after `to_env`'s own last overlay change) and ends at what `from_env`
     runs. Same rule as the matrix's "N commits behind". Newest first.
@@ -61,7 +64,9 @@ def commits_between(
     matched_seq = Subquery(repo_commits.filter(sha=Subquery(matched_revision)).values("seq")[:1])
     last_to = CommitTouch.objects.filter(application=application, environment=to_env, seq__lte=to_seq)
     last_to_seq = Subquery(last_to.order_by("-seq").values("seq")[:1])
+    carried = Q(touches__carried__isnull=True) | Q(touches__carried=True)  # the same touch row
     return repo_commits.filter(
+        carried,
         touches__application=application,
         touches__environment=from_env,
         seq__lte=from_seq,
@@ -96,9 +101,12 @@ class TimelineEntry:
     """One change in an environment: a revision, with the clusters that run it inside."""
 
     deployment: Deployment  # the newest deployment of the change
-    revert_sha: str  # the deployed commit, when the user may request its revert
+    revert_sha: str  # the app's deployed commit, when the user may request its revert
     clusters: list[Deployment] = field(default_factory=list)
     change: ChangeLink | None = None
+    # The app's revision (inventory.revisions) beside Argo CD's synced one (the repository head
+    # at sync time in a monorepo: often a commit to another app).
+    revision: AppRevision = field(default_factory=lambda: AppRevision(argo=""))
 
     @property
     def initiator(self) -> str:
@@ -174,16 +182,6 @@ class EnvSection:
     running: list[RunningApp] = field(default_factory=list)
 
 
-def _running(application: Application, argo_apps: list[ArgoApplication]) -> dict[int, AppRevision]:
-    """The app's revision behind each Argo CD app (what it synced last, else what it compares with)."""
-    keys = {
-        a.pk: RevisionKey(application.repository_id, application.pk, a.environment_id, a.running_revision)
-        for a in argo_apps
-    }
-    found = app_revisions(keys.values())
-    return {pk: found[key] for pk, key in keys.items()}
-
-
 def app_detail(
     *, application: Application, user: Any = None, timeline_limit: int = 20, commits_limit: int = 50
 ) -> list[EnvSection]:
@@ -199,7 +197,6 @@ def app_detail(
         .select_related("instance", "cluster", "environment")
         .order_by("name")
     )
-    revisions = _running(application, live)
     sections = []
     for i, env in enumerate(envs):
         next_env = envs[i + 1] if i + 1 < len(envs) else None
@@ -215,29 +212,50 @@ def app_detail(
             else []
         )
         here = [a for a in live if a.environment_id == env.pk]
-        section = EnvSection(
-            env, here, deployments, commits, next_env, running=[RunningApp(a, revisions[a.pk]) for a in here]
-        )
+        section = EnvSection(env, here, deployments, commits, next_env)
         if user is not None:
             section.can_promote_next = next_env is not None and rights.promote(
                 application.project, next_env.name
             )
             section.can_rollback = bool(section.argo_apps) and rights.rollback(application.project, env.name)
         section.timeline = [
-            TimelineEntry(
-                group[0],
-                group[0].revision if section.can_rollback and SHA.fullmatch(group[0].revision) else "",
-                clusters=group,
-            )
+            TimelineEntry(group[0], "", clusters=group)
             for group in _group_by_change(deployments, timeline_limit)
         ]
         sections.append(section)
+    # The app's revision behind each Argo CD app (what it synced last, else what it compares with)
+    # and each timeline row: one bulk call, at most three queries for the whole page.
+    running = {
+        a.pk: RevisionKey(application.repository_id, application.pk, a.environment_id, a.running_revision)
+        for a in live
+    }
+    keys = {
+        id(entry): RevisionKey(
+            application.repository_id, application.pk, s.environment.pk, entry.deployment.revision
+        )
+        for s in sections
+        for entry in s.timeline
+    }
+    found = app_revisions([*running.values(), *keys.values()])
+    for section in sections:
+        section.running = [RunningApp(a, found[running[a.pk]]) for a in section.argo_apps]
+        for entry in section.timeline:
+            entry.revision = found.get(keys[id(entry)]) or AppRevision(argo=entry.deployment.revision)
+            # Reverting Argo CD's revision would revert whatever the head commit changed (another
+            # app, in a monorepo): the revert is of the app's own commit.
+            shown = entry.revision.shown
+            entry.revert_sha = shown if section.can_rollback and SHA.fullmatch(shown) else ""
+    # Records keep the app's revision; older ones may keep Argo CD's: either finds the change.
     links = _change_links(
-        application, {e.deployment.revision for s in sections for e in s.timeline if e.deployment.revision}
+        application,
+        {r for s in sections for e in s.timeline for r in (e.deployment.revision, e.revision.app) if r},
     )
     for section in sections:
         for entry in section.timeline:
-            entry.change = links.get((section.environment.name, entry.deployment.revision))
+            name = section.environment.name
+            entry.change = links.get((name, entry.revision.app)) or links.get(
+                (name, entry.deployment.revision)
+            )
     return sections
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ from integrations.argocd import ArgoApplication as RemoteApp
 from integrations.gitrepo import CommitRecord, GitError, GitMirror
 
 from .appstate import SHA
+from .carried import carried_files, carried_value
 from .claims import INGEST_CLAIM, claim_release, row_claim
 from .mirrors import mirror_for
 from .models import Application, ArgoInstance, Commit, CommitTouch, Deployment, Environment, GitRepository
@@ -128,7 +129,13 @@ def repository_ingest(*, repository_id: int) -> IngestResult:
             records = mirror.iter_commits(ref=f"refs/heads/{branch}", known_shas=known)
             for batch in _batches(records, INGEST_BATCH):
                 commits, touches = _ingest_batch(
-                    repo=repo, batch=batch, mapper=mapper, branch=branch, first_seq=next_seq
+                    repo=repo,
+                    batch=batch,
+                    mapper=mapper,
+                    branch=branch,
+                    first_seq=next_seq,
+                    mirror=mirror,
+                    envs={e.pk: e for e in envs},
                 )
                 next_seq += len(batch)
                 result.commits += commits
@@ -182,7 +189,7 @@ COMMIT_COLUMNS = (
     "repository_id", "sha", "seq", "parents", "author_name", "author_email", "authored_at",
     "committer_name", "committed_at", "message", "is_merge", "portal_ref",
 )  # fmt: skip
-TOUCH_COLUMNS = ("commit_id", "application_id", "environment_id", "seq", "paths")
+TOUCH_COLUMNS = ("commit_id", "application_id", "environment_id", "seq", "paths", "carried")
 JSON_COLUMNS = frozenset({"parents", "paths"})
 
 
@@ -226,7 +233,14 @@ def _insert_rows(
 
 @transaction.atomic
 def _ingest_batch(
-    *, repo: GitRepository, batch: list[CommitRecord], mapper: PathMapper, branch: str, first_seq: int
+    *,
+    repo: GitRepository,
+    batch: list[CommitRecord],
+    mapper: PathMapper,
+    branch: str,
+    first_seq: int,
+    mirror: GitMirror | None = None,
+    envs: dict[int, Environment] | None = None,
 ) -> tuple[int, int]:
     rows = [
         (
@@ -272,13 +286,68 @@ def _ingest_batch(
             [Application(name=n[:200], project="", repository=repo) for n in missing], ignore_conflicts=True
         )
         apps = dict(Application.objects.filter(name__in=names).values_list("name", "id"))
+    carried = (
+        _carried(mirror, envs, batch, [(sha, apps[a], e, p) for sha, a, e, p in mapped if a in apps])
+        if mirror is not None and envs
+        else {}
+    )
     touches = [
-        (stored[sha][0], apps[app], env_id, stored[sha][1], paths[:50])
+        (stored[sha][0], apps[app], env_id, stored[sha][1], paths[:50], carried.get((sha, apps[app], env_id)))
         for sha, app, env_id, paths in mapped
         if sha in stored and app in apps
     ]
     _insert_rows(CommitTouch, TOUCH_COLUMNS, touches)
     return len(stored), len(touches)
+
+
+def _carried(
+    mirror: GitMirror,
+    envs: dict[int, Environment],
+    batch: list[CommitRecord],
+    touches: list[tuple[str, int, int | None, list[str]]],
+) -> dict[tuple[str, int, int | None], bool]:
+    """Tell, per overlay touch, whether the commit changed what a promotion copies (inventory.carried).
+
+    A touch that changed none of the carried files carries nothing without a read; the others
+    compare the carried value at the commit and at its first parent, all files of the batch read
+    with one `files_at` (two `git cat-file --batch` runs).
+    """
+    parents = {r.sha: (r.parents[0] if r.parents else None) for r in batch}
+    by_id = {a.pk: a for a in Application.objects.filter(pk__in={t[1] for t in touches if t[2] is not None})}
+    out: dict[tuple[str, int, int | None], bool] = {}
+    to_read: list[tuple[str, Application, Environment, list[str]]] = []
+    for sha, app_id, env_id, paths in touches:
+        env, app = envs.get(env_id or 0), by_id.get(app_id)
+        if env is None or app is None:
+            continue
+        files = carried_files(app, env)
+        if not set(files) & set(paths):
+            out[(sha, app_id, env_id)] = False
+        elif parents.get(sha) is None:
+            out[(sha, app_id, env_id)] = True
+        else:
+            to_read.append((sha, app, env, files))
+    if not to_read:
+        return out
+    wanted = {(rev, f) for sha, _, _, files in to_read for rev in (sha, parents[sha] or "") for f in files}
+    try:
+        found = mirror.files_at(wanted)
+    except GitError:
+        found = {}
+
+    def reader(rev: str) -> Callable[[str], str | None]:
+        def read(path: str) -> str | None:
+            blob = found.get((rev, path))
+            return blob[1].decode("utf-8", "replace") if blob else None
+
+        return read
+
+    for sha, app, env, _files in to_read:
+        parent = parents[sha] or ""
+        out[(sha, app.pk, env.pk)] = carried_value(app, env, reader(sha)) != carried_value(
+            app, env, reader(parent)
+        )
+    return out
 
 
 def repositories_ingest_for(

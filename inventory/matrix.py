@@ -23,7 +23,7 @@ from .models import (
     Environment,
     GitRepository,
 )
-from .revisions import AppRevision, RevisionKey, TouchSeqs, app_revisions, touch_seqs
+from .revisions import AppRevision, RevisionKey, TouchSeqs, app_revisions, touches_of
 from .selectors import (
     HEALTH_BADGES,
     PAGE_SIZE,
@@ -187,6 +187,9 @@ def behind_count(
 ) -> int | None:
     """Count the previous environment's overlay changes that this environment does not run.
 
+    `touches_prev` are the previous environment's carried changes only (inventory.carried): a
+    change a promotion would not copy never reaches this environment, so it is never "behind".
+
     `here_seq`/`prev_seq` are the positions (Commit.seq) of the revisions both run. When the
     previous environment once ran this environment's version (its deployment at `matched_seq`),
     the changes after that are the gap. Otherwise: changes newer than this environment's own last
@@ -333,10 +336,11 @@ def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAG
             repository_id__in=repo_ids, sha__in=revisions
         ).values_list("repository_id", "sha", "seq"):
             seqs[(repo_id, sha)] = seq
-    touches = touch_seqs(app_ids, [e.pk for e in all_envs])
+    # One query: every touch (the app's revision) and the carried ones ("behind" counts only those).
+    touches = touches_of(app_ids, [e.pk for e in all_envs])
     revision_of = app_revisions(
         [_revision_key(r, filters.at) for r in argo_rows if r.application is not None],
-        touches=touches,
+        touches=touches.all,
         seqs=seqs,
     )
     env_index = {e.pk: i for i, e in enumerate(all_envs)}
@@ -352,7 +356,7 @@ def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAG
             app_env = (app_of_row.pk, r.environment_id)
             if app_env not in best or position > best[app_env][0]:
                 best[app_env] = (position, _version(r, filters.at))
-    context = _BehindContext(all_envs, env_index, seqs, touches, best, ran, revision_of)
+    context = _BehindContext(all_envs, env_index, seqs, touches.all, touches.carried, best, ran, revision_of)
 
     by_app: dict[int, list[ArgoApplication]] = defaultdict(list)
     for r in shown_rows:
@@ -419,6 +423,7 @@ class _BehindContext:
     env_index: dict[int, int]
     seqs: dict[tuple[int, str], int]
     touches: TouchSeqs
+    carried: TouchSeqs
     best: dict[tuple[int, int], tuple[int, str]]
     ran: dict[tuple[int, int, str], str]
     app_revisions: dict[RevisionKey, AppRevision]
@@ -461,7 +466,7 @@ def _cell(
             here_version = _version(row, at)
             matched = ctx.ran.get((app.pk, prev.pk, here_version)) if here_version else None
             behind = behind_count(
-                touches_prev=ctx.touches.get((app.pk, prev.pk), []),
+                touches_prev=ctx.carried.get((app.pk, prev.pk), []),
                 touches_here=ctx.touches.get((app.pk, row.environment_id or 0), []),
                 here_seq=ctx.seqs.get((repo_id, synced)),
                 prev_seq=prev_seq,

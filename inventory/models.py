@@ -375,6 +375,9 @@ class CommitTouch(models.Model):
     )
     seq = models.BigIntegerField(help_text="copy of commit.seq for range queries")
     paths = models.JSONField(default=list)
+    # The commit changed what a promotion out of this environment copies (inventory.carried);
+    # null: not evaluated (the shared base, or ingested before the rule existed): counted.
+    carried = models.BooleanField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -51,28 +51,53 @@ class RevisionKey(NamedTuple):
     argo_revision: str
 
 
-def touch_seqs(app_ids: Iterable[int], env_ids: Iterable[int], *, base: bool = True) -> TouchSeqs:
-    """Return the sorted seqs of the commits touching each (app, environment) in one query.
+class Touches(NamedTuple):
+    """Per (app, environment) the sorted seqs of all commits touching it, and of those carried."""
 
-    With `base`, the app's shared base is included under the key `(app, None)`.
+    all: TouchSeqs
+    carried: TouchSeqs  # changed what a promotion out of the environment copies (inventory.carried)
+
+
+def touches_of(app_ids: Iterable[int], env_ids: Iterable[int], *, base: bool = True) -> Touches:
+    """Return every touch's seq and the carried ones per (app, environment), in one query.
+
+    With `base`, the app's shared base is included under the key `(app, None)`. A touch whose
+    `carried` was never evaluated (null) counts as carried.
     """
     apps, envs = list(set(app_ids)), list(set(env_ids))
-    out: TouchSeqs = defaultdict(list)
+    out = Touches(defaultdict(list), defaultdict(list))
     if not apps:
         return out
     where = Q(environment_id__in=envs) | Q(environment__isnull=True) if base else Q(environment_id__in=envs)
     qs = CommitTouch.objects.filter(where, application_id__in=apps)
     if connection.vendor == "postgresql":
-        for app_id, env_id, seqs in (
+        for app_id, env_id, seqs, carried in (
             qs.values("application_id", "environment_id")
-            .annotate(seqs=ArrayAgg("seq", order_by="seq"))
-            .values_list("application_id", "environment_id", "seqs")
+            .annotate(
+                seqs=ArrayAgg("seq", order_by="seq"),
+                carried_seqs=ArrayAgg("seq", order_by="seq", filter=~Q(carried=False), default=[]),
+            )
+            .values_list("application_id", "environment_id", "seqs", "carried_seqs")
         ):
-            out[(app_id, env_id)] = list(seqs)
+            out.all[(app_id, env_id)] = list(seqs)
+            if carried:
+                out.carried[(app_id, env_id)] = list(carried)
         return out
-    for app_id, env_id, seq in qs.order_by("seq").values_list("application_id", "environment_id", "seq"):
-        out[(app_id, env_id)].append(seq)
+    for app_id, env_id, seq, flag in qs.order_by("seq").values_list(
+        "application_id", "environment_id", "seq", "carried"
+    ):
+        out.all[(app_id, env_id)].append(seq)
+        if flag is not False:
+            out.carried[(app_id, env_id)].append(seq)
     return out
+
+
+def touch_seqs(app_ids: Iterable[int], env_ids: Iterable[int], *, base: bool = True) -> TouchSeqs:
+    """Return the sorted seqs of the commits touching each (app, environment) in one query.
+
+    With `base`, the app's shared base is included under the key `(app, None)`.
+    """
+    return touches_of(app_ids, env_ids, base=base).all
 
 
 def commit_seqs(repository_ids: Iterable[int | None], shas: Iterable[str]) -> dict[tuple[int, str], int]:

@@ -34,6 +34,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from changes.fields import PortalSyncRecord, PullRequestRecord
+from changes.gatehistory import ShownSnapshot, snapshots_shown
 from core.diffs import classify_diff
 from core.durations import format_duration
 
@@ -156,6 +157,8 @@ class Promotion(PullRequestRecord, PortalSyncRecord):
     gates = models.JSONField(default=list, blank=True, help_text="last gate evaluation")
     # What the requester saw: the approver decides on the same gates, not on a later re-evaluation.
     requested_gates = models.JSONField(default=list, blank=True, help_text="gates at the time of the request")
+    # Every evaluation as it was (changes.gatehistory): at request, on the rendering, at PR opening.
+    gate_evaluations = models.JSONField(default=list, blank=True, help_text="gate snapshots, oldest first")
     failure_reason = models.TextField(blank=True)
     # A permanent tracking problem (e.g. the PR is gone: 404), shown on the page until tracking works again.
     tracking_error = models.TextField(blank=True)
@@ -219,6 +222,16 @@ class Promotion(PullRequestRecord, PortalSyncRecord):
         if self.is_final and self.requested_gates:
             return list(self.requested_gates)
         return list(self.gates or [])
+
+    @property
+    def gate_history(self) -> list[ShownSnapshot]:
+        """Each gate evaluation, oldest first, labelled and timed (changes.gatehistory)."""
+        return snapshots_shown(
+            self.gate_evaluations,
+            requested_gates=self.requested_gates,
+            requested_at=self.requested_at,
+            last_gates=self.gates,
+        )
 
     @property
     def awaits_approval(self) -> bool:

@@ -14,6 +14,7 @@ from changes.rendered import RenderedChange
 from changes.secretscan import BASELINE_PATH, redact_diff
 from core.diffs import classify_diff
 from integrations.gitrepo import InvalidRef, validate_ref_name
+from inventory.carried import carried_value
 from inventory.models import Application, Environment, GitRepository
 from inventory.revisions import AppRevision, app_revision
 
@@ -281,9 +282,10 @@ def _carried_by(
 ) -> gitops.Carries:
     """Return whether a commit changed what a promotion from the source writes into the target.
 
-    What a promotion from revision R writes is the plan's files after the edit, the source read
-    at R (its overlay, not Argo CD's report); a commit carries something when that differs from
-    its first parent's, and reached the target already when the plan at it changes nothing.
+    A commit carries something when what a promotion copies out of the source (its overlay read
+    at the commit, not Argo CD's report) differs from its first parent's: `inventory.carried`,
+    the rule the lane and the matrix count with. It reached the target already when the plan at
+    it changes nothing there.
     """
     cache: dict[str, tuple[tuple[str, str], ...] | None] = {}
     target_cache: dict[str, str | None] = {}
@@ -308,11 +310,18 @@ def _carried_by(
                 cache[rev] = None
         return cache[rev]
 
+    values: dict[str, str] = {}
+
+    def value(rev: str) -> str:
+        if rev not in values:
+            values[rev] = carried_value(app, source_env, gitops.reader(mirror, rev))
+        return values[rev]
+
     def carries(sha: str, parent: str | None) -> gitops.Carried:
-        mine = written(sha)
-        if mine == ():
+        if written(sha) == ():
             return gitops.Carried.REACHED
-        if parent is None or written(parent) != mine:
+        # The rule the ingest stores for the lane and the matrix (inventory.carried): one answer.
+        if parent is None or value(parent) != value(sha):
             return gitops.Carried.YES
         return gitops.Carried.NO
 

@@ -15,8 +15,10 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.utils import timezone
 
 from changes.checklist import gate_key, is_checklist_gate, secret_scan_gate
+from changes.gatehistory import AT_PR_OPENING, ON_RENDERING, gate_snapshot, snapshots_append
 from changes.lifecycle import (
     ChangeFailed,
     change_branch_push,
@@ -110,7 +112,7 @@ def promotion_gates_on_rendering(*, promotion_id: int) -> list[dict[str, Any]]:
     if promotion.state != PromotionState.REQUESTED or not promotion.pushed_head_sha:
         return list(promotion.gates or [])
     items = list(promotion.items.select_related("application").order_by("application__name"))
-    checks = _evaluate_gates(promotion, items, gitops.mirror_for(promotion.repository))[0]
+    checks = _evaluate_gates(promotion, items, gitops.mirror_for(promotion.repository), label=ON_RENDERING)[0]
     return [c.as_dict() for c in checks]
 
 
@@ -241,9 +243,12 @@ def _person(user: User | None, fallback: str) -> str:
 
 
 def _evaluate_gates(
-    promotion: Promotion, items: Sequence[PromotionItem], mirror: Any
+    promotion: Promotion, items: Sequence[PromotionItem], mirror: Any, *, label: str
 ) -> tuple[list[g.Gate], list[RenderedChange] | None]:
-    """Every gate of the promotion now (stored on it), on Argo CD's rendering once a head is pushed."""
+    """Every gate of the promotion now, on Argo CD's rendering once a head is pushed.
+
+    Stored as the last evaluation and kept as a snapshot labelled `label` (changes.gatehistory).
+    """
     checks = [g.gate_environment_order(promotion.source_env, promotion.target_env)]
     requester = promotion.requested_by
     for item in items:
@@ -273,7 +278,12 @@ def _evaluate_gates(
         checks.append(g.gate_rendered(rendered))
     checks += _recheck_checklist_and_secrets(promotion, items, mirror, rendered)
     promotion.gates = [c.as_dict() for c in checks]
-    Promotion.objects.filter(pk=promotion.pk).update(gates=promotion.gates)
+    promotion.gate_evaluations = snapshots_append(
+        promotion.gate_evaluations, gate_snapshot(label, timezone.now(), promotion.gates)
+    )
+    Promotion.objects.filter(pk=promotion.pk).update(
+        gates=promotion.gates, gate_evaluations=promotion.gate_evaluations
+    )
     return checks, rendered
 
 
@@ -285,7 +295,7 @@ def _recheck_gates(
     Once the branch was pushed (a head SHA is recorded), Argo CD renders it: a render failure is a
     blocking gate. Returns the rendered changes (None while nothing is pushed yet).
     """
-    checks, rendered = _evaluate_gates(promotion, items, mirror)
+    checks, rendered = _evaluate_gates(promotion, items, mirror, label=AT_PR_OPENING)
     failing = g.failing(checks)
     if any(c.transient for c in failing):
         raise PullRequestRetryable("; ".join(f"{c.label}: {c.detail}" for c in failing if c.transient))

@@ -61,13 +61,17 @@ def promotion_change_records_sync(promotion: Promotion, items: Sequence[Promotio
     ]
     approvers = [a.approver_name for a in approvals]
     approved_head = next((a.head_sha for a in reversed(approvals) if a.head_sha), "")
+    # Each evaluation as it was stored (at request first), labelled and timed: never recomputed.
     gates = [
         {
             "name": gate.get("name", "?"),
             "passed": bool(gate.get("passed")),
             "detail": _gate_detail(promotion, gate),
+            "evaluation": snapshot["label"],
+            "evaluated_at": snapshot["at"].isoformat() if snapshot["at"] else "",
         }
-        for gate in (promotion.gates or [])
+        for snapshot in promotion.gate_history
+        for gate in snapshot["gates"]
         if isinstance(gate, dict)
     ] + checks_gate(promotion)
     outcome = "rolled_back" if promotion.rolled_back_by else OUTCOMES.get(promotion.state, "pending")

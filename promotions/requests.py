@@ -15,6 +15,7 @@ from accounts.permissions import ensure_role, has_role
 from accounts.roles import Role
 from audit.services import audit_event_record
 from changes.checklist import OVERRIDE_MIN_REASON, SECRET_SCAN, apply_override, gate_key, overridable_failing
+from changes.gatehistory import AFTER_OVERRIDE, AT_REQUEST, gate_snapshot, snapshots_append
 from changes.lifecycle import (
     change_enqueue_pr_open,
     change_enqueue_push,
@@ -73,6 +74,8 @@ def promotion_request_create(
 def _create(*, actor: User, preview: PromotionPreview, note: str, justification: str) -> Promotion:
     assert preview.repository is not None
     overridden = any(gate.name == "sync_window" and "OVERRIDDEN" in gate.detail for gate in preview.all_gates)
+    gates = [gate.as_dict() for gate in preview.all_gates]
+    requested_at = timezone.now()
     promotion = Promotion.objects.create(
         source_env=preview.source_env,
         target_env=preview.target_env,
@@ -81,8 +84,10 @@ def _create(*, actor: User, preview: PromotionPreview, note: str, justification:
         override_sync_window=overridden,
         override_justification=justification.strip() if overridden else "",
         **change_requester_fields(actor),
-        gates=[gate.as_dict() for gate in preview.all_gates],
-        requested_gates=[gate.as_dict() for gate in preview.all_gates],
+        gates=gates,
+        requested_gates=gates,
+        gate_evaluations=[gate_snapshot(AT_REQUEST, requested_at, gates)],
+        requested_at=requested_at,
     )
     try:
         with transaction.atomic():
@@ -367,14 +372,16 @@ def _override(*, promotion: Promotion, actor: User, reason: str) -> Promotion:
         raise PromotionRefused("no blocking zero-downtime checklist gate to override")
     now = timezone.now()
     gates = apply_override(locked.gates, keys=[gate_key(gate) for gate in pending], reason=reason)
+    evaluations = snapshots_append(locked.gate_evaluations, gate_snapshot(AFTER_OVERRIDE, now, gates))
     Promotion.objects.filter(pk=locked.pk).update(
         gates=gates,
+        gate_evaluations=evaluations,
         checklist_overridden_by=actor,
         checklist_overridden_by_name=actor.get_username(),
         checklist_overridden_at=now,
         checklist_override_reason=reason,
     )
-    locked.gates = gates
+    locked.gates, locked.gate_evaluations = gates, evaluations
     locked.checklist_overridden_by, locked.checklist_overridden_by_name = actor, actor.get_username()
     locked.checklist_overridden_at, locked.checklist_override_reason = now, reason
     change_record(

@@ -6,6 +6,7 @@ from typing import Any
 
 from audit.services import change_record_sync
 from changes.checks import checks_gate
+from changes.gatehistory import AT_REQUEST
 
 from .models import RollbackRequest
 from .selectors import env_argo_apps
@@ -62,8 +63,15 @@ def rollback_change_record_sync(rollback: RollbackRequest) -> None:
         clusters=clusters,
         correlation_id=rollback.correlation_id,
         incident=rollback.incident,
+        # A rollback's gates are evaluated once, at the request, and kept as they were.
         gates=[
-            {"name": g.get("name", "?"), "passed": bool(g.get("passed")), "detail": g.get("detail", "")}
+            {
+                "name": g.get("name", "?"),
+                "passed": bool(g.get("passed")),
+                "detail": g.get("detail", ""),
+                "evaluation": AT_REQUEST,
+                "evaluated_at": rollback.requested_at.isoformat() if rollback.requested_at else "",
+            }
             for g in rollback.gates or []
             if isinstance(g, dict)
         ]

@@ -104,6 +104,14 @@ def test_the_five_screens_at_desktop_and_phone_width(stack: LiveStack, browsing:
         "href", re.compile(r"/applications/[^/]+/" + re.escape(app) + r"-prod-")
     )
 
+    # The change record lists the gates as evaluated, the request's first, with their time.
+    auditor = pages["auditor"]
+    auditor.set_viewport_size({"width": 1400, "height": 900})
+    auditor.goto(f"/audit/changes/{record}/")
+    first = auditor.locator("[data-gate-evaluations] h3").first
+    expect(first).to_contain_text("Gates at request")
+    expect(first.locator("time")).to_have_attribute("title", TIME_EXACT)
+
     # One timestamp format: the zone in the text, the exact time on hover.
     lane = pages["release_manager"]
     lane.set_viewport_size({"width": 1400, "height": 900})

@@ -73,7 +73,13 @@ def test_a_finished_promotion_shows_the_gates_its_requester_saw(client):
     assert "re-evaluated at PR time" in client.get(url).content.decode()  # open: the live evaluation
     Promotion.objects.filter(pk=promotion.pk).update(state=PromotionState.HEALTHY)
     html = client.get(url).content.decode()
-    assert "re-evaluated at PR time" not in html and "as requested" in html
+    # Finished: what the requester saw first, then the later evaluation, labelled as such.
+    assert html.index("Gates at request") < html.index("as requested")
+    assert (
+        html.index("as requested")
+        < html.index("Gates last evaluation")
+        < html.index("re-evaluated at PR time")
+    )
     assert "data-gates-frozen" in html
     # The Argo CD apps of the target are linked from the promotion too.
     assert "/applications/argocd/svc-1-000-prod-eu" in html

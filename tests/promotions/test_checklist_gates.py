@@ -113,7 +113,11 @@ def test_missing_readiness_probe_blocks_until_an_approver_overrides_it(client, s
     promotion.refresh_from_db()
     assert promotion.state in (S.APPROVED, S.PR_OPENING, S.PR_OPEN)
     record = ChangeRecord.objects.get(source_type="promotion", source_id=f"{promotion.pk}:{app.name}")
-    assert f"[OVERRIDDEN by alex: {reason}]" in _gate(record.gates, "checklist.readiness_probe")["detail"]
+    # The record keeps every evaluation: the request's failing probe, then the override.
+    probe = [g for g in record.gates if g["name"] == "checklist.readiness_probe"]
+    assert [g["evaluation"] for g in probe][:1] == ["at request"] and "OVERRIDDEN" not in probe[0]["detail"]
+    assert probe[-1]["evaluation"] == "after an approver's checklist override"
+    assert f"[OVERRIDDEN by alex: {reason}]" in probe[-1]["detail"]
 
 
 def test_warn_mode_shows_a_warning_and_does_not_block(sandbox, users, purge_broker):

@@ -22,8 +22,12 @@ def test_runs_now_is_the_apps_last_change_not_the_repository_head(client, sandbo
     own = _stage_only_change(sandbox, app.name)
     head = _other_app_change(sandbox, other)
     sandbox.reconcile()
+    # Synced too: "runs now" is the last sync's revision, which lags the compared one until then.
     wait_for(
-        lambda: observed.env_state(app, sandbox.stage).revision == head,
+        lambda: (
+            observed.env_state(app, sandbox.stage).revision == head
+            and observed.env_state(app, sandbox.stage).synced
+        ),
         timeout=20,
         message="stage synced at the head",
     )

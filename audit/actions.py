@@ -66,6 +66,11 @@ class AuditAction(models.TextChoices):
     PROMOTION_SYNC_WAITING = "promotion.sync_waiting", "promotion sync waiting for a sync window"
     PROMOTION_SYNC_REQUESTED = "promotion.sync_requested", "promotion sync requested by the portal"
     PROMOTION_SYNC_ERROR = "promotion.sync_error", "Argo CD did not accept the promotion's sync"
+    PROMOTION_SYNC_GIVEN_UP = (
+        "promotion.sync_given_up",
+        "the portal stopped retrying the promotion's sync (Argo CD refused it, or the deadline passed)",
+    )
+    PROMOTION_SYNC_RETRIED = "promotion.sync_retried", "promotion's failed sync retried by a person"
     PROMOTION_SYNC_WINDOW_OVERRIDDEN = (
         "promotion.sync_window_overridden",
         "promotion sync window overridden by an approver",
@@ -99,6 +104,11 @@ class AuditAction(models.TextChoices):
     ROLLBACK_SYNC_WAITING = "rollback.sync_waiting", "rollback sync waiting for a sync window"
     ROLLBACK_SYNC_REQUESTED = "rollback.sync_requested", "rollback sync requested by the portal"
     ROLLBACK_SYNC_ERROR = "rollback.sync_error", "Argo CD did not accept the rollback's sync"
+    ROLLBACK_SYNC_GIVEN_UP = (
+        "rollback.sync_given_up",
+        "the portal stopped retrying the rollback's sync (Argo CD refused it, or the deadline passed)",
+    )
+    ROLLBACK_SYNC_RETRIED = "rollback.sync_retried", "rollback's failed sync retried by a person"
     ROLLBACK_SYNC_WINDOW_OVERRIDDEN = (
         "rollback.sync_window_overridden",
         "rollback sync window overridden by an approver",

@@ -142,34 +142,23 @@ def audit_export_events(plan: ExportPlan, *, batch: int = EXPORT_BATCH) -> Itera
             return
 
 
-def audit_export_rows(
-    plan: ExportPlan,
-    *,
-    columns: tuple[str, ...],
-    annotations: dict[str, Any] | None = None,
-    batch: int = EXPORT_BATCH,
-) -> Iterator[tuple[Any, ...]]:
-    """Yield the plan's events as value tuples: ``sequence``, then ``columns`` (fields or ``annotations``).
+def audit_export_copy_query(
+    plan: ExportPlan, *, fields: tuple[str, ...], annotations: dict[str, Any]
+) -> tuple[str, tuple[Any, ...]] | None:
+    """The SQL (and parameters) of the plan's events as ``sequence``, ``fields`` then ``annotations``.
 
-    Same rows and order as :func:`audit_export_events`, by keyset batches, without building a model
-    per row (the exports' fast path).
+    One statement for the whole range, meant to be wrapped in ``COPY (...) TO STDOUT``: the database
+    streams while the client writes (keyset batches wait for each other). None when the plan is empty.
     """
     if plan.empty:
-        return
+        return None
     period_free = replace(plan.filters, since=None, until=None)
     qs = _event_queryset(period_free, plan.scope).filter(sequence__gte=plan.low, sequence__lte=plan.high)
-    if annotations:
-        qs = qs.annotate(**annotations)
-    last = plan.low - 1  # type: ignore[operator]
-    while True:
-        count = 0
-        page = qs.filter(sequence__gt=last).order_by("sequence").values_list("sequence", *columns)[:batch]
-        for row in page.iterator(chunk_size=batch):
-            count += 1
-            last = row[0]
-            yield row
-        if count < batch:
-            return
+    query = (
+        qs.annotate(**annotations).order_by("sequence").values_list("sequence", *fields, *annotations).query
+    )
+    sql, params = query.sql_with_params()
+    return sql, tuple(params)
 
 
 def audit_chain_walk(*, batch: int = EXPORT_BATCH) -> Iterator[AuditEvent]:

@@ -79,6 +79,7 @@ Checkpoints
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -91,6 +92,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from core.bulkinsert import models_copy_insert
 from core.requestid import current_request_id
 
 from .actions import AuditAction
@@ -118,13 +120,17 @@ def _as_json(value: Any) -> Any:
     return json.loads(json.dumps(value, cls=DjangoJSONEncoder, ensure_ascii=False))
 
 
+@functools.lru_cache(maxsize=4096)
+def _credential_key(key: str) -> bool:
+    # Payload keys are few and repeat in every event (a poller's batch has tens of thousands).
+    lowered = key.lower()
+    return any(word in lowered for word in _REDACTED_KEYS)
+
+
 def _redact(value: Any) -> Any:
     """Drop anything that looks like a credential from before/after payloads."""
     if isinstance(value, dict):
-        return {
-            k: ("[redacted]" if any(word in str(k).lower() for word in _REDACTED_KEYS) else _redact(v))
-            for k, v in value.items()
-        }
+        return {k: ("[redacted]" if _credential_key(str(k)) else _redact(v)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_redact(v) for v in value]
     return value
@@ -277,7 +283,7 @@ def audit_events_record(events: Iterable[Mapping[str, Any]]) -> list[AuditEvent]
         return []
     with transaction.atomic():
         _chain(built, *_chain_head())
-        AuditEvent.objects.bulk_create(built, batch_size=1000)
+        models_copy_insert(built)  # COPY: a poller's first cycle appends tens of thousands
         events_recorded.send(sender=AuditEvent, events=built)
     return built
 
@@ -505,7 +511,8 @@ def change_records_create(records: Iterable[Mapping[str, Any]]) -> list[ChangeRe
             raise TypeError(f"change_records_create: unknown fields {sorted(unknown)}")
         cleaned = {name: _clean_change_field(name, value) for name, value in item.items()}
         built.append(_change_record_new(kind, source_type, source_id, app, environment, cleaned))
-    return updated + ChangeRecord.objects.bulk_create(built, batch_size=1000)
+    models_copy_insert(built)
+    return updated + built
 
 
 # --- checkpoints --------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Figure 5: promotion request → branch pushed, and approval → pull request opened, with a warm real worker.
 
 The promotion branch is pushed when the promotion is requested (before approval: the approver
-reviews that commit); the approval then only opens the PR from the pushed branch.
+reviews that commit); the approval checks the branch head with the forge, then only opens the PR
+from the pushed branch.
 """
 
 from __future__ import annotations
@@ -310,7 +311,9 @@ def run(
             "environment) from repogen, the forge and Argo CD emulators in-process, the portal configured "
             "from config/sandbox.yaml, the repository ingested and the instance polled by the real services. "
             "Promotions go stage → prod with one approval required: the request enqueues the branch push, "
-            "the approval (of the pushed head) enqueues the PR opening, which reuses the pushed branch."
+            "the approval first asks the forge that the branch is still at the pushed head (one "
+            "GET git/ref, in the approving request), then enqueues the PR opening, which reuses the "
+            "pushed branch."
         )
         section.note(
             f"Worker: `celery -A gitopsportal worker --pool threads --concurrency {worker_concurrency}` on "

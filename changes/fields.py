@@ -57,7 +57,8 @@ class PortalSyncRecord(models.Model):
     """Where the portal's own Argo CD sync of a merged change stands (`sync: portal`, changes.syncs)."""
 
     # "": not started (or Argo CD's auto-sync applies it); "waiting": a sync window is closed;
-    # "requested": Argo CD accepted the sync of every app; "error": the last request failed.
+    # "requested": Argo CD accepted the sync of every app; "error": the last request failed (tried
+    # again); "failed": given up (Argo CD refused it for good, or the deadline passed) until a retry.
     sync_state = models.CharField(max_length=16, blank=True, default="")
     sync_revision = models.CharField(max_length=64, blank=True, help_text="revision the portal syncs to")
     sync_requested_at = models.DateTimeField(null=True, blank=True)
@@ -65,6 +66,9 @@ class PortalSyncRecord(models.Model):
     sync_next_at = models.DateTimeField(null=True, blank=True, help_text="when the sweeper tries again")
     sync_detail = models.TextField(blank=True)
     sync_attempts = models.PositiveIntegerField(default=0)
+    # The first of the current run of transient errors: past PORTAL_SYNC_DEADLINE_MINUTES the
+    # portal gives up (sync_state "failed"); cleared by any answer that is not an error.
+    sync_error_since = models.DateTimeField(null=True, blank=True)
     # Per Argo CD app: {"revision", "requested_at", "outcome": "requested" | "already"}.
     sync_apps = models.JSONField(default=dict, blank=True)
     # An approver's override of a closed window (never the requester), with the reason.

@@ -105,6 +105,10 @@ class ChangeKind:
     # Portal-driven syncs (changes.syncs): the task, and the environment and apps a change deploys.
     sync_task: str = ""
     sync_scope: Callable[[Any], tuple[Any, list[Any]]] = lambda change: (None, [])
+    # The change's GitRepository (None: unknown), and the task that checks its pushed branch with
+    # the forge (changes.branchcheck), sent when a push webhook says the branch moved.
+    repository: Callable[[Any], Any] = lambda change: None
+    verify_task: str = ""
 
     def rows(self) -> models.QuerySet[Any]:
         """All rows of this kind (the model's default manager)."""

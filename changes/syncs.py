@@ -9,8 +9,11 @@ window with a reason. Argo CD stays the judge: inside a deny window without `man
 the sync (403 `cannot sync: blocked by sync window`) and the page says so.
 
 `change_sync` is idempotent: an app whose current operation already asks for the revision (or that
-runs it) is not synced again, and a change whose sync was requested is left to tracking. Every state
-change writes its ledger event (`<kind>.sync_waiting`, `.sync_requested`, `.sync_error`,
+runs it) is not synced again, and a change whose sync was requested is left to tracking. Argo CD's
+errors are sorted (`sync_error_class`): transient ones are retried with backoff until
+PORTAL_SYNC_DEADLINE_MINUTES, a refusal (401/403/404/400) gives the sync up at once; a given-up sync
+is retried only by a person (`change_sync_retry`). Every state change writes its ledger event
+(`<kind>.sync_waiting`, `.sync_requested`, `.sync_error`, `.sync_given_up`, `.sync_retried`,
 `.sync_window_overridden`) in the same transaction.
 """
 
@@ -27,15 +30,18 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.permissions import ensure_role
+from accounts.permissions import ensure_role, has_role
 from accounts.roles import Role
 from audit.services import audit_event_record
 from core.syncwindows import SyncWindowError, next_opening, window_assigned
 from integrations.argocd import (
+    ArgoCDAuthError,
     ArgoCDClient,
     ArgoCDError,
+    ArgoCDNotFound,
     ArgoCDPermissionDenied,
     ArgoCDRequestError,
+    ArgoCDResponseError,
     ArgoCDUnavailable,
     SyncWindow,
 )
@@ -49,11 +55,17 @@ from .pullrequests import PullRequestRetryable
 logger = logging.getLogger(__name__)
 
 SYNC_WAITING, SYNC_REQUESTED, SYNC_ERROR = "waiting", "requested", "error"
+# Given up: Argo CD refused the sync for good, or transient errors outlasted the deadline. Nothing
+# retries it until a person does (`change_sync_retry`).
+SYNC_FAILED = "failed"
 OVERRIDE_MIN_REASON = 10
-# A closed window whose opening cannot be computed is asked again this often; an Argo CD refusal
-# (RBAC, a bad revision) is retried after ERROR_RETRY, transient errors by the task's backoff.
+# A closed window whose opening cannot be computed is asked again this often; a sync Argo CD
+# refused inside a sync window is tried again after ERROR_RETRY (the window opens some time);
+# transient errors back off from RECHECK to ERROR_RETRY until PORTAL_SYNC_DEADLINE_MINUTES.
 RECHECK = timedelta(seconds=60)
 ERROR_RETRY = timedelta(minutes=5)
+# How Argo CD errors are sorted (API.md §3): try again soon, wait for the window, or give up.
+TRANSIENT, WINDOW, PERMANENT = "transient", "window", "permanent"
 
 
 class SyncRetryable(PullRequestRetryable):
@@ -157,6 +169,46 @@ def change_sync_windows(rows: list[ArgoApplication], *, now: datetime | None = N
     return WindowVerdict(True, opens_at, "; ".join(closed))
 
 
+def sync_error_class(exc: ArgoCDError) -> str:
+    """Sort an Argo CD error of a sync: TRANSIENT, WINDOW or PERMANENT (API.md §3).
+
+    Transient: unreachable, timeouts, 5xx and 429 (`ArgoCDUnavailable`), a garbled answer, and the
+    one 400 that passes (FailedPrecondition "another operation is already in progress"). WINDOW: a
+    403 "blocked by sync window", which ends when the window opens. Everything else Argo CD says
+    is its final word for this request: 401 (token), 403 (RBAC, or an app not visible), 404 (app
+    gone), 400 (invalid argument, the app auto-syncs or is being deleted), 415.
+    """
+    message = str(exc)
+    if isinstance(exc, ArgoCDUnavailable | ArgoCDResponseError):
+        return TRANSIENT
+    if isinstance(exc, ArgoCDRequestError) and "another operation is already in progress" in message:
+        return TRANSIENT
+    if isinstance(exc, ArgoCDPermissionDenied) and "sync window" in message:
+        return WINDOW
+    return PERMANENT
+
+
+def _explain(name: str, exc: ArgoCDError) -> str:
+    """Argo CD's answer for one app, with what a person can do about it."""
+    message = str(exc)
+    if isinstance(exc, ArgoCDRequestError) and "auto-sync" in message:
+        hint = "the app auto-syncs: turn its automated sync off, or configure the environment `sync: argocd`"
+        return f"{name}: {message} ({hint})"
+    if isinstance(exc, ArgoCDPermissionDenied):
+        if "sync window" in message:
+            return f"{name}: Argo CD refused the sync inside a sync window ({message})"
+        return f"{name}: {message} (the token needs `applications, sync` on the project)"
+    if isinstance(exc, ArgoCDNotFound):
+        return f"{name}: {message} (the application is gone from Argo CD)"
+    if isinstance(exc, ArgoCDAuthError):
+        return f"{name}: {message} (the portal's Argo CD token is missing, expired or invalid)"
+    return f"{name}: {message}"
+
+
+def _deadline() -> timedelta:
+    return timedelta(minutes=settings.PORTAL_SYNC_DEADLINE_MINUTES)
+
+
 def _already(client: ArgoCDClient, name: str, revision: str) -> bool:
     """True when the app's pending or current operation asks for `revision`, or it runs it."""
     live = client.get_application(name)
@@ -183,6 +235,8 @@ def change_sync(*, kind: ChangeKind, change_id: int, now: datetime | None = None
         return "skipped"
     if change.sync_state == SYNC_REQUESTED:
         return "requested"
+    if change.sync_state == SYNC_FAILED:
+        return "failed"  # given up: only a person's retry (`change_sync_retry`) starts it again
     revision = change.merge_commit_sha
     rows = change_sync_rows(kind=kind, change=change)
     if not revision or not rows:
@@ -191,7 +245,16 @@ def change_sync(*, kind: ChangeKind, change_id: int, now: datetime | None = None
         return "error"
     overridden = change.sync_override_at is not None or bool(getattr(change, "override_sync_window", False))
     if not overridden:
-        verdict = change_sync_windows(rows, now=now)
+        try:
+            verdict = change_sync_windows(rows, now=now)
+        except SyncRetryable as exc:
+            return _transient(kind=kind, change=change, detail=str(exc), now=now)
+        except ArgoCDError as exc:
+            detail = f"Argo CD refused to show the sync windows: {exc}"
+            if sync_error_class(exc) == TRANSIENT:
+                return _transient(kind=kind, change=change, detail=detail, now=now)
+            _record_given_up(kind=kind, change=change, detail=detail, now=now, reason=PERMANENT)
+            return "failed"
         if verdict.closed:
             _record_waiting(kind=kind, change=change, verdict=verdict, now=now)
             return "waiting"
@@ -199,8 +262,9 @@ def change_sync(*, kind: ChangeKind, change_id: int, now: datetime | None = None
     sync_options = argocd_sync_options(options)
     clients: dict[int, ArgoCDClient] = {}
     outcomes = dict(change.sync_apps or {})
-    errors: list[str] = []
+    errors: list[str] = []  # refused inside a sync window: tried again when it may have opened
     transient: list[str] = []
+    permanent: list[str] = []
     for row in rows:
         if outcomes.get(row.name, {}).get("revision") == revision:
             continue
@@ -217,38 +281,45 @@ def change_sync(*, kind: ChangeKind, change_id: int, now: datetime | None = None
                     sync_options=sync_options,
                 )
                 outcome = "requested"
-        except ArgoCDUnavailable as exc:
-            transient.append(f"{row.name}: {exc}")
-            continue
-        except ArgoCDRequestError as exc:
-            if "another operation is already in progress" in str(exc):
-                transient.append(f"{row.name}: {exc}")
-            elif "auto-sync" in str(exc):
-                hint = "the app auto-syncs: turn its automated sync off, or configure the environment `sync: argocd`"
-                errors.append(f"{row.name}: {exc} ({hint})")
-            else:
-                errors.append(f"{row.name}: {exc}")
-            continue
-        except ArgoCDPermissionDenied as exc:
-            if "sync window" in str(exc):
-                errors.append(f"{row.name}: Argo CD refused the sync inside a sync window ({exc})")
-            else:
-                errors.append(f"{row.name}: {exc} (the token needs `applications, sync` on the project)")
-            continue
         except ArgoCDError as exc:
-            errors.append(f"{row.name}: {exc}")
+            sorted_into = {TRANSIENT: transient, WINDOW: errors, PERMANENT: permanent}
+            sorted_into[sync_error_class(exc)].append(_explain(row.name, exc))
             continue
         outcomes[row.name] = {"revision": revision, "requested_at": now.isoformat(), "outcome": outcome}
         # Recorded per app at once (autocommit): a retry after a crash does not sync it twice.
         kind.rows().filter(pk=change.pk).update(sync_apps=outcomes)
-    if transient or errors:
-        detail = "Argo CD did not accept the sync: " + "; ".join(errors + transient)
-        _record_error(kind=kind, change=change, detail=detail, now=now, retry_soon=bool(transient))
-        if transient:
-            raise SyncRetryable(detail)
+    if permanent:
+        # Retrying cannot help (apps already accepted are recorded in sync_apps: a person's retry
+        # does not sync them twice).
+        detail = "Argo CD refused the sync: " + "; ".join(permanent + errors + transient)
+        _record_given_up(kind=kind, change=change, detail=detail, now=now, reason=PERMANENT)
+        return "failed"
+    if transient:
+        return _transient(
+            kind=kind,
+            change=change,
+            detail="Argo CD did not accept the sync: " + "; ".join(errors + transient),
+            now=now,
+        )
+    if errors:
+        detail = "Argo CD did not accept the sync: " + "; ".join(errors)
+        _record_error(kind=kind, change=change, detail=detail, now=now)
         return "error"
     _record_requested(kind=kind, change=change, revision=revision, outcomes=outcomes, now=now)
     return "requested"
+
+
+def _transient(*, kind: ChangeKind, change: Any, detail: str, now: datetime) -> str:
+    """A transient failure: record it and raise SyncRetryable (the task backs off), unless the
+    transient errors have lasted past PORTAL_SYNC_DEADLINE_MINUTES: then give up like a refusal."""
+    since = change.sync_error_since
+    if since is not None and now - since >= _deadline():
+        minutes = settings.PORTAL_SYNC_DEADLINE_MINUTES
+        given_up = f"gave up after {minutes} min of transient errors: {detail}"
+        _record_given_up(kind=kind, change=change, detail=given_up, now=now, reason=TRANSIENT)
+        return "failed"
+    _record_error(kind=kind, change=change, detail=detail, now=now, transient=True)
+    raise SyncRetryable(detail)
 
 
 def _transition(kind: ChangeKind, change_id: int) -> Any | None:
@@ -272,6 +343,7 @@ def _record_waiting(*, kind: ChangeKind, change: Any, verdict: WindowVerdict, no
             sync_next_at=next_at,
             sync_detail=f"closed by {verdict.detail}"[:2000],
             sync_revision=current.merge_commit_sha,
+            sync_error_since=None,  # Argo CD answered: a later transient error starts a new deadline
         )
         if news:
             change_record(
@@ -289,18 +361,26 @@ def _record_waiting(*, kind: ChangeKind, change: Any, verdict: WindowVerdict, no
 
 
 def _record_error(
-    *, kind: ChangeKind, change: Any, detail: str, now: datetime, retry_soon: bool = False
+    *, kind: ChangeKind, change: Any, detail: str, now: datetime, transient: bool = False
 ) -> None:
     with transaction.atomic():
         current = _transition(kind, change.pk)
-        if current is None:
+        if current is None or current.sync_state == SYNC_FAILED:
             return
         news = current.sync_detail != detail[:2000]
+        since = current.sync_error_since
+        if transient:
+            since = since or now
+            # Backoff for the sweeper: as long again as the errors have lasted, RECHECK to ERROR_RETRY.
+            wait = min(max(now - since, RECHECK), ERROR_RETRY)
+        else:
+            wait = ERROR_RETRY
         kind.rows().filter(pk=change.pk).update(
             sync_state=SYNC_ERROR,
             sync_detail=detail[:2000],
             sync_attempts=current.sync_attempts + 1,
-            sync_next_at=now + (RECHECK if retry_soon else ERROR_RETRY),
+            sync_next_at=now + wait,
+            sync_error_since=since,
         )
         if news:
             change_record(
@@ -310,6 +390,31 @@ def _record_error(
                 after={"error": detail[:2000]},
                 message=detail[:2000],
             )
+
+
+def _record_given_up(*, kind: ChangeKind, change: Any, detail: str, now: datetime, reason: str) -> None:
+    """Stop retrying: the sync is failed with Argo CD's message (`<kind>.sync_given_up`, same
+    transaction); the change stays merged and its page offers a retry to who may ask for it."""
+    with transaction.atomic():
+        current = _transition(kind, change.pk)
+        if current is None or current.sync_state in (SYNC_FAILED, SYNC_REQUESTED):
+            return
+        kind.rows().filter(pk=change.pk).update(
+            sync_state=SYNC_FAILED,
+            sync_detail=detail[:2000],
+            sync_attempts=current.sync_attempts + 1,
+            sync_next_at=None,
+            sync_error_since=None,
+        )
+        change_record(
+            kind=kind,
+            change=kind.load(change.pk),
+            action=f"{kind.name}.sync_given_up",
+            before={"sync_state": current.sync_state},
+            after={"error": detail[:2000], "reason": reason, "attempts": current.sync_attempts + 1},
+            message=detail[:2000],
+        )
+    logger.warning("%s %s: sync given up (%s): %s", kind.name, change.pk, reason, detail[:300])
 
 
 def _record_requested(
@@ -328,6 +433,7 @@ def _record_requested(
             sync_next_at=None,
             sync_detail="",
             sync_apps=outcomes,
+            sync_error_since=None,
         )
         apps = [{"app": name, **value} for name, value in sorted(outcomes.items())]
         change_record(
@@ -450,6 +556,51 @@ def change_sync_override(*, kind: ChangeKind, change_id: int, actor: User, reaso
                 "opens_at": current.sync_opens_at.isoformat() if current.sync_opens_at else None,
             },
             message=f"sync window overridden: {reason[:500]}",
+        )
+        if kind.sync_task:
+            change_enqueue(task=kind.sync_task, args=(change_id,))
+    return kind.load(change_id)
+
+
+def change_sync_may_retry(*, kind: ChangeKind, change: Any, actor: User, roles: tuple[str, ...]) -> bool:
+    """Tell whether `actor` may retry this change's failed sync (one of `roles` for every app)."""
+    environment, apps = kind.sync_scope(change)
+    if environment is None or not getattr(actor, "is_authenticated", False):
+        return False
+    return all(
+        any(has_role(actor, role, project=project, environment=environment.name) for role in roles)
+        for project in {a.project for a in apps}
+    )
+
+
+def change_sync_retry(*, kind: ChangeKind, change_id: int, actor: User, roles: tuple[str, ...]) -> Any:
+    """A person asks for a failed sync again: one of `roles` (the kind's own requesters and
+    approvers) for the change's projects and environment. Writes `<kind>.sync_retried` with the
+    error it follows and sends the sync at once; a new deadline starts."""
+    change = kind.load(change_id)
+    if not change_sync_may_retry(kind=kind, change=change, actor=actor, roles=roles):
+        environment, apps = kind.sync_scope(change)
+        for project in sorted({a.project for a in apps}):
+            ensure_role(
+                actor, roles[0], project=project, environment=environment.name if environment else None
+            )
+        raise PermissionDenied("you may not retry this sync")
+    now = timezone.now()
+    with transaction.atomic():
+        current = _transition(kind, change_id)
+        if current is None or current.sync_state != SYNC_FAILED:
+            raise SyncRefused("the sync has not failed: nothing to retry")
+        kind.rows().filter(pk=change_id).update(
+            sync_state=SYNC_ERROR, sync_next_at=now, sync_error_since=None
+        )
+        change_record(
+            kind=kind,
+            change=kind.load(change_id),
+            action=f"{kind.name}.sync_retried",
+            actor=actor,
+            before={"sync_state": SYNC_FAILED, "error": current.sync_detail[:2000]},
+            after={"sync_state": SYNC_ERROR},
+            message=f"sync retried after: {current.sync_detail[:500]}",
         )
         if kind.sync_task:
             change_enqueue(task=kind.sync_task, args=(change_id,))

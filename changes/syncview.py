@@ -11,9 +11,23 @@ from django.contrib.auth.models import User
 from audit.models import AuditEvent
 
 from .lifecycle import MERGED, ChangeKind
-from .syncs import SYNC_ERROR, SYNC_REQUESTED, SYNC_WAITING, change_sync_may_override
+from .syncs import (
+    SYNC_ERROR,
+    SYNC_FAILED,
+    SYNC_REQUESTED,
+    SYNC_WAITING,
+    change_sync_may_override,
+    change_sync_may_retry,
+)
 
-SYNC_ACTIONS = ("sync_waiting", "sync_window_overridden", "sync_requested", "sync_error")
+SYNC_ACTIONS = (
+    "sync_waiting",
+    "sync_window_overridden",
+    "sync_requested",
+    "sync_error",
+    "sync_given_up",
+    "sync_retried",
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +53,8 @@ class SyncView:
     can_override: bool
     waiting: bool
     window_closed: bool  # waiting for a window (else: for Argo CD to accept the sync)
+    failed: bool = False  # given up: Argo CD refused it for good, or the deadline passed
+    can_retry: bool = False  # the user may ask for the failed sync again
     events: list[SyncEvent] = field(default_factory=list)
     options: list[str] = field(default_factory=list)
 
@@ -48,10 +64,13 @@ _LABELS = {
     SYNC_WAITING: ("Waiting for a sync window", "warn"),
     SYNC_REQUESTED: ("Sync requested", "ok"),
     SYNC_ERROR: ("Argo CD did not accept the sync", "bad"),
+    SYNC_FAILED: ("Sync failed: not retried until someone asks", "bad"),
 }
 
 
-def change_sync_view(*, kind: ChangeKind, change: Any, user: User) -> SyncView | None:
+def change_sync_view(
+    *, kind: ChangeKind, change: Any, user: User, retry_roles: tuple[str, ...] = ()
+) -> SyncView | None:
     """The sync card of a change into a `sync: portal` environment (None for Argo CD auto-sync)."""
     environment, _apps = kind.sync_scope(change)
     if environment is None or not environment.portal_syncs:
@@ -66,6 +85,7 @@ def change_sync_view(*, kind: ChangeKind, change: Any, user: User) -> SyncView |
         ).order_by("sequence")
     ]
     waiting = change.state == MERGED and change.sync_state in (SYNC_WAITING, SYNC_ERROR)
+    failed = change.state == MERGED and change.sync_state == SYNC_FAILED
     options = dict(environment.sync_options or {})
     return SyncView(
         label=label,
@@ -79,6 +99,10 @@ def change_sync_view(*, kind: ChangeKind, change: Any, user: User) -> SyncView |
         can_override=waiting and change_sync_may_override(kind=kind, change=change, actor=user),
         waiting=waiting,
         window_closed=change.state == MERGED and change.sync_state == SYNC_WAITING,
+        failed=failed,
+        can_retry=failed
+        and bool(retry_roles)
+        and change_sync_may_retry(kind=kind, change=change, actor=user, roles=retry_roles),
         events=events,
         options=[key.replace("_", " ") for key, on in sorted(options.items()) if on],
     )
@@ -110,7 +134,12 @@ SYNC_JSON_SCHEMA: dict[str, Any] = {
     "type": "object",
     "description": "the portal's own Argo CD sync of the merge (environments with `sync: portal`)",
     "properties": {
-        "state": {"type": ["string", "null"], "enum": [None, SYNC_WAITING, SYNC_REQUESTED, SYNC_ERROR]},
+        "state": {
+            "type": ["string", "null"],
+            "enum": [None, SYNC_WAITING, SYNC_REQUESTED, SYNC_ERROR, SYNC_FAILED],
+            "description": "failed: the portal gave up (Argo CD refused the sync, or transient errors "
+            "outlasted the deadline); `detail` holds Argo CD's answer, a person retries it on the page",
+        },
         "revision": _TEXT,
         "requested_at": _TIME,
         "opens_at": {**_TIME, "description": "when the closed sync window opens (while waiting)"},

@@ -180,6 +180,12 @@ SWEEP_EXPIRES_SECONDS = float(max(30, 3 * SWEEP_INTERVAL_SECONDS))
 # A merged promotion (or rollback) Argo CD has not deployed after this long ends failed (degraded
 # when deployed but not Healthy), with the reason on its page.
 PROMOTION_DEPLOY_TIMEOUT_MINUTES = env_int("PROMOTION_DEPLOY_TIMEOUT_MINUTES", 30)
+# A portal-driven sync (`sync: portal`) that meets only transient Argo CD errors (5xx, timeouts,
+# unreachable) for this long is given up like a permanent refusal: failed on the change's page,
+# where an authorised user may retry it.
+PORTAL_SYNC_DEADLINE_MINUTES = env_int("PORTAL_SYNC_DEADLINE_MINUTES", 60)
+if PORTAL_SYNC_DEADLINE_MINUTES < 1:
+    raise ImproperlyConfigured("PORTAL_SYNC_DEADLINE_MINUTES: must be at least 1")
 # An emergency rollback nobody approved after the fact this many hours after its request is
 # escalated once (ledger event `rollback.approval_escalated`, delivered by notification subscriptions).
 EMERGENCY_APPROVAL_DEADLINE_HOURS = env_int("EMERGENCY_APPROVAL_DEADLINE_HOURS", 24)
@@ -219,6 +225,13 @@ for _name, _value in (
         raise ImproperlyConfigured(f"{_name}: must be more than 0 seconds")
 # The (connect, read) pair as `requests` takes it.
 ARGOCD_TIMEOUT = (ARGOCD_CONNECT_TIMEOUT_SECONDS, ARGOCD_READ_TIMEOUT_SECONDS)
+# Full application GETs a poll keeps in flight at once when many apps are new or changed (a first
+# poll, a re-list after an outage): the list's `fields` drop status.history, so each such app is one
+# GET. Bounded: every GET also costs the Argo CD API server an RBAC check and a cache read; at most
+# the 10 keep-alive connections a requests session pools per host.
+ARGOCD_FULL_READS_AT_ONCE = env_int("ARGOCD_FULL_READS_AT_ONCE", 4)
+if not 1 <= ARGOCD_FULL_READS_AT_ONCE <= 10:
+    raise ImproperlyConfigured("ARGOCD_FULL_READS_AT_ONCE: must be 1-10")
 # Committer of the portal's promotion and rollback commits (authors are the requesting users). Not
 # git's own GIT_COMMITTER_* variables, which a shell or CI job may set for other reasons.
 GIT_COMMITTER_NAME = env_str("GITOPSPORTAL_GIT_COMMITTER_NAME", "GitOps Portal") or "GitOps Portal"

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import audit_events_record, change_records_create
+from core.bulkinsert import models_copy_insert
 from core.kustomize import KustomizationError, image_version
 from integrations.argocd import ArgoApplication as RemoteApp
 from integrations.argocd import HistoryEntry
@@ -172,8 +173,12 @@ def deployments_record_many(
     *,
     items: Sequence[tuple[ArgoApplication, Sequence[HistoryEntry], RemoteApp | None]],
     versions: HistoricVersions | None = None,
+    written: bool = False,
 ) -> list[Deployment]:
     """Store the status.history entries of many apps as Deployments exactly once; return the new rows.
+
+    `written`: the caller inserted or updated these Argo CD rows in the current transaction (with
+    their app, environment and cluster set): they are locked but not read again.
 
     One pass for the whole list: the Argo CD application rows are locked first (in id order), so
     concurrent polls of the same apps serialise and the second one finds the rows already there;
@@ -187,12 +192,35 @@ def deployments_record_many(
     if not wanted:
         return []
     with transaction.atomic():
-        locked_rows = list(
-            ArgoApplication.objects.select_for_update(of=("self",))
-            .select_related("application__repository", "environment", "cluster")
-            .filter(pk__in=list(wanted))
-            .order_by("pk")
+        if written:
+            # The caller wrote these rows in this transaction: lock them in the same order, and use
+            # its instances (with their app, environment and cluster) instead of reading them again.
+            given = {argo_app.pk: argo_app for argo_app, _, _ in items}
+            locked_rows = [
+                given[pk]
+                for pk in ArgoApplication.objects.select_for_update()
+                .filter(pk__in=list(wanted))
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            ]
+        else:
+            locked_rows = list(
+                ArgoApplication.objects.select_for_update(of=("self",))
+                .select_related("application", "environment", "cluster")
+                .filter(pk__in=list(wanted))
+                .order_by("pk")
+            )
+        # The few repositories once each, not joined per row (each row would decrypt its token again).
+        repos = GitRepository.objects.in_bulk(
+            {
+                r.application.repository_id
+                for r in locked_rows
+                if r.application and r.application.repository_id
+            }
         )
+        for row in locked_rows:
+            if row.application is not None and row.application.repository_id in repos:
+                row.application.repository = repos[row.application.repository_id]
         known: dict[int, list[tuple[int, str, str]]] = {}
         for argo_id, hid, revision, version in Deployment.objects.filter(
             argo_app_id__in=list(wanted)
@@ -237,7 +265,7 @@ def deployments_record_many(
                 versions=versions,
             )
         ]
-        Deployment.objects.bulk_create([item.row for _, item in built], batch_size=1000)
+        models_copy_insert([item.row for _, item in built])
         audit_events_record(_deployment_observed_event(context=context, item=item) for context, item in built)
         change_records_create(
             _out_of_band_change(context=context, item=item)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from collections import Counter
@@ -12,11 +13,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Model
+from django.db.models import JSONField, Model
 from django.utils.dateparse import parse_datetime
 
 from audit.services import audit_event_record
+from core.bulkinsert import models_copy_insert
 from integrations.argocd import ArgoApplication as RemoteApp
 from integrations.argocd import ArgoCDClient, ArgoCDNotFound, ArgoCDPermissionDenied, RawApplicationList
 
@@ -205,10 +208,11 @@ def apps_observe(
 
 def full_reads(client: ArgoCDClient, names: list[str]) -> dict[str, RemoteApp]:
     """GET these apps in full (a few at a time); apps deleted meanwhile are left out."""
-    if len(names) < 2 * FULL_READS_AT_ONCE:
+    at_once = settings.ARGOCD_FULL_READS_AT_ONCE
+    if at_once < 2 or len(names) < 2 * at_once:
         fetched = [_full_read(client, name) for name in names]
     else:
-        with ThreadPoolExecutor(FULL_READS_AT_ONCE, thread_name_prefix="argocd-get") as pool:
+        with ThreadPoolExecutor(at_once, thread_name_prefix="argocd-get") as pool:
             fetched = list(pool.map(lambda name: _full_read(client, name), names))
     return {name: remote for name, remote in zip(names, fetched, strict=True) if remote is not None}
 
@@ -231,10 +235,12 @@ def apps_read_and_store(
     """
     stats: dict[str, Any] = {"changed": 0, "new": 0, "deployments": 0, "by_app": Counter(), "read": []}
     chunks = [observed.to_read[start : start + chunk] for start in range(0, len(observed.to_read), chunk)]
-    if len(observed.to_read) < 2 * FULL_READS_AT_ONCE:
+    at_once = settings.ARGOCD_FULL_READS_AT_ONCE
+    if len(observed.to_read) < 2 * at_once:
         reads: Iterator[dict[str, RemoteApp]] = (full_reads(client, names) for names in chunks)
         return _chunks_store(instance, observed, cluster_rows, now, reads, stats)
-    pool = ThreadPoolExecutor(FULL_READS_AT_ONCE, thread_name_prefix="argocd-get")
+    # Against a real Argo CD each GET mostly waits on the network and the API server.
+    pool = ThreadPoolExecutor(at_once, thread_name_prefix="argocd-get")
     try:
         # The next chunk is read while this one is stored (the database works meanwhile).
         return _chunks_store(instance, observed, cluster_rows, now, _prefetched(pool, client, chunks), stats)
@@ -295,11 +301,6 @@ def _chunks_store(
     return stats
 
 
-# Full GETs in flight at once when many apps changed (a first poll, a re-list after an outage):
-# against a real Argo CD each GET is mostly waiting on the network and the API server.
-FULL_READS_AT_ONCE = 4
-
-
 def _full_read(client: ArgoCDClient, name: str) -> RemoteApp | None:
     try:
         return client.get_application(name)
@@ -342,8 +343,8 @@ _SQL_TYPES = {
 def rows_update(model: type[Model], updates: list[dict[str, Any]]) -> None:
     """Set different values on many rows by id: one `UPDATE … FROM unnest(…)` on PostgreSQL.
 
-    Every dict has the same keys, `id` among them; the other keys are text or timestamp columns
-    (see _SQL_TYPES). Django's bulk_update builds a CASE per column and row, quadratic at fleet size.
+    Every dict has the same keys, `id` among them; the other keys are text, timestamp (see
+    _SQL_TYPES) or JSON columns. Django's bulk_update builds a CASE per column and row, quadratic at fleet size.
     """
     if not updates:
         return
@@ -355,12 +356,18 @@ def rows_update(model: type[Model], updates: list[dict[str, Any]]) -> None:
             )
         return
     table = connection.ops.quote_name(model._meta.db_table)
+    json_columns = {c for c in columns if isinstance(model._meta.get_field(c), JSONField)}
     sets = ", ".join(f"{connection.ops.quote_name(c)} = v.{c}" for c in columns if c != "id")
-    arrays = ", ".join(f"%s::{_SQL_TYPES.get(c, 'text')}[]" for c in columns)
+    arrays = ", ".join(
+        f"%s::{'jsonb' if c in json_columns else _SQL_TYPES.get(c, 'text')}[]" for c in columns
+    )
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} AS t SET {sets} FROM unnest({arrays}) AS v({', '.join(columns)}) WHERE t.id = v.id",  # noqa: S608 - column names are ours
-            [[values[c] for values in updates] for c in columns],
+            [
+                [json.dumps(values[c]) if c in json_columns else values[c] for values in updates]
+                for c in columns
+            ],
         )
 
 
@@ -445,8 +452,19 @@ def _applications_for(
         if application_pin_resolve(app=app, rules=rules, first_project=projects.get(argo_name, "")):
             fix[app.pk] = app
     if fix:
-        Application.objects.bulk_update(
-            list(fix.values()), ["project", "argocd_projects", "argocd_instances", "pin_source"]
+        # At a first poll that is every app Git made (the ingest creates them unpinned).
+        rows_update(
+            Application,
+            [
+                {
+                    "id": a.pk,
+                    "project": a.project,
+                    "argocd_projects": a.argocd_projects,
+                    "argocd_instances": a.argocd_instances,
+                    "pin_source": a.pin_source,
+                }
+                for a in fix.values()
+            ],
         )
     return apps
 
@@ -533,7 +551,7 @@ def apps_store(
         row.last_changed_at = now
         changed_rows.append(row)
     if new_rows:
-        ArgoApplication.objects.bulk_create(new_rows)
+        models_copy_insert(new_rows)
     if changed_rows:
         ArgoApplication.objects.bulk_update(changed_rows, ROW_FIELDS, batch_size=500)
     for name, app in conflicted:
@@ -545,7 +563,8 @@ def apps_store(
             (rows[name], remote.history, remote)
             for name, remote in full.items()
             if remote.history and not rows[name].ownership_conflict
-        ]
+        ],
+        written=True,
     )
     return {
         "changed": len(changed_rows),

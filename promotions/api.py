@@ -1,4 +1,5 @@
-"""Promotion API: request, read, approve, reject, cancel (same checks as the browser)."""
+"""Promotion API: request, read, approve, reject, override the checklist, cancel (same checks as the
+browser)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from accounts.permissions import project_visible
 from accounts.roles import Role
 from api.http import ApiError, api_view, read_json
+from changes.checklist import OVERRIDE_MIN_REASON
 from changes.checks import checks_json
 from changes.syncview import change_sync_json
 from core.http import AuthenticatedHttpRequest
@@ -102,6 +104,9 @@ def promotion_json(p: Promotion) -> dict[str, Any]:
 
 
 def _refused(exc: services.PromotionRefused) -> ApiError:
+    if isinstance(exc, services.PromotionRetryLater):
+        # Nothing was recorded and the same request may succeed shortly (the forge was unavailable).
+        return ApiError(503, exc.message, retryable=True, retry_after=exc.retry_after)
     return ApiError(
         409,
         exc.message,
@@ -206,6 +211,24 @@ def promotion_reject(request: AuthenticatedHttpRequest, pk: int) -> dict[str, An
     promotion = selectors.promotion_get(user=request.user, pk=pk)
     try:
         services.promotion_reject(promotion=promotion, actor=request.user, comment=_comment(request))
+    except services.PromotionRefused as exc:
+        raise _refused(exc) from None
+    return promotion_json(selectors.promotion_get(user=request.user, pk=pk))
+
+
+@api_view(("POST",), role=Role.APPROVER)
+def promotion_checklist_override(request: AuthenticatedHttpRequest, pk: int) -> dict[str, Any]:
+    """POST /api/v1/promotions/{id}/checklist-override {reason}: override the blocking zero-downtime
+    checklist (an approver, never the requester; the reason goes to the ledger). Approving is a
+    separate decision."""
+    promotion = selectors.promotion_get(user=request.user, pk=pk)
+    reason = " ".join(_text(read_json(request), "reason").split())
+    if len(reason) < OVERRIDE_MIN_REASON:
+        raise ApiError(
+            400, f"reason: required, at least {OVERRIDE_MIN_REASON} characters saying why it is safe"
+        )
+    try:
+        services.promotion_checklist_override(promotion=promotion, actor=request.user, reason=reason)
     except services.PromotionRefused as exc:
         raise _refused(exc) from None
     return promotion_json(selectors.promotion_get(user=request.user, pk=pk))

@@ -135,6 +135,8 @@ PROMOTION = change_kind_register(
         push_task=PUSH_TASK,
         push_states=(S.REQUESTED,),
         on_head_moved=_on_head_moved,
+        repository=lambda promotion: promotion.repository,
+        verify_task="promotions.tasks.promotion_branch_verify_task",
         sync_task="promotions.tasks.promotion_sync_task",
         sync_scope=lambda promotion: (
             promotion.target_env,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from changes.checklist import OVERRIDE_MIN_REASON
 from changes.checks import CHECKS_SCHEMA
 from changes.syncview import SYNC_JSON_SCHEMA
 
@@ -49,7 +50,29 @@ _APPROVE = {
 }
 
 
-def _action(op: str, summary: str, role: str, body: dict | None = None) -> dict:
+_OVERRIDE = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["reason"],
+                "properties": {
+                    "reason": {
+                        **_STR,
+                        "minLength": OVERRIDE_MIN_REASON,
+                        "description": "why overriding is safe (written to the promotion, its gates "
+                        "and the ledger); 400 when missing or shorter",
+                    }
+                },
+                "additionalProperties": False,
+            }
+        }
+    },
+}
+
+
+def _action(op: str, summary: str, role: str, body: dict | None = None, extra: dict | None = None) -> dict:
     return {
         "post": {
             "operationId": op,
@@ -62,6 +85,7 @@ def _action(op: str, summary: str, role: str, body: dict | None = None) -> dict:
                 "200": {"description": "the promotion after the decision", **_PROMOTION},
                 "409": {"description": "not in a state that allows it", **_REFUSED},
                 **_COMMON,
+                **(extra or {}),
             },
         }
     }
@@ -140,6 +164,20 @@ PATHS: dict = {
         "Approve the pushed branch head (approver; never the requester; 409 before the branch is pushed)",
         "approver",
         _APPROVE,
+        {
+            "503": {
+                "description": "the forge could not confirm the branch head (nothing recorded): "
+                "retry; the body has `retryable` and `retry_after` seconds",
+                **_ERR,
+            }
+        },
+    ),
+    "/promotions/{id}/checklist-override": _action(
+        "overrideChecklistPromotion",
+        "Override the blocking zero-downtime checklist with a reason (approver; never the requester)",
+        "approver",
+        _OVERRIDE,
+        {"400": {"description": "reason missing or too short", **_ERR}},
     ),
     "/promotions/{id}/reject": _action(
         "rejectPromotion", "Reject (approver; never the requester)", "approver"

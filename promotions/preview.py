@@ -37,6 +37,13 @@ class PromotionRefused(Exception):
         self.link = link
 
 
+class PromotionRetryLater(PromotionRefused):
+    """Refused for now because a remote system could not answer (the forge): nothing was recorded,
+    the same request may succeed in a moment (the API answers 503 with Retry-After)."""
+
+    retry_after = 30
+
+
 @dataclass
 class ItemPreview:
     application: Application

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.utils import timezone
 
+from changes.branchcheck import change_branch_verify
 from changes.checklist import gate_key, is_checklist_gate, secret_scan_gate
 from changes.gatehistory import AT_PR_OPENING, ON_RENDERING, gate_snapshot, snapshots_append
 from changes.lifecycle import (
@@ -114,6 +115,11 @@ def promotion_gates_on_rendering(*, promotion_id: int) -> list[dict[str, Any]]:
     items = list(promotion.items.select_related("application").order_by("application__name"))
     checks = _evaluate_gates(promotion, items, gitops.mirror_for(promotion.repository), label=ON_RENDERING)[0]
     return [c.as_dict() for c in checks]
+
+
+def promotion_branch_verify(*, promotion_id: int) -> str:
+    """Check the promotion branch head with the forge (changes.branchcheck); returns the outcome."""
+    return change_branch_verify(kind=PROMOTION, change_id=promotion_id).outcome
 
 
 def promotion_fail(*, promotion_id: int, reason: str) -> bool:

@@ -14,6 +14,7 @@ from django.utils import timezone
 from accounts.permissions import ensure_role, has_role
 from accounts.roles import Role
 from audit.services import audit_event_record
+from changes.branchcheck import change_branch_verify
 from changes.checklist import OVERRIDE_MIN_REASON, SECRET_SCAN, apply_override, gate_key, overridable_failing
 from changes.gatehistory import AFTER_OVERRIDE, AT_REQUEST, gate_snapshot, snapshots_append
 from changes.lifecycle import (
@@ -22,6 +23,7 @@ from changes.lifecycle import (
     change_record,
     change_requester_fields,
 )
+from changes.pullrequests import PullRequestPermanent, PullRequestRetryable
 from inventory.models import Application, Environment
 
 from .kind import PROMOTION, promotion_close_pr_enqueue
@@ -33,7 +35,7 @@ from .models import (
     PromotionItem,
     PromotionState,
 )
-from .preview import PromotionPreview, PromotionRefused, promotion_preview
+from .preview import PromotionPreview, PromotionRefused, PromotionRetryLater, promotion_preview
 
 S = PromotionState
 
@@ -200,13 +202,45 @@ def promotion_approve(
     page or the API) must be that head, else the branch moved under them and nothing is recorded.
     """
     _check_approver(actor, promotion, "approve")
+    verified = _branch_verified(promotion)
     return _decide(
         promotion=promotion,
         actor=actor,
         decision=ApprovalDecision.APPROVE,
         comment=comment,
         reviewed_sha=head_sha.strip().lower(),
+        verified_head=verified,
     )
+
+
+def _branch_verified(promotion: Promotion) -> str:
+    """Ask the forge, before recording an approval, that the branch is still at the portal's head.
+
+    Outside the row lock (a network call). A foreign head fails the promotion as tampered now, not
+    when the PR would open; a forge error refuses the approval (nothing recorded: retry). Returns
+    the verified head ("" when there is nothing pushed to verify: `_decide` refuses that itself).
+    """
+    try:
+        check = change_branch_verify(kind=PROMOTION, change_id=promotion.pk)
+    except PullRequestRetryable as exc:
+        raise PromotionRetryLater(
+            "the forge could not confirm that the promotion branch is still at the commit you "
+            f"reviewed ({exc}); nothing was recorded: try again in a moment"
+        ) from None
+    except PullRequestPermanent as exc:
+        raise PromotionRefused(
+            f"the promotion branch cannot be checked on the forge ({exc}); nothing was recorded"
+        ) from None
+    if check.outcome == "tampered":
+        raise PromotionRefused(
+            f"not approved: {check.detail}. The promotion is blocked as tampered (failed) and its "
+            "branch is taken down; request it again"
+        )
+    if check.outcome == "missing":
+        raise PromotionRetryLater(
+            f"not approved: {check.detail}; the portal pushes it again, approve once it is back"
+        )
+    return check.head
 
 
 def promotion_reject(*, promotion: Promotion, actor: User, comment: str = "") -> Promotion:
@@ -223,7 +257,13 @@ def promotion_reject(*, promotion: Promotion, actor: User, comment: str = "") ->
 
 @transaction.atomic
 def _decide(
-    *, promotion: Promotion, actor: User, decision: str, comment: str, reviewed_sha: str = ""
+    *,
+    promotion: Promotion,
+    actor: User,
+    decision: str,
+    comment: str,
+    reviewed_sha: str = "",
+    verified_head: str = "",
 ) -> Promotion:
     locked = Promotion.objects.select_for_update(of=("self",)).with_related().get(pk=promotion.pk)
     if locked.state != S.REQUESTED:
@@ -238,6 +278,9 @@ def _decide(
             "the promotion branch is not pushed yet: approve once it is, so that you approve "
             "exactly the commit that will be merged"
         )
+    if decision == ApprovalDecision.APPROVE and verified_head != head:
+        # The portal moved its branch between the forge check and this lock: check the new head.
+        raise PromotionRetryLater("the promotion branch changed while it was being checked: try again")
     if reviewed_sha and reviewed_sha != head:
         raise PromotionRefused(
             f"the branch is now at {head[:12] or 'nothing'}, not at {reviewed_sha[:12]} that you reviewed: "

@@ -14,10 +14,11 @@ The lifecycle those share with rollbacks (claims, backoff, PR ensure, tracking, 
 from __future__ import annotations
 
 from .blocks import promotion_block_clear, promotion_block_create
-from .preview import ItemPreview, PromotionPreview, PromotionRefused, promotion_preview
+from .preview import ItemPreview, PromotionPreview, PromotionRefused, PromotionRetryLater, promotion_preview
 from .pullrequests import (
     branch_name,
     promotion_branch_push,
+    promotion_branch_verify,
     promotion_close_pr,
     promotion_fail,
     promotion_pr_open,
@@ -31,18 +32,28 @@ from .requests import (
     promotion_reject,
     promotion_request_create,
 )
-from .tracking import promotion_sync, promotion_sync_override, promotion_track, promotions_sweep
+from .tracking import (
+    SYNC_RETRY_ROLES,
+    promotion_sync,
+    promotion_sync_override,
+    promotion_sync_retry,
+    promotion_track,
+    promotions_sweep,
+)
 
 __all__ = [
+    "SYNC_RETRY_ROLES",
     "ItemPreview",
     "PromotionPreview",
     "PromotionRefused",
+    "PromotionRetryLater",
     "branch_name",
     "change_record_source_id",
     "promotion_approve",
     "promotion_block_clear",
     "promotion_block_create",
     "promotion_branch_push",
+    "promotion_branch_verify",
     "promotion_cancel",
     "promotion_checklist_override",
     "promotion_close_pr",
@@ -54,6 +65,7 @@ __all__ = [
     "promotion_request_create",
     "promotion_sync",
     "promotion_sync_override",
+    "promotion_sync_retry",
     "promotion_track",
     "promotions_sweep",
 ]

@@ -12,7 +12,13 @@ from celery import Task, shared_task
 from changes.backoff import retry_countdown, task_run_with_retries
 
 from .models import PromotionState as S
-from .pullrequests import promotion_branch_push, promotion_close_pr, promotion_fail, promotion_pr_open
+from .pullrequests import (
+    promotion_branch_push,
+    promotion_branch_verify,
+    promotion_close_pr,
+    promotion_fail,
+    promotion_pr_open,
+)
 from .tracking import promotion_sync, promotion_track, promotions_sweep
 
 FOLLOW_INTERVAL_SECONDS = 5
@@ -40,6 +46,12 @@ def promotion_pr_open_task(self: Task, promotion_id: int) -> str:
         give_up=lambda reason: promotion_fail(promotion_id=promotion_id, reason=reason),
     )
     return result or "failed"
+
+
+@shared_task(bind=True, acks_late=True, max_retries=8, name="promotions.tasks.promotion_branch_verify_task")
+def promotion_branch_verify_task(self: Task, promotion_id: int) -> str:
+    """Check the promotion branch with the forge (a push webhook named it); tampered: it fails."""
+    return task_run_with_retries(self, lambda: promotion_branch_verify(promotion_id=promotion_id))
 
 
 @shared_task(bind=True, acks_late=True, max_retries=5, name="promotions.tasks.promotion_track_task")

@@ -15,11 +15,12 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from accounts.roles import Role
 from changes.checks import change_checks_refresh
 from changes.lifecycle import change_transition
 from changes.pullrequests import pull_request_refresh
 from changes.sweeper import change_sweep
-from changes.syncs import change_sync, change_sync_hold, change_sync_override
+from changes.syncs import change_sync, change_sync_hold, change_sync_override, change_sync_retry
 from changes.tracking import (
     change_deploy_timeout,
     change_fail_after_merge,
@@ -106,6 +107,18 @@ def promotion_sync_override(*, promotion: Promotion, actor: Any, reason: str) ->
     """Override the closed sync window of a merged promotion (an approver, not the requester)."""
     result: Promotion = change_sync_override(
         kind=PROMOTION, change_id=promotion.pk, actor=actor, reason=reason
+    )
+    return result
+
+
+# Who may ask for a failed sync again: the role that requests promotions, or an approver.
+SYNC_RETRY_ROLES = (Role.RELEASE_MANAGER, Role.APPROVER)
+
+
+def promotion_sync_retry(*, promotion: Promotion, actor: Any) -> Promotion:
+    """Retry the failed (given up) sync of a merged promotion (release manager or approver)."""
+    result: Promotion = change_sync_retry(
+        kind=PROMOTION, change_id=promotion.pk, actor=actor, roles=SYNC_RETRY_ROLES
     )
     return result
 

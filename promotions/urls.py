@@ -15,5 +15,6 @@ urlpatterns = [
     path("<int:pk>/override-checklist/", views.promotion_checklist_override, name="checklist_override"),
     path("<int:pk>/cancel/", views.promotion_cancel, name="cancel"),
     path("<int:pk>/sync-override/", views.promotion_sync_override, name="sync_override"),
+    path("<int:pk>/sync-retry/", views.promotion_sync_retry, name="sync_retry"),
     path("blocks/<int:pk>/clear/", views.promotion_block_clear, name="block_clear"),
 ]

@@ -141,7 +141,9 @@ def promotion_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse
         "live": not promotion.is_final,
         # Rollouts of the target, read live once the merge can be rolling out.
         "argo_live": liveobjects.live_objects(argo_apps, app_sets=False) if promotion.merged_at else None,
-        "sync": change_sync_view(kind=PROMOTION, change=promotion, user=request.user),
+        "sync": change_sync_view(
+            kind=PROMOTION, change=promotion, user=request.user, retry_roles=services.SYNC_RETRY_ROLES
+        ),
         # The stored checks; the panel loads the live ones itself (promotion_checks).
         "checks": selectors.promotion_checks(promotion, live=False),
         "checks_url": reverse("promotions:checks", args=[promotion.pk]),
@@ -242,6 +244,20 @@ def promotion_sync_override(request: AuthenticatedHttpRequest, pk: int) -> HttpR
         messages.error(request, str(exc))
     else:
         messages.success(request, "Sync window overridden: the portal asks Argo CD to sync now.")
+    return redirect(promotion)
+
+
+@require_POST
+@require_role(Role.VIEWER)
+def promotion_sync_retry(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """Retry a failed sync (release manager or approver of the apps: checked by the service)."""
+    promotion = selectors.promotion_get(user=request.user, pk=pk)
+    try:
+        services.promotion_sync_retry(promotion=promotion, actor=request.user)
+    except SyncRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Sync retried: the portal asks Argo CD to sync again.")
     return redirect(promotion)
 
 

@@ -9,7 +9,8 @@ A delivery id (X-GitHub-Delivery, X-Gitea-Delivery, X-Gitlab-Event-UUID) seen be
 FORGE_WEBHOOK_DEDUPE_SECONDS answers 200 "duplicate" and does nothing: a captured, validly signed
 delivery cannot be replayed to drive tracking again. `pull_request` events drive promotion tracking and every handler registered with
 `changes.pullrequests.register_pr_state_handler` (rollbacks); `push` events
-enqueue the repository's Git ingest; CI events (`status`, `check_run`, `check_suite`, GitLab
+enqueue the repository's Git ingest and, for a change's branch moved off the portal's recorded
+head, its branch check with the forge (changes.branchcheck); CI events (`status`, `check_run`, `check_suite`, GitLab
 pipeline and job hooks) track the open PRs of every kind at that head (their checks).
 """
 
@@ -25,6 +26,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from audit.aggregate import audit_event_record_aggregated
+from changes.branchcheck import changes_branch_pushed_webhook
 from changes.checks import changes_track_head
 from changes.lifecycle import change_enqueue_track
 from changes.pullrequests import PR_STATE_HANDLERS
@@ -99,6 +101,12 @@ def _handle(repo: GitRepository, event: WebhookEvent) -> dict[str, object]:
                 logger.exception("PR state handler %r failed", handler)
     elif event.kind == "push":
         handled["ingest"] = _enqueue_ingest(repo)
+        if event.ref and event.after_sha:
+            # A push to a change's branch that is not the portal's recorded head: check it with
+            # the forge now (the delivery only says so; the forge's answer decides).
+            handled["branch_checks"] = changes_branch_pushed_webhook(
+                repository=repo, ref=event.ref, after=event.after_sha
+            )
     elif event.kind == "checks" and event.after_sha:
         # A check finished or changed: the open PRs at that head record it (changes.checks).
         handled["tracked"] = changes_track_head(event.after_sha)

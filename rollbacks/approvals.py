@@ -22,7 +22,9 @@ from django.utils import timezone
 
 from accounts.permissions import ensure_role, has_role
 from accounts.roles import Role
+from changes.branchcheck import change_branch_verify
 from changes.lifecycle import change_record
+from changes.pullrequests import PullRequestPermanent, PullRequestRetryable
 
 from .kind import ROLLBACK, rollback_load
 from .models import RollbackRequest
@@ -67,6 +69,7 @@ def rollback_approve_after_the_fact(
         raise RollbackRefused("only emergency rollbacks are approved after the fact")
     if rollback.state == State.CANCELLED:
         raise RollbackRefused("a cancelled rollback needs no approval")
+    _branch_verified(rollback)
     now = timezone.now()
     # Bound to the commit the approver saw: the merged PR head, else what the portal pushed.
     head = rollback.pr_head_sha or rollback.pushed_head_sha
@@ -94,6 +97,22 @@ def rollback_approve_after_the_fact(
             message=f"emergency rollback approved after the fact: {reason}"[:2000],
         )
     return current
+
+
+def _branch_verified(rollback: RollbackRequest) -> None:
+    """Before the merge, ask the forge that the revert branch is still at the portal's head (as a
+    promotion's approval does): someone else's commit fails the rollback as tampered now; a forge
+    error refuses the approval with nothing recorded. After the merge the branch no longer matters."""
+    try:
+        check = change_branch_verify(kind=ROLLBACK, change_id=rollback.pk)
+    except PullRequestRetryable as exc:
+        raise RollbackRefused(
+            f"the forge could not confirm the revert branch head ({exc}); nothing was recorded: try again"
+        ) from None
+    except PullRequestPermanent as exc:
+        raise RollbackRefused(f"the revert branch cannot be checked on the forge ({exc})") from None
+    if check.outcome == "tampered":
+        raise RollbackRefused(f"not approved: {check.detail}; the rollback is blocked as tampered (failed)")
 
 
 def rollbacks_escalate_unapproved(*, now: datetime | None = None) -> int:

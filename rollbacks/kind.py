@@ -84,6 +84,8 @@ ROLLBACK = change_kind_register(
         open_grace_seconds=15,
         on_final=_on_final,
         close_pr=_close_after_commit,
+        repository=lambda rollback: rollback.application.repository,
+        verify_task="rollbacks.tasks.rollback_branch_verify_task",
         sync_task="rollbacks.tasks.rollback_sync_task",
         sync_scope=lambda rollback: (rollback.environment, [rollback.application]),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.urls import reverse
 
+from changes.branchcheck import change_branch_verify
 from changes.lifecycle import ChangeFailed, change_branch_trust, change_fail, change_pr_open
 from changes.pullrequests import (
     PullRequestResult,
@@ -86,6 +87,11 @@ def rollback_pr_open(*, rollback_id: int) -> RollbackRequest | None:
     return RollbackRequest.objects.select_related("application__repository", "environment").get(
         pk=rollback_id
     )
+
+
+def rollback_branch_verify(*, rollback_id: int) -> str:
+    """Check the revert branch head with the forge (changes.branchcheck); returns the outcome."""
+    return change_branch_verify(kind=ROLLBACK, change_id=rollback_id).outcome
 
 
 def rollback_fail(*, rollback_id: int, reason: str) -> bool:

@@ -35,15 +35,18 @@ from .requests import (
     rollback_request_create,
 )
 from .tracking import (
+    SYNC_RETRY_ROLES,
     rollback_checks,
     rollback_pr_event,
     rollback_sync,
     rollback_sync_override,
+    rollback_sync_retry,
     rollback_track,
     rollbacks_sweep,
 )
 
 __all__ = [
+    "SYNC_RETRY_ROLES",
     "PermissionDenied",
     "RollbackNeedsConfirmation",
     "RollbackRefused",
@@ -59,6 +62,7 @@ __all__ = [
     "rollback_request_create",
     "rollback_sync",
     "rollback_sync_override",
+    "rollback_sync_retry",
     "rollback_track",
     "rollback_url",
     "rollbacks_escalate_unapproved",

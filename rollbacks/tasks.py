@@ -10,7 +10,7 @@ from celery import Task, shared_task
 from changes.backoff import task_run_with_retries
 
 from .approvals import rollbacks_escalate_unapproved
-from .pullrequests import rollback_fail, rollback_pr_open
+from .pullrequests import rollback_branch_verify, rollback_fail, rollback_pr_open
 from .tracking import rollback_sync, rollback_track, rollbacks_sweep
 
 MAX_RETRIES = 8
@@ -30,6 +30,18 @@ def rollback_pr_open_task(self: Task, rollback_id: int) -> None:
         lambda: rollback_pr_open(rollback_id=rollback_id),
         give_up=lambda reason: rollback_fail(rollback_id=rollback_id, reason=reason),
     )
+
+
+@shared_task(
+    bind=True,
+    name="rollbacks.tasks.rollback_branch_verify_task",
+    acks_late=True,
+    max_retries=MAX_RETRIES,
+    ignore_result=True,
+)
+def rollback_branch_verify_task(self: Task, rollback_id: int) -> None:
+    """Check the revert branch with the forge (a push webhook named it); tampered: it fails."""
+    task_run_with_retries(self, lambda: rollback_branch_verify(rollback_id=rollback_id))
 
 
 @shared_task(

@@ -13,6 +13,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.roles import Role
 from changes.checklist import secret_scan_gate
 from changes.checks import (
     ChecksPanel,
@@ -25,7 +26,7 @@ from changes.checks import (
 from changes.lifecycle import change_enqueue_track, change_fail, change_record, change_transition
 from changes.pullrequests import pull_request_refresh
 from changes.sweeper import change_sweep
-from changes.syncs import change_sync, change_sync_hold, change_sync_override
+from changes.syncs import change_sync, change_sync_hold, change_sync_override, change_sync_retry
 from changes.tracking import (
     change_fail_after_merge,
     change_pr_head_moved,
@@ -90,6 +91,18 @@ def rollback_sync_override(*, rollback: RollbackRequest, actor: Any, reason: str
     """Override the closed sync window of a merged rollback (an approver, not the requester)."""
     result: RollbackRequest = change_sync_override(
         kind=ROLLBACK, change_id=rollback.pk, actor=actor, reason=reason
+    )
+    return result
+
+
+# Who may ask for a failed sync again: the role that requests rollbacks, or an approver.
+SYNC_RETRY_ROLES = (Role.ONCALL, Role.APPROVER)
+
+
+def rollback_sync_retry(*, rollback: RollbackRequest, actor: Any) -> RollbackRequest:
+    """Retry the failed (given up) sync of a merged rollback (on-call or approver)."""
+    result: RollbackRequest = change_sync_retry(
+        kind=ROLLBACK, change_id=rollback.pk, actor=actor, roles=SYNC_RETRY_ROLES
     )
     return result
 

@@ -12,4 +12,5 @@ urlpatterns = [
     path("<int:pk>/cancel/", views.rollback_cancel, name="cancel"),
     path("<int:pk>/approve-after/", views.rollback_approve_after, name="approve_after"),
     path("<int:pk>/sync-override/", views.rollback_sync_override, name="sync_override"),
+    path("<int:pk>/sync-retry/", views.rollback_sync_retry, name="sync_retry"),
 ]

@@ -194,7 +194,9 @@ def rollback_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
             environment=rollback.environment.name,
         ),
         "can_approve_after": services.rollback_can_approve_after(user=request.user, rollback=rollback),
-        "sync": change_sync_view(kind=ROLLBACK, change=rollback, user=request.user),
+        "sync": change_sync_view(
+            kind=ROLLBACK, change=rollback, user=request.user, retry_roles=services.SYNC_RETRY_ROLES
+        ),
         # The stored checks; the panel loads the live ones itself (rollback_checks).
         "checks": services.rollback_checks(rollback, live=False),
         "checks_url": reverse("rollbacks:checks", args=[rollback.pk]),
@@ -254,6 +256,20 @@ def rollback_sync_override(request: AuthenticatedHttpRequest, pk: int) -> HttpRe
         messages.error(request, str(exc))
     else:
         messages.success(request, "Sync window overridden: the portal asks Argo CD to sync now.")
+    return redirect("rollbacks:detail", pk=rollback.pk)
+
+
+@require_POST
+@require_role(Role.VIEWER)
+def rollback_sync_retry(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """Retry a failed sync (on-call or approver of the app: checked by the service)."""
+    rollback = _visible_rollback(request, pk)
+    try:
+        services.rollback_sync_retry(rollback=rollback, actor=request.user)
+    except SyncRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Sync retried: the portal asks Argo CD to sync again.")
     return redirect("rollbacks:detail", pk=rollback.pk)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -185,6 +186,7 @@ class AppState:
     generation: int = 1
     rollout: Any = None  # RolloutState of an Argo Rollouts app (sandbox.argocd.rollouts)
     _cache: tuple[int, dict[str, Any]] | None = None
+    _body: tuple[dict[str, Any], bytes] | None = None
 
     @property
     def name(self) -> str:
@@ -202,6 +204,13 @@ class AppState:
         body = self._render()
         self._cache = (self.resource_version, body)
         return body
+
+    def to_json_bytes(self) -> bytes:
+        """The full Application as the single-app GET sends it, encoded once per rendering."""
+        doc = self.to_json()
+        if self._body is None or self._body[0] is not doc:  # re-rendered (or the cache was dropped)
+            self._body = (doc, json.dumps(doc, separators=(",", ":")).encode())
+        return self._body[1]
 
     def _render(self) -> dict[str, Any]:
         d = self.definition

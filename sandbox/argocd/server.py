@@ -415,8 +415,8 @@ class Handler(BaseHTTPRequestHandler):
         if self._q("refresh") in ("normal", "hard"):
             self.emu.reconcile()  # like Argo CD: blocks until the app has been re-reconciled
         with self.emu.lock:
-            body = self._visible_app(name).to_json()
-        self._send_json(body)
+            body = self._visible_app(name).to_json_bytes()
+        self._send(200, body, "application/json")
 
     def revision_metadata(self, name: str, revision: str) -> None:
         with self.emu.lock:

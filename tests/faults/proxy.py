@@ -47,9 +47,15 @@ class Hold:
     released: threading.Event = field(default_factory=threading.Event)
     path: str = ""
     used: bool = False
+    skip: int = 0  # matching requests let through before the one held
 
     def matches(self, method: str, path: str) -> bool:
-        return not self.used and method == self.method and bool(self.pattern.search(path))
+        if self.used or method != self.method or not self.pattern.search(path):
+            return False
+        if self.skip > 0:
+            self.skip -= 1
+            return False
+        return True
 
     def wait_arrival(self, timeout: float = 60) -> str:
         if not self.arrived.wait(timeout):
@@ -73,8 +79,8 @@ class FaultProxy:
         self.base_url = ""
 
     # -- control --------------------------------------------------------------------------------
-    def hold(self, method: str, pattern: str) -> Hold:
-        hold = Hold(method.upper(), re.compile(pattern))
+    def hold(self, method: str, pattern: str, *, skip: int = 0) -> Hold:
+        hold = Hold(method.upper(), re.compile(pattern), skip=skip)
         with self._lock:
             self._holds.append(hold)
         return hold

@@ -41,3 +41,17 @@ def sandbox(db, tmp_path, settings):
     yield box
     box.argo.stop()
     box.forge.stop()
+
+
+@pytest.fixture
+def manual_prod(db, tmp_path, settings):
+    """The sandbox with prod apps without auto-sync, and prod configured `sync: portal`."""
+    settings.MIRRORS_DIR = tmp_path / "mirrors"
+    settings.WORKSPACES_DIR = tmp_path / "workspaces"
+    box = make_sandbox(tmp_path, argo_options={"auto_sync_envs": ("dev", "stage")})
+    box.prod.sync_mode = "portal"
+    box.prod.sync_options = {"prune": True, "apply_out_of_sync_only": True}
+    box.prod.save()
+    yield box
+    box.argo.stop()
+    box.forge.stop()

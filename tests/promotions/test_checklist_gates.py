@@ -284,3 +284,66 @@ def test_a_head_argo_cd_cannot_render_or_that_holds_a_secret_cannot_be_approved(
     else:
         services.promotion_approve(promotion=promotion, actor=users["approver"])
         assert Promotion.objects.get(pk=promotion.pk).state != PromotionState.REQUESTED
+
+
+def test_the_api_overrides_the_checklist_for_an_approver_not_the_requester(
+    client, sandbox, users, purge_broker
+):
+    """POST /api/v1/promotions/{id}/checklist-override: the JSON twin of the page's override."""
+    from accounts.services import api_token_create
+
+    app = promotable_app(sandbox)
+    _drop_readiness_probe(sandbox, app)
+    promotion = services.promotion_request_create(
+        actor=users["rm_approver"], applications=[app], source_env=sandbox.stage, target_env=sandbox.prod
+    )
+    services.promotion_branch_push(promotion_id=promotion.pk)
+    url = f"/api/v1/promotions/{promotion.pk}/checklist-override"
+
+    def post(user, body, **headers):
+        _token, raw = api_token_create(user=user, name=f"t-{user.username}-{time.monotonic_ns()}")
+        return client.post(
+            url,
+            json.dumps(body),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {raw}",
+            **headers,
+        )
+
+    reason = "probe lands in the next release; traffic is drained by hand"
+    # The requester, although an approver, cannot override their own promotion (four eyes).
+    denied = post(users["rm_approver"], {"reason": reason})
+    assert denied.status_code == 403 and "four-eyes" in denied.json()["error"]
+    # Without the approver role: 403 before anything is read.
+    assert post(users["rm"], {"reason": reason}).status_code == 403
+    # The reason is required, and must say something.
+    for body in ({}, {"reason": ""}, {"reason": "   ok    "}, {"reason": 42}):
+        refused = post(users["approver"], body)
+        assert refused.status_code == 400, (body, refused.content)
+        assert refused.json()["error"].startswith("reason:")
+    assert not AuditEvent.objects.filter(action="promotion.checklist_overridden").exists()
+
+    done = post(users["approver"], {"reason": reason})
+    assert done.status_code == 200, done.content
+    gate = _gate(done.json()["gates"], "checklist.readiness_probe")
+    assert gate["overridden"] == reason and done.json()["state"] == S.REQUESTED  # approving is separate
+    promotion.refresh_from_db()
+    assert promotion.checklist_overridden_by_name == "alex" and promotion.checklist_override_reason == reason
+    event = AuditEvent.objects.get(action="promotion.checklist_overridden", target_id=str(promotion.pk))
+    assert event.actor_name == "alex" and event.after["reason"] == reason
+    assert event.after["gates"][0]["name"] == "checklist.readiness_probe"
+    # Nothing left to override: 409 with the service's reason.
+    again = post(users["approver2"], {"reason": reason})
+    assert again.status_code == 409 and "no blocking" in again.json()["error"]
+    # A browser session without a CSRF token is refused; the bearer token needs none.
+    from django.test import Client
+
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(users["approver2"])
+    csrf = browser.post(url, json.dumps({"reason": reason}), content_type="application/json")
+    assert csrf.status_code == 403 and "CSRF" in csrf.json()["error"]
+    # The OpenAPI document describes it.
+    client.force_login(users["viewer"])
+    schema = client.get("/api/schema").json()
+    operation = schema["paths"]["/promotions/{id}/checklist-override"]["post"]
+    assert operation["requestBody"]["content"]["application/json"]["schema"]["required"] == ["reason"]

@@ -17,23 +17,9 @@ from promotions import services
 from promotions.kind import PROMOTION
 from promotions.models import Promotion, PromotionState
 from tests.conftest import wait_for
-from tests.promotions.helpers import make_sandbox, promotable_app
+from tests.promotions.helpers import promotable_app
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def manual_prod(db, tmp_path, settings):
-    """The sandbox with prod apps without auto-sync, and prod configured `sync: portal`."""
-    settings.MIRRORS_DIR = tmp_path / "mirrors"
-    settings.WORKSPACES_DIR = tmp_path / "workspaces"
-    box = make_sandbox(tmp_path, argo_options={"auto_sync_envs": ("dev", "stage")})
-    box.prod.sync_mode = "portal"
-    box.prod.sync_options = {"prune": True, "apply_out_of_sync_only": True}
-    box.prod.save()
-    yield box
-    box.argo.stop()
-    box.forge.stop()
 
 
 def _merged(box, users) -> Promotion:
@@ -240,13 +226,16 @@ def test_argo_cd_errors_on_sync_are_shown_and_retried(manual_prod, users, purge_
     promotion.refresh_from_db()
     assert promotion.sync_state == "error" and "503" in promotion.sync_detail
     assert services.promotion_sync(promotion_id=promotion.pk) == "requested"
-    # A permanent refusal (RBAC) is shown with what the token needs, and retried later by the sweeper.
+    # A permanent refusal (RBAC) is shown with what the token needs and not retried by itself
+    # (tests/promotions/test_sync_failures.py: given up, then retried by a person).
     other = _merged_again(manual_prod, users, promotion)
     manual_prod.argo_fault(status=403, paths=["/api/v1/applications/*/sync"], error_rate=1.0, count=1)
-    assert services.promotion_sync(promotion_id=other.pk) == "error"
+    assert services.promotion_sync(promotion_id=other.pk) == "failed"
     other.refresh_from_db()
     assert "403" in other.sync_detail and "applications, sync" in other.sync_detail
-    assert other.sync_next_at > timezone.now() + timedelta(minutes=4)
+    assert other.sync_state == "failed" and other.sync_next_at is None
+    assert change_syncs_due(kind=PROMOTION, now=timezone.now() + timedelta(days=1)) == 0
+    services.promotion_sync_retry(promotion=other, actor=users["rm"])
     assert services.promotion_sync(promotion_id=other.pk) == "requested"
 
 

@@ -200,3 +200,33 @@ def test_the_after_the_fact_approval_binds_to_the_revert_commit_the_portal_pushe
     assert record.approved_head_sha == head
     shown = client.get(reverse("rollbacks:detail", args=[rollback.pk])).content.decode()
     assert f'on commit <code class="sha">{head}</code>' in shown
+
+
+def test_a_foreign_push_to_the_revert_branch_before_the_merge_is_caught_by_the_approval(
+    sandbox_auto_merge,
+):
+    sandbox = sandbox_auto_merge  # emergency rollbacks need it; nothing tracks (merges) it here
+    rollback = _emergency(sandbox)
+    services.rollback_pr_open(rollback_id=rollback.pk)
+    rollback.refresh_from_db()
+    assert rollback.state == RollbackRequest.State.PR_OPEN and rollback.branch_pushed_at is not None
+    reviewed = rollback.pushed_head_sha
+    ws = sandbox.workspace(rollback.branch)
+    ws.write_file("NOTES.md", "harmless, honest\n")
+    foreign = ws.commit("tidy up", author_name="Mallory", author_email="mallory@example.com")
+    ws.push(rollback.branch)
+
+    with pytest.raises(services.RollbackRefused, match="blocked as tampered"):
+        services.rollback_approve_after_the_fact(
+            actor=_approver(sandbox), rollback=rollback, reason="right call"
+        )
+
+    rollback.refresh_from_db()
+    assert rollback.state == RollbackRequest.State.FAILED and rollback.approved_after_at is None
+    moved = AuditEvent.objects.get(action="rollback.branch_moved", target_id=str(rollback.pk))
+    assert (moved.after["from_sha"], moved.after["to_sha"], moved.after["tampered"]) == (
+        reviewed,
+        foreign,
+        True,
+    )
+    assert not AuditEvent.objects.filter(action="rollback.approved_after_the_fact").exists()

@@ -113,3 +113,32 @@ def test_a_merged_revert_waits_for_the_window_and_an_approver_overrides_it(sandb
     assert (
         "rollback sync window overridden by an approver" in page and "customers are down since 9.9.9" in page
     )
+
+
+def test_a_revert_sync_argo_cd_refuses_is_given_up_and_the_on_call_engineer_retries_it(sandbox, client):
+    requester = oncall(sandbox.team)
+    rollback = _merged_revert(sandbox, requester)
+    with sandbox.argocd.lock:
+        sandbox.argocd.faults.update(
+            {"status": 403, "error_rate": 1.0, "count": 1, "paths": ["/api/v1/applications/*/sync"]}
+        )
+
+    assert services.rollback_sync(rollback_id=rollback.pk) == "failed"
+
+    rollback.refresh_from_db()
+    assert rollback.sync_state == "failed" and "Argo CD answered 403" in rollback.sync_detail
+    given_up = AuditEvent.objects.get(action="rollback.sync_given_up", target_id=str(rollback.pk))
+    assert given_up.after["reason"] == "permanent"
+    # Tracking holds it (no deploy timeout on a sync nobody asked for again).
+    assert services.rollback_track(rollback_id=rollback.pk).state == State.MERGED
+    viewer = UserFactory(username="vic", roles=["viewer"])
+    client.force_login(viewer)
+    page = client.get(reverse("rollbacks:detail", args=[rollback.pk])).content.decode()
+    assert "Sync failed" in page and "Retry the sync" not in page
+    assert client.post(reverse("rollbacks:sync_retry", args=[rollback.pk])).status_code == 403
+    client.force_login(requester)
+    assert "Retry the sync" in client.get(reverse("rollbacks:detail", args=[rollback.pk])).content.decode()
+    assert client.post(reverse("rollbacks:sync_retry", args=[rollback.pk])).status_code == 302
+    assert services.rollback_sync(rollback_id=rollback.pk) == "requested"
+    retried = AuditEvent.objects.get(action="rollback.sync_retried", target_id=str(rollback.pk))
+    assert retried.actor_name == requester.username

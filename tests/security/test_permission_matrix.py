@@ -156,6 +156,12 @@ RULES: dict[str, Rule] = {
     "promotions:checklist_override": Rule(get=None, post=APPROVERS, kw=lambda w: {"pk": w.promotion.pk}),
     "promotions:cancel": Rule(get=None, post=RELEASE_MANAGERS, kw=lambda w: {"pk": w.promotion.pk}),
     "promotions:sync_override": Rule(get=None, post=APPROVERS, kw=lambda w: {"pk": w.promotion.pk}),
+    "promotions:sync_retry": Rule(
+        get=None,
+        post=roles("release_manager", "approver"),
+        kw=lambda w: {"pk": w.promotion.pk},
+        note="a failed sync, retried by a release manager or approver of the apps",
+    ),
     "promotions:block_clear": Rule(get=None, post=RELEASE_MANAGERS, kw=lambda w: {"pk": w.block.pk}),
     "api-promotions": Rule(
         get=SIGNED_IN,
@@ -165,6 +171,12 @@ RULES: dict[str, Rule] = {
     "api-promotion": Rule(get=CHECKOUT_VIEWERS, kw=lambda w: {"pk": w.promotion.pk}),
     "api-promotion-approve": Rule(get=None, post=APPROVERS, kw=lambda w: {"pk": w.promotion.pk}),
     "api-promotion-reject": Rule(get=None, post=APPROVERS, kw=lambda w: {"pk": w.promotion.pk}),
+    "api-promotion-checklist-override": Rule(
+        get=None,
+        post=APPROVERS,
+        kw=lambda w: {"pk": w.promotion.pk},
+        data=lambda w: {"reason": "the matrix checks who may override"},
+    ),
     "api-promotion-cancel": Rule(get=None, post=RELEASE_MANAGERS, kw=lambda w: {"pk": w.promotion.pk}),
     # rollbacks
     "rollbacks:list": Rule(get=SIGNED_IN),
@@ -177,6 +189,12 @@ RULES: dict[str, Rule] = {
     "rollbacks:cancel": Rule(get=None, post=ONCALL, kw=lambda w: {"pk": w.rollback.pk}),
     "rollbacks:approve_after": Rule(get=None, post=APPROVERS, kw=lambda w: {"pk": w.rollback.pk}),
     "rollbacks:sync_override": Rule(get=None, post=APPROVERS, kw=lambda w: {"pk": w.rollback.pk}),
+    "rollbacks:sync_retry": Rule(
+        get=None,
+        post=roles("oncall", "approver"),
+        kw=lambda w: {"pk": w.rollback.pk},
+        note="a failed sync, retried by an on-call engineer or approver of the app",
+    ),
     "api-rollbacks": Rule(
         get=SIGNED_IN,
         post=ONCALL,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,6 +41,8 @@ from .ingest import repositories_ingest_for
 from .models import Application, ArgoApplication, ArgoInstance, Cluster, Environment, GitRepository
 from .ownership import application_pin_resolve, ownership_conflict_of, ownership_conflict_record
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class Observed:
@@ -56,6 +61,9 @@ class Observed:
     relisted: dict[str, int] = field(default_factory=dict)  # name -> row id
     list_hashes: dict[str, str] = field(default_factory=dict)
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # stored rows of the changed ones
+    # Watched narrow states that came without a sync revision (the stored one was put back): an app
+    # read in full is hashed with the revision its full read reports, which is what it then lists.
+    revisionless: dict[str, RemoteApp] = field(default_factory=dict)
 
     def merge(self, other: Observed) -> None:
         """Add another batch of the same list."""
@@ -65,6 +73,7 @@ class Observed:
         self.relisted.update(other.relisted)
         self.list_hashes.update(other.list_hashes)
         self.rows.update(other.rows)
+        self.revisionless.update(other.revisionless)
 
 
 _NARROW_ROW = ("id", "name", "state_hash", "deleted_at", "is_multi_source", *NARROW_FIELDS)
@@ -75,7 +84,10 @@ def existing_apps(instance: ArgoInstance, names: Iterable[str] | None = None) ->
     rows = ArgoApplication.objects.filter(instance=instance)
     if names is not None:
         rows = rows.filter(name__in=list(names))
-    return {r["name"]: dict(r) for r in rows.values("id", "name", "state_hash", "list_hash", "deleted_at")}
+    return {
+        r["name"]: dict(r)
+        for r in rows.values("id", "name", "state_hash", "list_hash", "deleted_at", "revision")
+    }
 
 
 def listed_apps_observe(
@@ -258,7 +270,15 @@ def _chunks_store(
     stats: dict[str, Any],
 ) -> dict[str, Any]:
     for full in reads:
+        for name, remote in full.items():
+            narrow = observed.revisionless.get(name)
+            if narrow is not None:
+                observed.hashes[name] = state_hash(
+                    dataclasses.replace(narrow, sync_revision=remote.sync_revision)
+                )
+        started = time.monotonic()
         repositories_ingest_for(instance=instance, full=full)
+        ingested = time.monotonic()
         with transaction.atomic():
             instance_lock(instance.pk)
             done = apps_store(
@@ -269,6 +289,12 @@ def _chunks_store(
                 now=now,
                 list_hashes=observed.list_hashes,
             )
+        logger.debug(
+            "stored %s app(s) read in full: git ingest %.0f ms, store %.0f ms",
+            len(full),
+            (ingested - started) * 1000,
+            (time.monotonic() - ingested) * 1000,
+        )
         for key in ("changed", "new", "deployments", "by_app"):
             stats[key] += done[key]
         stats["read"] += list(full)

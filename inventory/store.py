@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,6 +38,8 @@ from .deployments import deployments_record_many
 from .ingest import repositories_ingest_for
 from .models import Application, ArgoApplication, ArgoInstance, Cluster, Environment, GitRepository
 from .ownership import application_pin_resolve, ownership_conflict_of, ownership_conflict_record
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -223,6 +226,10 @@ def apps_read_and_store(
     """
     stats: dict[str, Any] = {"changed": 0, "new": 0, "deployments": 0, "by_app": Counter(), "read": []}
     chunks = [observed.to_read[start : start + chunk] for start in range(0, len(observed.to_read), chunk)]
+    if settings.ARGOCD_STREAM_FULL_READS and len(observed.to_read) > settings.ARGOCD_STREAM_FULL_READS_OVER:
+        return _chunks_store(
+            instance, observed, cluster_rows, now, _streamed_reads(client, observed.to_read, chunk), stats
+        )
     at_once = settings.ARGOCD_FULL_READS_AT_ONCE
     if len(observed.to_read) < 2 * at_once:
         reads: Iterator[dict[str, RemoteApp]] = (full_reads(client, names) for names in chunks)
@@ -234,6 +241,24 @@ def apps_read_and_store(
         return _chunks_store(instance, observed, cluster_rows, now, _prefetched(pool, client, chunks), stats)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # a failed chunk does not wait for the next one's reads
+
+
+def _streamed_reads(client: ArgoCDClient, names: list[str], chunk: int) -> Iterator[dict[str, RemoteApp]]:
+    """Read many apps in full from one watch stream's initial burst, the rest (if any) by GET.
+
+    A GET per app costs its request and response handling on both sides (a first poll of 10,000
+    apps: 10,000 of them); the burst streams them all in one answer, stored a chunk at a time as it
+    arrives. An app it did not deliver (deleted meanwhile, a cut stream, an error) is read by GET.
+    """
+    for part in client.initial_applications(
+        names, chunk=chunk, budget_seconds=settings.ARGOCD_STREAM_FULL_READS_SECONDS
+    ):
+        if part.apps:
+            yield part.apps
+        if part.failure:
+            logger.warning("%s: %d apps left to read one by one", part.failure, len(part.missing))
+        for start in range(0, len(part.missing), chunk):
+            yield full_reads(client, list(part.missing[start : start + chunk]))
 
 
 def _prefetched(

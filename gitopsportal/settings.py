@@ -232,7 +232,8 @@ ARGOCD_TIMEOUT = (ARGOCD_CONNECT_TIMEOUT_SECONDS, ARGOCD_READ_TIMEOUT_SECONDS)
 ARGOCD_FULL_READS_AT_ONCE = env_int("ARGOCD_FULL_READS_AT_ONCE", 4)
 if not 1 <= ARGOCD_FULL_READS_AT_ONCE <= 10:
     raise ImproperlyConfigured("ARGOCD_FULL_READS_AT_ONCE: must be 1-10")
-# When more than ARGOCD_STREAM_FULL_READS_OVER apps are to be read in full (a first poll), read them
+# When a poll has more than ARGOCD_STREAM_FULL_READS_OVER apps to read in full, and at least a
+# quarter of its list (a first poll, a re-list after an outage), read them
 # from one watch stream's initial burst instead (stream `fields` may ask for history, API.md §5-§6):
 # one streamed answer, not a GET per app. Apps it does not deliver within
 # ARGOCD_STREAM_FULL_READS_SECONDS are read one by one, as are all of them with it disabled.

@@ -216,8 +216,12 @@ def apps_read_and_store(
     cluster_rows: dict[str, Cluster],
     now: datetime,
     chunk: int = 500,
+    fleet: int | None = None,
 ) -> dict[str, Any]:
     """Read the apps of `observed.to_read` in full and store them, `chunk` apps per transaction.
+
+    `fleet`: how many apps the (unfiltered) list had, when called with one: a large share of them
+    to read is read from one stream's initial burst (`_streamed_reads`), not a GET each.
 
     Each chunk is read, its commits ingested, then stored with its deployments under the instance
     lock, and committed: memory stays bounded by one chunk however large the fleet, and the watcher
@@ -226,7 +230,7 @@ def apps_read_and_store(
     """
     stats: dict[str, Any] = {"changed": 0, "new": 0, "deployments": 0, "by_app": Counter(), "read": []}
     chunks = [observed.to_read[start : start + chunk] for start in range(0, len(observed.to_read), chunk)]
-    if settings.ARGOCD_STREAM_FULL_READS and len(observed.to_read) > settings.ARGOCD_STREAM_FULL_READS_OVER:
+    if _stream_pays(len(observed.to_read), fleet):
         return _chunks_store(
             instance, observed, cluster_rows, now, _streamed_reads(client, observed.to_read, chunk), stats
         )
@@ -241,6 +245,17 @@ def apps_read_and_store(
         return _chunks_store(instance, observed, cluster_rows, now, _prefetched(pool, client, chunks), stats)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # a failed chunk does not wait for the next one's reads
+
+
+def _stream_pays(to_read: int, fleet: int | None) -> bool:
+    # The burst carries the whole fleet (up to the last name wanted): worth it for a first poll or
+    # a re-list after an outage, not for a few hundred apps of a large fleet.
+    return (
+        settings.ARGOCD_STREAM_FULL_READS
+        and fleet is not None
+        and to_read > settings.ARGOCD_STREAM_FULL_READS_OVER
+        and to_read * 4 >= fleet
+    )
 
 
 def _streamed_reads(client: ArgoCDClient, names: list[str], chunk: int) -> Iterator[dict[str, RemoteApp]]:

@@ -10,9 +10,12 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from audit.models import AuditEvent, ChangeRecord
-from inventory.models import ArgoApplication, Deployment
+from inventory.configapply import config_apply
+from inventory.ingest import repository_ingest
+from inventory.models import ArgoApplication, ArgoInstance, Deployment, GitRepository
 from inventory.poll import instance_poll
 from tests.inventory.test_poll_at_scale import RecordingClient
+from tests.sandbox_fixtures import commit_files, read_file, set_image_tag
 
 pytestmark = pytest.mark.django_db
 
@@ -28,10 +31,6 @@ def argocd_options() -> dict[str, Any]:
 @pytest.fixture
 def ingested(db, sandbox_repo, forge, argocd, sandbox_config, mirrors_dir, settings):
     """The sandbox instance configured and its repository ingested, never polled."""
-    from inventory.configapply import config_apply
-    from inventory.ingest import repository_ingest
-    from inventory.models import ArgoInstance, GitRepository
-
     config_apply(config=sandbox_config)
     assert repository_ingest(repository_id=GitRepository.objects.get(name="gitops").pk).ok
     argocd.reconcile()
@@ -105,6 +104,26 @@ def test_the_stream_stores_the_same_rows_and_audit_as_the_gets(ingested, setting
     assert get_client.full_reads and not stream_client.full_reads
     assert by_gets["Deployment"] and by_gets["AuditEvent"]
     assert snapshot() == by_gets
+
+
+def test_a_few_changed_apps_of_the_fleet_are_read_by_get_not_from_a_stream(ingested, sandbox_repo, forge):
+    instance, argocd = ingested
+    _poll(instance, RecordingClient(argocd.base_url))
+    app = sandbox_repo.apps[0].name
+    path = f"environments/dev/{app}/kustomization.yaml"
+    commit_files(
+        sandbox_repo.path, {path: set_image_tag(read_file(sandbox_repo.path, path), "9.9.9")}, "bump\n"
+    )
+    repository_ingest(repository_id=GitRepository.objects.get(name="gitops").pk)
+    argocd.reconcile()
+    argocd.reconcile()
+
+    client = RecordingClient(argocd.base_url)
+    _poll(instance, client)
+
+    # The burst would carry the whole fleet for a quarter of it or less: one GET per synced app.
+    assert 0 < len(client.full_reads) * 4 < len(argocd.apps)
+    assert STREAM not in client.paths
 
 
 def test_apps_the_stream_does_not_deliver_are_read_by_get(ingested):

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
+import queue
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, DataError, IntegrityError, connection, connections, transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from integrations.argocd import ArgoApplication as RemoteApp
-from integrations.gitrepo import CommitRecord, GitError, GitMirror
+from integrations.gitrepo import CommitRecord, GitError, GitMirror, LogEntry
 
 from .appstate import SHA
 from .carried import carried_files, carried_value
@@ -22,7 +24,10 @@ from .claims import INGEST_CLAIM, claim_release, row_claim
 from .mirrors import mirror_for
 from .models import Application, ArgoInstance, Commit, CommitTouch, Deployment, Environment, GitRepository
 
+_T = TypeVar("_T")
 INGEST_BATCH = 2000
+_MAPPER_CACHE = 200_000  # distinct paths remembered by a PathMapper
+_CARRIED_CACHE = 200_000  # carried values remembered by blob ids in a first ingest
 _TRAILER = re.compile(r"^(Promotion-Id|Rollback-Id):[ \t]*(\S+)[ \t]*$", re.MULTILINE | re.IGNORECASE)
 _PORTAL_BRANCH = re.compile(r"""(?:^|[\s'"/:])((?:promote|rollback)/[A-Za-z0-9._\-/]+)""", re.MULTILINE)
 
@@ -61,6 +66,9 @@ class PathMapper:
     """Map changed paths to (app name, environment id or None for the shared base)."""
 
     matchers: list[tuple[re.Pattern[str], int | None, str | None]]
+    # (branch, path) -> (app, environment id) or None: a history touches the same few files over
+    # and over, so each path is matched against the patterns once.
+    _cache: dict[tuple[str, str], tuple[str, int | None] | None] = field(default_factory=dict, repr=False)
 
     @classmethod
     def for_repository(cls, repo: GitRepository, envs: Sequence[Environment]) -> PathMapper:
@@ -72,24 +80,40 @@ class PathMapper:
 
     def map(self, paths: Iterable[str], branch: str) -> dict[tuple[str, int | None], list[str]]:
         out: dict[tuple[str, int | None], list[str]] = {}
+        cache = self._cache
         for path in paths:
-            for regex, env_id, env_branch in self.matchers:
-                if env_branch is not None and env_branch != branch:
-                    continue
-                match = regex.match(path)
-                if match:
-                    out.setdefault((match.group("app"), env_id), []).append(path)
-                    break
+            key = (branch, path)
+            try:
+                found = cache[key]
+            except KeyError:
+                if len(cache) >= _MAPPER_CACHE:
+                    cache.clear()
+                found = cache[key] = self._match(path, branch)
+            if found is not None:
+                out.setdefault(found, []).append(path)
         return out
+
+    def _match(self, path: str, branch: str) -> tuple[str, int | None] | None:
+        for regex, env_id, env_branch in self.matchers:
+            if env_branch is not None and env_branch != branch:
+                continue
+            match = regex.match(path)
+            if match:
+                return match.group("app"), env_id
+        return None
 
 
 def portal_ref_of(record: CommitRecord) -> str:
     """Return the Promotion-Id/Rollback-Id trailer or the merged promote/…/rollback/… branch."""
-    trailer = _TRAILER.search(record.message)
+    return _portal_ref(record.message, record.is_merge)
+
+
+def _portal_ref(message: str, is_merge: bool) -> str:
+    trailer = _TRAILER.search(message)
     if trailer:
         return f"{trailer.group(1)}: {trailer.group(2)}"[:200]
-    if record.is_merge:
-        branch = _PORTAL_BRANCH.search(record.message)
+    if is_merge:
+        branch = _PORTAL_BRANCH.search(message)
         if branch:
             return branch.group(1).rstrip(".'\"")[:200]
     return ""
@@ -119,6 +143,18 @@ def repository_ingest(*, repository_id: int) -> IngestResult:
         known = [sha for sha in set(heads.values()) if _known_in_mirror(mirror, sha)]
         next_seq = (Commit.objects.filter(repository=repo).aggregate(m=Max("seq"))["m"] or 0) + 1
         new_heads = dict(heads)
+        if next_seq == 1 and not known and connection.vendor == "postgresql":
+            try:
+                new_heads, result.commits, result.touches = _first_ingest(
+                    repo=repo, mirror=mirror, mapper=mapper, branches=branches, envs={e.pk: e for e in envs}
+                )
+                branches = []  # all stored
+            except (IntegrityError, DataError):
+                # Another ingest stored commits of this repository meanwhile (its claim was taken
+                # over, the worker was still running): the incremental path skips what it stored.
+                # Or a field PostgreSQL refused (a date git printed that is no timestamp): the
+                # incremental path parses it in Python and reports it as before.
+                next_seq = (Commit.objects.filter(repository=repo).aggregate(m=Max("seq"))["m"] or 0) + 1
         for branch in branches:
             head = mirror.branch_head(branch)
             if head is None:
@@ -174,8 +210,8 @@ def _known_in_mirror(mirror: GitMirror, sha: str) -> bool:
     return True
 
 
-def _batches(records: Iterator[CommitRecord], size: int) -> Iterator[list[CommitRecord]]:
-    batch: list[CommitRecord] = []
+def _batches(records: Iterator[_T], size: int) -> Iterator[list[_T]]:
+    batch: list[_T] = []
     for record in records:
         batch.append(record)
         if len(batch) >= size:
@@ -287,7 +323,7 @@ def _ingest_batch(
         )
         apps = dict(Application.objects.filter(name__in=names).values_list("name", "id"))
     carried = (
-        _carried(mirror, envs, batch, [(sha, apps[a], e, p) for sha, a, e, p in mapped if a in apps])
+        _carried_of_batch(mirror, envs, batch, [(sha, apps[a], e, p) for sha, a, e, p in mapped if a in apps])
         if mirror is not None and envs
         else {}
     )
@@ -300,11 +336,284 @@ def _ingest_batch(
     return len(stored), len(touches)
 
 
-def _carried(
+# First ingest: a repository with nothing stored yet ---------------------------------------------
+
+# What text COPY treats specially in a field (NUL cannot occur: git's -z output is split on it).
+_COPY_ESCAPES = (("\\", "\\\\"), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"))
+_COPY_SPECIAL = re.compile(r"[\\\n\r\t]")
+_NULL = "\\N"
+# A path that is its own JSON string and COPY text as is (else json.dumps and escape).
+_PLAIN_PATHS = re.compile(r'[\x00-\x1f"\\]')
+
+
+def _copy_text(value: str) -> str:
+    if _COPY_SPECIAL.search(value):
+        for char, escaped in _COPY_ESCAPES:
+            value = value.replace(char, escaped)
+    return value
+
+
+def _paths_json(paths: list[str]) -> str:
+    if _PLAIN_PATHS.search("".join(paths)):
+        return _copy_text(json.dumps(paths))
+    return '["' + '", "'.join(paths) + '"]'
+
+
+def _first_ingest(
+    *,
+    repo: GitRepository,
+    mirror: GitMirror,
+    mapper: PathMapper,
+    branches: Sequence[str],
+    envs: dict[int, Environment],
+) -> tuple[dict[str, str], int, int]:
+    """Store the whole history of a repository that has no commits yet, COPYing into the tables.
+
+    Nothing to skip, so no temporary table and no ON CONFLICT: COPY straight into the commit and
+    touch tables. One transaction: a worker killed midway leaves nothing, and its retry starts over
+    the same way. Another ingest storing the same commits meanwhile (a taken-over claim) makes the
+    COPY fail on the unique constraint: IntegrityError, the caller goes the incremental way.
+
+    Pipelined: this thread reads and formats `git log` while a writer thread sends the COPYs and
+    PostgreSQL checks constraints and updates indexes (psycopg waits without the GIL), with the
+    foreign keys checked per COPY rather than all at the commit, after everything else.
+    Returns the ingested heads, commits and touches stored.
+    """
+    heads: dict[str, str] = {}
+    apps: dict[str, Application] = {}
+    looked_up: set[str] = set()
+    carried_cache: dict[tuple[int, int, tuple[str, ...]], str] = {}
+    known: list[str] = []
+    seq = 1
+    commits = touches = 0
+    with transaction.atomic():
+        connection.ensure_connection()
+        raw = connection.connection  # psycopg's, in this atomic block's transaction
+        fks = _deferred_fks(raw, (Commit, CommitTouch))
+        writer = _CopyWriter(connections[DEFAULT_DB_ALIAS], repo.pk)
+        try:
+            writer.execute(f"SET CONSTRAINTS {fks} IMMEDIATE" if fks else "")
+            for branch in branches:
+                head = mirror.branch_head(branch)
+                if head is None:
+                    continue
+                if head in known:
+                    heads[branch] = head
+                    continue
+                for batch in _batches(
+                    mirror.iter_log_entries(ref=f"refs/heads/{branch}", known_shas=known), INGEST_BATCH
+                ):
+                    rows, touch_rows, names = _format_batch(repo.pk, batch, seq, mapper, branch)
+                    if names - looked_up:
+                        writer.drain()  # the ORM below uses the connection the writer uses
+                        apps.update(_apps_named(repo, names))
+                        looked_up |= names
+                    # As the incremental path: a name too long to store has no application.
+                    touch_rows = [t for t in touch_rows if t[1] in apps]
+                    parents = {e.sha: (e.parents.split()[0] if e.parents else None) for e in batch}
+                    by_id = {a.pk: a for a in apps.values()}
+                    carried = _carried(
+                        mirror, envs, parents,
+                        [(batch[i].sha, apps[a].pk, e, p) for i, a, e, p in touch_rows if e is not None],
+                        by_id,
+                        carried_cache,
+                    )  # fmt: skip
+                    tails = [
+                        (
+                            i,
+                            f"\t{apps[app].pk}\t{_NULL if env_id is None else env_id}\t{seq + i}"
+                            f"\t{_paths_json(paths[:50])}"
+                            f"\t{_copy_bool(carried.get((batch[i].sha, apps[app].pk, env_id)))}\n",
+                        )
+                        for i, app, env_id, paths in touch_rows
+                    ]
+                    writer.submit(seq, len(batch), rows, tails)
+                    seq += len(batch)
+                    commits += len(batch)
+                    touches += len(tails)
+                heads[branch] = head
+                known.append(head)
+            writer.execute(f"SET CONSTRAINTS {fks} DEFERRED" if fks else "")
+            writer.close()
+        except BaseException:
+            writer.abort()  # before the rollback on its connection; this error, not the writer's
+            raise
+    return heads, commits, touches
+
+
+def _format_batch(
+    repo_id: int, batch: list[LogEntry], first_seq: int, mapper: PathMapper, branch: str
+) -> tuple[str, list[tuple[int, str, int | None, list[str]]], set[str]]:
+    """COPY text of a batch's commits, and its touches as (index in batch, app, environment, paths)."""
+    lines: list[str] = []
+    touches: list[tuple[int, str, int | None, list[str]]] = []
+    names: set[str] = set()
+    prefix = f"{repo_id}\x00"
+    for i, entry in enumerate(batch):
+        sha, parents, an, ae, ad, cn, _ce, cd, message, paths = entry
+        parent_list = parents.split()
+        is_merge = len(parent_list) > 1
+        message = message.rstrip("\n")
+        # Fields separated by NUL (never in git's fields) and escaped once per row, then tabs.
+        lines.append(
+            _copy_text(
+                f"{prefix}{sha}\x00{first_seq + i}\x00"
+                + ('["' + '", "'.join(parent_list) + '"]' if parent_list else "[]")
+                + f"\x00{an[:200]}\x00{ae[:200]}\x00{ad}\x00{cn[:200]}\x00{cd}\x00{message}"
+                + f"\x00{'t' if is_merge else 'f'}\x00{_portal_ref(message, is_merge)}"
+            )
+        )
+        if paths:
+            for (app, env_id), app_paths in mapper.map(paths, branch).items():
+                touches.append((i, app, env_id, app_paths))
+                names.add(app)
+    return ("\n".join(lines) + "\n").replace("\x00", "\t"), touches, names
+
+
+def _apps_named(repo: GitRepository, names: set[str]) -> dict[str, Application]:
+    apps = {a.name: a for a in Application.objects.filter(name__in=names)}
+    missing = sorted(names - set(apps))
+    if missing:
+        # Apps are discovered from the repository layout; the poller fills in their project.
+        Application.objects.bulk_create(
+            [Application(name=n[:200], project="", repository=repo) for n in missing], ignore_conflicts=True
+        )
+        apps = {a.name: a for a in Application.objects.filter(name__in=names)}
+    return apps
+
+
+def _copy_bool(value: bool | None) -> str:
+    return _NULL if value is None else ("t" if value else "f")
+
+
+def _deferred_fks(raw: Any, models: Sequence[Any]) -> str:
+    """The quoted names of the models' foreign keys that are checked at commit (Django's default)."""
+    with raw.cursor() as cursor:
+        cursor.execute(
+            "SELECT conname FROM pg_constraint WHERE contype = 'f' AND condeferred"
+            " AND conrelid = ANY(%s::regclass[]) ORDER BY conname",
+            [[m._meta.db_table for m in models]],
+        )
+        return ", ".join(connection.ops.quote_name(name) for (name,) in cursor.fetchall())
+
+
+_Job = tuple[int, int, str, list[tuple[int, str]]]  # first seq, commits, their COPY text, touch tails
+
+
+def _columns(model: Any, fields: Sequence[str], quote: Any) -> str:
+    return ", ".join(quote(model._meta.get_field(f).column) for f in fields)
+
+
+class _CopyWriter:
+    """A thread that runs the COPYs of `_first_ingest` in order, on its connection.
+
+    The caller does not use the connection while the writer may (`drain` first). The first error
+    stops the writer; it is raised in the caller at its next `submit`, `drain` or `close`.
+    """
+
+    _COMMITS = "COPY {table} ({columns}) FROM STDIN"
+    _IDS = "SELECT seq, id FROM {table} WHERE repository_id = %s AND seq >= %s AND seq < %s"
+
+    def __init__(self, wrapper: Any, repo_id: int) -> None:
+        self._wrapper = wrapper  # Django's connection of the calling thread
+        self._raw = wrapper.connection
+        self._repo_id = repo_id
+        quote = wrapper.ops.quote_name
+        commit_table, touch_table = quote(Commit._meta.db_table), quote(CommitTouch._meta.db_table)
+        self._copy_commits = self._COMMITS.format(
+            table=commit_table, columns=_columns(Commit, COMMIT_COLUMNS, quote)
+        )
+        self._copy_touches = self._COMMITS.format(
+            table=touch_table, columns=_columns(CommitTouch, TOUCH_COLUMNS, quote)
+        )
+        self._ids = self._IDS.format(table=commit_table)
+        self._jobs: queue.Queue[_Job | str | None] = queue.Queue(maxsize=4)
+        self._error: BaseException | None = None
+        self._aborted = False
+        self._thread = threading.Thread(target=self._run, name="ingest-copy", daemon=True)
+        self._thread.start()
+
+    def submit(self, first_seq: int, count: int, rows: str, tails: list[tuple[int, str]]) -> None:
+        self._check()
+        self._jobs.put((first_seq, count, rows, tails))
+
+    def execute(self, sql: str) -> None:
+        if sql:
+            self._check()
+            self._jobs.put(sql)
+
+    def drain(self) -> None:
+        self._jobs.join()
+        self._check()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+        self._check()
+
+    def abort(self) -> None:
+        """Skip the jobs not started, wait for the one running and forget its error."""
+        self._aborted = True
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+        self._error = None
+
+    def _check(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            with self._wrapper.wrap_database_errors:  # psycopg's errors as Django's (IntegrityError)
+                raise error
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is None:
+                    return
+                if self._error is None and not self._aborted:
+                    self._do(job)
+            except BaseException as exc:
+                self._error = exc
+            finally:
+                self._jobs.task_done()
+
+    def _do(self, job: _Job | str) -> None:
+        with self._raw.cursor() as cursor:
+            if isinstance(job, str):
+                cursor.execute(job)
+                return
+            first_seq, count, rows, tails = job
+            with cursor.copy(self._copy_commits) as copy:
+                copy.write(rows.encode())
+            if not tails:
+                return
+            # The ids the table gave the commits, by seq (its unique index); no RETURNING on COPY.
+            cursor.execute(self._ids, [self._repo_id, first_seq, first_seq + count])
+            ids = {seq - first_seq: pk for seq, pk in cursor.fetchall()}
+            with cursor.copy(self._copy_touches) as copy:
+                copy.write("".join([f"{ids[i]}{tail}" for i, tail in tails]).encode())
+
+
+def _carried_of_batch(
     mirror: GitMirror,
     envs: dict[int, Environment],
     batch: list[CommitRecord],
     touches: list[tuple[str, int, int | None, list[str]]],
+) -> dict[tuple[str, int, int | None], bool]:
+    parents = {r.sha: (r.parents[0] if r.parents else None) for r in batch}
+    by_id = {a.pk: a for a in Application.objects.filter(pk__in={t[1] for t in touches if t[2] is not None})}
+    return _carried(mirror, envs, parents, touches, by_id)
+
+
+def _carried(
+    mirror: GitMirror,
+    envs: dict[int, Environment],
+    parents: dict[str, str | None],
+    touches: list[tuple[str, int, int | None, list[str]]],
+    by_id: dict[int, Application],
+    cache: dict[tuple[int, int, tuple[str, ...]], str] | None = None,
 ) -> dict[tuple[str, int, int | None], bool]:
     """Tell, per overlay touch, whether the commit changed what a promotion copies (inventory.carried).
 
@@ -312,8 +621,6 @@ def _carried(
     compare the carried value at the commit and at its first parent, all files of the batch read
     with one `files_at` (two `git cat-file --batch` runs).
     """
-    parents = {r.sha: (r.parents[0] if r.parents else None) for r in batch}
-    by_id = {a.pk: a for a in Application.objects.filter(pk__in={t[1] for t in touches if t[2] is not None})}
     out: dict[tuple[str, int, int | None], bool] = {}
     to_read: list[tuple[str, Application, Environment, list[str]]] = []
     for sha, app_id, env_id, paths in touches:
@@ -342,11 +649,21 @@ def _carried(
 
         return read
 
-    for sha, app, env, _files in to_read:
+    def value(app: Application, env: Environment, rev: str, files: list[str]) -> str:
+        if cache is None:
+            return carried_value(app, env, reader(rev))
+        # The value depends only on the app's rule and the files' contents: a blob read at a
+        # commit is read again at its child (as the parent's), so it is evaluated once.
+        key = (app.pk, env.pk, tuple((found.get((rev, f)) or ("",))[0] for f in files))
+        if key not in cache:
+            if len(cache) >= _CARRIED_CACHE:
+                cache.clear()
+            cache[key] = carried_value(app, env, reader(rev))
+        return cache[key]
+
+    for sha, app, env, files in to_read:
         parent = parents[sha] or ""
-        out[(sha, app.pk, env.pk)] = carried_value(app, env, reader(sha)) != carried_value(
-            app, env, reader(parent)
-        )
+        out[(sha, app.pk, env.pk)] = value(app, env, sha, files) != value(app, env, parent, files)
     return out
 
 

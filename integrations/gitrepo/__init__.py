@@ -38,7 +38,7 @@ from integrations.gitrepo.errors import (
     UnsafeRemote,
     UnsafeRepositoryContent,
 )
-from integrations.gitrepo.log import CommitRecord, FileChange, parse_log_stream
+from integrations.gitrepo.log import CommitRecord, FileChange, LogEntry, parse_log_entries, parse_log_stream
 from integrations.gitrepo.mirror import GitMirror
 from integrations.gitrepo.validate import (
     check_remote_url,
@@ -59,10 +59,12 @@ __all__ = [
     "GitTransientError",
     "GitWorkspace",
     "InvalidRef",
+    "LogEntry",
     "RevertConflict",
     "UnsafeRemote",
     "UnsafeRepositoryContent",
     "check_remote_url",
+    "parse_log_entries",
     "parse_log_stream",
     "validate_ref_name",
     "validate_repo_path",

@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from integrations.gitrepo.command import _decode
 from integrations.gitrepo.errors import GitError
@@ -74,12 +75,8 @@ def _records(chunks: Iterable[bytes]) -> Iterator[str]:
         yield _decode(pending)
 
 
-def parse_log_stream(chunks: Iterable[bytes]) -> Iterator[CommitRecord]:
-    """Parse `git log -z --name-status --format=_LOG_FORMAT` output into CommitRecords.
-
-    Each commit's text is split once on NUL: 9 header fields, then name-status tokens (status,
-    path[, path]; the first status carries a newline).
-    """
+def _field_lists(chunks: Iterable[bytes]) -> Iterator[list[str]]:
+    """Yield each commit's text split once on NUL (9 header fields, then name-status tokens)."""
     previous: list[str] | None = None
     for text in _records(chunks):
         fields = text.split("\x00")
@@ -87,17 +84,74 @@ def parse_log_stream(chunks: Iterable[bytes]) -> Iterator[CommitRecord]:
             # A field (a message) that starts with the record separator: it belongs to the commit before.
             fields = [*previous, "\x1e" + fields[0], *fields[1:]]
         elif previous is not None:
-            yield _parse_record(previous)
+            yield previous
         previous = fields
     if previous is not None:
-        yield _parse_record(previous)
+        yield previous
+
+
+def parse_log_stream(chunks: Iterable[bytes]) -> Iterator[CommitRecord]:
+    """Parse `git log -z --name-status --format=_LOG_FORMAT` output into CommitRecords.
+
+    Each commit's text is split once on NUL: 9 header fields, then name-status tokens (status,
+    path[, path]; the first status carries a newline).
+    """
+    for fields in _field_lists(chunks):
+        yield _parse_record(fields)
+
+
+class LogEntry(NamedTuple):
+    """A commit as the bulk ingest needs it: the fields as git printed them, no objects per file.
+
+    `parents` is space-separated, the dates are ISO 8601 text, `message` keeps git's trailing
+    newline and `paths` lists the changed paths, then the old paths of renames and copies.
+    """
+
+    sha: str
+    parents: str
+    author_name: str
+    author_email: str
+    authored_at: str
+    committer_name: str
+    committer_email: str
+    committed_at: str
+    message: str
+    paths: list[str]
+
+
+# Statuses followed by one path: with --no-renames every token pair is (status, path).
+_ONE_PATH_STATUS = frozenset("ADMTUXB")
+
+
+def parse_log_entries(chunks: Iterable[bytes]) -> Iterator[LogEntry]:
+    """Parse the same stream as `parse_log_stream` into LogEntries (same paths, same errors).
+
+    About three times cheaper per commit: no datetimes, no FileChange per path, and the common
+    shape (status, path pairs) is sliced instead of walked token by token.
+    """
+    for fields in _field_lists(chunks):
+        if len(fields) < _HEADER_FIELDS:
+            fields = fields + [""] * (_HEADER_FIELDS - len(fields))
+        tokens = fields[_HEADER_FIELDS:]
+        if tokens and not tokens[-1]:
+            tokens.pop()  # the NUL that ends the last record of the stream
+        if len(tokens) % 2 == 0 and _ONE_PATH_STATUS.issuperset(map(str.strip, tokens[0::2])):
+            paths = tokens[1::2]
+        else:
+            changes = _changes(tokens)
+            paths = [c.path for c in changes] + [c.old_path for c in changes if c.old_path]
+        sha, parents, an, ae, ad, cn, ce, cd, message = fields[:_HEADER_FIELDS]
+        yield LogEntry(sha, parents, an, ae, ad, cn, ce, cd, message, paths)
 
 
 def _parse_record(fields: list[str]) -> CommitRecord:
     if len(fields) < _HEADER_FIELDS:
         fields = fields + [""] * (_HEADER_FIELDS - len(fields))
+    return _record(fields[:_HEADER_FIELDS], _changes(fields[_HEADER_FIELDS:]))
+
+
+def _changes(tokens: list[str]) -> list[FileChange]:
     changes: list[FileChange] = []
-    tokens = fields[_HEADER_FIELDS:]
     i, n = 0, len(tokens)
     while i < n:
         status = tokens[i].strip()
@@ -113,7 +167,7 @@ def _parse_record(fields: list[str]) -> CommitRecord:
             i += 1
         else:
             changes.append(FileChange(status[0], first))
-    return _record(fields[:_HEADER_FIELDS], changes)
+    return changes
 
 
 def _record(fields: list[str], changes: list[FileChange]) -> CommitRecord:

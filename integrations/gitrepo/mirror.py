@@ -8,7 +8,7 @@ from pathlib import Path
 
 from integrations.gitrepo.command import DEFAULT_MAX_FILE_BYTES, _base_env, _decode, _Runner, _scrubber
 from integrations.gitrepo.errors import InvalidRef
-from integrations.gitrepo.log import _LOG_FORMAT, CommitRecord, parse_log_stream
+from integrations.gitrepo.log import _LOG_FORMAT, CommitRecord, LogEntry, parse_log_entries, parse_log_stream
 from integrations.gitrepo.paths import _MODE_TREE, _check_tree_path
 from integrations.gitrepo.validate import (
     check_remote_url,
@@ -78,6 +78,15 @@ class GitMirror:
 
         One streaming `git log` process; oldest first when `reverse` (parents before children).
         """
+        return parse_log_stream(self._log(ref, since_sha, known_shas, reverse))
+
+    def iter_log_entries(self, *, ref: str, known_shas: Iterable[str] = ()) -> Iterator[LogEntry]:
+        """`iter_commits` (oldest first) as light LogEntries, for bulk ingest."""
+        return parse_log_entries(self._log(ref, None, known_shas, True))
+
+    def _log(
+        self, ref: str, since_sha: str | None, known_shas: Iterable[str], reverse: bool
+    ) -> Iterator[bytes]:
         args = ["log", "-z", "--name-status", "--no-renames", "--diff-merges=first-parent"]
         args += [f"--format={_LOG_FORMAT}", "--no-color", "--encoding=UTF-8", "--topo-order"]
         if reverse:
@@ -87,7 +96,7 @@ class GitMirror:
         excluded += [validate_sha(s) for s in known_shas]
         args += [f"^{s}" for s in excluded]
         args.append("--")
-        return parse_log_stream(self._git.stream(*args))
+        return self._git.stream(*args)
 
     def rev_parse(self, ref: str) -> str:
         """Resolve a ref or SHA to a full commit SHA; raise InvalidRef when it does not exist."""
@@ -138,11 +147,24 @@ class GitMirror:
         asked = set(wanted)
         found: dict[tuple[str, str], tuple[str, bytes] | None] = dict.fromkeys(asked)
         safe: dict[tuple[str, str], tuple[str, str]] = {}
+        # Each distinct revision and path is checked once (an ingest asks for a few files at
+        # thousands of revisions); an unsafe one is remembered as None.
+        checked: dict[tuple[int, str], str | None] = {}
+
+        def check(kind: int, value: str) -> str | None:
+            key = (kind, value)
+            if key not in checked:
+                try:
+                    checked[key] = validate_rev(value) if kind == 0 else validate_repo_path(value)
+                except InvalidRef:
+                    checked[key] = None
+            return checked[key]
+
         for rev, path in asked:
-            try:
-                safe[(rev, path)] = (validate_rev(rev), validate_repo_path(path))
-            except InvalidRef:
+            safe_rev, safe_path = check(0, rev), check(1, path)
+            if safe_rev is None or safe_path is None:
                 continue  # an unsafe path reads as missing here (file_at raises for it)
+            safe[(rev, path)] = (safe_rev, safe_path)
         pairs = set(safe.values())
         if not pairs:
             return found

@@ -18,6 +18,7 @@ from integrations.gitrepo import (
     RevertConflict,
     UnsafeRemote,
     check_remote_url,
+    parse_log_entries,
     parse_log_stream,
     validate_ref_name,
     validate_repo_path,
@@ -386,6 +387,49 @@ def test_parse_log_stream_splits_commits_once_whatever_their_messages_hold() -> 
         assert [c.sha[0] for c in commits] == ["a", "b", "c"]
         assert commits[1].message == "\x1eodd message \ufffd" and commits[1].changes == ()
         assert [(c.status, c.path) for c in commits[2].changes] == [("A", "x"), ("D", "y")]
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b"\nM\x00f.yaml\x00",
+        b"",
+        b"\nA\x00x\x00D\x00y\x00T\x00t\x00",
+        b"\nR100\x00old\x00new\x00M\x00m\x00C75\x00src\x00copy\x00",  # renames and copies: two paths
+        b"\nM\x00a\x00\x00M\x00b\x00",  # an empty token between pairs
+        b"\nM\x00only-status-no-path",
+    ],
+)
+def test_parse_log_entries_gives_the_paths_of_parse_log_stream(tail: bytes) -> None:
+    stream = (
+        b"\x1e"
+        + b"a" * 40
+        + b"\x00"
+        + b"b" * 40
+        + b" "
+        + b"c" * 40
+        + b"\x00An\x00a@x\x002024-01-01T00:00:00+00:00"
+        b"\x00Cn\x00c@x\x002024-01-01T00:00:01+02:00\x00msg\n\n\x1ebody\n\x00" + tail
+    )
+    for size in (1, 5, len(stream)):
+        chunks = [stream[i : i + size] for i in range(0, len(stream), size)]
+        (record,) = list(parse_log_stream(chunks))
+        (entry,) = list(parse_log_entries(chunks))
+
+        changes = record.changes
+        assert entry.paths == [c.path for c in changes] + [c.old_path for c in changes if c.old_path]
+        assert (entry.sha, entry.parents.split(), entry.message.rstrip("\n")) == (
+            record.sha, list(record.parents), record.message,
+        )  # fmt: skip
+        assert (entry.author_name, entry.committer_email, entry.committed_at) == (
+            "An", "c@x", record.committed_at.isoformat(),
+        )  # fmt: skip
+
+
+def test_parse_log_entries_refuses_what_parse_log_stream_refuses() -> None:
+    stream = b"\x1e" + b"a" * 40 + b"\x00\x00A\x00a@x\x00d\x00C\x00c@x\x00d\x00m\x00\nZ\x00x\x00"
+    with pytest.raises(GitError, match="unexpected name-status token"):
+        list(parse_log_entries([stream]))
 
 
 # -- workspace ------------------------------------------------------------------------------------

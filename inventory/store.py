@@ -225,8 +225,12 @@ def apps_read_and_store(
     cluster_rows: dict[str, Cluster],
     now: datetime,
     chunk: int = 500,
+    fleet: int | None = None,
 ) -> dict[str, Any]:
     """Read the apps of `observed.to_read` in full and store them, `chunk` apps per transaction.
+
+    `fleet`: how many apps the (unfiltered) list had, when called with one: a large share of them
+    to read is read from one stream's initial burst (`_streamed_reads`), not a GET each.
 
     Each chunk is read, its commits ingested, then stored with its deployments under the instance
     lock, and committed: memory stays bounded by one chunk however large the fleet, and the watcher
@@ -235,6 +239,10 @@ def apps_read_and_store(
     """
     stats: dict[str, Any] = {"changed": 0, "new": 0, "deployments": 0, "by_app": Counter(), "read": []}
     chunks = [observed.to_read[start : start + chunk] for start in range(0, len(observed.to_read), chunk)]
+    if _stream_pays(len(observed.to_read), fleet):
+        return _chunks_store(
+            instance, observed, cluster_rows, now, _streamed_reads(client, observed.to_read, chunk), stats
+        )
     at_once = settings.ARGOCD_FULL_READS_AT_ONCE
     if len(observed.to_read) < 2 * at_once:
         reads: Iterator[dict[str, RemoteApp]] = (full_reads(client, names) for names in chunks)
@@ -246,6 +254,35 @@ def apps_read_and_store(
         return _chunks_store(instance, observed, cluster_rows, now, _prefetched(pool, client, chunks), stats)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # a failed chunk does not wait for the next one's reads
+
+
+def _stream_pays(to_read: int, fleet: int | None) -> bool:
+    # The burst carries the whole fleet (up to the last name wanted): worth it for a first poll or
+    # a re-list after an outage, not for a few hundred apps of a large fleet.
+    return (
+        settings.ARGOCD_STREAM_FULL_READS
+        and fleet is not None
+        and to_read > settings.ARGOCD_STREAM_FULL_READS_OVER
+        and to_read * 4 >= fleet
+    )
+
+
+def _streamed_reads(client: ArgoCDClient, names: list[str], chunk: int) -> Iterator[dict[str, RemoteApp]]:
+    """Read many apps in full from one watch stream's initial burst, the rest (if any) by GET.
+
+    A GET per app costs its request and response handling on both sides (a first poll of 10,000
+    apps: 10,000 of them); the burst streams them all in one answer, stored a chunk at a time as it
+    arrives. An app it did not deliver (deleted meanwhile, a cut stream, an error) is read by GET.
+    """
+    for part in client.initial_applications(
+        names, chunk=chunk, budget_seconds=settings.ARGOCD_STREAM_FULL_READS_SECONDS
+    ):
+        if part.apps:
+            yield part.apps
+        if part.failure:
+            logger.warning("%s: %d apps left to read one by one", part.failure, len(part.missing))
+        for start in range(0, len(part.missing), chunk):
+            yield full_reads(client, list(part.missing[start : start + chunk]))
 
 
 def _prefetched(

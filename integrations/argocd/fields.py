@@ -48,3 +48,25 @@ DEFAULT_WATCH_FIELDS: tuple[str, ...] = (
     # The list's quirk returns the whole result, resources included (their counts are evidence).
     "result.application.status.operationState.syncResult.resources",
 )
+
+# What a full GET supplies to `parse_application`, asked of the stream's initial burst instead: one
+# streamed answer for a whole first poll rather than a GET per app. Stream `fields` are not
+# whitelisted (§5), so status.history, conditions and sync.revisions come through; status.resources
+# and metadata.managedFields (the bulk of a big app, §9) are left out: nothing the poller stores.
+FULL_WATCH_FIELDS: tuple[str, ...] = (
+    "result.type",
+    "result.application.metadata.name",
+    "result.application.metadata.namespace",
+    "result.application.metadata.labels",
+    "result.application.metadata.annotations",
+    "result.application.metadata.resourceVersion",
+    "result.application.spec",
+    "result.application.operation",
+    "result.application.status.sync",
+    "result.application.status.health",
+    "result.application.status.operationState",
+    "result.application.status.summary",
+    "result.application.status.reconciledAt",
+    "result.application.status.history",
+    "result.application.status.conditions",
+)

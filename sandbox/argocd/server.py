@@ -664,11 +664,15 @@ class Handler(BaseHTTPRequestHandler):
 
         with self.emu.lock:
             current = self.emu.rv
-            initial = (
-                [a.to_json() for a in self.emu.apps.values()] if (not rv_param or self._q("name")) else []
-            )
-        for app in initial:
-            emit("ADDED", app)
+            # Argo CD sends the initial ADDED burst sorted by name (API.md section 6), each app as the
+            # informer holds it when sent: rendered one at a time, never the whole fleet at once.
+            initial = sorted(self.emu.apps.items()) if (not rv_param or self._q("name")) else []
+        for name, app in initial:
+            with self.emu.lock:
+                if self.emu.apps.get(name) is not app:
+                    continue  # deleted (or replaced) since: its DELETED/ADDED follows from the hub
+                body = app.to_json()
+            emit("ADDED", body)
         flush()
         after = int(rv_param) if rv_param.isdigit() and not initial else current
         try:

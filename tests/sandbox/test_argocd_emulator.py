@@ -567,6 +567,35 @@ def test_stream_sse_initial_added_then_modified(
     response.close()
 
 
+def test_stream_initial_burst_is_sorted_and_keeps_generic_fields_like_history(
+    argo: ArgoCDEmulator, repo: GeneratedRepo
+) -> None:
+    # API.md section 6: without resourceVersion one ADDED per app, sorted by name; stream `fields`
+    # are generic paths (section 5), so status.history survives where the list's whitelist drops it.
+    fields = "result.type,result.application.metadata.name,result.application.status.history"
+    response = requests.get(
+        f"{argo.base_url}/api/v1/stream/applications",
+        headers=AUTH,  # no SSE Accept header: newline-delimited JSON
+        params={"fields": fields},
+        stream=True,
+        timeout=10,
+    )
+    events: list[dict[str, Any]] = []
+    total = len(repo.apps) * len(repo.clusters)
+    _read_stream(response.iter_lines(decode_unicode=True), lambda e: len(events) >= total, events)
+    response.close()
+
+    names = [e["result"]["application"]["metadata"]["name"] for e in events]
+    assert names == sorted(names) and len(set(names)) == total
+    assert {e["result"]["type"] for e in events} == {"ADDED"}
+    full = {name: get(argo, f"/api/v1/applications/{name}").json() for name in names}
+    assert any(full[n]["status"].get("history") for n in names)
+    for event in events:
+        app = event["result"]["application"]
+        assert set(app) <= {"metadata", "status"} and set(app["metadata"]) == {"name"}
+        assert app.get("status", {}).get("history") == full[app["metadata"]["name"]]["status"].get("history")
+
+
 def test_stream_from_resource_version_with_fields(
     argo: ArgoCDEmulator, repo: GeneratedRepo, tmp_path: Path
 ) -> None:

@@ -27,7 +27,7 @@ from integrations.gitrepo import (
 )
 
 from .appstate import SHA
-from .carried import carried_files, carried_value
+from .carried import Frame, carried_files, carried_value, images_frame, images_value_after
 from .claims import INGEST_CLAIM, claim_release, row_claim
 from .mirrors import mirror_for
 from .models import Application, ArgoInstance, Commit, CommitTouch, Deployment, Environment, GitRepository
@@ -681,6 +681,8 @@ class _RawCarried:
         self._files: dict[tuple[int, int], list[str]] = {}
         self._safe: dict[str, bool] = {}
         self._values: dict[tuple[int, int, tuple[str | None, ...]], str] = {}
+        # Per kustomization blob read: its frame (`inventory.carried.images_frame`) or None.
+        self._frames: dict[str, Frame | None] = {}
 
     def batch(
         self, batch: list[LogEntry], touches: list[tuple[int, Application, int | None, list[str]]]
@@ -711,7 +713,8 @@ class _RawCarried:
                 new = tuple(self._side(raw, f, True) if f in changed else _UNCHANGED for f in files)
                 pending.append((entry.sha, app, env, old, new))
         if len(self._values) + 2 * len(pending) > _CARRIED_CACHE:
-            self._values.clear()  # before choosing the blobs to read: every value below is computed
+            self._values.clear()
+            self._frames.clear()  # before choosing the blobs to read: every value below is computed
         wanted = {
             blob
             for _, app, env, old, new in pending
@@ -731,9 +734,8 @@ class _RawCarried:
             if texts is None:
                 out[(sha, app.pk, env.pk)] = False
             else:
-                out[(sha, app.pk, env.pk)] = self._value(app, env, old, texts) != self._value(
-                    app, env, new, texts
-                )
+                before = self._value(app, env, old, texts)
+                out[(sha, app.pk, env.pk)] = before != self._value(app, env, new, texts, old)
         if fallback:
             by_id = {app.pk: app for _, app, _, _ in touches}
             out.update(_carried(self._mirror, self._envs, parents, fallback, by_id))
@@ -755,18 +757,36 @@ class _RawCarried:
         return raw_side(raw[path], after) if self._safe[path] else None
 
     def _value(
-        self, app: Application, env: Environment, side: tuple[str | None, ...], texts: dict[str, str | None]
+        self,
+        app: Application,
+        env: Environment,
+        side: tuple[str | None, ...],
+        texts: dict[str, str | None],
+        prior: tuple[str | None, ...] = (),
     ) -> str:
         key = (app.pk, env.pk, side)
         value = self._values.get(key)
-        if value is None:
-            text_of = dict(zip(self._carried_files(app, env), side, strict=True))
+        if value is not None:
+            return value
+        text_of = dict(zip(self._carried_files(app, env), side, strict=True))
 
-            def read(path: str) -> str | None:
-                blob = text_of.get(path)
-                return _UNCHANGED if blob == _UNCHANGED else (texts.get(blob) if blob else None)
+        def read(path: str) -> str | None:
+            blob = text_of.get(path)
+            return _UNCHANGED if blob == _UNCHANGED else (texts.get(blob) if blob else None)
 
-            value = self._values[key] = carried_value(app, env, read)
+        blob = side[0] if len(side) == 1 else None
+        text = texts.get(blob) if blob else None
+        kustomize = (app.strategy or "kustomize-images") == "kustomize-images"
+        frame = self._frames.get(prior[0] or "") if kustomize and len(prior) == 1 else None
+        fast = images_value_after(app, env, frame, text) if frame is not None and text is not None else None
+        if fast is not None and blob:
+            # Only the images block changed since the prior blob: its value from the block alone.
+            value, self._frames[blob] = fast
+        else:
+            value = carried_value(app, env, read)
+            if kustomize and blob and blob not in self._frames:
+                self._frames[blob] = images_frame(text)
+        self._values[key] = value
         return value
 
 

@@ -286,6 +286,10 @@ def carried_origin(tmp_path: Path) -> Path:
         {"environments/dev/orders/b.yaml": b"b \xfe\n"},  # other blob, the same text decoded
         {"environments/dev/orders/a.yaml": b"a2\n"},
         {"environments/dev/orders/notes.md": b"not carried\n"},
+        # Only the images block changes (the shortcut of `inventory.carried.images_value_after`).
+        {kust: image.format("2.1").encode()},
+        {kust: image.format('"2.1"').encode()},  # other blob, same value
+        {kust: image.format("2.2").encode() + b"resources:\n- r\n"},  # and more than the block
     ]
     for i, files in enumerate(steps):
         _write(work, files)
@@ -347,6 +351,9 @@ def test_first_ingest_decides_carried_as_carried_value_does(
         ("step 12", "orders"): False,
         ("step 13", "orders"): True,
         ("step 14", "orders"): False,
+        ("step 15", "checkout"): True,
+        ("step 16", "checkout"): False,
+        ("step 17", "checkout"): True,
         ("plain file", "checkout"): True,
         ("the same blob as a symlink", "checkout"): True,
         ("a file again", "checkout"): True,

@@ -163,10 +163,17 @@ def run(
     )
     section.note(
         "The matrix shows 50 apps per page (search, project, environment and label filters find any "
-        "app of the fleet); each cell's HTML is built once in Python (inventory/templatetags/"
-        "matrix_cells.py) rather than by nested template tags, and the page's cell rows leave the JSON "
-        "columns no cell reads unloaded. 'Behind' counts only the commits a promotion carries: a "
-        "second, filtered ArrayAgg in the one touches query (no query per app). Before that (1,000 "
-        "apps, cProfile): about half the CPU built "
-        "300 cells and half rendered ~7,000 template nodes; p95 153 ms."
+        "app of the fleet). The page's ~300 cell rows are read as plain values (one query; no Argo CD "
+        "app, cluster, instance or environment object per cell, no JSON column decoded) and the table "
+        "body is built by one tag (inventory/templatetags/matrix_cells.py) that builds what cells share "
+        "once per page (a deployment time with its 'ago', a commit's link and copy button, labels), "
+        "escapes with html.escape and looks the time zone up once; a cell's lines are bare divs styled "
+        "by `.cell-item > div`. 'Behind' counts only the commits a promotion carries: a second, "
+        "filtered ArrayAgg in the one touches query (no query per app). Nothing is cached across "
+        "requests: each request reads the live state. Before (10,000 apps, same machine, load ~7): "
+        "~75 ms of CPU per request, half building cells (~1,300 model objects, ~1,100 JSON decodes, "
+        "3,000 timesince/escape calls), half rendering 300 simple tags and their timestamps; after: "
+        "~35 ms, with the HTML ~4% smaller (what remains per cell, ~1 KB, is the information shown: "
+        "full SHAs for the link, tooltip and copy button, the exact time, the mobile card label). "
+        "Earlier still, nested template tags: p95 153 ms at 1,000 apps."
     )

@@ -7,6 +7,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from django.core.paginator import Page, Paginator
@@ -170,10 +171,16 @@ class Matrix:
     rows: list[Row]
     page: Page
     stale: list[StaleNotice]
-    projects: list[str]
+    # The project filter's choices, read when the template asks: the whole page does, the grid's
+    # 15-second refresh (htmx, the filters stay on the page) does not.
+    project_choices: QuerySet[Application, str]
     point_in_time: bool
     now: datetime = field(default_factory=timezone.now)
     summary: MatrixSummary = field(default_factory=MatrixSummary)
+
+    @cached_property
+    def projects(self) -> list[str]:
+        return list(self.project_choices)
 
 
 def behind_count(
@@ -207,16 +214,38 @@ def behind_count(
     return max(count, 1) if versions_differ else count
 
 
-# JSON columns a cell never reads: not loaded (nor decoded) for the page's few hundred rows; the
-# rows' apps are the page's own (loaded once), not joined again per row.
-_CELL_DEFERRED = (
-    "labels", "sources", "sync_result", "revisions", "images", "instance__mapping",
-    "instance__last_poll_stats", "environment__allow_skip_from", "environment__required_checks",
+@dataclass(slots=True)
+class _ArgoRow:
+    """What the page reads of one Argo CD app (now, or as it ran at the point in time)."""
+
+    name: str
+    application_id: int | None
+    environment_id: int | None
+    cluster_id: int | None
+    instance_id: int
+    instance_name: str
+    cluster_name: str
+    cluster_labels: dict[str, Any]
+    revision: str  # what runs: ArgoApplication.running_revision, or the revision deployed at the time
+    version: str
+    deployed_at: datetime | None
+    sync_status: str
+    health_status: str
+    deleted: bool
+
+
+# The page's few hundred cell rows are read as plain values, not models: no instance, cluster and
+# environment objects per row, no JSON column decoded (cluster labels only for a label filter).
+_ROW_FIELDS = (
+    "name", "application_id", "environment_id", "cluster_id", "instance_id", "instance__name",
+    "cluster__name", "deployed_revision", "revision", "version", "deployed_at", "sync_status",
+    "health_status", "deleted_at",
 )  # fmt: skip
+_AT_FIELDS = ("at_revision", "at_version", "at_deployed_at")
 
 
 def _cell_source(at: datetime | None) -> QuerySet[ArgoApplication]:
-    qs = ArgoApplication.objects.select_related("instance", "cluster", "environment").defer(*_CELL_DEFERRED)
+    qs = ArgoApplication.objects.all()
     if at is None:
         return qs.filter(deleted_at__isnull=True)
     latest = Deployment.objects.filter(argo_app=OuterRef("pk"), deployed_at__lte=at).order_by(
@@ -231,6 +260,52 @@ def _cell_source(at: datetime | None) -> QuerySet[ArgoApplication]:
         )
         .filter(at_deployed_at__isnull=False)
     )
+
+
+def _argo_rows(
+    cells_qs: QuerySet[ArgoApplication], app_ids: list[int], filters: MatrixFilters
+) -> list[_ArgoRow]:
+    fields = (
+        _ROW_FIELDS
+        + (_AT_FIELDS if filters.at is not None else ())
+        + (("cluster__labels",) if filters.label else ())
+    )
+    rows = []
+    for v in cells_qs.filter(application_id__in=app_ids).order_by("name").values(*fields):
+        if filters.at is None:
+            # ArgoApplication.running_revision: the last sync's revision, else the compared one.
+            revision, version, deployed_at = (
+                v["deployed_revision"] or v["revision"],
+                v["version"],
+                v["deployed_at"],
+            )
+            sync, health = v["sync_status"], v["health_status"]
+        else:
+            revision, version, deployed_at = (
+                v["at_revision"] or "",
+                v["at_version"] or "",
+                v["at_deployed_at"],
+            )
+            sync, health = "", ""  # not historical
+        rows.append(
+            _ArgoRow(
+                name=v["name"],
+                application_id=v["application_id"],
+                environment_id=v["environment_id"],
+                cluster_id=v["cluster_id"],
+                instance_id=v["instance_id"],
+                instance_name=v["instance__name"],
+                cluster_name=v["cluster__name"] or "",
+                cluster_labels=v.get("cluster__labels") or {},
+                revision=revision,
+                version=version,
+                deployed_at=deployed_at,
+                sync_status=sync,
+                health_status=health,
+                deleted=v["deleted_at"] is not None,
+            )
+        )
+    return rows
 
 
 def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAGE_SIZE) -> Matrix:
@@ -292,17 +367,16 @@ def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAG
     page_apps = list(page.object_list)
     app_ids = [a.pk for a in page_apps]
 
-    argo_rows = list(cells_qs.filter(application_id__in=app_ids).order_by("name")) if app_ids else []
+    argo_rows = _argo_rows(cells_qs, app_ids, filters) if app_ids else []
     apps_by_id = {a.pk: a for a in page_apps}  # the rows' apps: loaded once with the page, not joined
-    for r in argo_rows:
-        r.application = apps_by_id[r.application_id]  # type: ignore[index]
-    shown_rows = [r for r in argo_rows if _matches(r, filters)]
+    env_names = {e.pk: e.name for e in all_envs}
+    shown_rows = [r for r in argo_rows if _matches(r, filters, env_names)]
 
     # Columns: environments, split by cluster where an environment has several.
     clusters_by_env: dict[int, dict[int | None, str]] = defaultdict(dict)
     for r in shown_rows:
         if r.environment_id:
-            clusters_by_env[r.environment_id][r.cluster_id] = r.cluster.name if r.cluster else ""
+            clusters_by_env[r.environment_id][r.cluster_id] = r.cluster_name
     columns: list[Column] = []
     groups: list[EnvGroup] = []
     for env in envs:
@@ -328,7 +402,7 @@ def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAG
             ran[(app_id, env_id, version)] = revision  # the latest deployment of that version wins
 
     # Positions of those revisions in the ingested history, and each app's overlay changes.
-    revisions = ({_revision(r, filters.at) for r in argo_rows} | set(ran.values())) - {""}
+    revisions = ({r.revision for r in argo_rows} | set(ran.values())) - {""}
     repo_ids = {a.repository_id for a in page_apps if a.repository_id}
     seqs: dict[tuple[int, str], int] = {}
     if revisions and repo_ids:
@@ -339,7 +413,7 @@ def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAG
     # One query: every touch (the app's revision) and the carried ones ("behind" counts only those).
     touches = touches_of(app_ids, [e.pk for e in all_envs])
     revision_of = app_revisions(
-        [_revision_key(r, filters.at) for r in argo_rows if r.application is not None],
+        [_revision_key(r, apps_by_id[r.application_id]) for r in argo_rows if r.application_id is not None],
         touches=touches.all,
         seqs=seqs,
     )
@@ -351,27 +425,31 @@ def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAG
         app_of_row = apps_by_id.get(r.application_id or 0)
         if not r.environment_id or app_of_row is None:
             continue
-        position = seqs.get((app_of_row.repository_id or 0, _revision(r, filters.at)))
+        position = seqs.get((app_of_row.repository_id or 0, r.revision))
         if position is not None:
             app_env = (app_of_row.pk, r.environment_id)
             if app_env not in best or position > best[app_env][0]:
-                best[app_env] = (position, _version(r, filters.at))
-    context = _BehindContext(all_envs, env_index, seqs, touches.all, touches.carried, best, ran, revision_of)
+                best[app_env] = (position, r.version)
+    context = _BehindContext(
+        all_envs, env_names, env_index, seqs, touches.all, touches.carried, best, ran, revision_of
+    )
 
-    by_app: dict[int, list[ArgoApplication]] = defaultdict(list)
+    by_app: dict[int, list[_ArgoRow]] = defaultdict(list)
     for r in shown_rows:
         if r.application_id is not None:
             by_app[r.application_id].append(r)
     rights = ActionRights(user)
+    point_in_time = filters.at is not None
     rows: list[Row] = []
+    column_keys = [(col.environment.id, col.cluster_id) for col in columns]
     for app in page_apps:
         slots: list[list[Cell]] = []
-        for col in columns:
+        app_rows = by_app.get(app.id, [])
+        for env_id, cluster_id in column_keys:
             cells = [
-                _cell(r, app, context, stale_ids, filters.at)
-                for r in by_app.get(app.pk, [])
-                if r.environment_id == col.environment.pk
-                and (col.cluster_id is None or r.cluster_id == col.cluster_id)
+                _cell(r, app, context, stale_ids, point_in_time)
+                for r in app_rows
+                if r.environment_id == env_id and (cluster_id is None or r.cluster_id == cluster_id)
             ]
             for cell in cells:
                 cell.can_promote = (
@@ -384,7 +462,11 @@ def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAG
         rows.append(Row(app, slots))
 
     projects_qs = (
-        visible_applications(user).exclude(project="").order_by("project").values_list("project", flat=True)
+        visible_applications(user)
+        .exclude(project="")
+        .order_by("project")
+        .values_list("project", flat=True)
+        .distinct()
     )
     return Matrix(
         filters=filters,
@@ -394,32 +476,27 @@ def deployment_matrix(*, user: Any, filters: MatrixFilters, page_size: int = PAG
         rows=rows,
         page=page,
         stale=stale,
-        projects=list(projects_qs.distinct()),
+        project_choices=projects_qs,
         point_in_time=filters.at is not None,
         now=now,
         summary=MatrixSummary.of(rows),
     )
 
 
-def _matches(row: ArgoApplication, filters: MatrixFilters) -> bool:
-    if filters.environment and (row.environment is None or row.environment.name != filters.environment):
+def _matches(row: _ArgoRow, filters: MatrixFilters, env_names: dict[int, str]) -> bool:
+    if filters.environment and env_names.get(row.environment_id or 0) != filters.environment:
         return False
     if filters.label:
         key, _, value = filters.label.partition("=")
-        if row.cluster is None or str(row.cluster.labels.get(key, "")) != value:
+        if row.cluster_id is None or str(row.cluster_labels.get(key, "")) != value:
             return False
     return True
-
-
-def _revision(row: ArgoApplication, at: datetime | None) -> str:
-    if at is not None:
-        return getattr(row, "at_revision", "") or ""
-    return row.running_revision
 
 
 @dataclass
 class _BehindContext:
     envs: list[Environment]
+    env_names: dict[int, str]
     env_index: dict[int, int]
     seqs: dict[tuple[int, str], int]
     touches: TouchSeqs
@@ -429,14 +506,8 @@ class _BehindContext:
     app_revisions: dict[RevisionKey, AppRevision]
 
 
-def _revision_key(row: ArgoApplication, at: datetime | None) -> RevisionKey:
-    app = row.application
-    assert app is not None
-    return RevisionKey(app.repository_id, app.pk, row.environment_id, _revision(row, at))
-
-
-def _version(row: ArgoApplication, at: datetime | None) -> str:
-    return (getattr(row, "at_version", "") or "") if at is not None else row.version
+def _revision_key(row: _ArgoRow, app: Application) -> RevisionKey:
+    return RevisionKey(app.repository_id, app.id, row.environment_id, row.revision)
 
 
 def _short_version(version: str) -> str:
@@ -444,62 +515,58 @@ def _short_version(version: str) -> str:
 
 
 def _cell(
-    row: ArgoApplication, app: Application, ctx: _BehindContext, stale_ids: set[int], at: datetime | None
+    row: _ArgoRow, app: Application, ctx: _BehindContext, stale_ids: set[int], point_in_time: bool
 ) -> Cell:
-    synced = _revision(row, at)
-    revision_info = ctx.app_revisions.get(_revision_key(row, at)) or AppRevision(argo=synced)
+    synced = row.revision
+    revision_info = ctx.app_revisions.get(_revision_key(row, app)) or AppRevision(argo=synced)
     revision = revision_info.shown
     repo: GitRepository | None = app.repository
     repo_id = app.repository_id or 0
+    app_id = app.id
+    here_version = row.version
     idx = ctx.env_index.get(row.environment_id or 0)
     behind, behind_env, promote_to, next_runs_same = None, "", "", False
     if idx is not None:
         envs = ctx.envs
         if idx + 1 < len(envs):
             promote_to = envs[idx + 1].name
-            next_version = ctx.best.get((app.pk, envs[idx + 1].pk), (None, ""))[1]
-            next_runs_same = bool(next_version) and next_version == _version(row, at)
+            next_version = ctx.best.get((app_id, envs[idx + 1].id), (None, ""))[1]
+            next_runs_same = bool(next_version) and next_version == here_version
         if idx > 0:
             prev = envs[idx - 1]
             behind_env = prev.name
-            prev_seq, prev_version = ctx.best.get((app.pk, prev.pk), (None, ""))
-            here_version = _version(row, at)
-            matched = ctx.ran.get((app.pk, prev.pk, here_version)) if here_version else None
+            prev_seq, prev_version = ctx.best.get((app_id, prev.id), (None, ""))
+            matched = ctx.ran.get((app_id, prev.id, here_version)) if here_version else None
             behind = behind_count(
-                touches_prev=ctx.carried.get((app.pk, prev.pk), []),
-                touches_here=ctx.touches.get((app.pk, row.environment_id or 0), []),
+                touches_prev=ctx.carried.get((app_id, prev.id), []),
+                touches_here=ctx.touches.get((app_id, row.environment_id or 0), []),
                 here_seq=ctx.seqs.get((repo_id, synced)),
                 prev_seq=prev_seq,
                 matched_seq=ctx.seqs.get((repo_id, matched)) if matched else None,
                 versions_differ=bool(here_version and prev_version and here_version != prev_version),
             )
-    if at is not None:
-        sync, health = "", ""
-        version, deployed_at = getattr(row, "at_version", "") or "", getattr(row, "at_deployed_at", None)
-    else:
-        sync, health = row.sync_status, row.health_status
-        version, deployed_at = row.version, row.deployed_at
-    stale = at is None and row.instance_id in stale_ids
+    sync, health = row.sync_status, row.health_status
+    stale = not point_in_time and row.instance_id in stale_ids
     return Cell(
         argo_name=row.name,
-        env_name=row.environment.name if row.environment else "",
-        instance=row.instance.name,
-        cluster=row.cluster.name if row.cluster else "",
+        env_name=ctx.env_names.get(row.environment_id or 0, ""),
+        instance=row.instance_name,
+        cluster=row.cluster_name,
         revision=revision,
         short_sha=revision[:8],
         commit_url=repo.commit_url(revision) if repo and revision else "",
         argo_revision=synced if revision_info.differs else "",
-        version=_short_version(version),
-        full_version=version,
-        sync_status=sync or ("unknown" if at is None else ""),
+        version=_short_version(here_version),
+        full_version=here_version,
+        sync_status=sync or ("" if point_in_time else "unknown"),
         sync_badge="idle" if stale else SYNC_BADGES.get(sync, "idle"),
-        health_status=health or ("unknown" if at is None else ""),
+        health_status=health or ("" if point_in_time else "unknown"),
         health_badge="idle" if stale else HEALTH_BADGES.get(health, "idle"),
-        deployed_at=deployed_at,
+        deployed_at=row.deployed_at,
         behind=behind,
         behind_env=behind_env,
         stale=stale,
         promote_to=promote_to,
         next_runs_same=next_runs_same,
-        deleted=row.deleted_at is not None,
+        deleted=row.deleted,
     )

@@ -23,7 +23,14 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from core.kustomize import KustomizationError, _NotSimple, _simple_yaml, read_kustomization
+from core.kustomize import (
+    Kustomization,
+    KustomizationError,
+    _NotSimple,
+    _simple_yaml,
+    kustomization_of,
+    read_kustomization,
+)
 
 from .models import Application, Environment
 
@@ -81,6 +88,10 @@ def _images(text: str | None) -> Any:
         kustomization = read_kustomization(text)
     except KustomizationError:
         return [UNREADABLE, text]
+    return _image_pins(kustomization)
+
+
+def _image_pins(kustomization: Kustomization) -> list[tuple[str, str, str, str]]:
     return sorted((i.name, i.new_name, i.new_tag, i.digest) for i in kustomization.images)
 
 
@@ -162,11 +173,11 @@ def images_value_after(
     if split is None or (split[0], split[2]) != prior:
         return None
     block = split[1]
+    if not carried_files(app, environment):
+        return None  # no file: no value to compare
     try:
-        _simple_yaml(block)
-    except _NotSimple:
-        return None
-    value = _images(block)  # as `carried_value` reads a kustomize-images app's one file
-    if not carried_files(app, environment) or (isinstance(value, list) and value[:1] == [UNREADABLE]):
-        return None  # no file (no value to compare), or images that do not read: the whole text counts
-    return _digest(value), prior
+        # As `read_kustomization` reads the block: the fast reader's document, then its images.
+        kustomization = kustomization_of(_simple_yaml(block))
+    except (_NotSimple, KustomizationError):
+        return None  # not read by the fast reader, or images that do not read: the whole text counts
+    return _digest(_image_pins(kustomization)), prior

@@ -261,6 +261,11 @@ def read_kustomization(text: str | bytes | None) -> Kustomization:
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or (first[0] if first else "parse error")
         raise KustomizationError(f"not valid YAML ({where}{problem})") from None
+    return kustomization_of(data)
+
+
+def kustomization_of(data: Any) -> Kustomization:
+    """The kustomization a parsed document describes (`read_kustomization` after the YAML)."""
     if data is None or data == "":
         return Kustomization()
     if not isinstance(data, dict):

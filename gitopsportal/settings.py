@@ -232,6 +232,16 @@ ARGOCD_TIMEOUT = (ARGOCD_CONNECT_TIMEOUT_SECONDS, ARGOCD_READ_TIMEOUT_SECONDS)
 ARGOCD_FULL_READS_AT_ONCE = env_int("ARGOCD_FULL_READS_AT_ONCE", 4)
 if not 1 <= ARGOCD_FULL_READS_AT_ONCE <= 10:
     raise ImproperlyConfigured("ARGOCD_FULL_READS_AT_ONCE: must be 1-10")
+# When a poll has more than ARGOCD_STREAM_FULL_READS_OVER apps to read in full, and at least a
+# quarter of its list (a first poll, a re-list after an outage), read them
+# from one watch stream's initial burst instead (stream `fields` may ask for history, API.md §5-§6):
+# one streamed answer, not a GET per app. Apps it does not deliver within
+# ARGOCD_STREAM_FULL_READS_SECONDS are read one by one, as are all of them with it disabled.
+ARGOCD_STREAM_FULL_READS = env_bool("ARGOCD_STREAM_FULL_READS", True)
+ARGOCD_STREAM_FULL_READS_OVER = env_int("ARGOCD_STREAM_FULL_READS_OVER", 200)
+ARGOCD_STREAM_FULL_READS_SECONDS = env_float("ARGOCD_STREAM_FULL_READS_SECONDS", 300.0)
+if ARGOCD_STREAM_FULL_READS_OVER < 0 or ARGOCD_STREAM_FULL_READS_SECONDS <= 0:
+    raise ImproperlyConfigured("ARGOCD_STREAM_FULL_READS_OVER/_SECONDS: must be >= 0 / > 0")
 # Committer of the portal's promotion and rollback commits (authors are the requesting users). Not
 # git's own GIT_COMMITTER_* variables, which a shell or CI job may set for other reasons.
 GIT_COMMITTER_NAME = env_str("GITOPSPORTAL_GIT_COMMITTER_NAME", "GitOps Portal") or "GitOps Portal"

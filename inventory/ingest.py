@@ -16,10 +16,18 @@ from django.db.models import Max
 from django.utils import timezone
 
 from integrations.argocd import ArgoApplication as RemoteApp
-from integrations.gitrepo import CommitRecord, GitError, GitMirror, LogEntry
+from integrations.gitrepo import (
+    CommitRecord,
+    GitError,
+    GitMirror,
+    InvalidRef,
+    LogEntry,
+    raw_side,
+    validate_repo_path,
+)
 
 from .appstate import SHA
-from .carried import carried_files, carried_value
+from .carried import Frame, carried_files, carried_value, images_frame, images_value_after
 from .claims import INGEST_CLAIM, claim_release, row_claim
 from .mirrors import mirror_for
 from .models import Application, ArgoInstance, Commit, CommitTouch, Deployment, Environment, GitRepository
@@ -382,7 +390,7 @@ def _first_ingest(
     heads: dict[str, str] = {}
     apps: dict[str, Application] = {}
     looked_up: set[str] = set()
-    carried_cache: dict[tuple[int, int, tuple[str, ...]], str] = {}
+    carried_of = _RawCarried(mirror, envs)
     known: list[str] = []
     seq = 1
     commits = touches = 0
@@ -410,14 +418,9 @@ def _first_ingest(
                         looked_up |= names
                     # As the incremental path: a name too long to store has no application.
                     touch_rows = [t for t in touch_rows if t[1] in apps]
-                    parents = {e.sha: (e.parents.split()[0] if e.parents else None) for e in batch}
-                    by_id = {a.pk: a for a in apps.values()}
-                    carried = _carried(
-                        mirror, envs, parents,
-                        [(batch[i].sha, apps[a].pk, e, p) for i, a, e, p in touch_rows if e is not None],
-                        by_id,
-                        carried_cache,
-                    )  # fmt: skip
+                    carried = carried_of.batch(
+                        batch, [(i, apps[a], e, p) for i, a, e, p in touch_rows if e is not None]
+                    )
                     tails = [
                         (
                             i,
@@ -450,7 +453,7 @@ def _format_batch(
     names: set[str] = set()
     prefix = f"{repo_id}\x00"
     for i, entry in enumerate(batch):
-        sha, parents, an, ae, ad, cn, _ce, cd, message, paths = entry
+        sha, parents, an, ae, ad, cn, _ce, cd, message, paths, _raw = entry
         parent_list = parents.split()
         is_merge = len(parent_list) > 1
         message = message.rstrip("\n")
@@ -613,7 +616,6 @@ def _carried(
     parents: dict[str, str | None],
     touches: list[tuple[str, int, int | None, list[str]]],
     by_id: dict[int, Application],
-    cache: dict[tuple[int, int, tuple[str, ...]], str] | None = None,
 ) -> dict[tuple[str, int, int | None], bool]:
     """Tell, per overlay touch, whether the commit changed what a promotion copies (inventory.carried).
 
@@ -649,22 +651,143 @@ def _carried(
 
         return read
 
-    def value(app: Application, env: Environment, rev: str, files: list[str]) -> str:
-        if cache is None:
-            return carried_value(app, env, reader(rev))
-        # The value depends only on the app's rule and the files' contents: a blob read at a
-        # commit is read again at its child (as the parent's), so it is evaluated once.
-        key = (app.pk, env.pk, tuple((found.get((rev, f)) or ("",))[0] for f in files))
-        if key not in cache:
-            if len(cache) >= _CARRIED_CACHE:
-                cache.clear()
-            cache[key] = carried_value(app, env, reader(rev))
-        return cache[key]
-
-    for sha, app, env, files in to_read:
+    for sha, app, env, _files in to_read:
         parent = parents[sha] or ""
-        out[(sha, app.pk, env.pk)] = value(app, env, sha, files) != value(app, env, parent, files)
+        out[(sha, app.pk, env.pk)] = carried_value(app, env, reader(sha)) != carried_value(
+            app, env, reader(parent)
+        )
     return out
+
+
+_UNCHANGED = ""  # a carried file the commit did not change: the same text on both sides
+
+
+class _RawCarried:
+    """`_carried` for the first ingest, from the blob ids `git log --raw` printed with the paths.
+
+    The same decision as `_carried` (the carried value at the commit and at its first parent,
+    `inventory.carried.carried_value`), without reading trees: a file's text on each side is the
+    blob the raw line names, or None where `files_at` would give None (absent, a symlink or
+    submodule, an unsafe path, too large). A carried file the commit did not change has the same
+    text on both sides; every strategy compares the carried files position by position (or reads
+    only its one file, which then changed), so it is read as one constant on both sides. Values are
+    cached by the blob ids (the new blob of a commit is the old one of the next change), and the
+    blobs not cached are read with one `git cat-file --batch` per batch, each once.
+    """
+
+    def __init__(self, mirror: GitMirror, envs: dict[int, Environment]) -> None:
+        self._mirror = mirror
+        self._envs = envs
+        self._files: dict[tuple[int, int], list[str]] = {}
+        self._safe: dict[str, bool] = {}
+        self._values: dict[tuple[int, int, tuple[str | None, ...]], str] = {}
+        # Per kustomization blob read: its frame (`inventory.carried.images_frame`) or None.
+        self._frames: dict[str, Frame | None] = {}
+
+    def batch(
+        self, batch: list[LogEntry], touches: list[tuple[int, Application, int | None, list[str]]]
+    ) -> dict[tuple[str, int, int | None], bool]:
+        out: dict[tuple[str, int, int | None], bool] = {}
+        pending: list[
+            tuple[str, Application, Environment, tuple[str | None, ...], tuple[str | None, ...]]
+        ] = []
+        fallback: list[tuple[str, int, int | None, list[str]]] = []
+        parents: dict[str, str | None] = {}
+        for i, app, env_id, paths in touches:
+            entry = batch[i]
+            env = self._envs.get(env_id or 0)
+            if env is None:
+                continue
+            files = self._carried_files(app, env)
+            changed = set(files).intersection(paths)
+            if not changed:
+                out[(entry.sha, app.pk, env.pk)] = False
+            elif not entry.parents:
+                out[(entry.sha, app.pk, env.pk)] = True
+            elif entry.raw is None or not changed.issubset(entry.raw):
+                parents[entry.sha] = entry.parents.split()[0]
+                fallback.append((entry.sha, app.pk, env.pk, paths))
+            else:
+                raw = entry.raw
+                old = tuple(self._side(raw, f, False) if f in changed else _UNCHANGED for f in files)
+                new = tuple(self._side(raw, f, True) if f in changed else _UNCHANGED for f in files)
+                pending.append((entry.sha, app, env, old, new))
+        if len(self._values) + 2 * len(pending) > _CARRIED_CACHE:
+            self._values.clear()
+            self._frames.clear()  # before choosing the blobs to read: every value below is computed
+        wanted = {
+            blob
+            for _, app, env, old, new in pending
+            for side in (old, new)
+            if (app.pk, env.pk, side) not in self._values
+            for blob in side
+            if blob
+        }
+        try:
+            texts = {
+                oid: (None if data is None else data.decode("utf-8", "replace"))
+                for oid, data in self._mirror.blobs(wanted).items()
+            }
+        except GitError:
+            texts = None  # as `_carried` when `files_at` fails: nothing reads, nothing carried
+        for sha, app, env, old, new in pending:
+            if texts is None:
+                out[(sha, app.pk, env.pk)] = False
+            else:
+                before = self._value(app, env, old, texts)
+                out[(sha, app.pk, env.pk)] = before != self._value(app, env, new, texts, old)
+        if fallback:
+            by_id = {app.pk: app for _, app, _, _ in touches}
+            out.update(_carried(self._mirror, self._envs, parents, fallback, by_id))
+        return out
+
+    def _carried_files(self, app: Application, env: Environment) -> list[str]:
+        key = (app.pk, env.pk)
+        if key not in self._files:
+            self._files[key] = carried_files(app, env)
+        return self._files[key]
+
+    def _side(self, raw: dict[str, str], path: str, after: bool) -> str | None:
+        if path not in self._safe:
+            try:
+                validate_repo_path(path)
+                self._safe[path] = True
+            except InvalidRef:
+                self._safe[path] = False  # `files_at` reads an unsafe path as missing
+        return raw_side(raw[path], after) if self._safe[path] else None
+
+    def _value(
+        self,
+        app: Application,
+        env: Environment,
+        side: tuple[str | None, ...],
+        texts: dict[str, str | None],
+        prior: tuple[str | None, ...] = (),
+    ) -> str:
+        key = (app.pk, env.pk, side)
+        value = self._values.get(key)
+        if value is not None:
+            return value
+        text_of = dict(zip(self._carried_files(app, env), side, strict=True))
+
+        def read(path: str) -> str | None:
+            blob = text_of.get(path)
+            return _UNCHANGED if blob == _UNCHANGED else (texts.get(blob) if blob else None)
+
+        blob = side[0] if len(side) == 1 else None
+        text = texts.get(blob) if blob else None
+        kustomize = (app.strategy or "kustomize-images") == "kustomize-images"
+        frame = self._frames.get(prior[0] or "") if kustomize and len(prior) == 1 else None
+        fast = images_value_after(app, env, frame, text) if frame is not None and text is not None else None
+        if fast is not None and blob:
+            # Only the images block changed since the prior blob: its value from the block alone.
+            value, self._frames[blob] = fast
+        else:
+            value = carried_value(app, env, read)
+            if kustomize and blob and blob not in self._frames:
+                self._frames[blob] = images_frame(text)
+        self._values[key] = value
+        return value
 
 
 def repositories_ingest_for(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,15 +48,22 @@ def argo_applications_observe(
     """Apply a burst of ADDED/MODIFIED watch events (one per app, the latest) as a poll would.
 
     Each `remote` is the narrow state from the stream (DEFAULT_WATCH_FIELDS), hashed like a list
-    item: unchanged apps cost nothing more than one query for the burst; apps whose sync revision,
-    sync status or health alone moved (a monorepo commit moves them all) are stored in one UPDATE;
-    only the rest are read in full (for their history) and stored by the poller's code, so each
-    history entry becomes one Deployment, whoever sees it first.
+    item: unchanged apps cost nothing more than one query for the burst; apps whose sync status or
+    health alone moved are stored in one UPDATE; only the rest are read in full (for their history)
+    and stored by the poller's code, so each history entry becomes one Deployment, whoever sees it
+    first. The stream's fields leave the sync revision out: a remote without one keeps the stored
+    revision (`with_stored_revision`); a full read or the next poll brings the new one.
     """
     instance = ArgoInstance.objects.get(pk=instance_id)
     results = {remote.name: ObserveResult(name=remote.name) for remote in remotes}
     existing = existing_apps(instance, names=list(results))
-    observed = apps_observe(client=client, instance=instance, items=remotes, existing=existing)
+    filled = [with_stored_revision(remote, existing.get(remote.name)) for remote in remotes]
+    observed = apps_observe(client=client, instance=instance, items=filled, existing=existing)
+    observed.revisionless = {
+        new.name: new
+        for old, new in zip(remotes, filled, strict=True)
+        if new is not old and new.name in observed.to_read
+    }
     if not observed.to_read and not observed.narrow:
         return list(results.values())
     cluster_rows = {
@@ -75,6 +83,21 @@ def argo_applications_observe(
     for name, count in read["by_app"].items():
         results[name].new_deployments = count
     return list(results.values())
+
+
+def with_stored_revision(remote: RemoteApp, row: Mapping[str, Any] | None) -> RemoteApp:
+    """Put the stored sync revision into a watched app that came without one (DEFAULT_WATCH_FIELDS).
+
+    The stream is asked for no `status.sync.revision` so that a monorepo commit, which moves every
+    app's revision and nothing else, streams nothing. Until the app is read in full (a sync, a new
+    app) or listed by the poller, the revision the portal holds stands: the state then hashes like
+    the list item of the same app at that revision, so a relisted, unchanged app stays unchanged.
+    A multi-source app's revisions come from `sync.revisions`, which no narrow state carries: it is
+    always read in full.
+    """
+    if remote.sync_revision is not None or remote.is_multi_source or row is None or not row.get("revision"):
+        return remote
+    return dataclasses.replace(remote, sync_revision=row["revision"])
 
 
 def raw_operation_moved(*, instance_id: int, items: Mapping[str, Any]) -> list[str]:

@@ -94,7 +94,12 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
             client=client, instance=instance, listing=listing, existing=existing
         ):
             done = apps_read_and_store(
-                client=client, instance=instance, observed=batch, cluster_rows=cluster_rows, now=now
+                client=client,
+                instance=instance,
+                observed=batch,
+                cluster_rows=cluster_rows,
+                now=now,
+                fleet=len(listing.items),
             )
             observed.merge(batch)
             for key in read:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,6 +41,8 @@ from .ingest import repositories_ingest_for
 from .models import Application, ArgoApplication, ArgoInstance, Cluster, Environment, GitRepository
 from .ownership import application_pin_resolve, ownership_conflict_of, ownership_conflict_record
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class Observed:
@@ -56,6 +61,9 @@ class Observed:
     relisted: dict[str, int] = field(default_factory=dict)  # name -> row id
     list_hashes: dict[str, str] = field(default_factory=dict)
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # stored rows of the changed ones
+    # Watched narrow states that came without a sync revision (the stored one was put back): an app
+    # read in full is hashed with the revision its full read reports, which is what it then lists.
+    revisionless: dict[str, RemoteApp] = field(default_factory=dict)
 
     def merge(self, other: Observed) -> None:
         """Add another batch of the same list."""
@@ -65,6 +73,7 @@ class Observed:
         self.relisted.update(other.relisted)
         self.list_hashes.update(other.list_hashes)
         self.rows.update(other.rows)
+        self.revisionless.update(other.revisionless)
 
 
 _NARROW_ROW = ("id", "name", "state_hash", "deleted_at", "is_multi_source", *NARROW_FIELDS)
@@ -75,7 +84,10 @@ def existing_apps(instance: ArgoInstance, names: Iterable[str] | None = None) ->
     rows = ArgoApplication.objects.filter(instance=instance)
     if names is not None:
         rows = rows.filter(name__in=list(names))
-    return {r["name"]: dict(r) for r in rows.values("id", "name", "state_hash", "list_hash", "deleted_at")}
+    return {
+        r["name"]: dict(r)
+        for r in rows.values("id", "name", "state_hash", "list_hash", "deleted_at", "revision")
+    }
 
 
 def listed_apps_observe(
@@ -213,8 +225,12 @@ def apps_read_and_store(
     cluster_rows: dict[str, Cluster],
     now: datetime,
     chunk: int = 500,
+    fleet: int | None = None,
 ) -> dict[str, Any]:
     """Read the apps of `observed.to_read` in full and store them, `chunk` apps per transaction.
+
+    `fleet`: how many apps the (unfiltered) list had, when called with one: a large share of them
+    to read is read from one stream's initial burst (`_streamed_reads`), not a GET each.
 
     Each chunk is read, its commits ingested, then stored with its deployments under the instance
     lock, and committed: memory stays bounded by one chunk however large the fleet, and the watcher
@@ -223,6 +239,10 @@ def apps_read_and_store(
     """
     stats: dict[str, Any] = {"changed": 0, "new": 0, "deployments": 0, "by_app": Counter(), "read": []}
     chunks = [observed.to_read[start : start + chunk] for start in range(0, len(observed.to_read), chunk)]
+    if _stream_pays(len(observed.to_read), fleet):
+        return _chunks_store(
+            instance, observed, cluster_rows, now, _streamed_reads(client, observed.to_read, chunk), stats
+        )
     at_once = settings.ARGOCD_FULL_READS_AT_ONCE
     if len(observed.to_read) < 2 * at_once:
         reads: Iterator[dict[str, RemoteApp]] = (full_reads(client, names) for names in chunks)
@@ -234,6 +254,35 @@ def apps_read_and_store(
         return _chunks_store(instance, observed, cluster_rows, now, _prefetched(pool, client, chunks), stats)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # a failed chunk does not wait for the next one's reads
+
+
+def _stream_pays(to_read: int, fleet: int | None) -> bool:
+    # The burst carries the whole fleet (up to the last name wanted): worth it for a first poll or
+    # a re-list after an outage, not for a few hundred apps of a large fleet.
+    return (
+        settings.ARGOCD_STREAM_FULL_READS
+        and fleet is not None
+        and to_read > settings.ARGOCD_STREAM_FULL_READS_OVER
+        and to_read * 4 >= fleet
+    )
+
+
+def _streamed_reads(client: ArgoCDClient, names: list[str], chunk: int) -> Iterator[dict[str, RemoteApp]]:
+    """Read many apps in full from one watch stream's initial burst, the rest (if any) by GET.
+
+    A GET per app costs its request and response handling on both sides (a first poll of 10,000
+    apps: 10,000 of them); the burst streams them all in one answer, stored a chunk at a time as it
+    arrives. An app it did not deliver (deleted meanwhile, a cut stream, an error) is read by GET.
+    """
+    for part in client.initial_applications(
+        names, chunk=chunk, budget_seconds=settings.ARGOCD_STREAM_FULL_READS_SECONDS
+    ):
+        if part.apps:
+            yield part.apps
+        if part.failure:
+            logger.warning("%s: %d apps left to read one by one", part.failure, len(part.missing))
+        for start in range(0, len(part.missing), chunk):
+            yield full_reads(client, list(part.missing[start : start + chunk]))
 
 
 def _prefetched(
@@ -258,7 +307,15 @@ def _chunks_store(
     stats: dict[str, Any],
 ) -> dict[str, Any]:
     for full in reads:
+        for name, remote in full.items():
+            narrow = observed.revisionless.get(name)
+            if narrow is not None:
+                observed.hashes[name] = state_hash(
+                    dataclasses.replace(narrow, sync_revision=remote.sync_revision)
+                )
+        started = time.monotonic()
         repositories_ingest_for(instance=instance, full=full)
+        ingested = time.monotonic()
         with transaction.atomic():
             instance_lock(instance.pk)
             done = apps_store(
@@ -269,6 +326,12 @@ def _chunks_store(
                 now=now,
                 list_hashes=observed.list_hashes,
             )
+        logger.debug(
+            "stored %s app(s) read in full: git ingest %.0f ms, store %.0f ms",
+            len(full),
+            (ingested - started) * 1000,
+            (time.monotonic() - ingested) * 1000,
+        )
         for key in ("changed", "new", "deployments", "by_app"):
             stats[key] += done[key]
         stats["read"] += list(full)

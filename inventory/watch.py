@@ -35,8 +35,14 @@ BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
 
 
-# The most sync-revision/health moves stored as one batch before new events are read again.
+# The most narrow (status/health) moves stored as one batch before new events are read again.
 MAX_BURST = 500
+# During a burst (events keep arriving with gaps under QUIET_SECONDS) only urgent apps are stored:
+# the narrow ones (the first events after a connect: every app once, most unchanged) wait for a gap,
+# or at most NARROW_MAX_WAIT_SECONDS, so that parsing and hashing a fleet does not take the CPU
+# the synced app's full read and Git fetch need. Status and health moves are never later than that.
+QUIET_SECONDS = 0.05
+NARROW_MAX_WAIT_SECONDS = 3.0
 _NOTHING = Exception("no event")  # the queue is empty for now (never raised)
 _ENDED = Exception("the stream ended")  # never raised
 
@@ -48,16 +54,24 @@ class _Pending:
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
     unchecked: set[str] = field(default_factory=set)  # arrived since the last urgency check
     urgent: dict[str, None] = field(default_factory=dict)  # new apps, moved operations (in order)
+    taken_at: dict[str, float] = field(default_factory=dict)  # when each was taken from the queue
 
     def add(self, name: str, event: dict[str, Any]) -> None:
         self.events.pop(name, None)
         self.events[name] = event
         self.urgent.pop(name, None)
         self.unchecked.add(name)
+        self.taken_at.setdefault(name, time.monotonic())
+
+    def oldest_age(self) -> float:
+        """Seconds since the longest-pending event was taken from the queue."""
+        oldest = next(iter(self.taken_at.values()), None)  # insertion order: the first is the oldest
+        return 0.0 if oldest is None else time.monotonic() - oldest
 
     def pop(self, name: str) -> dict[str, Any]:
         self.urgent.pop(name, None)
         self.unchecked.discard(name)
+        self.taken_at.pop(name, None)
         return self.events.pop(name)
 
 
@@ -225,7 +239,9 @@ class InstanceWatcher:
             while not self.stop_event.is_set():
                 item: dict[str, Any] | BaseException | None = _NOTHING
                 try:
-                    item = arrived.get(timeout=0.5) if not pending.events else arrived.get_nowait()
+                    # With events pending (narrow ones held back during a burst), wait only briefly:
+                    # a gap this long ends the burst.
+                    item = arrived.get(timeout=QUIET_SECONDS if pending.events else 0.5)
                     while isinstance(item, dict):
                         self.stats.events += 1
                         self.stats.last_event_at = time.monotonic()
@@ -240,7 +256,12 @@ class InstanceWatcher:
                 if item is None or (isinstance(item, BaseException) and item is not _NOTHING):
                     ended = item or _ENDED
                 if pending.events:
-                    self._apply_some(client, pending, everything=ended is not None)
+                    self._apply_some(
+                        client,
+                        pending,
+                        everything=ended is not None,
+                        narrow_now=item is _NOTHING or pending.oldest_age() > NARROW_MAX_WAIT_SECONDS,
+                    )
                 if ended is not None and not pending.events:
                     if ended is _ENDED:
                         return  # the server ended the stream
@@ -249,13 +270,16 @@ class InstanceWatcher:
             with self._lock:
                 self._streaming = False
 
-    def _apply_some(self, client: ArgoCDClient, pending: _Pending, *, everything: bool) -> None:
+    def _apply_some(
+        self, client: ArgoCDClient, pending: _Pending, *, everything: bool, narrow_now: bool = True
+    ) -> None:
         """Store part of the pending events, the most urgent first, and drop them from `pending`.
 
-        Deletions, new apps and apps whose operation moved (a sync and its new history) go first;
-        then at most MAX_BURST of the others (sync revision, status or health moves), oldest first,
-        before new events are read again: a synced app never waits behind a whole fleet's burst.
-        Events are parsed here, urgent ones first, not as they arrive.
+        Deletions, new apps and apps whose operation moved (a sync and its new history) go first,
+        on their own; otherwise, when `narrow_now`, at most MAX_BURST of the others (status or
+        health moves, or no change at all: the first events after a connect), oldest first, before
+        new events are read again: a synced app never waits behind a whole fleet's burst. Events
+        are parsed here, urgent ones first, not as they arrive.
         """
         fresh = {name: pending.events[name] for name in pending.unchecked}
         pending.unchecked.clear()
@@ -269,19 +293,35 @@ class InstanceWatcher:
             items={n: d["result"]["application"] for n, d in fresh.items() if n in pending.events},
         )
         pending.urgent.update(dict.fromkeys(moved))
+        # The urgent apps alone (each a full read and its deployments), then back to the queue: a
+        # sync that arrives meanwhile is not stored after a batch of narrow moves.
         names = list(pending.urgent)
-        if everything:
-            names += [n for n in pending.events if n not in pending.urgent]
-        else:
-            names += list(itertools.islice((n for n in pending.events if n not in pending.urgent), MAX_BURST))
+        kind = "urgent"
+        if not names and (narrow_now or everything):
+            kind = "narrow"
+            narrow = iter(pending.events)
+            names = list(narrow if everything else itertools.islice(narrow, MAX_BURST))
         if not names:
             return
+        started = time.monotonic()
+        waited = started - min(pending.taken_at.get(name, started) for name in names)
         batch = [client.parse_watch_event(pending.pop(name)).application for name in names]
+        changed = 0
         for result in argo_applications_observe(instance_id=self.instance_id, remotes=batch, client=client):
-            self.stats.changed += int(result.changed)
+            changed += int(result.changed)
             self.stats.deployments += result.new_deployments
             if result.new_deployments:
                 logger.info("argocd watch: %s: %s new deployment(s)", result.name, result.new_deployments)
+        self.stats.changed += changed
+        logger.debug(
+            "argocd watch: %s %s event(s), %s changed: waited %.0f ms, stored in %.0f ms (%s pending)",
+            len(names),
+            kind,
+            changed,
+            waited * 1000,
+            (time.monotonic() - started) * 1000,
+            len(pending.events),
+        )
 
     # -- helpers ----------------------------------------------------------------------------------
 

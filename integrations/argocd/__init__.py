@@ -17,7 +17,7 @@ from integrations.argocd.errors import (
     ArgoCDUnavailable,
     RenderError,
 )
-from integrations.argocd.fields import DEFAULT_LIST_FIELDS, DEFAULT_WATCH_FIELDS
+from integrations.argocd.fields import DEFAULT_LIST_FIELDS, DEFAULT_WATCH_FIELDS, FULL_WATCH_FIELDS
 from integrations.argocd.manifests import ManifestSet, parse_manifest_response
 from integrations.argocd.models import (
     HEALTH_STATUSES,
@@ -32,6 +32,7 @@ from integrations.argocd.models import (
     Condition,
     HealthStatus,
     HistoryEntry,
+    InitialReadChunk,
     RawApplicationList,
     ResourceDiff,
     ResourceNode,
@@ -55,6 +56,7 @@ from integrations.argocd.watch import WATCH_TIMEOUT, iter_stream_payloads
 __all__ = [
     "DEFAULT_LIST_FIELDS",
     "DEFAULT_WATCH_FIELDS",
+    "FULL_WATCH_FIELDS",
     "HEALTH_STATUSES",
     "OPERATION_PHASES",
     "SYNC_STATUSES",
@@ -76,6 +78,7 @@ __all__ = [
     "Condition",
     "HealthStatus",
     "HistoryEntry",
+    "InitialReadChunk",
     "ManifestSet",
     "RawApplicationList",
     "RenderError",

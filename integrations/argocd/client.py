@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Generator, Iterable, Iterator
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -17,7 +18,7 @@ from integrations.argocd.errors import (
     raise_for_status,
     render_error_from,
 )
-from integrations.argocd.fields import DEFAULT_LIST_FIELDS
+from integrations.argocd.fields import DEFAULT_LIST_FIELDS, FULL_WATCH_FIELDS
 from integrations.argocd.manifests import ManifestSet, parse_manifest_response
 from integrations.argocd.models import (
     ApplicationList,
@@ -25,6 +26,7 @@ from integrations.argocd.models import (
     ArgoCluster,
     ArgoProject,
     ArgoVersion,
+    InitialReadChunk,
     RawApplicationList,
     ResourceDiff,
     ResourceTree,
@@ -53,7 +55,7 @@ from integrations.argocd.resources import (
     parse_resource_manifest,
     parse_rollout,
 )
-from integrations.argocd.watch import WATCH_TIMEOUT, iter_stream_payloads, parse_watch_payload
+from integrations.argocd.watch import WATCH_TIMEOUT, InitialBurst, iter_stream_payloads, parse_watch_payload
 from integrations.http import (
     DEFAULT_TIMEOUT,
     HttpClient,
@@ -422,6 +424,97 @@ class ArgoCDClient:
             raise ArgoCDUnavailable(str(exc)) from None
         except HttpError as exc:
             raise ArgoCDError(str(exc)) from None
+
+    def initial_applications(
+        self,
+        expected: Iterable[str],
+        *,
+        chunk: int = 500,
+        budget_seconds: float = 300.0,
+        fields: Iterable[str] = FULL_WATCH_FIELDS,
+        timeout: Timeout = WATCH_TIMEOUT,
+    ) -> Iterator[InitialReadChunk]:
+        """Read the `expected` apps in full from one stream's initial burst, `chunk` apps at a time.
+
+        Instead of a GET per app: the stream opened without resourceVersion first sends one ADDED
+        per app, sorted by name, and its `fields` may ask for history (API.md §5-§6). The stream is
+        closed once the burst has delivered (or gone past) every expected name, or has been quiet for
+        a keep-alive period (SSE; NDJSON has no keep-alives: the read timeout). A stream error, a cut
+        connection, a read timeout or the time budget ends the read early: the last chunk (`final`)
+        names the apps still `missing`, for the caller to GET (so does a malformed event: the GET
+        then says what is wrong). Unfiltered, like the poller's list the expectation comes from.
+        """
+        burst = InitialBurst(expected)
+        deadline = time.monotonic() + budget_seconds
+        apps: dict[str, ArgoApplication] = {}
+        failure = ""
+        if not burst.done:
+            events = self._initial_events(fields, timeout)
+            quiet = 0  # keep-alives in a row: Argo CD sends one every 15 s, the burst back to back
+            try:
+                for data in events:
+                    quiet = quiet + 1 if data is None else 0
+                    if quiet >= 2:
+                        # A whole keep-alive period without an event: the burst is over (an
+                        # expected app sorted last was deleted meanwhile, or is not visible).
+                        break
+                    if data is not None:
+                        kind, name = self._event_head(data)
+                        if burst.offer(kind, name):
+                            apps[name] = self.parse_watch_event(data).application
+                        elif kind == "DELETED":
+                            apps.pop(name, None)
+                        if len(apps) >= chunk:
+                            yield InitialReadChunk(apps)
+                            apps = {}
+                    if burst.done:
+                        break
+                    if time.monotonic() > deadline:
+                        failure = f"initial burst: not complete after {budget_seconds:g} s"
+                        break
+                else:
+                    failure = "initial burst: the stream ended early"
+            except (ArgoCDUnavailable, ArgoCDResponseError) as exc:
+                failure = str(exc) or exc.__class__.__name__
+            except ArgoCDError as exc:
+                if exc.status is None:
+                    raise
+                failure = str(exc)  # an in-stream error object: the rest is read one by one
+            finally:
+                events.close()
+        yield InitialReadChunk(apps, final=True, missing=burst.missing(), failure=failure)
+
+    def _initial_events(self, fields: Iterable[str], timeout: Timeout) -> Generator[dict[str, Any] | None]:
+        """Decoded events of a stream from its initial burst on; None for each keep-alive."""
+        params = [("fields", ",".join(fields))] if fields else []
+        try:
+            with self._http.stream_lines(
+                "/api/v1/stream/applications",
+                params=params,
+                headers={"Accept": "text/event-stream"},
+                timeout=timeout,
+            ) as (head, lines):
+                raise_for_status(head, self._http.scrub)
+                for payload in iter_stream_payloads(lines, keepalives=True):
+                    yield self._decode_event(payload) if payload else None
+        except ResponseTooLarge as exc:
+            raise ArgoCDResponseError(str(exc)) from None
+        except TransportError as exc:
+            raise ArgoCDUnavailable(str(exc)) from None
+        except HttpError as exc:
+            raise ArgoCDError(str(exc)) from None
+
+    def _event_head(self, data: dict[str, Any]) -> tuple[str, str]:
+        """An event's type and app name, read before (and without) parsing the whole app."""
+        result = data.get("result")
+        app = result.get("application") if isinstance(result, dict) else None
+        meta = app.get("metadata") if isinstance(app, dict) else None
+        name = meta.get("name") if isinstance(meta, dict) else None
+        kind = result.get("type") if isinstance(result, dict) else None
+        if not isinstance(name, str) or not isinstance(kind, str):
+            self.parse_watch_event(data)  # raises, saying what is wrong
+            raise ArgoCDResponseError("watch stream: event without a type or app name")
+        return kind, name
 
     def _decode_event(self, payload: bytes) -> dict[str, Any]:
         try:

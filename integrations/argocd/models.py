@@ -229,3 +229,18 @@ class WatchEvent:
 
     type: str
     application: ArgoApplication
+
+
+@dataclass(frozen=True)
+class InitialReadChunk:
+    """Apps the stream's initial burst delivered in full, a chunk at a time (`initial_applications`).
+
+    The last chunk has `final` set; its `missing` names were expected but not delivered (deleted
+    meanwhile, not visible, past the time budget, or after `failure`, the stream's error): read
+    those one by one.
+    """
+
+    apps: dict[str, ArgoApplication]
+    final: bool = False
+    missing: tuple[str, ...] = ()
+    failure: str = ""

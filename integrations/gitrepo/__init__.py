@@ -38,7 +38,15 @@ from integrations.gitrepo.errors import (
     UnsafeRemote,
     UnsafeRepositoryContent,
 )
-from integrations.gitrepo.log import CommitRecord, FileChange, LogEntry, parse_log_entries, parse_log_stream
+from integrations.gitrepo.log import (
+    CommitRecord,
+    FileChange,
+    LogEntry,
+    parse_log_entries,
+    parse_log_stream,
+    parse_raw_log_entries,
+    raw_side,
+)
 from integrations.gitrepo.mirror import GitMirror
 from integrations.gitrepo.validate import (
     check_remote_url,
@@ -66,6 +74,8 @@ __all__ = [
     "check_remote_url",
     "parse_log_entries",
     "parse_log_stream",
+    "parse_raw_log_entries",
+    "raw_side",
     "validate_ref_name",
     "validate_repo_path",
     "validate_rev",

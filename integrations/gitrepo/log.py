@@ -117,6 +117,9 @@ class LogEntry(NamedTuple):
     committed_at: str
     message: str
     paths: list[str]
+    # `git log --raw` only: each changed path's raw line (":oldmode newmode oldblob newblob status"
+    # against the first parent); see `raw_side`.
+    raw: dict[str, str] | None = None
 
 
 # Statuses followed by one path: with --no-renames every token pair is (status, path).
@@ -142,6 +145,71 @@ def parse_log_entries(chunks: Iterable[bytes]) -> Iterator[LogEntry]:
             paths = [c.path for c in changes] + [c.old_path for c in changes if c.old_path]
         sha, parents, an, ae, ad, cn, ce, cd, message = fields[:_HEADER_FIELDS]
         yield LogEntry(sha, parents, an, ae, ad, cn, ce, cd, message, paths)
+
+
+_RAW_LINE = re.compile(
+    r":[0-7]{6} [0-7]{6} ([0-9a-f]{40}|[0-9a-f]{64}) (?:[0-9a-f]{40}|[0-9a-f]{64}) [ACDMRTUXB][0-9]*"
+)
+_RAW_LENGTHS = frozenset({98, 146})  # a raw line of one status letter, SHA-1 or SHA-256 ids
+_REGULAR_FILE = frozenset({"100644", "100755"})
+
+
+def parse_raw_log_entries(chunks: Iterable[bytes]) -> Iterator[LogEntry]:
+    """Parse `git log -z --raw --no-abbrev --format=_LOG_FORMAT` output into LogEntries.
+
+    Same commits and paths as `parse_log_entries` of the `--name-status` run (the raw line ends with
+    the same status letter), plus each path's raw line in `raw`: the blob ids before and after.
+    """
+    for fields in _field_lists(chunks):
+        if len(fields) < _HEADER_FIELDS:
+            fields = fields + [""] * (_HEADER_FIELDS - len(fields))
+        tokens = fields[_HEADER_FIELDS:]
+        if tokens and not tokens[-1]:
+            tokens.pop()  # the NUL that ends the last record of the stream
+        lines = [t.strip() for t in tokens[0::2]]
+        if len(tokens) % 2 == 0 and all(
+            len(line) in _RAW_LENGTHS and line[0] == ":" and line[-1] in _ONE_PATH_STATUS for line in lines
+        ):
+            paths = tokens[1::2]
+            raw = dict(zip(paths, lines, strict=True))
+        else:
+            paths, raw = _raw_changes(tokens)
+        sha, parents, an, ae, ad, cn, ce, cd, message = fields[:_HEADER_FIELDS]
+        yield LogEntry(sha, parents, an, ae, ad, cn, ce, cd, message, paths, raw)
+
+
+def _raw_changes(tokens: list[str]) -> tuple[list[str], dict[str, str]]:
+    new: list[str] = []
+    old: list[str] = []
+    raw: dict[str, str] = {}
+    i, n = 0, len(tokens)
+    while i < n:
+        line = tokens[i].strip()
+        i += 1
+        if not line:
+            continue
+        if not _RAW_LINE.fullmatch(line):
+            raise GitError(f"unexpected raw diff token {line[:20]!r}")
+        first = tokens[i] if i < n else ""
+        i += 1
+        status = line.rpartition(" ")[2]
+        if status[0] in "RC":
+            path = tokens[i] if i < n else ""
+            i += 1
+            new.append(path)
+            old.append(first)
+        else:
+            path = first
+            new.append(path)
+        raw[path] = line
+    return new + old, raw
+
+
+def raw_side(line: str, after: bool) -> str | None:
+    """The blob id of a regular file on one side of a raw line (None: absent, symlink, submodule)."""
+    fields = line[1:].split(" ")
+    mode, blob = (fields[1], fields[3]) if after else (fields[0], fields[2])
+    return blob if mode in _REGULAR_FILE and blob.strip("0") else None
 
 
 def _parse_record(fields: list[str]) -> CommitRecord:

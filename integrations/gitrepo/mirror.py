@@ -8,7 +8,13 @@ from pathlib import Path
 
 from integrations.gitrepo.command import DEFAULT_MAX_FILE_BYTES, _base_env, _decode, _Runner, _scrubber
 from integrations.gitrepo.errors import InvalidRef
-from integrations.gitrepo.log import _LOG_FORMAT, CommitRecord, LogEntry, parse_log_entries, parse_log_stream
+from integrations.gitrepo.log import (
+    _LOG_FORMAT,
+    CommitRecord,
+    LogEntry,
+    parse_log_stream,
+    parse_raw_log_entries,
+)
 from integrations.gitrepo.paths import _MODE_TREE, _check_tree_path
 from integrations.gitrepo.validate import (
     check_remote_url,
@@ -81,13 +87,22 @@ class GitMirror:
         return parse_log_stream(self._log(ref, since_sha, known_shas, reverse))
 
     def iter_log_entries(self, *, ref: str, known_shas: Iterable[str] = ()) -> Iterator[LogEntry]:
-        """`iter_commits` (oldest first) as light LogEntries, for bulk ingest."""
-        return parse_log_entries(self._log(ref, None, known_shas, True))
+        """`iter_commits` (oldest first) as light LogEntries, for bulk ingest.
+
+        The same run with `--raw` instead of `--name-status`: each path comes with its blob ids
+        before and after (`LogEntry.raw`), so the ingest compares files without reading trees.
+        """
+        return parse_raw_log_entries(self._log(ref, None, known_shas, True, ("--raw", "--no-abbrev")))
 
     def _log(
-        self, ref: str, since_sha: str | None, known_shas: Iterable[str], reverse: bool
+        self,
+        ref: str,
+        since_sha: str | None,
+        known_shas: Iterable[str],
+        reverse: bool,
+        diff: tuple[str, ...] = ("--name-status",),
     ) -> Iterator[bytes]:
-        args = ["log", "-z", "--name-status", "--no-renames", "--diff-merges=first-parent"]
+        args = ["log", "-z", *diff, "--no-renames", "--diff-merges=first-parent"]
         args += [f"--format={_LOG_FORMAT}", "--no-color", "--encoding=UTF-8", "--topo-order"]
         if reverse:
             args.append("--reverse")
@@ -188,6 +203,16 @@ class GitMirror:
             if obj is not None and obj[0] == "blob" and len(obj[1]) <= self.max_file_bytes:
                 found[key] = (blob_id, obj[1])
         return found
+
+    def blobs(self, blob_ids: Iterable[str]) -> dict[str, bytes | None]:
+        """Read blobs by id with one `git cat-file --batch` run: each content, or None where
+        `files_at` would give None (missing, not a blob, over `max_file_bytes`)."""
+        oids = sorted({validate_sha(oid, full=True) for oid in blob_ids})
+        out: dict[str, bytes | None] = {}
+        for oid, obj in zip(oids, _batch_objects(self._git, oids), strict=True):
+            ok = obj is not None and obj[0] == "blob" and len(obj[1]) <= self.max_file_bytes
+            out[oid] = obj[1] if obj is not None and ok else None
+        return out
 
     def list_files(self, rev: str, path: str) -> list[str]:
         """Return the repository paths of all files under `path` at `rev` (sorted; [] if absent).

@@ -168,12 +168,53 @@ def _set_path(target: dict[str, Any], keys: Sequence[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
-def project_paths(obj: Mapping[str, Any], paths: Sequence[str]) -> dict[str, Any]:
-    """Generic field mask (used by the watch stream: ``result.type,result.application.metadata.name``)."""
-    out: dict[str, Any] = {}
+# A compiled field mask: key -> nested mask, or _LEAF for "the whole value".
+FieldMask = dict[str, Any]
+_LEAF: Any = None
+
+
+def compile_paths(paths: Sequence[str]) -> FieldMask:
+    """Turn ``a.b.c`` paths into one nested mask, walked once per object by `project_mask`.
+
+    A path that is a prefix of another one already selects the whole value (its children add
+    nothing): the same result as projecting each path in turn.
+    """
+    mask: FieldMask = {}
     for path in paths:
         keys = path.split(".")
-        value = _path(*keys)(obj)
-        if value is not None:
-            _set_path(out, keys, value)
+        node = mask
+        for k in keys[:-1]:
+            child = node.get(k, {})
+            if child is _LEAF and k in node:
+                break  # a shorter path already takes the whole value
+            node[k] = child
+            node = child
+        else:
+            node[keys[-1]] = _LEAF
+    return mask
+
+
+def project_mask(obj: Any, mask: FieldMask) -> dict[str, Any]:
+    """Keep only the masked paths of `obj` (values are shared, never copied or mutated)."""
+    out: dict[str, Any] = {}
+    for key, sub in mask.items():
+        if key not in obj:
+            continue
+        value = obj[key]
+        if sub is _LEAF:
+            if value is not None:
+                out[key] = value
+        elif isinstance(value, Mapping):
+            inner = project_mask(value, sub)
+            if inner:
+                out[key] = inner
     return out
+
+
+def project_paths(obj: Mapping[str, Any], paths: Sequence[str]) -> dict[str, Any]:
+    """Generic field mask (used by the watch stream: ``result.type,result.application.metadata.name``).
+
+    The stream projects every event of every watcher: the mask is compiled once per stream
+    (`compile_paths`) and applied with `project_mask`; this is the one-off form.
+    """
+    return project_mask(obj, compile_paths(paths))

@@ -12,9 +12,11 @@ import pytest
 from django.db import IntegrityError, connection
 
 import inventory.ingest as ingest
+from integrations.gitrepo import parse_log_entries
 from inventory.ingest import repository_ingest
+from inventory.mirrors import mirror_for
 from inventory.models import Commit, CommitTouch, Environment, GitRepository
-from tests.factories import EnvironmentFactory, GitRepositoryFactory
+from tests.factories import ApplicationFactory, EnvironmentFactory, GitRepositoryFactory
 
 _ENV = {
     **os.environ,
@@ -244,3 +246,138 @@ def test_commits_stored_by_another_ingest_meanwhile_send_the_first_ingest_the_in
     assert len(stored) == 20 and stored[head] == "stored by the other worker"
     assert Environment.objects.count() == 3
     assert GitRepository.objects.get(pk=repo.pk).ingested_heads["main"] == head
+
+
+def _write(work: Path, files: dict[str, bytes | None]) -> None:
+    for path, data in files.items():
+        target = work / path
+        if data is None:
+            target.unlink()
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+
+@pytest.fixture
+def carried_origin(tmp_path: Path) -> Path:
+    """Changes to carried files where equal or different blob ids alone would decide wrongly."""
+    bare, work = tmp_path / "carried.git", tmp_path / "cwork"
+    _git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
+    _git(tmp_path, "clone", "-q", str(bare), str(work))
+    _git(work, "checkout", "-q", "-b", "main")
+    kust = "environments/dev/checkout/kustomization.yaml"
+    image = "images:\n- name: registry.example.com/checkout\n  newTag: {}\n"
+    weird = "environments/dev/ünï\ttab/kustomization.yaml"
+    steps: list[dict[str, bytes | None]] = [
+        {kust: image.format("1.0").encode(), weird: image.format("1").encode()},
+        {kust: (image.format("1.0") + "# a comment\n").encode()},  # other blob, same images
+        {kust: b"images: [unclosed\n"},  # unreadable: its text is the value
+        {kust: b"images: [unclosed\n\n"},  # unreadable, other text
+        {kust: b"images: [unclosed\n\n"},  # (no change: an empty commit)
+        {kust: None},  # deleted
+        {kust: image.format("2.0").encode(), weird: image.format("2").encode()},  # re-added
+        # helm-values: a value carried, then one that is not
+        {"environments/dev/payments/values.yaml": b"image:\n  tag: '1'\nlog: info\n"},
+        {"environments/dev/payments/values.yaml": b"image:\n  tag: '1'\nlog: debug\n"},
+        {"environments/dev/payments/values.yaml": b"image:\n  tag: '2'\nlog: debug\n"},
+        {"environments/dev/payments/values.yaml": b"image: [broken\n"},
+        # copy-paths over two files: one changed, the other not; bytes that decode alike
+        {"environments/dev/orders/a.yaml": b"a\n", "environments/dev/orders/b.yaml": b"b \xff\n"},
+        {"environments/dev/orders/b.yaml": b"b \xfe\n"},  # other blob, the same text decoded
+        {"environments/dev/orders/a.yaml": b"a2\n"},
+        {"environments/dev/orders/notes.md": b"not carried\n"},
+        # Only the images block changes (the shortcut of `inventory.carried.images_value_after`).
+        {kust: image.format("2.1").encode()},
+        {kust: image.format('"2.1"').encode()},  # other blob, same value
+        {kust: image.format("2.2").encode() + b"resources:\n- r\n"},  # and more than the block
+    ]
+    for i, files in enumerate(steps):
+        _write(work, files)
+        _commit(work, {}, f"step {i}\n")
+    # The same blob as a file, then as a symlink (read as missing); a mode change only.
+    _write(work, {kust: b"target"})
+    _commit(work, {}, "plain file\n")
+    (work / kust).unlink()
+    (work / kust).symlink_to("target")
+    _commit(work, {}, "the same blob as a symlink\n")
+    (work / kust).unlink()
+    _write(work, {kust: b"target"})
+    _commit(work, {}, "a file again\n")
+    (work / kust).chmod(0o755)
+    _commit(work, {}, "mode only\n")
+    # A merge: compared with its first parent.
+    _git(work, "checkout", "-q", "-b", "feature")
+    _write(work, {kust: image.format("3.0").encode()})
+    _commit(work, {}, "feature bump\n")
+    _git(work, "checkout", "-q", "main")
+    _commit(work, {"environments/dev/orders/other.yaml": "x\n"}, "main moves on\n")
+    _git(work, "merge", "-q", "--no-ff", "-m", "merge feature", "feature")
+    _git(work, "push", "-q", "origin", "main")
+    return bare
+
+
+@pytest.mark.django_db
+def test_first_ingest_decides_carried_as_carried_value_does(
+    carried_origin: Path, environments: None, settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.MIRRORS_DIR = tmp_path / "mirrors"
+    monkeypatch.setattr(ingest, "INGEST_BATCH", 4)  # values cached across batches
+    ApplicationFactory(name="payments", strategy="helm-values", strategy_options={"paths": ["image.tag"]})
+    ApplicationFactory(name="orders", strategy="copy-paths", strategy_options={"paths": ["a.yaml", "b.yaml"]})
+    fast = _repository("fast", carried_origin)
+    assert repository_ingest(repository_id=fast.pk).ok
+    _incremental_only(monkeypatch)  # files_at and carried_value at both revisions, per touch
+    slow = _repository("slow", carried_origin)
+    assert repository_ingest(repository_id=slow.pk).ok
+
+    fast_rows, slow_rows = _rows(fast), _rows(slow)
+    assert fast_rows == slow_rows
+    message = {c[0]: c[8] for c in fast_rows[0]}
+    carried = {(message[t[0]], t[1]): t[5] for t in fast_rows[1]}
+    assert carried == {
+        ("step 0", "checkout"): True,
+        ("step 0", "ünï\ttab"): True,
+        ("step 1", "checkout"): False,
+        ("step 2", "checkout"): True,
+        ("step 3", "checkout"): True,
+        ("step 5", "checkout"): True,
+        ("step 6", "checkout"): True,
+        ("step 6", "ünï\ttab"): False,  # a path with a tab is unsafe: read as missing on both sides
+        ("step 7", "payments"): True,
+        ("step 8", "payments"): False,
+        ("step 9", "payments"): True,
+        ("step 10", "payments"): True,
+        ("step 11", "orders"): True,
+        ("step 12", "orders"): False,
+        ("step 13", "orders"): True,
+        ("step 14", "orders"): False,
+        ("step 15", "checkout"): True,
+        ("step 16", "checkout"): False,
+        ("step 17", "checkout"): True,
+        ("plain file", "checkout"): True,
+        ("the same blob as a symlink", "checkout"): True,
+        ("a file again", "checkout"): True,
+        ("mode only", "checkout"): False,
+        ("main moves on", "orders"): False,
+        ("feature bump", "checkout"): True,
+        ("merge feature", "checkout"): True,
+    }
+
+
+@pytest.mark.django_db
+def test_the_raw_log_gives_the_commits_and_paths_of_the_name_status_log(
+    origin: Path, carried_origin: Path, settings: Any, tmp_path: Path
+) -> None:
+    settings.MIRRORS_DIR = tmp_path / "mirrors"
+    for name, bare in (("o", origin), ("c", carried_origin)):
+        mirror = mirror_for(_repository(name, bare))
+        mirror.ensure()
+        for branch in ("main", "prod-branch"):
+            if mirror.branch_head(branch) is None:
+                continue
+            ref = f"refs/heads/{branch}"
+            raw = list(mirror.iter_log_entries(ref=ref))
+            named = list(parse_log_entries(mirror._log(ref, None, (), True)))
+            assert [e[:10] for e in raw] == [tuple(e[:10]) for e in named] and raw
+            for entry in raw:
+                assert entry.raw is not None and set(entry.raw) == set(entry.paths)

@@ -19,6 +19,7 @@ from audit.models import AuditEvent, ChangeRecord
 from integrations.argocd import DEFAULT_WATCH_FIELDS, ArgoCDClient
 from inventory.appstate import state_hash
 from inventory.models import ArgoApplication, ArgoInstance, Deployment
+from inventory.observe import with_stored_revision
 from inventory.watch import InstanceWatcher
 from tests.conftest import ROOT, subprocess_env, wait_for
 from tests.integrations.integration_fakes import FakeServer, load_fixture
@@ -66,40 +67,106 @@ def _deployment(argo_name: str, sha: str) -> Deployment | None:
     return Deployment.objects.filter(argo_app__name=argo_name, revision=sha).first()
 
 
-def test_a_monorepo_commit_is_stored_as_one_burst_and_only_the_synced_apps_are_read(sandbox_inventory):
+def _streamed_names(clients) -> list[str]:
+    return [n for c in clients for n in c.streamed]
+
+
+def _stream_recording(inv, clients: list):
     from tests.inventory.test_poll_at_scale import RecordingClient
 
-    inv = sandbox_inventory
-    clients: list[RecordingClient] = []
+    class StreamRecordingClient(RecordingClient):
+        """Also remembers the app of every event the stream sent."""
 
-    def recording(instance) -> RecordingClient:
-        clients.append(RecordingClient(inv.argocd.base_url))
+        def __init__(self, base_url: str) -> None:
+            super().__init__(base_url)
+            self.streamed: list[str] = []
+
+        def watch_application_payloads(self, **kwargs):
+            for data in super().watch_application_payloads(**kwargs):
+                self.streamed.append(data["result"]["application"]["metadata"]["name"])
+                yield data
+
+    def factory(instance) -> StreamRecordingClient:
+        clients.append(StreamRecordingClient(inv.argocd.base_url))
         return clients[-1]
 
-    watcher, thread = _start(inv, client_factory=recording)
+    return factory
+
+
+def _dev_apps(app: str) -> list[str]:
+    return sorted(
+        ArgoApplication.objects.live()
+        .filter(claimed_app=app, environment__name="dev")
+        .values_list("name", flat=True)
+    )
+
+
+def test_a_monorepo_commit_streams_only_the_synced_apps_and_the_poll_brings_the_other_revisions(
+    sandbox_inventory,
+):
+    inv = sandbox_inventory
+    clients: list = []
+    watcher, thread = _start(inv, client_factory=_stream_recording(inv, clients))
+    fleet = ArgoApplication.objects.live().count()
     try:
         wait_for(lambda: watcher.stats.connects >= 1, timeout=15, message="the watcher to connect")
-        app = inv.repo.apps[2].name
-        sha = _push_tag(inv, "dev", app, "8.8.8")
+        before = dict(ArgoApplication.objects.live().values_list("name", "revision"))
+        # The first commit after a connect: Argo CD has sent nothing yet for any app on this stream,
+        # so every app's (unchanged, narrow) state comes once; only the synced apps are read.
+        first = inv.repo.apps[2].name
+        sha = _push_tag(inv, "dev", first, "8.8.8")
         inv.refresh()
-        synced = sorted(
-            ArgoApplication.objects.live()
-            .filter(claimed_app=app, environment__name="dev")
-            .values_list("name", flat=True)
-        )
+        synced = _dev_apps(first)
         for name in synced:
             wait_for(lambda name=name: _deployment(name, sha), timeout=15, message=f"{name}'s deployment")
-        # Every app's sync revision moved (one commit to the monorepo) and is stored ...
-        wait_for(
-            lambda: set(ArgoApplication.objects.live().values_list("revision", flat=True)) == {sha},
-            timeout=15,
-            message="every app's new sync revision",
-        )
+        wait_for(lambda: watcher.stats.events >= fleet, timeout=15, message="the first commit's events")
+        # The second commit moves every app's sync revision again: only the synced apps are streamed.
+        streamed_before = len(_streamed_names(clients))
+        second = inv.repo.apps[3].name
+        sha2 = _push_tag(inv, "dev", second, "8.8.9")
+        inv.refresh()
+        synced2 = _dev_apps(second)
+        for name in synced2:
+            wait_for(lambda name=name: _deployment(name, sha2), timeout=15, message=f"{name}'s deployment")
+        time.sleep(0.5)  # anything else the stream had to send has arrived
+        streamed = _streamed_names(clients)[streamed_before:]
     finally:
         _stop(watcher, thread)
-    # ... but only the apps that were synced were read in full.
-    assert synced and {n for c in clients for n in c.full_reads} == set(synced)
-    assert watcher.stats.changed >= ArgoApplication.objects.live().count()
+    assert synced and synced2 and set(streamed) == set(synced2)
+    # Only the synced apps were read in full; they run, and compare with, the commit synced.
+    assert {n for c in clients for n in c.full_reads} == set(synced) | set(synced2)
+    rows = {r.name: r for r in ArgoApplication.objects.live()}
+    assert {(rows[n].running_revision, rows[n].revision) for n in synced2} == {(sha2, sha2)}
+    # The other apps keep the compared revision they had (what they run did not move) ...
+    others = set(rows) - set(synced) - set(synced2)
+    assert others and {n: rows[n].revision for n in others} == {n: before[n] for n in others}
+    assert all(rows[n].running_revision == rows[n].deployed_revision for n in others)
+    # ... until the poller's list, which stores the sync-revision moves and reads nothing in full.
+    polled = inv.poll()
+    assert polled.ok and polled.new_deployments == 0
+    assert set(ArgoApplication.objects.live().values_list("revision", flat=True)) == {sha2}
+    assert _stored_hashes_match_the_list(inv)
+
+
+def test_a_status_move_from_the_stream_keeps_the_stored_sync_revision(sandbox_inventory, watching):
+    inv = sandbox_inventory
+    app = inv.repo.apps[1].name
+    name = f"{app}-stage-eu-west-1"
+    row = ArgoApplication.objects.get(name=name)
+    assert row.health_status == "Healthy" and row.revision and row.version
+    inv.argocd.faults.update({"degraded_tags": [row.version]})
+    inv.refresh()
+    wait_for(
+        lambda: ArgoApplication.objects.get(name=name).health_status == "Degraded",
+        timeout=15,
+        message="the degraded health from the stream",
+    )
+    after = ArgoApplication.objects.get(name=name)
+    # Stored from the narrow state, with the stored revision put back (the stream has none): had it
+    # been stored without, the revision would be blank and the hash not the list's.
+    assert (after.revision, after.deployed_revision) == (row.revision, row.deployed_revision)
+    assert after.degraded_since is not None
+    assert _stored_hashes_match_the_list(inv)
 
 
 def test_a_sync_reaches_the_database_without_a_poll(sandbox_inventory, watching):
@@ -143,18 +210,83 @@ def test_a_sync_reaches_the_database_without_a_poll(sandbox_inventory, watching)
         timeout=15,
         message="prod healthy",
     )
-    # A head move modifies every app (its sync revision): the watcher applies those events one by
-    # one, so wait until it has caught up. The stream's state must hash like the list's, or this
-    # never converges.
-    wait_for(lambda: _stored_hashes_match_the_list(inv), timeout=60, message="the watcher to catch up")
+    # The head move changed every app's sync revision, which the stream leaves out: the next poll
+    # stores those in one UPDATE and finds nothing else (the synced app is stored as it lists).
+    stored = ArgoApplication.objects.get(name=argo_name).state_hash
     polled = inv.poll()
-    assert polled.ok and polled.new_deployments == 0 and polled.apps_changed == 0
+    assert polled.ok and polled.new_deployments == 0
+    assert ArgoApplication.objects.get(name=argo_name).state_hash == stored
+    assert _stored_hashes_match_the_list(inv)
 
 
 def _stored_hashes_match_the_list(inv) -> bool:
     client = ArgoCDClient(inv.argocd.base_url, ARGOCD_TOKEN, allow_http=True)
     listing = {item.name: state_hash(item) for item in client.list_applications().items}
     return listing == dict(ArgoApplication.objects.live().values_list("name", "state_hash"))
+
+
+def test_during_a_burst_the_synced_app_is_stored_at_once_and_the_narrow_events_wait_for_a_gap(
+    sandbox_inventory, monkeypatch
+):
+    import copy
+
+    from inventory import watch as watch_module
+
+    inv = sandbox_inventory
+    client = ArgoCDClient(inv.argocd.base_url, ARGOCD_TOKEN, allow_http=True)
+    unchanged = []  # every app as it is stored: the first events after a connect
+    for data in client.watch_application_payloads(fields=DEFAULT_WATCH_FIELDS):
+        unchanged.append({"result": {**data["result"], "type": "MODIFIED"}})
+        if len(unchanged) == ArgoApplication.objects.live().count():
+            break
+    client.close()
+    synced = copy.deepcopy(unchanged[3])  # its operation moved: urgent (read in full)
+    operation = synced["result"]["application"]["status"].setdefault("operationState", {})
+    operation.update(phase="Succeeded", startedAt="2031-01-01T00:00:00Z", finishedAt="2031-01-01T00:00:01Z")
+    urgent = synced["result"]["application"]["metadata"]["name"]
+    burst_ended = threading.Event()
+
+    class BurstClient(ArgoCDClient):
+        streams = 0
+
+        def watch_application_payloads(self, **kwargs):
+            BurstClient.streams += 1
+            if BurstClient.streams > 1:  # reopened after the burst: stay idle
+                while not watcher.stop_event.wait(0.05):
+                    pass
+                return
+            for round_ in range(40):  # events 2 ms apart, the synced app's in the middle
+                for data in (synced,) if round_ == 20 else unchanged[round_ % 3 :: 3]:
+                    yield data
+                    time.sleep(0.002)
+            burst_ended.set()
+
+    batches: list[tuple[list[str], bool]] = []
+    observe = watch_module.argo_applications_observe
+
+    def recording(*, instance_id, remotes, client):
+        batches.append(([r.name for r in remotes], burst_ended.is_set()))
+        return observe(instance_id=instance_id, remotes=remotes, client=client)
+
+    monkeypatch.setattr(watch_module, "argo_applications_observe", recording)
+    # Gaps in the burst are a few ms; generous bounds keep a loaded machine from ending it early.
+    monkeypatch.setattr(watch_module, "QUIET_SECONDS", 0.5)
+    monkeypatch.setattr(watch_module, "NARROW_MAX_WAIT_SECONDS", 30.0)
+    watcher, thread = _start(
+        inv, client_factory=lambda instance: BurstClient(inv.argocd.base_url, ARGOCD_TOKEN, allow_http=True)
+    )
+    try:
+        wait_for(burst_ended.is_set, timeout=15, message="the end of the burst")
+        wait_for(
+            lambda: sum(len(n) for n, _ in batches) > len(unchanged), timeout=15, message="the burst stored"
+        )
+    finally:
+        _stop(watcher, thread)
+    during = [names for names, after in batches if not after]
+    assert during == [[urgent]]  # stored while the burst went on, alone
+    assert {n for names, after in batches if after for n in names} == {
+        d["result"]["application"]["metadata"]["name"] for d in unchanged
+    }
 
 
 def test_a_stream_error_leads_to_a_relist_and_the_watch_resumes(sandbox_inventory):
@@ -207,16 +339,22 @@ def test_stop_ends_a_blocked_watch_promptly(sandbox_inventory, watching):
     assert _stop(watching, thread) < 3
 
 
-def test_watched_state_hashes_like_the_polled_list(sandbox_inventory):
+def test_watched_state_hashes_like_the_polled_list_once_the_sync_revision_is_put_back(sandbox_inventory):
     client = ArgoCDClient(sandbox_inventory.argocd.base_url, ARGOCD_TOKEN, allow_http=True)
-    listed = {a.name: state_hash(a) for a in client.list_applications().items}
-    watched = {}
+    items = client.list_applications().items
+    listed = {a.name: state_hash(a) for a in items}
+    revisions = {a.name: {"revision": a.sync_revision} for a in items}
+    watched, bare = {}, {}
     for event in client.watch_applications(fields=DEFAULT_WATCH_FIELDS):  # no position: ADDED for all
-        watched[event.application.name] = state_hash(event.application)
+        app = event.application
+        assert app.sync_revision is None  # not asked for: a monorepo commit moves it on every app
+        bare[app.name] = state_hash(app)
+        watched[app.name] = state_hash(with_stored_revision(app, revisions[app.name]))
         if len(watched) == len(listed):
             break
     client.close()
     assert watched == listed
+    assert not set(bare.values()) & set(listed.values())
 
 
 def test_the_argocd_watch_command_follows_changes_and_stops_on_sigterm(sandbox_inventory, tmp_path, settings):

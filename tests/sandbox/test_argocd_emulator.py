@@ -3,6 +3,7 @@ against the real Argo CD swagger.json (unknown or renamed keys fail)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import threading
@@ -566,6 +567,35 @@ def test_stream_sse_initial_added_then_modified(
     response.close()
 
 
+def test_stream_initial_burst_is_sorted_and_keeps_generic_fields_like_history(
+    argo: ArgoCDEmulator, repo: GeneratedRepo
+) -> None:
+    # API.md section 6: without resourceVersion one ADDED per app, sorted by name; stream `fields`
+    # are generic paths (section 5), so status.history survives where the list's whitelist drops it.
+    fields = "result.type,result.application.metadata.name,result.application.status.history"
+    response = requests.get(
+        f"{argo.base_url}/api/v1/stream/applications",
+        headers=AUTH,  # no SSE Accept header: newline-delimited JSON
+        params={"fields": fields},
+        stream=True,
+        timeout=10,
+    )
+    events: list[dict[str, Any]] = []
+    total = len(repo.apps) * len(repo.clusters)
+    _read_stream(response.iter_lines(decode_unicode=True), lambda e: len(events) >= total, events)
+    response.close()
+
+    names = [e["result"]["application"]["metadata"]["name"] for e in events]
+    assert names == sorted(names) and len(set(names)) == total
+    assert {e["result"]["type"] for e in events} == {"ADDED"}
+    full = {name: get(argo, f"/api/v1/applications/{name}").json() for name in names}
+    assert any(full[n]["status"].get("history") for n in names)
+    for event in events:
+        app = event["result"]["application"]
+        assert set(app) <= {"metadata", "status"} and set(app["metadata"]) == {"name"}
+        assert app.get("status", {}).get("history") == full[app["metadata"]["name"]]["status"].get("history")
+
+
 def test_stream_from_resource_version_with_fields(
     argo: ArgoCDEmulator, repo: GeneratedRepo, tmp_path: Path
 ) -> None:
@@ -603,6 +633,77 @@ def test_stream_from_resource_version_with_fields(
     }
     assert all("-prod-" in e["result"]["application"]["metadata"]["name"] for e in events)
     response.close()
+
+
+def test_stream_skips_an_event_identical_after_fields_to_the_one_last_sent(
+    argo: ArgoCDEmulator, repo: GeneratedRepo, tmp_path: Path
+) -> None:
+    rv = get(argo, "/api/v1/applications?fields=items.metadata.name").json()["metadata"]["resourceVersion"]
+    fields = ",".join(
+        f"result.{path}"
+        for path in (
+            "type",
+            "application.metadata.name",
+            "application.status.sync.status",
+            "application.status.operationState.phase",
+            "application.status.operationState.startedAt",
+        )
+    )
+    response = requests.get(
+        f"{argo.base_url}/api/v1/stream/applications",
+        headers={**AUTH, "Accept": "text/event-stream"},
+        params={"resourceVersion": rv, "fields": fields},
+        stream=True,
+        timeout=10,
+    )
+    events: list[dict[str, Any]] = []
+
+    def read() -> None:
+        with contextlib.suppress(requests.RequestException, AttributeError, ValueError):  # closed below
+            _read_stream(response.iter_lines(decode_unicode=True), lambda e: False, events)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    apps = len(argo.apps)
+    # Every commit moves every app's sync revision. The first one after connecting: each app once
+    # (nothing was sent for it on this stream yet) ...
+    commit_change(repo.path, tmp_path, overlay_path(first_app(repo, "prod")), bump_tag, "one")
+    argo.reconcile()
+    deadline = time.monotonic() + 5
+    while len({e["result"]["application"]["metadata"]["name"] for e in events}) < apps:
+        assert time.monotonic() < deadline, "not every app was streamed once"
+        time.sleep(0.05)
+    # ... then only the apps whose selected fields moved: without sync.revision, the synced app.
+    time.sleep(0.3)
+    seen = len(events)
+    changed = first_app(repo, "stage")
+    commit_change(repo.path, tmp_path, overlay_path(changed), bump_tag, "two")
+    argo.reconcile()
+    time.sleep(1)
+    response.close()
+    later = {e["result"]["application"]["metadata"]["name"] for e in events[seen:]}
+    assert later == {changed}
+
+
+def test_field_mask_projects_like_each_path_in_turn() -> None:
+    from sandbox.argocd.query import compile_paths, project_mask
+
+    app = {"metadata": {"name": "a", "labels": {"x": "1"}}, "spec": {"project": "p", "source": {"path": "d"}}}
+    message = {"result": {"type": "MODIFIED", "application": app}}
+    mask = compile_paths(
+        [
+            "result.type",
+            "result.application.metadata.name",
+            "result.application.spec",
+            "result.application.spec.project",  # inside a selected value: adds nothing
+            "result.application.status.sync.revision",  # absent: no empty parents
+        ]
+    )
+    projected = project_mask(message, mask)
+    assert projected == {
+        "result": {"type": "MODIFIED", "application": {"metadata": {"name": "a"}, "spec": app["spec"]}}
+    }
+    assert message["result"]["application"] is app and app["metadata"] == {"name": "a", "labels": {"x": "1"}}
 
 
 def test_stream_ends_cleanly_on_stop(start: Callable[..., ArgoCDEmulator]) -> None:

@@ -12,6 +12,7 @@ import hashlib
 import io
 import posixpath
 import re
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -21,7 +22,18 @@ from sandbox.argocd.git import GitReader, GitReadError
 from sandbox.argocd.model import AppDef
 from sandbox.repogen import parse_kustomization
 
-_yaml = YAML(typ="safe", pure=True)
+# One loader per thread: the emulator serves requests on threads, and a ruamel YAML instance keeps
+# its parser state on itself (two concurrent /manifests requests corrupted a shared one).
+_local = threading.local()
+
+
+def _yaml() -> YAML:
+    loader = getattr(_local, "yaml", None)
+    if loader is None:
+        loader = _local.yaml = YAML(typ="safe", pure=True)
+    return loader
+
+
 _VALUE_RE = re.compile(r"\{\{-?\s*\.Values\.([\w.]+)\s*-?\}\}")
 _CACHE_SIZE = 512
 # Kinds whose pod template carries images, replicas and configMap references.
@@ -159,11 +171,11 @@ def _copy(obj: Any) -> Any:
 
 
 def _load_all(text: str) -> list[dict[str, Any]]:
-    return [doc for doc in _yaml.load_all(io.StringIO(text)) if isinstance(doc, dict)]
+    return [doc for doc in _yaml().load_all(io.StringIO(text)) if isinstance(doc, dict)]
 
 
 def _load_one(text: str) -> Any:
-    return _yaml.load(io.StringIO(text))
+    return _yaml().load(io.StringIO(text))
 
 
 def _list_section(text: str, key: str) -> list[str]:

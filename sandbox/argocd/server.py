@@ -9,6 +9,8 @@ import hmac
 import json
 import random
 import re
+import select
+import socket
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -689,6 +691,8 @@ class Handler(BaseHTTPRequestHandler):
     ) -> None:
         last_keepalive = time.monotonic()
         while not self.emu.stopping.is_set():
+            if self._client_gone():
+                return  # free this stream's state now, not at the next failed write
             events, dropped = self.emu.hub.since(after, timeout=0.25)
             if dropped:
                 flush()
@@ -717,6 +721,15 @@ class Handler(BaseHTTPRequestHandler):
             if sse and time.monotonic() - last_keepalive >= self.emu.keepalive_interval:
                 self._chunk(":\n")
                 last_keepalive = time.monotonic()
+
+    def _client_gone(self) -> bool:
+        """The client closed the stream: its socket reads as at end of file (a client never sends
+        anything on a watch request once its headers are read)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     # -- projects, clusters, applicationsets -----------------------------------------------------------------
     def list_projects(self) -> None:

@@ -49,8 +49,8 @@ def _was_not_reloaded(page: Any) -> bool:
     return page.evaluate("() => window.__e2eNoReload") == "still-here"
 
 
-def _choose_app_behind_in_prod(page: Any) -> str:
-    """The first app whose prod runs behind stage while stage is Synced and Healthy."""
+def _choose_app_behind_in_prod(page: Any, exclude: frozenset[str] | set[str] = frozenset()) -> str:
+    """The first app whose prod runs behind stage while stage is Synced and Healthy (not in `exclude`)."""
     rows = page.locator("#matrix-grid tbody tr").filter(
         has=page.locator(".behind", has_text=re.compile(r"\b[1-9]\d* commits? behind stage"))
     )
@@ -58,6 +58,8 @@ def _choose_app_behind_in_prod(page: Any) -> str:
     for index in range(rows.count()):
         row = rows.nth(index)
         app = (row.locator("th a").first.text_content() or "").strip()
+        if app in exclude:
+            continue
         stage = _cells(page, app, "stage")
         text = " ".join(stage.all_text_contents())
         if "Synced" in text and "Healthy" in text and "Degraded" not in text:

@@ -26,6 +26,11 @@ SLOW = 90_000
 WINDOW = 180_000  # ms: the window opens within two minutes, the beat sweeper syncs within seconds
 
 
+# The tests share one live stack: an app an earlier test promoted may still show behind while its
+# promotion is in flight (a second request for it is refused), so each test takes another app.
+_PROMOTED: set[str] = set()
+
+
 @pytest.fixture(scope="module")
 def sync_stack(request, django_db_blocker, tmp_path_factory) -> Iterator[LiveStack]:
     failed_before = request.session.testsfailed
@@ -70,7 +75,8 @@ def test_a_promotion_to_manual_sync_prod_waits_for_the_window_then_syncs(
 ):
     stack, browsing = sync_stack, sync_browsing
     rm = browsing.login("release_manager")
-    app = _choose_app_behind_in_prod(rm)
+    app = _choose_app_behind_in_prod(rm, exclude=_PROMOTED)
+    _PROMOTED.add(app)
     project = next(a.team for a in stack.repo.apps if a.name == app)
     _row(rm, app).get_by_role("link", name="Promote to prod").first.click()
     rm.wait_for_url(re.compile(r"/promotions/new/"))
@@ -173,7 +179,8 @@ def test_an_approver_refuses_a_change_whose_rendered_diff_drops_the_readiness_pr
     """Prod (manual sync) still runs the probe; Argo CD's rendering of the pushed head shows it gone."""
     stack, browsing = sync_stack, sync_browsing
     rm = browsing.login("release_manager")
-    app = _choose_app_behind_in_prod(rm)
+    app = _choose_app_behind_in_prod(rm, exclude=_PROMOTED)
+    _PROMOTED.add(app)
     _drop_readiness_probe_on_main(stack, app)
     _row(rm, app).get_by_role("link", name="Promote to prod").first.click()
     rm.wait_for_url(re.compile(r"/promotions/new/"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Generator, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -72,6 +73,19 @@ from integrations.http import (
 DOCS = "https://argo-cd.readthedocs.io/en/stable/developer-guide/api-docs/"
 
 
+@contextmanager
+def _argocd_errors() -> Iterator[None]:
+    """Map the HTTP layer's failures to the client's typed errors (one place for every call)."""
+    try:
+        yield
+    except ResponseTooLarge as exc:
+        raise ArgoCDResponseError(str(exc)) from None
+    except TransportError as exc:
+        raise ArgoCDUnavailable(str(exc)) from None
+    except HttpError as exc:
+        raise ArgoCDError(str(exc)) from None
+
+
 class ArgoCDClient:
     """Read and sync Argo CD applications over its REST API."""
 
@@ -109,14 +123,8 @@ class ArgoCDClient:
     # -- transport ------------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, *, params: Any = None, body: Any = None) -> Any:
-        try:
+        with _argocd_errors():
             resp = self._http.request(method, path, params=params, json_body=body)
-        except ResponseTooLarge as exc:
-            raise ArgoCDResponseError(str(exc)) from None
-        except TransportError as exc:
-            raise ArgoCDUnavailable(str(exc)) from None
-        except HttpError as exc:
-            raise ArgoCDError(str(exc)) from None
         raise_for_status(resp, self._http.scrub)
         try:
             return resp.json()
@@ -410,20 +418,16 @@ class ArgoCDClient:
         if fields:
             params.append(("fields", ",".join(fields)))
         headers = {"Accept": "text/event-stream"}
-        try:
-            # Reference: swagger.json paths./api/v1/stream/applications.get (streamresult of v1alpha1ApplicationWatchEvent)
-            with self._http.stream_lines(
+        # Reference: swagger.json paths./api/v1/stream/applications.get (streamresult of v1alpha1ApplicationWatchEvent)
+        with (
+            _argocd_errors(),
+            self._http.stream_lines(
                 "/api/v1/stream/applications", params=params, headers=headers, timeout=timeout
-            ) as (head, lines):
-                raise_for_status(head, self._http.scrub)
-                for payload in iter_stream_payloads(lines):
-                    yield self._decode_event(payload)
-        except ResponseTooLarge as exc:
-            raise ArgoCDResponseError(str(exc)) from None
-        except TransportError as exc:
-            raise ArgoCDUnavailable(str(exc)) from None
-        except HttpError as exc:
-            raise ArgoCDError(str(exc)) from None
+            ) as (head, lines),
+        ):
+            raise_for_status(head, self._http.scrub)
+            for payload in iter_stream_payloads(lines):
+                yield self._decode_event(payload)
 
     def initial_applications(
         self,
@@ -487,22 +491,18 @@ class ArgoCDClient:
     def _initial_events(self, fields: Iterable[str], timeout: Timeout) -> Generator[dict[str, Any] | None]:
         """Decoded events of a stream from its initial burst on; None for each keep-alive."""
         params = [("fields", ",".join(fields))] if fields else []
-        try:
-            with self._http.stream_lines(
+        with (
+            _argocd_errors(),
+            self._http.stream_lines(
                 "/api/v1/stream/applications",
                 params=params,
                 headers={"Accept": "text/event-stream"},
                 timeout=timeout,
-            ) as (head, lines):
-                raise_for_status(head, self._http.scrub)
-                for payload in iter_stream_payloads(lines, keepalives=True):
-                    yield self._decode_event(payload) if payload else None
-        except ResponseTooLarge as exc:
-            raise ArgoCDResponseError(str(exc)) from None
-        except TransportError as exc:
-            raise ArgoCDUnavailable(str(exc)) from None
-        except HttpError as exc:
-            raise ArgoCDError(str(exc)) from None
+            ) as (head, lines),
+        ):
+            raise_for_status(head, self._http.scrub)
+            for payload in iter_stream_payloads(lines, keepalives=True):
+                yield self._decode_event(payload) if payload else None
 
     def _event_head(self, data: dict[str, Any]) -> tuple[str, str]:
         """An event's type and app name, read before (and without) parsing the whole app."""

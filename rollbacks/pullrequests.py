@@ -17,7 +17,7 @@ from changes.pullrequests import (
     branch_name_unguessable,
     pull_request_ensure,
 )
-from changes.renderedsummary import body_cap, rendered_summary_markdown
+from changes.renderedsummary import body_cap, pr_body_limit, rendered_summary_markdown, summary_limit
 from integrations.gitrepo import GitError, GitWorkspace, InvalidRef, RevertConflict
 
 from .kind import ROLLBACK
@@ -68,11 +68,15 @@ def _pr_body(rollback: RollbackRequest) -> str:
         ]
     lines.append(f"Details and live status: {rollback_url(rollback)}")
     link = f"{rollback_url(rollback)}#rendered"
+    repository = rollback.application.repository
+    forge = repository.forge_kind if repository else ""
     if rollback.pushed_head_sha or rollback.pr_head_sha:
-        section = rendered_summary_markdown(rollback_rendered(rollback, branch_ok=False), link=link)
+        section = rendered_summary_markdown(
+            rollback_rendered(rollback, branch_ok=False), link=link, limit=summary_limit(forge)
+        )
     else:
         section = f"### Rendered by Argo CD\n\nRendered after the branch is pushed: {link}"
-    return body_cap("\n".join(lines), section)
+    return body_cap("\n".join(lines), section, limit=pr_body_limit(forge))
 
 
 def rollback_pr_open(*, rollback_id: int) -> RollbackRequest | None:

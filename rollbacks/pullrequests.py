@@ -103,6 +103,13 @@ def rollback_fail(*, rollback_id: int, reason: str) -> bool:
     return change_fail(kind=ROLLBACK, change_id=rollback_id, reason=reason, extra={"conflict_files": []})
 
 
+def _at_head(rollback: RollbackRequest, head: str) -> RollbackRequest:
+    """The rollback as it is once its branch is pushed at `head` (for the PR body's rendered section)."""
+    if head and not rollback.pushed_head_sha:
+        rollback.pushed_head_sha = head
+    return rollback
+
+
 def _build(rollback: RollbackRequest) -> PullRequestResult:
     repository = rollback.application.repository
     if repository is None:
@@ -117,6 +124,8 @@ def _build(rollback: RollbackRequest) -> PullRequestResult:
         base=rollback.base_branch,
         title=rollback_title(rollback),
         body=_pr_body(rollback),
+        # The revert branch is pushed by this call: the body summarises its rendering once it is.
+        body_for=lambda head: _pr_body(_at_head(rollback, head)),
         labels=("rollback",),
         trust=change_branch_trust(kind=ROLLBACK, change=rollback),
     )

@@ -160,6 +160,7 @@ def test_an_emergency_merge_is_refused_when_argo_cd_cannot_render_the_head(sandb
 def test_an_emergency_merge_waits_while_argo_cd_cannot_be_asked(sandbox_auto_merge):
     """Argo CD down (503, a timeout): no merge of an unrendered head; the next tracking tick asks again."""
     import requests
+    from django.core.cache import cache
 
     from tests.rollbacks.sandbox_env import ARGO_TOKEN
 
@@ -175,6 +176,7 @@ def test_an_emergency_merge_waits_while_argo_cd_cannot_be_asked(sandbox_auto_mer
         ).raise_for_status()
 
     fault(error_rate=1.0, status=503, paths=["/api/v1/applications/*/manifests"])
+    cache.clear()  # the PR body's rendering of this head is cached: as if it had expired
     services.rollback_track(rollback_id=rollback.pk)
     rollback.refresh_from_db()
     assert rollback.state == "pr_open" and not rollback.auto_merged_at

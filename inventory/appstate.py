@@ -95,14 +95,22 @@ def state_hash(remote: RemoteApp) -> str:
     return hashlib.sha256(encoded).hexdigest()
 
 
+# Bumped when `integrations.argocd.parse_application` reads more of an item (2: helm.valueFiles).
+PARSE_VERSION = b"parse:2\n"
+
+
 def list_item_hash(item: Any) -> str:
     """Hash one raw list item as decoded (JSON types only): the same item needs no parsing.
 
     marshal is four times cheaper than json.dumps here. Its bytes can differ for equal items (it
     marks objects shared elsewhere in the process), which only costs a parse; different items never
     give the same bytes. A Python upgrade may change them all once: one parse each, no false match.
+    `PARSE_VERSION` goes in first: when the parser reads more of an item (Helm `valueFiles`), every
+    item is parsed once again, and the apps whose state hash that changes are read in full.
     """
-    return hashlib.sha256(marshal.dumps(item)).hexdigest()
+    digest = hashlib.sha256(PARSE_VERSION)
+    digest.update(marshal.dumps(item))
+    return digest.hexdigest()
 
 
 # What Argo CD changes without a new history entry or operation: a commit to a monorepo moves every

@@ -340,7 +340,9 @@ def gates_checklist(
     if not sources and read_after is not None and application.strategy == "helm-values":
         # The portal never renders a chart itself: Argo CD renders the pushed branch's commit, and the
         # gates are evaluated again on that rendering (changes.gatehistory).
-        unavailable = "a Helm chart is checked on Argo CD's rendering once the promotion branch is pushed"
+        unavailable = checklist.CHART_NOT_READ.format(
+            then="checked on Argo CD's rendering once the promotion branch is pushed"
+        )
     elif not sources and read_after is not None:
         try:
             overlay = env_dir(target_env, application)

@@ -64,7 +64,7 @@ def test_a_helm_values_app_promotes_stage_to_prod_through_its_rendered_diff(
     assert (item.version_before, item.version_after) == (f"image.tag={prod_tag}", f"image.tag={stage_tag}")
     # No overlay to read for a chart: the checklist waits for Argo CD's rendering of the pushed branch.
     waiting = _gate(promotion.gates, "checklist.unavailable")
-    assert "Argo CD's rendering once the promotion branch is pushed" in waiting["detail"]
+    assert "checked on Argo CD's rendering once the promotion branch is pushed" in waiting["detail"]
     assert "not found" not in waiting["detail"]
 
     assert services.promotion_branch_push(promotion_id=promotion.pk) == "pushed"
@@ -124,6 +124,45 @@ def test_a_helm_values_app_promotes_stage_to_prod_through_its_rendered_diff(
     ]
     assert actions[-1] == "promotion.healthy"
     assert not Promotion.objects.get(pk=promotion.pk).items.filter(active=True).exists()
+
+
+def test_a_helm_values_app_rolls_back_by_reverting_its_values_file(helm_box, users, purge_broker):
+    from rollbacks import services as rollbacks
+    from tests.factories import UserFactory
+
+    box = helm_box
+    app = _helm_app(box)
+    prod_tag = observed.env_state(app, box.prod).images[0].rsplit(":", 1)[-1]
+    promotion = services.promotion_request_create(
+        actor=users["rm"], applications=[app], source_env=box.stage, target_env=box.prod
+    )
+    services.promotion_branch_push(promotion_id=promotion.pk)
+    services.promotion_approve(promotion=promotion, actor=users["approver"])
+    services.promotion_pr_open(promotion_id=promotion.pk)
+    promotion.refresh_from_db()
+    box.merge(promotion.pr_number)
+
+    def healthy():
+        box.reconcile()
+        box.poll()
+        return services.promotion_track(promotion_id=promotion.pk) == "healthy"
+
+    wait_for(healthy, timeout=40, interval=0.5, message="promotion healthy")
+    oncall = UserFactory(username="olga", roles=["oncall"])
+    rollback = rollbacks.rollback_request_create(
+        actor=oncall, application=app, environment=box.prod, mode="previous", reason="5xx", incident="INC-1"
+    )
+    checklist = _gate(rollback.gates, "checklist.unavailable")
+    assert "see Argo CD's rendered diff of the revert" in checklist["detail"] and not checklist["blocking"]
+    rollbacks.rollback_pr_open(rollback_id=rollback.pk)
+    rollback.refresh_from_db()
+    assert rollback.state == "pr_open", rollback.failure_reason
+    diff = box.pr_diff(rollback.pr_number)
+    lines = [x for x in diff.splitlines() if x[:1] in "+-" and not x.startswith(("+++", "---"))]
+    assert lines[-1] == f'+  tag: "{prod_tag}"' and len(lines) == 2
+    (change,) = rollbacks.rollback_rendered(rollback)
+    assert change.ok and [c.id.kind for c in change.diff.changes] == ["Deployment"]
+    assert f"+        image: registry.example.com/acme/{app.name}:{prod_tag}" in change.diff.changes[0].diff
 
 
 def test_a_chart_that_drops_the_readiness_probe_fails_the_checklist_on_argo_cds_rendering(

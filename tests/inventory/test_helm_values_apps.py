@@ -135,3 +135,39 @@ def test_an_app_the_configuration_lists_keeps_its_strategy(sandbox_inventory):
     app.refresh_from_db()
     assert app.strategy == "copy-paths"
     assert AuditEvent.objects.filter(action="inventory.strategy_discovered").count() == 1
+
+
+def test_values_files_resolve_through_refs_and_relative_to_the_chart_source():
+    from integrations.argocd.models import AppSource
+    from inventory.appstate import git_revision, values_source
+
+    gitops = {"https://git.example.com/acme/gitops.git"}
+    chart_repo = AppSource(
+        "https://charts.example.com", None, "2.1.0", "search", None, ("$values/envs/prod/search/values.yaml",)
+    )
+    values_ref = AppSource("https://git.example.com/acme/gitops.git", None, "main", None, "values")
+    found = values_source([chart_repo, values_ref], gitops)
+    assert found is not None and (found.position, found.files, found.directory) == (
+        2,
+        ("envs/prod/search/values.yaml",),
+        "envs/prod/search",
+    )
+    sha = "a" * 40
+    assert git_revision(["2.1.0", sha], [chart_repo, values_ref], gitops) == sha
+    # A `$ref` naming no source, or a values repository the portal does not manage: nothing.
+    assert values_source([chart_repo], gitops) is None
+    assert values_source([chart_repo, values_ref], {"https://other.example.com/x.git"}) is None
+    # A plain value file is relative to the chart's own path (a chart directory in the GitOps repo).
+    in_repo = AppSource(
+        "https://git.example.com/acme/gitops.git",
+        "charts/web",
+        "main",
+        None,
+        None,
+        ("../../envs/dev/web/values.yaml",),
+    )
+    assert values_source([in_repo], gitops).files == ("envs/dev/web/values.yaml",)
+    # Stored JSON (ArgoApplication.sources) reads the same.
+    stored = [{"repo_url": "https://charts.example.com", "chart": "search", "value_files": ["$values/envs/prod/search/values.yaml"]},
+              {"repo_url": "https://git.example.com/acme/gitops.git", "ref": "values"}]  # fmt: skip
+    assert values_source(stored, gitops).directory == "envs/prod/search"

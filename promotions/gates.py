@@ -339,7 +339,13 @@ def gates_checklist(
     modes = checklist.environment_modes(target_env, application)
     sources = checklist.sources_from_rendered(rendered)
     unavailable = ""
-    if not sources and read_after is not None:
+    if not sources and read_after is not None and application.strategy == "helm-values":
+        # The portal never renders a chart itself: Argo CD renders the pushed branch's commit, and the
+        # gates are evaluated again on that rendering (changes.gatehistory).
+        unavailable = checklist.CHART_NOT_READ.format(
+            then="checked on Argo CD's rendering once the promotion branch is pushed"
+        )
+    elif not sources and read_after is not None:
         try:
             overlay = env_dir(target_env, application)
             docs, problems = overlay_objects(read_after, overlay)

@@ -11,7 +11,14 @@ from django.db.models import Min, QuerySet
 
 from accounts.permissions import has_role, project_filter
 from accounts.roles import Role
-from changes.checklist import SECRET_SCAN, ObjectSource, checklist_gates, environment_modes, secret_scan_gate
+from changes.checklist import (
+    CHART_NOT_READ,
+    SECRET_SCAN,
+    ObjectSource,
+    checklist_gates,
+    environment_modes,
+    secret_scan_gate,
+)
 from changes.lifecycle import changes_in_flight
 from changes.overlayobjects import overlay_objects
 from changes.secretscan import BASELINE_PATH, redact_diff
@@ -405,6 +412,8 @@ def plan_gates(plan: RollbackPlan, mirror: Any, *, diff: str, rev_after: str) ->
     objects, problems = (
         overlay_objects(lambda path: _read(mirror, rev_after, path), overlay) if rev_after else ([], [])
     )
+    if plan.application.strategy == "helm-values":
+        objects, problems = [], [CHART_NOT_READ.format(then="see Argo CD's rendered diff of the revert")]
     sources = [
         ObjectSource(plan.environment.name, tuple(objects), "", f"read from {overlay} at {rev_after[:8]}")
     ]

@@ -63,10 +63,7 @@ def helm_sandbox(db, tmp_path, settings):
 def test_detail_page_shows_the_rendered_diff_of_a_helm_values_app(client, helm_sandbox, users, purge_broker):
     spec = next(a for a in helm_sandbox.generated.apps if a.source == "helm")
     app = Application.objects.get(name=spec.name)
-    # The overlay-reading zero-downtime gate is another helper's work (it refuses Helm apps today).
-    app.strategy = "helm-values"
-    app.strategy_options = {"paths": ["image.tag"], "zero_downtime": "off"}
-    app.save()
+    assert app.strategy == "helm-values"  # the poller read it from the multi-source Argo CD app
     stage = observed.env_state(app, helm_sandbox.stage)
     prod = observed.env_state(app, helm_sandbox.prod)
     if stage.images == prod.images:

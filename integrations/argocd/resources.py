@@ -232,6 +232,17 @@ def _expressions(step: JsonReader) -> str:
     return " and ".join(parts) or "everything"
 
 
+def _generator_names(generators: list[JsonReader]) -> tuple[str, ...]:
+    """Name each generator by its kind; matrix and merge with their nested generators. A `selector`
+    beside a generator filters its results and is no generator (ApplicationSetGenerator)."""
+    names = []
+    for generator in generators:
+        for kind in sorted(k for k in generator.raw_dict() if k != "selector"):
+            nested = generator.obj(kind).objs("generators") if kind in ("matrix", "merge") else []
+            names.append(f"{kind}({', '.join(_generator_names(nested))})" if nested else kind)
+    return tuple(names)
+
+
 def parse_application_set(data: Any, path: str = "$") -> ApplicationSet:
     """Parse an ApplicationSet; raise ParseError naming the offending field."""
     r = JsonReader(data, path)
@@ -241,7 +252,7 @@ def parse_application_set(data: Any, path: str = "$") -> ApplicationSet:
         name=meta.req_text("name"),
         namespace=meta.text("namespace"),
         uid=meta.text("uid"),
-        generators=tuple(k for g in spec.objs("generators") for k in sorted(g.raw_dict())),
+        generators=_generator_names(spec.objs("generators")),
         strategy=strategy.text("type"),
         steps=tuple(_expressions(s) for s in strategy.obj("rollingSync").objs("steps")),
         applications=tuple(

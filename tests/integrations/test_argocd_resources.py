@@ -1,4 +1,6 @@
-"""Argo CD's health of an Argo Rollouts `Rollout`: the portal computes it by Argo CD's own Lua rule.
+"""Argo Rollouts and ApplicationSets as the portal reads them (integrations/argocd/resources.py).
+
+A Rollout's health: the portal computes it by Argo CD's own Lua rule.
 
 The table is Argo CD 3.6's health_test.yaml for argoproj.io/Rollout, the objects its testdata/
 (shared/argocd/rollouts/argocd-health/); the real Rollouts beside them (Argo Rollouts' own
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from integrations.argocd.resources import parse_rollout, rollout_health
+from integrations.argocd.resources import parse_application_set, parse_rollout, rollout_health
 from tests.shared_paths import SHARED
 
 ROLLOUTS = SHARED / "argocd" / "rollouts"
@@ -69,3 +71,20 @@ def test_argo_rollouts_own_objects_parse_with_their_step_weight_and_health(name:
     assert rollout.health == rollout_health(obj)[0]
     if rollout.strategy == "canary" and rollout.steps:
         assert rollout.step_label.startswith("step ")
+
+
+def test_application_set_generators_are_named_without_their_post_selector_and_with_nested_ones() -> None:
+    # Argo CD's ApplicationSetGenerator: a `selector` beside a generator filters its results (not a
+    # generator); matrix and merge nest their own generators.
+    app_set = parse_application_set(
+        {
+            "metadata": {"name": "payments", "namespace": "argocd", "uid": "u1"},
+            "spec": {
+                "generators": [
+                    {"clusters": {}, "selector": {"matchLabels": {"env": "prod"}}},
+                    {"matrix": {"generators": [{"git": {"repoURL": "x"}}, {"list": {"elements": []}}]}},
+                ]
+            },
+        }
+    )
+    assert app_set.generators == ("clusters", "matrix(git, list)")

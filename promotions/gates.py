@@ -269,10 +269,12 @@ def gate_rendered(changes: Iterable[RenderedChange]) -> Gate:
     )
 
 
+RENDERED_PENDING_DETAIL = "rendered after the branch is pushed; a render failure then blocks the promotion"
+
+
 def gate_rendered_pending() -> Gate:
     """The rendered gate before the branch exists: evaluated once it is pushed (and again at PR time)."""
-    detail = "rendered after the branch is pushed; a render failure then blocks the promotion"
-    return Gate("rendered", "Rendered by Argo CD", True, True, detail)
+    return Gate("rendered", "Rendered by Argo CD", True, True, RENDERED_PENDING_DETAIL)
 
 
 def gate_promotion_block(

@@ -421,6 +421,19 @@ def plan_gates(plan: RollbackPlan, mirror: Any, *, diff: str, rev_after: str) ->
     return gates + found
 
 
+def rollback_baseline(rollback: RollbackRequest) -> str | None:
+    """The `.secrets.baseline` at the head of the branch the rollback's PR targets (None: no file)."""
+    repository = rollback.application.repository
+    if repository is None:
+        return None
+    mirror = history.mirror_fresh(repository)
+    try:
+        head = mirror.branch_head(rollback.base_branch) or ""
+    except (GitError, InvalidRef):
+        return None
+    return _read(mirror, head, BASELINE_PATH) if head else None
+
+
 def _read(mirror: Any, rev: str, path: str) -> str | None:
     try:
         data = mirror.file_at(rev, path)

@@ -5,7 +5,8 @@ One verdict serves every use: the emergency auto-merge, "ready to merge" on the 
 pipelines (`integrations.forges.Check.name`), or is `any` (or empty): then everything the forge
 reports must pass, and at least one check must be reported. "No checks reported" is never success:
 the change waits for its checks to appear. A name reported twice (a check run and a status, as
-GitHub allows) must pass in both.
+GitHub allows) must pass in both. The portal's own status (PORTAL_STATUS_CONTEXT,
+changes.portalstatus) is never counted: it is the portal's verdict, and it would wait on itself.
 
 - `checks_verdict(checks, required, *, sha) -> ChecksVerdict` (pure).
 - `checks_read(repository, sha) -> tuple[Check, ...]` (forge errors sorted retryable/permanent).
@@ -32,6 +33,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q
@@ -187,6 +189,11 @@ def checks_verdict(checks: Sequence[Check], required: Sequence[str], *, sha: str
     `required`: check names, or `any` / nothing named: everything reported must pass and at least
     one check must be reported. Names listed beside `any` must be reported too.
     """
+    # The portal's own status (changes.portalstatus) is its verdict, not CI: counting it would make
+    # the portal wait on itself (with `any`, or if an environment named it).
+    own = settings.PORTAL_STATUS_CONTEXT
+    checks = [c for c in checks if not (c.source == "status" and c.name == own)]
+    required = [n for n in required if n != own]
     names = list(dict.fromkeys(n for n in required if n and n != ANY_CHECK))
     every = ANY_CHECK in required or not names
     rows = [_row(c, every or c.name in names) for c in checks]

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
+
+# How the portal's own status reads on a change page: (words, badge colour); never by colour alone.
+PORTAL_STATUS_DISPLAY: dict[str, tuple[str, str]] = {
+    "pending": ("… pending", "info"),
+    "success": ("✓ success", "ok"),
+    "failure": ("✗ failure", "bad"),
+    "error": ("✗ error", "bad"),
+}
 
 
 class PullRequestRecord(models.Model):
@@ -28,9 +37,30 @@ class PullRequestRecord(models.Model):
     checks_detail = models.CharField(max_length=500, blank=True)
     checks_sha = models.CharField(max_length=64, blank=True)
     checks_at = models.DateTimeField(null=True, blank=True)
+    # The portal's own commit status (PORTAL_STATUS_CONTEXT) as last posted on the forge
+    # (changes.portalstatus): the head it was posted on, its state and description. A status is
+    # posted only when one of them changes. `portal_status_error`: why the last post was refused
+    # (a 403/404: the token lacks "Commit statuses: write"), shown on the change page.
+    portal_status_sha = models.CharField(max_length=64, blank=True)
+    portal_status_state = models.CharField(max_length=16, blank=True)
+    portal_status_description = models.CharField(max_length=140, blank=True)
+    portal_status_at = models.DateTimeField(null=True, blank=True)
+    portal_status_error = models.CharField(max_length=500, blank=True)
 
     class Meta:
         abstract = True
+
+    @property
+    def portal_status_context(self) -> str:
+        """The context of the portal's own commit status (PORTAL_STATUS_CONTEXT)."""
+        return str(settings.PORTAL_STATUS_CONTEXT)
+
+    @property
+    def portal_status_badge(self) -> tuple[str, str] | None:
+        """The portal's last status on the head as the page shows it: (words, colour), or None."""
+        if not self.portal_status_state:
+            return None
+        return PORTAL_STATUS_DISPLAY.get(self.portal_status_state, (self.portal_status_state, "idle"))
 
     @property
     def checks_badge(self) -> tuple[str, str] | None:

@@ -109,6 +109,12 @@ class ChangeKind:
     # the forge (changes.branchcheck), sent when a push webhook says the branch moved.
     repository: Callable[[Any], Any] = lambda change: None
     verify_task: str = ""
+    # The portal's commit status on the change's head (changes.portalstatus): the kind's verdict
+    # (a `PortalStatus`, or None: nothing to post), the change page's path, and the task that
+    # posts it (sent after every ledger event of the change).
+    status_verdict: Callable[[Any], Any] = lambda change: None
+    page_url: Callable[[Any], str] = lambda change: ""
+    status_task: str = ""
 
     def rows(self) -> models.QuerySet[Any]:
         """All rows of this kind (the model's default manager)."""
@@ -176,6 +182,10 @@ def change_record(
         **kind.audit_fields(change),
     )
     kind.records_sync(change)
+    if kind.status_task:
+        # Every event may change the portal's verdict on the head (approval, invalidation, gates,
+        # failure): the task posts it only if it changed (changes.portalstatus).
+        change_enqueue(task=kind.status_task, args=(change.pk, ""))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,6 +469,9 @@ def change_head_moved(*, kind: ChangeKind, change_id: int, moved: BranchMoved) -
             extra={"tampered": True, "from_sha": old, "to_sha": new},
         )
         kind.close_pr(kind.load(change_id))
+        if kind.status_task:
+            # The foreign head is what the forge would merge: the portal's failure goes on it too.
+            change_enqueue(task=kind.status_task, args=(change_id, new))
         return "tampered"
     return "invalidated"
 

@@ -571,6 +571,11 @@ CELERY_BEAT_SCHEDULE["insight-findings-scan"] = {
 
 GITOPSPORTAL_CONFIG = env_str("GITOPSPORTAL_CONFIG")
 PORTAL_BASE_URL = env_str("PORTAL_BASE_URL", "http://127.0.0.1:8000") or ""
+# The commit status the portal posts on the head of every PR it opens (changes.portalstatus): its
+# verdict on approvals and gates. Require it in the GitOps repository's branch protection.
+PORTAL_STATUS_CONTEXT = env_str("PORTAL_STATUS_CONTEXT", "gitops-portal/gates") or ""
+if not PORTAL_STATUS_CONTEXT or len(PORTAL_STATUS_CONTEXT) > 255:
+    raise ImproperlyConfigured("PORTAL_STATUS_CONTEXT: a status context of 1 to 255 characters")
 MIRRORS_DIR = Path(env_str("GITOPSPORTAL_MIRRORS_DIR") or VAR_DIR / "mirrors")
 WORKSPACES_DIR = Path(env_str("GITOPSPORTAL_WORKSPACES_DIR") or VAR_DIR / "workspaces")
 FORGE_WEBHOOK_SECRET = env_str("FORGE_WEBHOOK_SECRET", "") or ""

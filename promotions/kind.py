@@ -11,6 +11,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from changes.lifecycle import ChangeKind, change_enqueue, change_kind_register
+from changes.portalstatus import PortalStatus, gates_status, portal_page_url
 from changes.pullrequests import PullRequestResult
 from inventory.models import Application, Environment
 
@@ -99,6 +100,28 @@ def _track_args(result: PullRequestResult) -> tuple[int]:
     return (0 if result.state == "open" else FOLLOW_AFTER_MERGE,)
 
 
+# After the merge the status guards nothing: nothing is posted any more.
+_PAST_MERGE = (S.MERGED, S.DEPLOYED, S.HEALTHY, S.DEGRADED)
+_REFUSED = {
+    S.REJECTED: "Rejected in the GitOps Portal",
+    S.CANCELLED: "Cancelled in the GitOps Portal",
+    S.ABANDONED: "Abandoned: the pull request was closed",
+}
+
+
+def promotion_status_verdict(promotion: Promotion) -> PortalStatus | None:
+    """The portal's status on the promotion's head: approvals (bound to that head) and gates."""
+    head = promotion.pushed_head_sha or promotion.pr_head_sha
+    if not head or promotion.state in _PAST_MERGE:
+        return None
+    if promotion.state == S.FAILED:
+        return PortalStatus("failure", f"Failed in the GitOps Portal: {promotion.failure_reason}", head)
+    if promotion.state in _REFUSED:
+        return PortalStatus("failure", _REFUSED[S(promotion.state)], head)
+    awaiting = promotion.state == S.REQUESTED
+    return gates_status(list(promotion.gates or []), sha=head, approved=not awaiting)
+
+
 PROMOTION = change_kind_register(
     ChangeKind(
         name="promotion",
@@ -142,5 +165,8 @@ PROMOTION = change_kind_register(
             promotion.target_env,
             [item.application for item in promotion.items.select_related("application")],
         ),
+        status_verdict=promotion_status_verdict,
+        page_url=lambda promotion: portal_page_url(promotion.get_absolute_url()),
+        status_task="promotions.tasks.promotion_status_publish_task",
     )
 )

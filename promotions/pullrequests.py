@@ -27,6 +27,7 @@ from changes.lifecycle import (
     change_fail,
     change_pr_open,
 )
+from changes.portalstatus import change_status_refresh
 from changes.pullrequests import (
     BranchResult,
     PrepareBranch,
@@ -86,7 +87,10 @@ def promotion_pr_open(*, promotion_id: int) -> str:
     Raises PullRequestRetryable for transient problems (the task retries with backoff); a
     permanent problem marks the promotion failed with a readable reason.
     """
-    return change_pr_open(kind=PROMOTION, change_id=promotion_id, build=_build)
+    outcome = change_pr_open(kind=PROMOTION, change_id=promotion_id, build=_build)
+    if outcome != "not-claimed":
+        change_status_refresh(kind=PROMOTION, change_id=promotion_id)
+    return outcome
 
 
 def promotion_branch_push(*, promotion_id: int) -> str:
@@ -104,6 +108,7 @@ def promotion_branch_push(*, promotion_id: int) -> str:
             logger.warning(
                 "gates on the rendering of promotion %s not evaluated", promotion_id, exc_info=True
             )
+        change_status_refresh(kind=PROMOTION, change_id=promotion_id)
     return outcome
 
 

@@ -34,6 +34,7 @@ from .requests import (
 )
 from .tracking import (
     SYNC_RETRY_ROLES,
+    promotion_status_publish,
     promotion_sync,
     promotion_sync_override,
     promotion_sync_retry,
@@ -63,6 +64,7 @@ __all__ = [
     "promotion_reject",
     "promotion_rendered",
     "promotion_request_create",
+    "promotion_status_publish",
     "promotion_sync",
     "promotion_sync_override",
     "promotion_sync_retry",

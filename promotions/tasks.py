@@ -19,7 +19,7 @@ from .pullrequests import (
     promotion_fail,
     promotion_pr_open,
 )
-from .tracking import promotion_sync, promotion_track, promotions_sweep
+from .tracking import promotion_status_publish, promotion_sync, promotion_track, promotions_sweep
 
 FOLLOW_INTERVAL_SECONDS = 5
 # The one backoff of change-request tasks (kept importable here for the settings checks).
@@ -73,6 +73,12 @@ def promotion_sync_task(self: Task, promotion_id: int) -> str:
 def promotion_close_pr_task(self: Task, promotion_id: int) -> str:
     """Close the PR and delete the branch of a cancelled or failed promotion."""
     return task_run_with_retries(self, lambda: promotion_close_pr(promotion_id=promotion_id))
+
+
+@shared_task(bind=True, acks_late=True, max_retries=6, name="promotions.tasks.promotion_status_publish_task")
+def promotion_status_publish_task(self: Task, promotion_id: int, sha: str = "") -> str:
+    """Post the portal's commit status on the promotion's head if its verdict changed."""
+    return task_run_with_retries(self, lambda: promotion_status_publish(promotion_id=promotion_id, sha=sha))
 
 
 @shared_task(acks_late=True, name="promotions.tasks.promotions_sweep_task")

@@ -18,6 +18,7 @@ from django.utils import timezone
 from accounts.roles import Role
 from changes.checks import change_checks_refresh
 from changes.lifecycle import change_transition
+from changes.portalstatus import change_status_publish, change_status_refresh
 from changes.pullrequests import pull_request_refresh
 from changes.sweeper import change_sweep
 from changes.syncs import change_sync, change_sync_hold, change_sync_override, change_sync_retry
@@ -45,7 +46,21 @@ S = PromotionState
 
 
 def promotion_track(*, promotion_id: int) -> str:
-    """Advance a promotion from its PR and Argo CD state; safe to call any time, any number of times."""
+    """Advance a promotion from its PR and Argo CD state; safe to call any time, any number of times.
+
+    Each tick also posts the portal's status on the head if its verdict changed (changes.portalstatus).
+    """
+    state = _track(promotion_id)
+    change_status_refresh(kind=PROMOTION, change_id=promotion_id)
+    return state
+
+
+def promotion_status_publish(*, promotion_id: int, sha: str = "") -> str:
+    """Post the portal's commit status on the promotion's head if its verdict changed (idempotent)."""
+    return change_status_publish(kind=PROMOTION, change_id=promotion_id, sha=sha)
+
+
+def _track(promotion_id: int) -> str:
     promotion = Promotion.objects.with_related().get(pk=promotion_id)
     change_tracked(kind=PROMOTION, change_id=promotion.pk)
     if promotion.state == S.PR_OPEN and promotion.pr_number:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 
 from django.db import transaction
+from django.urls import reverse
 
 from changes.lifecycle import ChangeKind, change_kind_register
+from changes.portalstatus import PortalStatus, gates_status, portal_page_url
 from changes.pullrequests import PullRequestError, pull_request_close_and_delete_branch
 
 from .models import RollbackRequest
 from .records import rollback_change_record_sync, rollback_snapshot, target_label
+from .rendered import SECRET, UNRENDERED, WAIT, rendered_head_verdict
 
 logger = logging.getLogger(__name__)
 State = RollbackRequest.State
@@ -52,6 +55,33 @@ def _close_after_commit(rollback: RollbackRequest) -> None:
     transaction.on_commit(lambda: rollback_close_pr(rollback))
 
 
+def rollback_status_verdict(rollback: RollbackRequest) -> PortalStatus | None:
+    """The portal's status on the revert's head: its gates and Argo CD's rendering of the head.
+
+    A rollback has no approval in the portal (the forge's reviews and branch protection apply), so
+    it is `success` once the secret scan and the rendering pass; a revert Argo CD cannot render, or
+    one adding a secret, is a `failure` whoever would merge it on the forge.
+    """
+    head = rollback.pushed_head_sha or rollback.pr_head_sha
+    if not head:
+        return None
+    if rollback.state == State.FAILED:
+        return PortalStatus("failure", f"Failed in the GitOps Portal: {rollback.failure_reason}", head)
+    if rollback.state == State.CANCELLED:
+        return PortalStatus("failure", "Cancelled in the GitOps Portal", head)
+    if rollback.state not in (State.REQUESTED, State.PR_OPEN):
+        return None  # merged: the status no longer guards anything
+    status = gates_status(list(rollback.gates or []), sha=head, approved=True)
+    if status.state != "success":
+        return status
+    rendering, why = rendered_head_verdict(rollback)
+    if rendering in (SECRET, UNRENDERED):
+        return PortalStatus("failure", f"Blocked: {why}", head)
+    if rendering == WAIT:
+        return PortalStatus("pending", "Waiting for Argo CD to render the revert", head)
+    return PortalStatus("success", "Secret scan and Argo CD's rendering of the revert passed", head)
+
+
 ROLLBACK = change_kind_register(
     ChangeKind(
         name="rollback",
@@ -88,5 +118,8 @@ ROLLBACK = change_kind_register(
         verify_task="rollbacks.tasks.rollback_branch_verify_task",
         sync_task="rollbacks.tasks.rollback_sync_task",
         sync_scope=lambda rollback: (rollback.environment, [rollback.application]),
+        status_verdict=rollback_status_verdict,
+        page_url=lambda rollback: portal_page_url(reverse("rollbacks:detail", args=[rollback.pk])),
+        status_task="rollbacks.tasks.rollback_status_publish_task",
     )
 )

@@ -11,6 +11,7 @@ from django.urls import reverse
 
 from changes.branchcheck import change_branch_verify
 from changes.lifecycle import ChangeFailed, change_branch_trust, change_fail, change_pr_open
+from changes.portalstatus import change_status_refresh
 from changes.pullrequests import (
     PullRequestResult,
     PullRequestSpec,
@@ -88,6 +89,7 @@ def rollback_pr_open(*, rollback_id: int) -> RollbackRequest | None:
     outcome = change_pr_open(kind=ROLLBACK, change_id=rollback_id, build=_build)
     if outcome == "not-claimed":
         return None
+    change_status_refresh(kind=ROLLBACK, change_id=rollback_id)
     return RollbackRequest.objects.select_related("application__repository", "environment").get(
         pk=rollback_id
     )

@@ -11,7 +11,7 @@ from changes.backoff import task_run_with_retries
 
 from .approvals import rollbacks_escalate_unapproved
 from .pullrequests import rollback_branch_verify, rollback_fail, rollback_pr_open
-from .tracking import rollback_sync, rollback_track, rollbacks_sweep
+from .tracking import rollback_status_publish, rollback_sync, rollback_track, rollbacks_sweep
 
 MAX_RETRIES = 8
 
@@ -66,6 +66,18 @@ def rollback_track_task(self: Task, rollback_id: int) -> None:
 def rollback_sync_task(self: Task, rollback_id: int) -> None:
     """Ask Argo CD to sync a merged rollback (`sync: portal`), in its sync windows; idempotent."""
     task_run_with_retries(self, lambda: rollback_sync(rollback_id=rollback_id))
+
+
+@shared_task(
+    bind=True,
+    name="rollbacks.tasks.rollback_status_publish_task",
+    acks_late=True,
+    max_retries=MAX_RETRIES,
+    ignore_result=True,
+)
+def rollback_status_publish_task(self: Task, rollback_id: int, sha: str = "") -> None:
+    """Post the portal's commit status on the revert's head if its verdict changed."""
+    task_run_with_retries(self, lambda: rollback_status_publish(rollback_id=rollback_id, sha=sha))
 
 
 @shared_task(name="rollbacks.tasks.rollbacks_sweep_task", acks_late=True, ignore_result=True)

@@ -14,7 +14,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.roles import Role
-from changes.checklist import secret_scan_gate
 from changes.checks import (
     ChecksPanel,
     change_checks_live,
@@ -24,8 +23,8 @@ from changes.checks import (
     pull_request_merge_when_checks_pass,
 )
 from changes.lifecycle import change_enqueue_track, change_fail, change_record, change_transition
+from changes.portalstatus import change_status_publish, change_status_refresh
 from changes.pullrequests import pull_request_refresh
-from changes.rendered import rendered_verdict
 from changes.sweeper import change_sweep
 from changes.syncs import change_sync, change_sync_hold, change_sync_override, change_sync_retry
 from changes.tracking import (
@@ -47,8 +46,8 @@ from . import history
 from .kind import ROLLBACK, rollback_close_pr, rollback_load
 from .models import RollbackRequest
 from .records import rollback_snapshot
-from .rendered import rollback_rendered
-from .selectors import degraded_since, env_argo_apps, rollback_baseline
+from .rendered import SECRET, UNRENDERED, WAIT, rendered_head_verdict
+from .selectors import degraded_since, env_argo_apps
 
 State = RollbackRequest.State
 
@@ -66,7 +65,21 @@ def _fail_after_merge(rollback: RollbackRequest, reason: str, *, action: str) ->
 
 
 def rollback_track(*, rollback_id: int) -> RollbackRequest:
-    """Move a rollback forward: PR merged (auto-merged in emergencies) → deployed → healthy."""
+    """Move a rollback forward: PR merged (auto-merged in emergencies) → deployed → healthy.
+
+    Each tick also posts the portal's status on the head if its verdict changed (changes.portalstatus).
+    """
+    rollback = _track(rollback_id)
+    change_status_refresh(kind=ROLLBACK, change_id=rollback_id)
+    return rollback
+
+
+def rollback_status_publish(*, rollback_id: int, sha: str = "") -> str:
+    """Post the portal's commit status on the revert's head if its verdict changed (idempotent)."""
+    return change_status_publish(kind=ROLLBACK, change_id=rollback_id, sha=sha)
+
+
+def _track(rollback_id: int) -> RollbackRequest:
     rollback = rollback_load(rollback_id)
     change_tracked(kind=ROLLBACK, change_id=rollback_id)
     if rollback.state == State.PR_OPEN:
@@ -120,7 +133,7 @@ def _track_pr(rollback: RollbackRequest) -> None:
     assert number is not None  # tracked from PR_OPEN on, when the number is stored
     required = rollback.environment.required_checks
     auto_merge = rollback.emergency and rollback.environment.rollback_auto_merge
-    rendering, why = _rendered_head_verdict(rollback)
+    rendering, why = rendered_head_verdict(rollback)
     if rendering == SECRET:
         # Nobody overrides the secret scan: the rollback fails and its branch, holding the secret,
         # goes with its PR (whoever merges on the forge, the portal does not let it ship).
@@ -227,44 +240,6 @@ def _sync_failures(rollback: RollbackRequest, apps: list[Any], mirror: GitMirror
         except (GitError, InvalidRef):
             continue
     return failed
-
-
-# What Argo CD's rendering of a rollback's pushed head says (`_rendered_head_verdict`).
-SECRET, UNRENDERED, WAIT = "secret", "unrendered", "wait"
-_JUDGED_HEADS: dict[tuple[int, str], tuple[str, str]] = {}
-
-
-def _rendered_head_verdict(rollback: RollbackRequest) -> tuple[str, str]:
-    """Judge what Argo CD renders at the pushed head, with the reason: ("", "") when it renders
-    clean, (SECRET, findings) when the objects the revert adds or alters hold a secret (the base
-    branch's `.secrets.baseline` allowlists), (UNRENDERED, Argo CD's message) when Argo CD cannot
-    render it, (WAIT, why) while Argo CD cannot be asked (a timeout, unreachable: asked again on the
-    next tracking tick).
-
-    A head's final verdict is kept per process (tracking ticks repeat while the PR is open).
-    """
-    head = rollback.pushed_head_sha or rollback.pr_head_sha
-    if not head:
-        return "", ""
-    if (rollback.pk, head) in _JUDGED_HEADS:
-        return _JUDGED_HEADS[(rollback.pk, head)]
-    rendered = rollback_rendered(rollback, branch_ok=False)
-    verdict = rendered_verdict(rendered)
-    if not verdict.passed and verdict.transient:
-        return WAIT, verdict.detail  # never kept: Argo CD is asked again
-    if not verdict.passed:
-        result = (UNRENDERED, verdict.detail)
-    else:
-        gate = secret_scan_gate(
-            app=rollback.application.name,
-            rendered=[r for r in rendered if r.ok],
-            baseline_text=rollback_baseline(rollback),
-        )
-        result = ("", "") if gate["passed"] else (SECRET, f"{gate['label']}: {gate['detail']}")
-    if len(_JUDGED_HEADS) > 1000:
-        _JUDGED_HEADS.clear()
-    _JUDGED_HEADS[(rollback.pk, head)] = result
-    return result
 
 
 def _transition_merged(rollback_id: int, merge_sha: str, *, auto: bool, merged_by: str) -> None:

@@ -7,6 +7,7 @@ import requests
 from integrations.forges.base import (
     BranchAlreadyExists,
     Check,
+    CommitStatusState,
     CommitStatusSummary,
     Comparison,
     ForgeAuthError,
@@ -20,6 +21,7 @@ from integrations.forges.base import (
     PullRequest,
     PullRequestAlreadyExists,
     StatusContext,
+    status_description,
 )
 from integrations.forges.gitea import GiteaClient
 from integrations.forges.github import GitHubClient
@@ -37,6 +39,7 @@ __all__ = [
     "CLIENTS",
     "BranchAlreadyExists",
     "Check",
+    "CommitStatusState",
     "CommitStatusSummary",
     "Comparison",
     "ForgeAuthError",
@@ -54,6 +57,7 @@ __all__ = [
     "PullRequestAlreadyExists",
     "StatusContext",
     "forge_client",
+    "status_description",
 ]
 
 

@@ -27,6 +27,10 @@ from integrations.http import (
 )
 
 PullRequestState = Literal["open", "closed", "merged"]
+# The states a commit status is posted in (GitHub's words; GitLab's are mapped to them).
+CommitStatusState = Literal["pending", "success", "failure", "error"]
+# GitHub refuses a status description over 140 characters (422); the clients cut it there.
+STATUS_DESCRIPTION_LIMIT = 140
 MergeMethod = Literal["merge", "squash", "rebase"]
 MAX_PAGES = 50  # 5000 items at per_page=100: more means a filter is wrong, not a big repo
 DEFAULT_SECONDARY_WAIT = 60.0  # GitHub: "if retry-after is absent, wait at least one minute"
@@ -256,6 +260,12 @@ class ForgeClient(abc.ABC):
     @abc.abstractmethod
     def combined_status(self, sha: str) -> CommitStatusSummary:
         """Return the combined CI status of a commit."""
+
+    @abc.abstractmethod
+    def set_commit_status(
+        self, sha: str, *, state: CommitStatusState, context: str, description: str, target_url: str
+    ) -> StatusContext:
+        """Post a commit status for `context` at `sha` (the newest status of a context wins)."""
 
     @abc.abstractmethod
     def checks(self, sha: str) -> tuple[Check, ...]:
@@ -495,6 +505,14 @@ def parse_status_check(r: JsonReader, *, state_key: str, states: Mapping[str, Ch
         description=r.opt_text("description"),
         updated_at=r.time("updated_at") or r.time("created_at"),
     )
+
+
+def status_description(text: str) -> str:
+    """Cut a status description to the forge limit (140 characters), on one line."""
+    flat = " ".join(text.split())
+    if len(flat) <= STATUS_DESCRIPTION_LIMIT:
+        return flat
+    return flat[: STATUS_DESCRIPTION_LIMIT - 1].rstrip() + "…"
 
 
 def newest_per_name(checks: Iterable[Check]) -> tuple[Check, ...]:

@@ -8,6 +8,7 @@ from integrations.forges.base import (
     BranchAlreadyExists,
     Check,
     CheckState,
+    CommitStatusState,
     CommitStatusSummary,
     Comparison,
     ForgeResponseError,
@@ -23,6 +24,7 @@ from integrations.forges.base import (
     newest_per_name,
     parse_status_check,
     seg,
+    status_description,
 )
 from integrations.http import JsonReader, Secret
 
@@ -256,6 +258,27 @@ class GiteaClient(RestForge):
         # Reference: gitea-pulls-subset.json paths./repos/{owner}/{repo}/commits/{ref}/status.get
         data = self.call("GET", f"{self._repo}/commits/{seg(sha)}/status", params={"limit": PAGE_LIMIT})
         return self.parse("combined status", _parse_status, data)
+
+    def set_commit_status(
+        self, sha: str, *, state: CommitStatusState, context: str, description: str, target_url: str
+    ) -> StatusContext:
+        """Post a commit status (CreateStatusOption; the token needs repository write)."""
+        body = {
+            "state": state,
+            "context": context,
+            "description": status_description(description),
+            "target_url": target_url,
+        }
+        # Reference: gitea-pulls-subset.json paths./repos/{owner}/{repo}/statuses/{sha}.post
+        data = self.call("POST", f"{self._repo}/statuses/{seg(sha)}", body=body)
+        # Gitea answers with a CommitStatus, whose state field is named `status`.
+        return self.parse(
+            "commit status",
+            lambda r: StatusContext(
+                r.text("context"), r.req_text("status"), r.opt_text("description"), r.opt_text("target_url")
+            ),
+            data,
+        )
 
     def checks(self, sha: str) -> tuple[Check, ...]:
         """Return the newest commit status of each context at a commit."""

@@ -9,6 +9,7 @@ from integrations.forges.base import (
     BranchAlreadyExists,
     Check,
     CheckState,
+    CommitStatusState,
     CommitStatusSummary,
     Comparison,
     ForgeResponseError,
@@ -25,6 +26,7 @@ from integrations.forges.base import (
     parse_status_check,
     ref_path,
     seg,
+    status_description,
 )
 from integrations.http import JsonReader, Secret
 
@@ -72,6 +74,12 @@ def _parse_status(r: JsonReader) -> CommitStatusSummary:
         for s in r.objs("statuses")
     )
     return CommitStatusSummary(state=r.req_text("state"), contexts=contexts)
+
+
+def _parse_posted_status(r: JsonReader) -> StatusContext:
+    return StatusContext(
+        r.text("context"), r.req_text("state"), r.opt_text("description"), r.opt_text("target_url")
+    )
 
 
 _CONCLUSIONS: dict[str, CheckState] = {
@@ -274,6 +282,20 @@ class GitHubClient(RestForge):
         # Reference: https://docs.github.com/en/rest/commits/statuses#get-the-combined-status-for-a-specific-reference
         data = self.call("GET", f"{self._repo}/commits/{seg(sha)}/status", params={"per_page": 100})
         return self.parse("combined status", _parse_status, data)
+
+    def set_commit_status(
+        self, sha: str, *, state: CommitStatusState, context: str, description: str, target_url: str
+    ) -> StatusContext:
+        """Post a commit status (needs "Commit statuses: write"); return it as GitHub stored it."""
+        body = {
+            "state": state,
+            "context": context,
+            "description": status_description(description),
+            "target_url": target_url,
+        }
+        # Reference: https://docs.github.com/en/rest/commits/statuses#create-a-commit-status
+        data = self.call("POST", f"{self._repo}/statuses/{seg(sha)}", body=body)
+        return self.parse("commit status", _parse_posted_status, data)
 
     def checks(self, sha: str) -> tuple[Check, ...]:
         """Return the check runs and the commit statuses of a commit (GitHub counts both)."""

@@ -9,6 +9,7 @@ from integrations.forges.base import (
     BranchAlreadyExists,
     Check,
     CheckState,
+    CommitStatusState,
     CommitStatusSummary,
     Comparison,
     ForgeResponseError,
@@ -24,6 +25,7 @@ from integrations.forges.base import (
     decode,
     newest_per_name,
     seg,
+    status_description,
 )
 from integrations.http import JsonReader, Secret
 
@@ -68,6 +70,15 @@ _CHECK_STATES: dict[str, CheckState] = {
     "manual": "pending",
     "scheduled": "pending",
 }
+# A posted commit status in GitLab's words (POST /projects/:id/statuses/:sha takes
+# pending|running|success|failed|canceled); GitHub's `error` is a failure there too.
+_POST_STATES: dict[str, str] = {
+    "pending": "pending",
+    "success": "success",
+    "failure": "failed",
+    "error": "failed",
+}
+_POSTED_STATES = {"failed": "failure", "canceled": "error", "running": "pending", "created": "pending"}
 PIPELINE_CHECK = "pipeline"  # the check name of a pipeline without a `name`
 
 
@@ -290,6 +301,36 @@ class GitLabClient(RestForge):
         contexts = tuple(self.parse_many("commit statuses", _parse_context, items))
         return CommitStatusSummary(state=combine_states([c.state for c in contexts]), contexts=contexts)
 
+    def set_commit_status(
+        self, sha: str, *, state: CommitStatusState, context: str, description: str, target_url: str
+    ) -> StatusContext:
+        """Post an external commit status named `context` (the token needs the `api` scope)."""
+        body = {
+            "state": _POST_STATES[state],
+            "name": context,
+            "description": status_description(description),
+            "target_url": target_url,
+        }
+        try:
+            # Reference: https://docs.gitlab.com/api/commits/#set-the-pipeline-status-of-a-commit
+            data = self.call("POST", f"{self._project}/statuses/{seg(sha)}", body=body)
+        except ForgeValidationError as exc:
+            # GitLab refuses a transition to the state the status is already in with 400 "Cannot
+            # transition status via :enqueue from :pending": the status stands as asked.
+            if exc.status == 400 and "cannot transition status" in str(exc).lower():
+                return StatusContext(context, state, status_description(description), target_url)
+            raise
+        return self.parse(
+            "commit status",
+            lambda r: StatusContext(
+                r.text("name") or context,
+                _POSTED_STATES.get(r.req_text("status"), r.req_text("status")),
+                r.opt_text("description"),
+                r.opt_text("target_url"),
+            ),
+            data,
+        )
+
     def checks(self, sha: str) -> tuple[Check, ...]:
         """Return the newest pipeline (per pipeline name) and the newest job/external status per name."""
         # Branch and merge request pipelines of the head both carry its SHA.
@@ -297,7 +338,13 @@ class GitLabClient(RestForge):
         pipelines = self.paginate(
             f"{self._project}/pipelines", {"sha": sha, "order_by": "id", "sort": "desc", "per_page": 100}
         )
-        found = [self.parse("pipeline", _parse_pipeline, p) for p in pipelines]
+        # An `external` pipeline only gathers statuses posted through the API (the portal's own
+        # among them): those are listed one by one below, so the pipeline is not a check of its own.
+        found = [
+            self.parse("pipeline", _parse_pipeline, p)
+            for p in pipelines
+            if not (isinstance(p, dict) and p.get("source") == "external")
+        ]
         # Jobs and external CI statuses (POST /statuses), newest of each name (all=false).
         # Reference: https://docs.gitlab.com/api/commits/#list-the-statuses-of-a-commit
         statuses = self.paginate(f"{self._project}/repository/commits/{seg(sha)}/statuses", {"per_page": 100})

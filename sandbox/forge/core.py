@@ -212,6 +212,21 @@ class ForgeCore:
                     }
                 ],
             )
+        description = data.get("description")
+        if isinstance(description, str) and len(description) > 140:
+            # GitHub: 422 "description is too long (maximum is 140 characters)".
+            raise ApiError(
+                422,
+                "Validation Failed",
+                errors=[
+                    {
+                        "resource": "Status",
+                        "field": "description",
+                        "code": "custom",
+                        "message": "description is too long (maximum is 140 characters)",
+                    }
+                ],
+            )
         stamp = now_iso()
         item = CommitStatus(
             id=self.state.new_id(),

@@ -30,6 +30,9 @@ Public API (a kind is a `ChangeKind` registered from its app's AppConfig.ready()
   `change_checks_record` / `change_checks_refresh` (stored on the change, `<kind>.checks_failed` /
   `<kind>.checks_passed` in the same transaction), `checks_panel` (pages),
   `pull_request_merge_when_checks_pass` (at the recorded head, after `checks_verdict`).
+- portalstatus.py: `change_status_publish` (the kind's `status_verdict` posted as the portal's commit
+  status PORTAL_STATUS_CONTEXT on the head, once per verdict; 403 kept in `portal_status_error`),
+  `change_status_refresh` (never raises: tracking ticks), `gates_status`, `PortalStatus`.
 - tracking.py: `change_tracked`, `change_pr_read`, `change_pr_head_moved` (an open PR off the pushed
   head: tampered), `change_tracking_error`, `deploy_timeout`,
   `deploy_timed_out`, `change_deploy_timeout`, `change_fail_after_merge`.

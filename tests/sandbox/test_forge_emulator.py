@@ -760,6 +760,36 @@ def test_branch_protection_blocks_merge_until_checks_and_approval(forge, api, tm
     assert api.put(repo_url(forge, "/pulls/1/merge"), json={}).status_code == 200
 
 
+def test_the_portal_status_is_requirable_by_branch_protection(forge, api, tmp_path):
+    """`gitops-portal/gates` required on main: a failure or pending blocks the merge, success allows it;
+    a description over GitHub's 140 characters is refused (422) as GitHub does."""
+    head = push_branch(forge, tmp_path, "promote/portal", {"p.txt": "p\n"})
+    rule = {"repo": "acme/gitops", "branch": "main", "contexts": ["gitops-portal/gates"]}
+    assert requests.put(f"{forge.base_url}/sandbox/protection", json=rule).ok
+    open_pull(api, forge, "promote/portal")
+    status = {"context": "gitops-portal/gates", "target_url": "https://portal.example.com/promotions/1/"}
+
+    too_long = api.post(
+        repo_url(forge, f"/statuses/{head}"), json={**status, "state": "pending", "description": "x" * 141}
+    )
+    assert too_long.status_code == 422 and "140" in too_long.text
+    for state in ("pending", "failure"):
+        posted = api.post(
+            repo_url(forge, f"/statuses/{head}"), json={**status, "state": state, "description": "Blocked"}
+        )
+        assert posted.status_code == 201 and posted.json()["context"] == "gitops-portal/gates"
+        blocked = api.put(repo_url(forge, "/pulls/1/merge"), json={})
+        assert blocked.status_code == 405 and "gitops-portal/gates" in blocked.json()["message"]
+
+    api.post(
+        repo_url(forge, f"/statuses/{head}"), json={**status, "state": "success", "description": "Approved"}
+    )
+    history = api.get(repo_url(forge, f"/commits/{head}/statuses")).json()
+    assert [s["state"] for s in history] == ["success", "failure", "pending"]
+    assert history[0]["target_url"] == status["target_url"] and history[0]["creator"]["login"] == "portal-bot"
+    assert api.put(repo_url(forge, "/pulls/1/merge"), json={}).status_code == 200
+
+
 def test_draft_pull_cannot_be_merged(forge, api, tmp_path):
     push_branch(forge, tmp_path, "promote/draft", {"d.txt": "d\n"})
     pull = open_pull(api, forge, "promote/draft", draft=True)

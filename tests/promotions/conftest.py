@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth.models import Group
 
 from accounts.roles import ALL_ROLES
+from tests.conftest import WorkerProcess
 from tests.factories import UserFactory
 from tests.promotions.helpers import make_sandbox
 
@@ -55,3 +56,26 @@ def manual_prod(db, tmp_path, settings):
     yield box
     box.argo.stop()
     box.forge.stop()
+
+
+@pytest.fixture
+def worker_factory(purge_broker, tmp_path, settings):
+    workers: list[WorkerProcess] = []
+
+    def start() -> WorkerProcess:
+        worker = WorkerProcess(
+            tmp_path / f"worker-{len(workers)}.log",
+            extra_env={
+                "GITOPSPORTAL_MIRRORS_DIR": str(settings.MIRRORS_DIR),
+                "GITOPSPORTAL_WORKSPACES_DIR": str(settings.WORKSPACES_DIR),
+                "CELERY_RETRY_BACKOFF_MAX": "4",
+            },
+        ).start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+        # Shown by pytest when the test failed.
+        print(f"---- {worker.log_path.name}\n" + worker.log_path.read_text(errors="replace")[-6000:])

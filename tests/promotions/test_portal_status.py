@@ -8,16 +8,19 @@ fails. Posted once per verdict; a 5xx is retried, a 403 is shown and never fails
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pytest
 import requests
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from changes.pullrequests import PullRequestRetryable
 from promotions import services
 from promotions.models import Promotion
 from promotions.pullrequests import promotion_gates_on_rendering
+from tests.conftest import wait_for
 from tests.promotions.helpers import promotable_app
 from tests.promotions.test_rendered_pages import _broken_commit
 from tests.sandbox_fixtures import FORGE_TOKEN
@@ -181,3 +184,30 @@ def test_a_forge_5xx_is_retried_and_never_fails_the_promotion(sandbox, users, pu
 
     assert services.promotion_status_publish(promotion_id=promotion.pk) == "posted"
     assert [s["state"] for s in _statuses(sandbox, promotion.pushed_head_sha)] == ["pending"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_posts_each_verdict_once_however_often_it_is_enqueued(sandbox, users, worker_factory):
+    """Every ledger event enqueues the status task (request, push, approval, PR opened...): the worker
+    posts pending, then success, and nothing twice."""
+    worker_factory()
+    promotion = services.promotion_request_create(
+        actor=users["rm"],
+        applications=[promotable_app(sandbox)],
+        source_env=sandbox.stage,
+        target_env=sandbox.prod,
+    )
+    wait_for(lambda: Promotion.objects.get(pk=promotion.pk).portal_status_state == "pending", timeout=60,
+             message="pending posted by the worker")  # fmt: skip
+    promotion.refresh_from_db()
+    head = promotion.pushed_head_sha
+    services.promotion_approve(promotion=promotion, actor=users["approver"], head_sha=head)
+    wait_for(
+        lambda: Promotion.objects.get(pk=promotion.pk).state == "pr_open", timeout=60, message="PR opened"
+    )
+    wait_for(lambda: Promotion.objects.get(pk=promotion.pk).portal_status_state == "success", timeout=30,
+             message="success posted")  # fmt: skip
+    events = AuditEvent.objects.filter(target_type="promotion", target_id=str(promotion.pk)).count()
+    assert events >= 4  # each enqueued a publish
+    time.sleep(2)  # let the last enqueued publishes run
+    assert [s["state"] for s in _statuses(sandbox, head)] == ["success", "pending"]

@@ -12,34 +12,11 @@ from audit.models import AuditEvent
 from promotions import services
 from promotions.models import Promotion, PromotionState
 from promotions.tasks import promotion_pr_open_task, promotions_sweep_task
-from tests.conftest import WorkerProcess, wait_for
+from tests.conftest import wait_for
 from tests.promotions.helpers import WEBHOOK_SECRET, git, promotable_app
 
 pytestmark = pytest.mark.django_db(transaction=True)
 S = PromotionState
-
-
-@pytest.fixture
-def worker_factory(purge_broker, tmp_path, settings):
-    workers: list[WorkerProcess] = []
-
-    def start() -> WorkerProcess:
-        worker = WorkerProcess(
-            tmp_path / f"worker-{len(workers)}.log",
-            extra_env={
-                "GITOPSPORTAL_MIRRORS_DIR": str(settings.MIRRORS_DIR),
-                "GITOPSPORTAL_WORKSPACES_DIR": str(settings.WORKSPACES_DIR),
-                "CELERY_RETRY_BACKOFF_MAX": "4",
-            },
-        ).start()
-        workers.append(worker)
-        return worker
-
-    yield start
-    for worker in workers:
-        worker.stop()
-        # Shown by pytest when the test failed.
-        print(f"---- {worker.log_path.name}\n" + worker.log_path.read_text(errors="replace")[-6000:])
 
 
 def _state(pk: int) -> str:

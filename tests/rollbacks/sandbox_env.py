@@ -8,6 +8,7 @@ once the inventory engineer publishes it.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,6 +113,13 @@ class Sandbox:
         for _ in range(3):
             self.argocd.reconcile()
         result = repository_ingest(repository_id=self.repository.pk)
+        for _ in range(5):
+            # A worker's task may be fetching the same mirror (git: "cannot lock ref"); the beat's
+            # next ingest would take it up, here the next try does.
+            if result.ok or "cannot lock ref" not in (result.error or ""):
+                break
+            time.sleep(0.2)
+            result = repository_ingest(repository_id=self.repository.pk)
         assert result.ok, result.error
         poll = instance_poll(instance_id=self.instance.pk)
         assert poll.ok, poll.error

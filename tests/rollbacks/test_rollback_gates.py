@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 
 from inventory.models import Application
-from rollbacks import services
+from rollbacks import rendered, services
 from rollbacks.models import RollbackRequest
 from tests.rollbacks.sandbox_env import oncall
 
@@ -177,6 +177,9 @@ def test_an_emergency_merge_waits_while_argo_cd_cannot_be_asked(sandbox_auto_mer
 
     fault(error_rate=1.0, status=503, paths=["/api/v1/applications/*/manifests"])
     cache.clear()  # the PR body's rendering of this head is cached: as if it had expired
+    # The portal's status at the PR opening judged the head already (kept per process): as if that
+    # had run in another worker, this one asks Argo CD itself.
+    rendered._JUDGED_HEADS.clear()
     services.rollback_track(rollback_id=rollback.pk)
     rollback.refresh_from_db()
     assert rollback.state == "pr_open" and not rollback.auto_merged_at

@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import audit_event_record
+from core.gcscope import bulk_scope
 from integrations.argocd import ArgoCDClient, ArgoCDError, ArgoCDUnavailable
 from integrations.gitrepo import GitError
 
@@ -28,9 +29,10 @@ from .store import (
     apps_read_and_store,
     apps_store_narrow,
     clusters_upsert,
-    existing_apps,
     instance_lock,
     listed_apps_observe,
+    listed_compare,
+    listed_state,
 )
 
 
@@ -74,37 +76,37 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
     try:
         client = client or argocd_client_for(instance)
         clusters = client.list_clusters()
-        listing = client.list_application_items()
-        cluster_rows = clusters_upsert(instance=instance, clusters=clusters)
-        existing = existing_apps(instance)
-        seen_names = {name for name in map(listing.name_of, listing.items) if name}
-        removed = [
-            name for name, row in existing.items() if name not in seen_names and row["deleted_at"] is None
-        ]
-        refusal = _removal_guard(
-            instance=instance, live=sum(r["deleted_at"] is None for r in existing.values()), removed=removed
-        )
-        if refusal:
-            raise RemovalHeld(refusal)
-        result.apps_seen, resource_version = len(listing.items), listing.resource_version or ""
-        observed = Observed()
-        read: dict[str, Any] = {"changed": 0, "new": 0, "deployments": 0}
-        # Synced (and new) apps first: their deployments are stored before the rest is even parsed.
-        for batch in listed_apps_observe(
-            client=client, instance=instance, listing=listing, existing=existing
-        ):
-            done = apps_read_and_store(
-                client=client,
-                instance=instance,
-                observed=batch,
-                cluster_rows=cluster_rows,
-                now=now,
-                fleet=len(listing.items),
-            )
-            observed.merge(batch)
-            for key in read:
-                read[key] += done[key]
-        del listing, existing  # a fleet's raw list is tens of MB
+        # Items are decoded only where their text is not an app's stored list item; what is decoded
+        # at once (a monorepo commit: the whole fleet) is not walked by the cyclic collector while
+        # the poll holds it (core.gcscope).
+        with bulk_scope():
+            listing = client.list_application_texts()
+            cluster_rows = clusters_upsert(instance=instance, clusters=clusters)
+            stored = listed_state(instance)
+            compared = listed_compare(client=client, listing=listing, stored=stored)
+            live = [name for name, row in stored.items() if row is not None]
+            removed = [name for name in live if name not in compared.names]
+            refusal = _removal_guard(instance=instance, live=len(live), removed=removed)
+            if refusal:
+                raise RemovalHeld(refusal)
+            result.apps_seen, resource_version = compared.listed, listing.resource_version or ""
+            observed = Observed()
+            read: dict[str, Any] = {"changed": 0, "new": 0, "deployments": 0}
+            # Synced (and new) apps first: their deployments are stored before the rest is even parsed.
+            batches = listed_apps_observe(client=client, instance=instance, compared=compared, stored=stored)
+            for batch in batches:
+                done = apps_read_and_store(
+                    client=client,
+                    instance=instance,
+                    observed=batch,
+                    cluster_rows=cluster_rows,
+                    now=now,
+                    fleet=compared.listed,
+                )
+                observed.merge(batch)
+                for key in read:
+                    read[key] += done[key]
+            del listing, stored, compared, batches  # a fleet's raw list is tens of MB
         stats = _poll_store(
             instance=instance,
             observed=observed,

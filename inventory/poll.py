@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -186,7 +187,6 @@ def instance_mark_stale(*, instance_id: int, error: str, duration_ms: int | None
         )
 
 
-@transaction.atomic
 def _poll_store(
     *,
     instance: ArgoInstance,
@@ -197,8 +197,38 @@ def _poll_store(
     started: float,
     now: datetime,
 ) -> dict[str, Any]:
-    """Store the narrow-only changes and removals, and record the poll (the full reads are stored)."""
-    instance_lock(instance.pk)
+    """Store the narrow-only changes and removals, and record the poll (the full reads are stored).
+
+    A poll that saw nothing to store (and recovers nothing) only records itself: one UPDATE of the
+    instance row, without the transaction and instance lock that writes to its apps take.
+    """
+    quiet = not (observed.narrow or observed.relisted or removed or instance.is_stale)
+    with nullcontext() if quiet else transaction.atomic():
+        return _poll_record(
+            instance=instance,
+            observed=observed,
+            read=read,
+            removed=removed,
+            resource_version=resource_version,
+            started=started,
+            now=now,
+            lock=not quiet,
+        )
+
+
+def _poll_record(
+    *,
+    instance: ArgoInstance,
+    observed: Observed,
+    read: dict[str, Any],
+    removed: list[str],
+    resource_version: str,
+    started: float,
+    now: datetime,
+    lock: bool,
+) -> dict[str, Any]:
+    if lock:
+        instance_lock(instance.pk)
     hashes = observed.hashes
     stats = dict(read)
     stats["changed"] += apps_store_narrow(observed=observed, now=now)

@@ -479,19 +479,24 @@ def instance_lock(instance_id: int) -> None:
 
 
 def clusters_upsert(*, instance: ArgoInstance, clusters: Iterable[Any]) -> dict[str, Cluster]:
-    envs = {e.name: e for e in Environment.objects.all()}
     rows = {c.server: c for c in Cluster.objects.filter(instance=instance).select_related("environment")}
     label = instance.cluster_env_label or "env"
+    envs: dict[str, Environment] | None = None  # read only when a cluster's environment may be new
     with transaction.atomic():
         for remote in clusters:
-            env = envs.get(remote.labels.get(label, ""))
+            row = rows.get(remote.server)
+            env_name = remote.labels.get(label, "")
+            if row is not None and row.environment is not None and row.environment.name == env_name:
+                env: Environment | None = row.environment
+            else:
+                envs = envs if envs is not None else {e.name: e for e in Environment.objects.all()}
+                env = envs.get(env_name)
             values = {
                 "name": (remote.name or remote.server)[:200],
                 "labels": dict(remote.labels),
                 "environment": env,
                 "connection_status": (remote.connection_status or "")[:32],
             }
-            row = rows.get(remote.server)
             if row is None:
                 rows[remote.server] = Cluster.objects.create(
                     instance=instance, server=remote.server, **values

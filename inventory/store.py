@@ -486,8 +486,9 @@ def clusters_upsert(*, instance: ArgoInstance, clusters: Iterable[Any]) -> dict[
         for remote in clusters:
             row = rows.get(remote.server)
             env_name = remote.labels.get(label, "")
-            if row is not None and row.environment is not None and row.environment.name == env_name:
-                env: Environment | None = row.environment
+            stored_env = row.environment if row is not None else None
+            if row is not None and (stored_env.name if stored_env is not None else "") == env_name:
+                env: Environment | None = stored_env  # unchanged (no environment is named "")
             else:
                 envs = envs if envs is not None else {e.name: e for e in Environment.objects.all()}
                 env = envs.get(env_name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
@@ -76,14 +77,20 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
         return result
     try:
         client = client or argocd_client_for(instance)
-        clusters = client.list_clusters()
         # Items are decoded only where their text is not an app's stored list item; what is decoded
         # at once (a monorepo commit: the whole fleet) is not walked by the cyclic collector while
         # the poll holds it (core.gcscope).
         with bulk_scope():
-            listing = client.list_application_texts()
-            cluster_rows = clusters_upsert(instance=instance, clusters=clusters)
-            stored = listed_state(instance)
+            # The list (seconds for a large fleet) is read while the clusters are, and stored, and the
+            # stored apps read: one wait instead of four in a row.
+            with ThreadPoolExecutor(1, thread_name_prefix="argocd-list") as pool:
+                listed = pool.submit(client.list_application_texts)
+                try:
+                    clusters = client.list_clusters()
+                    cluster_rows = clusters_upsert(instance=instance, clusters=clusters)
+                    stored = listed_state(instance)
+                finally:
+                    listing = listed.result()  # its error first: what a failed poll reports
             compared = listed_compare(client=client, listing=listing, stored=stored)
             live = [name for name, row in stored.items() if row is not None]
             removed = [name for name in live if name not in compared.names]

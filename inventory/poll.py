@@ -14,7 +14,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import audit_event_record
-from core.gcscope import bulk_scope
 from integrations.argocd import ArgoCDClient, ArgoCDError, ArgoCDUnavailable
 from integrations.gitrepo import GitError
 
@@ -77,46 +76,44 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
         return result
     try:
         client = client or argocd_client_for(instance)
-        # Items are decoded only where their text is not an app's stored list item; what is decoded
-        # at once (a monorepo commit: the whole fleet) is not walked by the cyclic collector while
-        # the poll holds it (core.gcscope).
-        with bulk_scope():
-            # The list (seconds for a large fleet) is read while the clusters are, and stored, and the
-            # stored apps read: one wait instead of four in a row.
-            with ThreadPoolExecutor(1, thread_name_prefix="argocd-list") as pool:
-                listed = pool.submit(client.list_application_texts)
-                try:
-                    clusters = client.list_clusters()
-                    cluster_rows = clusters_upsert(instance=instance, clusters=clusters)
-                    stored = listed_state(instance)
-                finally:
-                    listing = listed.result()  # its error first: what a failed poll reports
-            compared = listed_compare(client=client, listing=listing, stored=stored)
-            resource_version = listing.resource_version or ""
-            del listing  # the answer and its texts (2 x 17 MB at 10,000 apps): what changed is decoded
-            live = [name for name, row in stored.items() if row is not None]
-            removed = [name for name in live if name not in compared.names]
-            refusal = _removal_guard(instance=instance, live=len(live), removed=removed)
-            if refusal:
-                raise RemovalHeld(refusal)
-            result.apps_seen = compared.listed
-            observed = Observed()
-            read: dict[str, Any] = {"changed": 0, "new": 0, "deployments": 0}
-            # Synced (and new) apps first: their deployments are stored before the rest is even parsed.
-            batches = listed_apps_observe(client=client, instance=instance, compared=compared, stored=stored)
-            for batch in batches:
-                done = apps_read_and_store(
-                    client=client,
-                    instance=instance,
-                    observed=batch,
-                    cluster_rows=cluster_rows,
-                    now=now,
-                    fleet=compared.listed,
-                )
-                observed.merge(batch)
-                for key in read:
-                    read[key] += done[key]
-            del stored, compared, batches  # a first cycle's decoded list is ~100 MB
+        # Items are decoded only where their text is not an app's stored list item.
+        # The list (seconds for a large fleet) is read while the clusters are, and stored, and the
+        # stored apps read: one wait instead of four in a row.
+        with ThreadPoolExecutor(1, thread_name_prefix="argocd-list") as pool:
+            listed = pool.submit(client.list_application_texts)
+            try:
+                clusters = client.list_clusters()
+                cluster_rows = clusters_upsert(instance=instance, clusters=clusters)
+                stored = listed_state(instance)
+            finally:
+                listing = listed.result()  # its error first: what a failed poll reports
+        del listed
+        compared = listed_compare(client=client, listing=listing, stored=stored)
+        resource_version = listing.resource_version or ""
+        del listing  # the answer and its texts (2 x 17 MB at 10,000 apps): what changed is decoded
+        live = [name for name, row in stored.items() if row is not None]
+        removed = [name for name in live if name not in compared.names]
+        refusal = _removal_guard(instance=instance, live=len(live), removed=removed)
+        if refusal:
+            raise RemovalHeld(refusal)
+        result.apps_seen = compared.listed
+        observed = Observed()
+        read: dict[str, Any] = {"changed": 0, "new": 0, "deployments": 0}
+        # Synced (and new) apps first: their deployments are stored before the rest is even parsed.
+        batches = listed_apps_observe(client=client, instance=instance, compared=compared, stored=stored)
+        for batch in batches:
+            done = apps_read_and_store(
+                client=client,
+                instance=instance,
+                observed=batch,
+                cluster_rows=cluster_rows,
+                now=now,
+                fleet=compared.listed,
+            )
+            observed.merge(batch)
+            for key in read:
+                read[key] += done[key]
+        del stored, compared, batches  # a first cycle's decoded list is ~100 MB
         stats = _poll_store(
             instance=instance,
             observed=observed,

@@ -115,7 +115,7 @@ def listed_state(instance: ArgoInstance) -> dict[str, tuple[str, str] | None]:
             " WHERE instance_id = %s",
             [instance.pk],
         )
-        # Held for the whole poll like the list: kept out of collections in a poll's bulk_scope.
+        # 10,000 rows of strings: no collection in the middle of building them (core.gcscope).
         return bulk_call(
             lambda: {
                 name: (listed, state) if live else None for name, listed, state, live in cursor.fetchall()

@@ -49,8 +49,8 @@ class HttpResponse:
     def json(self) -> Any:
         """Decode the body as JSON, raising ValueError on malformed content.
 
-        Inside a `core.gcscope.bulk_scope` (a poll holding a fleet's list) the collector does not
-        walk what is decoded while the scope lasts.
+        The cyclic collector is paused while it decodes (core.gcscope: a fleet's list would set off
+        full collections of the process in the middle of it).
         """
         return json_loads_bulk(self.body.decode("utf-8"))
 

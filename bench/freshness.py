@@ -62,6 +62,12 @@ class WatchProbe:
         time.sleep(0.3)  # the stream is open before the change
         return self
 
+    def stop(self) -> None:
+        """Close the stream: a probe left open would go on taking every later commit's events (all
+        of the fleet's, before the selector) in the bench process, which serves the emulator."""
+        self.client.close()
+        self.thread.join(5)
+
     def _run(self) -> None:
         try:
             for event in self.client.watch_applications(
@@ -118,9 +124,13 @@ def _samples(
                 missing += 1
                 break
             time.sleep(0.05)
-        seen = [probe.seen.get(f"{n}@{sha}") for n in names]
-        if all(seen):
-            stream_lat.append(max(seen) - synced_at)  # type: ignore[type-var]
+        wait_until = time.monotonic() + 10  # the portal may show it before the probe's stream has it
+        while not all(f"{n}@{sha}" in probe.seen for n in names) and time.monotonic() < wait_until:
+            time.sleep(0.05)
+        probe.stop()
+        seen = [probe.seen[f"{n}@{sha}"] for n in names if f"{n}@{sha}" in probe.seen]
+        if len(seen) == len(names):
+            stream_lat.append(max(seen) - synced_at)
     return seen_lat, stream_lat, missing
 
 
@@ -133,12 +143,17 @@ def _start(env: BenchEnv, args: list[str], log_path: Any) -> tuple[subprocess.Po
     return proc, log
 
 
-def _stop(proc: subprocess.Popen[bytes], log: Any) -> None:
+def _stop(proc: subprocess.Popen[bytes], log: Any, *, graceful: float = 0.0) -> None:
     import os
     import signal
 
     with contextlib.suppress(OSError):
         proc.stdin.close()  # type: ignore[union-attr]
+    # The poll loop ends at its next wait once stdin closes: a poll in progress finishes first (killed
+    # mid-poll, it would hold the instance's poll claim until the poll timeout, and the watcher
+    # started next would re-list from a stale list). The watcher does not read stdin: it gets SIGTERM.
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(graceful)
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -177,7 +192,7 @@ def run(
             fleet, client, rng, count=samples, spread=interval, limit=timeout, tag="p"
         )
     finally:
-        _stop(loop, log)
+        _stop(loop, log, graceful=60)
     p = stats(poll_lat)
     section.row(
         f"{label}: via the poller (interval {fmt_s(interval)})",

@@ -25,8 +25,14 @@ from django.db import DatabaseError, close_old_connections, connection
 from integrations.argocd import DEFAULT_WATCH_FIELDS, ArgoCDClient, ArgoCDError
 
 from .clients import argocd_client_for
+from .ingest import repositories_prefetch
 from .models import ArgoInstance
-from .observe import argo_application_remove, argo_applications_observe, raw_operation_moved
+from .observe import (
+    argo_application_remove,
+    argo_applications_observe,
+    raw_operation_moved,
+    raw_sync_revisions,
+)
 from .poll import instance_poll
 
 logger = logging.getLogger(__name__)
@@ -293,6 +299,12 @@ class InstanceWatcher:
             items={n: d["result"]["application"] for n, d in fresh.items() if n in pending.events},
         )
         pending.urgent.update(dict.fromkeys(moved))
+        if moved:
+            # A sync's revision not ingested yet: fetch it now, while the app is read in full (the
+            # store waits for this fetch rather than starting its own; no forge webhook needed).
+            repositories_prefetch(
+                raw_sync_revisions(pending.events[name]["result"]["application"] for name in moved)
+            )
         # The urgent apps alone (each a full read and its deployments), then back to the queue: a
         # sync that arrives meanwhile is not stored after a batch of narrow moves.
         names = list(pending.urgent)

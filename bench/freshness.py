@@ -278,8 +278,11 @@ def run(
         "own; the rest (most unchanged) wait for a 50 ms gap in the stream, or 3 s at most, and are then "
         "checked 500 at a time between reads of the queue, so that parsing and hashing the fleet does "
         "not take the CPU the synced app's full read and Git fetch need. What remains per sync: the "
-        "emulator's delivery (reference), the full read, and fetching the new commit from the forge "
-        "(no webhook here: the watcher fetches before it judges the deployment)."
+        "emulator's delivery (reference), the full read, fetching the new commit from the forge (no "
+        "webhook here: the watcher judges the deployment on the ingested commit), and storing it. The "
+        "fetch starts in the background as soon as an event names a sync's revision not ingested yet "
+        "(from the operation: Running on); the synced apps (one per cluster, a few ms apart on the "
+        "stream) are held until it lands, then read in full and stored together."
         + (
             f" The watcher received {int(streamed.group(1)):,} events in all ({samples} syncs)."
             if streamed
@@ -291,6 +294,11 @@ def run(
         "path by path for every event: 1.0 s per 10,000 events), the message is compared with the last "
         "one sent as a dict rather than serialised first, events are written 32 per socket write "
         "instead of one each, and the render of an app memoises its timestamps and uids (60% of it). "
-        "It still renders and projects every app of a monorepo commit to compare with what it last "
-        "sent, which bounds the reference above."
+        "A stream whose filter (here the probe's selector) leaves an app out does not render it. Argo CD "
+        "refreshes the apps of a new commit one by one while its API server streams each update, so a "
+        "sync is not delivered behind the fleet's refresh; the emulator refreshes the fleet in one step, "
+        "and lets the open streams deliver that refresh (render, project, compare with what each last "
+        "sent) before it syncs, so the reference is the delivery of the sync itself. The reference "
+        "probe of each sample is closed after it (left open, a dozen idle streams took every later "
+        "commit's events in the bench process)."
     )

@@ -858,6 +858,11 @@ def repositories_prefetch(wanted: Mapping[str, Iterable[str]]) -> list[int]:
     return started
 
 
+def ingest_ahead_running() -> bool:
+    """Whether an ingest started by `repositories_prefetch` in this process is still running."""
+    return bool(_AHEAD)
+
+
 def _ingest_ahead(repository_id: int, done: threading.Event) -> None:
     try:
         result = repository_ingest(repository_id=repository_id)

@@ -123,7 +123,8 @@ def raw_sync_revisions(items: Iterable[Any]) -> dict[str, set[str]]:
     for app in items:
         spec, status = _obj(app, "spec"), _obj(app, "status")
         op = _obj(status, "operationState")
-        sources = spec.get("sources") if isinstance(spec.get("sources"), list) else [spec.get("source")]
+        listed = spec.get("sources")
+        sources: list[Any] = listed if isinstance(listed, list) else [spec.get("source")]
         urls = [s.get("repoURL") if isinstance(s, dict) else None for s in sources]
         for part in (_obj(_obj(op, "operation"), "sync"), _obj(op, "syncResult")):
             revisions = part.get("revisions")

@@ -528,3 +528,55 @@ def test_the_revisions_a_watched_operation_syncs_to_by_repository():
     assert raw_sync_revisions([running, finished, multi, manual, malformed, {}]) == {
         "https://git.example.com/acme/gitops": {sha1, sha2, sha3}
     }
+
+
+@pytest.mark.parametrize("sandbox_repo_options", [{"apps": 3, "clusters": 2, "commits": 40, "seed": 7}])
+def test_the_apps_of_one_sync_are_held_while_its_commit_is_fetched_and_stored_together(
+    sandbox_inventory, monkeypatch
+):
+    # A sync to an environment of two clusters streams two apps, not always in the same write.
+    # Storing waits for the commit either way: the first is held while it is fetched, and both are
+    # stored in one batch (not the second after the first one's fetch and store).
+    import inventory.ingest
+    import inventory.watch
+
+    inv = sandbox_inventory
+    app = inv.repo.apps[1].name
+    names = sorted(
+        ArgoApplication.objects.filter(name__startswith=f"{app}-prod-").values_list("name", flat=True)
+    )
+    assert len(names) == 2
+    batches: list[list[str]] = []
+    observe, read_stream = inventory.watch.argo_applications_observe, inventory.watch._read_stream
+    pushed = threading.Event()
+
+    def recording(*, instance_id, remotes, client):
+        batches.append(sorted(r.name for r in remotes))
+        return observe(instance_id=instance_id, remotes=remotes, client=client)
+
+    def second_one_later(events, arrived):
+        def delayed():
+            late = True
+            for event in events:
+                if late and pushed.is_set() and inventory.watch._event_name(event) == names[1]:
+                    late = False  # its first event after the push comes once the fetch has started
+                    deadline = time.monotonic() + 5
+                    while not inventory.ingest.ingest_ahead_running() and time.monotonic() < deadline:
+                        time.sleep(0.002)
+                yield event
+
+        read_stream(delayed(), arrived)
+
+    monkeypatch.setattr(inventory.watch, "argo_applications_observe", recording)
+    monkeypatch.setattr(inventory.watch, "_read_stream", second_one_later)
+    watcher, thread = _start(inv)
+    try:
+        wait_for(lambda: watcher.stats.connects >= 1, timeout=15, message="the watcher to connect")
+        pushed.set()
+        sha = _push_tag(inv, "prod", app, "7.9.1")
+        inv.refresh()
+        wait_for(lambda: all(_deployment(n, sha) for n in names), timeout=15, message="both deployments")
+    finally:
+        _stop(watcher, thread)
+    first = next(batch for batch in batches if set(batch) & set(names))
+    assert first == names

@@ -148,6 +148,7 @@ class WatchHub:
         self._events: deque[_Event] = deque(maxlen=maxlen)
         self._cond = threading.Condition()
         self._positions: dict[object, int] = {}  # open stream -> the last rv it has handled
+        self._delivered = threading.Condition()  # its own: a report must not wake the streams' `since`
         self.closed = False
 
     def publish(self, event: _Event) -> None:
@@ -169,28 +170,32 @@ class WatchHub:
 
     def delivered(self, stream: object, rv: int | None) -> None:
         """Record that `stream` has handled (sent or skipped) every event up to `rv`; None: it closed."""
-        with self._cond:
+        with self._delivered:
             if rv is None:
                 self._positions.pop(stream, None)
+            elif self._positions.get(stream) == rv:
+                return  # an idle stream reports every 0.25 s: nothing moved
             else:
                 self._positions[stream] = rv
-            self._cond.notify_all()
+            self._delivered.notify_all()
 
     def wait_delivered(self, rv: int, timeout: float) -> bool:
         """Wait (at most `timeout`) until every open stream has handled the events up to `rv`."""
         deadline = time.monotonic() + timeout
-        with self._cond:
+        with self._delivered:
             while not self.closed and any(pos < rv for pos in self._positions.values()):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._cond.wait(remaining)
+                self._delivered.wait(remaining)
             return True
 
     def close(self) -> None:
         with self._cond:
             self.closed = True
             self._cond.notify_all()
+        with self._delivered:
+            self._delivered.notify_all()
 
 
 class ArgoCDEmulator:

@@ -731,6 +731,31 @@ def test_a_sync_after_a_commit_is_not_streamed_behind_the_refresh_of_every_app(
     assert all(position >= refreshed[0] for position in at_sync[0][1])
 
 
+def test_idle_streams_wait_quietly(argo: ArgoCDEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each stream reports its position to the hub; a report must not wake the other streams (two
+    # idle streams would otherwise wake each other in a busy loop).
+    calls: list[float] = []
+    since = argo.hub.since
+    monkeypatch.setattr(
+        argo.hub, "since", lambda rv, timeout: (calls.append(time.monotonic()), since(rv, timeout))[1]
+    )
+    responses = [
+        requests.get(
+            f"{argo.base_url}/api/v1/stream/applications?resourceVersion={argo.rv}",
+            headers=AUTH,
+            stream=True,
+            timeout=10,
+        )
+        for _ in range(2)
+    ]
+    time.sleep(0.5)
+    calls.clear()
+    time.sleep(1.0)
+    for response in responses:
+        response.close()
+    assert len(calls) <= 2 * 6  # about one wait of 0.25 s per stream and loop
+
+
 def test_a_filtered_stream_does_not_render_the_apps_it_leaves_out(
     argo: ArgoCDEmulator, repo: GeneratedRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -873,9 +873,10 @@ def repositories_prefetch(wanted: Mapping[str, Iterable[str]]) -> list[int]:
     """Start ingesting in the background each repository (by URL) missing one of these commits.
 
     The watcher calls it as soon as an event names a sync revision the portal has not ingested (an
-    operation Running or just finished): the fetch then runs while the app is read in full, and
-    `repositories_ingest_for` waits for it rather than fetching again. Returns the repositories
-    started (one ingest per repository at a time; the row claim also keeps other workers out).
+    operation Running or just finished), and holds the synced apps until it lands
+    (`ingest_ahead_running`); `repositories_ingest_for` waits for it rather than fetching again.
+    Returns the repositories started (one ingest per repository at a time in this process; the
+    row claim keeps other workers out).
     """
     started: list[int] = []
     for repo, _ in _repositories_missing({url: set(shas) for url, shas in wanted.items()}):

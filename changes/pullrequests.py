@@ -244,6 +244,7 @@ class MergeAttempt:
     status: Literal["merged", "waiting", "checks_failed", "closed", "refused"]
     merge_commit_sha: str | None = None
     detail: str = ""
+    merged_by: str = ""  # the forge's `merged_by` login once merged (the portal's token when it merged)
 
 
 PrepareBranch = Callable[[GitWorkspace], "str | None"]

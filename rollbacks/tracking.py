@@ -167,7 +167,12 @@ def _track_pr(rollback: RollbackRequest) -> None:
             )
             return
         if attempt.status == "merged":
-            _transition_merged(rollback.pk, attempt.merge_commit_sha or "", auto=True, merged_by="portal")
+            _transition_merged(
+                rollback.pk,
+                attempt.merge_commit_sha or "",
+                auto=True,
+                merged_by=attempt.merged_by or "portal",
+            )
             return
         if attempt.status == "closed":
             _transition_closed(rollback.pk)

@@ -188,11 +188,13 @@ class LiveStack:
         name: str = LIVE_ALIAS,
         prod_sync: str = "argocd",
         helm_apps: int = 0,
+        rollout_apps: int = 0,
     ) -> LiveStack:
         """Start everything; on any failure stop what was started and re-raise.
 
         `prod_sync="portal"`: prod's Argo CD apps do not auto-sync and the portal syncs them.
         `helm_apps`: add Helm-values apps (multi-source Argo CD apps, `sandbox_repo --helm-apps`).
+        `rollout_apps`: the last apps are Argo Rollouts canaries (the demo's steps).
         """
         stack = cls(workdir=workdir, _blocker=blocker, name=name, prod_sync=prod_sync)
         try:
@@ -203,6 +205,7 @@ class LiveStack:
                 seed=seed,
                 poll_interval=poll_interval,
                 helm_apps=helm_apps,
+                rollout_apps=rollout_apps,
             )
         except BaseException:
             stack.save_logs("startup-failure")
@@ -211,7 +214,15 @@ class LiveStack:
         return stack
 
     def _start(
-        self, *, apps: int, clusters: int, commits: int, seed: int, poll_interval: int, helm_apps: int = 0
+        self,
+        *,
+        apps: int,
+        clusters: int,
+        commits: int,
+        seed: int,
+        poll_interval: int,
+        helm_apps: int = 0,
+        rollout_apps: int = 0,
     ) -> None:
         from sandbox.argocd import ArgoCDEmulator
         from sandbox.forge import ForgeEmulator
@@ -230,6 +241,7 @@ class LiveStack:
             commits=commits,
             seed=seed,
             helm_apps=helm_apps,
+            rollout_apps=rollout_apps,
         )
         self.forge = ForgeEmulator(
             repos_dir,

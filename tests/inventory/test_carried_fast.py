@@ -155,7 +155,7 @@ def test_plain_blocks_read_as_the_fast_reader_reads_them() -> None:
 
 def test_images_value_compares_as_carried_value_and_frames_as_images_frame() -> None:
     rng = random.Random(3)
-    texts = []
+    texts: list[str | None] = []
     for _ in range(400):
         block = "images:\n" + "".join(line + "\n" for line in rng.choices(_LINES, k=rng.randint(0, 4)))
         head = rng.choice([_HEAD, "", "resources: x\n", "a: &t 1\n", _HEAD.replace("team-a", "team-b")])

@@ -118,6 +118,10 @@ def _helm_values(text: str | None, paths: Any) -> Any:
 Frame = tuple[str, str]  # a kustomization's text before and after its `images:` block
 
 
+# The lines of an `images:` block: each starts with a space or `-` (to its newline, or the end), or is empty.
+_BLOCK_LINES = re.compile(r"(?:[ \-][^\n]*\n?|\n)*")
+
+
 def _images_split(text: str) -> tuple[str, str, str] | None:
     """Split a text around its top-level `images:` block: (before, block, after), or None.
 
@@ -131,10 +135,7 @@ def _images_split(text: str) -> tuple[str, str, str] | None:
         if at < 0:
             return None
         start = at + 1
-    end = start + len("images:\n")
-    while end < len(text) and text[end] in " -\n":
-        nl = text.find("\n", end)
-        end = len(text) if nl < 0 else nl + 1
+    end = _BLOCK_LINES.match(text, start + len("images:\n")).end()  # type: ignore[union-attr]
     return text[:start], text[start:end], text[end:]
 
 
@@ -244,11 +245,11 @@ def _pin_scalar(value: str | None) -> str:
     return "" if value is None or value in ("~", "null") else value.strip()  # as core.kustomize._scalar
 
 
-def _plain_block_pins(block: str) -> tuple[tuple[str, str, str, str], ...] | None:
-    """`_image_pins(kustomization_of(_simple_yaml(block)))` for the plainest blocks, else None.
+def _plain_block_entries(block: str) -> list[dict[str, str]] | None:
+    """`_simple_yaml(block)["images"]` for the plainest blocks (`_PLAIN_BLOCK`), else None.
 
-    The block matches `_PLAIN_BLOCK`, so the fast reader reads it as a list of mappings of the
-    scalars as written (quotes removed); an entry that repeats a key is left to it (it refuses).
+    The fast reader reads such a block as a list of mappings of the scalars as written (quotes
+    removed); an entry that repeats a key is left to it (it refuses).
     """
     if _PLAIN_BLOCK.fullmatch(block) is None:
         return None
@@ -261,6 +262,14 @@ def _plain_block_pins(block: str) -> tuple[tuple[str, str, str, str], ...] | Non
             return None
         else:
             entries[-1][key] = value
+    return entries
+
+
+def _plain_block_pins(block: str) -> tuple[tuple[str, str, str, str], ...] | None:
+    """`_image_pins(kustomization_of(_simple_yaml(block)))` for the plainest blocks, else None."""
+    entries = _plain_block_entries(block)
+    if entries is None:
+        return None
     pins = []
     for entry in entries:
         name = _pin_scalar(entry.get("name"))
@@ -272,26 +281,35 @@ def _plain_block_pins(block: str) -> tuple[tuple[str, str, str, str], ...] | Non
     return tuple(sorted(pins))
 
 
-def images_value_in_frame(text: str, frames: set[Frame] | dict[Frame, Any]) -> ImagesValue | None:
+def images_value_in_frame(
+    text: str, frames: set[Frame] | dict[Frame, Any], blocks: dict[str, ImagesValue] | None = None
+) -> ImagesValue | None:
     """`images_value(text)[0]` when the text has a frame in `frames` (each from `images_value` or
     `images_frame`) and its `images:` block reads alone with the fast reader, else None.
 
     The argument of `images_value_after`: the block then parses in the document as it does alone,
     and the rest as in the text the frame came from (whatever its block was). The plainest blocks
-    are read with one regular expression (`_plain_block_pins`), the others with the fast reader.
+    are read with one regular expression (`_plain_block_pins`), the others with the fast reader;
+    `blocks` caches what a block reads as (a promotion copies the block of another overlay).
     """
     split = _images_split(text)
     if split is None or (split[0], split[2]) not in frames:
         return None
     block = split[1]
+    if blocks is not None and block in blocks:
+        return blocks[block]
+    value: ImagesValue | None
     pins = _plain_block_pins(block)
     if pins is not None:
-        return ("pins", pins)
-    try:
-        kustomization = kustomization_of(_simple_yaml(block))
-    except (_NotSimple, KustomizationError):
-        return None
-    return ("pins", tuple(_image_pins(kustomization)))
+        value = ("pins", pins)
+    else:
+        try:
+            value = ("pins", tuple(_image_pins(kustomization_of(_simple_yaml(block)))))
+        except (_NotSimple, KustomizationError):
+            value = None
+    if blocks is not None:
+        blocks[block] = value
+    return value
 
 
 # A line at column 0 that opens a top-level key: not blank, not a comment, not a `-` item.
@@ -319,10 +337,14 @@ def simple_yaml_by_sections(text: str, sections: dict[str, Any]) -> Any:
         piece = text[start:end]
         data = sections.get(piece, _MISSING)
         if data is _MISSING:
-            try:
-                data = _simple_yaml(piece)
-            except _NotSimple:
-                data = _REFUSED
+            entries = _plain_block_entries(piece) if piece.startswith("images:\n") else None
+            if entries is not None:
+                data = {"images": entries}  # what `_simple_yaml(piece)` reads, without the reader
+            else:
+                try:
+                    data = _simple_yaml(piece)
+                except _NotSimple:
+                    data = _REFUSED
             sections[piece] = data
         if data is _REFUSED or not isinstance(data, dict):
             raise _NotSimple

@@ -8,7 +8,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -18,12 +17,14 @@ from django.utils import timezone
 
 from integrations.argocd import ArgoApplication as RemoteApp
 from integrations.gitrepo import (
+    BlobsRead,
     CommitRecord,
     GitError,
     GitMirror,
     InvalidRef,
     LogEntry,
     raw_side,
+    raw_sides,
     validate_repo_path,
 )
 
@@ -38,6 +39,8 @@ INGEST_BATCH = 2000
 _MAPPER_CACHE = 200_000  # distinct paths remembered by a PathMapper
 _CARRIED_CACHE = 200_000  # carried values remembered by blob ids in a first ingest
 _TRAILER = re.compile(r"^(Promotion-Id|Rollback-Id):[ \t]*(\S+)[ \t]*$", re.MULTILINE | re.IGNORECASE)
+# What every trailer holds, found ten times faster than a trailer (the same case rules).
+_TRAILER_HINT = re.compile(r"-id:", re.IGNORECASE)
 _PORTAL_BRANCH = re.compile(r"""(?:^|[\s'"/:])((?:promote|rollback)/[A-Za-z0-9._\-/]+)""", re.MULTILINE)
 
 
@@ -118,7 +121,7 @@ def portal_ref_of(record: CommitRecord) -> str:
 
 
 def _portal_ref(message: str, is_merge: bool) -> str:
-    trailer = _TRAILER.search(message)
+    trailer = _TRAILER.search(message) if _TRAILER_HINT.search(message) else None
     if trailer:
         return f"{trailer.group(1)}: {trailer.group(2)}"[:200]
     if is_merge:
@@ -695,7 +698,7 @@ class _CarriedJob:
     fallback: list[tuple[str, int, int | None, list[str]]] = field(default_factory=list)
     parents: dict[str, str | None] = field(default_factory=dict)
     by_id: dict[int, Application] = field(default_factory=dict)
-    texts: Future[dict[str, str | None] | None] | None = None
+    read: BlobsRead | None = None
 
 
 class _RawCarried:
@@ -708,7 +711,7 @@ class _RawCarried:
     text on both sides; every strategy compares the carried files position by position (or reads
     only its one file, which then changed), so it is read as one constant on both sides. Values are
     cached by the blob ids (the new blob of a commit is the old one of the next change), and the
-    blobs not cached are read with one `git cat-file --batch` per batch, each once.
+    blobs not cached are read each once, by one `git cat-file --batch` process for the whole ingest.
 
     The kustomize-images rule (one file, its value a function of the text alone) has its own
     cache by blob id, of comparable values instead of digests (`inventory.carried.images_value`):
@@ -721,16 +724,17 @@ class _RawCarried:
         self._mirror = mirror
         self._envs = envs
         # (app, environment) -> its carried files, and the one file when it is a kustomize-images app.
-        self._specs: dict[tuple[int, int], tuple[list[str], str | None]] = {}
+        self._specs: dict[tuple[int, int], tuple[list[str], str | None, bool]] = {}
         self._safe: dict[str, bool] = {}
         self._values: dict[tuple[int, int, tuple[str | None, ...]], str] = {}
         self._images: dict[str, ImagesValue] = {}  # kustomize-images values by blob id
         self._frames: dict[Frame, None] = {}  # frames of the kustomizations read whole without error
         self._sections: dict[str, Any] = {}  # top-level sections of kustomizations, read
-        # The blob reads run in a thread (git and the pipe wait without the GIL) while this thread
-        # parses the next batch; `_reading` is what the batch before asked for.
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-blobs")
+        self._blocks: dict[str, ImagesValue] = {}  # images blocks, read alone
+        # A batch's blobs are read by git while this thread parses the next batch (`start`, then
+        # `finish`); `_reading` is what the batch before asked for, `_started` its read.
         self._reading: set[str] = set()
+        self._started: list[BlobsRead] = []
 
     def start(
         self, batch: list[LogEntry], touches: list[tuple[int, Application, int | None, list[str]]]
@@ -744,21 +748,24 @@ class _RawCarried:
             env = envs.get(env_id or 0)
             if env is None:
                 continue
-            spec = specs.get((app.pk, env.pk)) or self._spec(app, env)
-            key = (entry.sha, app.pk, env.pk)
+            spec = specs.get((app.id, env.id)) or self._spec(app, env)
+            key = (entry.sha, app.id, env.id)
             single = spec[1]
             if single is not None:
                 raw = entry.raw
+                line = raw.get(single) if raw is not None else None
                 if single not in paths:
                     out[key] = False
                 elif not entry.parents:
                     out[key] = True
-                elif raw is None or single not in raw:
+                elif line is None:
                     job.parents[entry.sha] = entry.parents.split()[0]
-                    job.fallback.append((entry.sha, app.pk, env.pk, paths))
-                    job.by_id[app.pk] = app
+                    job.fallback.append((entry.sha, app.id, env.id, paths))
+                    job.by_id[app.id] = app
+                elif not spec[2]:
+                    out[key] = False  # an unsafe path reads as missing on both sides (`files_at`)
                 else:
-                    old, new = self._side(raw, single, False), self._side(raw, single, True)
+                    old, new = raw_sides(line)
                     if old == new:
                         out[key] = False  # the same text, or none, on both sides
                     else:
@@ -772,8 +779,8 @@ class _RawCarried:
                 out[key] = True
             elif entry.raw is None or not changed.issubset(entry.raw):
                 job.parents[entry.sha] = entry.parents.split()[0]
-                job.fallback.append((entry.sha, app.pk, env.pk, paths))
-                job.by_id[app.pk] = app
+                job.fallback.append((entry.sha, app.id, env.id, paths))
+                job.by_id[app.id] = app
             else:
                 raw = entry.raw
                 old_side = tuple(self._side(raw, f, False) if f in changed else _UNCHANGED for f in files)
@@ -785,38 +792,42 @@ class _RawCarried:
             self._images.clear()
             self._frames.clear()
             self._sections.clear()
+            self._blocks.clear()
         # Each blob is read once: not the ones valued already, nor those the batch before reads.
         wanted = self._needed(job, {}) - self._reading
         self._reading = wanted
-        job.texts = self._pool.submit(self._read, wanted)
+        job.read = self._read(wanted)
         return job
 
     def finish(self, job: _CarriedJob) -> dict[tuple[str, int, int | None], bool]:
         """Per touch of the batch `start` was given: whether the commit changed what is carried."""
         out = job.out
-        texts = job.texts.result() if job.texts is not None else {}
+        texts = self._texts(job.read)
         if texts is not None:
             # Blobs neither valued nor read (a cache cleared meanwhile, a read that failed before).
             missing = self._needed(job, texts)
             if missing:
-                more = self._read(missing)
+                more = self._texts(self._read(missing))
                 texts = None if more is None else {**texts, **more}
         if texts is None:  # as `_carried` when `files_at` fails: nothing reads, nothing carried
             out.update((key, False) for key, _, _ in job.images)
-            out.update(((sha, app.pk, env.pk), False) for sha, app, env, _, _ in job.pending)
+            out.update(((sha, app.id, env.id), False) for sha, app, env, _, _ in job.pending)
         else:
             value = self._image_value
             for key, old, new in job.images:
                 out[key] = value(old, texts) != value(new, texts)
             for sha, app, env, old_side, new_side in job.pending:
                 before = self._value(app, env, old_side, texts)
-                out[(sha, app.pk, env.pk)] = before != self._value(app, env, new_side, texts)
+                out[(sha, app.id, env.id)] = before != self._value(app, env, new_side, texts)
         if job.fallback:
             out.update(_carried(self._mirror, self._envs, job.parents, job.fallback, job.by_id))
         return out
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        """End the reads not finished (an ingest that stopped midway)."""
+        for read in self._started:
+            read.abandon()
+        self._started.clear()
 
     def _needed(self, job: _CarriedJob, texts: dict[str, str | None]) -> set[str]:
         """The blobs the job's values need that are neither valued already nor in `texts`."""
@@ -831,40 +842,58 @@ class _RawCarried:
             blob
             for _, app, env, old_side, new_side in job.pending
             for side in (old_side, new_side)
-            if (app.pk, env.pk, side) not in self._values
+            if (app.id, env.id, side) not in self._values
             for blob in side
             if blob and blob not in texts
         )
         return wanted
 
-    def _read(self, blobs: set[str]) -> dict[str, str | None] | None:
-        """The texts of these blobs (None: not readable as `files_at` would), or None when git fails."""
+    def _read(self, blobs: set[str]) -> BlobsRead | None:
+        """Start reading blobs (None: git failed to start; `_texts` reads that as a failed read)."""
+        try:
+            read = self._mirror.blobs_start(blobs)
+        except GitError:
+            return None
+        self._started.append(read)
+        return read
+
+    def _texts(self, read: BlobsRead | None) -> dict[str, str | None] | None:
+        """The texts of a read's blobs (None: not readable as `files_at` would), or None when git failed."""
+        if read is None:
+            return None
+        if read in self._started:
+            self._started.remove(read)
         try:
             return {
                 oid: (None if data is None else data.decode("utf-8", "replace"))
-                for oid, data in self._mirror.blobs(blobs).items()
+                for oid, data in read().items()
             }
         except GitError:
             return None
 
-    def _spec(self, app: Application, env: Environment) -> tuple[list[str], str | None]:
+    def _spec(self, app: Application, env: Environment) -> tuple[list[str], str | None, bool]:
+        """The carried files, the one file of a kustomize-images app (else None), and whether it is safe."""
         files = carried_files(app, env)
         single = (
             files[0]
             if len(files) == 1 and (app.strategy or "kustomize-images") == "kustomize-images"
             else None
         )
-        spec = self._specs[(app.pk, env.pk)] = (files, single)
+        safe = single is not None and self._is_safe(single)
+        spec = self._specs[(app.pk, env.pk)] = (files, single, safe)
         return spec
 
-    def _side(self, raw: dict[str, str], path: str, after: bool) -> str | None:
+    def _is_safe(self, path: str) -> bool:
         if path not in self._safe:
             try:
                 validate_repo_path(path)
                 self._safe[path] = True
             except InvalidRef:
                 self._safe[path] = False  # `files_at` reads an unsafe path as missing
-        return raw_side(raw[path], after) if self._safe[path] else None
+        return self._safe[path]
+
+    def _side(self, raw: dict[str, str], path: str, after: bool) -> str | None:
+        return raw_side(raw[path], after) if self._is_safe(path) else None
 
     def _image_value(self, blob: str | None, texts: dict[str, str | None]) -> ImagesValue:
         """The kustomize-images value of a blob (None: no file), as `carried_value` compares it."""
@@ -875,7 +904,8 @@ class _RawCarried:
         except KeyError:
             pass
         text = texts.get(blob)
-        value = images_value_in_frame(text, self._frames) if text is not None and self._frames else None
+        frames = self._frames
+        value = images_value_in_frame(text, frames, self._blocks) if text is not None and frames else None
         if value is None:
             value, frame = images_value(text, self._sections)
             if frame is not None:

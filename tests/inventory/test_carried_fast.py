@@ -10,6 +10,7 @@ import pytest
 from core.kustomize import _NotSimple, _simple_yaml, kustomization_of
 from inventory.carried import (
     _image_pins,
+    _plain_block_entries,
     _plain_block_pins,
     carried_value,
     images_frame,
@@ -150,6 +151,7 @@ def test_plain_blocks_read_as_the_fast_reader_reads_them() -> None:
             continue
         taken += 1
         assert pins == tuple(_image_pins(kustomization_of(_simple_yaml(block)))), block
+        assert {"images": _plain_block_entries(block)} == _simple_yaml(block), block
     assert taken > 200
 
 

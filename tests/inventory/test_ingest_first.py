@@ -527,8 +527,8 @@ def test_first_ingest_of_a_generated_history_decides_carried_as_the_full_reader(
     taken = {"frame": 0, "sections": 0}
     in_frame, by_sections = ingest.images_value_in_frame, carried.simple_yaml_by_sections
 
-    def count_frame(text: str, frames: Any) -> Any:
-        value = in_frame(text, frames)
+    def count_frame(text: str, frames: Any, blocks: Any = None) -> Any:
+        value = in_frame(text, frames, blocks)
         taken["frame"] += value is not None
         return value
 

@@ -36,6 +36,7 @@ class AuditAction(models.TextChoices):
     ARGOCD_INSTANCE_RECOVERED = "argocd.instance_recovered", "Argo CD instance reachable again"
     ARGOCD_APPLICATIONS_REMOVED = "argocd.applications_removed", "Argo CD applications removed"
     INVENTORY_OWNERSHIP_CONFLICT = "inventory.ownership_conflict", "Argo CD app refused by the app it names"
+    INVENTORY_STRATEGY_DISCOVERED = "inventory.strategy_discovered", "promotion strategy read from Argo CD"
     DEPLOYMENT_OBSERVED = "deployment.observed", "deployment observed"
 
     # Promotions (stage -> prod by pull request) and their blocks.

@@ -16,7 +16,7 @@ import threading
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import IO, Any
 from xml.sax.saxutils import escape
 
@@ -73,7 +73,8 @@ CHANGE_RECORD_CSV_COLUMNS: tuple[str, ...] = (
     "id", "kind", "apps", "environment", "requested_by", "requested_at", "approved_by", "approved_at",
     "approved_head_sha", "pr_number", "pr_url", "merged_by", "merged_at", "from_sha", "to_sha",
     "version_before", "version_after", "deployed_at", "healthy_at", "outcome", "emergency", "incident",
-    "correlation_id",
+    "correlation_id", "sync_phase", "sync_message", "sync_revision", "sync_resources", "sync_started_at",
+    "sync_finished_at",
 )  # fmt: skip
 
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection, OWASP).
@@ -170,6 +171,54 @@ def _versions_text(versions: Any) -> str:
     return "" if versions is None else str(versions)
 
 
+def _sync_parts(result: Any) -> list[dict[str, Any]]:
+    """The per-app sync results of a change's `sync_result` (one app, or several under `applications`)."""
+    if not isinstance(result, dict) or not result:
+        return []
+    apps = result.get("applications")
+    if isinstance(apps, dict):
+        return [part for _name, part in sorted(apps.items()) if isinstance(part, dict)]
+    return [result]
+
+
+def _unique(values: Iterable[Any]) -> list[str]:
+    return list(dict.fromkeys(str(v) for v in values if v))
+
+
+def sync_result_cells(result: Any) -> dict[str, str]:
+    """Argo CD's sync result of a change as plain cells: phase (the worst of its apps), message,
+    synced revision, resource count (by sync status), first start and last finish."""
+    parts = _sync_parts(result)
+    if not parts:
+        return dict.fromkeys(("phase", "message", "revision", "resources", "started_at", "finished_at"), "")
+    counts: dict[str, int] = {}
+    for part in parts:
+        for key, value in (part.get("resources") or {}).items():
+            if key != "total" and isinstance(value, int):
+                counts[key] = counts.get(key, 0) + value
+    total = sum(int((p.get("resources") or {}).get("total") or 0) for p in parts) or sum(counts.values())
+    by_status = ", ".join(f"{key} {value}" for key, value in sorted(counts.items()))
+    started = sorted(_unique(p.get("started_at") for p in parts))
+    finished = sorted(_unique(p.get("finished_at") for p in parts))
+
+    def iso(value: str) -> str:
+        try:
+            return str(_normalise(datetime.fromisoformat(value)))
+        except ValueError:
+            return value
+
+    return {
+        "phase": str(result.get("phase") or ""),
+        "message": "; ".join(_unique(p.get("message") for p in parts)),
+        "revision": ", ".join(
+            _unique(r for p in parts for r in [p.get("revision"), *(p.get("revisions") or [])])
+        ),
+        "resources": f"{total} ({by_status})" if by_status else str(total),
+        "started_at": iso(started[0]) if started else "",
+        "finished_at": iso(finished[-1]) if finished else "",
+    }
+
+
 def change_record_csv_row(record: ChangeRecord) -> dict[str, Any]:
     """Return one change record as the auditor's CSV row (plain text cells, times in ISO UTC)."""
     return {
@@ -196,6 +245,7 @@ def change_record_csv_row(record: ChangeRecord) -> dict[str, Any]:
         "emergency": record.emergency,
         "incident": record.incident,
         "correlation_id": record.correlation_id,
+        **{f"sync_{key}": value for key, value in sync_result_cells(record.sync_result).items()},
     }
 
 
@@ -799,6 +849,15 @@ _RECORD_COLUMNS: tuple[tuple[str, float, int], ...] = (
 _RECORDS_PER_TABLE = 40  # small tables flow across pages cheaply (one huge table re-splits per page)
 
 
+def _sync_line(result: Any, width: int) -> str:
+    """The PDF's line about Argo CD's sync result ("" when none was recorded)."""
+    cells = sync_result_cells(result)
+    if not cells["phase"]:
+        return ""
+    count = cells["resources"].split(" ", 1)[0]
+    return "\n" + _fit(f"sync {cells['phase']}", width) + "\n" + _fit(f"{count} resources", width)
+
+
 def _record_row(record: ChangeRecord) -> list[str]:
     """One change as a row of plain strings: who asked, who approved, which PR, when it was healthy."""
     widths = [c[2] for c in _RECORD_COLUMNS]
@@ -822,7 +881,8 @@ def _record_row(record: ChangeRecord) -> list[str]:
         (_fit(f"by {record.merged_by or '—'}", widths[6]) + "\n" + _when(record.merged_at))
         if record.merged_at
         else "not merged",
-        f"{_when(record.deployed_at)}\n{_when(record.healthy_at)}",
+        f"{_when(record.deployed_at)}\n{_when(record.healthy_at)}"
+        + _sync_line(record.sync_result, widths[7]),
         record.lead_time_display if record.lead_time is not None else "—",
         _fit(f"{record.version_before_display or '—'} → {record.version_after_display or '—'}", widths[9], 2)
         + "\n"

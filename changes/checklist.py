@@ -36,6 +36,9 @@ GateFields = dict[str, Any]
 CHECKLIST_PREFIX = "checklist."
 SECRET_SCAN = "secret_scan"
 MAX_FINDINGS_PER_GATE = 30
+# A Helm-values app has no overlay to read (overlayobjects follows kustomizations only) and the portal
+# never renders a chart: its checklist runs on Argo CD's rendering of a pushed commit.
+CHART_NOT_READ = "a Helm chart has no overlay to read and the portal never renders one: {then}"
 OVERRIDE_MIN_REASON = 10
 
 

@@ -477,7 +477,7 @@ def pull_request_merge_when_checks_pass(
     try:
         pr = forge.get_pull_request(int(number))
         if pr.merged:
-            return MergeAttempt("merged", pr.merge_commit_sha, "already merged"), None
+            return MergeAttempt("merged", pr.merge_commit_sha, "already merged", pr.merged_by or ""), None
         if pr.state != "open":
             return MergeAttempt("closed", None, "the pull request was closed without merging"), None
         distrust = pull_request_distrust(pr, repository=repository, login=login, head_sha=head_sha)
@@ -493,12 +493,15 @@ def pull_request_merge_when_checks_pass(
         except MergeNotAllowed as exc:
             again = forge.get_pull_request(pr.number)
             if again.merged:
-                return MergeAttempt("merged", again.merge_commit_sha, "merged concurrently"), verdict
+                return MergeAttempt(
+                    "merged", again.merge_commit_sha, "merged concurrently", again.merged_by or ""
+                ), verdict
             if again.head_sha != head_sha:
                 return MergeAttempt(
                     "refused", None, f"not merging: the head moved to {again.head_sha[:12]}"
                 ), verdict
             return MergeAttempt("waiting", None, f"not mergeable yet: {exc}"), verdict
-        return MergeAttempt("merged", sha, "merged"), verdict
+        # The forge records the token's user as `merged_by` (GitHub, Gitea and GitLab alike).
+        return MergeAttempt("merged", sha, "merged", login or ""), verdict
     except ForgeError as exc:
         raise pull_request_error(exc, f"merging PR #{number}") from None

@@ -204,7 +204,11 @@ class BranchResult:
 
 @dataclass(frozen=True)
 class PullRequestSpec:
-    """What pull request to have: `branch` → `base` of `repository`, with its text and labels."""
+    """What pull request to have: `branch` → `base` of `repository`, with its text and labels.
+
+    `body_for(head_sha)`, when given, writes the body once the branch is at `head_sha` (a body that
+    summarises Argo CD's rendering of the branch needs the branch pushed first); else `body`.
+    """
 
     repository: GitRepository
     branch: str
@@ -216,6 +220,7 @@ class PullRequestSpec:
     draft: bool = False
     trust: BranchTrust = BranchTrust()
     shallow: bool = False  # the branch's edits need no history: clone the base's head only
+    body_for: Callable[[str], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -239,6 +244,7 @@ class MergeAttempt:
     status: Literal["merged", "waiting", "checks_failed", "closed", "refused"]
     merge_commit_sha: str | None = None
     detail: str = ""
+    merged_by: str = ""  # the forge's `merged_by` login once merged (the portal's token when it merged)
 
 
 PrepareBranch = Callable[[GitWorkspace], "str | None"]
@@ -451,10 +457,9 @@ def _ensure_once(
     pushed_head, pushed = outcome.head_sha, outcome.pushed
 
     # (3) The PR: a duplicate answer means a concurrent attempt won; fetch that one.
+    body = spec.body_for(pushed_head) if spec.body_for is not None else spec.body
     try:
-        pr = forge.create_pull_request(
-            head=branch, base=base, title=spec.title, body=spec.body, draft=spec.draft
-        )
+        pr = forge.create_pull_request(head=branch, base=base, title=spec.title, body=body, draft=spec.draft)
         created = True
     except PullRequestAlreadyExists:
         found = _find_pr(forge, branch, base)

@@ -1,6 +1,7 @@
 """The rendered diff as a pull request body section: counts per kind, the objects, a link; size-capped.
 
-Forges cap a PR body (GitHub 65,536 characters, Gitea alike, GitLab 1,000,000): the section never
+Forges cap a PR body (`BODY_LIMIT` of each forge client: GitHub 65,536 characters, Gitea assumed
+alike, GitLab 1,000,000): `pr_body_limit` leaves a margin under the forge's cap, the section never
 exceeds its budget and says "truncated" when objects were left out. No unified diff and no Secret
 value goes into a body: the portal's page has the diffs (Secrets: key names only, there too).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from changes.rendered import RenderedChange
+from integrations.forges import CLIENTS
 
 # Conservative for the smallest forge cap (GitHub's 65,536), leaving room for the rest of the body.
 SUMMARY_LIMIT = 30_000
@@ -73,8 +75,25 @@ def rendered_summary_markdown(
     return "\n".join(out)
 
 
-# The whole body: under GitHub's 65,536 characters (and Gitea's, GitLab's 1,000,000) with room to spare.
+# The whole body on GitHub (the default): under its 65,536 characters with room to spare.
 PR_BODY_LIMIT = 60_000
+# Left free under a forge's cap: what the forge adds or counts differently (escapes, line ends).
+BODY_MARGIN = 0.08
+
+
+def pr_body_limit(forge_kind: str) -> int:
+    """Return the longest PR body the portal sends to a forge of `forge_kind` (its cap, less a margin)."""
+    client = CLIENTS.get(forge_kind)
+    if client is None:
+        return PR_BODY_LIMIT
+    return int(client.BODY_LIMIT * (1 - BODY_MARGIN))
+
+
+def summary_limit(forge_kind: str) -> int:
+    """Return the rendered section's budget on a forge: half its body (`body_cap` keeps the other half)."""
+    return pr_body_limit(forge_kind) // 2
+
+
 BODY_TRUNCATED = "… truncated (the pull request body has a size limit): see the portal page"
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import marshal
+import posixpath
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -78,7 +79,13 @@ _HASHED_FIELDS: tuple[str, ...] = tuple(
 
 def _hash_default(value: Any) -> Any:
     # Nested typed values (sources) serialise by their fields; anything else (datetimes) as text.
-    return vars(value) if dataclasses.is_dataclass(value) else str(value)
+    # A source without Helm value files hashes as before they were read (no re-read of every app).
+    if dataclasses.is_dataclass(value):
+        fields = vars(value)
+        return (
+            fields if fields.get("value_files") else {k: v for k, v in fields.items() if k != "value_files"}
+        )
+    return str(value)
 
 
 def state_hash(remote: RemoteApp) -> str:
@@ -88,14 +95,22 @@ def state_hash(remote: RemoteApp) -> str:
     return hashlib.sha256(encoded).hexdigest()
 
 
+# Bumped when `integrations.argocd.parse_application` reads more of an item (2: helm.valueFiles).
+PARSE_VERSION = b"parse:2\n"
+
+
 def list_item_hash(item: Any) -> str:
     """Hash one raw list item as decoded (JSON types only): the same item needs no parsing.
 
     marshal is four times cheaper than json.dumps here. Its bytes can differ for equal items (it
     marks objects shared elsewhere in the process), which only costs a parse; different items never
     give the same bytes. A Python upgrade may change them all once: one parse each, no false match.
+    `PARSE_VERSION` goes in first: when the parser reads more of an item (Helm `valueFiles`), every
+    item is parsed once again, and the apps whose state hash that changes are read in full.
     """
-    return hashlib.sha256(marshal.dumps(item)).hexdigest()
+    digest = hashlib.sha256(PARSE_VERSION)
+    digest.update(marshal.dumps(item))
+    return digest.hexdigest()
 
 
 # What Argo CD changes without a new history entry or operation: a commit to a monorepo moves every
@@ -156,10 +171,65 @@ def image_ref_version(images: Sequence[str], app: str) -> str:
     return chosen.digest[:71] if chosen.digest else (chosen.new_tag[:200] or "latest")
 
 
+def _field(source: Any, name: str) -> Any:
+    """A source's field, from the typed AppSource or its stored JSON (`ArgoApplication.sources`)."""
+    return source.get(name) if isinstance(source, Mapping) else getattr(source, name, None)
+
+
+@dataclass(frozen=True)
+class ValuesSource:
+    """Where a multi-source Helm app reads its values in a GitOps repository.
+
+    Argo CD's multi-source Applications: a chart source lists `helm.valueFiles`; a `$<ref>/<path>`
+    entry reads `<path>` from the source whose `ref` is `<ref>` (a plain entry is relative to the
+    chart's own path). `position` is that source's 1-based position in `spec.sources`.
+    Reference: https://argo-cd.readthedocs.io/en/stable/user-guide/multiple_sources/
+    """
+
+    position: int
+    repo_url: str
+    target_revision: str
+    files: tuple[str, ...]
+
+    @property
+    def directory(self) -> str:
+        """The directory of the first values file: the app's directory in its environment."""
+        return posixpath.dirname(self.files[0])
+
+
+def values_source(sources: Sequence[Any], repo_urls: set[str]) -> ValuesSource | None:
+    """Return the GitOps repository's values files of a Helm app's sources, or None."""
+    refs = {_field(s, "ref"): (i, s) for i, s in enumerate(sources, 1) if _field(s, "ref")}
+    for i, source in enumerate(sources, 1):
+        for entry in _field(source, "value_files") or ():
+            holder, path = (i, source), entry
+            if entry.startswith("$"):
+                name, _, path = entry[1:].partition("/")
+                if name not in refs:
+                    continue
+                holder = refs[name]
+            elif _field(source, "path"):
+                path = posixpath.join(_field(source, "path"), entry)
+            position, src = holder
+            url = _field(src, "repo_url") or ""
+            if url not in repo_urls or not path:
+                continue
+            files = (posixpath.normpath(path.lstrip("/")),)
+            return ValuesSource(position, url, _field(src, "target_revision") or "", files)
+    return None
+
+
 def git_revision(revisions: Sequence[str], sources: Sequence[Any], repo_urls: set[str]) -> str:
-    """Pick the Git revision among index-aligned multi-source revisions."""
+    """Pick the Git revision among index-aligned multi-source revisions (the values source's first)."""
+    values = values_source(sources, repo_urls)
+    if (
+        values is not None
+        and values.position <= len(revisions)
+        and SHA.fullmatch(revisions[values.position - 1] or "")
+    ):
+        return revisions[values.position - 1]
     for rev, src in zip(revisions, sources, strict=False):
-        if getattr(src, "repo_url", None) in repo_urls and SHA.fullmatch(rev or ""):
+        if _field(src, "repo_url") in repo_urls and SHA.fullmatch(rev or ""):
             return rev
     return next((r for r in revisions if SHA.fullmatch(r or "")), revisions[0] if revisions else "")
 
@@ -172,7 +242,15 @@ def _chart_version(remote: RemoteApp, revisions: Sequence[str]) -> str:
 
 
 def _sources_json(remote: RemoteApp) -> list[dict[str, Any]]:
-    return [{k: v for k, v in dataclasses.asdict(s).items() if v is not None} for s in remote.sources]
+    """The sources as stored (JSON): unset fields and empty value files left out."""
+    return [
+        {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(s).items()
+            if v is not None and v != ()
+        }
+        for s in remote.sources
+    ]
 
 
 def row_values(remote: RemoteApp, placement: Placement, repo_urls: set[str], now: datetime) -> dict[str, Any]:
@@ -194,14 +272,22 @@ def row_values(remote: RemoteApp, placement: Placement, repo_urls: set[str], now
             deployed_at = remote.operation_finished_at
     version = image_ref_version(remote.images, placement.app) or _chart_version(remote, revisions)
     git_source = next((s for s in remote.sources if s.repo_url in repo_urls), source)
+    repo_url = git_source.repo_url if git_source else ""
+    path = (git_source.path if git_source else "") or ""
+    target_revision = (git_source.target_revision if git_source else "") or ""
+    values = values_source(remote.sources, repo_urls) if remote.is_multi_source else None
+    if values is not None:
+        # A Helm app whose values live in the GitOps repository: its directory there is the one of
+        # its values file (what a promotion edits), not the chart's.
+        repo_url, path, target_revision = values.repo_url, values.directory, values.target_revision
     return {
         "project": remote.project[:200],
         "namespace": (remote.destination_namespace or "")[:253],
         "app_namespace": (remote.namespace or "")[:253],
         "labels": dict(remote.labels),
-        "repo_url": (git_source.repo_url if git_source else "")[:500],
-        "path": ((git_source.path if git_source else "") or "")[:500],
-        "target_revision": ((git_source.target_revision if git_source else "") or "")[:200],
+        "repo_url": repo_url[:500],
+        "path": path[:500],
+        "target_revision": target_revision[:200],
         "sources": _sources_json(remote),
         "is_multi_source": remote.is_multi_source,
         "automated": remote.automated,

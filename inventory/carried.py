@@ -113,6 +113,22 @@ def _helm_values(text: str | None, paths: Any) -> Any:
     return values
 
 
+def helm_image_version(text: str | bytes | None) -> str:
+    """Return the image version a Helm values file pins: `image.digest`, else `image.tag` ("" if none).
+
+    The values the `helm-values` strategy copies by default (`image.tag`), read as `carried_value`
+    reads them; the digest wins when the file pins one, as for kustomize's `images:`.
+    """
+    if not text:
+        return ""
+    digest, tag = _helm_values(
+        text if isinstance(text, str) else text.decode("utf-8", "replace"), ["image.digest", "image.tag"]
+    )
+    if digest == UNREADABLE:
+        return ""
+    return str(digest or tag or "")
+
+
 # A cheaper equal of `carried_value` for the kustomize-images rule, for a history of one file --------
 
 Frame = tuple[str, str]  # a kustomization's text before and after its `images:` block

@@ -61,6 +61,8 @@ def _mapping_json(config: PortalConfig) -> dict[str, Any]:
         "infer_environments": config.infer_environments,
         "default_repository": config.default_repository,
         "ownership": [dataclasses.asdict(rule) for rule in config.ownership],
+        # Apps whose strategy the configuration states: the poller never reads one from Argo CD.
+        "configured_apps": sorted(a.name for a in config.applications),
     }
 
 

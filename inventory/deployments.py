@@ -16,9 +16,14 @@ from integrations.argocd import ArgoApplication as RemoteApp
 from integrations.argocd import HistoryEntry
 from integrations.gitrepo import GitError, GitMirror
 
-from .appstate import POLLER, SHA, git_revision
+from .appstate import POLLER, SHA, git_revision, values_source
+from .carried import helm_image_version
 from .mirrors import mirror_exists, mirror_for
 from .models import Application, ArgoApplication, Commit, CommitTouch, Deployment, GitRepository
+
+
+def _is_values_file(path: str) -> bool:
+    return path.endswith((".yaml", ".yml"))
 
 
 class HistoricVersions:
@@ -35,7 +40,9 @@ class HistoricVersions:
 
     @staticmethod
     def _file(path: str) -> str:
-        return f"{path.strip('/')}/kustomization.yaml"
+        """An overlay directory's kustomization, or a Helm app's values file (a path to a file)."""
+        path = path.strip("/")
+        return path if _is_values_file(path) else f"{path}/kustomization.yaml"
 
     def _wanted(self, repo: GitRepository | None, revision: str, path: str) -> bool:
         return repo is not None and bool(revision and path) and bool(SHA.fullmatch(revision))
@@ -65,13 +72,17 @@ class HistoricVersions:
                 found = {}
             for pair, (_, revision, path, app) in pairs.items():
                 blob = found.get(pair)
-                self._cache[(repo.pk, revision, path)] = self._parse(blob[0], blob[1], app) if blob else ""
+                parsed = self._parse(blob[0], blob[1], app, _is_values_file(path)) if blob else ""
+                self._cache[(repo.pk, revision, path)] = parsed
 
-    def _parse(self, blob_id: str, content: bytes, app: str) -> str:
+    def _parse(self, blob_id: str, content: bytes, app: str, values: bool = False) -> str:
         key = (blob_id, app)
         if key not in self._by_blob:
             try:
-                self._by_blob[key] = image_version(content, app)[:200] if content else ""
+                if values:
+                    self._by_blob[key] = helm_image_version(content)[:200]
+                else:
+                    self._by_blob[key] = image_version(content, app)[:200] if content else ""
             except KustomizationError:
                 self._by_blob[key] = ""  # an overlay that was broken at that revision has no version
         return self._by_blob[key]
@@ -140,6 +151,11 @@ class _AppHistory:
     repo: GitRepository | None
     seqs: dict[str, int] = field(default_factory=dict)  # deployed sha -> commit seq
     touches: list[tuple[int, str]] = field(default_factory=list)  # (seq, portal ref) of its commits
+    values_file: str = ""  # a multi-source Helm app's values file in the repository (its version)
+
+    def source_of(self, entry: HistoryEntry) -> str:
+        """Where the version of a history entry is read: the values file, else the source's path."""
+        return self.values_file or entry.source_path or self.locked.path
 
     @property
     def app_name(self) -> str:
@@ -242,14 +258,17 @@ def deployments_record_many(
             repo_urls = {repo.url, repo.url.removesuffix(".git")} if repo else set()
             sources = remote.sources if remote is not None else ()
             revision_of = {e.id: e.revision or git_revision(e.revisions, sources, repo_urls) for e in fresh}
-            context = _AppHistory(locked=locked, app=app, repo=repo)
+            values = values_source(locked.sources or [], repo_urls) if locked.is_multi_source else None
+            context = _AppHistory(
+                locked=locked, app=app, repo=repo, values_file=values.files[0] if values else ""
+            )
             context.seqs = {r: 0 for r in set(revision_of.values()) | {r for _, r, _ in known_rows if r}}
             pending.append((context, fresh, revision_of, known_rows))
         if not pending:
             return []
         _histories_load([context for context, _, _, _ in pending])
         versions.prefetch(
-            (context.repo, revision_of[entry.id], entry.source_path or context.locked.path, context.app_name)
+            (context.repo, revision_of[entry.id], context.source_of(entry), context.app_name)
             for context, fresh, revision_of, _ in pending
             for entry in fresh
             if not (revision_of[entry.id] == context.locked.deployed_revision and context.locked.images)
@@ -349,9 +368,7 @@ def _deployments_build(
             images, version = list(locked.images), locked.version
         else:
             images = []
-            version = versions.version(
-                context.repo, revision, entry.source_path or locked.path, context.app_name
-            )
+            version = versions.version(context.repo, revision, context.source_of(entry), context.app_name)
         row = Deployment(
             argo_app=locked,
             history_id=entry.id,

@@ -31,7 +31,7 @@ from integrations.gitrepo import (
 from .appstate import SHA
 from .carried import Frame, ImagesValue, carried_files, carried_value, images_value, images_value_in_frame
 from .claims import INGEST_CLAIM, claim_release, row_claim
-from .mirrors import mirror_for
+from .mirrors import mirror_exists, mirror_for
 from .models import Application, ArgoInstance, Commit, CommitTouch, Deployment, Environment, GitRepository
 
 _T = TypeVar("_T")
@@ -679,6 +679,38 @@ def _carried(
             app, env, reader(parent)
         )
     return out
+
+
+def application_carried_recompute(*, application: Application) -> int:
+    """Evaluate `CommitTouch.carried` of an app's overlay touches again (its strategy changed).
+
+    What a promotion copies depends on the app's strategy (inventory.carried): touches evaluated
+    under another strategy would count the wrong commits as waiting. Without a mirror the touches
+    become unevaluated (null: counted). Returns the number of touches whose value changed.
+    """
+    repo = application.repository
+    rows = list(
+        CommitTouch.objects.filter(application=application, environment__isnull=False).values_list(
+            "pk", "commit__sha", "commit__parents", "environment_id", "paths", "carried"
+        )
+    )
+    if not rows:
+        return 0
+    envs = {e.pk: e for e in Environment.objects.filter(pk__in={r[3] for r in rows})}
+    values: dict[tuple[str, int, int | None], bool] = {}
+    if repo is not None and mirror_exists(repo):
+        parents = {sha: (ps[0] if ps else None) for _, sha, ps, _, _, _ in rows}
+        touches: list[tuple[str, int, int | None, list[str]]] = [
+            (sha, application.pk, env_id, paths) for _, sha, _, env_id, paths, _ in rows
+        ]
+        values = _carried(mirror_for(repo), envs, parents, touches, {application.pk: application})
+    changed = []
+    for pk, sha, _, env_id, _, before in rows:
+        after = values.get((sha, application.pk, env_id))
+        if after != before:
+            changed.append(CommitTouch(pk=pk, carried=after))
+    CommitTouch.objects.bulk_update(changed, ["carried"], batch_size=1000)
+    return len(changed)
 
 
 _UNCHANGED = ""  # a carried file the commit did not change: the same text on both sides

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import posixpath
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -28,16 +29,18 @@ from .appstate import (
     POLLER,
     ROW_FIELDS,
     Placement,
+    ValuesSource,
     list_item_hash,
     narrow_change_only,
     narrow_values,
     placement_of,
     row_values,
     state_hash,
+    values_source,
 )
 from .config import INFERRED_ORDER
 from .deployments import deployments_record_many
-from .ingest import repositories_ingest_for
+from .ingest import application_carried_recompute, repositories_ingest_for
 from .models import Application, ArgoApplication, ArgoInstance, Cluster, Environment, GitRepository
 from .ownership import application_pin_resolve, ownership_conflict_of, ownership_conflict_record
 
@@ -506,6 +509,55 @@ def _applications_for(
     return apps
 
 
+def _strategies_discover(
+    *,
+    found: Mapping[Application | None, ValuesSource | None],
+    envs: Mapping[str | None, Environment | None],
+    placements: Mapping[str, Placement],
+    configured: set[str],
+) -> None:
+    """Promote an app Argo CD renders from Helm values in the GitOps repository by `helm-values`.
+
+    An app the configuration lists keeps its configured strategy; an app left at the default
+    (`kustomize-images` without options) whose Argo CD app is a multi-source Helm app reading a values
+    file under the environment's directory (`path_pattern`) copies that file's `image.tag`. The
+    commits already ingested are judged again by the new rule (`CommitTouch.carried`).
+    """
+    env_dirs: dict[str, list[str]] = {}
+    for placement in placements.values():
+        env = envs.get(placement.env)
+        if env is not None:
+            env_dirs.setdefault(placement.app, []).append(env.app_path(placement.app).strip("/"))
+    for app, values in found.items():
+        if app is None or values is None or app.name in configured:
+            continue
+        if app.strategy not in ("", "kustomize-images") or app.strategy_options:
+            continue
+        directory = values.directory.strip("/")
+        if directory not in env_dirs.get(app.name, []):
+            continue  # the values file is not where the portal's environments put the app
+        options = {"file": posixpath.basename(values.files[0]), "paths": ["image.tag"]}
+        before = {"strategy": app.strategy, "strategy_options": app.strategy_options}
+        Application.objects.filter(pk=app.pk).update(strategy="helm-values", strategy_options=options)
+        app.strategy, app.strategy_options = "helm-values", options
+        recomputed = application_carried_recompute(application=app)
+        audit_event_record(
+            action="inventory.strategy_discovered",
+            target_type="application",
+            target_id=app.pk,
+            target_label=app.name,
+            app=app.name,
+            project=app.project,
+            before=before,
+            after={"strategy": "helm-values", "strategy_options": options, "values_file": values.files[0]},
+            message=(
+                f"{app.name}: Argo CD renders it from Helm values in {values.files[0]}; "
+                f"promotions copy {', '.join(options['paths'])} ({recomputed} commit touch(es) judged again)"
+            ),
+            system_name=POLLER,
+        )
+
+
 def apps_mark_removed(
     *, instance: ArgoInstance, names: list[str], now: datetime, system: str = POLLER
 ) -> int:
@@ -593,6 +645,16 @@ def apps_store(
         ArgoApplication.objects.bulk_update(changed_rows, ROW_FIELDS, batch_size=500)
     for name, app in conflicted:
         ownership_conflict_record(row=rows[name], app=app)
+    _strategies_discover(
+        found={
+            rows[name].application: values_source(remote.sources, repo_urls)
+            for name, remote in full.items()
+            if remote.is_multi_source and rows[name].application is not None
+        },
+        envs={p.env: envs.get(p.env or "") for p in placements.values()},
+        placements=placements,
+        configured=set(mapping.get("configured_apps") or ()),
+    )
 
     # A conflicting Argo CD app's history is no deployment of the app it names.
     recorded = deployments_record_many(

@@ -80,6 +80,7 @@ def promotion_json(p: Promotion) -> dict[str, Any]:
         "lead_time_seconds": int(p.lead_time.total_seconds()) if p.lead_time is not None else None,
         "attempts": p.attempts,
         "gates": p.gates,
+        "gate_evaluations": p.gate_evaluations,
         "correlation_id": p.correlation_id,
         "timestamps": {
             name: getattr(p, f"{name}_at")

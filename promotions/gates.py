@@ -269,10 +269,12 @@ def gate_rendered(changes: Iterable[RenderedChange]) -> Gate:
     )
 
 
+RENDERED_PENDING_DETAIL = "rendered after the branch is pushed; a render failure then blocks the promotion"
+
+
 def gate_rendered_pending() -> Gate:
     """The rendered gate before the branch exists: evaluated once it is pushed (and again at PR time)."""
-    detail = "rendered after the branch is pushed; a render failure then blocks the promotion"
-    return Gate("rendered", "Rendered by Argo CD", True, True, detail)
+    return Gate("rendered", "Rendered by Argo CD", True, True, RENDERED_PENDING_DETAIL)
 
 
 def gate_promotion_block(
@@ -337,7 +339,13 @@ def gates_checklist(
     modes = checklist.environment_modes(target_env, application)
     sources = checklist.sources_from_rendered(rendered)
     unavailable = ""
-    if not sources and read_after is not None:
+    if not sources and read_after is not None and application.strategy == "helm-values":
+        # The portal never renders a chart itself: Argo CD renders the pushed branch's commit, and the
+        # gates are evaluated again on that rendering (changes.gatehistory).
+        unavailable = checklist.CHART_NOT_READ.format(
+            then="checked on Argo CD's rendering once the promotion branch is pushed"
+        )
+    elif not sources and read_after is not None:
         try:
             overlay = env_dir(target_env, application)
             docs, problems = overlay_objects(read_after, overlay)

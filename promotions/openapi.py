@@ -330,6 +330,20 @@ SCHEMAS: dict = {
             },
             "attempts": {"type": "integer"},
             "gates": {"type": "array", "items": {"type": "object"}},
+            "gate_evaluations": {
+                "type": "array",
+                "description": "each evaluation of the gates, oldest first: its label (at request, on "
+                "Argo CD's rendering, at PR opening, after an approver's checklist override), its time "
+                "and the gates as they were then",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "label": _STR,
+                        "at": _TIME,
+                        "gates": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+            },
             "correlation_id": _STR,
             "timestamps": {"type": "object", "additionalProperties": _TIME},
             "url": _STR,

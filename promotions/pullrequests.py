@@ -41,7 +41,13 @@ from changes.pullrequests import (
     pull_request_ensure,
 )
 from changes.rendered import RenderedChange
-from changes.renderedsummary import body_cap, md_escape, rendered_summary_markdown
+from changes.renderedsummary import (
+    body_cap,
+    md_escape,
+    pr_body_limit,
+    rendered_summary_markdown,
+    summary_limit,
+)
 from changes.secretscan import BASELINE_PATH
 from integrations.gitrepo import GitWorkspace, InvalidRef, validate_ref_name
 
@@ -413,11 +419,12 @@ def _pr_body(
     if promotion.override_sync_window:
         lines += ["", f"**Sync window overridden**: {md_escape(promotion.override_justification)}"]
     lines += ["", f"Correlation id: `{promotion.correlation_id}`"]
+    forge = promotion.repository.forge_kind
     if rendered is None:
         section = f"### Rendered by Argo CD\n\nRendered after the branch is pushed: {link}#rendered"
     else:
-        section = rendered_summary_markdown(rendered, link=f"{link}#rendered")
-    return body_cap("\n".join(lines), section)
+        section = rendered_summary_markdown(rendered, link=f"{link}#rendered", limit=summary_limit(forge))
+    return body_cap("\n".join(lines), section, limit=pr_body_limit(forge))
 
 
 def promotion_close_pr(*, promotion_id: int) -> str:

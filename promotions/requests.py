@@ -26,6 +26,7 @@ from changes.lifecycle import (
 from changes.pullrequests import PullRequestPermanent, PullRequestRetryable
 from inventory.models import Application, Environment
 
+from .gates import RENDERED_PENDING_DETAIL
 from .kind import PROMOTION, promotion_close_pr_enqueue
 from .models import (
     CANCELLABLE_STATES,
@@ -36,6 +37,7 @@ from .models import (
     PromotionState,
 )
 from .preview import PromotionPreview, PromotionRefused, PromotionRetryLater, promotion_preview
+from .pullrequests import promotion_gates_on_rendering
 
 S = PromotionState
 
@@ -203,6 +205,7 @@ def promotion_approve(
     """
     _check_approver(actor, promotion, "approve")
     verified = _branch_verified(promotion)
+    _rendering_available(promotion)
     return _decide(
         promotion=promotion,
         actor=actor,
@@ -241,6 +244,38 @@ def _branch_verified(promotion: Promotion) -> str:
             f"not approved: {check.detail}; the portal pushes it again, approve once it is back"
         )
     return check.head
+
+
+def _rendering_available(promotion: Promotion) -> None:
+    """Make sure Argo CD rendered the pushed head before an approval: the approver approves its diff.
+
+    Argo CD being down (a timeout, unreachable) when the branch was pushed left a transient failure
+    in the stored gates and no rendered diff to review: ask Argo CD again now (outside the row lock,
+    a network call). Still failing, the approval is refused with Argo CD's message and nothing is
+    recorded; the approver tries again once it answers. A permanent failure is refused by `_decide`.
+    """
+    if not promotion.branch_pushed:
+        return  # `_decide` refuses: nothing pushed to approve yet
+    if not any(_stale_rendering(gate) for gate in promotion.gates or []):
+        return
+    gates = promotion_gates_on_rendering(promotion_id=promotion.pk)
+    promotion.gates = gates
+    transient = [gate for gate in gates if gate.get("name") == "rendered" and _stale_rendering(gate)]
+    if transient:
+        raise PromotionRetryLater(
+            "not approved: there is no rendered diff to review. "
+            + "; ".join(str(gate.get("detail")) for gate in transient)
+            + ". Nothing was recorded: approve once Argo CD answers"
+        )
+
+
+def _stale_rendering(gate: dict[str, Any]) -> bool:
+    """A rendered gate that does not hold Argo CD's rendering of the pushed head: failed for a while
+    (Argo CD down, a timeout) or still waiting for the branch."""
+    if not isinstance(gate, dict) or gate.get("name") != "rendered":
+        return False
+    failed_for_now = not gate.get("passed") and bool(gate.get("transient"))
+    return failed_for_now or gate.get("detail") == RENDERED_PENDING_DETAIL
 
 
 def promotion_reject(*, promotion: Promotion, actor: User, comment: str = "") -> Promotion:
@@ -450,14 +485,13 @@ def _override(*, promotion: Promotion, actor: User, reason: str) -> Promotion:
 
 
 def _refusing_on_rendering(gates: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    """Failing gates of the pushed head nobody may override: the secret scan, and Argo CD refusing to
-    render it (not a transient failure such as Argo CD being down: the PR opening checks again)."""
+    """Failing gates of the pushed head nobody may override: the secret scan, and Argo CD failing to
+    render it (a transient failure too: `_rendering_available` asked again just before)."""
     return [
         gate
         for gate in gates or []
         if gate.get("name") in ("rendered", SECRET_SCAN)
         and gate.get("blocking")
         and not gate.get("passed")
-        and not gate.get("transient")
         and not gate.get("overridable")
     ]

@@ -17,7 +17,7 @@ from changes.pullrequests import (
     branch_name_unguessable,
     pull_request_ensure,
 )
-from changes.renderedsummary import body_cap, rendered_summary_markdown
+from changes.renderedsummary import body_cap, pr_body_limit, rendered_summary_markdown, summary_limit
 from integrations.gitrepo import GitError, GitWorkspace, InvalidRef, RevertConflict
 
 from .kind import ROLLBACK
@@ -68,11 +68,15 @@ def _pr_body(rollback: RollbackRequest) -> str:
         ]
     lines.append(f"Details and live status: {rollback_url(rollback)}")
     link = f"{rollback_url(rollback)}#rendered"
+    repository = rollback.application.repository
+    forge = repository.forge_kind if repository else ""
     if rollback.pushed_head_sha or rollback.pr_head_sha:
-        section = rendered_summary_markdown(rollback_rendered(rollback, branch_ok=False), link=link)
+        section = rendered_summary_markdown(
+            rollback_rendered(rollback, branch_ok=False), link=link, limit=summary_limit(forge)
+        )
     else:
         section = f"### Rendered by Argo CD\n\nRendered after the branch is pushed: {link}"
-    return body_cap("\n".join(lines), section)
+    return body_cap("\n".join(lines), section, limit=pr_body_limit(forge))
 
 
 def rollback_pr_open(*, rollback_id: int) -> RollbackRequest | None:
@@ -99,6 +103,13 @@ def rollback_fail(*, rollback_id: int, reason: str) -> bool:
     return change_fail(kind=ROLLBACK, change_id=rollback_id, reason=reason, extra={"conflict_files": []})
 
 
+def _at_head(rollback: RollbackRequest, head: str) -> RollbackRequest:
+    """The rollback as it is once its branch is pushed at `head` (for the PR body's rendered section)."""
+    if head and not rollback.pushed_head_sha:
+        rollback.pushed_head_sha = head
+    return rollback
+
+
 def _build(rollback: RollbackRequest) -> PullRequestResult:
     repository = rollback.application.repository
     if repository is None:
@@ -113,6 +124,8 @@ def _build(rollback: RollbackRequest) -> PullRequestResult:
         base=rollback.base_branch,
         title=rollback_title(rollback),
         body=_pr_body(rollback),
+        # The revert branch is pushed by this call: the body summarises its rendering once it is.
+        body_for=lambda head: _pr_body(_at_head(rollback, head)),
         labels=("rollback",),
         trust=change_branch_trust(kind=ROLLBACK, change=rollback),
     )

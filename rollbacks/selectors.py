@@ -11,7 +11,14 @@ from django.db.models import Min, QuerySet
 
 from accounts.permissions import has_role, project_filter
 from accounts.roles import Role
-from changes.checklist import SECRET_SCAN, ObjectSource, checklist_gates, environment_modes, secret_scan_gate
+from changes.checklist import (
+    CHART_NOT_READ,
+    SECRET_SCAN,
+    ObjectSource,
+    checklist_gates,
+    environment_modes,
+    secret_scan_gate,
+)
 from changes.lifecycle import changes_in_flight
 from changes.overlayobjects import overlay_objects
 from changes.secretscan import BASELINE_PATH, redact_diff
@@ -405,6 +412,8 @@ def plan_gates(plan: RollbackPlan, mirror: Any, *, diff: str, rev_after: str) ->
     objects, problems = (
         overlay_objects(lambda path: _read(mirror, rev_after, path), overlay) if rev_after else ([], [])
     )
+    if plan.application.strategy == "helm-values":
+        objects, problems = [], [CHART_NOT_READ.format(then="see Argo CD's rendered diff of the revert")]
     sources = [
         ObjectSource(plan.environment.name, tuple(objects), "", f"read from {overlay} at {rev_after[:8]}")
     ]
@@ -419,6 +428,19 @@ def plan_gates(plan: RollbackPlan, mirror: Any, *, diff: str, rev_after: str) ->
             gate["detail"] += " (shown, not blocking: a rollback restores what ran before)"
         gate["blocking"] = gate["overridable"] = False
     return gates + found
+
+
+def rollback_baseline(rollback: RollbackRequest) -> str | None:
+    """The `.secrets.baseline` at the head of the branch the rollback's PR targets (None: no file)."""
+    repository = rollback.application.repository
+    if repository is None:
+        return None
+    mirror = history.mirror_fresh(repository)
+    try:
+        head = mirror.branch_head(rollback.base_branch) or ""
+    except (GitError, InvalidRef):
+        return None
+    return _read(mirror, head, BASELINE_PATH) if head else None
 
 
 def _read(mirror: Any, rev: str, path: str) -> str | None:

@@ -25,6 +25,7 @@ from changes.checks import (
 )
 from changes.lifecycle import change_enqueue_track, change_fail, change_record, change_transition
 from changes.pullrequests import pull_request_refresh
+from changes.rendered import rendered_verdict
 from changes.sweeper import change_sweep
 from changes.syncs import change_sync, change_sync_hold, change_sync_override, change_sync_retry
 from changes.tracking import (
@@ -43,11 +44,11 @@ from promotions.blocks import promotion_block_create
 from promotions.reverts import promotion_mark_rolled_back
 
 from . import history
-from .kind import ROLLBACK, rollback_load
+from .kind import ROLLBACK, rollback_close_pr, rollback_load
 from .models import RollbackRequest
 from .records import rollback_snapshot
 from .rendered import rollback_rendered
-from .selectors import degraded_since, env_argo_apps
+from .selectors import degraded_since, env_argo_apps, rollback_baseline
 
 State = RollbackRequest.State
 
@@ -118,16 +119,35 @@ def _track_pr(rollback: RollbackRequest) -> None:
     repository, number = _repository(rollback), rollback.pr_number
     assert number is not None  # tracked from PR_OPEN on, when the number is stored
     required = rollback.environment.required_checks
-    if rollback.emergency and rollback.environment.rollback_auto_merge:
-        secrets = _rendered_secret_scan(rollback)
-        if secrets:
-            # Nobody overrides the secret scan: the portal does not merge what Argo CD would apply.
+    auto_merge = rollback.emergency and rollback.environment.rollback_auto_merge
+    rendering, why = _rendered_head_verdict(rollback)
+    if rendering == SECRET:
+        # Nobody overrides the secret scan: the rollback fails and its branch, holding the secret,
+        # goes with its PR (whoever merges on the forge, the portal does not let it ship).
+        refused = "emergency merge refused" if auto_merge else "refused"
+        if change_fail(
+            kind=ROLLBACK,
+            change_id=rollback.pk,
+            reason=f"{refused}: {why}",
+            extra={"merge_refused": True} if auto_merge else {},
+        ):
+            rollback_close_pr(
+                rollback_load(rollback.pk),
+                comment=f"Rollback #{rollback.pk} was refused in the GitOps Portal: {why}",
+            )
+        return
+    if auto_merge:
+        if rendering == UNRENDERED:
+            # Argo CD would not sync what it cannot render: the portal does not merge it either.
             change_fail(
                 kind=ROLLBACK,
                 change_id=rollback.pk,
-                reason=f"emergency merge refused: {secrets}",
+                reason=f"emergency merge refused: {why}",
                 extra={"merge_refused": True},
             )
+            return
+        if rendering == WAIT:
+            _set_detail(rollback.pk, f"emergency merge waits for Argo CD's rendering of the head: {why}")
             return
         attempt, verdict = pull_request_merge_when_checks_pass(
             repository=repository,
@@ -147,7 +167,12 @@ def _track_pr(rollback: RollbackRequest) -> None:
             )
             return
         if attempt.status == "merged":
-            _transition_merged(rollback.pk, attempt.merge_commit_sha or "", auto=True, merged_by="portal")
+            _transition_merged(
+                rollback.pk,
+                attempt.merge_commit_sha or "",
+                auto=True,
+                merged_by=attempt.merged_by or "portal",
+            )
             return
         if attempt.status == "closed":
             _transition_closed(rollback.pk)
@@ -204,27 +229,41 @@ def _sync_failures(rollback: RollbackRequest, apps: list[Any], mirror: GitMirror
     return failed
 
 
-_SCANNED_HEADS: dict[tuple[int, str], str] = {}
+# What Argo CD's rendering of a rollback's pushed head says (`_rendered_head_verdict`).
+SECRET, UNRENDERED, WAIT = "secret", "unrendered", "wait"
+_JUDGED_HEADS: dict[tuple[int, str], tuple[str, str]] = {}
 
 
-def _rendered_secret_scan(rollback: RollbackRequest) -> str:
-    """Scan what Argo CD renders at the pushed head before an automatic merge; the findings, or "".
+def _rendered_head_verdict(rollback: RollbackRequest) -> tuple[str, str]:
+    """Judge what Argo CD renders at the pushed head, with the reason: ("", "") when it renders
+    clean, (SECRET, findings) when the objects the revert adds or alters hold a secret (the base
+    branch's `.secrets.baseline` allowlists), (UNRENDERED, Argo CD's message) when Argo CD cannot
+    render it, (WAIT, why) while Argo CD cannot be asked (a timeout, unreachable: asked again on the
+    next tracking tick).
 
-    A head is scanned once per process (tracking ticks repeat while the checks run).
+    A head's final verdict is kept per process (tracking ticks repeat while the PR is open).
     """
     head = rollback.pushed_head_sha or rollback.pr_head_sha
     if not head:
-        return ""
-    if (rollback.pk, head) in _SCANNED_HEADS:
-        return _SCANNED_HEADS[(rollback.pk, head)]
-    rendered = [r for r in rollback_rendered(rollback, branch_ok=False) if r.ok]
-    if not rendered:
-        return ""  # rendering failed or is pending: the revert's file diff was scanned at the request
-    gate = secret_scan_gate(app=rollback.application.name, rendered=rendered)
-    result = "" if gate["passed"] else f"{gate['label']}: {gate['detail']}"
-    if len(_SCANNED_HEADS) > 1000:
-        _SCANNED_HEADS.clear()
-    _SCANNED_HEADS[(rollback.pk, head)] = result
+        return "", ""
+    if (rollback.pk, head) in _JUDGED_HEADS:
+        return _JUDGED_HEADS[(rollback.pk, head)]
+    rendered = rollback_rendered(rollback, branch_ok=False)
+    verdict = rendered_verdict(rendered)
+    if not verdict.passed and verdict.transient:
+        return WAIT, verdict.detail  # never kept: Argo CD is asked again
+    if not verdict.passed:
+        result = (UNRENDERED, verdict.detail)
+    else:
+        gate = secret_scan_gate(
+            app=rollback.application.name,
+            rendered=[r for r in rendered if r.ok],
+            baseline_text=rollback_baseline(rollback),
+        )
+        result = ("", "") if gate["passed"] else (SECRET, f"{gate['label']}: {gate['detail']}")
+    if len(_JUDGED_HEADS) > 1000:
+        _JUDGED_HEADS.clear()
+    _JUDGED_HEADS[(rollback.pk, head)] = result
     return result
 
 

@@ -155,7 +155,10 @@ def main() -> None:
             "300",
             "--seed",
             "7",
-            # Helm-values apps (--helm-apps) join the demo once the portal reads multi-source apps.
+            # Multi-source Argo CD apps (a chart + its values in this repository): the portal promotes
+            # them by copying image.tag between the environments' values.yaml (docs/argocd.md).
+            "--helm-apps",
+            "2",
             "--rollout-apps",
             "2",
         )

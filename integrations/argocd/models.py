@@ -28,6 +28,8 @@ class AppSource:
     target_revision: str | None
     chart: str | None
     ref: str | None
+    # helm.valueFiles: paths in the chart's source, or `$<ref>/<path>` in the source named by `ref`.
+    value_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ def _parse_source(r: JsonReader) -> AppSource:
         target_revision=r.opt_text("targetRevision"),
         chart=r.opt_text("chart"),
         ref=r.opt_text("ref"),
+        value_files=r.obj("helm").strs("valueFiles"),
     )
 
 

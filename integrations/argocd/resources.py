@@ -35,6 +35,9 @@ class Rollout:
     analysis_runs: tuple[
         str, ...
     ]  # status.canary.currentStepAnalysisRunStatus / currentBackgroundAnalysisRunStatus
+    # Argo CD's health of the Rollout (`rollout_health`: its Lua rule), what the app's health sums up.
+    health: str = ""
+    health_message: str = ""
 
     @property
     def step_label(self) -> str:
@@ -45,8 +48,16 @@ class Rollout:
 
     @property
     def complete(self) -> bool:
-        """Whether every canary step has run and the Rollout is not aborted."""
-        return not self.aborted and (self.current_step is None or self.current_step >= len(self.steps))
+        """Whether the update is done: Argo CD calls the Rollout Healthy (every step ran, the new
+        ReplicaSet is stable and available, old replicas are gone)."""
+        return self.health == "Healthy"
+
+    @property
+    def health_badge(self) -> str:
+        """The badge colour of the health (the words are shown beside it, never colour alone)."""
+        return {"Healthy": "badge-ok", "Degraded": "badge-bad", "Suspended": "badge-warn"}.get(
+            self.health, "badge-info"
+        )
 
 
 def _step_label(step: JsonReader) -> str:
@@ -61,6 +72,90 @@ def _step_label(step: JsonReader) -> str:
     return "step"
 
 
+def _number(value: Any) -> float | None:
+    """Lua's `tonumber` on a field: a number or a numeric string, else None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        return None
+
+
+def _get(obj: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def rollout_health(obj: Any) -> tuple[str, str]:
+    """Return Argo CD's health `(status, message)` of a live Rollout object.
+
+    A port of Argo CD 3.6's Lua rule for argoproj.io/Rollout
+    (resource_customizations/argoproj.io/Rollout/health.lua, in /work/shared/argocd/rollouts/):
+    the spec generation must be observed; Rollouts v1.x report `status.phase` (Paused is
+    Suspended) with their message; older ones are judged by conditions, pauses and replicas.
+    """
+    status, spec, meta = _get(obj, "status"), _get(obj, "spec") or {}, _get(obj, "metadata") or {}
+    progressing = "Progressing"
+    if not isinstance(status, dict):
+        return progressing, "Waiting for rollout spec update to be observed"
+    observed, generation = _number(status.get("observedGeneration")), _number(meta.get("generation"))
+    # No number (a v0.9 Rollout's hash) or a larger one: observed, as the Lua rule says.
+    generation_seen = observed is None or generation is None or observed >= generation
+    annotations = meta.get("annotations")
+    workload_seen = (
+        spec.get("workloadRef") is None
+        or annotations is None
+        or _number(annotations.get("rollout.argoproj.io/workload-generation"))
+        == _number(status.get("workloadObservedGeneration"))
+    )
+    if not generation_seen or not workload_seen:
+        return progressing, "Waiting for rollout spec update to be observed"
+    if status.get("phase") is not None:
+        phase = str(status["phase"])
+        return ("Suspended" if phase == "Paused" else phase), str(status.get("message") or "")
+    for condition in status.get("conditions") or []:
+        kind, reason = _get(condition, "type"), _get(condition, "reason")
+        if kind == "InvalidSpec" or (
+            kind == "Progressing" and reason in ("RolloutAborted", "ProgressDeadlineExceeded")
+        ):
+            return "Degraded", str(_get(condition, "message") or "")
+    if status.get("pauseConditions") or spec.get("paused"):
+        return "Suspended", "Rollout is paused"
+    current = status.get("currentPodHash")
+    if current is None:
+        return progressing, "Waiting for rollout to finish: status has not been reconciled."
+    desired = _number(spec.get("replicas"))
+    desired = 1 if desired is None else desired
+    replicas = _number(status.get("replicas")) or 0
+    updated = _number(status.get("updatedReplicas")) or 0
+    available = _number(status.get("availableReplicas")) or 0
+    if updated < desired:
+        return progressing, "Waiting for roll out to finish: More replicas need to be updated"
+    if available < updated:
+        return progressing, "Waiting for roll out to finish: updated replicas are still becoming available"
+    stable = status.get("stableRS")
+    if stable is None:
+        stable = _get(status, "canary", "stableRS") or ""
+    strategy = spec.get("strategy") or {}
+    if strategy.get("blueGreen") is not None:
+        if _get(status, "blueGreen", "activeSelector") != current:
+            return progressing, "active service cutover pending"
+        if stable != "" and stable != current:
+            return progressing, "waiting for analysis to complete"
+    elif strategy.get("canary") is not None:
+        if replicas > updated:
+            return progressing, "Waiting for roll out to finish: old replicas are pending termination"
+        if stable == "" or stable != current:
+            return progressing, "Waiting for rollout to finish steps"
+    return "Healthy", ""
+
+
 def parse_rollout(data: Any, path: str = "$") -> Rollout:
     """Parse a live Rollout object; raise ParseError naming the offending field."""
     r = JsonReader(data, path)
@@ -70,6 +165,7 @@ def parse_rollout(data: Any, path: str = "$") -> Rollout:
     steps = tuple(_step_label(s) for s in strategy.obj("canary").objs("steps"))
     canary = status.obj("canary")
     weight = canary.obj("weights").obj("canary").integer("weight")
+    health, health_message = rollout_health(data)
     runs = tuple(
         f"{key}: {run.text('name')} ({run.text('status') or 'unknown'})"
         for key, run in (
@@ -90,6 +186,8 @@ def parse_rollout(data: Any, path: str = "$") -> Rollout:
         paused=status.flag("controllerPause") or bool(status.objs("pauseConditions")) or spec.flag("paused"),
         aborted=status.flag("abort"),
         analysis_runs=runs,
+        health=health,
+        health_message=health_message,
     )
 
 
@@ -134,6 +232,17 @@ def _expressions(step: JsonReader) -> str:
     return " and ".join(parts) or "everything"
 
 
+def _generator_names(generators: list[JsonReader]) -> tuple[str, ...]:
+    """Name each generator by its kind; matrix and merge with their nested generators. A `selector`
+    beside a generator filters its results and is no generator (ApplicationSetGenerator)."""
+    names = []
+    for generator in generators:
+        for kind in sorted(k for k in generator.raw_dict() if k != "selector"):
+            nested = generator.obj(kind).objs("generators") if kind in ("matrix", "merge") else []
+            names.append(f"{kind}({', '.join(_generator_names(nested))})" if nested else kind)
+    return tuple(names)
+
+
 def parse_application_set(data: Any, path: str = "$") -> ApplicationSet:
     """Parse an ApplicationSet; raise ParseError naming the offending field."""
     r = JsonReader(data, path)
@@ -143,7 +252,7 @@ def parse_application_set(data: Any, path: str = "$") -> ApplicationSet:
         name=meta.req_text("name"),
         namespace=meta.text("namespace"),
         uid=meta.text("uid"),
-        generators=tuple(k for g in spec.objs("generators") for k in sorted(g.raw_dict())),
+        generators=_generator_names(spec.objs("generators")),
         strategy=strategy.text("type"),
         steps=tuple(_expressions(s) for s in strategy.obj("rollingSync").objs("steps")),
         applications=tuple(

@@ -324,6 +324,8 @@ class RestForge(ForgeClient):
     """Common HTTP handling for the forge clients; subclasses add endpoints and parsing."""
 
     kind = "forge"
+    # The longest pull request body the forge accepts, in characters (the caller caps bodies to it).
+    BODY_LIMIT = 65_536
 
     def __init__(
         self,

@@ -74,6 +74,10 @@ class GiteaClient(RestForge):
     """Pull requests, branches and statuses on Gitea/Forgejo."""
 
     kind = "gitea"
+    # Gitea's API (CreatePullRequestOption.body) states no maximum and stores the body as LONGTEXT;
+    # unknown limits in front of it (a proxy's request size, a MySQL TEXT column of an old
+    # install) make GitHub's 65,536 the safe assumption.
+    BODY_LIMIT = 65_536
 
     def auth_headers(self, token: str) -> dict[str, Secret]:
         """Return Gitea's `token` authorization header."""

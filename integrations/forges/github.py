@@ -128,6 +128,8 @@ class GitHubClient(RestForge):
     """Pull requests, branches and statuses on GitHub."""
 
     kind = "github"
+    # POST/PATCH /pulls answer 422 "body is too long (maximum is 65536 characters)" above this.
+    BODY_LIMIT = 65_536
 
     def auth_headers(self, token: str) -> dict[str, Secret]:
         """Return the Bearer header."""

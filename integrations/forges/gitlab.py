@@ -87,6 +87,9 @@ class GitLabClient(RestForge):
     """Merge requests, branches and statuses on GitLab."""
 
     kind = "gitlab"
+    # GitLab validates an MR description at 1 MiB (1,048,576) and a note at 1,000,000 characters
+    # ("is too long (maximum is 1000000 characters)"): the smaller one.
+    BODY_LIMIT = 1_000_000
 
     def auth_headers(self, token: str) -> dict[str, Secret]:
         """Return GitLab's PRIVATE-TOKEN header."""

@@ -32,6 +32,24 @@ def auditor_client(client):
     return client
 
 
+# Argo CD's operationState as change records carry it (inventory.appstate.sync_result_of), two clusters.
+SYNC_RESULT = {
+    "phase": "Succeeded",
+    "applications": {
+        "payments-api-prod-eu-west-1": {
+            "phase": "Succeeded", "message": "successfully synced (all tasks run)", "revision": "c0ffee" + "0" * 34,
+            "revisions": [], "resources": {"total": 4, "Synced": 4},
+            "started_at": "2026-12-01T10:00:00+00:00", "finished_at": "2026-12-01T10:00:20+00:00",
+        },
+        "payments-api-prod-us-east-1": {
+            "phase": "Succeeded", "message": "successfully synced (all tasks run)", "revision": "c0ffee" + "0" * 34,
+            "revisions": [], "resources": {"total": 4, "Synced": 4},
+            "started_at": "2026-12-01T10:00:05+00:00", "finished_at": "2026-12-01T10:00:31+00:00",
+        },
+    },
+}  # fmt: skip
+
+
 def _record(source_id: int, *, days_ago: int, merged: bool = True, **extra):
     when = timezone.now() - timedelta(days=days_ago)
     audit_event_record(action="promotion.requested", target_type="promotion", target_id=source_id,
@@ -51,6 +69,7 @@ def _record(source_id: int, *, days_ago: int, merged: bool = True, **extra):
         "deployed_at": when + timedelta(minutes=12), "healthy_at": when + timedelta(minutes=15),
         "outcome": "succeeded", "title": f"payments-api 1.4.3 to prod (#{source_id})",
         "correlation_id": f"corr{source_id:04d}",
+        "sync_result": SYNC_RESULT,
     } | extra  # fmt: skip
     return change_record_sync(kind="promotion", source_type="promotion", source_id=source_id,
                               app="payments-api", environment="prod", **fields)  # fmt: skip
@@ -75,6 +94,13 @@ def test_change_records_page_csv_is_one_plain_row_per_change_newest_first(audito
     assert newest["approved_by"] == "bob" and newest["merged_by"] == "portal-bot"
     assert newest["incident"] == "INC-4242" and newest["correlation_id"] == "corr0002"
     assert newest["version_after"] == "payments-api=1.4.3" and newest["emergency"] == "true"
+    # Argo CD's sync result, in plain cells: phase, message, synced revision, resources, start/finish.
+    assert newest["sync_phase"] == "Succeeded"
+    assert newest["sync_message"] == "successfully synced (all tasks run)"
+    assert newest["sync_revision"] == "c0ffee" + "0" * 34
+    assert newest["sync_resources"] == "8 (Synced 8)"
+    assert newest["sync_started_at"] == "2026-12-01T10:00:00.000000Z"
+    assert newest["sync_finished_at"] == "2026-12-01T10:00:31.000000Z"
     assert not any(cell.startswith(("{", "[")) for row in rows for cell in row.values())
     assert AuditEvent.objects.filter(action="audit.exported", target_id="changes").exists()
 
@@ -104,6 +130,8 @@ def test_pdf_opens_with_a_summary_then_records_newest_first(tmp_path):
     assert text.index("(#3)") < text.index("(#2)") < text.index("(#1)")
     assert "{}" not in text and "#—" not in text
     assert "merged by portal-bot" in text.lower() or "by portal-bot" in text
+    # Each change's Argo CD sync result: its phase and how many resources it synced.
+    assert "sync Succeeded" in text and "8 resources" in text
     ARTIFACTS.mkdir(exist_ok=True)
     shutil.copy(pdf, ARTIFACTS / "change-report.pdf")
     subprocess.run(

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from changes.rendered import (
     RenderedChange,
     canonical_yaml,
@@ -356,3 +358,73 @@ def test_canonical_yaml_is_safe_from_many_threads_at_once():
     with ThreadPoolExecutor(max_workers=8) as pool:
         for _ in range(5):
             assert list(pool.map(canonical_yaml, objects)) == expected
+
+
+def _huge(apps: int = 60, objects: int = 400) -> list[RenderedChange]:
+    """A huge rendered diff (24,000 added objects with long names), built without rendering YAML."""
+    from changes.rendered import ObjectChange, ObjectDiff, ObjectId
+
+    return [
+        RenderedChange(
+            f"app-{i}",
+            "prod/shop",
+            "a" * 40,
+            "b" * 40,
+            diff=ObjectDiff(
+                tuple(
+                    ObjectChange(ObjectId("", "ConfigMap", "shop", f"config-{i}-{j}-{'x' * 40}"), "added")
+                    for j in range(objects)
+                )
+            ),
+        )
+        for i in range(apps)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("forge", "cap"), [("github", 65_536), ("gitea", 65_536), ("forgejo", 65_536), ("gitlab", 1_000_000)]
+)
+def test_a_huge_rendered_diff_fits_each_forges_body_cap(forge, cap):
+    from changes.renderedsummary import pr_body_limit, summary_limit
+
+    section = rendered_summary_markdown(_huge(), link="http://portal/x", limit=summary_limit(forge))
+    main = "| app | before | after |\n" * 80_000  # and a huge changelog
+    body = body_cap(main, section, limit=pr_body_limit(forge))
+    assert len(body) <= cap
+    assert body.endswith(section) and section.endswith("the full rendered diff is on the portal page")
+    assert "truncated (the pull request body has a size limit)" in body
+    assert "http://portal/x" in body
+    assert "**app-0** → prod/shop" in section and "- added: `ConfigMap shop/config-0-0-" in section
+    if forge == "gitlab":  # GitLab takes far more of the list than GitHub does
+        assert len(section) > 10 * summary_limit("github")
+
+
+def test_an_unknown_forge_gets_githubs_cap():
+    from changes.renderedsummary import pr_body_limit
+
+    assert pr_body_limit("") == PR_BODY_LIMIT and pr_body_limit("github") <= 65_536
+
+
+def test_the_rendered_partial_names_secret_keys_never_values():
+    """The htmx partial of the pages: a Secret's keys are listed, its values (unmasked or masked) never."""
+    from django.template.loader import render_to_string
+
+    before = [secret(password=SECRET_VALUE, user="YWRtaW4="), deployment()]
+    after = [secret(password=NEW_SECRET_VALUE, token="dG9r"), deployment("x:2")]
+    change = rendered_compare(
+        app="web-prod",
+        destination="prod/shop",
+        before_revision="a" * 40,
+        after_revision="b" * 40,
+        before_objects=before,
+        after_objects=after,
+    )
+    html = render_to_string(
+        "changes/_rendered.html", {"changes": [change], "gate": rendered_verdict([change])}
+    )
+    assert "<code>Secret shop/db</code>" in html and "Secret: values are never shown." in html
+    for key in ("data.password changed", "data.token added", "data.user removed"):
+        assert f"<code>{key}</code>" in html
+    for value in (SECRET_VALUE, NEW_SECRET_VALUE, "YWRtaW4=", "dG9r"):
+        assert value not in html
+    assert "<code>Deployment.apps shop/web</code>" in html  # the rest of the diff is shown

@@ -187,15 +187,25 @@ class LiveStack:
         poll_interval: int = 2,
         name: str = LIVE_ALIAS,
         prod_sync: str = "argocd",
+        helm_apps: int = 0,
+        rollout_apps: int = 0,
     ) -> LiveStack:
         """Start everything; on any failure stop what was started and re-raise.
 
         `prod_sync="portal"`: prod's Argo CD apps do not auto-sync and the portal syncs them.
+        `helm_apps`: add Helm-values apps (multi-source Argo CD apps, `sandbox_repo --helm-apps`).
+        `rollout_apps`: the last apps are Argo Rollouts canaries (the demo's steps).
         """
         stack = cls(workdir=workdir, _blocker=blocker, name=name, prod_sync=prod_sync)
         try:
             stack._start(
-                apps=apps, clusters=clusters, commits=commits, seed=seed, poll_interval=poll_interval
+                apps=apps,
+                clusters=clusters,
+                commits=commits,
+                seed=seed,
+                poll_interval=poll_interval,
+                helm_apps=helm_apps,
+                rollout_apps=rollout_apps,
             )
         except BaseException:
             stack.save_logs("startup-failure")
@@ -203,7 +213,17 @@ class LiveStack:
             raise
         return stack
 
-    def _start(self, *, apps: int, clusters: int, commits: int, seed: int, poll_interval: int) -> None:
+    def _start(
+        self,
+        *,
+        apps: int,
+        clusters: int,
+        commits: int,
+        seed: int,
+        poll_interval: int,
+        helm_apps: int = 0,
+        rollout_apps: int = 0,
+    ) -> None:
         from sandbox.argocd import ArgoCDEmulator
         from sandbox.forge import ForgeEmulator
         from sandbox.repogen import generate_repo
@@ -215,7 +235,13 @@ class LiveStack:
 
         repos_dir = self.workdir / "repos"
         self.repo = generate_repo(
-            repos_dir / "acme" / "gitops.git", apps=apps, clusters=clusters, commits=commits, seed=seed
+            repos_dir / "acme" / "gitops.git",
+            apps=apps,
+            clusters=clusters,
+            commits=commits,
+            seed=seed,
+            helm_apps=helm_apps,
+            rollout_apps=rollout_apps,
         )
         self.forge = ForgeEmulator(
             repos_dir,

@@ -105,3 +105,22 @@ def test_a_timeout_and_a_503_are_transient_render_errors(argo, repo):
     with pytest.raises(RenderError) as caught:
         _client(argo).manifests(_name(repo, 0))
     assert caught.value.transient and caught.value.status == 503
+
+
+def test_an_unreachable_argocd_is_a_transient_render_error_and_a_blocking_verdict(argo, repo):
+    """Argo CD unreachable (connection refused): a RenderError, and the change's gate blocks with it."""
+    from changes.rendered import RenderedChange, rendered_verdict
+
+    base_url = argo.base_url
+    argo.stop()
+    client = ArgoCDClient(base_url, TOKEN, allow_http=True, timeout=(1, 2))
+    with pytest.raises(RenderError) as caught:
+        client.manifests(_name(repo, 0), revision="main")
+    assert caught.value.transient and str(caught.value)
+    change = RenderedChange(
+        _name(repo, 0), "prod/shop", "a" * 40, "b" * 40, error=str(caught.value), transient=True
+    )
+    verdict = rendered_verdict([change])
+    assert not verdict.passed and verdict.transient
+    assert verdict.detail == f"Argo CD cannot render: {_name(repo, 0)}: {caught.value}"
+    assert change.diff is None and not change.ok  # never an empty diff

@@ -71,5 +71,8 @@ def test_recorded_api_answers_map_revision_version_and_history(name, multi):
     assert values["version"] == "1.4.2"
     if multi:
         assert values["revisions"] == ["2.1.0", sha] and values["repo_url"] in GITOPS
-        assert values["path"] == ""  # the values source has a ref, not a path
+        # The values source has a ref, not a path: the app's directory is its values file's
+        # ($values/environments/dev/search/values.yaml), the chart comes from a chart repository.
+        assert values["path"] == "environments/dev/search"
+        assert values["sources"][0]["value_files"] == ["$values/environments/dev/search/values.yaml"]
     assert values["deployed_revision"] in (remote.history[-1].revision or "", *remote.history[-1].revisions)

@@ -46,6 +46,7 @@ def test_the_app_page_shows_a_rollouts_canary_step_by_step_and_its_abort(sandbox
     assert (rollout.name, rollout.strategy, rollout.phase) == (ROLLOUT_APP, "canary", "Healthy")
     assert rollout.steps[:2] == ("setWeight 20", "pause 5s") and len(rollout.steps) == 6
     assert rollout.complete and rollout.step_label == "step 6 of 6"
+    assert (rollout.health, rollout.health_message) == ("Healthy", "")
     # Apps without a Rollout show none.
     assert argo_rollouts(_rows("pricing")) == []
 
@@ -67,6 +68,8 @@ def test_the_app_page_shows_a_rollouts_canary_step_by_step_and_its_abort(sandbox
     wait_for(stepped, timeout=20, interval=0.05, message="canary paused at weight 20")
     page = client.get(reverse("inventory:app", args=[ROLLOUT_APP])).content.decode()
     assert "step 2 of 6" in page and "weight 20%" in page and ">paused<" in page
+    # Argo CD's health of the paused canary, by its Lua rule (a paused Rollout is Suspended).
+    assert "Argo CD health: Suspended" in page
 
     # Aborted: Argo Rollouts' message is shown and named by rollouts_aborted.
     requests.post(f"{inv.argocd.base_url}/sandbox/rollouts/{_rows(ROLLOUT_APP)[0].name}/abort", timeout=10)
@@ -77,7 +80,7 @@ def test_the_app_page_shows_a_rollouts_canary_step_by_step_and_its_abort(sandbox
         f"{views[0].argo_app}: Rollout {ROLLOUT_APP} aborted: {aborted.message}"
     ]
     page = client.get(reverse("inventory:app", args=[ROLLOUT_APP])).content.decode()
-    assert ">aborted<" in page and "RolloutAborted" in page
+    assert ">aborted<" in page and "RolloutAborted" in page and "Argo CD health: Degraded" in page
 
 
 def test_an_unreachable_argo_cd_shows_an_error_instead_of_rollouts(sandbox_inventory):

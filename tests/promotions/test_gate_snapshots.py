@@ -54,6 +54,11 @@ def test_records_and_pages_keep_each_gate_evaluation_with_its_label_and_time(
     assert all(g.get("evaluated_at") for g in at_request)
     assert {g.get("evaluation") for g in record.gates} >= {"at request", "at PR opening"}
 
+    client.force_login(users["rm"])
+    api = client.get(f"/api/v1/promotions/{promotion.pk}").json()
+    assert [s["label"] for s in api["gate_evaluations"]] == labels
+    assert [g["name"] for g in api["gate_evaluations"][0]["gates"]] == requested
+
     client.force_login(user_with_role("auditor"))
     html = client.get(reverse("audit:change_detail", args=[record.pk])).content.decode()
     assert html.index("Gates at request") < html.index("Gates at PR opening")

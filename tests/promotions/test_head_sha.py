@@ -236,3 +236,39 @@ def test_a_lost_branch_rebuilt_differently_goes_back_to_approval_on_the_new_head
         (old, False),
         (new, True),
     ]
+
+
+def test_a_push_after_an_approval_invalidates_it_and_the_page_and_ledger_say_so(
+    client, sandbox, users, purge_broker, tmp_path
+):
+    """Two approvals needed: the first is given, then the branch moves; it no longer counts."""
+    sandbox.prod.approvals_required = 2
+    sandbox.prod.save(update_fields=["approvals_required"])
+    promotion = _request(sandbox, users)
+    services.promotion_branch_push(promotion_id=promotion.pk)
+    promotion.refresh_from_db()
+    reviewed = promotion.pushed_head_sha
+    services.promotion_approve(promotion=promotion, actor=users["approver"], head_sha=reviewed)
+    assert Approval.objects.valid().approving(reviewed).count() == 1
+    recorded = AuditEvent.objects.get(action="promotion.approval_recorded", target_id=str(promotion.pk))
+    assert recorded.after["head_sha"] == reviewed
+
+    foreign = _push_as_someone_else(sandbox, tmp_path, promotion.pr_branch)
+    # The push webhook sends this check; the forge's answer decides.
+    assert services.promotion_branch_verify(promotion_id=promotion.pk) == "tampered"
+
+    promotion.refresh_from_db()
+    assert not Approval.objects.valid().filter(promotion=promotion).exists()  # no longer counts
+    assert promotion.state == S.FAILED
+    with pytest.raises(services.PromotionRefused):
+        services.promotion_approve(promotion=promotion, actor=users["approver2"], head_sha=foreign)
+    moved = AuditEvent.objects.get(action="promotion.branch_moved", target_id=str(promotion.pk))
+    assert moved.after["approvals_invalidated"] == 1
+    assert (moved.after["from_sha"], moved.after["to_sha"]) == (reviewed, foreign)
+
+    client.force_login(users["viewer"])
+    page = client.get(f"/promotions/{promotion.pk}/").content.decode()
+    approvals = page[page.index("alex</strong>") :][:600]
+    assert f'commit <code class="sha">{reviewed[:12]}</code>' in approvals
+    assert '<span class="badge badge-warn">invalidated</span> the branch moved' in approvals
+    assert "blocked as tampered" in page

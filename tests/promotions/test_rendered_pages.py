@@ -63,10 +63,7 @@ def helm_sandbox(db, tmp_path, settings):
 def test_detail_page_shows_the_rendered_diff_of_a_helm_values_app(client, helm_sandbox, users, purge_broker):
     spec = next(a for a in helm_sandbox.generated.apps if a.source == "helm")
     app = Application.objects.get(name=spec.name)
-    # The overlay-reading zero-downtime gate is another helper's work (it refuses Helm apps today).
-    app.strategy = "helm-values"
-    app.strategy_options = {"paths": ["image.tag"], "zero_downtime": "off"}
-    app.save()
+    assert app.strategy == "helm-values"  # the poller read it from the multi-source Argo CD app
     stage = observed.env_state(app, helm_sandbox.stage)
     prod = observed.env_state(app, helm_sandbox.prod)
     if stage.images == prod.images:
@@ -115,8 +112,13 @@ def test_a_render_failure_is_a_blocking_gate_with_argocds_message(client, sandbo
     assert "data-render-error" in html and "Manifest generation error" in html and "missing.yaml" in html
     assert 'data-object-change="' not in html  # not an empty diff: no diff at all
 
-    # At PR time the same failure stops the promotion, with Argo CD's message.
-    services.promotion_approve(promotion=Promotion.objects.get(pk=promotion.pk), actor=users["approver"])
+    # The approver cannot approve it: the gates are evaluated on that head first, Argo CD's message says why.
+    with pytest.raises(services.PromotionRefused, match="cannot be approved: Rendered by Argo CD") as refused:
+        services.promotion_approve(promotion=Promotion.objects.get(pk=promotion.pk), actor=users["approver"])
+    assert "missing.yaml" in refused.value.message
+    assert not Promotion.objects.get(pk=promotion.pk).approvals.exists()
+    # At PR time the same failure stops the promotion (say it was approved before the head broke).
+    Promotion.objects.filter(pk=promotion.pk).update(state="approved", approved_at=timezone.now())
     services.promotion_pr_open(promotion_id=promotion.pk)
     promotion.refresh_from_db()
     assert promotion.state == "failed"
@@ -164,3 +166,52 @@ def test_a_copy_paths_app_shows_its_rendered_diff(client, sandbox, users, purge_
     # The copied overlay pins stage's image: the Deployment's rendered image changes in prod.
     new = f'<span class="add">+        image: registry.example.com/acme/{app.name}'
     assert new in html and "<code>Deployment.apps " in html
+
+
+def test_argo_cd_down_at_the_push_holds_the_approval_until_it_renders(client, sandbox, users, purge_broker):
+    """No approval without a rendered diff: a transient failure is asked again when the approver approves."""
+    from promotions.models import Approval
+
+    app = promotable_app(sandbox)
+    promotion = services.promotion_request_create(
+        actor=users["rm"], applications=[app], source_env=sandbox.stage, target_env=sandbox.prod
+    )
+    sandbox.argo_fault(error_rate=1.0, status=503, paths=["/api/v1/applications/*/manifests"])
+    assert services.promotion_branch_push(promotion_id=promotion.pk) == "pushed"
+    promotion.refresh_from_db()
+    gate = next(g for g in promotion.gates if g["name"] == "rendered")
+    assert not gate["passed"] and gate["blocking"] and gate["transient"]
+    assert "Argo CD cannot render" in gate["detail"]
+
+    with pytest.raises(services.PromotionRetryLater, match="Argo CD cannot render") as held:
+        services.promotion_approve(promotion=promotion, actor=users["approver"], comment="ok")
+    assert "nothing was recorded" in held.value.message.lower()
+    assert not Approval.objects.filter(promotion=promotion).exists()
+    assert Promotion.objects.get(pk=promotion.pk).state == "requested"
+    client.force_login(users["approver"])
+    html = client.get(f"/promotions/{promotion.pk}/rendered/", HTTP_HX_REQUEST="true").content.decode()
+    assert "data-render-error" in html and "try again later" in html
+
+    sandbox.argo_fault(error_rate=0.0)  # Argo CD answers again
+    services.promotion_approve(promotion=Promotion.objects.get(pk=promotion.pk), actor=users["approver"])
+    promotion.refresh_from_db()
+    assert promotion.state == "approved"
+    gate = next(g for g in promotion.gates if g["name"] == "rendered")
+    assert gate["passed"] and "object change" in gate["detail"]
+
+
+def test_the_pr_body_of_a_huge_rendered_diff_fits_the_forge_it_goes_to(sandbox, users, purge_broker):
+    from tests.changes.test_rendered import _huge
+
+    app = promotable_app(sandbox)
+    promotion = services.promotion_request_create(
+        actor=users["rm"], applications=[app], source_env=sandbox.stage, target_env=sandbox.prod
+    )
+    items = list(promotion.items.select_related("application"))
+    mirror = gitops.mirror_for(promotion.repository)
+    github = pullrequests._pr_body(promotion, items, mirror, ["alex"], _huge())
+    assert len(github) <= 65_536 and "truncated: the full rendered diff is on the portal page" in github
+    assert f"/promotions/{promotion.pk}/#rendered" in github and "### Changelog" in github
+    promotion.repository.forge_kind = "gitlab"
+    gitlab = pullrequests._pr_body(promotion, items, mirror, ["alex"], _huge())
+    assert 65_536 < len(gitlab) <= 1_000_000

@@ -235,7 +235,10 @@ def test_emergency_rollback_is_merged_by_the_portal_once_checks_pass(sandbox_aut
     rollback.refresh_from_db()
     assert rollback.state == "merged"
     assert rollback.auto_merged_at is not None
-    assert sandbox.client().get_pull_request(rollback.pr_number).merged
+    pr = sandbox.client().get_pull_request(rollback.pr_number)
+    assert pr.merged
+    # "Merged by" is the forge's word (the login of the portal's token), not a name the portal makes up.
+    assert pr.merged_by and rollback.merged_by == pr.merged_by
     assert "rollback.auto_merged" in _actions(rollback)
     event = AuditEvent.objects.get(action="rollback.auto_merged", target_id=str(rollback.pk))
     assert event.after["justification"] == "checkout down, SEV1"

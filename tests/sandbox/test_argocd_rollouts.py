@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import requests
 
+from integrations.argocd.resources import rollout_health
 from sandbox.argocd import ArgoCDEmulator
 from sandbox.repogen import GeneratedRepo, generate_repo
 from tests.sandbox.test_argocd_emulator import AUTH, commit_change, get, post
@@ -31,15 +32,9 @@ def argo(start_argo: Callable[..., ArgoCDEmulator]) -> ArgoCDEmulator:
 
 
 def lua_health(obj: dict[str, Any]) -> tuple[str, str]:
-    """Argo CD's Lua health rule for argoproj.io/Rollout, the part that applies to Rollouts v1.x
-    (shared/argocd/rollouts/argocd-health/health.lua): generation observed, then phase/message."""
-    status = obj.get("status")
-    observed = status.get("observedGeneration") if status else None
-    if status is None or (str(observed).isdigit() and int(observed) != obj["metadata"]["generation"]):
-        return "Progressing", "Waiting for rollout spec update to be observed"
-    assert status.get("phase") is not None, "Rollouts v1.x always write a phase"
-    phase = status["phase"]
-    return ("Suspended" if phase == "Paused" else phase), status.get("message", "")
+    """Argo CD's Lua health rule for argoproj.io/Rollout, in full (the portal's port of
+    shared/argocd/rollouts/argocd-health/health.lua, tested on Argo CD's own table)."""
+    return rollout_health(obj)
 
 
 def rollout_app(repo: GeneratedRepo, env: str) -> tuple[str, str]:

@@ -453,12 +453,13 @@ def _submit(writer: _CopyWriter, carried_of: _RawCarried, apps: dict[str, Applic
     """Finish a held batch's carried values and hand its rows to the writer; return its touches."""
     seq, batch, rows, touch_rows, job = held
     carried = carried_of.finish(job)
+    ids = {name: app.id for name, app in apps.items()}  # `.pk` is a property, 200,000 times
     tails = [
         (
             i,
-            f"\t{apps[app].pk}\t{_NULL if env_id is None else env_id}\t{seq + i}"
+            f"\t{ids[app]}\t{_NULL if env_id is None else env_id}\t{seq + i}"
             f"\t{_paths_json(paths[:50])}"
-            f"\t{_copy_bool(carried.get((batch[i].sha, apps[app].pk, env_id)))}\n",
+            f"\t{_copy_bool(carried.get((batch[i].sha, ids[app], env_id)))}\n",
         )
         for i, app, env_id, paths in touch_rows
     ]

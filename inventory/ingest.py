@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -32,6 +33,7 @@ from .claims import INGEST_CLAIM, claim_release, row_claim
 from .mirrors import mirror_exists, mirror_for
 from .models import Application, ArgoInstance, Commit, CommitTouch, Deployment, Environment, GitRepository
 
+logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 INGEST_BATCH = 2000
 _MAPPER_CACHE = 200_000  # distinct paths remembered by a PathMapper
@@ -852,15 +854,77 @@ def repositories_ingest_for(
             for revision, url in pairs:
                 if url and SHA.fullmatch(revision or ""):
                     wanted.setdefault(url.removesuffix(".git"), set()).add(revision)
-    if not wanted:
-        return
-    repos = {r.url.removesuffix(".git"): r for r in GitRepository.objects.all()}
-    for url, shas in wanted.items():
-        repo = repos.get(url)
-        if repo is None or Commit.objects.filter(repository=repo, sha__in=shas).count() == len(shas):
-            continue
+    for repo, shas in _repositories_missing(wanted):
+        ahead = _AHEAD.get(repo.pk)
+        if ahead is not None:  # started by `repositories_prefetch` in this process: wait for it
+            ahead.wait(wait)
+            if not _missing(repo, shas):
+                continue
         if repository_ingest(repository_id=repo.pk).skipped:
             _wait_for_ingest(repository_id=repo.pk, timeout=wait)
+
+
+# Ingests started ahead by `repositories_prefetch` in this process, by repository id: set when done.
+_AHEAD: dict[int, threading.Event] = {}
+_AHEAD_LOCK = threading.Lock()
+
+
+def repositories_prefetch(wanted: Mapping[str, Iterable[str]]) -> list[int]:
+    """Start ingesting in the background each repository (by URL) missing one of these commits.
+
+    The watcher calls it as soon as an event names a sync revision the portal has not ingested (an
+    operation Running or just finished), and holds the synced apps until it lands
+    (`ingest_ahead_running`); `repositories_ingest_for` waits for it rather than fetching again.
+    Returns the repositories started (one ingest per repository at a time in this process; the
+    row claim keeps other workers out).
+    """
+    started: list[int] = []
+    for repo, _ in _repositories_missing({url: set(shas) for url, shas in wanted.items()}):
+        with _AHEAD_LOCK:
+            if repo.pk in _AHEAD:
+                continue
+            done = _AHEAD[repo.pk] = threading.Event()
+        threading.Thread(
+            target=_ingest_ahead, args=(repo.pk, done), name=f"git-ingest-ahead-{repo.pk}", daemon=True
+        ).start()
+        started.append(repo.pk)
+    return started
+
+
+def ingest_ahead_running() -> bool:
+    """Whether an ingest started by `repositories_prefetch` in this process is still running."""
+    return bool(_AHEAD)
+
+
+def _ingest_ahead(repository_id: int, done: threading.Event) -> None:
+    try:
+        result = repository_ingest(repository_id=repository_id)
+        if result.error:
+            logger.warning("ingest ahead of a sync: %s: %s", result.repository, result.error)
+    except Exception:  # the store path ingests again (and reports) if this one failed
+        logger.exception("ingest ahead of a sync failed (repository %s)", repository_id)
+    finally:
+        connection.close()
+        with _AHEAD_LOCK:
+            _AHEAD.pop(repository_id, None)
+        done.set()
+
+
+def _repositories_missing(wanted: Mapping[str, set[str]]) -> list[tuple[GitRepository, set[str]]]:
+    """The known repositories (by URL without .git) that lack one of their wanted commits."""
+    if not wanted:
+        return []
+    repos = {r.url.removesuffix(".git"): r for r in GitRepository.objects.all()}
+    out = []
+    for url, shas in wanted.items():
+        repo = repos.get(url.removesuffix(".git"))
+        if repo is not None and _missing(repo, shas):
+            out.append((repo, shas))
+    return out
+
+
+def _missing(repo: GitRepository, shas: set[str]) -> bool:
+    return Commit.objects.filter(repository=repo, sha__in=shas).count() != len(shas)
 
 
 def _wait_for_ingest(*, repository_id: int, timeout: float) -> None:

@@ -56,13 +56,20 @@ class GitMirror:
         # Checked every time: repairs a half-initialised mirror and follows a changed URL. Written only
         # when different, because concurrent writers of .git/config fail on its lock file.
         # Branches only: a `--mirror` clone of GitHub would also pull every refs/pull/* head.
+        # Read in one `git config` run (the watcher fetches before storing a sync: each run counts).
+        _, listing = self._git.run(
+            "config", "--get-regexp", r"^remote\.origin\.(url|fetch|tagopt)$", ok_codes=(0, 1)
+        )
+        current: dict[str, str] = {}
+        for line in listing.splitlines():
+            name, _, value = line.partition(" ")
+            current[name.lower()] = value  # the last value wins, as with `git config --get`
         for key, value in (
             ("remote.origin.url", self.remote_url),
             ("remote.origin.fetch", "+refs/heads/*:refs/heads/*"),
             ("remote.origin.tagOpt", "--no-tags"),
         ):
-            _, current = self._git.run("config", "--get", key, ok_codes=(0, 1))
-            if current.strip() != value:
+            if current.get(key.lower(), "").strip() != value:
                 self._git.run("config", key, value)
         if created:
             self.fetch()

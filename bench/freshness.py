@@ -62,6 +62,12 @@ class WatchProbe:
         time.sleep(0.3)  # the stream is open before the change
         return self
 
+    def stop(self) -> None:
+        """Close the stream: a probe left open would go on taking every later commit's events (all
+        of the fleet's, before the selector) in the bench process, which serves the emulator."""
+        self.client.close()
+        self.thread.join(5)
+
     def _run(self) -> None:
         try:
             for event in self.client.watch_applications(
@@ -118,9 +124,13 @@ def _samples(
                 missing += 1
                 break
             time.sleep(0.05)
-        seen = [probe.seen.get(f"{n}@{sha}") for n in names]
-        if all(seen):
-            stream_lat.append(max(seen) - synced_at)  # type: ignore[type-var]
+        wait_until = time.monotonic() + 10  # the portal may show it before the probe's stream has it
+        while not all(f"{n}@{sha}" in probe.seen for n in names) and time.monotonic() < wait_until:
+            time.sleep(0.05)
+        probe.stop()
+        seen = [probe.seen[f"{n}@{sha}"] for n in names if f"{n}@{sha}" in probe.seen]
+        if len(seen) == len(names):
+            stream_lat.append(max(seen) - synced_at)
     return seen_lat, stream_lat, missing
 
 
@@ -133,12 +143,17 @@ def _start(env: BenchEnv, args: list[str], log_path: Any) -> tuple[subprocess.Po
     return proc, log
 
 
-def _stop(proc: subprocess.Popen[bytes], log: Any) -> None:
+def _stop(proc: subprocess.Popen[bytes], log: Any, *, graceful: float = 0.0) -> None:
     import os
     import signal
 
     with contextlib.suppress(OSError):
         proc.stdin.close()  # type: ignore[union-attr]
+    # The poll loop ends at its next wait once stdin closes: a poll in progress finishes first (killed
+    # mid-poll, it would hold the instance's poll claim until the poll timeout, and the watcher
+    # started next would re-list from a stale list). The watcher does not read stdin: it gets SIGTERM.
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(graceful)
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -177,7 +192,7 @@ def run(
             fleet, client, rng, count=samples, spread=interval, limit=timeout, tag="p"
         )
     finally:
-        _stop(loop, log)
+        _stop(loop, log, graceful=60)
     p = stats(poll_lat)
     section.row(
         f"{label}: via the poller (interval {fmt_s(interval)})",
@@ -263,8 +278,11 @@ def run(
         "own; the rest (most unchanged) wait for a 50 ms gap in the stream, or 3 s at most, and are then "
         "checked 500 at a time between reads of the queue, so that parsing and hashing the fleet does "
         "not take the CPU the synced app's full read and Git fetch need. What remains per sync: the "
-        "emulator's delivery (reference), the full read, and fetching the new commit from the forge "
-        "(no webhook here: the watcher fetches before it judges the deployment)."
+        "emulator's delivery (reference), the full read, fetching the new commit from the forge (no "
+        "webhook here: the watcher judges the deployment on the ingested commit), and storing it. The "
+        "fetch starts in the background as soon as an event names a sync's revision not ingested yet "
+        "(from the operation: Running on); the synced apps (one per cluster, a few ms apart on the "
+        "stream) are held until it lands, then read in full and stored together."
         + (
             f" The watcher received {int(streamed.group(1)):,} events in all ({samples} syncs)."
             if streamed
@@ -276,6 +294,11 @@ def run(
         "path by path for every event: 1.0 s per 10,000 events), the message is compared with the last "
         "one sent as a dict rather than serialised first, events are written 32 per socket write "
         "instead of one each, and the render of an app memoises its timestamps and uids (60% of it). "
-        "It still renders and projects every app of a monorepo commit to compare with what it last "
-        "sent, which bounds the reference above."
+        "A stream whose filter (here the probe's selector) leaves an app out does not render it. Argo CD "
+        "refreshes the apps of a new commit one by one while its API server streams each update, so a "
+        "sync is not delivered behind the fleet's refresh; the emulator refreshes the fleet in one step, "
+        "and lets the open streams deliver that refresh (render, project, compare with what each last "
+        "sent) before it syncs, so the reference is the delivery of the sync itself. The reference "
+        "probe of each sample is closed after it (left open, a dozen idle streams took every later "
+        "commit's events in the bench process)."
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +13,7 @@ from django.utils import timezone
 from integrations.argocd import ArgoApplication as RemoteApp
 from integrations.argocd import ArgoCDClient
 
-from .appstate import WATCHER
+from .appstate import SHA, WATCHER
 from .models import ArgoApplication, ArgoInstance, Cluster
 from .store import (
     apps_mark_removed,
@@ -109,6 +109,37 @@ def raw_operation_moved(*, instance_id: int, items: Mapping[str, Any]) -> list[s
         ).values_list("name", "operation_phase", "operation_started_at", "operation_finished_at")
     }
     return [name for name, app in items.items() if operation_moved(app, stored.get(name))]
+
+
+def raw_sync_revisions(items: Iterable[Any]) -> dict[str, set[str]]:
+    """The commits (SHAs by repository URL) the operations of undecoded watch apps sync to.
+
+    Read from the operation (`operationState.operation.sync`, known from the moment it is Running)
+    and its result, each revision with its source's repository (by position for a multi-source
+    app). Branch names and malformed values are left out: this only starts a fetch early
+    (`repositories_prefetch`); what is stored comes from the full read.
+    """
+    wanted: dict[str, set[str]] = {}
+    for app in items:
+        spec, status = _obj(app, "spec"), _obj(app, "status")
+        op = _obj(status, "operationState")
+        listed = spec.get("sources")
+        sources: list[Any] = listed if isinstance(listed, list) else [spec.get("source")]
+        urls = [s.get("repoURL") if isinstance(s, dict) else None for s in sources]
+        for part in (_obj(_obj(op, "operation"), "sync"), _obj(op, "syncResult")):
+            revisions = part.get("revisions")
+            pairs = list(zip(revisions, urls, strict=False)) if isinstance(revisions, list) else []
+            if len(urls) == 1:
+                pairs.append((part.get("revision"), urls[0]))
+            for revision, url in pairs:
+                if isinstance(url, str) and url and isinstance(revision, str) and SHA.fullmatch(revision):
+                    wanted.setdefault(url.removesuffix(".git"), set()).add(revision)
+    return wanted
+
+
+def _obj(parent: Any, key: str) -> dict[str, Any]:
+    value = parent.get(key) if isinstance(parent, dict) else None
+    return value if isinstance(value, dict) else {}
 
 
 @transaction.atomic

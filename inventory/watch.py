@@ -25,8 +25,14 @@ from django.db import DatabaseError, close_old_connections, connection
 from integrations.argocd import DEFAULT_WATCH_FIELDS, ArgoCDClient, ArgoCDError
 
 from .clients import argocd_client_for
+from .ingest import ingest_ahead_running, repositories_prefetch
 from .models import ArgoInstance
-from .observe import argo_application_remove, argo_applications_observe, raw_operation_moved
+from .observe import (
+    argo_application_remove,
+    argo_applications_observe,
+    raw_operation_moved,
+    raw_sync_revisions,
+)
 from .poll import instance_poll
 
 logger = logging.getLogger(__name__)
@@ -43,6 +49,10 @@ MAX_BURST = 500
 # the synced app's full read and Git fetch need. Status and health moves are never later than that.
 QUIET_SECONDS = 0.05
 NARROW_MAX_WAIT_SECONDS = 3.0
+# Syncs whose commit is being fetched ahead are held (at most this long) and stored together once it
+# is ingested; the queue is looked at every AHEAD_POLL_SECONDS meanwhile.
+AHEAD_HOLD_SECONDS = 10.0
+AHEAD_POLL_SECONDS = 0.005
 _NOTHING = Exception("no event")  # the queue is empty for now (never raised)
 _ENDED = Exception("the stream ended")  # never raised
 
@@ -241,7 +251,7 @@ class InstanceWatcher:
                 try:
                     # With events pending (narrow ones held back during a burst), wait only briefly:
                     # a gap this long ends the burst.
-                    item = arrived.get(timeout=QUIET_SECONDS if pending.events else 0.5)
+                    item = arrived.get(timeout=self._wait_for_events(pending))
                     while isinstance(item, dict):
                         self.stats.events += 1
                         self.stats.last_event_at = time.monotonic()
@@ -270,6 +280,12 @@ class InstanceWatcher:
             with self._lock:
                 self._streaming = False
 
+    @staticmethod
+    def _wait_for_events(pending: _Pending) -> float:
+        if pending.urgent and ingest_ahead_running():
+            return AHEAD_POLL_SECONDS  # urgent apps held for a fetch: store them as soon as it lands
+        return QUIET_SECONDS if pending.events else 0.5
+
     def _apply_some(
         self, client: ArgoCDClient, pending: _Pending, *, everything: bool, narrow_now: bool = True
     ) -> None:
@@ -293,9 +309,22 @@ class InstanceWatcher:
             items={n: d["result"]["application"] for n, d in fresh.items() if n in pending.events},
         )
         pending.urgent.update(dict.fromkeys(moved))
+        if moved:
+            # A sync's revision not ingested yet: start fetching it now (no forge webhook needed; the
+            # store waits for this fetch rather than starting its own).
+            repositories_prefetch(
+                raw_sync_revisions(pending.events[name]["result"]["application"] for name in moved)
+            )
         # The urgent apps alone (each a full read and its deployments), then back to the queue: a
         # sync that arrives meanwhile is not stored after a batch of narrow moves.
         names = list(pending.urgent)
+        if names and not everything and ingest_ahead_running():
+            # Their commit is being fetched: storing waits for it anyway. Meanwhile the other apps
+            # of the same sync (one per cluster, a few ms apart on the stream) join the batch, and
+            # nothing else is stored before it. Bounded: a hung fetch does not hold them for long.
+            held = time.monotonic() - min(pending.taken_at.get(n, time.monotonic()) for n in names)
+            if held < AHEAD_HOLD_SECONDS:
+                return
         kind = "urgent"
         if not names and (narrow_now or everything):
             kind = "narrow"

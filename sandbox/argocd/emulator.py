@@ -123,6 +123,11 @@ def _normalize_windows(value: Any) -> list[dict[str, Any]]:
     return out
 
 
+# How long a reconcile waits for the open watch streams to deliver a new commit's refresh events
+# before it syncs (see `reconcile`).
+STREAM_CATCH_UP_SECONDS = 5.0
+
+
 @dataclass
 class _Event:
     rv: int
@@ -133,11 +138,17 @@ class _Event:
 
 
 class WatchHub:
-    """Ring buffer of change events for /api/v1/stream/applications."""
+    """Ring buffer of change events for /api/v1/stream/applications.
+
+    Each open stream reports how far it has delivered (`delivered`), so that the controller can let
+    the streams catch up with a refresh of the whole fleet before it syncs (`wait_delivered`).
+    """
 
     def __init__(self, maxlen: int = 20000) -> None:
         self._events: deque[_Event] = deque(maxlen=maxlen)
         self._cond = threading.Condition()
+        self._positions: dict[object, int] = {}  # open stream -> the last rv it has handled
+        self._delivered = threading.Condition()  # its own: a report must not wake the streams' `since`
         self.closed = False
 
     def publish(self, event: _Event) -> None:
@@ -157,10 +168,34 @@ class WatchHub:
     def _has_after(self, rv: int) -> bool:
         return bool(self._events) and self._events[-1].rv > rv
 
+    def delivered(self, stream: object, rv: int | None) -> None:
+        """Record that `stream` has handled (sent or skipped) every event up to `rv`; None: it closed."""
+        with self._delivered:
+            if rv is None:
+                self._positions.pop(stream, None)
+            elif self._positions.get(stream) == rv:
+                return  # an idle stream reports every 0.25 s: nothing moved
+            else:
+                self._positions[stream] = rv
+            self._delivered.notify_all()
+
+    def wait_delivered(self, rv: int, timeout: float) -> bool:
+        """Wait (at most `timeout`) until every open stream has handled the events up to `rv`."""
+        deadline = time.monotonic() + timeout
+        with self._delivered:
+            while not self.closed and any(pos < rv for pos in self._positions.values()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._delivered.wait(remaining)
+            return True
+
     def close(self) -> None:
         with self._cond:
             self.closed = True
             self._cond.notify_all()
+        with self._delivered:
+            self._delivered.notify_all()
 
 
 class ArgoCDEmulator:
@@ -464,6 +499,12 @@ class ArgoCDEmulator:
             head = self.git.resolve(self.branch)
             if head and head != self.head:
                 self._follow_head(head)
+                # Argo CD's controller refreshes the apps of a new commit one by one (each a
+                # manifest generation) while the API server streams each update as it is written,
+                # so a sync that follows is not queued behind the refresh of the whole fleet. Here
+                # the refresh is one step: let the open streams deliver it before syncing (bounded:
+                # a client that stops reading does not hold the controller up for long).
+                self.hub.wait_delivered(self.rv, timeout=STREAM_CATCH_UP_SECONDS)
             now = time.time()
             with self.lock:
                 for app in list(self.apps.values()):

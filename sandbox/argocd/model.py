@@ -187,6 +187,7 @@ class AppState:
     rollout: Any = None  # RolloutState of an Argo Rollouts app (sandbox.argocd.rollouts)
     _cache: tuple[int, dict[str, Any]] | None = None
     _body: tuple[dict[str, Any], bytes] | None = None
+    _selection: tuple[AppDef, dict[str, Any]] | None = None
 
     @property
     def name(self) -> str:
@@ -197,6 +198,21 @@ class AppState:
         return "Synced" if self.synced.key == self.target.key else "OutOfSync"
 
     # ---- rendering ----------------------------------------------------------------------------------
+    def selection(self) -> dict[str, Any]:
+        """What a list or watch filter (name, namespace, project, repo, selector) reads of the app:
+        the same keys and values as `to_json`, without rendering its status. It depends on the
+        definition alone, so it is built once per definition."""
+        if self._selection is None or self._selection[0] is not self.definition:
+            d = self.definition
+            spec: dict[str, Any] = {"project": d.team}
+            if d.multi_source:
+                spec["sources"] = d.sources()
+            else:
+                spec["source"] = d.source()
+            meta = {"name": d.name, "namespace": NAMESPACE, "labels": d.labels}
+            self._selection = (d, {"metadata": meta, "spec": spec})
+        return self._selection[1]
+
     def to_json(self) -> dict[str, Any]:
         """Full Application; cached per resourceVersion because lists and watches render it a lot."""
         if self._cache and self._cache[0] == self.resource_version:

@@ -673,13 +673,16 @@ class Handler(BaseHTTPRequestHandler):
             with self.emu.lock:
                 if self.emu.apps.get(name) is not app:
                     continue  # deleted (or replaced) since: its DELETED/ADDED follows from the hub
+                if not accept(app.selection()):
+                    continue
                 body = app.to_json()
             emit("ADDED", body)
         flush()
         after = int(rv_param) if rv_param.isdigit() and not initial else current
         try:
-            self._pump(after, emit, flush, sse)
+            self._pump(after, accept, emit, flush, sse)
         finally:
+            self.emu.hub.delivered(self, None)
             self.wfile.write(b"0\r\n\r\n")  # end of the chunked body: the stream ends cleanly
 
     def _chunk(self, text: str) -> None:  # one HTTP chunk: one or more whole events
@@ -687,7 +690,12 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     def _pump(
-        self, after: int, emit: Callable[[str, dict[str, Any]], None], flush: Callable[..., None], sse: bool
+        self,
+        after: int,
+        accept: Callable[[dict[str, Any]], bool],
+        emit: Callable[[str, dict[str, Any]], None],
+        flush: Callable[..., None],
+        sse: bool,
     ) -> None:
         last_keepalive = time.monotonic()
         while not self.emu.stopping.is_set():
@@ -714,10 +722,13 @@ class Handler(BaseHTTPRequestHandler):
                 with self.emu.lock:
                     if event.app is None or self.emu.apps.get(event.name) is not event.app:
                         continue
+                    if not accept(event.app.selection()):
+                        continue  # filtered out: not rendered (a monorepo commit moves every app)
                     body = event.app.to_json()
                 emit(event.type, body)
                 flush(due=True)  # the events skipped meanwhile must not hold a buffered one back
             flush()
+            self.emu.hub.delivered(self, after)
             if sse and time.monotonic() - last_keepalive >= self.emu.keepalive_interval:
                 self._chunk(":\n")
                 last_keepalive = time.monotonic()

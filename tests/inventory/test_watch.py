@@ -459,3 +459,124 @@ def test_a_stream_the_server_closes_cleanly_is_reopened_without_a_relist(server)
     assert all(r.query["resourceVersion"] == ["5"] for r in streams)
     # The same event on every reconnect: read in full once, then recognised by its state hash.
     assert sum(r.path == f"/api/v1/applications/{name}" for r in server.requests) == 1
+
+
+def test_a_syncs_commit_is_fetched_as_soon_as_its_event_arrives_not_after_the_full_read(
+    sandbox_inventory, watching, monkeypatch
+):
+    # No forge webhook: the watcher fetches the new commit itself. It starts the fetch when the
+    # event names the sync's revision, and reads the app in full meanwhile; the store then waits
+    # for that fetch rather than fetching again.
+    import inventory.ingest
+    import inventory.store
+
+    inv = sandbox_inventory
+    calls: list[tuple[str, str]] = []
+    ingest, full_read = inventory.ingest.repository_ingest, inventory.store._full_read
+
+    def recording_ingest(*, repository_id: int):
+        calls.append(("ingest", threading.current_thread().name))
+        return ingest(repository_id=repository_id)
+
+    def recording_read(client, name):
+        calls.append(("read", name))
+        return full_read(client, name)
+
+    monkeypatch.setattr(inventory.ingest, "repository_ingest", recording_ingest)
+    monkeypatch.setattr(inventory.store, "_full_read", recording_read)
+    app = inv.repo.apps[1].name
+    argo_name = f"{app}-prod-eu-west-1"
+    sha = _push_tag(inv, "prod", app, "7.8.9")
+    inv.refresh()
+    deployment = wait_for(lambda: _deployment(argo_name, sha), timeout=15, message="the deployment")
+    assert deployment.version == "7.8.9"
+    observed = AuditEvent.objects.get(action="deployment.observed", target_id=str(deployment.pk))
+    assert observed.after["reason"].startswith("1 commit(s) without Promotion-Id")  # judged on the commit
+    first_read = calls.index(("read", argo_name))
+    ingests = [thread for kind, thread in calls if kind == "ingest"]
+    assert ingests and ingests[0].startswith("git-ingest-ahead-")
+    assert calls.index(("ingest", ingests[0])) < first_read
+    assert len(ingests) == 1  # the store did not fetch a second time
+
+
+def test_the_revisions_a_watched_operation_syncs_to_by_repository():
+    from inventory.observe import raw_sync_revisions
+
+    sha1, sha2, sha3 = "a" * 40, "b" * 40, "c" * 40
+    running = {
+        "spec": {"source": {"repoURL": "https://git.example.com/acme/gitops.git"}},
+        "status": {"operationState": {"phase": "Running", "operation": {"sync": {"revision": sha1}}}},
+    }
+    finished = {
+        "spec": {"source": {"repoURL": "https://git.example.com/acme/gitops"}},
+        "status": {"operationState": {"phase": "Succeeded", "syncResult": {"revision": sha2}}},
+    }
+    multi = {
+        "spec": {
+            "sources": [
+                {"repoURL": "https://git.example.com/acme/charts"},
+                {"repoURL": "https://git.example.com/acme/gitops"},
+            ]
+        },
+        "status": {"operationState": {"syncResult": {"revisions": ["1.2.3", sha3]}}},
+    }
+    manual = {  # a sync to a branch name: nothing to fetch ahead
+        "spec": {"source": {"repoURL": "https://git.example.com/acme/gitops"}},
+        "status": {"operationState": {"operation": {"sync": {"revision": "main"}}}},
+    }
+    malformed = {"spec": "?", "status": {"operationState": {"syncResult": {"revision": 7}}}}
+    assert raw_sync_revisions([running, finished, multi, manual, malformed, {}]) == {
+        "https://git.example.com/acme/gitops": {sha1, sha2, sha3}
+    }
+
+
+@pytest.mark.parametrize("sandbox_repo_options", [{"apps": 3, "clusters": 2, "commits": 40, "seed": 7}])
+def test_the_apps_of_one_sync_are_held_while_its_commit_is_fetched_and_stored_together(
+    sandbox_inventory, monkeypatch
+):
+    # A sync to an environment of two clusters streams two apps, not always in the same write.
+    # Storing waits for the commit either way: the first is held while it is fetched, and both are
+    # stored in one batch (not the second after the first one's fetch and store).
+    import inventory.ingest
+    import inventory.watch
+
+    inv = sandbox_inventory
+    app = inv.repo.apps[1].name
+    names = sorted(
+        ArgoApplication.objects.filter(name__startswith=f"{app}-prod-").values_list("name", flat=True)
+    )
+    assert len(names) == 2
+    batches: list[list[str]] = []
+    observe, read_stream = inventory.watch.argo_applications_observe, inventory.watch._read_stream
+    pushed = threading.Event()
+
+    def recording(*, instance_id, remotes, client):
+        batches.append(sorted(r.name for r in remotes))
+        return observe(instance_id=instance_id, remotes=remotes, client=client)
+
+    def second_one_later(events, arrived):
+        def delayed():
+            late = True
+            for event in events:
+                if late and pushed.is_set() and inventory.watch._event_name(event) == names[1]:
+                    late = False  # its first event after the push comes once the fetch has started
+                    deadline = time.monotonic() + 5
+                    while not inventory.ingest.ingest_ahead_running() and time.monotonic() < deadline:
+                        time.sleep(0.002)
+                yield event
+
+        read_stream(delayed(), arrived)
+
+    monkeypatch.setattr(inventory.watch, "argo_applications_observe", recording)
+    monkeypatch.setattr(inventory.watch, "_read_stream", second_one_later)
+    watcher, thread = _start(inv)
+    try:
+        wait_for(lambda: watcher.stats.connects >= 1, timeout=15, message="the watcher to connect")
+        pushed.set()
+        sha = _push_tag(inv, "prod", app, "7.9.1")
+        inv.refresh()
+        wait_for(lambda: all(_deployment(n, sha) for n in names), timeout=15, message="both deployments")
+    finally:
+        _stop(watcher, thread)
+    first = next(batch for batch in batches if set(batch) & set(names))
+    assert first == names

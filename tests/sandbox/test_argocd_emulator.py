@@ -685,6 +685,128 @@ def test_stream_skips_an_event_identical_after_fields_to_the_one_last_sent(
     assert later == {changed}
 
 
+def test_a_sync_after_a_commit_is_not_streamed_behind_the_refresh_of_every_app(
+    argo: ArgoCDEmulator, repo: GeneratedRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Argo CD refreshes the apps of a new commit one by one while its API server streams each update,
+    # so the sync that follows reaches a watcher at once. The emulator refreshes all apps in one step:
+    # it lets the open streams deliver that refresh before it syncs.
+    rv = get(argo, "/api/v1/applications?fields=items.metadata.name").json()["metadata"]["resourceVersion"]
+    response = requests.get(
+        f"{argo.base_url}/api/v1/stream/applications",
+        headers={**AUTH, "Accept": "text/event-stream"},
+        params={"resourceVersion": rv, "fields": "result.type,result.application.metadata.name"},
+        stream=True,
+        timeout=10,
+    )
+    events: list[dict[str, Any]] = []
+
+    def read() -> None:
+        with contextlib.suppress(requests.RequestException, AttributeError, ValueError):  # closed below
+            _read_stream(response.iter_lines(decode_unicode=True), lambda e: False, events)
+
+    threading.Thread(target=read, daemon=True).start()
+    wait_until = time.monotonic() + 5
+    while not argo.hub._positions:  # the stream is open (it reports its position once idle)
+        assert time.monotonic() < wait_until
+        time.sleep(0.02)
+    at_sync: list[tuple[int, list[int]]] = []
+    finish = argo._finish_operation
+
+    def recording(app: Any, op: Any, started: float, now: float) -> None:
+        at_sync.append(
+            (max(e.rv for e in argo.hub._events if e.type == "MODIFIED"), list(argo.hub._positions.values()))
+        )
+        finish(app, op, started, now)
+
+    refreshed: list[int] = []
+    follow = argo._follow_head
+    monkeypatch.setattr(argo, "_follow_head", lambda head: (follow(head), refreshed.append(argo.rv)))
+    monkeypatch.setattr(argo, "_finish_operation", recording)
+    commit_change(repo.path, tmp_path, overlay_path(first_app(repo, "dev")), bump_tag, "bump")
+    argo.reconcile()
+    response.close()
+    assert refreshed and at_sync, "the commit was not followed and synced"
+    # When the sync finished, the stream had handled every refresh event (sent or skipped).
+    assert all(position >= refreshed[0] for position in at_sync[0][1])
+
+
+def test_idle_streams_wait_quietly(argo: ArgoCDEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each stream reports its position to the hub; a report must not wake the other streams (two
+    # idle streams would otherwise wake each other in a busy loop).
+    calls: list[float] = []
+    since = argo.hub.since
+    monkeypatch.setattr(
+        argo.hub, "since", lambda rv, timeout: (calls.append(time.monotonic()), since(rv, timeout))[1]
+    )
+    responses = [
+        requests.get(
+            f"{argo.base_url}/api/v1/stream/applications?resourceVersion={argo.rv}",
+            headers=AUTH,
+            stream=True,
+            timeout=10,
+        )
+        for _ in range(2)
+    ]
+    time.sleep(0.5)
+    calls.clear()
+    time.sleep(1.0)
+    for response in responses:
+        response.close()
+    assert len(calls) <= 2 * 6  # about one wait of 0.25 s per stream and loop
+
+
+def test_a_filtered_stream_does_not_render_the_apps_it_leaves_out(
+    argo: ArgoCDEmulator, repo: GeneratedRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sandbox.argocd.model import AppState
+
+    name = first_app(repo, "stage")
+    rv = get(argo, "/api/v1/applications?fields=items.metadata.name").json()["metadata"]["resourceVersion"]
+    response = requests.get(
+        f"{argo.base_url}/api/v1/stream/applications",
+        headers=AUTH,
+        params={
+            "resourceVersion": rv,
+            "selector": f"app.kubernetes.io/name={repo.apps[0].name},env=stage",
+            "fields": "result.type,result.application.metadata.name",
+        },
+        stream=True,
+        timeout=10,
+    )
+    events: list[dict[str, Any]] = []
+    reader = threading.Thread(
+        target=_read_stream,
+        args=(
+            response.iter_lines(decode_unicode=True),
+            lambda e: e["result"]["application"]["metadata"]["name"] == name,
+            events,
+        ),
+        daemon=True,
+    )
+    reader.start()
+    time.sleep(0.3)
+    rendered: list[str] = []
+    render = AppState._render
+    monkeypatch.setattr(AppState, "_render", lambda self: (rendered.append(self.name), render(self))[1])
+    commit_change(repo.path, tmp_path, overlay_path(name), bump_tag, "bump")
+    argo.reconcile()
+    reader.join(timeout=5)
+    time.sleep(0.3)  # the stream has gone through every event of the commit
+    response.close()
+    assert events and {e["result"]["application"]["metadata"]["name"] for e in events} == {name}
+    # Every app moved (a new head); none of the others was rendered for the stream.
+    assert set(rendered) == {name}
+    assert argo.apps[name].selection() == {
+        "metadata": {k: argo.apps[name].to_json()["metadata"][k] for k in ("name", "namespace", "labels")},
+        "spec": {
+            k: v
+            for k, v in argo.apps[name].to_json()["spec"].items()
+            if k in ("project", "source", "sources")
+        },
+    }
+
+
 def test_field_mask_projects_like_each_path_in_turn() -> None:
     from sandbox.argocd.query import compile_paths, project_mask
 

@@ -347,8 +347,8 @@ def _record_waiting(*, kind: ChangeKind, change: Any, verdict: WindowVerdict, no
     message = f"waiting for window, {opens} (closed by {verdict.detail})"
     with transaction.atomic():
         current = _transition(kind, change.pk)
-        if current is None:
-            return
+        if current is None or current.sync_state == SYNC_REQUESTED:
+            return  # requested meanwhile by another run (see _record_error)
         news = current.sync_state != SYNC_WAITING or current.sync_opens_at != verdict.opens_at
         next_at = verdict.opens_at if verdict.opens_at and verdict.opens_at > now else now + RECHECK
         kind.rows().filter(pk=change.pk).update(
@@ -379,7 +379,9 @@ def _record_error(
 ) -> None:
     with transaction.atomic():
         current = _transition(kind, change.pk)
-        if current is None or current.sync_state == SYNC_FAILED:
+        # A sync another run has requested meanwhile stands: this run's error is about a request
+        # that is no longer needed (left as an error, the next tick would request the sync again).
+        if current is None or current.sync_state in (SYNC_FAILED, SYNC_REQUESTED):
             return
         news = current.sync_detail != detail[:2000]
         since = current.sync_error_since

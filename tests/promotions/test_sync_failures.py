@@ -219,3 +219,31 @@ def test_no_argo_cd_application_to_sync_is_given_up_after_the_deadline(
     given_up = AuditEvent.objects.get(action="promotion.sync_given_up", target_id=str(promotion.pk))
     assert given_up.after["reason"] == "unresolved" and given_up.message == promotion.sync_detail
     assert change_syncs_due(kind=PROMOTION, now=timezone.now() + timedelta(days=1)) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stale_concurrent_run_cannot_undo_a_requested_sync(manual_prod, users, purge_broker):
+    """Two tracking ticks may run the sync at once: the later one's error (say Argo CD answering 503
+    to its look at the app) must not turn the requested sync back into an error, or the next tick
+    records a second `sync_requested` (seen with a real worker)."""
+    from changes.syncs import WindowVerdict, _record_error, _record_waiting
+
+    promotion = _merged(manual_prod, users)
+    stale = Promotion.objects.get(pk=promotion.pk)  # what the second run loaded, before the first ended
+    assert services.promotion_sync(promotion_id=promotion.pk) == "requested"
+
+    now = timezone.now()
+    _record_error(kind=PROMOTION, change=stale, detail="Argo CD answered 503", now=now, transient=True)
+    _record_waiting(
+        kind=PROMOTION,
+        change=stale,
+        verdict=WindowVerdict(closed=True, opens_at=now + timedelta(hours=1), detail="deny * * * * *"),
+        now=now,
+    )
+
+    promotion.refresh_from_db()
+    assert promotion.sync_state == "requested" and promotion.sync_detail == ""
+    assert services.promotion_sync(promotion_id=promotion.pk) == "requested"
+    actions = _actions(promotion)
+    assert actions.count("promotion.sync_requested") == 1
+    assert "promotion.sync_error" not in actions and "promotion.sync_waiting" not in actions

@@ -864,6 +864,24 @@ def repositories_ingest_for(
             _wait_for_ingest(repository_id=repo.pk, timeout=wait)
 
 
+def repositories_refresh(urls: Iterable[str]) -> list[IngestResult]:
+    """Fetch and ingest now each known repository among these URLs (with or without .git).
+
+    The poller runs it while Argo CD answers the list request: a fetch that brings nothing is
+    cheap, and when the list then names a new sync revision its commit is usually ingested
+    already, so the synced app's deployment is judged and stored without waiting on Git.
+    A repository another worker is ingesting (claimed) is skipped: the store path waits for it.
+    """
+    wanted = {url.removesuffix(".git") for url in urls if url}
+    if not wanted:
+        return []
+    return [
+        repository_ingest(repository_id=repo.pk)
+        for repo in GitRepository.objects.order_by("name")
+        if repo.url.removesuffix(".git") in wanted
+    ]
+
+
 # Ingests started ahead by `repositories_prefetch` in this process, by repository id: set when done.
 _AHEAD: dict[int, threading.Event] = {}
 _AHEAD_LOCK = threading.Lock()

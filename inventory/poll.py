@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -20,8 +22,8 @@ from .claims import POLL_CLAIM, claim_release, row_claim
 from .clients import argocd_client_for
 from .config import PortalConfig
 from .configapply import ConfigApplyResult, config_apply
-from .ingest import IngestResult, repository_ingest
-from .models import ArgoInstance, GitRepository
+from .ingest import IngestResult, repositories_refresh, repository_ingest
+from .models import ArgoApplication, ArgoInstance, GitRepository
 from .store import (
     Observed,
     apps_mark_removed,
@@ -32,6 +34,8 @@ from .store import (
     instance_lock,
     listed_apps_observe,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -52,6 +56,8 @@ class PollResult:
     error: str = ""
     transient: bool = False
     duration_ms: int = 0
+    # Where the cycle's time went (ms since its start, at the end of each step; for logs and the bench).
+    phases: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -73,8 +79,20 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
         return result
     try:
         client = client or argocd_client_for(instance)
+
+        def mark(step: str) -> None:
+            result.phases[step] = int((time.monotonic() - started) * 1000)
+
         clusters = client.list_clusters()
-        listing = client.list_application_items()
+        # Git is fetched while Argo CD answers the list (the longest request of the cycle): a new
+        # sync revision in the list is then usually ingested already when its app is stored.
+        with ThreadPoolExecutor(1, thread_name_prefix="argocd-list") as pool:
+            listed = pool.submit(client.list_application_items)
+            if settings.POLL_FETCH_GIT:
+                _tracked_repositories_refresh(instance)
+                mark("git_fetched")
+            listing = listed.result()
+        mark("listed")
         cluster_rows = clusters_upsert(instance=instance, clusters=clusters)
         existing = existing_apps(instance)
         seen_names = {name for name in map(listing.name_of, listing.items) if name}
@@ -87,11 +105,12 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
         if refusal:
             raise RemovalHeld(refusal)
         result.apps_seen, resource_version = len(listing.items), listing.resource_version or ""
+        mark("compared")
         observed = Observed()
         read: dict[str, Any] = {"changed": 0, "new": 0, "deployments": 0}
         # Synced (and new) apps first: their deployments are stored before the rest is even parsed.
-        for batch in listed_apps_observe(
-            client=client, instance=instance, listing=listing, existing=existing
+        for number, batch in enumerate(
+            listed_apps_observe(client=client, instance=instance, listing=listing, existing=existing)
         ):
             done = apps_read_and_store(
                 client=client,
@@ -104,6 +123,9 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
             observed.merge(batch)
             for key in read:
                 read[key] += done[key]
+            for step, ms in done.get("timings", {}).items():
+                result.phases[f"batch{number}_{step}"] = ms
+            mark(f"batch{number}")
         del listing, existing  # a fleet's raw list is tens of MB
         stats = _poll_store(
             instance=instance,
@@ -114,6 +136,7 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
             started=started,
             now=now,
         )
+        mark("stored")
         result.apps_changed = stats["changed"]
         result.apps_new = stats["new"]
         result.apps_removed = len(removed)
@@ -131,6 +154,20 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
         raise
     result.duration_ms = int((time.monotonic() - started) * 1000)
     return result
+
+
+def _tracked_repositories_refresh(instance: ArgoInstance) -> None:
+    urls = (
+        ArgoApplication.objects.filter(instance=instance, deleted_at__isnull=True)
+        .exclude(repo_url="")
+        .values_list("repo_url", flat=True)
+        .distinct()
+    )
+    for ingest in repositories_refresh(urls):
+        if ingest.error:  # the store path fetches again before judging a deployment on it
+            logger.warning(
+                "git fetch during the poll of %s: %s: %s", instance.name, ingest.repository, ingest.error
+            )
 
 
 class RemovalHeld(Exception):

@@ -11,12 +11,12 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import JSONField, Model
+from django.db.models import CharField, F, Func, JSONField, Model
 from django.utils.dateparse import parse_datetime
 
 from audit.services import audit_event_record
@@ -108,6 +108,7 @@ def listed_apps_observe(
     """
     unchanged: dict[str, str] = {}
     changed: list[tuple[int, dict[str, Any], str]] = []
+    names: list[str | None] = []
     for index, item in enumerate(listing.items):
         name = listing.name_of(item)
         digest = list_item_hash(item)
@@ -116,19 +117,21 @@ def listed_apps_observe(
             unchanged[row["name"]] = row["state_hash"]
         else:
             changed.append((index, item, digest))
+            names.append(name)
+    # A monorepo commit changes every item: find the few synced ones among them before the rest.
     stored = (
-        {
-            name: (phase, started, finished)
-            for name, phase, started, finished in ArgoApplication.objects.filter(
-                instance=instance,
-                name__in=[n for n in (listing.name_of(item) for _, item, _ in changed) if n in existing],
-            ).values_list("name", "operation_phase", "operation_started_at", "operation_finished_at")
-        }
+        operations_stored(
+            instance=instance,
+            names=[n for n in names if n is not None and n in existing],
+            everything=len(changed) * 2 > len(existing),
+        )
         if changed
         else {}
     )
-    urgent = [c for c in changed if operation_moved(c[1], stored.get(listing.name_of(c[1]) or ""))]
-    rest = [c for c in changed if not operation_moved(c[1], stored.get(listing.name_of(c[1]) or ""))]
+    urgent: list[tuple[int, dict[str, Any], str]] = []
+    rest: list[tuple[int, dict[str, Any], str]] = []
+    for entry, name in zip(changed, names, strict=True):
+        (urgent if operation_moved(entry[1], stored.get(name or "")) else rest).append(entry)
     for number, group in enumerate((urgent, rest)):
         if number and not group:
             continue
@@ -144,8 +147,48 @@ def listed_apps_observe(
         yield observed
 
 
+_OPERATION_TIME = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
+
+
+def operations_stored(
+    *, instance: ArgoInstance, names: list[str], everything: bool = False
+) -> dict[str, tuple[str, str | None, str | None]]:
+    """The stored operation (phase, start and finish as RFC 3339 UTC text) of these apps.
+
+    `everything`: read the instance's whole table rather than send thousands of names. The times
+    come as text (formatted by PostgreSQL): thousands of datetimes cost more to load than the
+    comparison they serve, and Argo CD's own text usually matches them as they are.
+    """
+    rows = ArgoApplication.objects.filter(instance=instance)
+    if not everything:
+        rows = rows.filter(name__in=names)
+    if connection.vendor != "postgresql":
+        return {
+            name: (phase, _utc_text(started), _utc_text(finished))
+            for name, phase, started, finished in rows.values_list(
+                "name", "operation_phase", "operation_started_at", "operation_finished_at"
+            )
+        }
+    template = f"to_char(%(expressions)s AT TIME ZONE 'UTC', '{_OPERATION_TIME}')"
+    return {
+        name: (phase, started, finished)
+        for name, phase, started, finished in rows.annotate(
+            started_text=Func(F("operation_started_at"), template=template, output_field=CharField()),
+            finished_text=Func(F("operation_finished_at"), template=template, output_field=CharField()),
+        ).values_list("name", "operation_phase", "started_text", "finished_text")
+    }
+
+
+def _utc_text(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value is not None else None
+
+
 def operation_moved(item: dict[str, Any], stored: tuple[str, Any, Any] | None) -> bool:
-    """Tell from a raw (list or watch) app whether its operation differs from the stored one (or it is new)."""
+    """Tell from a raw (list or watch) app whether its operation differs from the stored one (or it is new).
+
+    `stored` holds the phase and the start and finish times, as datetimes or as the text of
+    `operations_stored`.
+    """
     if stored is None:
         return True
     status = item.get("status")
@@ -155,11 +198,21 @@ def operation_moved(item: dict[str, Any], stored: tuple[str, Any, Any] | None) -
     try:
         return (
             (op.get("phase") or "") != phase
-            or _time(op.get("startedAt")) != started
-            or _time(op.get("finishedAt")) != finished
+            or not _same_time(op.get("startedAt"), started)
+            or not _same_time(op.get("finishedAt"), finished)
         )
     except (TypeError, ValueError):
         return True  # unreadable here: the typed parse will say why
+
+
+def _same_time(raw: Any, stored: datetime | str | None) -> bool:
+    if isinstance(stored, str):
+        if raw == stored or (
+            isinstance(raw, str) and stored.endswith(".000000Z") and raw == stored[:-8] + "Z"
+        ):
+            return True  # Argo CD's usual seconds, as stored: no parsing
+        stored = parse_datetime(stored)
+    return _time(raw) == stored
 
 
 def _time(value: Any) -> datetime | None:
@@ -240,7 +293,14 @@ def apps_read_and_store(
     is never held up by a whole first poll. A chunk that fails leaves the earlier ones stored
     (their state hash says so: the next poll goes on from there).
     """
-    stats: dict[str, Any] = {"changed": 0, "new": 0, "deployments": 0, "by_app": Counter(), "read": []}
+    stats: dict[str, Any] = {
+        "changed": 0,
+        "new": 0,
+        "deployments": 0,
+        "by_app": Counter(),
+        "read": [],
+        "timings": Counter(),  # ms spent reading, ingesting Git and storing
+    }
     chunks = [observed.to_read[start : start + chunk] for start in range(0, len(observed.to_read), chunk)]
     if _stream_pays(len(observed.to_read), fleet):
         return _chunks_store(
@@ -309,7 +369,9 @@ def _chunks_store(
     reads: Iterable[dict[str, RemoteApp]],
     stats: dict[str, Any],
 ) -> dict[str, Any]:
+    waited = time.monotonic()
     for full in reads:
+        stats["timings"]["read"] += int((time.monotonic() - waited) * 1000)
         for name, remote in full.items():
             narrow = observed.revisionless.get(name)
             if narrow is not None:
@@ -338,6 +400,9 @@ def _chunks_store(
         for key in ("changed", "new", "deployments", "by_app"):
             stats[key] += done[key]
         stats["read"] += list(full)
+        stats["timings"]["ingest"] += int((ingested - started) * 1000)
+        stats["timings"]["store"] += int((time.monotonic() - ingested) * 1000)
+        waited = time.monotonic()
     return stats
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import marshal
 import posixpath
 import re
 from collections.abc import Mapping, Sequence
@@ -99,17 +98,16 @@ def state_hash(remote: RemoteApp) -> str:
 PARSE_VERSION = b"parse:2\n"
 
 
-def list_item_hash(item: Any) -> str:
-    """Hash one raw list item as decoded (JSON types only): the same item needs no parsing.
+def list_text_hash(text: bytes) -> str:
+    """Hash one list item's JSON text as Argo CD sent it: the same text needs no decoding at all.
 
-    marshal is four times cheaper than json.dumps here. Its bytes can differ for equal items (it
-    marks objects shared elsewhere in the process), which only costs a parse; different items never
-    give the same bytes. A Python upgrade may change them all once: one parse each, no false match.
-    `PARSE_VERSION` goes in first: when the parser reads more of an item (Helm `valueFiles`), every
-    item is parsed once again, and the apps whose state hash that changes are read in full.
+    Also the proof that a text is one complete item (integrations/argocd/listtexts.py): a hash is
+    stored only for a text that was decoded into that app's item. `PARSE_VERSION` goes in first:
+    when the parser reads more of an item (Helm `valueFiles`), every item is parsed once again, and
+    the apps whose state hash that changes are read in full.
     """
     digest = hashlib.sha256(PARSE_VERSION)
-    digest.update(marshal.dumps(item))
+    digest.update(text)
     return digest.hexdigest()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -30,9 +31,10 @@ from .store import (
     apps_read_and_store,
     apps_store_narrow,
     clusters_upsert,
-    existing_apps,
     instance_lock,
     listed_apps_observe,
+    listed_compare,
+    listed_state,
 )
 
 logger = logging.getLogger(__name__)
@@ -83,50 +85,54 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
         def mark(step: str) -> None:
             result.phases[step] = int((time.monotonic() - started) * 1000)
 
-        clusters = client.list_clusters()
-        # Git is fetched while Argo CD answers the list (the longest request of the cycle): a new
-        # sync revision in the list is then usually ingested already when its app is stored.
+        # Items are decoded only where their text is not an app's stored list item.
+        # The list (seconds for a large fleet) is read while the clusters are, and stored, and the
+        # stored apps read: one wait instead of four in a row.
         with ThreadPoolExecutor(1, thread_name_prefix="argocd-list") as pool:
-            listed = pool.submit(client.list_application_items)
-            if settings.POLL_FETCH_GIT:
-                _tracked_repositories_refresh(instance)
-                mark("git_fetched")
-            listing = listed.result()
+            listed = pool.submit(client.list_application_texts)
+            try:
+                clusters = client.list_clusters()
+                cluster_rows = clusters_upsert(instance=instance, clusters=clusters)
+                stored = listed_state(instance)
+                # Git too: a new sync revision in the list is then usually ingested already
+                # when its app is stored (one `git ls-remote` per repository when nothing moved).
+                if settings.POLL_FETCH_GIT:
+                    _tracked_repositories_refresh(instance)
+                    mark("git_checked")
+            finally:
+                listing = listed.result()  # its error first: what a failed poll reports
         mark("listed")
-        cluster_rows = clusters_upsert(instance=instance, clusters=clusters)
-        existing = existing_apps(instance)
-        seen_names = {name for name in map(listing.name_of, listing.items) if name}
-        removed = [
-            name for name, row in existing.items() if name not in seen_names and row["deleted_at"] is None
-        ]
-        refusal = _removal_guard(
-            instance=instance, live=sum(r["deleted_at"] is None for r in existing.values()), removed=removed
-        )
+        del listed
+        compared = listed_compare(client=client, listing=listing, stored=stored)
+        resource_version = listing.resource_version or ""
+        del listing  # the answer and its texts (2 x 17 MB at 10,000 apps): what changed is decoded
+        live = [name for name, row in stored.items() if row is not None]
+        removed = [name for name in live if name not in compared.names]
+        refusal = _removal_guard(instance=instance, live=len(live), removed=removed)
         if refusal:
             raise RemovalHeld(refusal)
-        result.apps_seen, resource_version = len(listing.items), listing.resource_version or ""
+        result.apps_seen = compared.listed
         mark("compared")
         observed = Observed()
         read: dict[str, Any] = {"changed": 0, "new": 0, "deployments": 0}
         # Synced (and new) apps first: their deployments are stored before the rest is even parsed.
-        for number, batch in enumerate(
-            listed_apps_observe(client=client, instance=instance, listing=listing, existing=existing)
-        ):
+        batches = listed_apps_observe(client=client, instance=instance, compared=compared, stored=stored)
+        for number, batch in enumerate(batches):
             done = apps_read_and_store(
                 client=client,
                 instance=instance,
                 observed=batch,
                 cluster_rows=cluster_rows,
                 now=now,
-                fleet=len(listing.items),
+                fleet=compared.listed,
             )
             observed.merge(batch)
             for key in read:
                 read[key] += done[key]
             for step, ms in done.get("timings", {}).items():
                 result.phases[f"batch{number}_{step}"] = ms
-            mark(f"batch{number}")
-        del listing, existing  # a fleet's raw list is tens of MB
+            mark(f"batch{number}")  # batch 0: the synced apps' deployments are committed
+        del stored, compared, batches  # a first cycle's decoded list is ~100 MB
         stats = _poll_store(
             instance=instance,
             observed=observed,
@@ -221,7 +227,6 @@ def instance_mark_stale(*, instance_id: int, error: str, duration_ms: int | None
         )
 
 
-@transaction.atomic
 def _poll_store(
     *,
     instance: ArgoInstance,
@@ -232,8 +237,38 @@ def _poll_store(
     started: float,
     now: datetime,
 ) -> dict[str, Any]:
-    """Store the narrow-only changes and removals, and record the poll (the full reads are stored)."""
-    instance_lock(instance.pk)
+    """Store the narrow-only changes and removals, and record the poll (the full reads are stored).
+
+    A poll that saw nothing to store (and recovers nothing) only records itself: one UPDATE of the
+    instance row, without the transaction and instance lock that writes to its apps take.
+    """
+    quiet = not (observed.narrow or observed.relisted or removed or instance.is_stale)
+    with nullcontext() if quiet else transaction.atomic():
+        return _poll_record(
+            instance=instance,
+            observed=observed,
+            read=read,
+            removed=removed,
+            resource_version=resource_version,
+            started=started,
+            now=now,
+            lock=not quiet,
+        )
+
+
+def _poll_record(
+    *,
+    instance: ArgoInstance,
+    observed: Observed,
+    read: dict[str, Any],
+    removed: list[str],
+    resource_version: str,
+    started: float,
+    now: datetime,
+    lock: bool,
+) -> dict[str, Any]:
+    if lock:
+        instance_lock(instance.pk)
     hashes = observed.hashes
     stats = dict(read)
     stats["changed"] += apps_store_narrow(observed=observed, now=now)

@@ -21,8 +21,15 @@ from django.utils.dateparse import parse_datetime
 
 from audit.services import audit_event_record
 from core.bulkinsert import models_copy_insert
+from core.gcscope import bulk_call
+from integrations.argocd import (
+    ApplicationListTexts,
+    ArgoCDClient,
+    ArgoCDNotFound,
+    ArgoCDPermissionDenied,
+    RawApplicationList,
+)
 from integrations.argocd import ArgoApplication as RemoteApp
-from integrations.argocd import ArgoCDClient, ArgoCDNotFound, ArgoCDPermissionDenied, RawApplicationList
 
 from .appstate import (
     NARROW_FIELDS,
@@ -30,7 +37,7 @@ from .appstate import (
     ROW_FIELDS,
     Placement,
     ValuesSource,
-    list_item_hash,
+    list_text_hash,
     narrow_change_only,
     narrow_values,
     placement_of,
@@ -82,112 +89,170 @@ class Observed:
 _NARROW_ROW = ("id", "name", "state_hash", "deleted_at", "is_multi_source", *NARROW_FIELDS)
 
 
-def existing_apps(instance: ArgoInstance, names: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Return the stored rows the poller compares with (name → id, hashes, deleted_at)."""
+def existing_apps(
+    instance: ArgoInstance, names: Iterable[str] | None = None, *, operation_text: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Return the stored rows the poller compares with (name → id, hashes, deleted_at, operation).
+
+    `operation_text`: the operation's times come as RFC 3339 UTC text (formatted by PostgreSQL),
+    for `operation_moved`: thousands of datetimes cost more to load than the comparison they serve,
+    and Argo CD's own text usually matches them as they are.
+    """
     rows = ArgoApplication.objects.filter(instance=instance)
     if names is not None:
         rows = rows.filter(name__in=list(names))
-    return {
-        r["name"]: dict(r)
-        for r in rows.values("id", "name", "state_hash", "list_hash", "deleted_at", "revision")
-    }
-
-
-def listed_apps_observe(
-    *,
-    client: ArgoCDClient,
-    instance: ArgoInstance,
-    listing: RawApplicationList,
-    existing: Mapping[str, Mapping[str, Any]],
-) -> Iterator[Observed]:
-    """Hash each raw list item; parse only the ones whose hash moved, then sort those by cost.
-
-    Yields first the new apps and those whose operation moved (a sync: new history to record),
-    then the rest: the app that was synced is stored before the fleet whose sync revision the
-    same commit moved. The first batch also carries the unchanged apps' hashes.
-    """
-    unchanged: dict[str, str] = {}
-    changed: list[tuple[int, dict[str, Any], str]] = []
-    names: list[str | None] = []
-    for index, item in enumerate(listing.items):
-        name = listing.name_of(item)
-        digest = list_item_hash(item)
-        row = existing.get(name) if name else None
-        if row is not None and row["list_hash"] == digest and row["deleted_at"] is None:
-            unchanged[row["name"]] = row["state_hash"]
-        else:
-            changed.append((index, item, digest))
-            names.append(name)
-    # A monorepo commit changes every item: find the few synced ones among them before the rest.
-    stored = (
-        operations_stored(
-            instance=instance,
-            names=[n for n in names if n is not None and n in existing],
-            everything=len(changed) * 2 > len(existing),
-        )
-        if changed
-        else {}
-    )
-    urgent: list[tuple[int, dict[str, Any], str]] = []
-    rest: list[tuple[int, dict[str, Any], str]] = []
-    for entry, name in zip(changed, names, strict=True):
-        (urgent if operation_moved(entry[1], stored.get(name or "")) else rest).append(entry)
-    for number, group in enumerate((urgent, rest)):
-        if number and not group:
-            continue
-        remotes, list_hashes = [], {}
-        for index, item, digest in group:
-            remote = client.parse_list_item(item, index)
-            list_hashes[remote.name] = digest
-            remotes.append(remote)
-        observed = apps_observe(client=client, instance=instance, items=remotes, existing=existing)
-        observed.list_hashes = list_hashes
-        if not number:
-            observed.hashes.update(unchanged)
-        yield observed
+    if not operation_text:
+        return {r["name"]: dict(r) for r in rows.values(*_EXISTING_ROW)}
+    if connection.vendor != "postgresql":
+        return {
+            r["name"]: {
+                **r,
+                "operation_started_at": _utc_text(r["operation_started_at"]),
+                "operation_finished_at": _utc_text(r["operation_finished_at"]),
+            }
+            for r in rows.values(*_EXISTING_ROW)
+        }
+    template = f"to_char(%(expressions)s AT TIME ZONE 'UTC', '{_OPERATION_TIME}')"
+    texts = rows.annotate(
+        op_started=Func(F("operation_started_at"), template=template, output_field=CharField()),
+        op_finished=Func(F("operation_finished_at"), template=template, output_field=CharField()),
+    ).values(*_EXISTING_ROW[:-2], "op_started", "op_finished")
+    out: dict[str, dict[str, Any]] = {}
+    for r in texts:
+        r["operation_started_at"], r["operation_finished_at"] = r.pop("op_started"), r.pop("op_finished")
+        out[r["name"]] = r
+    return out
 
 
 _OPERATION_TIME = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
-
-
-def operations_stored(
-    *, instance: ArgoInstance, names: list[str], everything: bool = False
-) -> dict[str, tuple[str, str | None, str | None]]:
-    """The stored operation (phase, start and finish as RFC 3339 UTC text) of these apps.
-
-    `everything`: read the instance's whole table rather than send thousands of names. The times
-    come as text (formatted by PostgreSQL): thousands of datetimes cost more to load than the
-    comparison they serve, and Argo CD's own text usually matches them as they are.
-    """
-    rows = ArgoApplication.objects.filter(instance=instance)
-    if not everything:
-        rows = rows.filter(name__in=names)
-    if connection.vendor != "postgresql":
-        return {
-            name: (phase, _utc_text(started), _utc_text(finished))
-            for name, phase, started, finished in rows.values_list(
-                "name", "operation_phase", "operation_started_at", "operation_finished_at"
-            )
-        }
-    template = f"to_char(%(expressions)s AT TIME ZONE 'UTC', '{_OPERATION_TIME}')"
-    return {
-        name: (phase, started, finished)
-        for name, phase, started, finished in rows.annotate(
-            started_text=Func(F("operation_started_at"), template=template, output_field=CharField()),
-            finished_text=Func(F("operation_finished_at"), template=template, output_field=CharField()),
-        ).values_list("name", "operation_phase", "started_text", "finished_text")
-    }
 
 
 def _utc_text(value: datetime | None) -> str | None:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value is not None else None
 
 
+_EXISTING_ROW = (
+    "id", "name", "state_hash", "list_hash", "deleted_at", "revision",
+    "operation_phase", "operation_started_at", "operation_finished_at",
+)  # fmt: skip
+
+
+def listed_state(instance: ArgoInstance) -> dict[str, tuple[str, str] | None]:
+    """Return every stored app of the instance: name → (list hash, state hash), None when removed.
+
+    What a poll compares its whole list with, in one query of plain tuples (10,000 apps: a few ms,
+    where the rows as model dicts took 40): the full rows are read only for the items that changed.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT name, list_hash, state_hash, deleted_at IS NULL FROM inventory_argoapplication"
+            " WHERE instance_id = %s",
+            [instance.pk],
+        )
+        # 10,000 rows of strings: no collection in the middle of building them (core.gcscope).
+        return bulk_call(
+            lambda: {
+                name: (listed, state) if live else None for name, listed, state, live in cursor.fetchall()
+            }
+        )
+
+
+@dataclass
+class ListedCompare:
+    """A list compared with the stored apps: what is unchanged, and the changed items decoded."""
+
+    unchanged: dict[str, str]  # name -> stored state hash
+    changed: list[tuple[int, dict[str, Any], str, str | None]]  # (index, item, text hash, name)
+    names: set[str]  # every app listed
+    listed: int  # items in the list
+
+
+def listed_compare(
+    *, client: ArgoCDClient, listing: ApplicationListTexts, stored: Mapping[str, tuple[str, str] | None]
+) -> ListedCompare:
+    """Hash each item's text; decode only the texts that are not some app's stored list item.
+
+    `stored` is `listed_state(instance)`. An item whose text hashes to the list hash stored for
+    an app is that app's item, unchanged since it was stored: nothing of it is decoded or built.
+    """
+    by_hash = {row[0]: name for name, row in stored.items() if row is not None and row[0]}
+    unchanged: dict[str, str] = {}
+    pending: list[tuple[int, str]] = []
+    for index, text in enumerate(listing.texts):
+        digest = list_text_hash(text)
+        name = by_hash.get(digest)
+        # The row's name is where the text's own name was stored; a row renamed since (by hand)
+        # would claim another app's text: the name must be in the text.
+        if name is not None and b'"' + name.encode() + b'"' in text:
+            unchanged[name] = stored[name][1]  # type: ignore[index]
+        else:
+            pending.append((index, digest))
+    decoded = listing.decoded(index for index, _ in pending) if pending else {}
+    if decoded is None:  # a text that is not one complete item: the answer could not be cut exactly
+        return listed_compare(client=client, listing=client.list_texts_redecoded(listing), stored=stored)
+    changed = [
+        (index, decoded[index], digest, RawApplicationList.name_of(decoded[index]))
+        for index, digest in pending
+    ]
+    names = set(unchanged)
+    names.update(name for *_, name in changed if name)
+    return ListedCompare(unchanged=unchanged, changed=changed, names=names, listed=len(listing.texts))
+
+
+def listed_apps_observe(
+    *,
+    client: ArgoCDClient,
+    instance: ArgoInstance,
+    compared: ListedCompare,
+    stored: Mapping[str, tuple[str, str] | None],
+) -> Iterator[Observed]:
+    """Parse the changed items of a list (`listed_compare`), then sort them by cost.
+
+    Yields first the new apps and those whose operation moved (a sync: new history to record),
+    then the rest: the app that was synced is stored before the fleet whose sync revision the
+    same commit moved. The first batch also carries the unchanged apps' hashes.
+    """
+    changed = compared.changed
+    if not changed:
+        observed = Observed()
+        observed.hashes = dict(compared.unchanged)
+        yield observed
+        return
+    names = [c[3] for c in changed if c[3] is not None and c[3] in stored]
+    # A monorepo commit changes every item: the whole table rather than 10,000 names, and the
+    # operation times as text, to find the few synced apps among them before the rest.
+    existing = existing_apps(
+        instance, names=None if len(names) * 2 > len(stored) else names, operation_text=True
+    )
+    moved = [operation_moved(c[1], _operation_of(existing.get(c[3] or ""))) for c in changed]
+    urgent = [c for c, flag in zip(changed, moved, strict=True) if flag]
+    rest = [c for c, flag in zip(changed, moved, strict=True) if not flag]
+    for number, group in enumerate((urgent, rest)):
+        if number and not group:
+            continue
+        remotes, list_hashes = [], {}
+        for index, item, digest, _ in group:
+            remote = client.parse_list_item(item, index)
+            list_hashes[remote.name] = digest
+            remotes.append(remote)
+        observed = apps_observe(client=client, instance=instance, items=remotes, existing=existing)
+        observed.list_hashes = list_hashes
+        if not number:
+            observed.hashes.update(compared.unchanged)
+        yield observed
+
+
+def _operation_of(row: Mapping[str, Any] | None) -> tuple[str, Any, Any] | None:
+    if row is None:
+        return None
+    return row["operation_phase"], row["operation_started_at"], row["operation_finished_at"]
+
+
 def operation_moved(item: dict[str, Any], stored: tuple[str, Any, Any] | None) -> bool:
     """Tell from a raw (list or watch) app whether its operation differs from the stored one (or it is new).
 
-    `stored` holds the phase and the start and finish times, as datetimes or as the text of
-    `operations_stored`.
+    `stored` holds the phase and the start and finish times, as datetimes or as the RFC 3339 UTC
+    text of `existing_apps(operation_text=True)`.
     """
     if stored is None:
         return True
@@ -482,19 +547,25 @@ def instance_lock(instance_id: int) -> None:
 
 
 def clusters_upsert(*, instance: ArgoInstance, clusters: Iterable[Any]) -> dict[str, Cluster]:
-    envs = {e.name: e for e in Environment.objects.all()}
     rows = {c.server: c for c in Cluster.objects.filter(instance=instance).select_related("environment")}
     label = instance.cluster_env_label or "env"
+    envs: dict[str, Environment] | None = None  # read only when a cluster's environment may be new
     with transaction.atomic():
         for remote in clusters:
-            env = envs.get(remote.labels.get(label, ""))
+            row = rows.get(remote.server)
+            env_name = remote.labels.get(label, "")
+            stored_env = row.environment if row is not None else None
+            if row is not None and (stored_env.name if stored_env is not None else "") == env_name:
+                env: Environment | None = stored_env  # unchanged (no environment is named "")
+            else:
+                envs = envs if envs is not None else {e.name: e for e in Environment.objects.all()}
+                env = envs.get(env_name)
             values = {
                 "name": (remote.name or remote.server)[:200],
                 "labels": dict(remote.labels),
                 "environment": env,
                 "connection_status": (remote.connection_status or "")[:32],
             }
-            row = rows.get(remote.server)
             if row is None:
                 rows[remote.server] = Cluster.objects.create(
                     instance=instance, server=remote.server, **values

@@ -18,6 +18,7 @@ from integrations.argocd.errors import (
     RenderError,
 )
 from integrations.argocd.fields import DEFAULT_LIST_FIELDS, DEFAULT_WATCH_FIELDS, FULL_WATCH_FIELDS
+from integrations.argocd.listtexts import ApplicationListTexts, split_application_list
 from integrations.argocd.manifests import ManifestSet, parse_manifest_response
 from integrations.argocd.models import (
     HEALTH_STATUSES,
@@ -63,6 +64,7 @@ __all__ = [
     "WATCH_TIMEOUT",
     "AppSource",
     "ApplicationList",
+    "ApplicationListTexts",
     "ArgoApplication",
     "ArgoCDAuthError",
     "ArgoCDClient",
@@ -99,4 +101,5 @@ __all__ = [
     "parse_project",
     "parse_resource_diff",
     "session_login",
+    "split_application_list",
 ]

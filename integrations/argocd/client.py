@@ -20,6 +20,7 @@ from integrations.argocd.errors import (
     render_error_from,
 )
 from integrations.argocd.fields import DEFAULT_LIST_FIELDS, FULL_WATCH_FIELDS
+from integrations.argocd.listtexts import ApplicationListTexts, split_application_list
 from integrations.argocd.manifests import ManifestSet, parse_manifest_response
 from integrations.argocd.models import (
     ApplicationList,
@@ -191,6 +192,43 @@ class ArgoCDClient:
             params.append(("fields", ",".join(fields)))
         data = self._call("GET", "/api/v1/applications", params=params)
         result: RawApplicationList = self._parse("application list", parse_raw_application_list, data)
+        return result
+
+    def list_application_texts(
+        self,
+        *,
+        projects: Iterable[str] = (),
+        selector: str | None = None,
+        fields: Iterable[str] | None = DEFAULT_LIST_FIELDS,
+    ) -> ApplicationListTexts:
+        """List applications like `list_applications`, each item left as its JSON text.
+
+        A poller that knows the hash of each app's last item text decodes only the items it does
+        not recognise (`decoded`, then `parse_list_item`); see integrations/argocd/listtexts.py.
+        """
+        params: list[tuple[str, str]] = [("projects", p) for p in projects]
+        if selector:
+            params.append(("selector", selector))
+        if fields:
+            params.append(("fields", ",".join(fields)))
+        with _argocd_errors():
+            resp = self._http.request("GET", "/api/v1/applications", params=params)
+        raise_for_status(resp, self._http.scrub)
+        return self._list_texts(lambda: split_application_list(resp.body))
+
+    def list_texts_redecoded(self, listing: ApplicationListTexts) -> ApplicationListTexts:
+        """Decode a listing whole (when `decoded` found an item text that is not a complete object)."""
+        return self._list_texts(listing.redecoded)
+
+    def _list_texts(self, build: Any) -> ApplicationListTexts:
+        try:
+            result: ApplicationListTexts = build()
+        except ParseError as exc:
+            raise ArgoCDResponseError(self._http.scrub(f"malformed application list: {exc}")) from None
+        except ValueError:
+            raise ArgoCDResponseError(
+                "GET /api/v1/applications: body is not valid JSON (truncated?)"
+            ) from None
         return result
 
     def parse_list_item(self, item: dict[str, Any], index: int) -> ArgoApplication:

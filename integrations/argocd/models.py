@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Literal
 
 SYNC_STATUSES = frozenset({"Synced", "OutOfSync", "Unknown"})
@@ -122,6 +123,17 @@ class RawApplicationList:
         meta = item.get("metadata")
         name = meta.get("name") if isinstance(meta, dict) else None
         return name if isinstance(name, str) and name else None
+
+    @cached_property
+    def names(self) -> tuple[str | None, ...]:
+        """Every item's `metadata.name` in item order (None where `name_of` finds none)."""
+        try:
+            names = tuple([item["metadata"]["name"] for item in self.items])
+        except (KeyError, TypeError, IndexError):
+            return tuple(map(self.name_of, self.items))
+        if all(type(name) is str and name for name in names):
+            return names
+        return tuple(map(self.name_of, self.items))
 
 
 @dataclass(frozen=True)

@@ -143,8 +143,12 @@ def parse_application_list(data: Any) -> ApplicationList:
 def parse_raw_application_list(data: Any) -> RawApplicationList:
     """Check an ApplicationList's shape and keep its items raw (see parse_application_list)."""
     r = JsonReader(data)
-    items = tuple(item.raw_dict() for item in r.objs("items"))
-    return RawApplicationList(items=items, resource_version=r.obj("metadata").opt_text("resourceVersion"))
+    items = r.array("items")
+    if not all(isinstance(item, dict) for item in items):  # a reader per item only to say which is wrong
+        r.objs("items")
+    return RawApplicationList(
+        items=tuple(items), resource_version=r.obj("metadata").opt_text("resourceVersion")
+    )
 
 
 def parse_sync_window(r: JsonReader) -> SyncWindow:

@@ -13,6 +13,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import requests.utils
 
+from core.gcscope import json_loads_bulk
 from integrations.http.errors import ResponseTooLarge, TransportError, UnsafeURL
 from integrations.http.scrub import Scrubber, Secret
 from integrations.http.urls import check_url, same_origin
@@ -46,8 +47,12 @@ class HttpResponse:
     url: str
 
     def json(self) -> Any:
-        """Decode the body as JSON, raising ValueError on malformed content."""
-        return json.loads(self.body.decode("utf-8"))
+        """Decode the body as JSON, raising ValueError on malformed content.
+
+        The cyclic collector is paused while it decodes (core.gcscope: a fleet's list would set off
+        full collections of the process in the middle of it).
+        """
+        return json_loads_bulk(self.body.decode("utf-8"))
 
     def text(self, limit: int = 2000) -> str:
         """Return the start of the body as text, for error messages."""

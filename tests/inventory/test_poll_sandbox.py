@@ -307,7 +307,7 @@ def test_a_poll_fetches_git_while_argo_cd_lists(sandbox_inventory, monkeypatch, 
     )
     _wait_synced(inv, f"{app}-stage-eu-west-1", sha)
     events: list[tuple[str, float, str]] = []
-    fetch, listing = GitMirror.fetch, ArgoCDClient.list_application_items
+    fetch, listing = GitMirror.fetch, ArgoCDClient.list_application_texts
 
     def recorded_fetch(self):
         events.append(("fetch", time.monotonic(), threading.current_thread().name))
@@ -321,7 +321,7 @@ def test_a_poll_fetches_git_while_argo_cd_lists(sandbox_inventory, monkeypatch, 
             events.append(("listed", time.monotonic(), threading.current_thread().name))
 
     monkeypatch.setattr(GitMirror, "fetch", recorded_fetch)
-    monkeypatch.setattr(ArgoCDClient, "list_application_items", slow_listing)
+    monkeypatch.setattr(ArgoCDClient, "list_application_texts", slow_listing)
 
     result = instance_poll(instance_id=inv.instance.pk)
 
@@ -333,19 +333,19 @@ def test_a_poll_fetches_git_while_argo_cd_lists(sandbox_inventory, monkeypatch, 
     if fetch_git:
         # The fetch ran in the poll's own thread, while another thread waited on the list.
         assert events[0][2] != events[1][2] and events[0][1] < events[1][1]
-        assert "git_fetched" in result.phases and result.phases["git_fetched"] <= result.phases["listed"]
+        assert "git_checked" in result.phases and result.phases["git_checked"] <= result.phases["listed"]
 
 
 def test_the_stored_operation_text_matches_argo_cd_or_says_it_moved(sandbox_inventory):
-    """`operations_stored` reads the times as text: equal to Argo CD's, whatever its format."""
-    from inventory.store import operation_moved, operations_stored
+    """The poller reads the stored operation times as text: equal to Argo CD's, whatever its format."""
+    from inventory.store import _operation_of, existing_apps, operation_moved
 
     items = emulated_apps(sandbox_inventory.argocd)
-    for everything in (True, False):
-        stored = operations_stored(
-            instance=sandbox_inventory.instance, names=list(items), everything=everything
-        )
+    for names in (None, list(items)):
+        rows = existing_apps(sandbox_inventory.instance, names=names, operation_text=True)
+        stored = {name: _operation_of(row) for name, row in rows.items()}
         assert set(stored) == set(items)
+        assert all(isinstance(op[2], str) for op in stored.values())
         assert not [name for name, item in items.items() if operation_moved(item, stored[name])]
     name, item = next(iter(items.items()))
     op = item["status"]["operationState"]

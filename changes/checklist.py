@@ -39,6 +39,8 @@ MAX_FINDINGS_PER_GATE = 30
 # A Helm-values app has no overlay to read (overlayobjects follows kustomizations only) and the portal
 # never renders a chart: its checklist runs on Argo CD's rendering of a pushed commit.
 CHART_NOT_READ = "a Helm chart has no overlay to read and the portal never renders one: {then}"
+# What happens to a Helm-values promotion's checklist before its request: not a failure to override.
+AWAITS_RENDER = "checked on Argo CD's rendering once the request pushes the branch"
 OVERRIDE_MIN_REASON = 10
 
 

@@ -66,6 +66,8 @@ RECHECK = timedelta(seconds=60)
 ERROR_RETRY = timedelta(minutes=5)
 # How Argo CD errors are sorted (API.md §3): try again soon, wait for the window, or give up.
 TRANSIENT, WINDOW, PERMANENT = "transient", "window", "permanent"
+# Given up although Argo CD never answered: the portal could not tell what to sync (no merge commit, no app).
+UNRESOLVED = "unresolved"
 
 
 class SyncRetryable(PullRequestRetryable):
@@ -241,8 +243,7 @@ def change_sync(*, kind: ChangeKind, change_id: int, now: datetime | None = None
     rows = change_sync_rows(kind=kind, change=change)
     if not revision or not rows:
         missing = "the merge commit is unknown" if not revision else "no Argo CD application is known"
-        _record_error(kind=kind, change=change, detail=f"cannot sync: {missing}", now=now)
-        return "error"
+        return _unresolved(kind=kind, change=change, detail=f"cannot sync: {missing}", now=now)
     overridden = change.sync_override_at is not None or bool(getattr(change, "override_sync_window", False))
     if not overridden:
         try:
@@ -320,6 +321,19 @@ def _transient(*, kind: ChangeKind, change: Any, detail: str, now: datetime) -> 
         return "failed"
     _record_error(kind=kind, change=change, detail=detail, now=now, transient=True)
     raise SyncRetryable(detail)
+
+
+def _unresolved(*, kind: ChangeKind, change: Any, detail: str, now: datetime) -> str:
+    """Nothing to ask Argo CD yet (no merge commit, no Argo CD app observed): not an Argo CD error,
+    but no retry forever either. Asked again with backoff (the poller may observe the app) and given
+    up like a transient error once PORTAL_SYNC_DEADLINE_MINUTES have passed since the first time."""
+    since = change.sync_error_since
+    if since is not None and now - since >= _deadline():
+        given_up = f"gave up after {settings.PORTAL_SYNC_DEADLINE_MINUTES} min: {detail}"
+        _record_given_up(kind=kind, change=change, detail=given_up, now=now, reason=UNRESOLVED)
+        return "failed"
+    _record_error(kind=kind, change=change, detail=detail, now=now, transient=True)
+    return "error"
 
 
 def _transition(kind: ChangeKind, change_id: int) -> Any | None:

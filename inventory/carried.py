@@ -15,8 +15,10 @@ and the matrix; the preview evaluates the same function on the revisions it walk
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import posixpath
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -132,6 +134,10 @@ def helm_image_version(text: str | bytes | None) -> str:
 Frame = tuple[str, str]  # a kustomization's text before and after its `images:` block
 
 
+# The lines of an `images:` block: each starts with a space or `-` (to its newline, or the end), or is empty.
+_BLOCK_LINES = re.compile(r"(?:[ \-][^\n]*\n?|\n)*")
+
+
 def _images_split(text: str) -> tuple[str, str, str] | None:
     """Split a text around its top-level `images:` block: (before, block, after), or None.
 
@@ -145,22 +151,21 @@ def _images_split(text: str) -> tuple[str, str, str] | None:
         if at < 0:
             return None
         start = at + 1
-    end = start + len("images:\n")
-    while end < len(text) and text[end] in " -\n":
-        nl = text.find("\n", end)
-        end = len(text) if nl < 0 else nl + 1
+    end = _BLOCK_LINES.match(text, start + len("images:\n")).end()  # type: ignore[union-attr]
     return text[:start], text[start:end], text[end:]
 
 
 def images_frame(text: str | None) -> Frame | None:
     """The frame of a kustomization that the fast YAML reader parses and that reads without error.
 
-    Only such a text can be the `prior` of `images_value_after` (see there why).
+    Only such a text can be the `prior` of `images_value_after` (see there why). Not one whose
+    block ends at a comment at column 0: the fast reader skips comments, so the indented lines
+    after it may still belong to `images` (`images:`, `# c`, `  - name: a` is one image).
     """
     if text is None:
         return None
     split = _images_split(text)
-    if split is None:
+    if split is None or split[2].startswith("#"):
         return None
     try:
         _simple_yaml(text)
@@ -197,3 +202,170 @@ def images_value_after(
     except (_NotSimple, KustomizationError):
         return None  # not read by the fast reader, or images that do not read: the whole text counts
     return _digest(_image_pins(kustomization)), prior
+
+
+# The kustomize-images value in a comparable form, for the first ingest's cache by blob id -----------
+
+# `_images(text)` without the digest: None (no file), ("unreadable", text), or ("pins", the sorted
+# pins). Two texts have equal `carried_value`s exactly when these are equal (`_digest` is JSON of
+# the same data, and the three shapes never give the same JSON), so no JSON or hash per text.
+ImagesValue = tuple[str, Any] | None
+
+
+def images_value(
+    text: str | None, sections: dict[str, Any] | None = None
+) -> tuple[ImagesValue, Frame | None]:
+    """`_images(text)` as an ImagesValue, with `images_frame(text)`, from one read of the text.
+
+    With `sections`, the fast reader reads the text by sections cached there
+    (`simple_yaml_by_sections`).
+    """
+    if text is None:
+        return None, None
+    try:
+        data = _simple_yaml(text) if sections is None else simple_yaml_by_sections(text, sections)
+    except _NotSimple:
+        try:
+            kustomization = read_kustomization(text)  # the full YAML parser, as `_images`
+        except KustomizationError:
+            return (UNREADABLE, text), None
+        return ("pins", tuple(_image_pins(kustomization))), None
+    try:
+        # `read_kustomization` of a text the fast reader reads is this (`_load`).
+        kustomization = kustomization_of(data)
+    except KustomizationError:
+        return (UNREADABLE, text), None
+    split = _images_split(text)
+    frame = None if split is None or split[2].startswith("#") else (split[0], split[2])  # as images_frame
+    return ("pins", tuple(_image_pins(kustomization))), frame
+
+
+# A one-line scalar the fast reader reads as its text (`_simple_scalar`): double-quoted without `"`
+# or `\`, single-quoted without `'`, or plain without spaces, `#` or a first character YAML treats
+# specially, not ending with `:`. Printable ASCII only, as `_simple_yaml` requires.
+_V = (
+    r"""(?:"[ !#-\[\]-~]*"|'[ -&(-~]*'"""
+    r"|[A-Za-z0-9._/+=~](?:[A-Za-z0-9._/@+=:~-]*[A-Za-z0-9._/@+=~-])?)"
+)
+_PIN_KEY = r"(?:newName|newTag|digest)"
+# A whole `images:` block of entries that start with `- name:` and hold only the pin keys, one per
+# line, items at one indentation and their keys two columns further; no comments, no blank lines.
+_PLAIN_BLOCK = re.compile(
+    rf"images:\n(?P<i> *)- name: {_V}\n(?:(?P=i)  {_PIN_KEY}: {_V}\n)*"
+    rf"(?:(?P=i)- name: {_V}\n(?:(?P=i)  {_PIN_KEY}: {_V}\n)*)*"
+)
+_PIN_LINE = re.compile(r"^ *(- )?(name|newName|newTag|digest): (.*)$", re.MULTILINE)
+
+
+def _pin_scalar(value: str | None) -> str:
+    return "" if value is None or value in ("~", "null") else value.strip()  # as core.kustomize._scalar
+
+
+def _plain_block_entries(block: str) -> list[dict[str, str]] | None:
+    """`_simple_yaml(block)["images"]` for the plainest blocks (`_PLAIN_BLOCK`), else None.
+
+    The fast reader reads such a block as a list of mappings of the scalars as written (quotes
+    removed); an entry that repeats a key is left to it (it refuses).
+    """
+    if _PLAIN_BLOCK.fullmatch(block) is None:
+        return None
+    entries: list[dict[str, str]] = []
+    for dash, key, raw in _PIN_LINE.findall(block):
+        value = raw[1:-1] if raw[0] in "\"'" else raw
+        if dash:
+            entries.append({key: value})
+        elif key in entries[-1]:
+            return None
+        else:
+            entries[-1][key] = value
+    return entries
+
+
+def _plain_block_pins(block: str) -> tuple[tuple[str, str, str, str], ...] | None:
+    """`_image_pins(kustomization_of(_simple_yaml(block)))` for the plainest blocks, else None."""
+    entries = _plain_block_entries(block)
+    if entries is None:
+        return None
+    pins = []
+    for entry in entries:
+        name = _pin_scalar(entry.get("name"))
+        if name:
+            pins.append(
+                (name, _pin_scalar(entry.get("newName")), _pin_scalar(entry.get("newTag")),
+                 _pin_scalar(entry.get("digest")))
+            )  # fmt: skip
+    return tuple(sorted(pins))
+
+
+def images_value_in_frame(
+    text: str, frames: set[Frame] | dict[Frame, Any], blocks: dict[str, ImagesValue] | None = None
+) -> ImagesValue | None:
+    """`images_value(text)[0]` when the text has a frame in `frames` (each from `images_value` or
+    `images_frame`) and its `images:` block reads alone with the fast reader, else None.
+
+    The argument of `images_value_after`: the block then parses in the document as it does alone,
+    and the rest as in the text the frame came from (whatever its block was). The plainest blocks
+    are read with one regular expression (`_plain_block_pins`), the others with the fast reader;
+    `blocks` caches what a block reads as (a promotion copies the block of another overlay).
+    """
+    split = _images_split(text)
+    if split is None or (split[0], split[2]) not in frames:
+        return None
+    block = split[1]
+    if blocks is not None and block in blocks:
+        return blocks[block]
+    value: ImagesValue | None
+    pins = _plain_block_pins(block)
+    if pins is not None:
+        value = ("pins", pins)
+    else:
+        try:
+            value = ("pins", tuple(_image_pins(kustomization_of(_simple_yaml(block)))))
+        except (_NotSimple, KustomizationError):
+            value = None
+    if blocks is not None:
+        blocks[block] = value
+    return value
+
+
+# A line at column 0 that opens a top-level key: not blank, not a comment, not a `-` item.
+_SECTION_START = re.compile(r"^[^ \n#-]", re.MULTILINE)
+_REFUSED = object()  # a section the fast reader refuses
+_MISSING = object()
+
+
+def simple_yaml_by_sections(text: str, sections: dict[str, Any]) -> Any:
+    """`_simple_yaml(text)`, reading each top-level section once across calls (`sections` caches).
+
+    A section is a line at column 0 that opens a key and the lines up to the next such line (the
+    first also holds what comes before). The fast reader reads the top-level mapping one key at a
+    time, each key's lines ending at the next line at column 0 that is not a `-` item (a block
+    scalar ends there too, comments and blank lines are skipped), so the text reads as the union
+    of its sections read alone: when each is a mapping and no key repeats, as `_simple_yaml` does;
+    otherwise, or when a section is refused, `_NotSimple` (then the full parser decides).
+    """
+    starts = [m.start() for m in _SECTION_START.finditer(text)]
+    if len(starts) < 2:
+        return _simple_yaml(text)
+    cuts = [0, *starts[1:], len(text)]
+    merged: dict[str, Any] = {}
+    for start, end in itertools.pairwise(cuts):
+        piece = text[start:end]
+        data = sections.get(piece, _MISSING)
+        if data is _MISSING:
+            entries = _plain_block_entries(piece) if piece.startswith("images:\n") else None
+            if entries is not None:
+                data = {"images": entries}  # what `_simple_yaml(piece)` reads, without the reader
+            else:
+                try:
+                    data = _simple_yaml(piece)
+                except _NotSimple:
+                    data = _REFUSED
+            sections[piece] = data
+        if data is _REFUSED or not isinstance(data, dict):
+            raise _NotSimple
+        for key, value in data.items():
+            if key in merged:
+                raise _NotSimple
+            merged[key] = value
+    return merged

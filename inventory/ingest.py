@@ -18,17 +18,19 @@ from django.utils import timezone
 
 from integrations.argocd import ArgoApplication as RemoteApp
 from integrations.gitrepo import (
+    BlobsRead,
     CommitRecord,
     GitError,
     GitMirror,
     InvalidRef,
     LogEntry,
     raw_side,
+    raw_sides,
     validate_repo_path,
 )
 
 from .appstate import SHA
-from .carried import Frame, carried_files, carried_value, images_frame, images_value_after
+from .carried import Frame, ImagesValue, carried_files, carried_value, images_value, images_value_in_frame
 from .claims import INGEST_CLAIM, claim_release, row_claim
 from .mirrors import mirror_exists, mirror_for
 from .models import Application, ArgoInstance, Commit, CommitTouch, Deployment, Environment, GitRepository
@@ -39,6 +41,8 @@ INGEST_BATCH = 2000
 _MAPPER_CACHE = 200_000  # distinct paths remembered by a PathMapper
 _CARRIED_CACHE = 200_000  # carried values remembered by blob ids in a first ingest
 _TRAILER = re.compile(r"^(Promotion-Id|Rollback-Id):[ \t]*(\S+)[ \t]*$", re.MULTILINE | re.IGNORECASE)
+# What every trailer holds, found ten times faster than a trailer (the same case rules).
+_TRAILER_HINT = re.compile(r"-id:", re.IGNORECASE)
 _PORTAL_BRANCH = re.compile(r"""(?:^|[\s'"/:])((?:promote|rollback)/[A-Za-z0-9._\-/]+)""", re.MULTILINE)
 
 
@@ -119,7 +123,7 @@ def portal_ref_of(record: CommitRecord) -> str:
 
 
 def _portal_ref(message: str, is_merge: bool) -> str:
-    trailer = _TRAILER.search(message)
+    trailer = _TRAILER.search(message) if _TRAILER_HINT.search(message) else None
     if trailer:
         return f"{trailer.group(1)}: {trailer.group(2)}"[:200]
     if is_merge:
@@ -410,6 +414,7 @@ def _first_ingest(
                 if head in known:
                     heads[branch] = head
                     continue
+                held: _Held | None = None  # a batch whose blobs are read while the next one is parsed
                 for batch in _batches(
                     mirror.iter_log_entries(ref=f"refs/heads/{branch}", known_shas=known), INGEST_BATCH
                 ):
@@ -420,22 +425,16 @@ def _first_ingest(
                         looked_up |= names
                     # As the incremental path: a name too long to store has no application.
                     touch_rows = [t for t in touch_rows if t[1] in apps]
-                    carried = carried_of.batch(
+                    job = carried_of.start(
                         batch, [(i, apps[a], e, p) for i, a, e, p in touch_rows if e is not None]
                     )
-                    tails = [
-                        (
-                            i,
-                            f"\t{apps[app].pk}\t{_NULL if env_id is None else env_id}\t{seq + i}"
-                            f"\t{_paths_json(paths[:50])}"
-                            f"\t{_copy_bool(carried.get((batch[i].sha, apps[app].pk, env_id)))}\n",
-                        )
-                        for i, app, env_id, paths in touch_rows
-                    ]
-                    writer.submit(seq, len(batch), rows, tails)
+                    if held is not None:
+                        touches += _submit(writer, carried_of, apps, held)
+                    held = (seq, batch, rows, touch_rows, job)
                     seq += len(batch)
                     commits += len(batch)
-                    touches += len(tails)
+                if held is not None:
+                    touches += _submit(writer, carried_of, apps, held)
                 heads[branch] = head
                 known.append(head)
             writer.execute(f"SET CONSTRAINTS {fks} DEFERRED" if fks else "")
@@ -443,7 +442,31 @@ def _first_ingest(
         except BaseException:
             writer.abort()  # before the rollback on its connection; this error, not the writer's
             raise
+        finally:
+            carried_of.close()
     return heads, commits, touches
+
+
+# A formatted batch waiting for its carried values: first seq, entries, COPY text, touches, blob read.
+_Held = tuple[int, list[LogEntry], str, list[tuple[int, str, int | None, list[str]]], "_CarriedJob"]
+
+
+def _submit(writer: _CopyWriter, carried_of: _RawCarried, apps: dict[str, Application], held: _Held) -> int:
+    """Finish a held batch's carried values and hand its rows to the writer; return its touches."""
+    seq, batch, rows, touch_rows, job = held
+    carried = carried_of.finish(job)
+    ids = {name: app.id for name, app in apps.items()}  # `.pk` is a property, 200,000 times
+    tails = [
+        (
+            i,
+            f"\t{ids[app]}\t{_NULL if env_id is None else env_id}\t{seq + i}"
+            f"\t{_paths_json(paths[:50])}"
+            f"\t{_copy_bool(carried.get((batch[i].sha, ids[app], env_id)))}\n",
+        )
+        for i, app, env_id, paths in touch_rows
+    ]
+    writer.submit(seq, len(batch), rows, tails)
+    return len(tails)
 
 
 def _format_batch(
@@ -696,6 +719,23 @@ def application_carried_recompute(*, application: Application) -> int:
 _UNCHANGED = ""  # a carried file the commit did not change: the same text on both sides
 
 
+@dataclass
+class _CarriedJob:
+    """One batch between `_RawCarried.start` and `finish`."""
+
+    out: dict[tuple[str, int, int | None], bool] = field(default_factory=dict)
+    # kustomize-images touches: (sha, app, environment), the blob before and after
+    images: list[tuple[tuple[str, int, int | None], str | None, str | None]] = field(default_factory=list)
+    # other rules: sha, app, environment, the carried files' blobs before and after
+    pending: list[tuple[str, Application, Environment, tuple[str | None, ...], tuple[str | None, ...]]] = (
+        field(default_factory=list)
+    )
+    fallback: list[tuple[str, int, int | None, list[str]]] = field(default_factory=list)
+    parents: dict[str, str | None] = field(default_factory=dict)
+    by_id: dict[int, Application] = field(default_factory=dict)
+    read: BlobsRead | None = None
+
+
 class _RawCarried:
     """`_carried` for the first ingest, from the blob ids `git log --raw` printed with the paths.
 
@@ -706,89 +746,207 @@ class _RawCarried:
     text on both sides; every strategy compares the carried files position by position (or reads
     only its one file, which then changed), so it is read as one constant on both sides. Values are
     cached by the blob ids (the new blob of a commit is the old one of the next change), and the
-    blobs not cached are read with one `git cat-file --batch` per batch, each once.
+    blobs not cached are read each once, by one `git cat-file --batch` process for the whole ingest.
+
+    The kustomize-images rule (one file, its value a function of the text alone) has its own
+    cache by blob id, of comparable values instead of digests (`inventory.carried.images_value`):
+    the same blob on both sides (a mode change) carries nothing without a read, and a text whose
+    lines around its `images:` block are those of a text read before is valued from the block
+    alone (`images_value_in_frame`).
     """
 
     def __init__(self, mirror: GitMirror, envs: dict[int, Environment]) -> None:
         self._mirror = mirror
         self._envs = envs
-        self._files: dict[tuple[int, int], list[str]] = {}
+        # (app, environment) -> its carried files, and the one file when it is a kustomize-images app.
+        self._specs: dict[tuple[int, int], tuple[list[str], str | None, bool]] = {}
         self._safe: dict[str, bool] = {}
         self._values: dict[tuple[int, int, tuple[str | None, ...]], str] = {}
-        # Per kustomization blob read: its frame (`inventory.carried.images_frame`) or None.
-        self._frames: dict[str, Frame | None] = {}
+        self._images: dict[str, ImagesValue] = {}  # kustomize-images values by blob id
+        self._frames: dict[Frame, None] = {}  # frames of the kustomizations read whole without error
+        self._sections: dict[str, Any] = {}  # top-level sections of kustomizations, read
+        self._blocks: dict[str, ImagesValue] = {}  # images blocks, read alone
+        # A batch's blobs are read by git while this thread parses the next batch (`start`, then
+        # `finish`); `_reading` is what the batch before asked for, `_started` its read.
+        self._reading: set[str] = set()
+        self._started: list[BlobsRead] = []
 
-    def batch(
+    def start(
         self, batch: list[LogEntry], touches: list[tuple[int, Application, int | None, list[str]]]
-    ) -> dict[tuple[str, int, int | None], bool]:
-        out: dict[tuple[str, int, int | None], bool] = {}
-        pending: list[
-            tuple[str, Application, Environment, tuple[str | None, ...], tuple[str | None, ...]]
-        ] = []
-        fallback: list[tuple[str, int, int | None, list[str]]] = []
-        parents: dict[str, str | None] = {}
+    ) -> _CarriedJob:
+        """Sort a batch's touches and start reading the blobs they need (`finish` decides)."""
+        job = _CarriedJob()
+        out, images, pending = job.out, job.images, job.pending
+        envs, specs = self._envs, self._specs
         for i, app, env_id, paths in touches:
             entry = batch[i]
-            env = self._envs.get(env_id or 0)
+            env = envs.get(env_id or 0)
             if env is None:
                 continue
-            files = self._carried_files(app, env)
+            spec = specs.get((app.id, env.id)) or self._spec(app, env)
+            key = (entry.sha, app.id, env.id)
+            single = spec[1]
+            if single is not None:
+                raw = entry.raw
+                line = raw.get(single) if raw is not None else None
+                if single not in paths:
+                    out[key] = False
+                elif not entry.parents:
+                    out[key] = True
+                elif line is None:
+                    job.parents[entry.sha] = entry.parents.split()[0]
+                    job.fallback.append((entry.sha, app.id, env.id, paths))
+                    job.by_id[app.id] = app
+                elif not spec[2]:
+                    out[key] = False  # an unsafe path reads as missing on both sides (`files_at`)
+                else:
+                    old, new = raw_sides(line)
+                    if old == new:
+                        out[key] = False  # the same text, or none, on both sides
+                    else:
+                        images.append((key, old, new))
+                continue
+            files = spec[0]
             changed = set(files).intersection(paths)
             if not changed:
-                out[(entry.sha, app.pk, env.pk)] = False
+                out[key] = False
             elif not entry.parents:
-                out[(entry.sha, app.pk, env.pk)] = True
+                out[key] = True
             elif entry.raw is None or not changed.issubset(entry.raw):
-                parents[entry.sha] = entry.parents.split()[0]
-                fallback.append((entry.sha, app.pk, env.pk, paths))
+                job.parents[entry.sha] = entry.parents.split()[0]
+                job.fallback.append((entry.sha, app.id, env.id, paths))
+                job.by_id[app.id] = app
             else:
                 raw = entry.raw
-                old = tuple(self._side(raw, f, False) if f in changed else _UNCHANGED for f in files)
-                new = tuple(self._side(raw, f, True) if f in changed else _UNCHANGED for f in files)
-                pending.append((entry.sha, app, env, old, new))
+                old_side = tuple(self._side(raw, f, False) if f in changed else _UNCHANGED for f in files)
+                new_side = tuple(self._side(raw, f, True) if f in changed else _UNCHANGED for f in files)
+                pending.append((entry.sha, app, env, old_side, new_side))
         if len(self._values) + 2 * len(pending) > _CARRIED_CACHE:
             self._values.clear()
-            self._frames.clear()  # before choosing the blobs to read: every value below is computed
-        wanted = {
-            blob
-            for _, app, env, old, new in pending
-            for side in (old, new)
-            if (app.pk, env.pk, side) not in self._values
-            for blob in side
-            if blob
-        }
-        try:
-            texts = {
-                oid: (None if data is None else data.decode("utf-8", "replace"))
-                for oid, data in self._mirror.blobs(wanted).items()
-            }
-        except GitError:
-            texts = None  # as `_carried` when `files_at` fails: nothing reads, nothing carried
-        for sha, app, env, old, new in pending:
-            if texts is None:
-                out[(sha, app.pk, env.pk)] = False
-            else:
-                before = self._value(app, env, old, texts)
-                out[(sha, app.pk, env.pk)] = before != self._value(app, env, new, texts, old)
-        if fallback:
-            by_id = {app.pk: app for _, app, _, _ in touches}
-            out.update(_carried(self._mirror, self._envs, parents, fallback, by_id))
+        if len(self._images) + 2 * len(images) > _CARRIED_CACHE:
+            self._images.clear()
+            self._frames.clear()
+            self._sections.clear()
+            self._blocks.clear()
+        # Each blob is read once: not the ones valued already, nor those the batch before reads.
+        wanted = self._needed(job, {}) - self._reading
+        self._reading = wanted
+        job.read = self._read(wanted)
+        return job
+
+    def finish(self, job: _CarriedJob) -> dict[tuple[str, int, int | None], bool]:
+        """Per touch of the batch `start` was given: whether the commit changed what is carried."""
+        out = job.out
+        texts = self._texts(job.read)
+        if texts is not None:
+            # Blobs neither valued nor read (a cache cleared meanwhile, a read that failed before).
+            missing = self._needed(job, texts)
+            if missing:
+                more = self._texts(self._read(missing))
+                texts = None if more is None else {**texts, **more}
+        if texts is None:  # as `_carried` when `files_at` fails: nothing reads, nothing carried
+            out.update((key, False) for key, _, _ in job.images)
+            out.update(((sha, app.id, env.id), False) for sha, app, env, _, _ in job.pending)
+        else:
+            value = self._image_value
+            for key, old, new in job.images:
+                out[key] = value(old, texts) != value(new, texts)
+            for sha, app, env, old_side, new_side in job.pending:
+                before = self._value(app, env, old_side, texts)
+                out[(sha, app.id, env.id)] = before != self._value(app, env, new_side, texts)
+        if job.fallback:
+            out.update(_carried(self._mirror, self._envs, job.parents, job.fallback, job.by_id))
         return out
 
-    def _carried_files(self, app: Application, env: Environment) -> list[str]:
-        key = (app.pk, env.pk)
-        if key not in self._files:
-            self._files[key] = carried_files(app, env)
-        return self._files[key]
+    def close(self) -> None:
+        """End the reads not finished (an ingest that stopped midway)."""
+        for read in self._started:
+            read.abandon()
+        self._started.clear()
 
-    def _side(self, raw: dict[str, str], path: str, after: bool) -> str | None:
+    def _needed(self, job: _CarriedJob, texts: dict[str, str | None]) -> set[str]:
+        """The blobs the job's values need that are neither valued already nor in `texts`."""
+        known = self._images
+        wanted = {
+            blob
+            for _, old, new in job.images
+            for blob in (old, new)
+            if blob and blob not in known and blob not in texts
+        }
+        wanted.update(
+            blob
+            for _, app, env, old_side, new_side in job.pending
+            for side in (old_side, new_side)
+            if (app.id, env.id, side) not in self._values
+            for blob in side
+            if blob and blob not in texts
+        )
+        return wanted
+
+    def _read(self, blobs: set[str]) -> BlobsRead | None:
+        """Start reading blobs (None: git failed to start; `_texts` reads that as a failed read)."""
+        try:
+            read = self._mirror.blobs_start(blobs)
+        except GitError:
+            return None
+        self._started.append(read)
+        return read
+
+    def _texts(self, read: BlobsRead | None) -> dict[str, str | None] | None:
+        """The texts of a read's blobs (None: not readable as `files_at` would), or None when git failed."""
+        if read is None:
+            return None
+        if read in self._started:
+            self._started.remove(read)
+        try:
+            return {
+                oid: (None if data is None else data.decode("utf-8", "replace"))
+                for oid, data in read().items()
+            }
+        except GitError:
+            return None
+
+    def _spec(self, app: Application, env: Environment) -> tuple[list[str], str | None, bool]:
+        """The carried files, the one file of a kustomize-images app (else None), and whether it is safe."""
+        files = carried_files(app, env)
+        single = (
+            files[0]
+            if len(files) == 1 and (app.strategy or "kustomize-images") == "kustomize-images"
+            else None
+        )
+        safe = single is not None and self._is_safe(single)
+        spec = self._specs[(app.pk, env.pk)] = (files, single, safe)
+        return spec
+
+    def _is_safe(self, path: str) -> bool:
         if path not in self._safe:
             try:
                 validate_repo_path(path)
                 self._safe[path] = True
             except InvalidRef:
                 self._safe[path] = False  # `files_at` reads an unsafe path as missing
-        return raw_side(raw[path], after) if self._safe[path] else None
+        return self._safe[path]
+
+    def _side(self, raw: dict[str, str], path: str, after: bool) -> str | None:
+        return raw_side(raw[path], after) if self._is_safe(path) else None
+
+    def _image_value(self, blob: str | None, texts: dict[str, str | None]) -> ImagesValue:
+        """The kustomize-images value of a blob (None: no file), as `carried_value` compares it."""
+        if not blob:
+            return None
+        try:
+            return self._images[blob]
+        except KeyError:
+            pass
+        text = texts.get(blob)
+        frames = self._frames
+        value = images_value_in_frame(text, frames, self._blocks) if text is not None and frames else None
+        if value is None:
+            value, frame = images_value(text, self._sections)
+            if frame is not None:
+                self._frames[frame] = None
+        self._images[blob] = value
+        return value
 
     def _value(
         self,
@@ -796,31 +954,18 @@ class _RawCarried:
         env: Environment,
         side: tuple[str | None, ...],
         texts: dict[str, str | None],
-        prior: tuple[str | None, ...] = (),
     ) -> str:
         key = (app.pk, env.pk, side)
         value = self._values.get(key)
         if value is not None:
             return value
-        text_of = dict(zip(self._carried_files(app, env), side, strict=True))
+        text_of = dict(zip(self._specs[(app.pk, env.pk)][0], side, strict=True))
 
         def read(path: str) -> str | None:
             blob = text_of.get(path)
             return _UNCHANGED if blob == _UNCHANGED else (texts.get(blob) if blob else None)
 
-        blob = side[0] if len(side) == 1 else None
-        text = texts.get(blob) if blob else None
-        kustomize = (app.strategy or "kustomize-images") == "kustomize-images"
-        frame = self._frames.get(prior[0] or "") if kustomize and len(prior) == 1 else None
-        fast = images_value_after(app, env, frame, text) if frame is not None and text is not None else None
-        if fast is not None and blob:
-            # Only the images block changed since the prior blob: its value from the block alone.
-            value, self._frames[blob] = fast
-        else:
-            value = carried_value(app, env, read)
-            if kustomize and blob and blob not in self._frames:
-                self._frames[blob] = images_frame(text)
-        self._values[key] = value
+        value = self._values[key] = carried_value(app, env, read)
         return value
 
 

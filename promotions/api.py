@@ -1,5 +1,5 @@
-"""Promotion API: request, read, approve, reject, override the checklist, cancel (same checks as the
-browser)."""
+"""Promotion API: request, read, approve, reject, override the checklist, cancel, retry a given-up
+sync, override a closed sync window (same checks as the browser)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from accounts.roles import Role
 from api.http import ApiError, api_view, read_json
 from changes.checklist import OVERRIDE_MIN_REASON
 from changes.checks import checks_json
+from changes.syncs import SyncRefused
 from changes.syncview import change_sync_json
 from core.http import AuthenticatedHttpRequest
 from inventory.models import Application, Environment
@@ -243,4 +244,31 @@ def promotion_cancel(request: AuthenticatedHttpRequest, pk: int) -> dict[str, An
         services.promotion_cancel(promotion=promotion, actor=request.user, reason=_comment(request))
     except services.PromotionRefused as exc:
         raise _refused(exc) from None
+    return promotion_json(selectors.promotion_get(user=request.user, pk=pk))
+
+
+@api_view(("POST",), role=Role.VIEWER)
+def promotion_sync_retry(request: AuthenticatedHttpRequest, pk: int) -> dict[str, Any]:
+    """POST /api/v1/promotions/{id}/sync-retry: ask Argo CD again for a given-up sync (a release
+    manager or approver of the apps: checked by the service, as for the browser); 409 when the sync
+    has not failed."""
+    promotion = selectors.promotion_get(user=request.user, pk=pk)
+    try:
+        services.promotion_sync_retry(promotion=promotion, actor=request.user)
+    except SyncRefused as exc:
+        raise ApiError(409, str(exc)) from None
+    return promotion_json(selectors.promotion_get(user=request.user, pk=pk))
+
+
+@api_view(("POST",), role=Role.APPROVER)
+def promotion_sync_override(request: AuthenticatedHttpRequest, pk: int) -> dict[str, Any]:
+    """POST /api/v1/promotions/{id}/sync-override {reason}: sync now although the window is closed
+    (an approver, never the requester; the reason goes to the ledger); 409 when no sync waits for a
+    window or the reason is too short."""
+    promotion = selectors.promotion_get(user=request.user, pk=pk)
+    reason = _text(read_json(request), "reason", 2000)
+    try:
+        services.promotion_sync_override(promotion=promotion, actor=request.user, reason=reason)
+    except SyncRefused as exc:
+        raise ApiError(409, str(exc)) from None
     return promotion_json(selectors.promotion_get(user=request.user, pk=pk))

@@ -13,4 +13,8 @@ urlpatterns = [
         name="api-promotion-checklist-override",
     ),
     path("promotions/<int:pk>/cancel", api.promotion_cancel, name="api-promotion-cancel"),
+    path("promotions/<int:pk>/sync-retry", api.promotion_sync_retry, name="api-promotion-sync-retry"),
+    path(
+        "promotions/<int:pk>/sync-override", api.promotion_sync_override, name="api-promotion-sync-override"
+    ),
 ]

@@ -64,10 +64,19 @@ class Gate:
         return self.fails and not self.overridable
 
     @property
+    def awaits_render(self) -> bool:
+        """A Helm chart's checklist before the request pushes the branch: not passed, not yet failed.
+
+        It still stops an approval until Argo CD's rendering of the pushed branch evaluates it
+        (promotions.pullrequests), but nobody has anything to override yet.
+        """
+        return not self.passed and not self.overridden and checklist.AWAITS_RENDER in self.detail
+
+    @property
     def badge(self) -> str:
         if self.passed:
             return "ok"
-        if self.overridden:
+        if self.overridden or self.awaits_render:
             return "warn"
         return "bad" if self.blocking else "warn"
 
@@ -77,6 +86,8 @@ class Gate:
             return "pass"
         if self.overridden:
             return "overridden"
+        if self.awaits_render:
+            return "pending"
         return "fail" if self.blocking else "warning"
 
     def as_dict(self) -> dict[str, Any]:
@@ -342,9 +353,7 @@ def gates_checklist(
     if not sources and read_after is not None and application.strategy == "helm-values":
         # The portal never renders a chart itself: Argo CD renders the pushed branch's commit, and the
         # gates are evaluated again on that rendering (changes.gatehistory).
-        unavailable = checklist.CHART_NOT_READ.format(
-            then="checked on Argo CD's rendering once the promotion branch is pushed"
-        )
+        unavailable = checklist.CHART_NOT_READ.format(then=checklist.AWAITS_RENDER)
     elif not sources and read_after is not None:
         try:
             overlay = env_dir(target_env, application)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from changes.checklist import OVERRIDE_MIN_REASON
 from changes.checks import CHECKS_SCHEMA
+from changes.syncs import OVERRIDE_MIN_REASON as SYNC_OVERRIDE_MIN_REASON
 from changes.syncview import SYNC_JSON_SCHEMA
 
 _STR = {"type": "string"}
@@ -89,6 +90,49 @@ def _action(op: str, summary: str, role: str, body: dict | None = None, extra: d
             },
         }
     }
+
+
+def _sync_action(op: str, summary: str, description: str, body: dict | None = None) -> dict:
+    """A POST on the portal-driven sync of a merged promotion (`sync: portal` environments)."""
+    return {
+        "post": {
+            "operationId": op,
+            "summary": summary,
+            "description": description,
+            "tags": ["promotions"],
+            "parameters": [_ID],
+            **({"requestBody": body} if body else {}),
+            "responses": {
+                "200": {"description": "the promotion, its `sync` as it is now", **_PROMOTION},
+                "409": {"description": "refused: the sync is not in a state that allows it", **_ERR},
+                **_COMMON,
+                **({"400": {"description": "reason not a string", **_ERR}} if body else {}),
+            },
+        }
+    }
+
+
+SYNC_OVERRIDE_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["reason"],
+                "properties": {
+                    "reason": {
+                        **_STR,
+                        "minLength": SYNC_OVERRIDE_MIN_REASON,
+                        "maxLength": 2000,
+                        "description": "why syncing outside the window is safe (written to the ledger); "
+                        "409 when shorter",
+                    }
+                },
+                "additionalProperties": False,
+            }
+        }
+    },
+}
 
 
 PATHS: dict = {
@@ -186,6 +230,22 @@ PATHS: dict = {
         "cancelPromotion",
         "Cancel before merge: closes the pull request and deletes its branch",
         "release_manager",
+    ),
+    "/promotions/{id}/sync-retry": _sync_action(
+        "retrySyncPromotion",
+        "Ask Argo CD again for a sync the portal gave up (release manager or approver)",
+        "Requires the release_manager or approver role for every app's project and the target "
+        "environment. Only a failed sync (`sync.state` failed) is retried: 409 otherwise. Writes "
+        "`promotion.sync_retried` and starts a new deadline.",
+    ),
+    "/promotions/{id}/sync-override": _sync_action(
+        "overrideSyncWindowPromotion",
+        "Sync now although the sync window is closed (approver; never the requester)",
+        "Requires the approver role for every app's project and the target environment; 403 for the "
+        "requester (four-eyes). Only a sync waiting for a window (or retrying) is overridden: 409 "
+        "otherwise. Writes `promotion.sync_window_overridden`; Argo CD may still refuse a sync in a "
+        "deny window without manual syncs.",
+        SYNC_OVERRIDE_BODY,
     ),
 }
 

@@ -106,6 +106,16 @@ class PromotionPreview:
         return g.refusing(self.all_gates)
 
     @property
+    def awaiting_render(self) -> list[g.Gate]:
+        """Blocking checklist gates of Helm charts, evaluated once the request pushes the branch."""
+        return [gate for gate in self.failing if gate.awaits_render]
+
+    @property
+    def to_override(self) -> list[g.Gate]:
+        """Blocking checklist gates that failed: an approver other than the requester may override them."""
+        return [gate for gate in self.failing if not gate.refuses and not gate.awaits_render]
+
+    @property
     def ok(self) -> bool:
         return bool(self.items) and not self.failing
 

@@ -150,7 +150,8 @@ def promotion_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse
         "checks_first_render": True,
     }
     if request.htmx:
-        return render(request, "promotions/detail.html#live", context)
+        # The live part and, out of band, the approvals and the forms that follow the state.
+        return render(request, "promotions/detail.html#poll", context)
     return render(request, "promotions/detail.html", context)
 
 

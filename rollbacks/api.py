@@ -8,6 +8,7 @@ from accounts.permissions import project_visible
 from accounts.roles import Role
 from api.http import ApiError, api_view, read_json
 from changes.checks import checks_json
+from changes.syncs import SyncRefused
 from changes.syncview import change_sync_json
 from core.http import AuthenticatedHttpRequest
 from inventory.models import Application, Environment
@@ -161,3 +162,32 @@ def rollback_cancel(request: AuthenticatedHttpRequest, pk: int) -> Any:
     except services.RollbackRefused as exc:
         raise ApiError(409, "; ".join(exc.messages)) from None
     return rollback_as_json(rollback)
+
+
+@api_view(("POST",), role=Role.VIEWER)
+def rollback_sync_retry(request: AuthenticatedHttpRequest, pk: int) -> Any:
+    """POST /api/v1/rollbacks/{id}/sync-retry: ask Argo CD again for a given-up sync (on call or an
+    approver of the app: checked by the service, as for the browser); 409 when it has not failed."""
+    rollback = _visible(request, pk)
+    try:
+        rollback = services.rollback_sync_retry(rollback=rollback, actor=request.user)
+    except SyncRefused as exc:
+        raise ApiError(409, str(exc)) from None
+    return rollback_as_json(selectors.rollback_detail(pk=rollback.pk))
+
+
+@api_view(("POST",), role=Role.APPROVER)
+def rollback_sync_override(request: AuthenticatedHttpRequest, pk: int) -> Any:
+    """POST /api/v1/rollbacks/{id}/sync-override {reason}: sync now although the window is closed
+    (an approver, never the requester); 409 when no sync waits for a window or the reason is short."""
+    rollback = _visible(request, pk)
+    reason = read_json(request).get("reason", "")
+    if not isinstance(reason, str):
+        raise ApiError(400, "reason: a string")
+    try:
+        rollback = services.rollback_sync_override(
+            rollback=rollback, actor=request.user, reason=reason[:2000]
+        )
+    except SyncRefused as exc:
+        raise ApiError(409, str(exc)) from None
+    return rollback_as_json(selectors.rollback_detail(pk=rollback.pk))

@@ -1,6 +1,7 @@
 """OpenAPI fragment for this app's endpoints (merged by gitopsportal.openapi)."""
 
 from changes.checks import CHECKS_SCHEMA
+from changes.syncs import OVERRIDE_MIN_REASON as SYNC_OVERRIDE_MIN_REASON
 from changes.syncview import SYNC_JSON_SCHEMA
 
 _ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -83,6 +84,65 @@ PATHS: dict = {
                 "403": {"description": "Not on call for this app and environment", **_ERROR},
                 "404": {"description": "Unknown or not visible", **_ERROR},
                 "409": {"description": "Already merged or finished", **_ERROR},
+            },
+        }
+    },
+    "/rollbacks/{id}/sync-retry": {
+        "post": {
+            "operationId": "retrySyncRollback",
+            "summary": "Ask Argo CD again for a revert sync the portal gave up (on call or approver)",
+            "description": "Only a failed sync (`sync.state` failed) is retried: 409 otherwise. Writes "
+            "`rollback.sync_retried` and starts a new deadline.",
+            "tags": ["rollbacks"],
+            "parameters": [_ID],
+            "responses": {
+                "200": {"description": "The rollback, its `sync` as it is now", **_ROLLBACK},
+                "401": {"description": "Not authenticated", **_ERROR},
+                "403": {"description": "Not on call or approver for this app and environment", **_ERROR},
+                "404": {"description": "Unknown or not visible", **_ERROR},
+                "409": {"description": "The sync has not failed: nothing to retry", **_ERROR},
+            },
+        }
+    },
+    "/rollbacks/{id}/sync-override": {
+        "post": {
+            "operationId": "overrideSyncWindowRollback",
+            "summary": "Sync the revert now although the sync window is closed (approver; never the requester)",
+            "description": "Writes `rollback.sync_window_overridden`; Argo CD may still refuse a sync in a "
+            "deny window without manual syncs.",
+            "tags": ["rollbacks"],
+            "parameters": [_ID],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["reason"],
+                            "properties": {
+                                "reason": {
+                                    "type": "string",
+                                    "minLength": SYNC_OVERRIDE_MIN_REASON,
+                                    "maxLength": 2000,
+                                    "description": "why syncing outside the window is safe (the ledger); "
+                                    "409 when shorter",
+                                }
+                            },
+                            "additionalProperties": False,
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": {"description": "The rollback, its `sync` as it is now", **_ROLLBACK},
+                "400": {"description": "reason not a string", **_ERROR},
+                "401": {"description": "Not authenticated", **_ERROR},
+                "403": {
+                    "description": "Not an approver for this app and environment, or the requester",
+                    **_ERROR,
+                },
+                "404": {"description": "Unknown or not visible", **_ERROR},
+                "409": {"description": "No sync waits for a window, or the reason is too short", **_ERROR},
             },
         }
     },

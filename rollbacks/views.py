@@ -202,7 +202,8 @@ def rollback_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         "checks_url": reverse("rollbacks:checks", args=[rollback.pk]),
         "checks_first_render": True,
     }
-    template = "rollbacks/detail.html#status" if request.htmx else "rollbacks/detail.html"
+    # The status and, out of band, the forms that follow the state (sync, after-the-fact approval).
+    template = "rollbacks/detail.html#poll" if request.htmx else "rollbacks/detail.html"
     return render(request, template, context)
 
 

@@ -46,8 +46,9 @@ from integrations.gitrepo.log import (
     parse_log_stream,
     parse_raw_log_entries,
     raw_side,
+    raw_sides,
 )
-from integrations.gitrepo.mirror import GitMirror
+from integrations.gitrepo.mirror import BlobsRead, GitMirror
 from integrations.gitrepo.validate import (
     check_remote_url,
     validate_ref_name,
@@ -60,6 +61,7 @@ from integrations.gitrepo.workspace import GitWorkspace
 __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
     "NETWORK_TIMEOUT",
+    "BlobsRead",
     "CommitRecord",
     "FileChange",
     "GitError",
@@ -76,6 +78,7 @@ __all__ = [
     "parse_log_stream",
     "parse_raw_log_entries",
     "raw_side",
+    "raw_sides",
     "validate_ref_name",
     "validate_repo_path",
     "validate_rev",

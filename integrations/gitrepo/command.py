@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import os
 import re
 import subprocess
@@ -21,6 +23,7 @@ from integrations.http import Scrubber
 NETWORK_TIMEOUT = 600.0  # seconds for clone/fetch/push/ls-remote
 _NETWORK_COMMANDS = frozenset({"clone", "fetch", "push", "ls-remote"})
 DEFAULT_MAX_FILE_BYTES = 4 * 1024 * 1024  # the portal edits manifests, not artefacts
+STREAM_PIPE_BYTES = 1024 * 1024  # the pipe of a streamed git output (the default is 64 KiB)
 
 # Settings that keep repository content inert, for every command (as `git -c`: highest precedence).
 _SAFE_CONFIG: tuple[tuple[str, str], ...] = (
@@ -198,23 +201,18 @@ class _Runner:
 
     def batch(self, *args: str, stdin: bytes) -> bytes:
         """Run a `--batch` style git command fed `stdin` at once; return its whole stdout."""
-        try:
-            proc = subprocess.run(
-                ["git", *args], cwd=self.cwd, env=self._env_for_call(None), input=stdin, capture_output=True,
-                check=False,
-            )  # fmt: skip
-        except FileNotFoundError:
-            raise GitError("git executable not found") from None
-        if proc.returncode != 0:
-            stderr = _decode(proc.stderr)
-            raise _git_error(self._scrub(_failure(args, proc.returncode, stderr)), stderr)
-        return proc.stdout
+        return self.batch_start(*args, stdin=stdin).finish()
+
+    def batch_start(self, *args: str, stdin: bytes) -> BatchRun:
+        """Start `batch` and return at once: git runs while the caller works; `finish` reads it."""
+        return BatchRun(self, args, stdin)
 
     def stream(self, *args: str) -> Iterator[bytes]:
         """Run git and yield stdout in chunks without buffering it all."""
         handle: Any = self._git.execute(["git", *args], env=self._env_for_call(None), as_process=True)
         popen = cast("subprocess.Popen[bytes]", handle.proc)
         stdout, stderr = cast(IO[bytes], popen.stdout), cast(IO[bytes], popen.stderr)
+        _grow_pipe(stdout)
         try:
             while chunk := stdout.read(65536):
                 yield chunk
@@ -227,6 +225,66 @@ class _Runner:
             if popen.poll() is None:
                 popen.kill()
                 popen.wait()
+
+
+class BatchRun:
+    """A `--batch` style git command fed from a file and writing to one (`_Runner.batch_start`).
+
+    Files, not pipes: the caller reads the whole answer with one call after the process ended,
+    instead of taking the GIL back once per pipe-full while other threads hold it (each time up to
+    the interpreter's switch interval). `finish` returns stdout or raises GitError.
+    """
+
+    def __init__(self, runner: _Runner, args: Sequence[str], stdin: bytes) -> None:
+        self._runner, self._args = runner, args
+        self._files = [tempfile.TemporaryFile() for _ in range(3)]  # noqa: SIM115 - closed in finish
+        stdin_file, stdout_file, stderr_file = self._files
+        stdin_file.write(stdin)
+        stdin_file.seek(0)
+        try:
+            self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+                ["git", *args], cwd=runner.cwd, env=runner._env_for_call(None), stdin=stdin_file,
+                stdout=stdout_file, stderr=stderr_file,
+            )  # fmt: skip
+        except FileNotFoundError:
+            self._close()
+            raise GitError("git executable not found") from None
+
+    def finish(self) -> bytes:
+        """Wait for git and return its stdout (once)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            raise GitError("git batch already finished")
+        try:
+            status = proc.wait()
+            _, stdout_file, stderr_file = self._files
+            if status != 0:
+                stderr_file.seek(0)
+                stderr = _decode(stderr_file.read())
+                raise _git_error(self._runner._scrub(_failure(self._args, status, stderr)), stderr)
+            stdout_file.seek(0)
+            return stdout_file.read()
+        finally:
+            self._close()
+
+    def abandon(self) -> None:
+        """End a run whose answer is not wanted any more."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        self._close()
+
+    def _close(self) -> None:
+        for file in self._files:
+            file.close()
+
+
+def _grow_pipe(pipe: IO[bytes]) -> None:
+    """Let git run up to a megabyte ahead of a reader that is busy with what it read (Linux)."""
+    # Another system, or over /proc/sys/fs/pipe-max-size: the default pipe.
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, STREAM_PIPE_BYTES)
 
 
 def _decode(data: bytes) -> str:

@@ -205,6 +205,15 @@ def _raw_changes(tokens: list[str]) -> tuple[list[str], dict[str, str]]:
     return new + old, raw
 
 
+def raw_sides(line: str) -> tuple[str | None, str | None]:
+    """`raw_side` of a raw line before and after, from one split."""
+    mode_a, mode_b, blob_a, blob_b = line[1:].split(" ", 4)[:4]
+    return (
+        blob_a if mode_a in _REGULAR_FILE and blob_a.strip("0") else None,
+        blob_b if mode_b in _REGULAR_FILE and blob_b.strip("0") else None,
+    )
+
+
 def raw_side(line: str, after: bool) -> str | None:
     """The blob id of a regular file on one side of a raw line (None: absent, symlink, submodule)."""
     fields = line[1:].split(" ")

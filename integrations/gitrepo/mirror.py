@@ -224,12 +224,15 @@ class GitMirror:
     def blobs(self, blob_ids: Iterable[str]) -> dict[str, bytes | None]:
         """Read blobs by id with one `git cat-file --batch` run: each content, or None where
         `files_at` would give None (missing, not a blob, over `max_file_bytes`)."""
+        return self.blobs_start(blob_ids)()
+
+    def blobs_start(self, blob_ids: Iterable[str]) -> BlobsRead:
+        """`blobs`, with git started now: call the result for the answer (GitError then, if any).
+
+        The caller works meanwhile (the ingest parses the next batch while git reads the blobs).
+        """
         oids = sorted({validate_sha(oid, full=True) for oid in blob_ids})
-        out: dict[str, bytes | None] = {}
-        for oid, obj in zip(oids, _batch_objects(self._git, oids), strict=True):
-            ok = obj is not None and obj[0] == "blob" and len(obj[1]) <= self.max_file_bytes
-            out[oid] = obj[1] if obj is not None and ok else None
-        return out
+        return BlobsRead(self._git, oids, self.max_file_bytes)
 
     def list_files(self, rev: str, path: str) -> list[str]:
         """Return the repository paths of all files under `path` at `rev` (sorted; [] if absent).
@@ -290,14 +293,45 @@ class GitMirror:
         return out.split()
 
 
+class BlobsRead:
+    """A `GitMirror.blobs` under way (`GitMirror.blobs_start`); call it once for the answer."""
+
+    def __init__(self, runner: _Runner, oids: list[str], max_bytes: int) -> None:
+        self._oids, self._max_bytes = oids, max_bytes
+        self._run = runner.batch_start("cat-file", "--batch", stdin=_names_input(oids)) if oids else None
+
+    def __call__(self) -> dict[str, bytes | None]:
+        out: dict[str, bytes | None] = {}
+        if self._run is None:
+            return out
+        run, self._run = self._run, None
+        for oid, obj in zip(self._oids, _parse_objects(run.finish(), len(self._oids)), strict=True):
+            ok = obj is not None and obj[0] == "blob" and len(obj[1]) <= self._max_bytes
+            out[oid] = obj[1] if obj is not None and ok else None
+        return out
+
+    def abandon(self) -> None:
+        """End git if the answer is not wanted any more."""
+        run, self._run = self._run, None
+        if run is not None:
+            run.abandon()
+
+
+def _names_input(names: Sequence[str]) -> bytes:
+    return "".join(f"{n}\n" for n in names).encode()
+
+
 def _batch_objects(runner: _Runner, names: Sequence[str]) -> list[tuple[str, bytes] | None]:
     """`git cat-file --batch` over object names: (type, content) each, None when missing."""
     if not names:
         return []
-    out = runner.batch("cat-file", "--batch", stdin="".join(f"{n}\n" for n in names).encode())
+    return _parse_objects(runner.batch("cat-file", "--batch", stdin=_names_input(names)), len(names))
+
+
+def _parse_objects(out: bytes, count: int) -> list[tuple[str, bytes] | None]:
     objects: list[tuple[str, bytes] | None] = []
     pos = 0
-    for _ in names:
+    for _ in range(count):
         end = out.index(b"\n", pos)
         header = out[pos:end].split(b" ")
         pos = end + 1

@@ -59,3 +59,17 @@ document.addEventListener("click", async (event) => {
     delete button.dataset.copied;
   }, 1500);
 });
+
+// A change's detail page polls its live part and swaps the approvals and action forms out of band
+// (data-keep-while-editing): leave such a block alone while someone is filling in one of its forms,
+// so a poll never wipes a half-written reason. The next poll after they leave it catches up.
+document.addEventListener("htmx:oobBeforeSwap", (event) => {
+  const target = event.detail.target;
+  if (!(target instanceof Element) || !target.hasAttribute("data-keep-while-editing")) return;
+  const fields = [...target.querySelectorAll("textarea, input[type=text]")];
+  const editing =
+    target.contains(document.activeElement) ||
+    fields.some((field) => field.value) ||
+    [...target.querySelectorAll("details")].some((panel) => panel.open);
+  if (editing) event.detail.shouldSwap = false;
+});

@@ -120,6 +120,11 @@ def test_release_manager_promotes_to_prod_and_the_matrix_follows(stack: LiveStac
     branch = f"promote/{app}/stage-to-prod/"
     pull = wait_until(lambda: _pull_for(stack, branch), timeout=90, message=f"a PR from {branch}*")
     expect(rm.get_by_role("link", name=f"Pull request #{pull['number']}")).to_be_visible(timeout=SLOW)
+    # The requester's page, never reloaded, follows the approval too (swapped out of band by the poll).
+    expect(rm.locator("#promotion-actions h2").first).to_contain_text(
+        re.compile(r"\(1 of \d+\)"), timeout=SLOW
+    )
+    expect(rm.locator("#promotion-actions")).to_contain_text(re.compile(r"approver\s+approved"))
     status, files = stack.forge_api("GET", f"/repos/acme/gitops/pulls/{pull['number']}/files")
     assert status == 200
     assert [f["filename"] for f in files] == [f"environments/prod/{app}/kustomization.yaml"]
@@ -148,6 +153,8 @@ def test_release_manager_promotes_to_prod_and_the_matrix_follows(stack: LiveStac
     labels = [t.strip() for t in steps.locator("span:first-child").all_inner_texts()]
     assert len(labels) >= 7, labels
     expect(steps.locator("span.done")).to_have_count(len(labels))
+    # Nothing left to cancel on a finished promotion, without a reload.
+    expect(rm.get_by_role("button", name="Cancel promotion")).to_have_count(0)
     for when in steps.locator("span:last-child").all_inner_texts():
         assert re.match(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", when.strip()), labels
     browsing.shot(rm, "healthy")

@@ -677,3 +677,40 @@ def test_files_at_reads_many_files_like_file_at_and_refuses_what_it_refuses(
     for rev, path in wanted[5:7]:
         with pytest.raises(GitError):
             mirror.file_at(rev, path)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        ":100644 100644 " + "a" * 40 + " " + "b" * 40 + " M",
+        ":000000 100755 " + "0" * 40 + " " + "c" * 40 + " A",
+        ":100644 000000 " + "d" * 40 + " " + "0" * 40 + " D",
+        ":120000 100644 " + "e" * 40 + " " + "e" * 40 + " T",
+        ":160000 160000 " + "f" * 64 + " " + "1" * 64 + " M",
+    ],
+)
+def test_raw_sides_reads_both_sides_as_raw_side(line: str) -> None:
+    from integrations.gitrepo import raw_side, raw_sides
+
+    assert raw_sides(line) == (raw_side(line, False), raw_side(line, True))
+
+
+def test_blobs_started_then_read_or_abandoned(tmp_path: Path) -> None:
+    bare = tmp_path / "b.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    blob = (
+        subprocess.run(
+            ["git", "--git-dir", str(bare), "hash-object", "-w", "--stdin"],
+            input=b"x: 1\n",
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .strip()
+    )
+    mirror = GitMirror(bare, "file:///nowhere", allow_file=True)
+    missing = "1" * 40
+    read = mirror.blobs_start([blob, missing])
+    assert read() == {blob: b"x: 1\n", missing: None} == mirror.blobs([blob, missing])
+    assert mirror.blobs_start([])() == {}
+    mirror.blobs_start([blob]).abandon()

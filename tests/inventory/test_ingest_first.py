@@ -381,3 +381,175 @@ def test_the_raw_log_gives_the_commits_and_paths_of_the_name_status_log(
             assert [e[:10] for e in raw] == [tuple(e[:10]) for e in named] and raw
             for entry in raw:
                 assert entry.raw is not None and set(entry.raw) == set(entry.paths)
+
+
+# Kustomizations and values files a generated history cycles through: the usual, and what the
+# first ingest's shortcuts must leave to the full reader (anchors, comments, flow style, numbers
+# written like 1.10, digests, quotes, nulls, duplicate keys, unreadable texts, no final newline).
+_HEADS = [
+    "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: team-a\n"
+    "resources:\n  - ../../../apps/{app}/base\n",
+    "resources:\n- ../../../apps/{app}/base\nnamespace: team-b\n",
+    "# managed by CI\nresources: [../../../apps/{app}/base]\n",
+    'x-common: &tag "7.7"\nresources:\n  - ../../../apps/{app}/base\n',
+    "resources: not-a-list\n",
+    "",
+]
+_PINS = [
+    '"1.0"',
+    "1.10",
+    "1.1",
+    "'1.0'",
+    "v3",
+    "'2.0'",
+    "~",
+    "null",
+    "*tag",
+    "1.0 # pinned",
+    '" 4.0 "',
+    "010",
+]
+_BLOCKS = [
+    "images:\n  - name: registry.example.com/{app}\n    newTag: {tag}\n",
+    "images:\n- name: registry.example.com/{app}\n  newTag: {tag}\n",
+    "images:\n  - name: registry.example.com/{app}\n    digest: sha256:{digest}\n",
+    "images:\n  - name: registry.example.com/{app}\n    newName: mirror.example.com/{app}\n    newTag: {tag}\n"
+    "  - name: sidecar\n    newTag: {tag}\n",
+    "images:\n  # the app\n  - name: registry.example.com/{app}\n\n    newTag: {tag}\n",
+    "images: [{{name: registry.example.com/{app}, newTag: {tag}}}]\n",
+    "images:\n  - {{name: registry.example.com/{app}, newTag: {tag}}}\n",
+    "images:\n  - &img\n    name: registry.example.com/{app}\n    newTag: {tag}\n",
+    "images:\n  - name: registry.example.com/{app}\n    newTag: {tag}\n    newTag: {tag}\n",
+    "images:\n# col 0\n  - name: registry.example.com/{app}\n    newTag: {tag}\n",
+    "images:\n  - name: registry.example.com/{app}\n    newTag: {tag}\n# col 0\n  - name: sidecar\n",
+    "images:\n  - name: registry.example.com/{app}\n    newTag: |\n      {tag}\n",
+    "images:\n  - name:\n    newTag: {tag}\n",
+    "",
+]
+_TAILS = [
+    "configMapGenerator:\n  - name: cfg\n    literals:\n      - LOG_LEVEL={level}\n",
+    "patches:\n  - patch: |-\n      - op: replace\n        value: {level}\n",
+    "images:\n  - name: late\n",
+    "---\nkind: Other\n",
+    "labels:\n  - pairs:\n      env: {level}\n",
+    "",
+]
+
+
+def _kustomization(rng: Any, app: str) -> bytes:
+    if rng.random() < 0.03:
+        return rng.choice(
+            [b"images: [unclosed\n", b"\tbad: tab\n", b"- a list\n", b"images:\n  - name: \xff\n"]
+        )
+    usual = rng.random() < 0.6  # the first heads, blocks and tails: the texts the shortcuts take
+    tag = rng.choice(_PINS)
+    text = (
+        rng.choice(_HEADS[:2] if usual else _HEADS).format(app=app)
+        + rng.choice(_BLOCKS[:4] * 2 + _BLOCKS[10:12] if usual else _BLOCKS).format(
+            app=app, tag=tag, digest=str(rng.randrange(4)) * 8
+        )
+        + rng.choice(_TAILS[:2] if usual else _TAILS).format(level=rng.choice(["info", "debug"]))
+    )
+    return text.encode()[: -1 if rng.random() < 0.05 else None]
+
+
+def _history(path: Path, commits: int, seed: int) -> Path:
+    """A bare repository of `commits` commits written with `git fast-import`: each changes a few
+    overlay files (rewritten, deleted, or only bumped in the images block, the usual case)."""
+    import random
+
+    rng = random.Random(seed)
+    _git(path.parent, "init", "-q", "--bare", "-b", "main", str(path))
+    texts: dict[str, bytes] = {}
+    stream = bytearray()
+    for i in range(commits):
+        files: dict[str, bytes | None] = {}
+        for _ in range(rng.choice([1, 1, 1, 2, 3])):
+            env, app = rng.choice(["dev", "stage"]), rng.choice(["checkout", "cart", "payments", "orders"])
+            base = f"environments/{env}/{app}/"
+            if app == "payments":
+                tag = rng.choice(["'1'", "1.10", "1.1", "[broken", "~"])
+                files[base + "values.yaml"] = f"image:\n  tag: {tag}\nlog: {rng.choice('ab')}\n".encode()
+            elif app == "orders":
+                files[base + rng.choice(["a.yaml", "b.yaml", "notes.md"])] = rng.choice(
+                    [b"a\n", b"b \xff\n", b"b \xfe\n"]
+                )
+            elif rng.random() < 0.04:
+                files[base + "kustomization.yaml"] = None
+            elif rng.random() < 0.05:
+                files[base + "other.yaml"] = f"n: {i}\n".encode()
+            else:
+                path_ = base + "kustomization.yaml"
+                old = texts.get(path_)
+                if old is not None and rng.random() < 0.75:
+                    # A CI bump: only the tag in the images block changes.
+                    text = old.decode("utf-8", "replace")
+                    for pin in _PINS:
+                        if f"newTag: {pin}\n" in text:
+                            text = text.replace(
+                                f"newTag: {pin}\n", f"newTag: {rng.choice(_PINS[:5] * 3 + _PINS)}\n", 1
+                            )
+                            break
+                    files[path_] = text.encode()
+                else:
+                    files[path_] = _kustomization(rng, app)
+        message = f"change {i}\n".encode()
+        stream += b"commit refs/heads/main\n"
+        stream += f"committer Dev <d@x> {1_700_000_000 + i * 60} +0000\n".encode()
+        stream += f"data {len(message)}\n".encode() + message
+        for file, data in files.items():
+            if data is None:
+                if file in texts:
+                    stream += f"D {file}\n".encode()
+                    del texts[file]
+                continue
+            texts[file] = data
+            stream += f"M 100644 inline {file}\n".encode() + f"data {len(data)}\n".encode() + data + b"\n"
+    subprocess.run(["git", "--git-dir", str(path), "fast-import", "--quiet"], input=bytes(stream), check=True)
+    return path
+
+
+@pytest.mark.django_db
+def test_first_ingest_of_a_generated_history_decides_carried_as_the_full_reader(
+    environments: None, settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import inventory.carried as carried
+
+    settings.MIRRORS_DIR = tmp_path / "mirrors"
+    bare = _history(tmp_path / "generated.git", 1500, seed=5)
+    ApplicationFactory(
+        name="payments", strategy="helm-values", strategy_options={"paths": ["image.tag", "log"]}
+    )
+    ApplicationFactory(name="orders", strategy="copy-paths", strategy_options={"paths": ["a.yaml", "b.yaml"]})
+    # Small batches and caches: blob reads overlap across batches, caches are cleared midway.
+    monkeypatch.setattr(ingest, "INGEST_BATCH", 37)
+    monkeypatch.setattr(ingest, "_CARRIED_CACHE", 400)
+    taken = {"frame": 0, "sections": 0}
+    in_frame, by_sections = ingest.images_value_in_frame, carried.simple_yaml_by_sections
+
+    def count_frame(text: str, frames: Any, blocks: Any = None) -> Any:
+        value = in_frame(text, frames, blocks)
+        taken["frame"] += value is not None
+        return value
+
+    def count_sections(text: str, sections: Any) -> Any:
+        value = by_sections(text, sections)
+        taken["sections"] += 1
+        return value
+
+    monkeypatch.setattr(ingest, "images_value_in_frame", count_frame)
+    monkeypatch.setattr(carried, "simple_yaml_by_sections", count_sections)
+    fast = _repository("fast", bare)
+    assert repository_ingest(repository_id=fast.pk).ok
+    _incremental_only(monkeypatch)  # per touch: files_at and carried_value at the commit and its parent
+    slow = _repository("slow", bare)
+    assert repository_ingest(repository_id=slow.pk).ok
+
+    fast_rows, slow_rows = _rows(fast), _rows(slow)
+    assert len(fast_rows[1]) > 1500
+    assert [t[5] for t in fast_rows[1]] == [t[5] for t in slow_rows[1]]
+    assert fast_rows == slow_rows
+    carried_values = [t[5] for t in fast_rows[1]]
+    print(taken, carried_values.count(True), carried_values.count(False))
+    assert carried_values.count(True) > 300 and carried_values.count(False) > 200
+    assert taken["frame"] > 100 and taken["sections"] > 50  # the shortcuts were taken

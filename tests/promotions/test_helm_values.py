@@ -45,6 +45,26 @@ def _gate(gates, name):
     return next(g for g in gates if (g["name"] if isinstance(g, dict) else g.name) == name)
 
 
+def test_the_preview_says_the_chart_is_checked_once_the_request_pushes_the_branch(client, helm_box, users):
+    """Before the request nothing is rendered: the checklist is pending, not a gate to override."""
+    app = _helm_app(helm_box)
+    client.force_login(users["rm"])
+    html = client.get("/promotions/new/", {"app": app.name, "from": "stage", "to": "prod"}).content.decode()
+    assert "checked on Argo CD&#x27;s rendering once the request pushes the branch" in html
+    assert "cannot be approved until" not in html and "overrides them" not in html
+    assert (
+        "Request promotion" in html
+        and "disabled" not in html.split("Request promotion")[0].rsplit("<button", 1)[1]
+    )
+    preview = services.promotion_preview(
+        actor=users["rm"], applications=[app], source_env=helm_box.stage, target_env=helm_box.prod
+    )
+    (waiting,) = [gate for gate in preview.all_gates if gate.name == "checklist.unavailable"]
+    assert not waiting.passed and waiting.blocking  # never passes unchecked
+    assert waiting.awaits_render and waiting.status == "pending"
+    assert preview.awaiting_render == [waiting] and not preview.ok
+
+
 def test_a_helm_values_app_promotes_stage_to_prod_through_its_rendered_diff(
     client, helm_box, users, purge_broker
 ):
@@ -64,7 +84,7 @@ def test_a_helm_values_app_promotes_stage_to_prod_through_its_rendered_diff(
     assert (item.version_before, item.version_after) == (f"image.tag={prod_tag}", f"image.tag={stage_tag}")
     # No overlay to read for a chart: the checklist waits for Argo CD's rendering of the pushed branch.
     waiting = _gate(promotion.gates, "checklist.unavailable")
-    assert "checked on Argo CD's rendering once the promotion branch is pushed" in waiting["detail"]
+    assert "checked on Argo CD's rendering once the request pushes the branch" in waiting["detail"]
     assert "not found" not in waiting["detail"]
 
     assert services.promotion_branch_push(promotion_id=promotion.pk) == "pushed"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from django.test import Client
 
 from accounts.services import api_token_create
 from promotions import services
@@ -194,3 +197,55 @@ def test_rejecting_needs_a_reason_and_records_it_in_the_ledger(client, sandbox, 
     event = AuditEvent.objects.get(action="promotion.rejected")
     assert event.message == "the error budget is spent"
     assert event.after["reason"] == "the error budget is spent"
+
+
+def test_polled_partial_swaps_the_approvals_and_actions_out_of_band(client, sandbox, users, purge_broker):
+    """A detail page left open follows the approvals and offers only the actions that still apply."""
+    promotion = services.promotion_request_create(
+        actor=users["rm"],
+        applications=[promotable_app(sandbox)],
+        source_env=sandbox.stage,
+        target_env=sandbox.prod,
+    )
+    assert services.promotion_branch_push(promotion_id=promotion.pk) == "pushed"
+    promotion.refresh_from_db()
+    client.force_login(users["rm"])
+    url = promotion.get_absolute_url()
+    page = client.get(url).content.decode()
+    assert 'id="promotion-actions"' in page and "hx-swap-oob" not in page
+    first = client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert 'id="promotion-actions" hx-swap-oob="outerHTML"' in first
+    assert 'id="promotion-sync-actions" hx-swap-oob="outerHTML"' in first
+    assert "Approvals (0 of 1)" in first and "Cancel promotion" in first
+    services.promotion_approve(
+        promotion=promotion, actor=users["approver"], comment="ok", head_sha=promotion.pushed_head_sha
+    )
+    approved = client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert "Approvals (1 of 1)" in approved and users["approver"].username in approved
+    Promotion.objects.filter(pk=promotion.pk).update(state=PromotionState.HEALTHY)
+    done = client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert "Cancel promotion" not in done and "Approvals (1 of 1)" in done
+    assert 'hx-trigger="every 3s"' not in done  # terminal: the partial stops polling
+
+
+def test_a_cancel_form_swapped_in_by_the_poll_posts_with_its_csrf_token(sandbox, users, purge_broker):
+    promotion = services.promotion_request_create(
+        actor=users["rm"],
+        applications=[promotable_app(sandbox)],
+        source_env=sandbox.stage,
+        target_env=sandbox.prod,
+    )
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(users["rm"])
+    polled = browser.get(promotion.get_absolute_url(), HTTP_HX_REQUEST="true").content.decode()
+    form = polled[polled.index(f'action="/promotions/{promotion.pk}/cancel/"') :]
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form)
+    assert token is not None
+    refused = browser.post(f"/promotions/{promotion.pk}/cancel/", {"comment": "no"})
+    assert refused.status_code == 403
+    answer = browser.post(
+        f"/promotions/{promotion.pk}/cancel/", {"comment": "no", "csrfmiddlewaretoken": token[1]}
+    )
+    assert answer.status_code == 302
+    promotion.refresh_from_db()
+    assert promotion.state == PromotionState.CANCELLED

@@ -14,6 +14,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from accounts.services import api_token_create
 from audit.models import AuditEvent
 from changes.syncs import (
     PERMANENT,
@@ -26,6 +27,7 @@ from changes.syncs import (
 )
 from integrations.argocd import ArgoCDUnavailable
 from integrations.argocd.errors import error_for
+from inventory.models import ArgoApplication
 from promotions import services
 from promotions.kind import PROMOTION
 from promotions.models import Promotion, PromotionState
@@ -146,3 +148,74 @@ def test_transient_errors_back_off_and_are_given_up_after_the_deadline(
     given_up = AuditEvent.objects.get(action="promotion.sync_given_up", target_id=str(promotion.pk))
     assert given_up.after["reason"] == "transient"
     manual_prod.argo_fault(error_rate=0.0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_api_retries_a_given_up_sync_and_overrides_a_window_as_the_browser_does(
+    client, manual_prod, users, purge_broker
+):
+    """POST /api/v1/promotions/{id}/sync-retry and …/sync-override {reason}: same roles, 409 when refused."""
+    promotion = _merged(manual_prod, users)
+    manual_prod.argo_fault(status=403, paths=[SYNC_PATH], error_rate=1.0, count=1)
+    assert services.promotion_sync(promotion_id=promotion.pk) == "failed"
+    tokens = {name: api_token_create(user=users[name])[1] for name in ("viewer", "rm", "approver")}
+
+    def post(name, action, body=None):
+        return client.post(
+            f"/api/v1/promotions/{promotion.pk}/{action}",
+            body or {},
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {tokens[name]}",
+        )
+
+    assert post("viewer", "sync-retry").status_code == 403
+    assert not AuditEvent.objects.filter(action="promotion.sync_retried").exists()
+    retried = post("rm", "sync-retry")
+    assert retried.status_code == 200, retried.content
+    assert retried.json()["id"] == promotion.pk and retried.json()["sync"]["state"] == "error"
+    assert AuditEvent.objects.get(action="promotion.sync_retried").actor_name == "rita"
+    again = post("rm", "sync-retry")
+    assert again.status_code == 409 and "nothing to retry" in again.json()["error"]
+
+    assert services.promotion_sync(promotion_id=promotion.pk) == "requested"
+    # The window override: an approver only (the requesting release manager is refused), with a reason.
+    assert post("rm", "sync-override", {"reason": "customers are down"}).status_code == 403
+    assert post("approver", "sync-override", {"reason": 7}).status_code == 400
+    waiting = post("approver", "sync-override", {"reason": "customers are down"})
+    assert waiting.status_code == 409 and waiting.json()["error"] == "no sync is waiting for a window"
+    Promotion.objects.filter(pk=promotion.pk).update(sync_state="waiting")
+    overridden = post("approver", "sync-override", {"reason": "customers are down"})
+    assert overridden.status_code == 200, overridden.content
+    event = AuditEvent.objects.get(action="promotion.sync_window_overridden", target_id=str(promotion.pk))
+    assert event.after["reason"] == "customers are down"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_argo_cd_application_to_sync_is_given_up_after_the_deadline(
+    manual_prod, users, purge_broker, settings
+):
+    """Not an Argo CD error, yet no retry forever: after PORTAL_SYNC_DEADLINE_MINUTES the sync is given up."""
+    settings.PORTAL_SYNC_DEADLINE_MINUTES = 30
+    promotion = _merged(manual_prod, users)
+    ArgoApplication.objects.filter(environment__name="prod").update(deleted_at=timezone.now())
+
+    assert services.promotion_sync(promotion_id=promotion.pk) == "error"
+    promotion.refresh_from_db()
+    first = promotion.sync_error_since
+    assert promotion.sync_state == "error" and first is not None
+    assert promotion.sync_detail == "cannot sync: no Argo CD application is known"
+    # Asked again inside the deadline: still an error, the deadline still counts from the first one.
+    assert services.promotion_sync(promotion_id=promotion.pk) == "error"
+    promotion.refresh_from_db()
+    assert promotion.sync_error_since == first and promotion.sync_next_at is not None
+    assert _actions(promotion).count("promotion.sync_error") == 1
+
+    Promotion.objects.filter(pk=promotion.pk).update(sync_error_since=first - timedelta(minutes=31))
+    assert services.promotion_sync(promotion_id=promotion.pk) == "failed"
+
+    promotion.refresh_from_db()
+    assert promotion.sync_state == "failed" and promotion.sync_next_at is None
+    assert promotion.sync_detail == "gave up after 30 min: cannot sync: no Argo CD application is known"
+    given_up = AuditEvent.objects.get(action="promotion.sync_given_up", target_id=str(promotion.pk))
+    assert given_up.after["reason"] == "unresolved" and given_up.message == promotion.sync_detail
+    assert change_syncs_due(kind=PROMOTION, now=timezone.now() + timedelta(days=1)) == 0

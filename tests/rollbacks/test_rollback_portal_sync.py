@@ -8,6 +8,7 @@ from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 
 from accounts.models import RoleGrant
+from accounts.services import api_token_create
 from audit.models import AuditEvent
 from inventory.models import Application
 from rollbacks import services
@@ -81,6 +82,12 @@ def test_a_merged_revert_waits_for_the_window_and_an_approver_overrides_it(sandb
     client.force_login(approver)
     page = client.get(reverse("rollbacks:detail", args=[rollback.pk])).content.decode()
     assert "Override the window and sync" in page
+    # A page left open follows the sync: the poll swaps the sync forms out of band.
+    polled = client.get(
+        reverse("rollbacks:detail", args=[rollback.pk]), HTTP_HX_REQUEST="true"
+    ).content.decode()
+    assert 'id="rollback-sync-actions" hx-swap-oob="outerHTML"' in polled
+    assert "Override the window and sync" in polled and 'hx-trigger="every 3s"' in polled
     response = client.post(
         reverse("rollbacks:sync_override", args=[rollback.pk]), {"reason": "customers are down since 9.9.9"}
     )
@@ -107,6 +114,13 @@ def test_a_merged_revert_waits_for_the_window_and_an_approver_overrides_it(sandb
         "rollback.deployed",
         "rollback.healthy",
     ]
+    polled = client.get(
+        reverse("rollbacks:detail", args=[rollback.pk]), HTTP_HX_REQUEST="true"
+    ).content.decode()
+    assert 'id="rollback-sync-actions" hx-swap-oob="outerHTML"' in polled
+    assert (
+        "Override the window" not in polled and 'hx-trigger="every 3s"' not in polled
+    )  # healthy: no more polls
     overridden = AuditEvent.objects.get(target_id=str(rollback.pk), action="rollback.sync_window_overridden")
     assert overridden.actor_name == "ana" and overridden.after["reason"] == "customers are down since 9.9.9"
     page = client.get(reverse("rollbacks:detail", args=[rollback.pk])).content.decode()
@@ -142,3 +156,45 @@ def test_a_revert_sync_argo_cd_refuses_is_given_up_and_the_on_call_engineer_retr
     assert services.rollback_sync(rollback_id=rollback.pk) == "requested"
     retried = AuditEvent.objects.get(action="rollback.sync_retried", target_id=str(rollback.pk))
     assert retried.actor_name == requester.username
+
+
+def test_the_api_retries_a_given_up_revert_sync_and_refuses_a_window_override_by_the_requester(
+    sandbox, client
+):
+    """POST /api/v1/rollbacks/{id}/sync-retry and …/sync-override {reason}: the browser's roles and checks."""
+    requester = oncall(sandbox.team)
+    rollback = _merged_revert(sandbox, requester)
+    with sandbox.argocd.lock:
+        sandbox.argocd.faults.update(
+            {"status": 403, "error_rate": 1.0, "count": 1, "paths": ["/api/v1/applications/*/sync"]}
+        )
+    assert services.rollback_sync(rollback_id=rollback.pk) == "failed"
+    viewer = UserFactory(username="vic", roles=["viewer"])
+    approver = UserFactory(username="ana")
+    RoleGrant.objects.create(user=approver, role="approver", project=sandbox.team, environment="*")
+    RoleGrant.objects.create(user=requester, role="approver", project=sandbox.team, environment="*")
+
+    def post(user, action, body=None):
+        _, token = api_token_create(user=type(user).objects.get(pk=user.pk))
+        return client.post(
+            f"/api/v1/rollbacks/{rollback.pk}/{action}",
+            body or {},
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {token}",
+        )
+
+    assert post(viewer, "sync-retry").status_code == 403
+    retried = post(requester, "sync-retry")
+    assert retried.status_code == 200, retried.content
+    assert retried.json()["id"] == rollback.pk and retried.json()["sync"]["state"] == "error"
+    assert AuditEvent.objects.get(action="rollback.sync_retried").actor_name == requester.username
+    again = post(requester, "sync-retry")
+    assert again.status_code == 409 and "nothing to retry" in again.json()["error"]
+
+    RollbackRequest.objects.filter(pk=rollback.pk).update(sync_state="waiting")
+    assert post(requester, "sync-override", {"reason": "customers are down"}).status_code == 403  # four-eyes
+    short = post(approver, "sync-override", {"reason": "now"})
+    assert short.status_code == 409 and "written reason" in short.json()["error"]
+    overridden = post(approver, "sync-override", {"reason": "customers are down since 9.9.9"})
+    assert overridden.status_code == 200, overridden.content
+    assert overridden.json()["sync"]["override"]["by"] == "ana"

@@ -178,6 +178,18 @@ RULES: dict[str, Rule] = {
         data=lambda w: {"reason": "the matrix checks who may override"},
     ),
     "api-promotion-cancel": Rule(get=None, post=RELEASE_MANAGERS, kw=lambda w: {"pk": w.promotion.pk}),
+    "api-promotion-sync-retry": Rule(
+        get=None,
+        post=roles("release_manager", "approver"),
+        kw=lambda w: {"pk": w.promotion.pk},
+        note="a failed sync, retried by a release manager or approver of the apps (as promotions:sync_retry)",
+    ),
+    "api-promotion-sync-override": Rule(
+        get=None,
+        post=APPROVERS,
+        kw=lambda w: {"pk": w.promotion.pk},
+        data=lambda w: {"reason": "the matrix checks who may override the window"},
+    ),
     # rollbacks
     "rollbacks:list": Rule(get=SIGNED_IN),
     "rollbacks:new": Rule(
@@ -202,6 +214,18 @@ RULES: dict[str, Rule] = {
     ),
     "api-rollback": Rule(get=CHECKOUT_VIEWERS, kw=lambda w: {"pk": w.rollback.pk}),
     "api-rollback-cancel": Rule(get=None, post=ONCALL, kw=lambda w: {"pk": w.rollback.pk}),
+    "api-rollback-sync-retry": Rule(
+        get=None,
+        post=roles("oncall", "approver"),
+        kw=lambda w: {"pk": w.rollback.pk},
+        note="a failed sync, retried by an on-call engineer or approver of the app (as rollbacks:sync_retry)",
+    ),
+    "api-rollback-sync-override": Rule(
+        get=None,
+        post=APPROVERS,
+        kw=lambda w: {"pk": w.rollback.pk},
+        data=lambda w: {"reason": "the matrix checks who may override the window"},
+    ),
     # audit
     # (a scoped auditor opens the lists and exports, filtered to its projects, not checkout rows)
     "audit:event_list": Rule(get=anywhere("auditor")),

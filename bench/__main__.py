@@ -97,7 +97,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--poll-repeats", type=int, default=5, help="no-change cycles and reference fetches")
     g.add_argument("--poll-commits", type=int, default=1000, help="history of each poll fleet's repo")
     g.add_argument("--freshness-sizes", default="10000", help="poll fleet sizes that also measure freshness")
-    g.add_argument("--freshness-samples", type=int, default=5)
+    g.add_argument("--freshness-samples", type=int, default=8)
     g.add_argument(
         "--poll-interval",
         type=float,

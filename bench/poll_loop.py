@@ -23,7 +23,7 @@ def main() -> None:
         result = instance_poll(instance_id=instance_id)
         print(
             f"poll {time.time():.3f} took {time.monotonic() - start:.3f}s changed={result.apps_changed} "
-            f"error={result.error!r}",
+            f"error={result.error!r} phases={result.phases}",
             flush=True,
         )
         tick += interval  # beat-like: a fixed schedule, whatever the poll took

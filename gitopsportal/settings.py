@@ -164,6 +164,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 POLL_INTERVAL_SECONDS = env_int("POLL_INTERVAL_SECONDS", 30)
 GIT_FETCH_INTERVAL_SECONDS = env_int("GIT_FETCH_INTERVAL_SECONDS", 60)
+# Each poll also fetches (and ingests) the repositories its apps track, while Argo CD answers the
+# list: a sync to a commit the push webhook has not brought in yet is stored without waiting on Git.
+POLL_FETCH_GIT = env_bool("POLL_FETCH_GIT", True)
 # Largest repository file the portal reads or writes (manifests are small; anything bigger is refused).
 GIT_MAX_FILE_BYTES = env_int("GIT_MAX_FILE_BYTES", 4 * 1024 * 1024)
 if GIT_MAX_FILE_BYTES < 1024:

@@ -1009,6 +1009,35 @@ def repositories_ingest_for(
             _wait_for_ingest(repository_id=repo.pk, timeout=wait)
 
 
+def repositories_refresh(urls: Iterable[str]) -> list[IngestResult]:
+    """Fetch and ingest now each known repository among these URLs (with or without .git) that moved.
+
+    The poller runs it while Argo CD answers the list request. One `git ls-remote` per repository
+    tells whether a branch it ingests moved (nothing is written when none did); when one did,
+    the ingest runs, and a new sync revision in the list is then usually ingested already, so the
+    synced app's deployment is judged and stored without waiting on Git. A repository another
+    worker is ingesting (claimed) is skipped: the store path waits for it.
+    """
+    wanted = {url.removesuffix(".git") for url in urls if url}
+    if not wanted:
+        return []
+    results = []
+    for repo in GitRepository.objects.order_by("name"):
+        if repo.url.removesuffix(".git") not in wanted:
+            continue
+        heads = dict(repo.ingested_heads or {})
+        if heads and mirror_exists(repo):
+            try:
+                remote = mirror_for(repo).remote_heads()
+            except GitError as exc:
+                results.append(IngestResult(repository=repo.name, error=str(exc)[:1000]))
+                continue
+            if all(remote.get(branch, sha) == sha for branch, sha in heads.items()):
+                continue  # nothing new on the branches it ingests (a branch gone: the ingest's job)
+        results.append(repository_ingest(repository_id=repo.pk))
+    return results
+
+
 # Ingests started ahead by `repositories_prefetch` in this process, by repository id: set when done.
 _AHEAD: dict[int, threading.Event] = {}
 _AHEAD_LOCK = threading.Lock()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -22,8 +23,8 @@ from .claims import POLL_CLAIM, claim_release, row_claim
 from .clients import argocd_client_for
 from .config import PortalConfig
 from .configapply import ConfigApplyResult, config_apply
-from .ingest import IngestResult, repository_ingest
-from .models import ArgoInstance, GitRepository
+from .ingest import IngestResult, repositories_refresh, repository_ingest
+from .models import ArgoApplication, ArgoInstance, GitRepository
 from .store import (
     Observed,
     apps_mark_removed,
@@ -35,6 +36,8 @@ from .store import (
     listed_compare,
     listed_state,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -55,6 +58,8 @@ class PollResult:
     error: str = ""
     transient: bool = False
     duration_ms: int = 0
+    # Where the cycle's time went (ms since its start, at the end of each step; for logs and the bench).
+    phases: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -76,6 +81,10 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
         return result
     try:
         client = client or argocd_client_for(instance)
+
+        def mark(step: str) -> None:
+            result.phases[step] = int((time.monotonic() - started) * 1000)
+
         # Items are decoded only where their text is not an app's stored list item.
         # The list (seconds for a large fleet) is read while the clusters are, and stored, and the
         # stored apps read: one wait instead of four in a row.
@@ -85,8 +94,14 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
                 clusters = client.list_clusters()
                 cluster_rows = clusters_upsert(instance=instance, clusters=clusters)
                 stored = listed_state(instance)
+                # Git too: a new sync revision in the list is then usually ingested already
+                # when its app is stored (one `git ls-remote` per repository when nothing moved).
+                if settings.POLL_FETCH_GIT:
+                    _tracked_repositories_refresh(instance)
+                    mark("git_checked")
             finally:
                 listing = listed.result()  # its error first: what a failed poll reports
+        mark("listed")
         del listed
         compared = listed_compare(client=client, listing=listing, stored=stored)
         resource_version = listing.resource_version or ""
@@ -97,11 +112,12 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
         if refusal:
             raise RemovalHeld(refusal)
         result.apps_seen = compared.listed
+        mark("compared")
         observed = Observed()
         read: dict[str, Any] = {"changed": 0, "new": 0, "deployments": 0}
         # Synced (and new) apps first: their deployments are stored before the rest is even parsed.
         batches = listed_apps_observe(client=client, instance=instance, compared=compared, stored=stored)
-        for batch in batches:
+        for number, batch in enumerate(batches):
             done = apps_read_and_store(
                 client=client,
                 instance=instance,
@@ -113,6 +129,9 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
             observed.merge(batch)
             for key in read:
                 read[key] += done[key]
+            for step, ms in done.get("timings", {}).items():
+                result.phases[f"batch{number}_{step}"] = ms
+            mark(f"batch{number}")  # batch 0: the synced apps' deployments are committed
         del stored, compared, batches  # a first cycle's decoded list is ~100 MB
         stats = _poll_store(
             instance=instance,
@@ -123,6 +142,7 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
             started=started,
             now=now,
         )
+        mark("stored")
         result.apps_changed = stats["changed"]
         result.apps_new = stats["new"]
         result.apps_removed = len(removed)
@@ -140,6 +160,20 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
         raise
     result.duration_ms = int((time.monotonic() - started) * 1000)
     return result
+
+
+def _tracked_repositories_refresh(instance: ArgoInstance) -> None:
+    urls = (
+        ArgoApplication.objects.filter(instance=instance, deleted_at__isnull=True)
+        .exclude(repo_url="")
+        .values_list("repo_url", flat=True)
+        .distinct()
+    )
+    for ingest in repositories_refresh(urls):
+        if ingest.error:  # the store path fetches again before judging a deployment on it
+            logger.warning(
+                "git fetch during the poll of %s: %s: %s", instance.name, ingest.repository, ingest.error
+            )
 
 
 class RemovalHeld(Exception):

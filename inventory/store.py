@@ -11,12 +11,12 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import JSONField, Model
+from django.db.models import CharField, F, Func, JSONField, Model
 from django.utils.dateparse import parse_datetime
 
 from audit.services import audit_event_record
@@ -89,12 +89,46 @@ class Observed:
 _NARROW_ROW = ("id", "name", "state_hash", "deleted_at", "is_multi_source", *NARROW_FIELDS)
 
 
-def existing_apps(instance: ArgoInstance, names: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Return the stored rows the poller compares with (name → id, hashes, deleted_at, operation)."""
+def existing_apps(
+    instance: ArgoInstance, names: Iterable[str] | None = None, *, operation_text: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Return the stored rows the poller compares with (name → id, hashes, deleted_at, operation).
+
+    `operation_text`: the operation's times come as RFC 3339 UTC text (formatted by PostgreSQL),
+    for `operation_moved`: thousands of datetimes cost more to load than the comparison they serve,
+    and Argo CD's own text usually matches them as they are.
+    """
     rows = ArgoApplication.objects.filter(instance=instance)
     if names is not None:
         rows = rows.filter(name__in=list(names))
-    return {r["name"]: dict(r) for r in rows.values(*_EXISTING_ROW)}
+    if not operation_text:
+        return {r["name"]: dict(r) for r in rows.values(*_EXISTING_ROW)}
+    if connection.vendor != "postgresql":
+        return {
+            r["name"]: {
+                **r,
+                "operation_started_at": _utc_text(r["operation_started_at"]),
+                "operation_finished_at": _utc_text(r["operation_finished_at"]),
+            }
+            for r in rows.values(*_EXISTING_ROW)
+        }
+    template = f"to_char(%(expressions)s AT TIME ZONE 'UTC', '{_OPERATION_TIME}')"
+    texts = rows.annotate(
+        op_started=Func(F("operation_started_at"), template=template, output_field=CharField()),
+        op_finished=Func(F("operation_finished_at"), template=template, output_field=CharField()),
+    ).values(*_EXISTING_ROW[:-2], "op_started", "op_finished")
+    out: dict[str, dict[str, Any]] = {}
+    for r in texts:
+        r["operation_started_at"], r["operation_finished_at"] = r.pop("op_started"), r.pop("op_finished")
+        out[r["name"]] = r
+    return out
+
+
+_OPERATION_TIME = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
+
+
+def _utc_text(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value is not None else None
 
 
 _EXISTING_ROW = (
@@ -184,7 +218,12 @@ def listed_apps_observe(
         observed.hashes = dict(compared.unchanged)
         yield observed
         return
-    existing = existing_apps(instance, names=[c[3] for c in changed if c[3] is not None and c[3] in stored])
+    names = [c[3] for c in changed if c[3] is not None and c[3] in stored]
+    # A monorepo commit changes every item: the whole table rather than 10,000 names, and the
+    # operation times as text, to find the few synced apps among them before the rest.
+    existing = existing_apps(
+        instance, names=None if len(names) * 2 > len(stored) else names, operation_text=True
+    )
     moved = [operation_moved(c[1], _operation_of(existing.get(c[3] or ""))) for c in changed]
     urgent = [c for c, flag in zip(changed, moved, strict=True) if flag]
     rest = [c for c, flag in zip(changed, moved, strict=True) if not flag]
@@ -210,7 +249,11 @@ def _operation_of(row: Mapping[str, Any] | None) -> tuple[str, Any, Any] | None:
 
 
 def operation_moved(item: dict[str, Any], stored: tuple[str, Any, Any] | None) -> bool:
-    """Tell from a raw (list or watch) app whether its operation differs from the stored one (or it is new)."""
+    """Tell from a raw (list or watch) app whether its operation differs from the stored one (or it is new).
+
+    `stored` holds the phase and the start and finish times, as datetimes or as the RFC 3339 UTC
+    text of `existing_apps(operation_text=True)`.
+    """
     if stored is None:
         return True
     status = item.get("status")
@@ -220,11 +263,21 @@ def operation_moved(item: dict[str, Any], stored: tuple[str, Any, Any] | None) -
     try:
         return (
             (op.get("phase") or "") != phase
-            or _time(op.get("startedAt")) != started
-            or _time(op.get("finishedAt")) != finished
+            or not _same_time(op.get("startedAt"), started)
+            or not _same_time(op.get("finishedAt"), finished)
         )
     except (TypeError, ValueError):
         return True  # unreadable here: the typed parse will say why
+
+
+def _same_time(raw: Any, stored: datetime | str | None) -> bool:
+    if isinstance(stored, str):
+        if raw == stored or (
+            isinstance(raw, str) and stored.endswith(".000000Z") and raw == stored[:-8] + "Z"
+        ):
+            return True  # Argo CD's usual seconds, as stored: no parsing
+        stored = parse_datetime(stored)
+    return _time(raw) == stored
 
 
 def _time(value: Any) -> datetime | None:
@@ -305,7 +358,14 @@ def apps_read_and_store(
     is never held up by a whole first poll. A chunk that fails leaves the earlier ones stored
     (their state hash says so: the next poll goes on from there).
     """
-    stats: dict[str, Any] = {"changed": 0, "new": 0, "deployments": 0, "by_app": Counter(), "read": []}
+    stats: dict[str, Any] = {
+        "changed": 0,
+        "new": 0,
+        "deployments": 0,
+        "by_app": Counter(),
+        "read": [],
+        "timings": Counter(),  # ms spent reading, ingesting Git and storing
+    }
     chunks = [observed.to_read[start : start + chunk] for start in range(0, len(observed.to_read), chunk)]
     if _stream_pays(len(observed.to_read), fleet):
         return _chunks_store(
@@ -374,7 +434,9 @@ def _chunks_store(
     reads: Iterable[dict[str, RemoteApp]],
     stats: dict[str, Any],
 ) -> dict[str, Any]:
+    waited = time.monotonic()
     for full in reads:
+        stats["timings"]["read"] += int((time.monotonic() - waited) * 1000)
         for name, remote in full.items():
             narrow = observed.revisionless.get(name)
             if narrow is not None:
@@ -403,6 +465,9 @@ def _chunks_store(
         for key in ("changed", "new", "deployments", "by_app"):
             stats[key] += done[key]
         stats["read"] += list(full)
+        stats["timings"]["ingest"] += int((ingested - started) * 1000)
+        stats["timings"]["store"] += int((time.monotonic() - ingested) * 1000)
+        waited = time.monotonic()
     return stats
 
 

@@ -79,6 +79,16 @@ class GitMirror:
         """Fetch all branches from the remote, pruning deleted ones."""
         self._git.run("fetch", "--quiet", "--prune", "--no-tags", "origin")
 
+    def remote_heads(self) -> dict[str, str]:
+        """Return the remote's branch heads (branch → SHA) without fetching or writing anything."""
+        _, out = self._git.run("ls-remote", "--heads", "origin")
+        heads: dict[str, str] = {}
+        for line in out.splitlines():
+            sha, _, ref = line.partition("\t")
+            if ref.startswith("refs/heads/"):
+                heads[ref.removeprefix("refs/heads/")] = sha.strip()
+        return heads
+
     def iter_commits(
         self,
         *,

@@ -282,6 +282,22 @@ def test_fetch_picks_up_new_commits(mirror: GitMirror, origin: dict[str, object]
     assert [c.sha for c in mirror.iter_commits(since_sha=str(origin["rename"]))] == [new]
 
 
+def test_remote_heads_reads_the_branches_without_fetching(
+    mirror: GitMirror, origin: dict[str, object]
+) -> None:
+    work = Path(str(origin["work"]))
+    before = mirror.branch_head("main")
+    assert mirror.remote_heads()["main"] == before
+    new = commit_file(work, "NOTES.md", "hi\n", "notes")
+    git(work, "push", "-q", "origin", "main")
+
+    heads = mirror.remote_heads()
+
+    assert heads["main"] == new
+    assert all(ref and "/" not in sha for ref, sha in heads.items())
+    assert mirror.branch_head("main") == before  # nothing was fetched
+
+
 def test_ancestry_files_diffs(mirror: GitMirror, origin: dict[str, object]) -> None:
     c2, c3, merge = str(origin["c2"]), str(origin["c3"]), str(origin["merge"])
 

@@ -282,3 +282,84 @@ def test_a_ci_commit_to_a_non_production_environment_is_in_band(sandbox_inventor
 
     deployment = Deployment.objects.get(argo_app__name=f"{app}-stage-eu-west-1", revision=sha)
     assert deployment.out_of_band is False
+
+
+@pytest.mark.parametrize("fetch_git", [True, False])
+def test_a_poll_fetches_git_while_argo_cd_lists(sandbox_inventory, monkeypatch, settings, fetch_git):
+    """The commit a sync names is fetched while the list is answered, in the same cycle, once.
+
+    No webhook has brought the commit in: either way the deployment is judged on the ingested
+    commit (in band, a CI commit to stage), never on a placeholder. With POLL_FETCH_GIT the one
+    fetch of the cycle runs during the list request; without it, after the list, from the store path.
+    """
+    import threading
+    import time
+
+    from integrations.gitrepo import GitMirror
+    from inventory.poll import instance_poll
+
+    settings.POLL_FETCH_GIT = fetch_git
+    inv = sandbox_inventory
+    app = inv.repo.apps[0].name
+    path = f"environments/stage/{app}/kustomization.yaml"
+    sha = commit_files(
+        inv.repo.path, {path: set_image_tag(read_file(inv.repo.path, path), "7.7.9")}, "ci: bump\n"
+    )
+    _wait_synced(inv, f"{app}-stage-eu-west-1", sha)
+    events: list[tuple[str, float, str]] = []
+    fetch, listing = GitMirror.fetch, ArgoCDClient.list_application_texts
+
+    def recorded_fetch(self):
+        events.append(("fetch", time.monotonic(), threading.current_thread().name))
+        return fetch(self)
+
+    def slow_listing(self, **kwargs):
+        time.sleep(0.3)  # a large fleet's list takes a while to answer
+        try:
+            return listing(self, **kwargs)
+        finally:
+            events.append(("listed", time.monotonic(), threading.current_thread().name))
+
+    monkeypatch.setattr(GitMirror, "fetch", recorded_fetch)
+    monkeypatch.setattr(ArgoCDClient, "list_application_texts", slow_listing)
+
+    result = instance_poll(instance_id=inv.instance.pk)
+
+    assert result.ok, result.error
+    assert [e[0] for e in events] == (["fetch", "listed"] if fetch_git else ["listed", "fetch"])
+    assert Commit.objects.filter(repository=inv.repository, sha=sha).exists()
+    deployment = Deployment.objects.get(argo_app__name=f"{app}-stage-eu-west-1", revision=sha)
+    assert deployment.out_of_band is False and deployment.version == "7.7.9"
+    if fetch_git:
+        # The fetch ran in the poll's own thread, while another thread waited on the list.
+        assert events[0][2] != events[1][2] and events[0][1] < events[1][1]
+        assert "git_checked" in result.phases and result.phases["git_checked"] <= result.phases["listed"]
+
+
+def test_the_stored_operation_text_matches_argo_cd_or_says_it_moved(sandbox_inventory):
+    """The poller reads the stored operation times as text: equal to Argo CD's, whatever its format."""
+    from inventory.store import _operation_of, existing_apps, operation_moved
+
+    items = emulated_apps(sandbox_inventory.argocd)
+    for names in (None, list(items)):
+        rows = existing_apps(sandbox_inventory.instance, names=names, operation_text=True)
+        stored = {name: _operation_of(row) for name, row in rows.items()}
+        assert set(stored) == set(items)
+        assert all(isinstance(op[2], str) for op in stored.values())
+        assert not [name for name, item in items.items() if operation_moved(item, stored[name])]
+    name, item = next(iter(items.items()))
+    op = item["status"]["operationState"]
+    finished = op["finishedAt"]
+    assert finished.endswith("Z")
+    # The same instant written otherwise is no move; a second later is one.
+    op["finishedAt"] = finished[:-1] + "+00:00"
+    assert not operation_moved(item, stored[name])
+    op["finishedAt"] = finished[:-1] + ".000000Z"
+    assert not operation_moved(item, stored[name])
+    op["finishedAt"] = finished[:-3] + f"{(int(finished[-3:-1]) + 1) % 60:02d}Z"
+    assert operation_moved(item, stored[name])
+    op["finishedAt"], op["phase"] = finished, "Running"
+    assert operation_moved(item, stored[name])
+    del item["status"]["operationState"]
+    assert operation_moved(item, stored[name])
+    assert operation_moved(item, None)

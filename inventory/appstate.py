@@ -127,7 +127,9 @@ def narrow_change_only(remote: RemoteApp, row: Mapping[str, Any]) -> bool:
         return False
     before = dataclasses.replace(
         remote,
-        sync_revision=row["revision"] or None,
+        # A revision-only list update (inventory.store.apps_store_revisions) left the state hash
+        # computed with the revision before.
+        sync_revision=row.get("hashed_revision") or row["revision"] or None,
         sync_status=row["sync_status"] or None,
         health_status=row["health_status"] or None,
         health_message=row["health_message"] or None,
@@ -345,6 +347,6 @@ ROW_FIELDS = (
     "target_revision", "sources", "is_multi_source", "automated", "sync_status", "health_status",
     "health_message", "operation_phase", "operation_message", "operation_started_at",
     "operation_finished_at", "sync_result", "revision", "revisions", "deployed_revision", "deployed_at",
-    "images", "version", "reconciled_at", "state_hash", "list_hash", "last_changed_at", "out_of_sync_since", "degraded_since",
+    "images", "version", "reconciled_at", "state_hash", "list_hash", "list_neutral_hash", "hashed_revision", "last_changed_at", "out_of_sync_since", "degraded_since",
     "deleted_at",
 )  # fmt: skip

@@ -241,6 +241,18 @@ class ArgoApplication(models.Model):
         blank=True,
         help_text="hash of the raw list item last stored: an unchanged item is not even parsed",
     )
+    list_neutral_hash = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="hash of the raw list item last parsed, its status.sync.revision blanked: "
+        "a later item with the same one differs only in that revision",
+    )
+    hashed_revision = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="the sync revision state_hash was computed with, when a revision-only list "
+        "update has moved `revision` since (empty: `revision`)",
+    )
     first_seen_at = models.DateTimeField(default=timezone.now)
     last_changed_at = models.DateTimeField(default=timezone.now)
     out_of_sync_since = models.DateTimeField(null=True, blank=True)

@@ -30,6 +30,7 @@ from .store import (
     apps_mark_removed,
     apps_read_and_store,
     apps_store_narrow,
+    apps_store_revisions,
     clusters_upsert,
     instance_lock,
     listed_apps_observe,
@@ -242,7 +243,9 @@ def _poll_store(
     A poll that saw nothing to store (and recovers nothing) only records itself: one UPDATE of the
     instance row, without the transaction and instance lock that writes to its apps take.
     """
-    quiet = not (observed.narrow or observed.relisted or removed or instance.is_stale)
+    quiet = not (
+        observed.narrow or observed.relisted or observed.revision_only or removed or instance.is_stale
+    )
     with nullcontext() if quiet else transaction.atomic():
         return _poll_record(
             instance=instance,
@@ -272,6 +275,7 @@ def _poll_record(
     hashes = observed.hashes
     stats = dict(read)
     stats["changed"] += apps_store_narrow(observed=observed, now=now)
+    stats["changed"] += apps_store_revisions(instance=instance, revisions=observed.revision_only)
     if removed:
         apps_mark_removed(instance=instance, names=removed, now=now)
 

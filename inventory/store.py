@@ -28,6 +28,8 @@ from integrations.argocd import (
     ArgoCDNotFound,
     ArgoCDPermissionDenied,
     RawApplicationList,
+    revision_neutral,
+    revision_neutral_proven,
 )
 from integrations.argocd import ArgoApplication as RemoteApp
 
@@ -70,6 +72,10 @@ class Observed:
     narrow: dict[str, RemoteApp] = field(default_factory=dict)
     relisted: dict[str, int] = field(default_factory=dict)  # name -> row id
     list_hashes: dict[str, str] = field(default_factory=dict)
+    # Hashes of the proven neutral texts (integrations.argocd.listtexts.revision_neutral) of the decoded items.
+    neutral_hashes: dict[str, str] = field(default_factory=dict)
+    # Items that differ from the stored one only in their sync revision: name -> (revision, list hash).
+    revision_only: dict[str, tuple[str, str]] = field(default_factory=dict)
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # stored rows of the changed ones
     # Watched narrow states that came without a sync revision (the stored one was put back): an app
     # read in full is hashed with the revision its full read reports, which is what it then lists.
@@ -82,11 +88,13 @@ class Observed:
         self.narrow.update(other.narrow)
         self.relisted.update(other.relisted)
         self.list_hashes.update(other.list_hashes)
+        self.neutral_hashes.update(other.neutral_hashes)
+        self.revision_only.update(other.revision_only)
         self.rows.update(other.rows)
         self.revisionless.update(other.revisionless)
 
 
-_NARROW_ROW = ("id", "name", "state_hash", "deleted_at", "is_multi_source", *NARROW_FIELDS)
+_NARROW_ROW = ("id", "name", "state_hash", "hashed_revision", "deleted_at", "is_multi_source", *NARROW_FIELDS)
 
 
 def existing_apps(
@@ -132,27 +140,32 @@ def _utc_text(value: datetime | None) -> str | None:
 
 
 _EXISTING_ROW = (
-    "id", "name", "state_hash", "list_hash", "deleted_at", "revision",
+    "id", "name", "state_hash", "hashed_revision", "list_hash", "deleted_at", "revision",
     "operation_phase", "operation_started_at", "operation_finished_at",
 )  # fmt: skip
 
 
-def listed_state(instance: ArgoInstance) -> dict[str, tuple[str, str] | None]:
-    """Return every stored app of the instance: name → (list hash, state hash), None when removed.
+Listed = tuple[str, str, str]  # list hash, state hash, neutral list hash
+
+
+def listed_state(instance: ArgoInstance) -> dict[str, Listed | None]:
+    """Return every stored app of the instance: name → (list hash, state hash, neutral hash), None when removed.
 
     What a poll compares its whole list with, in one query of plain tuples (10,000 apps: a few ms,
     where the rows as model dicts took 40): the full rows are read only for the items that changed.
     """
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT name, list_hash, state_hash, deleted_at IS NULL FROM inventory_argoapplication"
+            "SELECT name, list_hash, state_hash, list_neutral_hash, deleted_at IS NULL"
+            " FROM inventory_argoapplication"
             " WHERE instance_id = %s",
             [instance.pk],
         )
         # 10,000 rows of strings: no collection in the middle of building them (core.gcscope).
         return bulk_call(
             lambda: {
-                name: (listed, state) if live else None for name, listed, state, live in cursor.fetchall()
+                name: (listed, state, neutral) if live else None
+                for name, listed, state, neutral, live in cursor.fetchall()
             }
         )
 
@@ -163,17 +176,22 @@ class ListedCompare:
 
     unchanged: dict[str, str]  # name -> stored state hash
     changed: list[tuple[int, dict[str, Any], str, str | None]]  # (index, item, text hash, name)
+    neutral_hashes: dict[int, str]  # index -> neutral hash of a changed item whose neutral text is proven
+    revision_only: dict[str, tuple[str, str]]  # name -> (sync revision, text hash): nothing else moved
     names: set[str]  # every app listed
     listed: int  # items in the list
 
 
 def listed_compare(
-    *, client: ArgoCDClient, listing: ApplicationListTexts, stored: Mapping[str, tuple[str, str] | None]
+    *, client: ArgoCDClient, listing: ApplicationListTexts, stored: Mapping[str, Listed | None]
 ) -> ListedCompare:
     """Hash each item's text; decode only the texts that are not some app's stored list item.
 
     `stored` is `listed_state(instance)`. An item whose text hashes to the list hash stored for
     an app is that app's item, unchanged since it was stored: nothing of it is decoded or built.
+    An item whose text with its sync revision blanked hashes to the app's stored neutral hash
+    differs from the stored item only in that revision (a monorepo commit moves every app's):
+    its revision is read from the text, nothing else of it is decoded. The rest is decoded.
     """
     by_hash = {row[0]: name for name, row in stored.items() if row is not None and row[0]}
     unchanged: dict[str, str] = {}
@@ -187,16 +205,47 @@ def listed_compare(
             unchanged[name] = stored[name][1]  # type: ignore[index]
         else:
             pending.append((index, digest))
-    decoded = listing.decoded(index for index, _ in pending) if pending else {}
+    by_neutral = (
+        {row[2]: name for name, row in stored.items() if row is not None and row[2]} if pending else {}
+    )
+    revision_only: dict[str, tuple[str, str]] = {}
+    neutrals: dict[int, tuple[bytes, str]] = {}
+    to_decode: list[tuple[int, str]] = []
+    for index, digest in pending:
+        text = listing.texts[index]
+        cut = revision_neutral(text)
+        if cut is not None:
+            neutral, start, revision = cut
+            neutral_hash = list_text_hash(b"%d:" % start + neutral)  # the same text at the same place
+            name = by_neutral.get(neutral_hash)
+            if name is not None and name not in revision_only and b'"' + name.encode() + b'"' in text:
+                revision_only[name] = (revision, digest)
+                unchanged[name] = stored[name][1]  # type: ignore[index]
+                continue
+            neutrals[index] = (neutral, neutral_hash)
+        to_decode.append((index, digest))
+    decoded = listing.decoded(index for index, _ in to_decode) if to_decode else {}
     if decoded is None:  # a text that is not one complete item: the answer could not be cut exactly
         return listed_compare(client=client, listing=client.list_texts_redecoded(listing), stored=stored)
     changed = [
         (index, decoded[index], digest, RawApplicationList.name_of(decoded[index]))
-        for index, digest in pending
+        for index, digest in to_decode
     ]
+    neutral_hashes = {
+        index: neutral_hash
+        for index, (neutral, neutral_hash) in neutrals.items()
+        if revision_neutral_proven(decoded[index], neutral)
+    }
     names = set(unchanged)
     names.update(name for *_, name in changed if name)
-    return ListedCompare(unchanged=unchanged, changed=changed, names=names, listed=len(listing.texts))
+    return ListedCompare(
+        unchanged=unchanged,
+        changed=changed,
+        names=names,
+        listed=len(listing.texts),
+        neutral_hashes=neutral_hashes,
+        revision_only=revision_only,
+    )
 
 
 def listed_apps_observe(
@@ -204,7 +253,7 @@ def listed_apps_observe(
     client: ArgoCDClient,
     instance: ArgoInstance,
     compared: ListedCompare,
-    stored: Mapping[str, tuple[str, str] | None],
+    stored: Mapping[str, Listed | None],
 ) -> Iterator[Observed]:
     """Parse the changed items of a list (`listed_compare`), then sort them by cost.
 
@@ -216,6 +265,7 @@ def listed_apps_observe(
     if not changed:
         observed = Observed()
         observed.hashes = dict(compared.unchanged)
+        observed.revision_only = dict(compared.revision_only)
         yield observed
         return
     names = [c[3] for c in changed if c[3] is not None and c[3] in stored]
@@ -230,15 +280,18 @@ def listed_apps_observe(
     for number, group in enumerate((urgent, rest)):
         if number and not group:
             continue
-        remotes, list_hashes = [], {}
+        remotes, list_hashes, neutral_hashes = [], {}, {}
         for index, item, digest, _ in group:
             remote = client.parse_list_item(item, index)
             list_hashes[remote.name] = digest
+            neutral_hashes[remote.name] = compared.neutral_hashes.get(index, "")
             remotes.append(remote)
         observed = apps_observe(client=client, instance=instance, items=remotes, existing=existing)
         observed.list_hashes = list_hashes
+        observed.neutral_hashes = neutral_hashes
         if not number:
             observed.hashes.update(compared.unchanged)
+            observed.revision_only = dict(compared.revision_only)
         yield observed
 
 
@@ -304,7 +357,9 @@ def apps_observe(
         observed.hashes[item.name] = digest
         row = existing.get(item.name)
         if row is not None and row["deleted_at"] is None:
-            if row["state_hash"] == digest:
+            # A state hash left from before a revision-only list update is the state at another
+            # revision: the same hash then says the revision moved back (narrow_change_only stores it).
+            if row["state_hash"] == digest and not row.get("hashed_revision"):
                 observed.relisted[item.name] = row["id"]
                 continue
             candidates.append(item)
@@ -455,6 +510,7 @@ def _chunks_store(
                 cluster_rows=cluster_rows,
                 now=now,
                 list_hashes=observed.list_hashes,
+                neutral_hashes=observed.neutral_hashes,
             )
         logger.debug(
             "stored %s app(s) read in full: git ingest %.0f ms, store %.0f ms",
@@ -485,7 +541,9 @@ def apps_store_narrow(*, observed: Observed, now: datetime) -> int:
             "id": observed.rows[name]["id"],
             **narrow_values(remote, observed.rows[name], now),
             "state_hash": observed.hashes[name],
+            "hashed_revision": "",
             "list_hash": observed.list_hashes.get(name, ""),
+            "list_neutral_hash": observed.neutral_hashes.get(name, ""),
             "last_changed_at": now,
         }
         for name, remote in observed.narrow.items()
@@ -494,12 +552,42 @@ def apps_store_narrow(*, observed: Observed, now: datetime) -> int:
     rows_update(
         ArgoApplication,
         [
-            {"id": pk, "list_hash": observed.list_hashes[name]}
+            {
+                "id": pk,
+                "list_hash": observed.list_hashes[name],
+                "list_neutral_hash": observed.neutral_hashes.get(name, ""),
+            }
             for name, pk in observed.relisted.items()
             if name in observed.list_hashes
         ],
     )
     return len(updates)
+
+
+def apps_store_revisions(*, instance: ArgoInstance, revisions: Mapping[str, tuple[str, str]]) -> int:
+    """Store the revision-only list changes (`ListedCompare.revision_only`): one UPDATE for the fleet.
+
+    Only the sync revision and the list hash move. The state hash stays the one computed with the
+    revision before (kept in `hashed_revision`), which `narrow_change_only` puts back.
+    """
+    if not revisions:
+        return 0
+    names = list(revisions)
+    if connection.vendor != "postgresql":
+        for name in names:
+            row = ArgoApplication.objects.filter(instance=instance, name=name, deleted_at__isnull=True)
+            row.filter(hashed_revision="").update(hashed_revision=F("revision"))
+            row.update(revision=revisions[name][0], list_hash=revisions[name][1])
+        return len(names)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE inventory_argoapplication AS t SET revision = v.revision, list_hash = v.list_hash,"
+            " hashed_revision = CASE WHEN t.hashed_revision = '' THEN t.revision ELSE t.hashed_revision END"
+            " FROM unnest(%s::text[], %s::text[], %s::text[]) AS v(name, revision, list_hash)"
+            " WHERE t.instance_id = %s AND t.name = v.name AND t.deleted_at IS NULL",
+            [names, [revisions[n][0] for n in names], [revisions[n][1] for n in names], instance.pk],
+        )
+        return cursor.rowcount
 
 
 _SQL_TYPES = {
@@ -726,6 +814,7 @@ def apps_store(
     cluster_rows: dict[str, Cluster],
     now: datetime,
     list_hashes: Mapping[str, str] | None = None,
+    neutral_hashes: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Upsert the rows of fully read apps and record their new history entries (in a transaction)."""
     mapping = instance.mapping or {}
@@ -751,6 +840,8 @@ def apps_store(
         values["cluster"] = clusters_by_name.get(placement.cluster or "")
         values["state_hash"] = hashes[name]
         values["list_hash"] = (list_hashes or {}).get(name, "")
+        values["list_neutral_hash"] = (neutral_hashes or {}).get(name, "")
+        values["hashed_revision"] = ""
         row = rows.get(name)
         if conflict and (row is None or row.ownership_conflict != conflict):
             conflicted.append((name, app))

@@ -18,7 +18,12 @@ from integrations.argocd.errors import (
     RenderError,
 )
 from integrations.argocd.fields import DEFAULT_LIST_FIELDS, DEFAULT_WATCH_FIELDS, FULL_WATCH_FIELDS
-from integrations.argocd.listtexts import ApplicationListTexts, split_application_list
+from integrations.argocd.listtexts import (
+    ApplicationListTexts,
+    revision_neutral,
+    revision_neutral_proven,
+    split_application_list,
+)
 from integrations.argocd.manifests import ManifestSet, parse_manifest_response
 from integrations.argocd.models import (
     HEALTH_STATUSES,
@@ -100,6 +105,8 @@ __all__ = [
     "parse_manifest_response",
     "parse_project",
     "parse_resource_diff",
+    "revision_neutral",
+    "revision_neutral_proven",
     "session_login",
     "split_application_list",
 ]

@@ -127,3 +127,45 @@ def _outer_version(outer: bytes) -> str | bool | None:
         return JsonReader(data).obj("metadata").opt_text("resourceVersion")
     except (ValueError, ParseError):
         return False
+
+
+# An item's `status.sync.revision` as the list's `fields` filter writes it: a `sync` object with
+# `revision` first, or after `status` (Argo CD re-encodes the filtered item as a map, keys sorted:
+# `"sync":{"revision":…,"status":…}`, the last member of `status`). A 40-hex commit only.
+_SYNC_REVISION = re.compile(rb'"sync":\{(?:"status":"[A-Za-z]*",)?"revision":"([0-9a-f]{40})"')
+REVISION_PLACEHOLDER = "x" * 40
+
+
+def revision_neutral(text: bytes) -> tuple[bytes, int, str] | None:
+    """Return the item's text with its sync revision replaced by a placeholder, where, and that revision.
+
+    The span is found by a scan (the last match of `_SYNC_REVISION`), not proven here: the caller
+    proves it on a decoded item (`revision_neutral_proven`). Two texts with the same neutral text
+    and the same span differ only in those 40 hex characters: when the span of one of them was
+    proven to be its status.sync.revision, the other differs from it only in that revision.
+    None when there is no such span.
+    """
+    match = None
+    for match in _SYNC_REVISION.finditer(text):  # noqa: B007 - the last one
+        pass
+    if match is None:
+        return None
+    start, end = match.span(1)
+    return text[:start] + REVISION_PLACEHOLDER.encode() + text[end:], start, match.group(1).decode()
+
+
+def revision_neutral_proven(item: dict[str, Any], neutral: bytes) -> bool:
+    """Tell whether `neutral` decodes to `item` with only its status.sync.revision replaced.
+
+    Then the span `revision_neutral` replaced is exactly that revision (no other member; a
+    multi-source `revisions`, which the list's `fields` do not ask for, is not handled).
+    """
+    status = item.get("status")
+    sync = status.get("sync") if isinstance(status, dict) else None
+    if not isinstance(sync, dict) or "revisions" in sync or not isinstance(sync.get("revision"), str):
+        return False
+    expected = {**item, "status": {**status, "sync": {**sync, "revision": REVISION_PLACEHOLDER}}}  # type: ignore[dict-item]
+    try:
+        return bool(json.loads(neutral) == expected)
+    except ValueError:
+        return False

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import pytest
 
-from integrations.argocd import ArgoCDClient, split_application_list
+from integrations.argocd import (
+    ArgoCDClient,
+    revision_neutral,
+    revision_neutral_proven,
+    split_application_list,
+)
+from inventory.appstate import NARROW_FIELDS, list_text_hash, narrow_change_only
 from inventory.models import ArgoApplication
 from inventory.poll import instance_poll
-from inventory.store import listed_compare, listed_state
+from inventory.store import apps_store_revisions, listed_compare, listed_state
 from tests.sandbox_fixtures import ARGOCD_TOKEN
 
 pytestmark = pytest.mark.django_db
@@ -88,7 +95,10 @@ def test_a_change_in_any_field_of_an_item_is_seen(sandbox_inventory):
 
 def test_items_stored_under_an_older_hash_are_parsed_once_then_recognised(sandbox_inventory):
     inv = sandbox_inventory
-    ArgoApplication.objects.filter(instance=inv.instance).update(list_hash="0" * 64)
+    # What a PARSE_VERSION bump does to both stored hashes.
+    ArgoApplication.objects.filter(instance=inv.instance).update(
+        list_hash="0" * 64, list_neutral_hash="1" * 64
+    )
     client = _client(inv)
     listing = client.list_application_texts()
     compared = listed_compare(client=client, listing=listing, stored=listed_state(inv.instance))
@@ -98,3 +108,122 @@ def test_items_stored_under_an_older_hash_are_parsed_once_then_recognised(sandbo
         client=client, listing=client.list_application_texts(), stored=listed_state(inv.instance)
     )
     assert not after.changed and len(after.unchanged) == len(listing.texts)
+
+
+def _settled(inv):
+    assert instance_poll(instance_id=inv.instance.pk).ok
+    client = _client(inv)
+    listing = client.list_application_texts()
+    stored = listed_state(inv.instance)
+    index = 1
+    text = listing.texts[index]
+    item = json.loads(text)
+    assert stored[item["metadata"]["name"]][2], text[-300:]  # a proven neutral hash was stored with the item
+    return client, listing, stored, text, item
+
+
+def _with(listing, text: bytes, new: dict[str, Any]):
+    at = listing.body.index(text)
+    body = (
+        listing.body[:at] + json.dumps(new, separators=(",", ":")).encode() + listing.body[at + len(text) :]
+    )
+    return split_application_list(body)
+
+
+def test_a_change_of_the_sync_revision_alone_is_revision_only(sandbox_inventory):
+    inv = sandbox_inventory
+    client, listing, stored, text, item = _settled(inv)
+    name = item["metadata"]["name"]
+    new = json.loads(text)
+    new["status"]["sync"]["revision"] = "ab" * 20
+    changed_listing = _with(listing, text, new)
+    compared = listed_compare(client=client, listing=changed_listing, stored=stored)
+    assert not compared.changed
+    assert compared.revision_only == {name: ("ab" * 20, list_text_hash(changed_listing.texts[1]))}
+    assert len(compared.unchanged) == len(listing.texts)
+
+    row = ArgoApplication.objects.get(instance=inv.instance, name=name)
+    assert apps_store_revisions(instance=inv.instance, revisions=compared.revision_only) == 1
+    after = ArgoApplication.objects.get(instance=inv.instance, name=name)
+    assert after.revision == "ab" * 20 and after.hashed_revision == row.revision
+    assert after.list_hash == compared.revision_only[name][1]
+    assert (after.state_hash, after.list_neutral_hash, after.last_changed_at, after.sync_status) == (
+        row.state_hash,
+        row.list_neutral_hash,
+        row.last_changed_at,
+        row.sync_status,
+    )
+    # The same text is now unchanged; a later narrow change is still told from the stored hash.
+    again = listed_compare(client=client, listing=changed_listing, stored=listed_state(inv.instance))
+    assert not again.changed and not again.revision_only
+    remote = client.parse_list_item(new, 1)
+    values = dict(
+        ArgoApplication.objects.filter(pk=row.pk).values(
+            "state_hash", "hashed_revision", "is_multi_source", *NARROW_FIELDS
+        )[0]
+    )
+    assert narrow_change_only(dataclasses.replace(remote, health_status="Degraded"), values)
+    values["hashed_revision"] = ""
+    assert not narrow_change_only(dataclasses.replace(remote, health_status="Degraded"), values)
+
+
+def test_a_revision_change_with_any_other_change_is_a_full_change(sandbox_inventory):
+    inv = sandbox_inventory
+    client, listing, stored, text, item = _settled(inv)
+    item["status"]["sync"]["revision"] = "cd" * 20
+    seen = 0
+    for path, grow in _mutations(item):
+        if path == ("status", "sync", "revision"):
+            continue
+        new = _changed(item, path, grow)
+        compared = listed_compare(client=client, listing=_with(listing, text, new), stored=stored)
+        assert [entry[3] for entry in compared.changed] == [(new.get("metadata") or {}).get("name")], path
+        assert not compared.revision_only, path
+        seen += 1
+    assert seen > 30
+
+
+@pytest.mark.parametrize(
+    "sync",
+    [
+        {"revision": "AB" * 20, "status": "Synced"},  # not lower-case hex
+        {"revision": "ab" * 32, "status": "Synced"},  # not 40 characters
+        {"revision": "", "status": "Synced"},
+        {"revision": "ab" * 20, "revisions": ["ab" * 20, "cd" * 20], "status": "Synced"},  # multi-source
+        {"revision": "ab" * 20, "status": "Synced"},  # another order than the stored item's
+        {"revision": {"sha": "ab" * 20}, "status": "Synced"},
+    ],
+)
+def test_an_unexpected_sync_shape_takes_the_full_path(sandbox_inventory, sync):
+    inv = sandbox_inventory
+    client, listing, stored, text, item = _settled(inv)
+    new = json.loads(text)
+    new["status"]["sync"] = {**sync}
+    compared = listed_compare(client=client, listing=_with(listing, text, new), stored=stored)
+    assert [entry[3] for entry in compared.changed] == [item["metadata"]["name"]]
+    assert not compared.revision_only
+
+
+def test_a_revision_span_that_is_not_the_sync_revision_is_never_proven():
+    # No status.sync.revision: the scan finds the operation's, which the proof rejects.
+    item = {
+        "metadata": {"name": "a"},
+        "status": {
+            "operationState": {"operation": {"sync": {"revision": "ab" * 20}}},
+            "sync": {"status": "Synced"},
+        },
+    }
+    text = json.dumps(item, separators=(",", ":")).encode()
+    neutral, start, revision = revision_neutral(text)
+    assert revision == "ab" * 20 and text[start : start + 40] == b"ab" * 20
+    assert not revision_neutral_proven(item, neutral)
+    # The same revision in both places: only the status's span is proven.
+    item["status"]["sync"]["revision"] = "ab" * 20
+    text = json.dumps(item, separators=(",", ":")).encode()
+    neutral, start, _ = revision_neutral(text)
+    assert revision_neutral_proven(item, neutral) and text.rindex(b"ab" * 20) == start
+    item["status"] = {"sync": {"revision": "ab" * 20}, "operationState": item["status"]["operationState"]}
+    text = json.dumps(item, separators=(",", ":")).encode()
+    neutral, start, _ = revision_neutral(text)  # the last span is the operation's: not proven
+    assert not revision_neutral_proven(item, neutral)
+    assert revision_neutral(text.replace(b"ab" * 20, b"AB" * 20)) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -221,8 +222,25 @@ def test_a_sync_reaches_the_database_without_a_poll(sandbox_inventory, watching)
 
 def _stored_hashes_match_the_list(inv) -> bool:
     client = ArgoCDClient(inv.argocd.base_url, ARGOCD_TOKEN, allow_http=True)
-    listing = {item.name: state_hash(item) for item in client.list_applications().items}
-    return listing == dict(ArgoApplication.objects.live().values_list("name", "state_hash"))
+    # A revision-only list update keeps the state hash of the revision before (`hashed_revision`).
+    rows = {
+        r[0]: r[1:]
+        for r in ArgoApplication.objects.live().values_list(
+            "name", "revision", "hashed_revision", "state_hash"
+        )
+    }
+    listing = {
+        item.name: (
+            item.sync_revision or "",
+            state_hash(
+                dataclasses.replace(
+                    item, sync_revision=rows.get(item.name, ("", "", ""))[1] or item.sync_revision
+                )
+            ),
+        )
+        for item in client.list_applications().items
+    }
+    return listing == {name: (revision, digest) for name, (revision, _, digest) in rows.items()}
 
 
 def test_during_a_burst_the_synced_app_is_stored_at_once_and_the_narrow_events_wait_for_a_gap(

@@ -473,29 +473,40 @@ def _format_batch(
     repo_id: int, batch: list[LogEntry], first_seq: int, mapper: PathMapper, branch: str
 ) -> tuple[str, list[tuple[int, str, int | None, list[str]]], set[str]]:
     """COPY text of a batch's commits, and its touches as (index in batch, app, environment, paths)."""
-    lines: list[str] = []
+    fields: list[str] = []
     touches: list[tuple[int, str, int | None, list[str]]] = []
     names: set[str] = set()
-    prefix = f"{repo_id}\x00"
+    repo = str(repo_id)
+    add = fields.extend
     for i, entry in enumerate(batch):
         sha, parents, an, ae, ad, cn, _ce, cd, message, paths, _raw = entry
-        parent_list = parents.split()
-        is_merge = len(parent_list) > 1
+        # %P: the parents' ids, one space between each
+        is_merge = " " in parents
         message = message.rstrip("\n")
-        # Fields separated by NUL (never in git's fields) and escaped once per row, then tabs.
-        lines.append(
-            _copy_text(
-                f"{prefix}{sha}\x00{first_seq + i}\x00"
-                + ('["' + '", "'.join(parent_list) + '"]' if parent_list else "[]")
-                + f"\x00{an[:200]}\x00{ae[:200]}\x00{ad}\x00{cn[:200]}\x00{cd}\x00{message}"
-                + f"\x00{'t' if is_merge else 'f'}\x00{_portal_ref(message, is_merge)}"
+        add(
+            (
+                repo,
+                sha,
+                str(first_seq + i),
+                '["' + parents.replace(" ", '", "') + '"]' if parents else "[]",
+                an[:200],
+                ae[:200],
+                ad,
+                cn[:200],
+                cd,
+                message,
+                "t" if is_merge else "f",
+                _portal_ref(message, is_merge),
             )
         )
         if paths:
             for (app, env_id), app_paths in mapper.map(paths, branch).items():
                 touches.append((i, app, env_id, app_paths))
                 names.add(app)
-    return ("\n".join(lines) + "\n").replace("\x00", "\t"), touches, names
+    # All fields joined by NUL (never in git's fields) and escaped at once, then cut back into rows.
+    parts = _copy_text("\x00".join(fields)).split("\x00") if fields else []
+    rows = "\n".join(map("\t".join, zip(*[iter(parts)] * len(COMMIT_COLUMNS), strict=True)))
+    return rows + "\n", touches, names
 
 
 def _apps_named(repo: GitRepository, names: set[str]) -> dict[str, Application]:

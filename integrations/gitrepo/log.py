@@ -166,6 +166,13 @@ def parse_raw_log_entries(chunks: Iterable[bytes]) -> Iterator[LogEntry]:
         tokens = fields[_HEADER_FIELDS:]
         if tokens and not tokens[-1]:
             tokens.pop()  # the NUL that ends the last record of the stream
+        if len(tokens) == 2:  # the common shape, one path: as below without the generator
+            line = tokens[0].strip()
+            if len(line) in _RAW_LENGTHS and line[0] == ":" and line[-1] in _ONE_PATH_STATUS:
+                path = tokens[1]
+                sha, parents, an, ae, ad, cn, ce, cd, message = fields[:_HEADER_FIELDS]
+                yield LogEntry(sha, parents, an, ae, ad, cn, ce, cd, message, [path], {path: line})
+                continue
         lines = [t.strip() for t in tokens[0::2]]
         if len(tokens) % 2 == 0 and all(
             len(line) in _RAW_LENGTHS and line[0] == ":" and line[-1] in _ONE_PATH_STATUS for line in lines

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -231,7 +232,11 @@ class GitMirror:
 
         The caller works meanwhile (the ingest parses the next batch while git reads the blobs).
         """
-        oids = sorted({validate_sha(oid, full=True) for oid in blob_ids})
+        ids = set(blob_ids)
+        names = "\n".join(ids)  # one check of all (no name holds a newline); else each, as it raises
+        if names.count("\n") != len(ids) - 1 or not _FULL_SHA_LINES.fullmatch(names):
+            ids = {validate_sha(oid, full=True) for oid in ids}
+        oids = sorted(ids)
         return BlobsRead(self._git, oids, self.max_file_bytes)
 
     def list_files(self, rev: str, path: str) -> list[str]:
@@ -315,6 +320,10 @@ class BlobsRead:
         run, self._run = self._run, None
         if run is not None:
             run.abandon()
+
+
+# Full object names (as `validate_sha(…, full=True)` returns them), one per line.
+_FULL_SHA_LINES = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?(?:\n[0-9a-f]{40}(?:[0-9a-f]{24})?)*")
 
 
 def _names_input(names: Sequence[str]) -> bytes:

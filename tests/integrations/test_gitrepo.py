@@ -714,3 +714,8 @@ def test_blobs_started_then_read_or_abandoned(tmp_path: Path) -> None:
     assert read() == {blob: b"x: 1\n", missing: None} == mirror.blobs([blob, missing])
     assert mirror.blobs_start([])() == {}
     mirror.blobs_start([blob]).abandon()
+    # The names are checked all at once, or each as `validate_sha` does: normalized, or refused.
+    assert mirror.blobs([blob.upper(), f" {missing}\n", blob]) == {blob: b"x: 1\n", missing: None}
+    for bad in ("1" * 39, "g" * 40, f"{missing}\n{missing}", "1" * 41):
+        with pytest.raises(InvalidRef):
+            mirror.blobs_start([blob, bad])

@@ -8,6 +8,7 @@ from django.urls import reverse
 from inventory.models import Application
 from rollbacks import rendered, services
 from rollbacks.models import RollbackRequest
+from tests.conftest import wait_for
 from tests.rollbacks.sandbox_env import oncall
 
 pytestmark = pytest.mark.django_db
@@ -49,7 +50,16 @@ def test_a_rollback_that_brings_a_secret_back_is_refused_without_showing_it(sand
     ws.push("clean")
     pr = sandbox.client().create_pull_request(head="clean", base="main", title="Promote", body="")
     sandbox.merge(pr.number)
-    sandbox.converge()
+    merged = sandbox.head()
+
+    def deployed() -> bool:
+        # The emulator's sync operation advances with time: on a busy machine three reconciles may
+        # not finish it, and "previous" would then be measured from the deployment before the merge.
+        sandbox.converge()
+        newest = sandbox.newest_deployment("prod")
+        return newest is not None and newest.revision == merged
+
+    wait_for(deployed, timeout=30, interval=0.3, message="the merge deployed to prod")
 
     user = oncall(sandbox.team)
     with pytest.raises(services.RollbackRefused) as refused:

@@ -515,6 +515,16 @@ def status_description(text: str) -> str:
     return flat[: STATUS_DESCRIPTION_LIMIT - 1].rstrip() + "…"
 
 
+def commit_status_body(*, state: str, context: str, description: str, target_url: str) -> dict[str, str]:
+    """The body of GitHub's "create a commit status" (Gitea's CreateStatusOption is the same)."""
+    return {
+        "state": state,
+        "context": context,
+        "description": status_description(description),
+        "target_url": target_url,
+    }
+
+
 def newest_per_name(checks: Iterable[Check]) -> tuple[Check, ...]:
     """Keep the first check of each (source, name) in the forge's newest-first order."""
     seen: dict[tuple[str, str], Check] = {}

@@ -20,11 +20,11 @@ from integrations.forges.base import (
     PullRequestState,
     RestForge,
     StatusContext,
+    commit_status_body,
     decode,
     newest_per_name,
     parse_status_check,
     seg,
-    status_description,
 )
 from integrations.http import JsonReader, Secret
 
@@ -263,12 +263,9 @@ class GiteaClient(RestForge):
         self, sha: str, *, state: CommitStatusState, context: str, description: str, target_url: str
     ) -> StatusContext:
         """Post a commit status (CreateStatusOption; the token needs repository write)."""
-        body = {
-            "state": state,
-            "context": context,
-            "description": status_description(description),
-            "target_url": target_url,
-        }
+        body = commit_status_body(
+            state=state, context=context, description=description, target_url=target_url
+        )
         # Reference: gitea-pulls-subset.json paths./repos/{owner}/{repo}/statuses/{sha}.post
         data = self.call("POST", f"{self._repo}/statuses/{seg(sha)}", body=body)
         # Gitea answers with a CommitStatus, whose state field is named `status`.

@@ -21,12 +21,12 @@ from integrations.forges.base import (
     PullRequestState,
     RestForge,
     StatusContext,
+    commit_status_body,
     decode,
     newest_per_name,
     parse_status_check,
     ref_path,
     seg,
-    status_description,
 )
 from integrations.http import JsonReader, Secret
 
@@ -287,12 +287,9 @@ class GitHubClient(RestForge):
         self, sha: str, *, state: CommitStatusState, context: str, description: str, target_url: str
     ) -> StatusContext:
         """Post a commit status (needs "Commit statuses: write"); return it as GitHub stored it."""
-        body = {
-            "state": state,
-            "context": context,
-            "description": status_description(description),
-            "target_url": target_url,
-        }
+        body = commit_status_body(
+            state=state, context=context, description=description, target_url=target_url
+        )
         # Reference: https://docs.github.com/en/rest/commits/statuses#create-a-commit-status
         data = self.call("POST", f"{self._repo}/statuses/{seg(sha)}", body=body)
         return self.parse("commit status", _parse_posted_status, data)

@@ -59,7 +59,7 @@ class GitMirror:
         # Branches only: a `--mirror` clone of GitHub would also pull every refs/pull/* head.
         # Read in one `git config` run (the watcher fetches before storing a sync: each run counts).
         _, listing = self._git.run(
-            "config", "--get-regexp", r"^remote\.origin\.(url|fetch|tagopt)$", ok_codes=(0, 1)
+            "config", "--get-regexp", r"^(remote\.origin\.(url|fetch|tagopt)|fetch\.writecommitgraph)$", ok_codes=(0, 1)
         )
         current: dict[str, str] = {}
         for line in listing.splitlines():
@@ -69,6 +69,9 @@ class GitMirror:
             ("remote.origin.url", self.remote_url),
             ("remote.origin.fetch", "+refs/heads/*:refs/heads/*"),
             ("remote.origin.tagOpt", "--no-tags"),
+            # A commit-graph after each fetch: `git log --topo-order` (the ingest's) then starts
+            # streaming at once instead of after parsing every commit (0.5 s at 100,000 commits).
+            ("fetch.writeCommitGraph", "true"),
         ):
             if current.get(key.lower(), "").strip() != value:
                 self._git.run("config", key, value)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -59,7 +61,10 @@ class GitMirror:
         # Branches only: a `--mirror` clone of GitHub would also pull every refs/pull/* head.
         # Read in one `git config` run (the watcher fetches before storing a sync: each run counts).
         _, listing = self._git.run(
-            "config", "--get-regexp", r"^(remote\.origin\.(url|fetch|tagopt)|fetch\.writecommitgraph)$", ok_codes=(0, 1)
+            "config",
+            "--get-regexp",
+            r"^(remote\.origin\.(url|fetch|tagopt)|fetch\.writecommitgraph)$",
+            ok_codes=(0, 1),
         )
         current: dict[str, str] = {}
         for line in listing.splitlines():
@@ -162,15 +167,25 @@ class GitMirror:
         """Return the file content at a revision, or None if the path does not exist there.
 
         Raises UnsafeRepositoryContent for a path through a symlink or submodule, or a file over
-        `max_file_bytes`; a directory reads as None.
+        `max_file_bytes`; a directory reads as None. Answers at a full commit SHA are kept (a
+        commit's files never change): a preview reads the same overlay at a commit several times,
+        and three git runs per read were most of its git time.
         """
-        commit = self.rev_parse(rev)
         safe = validate_repo_path(path)
+        key = (str(self.path), rev, safe)
+        hit = _FILES.get(key)
+        if hit is not None and len(hit[0] or b"") <= self.max_file_bytes:
+            return hit[0]  # (a smaller cap than the one it was read with reads it again: refused)
+        commit = self.rev_parse(rev)
         mode = _check_tree_path(self._git, commit, safe, max_bytes=self.max_file_bytes)
         if mode is None or mode == _MODE_TREE:
-            return None
-        code, out = self._git.run_bytes("cat-file", "blob", f"{commit}:{safe}", ok_codes=(0, 128))
-        return out if code == 0 else None
+            data = None
+        else:
+            code, out = self._git.run_bytes("cat-file", "blob", f"{commit}:{safe}", ok_codes=(0, 128))
+            data = out if code == 0 else None
+        if commit == rev:
+            _FILES.put(key, data)
+        return data
 
     def files_at(self, wanted: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, bytes] | None]:
         """Read many `(revision, file path)` pairs with two `git cat-file --batch` runs.
@@ -299,6 +314,39 @@ class GitMirror:
         flags = ["--first-parent"] if first_parent else []
         out = self._git.run("rev-list", *flags, "--end-of-options", b, f"^{a}", "--", *safe)[1]
         return out.split()
+
+
+class _FileCache:
+    """A bounded, thread-safe LRU of `file_at` answers at full commit SHAs (content is immutable)."""
+
+    def __init__(self, max_entries: int = 2048, max_bytes: int = 16 * 1024 * 1024) -> None:
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self._items: OrderedDict[tuple[str, str, str], bytes | None] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, str]) -> tuple[bytes | None] | None:
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return (self._items[key],)
+
+    def put(self, key: tuple[str, str, str], data: bytes | None) -> None:
+        size = len(data or b"")
+        if size > self.max_bytes // 16:
+            return  # a big file would push out many overlays
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = data
+            self._bytes += size
+            while len(self._items) > self.max_entries or self._bytes > self.max_bytes:
+                _, old = self._items.popitem(last=False)
+                self._bytes -= len(old or b"")
+
+
+_FILES = _FileCache()
 
 
 class BlobsRead:

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from integrations.gitrepo.command import DEFAULT_MAX_FILE_BYTES, _base_env, _decode, _Runner, _scrubber
-from integrations.gitrepo.errors import InvalidRef
+from integrations.gitrepo.errors import GitError, InvalidRef
 from integrations.gitrepo.log import (
     _LOG_FORMAT,
     CommitRecord,
@@ -176,14 +176,22 @@ class GitMirror:
         hit = _FILES.get(key)
         if hit is not None and len(hit[0] or b"") <= self.max_file_bytes:
             return hit[0]  # (a smaller cap than the one it was read with reads it again: refused)
-        commit = self.rev_parse(rev)
-        mode = _check_tree_path(self._git, commit, safe, max_bytes=self.max_file_bytes)
+        # A full SHA needs no `rev-parse` run of its own: `<sha>^{commit}` makes the tree listing
+        # refuse what is not a commit, and only a failure asks whether the revision exists.
+        full = _FULL_SHA.fullmatch(rev) is not None
+        commit = f"{rev}^{{commit}}" if full else self.rev_parse(rev)
+        try:
+            mode = _check_tree_path(self._git, commit, safe, max_bytes=self.max_file_bytes)
+        except GitError:
+            if full:
+                self.rev_parse(rev)  # InvalidRef for an unknown revision, as for any other rev
+            raise
         if mode is None or mode == _MODE_TREE:
             data = None
         else:
             code, out = self._git.run_bytes("cat-file", "blob", f"{commit}:{safe}", ok_codes=(0, 128))
             data = out if code == 0 else None
-        if commit == rev:
+        if full:
             _FILES.put(key, data)
         return data
 
@@ -374,6 +382,7 @@ class BlobsRead:
 
 
 # Full object names (as `validate_sha(…, full=True)` returns them), one per line.
+_FULL_SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 _FULL_SHA_LINES = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?(?:\n[0-9a-f]{40}(?:[0-9a-f]{24})?)*")
 
 

@@ -79,3 +79,30 @@ def test_file_reads_at_a_commit_are_kept_and_at_a_branch_are_not(
     with pytest.raises(AssertionError, match="read again"):
         small.file_at(base, path)
     assert mirror_module._FILES.get((str(mirror.path), base, path)) == (first,)
+
+
+def test_a_read_at_a_full_sha_runs_two_gits_and_refuses_unknown_or_non_commit_shas(
+    origin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from integrations.gitrepo import InvalidRef
+
+    mirror = _mirror(origin, tmp_path)
+    base = mirror.branch_head("main") or ""
+    runs: list[str] = []
+    real = mirror._git._exec_with
+
+    def counted(args, *rest):  # type: ignore[no-untyped-def]
+        runs.append(args[0])
+        return real(args, *rest)
+
+    monkeypatch.setattr(mirror._git, "_exec_with", counted)
+    path = "environments/prod/checkout/kustomization.yaml"
+    assert mirror.file_at(base, path) == b"images:\n  - name: checkout\n    newTag: '1.0.0'\n"
+    assert runs == ["ls-tree", "cat-file"]  # no rev-parse of its own
+
+    tree = git(origin, "rev-parse", f"{base}^{{tree}}").strip()
+    with pytest.raises(InvalidRef):
+        mirror.file_at(tree, path)  # a tree is no commit
+    with pytest.raises(InvalidRef):
+        mirror.file_at("0" * 40, path)
+    assert mirror.file_at(base, "environments/prod/missing.yaml") is None

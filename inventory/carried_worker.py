@@ -15,7 +15,9 @@ as `_carried` does when `files_at` fails); None ends the process.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
+import queue
 import struct
 import subprocess
 import sys
@@ -66,9 +68,10 @@ def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
 class ImagesProcess:
     """The ingest's side: start the process, hand it batches, take the answers in order.
 
-    A thread reads the answers as they come (it waits without the GIL), so neither side can block
-    the other on a full pipe. `answer` raises EOFError when the process is gone (killed, crashed):
-    the ingest then values the rest itself.
+    Two threads move the frames (they wait without the GIL): one writes the batches, so the ingest
+    never waits for the process to take one off a full pipe, the other reads the answers as they
+    come. `answer` raises EOFError when the process is gone (killed, crashed): the ingest then
+    values the rest itself.
     """
 
     def __init__(self, reader: tuple[str, dict[str, str], int], limit: int, *, cwd: str) -> None:
@@ -82,20 +85,21 @@ class ImagesProcess:
         self._answers: list[Any] = []
         self._ready = threading.Condition()
         self._ended = False
-        self._thread = threading.Thread(target=self._read, name="ingest-carried", daemon=True)
-        self._thread.start()
-        send(self._stdin, (*reader, limit))
-
-    @property
-    def _stdin(self) -> IO[bytes]:
-        assert self._proc.stdin is not None
-        return self._proc.stdin
+        self._unanswered = 0  # batches handed over and not answered yet
+        self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._read, name="ingest-carried-answers", daemon=True),
+            threading.Thread(target=self._write, name="ingest-carried-batches", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        self._outbox.put((*reader, limit))
 
     def submit(self, pairs: list[tuple[str | None, str | None]]) -> None:
-        try:
-            send(self._stdin, pairs)
-        except (BrokenPipeError, OSError) as exc:
-            raise EOFError from exc
+        if self._ended:
+            raise EOFError
+        self._outbox.put(pairs)
+        self._unanswered += 1
 
     def answer(self) -> bytes | None:
         """The answer to the oldest batch not answered yet (waits for it)."""
@@ -104,18 +108,34 @@ class ImagesProcess:
             if not self._answers:
                 raise EOFError
             answer: bytes | None = self._answers.pop(0)
+            self._unanswered -= 1
             return answer
 
     def close(self) -> None:
         """End the process: politely when it is idle, else killed (an ingest that stopped midway)."""
+        self._outbox.put(None)
         try:
-            send(self._stdin, None)
-            self._stdin.close()
-            self._proc.wait(timeout=5)
-        except (OSError, subprocess.TimeoutExpired):
+            self._proc.wait(timeout=0 if self._unanswered else 5)
+        except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
-        self._thread.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def _write(self) -> None:
+        stdin = self._proc.stdin
+        assert stdin is not None
+        try:
+            while True:
+                message = self._outbox.get()
+                send(stdin, message)
+                if message is None:
+                    break
+        except OSError:
+            pass  # the process is gone: the reader sees it end
+        finally:
+            with contextlib.suppress(OSError):
+                stdin.close()
 
     def _read(self) -> None:
         assert self._proc.stdout is not None

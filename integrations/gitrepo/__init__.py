@@ -49,7 +49,7 @@ from integrations.gitrepo.log import (
     raw_side,
     raw_sides,
 )
-from integrations.gitrepo.mirror import BlobsRead, GitMirror
+from integrations.gitrepo.mirror import BlobsRead, GitMirror, read_blobs
 from integrations.gitrepo.treeworkspace import TreeWorkspace
 from integrations.gitrepo.validate import (
     check_remote_url,
@@ -82,6 +82,7 @@ __all__ = [
     "parse_raw_log_entries",
     "raw_side",
     "raw_sides",
+    "read_blobs",
     "validate_ref_name",
     "validate_repo_path",
     "validate_rev",

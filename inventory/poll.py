@@ -173,7 +173,7 @@ def ingest_ahead(text: bytes) -> None:
     the synced app's deployment waits for that commit to be ingested (`repositories_ingest_for`).
     Started from the first changed item, the fetch runs while the rest of the list is hashed and
     the changed items parsed, instead of after (0.1-0.25 s of the changed cycle at 10,000 apps).
-    The list's sync result (`operationState.operation.sync`, API.md §5) names its revisions too.
+    A list asked with the sync result (`operationState.operation.sync`, API.md §5) names those too.
     Only a head start: whatever this misses or fails, the store path fetches as before.
     """
     try:

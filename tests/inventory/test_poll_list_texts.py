@@ -278,3 +278,25 @@ def test_a_poll_that_sees_a_new_commit_fetches_it_ahead_of_storing(sandbox_inven
     inv.refresh()  # Argo CD follows the head and syncs dev; nothing ingested it (no webhook here)
     assert instance_poll(instance_id=inv.instance.pk).ok
     assert any(head in shas for w in started for shas in w.values())
+
+
+def test_the_list_leaves_the_sync_result_out_and_the_state_hash_ignores_it(sandbox_inventory):
+    from integrations.argocd import DEFAULT_LIST_FIELDS
+    from inventory.appstate import state_hash
+
+    inv = sandbox_inventory
+    assert not any(f.startswith("items.status.operationState.operation") for f in DEFAULT_LIST_FIELDS)
+    client = _client(inv)
+    listing = client.list_application_texts()
+    items = [json.loads(t) for t in listing.texts]
+    assert items and not any("operation" in (i["status"].get("operationState") or {}) for i in items)
+    # A watched app (which carries its sync result) hashes like the listed one.
+    name = items[1]["metadata"]["name"]
+    full = client.get_application(name)
+    assert full.sync_result_revision and full.sync_result_resource_counts
+    listed = client.parse_list_item(items[1], 1)
+    bare = dataclasses.replace(
+        full, sync_result_revision=None, sync_result_revisions=(), sync_result_resource_counts=()
+    )
+    assert state_hash(full) == state_hash(bare)
+    assert listed.sync_result_revision is None and state_hash(listed) != ""

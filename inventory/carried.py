@@ -20,7 +20,7 @@ import json
 import posixpath
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
@@ -34,7 +34,8 @@ from core.kustomize import (
     read_kustomization,
 )
 
-from .models import Application, Environment
+if TYPE_CHECKING:
+    from .models import Application, Environment
 
 FileReader = Callable[[str], "str | None"]
 UNREADABLE = "unreadable"  # the carried files cannot be parsed: any change to them counts
@@ -369,3 +370,56 @@ def simple_yaml_by_sections(text: str, sections: dict[str, Any]) -> Any:
                 raise _NotSimple
             merged[key] = value
     return merged
+
+
+class ImagesValuer:
+    """Kustomize-images values by blob id, for the first ingest: what `_images` of each side says.
+
+    Values are cached by blob id (the new blob of one commit is the old one of the next), with the
+    frames, sections and blocks `images_value_in_frame` and `simple_yaml_by_sections` reuse. Pure
+    text work: the ingest runs it in a process of its own (inventory.carried_worker) beside the
+    one that parses `git log`, or in that one for a small history.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._images: dict[str, ImagesValue] = {}
+        self._frames: dict[Frame, None] = {}  # frames of the kustomizations read whole without error
+        self._sections: dict[str, Any] = {}  # top-level sections of kustomizations, read
+        self._blocks: dict[str, ImagesValue] = {}  # images blocks, read alone
+
+    def make_room(self, pairs: int) -> None:
+        """Forget everything when `pairs` more values could pass the limit (memory stays bounded)."""
+        if len(self._images) + 2 * pairs > self._limit:
+            self._images.clear()
+            self._frames.clear()
+            self._sections.clear()
+            self._blocks.clear()
+
+    def needed(self, pairs: list[tuple[str | None, str | None]], texts: Any = ()) -> set[str]:
+        """The blobs of `pairs` (before, after) neither valued already nor in `texts`."""
+        known = self._images
+        return {blob for pair in pairs for blob in pair if blob and blob not in known and blob not in texts}
+
+    def changed(self, pairs: list[tuple[str | None, str | None]], texts: dict[str, str | None]) -> list[bool]:
+        """Per pair (blob before, blob after): whether the carried value changed (texts: the blobs read)."""
+        value = self.value
+        return [value(old, texts) != value(new, texts) for old, new in pairs]
+
+    def value(self, blob: str | None, texts: dict[str, str | None]) -> ImagesValue:
+        """The kustomize-images value of a blob (None: no file), as `carried_value` compares it."""
+        if not blob:
+            return None
+        try:
+            return self._images[blob]
+        except KeyError:
+            pass
+        text = texts.get(blob)
+        frames = self._frames
+        value = images_value_in_frame(text, frames, self._blocks) if text is not None and frames else None
+        if value is None:
+            value, frame = images_value(text, self._sections)
+            if frame is not None:
+                self._frames[frame] = None
+        self._images[blob] = value
+        return value

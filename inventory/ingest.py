@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DataError, IntegrityError, connection, connections, transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -30,7 +31,8 @@ from integrations.gitrepo import (
 )
 
 from .appstate import SHA
-from .carried import Frame, ImagesValue, carried_files, carried_value, images_value, images_value_in_frame
+from .carried import ImagesValuer, carried_files, carried_value
+from .carried_worker import ImagesProcess
 from .claims import INGEST_CLAIM, claim_release, row_claim
 from .mirrors import mirror_exists, mirror_for
 from .models import Application, ArgoInstance, Commit, CommitTouch, Deployment, Environment, GitRepository
@@ -40,6 +42,9 @@ _T = TypeVar("_T")
 INGEST_BATCH = 2000
 _MAPPER_CACHE = 200_000  # distinct paths remembered by a PathMapper
 _CARRIED_CACHE = 200_000  # carried values remembered by blob ids in a first ingest
+# A first ingest longer than this many batches values kustomize images in a process of its own
+# (inventory.carried_worker); negative: never.
+_CARRIED_PROCESS_AFTER = 1
 _TRAILER = re.compile(r"^(Promotion-Id|Rollback-Id):[ \t]*(\S+)[ \t]*$", re.MULTILINE | re.IGNORECASE)
 # What every trailer holds, found ten times faster than a trailer (the same case rules).
 _TRAILER_HINT = re.compile(r"-id:", re.IGNORECASE)
@@ -730,6 +735,15 @@ def application_carried_recompute(*, application: Application) -> int:
 _UNCHANGED = ""  # a carried file the commit did not change: the same text on both sides
 
 
+def _images_process(mirror: GitMirror) -> ImagesProcess | None:
+    """Start the kustomize-images values process (None: it could not start; values taken here)."""
+    try:
+        return ImagesProcess(mirror.blob_reader(), _CARRIED_CACHE, cwd=str(settings.BASE_DIR))
+    except (OSError, EOFError):
+        logger.warning("ingest: the carried-values process did not start; values taken in the ingest")
+        return None
+
+
 @dataclass
 class _CarriedJob:
     """One batch between `_RawCarried.start` and `finish`."""
@@ -745,6 +759,7 @@ class _CarriedJob:
     parents: dict[str, str | None] = field(default_factory=dict)
     by_id: dict[int, Application] = field(default_factory=dict)
     read: BlobsRead | None = None
+    by_process: bool = False  # its images were handed to the values process
 
 
 class _RawCarried:
@@ -773,10 +788,11 @@ class _RawCarried:
         self._specs: dict[tuple[int, int], tuple[list[str], str | None, bool]] = {}
         self._safe: dict[str, bool] = {}
         self._values: dict[tuple[int, int, tuple[str | None, ...]], str] = {}
-        self._images: dict[str, ImagesValue] = {}  # kustomize-images values by blob id
-        self._frames: dict[Frame, None] = {}  # frames of the kustomizations read whole without error
-        self._sections: dict[str, Any] = {}  # top-level sections of kustomizations, read
-        self._blocks: dict[str, ImagesValue] = {}  # images blocks, read alone
+        self._images = ImagesValuer(_CARRIED_CACHE)  # kustomize-images values by blob id
+        # From the batch `_CARRIED_PROCESS_AFTER` on, the kustomize-images values are taken in a
+        # process of their own (a small history never starts one); None: here, or it failed.
+        self._process: ImagesProcess | None = None
+        self._batches = 0
         # A batch's blobs are read by git while this thread parses the next batch (`start`, then
         # `finish`); `_reading` is what the batch before asked for, `_started` its read.
         self._reading: set[str] = set()
@@ -834,11 +850,17 @@ class _RawCarried:
                 pending.append((entry.sha, app, env, old_side, new_side))
         if len(self._values) + 2 * len(pending) > _CARRIED_CACHE:
             self._values.clear()
-        if len(self._images) + 2 * len(images) > _CARRIED_CACHE:
-            self._images.clear()
-            self._frames.clear()
-            self._sections.clear()
-            self._blocks.clear()
+        self._batches += 1
+        if self._batches == _CARRIED_PROCESS_AFTER + 1 and _CARRIED_PROCESS_AFTER >= 0:
+            self._process = _images_process(self._mirror)
+        if self._process is not None and images:
+            try:
+                self._process.submit([(old, new) for _, old, new in images])
+                job.by_process = True
+            except EOFError:
+                self._process_failed()
+        if not job.by_process:
+            self._images.make_room(len(images))
         # Each blob is read once: not the ones valued already, nor those the batch before reads.
         wanted = self._needed(job, {}) - self._reading
         self._reading = wanted
@@ -859,31 +881,61 @@ class _RawCarried:
             out.update((key, False) for key, _, _ in job.images)
             out.update(((sha, app.id, env.id), False) for sha, app, env, _, _ in job.pending)
         else:
-            value = self._image_value
-            for key, old, new in job.images:
-                out[key] = value(old, texts) != value(new, texts)
+            if not job.by_process:
+                pairs = [(old, new) for _, old, new in job.images]
+                out.update(
+                    zip([key for key, _, _ in job.images], self._images.changed(pairs, texts), strict=True)
+                )
             for sha, app, env, old_side, new_side in job.pending:
                 before = self._value(app, env, old_side, texts)
                 out[(sha, app.id, env.id)] = before != self._value(app, env, new_side, texts)
+        if job.by_process:
+            out.update(self._answer(job))
         if job.fallback:
             out.update(_carried(self._mirror, self._envs, job.parents, job.fallback, job.by_id))
         return out
 
+    def _answer(self, job: _CarriedJob) -> dict[tuple[str, int, int | None], bool]:
+        """The kustomize-images values the process took for the job (or here, if it is gone)."""
+        keys = [key for key, _, _ in job.images]
+        try:
+            if self._process is None:  # it ended after this job was handed to it
+                raise EOFError
+            answer = self._process.answer()
+        except EOFError:
+            self._process_failed()
+            pairs = [(old, new) for _, old, new in job.images]
+            self._images.make_room(len(pairs))
+            texts = self._texts(self._read(self._images.needed(pairs)))
+            if texts is None:
+                return dict.fromkeys(keys, False)
+            return dict(zip(keys, self._images.changed(pairs, texts), strict=True))
+        if answer is None:  # git could not read the blobs: as when `files_at` fails, nothing carried
+            return dict.fromkeys(keys, False)
+        return {key: bool(bit) for key, bit in zip(keys, answer, strict=True)}
+
+    def _process_failed(self) -> None:
+        if self._process is not None:
+            logger.warning("ingest: the carried-values process ended; values taken in the ingest")
+            self._process.close()
+            self._process = None
+
     def close(self) -> None:
-        """End the reads not finished (an ingest that stopped midway)."""
+        """End the reads not finished (an ingest that stopped midway) and the values process."""
         for read in self._started:
             read.abandon()
         self._started.clear()
+        if self._process is not None:
+            self._process.close()
+            self._process = None
 
     def _needed(self, job: _CarriedJob, texts: dict[str, str | None]) -> set[str]:
         """The blobs the job's values need that are neither valued already nor in `texts`."""
-        known = self._images
-        wanted = {
-            blob
-            for _, old, new in job.images
-            for blob in (old, new)
-            if blob and blob not in known and blob not in texts
-        }
+        wanted = (
+            set()
+            if job.by_process
+            else self._images.needed([(old, new) for _, old, new in job.images], texts)
+        )
         wanted.update(
             blob
             for _, app, env, old_side, new_side in job.pending
@@ -940,24 +992,6 @@ class _RawCarried:
 
     def _side(self, raw: dict[str, str], path: str, after: bool) -> str | None:
         return raw_side(raw[path], after) if self._is_safe(path) else None
-
-    def _image_value(self, blob: str | None, texts: dict[str, str | None]) -> ImagesValue:
-        """The kustomize-images value of a blob (None: no file), as `carried_value` compares it."""
-        if not blob:
-            return None
-        try:
-            return self._images[blob]
-        except KeyError:
-            pass
-        text = texts.get(blob)
-        frames = self._frames
-        value = images_value_in_frame(text, frames, self._blocks) if text is not None and frames else None
-        if value is None:
-            value, frame = images_value(text, self._sections)
-            if frame is not None:
-                self._frames[frame] = None
-        self._images[blob] = value
-        return value
 
     def _value(
         self,

@@ -48,7 +48,7 @@ from integrations.gitrepo.log import (
     raw_side,
     raw_sides,
 )
-from integrations.gitrepo.mirror import BlobsRead, GitMirror
+from integrations.gitrepo.mirror import BlobsRead, GitMirror, read_blobs
 from integrations.gitrepo.validate import (
     check_remote_url,
     validate_ref_name,
@@ -79,6 +79,7 @@ __all__ = [
     "parse_raw_log_entries",
     "raw_side",
     "raw_sides",
+    "read_blobs",
     "validate_ref_name",
     "validate_repo_path",
     "validate_rev",

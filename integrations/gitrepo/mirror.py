@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from integrations.gitrepo.command import DEFAULT_MAX_FILE_BYTES, _base_env, _decode, _Runner, _scrubber
@@ -59,7 +59,10 @@ class GitMirror:
         # Branches only: a `--mirror` clone of GitHub would also pull every refs/pull/* head.
         # Read in one `git config` run (the watcher fetches before storing a sync: each run counts).
         _, listing = self._git.run(
-            "config", "--get-regexp", r"^(remote\.origin\.(url|fetch|tagopt)|fetch\.writecommitgraph)$", ok_codes=(0, 1)
+            "config",
+            "--get-regexp",
+            r"^(remote\.origin\.(url|fetch|tagopt)|fetch\.writecommitgraph)$",
+            ok_codes=(0, 1),
         )
         current: dict[str, str] = {}
         for line in listing.splitlines():
@@ -235,12 +238,14 @@ class GitMirror:
 
         The caller works meanwhile (the ingest parses the next batch while git reads the blobs).
         """
-        ids = set(blob_ids)
-        names = "\n".join(ids)  # one check of all (no name holds a newline); else each, as it raises
-        if names.count("\n") != len(ids) - 1 or not _FULL_SHA_LINES.fullmatch(names):
-            ids = {validate_sha(oid, full=True) for oid in ids}
-        oids = sorted(ids)
-        return BlobsRead(self._git, oids, self.max_file_bytes)
+        return _blobs_start(self._git, blob_ids, self.max_file_bytes)
+
+    def blob_reader(self) -> tuple[str, dict[str, str], int]:
+        """What another process needs to read this mirror's blobs (`read_blobs`): the mirror's path,
+        git's environment without the remote's credentials (a local read needs none) and the size cap.
+        """
+        env = {**_base_env(None, None, allow_file=False, allow_http=False), "GIT_DIR": str(self.path)}
+        return str(self.path), env, self.max_file_bytes
 
     def list_files(self, rev: str, path: str) -> list[str]:
         """Return the repository paths of all files under `path` at `rev` (sorted; [] if absent).
@@ -323,6 +328,21 @@ class BlobsRead:
         run, self._run = self._run, None
         if run is not None:
             run.abandon()
+
+
+def read_blobs(
+    path: str, env: Mapping[str, str], max_bytes: int, blob_ids: Iterable[str]
+) -> dict[str, bytes | None]:
+    """`GitMirror.blobs` from what `GitMirror.blob_reader` gave (in a process without the mirror)."""
+    return _blobs_start(_Runner(Path(path), env), blob_ids, max_bytes)()
+
+
+def _blobs_start(runner: _Runner, blob_ids: Iterable[str], max_bytes: int) -> BlobsRead:
+    ids = set(blob_ids)
+    names = "\n".join(ids)  # one check of all (no name holds a newline); else each, as it raises
+    if names.count("\n") != len(ids) - 1 or not _FULL_SHA_LINES.fullmatch(names):
+        ids = {validate_sha(oid, full=True) for oid in ids}
+    return BlobsRead(runner, sorted(ids), max_bytes)
 
 
 # Full object names (as `validate_sha(…, full=True)` returns them), one per line.

@@ -525,7 +525,9 @@ def test_first_ingest_of_a_generated_history_decides_carried_as_the_full_reader(
     monkeypatch.setattr(ingest, "INGEST_BATCH", 37)
     monkeypatch.setattr(ingest, "_CARRIED_CACHE", 400)
     taken = {"frame": 0, "sections": 0}
-    in_frame, by_sections = ingest.images_value_in_frame, carried.simple_yaml_by_sections
+    # Counted in this process: the values process is not started here.
+    monkeypatch.setattr(ingest, "_CARRIED_PROCESS_AFTER", -1)
+    in_frame, by_sections = carried.images_value_in_frame, carried.simple_yaml_by_sections
 
     def count_frame(text: str, frames: Any, blocks: Any = None) -> Any:
         value = in_frame(text, frames, blocks)
@@ -537,7 +539,7 @@ def test_first_ingest_of_a_generated_history_decides_carried_as_the_full_reader(
         taken["sections"] += 1
         return value
 
-    monkeypatch.setattr(ingest, "images_value_in_frame", count_frame)
+    monkeypatch.setattr(carried, "images_value_in_frame", count_frame)
     monkeypatch.setattr(carried, "simple_yaml_by_sections", count_sections)
     fast = _repository("fast", bare)
     assert repository_ingest(repository_id=fast.pk).ok
@@ -553,3 +555,72 @@ def test_first_ingest_of_a_generated_history_decides_carried_as_the_full_reader(
     print(taken, carried_values.count(True), carried_values.count(False))
     assert carried_values.count(True) > 300 and carried_values.count(False) > 200
     assert taken["frame"] > 100 and taken["sections"] > 50  # the shortcuts were taken
+
+
+def _count_process_answers(monkeypatch: pytest.MonkeyPatch, kill_after: int | None = None) -> dict[str, int]:
+    """Count the batches the values process answered; with `kill_after`, kill it after that many."""
+    from inventory.carried_worker import ImagesProcess
+
+    counted = {"answers": 0, "started": 0}
+    answer, init = ImagesProcess.answer, ImagesProcess.__init__
+
+    def counting_init(self: ImagesProcess, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        counted["started"] += 1
+
+    def counting_answer(self: ImagesProcess) -> bytes | None:
+        if kill_after is not None and counted["answers"] == kill_after:
+            self._proc.kill()  # a crash (OOM killer, …) between two batches
+            self._proc.wait()
+        value = answer(self)
+        counted["answers"] += 1
+        return value
+
+    monkeypatch.setattr(ImagesProcess, "__init__", counting_init)
+    monkeypatch.setattr(ImagesProcess, "answer", counting_answer)
+    return counted
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kill_after", [None, 5])
+def test_kustomize_images_values_taken_in_their_own_process_are_the_full_readers(
+    environments: None, settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kill_after: int | None
+) -> None:
+    """A long first ingest values kustomize images in a process of its own (inventory.carried_worker):
+    the same rows as the incremental path; a process killed midway leaves the rest to the ingest."""
+    settings.MIRRORS_DIR = tmp_path / "mirrors"
+    bare = _history(tmp_path / "generated.git", 600, seed=11)
+    monkeypatch.setattr(ingest, "INGEST_BATCH", 29)
+    monkeypatch.setattr(ingest, "_CARRIED_PROCESS_AFTER", 1)
+    counted = _count_process_answers(monkeypatch, kill_after)
+    fast = _repository("fast", bare)
+    assert repository_ingest(repository_id=fast.pk).ok
+    _incremental_only(monkeypatch)
+    slow = _repository("slow", bare)
+    assert repository_ingest(repository_id=slow.pk).ok
+
+    fast_rows, slow_rows = _rows(fast), _rows(slow)
+    assert fast_rows == slow_rows
+    carried_values = [t[5] for t in fast_rows[1]]
+    assert carried_values.count(True) > 100 and carried_values.count(False) > 50
+    assert counted["started"] == 1
+    if kill_after is None:
+        assert counted["answers"] >= 19  # batches 2… of 21 (600 commits / 29), each with images
+    else:
+        assert counted["answers"] == kill_after  # then it is gone, and the ingest values the rest
+
+
+def test_the_values_process_answers_none_when_git_cannot_read(tmp_path: Path) -> None:
+    """A blob read that fails (here: no repository) is answered None: the ingest counts nothing."""
+    from integrations.gitrepo import GitMirror
+    from inventory.carried_worker import ImagesProcess
+
+    mirror = GitMirror(tmp_path / "missing.git", "https://example.invalid/x.git")
+    process = ImagesProcess(mirror.blob_reader(), 1000, cwd=str(Path(__file__).resolve().parents[2]))
+    try:
+        process.submit([("a" * 40, "b" * 40)])
+        assert process.answer() is None
+        process.submit([(None, None)])
+        assert process.answer() == b"\x00"  # no file on either side: nothing read, nothing changed
+    finally:
+        process.close()

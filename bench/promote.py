@@ -2,7 +2,10 @@
 
 The promotion branch is pushed when the promotion is requested (before approval: the approver
 reviews that commit); the approval checks the branch head with the forge, then only opens the PR
-from the pushed branch.
+from the pushed branch. The push commits the overlay edits on the portal's bare mirror of the
+repository at the base head the forge names (no clone: integrations.gitrepo.TreeWorkspace) and
+pushes only the new objects; Argo CD's rendering of the pushed head (the gates) and the portal's
+commit status follow once the branch is recorded as pushed.
 """
 
 from __future__ import annotations
@@ -206,7 +209,7 @@ def run(
             )
 
         warm_start = time.perf_counter()
-        warm_pk = request(apps[0])  # warm-up: imports, first clone of the workspace
+        warm_pk = request(apps[0])  # warm-up: imports, the worker's first reads of the mirror
         _wait_pushed(warm_pk, 120)
         approve(warm_pk)
         _wait_pr(fleet, warm_pk, 120)
@@ -310,8 +313,9 @@ def run(
             f"Sandbox: {fmt_n(fleet.argo_apps)} Argo CD apps ({len(fleet.repo.apps)} apps, 1 cluster per "
             "environment) from repogen, the forge and Argo CD emulators in-process, the portal configured "
             "from config/sandbox.yaml, the repository ingested and the instance polled by the real services. "
-            "Promotions go stage → prod with one approval required: the request enqueues the branch push, "
-            "the approval first asks the forge that the branch is still at the pushed head (one "
+            "Promotions go stage → prod with one approval required: the request enqueues the branch push "
+            "(the commit is made on the portal's bare mirror, no clone; Argo CD renders the pushed head "
+            "after it is recorded), the approval first asks the forge that the branch is still at the pushed head (one "
             "GET git/ref, in the approving request), then enqueues the PR opening, which reuses the "
             "pushed branch."
         )

@@ -10,7 +10,9 @@ Public API (kept stable for rollbacks/):
        portal recorded (`spec.trust.pushed_head_sha`); otherwise the base branch head is cloned
        into a temporary `GitWorkspace`, `branch` is created there, `prepare_branch(ws)` edits and
        commits (returns the new head SHA, or None when there is nothing to change: a permanent
-       error), the head is recorded (`spec.trust.record_push`) and only then pushed;
+       error), the head is recorded (`spec.trust.record_push`) and only then pushed. A change that
+       only writes files (`spec.mirror_at`: promotions) is committed on the repository's bare
+       mirror instead, at the base head the forge names (`TreeWorkspace`: no clone, no checkout);
     3. the PR is created; the forge's "already exists" answer (GitHub/Gitea 422/409) means
        "look it up", never "retry"; labels and reviewers are added (both idempotent).
   Trust: a PR found by branch name is adopted only when its head repository is the target
@@ -49,7 +51,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from django.conf import settings
 
@@ -68,9 +70,11 @@ from integrations.forges import (
 )
 from integrations.gitrepo import (
     GitError,
+    GitMirror,
     GitTransientError,
     GitWorkspace,
     InvalidRef,
+    TreeWorkspace,
     UnsafeRemote,
     UnsafeRepositoryContent,
     validate_ref_name,
@@ -221,6 +225,11 @@ class PullRequestSpec:
     trust: BranchTrust = BranchTrust()
     shallow: bool = False  # the branch's edits need no history: clone the base's head only
     body_for: Callable[[str], str] | None = None
+    # Build the branch on the repository's bare mirror instead of a clone: `mirror_at(sha)` returns
+    # the mirror holding commit `sha` (fetching it when missing), None when it cannot. Only for
+    # changes that write files: `prepare_branch` then gets a `TreeWorkspace` (read_file,
+    # write_file, commit; no work tree, no history walk, no revert).
+    mirror_at: Callable[[str], GitMirror | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -421,7 +430,7 @@ def _branch_once(
         return f"branch {branch} is at {remote_sha[:12]}, not at a commit the portal pushed"
     if remote_sha is None:
         try:
-            head = _build_and_push(spec, branch, base, prepare_branch)
+            head = _build_and_push(forge, spec, branch, base, prepare_branch)
         except _ForeignBranch as exc:
             return str(exc)
         return BranchResult(branch=branch, head_sha=head, pushed=True)
@@ -511,19 +520,28 @@ def _finish(
     return _result(pr, created=created, pushed=pushed, warnings=warnings)
 
 
-def _build_and_push(spec: PullRequestSpec, branch: str, base: str, prepare_branch: PrepareBranch) -> str:
-    """Build the branch on a fresh clone of `base`, record its head, push it; return the head.
+def _build_and_push(
+    forge: ForgeClient, spec: PullRequestSpec, branch: str, base: str, prepare_branch: PrepareBranch
+) -> str:
+    """Build the branch on `base`, record its head, push it; return the head.
 
-    A branch the portal pushed before (and lost) is rebuilt on the recorded base commit with the
-    recorded commit date: the same SHA is pushed again, another one raises `BranchMoved` unpushed.
+    On the repository's mirror when the spec gives one (`mirror_at`: file edits, no clone), else on
+    a fresh clone of `base`. A branch the portal pushed before (and lost) is rebuilt on the recorded
+    base commit with the recorded commit date: the same SHA is pushed again, another one raises
+    `BranchMoved` unpushed.
     """
-    repo, trust = spec.repository, spec.trust
-    expected = trust.pushed_head_sha
     root = Path(settings.WORKSPACES_DIR)
     root.mkdir(parents=True, exist_ok=True)
+    if spec.mirror_at is not None:
+        ws, start = _tree_workspace(forge, spec, base, spec.mirror_at, root)
+        # The contract of `mirror_at`: `prepare_branch` edits files only (see PullRequestSpec).
+        head = _prepare(cast("Callable[[TreeWorkspace], str | None]", prepare_branch), ws, branch, base)
+        _record_and_push(forge, spec, branch, base, start, head, lambda: ws.push(branch))
+        return head
+    repo, trust = spec.repository, spec.trust
     with tempfile.TemporaryDirectory(prefix=f"{repo.name}-", dir=root) as tmp:
         try:
-            ws = GitWorkspace.clone(
+            clone = GitWorkspace.clone(
                 repo.url,
                 Path(tmp) / "work",
                 branch=base,
@@ -535,49 +553,112 @@ def _build_and_push(spec: PullRequestSpec, branch: str, base: str, prepare_branc
                 depth=1 if spec.shallow else None,
             )
             if trust.commit_date is not None:
-                ws.pin_date(trust.commit_date)
-            start = ws.head()
+                clone.pin_date(trust.commit_date)
+            start = clone.head()
             base_sha = trust.pushed_base_sha
-            rebuild = bool(expected and base_sha and base_sha != start)
-            if rebuild and (ws.has_commit(base_sha) or (spec.shallow and ws.fetch_commit(base_sha))):
+            rebuild = bool(trust.pushed_head_sha and base_sha and base_sha != start)
+            if rebuild and (clone.has_commit(base_sha) or (spec.shallow and clone.fetch_commit(base_sha))):
                 start = base_sha
-            ws.create_branch(branch, start)
+            clone.create_branch(branch, start)
         except GitError as exc:
             raise _from_git(exc, f"cloning {repo.name}@{base}") from None
-        try:
-            head = prepare_branch(ws)
-        except (GitTransientError, UnsafeRepositoryContent) as exc:
-            # A held lock retries with backoff; refused content fails the request; both before
-            # anything was pushed. Other git errors (RevertConflict) reach the caller as they are.
-            raise _from_git(exc, f"preparing {branch}") from None
-        if head is None:
-            raise PullRequestPermanent(f"nothing to change on {base}: the target already has this content")
-        if expected and head != expected:
-            raise BranchMoved(
-                f"branch {branch} is gone and rebuilding it on {start[:12]} gives {head[:12]}, "
-                f"not the commit {expected[:12]} the portal pushed",
-                old=expected,
-                new=head,
-                foreign=False,
-            )
-        # Recorded before the push: whatever the branch holds later is trusted only if it is this.
-        trust.record_push(head, start)
-        try:
-            ws.push(branch)
-        except GitError as exc:
-            # A ref that appeared meanwhile (a lost race, or someone else's push) is not ours.
-            try:
-                remote = forge_for(repo).get_branch_sha(branch)
-            except ForgeError:
-                remote = None
-            if remote is not None and remote != head:
-                raise _ForeignBranch(
-                    f"branch {branch} appeared at {remote[:12]} while the portal pushed"
-                ) from None
-            if remote != head:
-                raise _from_git(exc, f"pushing {branch}") from None
-    trust.confirm_push(head, True)
+        head = _prepare(prepare_branch, clone, branch, base)
+        _record_and_push(forge, spec, branch, base, start, head, lambda: clone.push(branch))
     return head
+
+
+def _tree_workspace(
+    forge: ForgeClient,
+    spec: PullRequestSpec,
+    base: str,
+    mirror_at: Callable[[str], GitMirror | None],
+    root: Path,
+) -> tuple[TreeWorkspace, str]:
+    """A `TreeWorkspace` on the mirror at the forge's head of `base` (or the recorded base commit
+    of a lost branch being rebuilt); the mirror fetches that commit when it lacks it."""
+    trust = spec.trust
+    try:
+        start = forge.get_branch_sha(base)
+    except ForgeError as exc:
+        raise _from_forge(exc, f"reading the base branch {base}") from None
+    if start is None:
+        raise PullRequestPermanent(f"the base branch {base} does not exist on the forge")
+    try:
+        base_sha = trust.pushed_base_sha
+        mirror = None
+        if trust.pushed_head_sha and base_sha and base_sha != start:
+            mirror = mirror_at(base_sha)
+            start = base_sha if mirror is not None else start
+        mirror = mirror or mirror_at(start)
+        if mirror is None:
+            raise PullRequestRetryable(f"the repository mirror has not got {base} at {start[:12]} yet")
+        ws = TreeWorkspace(
+            mirror,
+            start,
+            committer_name=settings.GIT_COMMITTER_NAME,
+            committer_email=settings.GIT_COMMITTER_EMAIL,
+            scratch=root,
+        )
+    except GitError as exc:
+        raise _from_git(exc, f"reading {spec.repository.name}@{base} from its mirror") from None
+    if trust.commit_date is not None:
+        ws.pin_date(trust.commit_date)
+    return ws, start
+
+
+def _prepare(prepare_branch: Callable[[Any], str | None], ws: Any, branch: str, base: str) -> str:
+    """Run the change's `prepare_branch`; its head, or why nothing can be pushed."""
+    try:
+        head = prepare_branch(ws)
+    except (GitTransientError, UnsafeRepositoryContent) as exc:
+        # A held lock retries with backoff; refused content fails the request; both before
+        # anything was pushed. Other git errors (RevertConflict) reach the caller as they are.
+        raise _from_git(exc, f"preparing {branch}") from None
+    except GitError as exc:
+        if isinstance(ws, TreeWorkspace):  # the mirror's own plumbing (no revert runs there)
+            raise _from_git(exc, f"preparing {branch}") from None
+        raise
+    if head is None:
+        raise PullRequestPermanent(f"nothing to change on {base}: the target already has this content")
+    return head
+
+
+def _record_and_push(
+    forge: ForgeClient,
+    spec: PullRequestSpec,
+    branch: str,
+    base: str,
+    start: str,
+    head: str,
+    push: Callable[[], None],
+) -> None:
+    """Check the rebuilt head, record it on the change row, push it, confirm it."""
+    trust, expected = spec.trust, spec.trust.pushed_head_sha
+    if expected and head != expected:
+        raise BranchMoved(
+            f"branch {branch} is gone and rebuilding it on {start[:12]} gives {head[:12]}, "
+            f"not the commit {expected[:12]} the portal pushed",
+            old=expected,
+            new=head,
+            foreign=False,
+        )
+    # Recorded before the push: whatever the branch holds later is trusted only if it is this.
+    trust.record_push(head, start)
+    try:
+        push()
+    except GitError as exc:
+        # A ref that appeared meanwhile (a lost race, or someone else's push) is not ours.
+        try:
+            remote = forge.get_branch_sha(branch)
+        except ForgeError:
+            remote = None
+        if remote is not None and remote != head:
+            raise _ForeignBranch(
+                f"branch {branch} appeared at {remote[:12]} while the portal pushed"
+            ) from None
+        if remote != head:
+            raise _from_git(exc, f"pushing {branch}") from None
+    trust.confirm_push(head, True)
 
 
 class _ForeignBranch(Exception):

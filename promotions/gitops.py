@@ -45,6 +45,19 @@ def mirror_for(repository: GitRepository, *, fetch: bool = True) -> GitMirror:
     return mirror
 
 
+def mirror_with_commit(repository: GitRepository, sha: str) -> GitMirror | None:
+    """The repository's mirror once it holds commit `sha`, fetched when it lacks it (a commit pushed
+    since the last fetch); None when the remote does not give it. Raises GitError if fetching fails."""
+    mirror = mirror_for(repository, fetch=False)
+    if has_commit(mirror, sha):
+        return mirror
+    with _lock_for(repository.name):
+        if not has_commit(mirror, sha):  # a concurrent task may have fetched it meanwhile
+            _fetch(mirror)
+            _last_fetch[repository.name] = time.monotonic()
+    return mirror if has_commit(mirror, sha) else None
+
+
 def _retrying(operation: Callable[[], bool]) -> bool:
     for attempt in range(GIT_LOCK_RETRIES):
         try:

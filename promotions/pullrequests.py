@@ -50,7 +50,7 @@ from changes.renderedsummary import (
     summary_limit,
 )
 from changes.secretscan import BASELINE_PATH
-from integrations.gitrepo import GitWorkspace, InvalidRef, validate_ref_name
+from integrations.gitrepo import GitWorkspace, InvalidRef, TreeWorkspace, validate_ref_name
 
 from . import gates as g
 from . import gitops
@@ -147,7 +147,13 @@ def _build(promotion: Promotion) -> PullRequestResult:
 
 def _push(promotion: Promotion) -> BranchResult:
     try:
-        items, mirror = _items(promotion), gitops.mirror_for(promotion.repository)
+        items = _items(promotion)
+        # No fetch here: the request read the source revisions from this mirror, and the base
+        # head is fetched only when the mirror lacks it (`mirror_at`).
+        mirror = gitops.mirror_for(promotion.repository, fetch=False)
+        missing = [i.source_revision for i in items if not gitops.ensure_commit(mirror, i.source_revision)]
+        if missing:
+            raise PullRequestRetryable(f"the repository mirror has not got {missing[0][:12]} yet")
         return branch_ensure(
             spec=_spec(promotion, items, body=""), prepare_branch=_prepare(promotion, items, mirror)
         )
@@ -192,7 +198,7 @@ def _prepare(promotion: Promotion, items: Sequence[PromotionItem], mirror: Any) 
     }
     title = _pr_title(promotion, items)
 
-    def prepare(ws: GitWorkspace) -> str | None:
+    def prepare(ws: GitWorkspace | TreeWorkspace) -> str | None:
         def read_target(path: str) -> str | None:
             data = ws.read_file(path)
             return data.decode("utf-8") if data is not None else None
@@ -249,6 +255,9 @@ def _spec(promotion: Promotion, items: Sequence[PromotionItem], *, body: str) ->
         reviewers=reviewers,
         trust=change_branch_trust(kind=PROMOTION, change=promotion),
         shallow=True,  # overlay edits need no history; a monorepo's full clone would dominate the push
+        # Overlay edits need no work tree either: the commit is made on the portal's mirror (no
+        # clone, checkout and cleanup of the whole repository: most of the push's time).
+        mirror_at=lambda sha: gitops.mirror_with_commit(promotion.repository, sha),
     )
 
 

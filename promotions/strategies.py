@@ -15,6 +15,7 @@ byte gets a targeted in-place replacement of the scalar instead.
 
 from __future__ import annotations
 
+import functools
 import io
 import posixpath
 import re
@@ -154,30 +155,12 @@ class _Doc:
     def __init__(self, path: str, text: str) -> None:
         self.path, self.text = path, text
         try:
-            _, ind, bsi = load_yaml_guess_indent(text)
+            mapping, ind, bsi, self.faithful = _style(text)
         except YAMLError as exc:
             raise StrategyError(f"{path}: not valid YAML ({_first_line(exc)})") from None
-        ind, bsi = ind or 2, bsi or 0
-        self.yaml = self._pick_yaml(text, ind, bsi)
+        self.yaml = _yaml(mapping, ind, bsi)
         self.data = self.yaml.load(text)
-        self.faithful = self._dump(self.data) == text
         self.scalar_edits: list[tuple[Any, Any, str]] = []
-
-    @staticmethod
-    def _pick_yaml(text: str, ind: int, bsi: int) -> YAML:
-        first: YAML | None = None
-        for mapping in dict.fromkeys((2, ind, 4)):
-            y = YAML()
-            y.preserve_quotes = True
-            y.width = 4096
-            y.indent(mapping=mapping, sequence=ind, offset=bsi)
-            first = first or y
-            out = io.StringIO()
-            y.dump(y.load(text), out)
-            if out.getvalue() == text:
-                return y
-        assert first is not None
-        return first
 
     def _dump(self, data: Any) -> str:
         out = io.StringIO()
@@ -210,6 +193,34 @@ class _Doc:
             line = lines[line_no]
             lines[line_no] = line[:col] + _replace_scalar_token(line[col:], value)
         return "".join(lines)
+
+
+def _yaml(mapping: int, sequence: int, offset: int) -> YAML:
+    y = YAML()
+    y.preserve_quotes = True
+    y.width = 4096
+    y.indent(mapping=mapping, sequence=sequence, offset=offset)
+    return y
+
+
+@functools.lru_cache(maxsize=512)
+def _style(text: str) -> tuple[int, int, int, bool]:
+    """The indentation that dumps `text` back unchanged: (mapping, sequence, offset, faithful).
+
+    Found by loading and dumping the text up to four times: cached by content, because a
+    preview plans the same overlay files again at every commit of the changelog it walks, and the
+    push plans them once more. Not faithful (no indentation round-trips): the first one, and edits
+    are patched into the original lines instead.
+    """
+    _, ind, bsi = load_yaml_guess_indent(text)
+    ind, bsi = ind or 2, bsi or 0
+    for mapping in dict.fromkeys((2, ind, 4)):
+        y = _yaml(mapping, ind, bsi)
+        out = io.StringIO()
+        y.dump(y.load(text), out)
+        if out.getvalue() == text:
+            return mapping, ind, bsi, True
+    return 2, ind, bsi, False
 
 
 def _like(old: Any, value: str) -> Any:

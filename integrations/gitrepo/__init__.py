@@ -26,7 +26,8 @@ portal maps a merged promotion PR to the environment paths it touched.
 
 Rooms: `validate` (refs, SHAs, paths, remote URLs), `command` (the inert-git environment and the
 runner), `paths` (tree path safety), `log` (commit records and the log parser), `mirror`
-(GitMirror), `workspace` (GitWorkspace), `errors`.
+(GitMirror), `workspace` (GitWorkspace), `treeworkspace` (TreeWorkspace: file edits committed on a
+mirror without a clone), `errors`.
 """
 
 from integrations.gitrepo.command import DEFAULT_MAX_FILE_BYTES, NETWORK_TIMEOUT
@@ -49,6 +50,7 @@ from integrations.gitrepo.log import (
     raw_sides,
 )
 from integrations.gitrepo.mirror import BlobsRead, GitMirror, read_blobs
+from integrations.gitrepo.treeworkspace import TreeWorkspace
 from integrations.gitrepo.validate import (
     check_remote_url,
     validate_ref_name,
@@ -71,6 +73,7 @@ __all__ = [
     "InvalidRef",
     "LogEntry",
     "RevertConflict",
+    "TreeWorkspace",
     "UnsafeRemote",
     "UnsafeRepositoryContent",
     "check_remote_url",

@@ -159,7 +159,8 @@ class _Runner:
         """Run git and return raw stdout bytes."""
         status, out, err = self._exec(args, None, None, as_bytes=True)
         if status not in ok_codes:
-            stderr = _decode(cast(bytes, err))
+            # GitPython hands stderr back decoded even when stdout stays bytes.
+            stderr = err if isinstance(err, str) else _decode(err)
             raise _git_error(self._scrub(_failure(args, status, stderr)), stderr)
         return status, cast(bytes, out)
 

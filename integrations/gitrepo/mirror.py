@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from integrations.gitrepo.command import DEFAULT_MAX_FILE_BYTES, _base_env, _decode, _Runner, _scrubber
-from integrations.gitrepo.errors import InvalidRef
+from integrations.gitrepo.errors import GitError, InvalidRef
 from integrations.gitrepo.log import (
     _LOG_FORMAT,
     CommitRecord,
@@ -165,15 +167,33 @@ class GitMirror:
         """Return the file content at a revision, or None if the path does not exist there.
 
         Raises UnsafeRepositoryContent for a path through a symlink or submodule, or a file over
-        `max_file_bytes`; a directory reads as None.
+        `max_file_bytes`; a directory reads as None. Answers at a full commit SHA are kept (a
+        commit's files never change): a preview reads the same overlay at a commit several times,
+        and three git runs per read were most of its git time.
         """
-        commit = self.rev_parse(rev)
         safe = validate_repo_path(path)
-        mode = _check_tree_path(self._git, commit, safe, max_bytes=self.max_file_bytes)
+        key = (str(self.path), rev, safe)
+        hit = _FILES.get(key)
+        if hit is not None and len(hit[0] or b"") <= self.max_file_bytes:
+            return hit[0]  # (a smaller cap than the one it was read with reads it again: refused)
+        # A full SHA needs no `rev-parse` run of its own: `<sha>^{commit}` makes the tree listing
+        # refuse what is not a commit, and only a failure asks whether the revision exists.
+        full = _FULL_SHA.fullmatch(rev) is not None
+        commit = f"{rev}^{{commit}}" if full else self.rev_parse(rev)
+        try:
+            mode = _check_tree_path(self._git, commit, safe, max_bytes=self.max_file_bytes)
+        except GitError:
+            if full:
+                self.rev_parse(rev)  # InvalidRef for an unknown revision, as for any other rev
+            raise
         if mode is None or mode == _MODE_TREE:
-            return None
-        code, out = self._git.run_bytes("cat-file", "blob", f"{commit}:{safe}", ok_codes=(0, 128))
-        return out if code == 0 else None
+            data = None
+        else:
+            code, out = self._git.run_bytes("cat-file", "blob", f"{commit}:{safe}", ok_codes=(0, 128))
+            data = out if code == 0 else None
+        if full:
+            _FILES.put(key, data)
+        return data
 
     def files_at(self, wanted: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, bytes] | None]:
         """Read many `(revision, file path)` pairs with two `git cat-file --batch` runs.
@@ -306,6 +326,39 @@ class GitMirror:
         return out.split()
 
 
+class _FileCache:
+    """A bounded, thread-safe LRU of `file_at` answers at full commit SHAs (content is immutable)."""
+
+    def __init__(self, max_entries: int = 2048, max_bytes: int = 16 * 1024 * 1024) -> None:
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self._items: OrderedDict[tuple[str, str, str], bytes | None] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, str]) -> tuple[bytes | None] | None:
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return (self._items[key],)
+
+    def put(self, key: tuple[str, str, str], data: bytes | None) -> None:
+        size = len(data or b"")
+        if size > self.max_bytes // 16:
+            return  # a big file would push out many overlays
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = data
+            self._bytes += size
+            while len(self._items) > self.max_entries or self._bytes > self.max_bytes:
+                _, old = self._items.popitem(last=False)
+                self._bytes -= len(old or b"")
+
+
+_FILES = _FileCache()
+
+
 class BlobsRead:
     """A `GitMirror.blobs` under way (`GitMirror.blobs_start`); call it once for the answer."""
 
@@ -346,6 +399,7 @@ def _blobs_start(runner: _Runner, blob_ids: Iterable[str], max_bytes: int) -> Bl
 
 
 # Full object names (as `validate_sha(…, full=True)` returns them), one per line.
+_FULL_SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 _FULL_SHA_LINES = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?(?:\n[0-9a-f]{40}(?:[0-9a-f]{24})?)*")
 
 

@@ -272,3 +272,31 @@ def test_a_push_after_an_approval_invalidates_it_and_the_page_and_ledger_say_so(
     assert f'commit <code class="sha">{reviewed[:12]}</code>' in approvals
     assert '<span class="badge badge-warn">invalidated</span> the branch moved' in approvals
     assert "blocked as tampered" in page
+
+
+def test_the_push_commits_on_the_portals_mirror_on_the_forges_base_head_without_a_clone(
+    sandbox, users, purge_broker, tmp_path, monkeypatch
+):
+    promotion = _request(sandbox, users)
+    # The base moves on after the request: the mirror lacks the new head until the push fetches it.
+    other = GitWorkspace.clone(
+        sandbox.repository.url, tmp_path / "other", branch="main", token=FORGE_TOKEN, allow_http=True
+    )
+    other.write_file("docs/unrelated.md", "another change\n")
+    base = other.commit("unrelated change", author_name="Someone", author_email="someone@example.com")
+    other.push("main")
+
+    def no_clone(*args: object, **kwargs: object) -> GitWorkspace:
+        raise AssertionError("the promotion push cloned the repository")
+
+    monkeypatch.setattr(GitWorkspace, "clone", no_clone)
+    assert services.promotion_branch_push(promotion_id=promotion.pk) == "pushed"
+
+    promotion.refresh_from_db()
+    head = promotion.pushed_head_sha
+    assert _forge_head(sandbox, promotion.pr_branch) == head and promotion.branch_pushed_at is not None
+    assert promotion.pushed_base_sha == base == git(sandbox.bare, "rev-parse", f"{head}^").strip()
+    changed = git(sandbox.bare, "diff", "--name-only", base, head).split()
+    assert changed == [promotion.items.get().paths[0]]
+    assert promotion.items.get().version_after in git(sandbox.bare, "show", f"{head}:{changed[0]}")
+    assert "Promotion-Id: " + str(promotion.pk) in git(sandbox.bare, "log", "-1", "--format=%B", head)

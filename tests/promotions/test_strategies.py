@@ -138,3 +138,23 @@ def test_image_ref_parsing():
     assert ImageRef.parse("reg:5000/a/b:1.2") == ImageRef("reg:5000/a/b", "1.2", "")
     assert ImageRef.parse("a/b@sha256:" + "f" * 64).digest == "sha256:" + "f" * 64
     assert ImageRef.parse("a/b").version == ""
+
+
+def test_an_overlay_planned_again_reuses_its_indentation_and_edits_the_same():
+    from promotions import strategies
+
+    strategies._style.cache_clear()
+    app = Application(name="ledger", project="payments")
+    files = {"environments/prod/ledger/kustomization.yaml": PROD_KUST}
+    first = _plan(app, {}, files, ["registry.example.com/acme/ledger:1.5.0"])
+    assert strategies._style.cache_info().misses == 1
+
+    again = _plan(app, {}, files, ["registry.example.com/acme/ledger:1.5.0"])
+
+    # The changelog walk plans the same overlay at every commit: worked out once per content.
+    assert strategies._style.cache_info().hits == 1 and strategies._style.cache_info().misses == 1
+    assert again.diff == first.diff and again.edits[0].after == first.edits[0].after
+    assert _changed(first.diff) == [
+        "-    newTag: '1.4.2'  # pinned by the portal",
+        "+    newTag: '1.5.0'  # pinned by the portal",
+    ]

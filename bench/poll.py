@@ -257,7 +257,7 @@ def run(
         "byte an app's stored item, or decodes into one object; otherwise the answer is decoded whole). "
         "Each text is hashed (sha256) and looked up among the instance's stored list hashes, read as one "
         "query of tuples; only texts that are no app's stored item are decoded and parsed into typed "
-        "apps. So an unchanged app costs the hash of its ~1.8 KB text and a dict lookup: no JSON decode, "
+        "apps. So an unchanged app costs the hash of its ~0.9 KB text and a dict lookup: no JSON decode, "
         "no Python objects to build and free. A changed app whose sync revision, sync status or health "
         "alone moved (every app, after a commit to a monorepo) is stored from the list in one UPDATE, "
         "without its full GET; only new apps and apps whose operation, history-bearing state or spec "

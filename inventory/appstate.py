@@ -66,10 +66,22 @@ def placement_of(
     return Placement(app=app or remote.name, env=env or None, cluster=cluster or None)
 
 
-# Not stored, or read only from a full GET (the operation's revision: portal syncs ask the app itself),
-# so they must not make a watched app hash unlike the same app polled from the list.
+# Not stored, or read only from a full GET (the operation's revision: portal syncs ask the app itself;
+# its sync result, which the list's fields leave out: integrations.argocd.fields), so they must not
+# make a watched app hash unlike the same app polled from the list. An operation that starts or ends
+# still moves the hash (its phase and times). Changing this set changes every app's state hash: the
+# first poll after reads each app in full once (as a first poll does), then hashes match again.
 _VOLATILE_FIELDS = frozenset(
-    {"history", "conditions", "resource_version", "reconciled_at", "operation_revision"}
+    {
+        "history",
+        "conditions",
+        "resource_version",
+        "reconciled_at",
+        "operation_revision",
+        "sync_result_revision",
+        "sync_result_revisions",
+        "sync_result_resource_counts",
+    }
 )
 _HASHED_FIELDS: tuple[str, ...] = tuple(
     f.name for f in dataclasses.fields(RemoteApp) if f.name not in _VOLATILE_FIELDS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,13 +19,14 @@ from audit.services import audit_event_record
 from integrations.argocd import ArgoCDClient, ArgoCDError, ArgoCDUnavailable
 from integrations.gitrepo import GitError
 
-from .appstate import POLLER
+from .appstate import POLLER, SHA
 from .claims import POLL_CLAIM, claim_release, row_claim
 from .clients import argocd_client_for
 from .config import PortalConfig
 from .configapply import ConfigApplyResult, config_apply
-from .ingest import IngestResult, repositories_refresh, repository_ingest
+from .ingest import IngestResult, repositories_prefetch, repositories_refresh, repository_ingest
 from .models import ArgoApplication, ArgoInstance, GitRepository
+from .observe import raw_sync_revisions
 from .store import (
     Observed,
     apps_mark_removed,
@@ -104,9 +106,10 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
                 listing = listed.result()  # its error first: what a failed poll reports
         mark("listed")
         del listed
-        compared = listed_compare(client=client, listing=listing, stored=stored)
+        # A changed list usually means a new commit: its fetch starts now, while the rest is hashed.
+        compared = listed_compare(client=client, listing=listing, stored=stored, on_first_change=ingest_ahead)
         resource_version = listing.resource_version or ""
-        del listing  # the answer and its texts (2 x 17 MB at 10,000 apps): what changed is decoded
+        del listing  # the answer and its texts (2 x 9 MB at 10,000 apps): what changed is decoded
         live = [name for name, row in stored.items() if row is not None]
         removed = [name for name in live if name not in compared.names]
         refusal = _removal_guard(instance=instance, live=len(live), removed=removed)
@@ -161,6 +164,30 @@ def instance_poll(*, instance_id: int, client: ArgoCDClient | None = None) -> Po
         raise
     result.duration_ms = int((time.monotonic() - started) * 1000)
     return result
+
+
+def ingest_ahead(text: bytes) -> None:
+    """Start fetching the commit a changed list item compares with, when it is not ingested yet.
+
+    A sync shows in the list as a new sync revision (with a monorepo, on every app), and storing
+    the synced app's deployment waits for that commit to be ingested (`repositories_ingest_for`).
+    Started from the first changed item, the fetch runs while the rest of the list is hashed and
+    the changed items parsed, instead of after (0.1-0.25 s of the changed cycle at 10,000 apps).
+    A list asked with the sync result (`operationState.operation.sync`, API.md §5) names those too.
+    Only a head start: whatever this misses or fails, the store path fetches as before.
+    """
+    try:
+        item = json.loads(text)
+        status = item.get("status") if isinstance(item, dict) else None
+        sync = status.get("sync") if isinstance(status, dict) else None
+        source = (item.get("spec") or {}).get("source") or {}
+        wanted = raw_sync_revisions([item])
+        revision, url = (sync or {}).get("revision"), source.get("repoURL")
+        if isinstance(revision, str) and SHA.fullmatch(revision) and isinstance(url, str) and url:
+            wanted.setdefault(url.removesuffix(".git"), set()).add(revision)
+        repositories_prefetch(wanted)
+    except Exception:  # never the poll's failure: the store path ingests (and reports) as before
+        logger.exception("ingest ahead of a poll's changes")
 
 
 def _tracked_repositories_refresh(instance: ArgoInstance) -> None:

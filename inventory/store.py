@@ -8,7 +8,7 @@ import logging
 import posixpath
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -183,7 +183,11 @@ class ListedCompare:
 
 
 def listed_compare(
-    *, client: ArgoCDClient, listing: ApplicationListTexts, stored: Mapping[str, Listed | None]
+    *,
+    client: ArgoCDClient,
+    listing: ApplicationListTexts,
+    stored: Mapping[str, Listed | None],
+    on_first_change: Callable[[bytes], None] | None = None,
 ) -> ListedCompare:
     """Hash each item's text; decode only the texts that are not some app's stored list item.
 
@@ -192,6 +196,9 @@ def listed_compare(
     An item whose text with its sync revision blanked hashes to the app's stored neutral hash
     differs from the stored item only in that revision (a monorepo commit moves every app's):
     its revision is read from the text, nothing else of it is decoded. The rest is decoded.
+
+    `on_first_change` is called with the first text that is no app's stored item, as soon as the
+    hashing reaches it (a list with no change never calls it).
     """
     by_hash = {row[0]: name for name, row in stored.items() if row is not None and row[0]}
     unchanged: dict[str, str] = {}
@@ -204,6 +211,8 @@ def listed_compare(
         if name is not None and b'"' + name.encode() + b'"' in text:
             unchanged[name] = stored[name][1]  # type: ignore[index]
         else:
+            if on_first_change is not None and not pending:
+                on_first_change(text)
             pending.append((index, digest))
     by_neutral = (
         {row[2]: name for name, row in stored.items() if row is not None and row[2]} if pending else {}
@@ -226,7 +235,12 @@ def listed_compare(
         to_decode.append((index, digest))
     decoded = listing.decoded(index for index, _ in to_decode) if to_decode else {}
     if decoded is None:  # a text that is not one complete item: the answer could not be cut exactly
-        return listed_compare(client=client, listing=client.list_texts_redecoded(listing), stored=stored)
+        return listed_compare(
+            client=client,
+            listing=client.list_texts_redecoded(listing),
+            stored=stored,
+            on_first_change=on_first_change,
+        )
     changed = [
         (index, decoded[index], digest, RawApplicationList.name_of(decoded[index]))
         for index, digest in to_decode

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,46 +90,39 @@ def normalize_repo_url(url: str) -> str:
 # fields= on GET /api/v1/applications (API.md section 5): a fixed whitelist, everything else dropped.
 
 
-def _path(*keys: str) -> Callable[[Mapping[str, Any]], Any]:
-    def get(app: Mapping[str, Any]) -> Any:
-        node: Any = app
-        for k in keys:
-            if not isinstance(node, Mapping) or k not in node:
-                return None
-            node = node[k]
-        return node
-
-    return get
-
-
-# Order matters only for overlapping entries ("spec" then its children): later ones win, same values.
-APP_LIST_FIELDS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
-    "metadata.name": _path("metadata", "name"),
-    "metadata.namespace": _path("metadata", "namespace"),
-    "metadata.annotations": _path("metadata", "annotations"),
-    "metadata.labels": _path("metadata", "labels"),
-    "metadata.creationTimestamp": _path("metadata", "creationTimestamp"),
-    "metadata.deletionTimestamp": _path("metadata", "deletionTimestamp"),
-    "spec": _path("spec"),
-    "spec.destination": _path("spec", "destination"),
-    "spec.project": _path("spec", "project"),
-    "spec.source": _path("spec", "source"),
-    "spec.sources": _path("spec", "sources"),
-    "spec.sourceHydrator": _path("spec", "sourceHydrator"),
-    "spec.syncPolicy": _path("spec", "syncPolicy"),
-    "operation.sync": _path("operation", "sync"),
-    "status.summary": _path("status", "summary"),
-    "status.health": _path("status", "health"),
-    "status.sourceHydrator": _path("status", "sourceHydrator"),
-    "status.resources": _path("status", "resources"),
-    "status.sync.status": _path("status", "sync", "status"),
-    "status.sync.revision": _path("status", "sync", "revision"),
-    "status.operationState.phase": _path("status", "operationState", "phase"),
-    "status.operationState.startedAt": _path("status", "operationState", "startedAt"),
-    "status.operationState.finishedAt": _path("status", "operationState", "finishedAt"),
-    # Argo CD quirk kept on purpose: this key carries the operation's *syncResult*.
-    "status.operationState.operation.sync": _path("status", "operationState", "syncResult"),
+# The whitelist, each field with where it is read (its own path but for the quirk). Order matters
+# only for overlapping entries ("spec" then its children): the whole value already holds them.
+APP_LIST_FIELDS: dict[str, tuple[str, ...]] = {
+    name: tuple(name.split("."))
+    for name in (
+        "metadata.name",
+        "metadata.namespace",
+        "metadata.annotations",
+        "metadata.labels",
+        "metadata.creationTimestamp",
+        "metadata.deletionTimestamp",
+        "spec",
+        "spec.destination",
+        "spec.project",
+        "spec.source",
+        "spec.sources",
+        "spec.sourceHydrator",
+        "spec.syncPolicy",
+        "operation.sync",
+        "status.summary",
+        "status.health",
+        "status.sourceHydrator",
+        "status.resources",
+        "status.sync.status",
+        "status.sync.revision",
+        "status.operationState.phase",
+        "status.operationState.startedAt",
+        "status.operationState.finishedAt",
+        "status.operationState.operation.sync",
+    )
 }
+# Argo CD quirk kept on purpose: this key carries the operation's *syncResult*.
+APP_LIST_FIELDS["status.operationState.operation.sync"] = ("status", "operationState", "syncResult")
 
 
 @dataclass(frozen=True)
@@ -145,27 +139,46 @@ class FieldSelection:
         exclude = items[0].startswith("-")
         return cls(frozenset(i.lstrip("-") for i in items), exclude)
 
-    def project_item(self, app: Mapping[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for field, getter in APP_LIST_FIELDS.items():
-            if (("items." + field) in self.names) == self.exclude:
+    @functools.cached_property
+    def _plan(self) -> tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]:
+        """(output path, source path) of each selected field, in whitelist order, compiled once per
+        request: a list projects every app, and building each item path by path (a getter call and
+        a copy of every enclosing dict per field) took 0.6-1.3 s for 10,000 apps.
+
+        A field under one already selected whole (``spec.project`` after ``spec``) adds nothing:
+        the whole value has the same members. Left out, no enclosing dict needs copying.
+        """
+        plan: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+        for name, source in APP_LIST_FIELDS.items():
+            if (("items." + name) in self.names) == self.exclude:
                 continue
-            value = getter(app)
+            out = tuple(name.split("."))
+            if any(out[: len(taken)] == taken for taken, _ in plan):
+                continue
+            plan.append((out, source))
+        return tuple(plan)
+
+    def project_item(self, app: Mapping[str, Any]) -> dict[str, Any]:
+        """The item with the selected fields only. Values are shared with `app`, never mutated:
+        every dict written into here is created here."""
+        out: dict[str, Any] = {}
+        for path, source in self._plan:
+            value: Any = app
+            for key in source:
+                if not isinstance(value, Mapping):
+                    value = None
+                    break
+                value = value.get(key)
             if value is None:
                 continue
-            _set_path(out, field.split("."), value)
+            node = out
+            for key in path[:-1]:
+                child = node.get(key)
+                if child is None:
+                    child = node[key] = {}
+                node = child
+            node[path[-1]] = value
         return out
-
-
-def _set_path(target: dict[str, Any], keys: Sequence[str], value: Any) -> None:
-    node = target
-    for k in keys[:-1]:
-        child = node.get(k)
-        # Copy: never mutate the cached application dicts the values come from.
-        child = dict(child) if isinstance(child, dict) else {}
-        node[k] = child
-        node = child
-    node[keys[-1]] = value
 
 
 # A compiled field mask: key -> nested mask, or _LEAF for "the whole value".

@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from core.gcscope import bulk_call
 from sandbox.argocd import appsets, resources
 from sandbox.argocd.emulator import PERMISSION_DENIED, ApiError, not_visible
 from sandbox.argocd.model import AppState, ts
@@ -394,14 +395,25 @@ class Handler(BaseHTTPRequestHandler):
 
     def list_apps(self) -> None:
         accept = self._app_filter()
+        selection = FieldSelection.parse(self.query.get("fields", []))
+        # The projections and the answer (and the render of any app changed since the last
+        # reconcile) are acyclic: built with the collector paused (core.gcscope). 10,000 projected
+        # apps are ~250,000 new dicts, and the full collections of this Python process they set off
+        # (each walking the whole fleet and its renders) took 0.5-1.5 s of the list's 0.5 s of
+        # work; Argo CD's Go collector runs alongside its handlers instead.
+        body = bulk_call(lambda: self._list_body(accept, selection))
+        self._send(200, body, "application/json")
+
+    def _list_body(self, accept: Callable[[dict[str, Any]], bool], selection: FieldSelection | None) -> bytes:
         with self.emu.lock:
             items = [a.to_json() for a in self.emu.apps.values()]
             rv = str(self.emu.rv)
         items = [i for i in items if accept(i)]
-        selection = FieldSelection.parse(self.query.get("fields", []))
         if selection is not None:
             items = [selection.project_item(i) for i in items]
-        self._send_json({"metadata": {"resourceVersion": rv}, "items": items})
+        return json.dumps(
+            {"metadata": {"resourceVersion": rv}, "items": items}, separators=(",", ":")
+        ).encode()
 
     def _visible_app(self, name: str) -> AppState:
         projects = self._qlist("project", "projects")

@@ -18,7 +18,7 @@ from inventory.appstate import NARROW_FIELDS, list_text_hash, narrow_change_only
 from inventory.models import ArgoApplication
 from inventory.poll import instance_poll
 from inventory.store import apps_store_revisions, listed_compare, listed_state
-from tests.sandbox_fixtures import ARGOCD_TOKEN
+from tests.sandbox_fixtures import ARGOCD_TOKEN, commit_files, read_file, set_image_tag
 
 pytestmark = pytest.mark.django_db
 
@@ -227,3 +227,76 @@ def test_a_revision_span_that_is_not_the_sync_revision_is_never_proven():
     neutral, start, _ = revision_neutral(text)  # the last span is the operation's: not proven
     assert not revision_neutral_proven(item, neutral)
     assert revision_neutral(text.replace(b"ab" * 20, b"AB" * 20)) is None
+
+
+def test_the_first_changed_item_is_handed_over_once_as_soon_as_it_is_hashed(sandbox_inventory):
+    inv = sandbox_inventory
+    client, listing, stored, text, _ = _settled(inv)
+    seen: list[bytes] = []
+    listed_compare(client=client, listing=listing, stored=stored, on_first_change=seen.append)
+    assert seen == []  # nothing changed: never called
+    new = json.loads(text)
+    new["status"]["sync"]["revision"] = "ab" * 20
+    changed = _with(listing, text, new)
+    second = json.loads(changed.texts[2])
+    second["status"]["sync"]["revision"] = "ab" * 20
+    changed = _with(changed, changed.texts[2], second)
+    compared = listed_compare(client=client, listing=changed, stored=stored, on_first_change=seen.append)
+    assert len(compared.revision_only) == 2
+    assert seen == [changed.texts[1]]
+
+
+def test_a_changed_item_starts_fetching_its_new_commit(sandbox_inventory, monkeypatch):
+    import inventory.poll as poll
+
+    inv = sandbox_inventory
+    _, _, _, text, item = _settled(inv)
+    wanted: list[dict[str, set[str]]] = []
+    monkeypatch.setattr(poll, "repositories_prefetch", lambda w: wanted.append(w) or [])
+    new = json.loads(text)
+    new["status"]["sync"]["revision"] = "ab" * 20
+    poll.ingest_ahead(json.dumps(new).encode())
+    url = item["spec"]["source"]["repoURL"].removesuffix(".git")
+    assert len(wanted) == 1 and "ab" * 20 in wanted[0][url]
+    poll.ingest_ahead(b'{"metadata": ')  # not an item: no fetch, no error
+    assert len(wanted) == 1 or wanted[1] == {}
+
+
+def test_a_poll_that_sees_a_new_commit_fetches_it_ahead_of_storing(sandbox_inventory, monkeypatch):
+    import inventory.poll as poll
+
+    inv = sandbox_inventory
+    assert instance_poll(instance_id=inv.instance.pk).ok
+    started: list[dict[str, set[str]]] = []
+    real = poll.repositories_prefetch
+    monkeypatch.setattr(poll, "repositories_prefetch", lambda w: started.append(w) or real(w))
+    assert instance_poll(instance_id=inv.instance.pk).ok
+    assert started == []  # nothing changed
+    app = inv.repo.apps[0].name
+    path = f"environments/dev/{app}/kustomization.yaml"
+    head = commit_files(inv.repo.path, {path: set_image_tag(read_file(inv.repo.path, path), "8.8.8")}, "ci\n")
+    inv.refresh()  # Argo CD follows the head and syncs dev; nothing ingested it (no webhook here)
+    assert instance_poll(instance_id=inv.instance.pk).ok
+    assert any(head in shas for w in started for shas in w.values())
+
+
+def test_the_list_leaves_the_sync_result_out_and_the_state_hash_ignores_it(sandbox_inventory):
+    from integrations.argocd import DEFAULT_LIST_FIELDS
+    from inventory.appstate import state_hash
+
+    inv = sandbox_inventory
+    assert not any(f.startswith("items.status.operationState.operation") for f in DEFAULT_LIST_FIELDS)
+    client = _client(inv)
+    listing = client.list_application_texts()
+    items = [json.loads(t) for t in listing.texts]
+    assert items and not any("operation" in (i["status"].get("operationState") or {}) for i in items)
+    # A watched app (which carries its sync result) hashes like the listed one.
+    name = items[1]["metadata"]["name"]
+    full = client.get_application(name)
+    assert full.sync_result_revision and full.sync_result_resource_counts
+    listed = client.parse_list_item(items[1], 1)
+    bare = dataclasses.replace(
+        full, sync_result_revision=None, sync_result_revisions=(), sync_result_resource_counts=()
+    )
+    assert state_hash(full) == state_hash(bare)
+    assert listed.sync_result_revision is None and state_hash(listed) != ""

@@ -205,6 +205,42 @@ def test_fields_whitelist_drops_history_and_revisions(argo: ArgoCDEmulator, repo
     assert "history" not in excluded["status"] and "summary" in excluded["status"]
 
 
+def test_fields_projection_builds_its_own_objects_and_keeps_the_whitelist_order(
+    argo: ArgoCDEmulator, repo: GeneratedRepo
+) -> None:
+    name = first_app(repo, "dev")
+    full = get(argo, f"/api/v1/applications/{name}").json()
+    # Overlapping entries: "spec" whole, then its children; a lone leaf of status.sync.
+    fields = "items.status.sync.status,items.spec.project,items.spec,items.metadata.name"
+    for _ in range(2):  # the second answer would show anything the first wrote into the app
+        item = next(
+            i
+            for i in get(argo, f"/api/v1/applications?fields={fields}").json()["items"]
+            if i["metadata"]["name"] == name
+        )
+        assert item == {
+            "metadata": {"name": name},
+            "spec": full["spec"],
+            "status": {"sync": {"status": full["status"]["sync"]["status"]}},
+        }
+        assert list(item) == ["metadata", "spec", "status"]  # whitelist order, not the query's
+    after = get(argo, f"/api/v1/applications/{name}").json()
+    assert after["status"]["sync"] == full["status"]["sync"] and "revision" in after["status"]["sync"]
+
+
+def test_reconcile_renders_the_apps_it_changed_before_any_list(
+    argo: ArgoCDEmulator, repo: GeneratedRepo, tmp_path: Path
+) -> None:
+    # Argo CD lists from its informer's cache of the objects its controller wrote: the emulator
+    # renders a changed app at reconcile, not inside the next list request.
+    name = first_app(repo, "dev")
+    commit_change(repo.path, tmp_path, overlay_path(name), bump_tag, "bump")
+    argo.reconcile()
+    with argo.lock:
+        apps = list(argo.apps.values())
+        assert apps and all(a._cache is not None and a._cache[0] == a.resource_version for a in apps)
+
+
 @pytest.mark.parametrize(
     ("selector", "expect"),
     [
@@ -788,9 +824,16 @@ def test_a_filtered_stream_does_not_render_the_apps_it_leaves_out(
     time.sleep(0.3)
     rendered: list[str] = []
     render = AppState._render
-    monkeypatch.setattr(AppState, "_render", lambda self: (rendered.append(self.name), render(self))[1])
+    here = threading.current_thread()
+
+    def counted(self: AppState) -> dict[str, Any]:
+        if threading.current_thread() is not here:  # the stream's; reconcile renders what it changed
+            rendered.append(self.name)
+        return render(self)
+
+    monkeypatch.setattr(AppState, "_render", counted)
     commit_change(repo.path, tmp_path, overlay_path(name), bump_tag, "bump")
-    argo.reconcile()
+    argo.reconcile()  # the open streams deliver the refresh before it goes on (and renders the rest)
     reader.join(timeout=5)
     time.sleep(0.3)  # the stream has gone through every event of the commit
     response.close()

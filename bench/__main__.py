@@ -7,6 +7,7 @@ CI-sized run (same code paths, tiny sizes, about a minute).
 from __future__ import annotations
 
 import argparse
+import gc
 import shlex
 import sys
 import time
@@ -162,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
             return
         section = sections[key]
         print(f"bench: {key}. {section.title} ...", flush=True)
+        # Each figure starts from a collected heap: a figure must not pay for the garbage the one
+        # before left (the 10,000-app fleets leave millions of objects; the first full collection
+        # after them took seconds of the next figure, the Git ingest's).
+        gc.collect()
         start = time.perf_counter()
         try:
             fn(section)

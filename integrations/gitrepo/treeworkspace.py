@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from integrations.gitrepo.errors import GitError, UnsafeRepositoryContent
 from integrations.gitrepo.paths import _MODE_TREE, _check_tree_path
 from integrations.gitrepo.validate import validate_ref_name, validate_repo_path, validate_sha
-from integrations.gitrepo.workspace import _with_trailers
+from integrations.gitrepo.workspace import _identity_env, _with_trailers
 
 if TYPE_CHECKING:
     from integrations.gitrepo.mirror import GitMirror
@@ -154,16 +154,7 @@ class TreeWorkspace:
         return self._head
 
     def _identity(self, name: str, email: str) -> dict[str, str]:
-        cname, cemail = self.committer
-        env = {
-            "GIT_AUTHOR_NAME": name or cname,
-            "GIT_AUTHOR_EMAIL": email or cemail,
-            "GIT_COMMITTER_NAME": cname,
-            "GIT_COMMITTER_EMAIL": cemail,
-        }
-        if self.commit_date:
-            env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = self.commit_date
-        return env
+        return _identity_env(self.committer, self.commit_date, name, email)
 
     def push(self, branch: str) -> None:
         """Push the head to refs/heads/<branch> on the mirror's origin (only the new objects travel)."""

@@ -106,16 +106,7 @@ class GitWorkspace:
         self.commit_date = f"{int(when.timestamp())} +0000"
 
     def _identity(self, name: str | None = None, email: str | None = None) -> dict[str, str]:
-        cname, cemail = self.committer
-        env = {
-            "GIT_AUTHOR_NAME": name or cname,
-            "GIT_AUTHOR_EMAIL": email or cemail,
-            "GIT_COMMITTER_NAME": cname,
-            "GIT_COMMITTER_EMAIL": cemail,
-        }
-        if self.commit_date:
-            env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = self.commit_date
-        return env
+        return _identity_env(self.committer, self.commit_date, name, email)
 
     def fetch_commit(self, sha: str) -> bool:
         """Fetch one commit by SHA from origin (shallow); False when the server does not give it."""
@@ -418,3 +409,19 @@ def _with_trailers(message: str, trailers: Mapping[str, str]) -> str:
             raise InvalidRef(f"invalid trailer {key!r}")
         lines.append(f"{key}: {value}")
     return f"{body}\n\n" + "\n".join(lines) + "\n"
+
+
+def _identity_env(
+    committer: tuple[str, str], commit_date: str | None, name: str | None, email: str | None
+) -> dict[str, str]:
+    """git's author and committer environment (the author defaults to the committer; one pinned date)."""
+    cname, cemail = committer
+    env = {
+        "GIT_AUTHOR_NAME": name or cname,
+        "GIT_AUTHOR_EMAIL": email or cemail,
+        "GIT_COMMITTER_NAME": cname,
+        "GIT_COMMITTER_EMAIL": cemail,
+    }
+    if commit_date:
+        env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = commit_date
+    return env

@@ -16,13 +16,13 @@ as `_carried` does when `files_at` fails); None ends the process.
 from __future__ import annotations
 
 import contextlib
+import os
 import pickle
 import queue
 import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable
 from typing import IO, Any
 
 _LENGTH = struct.Struct(">I")
@@ -155,19 +155,9 @@ class ImagesProcess:
 
 def _python_env() -> dict[str, str]:
     """The environment for the process: the parent's minus anything that would change Python."""
-    import os
-
     return {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
 
 
-def _main(argv: Iterable[str]) -> int:
-    del argv
-    try:
-        serve(sys.stdin.buffer, sys.stdout.buffer)
-    except EOFError:
-        return 0  # the ingest is gone
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
+    with contextlib.suppress(EOFError):  # EOF: the ingest is gone
+        serve(sys.stdin.buffer, sys.stdout.buffer)
